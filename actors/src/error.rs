@@ -1,0 +1,51 @@
+//! Errors of the domain boundary: what storage and actors report to the HTTP edge.
+
+use thiserror::Error;
+
+/// A storage backend failure.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum StoreError {
+    /// A unique constraint was violated (for example a second user with the same email).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or refused to work; retrying later may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded: a bug or a corrupted row.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// A request-level failure reported by an actor or domain service. The actor keeps
+/// running; the HTTP edge maps each variant to one status code.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum DomainError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state; `code` is the machine code
+    /// (`already_connected`, `not_connected`, …).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    /// The actor is restarting or stopped; the caller may retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The actor did not answer in time.
+    #[error("{0}")]
+    Timeout(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine (WhatsApp connection) failed to carry out the request.
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl DomainError {
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        DomainError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+}

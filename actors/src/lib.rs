@@ -1,0 +1,12 @@
+//! The actor runtime and domain of the gateway. No HTTP and no database driver here:
+//! the server crate drives these types through typed handles and implements the
+//! storage seam.
+//!
+//! # Layout
+//! - [`domain`]: users, instances, activity and events — the nouns of the API.
+//! - [`error`]: [`error::StoreError`] and [`error::DomainError`], the boundary errors.
+//! - [`storage`]: the storage seam, small async traits every backend implements.
+
+pub mod domain;
+pub mod error;
+pub mod storage;
