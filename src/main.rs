@@ -1,1 +1,59 @@
-fn main(){}
+//! The server binary: configuration from the environment, signals for shutdown.
+
+use std::process::ExitCode;
+
+use wagate::config::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wagate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    wagate::telemetry::init(&config);
+    let listener = match tokio::net::TcpListener::bind(config.listen_addr()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(address = %config.listen_addr(), error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match wagate::app::run(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

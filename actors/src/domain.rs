@@ -43,7 +43,9 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "user" => Ok(Role::User),
             "operator" => Ok(Role::Operator),
-            other => Err(format!("unknown role '{other}' (expected admin, user or operator)")),
+            other => Err(format!(
+                "unknown role '{other}' (expected admin, user or operator)"
+            )),
         }
     }
 }
@@ -92,7 +94,9 @@ impl FromStr for EngineKind {
         match s {
             "wacore" => Ok(EngineKind::Wacore),
             "sandbox" => Ok(EngineKind::Sandbox),
-            other => Err(format!("unknown engine '{other}' (expected wacore or sandbox)")),
+            other => Err(format!(
+                "unknown engine '{other}' (expected wacore or sandbox)"
+            )),
         }
     }
 }
@@ -268,7 +272,10 @@ impl InstanceEvent {
     /// A new event; `data` gets the `instanceId` field every event carries.
     pub fn new(instance_id: &str, kind: &str, mut data: serde_json::Value) -> Self {
         if let Some(obj) = data.as_object_mut() {
-            obj.insert("instanceId".into(), serde_json::Value::String(instance_id.to_owned()));
+            obj.insert(
+                "instanceId".into(),
+                serde_json::Value::String(instance_id.to_owned()),
+            );
         }
         InstanceEvent {
             id: new_id(),

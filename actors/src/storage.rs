@@ -71,8 +71,9 @@ pub trait ActivityStore: Send + Sync {
 #[async_trait]
 pub trait EventStore: Send + Sync {
     async fn append_event(&self, event: &InstanceEvent) -> StoreResult<()>;
-    /// Oldest first (ascending id), at most `query.limit` events; the boolean says whether
-    /// more events matched beyond the limit.
+    /// With a cursor (`since` or `after_id`): the first `query.limit` matching events after
+    /// it, oldest first. Without one: the latest `query.limit` matching events, still oldest
+    /// first. The boolean says whether more events matched beyond the limit.
     async fn list_events(
         &self,
         instance_id: &str,

@@ -1,1 +1,9 @@
+//! The integration tests: one binary, every test against a real server on an ephemeral
+//! port with its own temporary data directory, so they run in parallel.
 
+mod common;
+
+mod auth;
+mod errors;
+mod storage_suite;
+mod users;

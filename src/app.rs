@@ -1,0 +1,119 @@
+//! Wiring: [`run`] opens storage, prepares secrets, starts the actor runtime and serves
+//! HTTP until the injected `shutdown` future completes, then stops everything in order.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use wagate_actors::storage::DynStorage;
+
+use crate::accounts::Accounts;
+use crate::config::{Config, DatabaseProvider};
+use crate::crypto::{self, JwtKeys, KeyVault};
+use crate::storage::sqlite::SqliteStorage;
+
+/// What every handler can reach. Cheap to clone: all fields are handles.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub storage: DynStorage,
+    pub accounts: Accounts,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot prepare DATA_DIR {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("secret key: {0}")]
+    SecretKey(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens the configured storage backend.
+pub async fn open_storage(config: &Config) -> Result<DynStorage, StartError> {
+    match config.database_provider {
+        DatabaseProvider::Sqlite => {
+            let storage = SqliteStorage::open(&config.sqlite_path)
+                .await
+                .map_err(|e| StartError::Storage(e.to_string()))?;
+            Ok(Arc::new(storage))
+        }
+        DatabaseProvider::Mongodb => Err(StartError::Storage(
+            "DATABASE_PROVIDER=mongodb is not available in this build yet; use sqlite".into(),
+        )),
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` completes.
+///
+/// Fails when the data directory, storage or secret key cannot be prepared, or the HTTP
+/// server fails.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let storage = open_storage(&config).await?;
+    let vault = match config.secret_key {
+        Some(key) => KeyVault::new(key),
+        None => KeyVault::load_or_create(&config.data_dir.join("secret.key"))
+            .map_err(StartError::SecretKey)?,
+    };
+    let jwt_secret = if config.jwt_secret.0.is_empty() {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random secret, so tokens stop working after a restart. \
+             Set JWT_SECRET (32+ characters) for anything but a local trial."
+        );
+        crypto::random_secret()
+    } else {
+        if config.jwt_secret.0.len() < 32 {
+            tracing::warn!("JWT_SECRET is shorter than 32 characters: use a longer random secret");
+        }
+        config.jwt_secret.0.as_bytes().to_vec()
+    };
+    let accounts = Accounts::new(
+        storage.clone(),
+        vault,
+        JwtKeys::new(&jwt_secret, config.jwt_expiration),
+    );
+    if accounts
+        .ensure_admin(
+            &config.admin_email,
+            &config.admin_password.0,
+            &config.admin_first_name,
+            &config.admin_last_name,
+        )
+        .await
+        .map_err(|e| StartError::Other(format!("cannot create the admin user: {}", e.message)))?
+    {
+        tracing::info!(email = %config.admin_email, "admin user created");
+    }
+
+    let state = AppState {
+        config: Arc::new(config),
+        storage: storage.clone(),
+        accounts,
+    };
+    let app = crate::http::router(state.clone());
+    let local = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!(address = %local, storage = storage.provider(), "listening");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("HTTP stopped; shutting down");
+    storage.close().await;
+    served.map_err(StartError::Serve)
+}

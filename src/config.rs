@@ -1,0 +1,557 @@
+//! Configuration in layers: `config/default.toml` (compiled in) → an optional TOML file
+//! named by `CONFIG_FILE` → environment variables (the key in upper case).
+//!
+//! [`Config::load`] validates every value and names the offending key in its error, so a
+//! typo stops the server at start instead of misbehaving later.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer};
+use wagate_actors::domain::EngineKind;
+
+/// The defaults, compiled into the binary so a fresh checkout needs no file.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variables read, each the upper-case form of a key of `default.toml`.
+const ENV_KEYS: &[&str] = &[
+    "HOST",
+    "PORT",
+    "MAX_BODY_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "ACTOR_CALL_TIMEOUT_MS",
+    "APP_ENV",
+    "DATA_DIR",
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "DATABASE_PROVIDER",
+    "SQLITE_DATABASE_URL",
+    "DATABASE_URL",
+    "JWT_SECRET",
+    "JWT_EXPIRATION",
+    "SECRET_KEY",
+    "ADMIN_EMAIL",
+    "ADMIN_PASSWORD",
+    "ADMIN_FIRST_NAME",
+    "ADMIN_LAST_NAME",
+    "WA_ENGINE",
+    "SANDBOX_AUTOPAIR_MS",
+    "RESTART_BACKOFF_BASE_MS",
+    "RESTART_BACKOFF_MAX_MS",
+    "RESTART_BUDGET",
+    "RESTART_WINDOW_MS",
+    "ALLOW_PRIVATE_NETWORK_URLS",
+    "WABA_GRAPH_BASE_URL",
+    "WABA_API_VERSION",
+];
+
+/// Raw values as read from the layers, before validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(deserialize_with = "any_string")]
+    host: String,
+    port: u16,
+    max_body_bytes: usize,
+    max_upload_bytes: usize,
+    actor_call_timeout_ms: u64,
+    #[serde(deserialize_with = "any_string")]
+    app_env: String,
+    #[serde(deserialize_with = "any_string")]
+    data_dir: String,
+    #[serde(deserialize_with = "any_string")]
+    rust_log: String,
+    #[serde(deserialize_with = "any_string")]
+    log_format: String,
+    #[serde(deserialize_with = "any_string")]
+    database_provider: String,
+    #[serde(deserialize_with = "any_string")]
+    sqlite_database_url: String,
+    #[serde(deserialize_with = "any_string")]
+    database_url: String,
+    #[serde(deserialize_with = "any_string")]
+    jwt_secret: String,
+    #[serde(deserialize_with = "any_string")]
+    jwt_expiration: String,
+    #[serde(deserialize_with = "any_string")]
+    secret_key: String,
+    #[serde(deserialize_with = "any_string")]
+    admin_email: String,
+    #[serde(deserialize_with = "any_string")]
+    admin_password: String,
+    #[serde(deserialize_with = "any_string")]
+    admin_first_name: String,
+    #[serde(deserialize_with = "any_string")]
+    admin_last_name: String,
+    #[serde(deserialize_with = "any_string")]
+    wa_engine: String,
+    #[serde(deserialize_with = "lenient_u64")]
+    sandbox_autopair_ms: u64,
+    restart_backoff_base_ms: u64,
+    restart_backoff_max_ms: u64,
+    restart_budget: u32,
+    restart_window_ms: u64,
+    allow_private_network_urls: bool,
+    #[serde(deserialize_with = "any_string")]
+    waba_graph_base_url: String,
+    #[serde(deserialize_with = "any_string")]
+    waba_api_version: String,
+}
+
+/// Text settings accept any scalar: `ADMIN_FIRST_NAME=true` or `ADMIN_PASSWORD=123456` are
+/// strings, even though the environment layer parses them as a bool or a number.
+fn any_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Str(String),
+        Bool(bool),
+        Int(i64),
+        Uint(u64),
+        Float(f64),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Str(s) => s,
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Uint(u) => u.to_string(),
+        Scalar::Float(f) => f.to_string(),
+    })
+}
+
+/// An environment variable that is set but empty means "unset" for optional numbers.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(u64),
+        Str(String),
+    }
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(n),
+        NumOrStr::Str(s) if s.trim().is_empty() => Ok(0),
+        NumOrStr::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("'{s}' is not a number"))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseProvider {
+    Sqlite,
+    Mongodb,
+}
+
+impl DatabaseProvider {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DatabaseProvider::Sqlite => "sqlite",
+            DatabaseProvider::Mongodb => "mongodb",
+        }
+    }
+}
+
+/// A secret that never prints: `Debug` shows only whether it is set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("Secret(<unset>)")
+        } else {
+            f.write_str("Secret(<redacted>)")
+        }
+    }
+}
+
+/// Validated configuration of one server process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub max_upload_bytes: usize,
+    pub actor_call_timeout: Duration,
+    pub app_env: AppEnv,
+    pub data_dir: PathBuf,
+    pub rust_log: String,
+    pub log_format: LogFormat,
+    pub database_provider: DatabaseProvider,
+    /// Path of the SQLite file (`:memory:` allowed).
+    pub sqlite_path: PathBuf,
+    /// The SQLite URL as configured, for `/api/db/status`.
+    pub sqlite_url: String,
+    pub database_url: Secret,
+    /// Empty when not configured: a random per-process secret is used (development only).
+    pub jwt_secret: Secret,
+    pub jwt_expiration: Duration,
+    /// 32 bytes when configured, otherwise read or created under `data_dir`.
+    pub secret_key: Option<[u8; 32]>,
+    pub admin_email: String,
+    pub admin_password: Secret,
+    pub admin_first_name: String,
+    pub admin_last_name: String,
+    pub wa_engine: EngineKind,
+    pub sandbox_autopair: Option<Duration>,
+    pub restart_backoff_base: Duration,
+    pub restart_backoff_max: Duration,
+    pub restart_budget: u32,
+    pub restart_window: Duration,
+    pub allow_private_network_urls: bool,
+    pub waba_graph_base_url: String,
+    pub waba_api_version: String,
+}
+
+/// Why the configuration was refused; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(key: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{} ({}): {why}", key.to_uppercase(), key))
+}
+
+impl Config {
+    /// Reads the layers from the real process environment.
+    ///
+    /// Fails when a value has the wrong type or is out of range, naming the key.
+    pub fn load() -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Ok(file) = std::env::var("CONFIG_FILE")
+            && !file.trim().is_empty()
+        {
+            if !Path::new(&file).is_file() {
+                return Err(ConfigError(format!(
+                    "CONFIG_FILE: '{file}' does not exist or is not a file"
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(
+            Env::raw()
+                .only(ENV_KEYS)
+                .map(|k| k.as_str().to_lowercase().into()),
+        );
+        Self::from_figment(figment)
+    }
+
+    /// Defaults plus the given overrides (keys as in `default.toml`); what tests use.
+    pub fn from_overrides<'a>(
+        overrides: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        for (k, v) in overrides {
+            // Parse like an environment variable would be ("true" → bool, "3000" → number).
+            let value: figment::value::Value = v.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge((k, value));
+        }
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let what = e.kind.to_string();
+            if key.is_empty() {
+                ConfigError(what)
+            } else {
+                invalid(&key, what)
+            }
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        let host: IpAddr = raw
+            .host
+            .parse()
+            .map_err(|_| invalid("host", format!("'{}' is not an IP address", raw.host)))?;
+        let app_env = match raw.app_env.as_str() {
+            "development" | "dev" | "" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => {
+                return Err(invalid(
+                    "app_env",
+                    format!("'{other}' (expected development or production)"),
+                ));
+            }
+        };
+        let log_format = match raw.log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log_format",
+                    format!("'{other}' (expected text or json)"),
+                ));
+            }
+        };
+        let database_provider = match raw.database_provider.as_str() {
+            "sqlite" => DatabaseProvider::Sqlite,
+            "mongodb" => DatabaseProvider::Mongodb,
+            other => {
+                return Err(invalid(
+                    "database_provider",
+                    format!("'{other}' (expected sqlite or mongodb)"),
+                ));
+            }
+        };
+        if database_provider == DatabaseProvider::Mongodb && raw.database_url.trim().is_empty() {
+            return Err(invalid(
+                "database_url",
+                "required when DATABASE_PROVIDER=mongodb",
+            ));
+        }
+        if raw.data_dir.trim().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let data_dir = PathBuf::from(&raw.data_dir);
+        let (sqlite_url, sqlite_path) = if raw.sqlite_database_url.trim().is_empty() {
+            let path = data_dir.join("whatsapp-api.db");
+            (format!("file:{}", path.display()), path)
+        } else {
+            let path = sqlite_path_from_url(&raw.sqlite_database_url)
+                .map_err(|why| invalid("sqlite_database_url", why))?;
+            (raw.sqlite_database_url.clone(), path)
+        };
+        let jwt_expiration =
+            parse_duration(&raw.jwt_expiration).map_err(|why| invalid("jwt_expiration", why))?;
+        if raw.jwt_secret.is_empty() && app_env == AppEnv::Production {
+            return Err(invalid("jwt_secret", "must be set when APP_ENV=production"));
+        }
+        if !raw.jwt_secret.is_empty() && raw.jwt_secret.len() < 32 && app_env == AppEnv::Production
+        {
+            return Err(invalid(
+                "jwt_secret",
+                "must be at least 32 characters when APP_ENV=production",
+            ));
+        }
+        let secret_key = if raw.secret_key.trim().is_empty() {
+            None
+        } else {
+            let bytes = hex::decode(raw.secret_key.trim())
+                .map_err(|_| invalid("secret_key", "must be 64 hexadecimal characters"))?;
+            Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                invalid("secret_key", "must be 64 hexadecimal characters (32 bytes)")
+            })?)
+        };
+        if !raw.admin_email.contains('@') {
+            return Err(invalid(
+                "admin_email",
+                format!("'{}' is not an email address", raw.admin_email),
+            ));
+        }
+        if raw.admin_password.len() < 6 {
+            return Err(invalid("admin_password", "must be at least 6 characters"));
+        }
+        let wa_engine: EngineKind = raw
+            .wa_engine
+            .parse()
+            .map_err(|why| invalid("wa_engine", why))?;
+        let positive = |key: &str, v: u64| -> Result<Duration, ConfigError> {
+            if v == 0 {
+                Err(invalid(key, "must be greater than 0"))
+            } else {
+                Ok(Duration::from_millis(v))
+            }
+        };
+        let restart_backoff_base =
+            positive("restart_backoff_base_ms", raw.restart_backoff_base_ms)?;
+        let restart_backoff_max = positive("restart_backoff_max_ms", raw.restart_backoff_max_ms)?;
+        if restart_backoff_max < restart_backoff_base {
+            return Err(invalid(
+                "restart_backoff_max_ms",
+                "must not be smaller than RESTART_BACKOFF_BASE_MS",
+            ));
+        }
+        let restart_window = positive("restart_window_ms", raw.restart_window_ms)?;
+        if raw.restart_budget == 0 {
+            return Err(invalid("restart_budget", "must be at least 1"));
+        }
+        let actor_call_timeout = positive("actor_call_timeout_ms", raw.actor_call_timeout_ms)?;
+        if raw.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if raw.max_upload_bytes < 1024 {
+            return Err(invalid("max_upload_bytes", "must be at least 1024"));
+        }
+        for (key, url) in [("waba_graph_base_url", &raw.waba_graph_base_url)] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(key, format!("'{url}' is not an http(s) URL")));
+            }
+        }
+        Ok(Config {
+            host,
+            port: raw.port,
+            max_body_bytes: raw.max_body_bytes,
+            max_upload_bytes: raw.max_upload_bytes,
+            actor_call_timeout,
+            app_env,
+            data_dir,
+            rust_log: raw.rust_log,
+            log_format,
+            database_provider,
+            sqlite_path,
+            sqlite_url,
+            database_url: Secret(raw.database_url),
+            jwt_secret: Secret(raw.jwt_secret),
+            jwt_expiration,
+            secret_key,
+            admin_email: raw.admin_email,
+            admin_password: Secret(raw.admin_password),
+            admin_first_name: raw.admin_first_name,
+            admin_last_name: raw.admin_last_name,
+            wa_engine,
+            sandbox_autopair: (raw.sandbox_autopair_ms > 0)
+                .then(|| Duration::from_millis(raw.sandbox_autopair_ms)),
+            restart_backoff_base,
+            restart_backoff_max,
+            restart_budget: raw.restart_budget,
+            restart_window,
+            allow_private_network_urls: raw.allow_private_network_urls,
+            waba_graph_base_url: raw.waba_graph_base_url.trim_end_matches('/').to_owned(),
+            waba_api_version: raw.waba_api_version,
+        })
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+/// `file:./data/x.db`, `sqlite://x.db`, `sqlite:x.db` or a bare path → the file path.
+fn sqlite_path_from_url(url: &str) -> Result<PathBuf, String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("file://")
+        .or_else(|| url.strip_prefix("file:"))
+        .or_else(|| url.strip_prefix("sqlite://"))
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() {
+        return Err(format!("'{url}' names no file"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// `30s`, `30m`, `24h`, `7d` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (use e.g. 30m, 24h, 7d)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("'{text}' has an unknown unit (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err("must be longer than 0".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_overrides([]).expect("defaults");
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.jwt_expiration, Duration::from_secs(86_400));
+        assert_eq!(c.sqlite_path, PathBuf::from("./data/whatsapp-api.db"));
+        assert_eq!(c.wa_engine, EngineKind::Wacore);
+        assert!(c.sandbox_autopair.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_overrides([("port", "abc".to_string())]).unwrap_err();
+        assert!(e.to_string().contains("PORT"), "{e}");
+        let e = Config::from_overrides([("jwt_expiration", "soon".to_string())]).unwrap_err();
+        assert!(e.to_string().contains("JWT_EXPIRATION"), "{e}");
+        let e = Config::from_overrides([("log_format", "xml".to_string())]).unwrap_err();
+        assert!(e.to_string().contains("LOG_FORMAT"), "{e}");
+        let e = Config::from_overrides([("wa_engine", "web".to_string())]).unwrap_err();
+        assert!(e.to_string().contains("WA_ENGINE"), "{e}");
+    }
+
+    #[test]
+    fn production_requires_a_strong_jwt_secret() {
+        let e = Config::from_overrides([("app_env", "production".to_string())]).unwrap_err();
+        assert!(e.to_string().contains("JWT_SECRET"), "{e}");
+        let e = Config::from_overrides([
+            ("app_env", "production".to_string()),
+            ("jwt_secret", "short".to_string()),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("JWT_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("0h").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(
+            sqlite_path_from_url("file:./data/whatsapp-api.db"),
+            Ok(PathBuf::from("./data/whatsapp-api.db"))
+        );
+        assert_eq!(
+            sqlite_path_from_url("sqlite://x.db?mode=rwc"),
+            Ok(PathBuf::from("x.db"))
+        );
+        assert!(sqlite_path_from_url("file:").is_err());
+    }
+
+    #[test]
+    fn text_settings_accept_any_scalar() {
+        let c = Config::from_overrides([
+            ("admin_first_name", "true".to_string()),
+            ("admin_password", "12345678".to_string()),
+        ])
+        .expect("config");
+        assert_eq!(c.admin_first_name, "true");
+        assert_eq!(c.admin_password.0, "12345678");
+    }
+
+    #[test]
+    fn empty_autopair_means_off() {
+        let c = Config::from_overrides([("sandbox_autopair_ms", "".to_string())]).expect("config");
+        assert!(c.sandbox_autopair.is_none());
+        let c =
+            Config::from_overrides([("sandbox_autopair_ms", "250".to_string())]).expect("config");
+        assert_eq!(c.sandbox_autopair, Some(Duration::from_millis(250)));
+    }
+}

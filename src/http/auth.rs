@@ -1,0 +1,149 @@
+//! Authentication: the [`AuthUser`] extractor (JWT bearer or `x-api-key`) and the
+//! `/api/auth` routes.
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use wagate_actors::domain::{Role, User};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::AppJson;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/me", get(me))
+}
+
+/// The caller, authenticated by `Authorization: Bearer <jwt>` or `x-api-key: <key>`.
+/// Handlers that take it are closed to anonymous callers (401).
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub User);
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+
+    /// 403 unless the caller is an admin.
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this endpoint is for admins only"))
+        }
+    }
+
+    /// Whether the caller may see data owned by `owner_id`.
+    pub fn can_access(&self, owner_id: &str) -> bool {
+        self.is_admin() || self.0.id == owner_id
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+            let token = text
+                .strip_prefix("Bearer ")
+                .or_else(|| text.strip_prefix("bearer "))
+                .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
+            return state
+                .accounts
+                .user_for_token(token.trim())
+                .await
+                .map(AuthUser);
+        }
+        if let Some(value) = parts.headers.get("x-api-key") {
+            let key = value
+                .to_str()
+                .map_err(|_| ApiError::unauthorized("invalid API key"))?;
+            return state
+                .accounts
+                .user_for_api_key(key.trim())
+                .await
+                .map(AuthUser);
+        }
+        Err(ApiError::unauthorized(
+            "authentication required: send `Authorization: Bearer <token>` or `x-api-key`",
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginUser {
+    id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    role: Role,
+    api_key: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LoginResponse {
+    token: String,
+    user: LoginUser,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<LoginRequest>,
+) -> ApiResult<AppJson<LoginResponse>> {
+    if body.email.trim().is_empty() || body.password.is_empty() {
+        return Err(ApiError::validation("email and password are required"));
+    }
+    let (token, with_key) = state.accounts.login(&body.email, &body.password).await?;
+    let u = with_key.user;
+    Ok(AppJson(LoginResponse {
+        token,
+        user: LoginUser {
+            id: u.id,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            role: u.role,
+            api_key: with_key.api_key,
+        },
+    }))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeResponse {
+    id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<String>,
+}
+
+async fn me(AuthUser(u): AuthUser) -> AppJson<MeResponse> {
+    AppJson(MeResponse {
+        id: u.id,
+        email: u.email,
+        first_name: u.first_name,
+        last_name: u.last_name,
+        role: u.role,
+        owner_id: u.owner_id,
+    })
+}

@@ -1,0 +1,84 @@
+//! Extractors that answer bad input in the app's own error shape, naming the field.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// `axum::Json` with errors as `{error, code}`: syntax errors 400, wrong or missing
+/// fields 422 (the message names the field), bodies over the limit 413.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match &r {
+            JsonRejection::JsonDataError(e) => {
+                ApiError::validation(clean_serde_message(&e.body_text()))
+            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                clean_serde_message(&e.body_text()),
+            ),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_content_type",
+                "expected a JSON body with `Content-Type: application/json`",
+            ),
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::payload_too_large("request body is larger than the allowed limit")
+            }
+            _ => ApiError::bad_request(r.body_text()),
+        }
+    }
+}
+
+/// serde's messages say "Failed to deserialize the JSON body into the target type: missing
+/// field `email` at line 1 column 20"; keep the part that names the field.
+fn clean_serde_message(text: &str) -> String {
+    let t = text
+        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+        .or_else(|| text.strip_prefix("Failed to parse the request body as JSON: "))
+        .unwrap_or(text);
+    format!("invalid request body: {t}")
+}
+
+/// `axum::extract::Query` with errors as `{error, code}` (400, naming the parameter).
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        let text = r.body_text();
+        let t = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("invalid query parameter: {t}"),
+        )
+    }
+}
+
+/// `axum::extract::Path` with errors as `{error, code}`.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request(format!("invalid path parameter: {}", r.body_text()))
+    }
+}

@@ -1,0 +1,115 @@
+//! The HTTP edge: one module per resource, each exposing `router()`; request and
+//! response types live beside their handlers.
+
+pub mod auth;
+pub mod extract;
+pub mod health;
+pub mod users;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Upper bound of every `limit` parameter: one page never loads more than this.
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// The whole router of the server.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(users::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// ISO 8601 with milliseconds and `Z`, as the spec's examples show.
+pub fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The spec's pagination object.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    pub total: u64,
+    pub limit: u32,
+    pub skip: u64,
+    pub has_more: bool,
+}
+
+impl Pagination {
+    pub fn new(total: u64, limit: u32, skip: u64) -> Self {
+        Pagination {
+            total,
+            limit,
+            skip,
+            has_more: skip.saturating_add(u64::from(limit)) < total,
+        }
+    }
+}
+
+/// `?limit&skip` with the spec's defaults, validated.
+#[derive(Debug, Deserialize)]
+pub struct PageParams {
+    pub limit: Option<u32>,
+    pub skip: Option<u64>,
+}
+
+impl PageParams {
+    /// The limit (default `default`, 1..=[`MAX_PAGE_LIMIT`]) and the offset.
+    pub fn resolve(&self, default: u32) -> Result<(u32, u64), ApiError> {
+        let limit = self.limit.unwrap_or(default);
+        if limit == 0 || limit > MAX_PAGE_LIMIT {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {MAX_PAGE_LIMIT}"
+            )));
+        }
+        Ok((limit, self.skip.unwrap_or(0)))
+    }
+}
+
+/// Parses an ISO 8601 date or date-time parameter, naming it in the error.
+pub fn parse_date_param(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(t.and_utc());
+    }
+    Err(ApiError::bad_request(format!(
+        "{name} must be an ISO 8601 date, e.g. 2024-01-31 or 2024-01-31T12:00:00Z"
+    )))
+}

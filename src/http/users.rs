@@ -1,0 +1,237 @@
+//! The users API: admins manage every account; a user may read and update itself.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use wagate_actors::domain::{Role, User};
+
+use crate::accounts::{NewUser, UserPatch};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::http::auth::AuthUser;
+use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::{PageParams, Pagination, iso};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/users", post(create).get(list))
+        .route("/api/users/{id}", get(read).put(update).delete(remove))
+        .route("/api/users/{id}/regenerate-api-key", post(regenerate_key))
+}
+
+/// A user as the API shows it: never a password hash or a key digest.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<String>,
+    active: bool,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+}
+
+impl UserView {
+    fn new(u: User, api_key: Option<String>) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            role: u.role,
+            owner_id: u.owner_id,
+            active: u.active,
+            created_at: iso(u.created_at),
+            updated_at: iso(u.updated_at),
+            api_key,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateUser {
+    email: String,
+    password: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    #[serde(default = "default_role")]
+    role: Role,
+    owner_id: Option<String>,
+}
+
+fn default_role() -> Role {
+    Role::User
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppJson(body): AppJson<CreateUser>,
+) -> ApiResult<(StatusCode, AppJson<UserView>)> {
+    caller.require_admin()?;
+    let created = state
+        .accounts
+        .create(NewUser {
+            email: body.email,
+            password: body.password,
+            first_name: body.first_name,
+            last_name: body.last_name,
+            role: body.role,
+            owner_id: body.owner_id,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        AppJson(UserView::new(created.user, created.api_key)),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct UserList {
+    users: Vec<UserView>,
+    pagination: Pagination,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppQuery(page): AppQuery<PageParams>,
+) -> ApiResult<AppJson<UserList>> {
+    caller.require_admin()?;
+    let (limit, skip) = page.resolve(100)?;
+    let found = state.storage.list_users(limit, skip).await?;
+    Ok(AppJson(UserList {
+        users: found
+            .items
+            .into_iter()
+            .map(|u| UserView::new(u, None))
+            .collect(),
+        pagination: Pagination::new(found.total, limit, skip),
+    }))
+}
+
+/// The user `id` if the caller may see it; 404 otherwise (an existing account of somebody
+/// else is not revealed to a non-admin).
+async fn visible_user(state: &AppState, caller: &AuthUser, id: &str) -> ApiResult<User> {
+    if !caller.is_admin() && caller.0.id != id {
+        return Err(ApiError::not_found("user not found"));
+    }
+    state
+        .storage
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user not found"))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<UserView>> {
+    let user = visible_user(&state, &caller, &id).await?;
+    Ok(AppJson(UserView::new(user, None)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateUser {
+    email: Option<String>,
+    password: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    role: Option<Role>,
+    owner_id: Option<String>,
+    active: Option<bool>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<UpdateUser>,
+) -> ApiResult<AppJson<UserView>> {
+    let user = visible_user(&state, &caller, &id).await?;
+    if !caller.is_admin()
+        && (body.role.is_some() || body.active.is_some() || body.owner_id.is_some())
+    {
+        return Err(ApiError::forbidden(
+            "only admins may change role, active or ownerId",
+        ));
+    }
+    let updated = state
+        .accounts
+        .update(
+            user,
+            UserPatch {
+                email: body.email,
+                password: body.password,
+                first_name: body.first_name,
+                last_name: body.last_name,
+                role: body.role,
+                owner_id: body.owner_id,
+                active: body.active,
+            },
+        )
+        .await?;
+    Ok(AppJson(UserView::new(updated, None)))
+}
+
+#[derive(Debug, Serialize)]
+struct Deleted {
+    success: bool,
+    message: String,
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<Deleted>> {
+    caller.require_admin()?;
+    let user = visible_user(&state, &caller, &id).await?;
+    if user.id == caller.0.id {
+        return Err(ApiError::conflict(
+            "cannot_delete_self",
+            "an admin cannot delete its own account",
+        ));
+    }
+    let owned = state.storage.list_instances(Some(&user.id)).await?.len();
+    if owned > 0 {
+        return Err(ApiError::conflict(
+            "user_has_instances",
+            format!("the user still owns {owned} instance(s); delete them first"),
+        ));
+    }
+    state.storage.delete_user(&user.id).await?;
+    Ok(AppJson(Deleted {
+        success: true,
+        message: format!("User {} deleted successfully", user.id),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewKey {
+    api_key: String,
+}
+
+async fn regenerate_key(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<NewKey>> {
+    let user = visible_user(&state, &caller, &id).await?;
+    let api_key = state.accounts.regenerate_api_key(user).await?;
+    Ok(AppJson(NewKey { api_key }))
+}

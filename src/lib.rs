@@ -1,0 +1,23 @@
+//! wagate: a self-hosted multi-instance WhatsApp gateway.
+//!
+//! # Layout
+//! - [`app`]: wiring — [`app::run`] takes a configuration, a listener and a shutdown
+//!   future; `main` and the integration tests both call it.
+//! - [`config`]: layered configuration (`config/default.toml` → `CONFIG_FILE` → env).
+//! - [`telemetry`]: tracing setup (`RUST_LOG`, `LOG_FORMAT`).
+//! - [`error`]: [`error::ApiError`], the one HTTP error type and its status mapping.
+//! - [`crypto`]: passwords, API keys, JWTs, sealing secrets at rest.
+//! - [`accounts`]: the rules of user accounts, over storage.
+//! - [`storage`]: storage backends implementing the domain's seam (SQLite).
+//! - [`http`]: the axum edge, one module per resource.
+//!
+//! The actor runtime and the domain types live in the `wagate-actors` crate.
+
+pub mod accounts;
+pub mod app;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,566 @@
+//! SQLite storage on sqlx: one file in WAL mode, migrations from `migrations/` embedded in
+//! the binary and applied at start.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use wagate_actors::domain::{
+    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, Role,
+    User, WebhookSettings,
+};
+use wagate_actors::error::StoreError;
+use wagate_actors::storage::{
+    ActivityStore, EventStore, InstanceStore, Storage, StoreResult, UserStore,
+};
+
+use super::from_millis;
+
+/// The embedded migrations (`migrations/*.sql`, append-only).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// SQLite implementation of every storage trait. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct SqliteStorage {
+    pool: SqlitePool,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// `:memory:` gives a private in-memory database (one connection, for tests).
+    ///
+    /// Fails when the file cannot be created or opened, or a migration fails.
+    pub async fn open(path: &Path) -> Result<SqliteStorage, StoreError> {
+        let memory = path.as_os_str() == ":memory:";
+        let mut options = if memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(unavailable)?
+        } else {
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // WAL + NORMAL: durable across process crashes, fsync only at checkpoints.
+                .synchronous(SqliteSynchronous::Normal)
+        };
+        options = options
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 8 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(SqliteStorage { pool })
+    }
+
+    /// The underlying pool, for benchmarks that compare against raw queries.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Maps sqlx errors onto the seam's three kinds.
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    let role: String = row.try_get("role").map_err(map_err)?;
+    Ok(User {
+        id: row.try_get("id").map_err(map_err)?,
+        email: row.try_get("email").map_err(map_err)?,
+        password_hash: row.try_get("password_hash").map_err(map_err)?,
+        first_name: row.try_get("first_name").map_err(map_err)?,
+        last_name: row.try_get("last_name").map_err(map_err)?,
+        role: Role::from_str(&role).map_err(corrupt)?,
+        owner_id: row.try_get("owner_id").map_err(map_err)?,
+        active: row.try_get("active").map_err(map_err)?,
+        api_key_hash: row.try_get("api_key_hash").map_err(map_err)?,
+        api_key_sealed: row.try_get("api_key_sealed").map_err(map_err)?,
+        created_at: from_millis(row.try_get("created_at").map_err(map_err)?)?,
+        updated_at: from_millis(row.try_get("updated_at").map_err(map_err)?)?,
+    })
+}
+
+fn instance_from_row(row: &SqliteRow) -> StoreResult<Instance> {
+    let engine: String = row.try_get("engine").map_err(map_err)?;
+    let status: String = row.try_get("status").map_err(map_err)?;
+    let settings: String = row.try_get("webhook_settings").map_err(map_err)?;
+    let limits: Option<String> = row.try_get("limits").map_err(map_err)?;
+    let last_activity: Option<i64> = row.try_get("last_activity").map_err(map_err)?;
+    Ok(Instance {
+        id: row.try_get("id").map_err(map_err)?,
+        user_id: row.try_get("user_id").map_err(map_err)?,
+        name: row.try_get("name").map_err(map_err)?,
+        description: row.try_get("description").map_err(map_err)?,
+        engine: engine.parse().map_err(corrupt)?,
+        status: status.parse().map_err(corrupt)?,
+        phone: row.try_get("phone").map_err(map_err)?,
+        webhook_url: row.try_get("webhook_url").map_err(map_err)?,
+        webhook_enabled: row.try_get("webhook_enabled").map_err(map_err)?,
+        webhook: serde_json::from_str::<WebhookSettings>(&settings).map_err(corrupt)?,
+        limits: limits
+            .map(|l| serde_json::from_str(&l))
+            .transpose()
+            .map_err(corrupt)?,
+        last_activity: last_activity.map(from_millis).transpose()?,
+        created_at: from_millis(row.try_get("created_at").map_err(map_err)?)?,
+        updated_at: from_millis(row.try_get("updated_at").map_err(map_err)?)?,
+    })
+}
+
+fn activity_from_row(row: &SqliteRow) -> StoreResult<ActivityEntry> {
+    let details: String = row.try_get("details").map_err(map_err)?;
+    Ok(ActivityEntry {
+        id: row.try_get("id").map_err(map_err)?,
+        instance_id: row.try_get("instance_id").map_err(map_err)?,
+        action: row.try_get("action").map_err(map_err)?,
+        details: serde_json::from_str(&details).map_err(corrupt)?,
+        created_at: from_millis(row.try_get("created_at").map_err(map_err)?)?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<InstanceEvent> {
+    let data: String = row.try_get("data").map_err(map_err)?;
+    Ok(InstanceEvent {
+        id: row.try_get("id").map_err(map_err)?,
+        instance_id: row.try_get("instance_id").map_err(map_err)?,
+        kind: row.try_get("kind").map_err(map_err)?,
+        timestamp: from_millis(row.try_get("ts").map_err(map_err)?)?,
+        data: serde_json::from_str(&data).map_err(corrupt)?,
+    })
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn json(v: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+/// SQLite integers are i64; limits and offsets from the API are unsigned.
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl UserStore for SqliteStorage {
+    async fn create_user(&self, u: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, first_name, last_name, role, owner_id, active,
+                                api_key_hash, api_key_sealed, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&u.id)
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(&u.first_name)
+        .bind(&u.last_name)
+        .bind(u.role.as_str())
+        .bind(&u.owner_id)
+        .bind(u.active)
+        .bind(&u.api_key_hash)
+        .bind(&u.api_key_sealed)
+        .bind(ms(u.created_at))
+        .bind(ms(u.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE email = ? COLLATE NOCASE")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE api_key_hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, id LIMIT ? OFFSET ?")
+            .bind(i64::from(limit))
+            .bind(clamp_i64(skip))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(Page {
+            items: rows.iter().map(user_from_row).collect::<StoreResult<_>>()?,
+            total: total.max(0) as u64,
+        })
+    }
+
+    async fn update_user(&self, u: &User) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET email = ?, password_hash = ?, first_name = ?, last_name = ?, role = ?,
+                              owner_id = ?, active = ?, api_key_hash = ?, api_key_sealed = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(&u.first_name)
+        .bind(&u.last_name)
+        .bind(u.role.as_str())
+        .bind(&u.owner_id)
+        .bind(u.active)
+        .bind(&u.api_key_hash)
+        .bind(&u.api_key_sealed)
+        .bind(ms(u.updated_at))
+        .bind(&u.id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_admins(&self) -> StoreResult<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+#[async_trait]
+impl InstanceStore for SqliteStorage {
+    async fn create_instance(&self, i: &Instance) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instances (id, user_id, name, description, engine, status, phone, webhook_url,
+                                    webhook_enabled, webhook_settings, limits, last_activity, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&i.id)
+        .bind(&i.user_id)
+        .bind(&i.name)
+        .bind(&i.description)
+        .bind(i.engine.as_str())
+        .bind(i.status.as_str())
+        .bind(&i.phone)
+        .bind(&i.webhook_url)
+        .bind(i.webhook_enabled)
+        .bind(json(&i.webhook)?)
+        .bind(i.limits.as_ref().map(json).transpose()?)
+        .bind(i.last_activity.map(ms))
+        .bind(ms(i.created_at))
+        .bind(ms(i.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
+        sqlx::query("SELECT * FROM instances WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(instance_from_row)
+            .transpose()
+    }
+
+    async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
+        let rows = match user_id {
+            Some(uid) => {
+                sqlx::query("SELECT * FROM instances WHERE user_id = ? ORDER BY id")
+                    .bind(uid)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT * FROM instances ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(map_err)?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn update_instance(&self, i: &Instance) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE instances SET name = ?, description = ?, engine = ?, webhook_url = ?, webhook_enabled = ?,
+                                  webhook_settings = ?, limits = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(&i.name)
+        .bind(&i.description)
+        .bind(i.engine.as_str())
+        .bind(&i.webhook_url)
+        .bind(i.webhook_enabled)
+        .bind(json(&i.webhook)?)
+        .bind(i.limits.as_ref().map(json).transpose()?)
+        .bind(ms(i.updated_at))
+        .bind(&i.id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_instance_status(
+        &self,
+        id: &str,
+        status: InstanceStatus,
+        phone: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET status = ?, phone = COALESCE(?, phone), last_activity = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(phone)
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for statement in [
+            "DELETE FROM activity WHERE instance_id = ?",
+            "DELETE FROM events WHERE instance_id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let done = sqlx::query("DELETE FROM instances WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// Adds the activity filters shared by the count and the page query.
+fn push_activity_filters(qb: &mut QueryBuilder<Sqlite>, instance_id: &str, q: &ActivityQuery) {
+    qb.push(" WHERE instance_id = ")
+        .push_bind(instance_id.to_owned());
+    if !q.actions.is_empty() {
+        qb.push(" AND action IN (");
+        let mut sep = qb.separated(", ");
+        for a in &q.actions {
+            sep.push_bind(a.clone());
+        }
+        qb.push(")");
+    }
+    if let Some(start) = q.start {
+        qb.push(" AND created_at >= ").push_bind(ms(start));
+    }
+    if let Some(end) = q.end {
+        qb.push(" AND created_at <= ").push_bind(ms(end));
+    }
+}
+
+#[async_trait]
+impl ActivityStore for SqliteStorage {
+    async fn append_activity(&self, e: &ActivityEntry) -> StoreResult<()> {
+        sqlx::query("INSERT INTO activity (id, instance_id, action, details, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&e.id)
+            .bind(&e.instance_id)
+            .bind(&e.action)
+            .bind(json(&e.details)?)
+            .bind(ms(e.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_activity(
+        &self,
+        instance_id: &str,
+        q: &ActivityQuery,
+    ) -> StoreResult<Page<ActivityEntry>> {
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM activity");
+        push_activity_filters(&mut count, instance_id, q);
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM activity");
+        push_activity_filters(&mut page, instance_id, q);
+        page.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(q.limit))
+            .push(" OFFSET ")
+            .push_bind(clamp_i64(q.skip));
+        let rows = page.build().fetch_all(&self.pool).await.map_err(map_err)?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(activity_from_row)
+                .collect::<StoreResult<_>>()?,
+            total: total.max(0) as u64,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStorage {
+    async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
+        sqlx::query("INSERT INTO events (id, instance_id, kind, ts, data) VALUES (?, ?, ?, ?, ?)")
+            .bind(&e.id)
+            .bind(&e.instance_id)
+            .bind(&e.kind)
+            .bind(ms(e.timestamp))
+            .bind(json(&e.data)?)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        instance_id: &str,
+        q: &EventQuery,
+    ) -> StoreResult<(Vec<InstanceEvent>, bool)> {
+        let cursor = q.since.is_some() || q.after_id.is_some();
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM events WHERE instance_id = ");
+        qb.push_bind(instance_id.to_owned());
+        if let Some(since) = q.since {
+            qb.push(" AND ts > ").push_bind(ms(since));
+        }
+        if let Some(after) = &q.after_id {
+            qb.push(" AND id > ").push_bind(after.clone());
+        }
+        if !q.types.is_empty() {
+            qb.push(" AND kind IN (");
+            let mut sep = qb.separated(", ");
+            for t in &q.types {
+                sep.push_bind(t.clone());
+            }
+            qb.push(")");
+        }
+        qb.push(if cursor {
+            " ORDER BY id ASC"
+        } else {
+            " ORDER BY id DESC"
+        });
+        qb.push(" LIMIT ").push_bind(i64::from(q.limit) + 1);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let has_more = events.len() > q.limit as usize;
+        events.truncate(q.limit as usize);
+        if !cursor {
+            events.reverse();
+        }
+        Ok((events, has_more))
+    }
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    fn provider(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,232 @@
+//! A real server per test: `run()` on 127.0.0.1:0 with a temporary DATA_DIR, plus a small
+//! HTTP client speaking JSON.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wagate::config::Config;
+
+/// The JWT secret every test server signs with, so tests can forge and tamper tokens.
+pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin123";
+
+/// How a request authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Bearer(String),
+    Key(String),
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+    overrides: Vec<(String, String)>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), wagate::app::StartError>>>,
+    /// The admin's token and API key, from a real login.
+    pub admin_token: String,
+    pub admin_key: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with the test defaults plus `extra` config overrides
+    /// (keys as in config/default.toml).
+    pub async fn start_with(extra: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let overrides = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::boot(dir, overrides).await
+    }
+
+    async fn boot(dir: TempDir, overrides: Vec<(String, String)>) -> TestServer {
+        let mut all: Vec<(&str, String)> = vec![
+            ("data_dir", dir.path().display().to_string()),
+            ("jwt_secret", JWT_SECRET.to_string()),
+            ("wa_engine", "sandbox".to_string()),
+            ("allow_private_network_urls", "true".to_string()),
+            ("restart_backoff_base_ms", "50".to_string()),
+            ("restart_backoff_max_ms", "400".to_string()),
+        ];
+        for (k, v) in &overrides {
+            all.push((k.as_str(), v.clone()));
+        }
+        let config = Config::from_overrides(all).expect("test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(wagate::app::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let mut server = TestServer {
+            base: format!("http://{addr}"),
+            client,
+            dir,
+            overrides,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            admin_token: String::new(),
+            admin_key: String::new(),
+        };
+        let setting = |key: &str, default: &str| {
+            server
+                .overrides
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or_else(|| default.to_owned(), |(_, v)| v.clone())
+        };
+        let login = json!({"email": setting("admin_email", ADMIN_EMAIL), "password": setting("admin_password", ADMIN_PASSWORD)});
+        let (status, body) = server
+            .call(Method::POST, "/api/auth/login", &Auth::None, Some(login))
+            .await;
+        assert_eq!(status, 200, "admin login: {body}");
+        server.admin_token = body["token"].as_str().expect("token").to_owned();
+        server.admin_key = body["user"]["apiKey"].as_str().expect("apiKey").to_owned();
+        server
+    }
+
+    pub fn admin(&self) -> Auth {
+        Auth::Bearer(self.admin_token.clone())
+    }
+
+    /// Stops the server gracefully and waits until it has shut down.
+    pub async fn stop(mut self) -> TempDir {
+        self.shutdown_and_wait().await;
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
+    async fn shutdown_and_wait(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let result = tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("server shut down in time")
+                .expect("server task");
+            result.expect("server exited cleanly");
+        }
+    }
+
+    /// Graceful stop, then a new server on the same DATA_DIR and configuration.
+    pub async fn restart(self) -> TestServer {
+        let overrides = self.overrides.clone();
+        let dir = self.stop().await;
+        Self::boot(dir, overrides).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str, auth: &Auth) -> reqwest::RequestBuilder {
+        let rb = self.client.request(method, self.url(path));
+        match auth {
+            Auth::None => rb,
+            Auth::Bearer(t) => rb.bearer_auth(t),
+            Auth::Key(k) => rb.header("x-api-key", k),
+        }
+    }
+
+    /// Sends a JSON request and returns the status and the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut rb = self.request(method, path, auth);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request");
+        read(resp).await
+    }
+
+    pub async fn get(&self, path: &str, auth: &Auth) -> (u16, Value) {
+        self.call(Method::GET, path, auth, None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: &Auth, body: Value) -> (u16, Value) {
+        self.call(Method::POST, path, auth, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, auth: &Auth, body: Value) -> (u16, Value) {
+        self.call(Method::PUT, path, auth, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, auth: &Auth) -> (u16, Value) {
+        self.call(Method::DELETE, path, auth, None).await
+    }
+
+    /// Creates a user through the API and returns (id, api key, token).
+    pub async fn new_user(&self, email: &str, role: &str) -> (String, String, String) {
+        let (status, body) = self
+            .post(
+                "/api/users",
+                &self.admin(),
+                json!({"email": email, "password": "password1", "firstName": "Test", "lastName": "User", "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "create user: {body}");
+        let id = body["id"].as_str().expect("id").to_owned();
+        let key = body["apiKey"].as_str().expect("apiKey").to_owned();
+        let (status, login) = self
+            .post(
+                "/api/auth/login",
+                &Auth::None,
+                json!({"email": email, "password": "password1"}),
+            )
+            .await;
+        assert_eq!(status, 200, "login: {login}");
+        (id, key, login["token"].as_str().expect("token").to_owned())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Status and JSON body of a response; every error body must be JSON `{error, code}`.
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    if status >= 400 {
+        assert!(
+            body["error"].is_string() && body["code"].is_string(),
+            "error {status} without a JSON {{error, code}} body: {body}"
+        );
+    }
+    (status, body)
+}
