@@ -10,6 +10,8 @@
 //! - [`accounts`]: the rules of user accounts, over storage.
 //! - [`storage`]: storage backends implementing the domain's seam (SQLite).
 //! - [`http`]: the axum edge, one module per resource.
+//! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.
+//! - [`qr`]: QR codes as PNG images.
 //!
 //! The actor runtime and the domain types live in the `wagate-actors` crate.
 
@@ -19,5 +21,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod outbound;
+pub mod qr;
 pub mod storage;
 pub mod telemetry;

@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`domain`]: users, instances, activity and events — the nouns of the API.
 //! - [`error`]: [`error::StoreError`] and [`error::DomainError`], the boundary errors.
+//! - [`phone`]: phone number normalisation.
 //! - [`storage`]: the storage seam, small async traits every backend implements.
 
 pub mod domain;
 pub mod error;
+pub mod phone;
 pub mod storage;

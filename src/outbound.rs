@@ -1,0 +1,232 @@
+//! Outbound HTTP to user-supplied URLs (media to send, webhooks) with a guard against
+//! server-side request forgery: unless `ALLOW_PRIVATE_NETWORK_URLS=true`, no request may
+//! reach a loopback, private, link-local or otherwise non-public address — checked at
+//! connect time through the DNS resolver (so redirects and DNS rebinding are covered) and
+//! for literal IP hosts on every hop.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect;
+
+/// Why an outbound request was refused or failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum OutboundError {
+    #[error("URL is not valid: {0}")]
+    InvalidUrl(String),
+    #[error(
+        "URL points to a private or local network address ({0}); set ALLOW_PRIVATE_NETWORK_URLS=true to allow it"
+    )]
+    PrivateAddress(String),
+    #[error("the file is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the request timed out")]
+    Timeout,
+    #[error("the server answered {0}")]
+    Status(u16),
+    #[error("request failed: {0}")]
+    Network(String),
+}
+
+/// Whether `ip` is a globally routable unicast address.
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let seg0 = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg0 & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
+                || seg0 == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
+                || v6.segments()[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible (deprecated)
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0 // "this network"
+        || (o[0] == 100 && (64..128).contains(&o[1])) // carrier-grade NAT 100.64/10
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking 198.18/15
+        || o[0] >= 240) // reserved
+}
+
+/// A resolver that drops non-public addresses, so no connection can reach them whatever
+/// the name resolves to at connect time.
+struct PublicOnlyResolver;
+
+impl Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?
+                .collect();
+            let public: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| is_public_ip(a.ip())).collect();
+            if public.is_empty() {
+                let err = OutboundError::PrivateAddress(host);
+                return Err(Box::new(err) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Checks a URL's scheme and, for literal IP hosts, the address.
+pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), OutboundError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(OutboundError::InvalidUrl(
+            "only http and https URLs are allowed".into(),
+        ));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| OutboundError::InvalidUrl("the URL has no host".into()))?;
+    if allow_private {
+        return Ok(());
+    }
+    let literal = match host {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(d)
+            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+        {
+            return Err(OutboundError::PrivateAddress(d.to_owned()));
+        }
+        url::Host::Domain(_) => None,
+    };
+    match literal {
+        Some(ip) if !is_public_ip(ip) => Err(OutboundError::PrivateAddress(ip.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// Maximum redirects followed by an outbound request.
+const MAX_REDIRECTS: usize = 5;
+
+/// An HTTP client for user-supplied URLs: the SSRF guard (unless allowed), bounded
+/// redirects, connect and request timeouts, keep-alive pooling.
+pub fn guarded_client(allow_private: bool, timeout: Duration) -> Result<reqwest::Client, String> {
+    let policy = redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            return attempt.error(OutboundError::Network("too many redirects".into()));
+        }
+        match check_url(attempt.url(), allow_private) {
+            Ok(()) => attempt.follow(),
+            Err(e) => attempt.error(e),
+        }
+    });
+    let mut builder = reqwest::Client::builder()
+        .redirect(policy)
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// Turns a reqwest error into the reason a user should read, finding a refusal of the
+/// guard anywhere in the error chain.
+pub fn explain(e: &reqwest::Error) -> OutboundError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(o) = err.downcast_ref::<OutboundError>() {
+            return o.clone();
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        OutboundError::Timeout
+    } else {
+        OutboundError::Network(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
+            let ip: IpAddr = private.parse().expect("ip");
+            assert!(!is_public_ip(ip), "{private} must not be public");
+        }
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+        ] {
+            let ip: IpAddr = public.parse().expect("ip");
+            assert!(is_public_ip(ip), "{public} is public");
+        }
+    }
+
+    #[test]
+    fn checks_urls() {
+        let u = |s: &str| reqwest::Url::parse(s).expect("url");
+        assert!(check_url(&u("https://example.com/a.jpg"), false).is_ok());
+        assert!(matches!(
+            check_url(&u("http://127.0.0.1:8080/"), false),
+            Err(OutboundError::PrivateAddress(_))
+        ));
+        assert!(matches!(
+            check_url(&u("http://[::1]/"), false),
+            Err(OutboundError::PrivateAddress(_))
+        ));
+        assert!(matches!(
+            check_url(&u("http://localhost/"), false),
+            Err(OutboundError::PrivateAddress(_))
+        ));
+        assert!(matches!(
+            check_url(&u("http://169.254.169.254/latest"), false),
+            Err(OutboundError::PrivateAddress(_))
+        ));
+        assert!(check_url(&u("http://127.0.0.1:8080/"), true).is_ok());
+        assert!(matches!(
+            check_url(&u("ftp://example.com/"), true),
+            Err(OutboundError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            check_url(&u("file:///etc/passwd"), true),
+            Err(OutboundError::InvalidUrl(_))
+        ));
+    }
+}
