@@ -13,6 +13,7 @@ use crate::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
 };
 use crate::error::StoreError;
+pub use crate::messaging::{ContactStore, MessageStore};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -52,7 +53,8 @@ pub trait InstanceStore: Send + Sync {
         phone: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// Deletes the instance and everything recorded for it (activity, events).
+    /// Deletes the instance and everything recorded for it (activity, events, messages,
+    /// contacts).
     /// Returns false when the instance does not exist.
     async fn delete_instance(&self, id: &str) -> StoreResult<bool>;
 }
@@ -83,7 +85,9 @@ pub trait EventStore: Send + Sync {
 
 /// Everything the gateway stores, behind one object.
 #[async_trait]
-pub trait Storage: UserStore + InstanceStore + ActivityStore + EventStore {
+pub trait Storage:
+    UserStore + InstanceStore + ActivityStore + EventStore + MessageStore + ContactStore
+{
     /// `sqlite` or `mongodb`.
     fn provider(&self) -> &'static str;
     /// Succeeds when the backend answers a trivial query.

@@ -9,6 +9,7 @@ use wagate_actors::domain::{
     LimitPeriod, Limits, Role, User, WebhookSettings, new_id,
 };
 use wagate_actors::error::StoreError;
+use wagate_actors::messaging::{Contact, ContactQuery, HistoryQuery, Message, MessageStatus};
 use wagate_actors::storage::DynStorage;
 
 fn user(email: &str, role: Role) -> User {
@@ -344,6 +345,318 @@ pub async fn events_cursor(s: DynStorage) {
     assert!(evs.iter().all(|e| e.kind == "connected"));
 }
 
+fn message(
+    instance: &str,
+    jid: &str,
+    wa_id: &str,
+    from_me: bool,
+    ts: chrono::DateTime<Utc>,
+) -> Message {
+    Message {
+        id: new_id(),
+        instance_id: instance.to_owned(),
+        message_id: wa_id.to_owned(),
+        remote_jid: jid.to_owned(),
+        from_me,
+        message_type: "text".into(),
+        content: Some(format!("body {wa_id}")),
+        has_media: false,
+        media_url: None,
+        caption: None,
+        mime_type: None,
+        file_name: None,
+        media_path: None,
+        media_size: None,
+        status: if from_me {
+            MessageStatus::Sent
+        } else {
+            MessageStatus::Received
+        },
+        push_name: (!from_me).then(|| "Ivan".to_owned()),
+        metadata: serde_json::json!({"timestamp": ts.timestamp()}),
+        timestamp: ts,
+        created_at: ts,
+        updated_at: ts,
+        status_updated_at: None,
+    }
+}
+
+pub async fn messages_and_statuses(s: DynStorage) {
+    let t = Utc
+        .with_ymd_and_hms(2024, 3, 1, 10, 0, 0)
+        .single()
+        .expect("date");
+    let m = message("inst", "7900@s.whatsapp.net", "WA1", true, t);
+    s.insert_message(&m).await.expect("insert");
+    assert_eq!(
+        s.message_by_id("inst", "WA1").await.expect("get"),
+        Some(m.clone())
+    );
+    assert!(
+        matches!(s.insert_message(&m).await, Err(StoreError::Conflict(_))),
+        "message ids are unique"
+    );
+    assert_eq!(s.message_by_id("other", "WA1").await.expect("get"), None);
+
+    let later = t + Duration::seconds(5);
+    let read = s
+        .advance_message_status("inst", "WA1", MessageStatus::Read, later)
+        .await
+        .expect("advance")
+        .expect("moved");
+    assert_eq!(read.status, MessageStatus::Read);
+    assert_eq!(read.status_updated_at, Some(later));
+    // A late `delivered` after `read` changes nothing.
+    assert_eq!(
+        s.advance_message_status("inst", "WA1", MessageStatus::Delivered, later)
+            .await
+            .expect("advance"),
+        None
+    );
+    assert_eq!(
+        s.advance_message_status("inst", "WA1", MessageStatus::Failed, later)
+            .await
+            .expect("advance"),
+        None
+    );
+    assert_eq!(
+        s.advance_message_status("inst", "nope", MessageStatus::Read, later)
+            .await
+            .expect("advance"),
+        None
+    );
+    assert_eq!(
+        s.message_by_id("inst", "WA1")
+            .await
+            .expect("get")
+            .map(|m| m.status),
+        Some(MessageStatus::Read)
+    );
+}
+
+pub async fn history_and_chats(s: DynStorage) {
+    let t = Utc
+        .with_ymd_and_hms(2024, 3, 1, 10, 0, 0)
+        .single()
+        .expect("date");
+    let a = "7900@s.whatsapp.net";
+    let b = "123-456@g.us";
+    for i in 0..10 {
+        s.insert_message(&message(
+            "inst",
+            a,
+            &format!("A{i}"),
+            i % 2 == 0,
+            t + Duration::minutes(i),
+        ))
+        .await
+        .expect("insert");
+    }
+    s.insert_message(&message("inst", b, "B0", false, t + Duration::minutes(30)))
+        .await
+        .expect("insert");
+    s.insert_message(&message("other", a, "X0", false, t))
+        .await
+        .expect("insert");
+
+    let q = HistoryQuery {
+        limit: 3,
+        skip: 1,
+        ..Default::default()
+    };
+    let page = s.chat_history("inst", a, &q).await.expect("history");
+    assert_eq!(page.total, 10);
+    let ids: Vec<_> = page.items.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, ["A8", "A7", "A6"], "newest first, skipped one");
+    let q = HistoryQuery {
+        limit: 50,
+        skip: 0,
+        start: Some(t + Duration::minutes(2)),
+        end: Some(t + Duration::minutes(4)),
+    };
+    let page = s.chat_history("inst", a, &q).await.expect("history");
+    assert_eq!(page.total, 3, "inclusive date range");
+
+    let chats = s.list_chats("inst", 10, 0).await.expect("chats");
+    assert_eq!(chats.total, 2);
+    assert_eq!(chats.items[0].remote_jid, b, "newest activity first");
+    assert_eq!(chats.items[0].unread_count, 1);
+    assert_eq!(chats.items[1].last_message.message_id, "A9");
+    assert_eq!(
+        chats.items[1].unread_count, 5,
+        "inbound messages not yet read"
+    );
+    assert_eq!(chats.items[1].message_count, 10);
+    assert_eq!(s.mark_chat_read("inst", a).await.expect("read"), 5);
+    let chats = s.list_chats("inst", 10, 0).await.expect("chats");
+    assert_eq!(chats.items[1].unread_count, 0);
+}
+
+fn contact(
+    instance: &str,
+    number: &str,
+    name: Option<&str>,
+    push: Option<&str>,
+    group: bool,
+) -> Contact {
+    let now = Utc
+        .timestamp_millis_opt(Utc::now().timestamp_millis())
+        .single()
+        .expect("ts");
+    Contact {
+        id: new_id(),
+        instance_id: instance.to_owned(),
+        remote_jid: if group {
+            format!("{number}@g.us")
+        } else {
+            format!("{number}@s.whatsapp.net")
+        },
+        number: number.to_owned(),
+        name: name.map(str::to_owned),
+        push_name: push.map(str::to_owned),
+        is_group: group,
+        profile_picture: None,
+        about: None,
+        last_activity: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+pub async fn contacts_upsert_and_search(s: DynStorage) {
+    let first = s
+        .upsert_contact(&contact(
+            "inst",
+            "79001234567",
+            Some("Иван Иванов"),
+            None,
+            false,
+        ))
+        .await
+        .expect("insert");
+    // An update with only a push name keeps the saved name and the id.
+    let mut seen = contact("inst", "79001234567", None, Some("Ваня"), false);
+    seen.last_activity = Some(
+        Utc.timestamp_millis_opt(1_700_000_000_000)
+            .single()
+            .expect("ts"),
+    );
+    let merged = s.upsert_contact(&seen).await.expect("upsert");
+    assert_eq!(merged.id, first.id);
+    assert_eq!(merged.name.as_deref(), Some("Иван Иванов"));
+    assert_eq!(merged.push_name.as_deref(), Some("Ваня"));
+    assert_eq!(merged.last_activity, seen.last_activity);
+    // An older activity does not move lastActivity back.
+    let mut old = contact("inst", "79001234567", None, None, false);
+    old.last_activity = Some(
+        Utc.timestamp_millis_opt(1_600_000_000_000)
+            .single()
+            .expect("ts"),
+    );
+    assert_eq!(
+        s.upsert_contact(&old).await.expect("upsert").last_activity,
+        seen.last_activity
+    );
+
+    s.upsert_contact(&contact(
+        "inst",
+        "15550001111",
+        Some("Bob 100%"),
+        None,
+        false,
+    ))
+    .await
+    .expect("insert");
+    s.upsert_contact(&contact(
+        "inst",
+        "120363000",
+        Some("Рабочая группа"),
+        None,
+        true,
+    ))
+    .await
+    .expect("insert");
+    s.upsert_contact(&contact("other", "15550002222", Some("Bob"), None, false))
+        .await
+        .expect("insert");
+
+    let all = s
+        .list_contacts(
+            "inst",
+            &ContactQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(all.total, 3);
+    let find = |q: &str| ContactQuery {
+        limit: 10,
+        search: Some(q.to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_contacts("inst", &find("bob"))
+            .await
+            .expect("search")
+            .total,
+        1,
+        "case-insensitive"
+    );
+    assert_eq!(
+        s.list_contacts("inst", &find("ваня"))
+            .await
+            .expect("search")
+            .total,
+        1,
+        "push name"
+    );
+    assert_eq!(
+        s.list_contacts("inst", &find("0012345"))
+            .await
+            .expect("search")
+            .total,
+        1,
+        "number"
+    );
+    assert_eq!(
+        s.list_contacts("inst", &find("100%"))
+            .await
+            .expect("search")
+            .total,
+        1,
+        "wildcards are literal"
+    );
+    assert_eq!(
+        s.list_contacts("inst", &find("%"))
+            .await
+            .expect("search")
+            .total,
+        1
+    );
+    let groups = ContactQuery {
+        limit: 10,
+        only_groups: true,
+        ..Default::default()
+    };
+    let page = s.list_contacts("inst", &groups).await.expect("groups");
+    assert_eq!(page.total, 1);
+    assert!(page.items[0].is_group);
+    let paged = s
+        .list_contacts(
+            "inst",
+            &ContactQuery {
+                limit: 1,
+                skip: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!((paged.total, paged.items.len()), (3, 1));
+}
+
 pub async fn ping_and_provider(s: DynStorage) {
     s.ping().await.expect("ping");
     assert!(["sqlite", "mongodb"].contains(&s.provider()));
@@ -354,7 +667,8 @@ macro_rules! storage_suite {
     ($module:ident, $make:path) => {
         mod $module {
             use super::*;
-            storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor, ping_and_provider);
+            storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
+                messages_and_statuses, history_and_chats, contacts_upsert_and_search, ping_and_provider);
         }
     };
     (@tests $make:path; $($check:ident),*) => {

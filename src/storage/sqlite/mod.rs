@@ -1,5 +1,10 @@
 //! SQLite storage on sqlx: one file in WAL mode, migrations from `migrations/` embedded in
 //! the binary and applied at start.
+//!
+//! - this file: users, instances, activity, events;
+//! - [`messaging`]: messages, chats and contacts.
+
+mod messaging;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -93,7 +98,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Maps sqlx errors onto the seam's three kinds.
-fn map_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(db.message().to_owned())
@@ -105,7 +110,7 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
@@ -176,16 +181,16 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<InstanceEvent> {
     })
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn json(v: &impl serde::Serialize) -> StoreResult<String> {
+pub(crate) fn json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(corrupt)
 }
 
 /// SQLite integers are i64; limits and offsets from the API are unsigned.
-fn clamp_i64(v: u64) -> i64 {
+pub(crate) fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -408,6 +413,8 @@ impl InstanceStore for SqliteStorage {
         for statement in [
             "DELETE FROM activity WHERE instance_id = ?",
             "DELETE FROM events WHERE instance_id = ?",
+            "DELETE FROM messages WHERE instance_id = ?",
+            "DELETE FROM contacts WHERE instance_id = ?",
         ] {
             sqlx::query(statement)
                 .bind(id)

@@ -1,0 +1,372 @@
+//! Messages, chats and contacts on SQLite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use wagate_actors::domain::Page;
+use wagate_actors::messaging::{
+    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
+    MessageStore,
+};
+use wagate_actors::storage::StoreResult;
+
+use super::{SqliteStorage, clamp_i64, corrupt, json, map_err, ms};
+use crate::storage::from_millis;
+
+fn opt_millis(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
+    v.map(from_millis).transpose()
+}
+
+fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
+    let status: String = row.try_get("status").map_err(map_err)?;
+    let metadata: String = row.try_get("metadata").map_err(map_err)?;
+    let size: Option<i64> = row.try_get("media_size").map_err(map_err)?;
+    Ok(Message {
+        id: row.try_get("id").map_err(map_err)?,
+        instance_id: row.try_get("instance_id").map_err(map_err)?,
+        message_id: row.try_get("message_id").map_err(map_err)?,
+        remote_jid: row.try_get("remote_jid").map_err(map_err)?,
+        from_me: row.try_get("from_me").map_err(map_err)?,
+        message_type: row.try_get("message_type").map_err(map_err)?,
+        content: row.try_get("content").map_err(map_err)?,
+        has_media: row.try_get("has_media").map_err(map_err)?,
+        media_url: row.try_get("media_url").map_err(map_err)?,
+        caption: row.try_get("caption").map_err(map_err)?,
+        mime_type: row.try_get("mime_type").map_err(map_err)?,
+        file_name: row.try_get("file_name").map_err(map_err)?,
+        media_path: row.try_get("media_path").map_err(map_err)?,
+        media_size: size.map(|s| s.max(0) as u64),
+        status: status.parse().map_err(corrupt)?,
+        push_name: row.try_get("push_name").map_err(map_err)?,
+        metadata: serde_json::from_str(&metadata).map_err(corrupt)?,
+        timestamp: from_millis(row.try_get("ts").map_err(map_err)?)?,
+        created_at: from_millis(row.try_get("created_at").map_err(map_err)?)?,
+        updated_at: from_millis(row.try_get("updated_at").map_err(map_err)?)?,
+        status_updated_at: opt_millis(row.try_get("status_updated_at").map_err(map_err)?)?,
+    })
+}
+
+fn contact_from_row(row: &SqliteRow) -> StoreResult<Contact> {
+    Ok(Contact {
+        id: row.try_get("id").map_err(map_err)?,
+        instance_id: row.try_get("instance_id").map_err(map_err)?,
+        remote_jid: row.try_get("remote_jid").map_err(map_err)?,
+        number: row.try_get("number").map_err(map_err)?,
+        name: row.try_get("name").map_err(map_err)?,
+        push_name: row.try_get("push_name").map_err(map_err)?,
+        is_group: row.try_get("is_group").map_err(map_err)?,
+        profile_picture: row.try_get("profile_picture").map_err(map_err)?,
+        about: row.try_get("about").map_err(map_err)?,
+        last_activity: opt_millis(row.try_get("last_activity").map_err(map_err)?)?,
+        created_at: from_millis(row.try_get("created_at").map_err(map_err)?)?,
+        updated_at: from_millis(row.try_get("updated_at").map_err(map_err)?)?,
+    })
+}
+
+fn push_history_filters(
+    qb: &mut QueryBuilder<Sqlite>,
+    instance_id: &str,
+    remote_jid: &str,
+    q: &HistoryQuery,
+) {
+    qb.push(" WHERE instance_id = ")
+        .push_bind(instance_id.to_owned())
+        .push(" AND remote_jid = ")
+        .push_bind(remote_jid.to_owned());
+    if let Some(start) = q.start {
+        qb.push(" AND ts >= ").push_bind(ms(start));
+    }
+    if let Some(end) = q.end {
+        qb.push(" AND ts <= ").push_bind(ms(end));
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteStorage {
+    async fn insert_message(&self, m: &Message) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media,
+                                   media_url, caption, mime_type, file_name, media_path, media_size, status, push_name,
+                                   metadata, ts, created_at, updated_at, status_updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&m.id)
+        .bind(&m.instance_id)
+        .bind(&m.message_id)
+        .bind(&m.remote_jid)
+        .bind(m.from_me)
+        .bind(&m.message_type)
+        .bind(&m.content)
+        .bind(m.has_media)
+        .bind(&m.media_url)
+        .bind(&m.caption)
+        .bind(&m.mime_type)
+        .bind(&m.file_name)
+        .bind(&m.media_path)
+        .bind(m.media_size.map(clamp_i64))
+        .bind(m.status.as_str())
+        .bind(&m.push_name)
+        .bind(json(&m.metadata)?)
+        .bind(ms(m.timestamp))
+        .bind(ms(m.created_at))
+        .bind(ms(m.updated_at))
+        .bind(m.status_updated_at.map(ms))
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn message_by_id(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        sqlx::query("SELECT * FROM messages WHERE instance_id = ? AND message_id = ?")
+            .bind(instance_id)
+            .bind(message_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
+    }
+
+    async fn advance_message_status(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<Message>> {
+        let allowed = status.predecessors();
+        if allowed.is_empty() {
+            return Ok(None);
+        }
+        // One conditional UPDATE: concurrent receipts cannot move a status backwards.
+        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE messages SET status = ");
+        qb.push_bind(status.as_str())
+            .push(", status_updated_at = ")
+            .push_bind(ms(at))
+            .push(", updated_at = ")
+            .push_bind(ms(at))
+            .push(" WHERE instance_id = ")
+            .push_bind(instance_id.to_owned())
+            .push(" AND message_id = ")
+            .push_bind(message_id.to_owned())
+            .push(" AND status IN (");
+        let mut sep = qb.separated(", ");
+        for s in allowed {
+            sep.push_bind(s.as_str());
+        }
+        qb.push(") RETURNING *");
+        qb.build()
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
+    }
+
+    async fn chat_history(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+        q: &HistoryQuery,
+    ) -> StoreResult<Page<Message>> {
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM messages");
+        push_history_filters(&mut count, instance_id, remote_jid, q);
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_err)?;
+        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM messages");
+        push_history_filters(&mut page, instance_id, remote_jid, q);
+        page.push(" ORDER BY ts DESC, id DESC LIMIT ")
+            .push_bind(i64::from(q.limit))
+            .push(" OFFSET ")
+            .push_bind(clamp_i64(q.skip));
+        let rows = page.build().fetch_all(self.pool()).await.map_err(map_err)?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(message_from_row)
+                .collect::<StoreResult<_>>()?,
+            total: total.max(0) as u64,
+        })
+    }
+
+    async fn list_chats(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<ChatSummary>> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT remote_jid) FROM messages WHERE instance_id = ?",
+        )
+        .bind(instance_id)
+        .fetch_one(self.pool())
+        .await
+        .map_err(map_err)?;
+        let chats = sqlx::query(
+            "SELECT remote_jid, MAX(ts) AS last_ts, COUNT(*) AS message_count,
+                    SUM(CASE WHEN from_me = 0 AND read_by_me = 0 THEN 1 ELSE 0 END) AS unread
+             FROM messages WHERE instance_id = ?
+             GROUP BY remote_jid ORDER BY last_ts DESC, remote_jid LIMIT ? OFFSET ?",
+        )
+        .bind(instance_id)
+        .bind(i64::from(limit))
+        .bind(clamp_i64(skip))
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?;
+        let mut items = Vec::with_capacity(chats.len());
+        for row in &chats {
+            let jid: String = row.try_get("remote_jid").map_err(map_err)?;
+            let last = sqlx::query(
+                "SELECT * FROM messages WHERE instance_id = ? AND remote_jid = ? ORDER BY ts DESC, id DESC LIMIT 1",
+            )
+            .bind(instance_id)
+            .bind(&jid)
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_err)?;
+            let count: i64 = row.try_get("message_count").map_err(map_err)?;
+            let unread: i64 = row.try_get("unread").map_err(map_err)?;
+            items.push(ChatSummary {
+                remote_jid: jid,
+                last_message: message_from_row(&last)?,
+                unread_count: unread.max(0) as u64,
+                message_count: count.max(0) as u64,
+            });
+        }
+        Ok(Page {
+            items,
+            total: total.max(0) as u64,
+        })
+    }
+
+    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE messages SET read_by_me = 1 WHERE instance_id = ? AND remote_jid = ? AND from_me = 0 AND read_by_me = 0",
+        )
+        .bind(instance_id)
+        .bind(remote_jid)
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// What contact search matches against, case-folded for every script.
+fn search_text(c: &Contact) -> String {
+    [
+        c.name.as_deref(),
+        c.push_name.as_deref(),
+        Some(c.number.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(str::to_lowercase)
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+fn push_contact_filters(qb: &mut QueryBuilder<Sqlite>, instance_id: &str, q: &ContactQuery) {
+    qb.push(" WHERE instance_id = ")
+        .push_bind(instance_id.to_owned());
+    if q.only_groups {
+        qb.push(" AND is_group = 1");
+    }
+    if let Some(search) = q.search.as_deref().filter(|s| !s.is_empty()) {
+        // LIKE with the wildcards of the search text escaped.
+        let escaped = search
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        qb.push(" AND search_text LIKE ")
+            .push_bind(format!("%{escaped}%"))
+            .push(" ESCAPE '\\'");
+    }
+}
+
+#[async_trait]
+impl ContactStore for SqliteStorage {
+    async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
+        let row = sqlx::query(
+            "INSERT INTO contacts (id, instance_id, remote_jid, number, name, push_name, is_group, profile_picture,
+                                   about, last_activity, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (instance_id, remote_jid) DO UPDATE SET
+                 name = COALESCE(excluded.name, contacts.name),
+                 push_name = COALESCE(excluded.push_name, contacts.push_name),
+                 is_group = excluded.is_group,
+                 profile_picture = COALESCE(excluded.profile_picture, contacts.profile_picture),
+                 about = COALESCE(excluded.about, contacts.about),
+                 last_activity = CASE
+                     WHEN excluded.last_activity IS NULL THEN contacts.last_activity
+                     WHEN contacts.last_activity IS NULL THEN excluded.last_activity
+                     ELSE MAX(excluded.last_activity, contacts.last_activity) END,
+                 updated_at = excluded.updated_at
+             RETURNING *",
+        )
+        .bind(&c.id)
+        .bind(&c.instance_id)
+        .bind(&c.remote_jid)
+        .bind(&c.number)
+        .bind(&c.name)
+        .bind(&c.push_name)
+        .bind(c.is_group)
+        .bind(&c.profile_picture)
+        .bind(&c.about)
+        .bind(c.last_activity.map(ms))
+        .bind(ms(c.created_at))
+        .bind(ms(c.updated_at))
+        .fetch_one(self.pool())
+        .await
+        .map_err(map_err)?;
+        let stored = contact_from_row(&row)?;
+        sqlx::query("UPDATE contacts SET search_text = ? WHERE id = ?")
+            .bind(search_text(&stored))
+            .bind(&stored.id)
+            .execute(self.pool())
+            .await
+            .map_err(map_err)?;
+        Ok(stored)
+    }
+
+    async fn list_contacts(
+        &self,
+        instance_id: &str,
+        q: &ContactQuery,
+    ) -> StoreResult<Page<Contact>> {
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM contacts");
+        push_contact_filters(&mut count, instance_id, q);
+        let total: i64 = count
+            .build_query_scalar()
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_err)?;
+        let mut page = QueryBuilder::<Sqlite>::new("SELECT * FROM contacts");
+        push_contact_filters(&mut page, instance_id, q);
+        page.push(" ORDER BY COALESCE(name, push_name, number) COLLATE NOCASE, id LIMIT ")
+            .push_bind(i64::from(q.limit))
+            .push(" OFFSET ")
+            .push_bind(clamp_i64(q.skip));
+        let rows = page.build().fetch_all(self.pool()).await.map_err(map_err)?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(contact_from_row)
+                .collect::<StoreResult<_>>()?,
+            total: total.max(0) as u64,
+        })
+    }
+}
