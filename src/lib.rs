@@ -10,6 +10,7 @@
 //! - [`accounts`]: the rules of user accounts, over storage.
 //! - [`storage`]: storage backends implementing the domain's seam (SQLite).
 //! - [`http`]: the axum edge, one module per resource.
+//! - [`media`]: media files — fetched by URL, uploaded, stored under `DATA_DIR/uploads`.
 //! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.
 //! - [`qr`]: QR codes as PNG images.
 //!
@@ -21,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod media;
 pub mod outbound;
 pub mod qr;
 pub mod storage;
