@@ -5,6 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use wagate_actors::backoff::BackoffConfig;
+use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork};
+use wagate_actors::events::EventHub;
+use wagate_actors::instance::{InstanceDeps, InstancesHandle};
+use wagate_actors::runtime::{Runtime, start_runtime};
 use wagate_actors::storage::DynStorage;
 
 use crate::accounts::Accounts;
@@ -18,6 +23,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: DynStorage,
     pub accounts: Accounts,
+    /// The instance actors, through their supervisor.
+    pub instances: InstancesHandle,
+    /// Events of every instance: persisted, then broadcast to live streams.
+    pub events: EventHub,
 }
 
 /// Why the server could not start.
@@ -51,6 +60,30 @@ pub async fn open_storage(config: &Config) -> Result<DynStorage, StartError> {
             "DATABASE_PROVIDER=mongodb is not available in this build yet; use sqlite".into(),
         )),
     }
+}
+
+/// Starts the actor tree: the event hub, the sandbox network and the instance supervisor.
+async fn start_actors(config: &Config, storage: DynStorage) -> Result<Runtime, StartError> {
+    let network = SandboxNetwork::new(SandboxConfig {
+        autopair: config.sandbox_autopair,
+        ..SandboxConfig::default()
+    });
+    let deps = InstanceDeps {
+        storage: storage.clone(),
+        events: EventHub::new(storage),
+        engines: Arc::new(Engines::new(network)),
+        data_dir: config.data_dir.clone(),
+        call_timeout: config.actor_call_timeout,
+        backoff: BackoffConfig {
+            base: config.restart_backoff_base,
+            max: config.restart_backoff_max,
+            budget: config.restart_budget,
+            window: config.restart_window,
+        },
+    };
+    start_runtime(deps)
+        .await
+        .map_err(|e| StartError::Other(format!("cannot start the actor runtime: {e}")))
 }
 
 /// Runs the server on `listener` until `shutdown` completes.
@@ -102,10 +135,20 @@ pub async fn run(
         tracing::info!(email = %config.admin_email, "admin user created");
     }
 
+    let runtime = start_actors(&config, storage.clone()).await?;
+    let restored = runtime
+        .instances
+        .restore_all()
+        .await
+        .map_err(|e| StartError::Other(format!("cannot restore instances: {e}")))?;
+    tracing::info!(instances = restored, "instances restored");
+
     let state = AppState {
         config: Arc::new(config),
         storage: storage.clone(),
         accounts,
+        instances: runtime.instances.clone(),
+        events: runtime.events.clone(),
     };
     let app = crate::http::router(state.clone());
     let local = listener.local_addr().map_err(StartError::Serve)?;
@@ -113,7 +156,9 @@ pub async fn run(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    tracing::info!("HTTP stopped; shutting down");
+    tracing::info!("HTTP stopped; stopping instances");
+    runtime.shutdown().await;
     storage.close().await;
+    tracing::info!("shutdown complete");
     served.map_err(StartError::Serve)
 }

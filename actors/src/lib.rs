@@ -8,9 +8,24 @@
 //! - [`messaging`]: messages, chats and contacts, and their storage traits.
 //! - [`phone`]: phone number normalisation.
 //! - [`storage`]: the storage seam, small async traits every backend implements.
+//! - [`backoff`]: [`backoff::Backoff`], restart delays with jitter inside a budget (pure, no clock).
+//! - [`engine`]: the engine seam ([`engine::Engine`], [`engine::EngineEvent`]) and the
+//!   engines this build ships; [`engine::sandbox`] is the simulated WhatsApp network.
+//! - [`events`]: [`events::EventHub`], events persisted then broadcast per instance.
+//! - [`instance`]: [`instance::InstanceActor`] (one per WhatsApp instance), its
+//!   supervisor with restarts and backoff, the typed handles and the status board.
+//! - [`runtime`]: [`runtime::start_runtime`], the one call that starts it all.
+//! - `testing` (tests, or the `testing` feature): an in-memory storage.
 
+pub mod backoff;
 pub mod domain;
+pub mod engine;
 pub mod error;
+pub mod events;
+pub mod instance;
 pub mod messaging;
 pub mod phone;
+pub mod runtime;
 pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod instances;
+pub mod sandbox;
 pub mod users;
 
 use axum::Router;
@@ -27,6 +29,8 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(auth::router())
         .merge(users::router())
+        .merge(instances::router())
+        .merge(sandbox::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

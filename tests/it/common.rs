@@ -230,3 +230,96 @@ pub async fn read(resp: reqwest::Response) -> (u16, Value) {
     }
     (status, body)
 }
+
+/// Polls `check` every 20 ms until it returns Some, failing the test after `secs` seconds
+/// with `what` in the message. For conditions reached asynchronously (an actor restarting,
+/// a status changing): the loop waits for the condition itself, never a fixed time.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestServer {
+    /// Creates a sandbox instance and returns its id.
+    pub async fn new_instance(&self, auth: &Auth, name: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/instances",
+                auth,
+                json!({"name": name, "engine": "sandbox"}),
+            )
+            .await;
+        assert_eq!(status, 201, "create instance: {body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The instance's current status string.
+    pub async fn status_of(&self, auth: &Auth, id: &str) -> String {
+        let (code, body) = self.get(&format!("/api/instances/{id}/status"), auth).await;
+        assert_eq!(code, 200, "status: {body}");
+        body["status"].as_str().expect("status").to_owned()
+    }
+
+    /// Waits until the instance reports `status`.
+    pub async fn wait_status(&self, auth: &Auth, id: &str, status: &str) {
+        eventually(20, &format!("instance {id} to be {status}"), || async {
+            (self.status_of(auth, id).await == status).then_some(())
+        })
+        .await
+    }
+
+    /// Waits for a QR code and returns it.
+    pub async fn wait_qr(&self, auth: &Auth, id: &str) -> String {
+        eventually(20, "a QR code", || async {
+            let (code, body) = self.get(&format!("/api/instances/{id}/qr"), auth).await;
+            assert!(code == 200 || code == 202, "qr: {code} {body}");
+            body["qrCode"].as_str().map(str::to_owned)
+        })
+        .await
+    }
+
+    /// Creates a sandbox instance and pairs it as `phone`.
+    pub async fn connected_instance(&self, auth: &Auth, name: &str, phone: &str) -> String {
+        let id = self.new_instance(auth, name).await;
+        self.wait_qr(auth, &id).await;
+        let (code, body) = self
+            .post(
+                &format!("/api/sandbox/instances/{id}/scan"),
+                auth,
+                json!({"phone": phone}),
+            )
+            .await;
+        assert_eq!(code, 200, "scan: {body}");
+        self.wait_status(auth, &id, "connected").await;
+        id
+    }
+
+    /// The actions of the instance's activity log, oldest first.
+    pub async fn actions(&self, auth: &Auth, id: &str) -> Vec<String> {
+        let (code, body) = self
+            .get(&format!("/api/instances/{id}/activity?limit=1000"), auth)
+            .await;
+        assert_eq!(code, 200, "activity: {body}");
+        let mut actions: Vec<String> = body["logs"]
+            .as_array()
+            .expect("logs")
+            .iter()
+            .map(|l| l["action"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        actions.reverse();
+        actions
+    }
+}

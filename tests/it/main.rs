@@ -5,5 +5,6 @@ mod common;
 
 mod auth;
 mod errors;
+mod instances;
 mod storage_suite;
 mod users;

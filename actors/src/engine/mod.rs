@@ -1,0 +1,211 @@
+//! The engine seam: how an [`InstanceActor`](crate::instance) talks to WhatsApp.
+//!
+//! An engine owns one WhatsApp session. Commands go in through the [`Engine`] trait;
+//! everything that happens on the connection comes back as an [`EngineEvent`] through
+//! the [`EventSink`] it was created with. The sink casts into the instance actor's
+//! mailbox, so an engine never waits for the actor and the actor never shares state
+//! with the engine's background tasks.
+
+pub mod sandbox;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::domain::EngineKind;
+
+pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork};
+
+/// What happened on a WhatsApp connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// A new QR code to show; it stays valid for `ttl`.
+    Qr {
+        code: String,
+        attempt: u32,
+        ttl: Duration,
+    },
+    /// Every QR code of this pairing expired unscanned; a new pairing must be asked for.
+    QrExhausted,
+    Connected {
+        phone: String,
+        push_name: Option<String>,
+    },
+    Disconnected {
+        reason: String,
+    },
+    /// The engine is reconnecting on its own.
+    Reconnecting {
+        attempt: u32,
+        error: Option<String>,
+    },
+    /// The phone unlinked this device; the session is gone.
+    LoggedOut {
+        reason: String,
+    },
+    /// The session is broken: the instance actor fails and is supervised.
+    Failed {
+        error: String,
+    },
+}
+
+/// Where an engine reports its events. Must not block: it is called from the
+/// engine's own tasks.
+pub type EventSink = Arc<dyn Fn(EngineEvent) + Send + Sync>;
+
+/// Why an engine refused or failed a command.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum EngineError {
+    /// This engine does not offer the command (sandbox controls on a real session).
+    #[error("not supported by this engine")]
+    NotSupported,
+    /// The command does not fit the session's current state (scan with no QR showing).
+    #[error("{0}")]
+    InvalidState(String),
+    /// The command's input is malformed (a phone number that is not one).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The session store could not be read or written.
+    #[error("session store: {0}")]
+    Io(String),
+    /// The engine cannot run here (not built in, WhatsApp unreachable).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<std::io::Error> for EngineError {
+    fn from(err: std::io::Error) -> Self {
+        EngineError::Io(err.to_string())
+    }
+}
+
+/// A fault the sandbox can inject into its simulated connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// The connection drops and comes back on its own.
+    Disconnect,
+    /// The session fails: the instance actor dies and its supervisor restarts it.
+    Crash,
+    /// The phone unlinks the device.
+    Logout,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Disconnect => "disconnect",
+            FaultKind::Crash => "crash",
+            FaultKind::Logout => "logout",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "disconnect" => Ok(FaultKind::Disconnect),
+            "crash" => Ok(FaultKind::Crash),
+            "logout" => Ok(FaultKind::Logout),
+            other => Err(format!(
+                "unknown fault '{other}' (expected disconnect, crash or logout)"
+            )),
+        }
+    }
+}
+
+/// Commands only the sandbox engine understands (the `/api/sandbox/...` endpoints).
+/// New simulations (inbound messages, receipts) are new variants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SandboxControl {
+    /// "Scans" the QR code showing: the instance links as `phone`.
+    Scan {
+        phone: String,
+    },
+    Fault(FaultKind),
+}
+
+/// One WhatsApp session. Methods are called by a single instance actor, one at a time.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// Connects with the stored session, or starts pairing (QR codes) when there is none.
+    async fn start(&mut self) -> Result<(), EngineError>;
+    /// Disconnects and stops every background task; the stored session stays.
+    async fn stop(&mut self);
+    /// Unlinks the device and forgets the stored session.
+    async fn logout(&mut self) -> Result<(), EngineError>;
+    /// Starts pairing by phone number; returns the code the user types on the phone.
+    async fn pair_code(&mut self, phone: &str) -> Result<String, EngineError>;
+    /// A sandbox simulation command. Real engines refuse it.
+    async fn sandbox(&mut self, control: SandboxControl) -> Result<(), EngineError> {
+        let _ = control;
+        Err(EngineError::NotSupported)
+    }
+}
+
+/// What an engine needs to know about its instance.
+#[derive(Clone)]
+pub struct EngineContext {
+    pub instance_id: String,
+    /// The instance's own directory for session key material (`data_dir/instances/<id>/`).
+    pub session_dir: PathBuf,
+    pub sink: EventSink,
+}
+
+impl fmt::Debug for EngineContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineContext")
+            .field("instance_id", &self.instance_id)
+            .field("session_dir", &self.session_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the engine of an instance. A trait so tests can inject engines that
+/// misbehave on purpose.
+pub trait EngineFactory: Send + Sync {
+    fn create(&self, kind: EngineKind, ctx: EngineContext) -> Result<Box<dyn Engine>, EngineError>;
+}
+
+/// The engines this build ships.
+#[derive(Debug, Clone)]
+pub struct Engines {
+    sandbox: SandboxNetwork,
+}
+
+impl Engines {
+    /// Sandbox engines join `sandbox`, so sandbox instances of one server see each other.
+    pub fn new(sandbox: SandboxNetwork) -> Self {
+        Engines { sandbox }
+    }
+
+    pub fn sandbox_network(&self) -> &SandboxNetwork {
+        &self.sandbox
+    }
+}
+
+impl EngineFactory for Engines {
+    fn create(&self, kind: EngineKind, ctx: EngineContext) -> Result<Box<dyn Engine>, EngineError> {
+        match kind {
+            EngineKind::Sandbox => Ok(Box::new(SandboxEngine::new(self.sandbox.clone(), ctx))),
+            // The real engine lands later; until then an instance asking for it must say
+            // so plainly (status failed, activity with this message), not pretend.
+            EngineKind::Wacore => Err(EngineError::Unavailable(
+                "the wacore engine is not available in this build yet".into(),
+            )),
+        }
+    }
+}

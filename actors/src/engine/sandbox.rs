@@ -1,0 +1,834 @@
+//! The sandbox engine: an in-process simulated WhatsApp.
+//!
+//! It behaves like the real thing where a client can see it: QR codes shaped like
+//! WhatsApp's that rotate on WhatsApp's schedule, pairing by phone code, a session that
+//! survives restarts (no re-scan), and faults on demand. Instances pair by being
+//! "scanned" through the sandbox endpoints or automatically after a configured delay.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::{
+    Engine, EngineContext, EngineError, EngineEvent, EventSink, FaultKind, SandboxControl,
+};
+use crate::phone::normalize_phone;
+
+/// Name of the session file inside an instance's session directory.
+pub const SESSION_FILE: &str = "sandbox-session.json";
+
+/// How long a pair code takes to "be typed on the phone" when no autopair delay is set.
+pub const PAIR_CODE_DELAY: Duration = Duration::from_secs(1);
+
+/// Timings of the simulated network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxConfig {
+    /// Pair automatically this long after the first QR code (`SANDBOX_AUTOPAIR_MS`).
+    pub autopair: Option<Duration>,
+    /// Validity of the first QR code of a pairing (WhatsApp: 60 s).
+    pub first_qr_ttl: Duration,
+    /// Validity of every later QR code (WhatsApp: 20 s).
+    pub next_qr_ttl: Duration,
+    /// QR codes per pairing before giving up (WhatsApp: 6).
+    pub qr_refs: u32,
+    /// How long a `disconnect` fault keeps the connection down, and how long the
+    /// reconnection then takes.
+    pub reconnect_delay: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            autopair: None,
+            first_qr_ttl: Duration::from_secs(60),
+            next_qr_ttl: Duration::from_secs(20),
+            qr_refs: 6,
+            reconnect_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The simulated WhatsApp network shared by every sandbox engine of a server: linked
+/// phone numbers are registered here so sandbox instances can reach each other.
+/// Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxNetwork {
+    shared: Arc<NetworkShared>,
+}
+
+#[derive(Debug, Default)]
+struct NetworkShared {
+    config: SandboxConfig,
+    /// Linked phone → instance id. A std mutex: held for a map operation only, never
+    /// across an await.
+    devices: Mutex<HashMap<String, String>>,
+}
+
+impl SandboxNetwork {
+    pub fn new(config: SandboxConfig) -> Self {
+        SandboxNetwork {
+            shared: Arc::new(NetworkShared {
+                config,
+                devices: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    /// Whether some sandbox instance is connected as `phone`.
+    pub fn is_registered(&self, phone: &str) -> bool {
+        self.devices().contains_key(phone)
+    }
+
+    /// The instance connected as `phone`, if any.
+    pub fn instance_for(&self, phone: &str) -> Option<String> {
+        self.devices().get(phone).cloned()
+    }
+
+    fn register(&self, phone: &str, instance_id: &str) {
+        self.devices()
+            .insert(phone.to_owned(), instance_id.to_owned());
+    }
+
+    /// Removes `phone` only if it still belongs to `instance_id` (another instance may
+    /// have linked the same number since).
+    fn unregister(&self, phone: &str, instance_id: &str) {
+        let mut devices = self.devices();
+        if devices.get(phone).is_some_and(|owner| owner == instance_id) {
+            devices.remove(phone);
+        }
+    }
+
+    fn devices(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.shared
+            .devices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What `sandbox-session.json` holds: the simulated equivalent of key material.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSession {
+    phone: String,
+    push_name: Option<String>,
+    paired_at: DateTime<Utc>,
+}
+
+/// Where the simulated connection is.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Not started, stopped, or pairing gave up.
+    Idle,
+    /// A QR code is showing and can be scanned.
+    Qr,
+    Connected {
+        phone: String,
+        push_name: Option<String>,
+    },
+    /// Dropped by a `disconnect` fault; comes back on its own.
+    Reconnecting {
+        phone: String,
+        push_name: Option<String>,
+    },
+}
+
+impl Phase {
+    fn phone(&self) -> Option<&str> {
+        match self {
+            Phase::Connected { phone, .. } | Phase::Reconnecting { phone, .. } => Some(phone),
+            Phase::Idle | Phase::Qr => None,
+        }
+    }
+}
+
+/// One sandbox session.
+pub struct SandboxEngine {
+    session: Arc<Session>,
+}
+
+/// The part of a session its background tasks share with the engine.
+struct Session {
+    network: SandboxNetwork,
+    instance_id: String,
+    session_file: PathBuf,
+    sink: EventSink,
+    /// A std mutex: held only to read or swap the phase, never across an await.
+    state: Mutex<SessionState>,
+}
+
+struct SessionState {
+    phase: Phase,
+    /// The QR rotation, aborted as soon as the session links.
+    qr_task: Option<AbortHandle>,
+    /// Every other background task (pairing by code, reconnection).
+    tasks: Vec<AbortHandle>,
+}
+
+impl SandboxEngine {
+    pub fn new(network: SandboxNetwork, ctx: EngineContext) -> Self {
+        SandboxEngine {
+            session: Arc::new(Session {
+                network,
+                instance_id: ctx.instance_id,
+                session_file: ctx.session_dir.join(SESSION_FILE),
+                sink: ctx.sink,
+                state: Mutex::new(SessionState {
+                    phase: Phase::Idle,
+                    qr_task: None,
+                    tasks: Vec::new(),
+                }),
+            }),
+        }
+    }
+}
+
+impl Drop for SandboxEngine {
+    /// An instance actor that dies without a clean stop (a crash, a kill) still must not
+    /// leave timers running that talk to its successor's mailbox, nor a stale phone in
+    /// the network.
+    fn drop(&mut self) {
+        self.session.halt();
+    }
+}
+
+impl Session {
+    fn state(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, event: EngineEvent) {
+        (self.sink)(event);
+    }
+
+    fn config(&self) -> &SandboxConfig {
+        self.network.config()
+    }
+
+    /// Aborts every background task, unregisters the phone and goes idle.
+    fn halt(&self) {
+        let (phase, qr, tasks) = {
+            let mut state = self.state();
+            let phase = std::mem::replace(&mut state.phase, Phase::Idle);
+            (
+                phase,
+                state.qr_task.take(),
+                std::mem::take(&mut state.tasks),
+            )
+        };
+        for task in qr.into_iter().chain(tasks) {
+            task.abort();
+        }
+        if let Some(phone) = phase.phone() {
+            self.network.unregister(phone, &self.instance_id);
+        }
+    }
+
+    fn track(&self, task: AbortHandle) {
+        let mut state = self.state();
+        state.tasks.retain(|t| !t.is_finished());
+        state.tasks.push(task);
+    }
+
+    /// Links the session as `phone`: stores it, registers it and reports `Connected`.
+    /// Does nothing when already connected (a scan and a pair code racing).
+    ///
+    /// The QR task may call this itself: aborting it is the last step, so the abort
+    /// lands after the work is done (there is no await in here).
+    fn link(&self, phone: &str) -> Result<(), EngineError> {
+        if self.state().phase.phone().is_some() {
+            return Ok(());
+        }
+        let stored = StoredSession {
+            phone: phone.to_owned(),
+            push_name: None,
+            paired_at: Utc::now(),
+        };
+        write_session(&self.session_file, &stored)?;
+        let qr = {
+            let mut state = self.state();
+            state.phase = Phase::Connected {
+                phone: phone.to_owned(),
+                push_name: None,
+            };
+            state.qr_task.take()
+        };
+        self.network.register(phone, &self.instance_id);
+        self.emit(EngineEvent::Connected {
+            phone: phone.to_owned(),
+            push_name: None,
+        });
+        if let Some(qr) = qr {
+            qr.abort();
+        }
+        Ok(())
+    }
+
+    fn link_or_fail(&self, phone: &str) {
+        if let Err(err) = self.link(phone) {
+            self.emit(EngineEvent::Failed {
+                error: format!("cannot store the sandbox session: {err}"),
+            });
+        }
+    }
+
+    /// Shows QR codes on WhatsApp's schedule until one is scanned, autopair links the
+    /// session, or every code expired.
+    async fn rotate_qr(self: Arc<Self>) {
+        let config = self.config().clone();
+        let autopair_at = config.autopair.map(|delay| Instant::now() + delay);
+        for attempt in 1..=config.qr_refs {
+            let ttl = if attempt == 1 {
+                config.first_qr_ttl
+            } else {
+                config.next_qr_ttl
+            };
+            self.state().phase = Phase::Qr;
+            self.emit(EngineEvent::Qr {
+                code: qr_code(),
+                attempt,
+                ttl,
+            });
+            let expires = Instant::now() + ttl;
+            if let Some(at) = autopair_at
+                && at <= expires
+            {
+                tokio::time::sleep_until(at).await;
+                self.link_or_fail(&random_phone());
+                return;
+            }
+            tokio::time::sleep_until(expires).await;
+        }
+        {
+            let mut state = self.state();
+            state.phase = Phase::Idle;
+            state.qr_task = None;
+        }
+        self.emit(EngineEvent::QrExhausted);
+    }
+
+    /// The connection drops, then comes back on its own: `Disconnected`, a delay,
+    /// `Reconnecting`, another delay, `Connected`.
+    async fn ride_out_disconnect(self: Arc<Self>, phone: String, push_name: Option<String>) {
+        let delay = self.config().reconnect_delay;
+        tokio::time::sleep(delay).await;
+        self.emit(EngineEvent::Reconnecting {
+            attempt: 1,
+            error: None,
+        });
+        tokio::time::sleep(delay).await;
+        {
+            let mut state = self.state();
+            if !matches!(state.phase, Phase::Reconnecting { .. }) {
+                return;
+            }
+            state.phase = Phase::Connected {
+                phone: phone.clone(),
+                push_name: push_name.clone(),
+            };
+        }
+        self.network.register(&phone, &self.instance_id);
+        self.emit(EngineEvent::Connected { phone, push_name });
+    }
+}
+
+#[async_trait]
+impl Engine for SandboxEngine {
+    async fn start(&mut self) -> Result<(), EngineError> {
+        self.session.halt();
+        if let Some(stored) = read_session(&self.session.session_file)? {
+            self.session.state().phase = Phase::Connected {
+                phone: stored.phone.clone(),
+                push_name: stored.push_name.clone(),
+            };
+            self.session
+                .network
+                .register(&stored.phone, &self.session.instance_id);
+            self.session.emit(EngineEvent::Connected {
+                phone: stored.phone,
+                push_name: stored.push_name,
+            });
+            return Ok(());
+        }
+        let task = tokio::spawn(self.session.clone().rotate_qr());
+        self.session.state().qr_task = Some(task.abort_handle());
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        self.session.halt();
+    }
+
+    async fn logout(&mut self) -> Result<(), EngineError> {
+        self.session.halt();
+        remove_session(&self.session.session_file)
+    }
+
+    /// The code is made up; "typing it on the phone" takes the autopair delay when one is
+    /// configured, else [`PAIR_CODE_DELAY`], then the session links as `phone`.
+    async fn pair_code(&mut self, phone: &str) -> Result<String, EngineError> {
+        let phone = normalize_phone(phone).map_err(EngineError::InvalidInput)?;
+        if self.session.state().phase.phone().is_some() {
+            return Err(EngineError::InvalidState("already connected".into()));
+        }
+        let delay = self.session.config().autopair.unwrap_or(PAIR_CODE_DELAY);
+        let session = self.session.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            session.link_or_fail(&phone);
+        });
+        self.session.track(task.abort_handle());
+        Ok(pair_code())
+    }
+
+    async fn sandbox(&mut self, control: SandboxControl) -> Result<(), EngineError> {
+        match control {
+            SandboxControl::Scan { phone } => {
+                let phone = normalize_phone(&phone).map_err(EngineError::InvalidInput)?;
+                if self.session.state().phase != Phase::Qr {
+                    return Err(EngineError::InvalidState("no QR code is showing".into()));
+                }
+                self.session.link(&phone)
+            }
+            SandboxControl::Fault(FaultKind::Crash) => {
+                self.session.emit(EngineEvent::Failed {
+                    error: "sandbox fault: crash".into(),
+                });
+                Ok(())
+            }
+            SandboxControl::Fault(FaultKind::Disconnect) => {
+                let (phone, push_name) = {
+                    let mut state = self.session.state();
+                    let Phase::Connected { phone, push_name } = state.phase.clone() else {
+                        return Err(EngineError::InvalidState("not connected".into()));
+                    };
+                    state.phase = Phase::Reconnecting {
+                        phone: phone.clone(),
+                        push_name: push_name.clone(),
+                    };
+                    (phone, push_name)
+                };
+                self.session
+                    .network
+                    .unregister(&phone, &self.session.instance_id);
+                self.session.emit(EngineEvent::Disconnected {
+                    reason: "sandbox fault: disconnect".into(),
+                });
+                let task = tokio::spawn(self.session.clone().ride_out_disconnect(phone, push_name));
+                self.session.track(task.abort_handle());
+                Ok(())
+            }
+            SandboxControl::Fault(FaultKind::Logout) => {
+                if self.session.state().phase.phone().is_none() {
+                    return Err(EngineError::InvalidState("not connected".into()));
+                }
+                self.session.halt();
+                remove_session(&self.session.session_file)?;
+                self.session.emit(EngineEvent::LoggedOut {
+                    reason: "sandbox fault: logout".into(),
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+fn read_session(path: &Path) -> Result<Option<StoredSession>, EngineError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| EngineError::Io(format!("{} is corrupt: {err}", path.display()))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Writes through a temporary file and a rename, so a crash mid-write never leaves a
+/// half session that would fail every later start.
+fn write_session(path: &Path, session: &StoredSession) -> Result<(), EngineError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_vec_pretty(session)
+        .map_err(|err| EngineError::Io(format!("cannot encode the session: {err}")))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn remove_session(path: &Path) -> Result<(), EngineError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// A QR payload shaped like WhatsApp's: `2@<ref>,<noise public key>,<identity public
+/// key>,<adv secret>`, every part base64.
+fn qr_code() -> String {
+    let mut rng = rand::rng();
+    let mut reference = [0u8; 52];
+    let mut noise = [0u8; 32];
+    let mut identity = [0u8; 32];
+    let mut adv = [0u8; 32];
+    rng.fill(&mut reference[..]);
+    rng.fill(&mut noise[..]);
+    rng.fill(&mut identity[..]);
+    rng.fill(&mut adv[..]);
+    format!(
+        "2@{},{},{},{}",
+        BASE64.encode(reference),
+        BASE64.encode(noise),
+        BASE64.encode(identity),
+        BASE64.encode(adv)
+    )
+}
+
+/// A pair code shaped like WhatsApp's: `ABCD-EFGH`.
+fn pair_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    let mut code = String::with_capacity(9);
+    for i in 0..8 {
+        if i == 4 {
+            code.push('-');
+        }
+        code.push(char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]));
+    }
+    code
+}
+
+/// A US test number (555) for sessions that pair themselves.
+fn random_phone() -> String {
+    let digits: u32 = rand::rng().random_range(0..10_000_000);
+    format!("1555{digits:07}")
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    struct Fixture {
+        engine: SandboxEngine,
+        events: mpsc::UnboundedReceiver<EngineEvent>,
+        network: SandboxNetwork,
+        dir: tempfile::TempDir,
+    }
+
+    fn fixture(config: SandboxConfig) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let network = SandboxNetwork::new(config);
+        let (tx, events) = mpsc::unbounded_channel();
+        let engine = SandboxEngine::new(
+            network.clone(),
+            EngineContext {
+                instance_id: "i1".into(),
+                session_dir: dir.path().to_owned(),
+                sink: Arc::new(move |event| {
+                    let _ = tx.send(event);
+                }),
+            },
+        );
+        Fixture {
+            engine,
+            events,
+            network,
+            dir,
+        }
+    }
+
+    impl Fixture {
+        /// The next event, or a panic when none comes within an hour of (paused) time.
+        async fn next(&mut self) -> EngineEvent {
+            tokio::time::timeout(Duration::from_secs(3600), self.events.recv())
+                .await
+                .expect("an event in time")
+                .expect("sink alive")
+        }
+
+        fn session_file(&self) -> PathBuf {
+            self.dir.path().join(SESSION_FILE)
+        }
+
+        /// Restarts the same session directory with a fresh engine; returns the events
+        /// receiver of the dropped one.
+        fn reopen(&mut self) -> mpsc::UnboundedReceiver<EngineEvent> {
+            let (tx, events) = mpsc::unbounded_channel();
+            let old = std::mem::replace(&mut self.events, events);
+            self.engine = SandboxEngine::new(
+                self.network.clone(),
+                EngineContext {
+                    instance_id: "i1".into(),
+                    session_dir: self.dir.path().to_owned(),
+                    sink: Arc::new(move |event| {
+                        let _ = tx.send(event);
+                    }),
+                },
+            );
+            old
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn qr_codes_rotate_then_exhaust() {
+        let mut f = fixture(SandboxConfig::default());
+        let started = Instant::now();
+        f.engine.start().await.expect("start");
+        let mut shown = Vec::new();
+        for attempt in 1..=6 {
+            match f.next().await {
+                EngineEvent::Qr {
+                    code,
+                    attempt: got,
+                    ttl,
+                } => {
+                    assert_eq!(got, attempt);
+                    let expected_ttl = if attempt == 1 { 60 } else { 20 };
+                    assert_eq!(ttl, Duration::from_secs(expected_ttl));
+                    assert!(code.starts_with("2@"), "{code}");
+                    assert_eq!(code.split(',').count(), 4, "{code}");
+                    shown.push(started.elapsed());
+                }
+                other => panic!("expected a QR, got {other:?}"),
+            }
+        }
+        let secs: Vec<u64> = shown.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [0, 60, 80, 100, 120, 140]);
+        assert_eq!(f.next().await, EngineEvent::QrExhausted);
+        assert_eq!(started.elapsed().as_secs(), 160);
+        let err = f
+            .engine
+            .sandbox(SandboxControl::Scan {
+                phone: "15550001111".into(),
+            })
+            .await;
+        assert!(matches!(err, Err(EngineError::InvalidState(_))), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scan_links_and_persists_then_restart_skips_qr() {
+        let mut f = fixture(SandboxConfig::default());
+        f.engine.start().await.expect("start");
+        assert!(matches!(f.next().await, EngineEvent::Qr { attempt: 1, .. }));
+        f.engine
+            .sandbox(SandboxControl::Scan {
+                phone: "+1 555 000 1111".into(),
+            })
+            .await
+            .expect("scan");
+        assert_eq!(
+            f.next().await,
+            EngineEvent::Connected {
+                phone: "15550001111".into(),
+                push_name: None
+            }
+        );
+        assert!(f.network.is_registered("15550001111"));
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.session_file()).expect("session file"))
+                .expect("json");
+        assert_eq!(stored["phone"], "15550001111");
+        assert!(stored["pairedAt"].is_string());
+
+        // No more QR codes after the scan.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(f.events.try_recv().is_err());
+
+        f.engine.stop().await;
+        assert!(!f.network.is_registered("15550001111"));
+        let _ = f.reopen();
+        f.engine.start().await.expect("restart");
+        assert_eq!(
+            f.next().await,
+            EngineEvent::Connected {
+                phone: "15550001111".into(),
+                push_name: None
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scan_without_qr_is_refused() {
+        let mut f = fixture(SandboxConfig::default());
+        let err = f
+            .engine
+            .sandbox(SandboxControl::Scan {
+                phone: "15550001111".into(),
+            })
+            .await;
+        assert_eq!(
+            err,
+            Err(EngineError::InvalidState("no QR code is showing".into()))
+        );
+        let err = f
+            .engine
+            .sandbox(SandboxControl::Scan {
+                phone: "not a phone".into(),
+            })
+            .await;
+        assert!(matches!(err, Err(EngineError::InvalidInput(_))), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn autopair_links_after_delay() {
+        let mut f = fixture(SandboxConfig {
+            autopair: Some(Duration::from_secs(70)),
+            ..SandboxConfig::default()
+        });
+        let started = Instant::now();
+        f.engine.start().await.expect("start");
+        assert!(matches!(f.next().await, EngineEvent::Qr { attempt: 1, .. }));
+        assert!(matches!(f.next().await, EngineEvent::Qr { attempt: 2, .. }));
+        match f.next().await {
+            EngineEvent::Connected { phone, .. } => {
+                assert!(phone.starts_with("1555") && phone.len() == 11, "{phone}");
+                assert!(f.network.is_registered(&phone));
+            }
+            other => panic!("expected connected, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(70));
+        assert!(f.session_file().exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pair_code_links_after_a_second() {
+        let mut f = fixture(SandboxConfig::default());
+        f.engine.start().await.expect("start");
+        assert!(matches!(f.next().await, EngineEvent::Qr { .. }));
+        let started = Instant::now();
+        let code = f.engine.pair_code("79001234567").await.expect("code");
+        assert_eq!(code.len(), 9);
+        assert_eq!(&code[4..5], "-");
+        assert!(
+            code.chars()
+                .all(|c| c == '-' || c.is_ascii_uppercase() || c.is_ascii_digit())
+        );
+        assert_eq!(
+            f.next().await,
+            EngineEvent::Connected {
+                phone: "79001234567".into(),
+                push_name: None
+            }
+        );
+        assert_eq!(started.elapsed(), PAIR_CODE_DELAY);
+        let again = f.engine.pair_code("79001234567").await;
+        assert!(matches!(again, Err(EngineError::InvalidState(_))));
+    }
+
+    async fn connected(f: &mut Fixture) {
+        f.engine.start().await.expect("start");
+        assert!(matches!(f.next().await, EngineEvent::Qr { .. }));
+        f.engine
+            .sandbox(SandboxControl::Scan {
+                phone: "15550001111".into(),
+            })
+            .await
+            .expect("scan");
+        assert!(matches!(f.next().await, EngineEvent::Connected { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn disconnect_fault_comes_back() {
+        let mut f = fixture(SandboxConfig::default());
+        connected(&mut f).await;
+        let started = Instant::now();
+        f.engine
+            .sandbox(SandboxControl::Fault(FaultKind::Disconnect))
+            .await
+            .expect("fault");
+        assert_eq!(
+            f.next().await,
+            EngineEvent::Disconnected {
+                reason: "sandbox fault: disconnect".into()
+            }
+        );
+        assert!(!f.network.is_registered("15550001111"));
+        assert_eq!(
+            f.next().await,
+            EngineEvent::Reconnecting {
+                attempt: 1,
+                error: None
+            }
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert!(matches!(f.next().await, EngineEvent::Connected { .. }));
+        assert_eq!(started.elapsed(), Duration::from_millis(400));
+        assert!(f.network.is_registered("15550001111"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crash_fault_fails_the_session() {
+        let mut f = fixture(SandboxConfig::default());
+        connected(&mut f).await;
+        f.engine
+            .sandbox(SandboxControl::Fault(FaultKind::Crash))
+            .await
+            .expect("fault");
+        assert_eq!(
+            f.next().await,
+            EngineEvent::Failed {
+                error: "sandbox fault: crash".into()
+            }
+        );
+        assert!(f.session_file().exists(), "a crash keeps the session");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn logout_fault_forgets_the_session() {
+        let mut f = fixture(SandboxConfig::default());
+        connected(&mut f).await;
+        f.engine
+            .sandbox(SandboxControl::Fault(FaultKind::Logout))
+            .await
+            .expect("fault");
+        assert_eq!(
+            f.next().await,
+            EngineEvent::LoggedOut {
+                reason: "sandbox fault: logout".into()
+            }
+        );
+        assert!(!f.session_file().exists());
+        assert!(!f.network.is_registered("15550001111"));
+        let again = f
+            .engine
+            .sandbox(SandboxControl::Fault(FaultKind::Logout))
+            .await;
+        assert!(matches!(again, Err(EngineError::InvalidState(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn logout_and_drop_clean_up() {
+        let mut f = fixture(SandboxConfig::default());
+        connected(&mut f).await;
+        f.engine.logout().await.expect("logout");
+        assert!(!f.session_file().exists());
+        assert!(!f.network.is_registered("15550001111"));
+
+        // A dropped engine stops its QR rotation.
+        f.engine.start().await.expect("start");
+        assert!(matches!(f.next().await, EngineEvent::Qr { .. }));
+        let mut old = f.reopen();
+        tokio::time::advance(Duration::from_secs(300)).await;
+        tokio::task::yield_now().await;
+        // Disconnected (not Empty): the aborted task dropped the last sink.
+        assert_eq!(old.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
+    }
+}

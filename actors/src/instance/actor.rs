@@ -1,0 +1,512 @@
+//! [`InstanceActor`]: one WhatsApp instance. It owns the engine, turns engine events
+//! into status transitions (status board, storage, activity log, events) and answers
+//! the requests of its handle.
+//!
+//! Request-level failures go back in the reply and the actor keeps running. Only a
+//! broken session (`EngineEvent::Failed`) fails the actor, so its supervisor restarts
+//! it with backoff. A session that cannot even start (no such engine, unreadable
+//! session) parks as `failed` instead: restarting would fail the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::InstanceDeps;
+use super::api::QrAnswer;
+use super::status::{StatusBoard, StatusView};
+use crate::domain::{ActivityEntry, EngineKind, Instance, InstanceEvent, InstanceStatus};
+use crate::engine::{Engine, EngineContext, EngineError, EngineEvent, EventSink, SandboxControl};
+use crate::error::DomainError;
+
+/// The messages of an instance actor. Public only because [`InstanceActor`] names it;
+/// the module is private, so nothing outside this crate can build one.
+pub enum InstanceMsg {
+    /// An event of the engine started in `epoch`; events of an older engine are dropped.
+    Engine {
+        epoch: u64,
+        event: EngineEvent,
+    },
+    Status(RpcReplyPort<StatusView>),
+    Qr(RpcReplyPort<Result<QrAnswer, DomainError>>),
+    PairCode {
+        phone: String,
+        reply: RpcReplyPort<Result<String, DomainError>>,
+    },
+    Reconnect(RpcReplyPort<Result<(), DomainError>>),
+    Logout(RpcReplyPort<Result<(), DomainError>>),
+    Sandbox {
+        control: SandboxControl,
+        reply: RpcReplyPort<Result<(), DomainError>>,
+    },
+}
+
+/// How an instance actor starts (public only because [`InstanceActor`] names it).
+pub struct InstanceArgs {
+    pub instance: Instance,
+    /// Do not start the engine: the instance stays `failed` or `logged_out` until a
+    /// reconnect, a QR request or a pair code revives it.
+    pub parked: bool,
+}
+
+/// The behaviour of one instance; its mutable state is `InstanceState`.
+pub struct InstanceActor {
+    deps: InstanceDeps,
+    board: StatusBoard,
+}
+
+impl InstanceActor {
+    pub(crate) fn new(deps: InstanceDeps, board: StatusBoard) -> Self {
+        InstanceActor { deps, board }
+    }
+}
+
+/// What one instance actor knows about its session.
+pub struct InstanceState {
+    id: String,
+    kind: EngineKind,
+    session_dir: PathBuf,
+    /// None while parked.
+    engine: Option<Box<dyn Engine>>,
+    /// Bumped at every engine start, so late events of a stopped engine are ignored.
+    epoch: u64,
+    status: InstanceStatus,
+    phone: Option<String>,
+    qr: Option<ShownQr>,
+}
+
+struct ShownQr {
+    code: String,
+    expires_at: Instant,
+}
+
+impl InstanceState {
+    fn live_qr(&self) -> Option<&ShownQr> {
+        self.qr.as_ref().filter(|qr| qr.expires_at > Instant::now())
+    }
+
+    fn view(&self) -> StatusView {
+        StatusView::new(self.status, self.live_qr().is_some(), self.phone.clone())
+    }
+}
+
+/// What a transition records besides the status itself.
+#[derive(Default)]
+struct Record {
+    activity: Option<(&'static str, Value)>,
+    event: Option<(&'static str, Value)>,
+}
+
+impl Actor for InstanceActor {
+    type Msg = InstanceMsg;
+    type State = InstanceState;
+    type Arguments = InstanceArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: InstanceArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let instance = args.instance;
+        let mut state = InstanceState {
+            session_dir: super::session_dir(&self.deps.data_dir, &instance.id),
+            id: instance.id,
+            kind: instance.engine,
+            engine: None,
+            epoch: 0,
+            status: instance.status,
+            phone: instance.phone,
+            qr: None,
+        };
+        if args.parked {
+            if !matches!(
+                state.status,
+                InstanceStatus::Failed | InstanceStatus::LoggedOut
+            ) {
+                state.status = InstanceStatus::Disconnected;
+            }
+            self.board.set(&state.id, state.view());
+        } else {
+            // A start failure parks the instance as failed (recorded inside): it stays
+            // reachable so a person can see why and reconnect.
+            let _ = self.open(&myself, &mut state).await;
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        close(state).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            InstanceMsg::Engine { epoch, event } => {
+                if epoch == state.epoch {
+                    self.on_engine_event(state, event).await?;
+                }
+            }
+            InstanceMsg::Status(reply) => {
+                let _ = reply.send(state.view());
+            }
+            InstanceMsg::Qr(reply) => {
+                let answer = self.qr(&myself, state).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::PairCode { phone, reply } => {
+                let answer = self.pair_code(&myself, state, &phone).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Reconnect(reply) => {
+                let answer = self
+                    .open(&myself, state)
+                    .await
+                    .map_err(DomainError::Unavailable);
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Logout(reply) => {
+                self.logout(state).await;
+                let _ = reply.send(Ok(()));
+            }
+            InstanceMsg::Sandbox { control, reply } => {
+                let answer = sandbox(state, control).await;
+                let _ = reply.send(answer);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InstanceActor {
+    /// (Re)starts the session with a fresh engine. On failure the instance is parked as
+    /// `failed` (recorded) and the reason returned.
+    async fn open(
+        &self,
+        myself: &ActorRef<InstanceMsg>,
+        state: &mut InstanceState,
+    ) -> Result<(), String> {
+        close(state).await;
+        state.qr = None;
+        state.epoch += 1;
+        if let Err(err) = tokio::fs::create_dir_all(&state.session_dir).await {
+            return self
+                .park_failed(
+                    state,
+                    format!(
+                        "cannot create the session directory {}: {err}",
+                        state.session_dir.display()
+                    ),
+                )
+                .await;
+        }
+        let me = myself.clone();
+        let epoch = state.epoch;
+        let sink: EventSink = Arc::new(move |event| {
+            // Fails only when the actor is gone; its successor has its own engine.
+            let _ = me.cast(InstanceMsg::Engine { epoch, event });
+        });
+        let ctx = EngineContext {
+            instance_id: state.id.clone(),
+            session_dir: state.session_dir.clone(),
+            sink,
+        };
+        let mut engine = match self.deps.engines.create(state.kind, ctx) {
+            Ok(engine) => engine,
+            Err(err) => return self.park_failed(state, err.to_string()).await,
+        };
+        self.transition(state, InstanceStatus::Connecting, Record::default())
+            .await;
+        if let Err(err) = engine.start().await {
+            engine.stop().await;
+            return self
+                .park_failed(state, format!("the engine did not start: {err}"))
+                .await;
+        }
+        state.engine = Some(engine);
+        Ok(())
+    }
+
+    async fn park_failed(&self, state: &mut InstanceState, reason: String) -> Result<(), String> {
+        close(state).await;
+        state.qr = None;
+        tracing::warn!(instance = %state.id, %reason, "instance failed to start");
+        self.transition(
+            state,
+            InstanceStatus::Failed,
+            Record {
+                activity: Some(("failed", json!({ "reason": reason, "restarts": 0 }))),
+                event: None,
+            },
+        )
+        .await;
+        Err(reason)
+    }
+
+    async fn on_engine_event(
+        &self,
+        state: &mut InstanceState,
+        event: EngineEvent,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            EngineEvent::Qr { code, attempt, ttl } => {
+                state.qr = Some(ShownQr {
+                    code: code.clone(),
+                    expires_at: Instant::now() + ttl,
+                });
+                self.transition(
+                    state,
+                    InstanceStatus::Qr,
+                    Record {
+                        activity: Some(("qr_received", json!({ "attempt": attempt }))),
+                        event: Some(("qr_received", json!({ "qrCode": code, "attempt": attempt }))),
+                    },
+                )
+                .await;
+            }
+            EngineEvent::QrExhausted => {
+                // Pairing is over; the next QR request starts a new one.
+                close(state).await;
+                state.qr = None;
+                self.disconnected(state, "qr_exhausted", false).await;
+            }
+            EngineEvent::Connected { phone, push_name } => {
+                state.qr = None;
+                state.phone = Some(phone.clone());
+                self.transition(
+                    state,
+                    InstanceStatus::Connected,
+                    Record {
+                        activity: Some(("connected", json!({ "phone": phone }))),
+                        event: Some((
+                            "connected",
+                            json!({ "phone": phone, "pushName": push_name }),
+                        )),
+                    },
+                )
+                .await;
+            }
+            EngineEvent::Disconnected { reason } => {
+                // Engines reconnect on their own after a dropped connection.
+                self.disconnected(state, &reason, true).await;
+            }
+            EngineEvent::Reconnecting { attempt, error } => {
+                self.transition(
+                    state,
+                    InstanceStatus::Reconnecting,
+                    Record {
+                        activity: Some((
+                            "reconnecting",
+                            json!({ "attempt": attempt, "reason": error }),
+                        )),
+                        event: None,
+                    },
+                )
+                .await;
+            }
+            EngineEvent::LoggedOut { reason } => {
+                close(state).await;
+                self.logged_out(state, &reason).await;
+            }
+            EngineEvent::Failed { error } => {
+                // The session is broken: stop it cleanly, then fail so the supervisor
+                // restarts the instance (its reason is this error).
+                close(state).await;
+                return Err(error.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn disconnected(&self, state: &mut InstanceState, reason: &str, will_reconnect: bool) {
+        self.transition(
+            state,
+            InstanceStatus::Disconnected,
+            Record {
+                activity: Some(("disconnected", json!({ "reason": reason }))),
+                event: Some((
+                    "disconnected",
+                    json!({ "reason": reason, "willReconnect": will_reconnect }),
+                )),
+            },
+        )
+        .await;
+    }
+
+    /// The session is gone: wipe what is left of it and park as `logged_out`.
+    async fn logged_out(&self, state: &mut InstanceState, reason: &str) {
+        if let Err(err) = wipe_dir(&state.session_dir).await {
+            tracing::warn!(instance = %state.id, %err, "cannot wipe the session directory");
+        }
+        state.qr = None;
+        state.phone = None;
+        self.transition(
+            state,
+            InstanceStatus::LoggedOut,
+            Record {
+                activity: Some(("logged_out", json!({ "reason": reason }))),
+                event: Some((
+                    "disconnected",
+                    json!({ "reason": "logged_out", "willReconnect": false }),
+                )),
+            },
+        )
+        .await;
+    }
+
+    async fn qr(
+        &self,
+        myself: &ActorRef<InstanceMsg>,
+        state: &mut InstanceState,
+    ) -> Result<QrAnswer, DomainError> {
+        if state.status == InstanceStatus::Connected {
+            return Err(already_connected());
+        }
+        if let Some(qr) = state.live_qr() {
+            return Ok(QrAnswer::Code(qr.code.clone()));
+        }
+        if state.engine.is_none() {
+            self.open(myself, state)
+                .await
+                .map_err(DomainError::Unavailable)?;
+        }
+        Ok(QrAnswer::Generating)
+    }
+
+    async fn pair_code(
+        &self,
+        myself: &ActorRef<InstanceMsg>,
+        state: &mut InstanceState,
+        phone: &str,
+    ) -> Result<String, DomainError> {
+        if state.status == InstanceStatus::Connected {
+            return Err(already_connected());
+        }
+        if state.engine.is_none() {
+            self.open(myself, state)
+                .await
+                .map_err(DomainError::Unavailable)?;
+        }
+        let engine = state
+            .engine
+            .as_mut()
+            .ok_or_else(|| DomainError::Unavailable("the instance is not running".into()))?;
+        engine.pair_code(phone).await.map_err(|err| match err {
+            EngineError::NotSupported => {
+                DomainError::Invalid("this engine cannot pair by phone code".into())
+            }
+            other => engine_error(other),
+        })
+    }
+
+    async fn logout(&self, state: &mut InstanceState) {
+        if let Some(engine) = state.engine.as_mut()
+            && let Err(err) = engine.logout().await
+        {
+            // The local session is wiped anyway: the user asked to forget it.
+            tracing::warn!(instance = %state.id, %err, "engine logout failed");
+        }
+        close(state).await;
+        self.logged_out(state, "logout requested").await;
+    }
+
+    /// Records a status change everywhere it shows: the status board (at once), storage,
+    /// the activity log and the event stream. Storage failures are logged, not fatal: a
+    /// database outage must not take WhatsApp sessions down with it.
+    async fn transition(&self, state: &mut InstanceState, status: InstanceStatus, record: Record) {
+        state.status = status;
+        self.board.set(&state.id, state.view());
+        let storage = &self.deps.storage;
+        if let Err(err) = storage
+            .set_instance_status(&state.id, status, state.phone.as_deref(), Utc::now())
+            .await
+        {
+            tracing::warn!(instance = %state.id, %err, "cannot store the instance status");
+        }
+        if let Some((action, details)) = record.activity
+            && let Err(err) = storage
+                .append_activity(&ActivityEntry::new(&state.id, action, details))
+                .await
+        {
+            tracing::warn!(instance = %state.id, %err, "cannot store an activity entry");
+        }
+        if let Some((kind, data)) = record.event
+            && let Err(err) = self
+                .deps
+                .events
+                .publish(InstanceEvent::new(&state.id, kind, data))
+                .await
+        {
+            tracing::warn!(instance = %state.id, %err, "cannot store an event");
+        }
+    }
+}
+
+async fn sandbox(state: &mut InstanceState, control: SandboxControl) -> Result<(), DomainError> {
+    let not_sandbox =
+        || DomainError::Invalid("sandbox controls are only for sandbox instances".into());
+    if state.kind != EngineKind::Sandbox {
+        return Err(not_sandbox());
+    }
+    let engine = state.engine.as_mut().ok_or_else(|| {
+        DomainError::conflict(
+            "invalid_state",
+            format!(
+                "the instance is {}; reconnect it first",
+                state.status.as_str()
+            ),
+        )
+    })?;
+    engine.sandbox(control).await.map_err(|err| match err {
+        EngineError::NotSupported => not_sandbox(),
+        other => engine_error(other),
+    })
+}
+
+/// Stops and drops the engine, if one runs.
+async fn close(state: &mut InstanceState) {
+    if let Some(mut engine) = state.engine.take() {
+        engine.stop().await;
+    }
+}
+
+fn already_connected() -> DomainError {
+    DomainError::conflict("already_connected", "the instance is already connected")
+}
+
+fn engine_error(err: EngineError) -> DomainError {
+    match err {
+        EngineError::InvalidState(message) => DomainError::conflict("invalid_state", message),
+        EngineError::InvalidInput(message) => DomainError::Invalid(message),
+        EngineError::NotSupported => DomainError::Invalid(err.to_string()),
+        EngineError::Io(_) | EngineError::Unavailable(_) => DomainError::Engine(err.to_string()),
+    }
+}
+
+/// Empties a session directory but keeps it (the instance still exists).
+async fn wipe_dir(dir: &Path) -> std::io::Result<()> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_type().await?.is_dir() {
+            tokio::fs::remove_dir_all(entry.path()).await?;
+        } else {
+            tokio::fs::remove_file(entry.path()).await?;
+        }
+    }
+    Ok(())
+}

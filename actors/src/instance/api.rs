@@ -1,0 +1,115 @@
+//! [`InstanceHandle`]: the typed face of one instance actor.
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+
+use super::actor::InstanceMsg;
+use super::status::StatusView;
+use crate::engine::SandboxControl;
+use crate::error::DomainError;
+
+/// The answer to "give me the QR code".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QrAnswer {
+    /// The QR payload to render.
+    Code(String),
+    /// No code is ready yet; ask again shortly (202 at the HTTP edge).
+    Generating,
+}
+
+/// A running instance. Cheap to clone; every method gives up after the call timeout.
+///
+/// Every method fails with [`DomainError::Unavailable`] when the actor is gone (removed,
+/// restarting) and with [`DomainError::Timeout`] when it does not answer in time.
+#[derive(Debug, Clone)]
+pub struct InstanceHandle {
+    id: String,
+    actor: ActorRef<InstanceMsg>,
+    timeout: Duration,
+}
+
+impl InstanceHandle {
+    pub(crate) fn new(id: String, actor: ActorRef<InstanceMsg>, timeout: Duration) -> Self {
+        InstanceHandle { id, actor, timeout }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub async fn status(&self) -> Result<StatusView, DomainError> {
+        self.ask(InstanceMsg::Status).await
+    }
+
+    /// The QR code showing. Fails with `Conflict("already_connected")` when connected; a
+    /// logged-out, failed or given-up instance starts a new pairing and answers
+    /// `Generating`.
+    pub async fn qr(&self) -> Result<QrAnswer, DomainError> {
+        self.ask(InstanceMsg::Qr).await?
+    }
+
+    /// Starts pairing by phone number; returns the code to type on the phone.
+    /// Fails with `Conflict("already_connected")` when connected and `Invalid` for a
+    /// malformed phone.
+    pub async fn pair_code(&self, phone: &str) -> Result<String, DomainError> {
+        let phone = phone.to_owned();
+        self.ask(|reply| InstanceMsg::PairCode { phone, reply })
+            .await?
+    }
+
+    /// Stops the engine and starts it again; also revives a failed or logged-out
+    /// instance. Fails with `Unavailable` when the engine cannot start.
+    pub async fn reconnect(&self) -> Result<(), DomainError> {
+        self.ask(InstanceMsg::Reconnect).await?
+    }
+
+    /// Unlinks the device and wipes the session; the instance stays, `logged_out`.
+    pub async fn logout(&self) -> Result<(), DomainError> {
+        self.ask(InstanceMsg::Logout).await?
+    }
+
+    /// A sandbox simulation command. Fails with `Invalid` on a non-sandbox instance and
+    /// with `Conflict("invalid_state")` when the session is not in a state for it.
+    pub async fn sandbox(&self, control: SandboxControl) -> Result<(), DomainError> {
+        self.ask(|reply| InstanceMsg::Sandbox { control, reply })
+            .await?
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<T>) -> InstanceMsg,
+    ) -> Result<T, DomainError> {
+        ask(
+            &self.actor,
+            self.timeout,
+            &format!("instance {}", self.id),
+            build,
+        )
+        .await
+    }
+}
+
+/// One call into an actor, with its failures turned into domain errors.
+pub(crate) async fn ask<M, T>(
+    actor: &ActorRef<M>,
+    timeout: Duration,
+    who: &str,
+    build: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T, DomainError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(build, Some(timeout)).await {
+        Ok(CallResult::Success(answer)) => Ok(answer),
+        Ok(CallResult::Timeout) => Err(DomainError::Timeout(format!(
+            "{who} did not answer within {} ms",
+            timeout.as_millis()
+        ))),
+        Ok(CallResult::SenderError) | Err(_) => {
+            Err(DomainError::Unavailable(format!("{who} is not running")))
+        }
+    }
+}

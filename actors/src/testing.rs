@@ -1,0 +1,490 @@
+//! An in-memory [`Storage`] for tests of the actors (and, with the `testing` feature, of
+//! other crates): no database, no files, and everything inspectable.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, Role,
+    User,
+};
+use crate::error::StoreError;
+use crate::messaging::{
+    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
+    MessageStore,
+};
+use crate::storage::{ActivityStore, EventStore, InstanceStore, Storage, StoreResult, UserStore};
+
+#[derive(Default)]
+pub struct MemoryStorage {
+    data: Mutex<Data>,
+}
+
+#[derive(Default)]
+struct Data {
+    users: Vec<User>,
+    instances: Vec<Instance>,
+    activity: Vec<ActivityEntry>,
+    events: Vec<InstanceEvent>,
+    messages: Vec<Message>,
+    contacts: Vec<Contact>,
+}
+
+impl MemoryStorage {
+    fn data(&self) -> MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every activity entry of one instance, oldest first.
+    pub fn activity_of(&self, instance_id: &str) -> Vec<ActivityEntry> {
+        self.data()
+            .activity
+            .iter()
+            .filter(|e| e.instance_id == instance_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Every event of one instance, oldest first.
+    pub fn events_of(&self, instance_id: &str) -> Vec<InstanceEvent> {
+        self.data()
+            .events
+            .iter()
+            .filter(|e| e.instance_id == instance_id)
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryStorage {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let mut data = self.data();
+        if data
+            .users
+            .iter()
+            .any(|u| u.email.eq_ignore_ascii_case(&user.email))
+        {
+            return Err(StoreError::Conflict(format!(
+                "email {} is taken",
+                user.email
+            )));
+        }
+        data.users.push(user.clone());
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        Ok(self.data().users.iter().find(|u| u.id == id).cloned())
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        Ok(self
+            .data()
+            .users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+            .cloned())
+    }
+
+    async fn user_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<User>> {
+        Ok(self
+            .data()
+            .users
+            .iter()
+            .find(|u| u.api_key_hash == hash)
+            .cloned())
+    }
+
+    async fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>> {
+        let data = self.data();
+        Ok(Page {
+            items: data
+                .users
+                .iter()
+                .skip(skip as usize)
+                .take(limit as usize)
+                .cloned()
+                .collect(),
+            total: data.users.len() as u64,
+        })
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let mut data = self.data();
+        match data.users.iter_mut().find(|u| u.id == user.id) {
+            Some(existing) => {
+                let created_at = existing.created_at;
+                *existing = User {
+                    created_at,
+                    ..user.clone()
+                };
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let mut data = self.data();
+        let before = data.users.len();
+        data.users.retain(|u| u.id != id);
+        Ok(data.users.len() != before)
+    }
+
+    async fn count_admins(&self) -> StoreResult<u64> {
+        Ok(self
+            .data()
+            .users
+            .iter()
+            .filter(|u| u.role == Role::Admin)
+            .count() as u64)
+    }
+}
+
+#[async_trait]
+impl InstanceStore for MemoryStorage {
+    async fn create_instance(&self, instance: &Instance) -> StoreResult<()> {
+        self.data().instances.push(instance.clone());
+        Ok(())
+    }
+
+    async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
+        Ok(self.data().instances.iter().find(|i| i.id == id).cloned())
+    }
+
+    async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
+        Ok(self
+            .data()
+            .instances
+            .iter()
+            .filter(|i| user_id.is_none_or(|u| i.user_id == u))
+            .cloned()
+            .collect())
+    }
+
+    async fn update_instance(&self, instance: &Instance) -> StoreResult<bool> {
+        let mut data = self.data();
+        match data.instances.iter_mut().find(|i| i.id == instance.id) {
+            Some(existing) => {
+                existing.name = instance.name.clone();
+                existing.description = instance.description.clone();
+                existing.engine = instance.engine;
+                existing.webhook_url = instance.webhook_url.clone();
+                existing.webhook_enabled = instance.webhook_enabled;
+                existing.webhook = instance.webhook.clone();
+                existing.limits = instance.limits.clone();
+                existing.updated_at = instance.updated_at;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn set_instance_status(
+        &self,
+        id: &str,
+        status: InstanceStatus,
+        phone: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if let Some(instance) = self.data().instances.iter_mut().find(|i| i.id == id) {
+            instance.status = status;
+            if let Some(phone) = phone {
+                instance.phone = Some(phone.to_owned());
+            }
+            instance.last_activity = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
+        let mut data = self.data();
+        let before = data.instances.len();
+        data.instances.retain(|i| i.id != id);
+        data.activity.retain(|e| e.instance_id != id);
+        data.events.retain(|e| e.instance_id != id);
+        data.messages.retain(|m| m.instance_id != id);
+        data.contacts.retain(|c| c.instance_id != id);
+        Ok(data.instances.len() != before)
+    }
+}
+
+#[async_trait]
+impl ActivityStore for MemoryStorage {
+    async fn append_activity(&self, entry: &ActivityEntry) -> StoreResult<()> {
+        self.data().activity.push(entry.clone());
+        Ok(())
+    }
+
+    async fn list_activity(
+        &self,
+        instance_id: &str,
+        query: &ActivityQuery,
+    ) -> StoreResult<Page<ActivityEntry>> {
+        let data = self.data();
+        let matching: Vec<_> = data
+            .activity
+            .iter()
+            .rev()
+            .filter(|e| e.instance_id == instance_id)
+            .filter(|e| query.actions.is_empty() || query.actions.contains(&e.action))
+            .filter(|e| query.start.is_none_or(|s| e.created_at >= s))
+            .filter(|e| query.end.is_none_or(|end| e.created_at <= end))
+            .cloned()
+            .collect();
+        Ok(Page {
+            total: matching.len() as u64,
+            items: matching
+                .into_iter()
+                .skip(query.skip as usize)
+                .take(query.limit as usize)
+                .collect(),
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStorage {
+    async fn append_event(&self, event: &InstanceEvent) -> StoreResult<()> {
+        self.data().events.push(event.clone());
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        instance_id: &str,
+        query: &EventQuery,
+    ) -> StoreResult<(Vec<InstanceEvent>, bool)> {
+        let data = self.data();
+        let matching: Vec<_> = data
+            .events
+            .iter()
+            .filter(|e| e.instance_id == instance_id)
+            .filter(|e| query.types.is_empty() || query.types.contains(&e.kind))
+            .filter(|e| query.since.is_none_or(|s| e.timestamp > s))
+            .filter(|e| query.after_id.as_ref().is_none_or(|id| e.id > *id))
+            .cloned()
+            .collect();
+        let limit = query.limit as usize;
+        let more = matching.len() > limit;
+        let page = if query.since.is_some() || query.after_id.is_some() {
+            matching.into_iter().take(limit).collect()
+        } else {
+            let skip = matching.len().saturating_sub(limit);
+            matching.into_iter().skip(skip).collect()
+        };
+        Ok((page, more))
+    }
+}
+
+fn page<T>(items: Vec<T>, limit: u32, skip: u64) -> Page<T> {
+    Page {
+        total: items.len() as u64,
+        items: items
+            .into_iter()
+            .skip(skip as usize)
+            .take(limit as usize)
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStorage {
+    async fn insert_message(&self, message: &Message) -> StoreResult<()> {
+        let mut data = self.data();
+        if data
+            .messages
+            .iter()
+            .any(|m| m.instance_id == message.instance_id && m.message_id == message.message_id)
+        {
+            return Err(StoreError::Conflict(format!(
+                "message {} exists",
+                message.message_id
+            )));
+        }
+        data.messages.push(message.clone());
+        Ok(())
+    }
+
+    async fn message_by_id(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        Ok(self
+            .data()
+            .messages
+            .iter()
+            .find(|m| m.instance_id == instance_id && m.message_id == message_id)
+            .cloned())
+    }
+
+    async fn advance_message_status(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<Message>> {
+        let mut data = self.data();
+        let Some(message) = data
+            .messages
+            .iter_mut()
+            .find(|m| m.instance_id == instance_id && m.message_id == message_id)
+        else {
+            return Ok(None);
+        };
+        if !message.status.can_become(status) {
+            return Ok(None);
+        }
+        message.status = status;
+        message.status_updated_at = Some(at);
+        message.updated_at = at;
+        Ok(Some(message.clone()))
+    }
+
+    async fn chat_history(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+        query: &HistoryQuery,
+    ) -> StoreResult<Page<Message>> {
+        let mut matching: Vec<_> = self
+            .data()
+            .messages
+            .iter()
+            .filter(|m| m.instance_id == instance_id && m.remote_jid == remote_jid)
+            .filter(|m| query.start.is_none_or(|s| m.timestamp >= s))
+            .filter(|m| query.end.is_none_or(|e| m.timestamp <= e))
+            .cloned()
+            .collect();
+        matching.sort_by_key(|m| std::cmp::Reverse(m.timestamp));
+        Ok(page(matching, query.limit, query.skip))
+    }
+
+    async fn list_chats(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<ChatSummary>> {
+        let data = self.data();
+        let mut chats: HashMap<&str, ChatSummary> = HashMap::new();
+        for m in data
+            .messages
+            .iter()
+            .filter(|m| m.instance_id == instance_id)
+        {
+            let unread = u64::from(m.status == MessageStatus::Received);
+            chats
+                .entry(&m.remote_jid)
+                .and_modify(|chat| {
+                    chat.message_count += 1;
+                    chat.unread_count += unread;
+                    if m.timestamp >= chat.last_message.timestamp {
+                        chat.last_message = m.clone();
+                    }
+                })
+                .or_insert_with(|| ChatSummary {
+                    remote_jid: m.remote_jid.clone(),
+                    last_message: m.clone(),
+                    unread_count: unread,
+                    message_count: 1,
+                });
+        }
+        let mut chats: Vec<_> = chats.into_values().collect();
+        chats.sort_by_key(|c| std::cmp::Reverse(c.last_message.timestamp));
+        Ok(page(chats, limit, skip))
+    }
+
+    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str) -> StoreResult<u64> {
+        let mut changed = 0;
+        for m in self.data().messages.iter_mut().filter(|m| {
+            m.instance_id == instance_id
+                && m.remote_jid == remote_jid
+                && m.status == MessageStatus::Received
+        }) {
+            m.status = MessageStatus::Read;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+}
+
+#[async_trait]
+impl ContactStore for MemoryStorage {
+    async fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact> {
+        let mut data = self.data();
+        if let Some(existing) = data
+            .contacts
+            .iter_mut()
+            .find(|c| c.instance_id == contact.instance_id && c.remote_jid == contact.remote_jid)
+        {
+            existing.number = contact.number.clone();
+            existing.is_group = contact.is_group;
+            existing.updated_at = contact.updated_at;
+            for (field, value) in [
+                (&mut existing.name, &contact.name),
+                (&mut existing.push_name, &contact.push_name),
+                (&mut existing.profile_picture, &contact.profile_picture),
+                (&mut existing.about, &contact.about),
+            ] {
+                if value.is_some() {
+                    field.clone_from(value);
+                }
+            }
+            if contact.last_activity.is_some() {
+                existing.last_activity = contact.last_activity;
+            }
+            return Ok(existing.clone());
+        }
+        data.contacts.push(contact.clone());
+        Ok(contact.clone())
+    }
+
+    async fn list_contacts(
+        &self,
+        instance_id: &str,
+        query: &ContactQuery,
+    ) -> StoreResult<Page<Contact>> {
+        let needle = query.search.as_ref().map(|s| s.to_lowercase());
+        let matching: Vec<_> = self
+            .data()
+            .contacts
+            .iter()
+            .filter(|c| c.instance_id == instance_id)
+            .filter(|c| !query.only_groups || c.is_group)
+            .filter(|c| {
+                needle.as_ref().is_none_or(|n| {
+                    [
+                        c.name.as_deref(),
+                        c.push_name.as_deref(),
+                        Some(c.number.as_str()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v.to_lowercase().contains(n))
+                })
+            })
+            .cloned()
+            .collect();
+        Ok(page(matching, query.limit, query.skip))
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    fn provider(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn close(&self) {}
+}

@@ -1,0 +1,903 @@
+//! The instance endpoints: CRUD, connection control (QR, pair code, reconnect, logout),
+//! activity, events and the live event stream. Lifecycle calls go to the instance's actor
+//! through its typed handle; reads of stored data go straight to storage.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+use wagate_actors::domain::{
+    ActivityEntry, ActivityQuery, EngineKind, EventQuery, Instance, InstanceEvent, InstanceStatus,
+    LimitPeriod, Limits, Role, WebhookSettings, new_id,
+};
+use wagate_actors::instance::{QrAnswer, StatusView};
+use wagate_actors::phone::normalize_phone;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::http::auth::AuthUser;
+use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::{MAX_PAGE_LIMIT, Pagination, iso, parse_date_param};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/instances", post(create).get(list))
+        .route("/api/instances/{id}", get(read).put(update).delete(remove))
+        .route("/api/instances/{id}/status", get(status))
+        .route("/api/instances/{id}/reconnect", post(reconnect))
+        .route("/api/instances/{id}/logout", post(logout))
+        .route("/api/instances/{id}/qr", get(qr))
+        .route("/api/instances/{id}/pair-code", post(pair_code))
+        .route("/api/instances/{id}/activity", get(activity))
+        .route("/api/instances/{id}/events", get(events))
+        .route("/api/instances/{id}/events/stream", get(event_stream))
+        .route("/api/whatsapp/{id}/status", get(whatsapp_status))
+        .route("/api/whatsapp/{id}/qr", get(qr))
+        .route("/api/whatsapp/{id}/logout", post(whatsapp_logout))
+}
+
+/// Longest accepted instance name or description.
+const MAX_NAME: usize = 200;
+const MAX_DESCRIPTION: usize = 2000;
+/// Custom webhook headers: at most this many, each name and value bounded.
+const MAX_HEADERS: usize = 20;
+const MAX_HEADER_LEN: usize = 1024;
+/// Retries are bounded so a dead receiver cannot keep a delivery alive for days.
+const MAX_RETRIES: u32 = 20;
+const MIN_RETRY_INTERVAL_MS: u64 = 100;
+const MAX_RETRY_INTERVAL_MS: u64 = 3_600_000;
+
+/// The instance `id` if the caller may see it. Another user's instance answers 404, the
+/// same as a missing one, so ids are not confirmed. Operators work the WABA desk only.
+pub async fn visible_instance(
+    state: &AppState,
+    caller: &AuthUser,
+    id: &str,
+) -> ApiResult<Instance> {
+    if caller.0.role == Role::Operator {
+        return Err(ApiError::forbidden(
+            "operators cannot manage WhatsApp instances",
+        ));
+    }
+    match state.storage.instance_by_id(id).await? {
+        Some(i) if caller.can_access(&i.user_id) => Ok(i),
+        _ => Err(ApiError::not_found(format!("instance {id} not found"))),
+    }
+}
+
+/// `{ready, status, hasQr}` as the spec's `connectionStatus`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    ready: bool,
+    status: InstanceStatus,
+    has_qr: bool,
+}
+
+/// The live status from the status board; the stored one while no actor reports.
+fn connection(state: &AppState, instance: &Instance) -> ConnectionStatus {
+    let view: StatusView = state
+        .instances
+        .status_board()
+        .get(&instance.id)
+        .unwrap_or_else(|| StatusView::from_status(instance.status));
+    ConnectionStatus {
+        ready: view.ready,
+        status: view.status,
+        has_qr: view.has_qr,
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookSettingsView {
+    instance_id: String,
+    notify_received: bool,
+    notify_sent: bool,
+    notify_delivery: bool,
+    notify_read: bool,
+    max_retries: u32,
+    retry_interval: u64,
+    secret: Option<String>,
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitsView {
+    max_messages_sent: Option<u64>,
+    max_api_calls: Option<u64>,
+    period: LimitPeriod,
+}
+
+/// An instance as the API shows it. `webhookSettings` (with the secret) only appears on
+/// the single-instance answer, which only the owner (or an admin) can read.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceView {
+    id: String,
+    name: String,
+    description: Option<String>,
+    user_id: String,
+    engine: EngineKind,
+    status: InstanceStatus,
+    phone: Option<String>,
+    webhook_url: Option<String>,
+    webhook_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<LimitsView>,
+    last_activity: Option<String>,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_settings: Option<WebhookSettingsView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_status: Option<ConnectionStatus>,
+}
+
+impl InstanceView {
+    fn new(state: &AppState, i: Instance, with_settings: bool, with_connection: bool) -> Self {
+        let conn = connection(state, &i);
+        let settings = with_settings.then(|| WebhookSettingsView {
+            instance_id: i.id.clone(),
+            notify_received: i.webhook.notify_received,
+            notify_sent: i.webhook.notify_sent,
+            notify_delivery: i.webhook.notify_delivery,
+            notify_read: i.webhook.notify_read,
+            max_retries: i.webhook.max_retries,
+            retry_interval: i.webhook.retry_interval_ms,
+            secret: i.webhook.secret.clone(),
+            headers: i.webhook.headers.clone(),
+        });
+        InstanceView {
+            status: conn.status,
+            id: i.id,
+            name: i.name,
+            description: i.description,
+            user_id: i.user_id,
+            engine: i.engine,
+            phone: i.phone,
+            webhook_url: i.webhook_url,
+            webhook_enabled: i.webhook_enabled,
+            limits: i.limits.map(|l| LimitsView {
+                max_messages_sent: l.max_messages_sent,
+                max_api_calls: l.max_api_calls,
+                period: l.period,
+            }),
+            last_activity: i.last_activity.map(iso),
+            created_at: iso(i.created_at),
+            updated_at: iso(i.updated_at),
+            webhook_settings: settings,
+            connection_status: with_connection.then_some(conn),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LimitsInput {
+    max_messages_sent: Option<u64>,
+    max_api_calls: Option<u64>,
+    period: LimitPeriod,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateInstance {
+    name: String,
+    description: Option<String>,
+    engine: Option<EngineKind>,
+    webhook_url: Option<String>,
+    webhook_enabled: Option<bool>,
+    notify_received: Option<bool>,
+    notify_sent: Option<bool>,
+    notify_delivery: Option<bool>,
+    notify_read: Option<bool>,
+    max_retries: Option<u32>,
+    retry_interval: Option<u64>,
+    webhook_secret: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    limits: Option<LimitsInput>,
+}
+
+/// The `webhookSettings` object of `PUT /api/instances/{id}`; absent fields stay.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SettingsPatch {
+    notify_received: Option<bool>,
+    notify_sent: Option<bool>,
+    notify_delivery: Option<bool>,
+    notify_read: Option<bool>,
+    max_retries: Option<u32>,
+    retry_interval: Option<u64>,
+    secret: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+fn validate_name(name: &str) -> ApiResult<String> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > MAX_NAME {
+        return Err(ApiError::validation(format!(
+            "name must be 1 to {MAX_NAME} characters"
+        )));
+    }
+    Ok(n.to_owned())
+}
+
+fn validate_description(d: Option<String>) -> ApiResult<Option<String>> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::validation(format!(
+            "description must be at most {MAX_DESCRIPTION} characters"
+        ))),
+        Some(d) if d.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// http(s) URLs only; an empty string clears the URL.
+fn validate_webhook_url(url: Option<String>) -> ApiResult<Option<String>> {
+    let Some(url) = url else { return Ok(None) };
+    let url = url.trim().to_owned();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|_| ApiError::validation("webhookUrl must be an absolute http(s) URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ApiError::validation(
+            "webhookUrl must be an absolute http(s) URL",
+        ));
+    }
+    Ok(Some(url))
+}
+
+fn apply_settings(w: &mut WebhookSettings, p: SettingsPatch) -> ApiResult<()> {
+    if let Some(v) = p.notify_received {
+        w.notify_received = v;
+    }
+    if let Some(v) = p.notify_sent {
+        w.notify_sent = v;
+    }
+    if let Some(v) = p.notify_delivery {
+        w.notify_delivery = v;
+    }
+    if let Some(v) = p.notify_read {
+        w.notify_read = v;
+    }
+    if let Some(v) = p.max_retries {
+        if v > MAX_RETRIES {
+            return Err(ApiError::validation(format!(
+                "maxRetries must be at most {MAX_RETRIES}"
+            )));
+        }
+        w.max_retries = v;
+    }
+    if let Some(v) = p.retry_interval {
+        if !(MIN_RETRY_INTERVAL_MS..=MAX_RETRY_INTERVAL_MS).contains(&v) {
+            return Err(ApiError::validation(format!(
+                "retryInterval must be between {MIN_RETRY_INTERVAL_MS} and {MAX_RETRY_INTERVAL_MS} ms"
+            )));
+        }
+        w.retry_interval_ms = v;
+    }
+    if let Some(secret) = p.secret {
+        if secret.len() > MAX_HEADER_LEN {
+            return Err(ApiError::validation(format!(
+                "secret must be at most {MAX_HEADER_LEN} characters"
+            )));
+        }
+        w.secret = (!secret.is_empty()).then_some(secret);
+    }
+    if let Some(headers) = p.headers {
+        if headers.len() > MAX_HEADERS {
+            return Err(ApiError::validation(format!(
+                "headers may hold at most {MAX_HEADERS} entries"
+            )));
+        }
+        for (name, value) in &headers {
+            let valid_name = !name.is_empty()
+                && name.len() <= MAX_HEADER_LEN
+                && axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+            if !valid_name {
+                return Err(ApiError::validation(format!(
+                    "headers: '{name}' is not a valid header name"
+                )));
+            }
+            if value.len() > MAX_HEADER_LEN || axum::http::HeaderValue::from_str(value).is_err() {
+                return Err(ApiError::validation(format!(
+                    "headers: the value of '{name}' is not a valid header value"
+                )));
+            }
+        }
+        w.headers = headers;
+    }
+    Ok(())
+}
+
+fn validate_limits(l: Option<LimitsInput>) -> Option<Limits> {
+    l.map(|l| Limits {
+        max_messages_sent: l.max_messages_sent,
+        max_api_calls: l.max_api_calls,
+        period: l.period,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppJson(body): AppJson<CreateInstance>,
+) -> ApiResult<(StatusCode, AppJson<InstanceView>)> {
+    if caller.0.role == Role::Operator {
+        return Err(ApiError::forbidden(
+            "operators cannot manage WhatsApp instances",
+        ));
+    }
+    let name = validate_name(&body.name)?;
+    let description = validate_description(body.description)?;
+    let webhook_url = validate_webhook_url(body.webhook_url)?;
+    let mut webhook = WebhookSettings::default();
+    apply_settings(
+        &mut webhook,
+        SettingsPatch {
+            notify_received: body.notify_received,
+            notify_sent: body.notify_sent,
+            notify_delivery: body.notify_delivery,
+            notify_read: body.notify_read,
+            max_retries: body.max_retries,
+            retry_interval: body.retry_interval,
+            secret: body.webhook_secret,
+            headers: body.headers,
+        },
+    )?;
+    let now = Utc::now();
+    let instance = Instance {
+        id: new_id(),
+        user_id: caller.0.id.clone(),
+        name,
+        description,
+        engine: body.engine.unwrap_or(state.config.wa_engine),
+        status: InstanceStatus::Connecting,
+        phone: None,
+        webhook_enabled: body.webhook_enabled.unwrap_or(webhook_url.is_some()),
+        webhook_url,
+        webhook,
+        limits: validate_limits(body.limits),
+        last_activity: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.storage.create_instance(&instance).await?;
+    state
+        .storage
+        .append_activity(&ActivityEntry::new(
+            &instance.id,
+            "created",
+            json!({"name": instance.name, "engine": instance.engine}),
+        ))
+        .await?;
+    state.instances.start(instance.clone(), false).await?;
+    Ok((
+        StatusCode::CREATED,
+        AppJson(InstanceView::new(&state, instance, false, false)),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct InstanceList {
+    instances: Vec<InstanceView>,
+}
+
+async fn list(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJson<InstanceList>> {
+    if caller.0.role == Role::Operator {
+        return Err(ApiError::forbidden(
+            "operators cannot manage WhatsApp instances",
+        ));
+    }
+    let owner = (!caller.is_admin()).then_some(caller.0.id.as_str());
+    let found = state.storage.list_instances(owner).await?;
+    Ok(AppJson(InstanceList {
+        instances: found
+            .into_iter()
+            .map(|i| InstanceView::new(&state, i, false, true))
+            .collect(),
+    }))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<InstanceView>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    Ok(AppJson(InstanceView::new(&state, instance, true, true)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateInstance {
+    name: Option<String>,
+    description: Option<String>,
+    webhook_url: Option<String>,
+    webhook_enabled: Option<bool>,
+    webhook_settings: Option<SettingsPatch>,
+    limits: Option<LimitsInput>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdatedInstance {
+    id: String,
+    name: String,
+    description: Option<String>,
+    webhook_url: Option<String>,
+    webhook_enabled: bool,
+    updated_at: String,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<UpdateInstance>,
+) -> ApiResult<AppJson<UpdatedInstance>> {
+    let mut instance = visible_instance(&state, &caller, &id).await?;
+    let mut changed: Vec<&str> = Vec::new();
+    if let Some(name) = body.name {
+        instance.name = validate_name(&name)?;
+        changed.push("name");
+    }
+    if body.description.is_some() {
+        instance.description = validate_description(body.description)?;
+        changed.push("description");
+    }
+    let mut webhook_changed = false;
+    if body.webhook_url.is_some() {
+        instance.webhook_url = validate_webhook_url(body.webhook_url)?;
+        changed.push("webhookUrl");
+        webhook_changed = true;
+    }
+    if let Some(enabled) = body.webhook_enabled {
+        instance.webhook_enabled = enabled;
+        changed.push("webhookEnabled");
+        webhook_changed = true;
+    }
+    if let Some(patch) = body.webhook_settings {
+        apply_settings(&mut instance.webhook, patch)?;
+        changed.push("webhookSettings");
+        webhook_changed = true;
+    }
+    if body.limits.is_some() {
+        instance.limits = validate_limits(body.limits);
+        changed.push("limits");
+    }
+    instance.updated_at = Utc::now();
+    if !state.storage.update_instance(&instance).await? {
+        return Err(ApiError::not_found(format!("instance {id} not found")));
+    }
+    state
+        .storage
+        .append_activity(&ActivityEntry::new(
+            &id,
+            "updated",
+            json!({"fields": changed}),
+        ))
+        .await?;
+    if webhook_changed {
+        state
+            .events
+            .publish(InstanceEvent::new(
+                &id,
+                "webhook_updated",
+                json!({
+                    "timestamp": iso(instance.updated_at),
+                    "webhookUrl": instance.webhook_url,
+                    "webhookEnabled": instance.webhook_enabled,
+                }),
+            ))
+            .await?;
+    }
+    Ok(AppJson(UpdatedInstance {
+        id: instance.id,
+        name: instance.name,
+        description: instance.description,
+        webhook_url: instance.webhook_url,
+        webhook_enabled: instance.webhook_enabled,
+        updated_at: iso(instance.updated_at),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct Done {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+fn done(message: String) -> AppJson<Done> {
+    AppJson(Done {
+        success: true,
+        message: Some(message),
+    })
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<Done>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    state.instances.remove(&instance.id).await?;
+    state.storage.delete_instance(&instance.id).await?;
+    Ok(done(format!("Instance {id} deleted successfully")))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusAnswer {
+    instance_id: String,
+    status: InstanceStatus,
+    ready: bool,
+    has_qr: bool,
+    phone: Option<String>,
+    last_activity: Option<String>,
+    connection_details: ConnectionStatus,
+}
+
+async fn status(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<StatusAnswer>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let conn = connection(&state, &instance);
+    Ok(AppJson(StatusAnswer {
+        instance_id: instance.id.clone(),
+        status: conn.status,
+        ready: conn.ready,
+        has_qr: conn.has_qr,
+        phone: instance.phone.clone(),
+        last_activity: instance.last_activity.map(iso),
+        connection_details: ConnectionStatus { ..conn },
+    }))
+}
+
+async fn whatsapp_status(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<ConnectionStatus>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    Ok(AppJson(connection(&state, &instance)))
+}
+
+async fn reconnect(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<Done>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    state.instances.reconnect(&instance).await?;
+    Ok(done(format!("Instance {id} reconnected")))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<Done>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    state.instances.get(&instance.id)?.logout().await?;
+    Ok(done(format!("Instance {id} logged out")))
+}
+
+async fn whatsapp_logout(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<AppJson<Done>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    state.instances.get(&instance.id)?.logout().await?;
+    Ok(AppJson(Done {
+        success: true,
+        message: None,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct QrParams {
+    format: Option<String>,
+}
+
+async fn qr(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppQuery(params): AppQuery<QrParams>,
+) -> ApiResult<Response> {
+    let png = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("png") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format '{other}' is not supported (use png or json)"
+            )));
+        }
+    };
+    let instance = visible_instance(&state, &caller, &id).await?;
+    match state.instances.get(&instance.id)?.qr().await? {
+        QrAnswer::Code(code) if png => {
+            let bytes = crate::qr::png(&code).map_err(ApiError::internal)?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "image/png"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        QrAnswer::Code(code) => Ok(AppJson(json!({"qrCode": code})).into_response()),
+        QrAnswer::Generating => Ok((
+            StatusCode::ACCEPTED,
+            AppJson(json!({
+                "message": "QR code generation in progress. Please try again in a few seconds.",
+                "status": "generating"
+            })),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairCodeRequest {
+    phone: String,
+}
+
+async fn pair_code(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<PairCodeRequest>,
+) -> ApiResult<AppJson<Value>> {
+    let phone = normalize_phone(&body.phone).map_err(ApiError::validation)?;
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let code = state.instances.get(&instance.id)?.pair_code(&phone).await?;
+    Ok(AppJson(json!({"code": code})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ActivityParams {
+    limit: Option<u32>,
+    skip: Option<u64>,
+    actions: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+/// Splits a comma-separated list parameter, dropping empty items.
+fn csv(value: Option<&str>) -> Vec<String> {
+    value
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogView {
+    id: String,
+    instance_id: String,
+    action: String,
+    details: Value,
+    created_at: String,
+}
+
+async fn activity(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppQuery(p): AppQuery<ActivityParams>,
+) -> ApiResult<AppJson<Value>> {
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    let skip = p.skip.unwrap_or(0);
+    let start = p
+        .start_date
+        .as_deref()
+        .map(|v| parse_date_param("startDate", v))
+        .transpose()?;
+    let end = p
+        .end_date
+        .as_deref()
+        .map(|v| parse_date_param("endDate", v))
+        .transpose()?;
+    if let (Some(s), Some(e)) = (start, end)
+        && s > e
+    {
+        return Err(ApiError::bad_request("startDate must not be after endDate"));
+    }
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let query = ActivityQuery {
+        limit,
+        skip,
+        actions: csv(p.actions.as_deref()),
+        start,
+        end,
+    };
+    let page = state.storage.list_activity(&instance.id, &query).await?;
+    let logs: Vec<LogView> = page
+        .items
+        .into_iter()
+        .map(|e| LogView {
+            id: e.id,
+            instance_id: e.instance_id,
+            action: e.action,
+            details: e.details,
+            created_at: iso(e.created_at),
+        })
+        .collect();
+    Ok(AppJson(
+        json!({"logs": logs, "pagination": Pagination::new(page.total, limit, skip)}),
+    ))
+}
+
+/// An event as `/events`, the SSE stream and the webhooks show it.
+pub fn event_json(e: &InstanceEvent) -> Value {
+    json!({"type": e.kind, "timestamp": iso(e.timestamp), "data": e.data})
+}
+
+#[derive(Debug, Deserialize)]
+struct EventParams {
+    since: Option<String>,
+    limit: Option<u32>,
+    types: Option<String>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppQuery(p): AppQuery<EventParams>,
+) -> ApiResult<AppJson<Value>> {
+    let limit = p.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    let since = p
+        .since
+        .as_deref()
+        .map(|v| parse_date_param("since", v))
+        .transpose()?;
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let query = EventQuery {
+        since,
+        after_id: None,
+        types: csv(p.types.as_deref()),
+        limit,
+    };
+    let (found, has_more) = state.storage.list_events(&instance.id, &query).await?;
+    let latest = found
+        .last()
+        .map(|e| iso(e.timestamp))
+        .or_else(|| since.map(iso));
+    let events: Vec<Value> = found.iter().map(event_json).collect();
+    Ok(AppJson(json!({
+        "events": events,
+        "latestTimestamp": latest,
+        "count": events.len(),
+        "hasMore": has_more,
+    })))
+}
+
+/// How many stored events one resume step reads.
+const SSE_BATCH: u32 = 200;
+/// Events buffered per SSE client before it is considered too slow and re-reads storage.
+const SSE_BUFFER: usize = 64;
+
+/// Server-Sent Events of one instance: first what was stored after `Last-Event-ID` (if
+/// given), then live events. Each event's `id:` is its time-ordered id, so a client that
+/// reconnects with `Last-Event-ID` misses nothing.
+async fn event_stream(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let mut cursor = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty() && s.len() <= 64);
+    // Subscribe before reading the backlog so nothing published in between is missed.
+    let mut live = state.events.subscribe(&instance.id);
+    let storage = state.storage.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(SSE_BUFFER);
+    tokio::spawn(async move {
+        let send = |e: &InstanceEvent| {
+            Event::default()
+                .id(e.id.clone())
+                .data(event_json(e).to_string())
+        };
+        // Replays stored events after the cursor; false when the client went away.
+        let replay = async |cursor: &mut Option<String>,
+                            tx: &tokio::sync::mpsc::Sender<Result<Event, Infallible>>|
+               -> bool {
+            let Some(after) = cursor.clone() else {
+                return true;
+            };
+            let mut after = after;
+            loop {
+                let q = EventQuery {
+                    after_id: Some(after.clone()),
+                    limit: SSE_BATCH,
+                    ..Default::default()
+                };
+                let Ok((batch, more)) = storage.list_events(&instance.id, &q).await else {
+                    return false;
+                };
+                for e in &batch {
+                    if tx.send(Ok(send(e))).await.is_err() {
+                        return false;
+                    }
+                    after = e.id.clone();
+                }
+                *cursor = Some(after.clone());
+                if !more {
+                    return true;
+                }
+            }
+        };
+        if !replay(&mut cursor, &tx).await {
+            return;
+        }
+        loop {
+            match live.recv().await {
+                Ok(e) => {
+                    if cursor.as_ref().is_some_and(|c| e.id <= *c) {
+                        continue;
+                    }
+                    cursor = Some(e.id.clone());
+                    if tx.send(Ok(send(&e))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow for the live channel: catch up from storage.
+                    if cursor.is_none() {
+                        cursor = Some(String::new());
+                    }
+                    if !replay(&mut cursor, &tx).await {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
