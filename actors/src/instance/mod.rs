@@ -3,7 +3,8 @@
 //!
 //! - `actor.rs`: the behaviour of one instance (engine events, status transitions).
 //! - `api.rs`: [`InstanceHandle`], the typed face of one instance.
-//! - `supervisor.rs`: restarts with backoff, and [`InstancesHandle`] to reach any instance.
+//! - `supervisor.rs`: restarts with backoff, and [`InstancesHandle`] to reach any instance
+//!   (it follows the supervisor across a respawn by the `RootSupervisor`).
 //! - `status.rs`: [`StatusBoard`], statuses readable without asking an actor.
 
 mod actor;
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use actor::InstanceActor;
 pub use api::{InstanceHandle, QrAnswer};
 pub use status::{StatusBoard, StatusView};
+pub(crate) use supervisor::SupervisorMsg;
 pub use supervisor::{InstanceSupervisor, InstancesHandle};
 
 use crate::backoff::BackoffConfig;

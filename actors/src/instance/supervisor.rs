@@ -3,10 +3,13 @@
 //!
 //! A failed instance is restarted after a backoff delay ([`Backoff`]); past its restart
 //! budget it is marked `failed` and started again *parked*, so a manual reconnect
-//! revives it. The supervisor itself must never die: it never returns an error and
-//! never panics on a child's behalf.
+//! revives it. The supervisor itself should never die: it never returns an error and
+//! never panics on a child's behalf. Should it die anyway, its instance actors die with
+//! it (they are linked to it) and the `RootSupervisor` (`crate::root`) spawns a new one,
+//! swaps it into every [`InstancesHandle`] and restores the instances from storage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -45,9 +48,11 @@ pub enum SupervisorMsg {
     Shutdown(RpcReplyPort<()>),
 }
 
-/// Where each instance can be reached. Written by the supervisor only, read by
-/// [`InstancesHandle::get`] without a round trip through the supervisor's mailbox: a
-/// restart storm keeps the supervisor busy, and HTTP must still answer 503 at once.
+/// Where each instance can be reached. Written by the supervisor (and by the root when
+/// the supervisor dies), read by [`InstancesHandle::get`] without a round trip through
+/// the supervisor's mailbox: a restart storm keeps the supervisor busy, and HTTP must
+/// still answer 503 at once. It outlives any one supervisor: a respawned supervisor
+/// shares it, so it also says which instances the dead one ran.
 #[derive(Debug, Clone, Default)]
 struct Directory {
     slots: Arc<RwLock<HashMap<String, Slot>>>,
@@ -55,7 +60,9 @@ struct Directory {
 
 #[derive(Debug, Clone)]
 enum Slot {
-    Live(InstanceHandle),
+    /// The handle, and the cell of the actor behind it (to wait for its death when its
+    /// supervisor dies).
+    Live(InstanceHandle, ActorCell),
     Restarting,
     Down(String),
 }
@@ -93,9 +100,37 @@ impl Directory {
             *value = slot.clone();
         }
     }
+
+    /// Every known instance id.
+    fn ids(&self) -> Vec<String> {
+        self.slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Marks every instance as restarting and returns the ids and actors that were live.
+    fn orphan_all(&self) -> Vec<(String, ActorCell)> {
+        let mut orphans = Vec::new();
+        for (id, slot) in self
+            .slots
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter_mut()
+        {
+            if let Slot::Live(_, cell) = std::mem::replace(slot, Slot::Restarting) {
+                orphans.push((id.clone(), cell));
+            }
+        }
+        orphans
+    }
 }
 
-/// The parent of every instance actor.
+/// The parent of every instance actor. Cloning it gives the configuration of a
+/// replacement supervisor sharing the same directory and status board.
+#[derive(Clone)]
 pub struct InstanceSupervisor {
     deps: InstanceDeps,
     board: StatusBoard,
@@ -116,6 +151,17 @@ struct Child {
     backoff: Backoff,
     /// Bumped at every spawn, so a restart scheduled for an earlier actor is ignored.
     generation: u64,
+}
+
+impl InstanceSupervisor {
+    /// A supervisor with an empty directory; spawned by the `RootSupervisor`.
+    pub(crate) fn new(deps: InstanceDeps, board: StatusBoard) -> Self {
+        InstanceSupervisor {
+            deps,
+            board,
+            directory: Directory::default(),
+        }
+    }
 }
 
 impl Actor for InstanceSupervisor {
@@ -246,8 +292,9 @@ impl InstanceSupervisor {
             Ok((actor, _)) => {
                 state.by_actor.insert(actor.get_id(), id.clone());
                 let handle = self.handle_of(&id, &actor);
+                self.directory
+                    .set(&id, Slot::Live(handle.clone(), actor.get_cell()));
                 child.actor = Some(actor);
-                self.directory.set(&id, Slot::Live(handle.clone()));
                 Ok(handle)
             }
             Err(err) => {
@@ -430,7 +477,17 @@ async fn record(
 /// Reaches every instance. Cheap to clone.
 #[derive(Clone)]
 pub struct InstancesHandle {
-    supervisor: ActorRef<SupervisorMsg>,
+    /// The instance supervisor currently running; `None` between its death and its
+    /// respawn by the `RootSupervisor`.
+    ///
+    /// Shared by every clone, so a respawn reaches the handles the server already gave
+    /// out (HTTP state, background tasks) instead of leaving them pointed at a dead
+    /// actor. A std `RwLock` because it is only read to clone the reference out (never
+    /// held across an await) and written once per respawn.
+    supervisor: Arc<RwLock<Option<ActorRef<SupervisorMsg>>>>,
+    /// Set by [`InstancesHandle::shutdown`]: the supervisor stopping from now on is
+    /// expected, and the root must not respawn it.
+    shutting_down: Arc<AtomicBool>,
     directory: Directory,
     board: StatusBoard,
     storage: DynStorage,
@@ -438,47 +495,92 @@ pub struct InstancesHandle {
 }
 
 impl InstancesHandle {
-    /// Spawns the supervisor (unlinked: nothing above it restarts it, so it is written
-    /// never to fail).
-    pub(crate) async fn spawn(deps: InstanceDeps, board: StatusBoard) -> Result<Self, DomainError> {
-        let directory = Directory::default();
-        let storage = deps.storage.clone();
-        let timeout = deps.call_timeout;
-        let supervisor = InstanceSupervisor {
-            deps,
-            board: board.clone(),
-            directory: directory.clone(),
+    /// A handle for the supervisors configured by `supervisor` (sharing its directory
+    /// and status board); it reaches none until [`InstancesHandle::set_supervisor`].
+    pub(crate) fn new(supervisor: &InstanceSupervisor) -> Self {
+        InstancesHandle {
+            supervisor: Arc::new(RwLock::new(None)),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            directory: supervisor.directory.clone(),
+            board: supervisor.board.clone(),
+            storage: supervisor.deps.storage.clone(),
+            timeout: supervisor.deps.call_timeout,
+        }
+    }
+
+    /// Points every clone of this handle at `supervisor` (`None`: there is none now).
+    pub(crate) fn set_supervisor(&self, supervisor: Option<ActorRef<SupervisorMsg>>) {
+        *self
+            .supervisor
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = supervisor;
+    }
+
+    fn current(&self) -> Option<ActorRef<SupervisorMsg>> {
+        self.supervisor
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether [`InstancesHandle::shutdown`] was called.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The supervisor died: marks every instance as restarting (on the status board too,
+    /// so readers do not see a dead session as connected) and returns the instance
+    /// actors it ran, which die with it. Their stored status is kept on purpose: it is
+    /// what the restore after the respawn starts them from.
+    pub(crate) fn orphan_all(&self) -> Vec<ActorCell> {
+        self.directory
+            .orphan_all()
+            .into_iter()
+            .map(|(id, cell)| {
+                let parked = self
+                    .board
+                    .get(&id)
+                    .is_some_and(|view| !view.status.restores_on_start());
+                if !parked {
+                    self.board.set_status(&id, InstanceStatus::Reconnecting);
+                }
+                cell
+            })
+            .collect()
+    }
+
+    async fn ask_supervisor<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
+    ) -> Result<T, DomainError> {
+        let Some(supervisor) = self.current() else {
+            return Err(DomainError::Unavailable(
+                "the instance supervisor is restarting".into(),
+            ));
         };
-        let (supervisor, _) = Actor::spawn(None, supervisor, ()).await.map_err(|err| {
-            DomainError::Unavailable(format!("the instance supervisor did not start: {err}"))
-        })?;
-        Ok(InstancesHandle {
-            supervisor,
-            directory,
-            board,
-            storage,
-            timeout,
-        })
+        // Starting an engine can take a full call timeout on its own.
+        ask(
+            &supervisor,
+            self.timeout * 2,
+            "the instance supervisor",
+            build,
+        )
+        .await
     }
 
     /// Starts the actor of `instance` (its engine too, unless `parked`) and returns its
-    /// handle; an instance already running just returns its handle.
+    /// handle; an instance already running just returns its handle. Fails with
+    /// `Unavailable` while the supervisor is shutting down or being respawned.
     pub async fn start(
         &self,
         instance: Instance,
         parked: bool,
     ) -> Result<InstanceHandle, DomainError> {
-        // Starting an engine can take a full call timeout on its own.
-        ask(
-            &self.supervisor,
-            self.timeout * 2,
-            "the instance supervisor",
-            |reply| SupervisorMsg::Start {
-                instance: Box::new(instance),
-                parked,
-                reply,
-            },
-        )
+        self.ask_supervisor(|reply| SupervisorMsg::Start {
+            instance: Box::new(instance),
+            parked,
+            reply,
+        })
         .await?
     }
 
@@ -486,20 +588,15 @@ impl InstancesHandle {
     /// (`data_dir/instances/<id>/`). Removing an unknown id only deletes the directory.
     pub async fn remove(&self, id: &str) -> Result<(), DomainError> {
         let id = id.to_owned();
-        ask(
-            &self.supervisor,
-            self.timeout * 2,
-            "the instance supervisor",
-            |reply| SupervisorMsg::Remove { id, reply },
-        )
-        .await
+        self.ask_supervisor(|reply| SupervisorMsg::Remove { id, reply })
+            .await
     }
 
     /// The handle of a running instance. Fails with `NotFound` for an id never started
     /// (or removed) and with `Unavailable` while it is restarting or down.
     pub fn get(&self, id: &str) -> Result<InstanceHandle, DomainError> {
         match self.directory.get(id) {
-            Some(Slot::Live(handle)) => Ok(handle),
+            Some(Slot::Live(handle, _)) => Ok(handle),
             Some(Slot::Restarting) => {
                 Err(DomainError::Unavailable("instance is restarting".into()))
             }
@@ -514,7 +611,7 @@ impl InstancesHandle {
     /// the engine cannot start.
     pub async fn reconnect(&self, instance: &Instance) -> Result<(), DomainError> {
         match self.directory.get(&instance.id) {
-            Some(Slot::Live(handle)) => handle.reconnect().await,
+            Some(Slot::Live(handle, _)) => handle.reconnect().await,
             Some(Slot::Restarting) => {
                 Err(DomainError::Unavailable("instance is restarting".into()))
             }
@@ -529,34 +626,81 @@ impl InstancesHandle {
     /// fails to start is logged and skipped.
     pub async fn restore_all(&self) -> Result<usize, DomainError> {
         let instances = self.storage.list_instances(None).await?;
+        Ok(self.restore(instances).await)
+    }
+
+    /// After a respawn of the supervisor: starts again, from storage and like
+    /// [`InstancesHandle::restore_all`], every instance the dead supervisor knew (and
+    /// only those: one the server never started stays stopped). A known instance no
+    /// longer stored is marked down. Fails when storage cannot list instances; then
+    /// every known instance is marked down, and a reconnect revives it.
+    pub(crate) async fn restore_known(&self) -> Result<usize, DomainError> {
+        let known: HashSet<String> = self.directory.ids().into_iter().collect();
+        if known.is_empty() {
+            return Ok(0);
+        }
+        let instances = match self.storage.list_instances(None).await {
+            Ok(instances) => instances,
+            Err(err) => {
+                let reason = format!("cannot restore the instance after a restart: {err}");
+                for id in &known {
+                    self.mark_down_if_restarting(id, &reason);
+                }
+                return Err(err.into());
+            }
+        };
+        let stored: HashSet<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let started = self
+            .restore(
+                instances
+                    .into_iter()
+                    .filter(|i| known.contains(&i.id))
+                    .collect(),
+            )
+            .await;
+        for id in known.difference(&stored) {
+            self.mark_down_if_restarting(id, "the instance is no longer stored");
+        }
+        Ok(started)
+    }
+
+    fn mark_down_if_restarting(&self, id: &str, reason: &str) {
+        if matches!(self.directory.get(id), Some(Slot::Restarting)) {
+            self.directory.set(id, Slot::Down(reason.to_owned()));
+        }
+    }
+
+    async fn restore(&self, instances: Vec<Instance>) -> usize {
         let mut started = 0;
         for instance in instances {
             let id = instance.id.clone();
             let parked = !instance.status.restores_on_start();
             match self.start(instance, parked).await {
                 Ok(_) => started += 1,
-                Err(err) => tracing::error!(instance = %id, %err, "cannot restore instance"),
+                Err(err) => {
+                    tracing::error!(instance = %id, %err, "cannot restore instance");
+                    self.mark_down_if_restarting(&id, &err.to_string());
+                }
             }
         }
-        Ok(started)
+        started
     }
 
     /// Stops every instance (engines stopped, sessions kept) and the supervisor, and waits
-    /// for them.
+    /// for them. From now on the supervisor stopping is expected: the root does not
+    /// respawn it (the server stops through `Runtime::shutdown`, which also stops the
+    /// root).
     pub async fn shutdown(&self) {
-        let stopped = ask(
-            &self.supervisor,
-            self.timeout * 2,
-            "the instance supervisor",
-            SupervisorMsg::Shutdown,
-        )
-        .await;
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let Some(supervisor) = self.current() else {
+            return;
+        };
+        let stopped = self.ask_supervisor(SupervisorMsg::Shutdown).await;
         if let Err(err) = stopped {
             tracing::warn!(%err, "instances did not stop cleanly");
         }
-        if let Err(err) = self
-            .supervisor
-            .stop_and_wait(None, Some(self.timeout))
+        if let Err(err) = supervisor
+            .stop_and_wait(Some("shutdown".into()), Some(self.timeout))
             .await
         {
             tracing::warn!(%err, "the instance supervisor did not stop in time");
@@ -567,11 +711,20 @@ impl InstancesHandle {
         self.board.clone()
     }
 
-    /// Whether the supervisor is alive (for readiness checks and tests).
+    /// Whether the supervisor is alive (for readiness checks and tests); false while
+    /// the root is respawning it.
     pub fn is_alive(&self) -> bool {
-        matches!(
-            self.supervisor.get_status(),
-            ractor::ActorStatus::Running | ractor::ActorStatus::Starting
-        )
+        self.current().is_some_and(|supervisor| {
+            matches!(
+                supervisor.get_status(),
+                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
+            )
+        })
+    }
+
+    /// The cell of the current supervisor, for tests that kill it.
+    #[cfg(test)]
+    pub(crate) fn supervisor_cell(&self) -> Option<ActorCell> {
+        self.current().map(|supervisor| supervisor.get_cell())
     }
 }
