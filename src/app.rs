@@ -27,6 +27,10 @@ pub struct AppState {
     pub instances: InstancesHandle,
     /// Events of every instance: persisted, then broadcast to live streams.
     pub events: EventHub,
+    /// Media files under `DATA_DIR/uploads`.
+    pub media: crate::media::MediaStore,
+    /// HTTP client for user-supplied media URLs (guarded against private networks).
+    pub media_client: reqwest::Client,
 }
 
 /// Why the server could not start.
@@ -144,11 +148,17 @@ pub async fn run(
     tracing::info!(instances = restored, "instances restored");
 
     let state = AppState {
-        config: Arc::new(config),
         storage: storage.clone(),
         accounts,
         instances: runtime.instances.clone(),
         events: runtime.events.clone(),
+        media: crate::media::MediaStore::new(&config.data_dir),
+        media_client: crate::outbound::guarded_client(
+            config.allow_private_network_urls,
+            crate::media::FETCH_TIMEOUT,
+        )
+        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?,
+        config: Arc::new(config),
     };
     let app = crate::http::router(state.clone());
     let local = listener.local_addr().map_err(StartError::Serve)?;

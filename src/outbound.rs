@@ -67,31 +67,43 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || o[0] >= 240) // reserved
 }
 
-/// A resolver that drops non-public addresses, so no connection can reach them whatever
-/// the name resolves to at connect time.
-struct PublicOnlyResolver;
+/// Which addresses outbound requests may reach: [`is_public_ip`] in production; tests
+/// inject stricter rules to exercise the guard on loopback.
+pub type AddressRule = fn(IpAddr) -> bool;
 
-impl Resolve for PublicOnlyResolver {
+/// A resolver that drops addresses its rule refuses, so no connection can reach them
+/// whatever the name resolves to at connect time.
+struct GuardedResolver {
+    allowed: AddressRule,
+}
+
+impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
+        let allowed = self.allowed;
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?
                 .collect();
-            let public: Vec<SocketAddr> =
-                addrs.into_iter().filter(|a| is_public_ip(a.ip())).collect();
-            if public.is_empty() {
+            let reachable: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| allowed(a.ip())).collect();
+            if reachable.is_empty() {
                 let err = OutboundError::PrivateAddress(host);
                 return Err(Box::new(err) as Box<dyn std::error::Error + Send + Sync>);
             }
-            Ok(Box::new(public.into_iter()) as Addrs)
+            Ok(Box::new(reachable.into_iter()) as Addrs)
         })
     }
 }
 
 /// Checks a URL's scheme and, for literal IP hosts, the address.
 pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), OutboundError> {
+    check_url_with(url, (!allow_private).then_some(is_public_ip as AddressRule))
+}
+
+/// [`check_url`] with an explicit rule; None allows every address.
+fn check_url_with(url: &reqwest::Url, rule: Option<AddressRule>) -> Result<(), OutboundError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(OutboundError::InvalidUrl(
             "only http and https URLs are allowed".into(),
@@ -100,9 +112,7 @@ pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), Outbound
     let host = url
         .host()
         .ok_or_else(|| OutboundError::InvalidUrl("the URL has no host".into()))?;
-    if allow_private {
-        return Ok(());
-    }
+    let Some(allowed) = rule else { return Ok(()) };
     let literal = match host {
         url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
         url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
@@ -114,7 +124,7 @@ pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), Outbound
         url::Host::Domain(_) => None,
     };
     match literal {
-        Some(ip) if !is_public_ip(ip) => Err(OutboundError::PrivateAddress(ip.to_string())),
+        Some(ip) if !allowed(ip) => Err(OutboundError::PrivateAddress(ip.to_string())),
         _ => Ok(()),
     }
 }
@@ -125,11 +135,22 @@ const MAX_REDIRECTS: usize = 5;
 /// An HTTP client for user-supplied URLs: the SSRF guard (unless allowed), bounded
 /// redirects, connect and request timeouts, keep-alive pooling.
 pub fn guarded_client(allow_private: bool, timeout: Duration) -> Result<reqwest::Client, String> {
+    guarded_client_with(
+        (!allow_private).then_some(is_public_ip as AddressRule),
+        timeout,
+    )
+}
+
+/// [`guarded_client`] with an explicit address rule; None allows every address.
+pub fn guarded_client_with(
+    rule: Option<AddressRule>,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
     let policy = redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
             return attempt.error(OutboundError::Network("too many redirects".into()));
         }
-        match check_url(attempt.url(), allow_private) {
+        match check_url_with(attempt.url(), rule) {
             Ok(()) => attempt.follow(),
             Err(e) => attempt.error(e),
         }
@@ -140,8 +161,8 @@ pub fn guarded_client(allow_private: bool, timeout: Duration) -> Result<reqwest:
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")));
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+    if let Some(allowed) = rule {
+        builder = builder.dns_resolver(Arc::new(GuardedResolver { allowed }));
     }
     builder.build().map_err(|e| e.to_string())
 }
@@ -228,5 +249,80 @@ mod tests {
             check_url(&u("file:///etc/passwd"), true),
             Err(OutboundError::InvalidUrl(_))
         ));
+    }
+
+    /// Only 127.0.0.1 counts as reachable: stands in for "public" so the guard can be
+    /// exercised against loopback servers.
+    fn only_127_0_0_1(ip: IpAddr) -> bool {
+        ip == IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+
+    /// A server on 127.0.0.1 that answers `/ok` and redirects `/to/<url>` to `<url>`.
+    async fn redirecting_server() -> SocketAddr {
+        use axum::extract::Path;
+        use axum::response::Redirect;
+        let app = axum::Router::new()
+            .route("/ok", axum::routing::get(|| async { "fine" }))
+            .route(
+                "/to/{*target}",
+                axum::routing::get(|Path(t): Path<String>| async move { Redirect::temporary(&t) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn redirects_to_refused_addresses_are_refused() {
+        let addr = redirecting_server().await;
+        let client =
+            guarded_client_with(Some(only_127_0_0_1), Duration::from_secs(5)).expect("client");
+        let ok = client
+            .get(format!("http://{addr}/ok"))
+            .send()
+            .await
+            .expect("allowed");
+        assert_eq!(ok.text().await.expect("body"), "fine");
+        // A redirect to another loopback address (refused by the rule) is not followed.
+        let hop = format!("http://{addr}/to/http://127.0.0.2:{}/ok", addr.port());
+        let err = client.get(hop).send().await.expect_err("refused");
+        assert!(
+            matches!(explain(&err), OutboundError::PrivateAddress(a) if a == "127.0.0.2"),
+            "{err}"
+        );
+        // A redirect to a name: the resolver drops every address the rule refuses.
+        let by_name = format!("http://{addr}/to/http://localhost:{}/ok", addr.port());
+        let err = client.get(by_name).send().await.expect_err("refused");
+        assert!(
+            matches!(explain(&err), OutboundError::PrivateAddress(_)),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_refused_addresses_are_refused_at_connect_time() {
+        let addr = redirecting_server().await;
+        // Skip the name check of check_url: go straight through the resolver.
+        let client = guarded_client_with(Some(|_| false), Duration::from_secs(5)).expect("client");
+        let err = client
+            .get(format!("http://localhost:{}/ok", addr.port()))
+            .send()
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(explain(&err), OutboundError::PrivateAddress(h) if h == "localhost"),
+            "{err}"
+        );
+        // With no rule (ALLOW_PRIVATE_NETWORK_URLS=true) the same request goes through.
+        let open = guarded_client_with(None, Duration::from_secs(5)).expect("client");
+        let ok = open
+            .get(format!("http://localhost:{}/ok", addr.port()))
+            .send()
+            .await
+            .expect("allowed");
+        assert!(ok.status().is_success());
     }
 }

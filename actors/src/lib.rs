@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`domain`]: users, instances, activity and events — the nouns of the API.
 //! - [`error`]: [`error::StoreError`] and [`error::DomainError`], the boundary errors.
+//! - [`media_store`]: media files under `DATA_DIR/uploads`.
 //! - [`messaging`]: messages, chats and contacts, and their storage traits.
 //! - [`phone`]: phone number normalisation.
 //! - [`storage`]: the storage seam, small async traits every backend implements.
@@ -14,7 +15,10 @@
 //! - [`events`]: [`events::EventHub`], events persisted then broadcast per instance.
 //! - [`instance`]: [`instance::InstanceActor`] (one per WhatsApp instance), its
 //!   supervisor with restarts and backoff, the typed handles and the status board.
-//! - [`runtime`]: [`runtime::start_runtime`], the one call that starts it all.
+//! - `root`: the `RootSupervisor` at the top of the tree; it respawns the instance
+//!   supervisor if it dies (instances restored from storage, handles kept working).
+//! - [`runtime`]: [`runtime::start_runtime`], the one call that starts it all (the root,
+//!   which spawns the rest), and [`runtime::Runtime::shutdown`], which stops it in order.
 //! - `testing` (tests, or the `testing` feature): an in-memory storage.
 
 pub mod backoff;
@@ -23,8 +27,10 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod instance;
+pub mod media_store;
 pub mod messaging;
 pub mod phone;
+mod root;
 pub mod runtime;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]

@@ -201,8 +201,10 @@ pub trait MessageStore: Send + Sync {
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<ChatSummary>>;
-    /// Marks the chat's inbound messages read; returns how many changed.
-    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str) -> StoreResult<u64>;
+    /// Marks the chat's unread inbound messages read; returns their WhatsApp ids (the
+    /// read receipts to send).
+    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str)
+    -> StoreResult<Vec<String>>;
 }
 
 #[async_trait]

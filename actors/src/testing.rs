@@ -30,6 +30,8 @@ struct Data {
     activity: Vec<ActivityEntry>,
     events: Vec<InstanceEvent>,
     messages: Vec<Message>,
+    /// (instance, message id) of inbound messages the account has read.
+    read: std::collections::HashSet<(String, String)>,
     contacts: Vec<Contact>,
 }
 
@@ -379,7 +381,12 @@ impl MessageStore for MemoryStorage {
             .iter()
             .filter(|m| m.instance_id == instance_id)
         {
-            let unread = u64::from(m.status == MessageStatus::Received);
+            let unread = u64::from(
+                !m.from_me
+                    && !data
+                        .read
+                        .contains(&(m.instance_id.clone(), m.message_id.clone())),
+            );
             chats
                 .entry(&m.remote_jid)
                 .and_modify(|chat| {
@@ -401,17 +408,25 @@ impl MessageStore for MemoryStorage {
         Ok(page(chats, limit, skip))
     }
 
-    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str) -> StoreResult<u64> {
-        let mut changed = 0;
-        for m in self.data().messages.iter_mut().filter(|m| {
-            m.instance_id == instance_id
-                && m.remote_jid == remote_jid
-                && m.status == MessageStatus::Received
-        }) {
-            m.status = MessageStatus::Read;
-            changed += 1;
+    async fn mark_chat_read(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+    ) -> StoreResult<Vec<String>> {
+        let mut data = self.data();
+        let ids: Vec<String> = data
+            .messages
+            .iter()
+            .filter(|m| m.instance_id == instance_id && m.remote_jid == remote_jid && !m.from_me)
+            .map(|m| m.message_id.clone())
+            .collect();
+        let mut marked = Vec::new();
+        for id in ids {
+            if data.read.insert((instance_id.to_owned(), id.clone())) {
+                marked.push(id);
+            }
         }
-        Ok(changed)
+        Ok(marked)
     }
 }
 

@@ -538,6 +538,7 @@ async fn remove(
     let instance = visible_instance(&state, &caller, &id).await?;
     state.instances.remove(&instance.id).await?;
     state.storage.delete_instance(&instance.id).await?;
+    state.media.remove_instance(&instance.id).await;
     Ok(done(format!("Instance {id} deleted successfully")))
 }
 

@@ -2,9 +2,11 @@
 //! response types live beside their handlers.
 
 pub mod auth;
+pub mod contacts;
 pub mod extract;
 pub mod health;
 pub mod instances;
+pub mod messages;
 pub mod sandbox;
 pub mod users;
 
@@ -31,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(instances::router())
         .merge(sandbox::router())
+        .merge(messages::router(state.config.max_upload_bytes))
+        .merge(contacts::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

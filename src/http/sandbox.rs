@@ -4,10 +4,14 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wagate_actors::domain::EngineKind;
-use wagate_actors::engine::{FaultKind, SandboxControl};
+use wagate_actors::engine::{
+    FaultKind, InboundMedia, InboundMessage, SandboxControl, new_message_id,
+};
+use wagate_actors::messaging::MessageStatus;
 use wagate_actors::phone::normalize_phone;
 
 use crate::app::AppState;
@@ -15,11 +19,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::instances::visible_instance;
+use crate::http::messages::{MAX_TEXT, target_jid};
+use crate::media::{self, MediaFile};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/sandbox/instances/{id}/scan", post(scan))
         .route("/api/sandbox/instances/{id}/fault", post(fault))
+        .route("/api/sandbox/instances/{id}/inbound", post(inbound))
+        .route("/api/sandbox/instances/{id}/receipt", post(receipt))
 }
 
 /// The instance, checked to be visible to the caller and on the sandbox engine.
@@ -97,4 +105,161 @@ async fn fault(
         .sandbox(SandboxControl::Fault(kind))
         .await?;
     Ok(AppJson(json!({"success": true, "kind": name})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MediaInput {
+    url: Option<String>,
+    base64: Option<String>,
+    mime_type: Option<String>,
+    file_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InboundRequest {
+    from: String,
+    #[serde(default)]
+    body: String,
+    push_name: Option<String>,
+    media: Option<MediaInput>,
+}
+
+/// Loads the media of a simulated inbound message from its URL or base64 content.
+async fn load_media(state: &AppState, m: MediaInput) -> ApiResult<MediaFile> {
+    let max = state.config.max_upload_bytes;
+    let file_name = m.file_name.as_deref().and_then(media::safe_file_name);
+    let (bytes, declared) = match (m.url, m.base64) {
+        (Some(url), None) => {
+            let f = media::fetch(
+                &state.media_client,
+                &url,
+                state.config.allow_private_network_urls,
+                max as u64,
+            )
+            .await
+            .map_err(|e| ApiError::validation(format!("media.url: {e}")))?;
+            (f.bytes, m.mime_type.or(Some(f.mime_type)))
+        }
+        (None, Some(b64)) => {
+            if b64.len() / 4 * 3 > max {
+                return Err(ApiError::payload_too_large(format!(
+                    "media is larger than the limit of {max} bytes"
+                )));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| ApiError::validation("media.base64 is not valid base64"))?;
+            (bytes, m.mime_type)
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "media needs exactly one of url or base64",
+            ));
+        }
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::validation("media is empty"));
+    }
+    let mime_type = media::detect_mime(declared.as_deref(), &bytes, file_name.as_deref());
+    Ok(MediaFile {
+        bytes,
+        mime_type,
+        file_name,
+    })
+}
+
+async fn inbound(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<InboundRequest>,
+) -> ApiResult<AppJson<Value>> {
+    let from = target_jid("from", &body.from)?;
+    if body.body.chars().count() > MAX_TEXT {
+        return Err(ApiError::validation(format!(
+            "body must be at most {MAX_TEXT} characters"
+        )));
+    }
+    if body.body.trim().is_empty() && body.media.is_none() {
+        return Err(ApiError::validation("body must not be empty without media"));
+    }
+    let instance = sandbox_instance(&state, &caller, &id).await?;
+    let media = match body.media {
+        Some(m) => Some(load_media(&state, m).await?),
+        None => None,
+    };
+    let message_id = new_message_id();
+    let text = Some(body.body).filter(|b| !b.trim().is_empty());
+    let push_name = body
+        .push_name
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
+    state
+        .instances
+        .get(&instance.id)?
+        .sandbox(SandboxControl::Inbound(InboundMessage {
+            message_id: message_id.clone(),
+            chat: from.clone(),
+            sender: from,
+            push_name,
+            text,
+            media: media.map(|m| InboundMedia {
+                bytes: m.bytes.into(),
+                mime_type: m.mime_type,
+                file_name: m.file_name,
+            }),
+            timestamp: chrono::Utc::now(),
+        }))
+        .await?;
+    Ok(AppJson(json!({"success": true, "messageId": message_id})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ReceiptStatus {
+    Delivered,
+    Read,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReceiptRequest {
+    message_id: String,
+    status: ReceiptStatus,
+}
+
+async fn receipt(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<ReceiptRequest>,
+) -> ApiResult<AppJson<Value>> {
+    let instance = sandbox_instance(&state, &caller, &id).await?;
+    let status = match body.status {
+        ReceiptStatus::Delivered => MessageStatus::Delivered,
+        ReceiptStatus::Read => MessageStatus::Read,
+    };
+    let message = state
+        .storage
+        .message_by_id(&instance.id, &body.message_id)
+        .await?
+        .filter(|m| m.from_me)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no sent message {} on this instance",
+                body.message_id
+            ))
+        })?;
+    state
+        .instances
+        .get(&instance.id)?
+        .sandbox(SandboxControl::Receipt {
+            message_id: message.message_id,
+            chat: message.remote_jid,
+            status,
+        })
+        .await?;
+    Ok(AppJson(json!({"success": true})))
 }

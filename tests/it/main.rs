@@ -6,5 +6,6 @@ mod common;
 mod auth;
 mod errors;
 mod instances;
+mod messaging;
 mod storage_suite;
 mod users;

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::domain::EngineKind;
+use crate::messaging::MessageStatus;
 
-pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork};
+pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
 
 /// What happened on a WhatsApp connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,71 @@ pub enum EngineEvent {
     Failed {
         error: String,
     },
+    /// A message arrived.
+    Message(InboundMessage),
+    /// The recipient's phone acknowledged messages this instance sent.
+    Receipt {
+        /// The chat the messages were sent to.
+        chat: String,
+        message_ids: Vec<String>,
+        status: MessageStatus,
+    },
+    /// WhatsApp told us a contact's name.
+    Contact(EngineContact),
+}
+
+/// A message received from WhatsApp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    /// WhatsApp's id of the message.
+    pub message_id: String,
+    /// The chat: the sender's address, or the group's.
+    pub chat: String,
+    /// Who wrote it (the same as `chat` outside groups); the phone form when known.
+    pub sender: String,
+    pub push_name: Option<String>,
+    /// Text, or the media's caption.
+    pub text: Option<String>,
+    pub media: Option<InboundMedia>,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+/// Media attached to an inbound message, already downloaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMedia {
+    pub bytes: Arc<[u8]>,
+    pub mime_type: String,
+    pub file_name: Option<String>,
+}
+
+/// What to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboundContent {
+    Text(String),
+    Media {
+        bytes: Arc<[u8]>,
+        mime_type: String,
+        file_name: Option<String>,
+        caption: Option<String>,
+        /// Where the file is kept under the uploads directory.
+        path: String,
+        size: u64,
+    },
+}
+
+/// What the engine reports about a message it sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentMessage {
+    pub message_id: String,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+/// A contact as the engine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineContact {
+    pub jid: String,
+    pub name: Option<String>,
+    pub push_name: Option<String>,
 }
 
 /// Where an engine reports its events. Must not block: it is called from the
@@ -128,7 +194,6 @@ impl FromStr for FaultKind {
 }
 
 /// Commands only the sandbox engine understands (the `/api/sandbox/...` endpoints).
-/// New simulations (inbound messages, receipts) are new variants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SandboxControl {
     /// "Scans" the QR code showing: the instance links as `phone`.
@@ -136,6 +201,14 @@ pub enum SandboxControl {
         phone: String,
     },
     Fault(FaultKind),
+    /// A simulated contact sends this message to the instance.
+    Inbound(InboundMessage),
+    /// A simulated recipient acknowledges a message the instance sent.
+    Receipt {
+        chat: String,
+        message_id: String,
+        status: MessageStatus,
+    },
 }
 
 /// One WhatsApp session. Methods are called by a single instance actor, one at a time.
@@ -149,6 +222,19 @@ pub trait Engine: Send + Sync {
     async fn logout(&mut self) -> Result<(), EngineError>;
     /// Starts pairing by phone number; returns the code the user types on the phone.
     async fn pair_code(&mut self, phone: &str) -> Result<String, EngineError>;
+    /// Sends a message to `to` (a person's or a group's address). Fails with
+    /// `InvalidState` when the session is not connected.
+    async fn send(
+        &mut self,
+        to: &str,
+        content: &OutboundContent,
+    ) -> Result<SentMessage, EngineError>;
+    /// Tells the sender's phone that these messages of `chat` were read.
+    async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError>;
+    /// The contacts this session knows.
+    async fn contacts(&mut self) -> Result<Vec<EngineContact>, EngineError>;
+    /// Adds `jid` to the session's contacts if it is on WhatsApp; returns whether it is.
+    async fn add_contact(&mut self, jid: &str, name: Option<&str>) -> Result<bool, EngineError>;
     /// A sandbox simulation command. Real engines refuse it.
     async fn sandbox(&mut self, control: SandboxControl) -> Result<(), EngineError> {
         let _ = control;

@@ -5,7 +5,7 @@
 //! survives restarts (no re-scan), and faults on demand. Instances pair by being
 //! "scanned" through the sandbox endpoints or automatically after a configured delay.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -20,8 +20,10 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::{
-    Engine, EngineContext, EngineError, EngineEvent, EventSink, FaultKind, SandboxControl,
+    Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
+    InboundMedia, InboundMessage, OutboundContent, SandboxControl, SentMessage,
 };
+use crate::messaging::{MessageStatus, USER_SERVER, jid_for};
 use crate::phone::normalize_phone;
 
 /// Name of the session file inside an instance's session directory.
@@ -69,9 +71,25 @@ pub struct SandboxNetwork {
 #[derive(Debug, Default)]
 struct NetworkShared {
     config: SandboxConfig,
-    /// Linked phone → instance id. A std mutex: held for a map operation only, never
-    /// across an await.
-    devices: Mutex<HashMap<String, String>>,
+    /// Linked phone → the device connected as it. A std mutex: held for a map operation
+    /// only, never across an await.
+    devices: Mutex<HashMap<String, Device>>,
+}
+
+/// A connected sandbox session, as the network reaches it.
+#[derive(Clone)]
+struct Device {
+    instance_id: String,
+    /// The session's event sink: messages and receipts for it are delivered here.
+    sink: EventSink,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SandboxNetwork {
@@ -95,24 +113,38 @@ impl SandboxNetwork {
 
     /// The instance connected as `phone`, if any.
     pub fn instance_for(&self, phone: &str) -> Option<String> {
-        self.devices().get(phone).cloned()
+        self.devices().get(phone).map(|d| d.instance_id.clone())
     }
 
-    fn register(&self, phone: &str, instance_id: &str) {
-        self.devices()
-            .insert(phone.to_owned(), instance_id.to_owned());
+    fn register(&self, phone: &str, instance_id: &str, sink: EventSink) {
+        self.devices().insert(
+            phone.to_owned(),
+            Device {
+                instance_id: instance_id.to_owned(),
+                sink,
+            },
+        );
     }
 
     /// Removes `phone` only if it still belongs to `instance_id` (another instance may
     /// have linked the same number since).
     fn unregister(&self, phone: &str, instance_id: &str) {
         let mut devices = self.devices();
-        if devices.get(phone).is_some_and(|owner| owner == instance_id) {
+        if devices
+            .get(phone)
+            .is_some_and(|owner| owner.instance_id == instance_id)
+        {
             devices.remove(phone);
         }
     }
 
-    fn devices(&self) -> MutexGuard<'_, HashMap<String, String>> {
+    /// The sink of the device connected at `jid` (a person's address), if any.
+    fn sink_for(&self, jid: &str) -> Option<EventSink> {
+        let phone = jid.strip_suffix(&format!("@{USER_SERVER}"))?;
+        self.devices().get(phone).map(|d| d.sink.clone())
+    }
+
+    fn devices(&self) -> MutexGuard<'_, HashMap<String, Device>> {
         self.shared
             .devices
             .lock()
@@ -127,6 +159,16 @@ struct StoredSession {
     phone: String,
     push_name: Option<String>,
     paired_at: DateTime<Utc>,
+    /// The simulated phone's address book: JID → names.
+    #[serde(default)]
+    contacts: BTreeMap<String, StoredContact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredContact {
+    name: Option<String>,
+    push_name: Option<String>,
 }
 
 /// Where the simulated connection is.
@@ -257,6 +299,7 @@ impl Session {
             phone: phone.to_owned(),
             push_name: None,
             paired_at: Utc::now(),
+            contacts: BTreeMap::new(),
         };
         write_session(&self.session_file, &stored)?;
         let qr = {
@@ -267,7 +310,8 @@ impl Session {
             };
             state.qr_task.take()
         };
-        self.network.register(phone, &self.instance_id);
+        self.network
+            .register(phone, &self.instance_id, self.sink.clone());
         self.emit(EngineEvent::Connected {
             phone: phone.to_owned(),
             push_name: None,
@@ -276,6 +320,23 @@ impl Session {
             qr.abort();
         }
         Ok(())
+    }
+
+    /// The linked phone and push name while connected; `InvalidState` otherwise.
+    fn connected_as(&self) -> Result<(String, Option<String>), EngineError> {
+        match &self.state().phase {
+            Phase::Connected { phone, push_name } => Ok((phone.clone(), push_name.clone())),
+            _ => Err(EngineError::InvalidState("not connected".into())),
+        }
+    }
+
+    /// Reads, changes and writes back the stored session (the address book lives there).
+    fn update_stored(&self, change: impl FnOnce(&mut StoredSession)) -> Result<(), EngineError> {
+        let Some(mut stored) = read_session(&self.session_file)? else {
+            return Err(EngineError::InvalidState("not linked".into()));
+        };
+        change(&mut stored);
+        write_session(&self.session_file, &stored)
     }
 
     fn link_or_fail(&self, phone: &str) {
@@ -341,7 +402,8 @@ impl Session {
                 push_name: push_name.clone(),
             };
         }
-        self.network.register(&phone, &self.instance_id);
+        self.network
+            .register(&phone, &self.instance_id, self.sink.clone());
         self.emit(EngineEvent::Connected { phone, push_name });
     }
 }
@@ -355,9 +417,11 @@ impl Engine for SandboxEngine {
                 phone: stored.phone.clone(),
                 push_name: stored.push_name.clone(),
             };
-            self.session
-                .network
-                .register(&stored.phone, &self.session.instance_id);
+            self.session.network.register(
+                &stored.phone,
+                &self.session.instance_id,
+                self.session.sink.clone(),
+            );
             self.session.emit(EngineEvent::Connected {
                 phone: stored.phone,
                 push_name: stored.push_name,
@@ -395,8 +459,135 @@ impl Engine for SandboxEngine {
         Ok(pair_code())
     }
 
+    /// Delivers to the sandbox instance linked as the recipient, if any, and reports it
+    /// `delivered` at once; other recipients are simulated contacts that acknowledge
+    /// through the receipt control.
+    async fn send(
+        &mut self,
+        to: &str,
+        content: &OutboundContent,
+    ) -> Result<SentMessage, EngineError> {
+        let (phone, push_name) = self.session.connected_as()?;
+        let sent = SentMessage {
+            message_id: new_message_id(),
+            timestamp: Utc::now(),
+        };
+        if let Some(recipient) = self.session.network.sink_for(to) {
+            let (text, media) = match content {
+                OutboundContent::Text(text) => (Some(text.clone()), None),
+                OutboundContent::Media {
+                    bytes,
+                    mime_type,
+                    file_name,
+                    caption,
+                    ..
+                } => (
+                    caption.clone(),
+                    Some(InboundMedia {
+                        bytes: bytes.clone(),
+                        mime_type: mime_type.clone(),
+                        file_name: file_name.clone(),
+                    }),
+                ),
+            };
+            let me = jid_for(&phone);
+            recipient(EngineEvent::Message(InboundMessage {
+                message_id: sent.message_id.clone(),
+                chat: me.clone(),
+                sender: me,
+                push_name: push_name.or(Some(phone)),
+                text,
+                media,
+                timestamp: sent.timestamp,
+            }));
+            self.session.emit(EngineEvent::Receipt {
+                chat: to.to_owned(),
+                message_ids: vec![sent.message_id.clone()],
+                status: MessageStatus::Delivered,
+            });
+        }
+        Ok(sent)
+    }
+
+    async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        if let Some(sender) = self.session.network.sink_for(chat) {
+            sender(EngineEvent::Receipt {
+                chat: jid_for(&phone),
+                message_ids: message_ids.to_vec(),
+                status: MessageStatus::Read,
+            });
+        }
+        Ok(())
+    }
+
+    async fn contacts(&mut self) -> Result<Vec<EngineContact>, EngineError> {
+        let stored = read_session(&self.session.session_file)?;
+        Ok(stored
+            .map(|s| {
+                s.contacts
+                    .into_iter()
+                    .map(|(jid, c)| EngineContact {
+                        jid,
+                        name: c.name,
+                        push_name: c.push_name,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// In the sandbox every valid number is on WhatsApp, except numbers ending in `0000`,
+    /// so clients can exercise the "not on WhatsApp" path.
+    async fn add_contact(&mut self, jid: &str, name: Option<&str>) -> Result<bool, EngineError> {
+        self.session.connected_as()?;
+        if crate::messaging::jid_user(jid).ends_with("0000") {
+            return Ok(false);
+        }
+        self.session.update_stored(|s| {
+            let entry = s.contacts.entry(jid.to_owned()).or_insert(StoredContact {
+                name: None,
+                push_name: None,
+            });
+            if let Some(name) = name {
+                entry.name = Some(name.to_owned());
+            }
+        })?;
+        Ok(true)
+    }
+
     async fn sandbox(&mut self, control: SandboxControl) -> Result<(), EngineError> {
         match control {
+            SandboxControl::Inbound(message) => {
+                self.session.connected_as()?;
+                self.session.update_stored(|s| {
+                    let entry = s
+                        .contacts
+                        .entry(message.sender.clone())
+                        .or_insert(StoredContact {
+                            name: None,
+                            push_name: None,
+                        });
+                    if message.push_name.is_some() {
+                        entry.push_name = message.push_name.clone();
+                    }
+                })?;
+                self.session.emit(EngineEvent::Message(message));
+                Ok(())
+            }
+            SandboxControl::Receipt {
+                chat,
+                message_id,
+                status,
+            } => {
+                self.session.connected_as()?;
+                self.session.emit(EngineEvent::Receipt {
+                    chat,
+                    message_ids: vec![message_id],
+                    status,
+                });
+                Ok(())
+            }
             SandboxControl::Scan { phone } => {
                 let phone = normalize_phone(&phone).map_err(EngineError::InvalidInput)?;
                 if self.session.state().phase != Phase::Qr {
@@ -498,6 +689,14 @@ fn qr_code() -> String {
         BASE64.encode(identity),
         BASE64.encode(adv)
     )
+}
+
+/// A message id shaped like WhatsApp Web's: `3EB0` and 18 upper-case hex digits.
+pub fn new_message_id() -> String {
+    let mut bytes = [0u8; 9];
+    rand::rng().fill(&mut bytes[..]);
+    let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+    format!("3EB0{hex}")
 }
 
 /// A pair code shaped like WhatsApp's: `ABCD-EFGH`.

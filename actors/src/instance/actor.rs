@@ -18,9 +18,14 @@ use tokio::time::Instant;
 use super::InstanceDeps;
 use super::api::QrAnswer;
 use super::status::{StatusBoard, StatusView};
-use crate::domain::{ActivityEntry, EngineKind, Instance, InstanceEvent, InstanceStatus};
-use crate::engine::{Engine, EngineContext, EngineError, EngineEvent, EventSink, SandboxControl};
-use crate::error::DomainError;
+use crate::domain::{ActivityEntry, EngineKind, Instance, InstanceEvent, InstanceStatus, new_id};
+use crate::engine::{
+    Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, InboundMessage,
+    OutboundContent, SandboxControl,
+};
+use crate::error::{DomainError, StoreError};
+use crate::media_store::MediaStore;
+use crate::messaging::{Contact, Message, MessageStatus, is_group_jid, jid_user};
 
 /// The messages of an instance actor. Public only because [`InstanceActor`] names it;
 /// the module is private, so nothing outside this crate can build one.
@@ -42,6 +47,21 @@ pub enum InstanceMsg {
         control: SandboxControl,
         reply: RpcReplyPort<Result<(), DomainError>>,
     },
+    Send {
+        to: String,
+        content: OutboundContent,
+        reply: RpcReplyPort<Result<Message, DomainError>>,
+    },
+    MarkRead {
+        chat: String,
+        reply: RpcReplyPort<Result<u64, DomainError>>,
+    },
+    Contacts(RpcReplyPort<Result<Vec<EngineContact>, DomainError>>),
+    AddContact {
+        jid: String,
+        name: Option<String>,
+        reply: RpcReplyPort<Result<bool, DomainError>>,
+    },
 }
 
 /// How an instance actor starts (public only because [`InstanceActor`] names it).
@@ -56,11 +76,13 @@ pub struct InstanceArgs {
 pub struct InstanceActor {
     deps: InstanceDeps,
     board: StatusBoard,
+    media: MediaStore,
 }
 
 impl InstanceActor {
     pub(crate) fn new(deps: InstanceDeps, board: StatusBoard) -> Self {
-        InstanceActor { deps, board }
+        let media = MediaStore::new(&deps.data_dir);
+        InstanceActor { deps, board, media }
     }
 }
 
@@ -182,6 +204,31 @@ impl Actor for InstanceActor {
             }
             InstanceMsg::Sandbox { control, reply } => {
                 let answer = sandbox(state, control).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Send { to, content, reply } => {
+                let answer = self.send(state, &to, content).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::MarkRead { chat, reply } => {
+                let answer = self.mark_read(state, &chat).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Contacts(reply) => {
+                let answer = match state.engine.as_mut() {
+                    Some(engine) => engine.contacts().await.map_err(engine_error),
+                    None => Ok(Vec::new()),
+                };
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::AddContact { jid, name, reply } => {
+                let answer = match connected_engine(state) {
+                    Ok(engine) => engine
+                        .add_contact(&jid, name.as_deref())
+                        .await
+                        .map_err(engine_error),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(answer);
             }
         }
@@ -319,6 +366,28 @@ impl InstanceActor {
                 close(state).await;
                 self.logged_out(state, &reason).await;
             }
+            EngineEvent::Message(message) => self.on_message(state, message).await,
+            EngineEvent::Receipt {
+                chat,
+                message_ids,
+                status,
+            } => {
+                for id in message_ids {
+                    self.on_receipt(state, &chat, &id, status).await;
+                }
+            }
+            EngineEvent::Contact(contact) => {
+                let now = Utc::now();
+                self.upsert_contact(
+                    state,
+                    &contact.jid,
+                    contact.name,
+                    contact.push_name,
+                    None,
+                    now,
+                )
+                .await;
+            }
             EngineEvent::Failed { error } => {
                 // The session is broken: stop it cleanly, then fail so the supervisor
                 // restarts the instance (its reason is this error).
@@ -421,6 +490,242 @@ impl InstanceActor {
         self.logged_out(state, "logout requested").await;
     }
 
+    /// Sends through the engine, then stores the message as `sent` and publishes
+    /// `message_sent`: a message is stored before the caller hears it was accepted.
+    async fn send(
+        &self,
+        state: &mut InstanceState,
+        to: &str,
+        content: OutboundContent,
+    ) -> Result<Message, DomainError> {
+        let engine = connected_engine(state)?;
+        let sent = engine.send(to, &content).await.map_err(|err| match err {
+            EngineError::InvalidState(_) => not_connected(),
+            other => engine_error(other),
+        })?;
+        let now = Utc::now();
+        let (message_type, text, caption, media) = match &content {
+            OutboundContent::Text(text) => ("text".to_owned(), Some(text.clone()), None, None),
+            OutboundContent::Media {
+                mime_type,
+                file_name,
+                caption,
+                path,
+                size,
+                ..
+            } => (
+                media_type(mime_type).to_owned(),
+                caption.clone(),
+                caption.clone(),
+                Some((mime_type.clone(), file_name.clone(), path.clone(), *size)),
+            ),
+        };
+        let message = Message {
+            id: new_id(),
+            instance_id: state.id.clone(),
+            message_id: sent.message_id.clone(),
+            remote_jid: to.to_owned(),
+            from_me: true,
+            message_type: message_type.clone(),
+            content: text.clone(),
+            has_media: media.is_some(),
+            media_url: media
+                .as_ref()
+                .map(|_| media_url(&state.id, &sent.message_id)),
+            caption,
+            mime_type: media.as_ref().map(|m| m.0.clone()),
+            file_name: media.as_ref().and_then(|m| m.1.clone()),
+            media_path: media.as_ref().map(|m| m.2.clone()),
+            media_size: media.as_ref().map(|m| m.3),
+            status: MessageStatus::Sent,
+            push_name: None,
+            metadata: json!({ "timestamp": sent.timestamp.timestamp() }),
+            timestamp: sent.timestamp,
+            created_at: now,
+            updated_at: now,
+            status_updated_at: Some(now),
+        };
+        self.deps.storage.insert_message(&message).await?;
+        let mut data = json!({
+            "messageId": message.message_id,
+            "to": message.remote_jid,
+            "body": message.content,
+            "type": message.message_type,
+            "timestamp": sent.timestamp.timestamp(),
+            "hasMedia": message.has_media,
+            "fromMe": true,
+            "status": "sent",
+        });
+        add_media_fields(&mut data, &message);
+        self.publish(&state.id, "message_sent", data).await;
+        Ok(message)
+    }
+
+    /// Stores an inbound message (and its media), remembers the sender as a contact and
+    /// publishes `message_received`. A message WhatsApp delivers twice is stored once.
+    async fn on_message(&self, state: &mut InstanceState, m: InboundMessage) {
+        let now = Utc::now();
+        let (media_path, media_size, mime_type, file_name) = match &m.media {
+            Some(media) => match self.media.save(&state.id, &media.bytes).await {
+                Ok(path) => (
+                    Some(path),
+                    Some(media.bytes.len() as u64),
+                    Some(media.mime_type.clone()),
+                    media.file_name.clone(),
+                ),
+                Err(err) => {
+                    tracing::error!(instance = %state.id, %err, "cannot store inbound media");
+                    (
+                        None,
+                        None,
+                        Some(media.mime_type.clone()),
+                        media.file_name.clone(),
+                    )
+                }
+            },
+            None => (None, None, None, None),
+        };
+        let message_type = mime_type.as_deref().map_or("text", media_type).to_owned();
+        let message = Message {
+            id: new_id(),
+            instance_id: state.id.clone(),
+            message_id: m.message_id.clone(),
+            remote_jid: m.chat.clone(),
+            from_me: false,
+            message_type: message_type.clone(),
+            content: m.text.clone(),
+            has_media: m.media.is_some(),
+            media_url: media_path
+                .as_ref()
+                .map(|_| media_url(&state.id, &m.message_id)),
+            caption: m.media.as_ref().and(m.text.clone()),
+            mime_type,
+            file_name,
+            media_path,
+            media_size,
+            status: MessageStatus::Received,
+            push_name: m.push_name.clone(),
+            metadata: json!({
+                "pushName": m.push_name,
+                "timestamp": m.timestamp.timestamp(),
+                "sender": m.sender,
+            }),
+            timestamp: m.timestamp,
+            created_at: now,
+            updated_at: now,
+            status_updated_at: None,
+        };
+        match self.deps.storage.insert_message(&message).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return,
+            Err(err) => {
+                tracing::error!(instance = %state.id, %err, message_id = %m.message_id, "cannot store an inbound message");
+                return;
+            }
+        }
+        self.upsert_contact(
+            state,
+            &m.sender,
+            None,
+            m.push_name.clone(),
+            Some(m.timestamp),
+            now,
+        )
+        .await;
+        let mut data = json!({
+            "messageId": message.message_id,
+            "from": message.remote_jid,
+            "remoteJid": message.remote_jid,
+            "sender": m.sender,
+            "fromMe": false,
+            "body": message.content,
+            "type": if message_type == "text" { "conversation" } else { message_type.as_str() },
+            "timestamp": m.timestamp.timestamp(),
+            "hasMedia": message.has_media,
+            "pushName": m.push_name,
+            "isGroup": is_group_jid(&message.remote_jid),
+            "status": "received",
+            "metadata": message.metadata,
+        });
+        add_media_fields(&mut data, &message);
+        self.publish(&state.id, "message_received", data).await;
+    }
+
+    /// Moves a sent message's status forward and publishes `message_status`; stale or
+    /// repeated receipts change nothing.
+    async fn on_receipt(&self, state: &InstanceState, chat: &str, id: &str, status: MessageStatus) {
+        match self
+            .deps
+            .storage
+            .advance_message_status(&state.id, id, status, Utc::now())
+            .await
+        {
+            Ok(Some(message)) => {
+                let data = json!({
+                    "messageId": message.message_id,
+                    "status": status,
+                    "from": chat,
+                    "remoteJid": message.remote_jid,
+                    "fromMe": message.from_me,
+                });
+                self.publish(&state.id, "message_status", data).await;
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(instance = %state.id, %err, "cannot store a receipt"),
+        }
+    }
+
+    /// Marks a chat's inbound messages read and tells the senders' phones.
+    async fn mark_read(&self, state: &mut InstanceState, chat: &str) -> Result<u64, DomainError> {
+        let ids = self.deps.storage.mark_chat_read(&state.id, chat).await?;
+        if !ids.is_empty()
+            && let Ok(engine) = connected_engine(state)
+            && let Err(err) = engine.mark_read(chat, &ids).await
+        {
+            tracing::warn!(instance = %state.id, %err, "cannot send read receipts");
+        }
+        Ok(ids.len() as u64)
+    }
+
+    async fn upsert_contact(
+        &self,
+        state: &InstanceState,
+        jid: &str,
+        name: Option<String>,
+        push_name: Option<String>,
+        last_activity: Option<chrono::DateTime<Utc>>,
+        now: chrono::DateTime<Utc>,
+    ) {
+        let contact = Contact {
+            id: new_id(),
+            instance_id: state.id.clone(),
+            remote_jid: jid.to_owned(),
+            number: jid_user(jid).to_owned(),
+            name,
+            push_name,
+            is_group: is_group_jid(jid),
+            profile_picture: None,
+            about: None,
+            last_activity,
+            created_at: now,
+            updated_at: now,
+        };
+        if let Err(err) = self.deps.storage.upsert_contact(&contact).await {
+            tracing::warn!(instance = %state.id, %err, "cannot store a contact");
+        }
+    }
+
+    async fn publish(&self, instance_id: &str, kind: &str, data: Value) {
+        if let Err(err) = self
+            .deps
+            .events
+            .publish(InstanceEvent::new(instance_id, kind, data))
+            .await
+        {
+            tracing::warn!(instance = %instance_id, %err, "cannot store an event");
+        }
+    }
+
     /// Records a status change everywhere it shows: the status board (at once), storage,
     /// the activity log and the event stream. Storage failures are logged, not fatal: a
     /// database outage must not take WhatsApp sessions down with it.
@@ -478,6 +783,44 @@ async fn sandbox(state: &mut InstanceState, control: SandboxControl) -> Result<(
 async fn close(state: &mut InstanceState) {
     if let Some(mut engine) = state.engine.take() {
         engine.stop().await;
+    }
+}
+
+fn not_connected() -> DomainError {
+    DomainError::conflict("not_connected", "the instance is not connected to WhatsApp")
+}
+
+/// The engine, if the session is connected; `not_connected` otherwise.
+fn connected_engine(state: &mut InstanceState) -> Result<&mut Box<dyn Engine>, DomainError> {
+    if state.status != InstanceStatus::Connected {
+        return Err(not_connected());
+    }
+    state.engine.as_mut().ok_or_else(not_connected)
+}
+
+/// WhatsApp's grouping of a MIME type: image, video, audio, or document.
+fn media_type(mime: &str) -> &'static str {
+    match mime.split('/').next().unwrap_or_default() {
+        "image" => "image",
+        "video" => "video",
+        "audio" => "audio",
+        _ => "document",
+    }
+}
+
+/// Where the owner downloads a message's media from this server.
+fn media_url(instance_id: &str, message_id: &str) -> String {
+    format!("/api/instances/{instance_id}/messages/{message_id}/media")
+}
+
+fn add_media_fields(data: &mut Value, m: &Message) {
+    if m.has_media
+        && let Some(obj) = data.as_object_mut()
+    {
+        obj.insert("mediaUrl".into(), json!(m.media_url));
+        obj.insert("mimeType".into(), json!(m.mime_type));
+        obj.insert("fileName".into(), json!(m.file_name));
+        obj.insert("caption".into(), json!(m.caption));
     }
 }
 

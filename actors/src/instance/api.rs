@@ -7,8 +7,9 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use super::actor::InstanceMsg;
 use super::status::StatusView;
-use crate::engine::SandboxControl;
+use crate::engine::{EngineContact, OutboundContent, SandboxControl};
 use crate::error::DomainError;
+use crate::messaging::Message;
 
 /// The answer to "give me the QR code".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,48 @@ impl InstanceHandle {
     /// with `Conflict("invalid_state")` when the session is not in a state for it.
     pub async fn sandbox(&self, control: SandboxControl) -> Result<(), DomainError> {
         self.ask(|reply| InstanceMsg::Sandbox { control, reply })
+            .await?
+    }
+
+    /// Sends a message to `to` (a person's or group's address) and returns it as
+    /// stored. Fails with `Conflict("not_connected")` unless connected.
+    pub async fn send(&self, to: &str, content: OutboundContent) -> Result<Message, DomainError> {
+        let to = to.to_owned();
+        self.ask(|reply| InstanceMsg::Send { to, content, reply })
+            .await?
+    }
+
+    /// `Conflict("not_connected")` unless the instance is connected.
+    pub async fn ensure_connected(&self) -> Result<(), DomainError> {
+        if self.status().await?.ready {
+            Ok(())
+        } else {
+            Err(DomainError::conflict(
+                "not_connected",
+                "the instance is not connected to WhatsApp",
+            ))
+        }
+    }
+
+    /// Marks a chat's inbound messages read (read receipts go to the senders); returns
+    /// how many were unread.
+    pub async fn mark_read(&self, chat: &str) -> Result<u64, DomainError> {
+        let chat = chat.to_owned();
+        self.ask(|reply| InstanceMsg::MarkRead { chat, reply })
+            .await?
+    }
+
+    /// The contacts the session knows (empty while it is not running).
+    pub async fn contacts(&self) -> Result<Vec<EngineContact>, DomainError> {
+        self.ask(InstanceMsg::Contacts).await?
+    }
+
+    /// Adds a contact if the number is on WhatsApp; returns whether it is.
+    /// Fails with `Conflict("not_connected")` unless connected.
+    pub async fn add_contact(&self, jid: &str, name: Option<&str>) -> Result<bool, DomainError> {
+        let jid = jid.to_owned();
+        let name = name.map(str::to_owned);
+        self.ask(|reply| InstanceMsg::AddContact { jid, name, reply })
             .await?
     }
 

@@ -251,16 +251,24 @@ impl MessageStore for SqliteStorage {
         })
     }
 
-    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE messages SET read_by_me = 1 WHERE instance_id = ? AND remote_jid = ? AND from_me = 0 AND read_by_me = 0",
+    async fn mark_chat_read(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+    ) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE messages SET read_by_me = 1
+             WHERE instance_id = ? AND remote_jid = ? AND from_me = 0 AND read_by_me = 0
+             RETURNING message_id",
         )
         .bind(instance_id)
         .bind(remote_jid)
-        .execute(self.pool())
+        .fetch_all(self.pool())
         .await
         .map_err(map_err)?;
-        Ok(done.rows_affected())
+        rows.iter()
+            .map(|r| r.try_get("message_id").map_err(map_err))
+            .collect()
     }
 }
 

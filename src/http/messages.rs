@@ -1,0 +1,499 @@
+//! Sending (text, media by URL, media upload), chat history, chats, and media download.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wagate_actors::engine::OutboundContent;
+use wagate_actors::messaging::{HistoryQuery, Message, is_group_jid, jid_for};
+use wagate_actors::phone::normalize_phone;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::http::auth::AuthUser;
+use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::instances::visible_instance;
+use crate::http::{MAX_PAGE_LIMIT, Pagination, iso, parse_date_param};
+use crate::media::{self, MediaFile};
+use crate::outbound::OutboundError;
+
+pub fn router(max_upload: usize) -> Router<AppState> {
+    Router::new()
+        .route("/api/whatsapp/{id}/send", post(send_text))
+        .route("/api/whatsapp/{id}/send-media", post(send_media))
+        .route(
+            "/api/whatsapp/{id}/send-file",
+            // Multipart overhead on top of the file itself.
+            post(send_file).layer(DefaultBodyLimit::max(max_upload.saturating_add(64 * 1024))),
+        )
+        .route("/api/instances/{id}/chats", get(chats))
+        .route("/api/instances/{id}/chats/{chat_id}/messages", get(history))
+        .route("/api/instances/{id}/chats/{chat_id}/read", post(mark_read))
+        .route(
+            "/api/instances/{id}/messages/{message_id}/media",
+            get(download_media),
+        )
+}
+
+/// Longest accepted text message (WhatsApp's own limit is about 65,000 characters).
+pub const MAX_TEXT: usize = 65_536;
+/// Longest accepted caption.
+pub const MAX_CAPTION: usize = 4096;
+
+/// A phone number (normalised) or a group/user JID → the chat's JID.
+pub fn target_jid(field: &str, value: &str) -> ApiResult<String> {
+    let v = value.trim();
+    if let Some((user, server)) = v.split_once('@') {
+        let valid_user = !user.is_empty() && user.chars().all(|c| c.is_ascii_digit() || c == '-');
+        return match server {
+            "g.us" if valid_user => Ok(v.to_owned()),
+            "s.whatsapp.net" | "c.us" if valid_user => {
+                let phone = normalize_phone(user)
+                    .map_err(|e| ApiError::validation(format!("{field}: {e}")))?;
+                Ok(jid_for(&phone))
+            }
+            _ => Err(ApiError::validation(format!(
+                "{field} must be a phone number or a WhatsApp address like 79001234567@s.whatsapp.net or 1203630@g.us"
+            ))),
+        };
+    }
+    let phone = normalize_phone(v).map_err(|e| ApiError::validation(format!("{field}: {e}")))?;
+    Ok(jid_for(&phone))
+}
+
+#[derive(Debug, Serialize)]
+struct Sent {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendText {
+    phone: String,
+    message: String,
+}
+
+async fn send_text(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<SendText>,
+) -> ApiResult<AppJson<Sent>> {
+    let to = target_jid("phone", &body.phone)?;
+    if body.message.trim().is_empty() {
+        return Err(ApiError::validation("message must not be empty"));
+    }
+    if body.message.chars().count() > MAX_TEXT {
+        return Err(ApiError::validation(format!(
+            "message must be at most {MAX_TEXT} characters"
+        )));
+    }
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let sent = state
+        .instances
+        .get(&instance.id)?
+        .send(&to, OutboundContent::Text(body.message))
+        .await?;
+    Ok(AppJson(Sent {
+        id: sent.message_id,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendMedia {
+    phone: String,
+    url: String,
+    caption: Option<String>,
+    filename: Option<String>,
+}
+
+fn media_error(e: OutboundError) -> ApiError {
+    match e {
+        OutboundError::TooLarge(_) => ApiError::payload_too_large(format!("url: {e}")),
+        OutboundError::InvalidUrl(_) | OutboundError::PrivateAddress(_) => {
+            ApiError::validation(format!("url: {e}"))
+        }
+        OutboundError::Timeout | OutboundError::Status(_) | OutboundError::Network(_) => {
+            ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "media_fetch_failed",
+                format!("url: {e}"),
+            )
+        }
+    }
+}
+
+fn check_caption(caption: Option<String>) -> ApiResult<Option<String>> {
+    match caption {
+        Some(c) if c.chars().count() > MAX_CAPTION => Err(ApiError::validation(format!(
+            "caption must be at most {MAX_CAPTION} characters"
+        ))),
+        Some(c) if c.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+async fn send_media(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<SendMedia>,
+) -> ApiResult<AppJson<Sent>> {
+    let to = target_jid("phone", &body.phone)?;
+    let caption = check_caption(body.caption)?;
+    let instance = visible_instance(&state, &caller, &id).await?;
+    // Refuse early when the instance cannot send, before downloading anything.
+    let handle = state.instances.get(&instance.id)?;
+    handle.ensure_connected().await?;
+    let file = media::fetch(
+        &state.media_client,
+        &body.url,
+        state.config.allow_private_network_urls,
+        state.config.max_upload_bytes as u64,
+    )
+    .await
+    .map_err(media_error)?;
+    let file_name = body
+        .filename
+        .and_then(|n| media::safe_file_name(&n))
+        .or(file.file_name.clone());
+    let sent =
+        send_file_message(&state, &handle, &instance.id, to, file, file_name, caption).await?;
+    Ok(AppJson(Sent {
+        id: sent.message_id,
+    }))
+}
+
+/// Stores the file under uploads, then hands it to the instance to send.
+async fn send_file_message(
+    state: &AppState,
+    handle: &wagate_actors::instance::InstanceHandle,
+    instance_id: &str,
+    to: String,
+    file: MediaFile,
+    file_name: Option<String>,
+    caption: Option<String>,
+) -> ApiResult<Message> {
+    if file.bytes.is_empty() {
+        return Err(ApiError::validation("the file is empty"));
+    }
+    let path = state
+        .media
+        .save(instance_id, &file.bytes)
+        .await
+        .map_err(ApiError::internal)?;
+    let size = file.bytes.len() as u64;
+    let content = OutboundContent::Media {
+        bytes: file.bytes.into(),
+        mime_type: file.mime_type,
+        file_name,
+        caption,
+        path: path.clone(),
+        size,
+    };
+    let result = handle.send(&to, content).await;
+    if result.is_err() {
+        state.media.remove_file(&path).await;
+    }
+    Ok(result?)
+}
+
+async fn send_file(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    mut form: Multipart,
+) -> ApiResult<AppJson<Sent>> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let max = state.config.max_upload_bytes;
+    let mut phone = None;
+    let mut caption = None;
+    let mut file: Option<(Vec<u8>, Option<String>, Option<String>)> = None;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name().unwrap_or_default() {
+            "phone" => phone = Some(field.text().await.map_err(multipart_error)?),
+            "caption" => caption = Some(field.text().await.map_err(multipart_error)?),
+            "file" => {
+                let name = field.file_name().map(str::to_owned);
+                let declared = field.content_type().map(str::to_owned);
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if bytes.len() + chunk.len() > max {
+                        return Err(ApiError::payload_too_large(format!(
+                            "file is larger than the limit of {max} bytes"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                file = Some((bytes, name, declared));
+            }
+            _ => {}
+        }
+    }
+    let phone = phone.ok_or_else(|| ApiError::validation("phone is required"))?;
+    let to = target_jid("phone", &phone)?;
+    let caption = check_caption(caption)?;
+    let (bytes, name, declared) = file.ok_or_else(|| ApiError::validation("file is required"))?;
+    let file_name = name.and_then(|n| media::safe_file_name(&n));
+    let mime_type = media::detect_mime(declared.as_deref(), &bytes, file_name.as_deref());
+    let handle = state.instances.get(&instance.id)?;
+    let sent = send_file_message(
+        &state,
+        &handle,
+        &instance.id,
+        to,
+        MediaFile {
+            bytes,
+            mime_type,
+            file_name: file_name.clone(),
+        },
+        file_name,
+        caption,
+    )
+    .await?;
+    Ok(AppJson(Sent {
+        id: sent.message_id,
+    }))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large("upload is larger than the allowed limit")
+    } else {
+        ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
+    }
+}
+
+/// A message as the history shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    id: String,
+    instance_id: String,
+    remote_jid: String,
+    from_me: bool,
+    message_type: String,
+    content: Option<String>,
+    message_id: String,
+    has_media: bool,
+    media_url: Option<String>,
+    caption: Option<String>,
+    mime_type: Option<String>,
+    file_name: Option<String>,
+    status: wagate_actors::messaging::MessageStatus,
+    push_name: Option<String>,
+    metadata: Value,
+    timestamp: String,
+    created_at: String,
+    updated_at: String,
+    status_updated_at: Option<String>,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        MessageView {
+            id: m.id,
+            instance_id: m.instance_id,
+            remote_jid: m.remote_jid,
+            from_me: m.from_me,
+            message_type: m.message_type,
+            content: m.content,
+            message_id: m.message_id,
+            has_media: m.has_media,
+            media_url: m.media_url,
+            caption: m.caption,
+            mime_type: m.mime_type,
+            file_name: m.file_name,
+            status: m.status,
+            push_name: m.push_name,
+            metadata: m.metadata,
+            timestamp: iso(m.timestamp),
+            created_at: iso(m.created_at),
+            updated_at: iso(m.updated_at),
+            status_updated_at: m.status_updated_at.map(iso),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryParams {
+    limit: Option<u32>,
+    skip: Option<u64>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+/// `chatId` of a path: a phone number or a JID.
+fn chat_jid(chat_id: &str) -> ApiResult<String> {
+    target_jid("chatId", chat_id)
+}
+
+async fn history(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath((id, chat_id)): AppPath<(String, String)>,
+    AppQuery(p): AppQuery<HistoryParams>,
+) -> ApiResult<AppJson<Value>> {
+    let limit = p.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    let skip = p.skip.unwrap_or(0);
+    let start = p
+        .start_date
+        .as_deref()
+        .map(|v| parse_date_param("startDate", v))
+        .transpose()?;
+    let end = p
+        .end_date
+        .as_deref()
+        .map(|v| parse_date_param("endDate", v))
+        .transpose()?;
+    if let (Some(s), Some(e)) = (start, end)
+        && s > e
+    {
+        return Err(ApiError::bad_request("startDate must not be after endDate"));
+    }
+    let jid = chat_jid(&chat_id).map_err(|e| ApiError::bad_request(e.message))?;
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let page = state
+        .storage
+        .chat_history(
+            &instance.id,
+            &jid,
+            &HistoryQuery {
+                limit,
+                skip,
+                start,
+                end,
+            },
+        )
+        .await?;
+    let messages: Vec<MessageView> = page.items.into_iter().map(MessageView::from).collect();
+    Ok(AppJson(
+        json!({"messages": messages, "pagination": Pagination::new(page.total, limit, skip)}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatParams {
+    limit: Option<u32>,
+    skip: Option<u64>,
+}
+
+async fn chats(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<String>,
+    AppQuery(p): AppQuery<ChatParams>,
+) -> ApiResult<AppJson<Value>> {
+    let limit = p.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    let skip = p.skip.unwrap_or(0);
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let page = state.storage.list_chats(&instance.id, limit, skip).await?;
+    let chats: Vec<Value> = page
+        .items
+        .into_iter()
+        .map(|c| {
+            json!({
+                "chatId": c.remote_jid,
+                "remoteJid": c.remote_jid,
+                "isGroup": is_group_jid(&c.remote_jid),
+                "unreadCount": c.unread_count,
+                "messageCount": c.message_count,
+                "lastMessage": MessageView::from(c.last_message),
+            })
+        })
+        .collect();
+    Ok(AppJson(
+        json!({"chats": chats, "pagination": Pagination::new(page.total, limit, skip)}),
+    ))
+}
+
+async fn mark_read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath((id, chat_id)): AppPath<(String, String)>,
+) -> ApiResult<AppJson<Value>> {
+    let jid = chat_jid(&chat_id).map_err(|e| ApiError::bad_request(e.message))?;
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let marked = state.instances.get(&instance.id)?.mark_read(&jid).await?;
+    Ok(AppJson(json!({"success": true, "marked": marked})))
+}
+
+async fn download_media(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath((id, message_id)): AppPath<(String, String)>,
+) -> ApiResult<Response> {
+    let instance = visible_instance(&state, &caller, &id).await?;
+    let message = state
+        .storage
+        .message_by_id(&instance.id, &message_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("message {message_id} not found")))?;
+    let path = message
+        .media_path
+        .as_deref()
+        .and_then(|p| state.media.path_of(p))
+        .ok_or_else(|| ApiError::not_found("this message has no media"))?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| ApiError::not_found("the media file is no longer stored"))?;
+    let mime = message
+        .mime_type
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let name = message
+        .file_name
+        .unwrap_or_else(|| message.message_id.clone());
+    let disposition = content_disposition(&name);
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `attachment` with an ASCII fallback name plus the exact name in RFC 5987 form, so
+/// any file name (Cyrillic included) survives and the header stays valid.
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
