@@ -251,13 +251,13 @@ mod tests {
         ));
     }
 
-    /// Only 127.0.0.1 counts as reachable: stands in for "public" so the guard can be
-    /// exercised against loopback servers.
-    fn only_127_0_0_1(ip: IpAddr) -> bool {
-        ip == IpAddr::V4(Ipv4Addr::LOCALHOST)
+    /// Only 127.0.0.2 counts as reachable: it stands in for a public address, so the
+    /// guard can be exercised against loopback servers (all of 127/8 is loopback).
+    fn only_127_0_0_2(ip: IpAddr) -> bool {
+        ip == IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))
     }
 
-    /// A server on 127.0.0.1 that answers `/ok` and redirects `/to/<url>` to `<url>`.
+    /// A server on 127.0.0.2 that answers `/ok` and redirects `/to/<url>` to `<url>`.
     async fn redirecting_server() -> SocketAddr {
         use axum::extract::Path;
         use axum::response::Redirect;
@@ -267,7 +267,7 @@ mod tests {
                 "/to/{*target}",
                 axum::routing::get(|Path(t): Path<String>| async move { Redirect::temporary(&t) }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -279,18 +279,18 @@ mod tests {
     async fn redirects_to_refused_addresses_are_refused() {
         let addr = redirecting_server().await;
         let client =
-            guarded_client_with(Some(only_127_0_0_1), Duration::from_secs(5)).expect("client");
+            guarded_client_with(Some(only_127_0_0_2), Duration::from_secs(5)).expect("client");
         let ok = client
             .get(format!("http://{addr}/ok"))
             .send()
             .await
             .expect("allowed");
         assert_eq!(ok.text().await.expect("body"), "fine");
-        // A redirect to another loopback address (refused by the rule) is not followed.
-        let hop = format!("http://{addr}/to/http://127.0.0.2:{}/ok", addr.port());
+        // A redirect to 127.0.0.1 (refused by the rule) is not followed.
+        let hop = format!("http://{addr}/to/http://127.0.0.1:{}/ok", addr.port());
         let err = client.get(hop).send().await.expect_err("refused");
         assert!(
-            matches!(explain(&err), OutboundError::PrivateAddress(a) if a == "127.0.0.2"),
+            matches!(explain(&err), OutboundError::PrivateAddress(a) if a == "127.0.0.1"),
             "{err}"
         );
         // A redirect to a name: the resolver drops every address the rule refuses.
@@ -316,10 +316,10 @@ mod tests {
             matches!(explain(&err), OutboundError::PrivateAddress(h) if h == "localhost"),
             "{err}"
         );
-        // With no rule (ALLOW_PRIVATE_NETWORK_URLS=true) the same request goes through.
+        // With no rule (ALLOW_PRIVATE_NETWORK_URLS=true) a loopback server is reached.
         let open = guarded_client_with(None, Duration::from_secs(5)).expect("client");
         let ok = open
-            .get(format!("http://localhost:{}/ok", addr.port()))
+            .get(format!("http://{addr}/ok"))
             .send()
             .await
             .expect("allowed");
