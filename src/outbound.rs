@@ -129,6 +129,35 @@ fn check_url_with(url: &reqwest::Url, rule: Option<AddressRule>) -> Result<(), O
     }
 }
 
+/// [`check_url`], and when the host is a name, also where it resolves now: a name whose
+/// every address is refused is refused. A name that does not resolve (yet) passes; the
+/// resolver guard checks it again at every connection.
+pub async fn check_url_resolving(
+    url: &reqwest::Url,
+    allow_private: bool,
+) -> Result<(), OutboundError> {
+    check_url(url, allow_private)?;
+    if allow_private {
+        return Ok(());
+    }
+    let (Some(url::Host::Domain(name)), Some(port)) = (url.host(), url.port_or_known_default())
+    else {
+        return Ok(());
+    };
+    let lookup = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::lookup_host((name, port)),
+    )
+    .await;
+    if let Ok(Ok(addrs)) = lookup {
+        let addrs: Vec<SocketAddr> = addrs.collect();
+        if !addrs.is_empty() && addrs.iter().all(|a| !is_public_ip(a.ip())) {
+            return Err(OutboundError::PrivateAddress(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 /// Maximum redirects followed by an outbound request.
 const MAX_REDIRECTS: usize = 5;
 

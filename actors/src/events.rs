@@ -25,8 +25,13 @@ pub struct EventHub {
     shared: Arc<HubShared>,
 }
 
+/// Where every published event goes after it is stored (the webhook queue).
+pub type Forwarder = Arc<dyn Fn(&InstanceEvent) + Send + Sync>;
+
 struct HubShared {
     storage: DynStorage,
+    /// Set once at start, before any instance runs.
+    forwarder: std::sync::OnceLock<Forwarder>,
     /// One channel per instance, created on first subscription. A std mutex: held only
     /// for a map lookup, never across an await.
     channels: Mutex<HashMap<String, broadcast::Sender<InstanceEvent>>>,
@@ -37,6 +42,7 @@ impl EventHub {
         EventHub {
             shared: Arc::new(HubShared {
                 storage,
+                forwarder: std::sync::OnceLock::new(),
                 channels: Mutex::new(HashMap::new()),
             }),
         }
@@ -48,6 +54,9 @@ impl EventHub {
     /// go quiet during a storage outage (it will be missing from `/events`).
     pub async fn publish(&self, event: InstanceEvent) -> Result<(), StoreError> {
         let stored = self.shared.storage.append_event(&event).await;
+        if let Some(forward) = self.shared.forwarder.get() {
+            forward(&event);
+        }
         let sender = {
             let mut channels = self.channels();
             match channels.get(&event.instance_id) {
@@ -65,6 +74,14 @@ impl EventHub {
             let _ = sender.send(event);
         }
         stored
+    }
+
+    /// Sends every event published from now on to `forward` too (once stored). Only the
+    /// first call takes effect: there is one webhook queue per process.
+    pub fn set_forwarder(&self, forward: Forwarder) {
+        if self.shared.forwarder.set(forward).is_err() {
+            tracing::warn!("the event forwarder was already set");
+        }
     }
 
     /// Live events of one instance from now on. Earlier ones are in storage.

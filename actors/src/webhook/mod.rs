@@ -1,0 +1,335 @@
+//! Webhooks: durable, signed, ordered delivery of instance events to the URL each
+//! instance configures.
+//!
+//! - this file: the request format (envelope, headers, signature), which events an
+//!   instance wants, the retry schedule, and the two seams the queue drives — the
+//!   durable [`Outbox`] and the [`WebhookTransport`].
+//! - [`queue`]: the `WebhookQueue` actor and one `DeliveryWorker` actor per instance
+//!   with pending deliveries.
+
+mod queue;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::domain::{Instance, InstanceEvent, Page};
+use crate::error::StoreError;
+
+pub use queue::{WebhookConfig, WebhookQueueHandle, start_webhook_queue};
+
+/// Longest wait between two attempts, whatever the settings say.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+/// Delivery records kept per instance for `/webhook/deliveries`; older ones are dropped.
+pub const DELIVERY_RECORDS_KEPT: usize = 1000;
+
+/// One pending delivery: an event's exact request body, waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    /// Position in the instance's queue (assigned by the outbox, increasing).
+    pub seq: u64,
+    pub instance_id: String,
+    pub event_id: String,
+    pub event: String,
+    /// The JSON envelope, byte for byte what every attempt sends (and signs).
+    pub body: Vec<u8>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The outcome of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Delivered,
+    /// Failed; another attempt is scheduled.
+    Retrying,
+    /// Failed for the last time (or could not be attempted): given up.
+    Failed,
+}
+
+/// What `/webhook/deliveries` lists: one entry per attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub event_id: String,
+    pub event: String,
+    pub attempt: u32,
+    pub status: DeliveryStatus,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The durable outbox: pending jobs per instance in FIFO order, the last event each
+/// instance's queue has seen, and the recent delivery records. Every write that the
+/// delivery guarantee depends on is durable (survives a process crash) when it returns.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Appends a job (its `seq` is assigned here) and moves the instance's cursor to its
+    /// event, atomically and durably.
+    async fn push(&self, job: WebhookJob) -> Result<WebhookJob, StoreError>;
+    /// Moves the instance's cursor past an event that needs no delivery (not durable:
+    /// losing it only means re-checking that event after a crash).
+    async fn skip(&self, instance_id: &str, event_id: &str) -> Result<(), StoreError>;
+    /// The last event id the queue has handled for the instance.
+    async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError>;
+    /// The oldest pending job of the instance.
+    async fn head(&self, instance_id: &str) -> Result<Option<WebhookJob>, StoreError>;
+    /// Stores a job's new attempt count.
+    async fn update(&self, job: &WebhookJob) -> Result<(), StoreError>;
+    /// Removes a finished job.
+    async fn remove(&self, job: &WebhookJob) -> Result<(), StoreError>;
+    /// Every instance with at least one pending job.
+    async fn pending_instances(&self) -> Result<Vec<String>, StoreError>;
+    /// Number of pending jobs, all instances together.
+    async fn depth(&self) -> Result<u64, StoreError>;
+    /// Appends a delivery record, keeping the newest [`DELIVERY_RECORDS_KEPT`].
+    async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError>;
+    /// Newest first.
+    async fn deliveries(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> Result<Page<DeliveryRecord>, StoreError>;
+    /// Forgets everything of a deleted instance.
+    async fn purge(&self, instance_id: &str) -> Result<(), StoreError>;
+}
+
+/// One HTTP request of a delivery attempt.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Sends webhook requests. The implementation keeps connections alive, applies the
+/// per-request timeout and the private-network guard.
+#[async_trait]
+pub trait WebhookTransport: Send + Sync {
+    /// The HTTP status of the answer, or why there was none.
+    async fn post(&self, request: WebhookRequest) -> Result<u16, String>;
+}
+
+/// The request body: the spec's envelope plus the event's id.
+pub fn envelope(event: &InstanceEvent) -> Vec<u8> {
+    let body = json!({
+        "id": event.id,
+        "event": event.kind,
+        "data": event.data,
+        "timestamp": event.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    body.to_string().into_bytes()
+}
+
+/// Lowercase hex HMAC-SHA256 of `body` with `secret`: the `X-Webhook-Signature`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(body);
+    hex_lower(&mac.finalize().into_bytes())
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// The headers of one attempt: ours first, then the instance's custom headers (which
+/// may not replace ours).
+pub fn headers(
+    instance: &Instance,
+    job: &WebhookJob,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> Vec<(String, String)> {
+    let mut h = vec![
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("X-Webhook-Id".to_owned(), job.event_id.clone()),
+        (
+            "X-Webhook-Timestamp".to_owned(),
+            now.timestamp().to_string(),
+        ),
+        ("X-Webhook-Attempt".to_owned(), attempt.to_string()),
+        ("X-Webhook-Event".to_owned(), job.event.clone()),
+    ];
+    if let Some(secret) = instance.webhook.secret.as_deref().filter(|s| !s.is_empty()) {
+        h.push(("X-Webhook-Signature".to_owned(), sign(secret, &job.body)));
+    }
+    for (name, value) in &instance.webhook.headers {
+        if !h.iter().any(|(ours, _)| ours.eq_ignore_ascii_case(name)) {
+            h.push((name.clone(), value.clone()));
+        }
+    }
+    h
+}
+
+/// The URL an instance delivers to, when webhooks are enabled and one is set.
+pub fn target_url(instance: &Instance) -> Option<&str> {
+    instance
+        .webhook_url
+        .as_deref()
+        .filter(|u| instance.webhook_enabled && !u.is_empty())
+}
+
+/// Whether the instance's settings ask for this event. `webhook_test` is always sent
+/// when a URL is set, enabled or not: it exists to check the endpoint.
+pub fn wants(instance: &Instance, event: &InstanceEvent) -> bool {
+    if event.kind == "webhook_test" {
+        return instance
+            .webhook_url
+            .as_deref()
+            .is_some_and(|u| !u.is_empty());
+    }
+    if target_url(instance).is_none() {
+        return false;
+    }
+    let w = &instance.webhook;
+    match event.kind.as_str() {
+        "message_received" => w.notify_received,
+        "message_sent" => w.notify_sent,
+        "message_status" => match event.data.get("status").and_then(|s| s.as_str()) {
+            Some("delivered") => w.notify_delivery,
+            Some("read") => w.notify_read,
+            _ => w.notify_delivery || w.notify_read,
+        },
+        _ => true,
+    }
+}
+
+/// The wait before attempt `attempt + 1` after `attempt` failed: `interval · 2^(attempt-1)`,
+/// times `jitter` (0.8 to 1.2 in production), capped at [`MAX_RETRY_DELAY`].
+pub fn retry_delay(interval_ms: u64, attempt: u32, jitter: f64) -> Duration {
+    let factor = 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    let ms = (interval_ms as f64 * factor * jitter).max(0.0);
+    Duration::from_millis(ms as u64).min(MAX_RETRY_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::{EngineKind, InstanceStatus, WebhookSettings};
+
+    fn instance(settings: WebhookSettings) -> Instance {
+        Instance {
+            id: "i1".into(),
+            user_id: "u1".into(),
+            name: "n".into(),
+            description: None,
+            engine: EngineKind::Sandbox,
+            status: InstanceStatus::Connected,
+            phone: None,
+            webhook_url: Some("https://example.com/hook".into()),
+            webhook_enabled: true,
+            webhook: settings,
+            limits: None,
+            last_activity: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn signature_is_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn envelope_has_id_event_data_timestamp() {
+        let e = InstanceEvent::new("i1", "connected", json!({"phone": "1"}));
+        let v: serde_json::Value = serde_json::from_slice(&envelope(&e)).expect("json");
+        assert_eq!(v["id"], e.id.as_str());
+        assert_eq!(v["event"], "connected");
+        assert_eq!(v["data"]["instanceId"], "i1");
+        assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    #[test]
+    fn notify_flags_filter_events() {
+        let i = instance(WebhookSettings {
+            notify_received: true,
+            notify_sent: false,
+            notify_delivery: true,
+            notify_read: false,
+            ..WebhookSettings::default()
+        });
+        let ev = |kind: &str, data| InstanceEvent::new("i1", kind, data);
+        assert!(wants(&i, &ev("message_received", json!({}))));
+        assert!(!wants(&i, &ev("message_sent", json!({}))));
+        assert!(wants(
+            &i,
+            &ev("message_status", json!({"status": "delivered"}))
+        ));
+        assert!(!wants(&i, &ev("message_status", json!({"status": "read"}))));
+        assert!(wants(&i, &ev("connected", json!({}))));
+        let mut off = i.clone();
+        off.webhook_enabled = false;
+        assert!(!wants(&off, &ev("connected", json!({}))));
+        assert!(
+            wants(&off, &ev("webhook_test", json!({}))),
+            "tests go out while disabled"
+        );
+    }
+
+    #[test]
+    fn custom_headers_cannot_replace_ours() {
+        let mut settings = WebhookSettings {
+            secret: Some("s".into()),
+            ..WebhookSettings::default()
+        };
+        settings.headers = BTreeMap::from([
+            ("X-Webhook-Id".to_string(), "forged".to_string()),
+            ("X-Tenant".to_string(), "42".to_string()),
+        ]);
+        let i = instance(settings);
+        let job = WebhookJob {
+            seq: 1,
+            instance_id: "i1".into(),
+            event_id: "e1".into(),
+            event: "connected".into(),
+            body: b"{}".to_vec(),
+            attempts: 0,
+            created_at: Utc::now(),
+        };
+        let h = headers(&i, &job, 2, Utc::now());
+        let get = |n: &str| {
+            h.iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("X-Webhook-Id"), ["e1"]);
+        assert_eq!(get("X-Webhook-Attempt"), ["2"]);
+        assert_eq!(get("X-Tenant"), ["42"]);
+        assert_eq!(get("X-Webhook-Signature"), [sign("s", b"{}")]);
+    }
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        assert_eq!(retry_delay(1000, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(retry_delay(1000, 2, 1.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(1000, 3, 1.0), Duration::from_secs(4));
+        assert_eq!(retry_delay(1000, 3, 0.8), Duration::from_millis(3200));
+        assert_eq!(retry_delay(60_000, 20, 1.2), MAX_RETRY_DELAY);
+    }
+}

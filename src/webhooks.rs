@@ -1,0 +1,367 @@
+//! The webhook queue's two seams, implemented: the durable outbox on sled (an embedded
+//! store under `DATA_DIR/webhooks`) and the HTTP transport on reqwest.
+//!
+//! Layout of the sled trees (keys are `instance id`, a 0 byte, then a big-endian u64 from
+//! sled's id generator, so a prefix scan yields one instance's entries in order):
+//! - `jobs`: pending [`WebhookJob`]s, FIFO per instance;
+//! - `records`: [`DeliveryRecord`]s, the newest [`DELIVERY_RECORDS_KEPT`] per instance;
+//! - `cursors`: instance id → the last event id the queue has handled.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sled::Transactional;
+use wagate_actors::domain::Page;
+use wagate_actors::error::StoreError;
+use wagate_actors::webhook::{
+    DELIVERY_RECORDS_KEPT, DeliveryRecord, Outbox, WebhookJob, WebhookRequest, WebhookTransport,
+};
+
+/// Records are trimmed to the kept number every this many inserts per instance.
+const TRIM_EVERY: u32 = 64;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("webhook outbox: {e}"))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("webhook outbox: {e}"))
+}
+
+fn prefix(instance_id: &str) -> Vec<u8> {
+    let mut p = instance_id.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+fn key(instance_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = prefix(instance_id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The durable outbox. Cheap to share (sled handles are `Arc`s inside).
+pub struct SledOutbox {
+    db: sled::Db,
+    jobs: sled::Tree,
+    records: sled::Tree,
+    cursors: sled::Tree,
+    /// Pending jobs, counted here because `Tree::len` walks the whole tree.
+    depth: AtomicU64,
+    /// Record inserts per instance since the last trim.
+    since_trim: Mutex<HashMap<String, u32>>,
+}
+
+impl SledOutbox {
+    /// Opens (creating) the outbox in `dir`.
+    ///
+    /// Fails when the directory cannot be opened as a sled database (for example when
+    /// another process holds it).
+    pub fn open(dir: &Path) -> Result<SledOutbox, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(unavailable)?;
+        let jobs = db.open_tree("jobs").map_err(unavailable)?;
+        let records = db.open_tree("records").map_err(unavailable)?;
+        let cursors = db.open_tree("cursors").map_err(unavailable)?;
+        let depth = AtomicU64::new(jobs.len() as u64);
+        Ok(SledOutbox {
+            db,
+            jobs,
+            records,
+            cursors,
+            depth,
+            since_trim: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes every write so far durable (fsync); concurrent callers share one flush.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(|_| ()).map_err(unavailable)
+    }
+
+    fn trim_records(&self, instance_id: &str) -> Result<(), StoreError> {
+        let due = {
+            let mut counts = self
+                .since_trim
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = counts.entry(instance_id.to_owned()).or_insert(0);
+            *n += 1;
+            if *n >= TRIM_EVERY {
+                *n = 0;
+                true
+            } else {
+                false
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        let keys: Vec<sled::IVec> = self
+            .records
+            .scan_prefix(prefix(instance_id))
+            .rev()
+            .skip(DELIVERY_RECORDS_KEPT)
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        for k in keys {
+            self.records.remove(k).map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+fn decode_job(bytes: &[u8]) -> Result<WebhookJob, StoreError> {
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+#[async_trait]
+impl Outbox for SledOutbox {
+    async fn push(&self, mut job: WebhookJob) -> Result<WebhookJob, StoreError> {
+        job.seq = self.db.generate_id().map_err(unavailable)?;
+        let value = serde_json::to_vec(&job).map_err(corrupt)?;
+        let k = key(&job.instance_id, job.seq);
+        (&self.jobs, &self.cursors)
+            .transaction(|(jobs, cursors)| {
+                jobs.insert(k.as_slice(), value.as_slice())?;
+                cursors.insert(job.instance_id.as_bytes(), job.event_id.as_bytes())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| unavailable(format!("{e:?}")))?;
+        self.flush().await?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        Ok(job)
+    }
+
+    async fn skip(&self, instance_id: &str, event_id: &str) -> Result<(), StoreError> {
+        self.cursors
+            .insert(instance_id.as_bytes(), event_id.as_bytes())
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError> {
+        self.cursors
+            .get(instance_id.as_bytes())
+            .map_err(unavailable)?
+            .map(|v| String::from_utf8(v.to_vec()).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn head(&self, instance_id: &str) -> Result<Option<WebhookJob>, StoreError> {
+        match self.jobs.scan_prefix(prefix(instance_id)).next() {
+            Some(Ok((_, v))) => decode_job(&v).map(Some),
+            Some(Err(e)) => Err(unavailable(e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn update(&self, job: &WebhookJob) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(job).map_err(corrupt)?;
+        self.jobs
+            .insert(key(&job.instance_id, job.seq), value)
+            .map_err(unavailable)?;
+        self.flush().await
+    }
+
+    async fn remove(&self, job: &WebhookJob) -> Result<(), StoreError> {
+        if self
+            .jobs
+            .remove(key(&job.instance_id, job.seq))
+            .map_err(unavailable)?
+            .is_some()
+        {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.flush().await
+    }
+
+    async fn pending_instances(&self) -> Result<Vec<String>, StoreError> {
+        let mut instances = BTreeSet::new();
+        for entry in self.jobs.iter().keys() {
+            let k = entry.map_err(unavailable)?;
+            let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
+            instances.insert(String::from_utf8(k[..end].to_vec()).map_err(corrupt)?);
+        }
+        Ok(instances.into_iter().collect())
+    }
+
+    async fn depth(&self) -> Result<u64, StoreError> {
+        Ok(self.depth.load(Ordering::Relaxed))
+    }
+
+    async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError> {
+        let seq = self.db.generate_id().map_err(unavailable)?;
+        let value = serde_json::to_vec(&record).map_err(corrupt)?;
+        self.records
+            .insert(key(instance_id, seq), value)
+            .map_err(unavailable)?;
+        self.trim_records(instance_id)
+    }
+
+    async fn deliveries(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        let mut total = 0u64;
+        let mut items = Vec::new();
+        for entry in self.records.scan_prefix(prefix(instance_id)).rev() {
+            let (_, v) = entry.map_err(unavailable)?;
+            if total >= skip && items.len() < limit as usize {
+                items.push(serde_json::from_slice(&v).map_err(corrupt)?);
+            }
+            total += 1;
+        }
+        Ok(Page { items, total })
+    }
+
+    async fn purge(&self, instance_id: &str) -> Result<(), StoreError> {
+        for tree in [&self.jobs, &self.records] {
+            let keys: Vec<sled::IVec> = tree
+                .scan_prefix(prefix(instance_id))
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            for k in keys {
+                if tree.remove(k).map_err(unavailable)?.is_some() && std::ptr::eq(tree, &self.jobs)
+                {
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.cursors
+            .remove(instance_id.as_bytes())
+            .map_err(unavailable)?;
+        self.flush().await
+    }
+}
+
+/// Webhook requests over reqwest: pooled keep-alive connections, a per-request
+/// timeout, and the private-network guard unless allowed.
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// Fails when the TLS backend cannot be initialised.
+    pub fn new(allow_private: bool, timeout: Duration) -> Result<HttpTransport, String> {
+        Ok(HttpTransport {
+            client: crate::outbound::guarded_client(allow_private, timeout)?,
+        })
+    }
+}
+
+#[async_trait]
+impl WebhookTransport for HttpTransport {
+    async fn post(&self, request: WebhookRequest) -> Result<u16, String> {
+        let mut rb = self.client.post(&request.url).body(request.body);
+        for (name, value) in &request.headers {
+            rb = rb.header(name, value);
+        }
+        match rb.send().await {
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(e) => Err(crate::outbound::explain(&e).to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use wagate_actors::webhook::DeliveryStatus;
+
+    use super::*;
+
+    fn job(instance: &str, event: &str) -> WebhookJob {
+        WebhookJob {
+            seq: 0,
+            instance_id: instance.into(),
+            event_id: event.into(),
+            event: "connected".into(),
+            body: b"{}".to_vec(),
+            attempts: 0,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_are_fifo_per_instance_and_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let outbox = SledOutbox::open(dir.path()).expect("open");
+            for e in ["e1", "e2"] {
+                outbox.push(job("a", e)).await.expect("push");
+            }
+            outbox.push(job("b", "e3")).await.expect("push");
+            // "a" is a prefix of "ab": the 0 separator keeps them apart.
+            outbox.push(job("ab", "e4")).await.expect("push");
+            assert_eq!(outbox.depth().await.expect("depth"), 4);
+        }
+        let outbox = SledOutbox::open(dir.path()).expect("reopen");
+        assert_eq!(outbox.depth().await.expect("depth"), 4);
+        assert_eq!(
+            outbox.pending_instances().await.expect("pending"),
+            ["a", "ab", "b"]
+        );
+        let head = outbox.head("a").await.expect("head").expect("some");
+        assert_eq!(head.event_id, "e1");
+        assert_eq!(
+            outbox.cursor("a").await.expect("cursor").as_deref(),
+            Some("e2")
+        );
+        let mut retried = head.clone();
+        retried.attempts = 2;
+        outbox.update(&retried).await.expect("update");
+        assert_eq!(
+            outbox.head("a").await.expect("head").map(|j| j.attempts),
+            Some(2)
+        );
+        outbox.remove(&head).await.expect("remove");
+        assert_eq!(
+            outbox.head("a").await.expect("head").map(|j| j.event_id),
+            Some("e2".into())
+        );
+        outbox.purge("a").await.expect("purge");
+        assert_eq!(outbox.head("a").await.expect("head"), None);
+        assert_eq!(
+            outbox.head("ab").await.expect("head").map(|j| j.event_id),
+            Some("e4".into())
+        );
+        assert_eq!(outbox.depth().await.expect("depth"), 2);
+    }
+
+    #[tokio::test]
+    async fn records_are_newest_first_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = SledOutbox::open(dir.path()).expect("open");
+        for attempt in 1..=(DELIVERY_RECORDS_KEPT as u32 + 100) {
+            let record = DeliveryRecord {
+                event_id: "e".into(),
+                event: "connected".into(),
+                attempt,
+                status: DeliveryStatus::Retrying,
+                http_status: Some(500),
+                error: None,
+                duration_ms: 1,
+                created_at: Utc::now(),
+            };
+            outbox.record("a", record).await.expect("record");
+        }
+        let page = outbox.deliveries("a", 2, 1).await.expect("page");
+        assert!(page.total <= DELIVERY_RECORDS_KEPT as u64 + u64::from(TRIM_EVERY));
+        assert!(page.total >= DELIVERY_RECORDS_KEPT as u64);
+        let attempts: Vec<u32> = page.items.iter().map(|r| r.attempt).collect();
+        let last = DELIVERY_RECORDS_KEPT as u32 + 100;
+        assert_eq!(attempts, [last - 1, last - 2]);
+    }
+}
