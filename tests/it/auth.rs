@@ -2,11 +2,20 @@
 
 use serde_json::json;
 
-use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD, Auth, JWT_SECRET, TestServer};
+use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD, Auth, Backend, JWT_SECRET, TestServer};
 
-#[tokio::test]
-async fn login_returns_token_and_api_key_as_the_spec_shows() {
-    let srv = TestServer::start().await;
+backend_tests!(
+    login_returns_token_and_api_key_as_the_spec_shows,
+    bad_credentials_are_refused_alike,
+    me_works_with_both_schemes,
+    expired_tampered_and_foreign_tokens_are_refused,
+    bad_api_keys_are_refused,
+    tokens_of_deactivated_or_deleted_users_stop_working,
+    tokens_and_keys_survive_a_restart,
+);
+
+async fn login_returns_token_and_api_key_as_the_spec_shows(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (status, body) = srv
         .post(
             "/api/auth/login",
@@ -42,9 +51,8 @@ async fn login_returns_token_and_api_key_as_the_spec_shows() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
-async fn bad_credentials_are_refused_alike() {
-    let srv = TestServer::start().await;
+async fn bad_credentials_are_refused_alike(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (s1, b1) = srv
         .post(
             "/api/auth/login",
@@ -74,9 +82,8 @@ async fn bad_credentials_are_refused_alike() {
     assert_eq!(s, 422, "{b}");
 }
 
-#[tokio::test]
-async fn me_works_with_both_schemes() {
-    let srv = TestServer::start().await;
+async fn me_works_with_both_schemes(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     for auth in [srv.admin(), Auth::Key(srv.admin_key.clone())] {
         let (status, body) = srv.get("/api/auth/me", &auth).await;
         assert_eq!(status, 200, "{body}");
@@ -98,9 +105,8 @@ fn forge(claims: serde_json::Value, secret: &str, alg: jsonwebtoken::Algorithm) 
     .expect("encode")
 }
 
-#[tokio::test]
-async fn expired_tampered_and_foreign_tokens_are_refused() {
-    let srv = TestServer::start().await;
+async fn expired_tampered_and_foreign_tokens_are_refused(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (_, me) = srv.get("/api/auth/me", &srv.admin()).await;
     let id = me["id"].as_str().expect("id");
     let now = chrono::Utc::now().timestamp();
@@ -189,9 +195,8 @@ async fn expired_tampered_and_foreign_tokens_are_refused() {
     assert_eq!(crate::common::read(resp).await.0, 401);
 }
 
-#[tokio::test]
-async fn bad_api_keys_are_refused() {
-    let srv = TestServer::start().await;
+async fn bad_api_keys_are_refused(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let mut wrong = srv.admin_key.clone();
     wrong.pop();
     wrong.push('x');
@@ -201,9 +206,8 @@ async fn bad_api_keys_are_refused() {
     }
 }
 
-#[tokio::test]
-async fn tokens_of_deactivated_or_deleted_users_stop_working() {
-    let srv = TestServer::start().await;
+async fn tokens_of_deactivated_or_deleted_users_stop_working(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (id, key, token) = srv.new_user("temp@example.com", "user").await;
     assert_eq!(
         srv.get("/api/auth/me", &Auth::Bearer(token.clone()))
@@ -246,9 +250,8 @@ async fn tokens_of_deactivated_or_deleted_users_stop_working() {
     assert_eq!(srv.get("/api/auth/me", &Auth::Bearer(token)).await.0, 401);
 }
 
-#[tokio::test]
-async fn tokens_and_keys_survive_a_restart() {
-    let srv = TestServer::start().await;
+async fn tokens_and_keys_survive_a_restart(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let token = srv.admin_token.clone();
     let key = srv.admin_key.clone();
     let srv = srv.restart().await;

@@ -3,16 +3,17 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{Auth, TestServer, read};
+use crate::common::{Auth, Backend, TestServer, read};
 
-#[tokio::test]
-async fn health_and_readiness() {
-    let srv = TestServer::start().await;
+backend_tests!(health_and_readiness,);
+
+async fn health_and_readiness(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (status, body) = srv.get("/healthz", &Auth::None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = srv.get("/readyz", &Auth::None).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["storage"], "sqlite");
+    assert_eq!(body["storage"], backend.name());
 }
 
 #[tokio::test]

@@ -3,11 +3,25 @@
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::common::{Auth, TestServer, eventually};
+use crate::common::{Auth, Backend, TestServer, eventually};
 
-#[tokio::test]
-async fn whole_lifecycle() {
-    let srv = TestServer::start().await;
+backend_tests!(
+    whole_lifecycle,
+    qr_as_png_and_202_while_generating,
+    crash_fault_is_supervised_back_to_connected,
+    disconnect_and_logout_faults,
+    crash_storm_of_200_instances_all_come_back,
+    budget_exhaustion_marks_failed_and_reconnect_revives,
+    server_restart_restores_connected_instances_without_a_scan,
+    users_cannot_see_or_touch_each_others_instances,
+    invalid_instance_input,
+    pair_code_pairs_the_sandbox_device,
+    activity_and_events_filters_and_pagination,
+    sse_streams_events_in_order_and_resumes,
+);
+
+async fn whole_lifecycle(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (_, key, _) = srv.new_user("owner@example.com", "user").await;
     let auth = Auth::Key(key);
 
@@ -167,9 +181,8 @@ async fn whole_lifecycle() {
     );
 }
 
-#[tokio::test]
-async fn qr_as_png_and_202_while_generating() {
-    let srv = TestServer::start().await;
+async fn qr_as_png_and_202_while_generating(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.connected_instance(&auth, "png", "15550001111").await;
     srv.post(&format!("/api/instances/{id}/logout"), &auth, json!({}))
@@ -205,9 +218,8 @@ async fn qr_as_png_and_202_while_generating() {
     assert_eq!(status, 400, "{body}");
 }
 
-#[tokio::test]
-async fn crash_fault_is_supervised_back_to_connected() {
-    let srv = TestServer::start().await;
+async fn crash_fault_is_supervised_back_to_connected(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.connected_instance(&auth, "crashy", "15550002222").await;
     let (status, body) = srv
@@ -254,9 +266,8 @@ async fn crash_fault_is_supervised_back_to_connected() {
     );
 }
 
-#[tokio::test]
-async fn disconnect_and_logout_faults() {
-    let srv = TestServer::start().await;
+async fn disconnect_and_logout_faults(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.connected_instance(&auth, "flaky", "15550003333").await;
     srv.post(
@@ -301,9 +312,8 @@ async fn disconnect_and_logout_faults() {
     assert_eq!(status, 422, "{body}");
 }
 
-#[tokio::test]
-async fn crash_storm_of_200_instances_all_come_back() {
-    let srv = TestServer::start().await;
+async fn crash_storm_of_200_instances_all_come_back(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let ids: Vec<String> = futures::stream::iter(0..200)
         .map(|i| {
@@ -356,10 +366,12 @@ async fn crash_storm_of_200_instances_all_come_back() {
         .await;
 }
 
-#[tokio::test]
-async fn budget_exhaustion_marks_failed_and_reconnect_revives() {
-    let srv =
-        TestServer::start_with(&[("restart_budget", "1"), ("restart_window_ms", "60000")]).await;
+async fn budget_exhaustion_marks_failed_and_reconnect_revives(backend: Backend) {
+    let srv = TestServer::start_on(
+        backend,
+        &[("restart_budget", "1"), ("restart_window_ms", "60000")],
+    )
+    .await;
     let auth = srv.admin();
     let id = srv
         .connected_instance(&auth, "fragile", "15550004444")
@@ -400,9 +412,8 @@ async fn budget_exhaustion_marks_failed_and_reconnect_revives() {
     srv.wait_status(&auth, &id, "connected").await;
 }
 
-#[tokio::test]
-async fn server_restart_restores_connected_instances_without_a_scan() {
-    let srv = TestServer::start().await;
+async fn server_restart_restores_connected_instances_without_a_scan(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let connected = srv.connected_instance(&auth, "keep", "15550005555").await;
     let waiting = srv.new_instance(&auth, "waiting").await;
@@ -426,9 +437,8 @@ async fn server_restart_restores_connected_instances_without_a_scan() {
     srv.wait_qr(&auth, &waiting).await;
 }
 
-#[tokio::test]
-async fn users_cannot_see_or_touch_each_others_instances() {
-    let srv = TestServer::start().await;
+async fn users_cannot_see_or_touch_each_others_instances(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (_, alice_key, _) = srv.new_user("alice@example.com", "user").await;
     let (_, bob_key, _) = srv.new_user("bob@example.com", "user").await;
     let alice = Auth::Key(alice_key);
@@ -482,9 +492,8 @@ async fn users_cannot_see_or_touch_each_others_instances() {
     assert_eq!(srv.get("/api/instances", &Auth::None).await.0, 401);
 }
 
-#[tokio::test]
-async fn invalid_instance_input() {
-    let srv = TestServer::start().await;
+async fn invalid_instance_input(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     for (body, field) in [
         (json!({}), "name"),
@@ -542,9 +551,8 @@ async fn invalid_instance_input() {
     assert_eq!(srv.get("/api/instances/does-not-exist", &auth).await.0, 404);
 }
 
-#[tokio::test]
-async fn pair_code_pairs_the_sandbox_device() {
-    let srv = TestServer::start().await;
+async fn pair_code_pairs_the_sandbox_device(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.new_instance(&auth, "by-code").await;
     srv.wait_qr(&auth, &id).await;
@@ -564,9 +572,8 @@ async fn pair_code_pairs_the_sandbox_device() {
     assert_eq!(st["phone"], "15550006666");
 }
 
-#[tokio::test]
-async fn activity_and_events_filters_and_pagination() {
-    let srv = TestServer::start().await;
+async fn activity_and_events_filters_and_pagination(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.connected_instance(&auth, "events", "15550007777").await;
     let (_, body) = srv
@@ -674,9 +681,8 @@ async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, Value)> {
     out
 }
 
-#[tokio::test]
-async fn sse_streams_events_in_order_and_resumes() {
-    let srv = TestServer::start().await;
+async fn sse_streams_events_in_order_and_resumes(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.new_instance(&auth, "stream").await;
     srv.wait_qr(&auth, &id).await;

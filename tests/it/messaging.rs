@@ -2,10 +2,21 @@
 
 use std::net::SocketAddr;
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
+use wagate_actors::messaging::{Message, MessageStatus};
 
-use crate::common::{Auth, TestServer, eventually};
+use crate::common::{Auth, Backend, TestServer, eventually};
+
+backend_tests!(
+    two_sandbox_instances_message_each_other,
+    inbound_receipts_and_status_only_moving_forward,
+    media_by_url_and_upload_reach_the_recipient,
+    private_network_urls_are_refused_by_default,
+    bad_phones_and_sending_while_not_connected,
+    contacts_on_both_path_families,
+    history_pagination_and_dates_over_10000_messages,
+);
 
 /// The events of an instance of one type, oldest first.
 async fn events_of(srv: &TestServer, auth: &Auth, id: &str, kind: &str) -> Vec<Value> {
@@ -46,9 +57,8 @@ async fn status_of_message(
         .to_owned()
 }
 
-#[tokio::test]
-async fn two_sandbox_instances_message_each_other() {
-    let srv = TestServer::start().await;
+async fn two_sandbox_instances_message_each_other(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let a = srv.connected_instance(&auth, "alice", "79001110001").await;
     let b = srv.connected_instance(&auth, "bob", "79001110002").await;
@@ -112,11 +122,16 @@ async fn two_sandbox_instances_message_each_other() {
             .then_some(())
     })
     .await;
-    let statuses: Vec<String> = events_of(&srv, &auth, &a, "message_status")
-        .await
-        .iter()
-        .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    // The status is stored before its event is published: wait for the event too.
+    let statuses = eventually(20, "two message_status events", || async {
+        let statuses: Vec<String> = events_of(&srv, &auth, &a, "message_status")
+            .await
+            .iter()
+            .map(|e| e["data"]["status"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (statuses.len() >= 2).then_some(statuses)
+    })
+    .await;
     assert_eq!(statuses, ["delivered", "read"]);
     let (_, chats) = srv.get(&format!("/api/instances/{b}/chats"), &auth).await;
     assert_eq!(chats["chats"][0]["unreadCount"], 0);
@@ -158,9 +173,8 @@ async fn two_sandbox_instances_message_each_other() {
     assert_eq!(contacts["pagination"]["total"], 1, "{contacts}");
 }
 
-#[tokio::test]
-async fn inbound_receipts_and_status_only_moving_forward() {
-    let srv = TestServer::start().await;
+async fn inbound_receipts_and_status_only_moving_forward(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.connected_instance(&auth, "desk", "79002220001").await;
 
@@ -262,41 +276,85 @@ async fn inbound_receipts_and_status_only_moving_forward() {
     assert_eq!(status, 404, "{body}");
 }
 
-#[tokio::test]
-async fn history_pagination_and_dates_over_10000_messages() {
-    let srv = TestServer::start().await;
-    let auth = srv.admin();
-    let id = srv.new_instance(&auth, "archive").await;
-    // Seed straight into the same SQLite file (a second pool, as a migration would).
-    let store =
-        wagate::storage::sqlite::SqliteStorage::open(&srv.dir.path().join("whatsapp-api.db"))
+/// Seeds 10 000 messages of one chat, `M{i}` at minute `i` after `base`, straight into the
+/// server's storage through a second connection (as a migration would).
+async fn seed_history(srv: &TestServer, backend: Backend, id: &str, base: DateTime<Utc>) {
+    match backend {
+        Backend::Sqlite => {
+            let store = wagate::storage::sqlite::SqliteStorage::open(
+                &srv.dir.path().join("whatsapp-api.db"),
+            )
             .await
             .expect("open");
+            let mut tx = store.pool().begin().await.expect("tx");
+            for i in 0..10_000i64 {
+                let ts = (base + Duration::minutes(i)).timestamp_millis();
+                sqlx::query(
+                    "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, status,
+                                           metadata, ts, created_at, updated_at)
+                     VALUES (?, ?, ?, '79004440000@s.whatsapp.net', ?, 'text', ?, 'sent', '{}', ?, ?, ?)",
+                )
+                .bind(format!("{i:08}"))
+                .bind(id)
+                .bind(format!("M{i}"))
+                .bind(i % 2 == 0)
+                .bind(format!("message {i}"))
+                .bind(ts)
+                .bind(ts)
+                .bind(ts)
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+            }
+            tx.commit().await.expect("commit");
+        }
+        Backend::Mongodb => {
+            let url = srv.setting("database_url").expect("database_url");
+            let store = wagate::storage::mongo::MongoStorage::connect(&url)
+                .await
+                .expect("connect");
+            let messages: Vec<Message> = (0..10_000i64)
+                .map(|i| {
+                    let ts = base + Duration::minutes(i);
+                    Message {
+                        id: format!("{i:08}"),
+                        instance_id: id.to_owned(),
+                        message_id: format!("M{i}"),
+                        remote_jid: "79004440000@s.whatsapp.net".into(),
+                        from_me: i % 2 == 0,
+                        message_type: "text".into(),
+                        content: Some(format!("message {i}")),
+                        has_media: false,
+                        media_url: None,
+                        caption: None,
+                        mime_type: None,
+                        file_name: None,
+                        media_path: None,
+                        media_size: None,
+                        status: MessageStatus::Sent,
+                        push_name: None,
+                        metadata: json!({}),
+                        timestamp: ts,
+                        created_at: ts,
+                        updated_at: ts,
+                        status_updated_at: None,
+                    }
+                })
+                .collect();
+            store.insert_messages(&messages).await.expect("insert");
+        }
+    }
+}
+
+async fn history_pagination_and_dates_over_10000_messages(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
+    let auth = srv.admin();
+    let id = srv.new_instance(&auth, "archive").await;
     let base = Utc
         .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
         .single()
         .expect("date");
-    let mut tx = store.pool().begin().await.expect("tx");
-    for i in 0..10_000i64 {
-        let ts = (base + Duration::minutes(i)).timestamp_millis();
-        sqlx::query(
-            "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, status,
-                                   metadata, ts, created_at, updated_at)
-             VALUES (?, ?, ?, '79004440000@s.whatsapp.net', ?, 'text', ?, 'sent', '{}', ?, ?, ?)",
-        )
-        .bind(format!("{i:08}"))
-        .bind(&id)
-        .bind(format!("M{i}"))
-        .bind(i % 2 == 0)
-        .bind(format!("message {i}"))
-        .bind(ts)
-        .bind(ts)
-        .bind(ts)
-        .execute(&mut *tx)
-        .await
-        .expect("insert");
-    }
-    tx.commit().await.expect("commit");
+    seed_history(&srv, backend, &id, base).await;
 
     let body = history(&srv, &auth, &id, "79004440000", "").await;
     assert_eq!(
@@ -397,9 +455,8 @@ async fn download(
     (status, ct, resp.bytes().await.expect("bytes").to_vec())
 }
 
-#[tokio::test]
-async fn media_by_url_and_upload_reach_the_recipient() {
-    let srv = TestServer::start_with(&[("max_upload_bytes", "200000")]).await;
+async fn media_by_url_and_upload_reach_the_recipient(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[("max_upload_bytes", "200000")]).await;
     let auth = srv.admin();
     let a = srv.connected_instance(&auth, "sender", "79005550001").await;
     let b = srv
@@ -522,9 +579,8 @@ async fn media_by_url_and_upload_reach_the_recipient() {
     assert_eq!(bytes, b"%PDF-1.4\n");
 }
 
-#[tokio::test]
-async fn private_network_urls_are_refused_by_default() {
-    let srv = TestServer::start_with(&[("allow_private_network_urls", "false")]).await;
+async fn private_network_urls_are_refused_by_default(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[("allow_private_network_urls", "false")]).await;
     let auth = srv.admin();
     let a = srv
         .connected_instance(&auth, "guarded", "79007770001")
@@ -556,9 +612,8 @@ async fn private_network_urls_are_refused_by_default() {
     assert_eq!(body["pagination"]["total"], 0, "nothing was sent");
 }
 
-#[tokio::test]
-async fn bad_phones_and_sending_while_not_connected() {
-    let srv = TestServer::start().await;
+async fn bad_phones_and_sending_while_not_connected(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let idle = srv.new_instance(&auth, "idle").await;
     let (status, body) = srv
@@ -625,9 +680,8 @@ async fn bad_phones_and_sending_while_not_connected() {
     assert_eq!(body["pagination"]["total"], 1);
 }
 
-#[tokio::test]
-async fn contacts_on_both_path_families() {
-    let srv = TestServer::start().await;
+async fn contacts_on_both_path_families(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.connected_instance(&auth, "book", "79009990001").await;
     let (status, body) = srv

@@ -44,7 +44,11 @@ fn instance(user_id: &str) -> Instance {
         webhook_enabled: true,
         webhook: WebhookSettings {
             secret: Some("s3cret".into()),
-            headers: BTreeMap::from([("X-A".to_string(), "1".to_string())]),
+            // Header names may hold `.` and `$`, which document field names should not.
+            headers: BTreeMap::from([
+                ("X-A".to_string(), "1".to_string()),
+                ("X.Trace$Id".to_string(), "2".to_string()),
+            ]),
             ..WebhookSettings::default()
         },
         limits: Some(Limits {
@@ -670,13 +674,23 @@ pub async fn ping_and_provider(s: DynStorage) {
     assert!(["sqlite", "mongodb"].contains(&s.provider()));
 }
 
+pub async fn closed_store_is_unavailable(s: DynStorage) {
+    s.close().await;
+    assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        s.user_by_id("any").await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
 /// One `#[tokio::test]` per suite check, each on a fresh store from `$make`.
 macro_rules! storage_suite {
     ($module:ident, $make:path) => {
         mod $module {
             use super::*;
             storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
-                messages_and_statuses, history_and_chats, contacts_upsert_and_search, ping_and_provider);
+                messages_and_statuses, history_and_chats, contacts_upsert_and_search, ping_and_provider,
+                closed_store_is_unavailable);
         }
     };
     (@tests $make:path; $($check:ident),*) => {
@@ -699,3 +713,48 @@ async fn sqlite_store() -> (DynStorage, tempfile::TempDir) {
 }
 
 storage_suite!(sqlite, sqlite_store);
+
+/// A fresh database on the MongoDB test server (started by `./scripts/test`).
+async fn mongo_store() -> (DynStorage, ()) {
+    let url = crate::common::fresh_mongodb_url();
+    let store = wagate::storage::mongo::MongoStorage::connect(&url)
+        .await
+        .expect("connect to the MongoDB test server");
+    (std::sync::Arc::new(store), ())
+}
+
+storage_suite!(mongodb, mongo_store);
+
+#[tokio::test]
+async fn mongodb_url_must_name_a_database() {
+    let base = crate::common::fresh_mongodb_url();
+    let server = base.rsplit_once('/').expect("url with a database").0;
+    let err = wagate::storage::mongo::MongoStorage::connect(server)
+        .await
+        .expect_err("no database in the URL");
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.contains("names no database")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn mongodb_down_is_unavailable_quickly() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let started = std::time::Instant::now();
+    let err = wagate::storage::mongo::MongoStorage::connect(&format!(
+        "mongodb://127.0.0.1:{port}/wagate"
+    ))
+    .await
+    .expect_err("nothing listens there");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}

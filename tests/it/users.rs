@@ -2,11 +2,19 @@
 
 use serde_json::json;
 
-use crate::common::{Auth, TestServer};
+use crate::common::{Auth, Backend, TestServer};
 
-#[tokio::test]
-async fn admin_manages_users() {
-    let srv = TestServer::start().await;
+backend_tests!(
+    admin_manages_users,
+    regenerated_key_replaces_the_old_one_at_once,
+    users_see_only_themselves_and_admin_routes_are_closed_to_them,
+    operators_need_an_owner,
+    the_last_admin_is_protected,
+    admin_is_created_once_from_the_configuration,
+);
+
+async fn admin_manages_users(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (status, created) = srv
         .post(
             "/api/users",
@@ -94,9 +102,8 @@ async fn admin_manages_users() {
     );
 }
 
-#[tokio::test]
-async fn regenerated_key_replaces_the_old_one_at_once() {
-    let srv = TestServer::start().await;
+async fn regenerated_key_replaces_the_old_one_at_once(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (id, old_key, token) = srv.new_user("rot@example.com", "user").await;
     assert_eq!(
         srv.get("/api/auth/me", &Auth::Key(old_key.clone())).await.0,
@@ -139,9 +146,8 @@ async fn regenerated_key_replaces_the_old_one_at_once() {
     assert_eq!(srv.get("/api/auth/me", &Auth::Key(new_key)).await.0, 401);
 }
 
-#[tokio::test]
-async fn users_see_only_themselves_and_admin_routes_are_closed_to_them() {
-    let srv = TestServer::start().await;
+async fn users_see_only_themselves_and_admin_routes_are_closed_to_them(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (alice, _, alice_token) = srv.new_user("alice@example.com", "user").await;
     let (bob, bob_key, _) = srv.new_user("bob@example.com", "user").await;
     let alice_auth = Auth::Bearer(alice_token);
@@ -217,9 +223,8 @@ async fn users_see_only_themselves_and_admin_routes_are_closed_to_them() {
     assert_eq!(status, 403);
 }
 
-#[tokio::test]
-async fn operators_need_an_owner() {
-    let srv = TestServer::start().await;
+async fn operators_need_an_owner(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (owner, _, _) = srv.new_user("owner@example.com", "user").await;
     let (status, body) = srv
         .post(
@@ -262,9 +267,8 @@ async fn operators_need_an_owner() {
     assert_eq!(status, 422, "{body}");
 }
 
-#[tokio::test]
-async fn the_last_admin_is_protected() {
-    let srv = TestServer::start().await;
+async fn the_last_admin_is_protected(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let (_, me) = srv.get("/api/auth/me", &srv.admin()).await;
     let admin_id = me["id"].as_str().expect("id");
     let (status, body) = srv
@@ -305,13 +309,15 @@ async fn the_last_admin_is_protected() {
     );
 }
 
-#[tokio::test]
-async fn admin_is_created_once_from_the_configuration() {
-    let srv = TestServer::start_with(&[
-        ("admin_email", "boss@corp.example"),
-        ("admin_password", "b0ss-pass"),
-        ("admin_first_name", "Big"),
-    ])
+async fn admin_is_created_once_from_the_configuration(backend: Backend) {
+    let srv = TestServer::start_on(
+        backend,
+        &[
+            ("admin_email", "boss@corp.example"),
+            ("admin_password", "b0ss-pass"),
+            ("admin_first_name", "Big"),
+        ],
+    )
     .await;
     let (_, me) = srv.get("/api/auth/me", &srv.admin()).await;
     assert_eq!(me["email"], "boss@corp.example");

@@ -1,0 +1,480 @@
+//! Messages, chats and contacts on MongoDB.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::ReturnDocument;
+use wagate_actors::domain::{Page, new_id};
+use wagate_actors::error::StoreError;
+use wagate_actors::messaging::{
+    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
+    MessageStore,
+};
+use wagate_actors::storage::StoreResult;
+
+use super::{
+    CONTACTS, Fields, MESSAGES, MongoStorage, clamp_i64, collect, corrupt, date, date_range,
+    map_err, to_bson,
+};
+
+fn message_doc(m: &Message) -> StoreResult<Document> {
+    Ok(doc! {
+        "_id": &m.id,
+        "instanceId": &m.instance_id,
+        "messageId": &m.message_id,
+        "remoteJid": &m.remote_jid,
+        "fromMe": m.from_me,
+        "messageType": &m.message_type,
+        "content": m.content.as_deref(),
+        "hasMedia": m.has_media,
+        "mediaUrl": m.media_url.as_deref(),
+        "caption": m.caption.as_deref(),
+        "mimeType": m.mime_type.as_deref(),
+        "fileName": m.file_name.as_deref(),
+        "mediaPath": m.media_path.as_deref(),
+        "mediaSize": m.media_size.map(clamp_i64),
+        "status": m.status.as_str(),
+        "pushName": m.push_name.as_deref(),
+        "metadata": to_bson(&m.metadata)?,
+        "ts": date(m.timestamp),
+        "createdAt": date(m.created_at),
+        "updatedAt": date(m.updated_at),
+        "statusUpdatedAt": m.status_updated_at.map(date),
+        // Inbound messages the account has read (drives chats' unreadCount).
+        "readByMe": false,
+    })
+}
+
+fn message_from_doc(d: &Document) -> StoreResult<Message> {
+    let f = Fields(d);
+    Ok(Message {
+        id: f.string("_id")?,
+        instance_id: f.string("instanceId")?,
+        message_id: f.string("messageId")?,
+        remote_jid: f.string("remoteJid")?,
+        from_me: f.bool("fromMe")?,
+        message_type: f.string("messageType")?,
+        content: f.opt_string("content")?,
+        has_media: f.bool("hasMedia")?,
+        media_url: f.opt_string("mediaUrl")?,
+        caption: f.opt_string("caption")?,
+        mime_type: f.opt_string("mimeType")?,
+        file_name: f.opt_string("fileName")?,
+        media_path: f.opt_string("mediaPath")?,
+        media_size: f.opt_i64("mediaSize")?.map(|s| s.max(0) as u64),
+        status: f.parsed("status")?,
+        push_name: f.opt_string("pushName")?,
+        metadata: f.json("metadata")?,
+        timestamp: f.time("ts")?,
+        created_at: f.time("createdAt")?,
+        updated_at: f.time("updatedAt")?,
+        status_updated_at: f.opt_time("statusUpdatedAt")?,
+    })
+}
+
+fn contact_from_doc(d: &Document) -> StoreResult<Contact> {
+    let f = Fields(d);
+    Ok(Contact {
+        id: f.string("_id")?,
+        instance_id: f.string("instanceId")?,
+        remote_jid: f.string("remoteJid")?,
+        number: f.string("number")?,
+        name: f.opt_string("name")?,
+        push_name: f.opt_string("pushName")?,
+        is_group: f.bool("isGroup")?,
+        profile_picture: f.opt_string("profilePicture")?,
+        about: f.opt_string("about")?,
+        last_activity: f.opt_time("lastActivity")?,
+        created_at: f.time("createdAt")?,
+        updated_at: f.time("updatedAt")?,
+    })
+}
+
+fn history_filter(instance_id: &str, remote_jid: &str, q: &HistoryQuery) -> Document {
+    let mut filter = doc! {"instanceId": instance_id, "remoteJid": remote_jid};
+    if let Some(range) = date_range(q.start, q.end) {
+        filter.insert("ts", range);
+    }
+    filter
+}
+
+/// A count from an aggregation (`$sum` answers Int32 or Int64, as the server likes).
+fn count_of(d: &Document, key: &str) -> StoreResult<u64> {
+    Ok(Fields(d).opt_i64(key)?.unwrap_or(0).max(0) as u64)
+}
+
+#[async_trait]
+impl MessageStore for MongoStorage {
+    async fn insert_message(&self, m: &Message) -> StoreResult<()> {
+        self.coll(MESSAGES)?
+            .insert_one(message_doc(m)?)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn message_by_id(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        self.coll(MESSAGES)?
+            .find_one(doc! {"instanceId": instance_id, "messageId": message_id})
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_doc)
+            .transpose()
+    }
+
+    async fn advance_message_status(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<Message>> {
+        let allowed: Vec<&str> = status
+            .predecessors()
+            .into_iter()
+            .map(MessageStatus::as_str)
+            .collect();
+        if allowed.is_empty() {
+            return Ok(None);
+        }
+        // One conditional update: concurrent receipts cannot move a status backwards.
+        self.coll(MESSAGES)?
+            .find_one_and_update(
+                doc! {
+                    "instanceId": instance_id,
+                    "messageId": message_id,
+                    "status": {"$in": allowed},
+                },
+                doc! {"$set": {
+                    "status": status.as_str(),
+                    "statusUpdatedAt": date(at),
+                    "updatedAt": date(at),
+                }},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_doc)
+            .transpose()
+    }
+
+    async fn chat_history(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+        q: &HistoryQuery,
+    ) -> StoreResult<Page<Message>> {
+        let messages = self.coll(MESSAGES)?;
+        let filter = history_filter(instance_id, remote_jid, q);
+        let total = messages
+            .count_documents(filter.clone())
+            .await
+            .map_err(map_err)?;
+        // MongoDB reads limit 0 as "no limit"; the seam means "nothing".
+        if q.limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                total,
+            });
+        }
+        let cursor = messages
+            .find(filter)
+            .sort(doc! {"ts": -1, "_id": -1})
+            .skip(q.skip)
+            .limit(i64::from(q.limit))
+            .await
+            .map_err(map_err)?;
+        Ok(Page {
+            items: collect(cursor, message_from_doc).await?,
+            total,
+        })
+    }
+
+    async fn list_chats(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<ChatSummary>> {
+        let messages = self.coll(MESSAGES)?;
+        let totals: Vec<Document> = messages
+            .aggregate([
+                doc! {"$match": {"instanceId": instance_id}},
+                doc! {"$group": {"_id": "$remoteJid"}},
+                doc! {"$count": "chats"},
+            ])
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let total = totals
+            .first()
+            .map(|d| count_of(d, "chats"))
+            .transpose()?
+            .unwrap_or(0);
+        if limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                total,
+            });
+        }
+        // Newest message first, so `$first` of each chat is its latest message.
+        let chats: Vec<Document> = messages
+            .aggregate([
+                doc! {"$match": {"instanceId": instance_id}},
+                doc! {"$sort": {"ts": -1, "_id": -1}},
+                doc! {"$group": {
+                    "_id": "$remoteJid",
+                    "last": {"$first": "$$ROOT"},
+                    "lastTs": {"$first": "$ts"},
+                    "messageCount": {"$sum": 1},
+                    "unread": {"$sum": {"$cond": [
+                        {"$and": [{"$eq": ["$fromMe", false]}, {"$eq": ["$readByMe", false]}]},
+                        1,
+                        0,
+                    ]}},
+                }},
+                doc! {"$sort": {"lastTs": -1, "_id": 1}},
+                doc! {"$skip": clamp_i64(skip)},
+                doc! {"$limit": i64::from(limit)},
+            ])
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut items = Vec::with_capacity(chats.len());
+        for chat in &chats {
+            let last = chat.get_document("last").map_err(corrupt)?;
+            items.push(ChatSummary {
+                remote_jid: Fields(chat).string("_id")?,
+                last_message: message_from_doc(last)?,
+                unread_count: count_of(chat, "unread")?,
+                message_count: count_of(chat, "messageCount")?,
+            });
+        }
+        Ok(Page { items, total })
+    }
+
+    async fn mark_chat_read(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+    ) -> StoreResult<Vec<String>> {
+        let messages = self.coll(MESSAGES)?;
+        // Tag what this call marks, then read the tags back: each message is marked by
+        // exactly one call (its update is atomic), so two concurrent calls never both
+        // report the same message, as with SQLite's UPDATE … RETURNING.
+        let mark = new_id();
+        messages
+            .update_many(
+                doc! {
+                    "instanceId": instance_id,
+                    "remoteJid": remote_jid,
+                    "fromMe": false,
+                    "readByMe": false,
+                },
+                doc! {"$set": {"readByMe": true, "readMark": &mark}},
+            )
+            .await
+            .map_err(map_err)?;
+        let marked: Vec<Document> = messages
+            .find(doc! {"instanceId": instance_id, "remoteJid": remote_jid, "readMark": &mark})
+            .projection(doc! {"messageId": 1})
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        marked
+            .iter()
+            .map(|d| Fields(d).string("messageId"))
+            .collect()
+    }
+}
+
+/// What contact search matches against, case-folded for every script (MongoDB's `i`
+/// regex flag folds only what the server's regex engine knows).
+fn search_text(c: &Contact) -> String {
+    [
+        c.name.as_deref(),
+        c.push_name.as_deref(),
+        Some(c.number.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(str::to_lowercase)
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// The display order of contacts: name, else push name, else number, case-folded.
+fn sort_key(c: &Contact) -> String {
+    c.name
+        .as_deref()
+        .or(c.push_name.as_deref())
+        .unwrap_or(&c.number)
+        .to_lowercase()
+}
+
+/// A regex matching `text` literally: ASCII punctuation is escaped (a backslash before a
+/// non-alphanumeric character is a literal in every regex dialect MongoDB servers use).
+fn literal_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for ch in text.chars() {
+        if ch.is_ascii_punctuation() || ch == ' ' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn contact_filter(instance_id: &str, q: &ContactQuery) -> Document {
+    let mut filter = doc! {"instanceId": instance_id};
+    if q.only_groups {
+        filter.insert("isGroup", true);
+    }
+    if let Some(search) = q.search.as_deref().filter(|s| !s.is_empty()) {
+        filter.insert(
+            "searchText",
+            doc! {"$regex": literal_regex(&search.to_lowercase())},
+        );
+    }
+    filter
+}
+
+impl MongoStorage {
+    /// Inserts many messages in one round trip (copies between providers, imports, test
+    /// fixtures). Fails with `Conflict` when a `message_id` is already taken in its
+    /// instance; the messages before it are inserted.
+    pub async fn insert_messages(&self, messages: &[Message]) -> StoreResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let docs = messages
+            .iter()
+            .map(message_doc)
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.coll(MESSAGES)?
+            .insert_many(docs)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// The upsert itself: one atomic `findOneAndUpdate`. Fields given in `c` are set;
+    /// those that are None are only written (as null) when the contact is new, so stored
+    /// names survive; `lastActivity` only moves forward (`$max`).
+    async fn upsert_contact_once(&self, c: &Contact) -> StoreResult<Contact> {
+        let mut set = doc! {"isGroup": c.is_group, "updatedAt": date(c.updated_at)};
+        let mut on_insert = doc! {
+            "_id": &c.id,
+            "number": &c.number,
+            "createdAt": date(c.created_at),
+        };
+        for (key, value) in [
+            ("name", &c.name),
+            ("pushName", &c.push_name),
+            ("profilePicture", &c.profile_picture),
+            ("about", &c.about),
+        ] {
+            match value {
+                Some(v) => set.insert(key, v),
+                None => on_insert.insert(key, Bson::Null),
+            };
+        }
+        let mut update = doc! {"$set": set, "$setOnInsert": on_insert};
+        match c.last_activity {
+            // `$max` against a missing or null field sets it: null sorts below dates.
+            Some(at) => update.insert("$max", doc! {"lastActivity": date(at)}),
+            None => update
+                .get_document_mut("$setOnInsert")
+                .map_err(corrupt)?
+                .insert("lastActivity", Bson::Null),
+        };
+        let stored = self
+            .coll(CONTACTS)?
+            .find_one_and_update(
+                doc! {"instanceId": &c.instance_id, "remoteJid": &c.remote_jid},
+                update,
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| corrupt("upsert returned no contact"))?;
+        contact_from_doc(&stored)
+    }
+}
+
+#[async_trait]
+impl ContactStore for MongoStorage {
+    async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
+        // Two concurrent upserts of a new contact may both try to insert; the loser hits
+        // the unique index and, retried, finds the winner's document to update.
+        let stored = match self.upsert_contact_once(c).await {
+            Err(StoreError::Conflict(_)) => self.upsert_contact_once(c).await?,
+            other => other?,
+        };
+        self.coll(CONTACTS)?
+            .update_one(
+                doc! {"_id": &stored.id},
+                doc! {"$set": {"searchText": search_text(&stored), "sortKey": sort_key(&stored)}},
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(stored)
+    }
+
+    async fn list_contacts(
+        &self,
+        instance_id: &str,
+        q: &ContactQuery,
+    ) -> StoreResult<Page<Contact>> {
+        let contacts = self.coll(CONTACTS)?;
+        let filter = contact_filter(instance_id, q);
+        let total = contacts
+            .count_documents(filter.clone())
+            .await
+            .map_err(map_err)?;
+        if q.limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                total,
+            });
+        }
+        let cursor = contacts
+            .find(filter)
+            .sort(doc! {"sortKey": 1, "_id": 1})
+            .skip(q.skip)
+            .limit(i64::from(q.limit))
+            .await
+            .map_err(map_err)?;
+        Ok(Page {
+            items: collect(cursor, contact_from_doc).await?,
+            total,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_regex;
+
+    #[test]
+    fn search_text_is_matched_literally() {
+        assert_eq!(literal_regex("100%"), "100\\%");
+        assert_eq!(literal_regex("a.b*c"), "a\\.b\\*c");
+        assert_eq!(literal_regex("ваня"), "ваня");
+        assert_eq!(literal_regex("(x) [y]"), "\\(x\\)\\ \\[y\\]");
+    }
+}
