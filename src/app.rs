@@ -10,11 +10,14 @@ use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork};
 use wagate_actors::events::EventHub;
 use wagate_actors::instance::{InstanceDeps, InstancesHandle};
 use wagate_actors::runtime::{Runtime, start_runtime};
+use wagate_actors::stats::{Clock, StatsHandle, SystemClock, start_stats};
 use wagate_actors::storage::DynStorage;
+use wagate_actors::webhook::{WebhookConfig, WebhookQueueHandle, start_webhook_queue};
 
 use crate::accounts::Accounts;
 use crate::config::{Config, DatabaseProvider};
 use crate::crypto::{self, JwtKeys, KeyVault};
+use crate::storage::mongo::MongoStorage;
 use crate::storage::sqlite::SqliteStorage;
 
 /// What every handler can reach. Cheap to clone: all fields are handles.
@@ -31,6 +34,10 @@ pub struct AppState {
     pub media: crate::media::MediaStore,
     /// HTTP client for user-supplied media URLs (guarded against private networks).
     pub media_client: reqwest::Client,
+    /// The durable webhook queue.
+    pub webhooks: WebhookQueueHandle,
+    /// Usage counters and limits.
+    pub stats: StatsHandle,
 }
 
 /// Why the server could not start.
@@ -60,21 +67,58 @@ pub async fn open_storage(config: &Config) -> Result<DynStorage, StartError> {
                 .map_err(|e| StartError::Storage(e.to_string()))?;
             Ok(Arc::new(storage))
         }
-        DatabaseProvider::Mongodb => Err(StartError::Storage(
-            "DATABASE_PROVIDER=mongodb is not available in this build yet; use sqlite".into(),
-        )),
+        DatabaseProvider::Mongodb => {
+            let storage = MongoStorage::connect(&config.database_url.0)
+                .await
+                .map_err(|e| StartError::Storage(e.to_string()))?;
+            Ok(Arc::new(storage))
+        }
     }
 }
 
-/// Starts the actor tree: the event hub, the sandbox network and the instance supervisor.
-async fn start_actors(config: &Config, storage: DynStorage) -> Result<Runtime, StartError> {
+/// Starts the webhook queue (which first catches up on events a crash kept from it) and
+/// connects it to the event hub, before any instance can publish.
+async fn start_webhooks(
+    config: &Config,
+    storage: DynStorage,
+    events: &EventHub,
+    stats: &StatsHandle,
+) -> Result<WebhookQueueHandle, StartError> {
+    let outbox = crate::webhooks::SledOutbox::open(&config.data_dir.join("webhooks"))
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let transport = crate::webhooks::HttpTransport::new(
+        config.allow_private_network_urls,
+        config.webhook_timeout,
+    )
+    .map_err(|e| StartError::Other(format!("cannot build the webhook HTTP client: {e}")))?;
+    let queue = start_webhook_queue(WebhookConfig {
+        storage,
+        outbox: Arc::new(outbox),
+        transport: Arc::new(transport),
+        jitter: true,
+        stats: Some(stats.clone()),
+    })
+    .await
+    .map_err(|e| StartError::Other(e.to_string()))?;
+    let forward = queue.clone();
+    events.set_forwarder(Arc::new(move |event| forward.forward(event.clone())));
+    Ok(queue)
+}
+
+/// Starts the actor tree: the sandbox network and the instance supervisor.
+async fn start_actors(
+    config: &Config,
+    storage: DynStorage,
+    events: EventHub,
+    stats: StatsHandle,
+) -> Result<Runtime, StartError> {
     let network = SandboxNetwork::new(SandboxConfig {
         autopair: config.sandbox_autopair,
         ..SandboxConfig::default()
     });
     let deps = InstanceDeps {
         storage: storage.clone(),
-        events: EventHub::new(storage),
+        events,
         engines: Arc::new(Engines::new(network)),
         data_dir: config.data_dir.clone(),
         call_timeout: config.actor_call_timeout,
@@ -84,13 +128,14 @@ async fn start_actors(config: &Config, storage: DynStorage) -> Result<Runtime, S
             budget: config.restart_budget,
             window: config.restart_window,
         },
+        stats: Some(stats),
     };
     start_runtime(deps)
         .await
         .map_err(|e| StartError::Other(format!("cannot start the actor runtime: {e}")))
 }
 
-/// Runs the server on `listener` until `shutdown` completes.
+/// Runs the server on `listener` until `shutdown` completes, on the system clock.
 ///
 /// Fails when the data directory, storage or secret key cannot be prepared, or the HTTP
 /// server fails.
@@ -98,6 +143,17 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`] with an injected clock (statistics days, limit periods): tests move time
+/// instead of waiting for it.
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
 ) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -139,7 +195,17 @@ pub async fn run(
         tracing::info!(email = %config.admin_email, "admin user created");
     }
 
-    let runtime = start_actors(&config, storage.clone()).await?;
+    let stats = start_stats(
+        storage.clone(),
+        clock,
+        config.stats_flush_interval,
+        config.actor_call_timeout,
+    )
+    .await
+    .map_err(|e| StartError::Other(e.to_string()))?;
+    let events = EventHub::new(storage.clone());
+    let webhooks = start_webhooks(&config, storage.clone(), &events, &stats).await?;
+    let runtime = start_actors(&config, storage.clone(), events, stats.clone()).await?;
     let restored = runtime
         .instances
         .restore_all()
@@ -152,6 +218,8 @@ pub async fn run(
         accounts,
         instances: runtime.instances.clone(),
         events: runtime.events.clone(),
+        webhooks: webhooks.clone(),
+        stats: stats.clone(),
         media: crate::media::MediaStore::new(&config.data_dir),
         media_client: crate::outbound::guarded_client(
             config.allow_private_network_urls,
@@ -168,6 +236,8 @@ pub async fn run(
         .await;
     tracing::info!("HTTP stopped; stopping instances");
     runtime.shutdown().await;
+    webhooks.shutdown().await;
+    stats.shutdown().await;
     storage.close().await;
     tracing::info!("shutdown complete");
     served.map_err(StartError::Serve)

@@ -24,6 +24,8 @@ const ENV_KEYS: &[&str] = &[
     "MAX_BODY_BYTES",
     "MAX_UPLOAD_BYTES",
     "ACTOR_CALL_TIMEOUT_MS",
+    "WEBHOOK_TIMEOUT_MS",
+    "STATS_FLUSH_MS",
     "APP_ENV",
     "DATA_DIR",
     "RUST_LOG",
@@ -59,6 +61,8 @@ struct RawConfig {
     max_body_bytes: usize,
     max_upload_bytes: usize,
     actor_call_timeout_ms: u64,
+    webhook_timeout_ms: u64,
+    stats_flush_ms: u64,
     #[serde(deserialize_with = "any_string")]
     app_env: String,
     #[serde(deserialize_with = "any_string")]
@@ -190,6 +194,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_upload_bytes: usize,
     pub actor_call_timeout: Duration,
+    /// How long one webhook request may take before it counts as failed.
+    pub webhook_timeout: Duration,
+    /// How often usage counts are written to storage.
+    pub stats_flush_interval: Duration,
     pub app_env: AppEnv,
     pub data_dir: PathBuf,
     pub rust_log: String,
@@ -387,6 +395,8 @@ impl Config {
             return Err(invalid("restart_budget", "must be at least 1"));
         }
         let actor_call_timeout = positive("actor_call_timeout_ms", raw.actor_call_timeout_ms)?;
+        let webhook_timeout = positive("webhook_timeout_ms", raw.webhook_timeout_ms)?;
+        let stats_flush_interval = positive("stats_flush_ms", raw.stats_flush_ms)?;
         if raw.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
         }
@@ -404,6 +414,8 @@ impl Config {
             max_body_bytes: raw.max_body_bytes,
             max_upload_bytes: raw.max_upload_bytes,
             actor_call_timeout,
+            webhook_timeout,
+            stats_flush_interval,
             app_env,
             data_dir,
             rust_log: raw.rust_log,

@@ -8,7 +8,8 @@
 //! - [`error`]: [`error::ApiError`], the one HTTP error type and its status mapping.
 //! - [`crypto`]: passwords, API keys, JWTs, sealing secrets at rest.
 //! - [`accounts`]: the rules of user accounts, over storage.
-//! - [`storage`]: storage backends implementing the domain's seam (SQLite).
+//! - [`storage`]: storage backends implementing the domain's seam (SQLite, MongoDB).
+//! - [`webhooks`]: the webhook outbox on sled and the HTTP transport.
 //! - [`http`]: the axum edge, one module per resource.
 //! - [`media`]: media files — fetched by URL, uploaded, stored under `DATA_DIR/uploads`.
 //! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.
@@ -27,3 +28,4 @@ pub mod outbound;
 pub mod qr;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;

@@ -19,6 +19,8 @@
 //!   supervisor if it dies (instances restored from storage, handles kept working).
 //! - [`runtime`]: [`runtime::start_runtime`], the one call that starts it all (the root,
 //!   which spawns the rest), and [`runtime::Runtime::shutdown`], which stops it in order.
+//! - [`stats`]: the `StatsCounter` actor, daily usage buckets, limits, the clock.
+//! - [`webhook`]: durable, signed, ordered webhook delivery (queue and workers).
 //! - `testing` (tests, or the `testing` feature): an in-memory storage.
 
 pub mod backoff;
@@ -32,6 +34,8 @@ pub mod messaging;
 pub mod phone;
 mod root;
 pub mod runtime;
+pub mod stats;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhook;

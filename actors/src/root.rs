@@ -261,6 +261,7 @@ mod tests {
                 budget: 5,
                 window: Duration::from_secs(60),
             },
+            stats: None,
         };
         let runtime = start_runtime(deps).await.expect("runtime");
         World {

@@ -14,6 +14,7 @@ use crate::domain::{
 };
 use crate::error::StoreError;
 pub use crate::messaging::{ContactStore, MessageStore};
+pub use crate::stats::StatsStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -86,7 +87,7 @@ pub trait EventStore: Send + Sync {
 /// Everything the gateway stores, behind one object.
 #[async_trait]
 pub trait Storage:
-    UserStore + InstanceStore + ActivityStore + EventStore + MessageStore + ContactStore
+    UserStore + InstanceStore + ActivityStore + EventStore + MessageStore + ContactStore + StatsStore
 {
     /// `sqlite` or `mongodb`.
     fn provider(&self) -> &'static str;

@@ -33,6 +33,7 @@ struct Data {
     /// (instance, message id) of inbound messages the account has read.
     read: std::collections::HashSet<(String, String)>,
     contacts: Vec<Contact>,
+    usage: HashMap<crate::stats::UsageKey, crate::stats::Usage>,
 }
 
 impl MemoryStorage {
@@ -427,6 +428,33 @@ impl MessageStore for MemoryStorage {
             }
         }
         Ok(marked)
+    }
+}
+
+#[async_trait]
+impl crate::stats::StatsStore for MemoryStorage {
+    async fn add_usage(
+        &self,
+        rows: &[(crate::stats::UsageKey, crate::stats::Usage)],
+    ) -> StoreResult<()> {
+        let mut data = self.data();
+        for (k, u) in rows {
+            data.usage.entry(k.clone()).or_default().add(u);
+        }
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        filter: &crate::stats::UsageFilter,
+    ) -> StoreResult<Vec<(crate::stats::UsageKey, crate::stats::Usage)>> {
+        Ok(self
+            .data()
+            .usage
+            .iter()
+            .filter(|(k, _)| filter.matches(k))
+            .map(|(k, u)| (k.clone(), *u))
+            .collect())
     }
 }
 

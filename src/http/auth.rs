@@ -43,40 +43,80 @@ impl AuthUser {
     }
 }
 
+/// The instance a request path names, for attributing API calls in the statistics.
+fn instance_in_path(path: &str) -> Option<&str> {
+    let rest = path
+        .strip_prefix("/api/instances/")
+        .or_else(|| path.strip_prefix("/api/whatsapp/"))
+        .or_else(|| path.strip_prefix("/api/sandbox/instances/"))
+        .or_else(|| path.strip_prefix("/api/stats/instances/"))?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty() && id.len() <= 64).then_some(id)
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
+    /// Authenticates, then counts the call (`apiCalls`) for the user and the instance the
+    /// path names.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-            let text = value
-                .to_str()
-                .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-            let token = text
-                .strip_prefix("Bearer ")
-                .or_else(|| text.strip_prefix("bearer "))
-                .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-            return state
-                .accounts
-                .user_for_token(token.trim())
-                .await
-                .map(AuthUser);
-        }
-        if let Some(value) = parts.headers.get("x-api-key") {
-            let key = value
-                .to_str()
-                .map_err(|_| ApiError::unauthorized("invalid API key"))?;
-            return state
-                .accounts
-                .user_for_api_key(key.trim())
-                .await
-                .map(AuthUser);
-        }
-        Err(ApiError::unauthorized(
-            "authentication required: send `Authorization: Bearer <token>` or `x-api-key`",
-        ))
+        let user = authenticate(parts, state).await?;
+        let calls = wagate_actors::stats::Usage {
+            api_calls: 1,
+            ..Default::default()
+        };
+        state
+            .stats
+            .add(&user.0.id, instance_in_path(parts.uri.path()), calls);
+        Ok(user)
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthUser, ApiError> {
+    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
+        return state
+            .accounts
+            .user_for_token(token.trim())
+            .await
+            .map(AuthUser);
+    }
+    if let Some(value) = parts.headers.get("x-api-key") {
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("invalid API key"))?;
+        return state
+            .accounts
+            .user_for_api_key(key.trim())
+            .await
+            .map(AuthUser);
+    }
+    Err(ApiError::unauthorized(
+        "authentication required: send `Authorization: Bearer <token>` or `x-api-key`",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn instance_ids_in_paths() {
+        use super::instance_in_path as f;
+        assert_eq!(f("/api/instances/abc/qr"), Some("abc"));
+        assert_eq!(f("/api/whatsapp/abc/send"), Some("abc"));
+        assert_eq!(f("/api/sandbox/instances/abc/scan"), Some("abc"));
+        assert_eq!(f("/api/stats/instances/abc"), Some("abc"));
+        assert_eq!(f("/api/instances"), None);
+        assert_eq!(f("/api/instances/"), None);
+        assert_eq!(f("/api/users/abc"), None);
     }
 }
 

@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::instances::visible_instance;
+use crate::http::instances::usable_instance;
 use crate::http::messages::target_jid;
 use crate::http::{MAX_PAGE_LIMIT, Pagination, iso};
 
@@ -95,7 +95,7 @@ async fn live_contacts(
     caller: AuthUser,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<AppJson<Value>> {
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let contacts = state.instances.get(&instance.id)?.contacts().await?;
     let list: Vec<Value> = contacts
         .into_iter()
@@ -131,7 +131,7 @@ async fn add_contact(
         ));
     }
     let name = bounded("name", body.name)?;
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let handle = state.instances.get(&instance.id)?;
     if !handle.add_contact(&jid, name.as_deref()).await? {
         return Err(ApiError::new(
@@ -205,7 +205,7 @@ async fn stored_contacts(
             "search must be at most 200 characters",
         ));
     }
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let page = state
         .storage
         .list_contacts(
@@ -229,7 +229,7 @@ async fn import_contacts(
     caller: AuthUser,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<AppJson<Value>> {
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let live = state.instances.get(&instance.id)?.contacts().await?;
     let mut imported = 0u64;
     for c in live {
@@ -292,7 +292,7 @@ async fn save_contact(
     } else {
         target_jid("number", &body.number)?
     };
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let now = Utc::now();
     let stored = state
         .storage

@@ -75,6 +75,20 @@ pub async fn visible_instance(
     }
 }
 
+/// [`visible_instance`] for the messaging and contact endpoints: also refuses the call
+/// with 429 once the instance's usage limits are reached (`sending` adds the messages
+/// limit). Managing the instance (status, settings, statistics) stays possible.
+pub async fn usable_instance(
+    state: &AppState,
+    caller: &AuthUser,
+    id: &str,
+    sending: bool,
+) -> ApiResult<Instance> {
+    let instance = visible_instance(state, caller, id).await?;
+    crate::http::stats::enforce_limits(state, &instance, sending).await?;
+    Ok(instance)
+}
+
 /// `{ready, status, hasQr}` as the spec's `connectionStatus`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -146,8 +160,17 @@ struct InstanceView {
 }
 
 impl InstanceView {
-    fn new(state: &AppState, i: Instance, with_settings: bool, with_connection: bool) -> Self {
+    /// `webhookSettings` (with the secret) when `settings_for` is the owner's id; for
+    /// anybody else (an admin) the secret is masked.
+    fn new(
+        state: &AppState,
+        i: Instance,
+        settings_for: Option<&str>,
+        with_connection: bool,
+    ) -> Self {
         let conn = connection(state, &i);
+        let with_settings = settings_for.is_some();
+        let owner = settings_for == Some(i.user_id.as_str());
         let settings = with_settings.then(|| WebhookSettingsView {
             instance_id: i.id.clone(),
             notify_received: i.webhook.notify_received,
@@ -156,7 +179,11 @@ impl InstanceView {
             notify_read: i.webhook.notify_read,
             max_retries: i.webhook.max_retries,
             retry_interval: i.webhook.retry_interval_ms,
-            secret: i.webhook.secret.clone(),
+            secret: if owner {
+                i.webhook.secret.clone()
+            } else {
+                i.webhook.secret.as_ref().map(|_| "********".to_owned())
+            },
             headers: i.webhook.headers.clone(),
         });
         InstanceView {
@@ -245,11 +272,20 @@ fn validate_description(d: Option<String>) -> ApiResult<Option<String>> {
 }
 
 /// http(s) URLs only; an empty string clears the URL.
-fn validate_webhook_url(url: Option<String>) -> ApiResult<Option<String>> {
+/// http(s) URLs only, not on private networks unless allowed; empty clears the URL.
+async fn validate_webhook_url(
+    url: Option<String>,
+    allow_private: bool,
+) -> ApiResult<Option<String>> {
     let Some(url) = url else { return Ok(None) };
     let url = url.trim().to_owned();
     if url.is_empty() {
         return Ok(None);
+    }
+    if url.len() > 2048 {
+        return Err(ApiError::validation(
+            "webhookUrl must be at most 2048 characters",
+        ));
     }
     let parsed = reqwest::Url::parse(&url)
         .map_err(|_| ApiError::validation("webhookUrl must be an absolute http(s) URL"))?;
@@ -258,6 +294,9 @@ fn validate_webhook_url(url: Option<String>) -> ApiResult<Option<String>> {
             "webhookUrl must be an absolute http(s) URL",
         ));
     }
+    crate::outbound::check_url_resolving(&parsed, allow_private)
+        .await
+        .map_err(|e| ApiError::validation(format!("webhookUrl: {e}")))?;
     Ok(Some(url))
 }
 
@@ -344,7 +383,8 @@ async fn create(
     }
     let name = validate_name(&body.name)?;
     let description = validate_description(body.description)?;
-    let webhook_url = validate_webhook_url(body.webhook_url)?;
+    let webhook_url =
+        validate_webhook_url(body.webhook_url, state.config.allow_private_network_urls).await?;
     let mut webhook = WebhookSettings::default();
     apply_settings(
         &mut webhook,
@@ -388,7 +428,7 @@ async fn create(
     state.instances.start(instance.clone(), false).await?;
     Ok((
         StatusCode::CREATED,
-        AppJson(InstanceView::new(&state, instance, false, false)),
+        AppJson(InstanceView::new(&state, instance, None, false)),
     ))
 }
 
@@ -408,7 +448,7 @@ async fn list(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJ
     Ok(AppJson(InstanceList {
         instances: found
             .into_iter()
-            .map(|i| InstanceView::new(&state, i, false, true))
+            .map(|i| InstanceView::new(&state, i, None, true))
             .collect(),
     }))
 }
@@ -419,7 +459,12 @@ async fn read(
     AppPath(id): AppPath<String>,
 ) -> ApiResult<AppJson<InstanceView>> {
     let instance = visible_instance(&state, &caller, &id).await?;
-    Ok(AppJson(InstanceView::new(&state, instance, true, true)))
+    Ok(AppJson(InstanceView::new(
+        &state,
+        instance,
+        Some(caller.0.id.as_str()),
+        true,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -462,7 +507,13 @@ async fn update(
     }
     let mut webhook_changed = false;
     if body.webhook_url.is_some() {
-        instance.webhook_url = validate_webhook_url(body.webhook_url)?;
+        let had_url = instance.webhook_url.is_some();
+        instance.webhook_url =
+            validate_webhook_url(body.webhook_url, state.config.allow_private_network_urls).await?;
+        // As at creation: a first URL switches webhooks on unless the request says otherwise.
+        if !had_url && instance.webhook_url.is_some() && body.webhook_enabled.is_none() {
+            instance.webhook_enabled = true;
+        }
         changed.push("webhookUrl");
         webhook_changed = true;
     }
@@ -539,6 +590,7 @@ async fn remove(
     state.instances.remove(&instance.id).await?;
     state.storage.delete_instance(&instance.id).await?;
     state.media.remove_instance(&instance.id).await;
+    state.webhooks.purge(&instance.id);
     Ok(done(format!("Instance {id} deleted successfully")))
 }
 

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::instances::visible_instance;
+use crate::http::instances::usable_instance;
 use crate::http::{MAX_PAGE_LIMIT, Pagination, iso, parse_date_param};
 use crate::media::{self, MediaFile};
 use crate::outbound::OutboundError;
@@ -92,7 +92,7 @@ async fn send_text(
             "message must be at most {MAX_TEXT} characters"
         )));
     }
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, true).await?;
     let sent = state
         .instances
         .get(&instance.id)?
@@ -146,7 +146,7 @@ async fn send_media(
 ) -> ApiResult<AppJson<Sent>> {
     let to = target_jid("phone", &body.phone)?;
     let caption = check_caption(body.caption)?;
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, true).await?;
     // Refuse early when the instance cannot send, before downloading anything.
     let handle = state.instances.get(&instance.id)?;
     handle.ensure_connected().await?;
@@ -209,7 +209,7 @@ async fn send_file(
     AppPath(id): AppPath<String>,
     mut form: Multipart,
 ) -> ApiResult<AppJson<Sent>> {
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, true).await?;
     let max = state.config.max_upload_bytes;
     let mut phone = None;
     let mut caption = None;
@@ -363,7 +363,7 @@ async fn history(
         return Err(ApiError::bad_request("startDate must not be after endDate"));
     }
     let jid = chat_jid(&chat_id).map_err(|e| ApiError::bad_request(e.message))?;
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let page = state
         .storage
         .chat_history(
@@ -402,7 +402,7 @@ async fn chats(
         )));
     }
     let skip = p.skip.unwrap_or(0);
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let page = state.storage.list_chats(&instance.id, limit, skip).await?;
     let chats: Vec<Value> = page
         .items
@@ -429,7 +429,7 @@ async fn mark_read(
     AppPath((id, chat_id)): AppPath<(String, String)>,
 ) -> ApiResult<AppJson<Value>> {
     let jid = chat_jid(&chat_id).map_err(|e| ApiError::bad_request(e.message))?;
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let marked = state.instances.get(&instance.id)?.mark_read(&jid).await?;
     Ok(AppJson(json!({"success": true, "marked": marked})))
 }
@@ -439,7 +439,7 @@ async fn download_media(
     caller: AuthUser,
     AppPath((id, message_id)): AppPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let instance = visible_instance(&state, &caller, &id).await?;
+    let instance = usable_instance(&state, &caller, &id, false).await?;
     let message = state
         .storage
         .message_by_id(&instance.id, &message_id)

@@ -8,7 +8,9 @@ pub mod health;
 pub mod instances;
 pub mod messages;
 pub mod sandbox;
+pub mod stats;
 pub mod users;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -35,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sandbox::router())
         .merge(messages::router(state.config.max_upload_bytes))
         .merge(contacts::router())
+        .merge(webhooks::router())
+        .merge(stats::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

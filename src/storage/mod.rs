@@ -1,7 +1,10 @@
 //! Storage backends behind the domain's storage seam ([`wagate_actors::storage`]).
 //!
-//! - [`sqlite`]: the embedded default, sqlx over one SQLite file in WAL mode.
+//! - [`sqlite`]: the embedded default, sqlx over one SQLite file in WAL mode;
+//! - [`mongo`]: MongoDB through the official driver, for deployments that share one
+//!   database between machines.
 
+pub mod mongo;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};

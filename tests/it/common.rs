@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
 use wagate::config::Config;
+use wagate_actors::stats::ManualClock;
 
 /// The JWT secret every test server signs with, so tests can forge and tamper tokens.
 pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
@@ -35,25 +38,114 @@ pub struct TestServer {
     /// The admin's token and API key, from a real login.
     pub admin_token: String,
     pub admin_key: String,
+    /// The server's clock when the test drives time; kept across restarts.
+    clock: Option<Arc<ManualClock>>,
+}
+
+/// The environment variable naming the MongoDB test server (`mongodb://host:port`, no
+/// database): `./scripts/test` starts the server and sets it.
+pub const MONGODB_URL_VAR: &str = "WAGATE_TEST_MONGODB_URL";
+
+/// The URL of a new, empty database on the MongoDB test server: every test gets its own.
+///
+/// Panics when [`MONGODB_URL_VAR`] is not set: the tests never skip silently.
+pub fn fresh_mongodb_url() -> String {
+    let base = std::env::var(MONGODB_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{MONGODB_URL_VAR} is not set: run ./scripts/test, which starts the MongoDB test server"
+        )
+    });
+    format!(
+        "{}/wagate_test_{}",
+        base.trim_end_matches('/'),
+        wagate_actors::domain::new_id()
+    )
+}
+
+/// The storage backend a test server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mongodb,
+}
+
+impl Backend {
+    /// The provider name, as `/health` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Mongodb => "mongodb",
+        }
+    }
+
+    /// The configuration that puts a server on this backend: SQLite is the default (a file
+    /// in the test's DATA_DIR); MongoDB gets a fresh database on the test server.
+    fn overrides(self) -> Vec<(String, String)> {
+        match self {
+            Backend::Sqlite => Vec::new(),
+            Backend::Mongodb => vec![
+                ("database_provider".into(), "mongodb".into()),
+                ("database_url".into(), fresh_mongodb_url()),
+            ],
+        }
+    }
+}
+
+/// Runs each listed `async fn name(backend: Backend)` once per backend, as the tests
+/// `sqlite::name` and `mongodb::name` of the calling module.
+macro_rules! backend_tests {
+    ($($test:ident),* $(,)?) => {
+        backend_tests!(@on sqlite, Sqlite; $($test),*);
+        backend_tests!(@on mongodb, Mongodb; $($test),*);
+    };
+    (@on $module:ident, $backend:ident; $($test:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(crate::common::Backend::$backend).await;
+                }
+            )*
+        }
+    };
 }
 
 impl TestServer {
+    /// A server on SQLite with the test defaults.
     pub async fn start() -> TestServer {
-        Self::start_with(&[]).await
+        Self::start_on(Backend::Sqlite, &[]).await
     }
 
-    /// Starts a server with the test defaults plus `extra` config overrides
+    /// A server on SQLite with the test defaults plus `extra` config overrides
     /// (keys as in config/default.toml).
     pub async fn start_with(extra: &[(&str, &str)]) -> TestServer {
+        Self::start_on(Backend::Sqlite, extra).await
+    }
+
+    /// A server on `backend` with the test defaults plus `extra` config overrides.
+    /// A restart keeps the backend and its database.
+    pub async fn start_on(backend: Backend, extra: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut overrides = backend.overrides();
+        overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::boot(dir, overrides, None).await
+    }
+
+    /// A server on SQLite whose clock the test moves (statistics days, limit periods).
+    pub async fn start_with_clock(extra: &[(&str, &str)], clock: Arc<ManualClock>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = extra
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::boot(dir, overrides).await
+        Self::boot(dir, overrides, Some(clock)).await
     }
 
-    async fn boot(dir: TempDir, overrides: Vec<(String, String)>) -> TestServer {
+    async fn boot(
+        dir: TempDir,
+        overrides: Vec<(String, String)>,
+        clock: Option<Arc<ManualClock>>,
+    ) -> TestServer {
         let mut all: Vec<(&str, String)> = vec![
             ("data_dir", dir.path().display().to_string()),
             ("jwt_secret", JWT_SECRET.to_string()),
@@ -71,9 +163,18 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(wagate::app::run(config, listener, async move {
-            let _ = rx.await;
-        }));
+        let server_clock: Arc<dyn wagate_actors::stats::Clock> = match &clock {
+            Some(c) => c.clone(),
+            None => Arc::new(wagate_actors::stats::SystemClock),
+        };
+        let handle = tokio::spawn(wagate::app::run_with_clock(
+            config,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            server_clock,
+        ));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -87,14 +188,10 @@ impl TestServer {
             handle: Some(handle),
             admin_token: String::new(),
             admin_key: String::new(),
+            clock,
         };
-        let setting = |key: &str, default: &str| {
-            server
-                .overrides
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or_else(|| default.to_owned(), |(_, v)| v.clone())
-        };
+        let setting =
+            |key: &str, default: &str| server.setting(key).unwrap_or_else(|| default.to_owned());
         let login = json!({"email": setting("admin_email", ADMIN_EMAIL), "password": setting("admin_password", ADMIN_PASSWORD)});
         let (status, body) = server
             .call(Method::POST, "/api/auth/login", &Auth::None, Some(login))
@@ -103,6 +200,16 @@ impl TestServer {
         server.admin_token = body["token"].as_str().expect("token").to_owned();
         server.admin_key = body["user"]["apiKey"].as_str().expect("apiKey").to_owned();
         server
+    }
+
+    /// A configuration override this server was started with (keys as in
+    /// config/default.toml), such as the MongoDB `database_url` of its backend.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     pub fn admin(&self) -> Auth {
@@ -131,8 +238,9 @@ impl TestServer {
     /// Graceful stop, then a new server on the same DATA_DIR and configuration.
     pub async fn restart(self) -> TestServer {
         let overrides = self.overrides.clone();
+        let clock = self.clock.clone();
         let dir = self.stop().await;
-        Self::boot(dir, overrides).await
+        Self::boot(dir, overrides, clock).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -209,6 +317,114 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// One JSON request to the server at `base`.
+pub async fn call_at(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    auth: &Auth,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = client.request(method, format!("{base}{path}"));
+    rb = match auth {
+        Auth::None => rb,
+        Auth::Bearer(t) => rb.bearer_auth(t),
+        Auth::Key(k) => rb.header("x-api-key", k),
+    };
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().await.expect("request");
+    read(resp).await
+}
+
+/// The server binary as a child process, for tests that kill it (SIGKILL) mid-flight.
+pub struct ProcessServer {
+    child: tokio::process::Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl ProcessServer {
+    /// Starts `wagate` on an ephemeral port with DATA_DIR `data_dir` and the test
+    /// defaults plus `env`, and waits until it listens.
+    pub async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ProcessServer {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"));
+        cmd.env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATA_DIR", data_dir)
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("WA_ENGINE", "sandbox")
+            .env("ALLOW_PRIVATE_NETWORK_URLS", "true")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the server binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read log") {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if v["message"] == "listening" {
+                    return v["address"].as_str().expect("address").to_owned();
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server listens in time");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ProcessServer {
+            child,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill_hard(mut self) {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("wait");
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        call_at(&self.client, &self.base, method, path, auth, body).await
+    }
+
+    pub async fn admin(&self) -> Auth {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                &Auth::None,
+                Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, 200, "login: {body}");
+        Auth::Bearer(body["token"].as_str().expect("token").to_owned())
     }
 }
 

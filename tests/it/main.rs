@@ -1,11 +1,15 @@
 //! The integration tests: one binary, every test against a real server on an ephemeral
 //! port with its own temporary data directory, so they run in parallel.
 
+#[macro_use]
 mod common;
 
 mod auth;
 mod errors;
 mod instances;
 mod messaging;
+mod receiver;
+mod stats;
 mod storage_suite;
 mod users;
+mod webhooks;

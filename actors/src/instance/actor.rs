@@ -89,6 +89,8 @@ impl InstanceActor {
 /// What one instance actor knows about its session.
 pub struct InstanceState {
     id: String,
+    /// The owner, whose usage statistics the instance's messages count toward.
+    user_id: String,
     kind: EngineKind,
     session_dir: PathBuf,
     /// None while parked.
@@ -136,6 +138,7 @@ impl Actor for InstanceActor {
         let mut state = InstanceState {
             session_dir: super::session_dir(&self.deps.data_dir, &instance.id),
             id: instance.id,
+            user_id: instance.user_id,
             kind: instance.engine,
             engine: None,
             epoch: 0,
@@ -546,6 +549,11 @@ impl InstanceActor {
             status_updated_at: Some(now),
         };
         self.deps.storage.insert_message(&message).await?;
+        self.count(state, |u| {
+            u.messages_sent = 1;
+            u.media_sent = u64::from(message.has_media);
+            u.total_media_size = message.media_size.unwrap_or(0);
+        });
         let mut data = json!({
             "messageId": message.message_id,
             "to": message.remote_jid,
@@ -623,6 +631,11 @@ impl InstanceActor {
                 return;
             }
         }
+        self.count(state, |u| {
+            u.messages_received = 1;
+            u.media_received = u64::from(message.has_media);
+            u.total_media_size = message.media_size.unwrap_or(0);
+        });
         self.upsert_contact(
             state,
             &m.sender,
@@ -712,6 +725,15 @@ impl InstanceActor {
         };
         if let Err(err) = self.deps.storage.upsert_contact(&contact).await {
             tracing::warn!(instance = %state.id, %err, "cannot store a contact");
+        }
+    }
+
+    /// Counts usage of this instance for its owner (a cast to the stats counter).
+    fn count(&self, state: &InstanceState, fill: impl FnOnce(&mut crate::stats::Usage)) {
+        if let Some(stats) = &self.deps.stats {
+            let mut usage = crate::stats::Usage::default();
+            fill(&mut usage);
+            stats.add(&state.user_id, Some(&state.id), usage);
         }
     }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use actor::InstanceActor;
+pub(crate) use api::ask as ask_actor;
 pub use api::{InstanceHandle, QrAnswer};
 pub use status::{StatusBoard, StatusView};
 pub(crate) use supervisor::SupervisorMsg;
@@ -41,6 +42,8 @@ pub struct InstanceDeps {
     /// Every call into an actor gives up after this long.
     pub call_timeout: Duration,
     pub backoff: BackoffConfig,
+    /// Usage counters (messages sent and received, media); None where nothing is counted.
+    pub stats: Option<crate::stats::StatsHandle>,
 }
 
 /// The session directory of an instance: `data_dir/instances/<id>/`.

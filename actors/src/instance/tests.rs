@@ -34,6 +34,7 @@ async fn world(sandbox: SandboxConfig, backoff: BackoffConfig) -> World {
         data_dir: dir.path().to_owned(),
         call_timeout: Duration::from_secs(5),
         backoff,
+        stats: None,
     };
     let runtime = start_runtime(deps).await.expect("runtime");
     World {

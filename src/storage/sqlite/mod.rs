@@ -3,8 +3,10 @@
 //!
 //! - this file: users, instances, activity, events;
 //! - [`messaging`]: messages, chats and contacts.
+//! - [`stats`]: daily usage buckets.
 
 mod messaging;
+mod stats;
 
 use std::path::Path;
 use std::str::FromStr;
