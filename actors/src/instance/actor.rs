@@ -748,12 +748,12 @@ impl InstanceActor {
         }
     }
 
-    /// Records a status change everywhere it shows: the status board (at once), storage,
-    /// the activity log and the event stream. Storage failures are logged, not fatal: a
-    /// database outage must not take WhatsApp sessions down with it.
+    /// Records a status change everywhere it shows: storage, the activity log, the event
+    /// stream, and last the status board. Last, so that whoever sees the new status
+    /// (HTTP reads the board) also finds its activity entry and event. Storage failures
+    /// are logged, not fatal: a database outage must not take WhatsApp sessions down.
     async fn transition(&self, state: &mut InstanceState, status: InstanceStatus, record: Record) {
         state.status = status;
-        self.board.set(&state.id, state.view());
         let storage = &self.deps.storage;
         if let Err(err) = storage
             .set_instance_status(&state.id, status, state.phone.as_deref(), Utc::now())
@@ -777,6 +777,7 @@ impl InstanceActor {
         {
             tracing::warn!(instance = %state.id, %err, "cannot store an event");
         }
+        self.board.set(&state.id, state.view());
     }
 }
 
