@@ -1,0 +1,199 @@
+//! [`OperatorChatActor`]: one per WABA chat. Its mailbox is the order of everything that
+//! happens to the chat: a status webhook for a message being sent waits until the send
+//! has stored it, and the 24-hour window is checked against the newest inbound message
+//! it has processed.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
+
+use super::desk::{WabaEvent, WabaEventKind};
+use super::{
+    GraphApi, GraphCredentials, SendError, WabaChat, WabaContent, WabaMessage, WabaStore,
+    window_open,
+};
+use crate::error::{DomainError, StoreError};
+use crate::messaging::MessageStatus;
+
+/// The messages of a chat actor (public only because [`OperatorChatActor`] names it).
+pub enum ChatMsg {
+    Send {
+        credentials: GraphCredentials,
+        content: WabaContent,
+        /// The stored text of the message (the operator's `message`).
+        text: Option<String>,
+        sender_user_id: Option<String>,
+        reply: RpcReplyPort<Result<WabaMessage, SendError>>,
+    },
+    /// An inbound message; answers None when it was already stored (a webhook retry).
+    Inbound {
+        message: Box<WabaMessage>,
+        reply: RpcReplyPort<Result<Option<WabaMessage>, DomainError>>,
+    },
+    /// A status from Meta; answers None when it changes nothing (unknown, or backwards).
+    Status {
+        whatsapp_message_id: String,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+        reply: RpcReplyPort<Result<Option<WabaMessage>, DomainError>>,
+    },
+}
+
+/// The actor of one chat. `self` is configuration shared by every chat actor.
+pub struct OperatorChatActor {
+    pub(super) store: Arc<dyn WabaStore>,
+    pub(super) graph: Arc<dyn GraphApi>,
+    pub(super) events: broadcast::Sender<WabaEvent>,
+}
+
+pub struct ChatState {
+    chat: WabaChat,
+}
+
+impl Actor for OperatorChatActor {
+    type Msg = ChatMsg;
+    type State = ChatState;
+    /// The chat as the desk found it; reloaded here so the window starts from storage.
+    type Arguments = WabaChat;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        chat: WabaChat,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let chat = match self.store.waba_chat(chat.id).await {
+            Ok(Some(stored)) => stored,
+            // Storage down or the row gone: start from what the caller saw; the next
+            // inbound message brings the window up to date anyway.
+            Ok(None) | Err(_) => chat,
+        };
+        Ok(ChatState { chat })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ChatMsg::Send {
+                credentials,
+                content,
+                text,
+                sender_user_id,
+                reply,
+            } => {
+                let answer = self
+                    .send(state, &credentials, content, text, sender_user_id)
+                    .await;
+                let _ = reply.send(answer);
+            }
+            ChatMsg::Inbound { message, reply } => {
+                let answer = self.inbound(state, *message).await;
+                let _ = reply.send(answer);
+            }
+            ChatMsg::Status {
+                whatsapp_message_id,
+                status,
+                at,
+                reply,
+            } => {
+                let answer = self
+                    .store
+                    .advance_waba_message_status(state.chat.id, &whatsapp_message_id, status, at)
+                    .await
+                    .map_err(DomainError::from);
+                if let Ok(Some(m)) = &answer {
+                    self.publish(WabaEventKind::Status, m);
+                }
+                let _ = reply.send(answer);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OperatorChatActor {
+    async fn send(
+        &self,
+        state: &mut ChatState,
+        credentials: &GraphCredentials,
+        content: WabaContent,
+        text: Option<String>,
+        sender_user_id: Option<String>,
+    ) -> Result<WabaMessage, SendError> {
+        let now = Utc::now();
+        let is_template = matches!(content, WabaContent::Template { .. });
+        if !is_template && !window_open(state.chat.last_customer_message_at, now) {
+            return Err(SendError::OutsideWindow);
+        }
+        let wamid = self
+            .graph
+            .send_message(credentials, &state.chat.customer_phone, &content)
+            .await?;
+        let message = WabaMessage {
+            id: 0,
+            chat_id: state.chat.id,
+            owner_id: state.chat.owner_id.clone(),
+            whatsapp_message_id: wamid,
+            from_me: true,
+            message_type: content.kind().to_owned(),
+            content: text,
+            media_url: content.media_url().map(str::to_owned),
+            status: MessageStatus::Sent,
+            is_read_by_operator: true,
+            sender_user_id,
+            timestamp: now,
+            status_updated_at: Some(now),
+        };
+        // Meta has sent it: a storage failure now must not read as "not sent", but there
+        // is nothing to show the operator without a stored row either.
+        let stored = self
+            .store
+            .insert_waba_message(&message)
+            .await
+            .map_err(|e| {
+                tracing::error!(chat = state.chat.id, wamid = %message.whatsapp_message_id, error = %e,
+                    "a message Meta accepted could not be stored");
+                SendError::Domain(DomainError::Store(e))
+            })?;
+        state.chat.last_message_at = Some(now);
+        self.publish(WabaEventKind::Message, &stored);
+        Ok(stored)
+    }
+
+    async fn inbound(
+        &self,
+        state: &mut ChatState,
+        mut message: WabaMessage,
+    ) -> Result<Option<WabaMessage>, DomainError> {
+        message.chat_id = state.chat.id;
+        message.owner_id = state.chat.owner_id.clone();
+        match self.store.insert_waba_message(&message).await {
+            Ok(stored) => {
+                let ts = stored.timestamp;
+                if state.chat.last_customer_message_at.is_none_or(|t| t < ts) {
+                    state.chat.last_customer_message_at = Some(ts);
+                }
+                if state.chat.last_message_at.is_none_or(|t| t < ts) {
+                    state.chat.last_message_at = Some(ts);
+                }
+                self.publish(WabaEventKind::Message, &stored);
+                Ok(Some(stored))
+            }
+            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn publish(&self, kind: WabaEventKind, message: &WabaMessage) {
+        // No subscriber is fine: the events are a live feed, storage is the record.
+        let _ = self.events.send(WabaEvent {
+            kind,
+            message: message.clone(),
+        });
+    }
+}

@@ -1,0 +1,443 @@
+//! The WABA operator desk on SQLite: accounts, chats and messages (`0004_waba.sql`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use wagate_actors::domain::Page;
+use wagate_actors::messaging::MessageStatus;
+use wagate_actors::storage::StoreResult;
+use wagate_actors::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage, WabaStore};
+
+use super::{SqliteStorage, clamp_i64, corrupt, map_err, ms};
+use crate::storage::from_millis;
+
+fn opt_millis(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
+    v.map(from_millis).transpose()
+}
+
+pub(super) fn account_from_row(row: &SqliteRow) -> StoreResult<WabaAccount> {
+    Ok(WabaAccount {
+        owner_id: row.try_get("owner_id").map_err(map_err)?,
+        phone_number_id: row.try_get("phone_number_id").map_err(map_err)?,
+        business_account_id: row.try_get("business_account_id").map_err(map_err)?,
+        access_token: row.try_get("access_token").map_err(map_err)?,
+        app_secret: row.try_get("app_secret").map_err(map_err)?,
+        verify_token: row.try_get("verify_token").map_err(map_err)?,
+        verify_token_hash: row.try_get("verify_token_hash").map_err(map_err)?,
+        updated_at: from_millis(row.try_get("updated_at").map_err(map_err)?)?,
+    })
+}
+
+pub(super) fn chat_from_row(row: &SqliteRow) -> StoreResult<WabaChat> {
+    Ok(WabaChat {
+        id: row.try_get("id").map_err(map_err)?,
+        owner_id: row.try_get("owner_id").map_err(map_err)?,
+        customer_phone: row.try_get("customer_phone").map_err(map_err)?,
+        customer_name: row.try_get("customer_name").map_err(map_err)?,
+        last_customer_message_at: opt_millis(
+            row.try_get("last_customer_message_at").map_err(map_err)?,
+        )?,
+        last_message_at: opt_millis(row.try_get("last_message_at").map_err(map_err)?)?,
+        assigned_operator_id: row.try_get("assigned_operator_id").map_err(map_err)?,
+        created_at: from_millis(row.try_get("created_at").map_err(map_err)?)?,
+    })
+}
+
+pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<WabaMessage> {
+    let status: String = row.try_get("status").map_err(map_err)?;
+    Ok(WabaMessage {
+        id: row.try_get("id").map_err(map_err)?,
+        chat_id: row.try_get("chat_id").map_err(map_err)?,
+        owner_id: row.try_get("owner_id").map_err(map_err)?,
+        whatsapp_message_id: row.try_get("whatsapp_message_id").map_err(map_err)?,
+        from_me: row.try_get("from_me").map_err(map_err)?,
+        message_type: row.try_get("message_type").map_err(map_err)?,
+        content: row.try_get("content").map_err(map_err)?,
+        media_url: row.try_get("media_url").map_err(map_err)?,
+        status: status.parse().map_err(corrupt)?,
+        is_read_by_operator: row.try_get("is_read_by_operator").map_err(map_err)?,
+        sender_user_id: row.try_get("sender_user_id").map_err(map_err)?,
+        timestamp: from_millis(row.try_get("ts").map_err(map_err)?)?,
+        status_updated_at: opt_millis(row.try_get("status_updated_at").map_err(map_err)?)?,
+    })
+}
+
+/// Stores an account as given (a copy: a second account of the owner is a `Conflict`).
+pub(super) async fn insert_account<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    a: &WabaAccount,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO waba_accounts (owner_id, phone_number_id, business_account_id, access_token, app_secret,
+                                    verify_token, verify_token_hash, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.owner_id)
+    .bind(&a.phone_number_id)
+    .bind(&a.business_account_id)
+    .bind(&a.access_token)
+    .bind(&a.app_secret)
+    .bind(&a.verify_token)
+    .bind(&a.verify_token_hash)
+    .bind(ms(a.updated_at))
+    .execute(ex)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Stores a chat under its own id. An explicit id in an AUTOINCREMENT table raises
+/// `sqlite_sequence` to it, so ids assigned later stay above every copied one.
+pub(super) async fn insert_chat<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    c: &WabaChat,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO waba_chats (id, owner_id, customer_phone, customer_name, last_customer_message_at,
+                                 last_message_at, assigned_operator_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(c.id)
+    .bind(&c.owner_id)
+    .bind(&c.customer_phone)
+    .bind(&c.customer_name)
+    .bind(c.last_customer_message_at.map(ms))
+    .bind(c.last_message_at.map(ms))
+    .bind(&c.assigned_operator_id)
+    .bind(ms(c.created_at))
+    .execute(ex)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Stores a message under its own id, every field as given (the chat is not touched:
+/// a copy brings the chat's instants along with it). See [`insert_chat`] for the ids.
+pub(super) async fn insert_message<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    m: &WabaMessage,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO waba_messages (id, chat_id, owner_id, whatsapp_message_id, from_me, message_type, content,
+                                    media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(m.id)
+    .bind(m.chat_id)
+    .bind(&m.owner_id)
+    .bind(&m.whatsapp_message_id)
+    .bind(m.from_me)
+    .bind(&m.message_type)
+    .bind(&m.content)
+    .bind(&m.media_url)
+    .bind(m.status.as_str())
+    .bind(m.is_read_by_operator)
+    .bind(&m.sender_user_id)
+    .bind(ms(m.timestamp))
+    .bind(m.status_updated_at.map(ms))
+    .execute(ex)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl WabaStore for SqliteStorage {
+    async fn put_waba_account(&self, a: &WabaAccount) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO waba_accounts (owner_id, phone_number_id, business_account_id, access_token, app_secret,
+                                        verify_token, verify_token_hash, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (owner_id) DO UPDATE SET
+                 phone_number_id = excluded.phone_number_id,
+                 business_account_id = excluded.business_account_id,
+                 access_token = excluded.access_token,
+                 app_secret = excluded.app_secret,
+                 verify_token = excluded.verify_token,
+                 verify_token_hash = excluded.verify_token_hash,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&a.owner_id)
+        .bind(&a.phone_number_id)
+        .bind(&a.business_account_id)
+        .bind(&a.access_token)
+        .bind(&a.app_secret)
+        .bind(&a.verify_token)
+        .bind(&a.verify_token_hash)
+        .bind(ms(a.updated_at))
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn waba_account(&self, owner_id: &str) -> StoreResult<Option<WabaAccount>> {
+        sqlx::query("SELECT * FROM waba_accounts WHERE owner_id = ?")
+            .bind(owner_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn waba_account_by_phone_number_id(
+        &self,
+        phone_number_id: &str,
+    ) -> StoreResult<Option<WabaAccount>> {
+        sqlx::query("SELECT * FROM waba_accounts WHERE phone_number_id = ?")
+            .bind(phone_number_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn waba_account_by_verify_token_hash(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<WabaAccount>> {
+        sqlx::query("SELECT * FROM waba_accounts WHERE verify_token_hash = ? LIMIT 1")
+            .bind(hash)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn waba_chat_for_customer(
+        &self,
+        owner_id: &str,
+        customer_phone: &str,
+        customer_name: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<WabaChat> {
+        // One statement: two webhooks of a new customer cannot create two chats.
+        let row = sqlx::query(
+            "INSERT INTO waba_chats (owner_id, customer_phone, customer_name, created_at)
+             VALUES (?, ?, ?, ?)
+             ON CONFLICT (owner_id, customer_phone) DO UPDATE SET
+                 customer_name = COALESCE(excluded.customer_name, waba_chats.customer_name)
+             RETURNING *",
+        )
+        .bind(owner_id)
+        .bind(customer_phone)
+        .bind(customer_name)
+        .bind(ms(at))
+        .fetch_one(self.pool())
+        .await
+        .map_err(map_err)?;
+        chat_from_row(&row)
+    }
+
+    async fn waba_chat(&self, id: i64) -> StoreResult<Option<WabaChat>> {
+        sqlx::query("SELECT * FROM waba_chats WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(chat_from_row)
+            .transpose()
+    }
+
+    async fn find_waba_chat(
+        &self,
+        owner_id: &str,
+        customer_phone: &str,
+    ) -> StoreResult<Option<WabaChat>> {
+        sqlx::query("SELECT * FROM waba_chats WHERE owner_id = ? AND customer_phone = ?")
+            .bind(owner_id)
+            .bind(customer_phone)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(chat_from_row)
+            .transpose()
+    }
+
+    async fn list_waba_chats(
+        &self,
+        owner_id: Option<&str>,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<WabaChatSummary>> {
+        // `?1 IS NULL` lets one statement serve both "one owner" and "everybody".
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM waba_chats WHERE ?1 IS NULL OR owner_id = ?1")
+                .bind(owner_id)
+                .fetch_one(self.pool())
+                .await
+                .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT c.*,
+                    (SELECT COUNT(*) FROM waba_messages m
+                      WHERE m.chat_id = c.id AND m.from_me = 0 AND m.is_read_by_operator = 0) AS unread,
+                    (SELECT m.id FROM waba_messages m WHERE m.chat_id = c.id
+                      ORDER BY m.ts DESC, m.id DESC LIMIT 1) AS last_id
+             FROM waba_chats c
+             WHERE ?1 IS NULL OR c.owner_id = ?1
+             ORDER BY c.last_message_at IS NULL, c.last_message_at DESC, c.id DESC
+             LIMIT ?2 OFFSET ?3",
+        )
+        .bind(owner_id)
+        .bind(i64::from(limit))
+        .bind(clamp_i64(skip))
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let unread: i64 = row.try_get("unread").map_err(map_err)?;
+            let last_id: Option<i64> = row.try_get("last_id").map_err(map_err)?;
+            let last_message = match last_id {
+                Some(id) => self.waba_message(id).await?,
+                None => None,
+            };
+            items.push(WabaChatSummary {
+                chat: chat_from_row(row)?,
+                last_message,
+                unread_count: unread.max(0) as u64,
+            });
+        }
+        Ok(Page {
+            items,
+            total: total.max(0) as u64,
+        })
+    }
+
+    async fn insert_waba_message(&self, m: &WabaMessage) -> StoreResult<WabaMessage> {
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let row = sqlx::query(
+            "INSERT INTO waba_messages (chat_id, owner_id, whatsapp_message_id, from_me, message_type, content,
+                                        media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             RETURNING *",
+        )
+        .bind(m.chat_id)
+        .bind(&m.owner_id)
+        .bind(&m.whatsapp_message_id)
+        .bind(m.from_me)
+        .bind(&m.message_type)
+        .bind(&m.content)
+        .bind(&m.media_url)
+        .bind(m.status.as_str())
+        .bind(m.is_read_by_operator)
+        .bind(&m.sender_user_id)
+        .bind(ms(m.timestamp))
+        .bind(m.status_updated_at.map(ms))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "UPDATE waba_chats SET
+                 last_message_at = MAX(COALESCE(last_message_at, ?1), ?1),
+                 last_customer_message_at = CASE WHEN ?2 THEN last_customer_message_at
+                     ELSE MAX(COALESCE(last_customer_message_at, ?1), ?1) END
+             WHERE id = ?3",
+        )
+        .bind(ms(m.timestamp))
+        .bind(m.from_me)
+        .bind(m.chat_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let stored = message_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(stored)
+    }
+
+    async fn waba_message(&self, id: i64) -> StoreResult<Option<WabaMessage>> {
+        sqlx::query("SELECT * FROM waba_messages WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
+    }
+
+    async fn advance_waba_message_status(
+        &self,
+        chat_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>> {
+        let allowed = status.predecessors();
+        if allowed.is_empty() {
+            return Ok(None);
+        }
+        // One conditional UPDATE: concurrent statuses cannot move a message backwards.
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE waba_messages SET status = ");
+        qb.push_bind(status.as_str())
+            .push(", status_updated_at = ")
+            .push_bind(ms(at))
+            .push(" WHERE whatsapp_message_id = ")
+            .push_bind(whatsapp_message_id.to_owned())
+            .push(" AND chat_id = ")
+            .push_bind(chat_id)
+            .push(" AND status IN (");
+        let mut sep = qb.separated(", ");
+        for s in allowed {
+            sep.push_bind(s.as_str());
+        }
+        qb.push(") RETURNING *");
+        qb.build()
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
+    }
+
+    async fn waba_chat_messages(
+        &self,
+        chat_id: i64,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<WabaMessage>> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM waba_messages WHERE chat_id = ?")
+            .bind(chat_id)
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT * FROM waba_messages WHERE chat_id = ? ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+        )
+        .bind(chat_id)
+        .bind(i64::from(limit))
+        .bind(clamp_i64(skip))
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(message_from_row)
+                .collect::<StoreResult<_>>()?,
+            total: total.max(0) as u64,
+        })
+    }
+
+    async fn mark_waba_chat_read(&self, chat_id: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE waba_messages SET is_read_by_operator = 1
+             WHERE chat_id = ? AND from_me = 0 AND is_read_by_operator = 0",
+        )
+        .bind(chat_id)
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,286 @@
+//! [`GraphClient`]: Meta's WhatsApp Cloud API over HTTP (reqwest, rustls), implementing the
+//! desk's [`GraphApi`] seam.
+//!
+//! `POST {WABA_GRAPH_BASE_URL}/{WABA_API_VERSION}/{phoneNumberId}/messages` with the
+//! account's bearer token and the Cloud API's payloads; the answer's `messages[0].id` is
+//! the message's `wamid`. Meta's error codes become [`GraphError`]s the HTTP edge maps to
+//! clear answers. Only 5xx and 429 answers are retried: anything else either succeeded or
+//! will fail the same way again, and a network error after the request went out could
+//! send the message twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use wagate_actors::waba::{GraphApi, GraphCredentials, GraphError, WabaContent};
+
+/// How long one request to Meta may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Attempts per send, the first included (so at most two retries).
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Delay before the first retry; it doubles before each next one.
+pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(200);
+
+/// Meta's error codes with an answer of their own.
+const CODE_REENGAGEMENT: i64 = 131047;
+const CODE_THROUGHPUT: i64 = 130429;
+const CODE_BAD_TOKEN: i64 = 190;
+
+/// The Cloud API client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base_url: String,
+    version: String,
+    retry_base: Duration,
+}
+
+impl GraphClient {
+    /// A client for `base_url` (no trailing slash) and API `version` (`v21.0`).
+    ///
+    /// Fails when the TLS backend cannot be initialised.
+    pub fn new(base_url: &str, version: &str) -> Result<GraphClient, String> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(GraphClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            version: version.trim_matches('/').to_owned(),
+            retry_base: RETRY_BASE_DELAY,
+        })
+    }
+
+    /// The longest a send can take: every attempt timing out, plus the retry delays. The
+    /// desk's calls into a chat actor must wait at least this long.
+    pub fn max_send_duration(&self) -> Duration {
+        let delays: Duration = (0..MAX_ATTEMPTS.saturating_sub(1))
+            .map(|n| self.retry_base * 2u32.pow(n))
+            .sum();
+        REQUEST_TIMEOUT * MAX_ATTEMPTS + delays
+    }
+
+    fn messages_url(&self, phone_number_id: &str) -> String {
+        format!(
+            "{}/{}/{}/messages",
+            self.base_url, self.version, phone_number_id
+        )
+    }
+}
+
+/// The Cloud API payload of `content` for the customer `to`.
+pub fn payload(to: &str, content: &WabaContent) -> Value {
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": content.kind(),
+    });
+    let (key, value) = match content {
+        WabaContent::Text { body } => ("text", json!({ "body": body })),
+        WabaContent::Image { link, caption } => {
+            let mut image = json!({ "link": link });
+            if let Some(c) = caption {
+                image["caption"] = json!(c);
+            }
+            ("image", image)
+        }
+        WabaContent::Document {
+            link,
+            caption,
+            filename,
+        } => {
+            let mut document = json!({ "link": link });
+            if let Some(c) = caption {
+                document["caption"] = json!(c);
+            }
+            if let Some(f) = filename {
+                document["filename"] = json!(f);
+            }
+            ("document", document)
+        }
+        WabaContent::Template {
+            name,
+            language,
+            components,
+        } => {
+            let mut template = json!({ "name": name, "language": { "code": language } });
+            if let Some(c) = components {
+                template["components"] = c.clone();
+            }
+            ("template", template)
+        }
+    };
+    body[key] = value;
+    body
+}
+
+/// Meta's error body: `{"error": {"message", "type", "code", "error_data": {"details"}}}`.
+fn meta_error(body: &Value) -> Option<(i64, String)> {
+    let error = body.get("error")?;
+    let code = error.get("code")?.as_i64()?;
+    let message = error
+        .get("error_data")
+        .and_then(|d| d.get("details"))
+        .and_then(Value::as_str)
+        .or_else(|| error.get("message").and_then(Value::as_str))
+        .unwrap_or("no message")
+        .to_owned();
+    Some((code, message))
+}
+
+/// The error of an answer that is not a success.
+fn classify(status: reqwest::StatusCode, body: &Value) -> GraphError {
+    match meta_error(body) {
+        Some((CODE_REENGAGEMENT, m)) => GraphError::ReEngagement(format!(
+            "Meta refused the message (131047): more than 24 hours have passed since the customer last wrote; send an approved template instead ({m})"
+        )),
+        Some((CODE_THROUGHPUT, m)) => GraphError::Throttled(format!(
+            "Meta's throughput limit was reached (130429): retry later ({m})"
+        )),
+        Some((CODE_BAD_TOKEN, m)) => GraphError::BadToken(format!(
+            "Meta rejected the access token (190): update accessToken with PUT /api/waba/settings ({m})"
+        )),
+        _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+            GraphError::Throttled("Meta answered 429 Too Many Requests: retry later".into())
+        }
+        _ if status.is_server_error() => {
+            GraphError::Unavailable(format!("Meta's Graph API answered {status}"))
+        }
+        Some((code, message)) => GraphError::Rejected { code, message },
+        None => GraphError::Rejected {
+            code: i64::from(status.as_u16()),
+            message: format!("Meta answered {status} without an error body"),
+        },
+    }
+}
+
+#[async_trait]
+impl GraphApi for GraphClient {
+    async fn send_message(
+        &self,
+        credentials: &GraphCredentials,
+        to: &str,
+        content: &WabaContent,
+    ) -> Result<String, GraphError> {
+        let url = self.messages_url(&credentials.phone_number_id);
+        let body = payload(to, content);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let answer = self
+                .http
+                .post(&url)
+                .bearer_auth(&credentials.access_token)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| {
+                    GraphError::Unavailable(format!("cannot reach Meta's Graph API: {e}"))
+                })?;
+            let status = answer.status();
+            let text = answer.text().await.map_err(|e| {
+                GraphError::Unavailable(format!("Meta's answer could not be read: {e}"))
+            })?;
+            let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if status.is_success() {
+                return json["messages"][0]["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        GraphError::Unavailable("Meta answered without a message id".into())
+                    });
+            }
+            let retryable =
+                status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            if !retryable || attempt >= MAX_ATTEMPTS {
+                let error = classify(status, &json);
+                tracing::warn!(%status, attempt, error = %error, "the Graph API refused a send");
+                return Err(error);
+            }
+            let delay = self.retry_base * 2u32.pow(attempt - 1);
+            tracing::info!(%status, attempt, ?delay, "the Graph API answered a retryable error");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_the_cloud_apis() {
+        let text = payload("79001234567", &WabaContent::Text { body: "Hi".into() });
+        assert_eq!(
+            text,
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "79001234567",
+                   "type": "text", "text": {"body": "Hi"}})
+        );
+        let doc = payload(
+            "1",
+            &WabaContent::Document {
+                link: "https://e.com/a.pdf".into(),
+                caption: None,
+                filename: Some("a.pdf".into()),
+            },
+        );
+        assert_eq!(
+            doc["document"],
+            json!({"link": "https://e.com/a.pdf", "filename": "a.pdf"})
+        );
+        let template = payload(
+            "1",
+            &WabaContent::Template {
+                name: "hello".into(),
+                language: "en_US".into(),
+                components: None,
+            },
+        );
+        assert_eq!(
+            template["template"],
+            json!({"name": "hello", "language": {"code": "en_US"}})
+        );
+    }
+
+    #[test]
+    fn meta_errors_are_classified() {
+        let body = |code: i64| json!({"error": {"message": "m", "code": code}});
+        let bad = reqwest::StatusCode::BAD_REQUEST;
+        assert!(matches!(
+            classify(bad, &body(131047)),
+            GraphError::ReEngagement(_)
+        ));
+        assert!(matches!(
+            classify(bad, &body(130429)),
+            GraphError::Throttled(_)
+        ));
+        assert!(matches!(
+            classify(reqwest::StatusCode::UNAUTHORIZED, &body(190)),
+            GraphError::BadToken(_)
+        ));
+        assert_eq!(
+            classify(bad, &body(100)),
+            GraphError::Rejected {
+                code: 100,
+                message: "m".into()
+            }
+        );
+        assert!(matches!(
+            classify(reqwest::StatusCode::BAD_GATEWAY, &Value::Null),
+            GraphError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn the_send_budget_covers_every_attempt() {
+        let client = GraphClient::new("http://127.0.0.1:1", "v21.0").expect("client");
+        assert_eq!(
+            client.max_send_duration(),
+            REQUEST_TIMEOUT * 3 + Duration::from_millis(600)
+        );
+    }
+}

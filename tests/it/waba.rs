@@ -1,0 +1,888 @@
+//! The WABA operator desk against a local fake of Meta's Graph API (which checks the exact
+//! Cloud API payloads and the bearer token) and signed webhook notifications.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::common::{Auth, Backend, TestServer};
+
+pub(crate) const TOKEN: &str = "EAAG-test-access-token-0001";
+pub(crate) const APP_SECRET: &str = "app-secret-0123456789";
+pub(crate) const VERIFY_TOKEN: &str = "verify-me-please";
+pub(crate) const PHONE_NUMBER_ID: &str = "106540352242922";
+const CUSTOMER: &str = "79001234567";
+
+// --- The fake Graph API ---------------------------------------------------------------
+
+/// One request Meta received.
+#[derive(Debug, Clone)]
+struct GraphRequest {
+    phone_number_id: String,
+    version: String,
+    authorization: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct GraphShared {
+    requests: Mutex<Vec<GraphRequest>>,
+    /// Scripted answers (status, body), used before the default success.
+    script: Mutex<VecDeque<(u16, Value)>>,
+}
+
+/// A fake of `POST /{version}/{phone_number_id}/messages`.
+#[derive(Clone)]
+pub(crate) struct FakeGraph {
+    shared: Arc<GraphShared>,
+    addr: SocketAddr,
+}
+
+async fn graph_messages(
+    State(shared): State<Arc<GraphShared>>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let n = {
+        let mut requests = shared.requests.lock().expect("lock");
+        requests.push(GraphRequest {
+            phone_number_id,
+            version,
+            authorization: authorization.clone(),
+            body: body.clone(),
+        });
+        requests.len()
+    };
+    if authorization != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(
+                json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}),
+            ),
+        );
+    }
+    if let Some((status, body)) = shared.script.lock().expect("lock").pop_front() {
+        return (StatusCode::from_u16(status).expect("status"), Json(body));
+    }
+    let to = body["to"].as_str().unwrap_or_default().to_owned();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": format!("wamid.FAKE{n}")}],
+        })),
+    )
+}
+
+impl FakeGraph {
+    pub(crate) async fn start() -> FakeGraph {
+        let shared = Arc::new(GraphShared::default());
+        let app = axum::Router::new()
+            .route(
+                "/{version}/{phone_number_id}/messages",
+                axum::routing::post(graph_messages),
+            )
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGraph { shared, addr }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> Vec<GraphRequest> {
+        self.shared.requests.lock().expect("lock").clone()
+    }
+
+    /// The next answers, before the default success.
+    fn answer(&self, status: u16, body: Value) {
+        self.shared
+            .script
+            .lock()
+            .expect("lock")
+            .push_back((status, body));
+    }
+}
+
+fn meta_error(code: i64, message: &str) -> Value {
+    json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "x"}})
+}
+
+// --- Meta's webhook -------------------------------------------------------------------
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn notification(phone_number_id: &str, value: Value) -> Value {
+    let mut value = value;
+    value["messaging_product"] = json!("whatsapp");
+    value["metadata"] =
+        json!({"display_phone_number": "15550001111", "phone_number_id": phone_number_id});
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA_ID", "changes": [{"field": "messages", "value": value}]}],
+    })
+}
+
+pub(crate) fn inbound(wamid: &str, from: &str, text: &str, ts_secs: i64) -> Value {
+    notification(
+        PHONE_NUMBER_ID,
+        json!({
+            "contacts": [{"profile": {"name": "Anna Customer"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": ts_secs.to_string(),
+                          "type": "text", "text": {"body": text}}],
+        }),
+    )
+}
+
+pub(crate) fn status(wamid: &str, to: &str, status: &str) -> Value {
+    notification(
+        PHONE_NUMBER_ID,
+        json!({"statuses": [{"id": wamid, "status": status, "timestamp": chrono::Utc::now().timestamp().to_string(),
+                             "recipient_id": to, "conversation": {"id": "c1"}, "pricing": {"billable": true}}]}),
+    )
+}
+
+/// Posts a notification signed with `secret` (None: unsigned).
+pub(crate) async fn webhook(
+    server: &TestServer,
+    body: &Value,
+    secret: Option<&str>,
+) -> (u16, Value) {
+    let raw = serde_json::to_vec(body).expect("json");
+    let mut rb = server
+        .request(Method::POST, "/api/waba/webhook", &Auth::None)
+        .header("content-type", "application/json");
+    if let Some(secret) = secret {
+        rb = rb.header("x-hub-signature-256", sign(secret, &raw));
+    }
+    crate::common::read(rb.body(raw).send().await.expect("webhook")).await
+}
+
+// --- Setup ----------------------------------------------------------------------------
+
+struct Desk {
+    server: TestServer,
+    graph: FakeGraph,
+    owner_id: String,
+    owner: Auth,
+}
+
+async fn desk_on(backend: Backend) -> Desk {
+    let graph = FakeGraph::start().await;
+    let url = graph.url();
+    let server = TestServer::start_on(
+        backend,
+        &[("waba_graph_base_url", &url), ("waba_api_version", "v21.0")],
+    )
+    .await;
+    let (owner_id, _, token) = server.new_user("owner@example.com", "user").await;
+    let owner = Auth::Bearer(token);
+    let (code, body) = server
+        .put(
+            "/api/waba/settings",
+            &owner,
+            json!({"accessToken": TOKEN, "phoneNumberId": PHONE_NUMBER_ID, "businessAccountId": "WABA_ID",
+                   "appSecret": APP_SECRET, "verifyToken": VERIFY_TOKEN}),
+        )
+        .await;
+    assert_eq!(code, 200, "settings: {body}");
+    Desk {
+        server,
+        graph,
+        owner_id,
+        owner,
+    }
+}
+
+/// Creates an operator working for `owner_id`; returns its id and token.
+async fn operator(server: &TestServer, email: &str, owner_id: &str) -> (String, Auth) {
+    let (code, body) = server
+        .post(
+            "/api/users",
+            &server.admin(),
+            json!({"email": email, "password": "password1", "firstName": "Op", "lastName": "Erator",
+                   "role": "operator", "ownerId": owner_id}),
+        )
+        .await;
+    assert_eq!(code, 201, "operator: {body}");
+    let (code, login) = server
+        .post(
+            "/api/auth/login",
+            &Auth::None,
+            json!({"email": email, "password": "password1"}),
+        )
+        .await;
+    assert_eq!(code, 200, "login: {login}");
+    (
+        body["id"].as_str().expect("id").to_owned(),
+        Auth::Bearer(login["token"].as_str().expect("token").to_owned()),
+    )
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A customer writes; returns the chat's id.
+async fn customer_writes(d: &Desk, wamid: &str, ts_secs: i64) -> i64 {
+    let (code, body) = webhook(
+        &d.server,
+        &inbound(wamid, CUSTOMER, "Hello, is my order ready?", ts_secs),
+        Some(APP_SECRET),
+    )
+    .await;
+    assert_eq!(code, 200, "inbound: {body}");
+    let (code, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    assert_eq!(code, 200, "chats: {chats}");
+    chats["chats"][0]["id"].as_i64().expect("a chat")
+}
+
+async fn message_status(d: &Desk, id: i64) -> Value {
+    let (code, body) = d
+        .server
+        .get(&format!("/api/waba/operator/message-status/{id}"), &d.owner)
+        .await;
+    assert_eq!(code, 200, "message-status: {body}");
+    body
+}
+
+// --- Tests ----------------------------------------------------------------------------
+
+async fn inbound_send_and_statuses(backend: Backend) {
+    let d = desk_on(backend).await;
+    let chat = customer_writes(&d, "wamid.IN1", now_secs()).await;
+
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    let c = &chats["chats"][0];
+    assert_eq!(chats["total"], 1);
+    assert_eq!(c["customerPhone"], CUSTOMER);
+    assert_eq!(c["customerName"], "Anna Customer");
+    assert_eq!(c["unreadCount"], 1);
+    assert!(c["windowExpiresAt"].is_string(), "{c}");
+    assert_eq!(c["lastMessage"]["content"], "Hello, is my order ready?");
+
+    // The same notification again (Meta retries): still one message.
+    let (code, _) = webhook(
+        &d.server,
+        &inbound(
+            "wamid.IN1",
+            CUSTOMER,
+            "Hello, is my order ready?",
+            now_secs(),
+        ),
+        Some(APP_SECRET),
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    let (code, sent) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "Your order is ready"}),
+        )
+        .await;
+    assert_eq!(code, 200, "send: {sent}");
+    assert_eq!(sent["success"], true);
+    let wamid = sent["messageId"].as_str().expect("wamid").to_owned();
+    assert!(wamid.starts_with("wamid.FAKE"), "{sent}");
+    assert_eq!(sent["message"]["chatId"], chat);
+    assert_eq!(sent["message"]["content"], "Your order is ready");
+    assert_eq!(sent["message"]["status"], "sent");
+    let id = sent["message"]["id"].as_i64().expect("numeric id");
+
+    let requests = d.graph.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].authorization, format!("Bearer {TOKEN}"));
+    assert_eq!(requests[0].phone_number_id, PHONE_NUMBER_ID);
+    assert_eq!(requests[0].version, "v21.0");
+    assert_eq!(
+        requests[0].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
+               "type": "text", "text": {"body": "Your order is ready"}})
+    );
+
+    let s = message_status(&d, id).await;
+    assert_eq!(
+        (
+            s["status"].as_str(),
+            s["delivered"].as_bool(),
+            s["read"].as_bool()
+        ),
+        (Some("sent"), Some(false), Some(false))
+    );
+    assert_eq!(s["whatsappMessageId"], wamid.as_str());
+
+    for (next, delivered, read) in [("delivered", true, false), ("read", true, true)] {
+        let (code, body) =
+            webhook(&d.server, &status(&wamid, CUSTOMER, next), Some(APP_SECRET)).await;
+        assert_eq!(code, 200, "{next}: {body}");
+        let s = message_status(&d, id).await;
+        assert_eq!(
+            (
+                s["status"].as_str(),
+                s["delivered"].as_bool(),
+                s["read"].as_bool()
+            ),
+            (Some(next), Some(delivered), Some(read))
+        );
+    }
+    // A late `delivered` after `read` changes nothing, and so does a repeated `read`.
+    for late in ["delivered", "read", "sent"] {
+        let (code, body) =
+            webhook(&d.server, &status(&wamid, CUSTOMER, late), Some(APP_SECRET)).await;
+        assert_eq!(code, 200);
+        assert_eq!(body["statuses"], 0, "{late} changed something: {body}");
+    }
+    assert_eq!(message_status(&d, id).await["status"], "read");
+
+    let (code, history) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chat/{chat}/messages?limit=20&offset=0"),
+            &d.owner,
+        )
+        .await;
+    assert_eq!(code, 200, "history: {history}");
+    assert_eq!(
+        (&history["total"], &history["limit"], &history["offset"]),
+        (&json!(2), &json!(20), &json!(0))
+    );
+    let out = &history["messages"][0];
+    assert_eq!(out["id"], id);
+    assert_eq!(out["whatsappMessageId"], wamid.as_str());
+    assert_eq!(out["type"], "text");
+    assert_eq!(out["fromMe"], true);
+    assert_eq!(out["status"], "read");
+    assert_eq!(
+        (&out["delivered"], &out["read"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(out["mediaUrl"], Value::Null);
+    assert_eq!(out["senderUser"]["id"], d.owner_id.as_str());
+    assert_eq!(out["senderUser"]["email"], "owner@example.com");
+    let inn = &history["messages"][1];
+    assert_eq!(inn["fromMe"], false);
+    assert_eq!(inn["status"], "received");
+    assert_eq!(
+        (&inn["delivered"], &inn["read"]),
+        (&json!(false), &json!(false))
+    );
+    assert_eq!(inn["isReadByOperator"], false);
+    assert_eq!(inn["senderUser"], Value::Null);
+    assert_eq!(inn["whatsappMessageId"], "wamid.IN1");
+
+    let (code, read) = d
+        .server
+        .post(
+            &format!("/api/waba/operator/chat/{chat}/read"),
+            &d.owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "read: {read}");
+    assert_eq!(read["marked"], 1);
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    assert_eq!(chats["chats"][0]["unreadCount"], 0);
+    assert_eq!(chats["chats"][0]["lastMessage"]["fromMe"], true);
+    let (_, history) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chat/{chat}/messages"),
+            &d.owner,
+        )
+        .await;
+    assert_eq!(history["messages"][1]["isReadByOperator"], true);
+}
+
+async fn window_and_templates(backend: Backend) {
+    let d = desk_on(backend).await;
+    // The customer wrote 25 hours ago: the window is closed.
+    let chat = customer_writes(&d, "wamid.OLD", now_secs() - 25 * 3600).await;
+    let (code, body) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "Still there?"}),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["code"], "outside_24h_window");
+    assert!(
+        d.graph.requests().is_empty(),
+        "Meta was called outside the window"
+    );
+
+    // Templates are allowed outside it.
+    let (code, body) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "type": "template",
+                   "template": {"name": "order_ready", "language": {"code": "ru"},
+                                "components": [{"type": "body", "parameters": [{"type": "text", "text": "12345"}]}]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "template: {body}");
+    assert_eq!(
+        d.graph.requests()[0].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
+               "type": "template", "template": {"name": "order_ready", "language": {"code": "ru"},
+               "components": [{"type": "body", "parameters": [{"type": "text", "text": "12345"}]}]}})
+    );
+
+    // A fresh message opens the window: media may go out, with the exact payloads.
+    customer_writes(&d, "wamid.NEW", now_secs()).await;
+    let (code, body) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "type": "image", "mediaUrl": "https://example.com/photo.jpg",
+                   "message": "Photo of your order", "caption": "Order #12345"}),
+        )
+        .await;
+    assert_eq!(code, 200, "image: {body}");
+    let (code, body) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "type": "document", "mediaUrl": "https://example.com/invoice.pdf",
+                   "message": "Invoice", "filename": "invoice_12345.pdf", "caption": "Invoice #12345"}),
+        )
+        .await;
+    assert_eq!(code, 200, "document: {body}");
+    let requests = d.graph.requests();
+    assert_eq!(
+        requests[1].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
+               "type": "image", "image": {"link": "https://example.com/photo.jpg", "caption": "Order #12345"}})
+    );
+    assert_eq!(
+        requests[2].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
+               "type": "document", "document": {"link": "https://example.com/invoice.pdf",
+               "caption": "Invoice #12345", "filename": "invoice_12345.pdf"}})
+    );
+    let (_, history) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chat/{chat}/messages"),
+            &d.owner,
+        )
+        .await;
+    assert_eq!(history["messages"][0]["type"], "document");
+    assert_eq!(
+        history["messages"][0]["mediaUrl"],
+        "https://example.com/invoice.pdf"
+    );
+}
+
+backend_tests!(inbound_send_and_statuses, window_and_templates);
+
+#[tokio::test]
+async fn webhook_signatures_routing_and_verification() {
+    let d = desk_on(Backend::Sqlite).await;
+    let body = inbound("wamid.X", CUSTOMER, "hi", now_secs());
+    let (code, err) = webhook(&d.server, &body, Some("not-the-secret")).await;
+    assert_eq!(code, 401, "{err}");
+    let (code, _) = webhook(&d.server, &body, None).await;
+    assert_eq!(code, 401);
+    // A tampered body under a valid signature of the original.
+    let raw = serde_json::to_vec(&body).expect("json");
+    let mut tampered = body.clone();
+    tampered["entry"][0]["changes"][0]["value"]["messages"][0]["text"]["body"] = json!("evil");
+    let resp = d
+        .server
+        .request(Method::POST, "/api/waba/webhook", &Auth::None)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign(APP_SECRET, &raw))
+        .body(serde_json::to_vec(&tampered).expect("json"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // An unknown phone number id is acknowledged (so Meta stops retrying) and ignored.
+    let mut unknown = inbound("wamid.Y", CUSTOMER, "hi", now_secs());
+    unknown["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!("999");
+    let (code, _) = webhook(&d.server, &unknown, Some("whatever")).await;
+    assert_eq!(code, 200);
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    assert_eq!(chats["total"], 0, "{chats}");
+
+    // Meta's subscription check.
+    let verify = |token: &str| {
+        format!(
+            "/api/waba/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        )
+    };
+    let resp = d
+        .server
+        .request(Method::GET, &verify(VERIFY_TOKEN), &Auth::None)
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain")
+    );
+    assert_eq!(resp.text().await.expect("text"), "1158201444");
+    let (code, _) = d.server.get(&verify("wrong"), &Auth::None).await;
+    assert_eq!(code, 403);
+}
+
+#[tokio::test]
+async fn operators_see_only_their_owners_chats() {
+    let d = desk_on(Backend::Sqlite).await;
+    let chat = customer_writes(&d, "wamid.IN", now_secs()).await;
+    let (op_id, op) = operator(&d.server, "op@example.com", &d.owner_id).await;
+    let (other_owner, _, other_token) = d.server.new_user("other@example.com", "user").await;
+    let other = Auth::Bearer(other_token);
+    let (_, stranger) = operator(&d.server, "stranger@example.com", &other_owner).await;
+
+    // The owner's operator sees and answers; the message says who sent it.
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &op).await;
+    assert_eq!(chats["total"], 1);
+    let (code, sent) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &op,
+            json!({"chatId": chat, "message": "On it"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{sent}");
+    let id = sent["message"]["id"].as_i64().expect("id");
+    let (_, history) = d
+        .server
+        .get(&format!("/api/waba/operator/chat/{chat}/messages"), &op)
+        .await;
+    assert_eq!(history["messages"][0]["senderUser"]["id"], op_id.as_str());
+    assert_eq!(
+        history["messages"][0]["senderUser"]["email"],
+        "op@example.com"
+    );
+
+    // Another account's operator or user: 404 everywhere, an empty list.
+    for who in [&stranger, &other] {
+        let (_, chats) = d.server.get("/api/waba/operator/chats", who).await;
+        assert_eq!(chats["total"], 0);
+        let (code, _) = d
+            .server
+            .get(&format!("/api/waba/operator/chat/{chat}/messages"), who)
+            .await;
+        assert_eq!(code, 404);
+        let (code, _) = d
+            .server
+            .get(&format!("/api/waba/operator/message-status/{id}"), who)
+            .await;
+        assert_eq!(code, 404);
+        let (code, _) = d
+            .server
+            .post(
+                &format!("/api/waba/operator/chat/{chat}/read"),
+                who,
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, 404);
+    }
+    // The stranger's owner has no settings: that is what a send learns first.
+    let (code, body) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &stranger,
+            json!({"chatId": chat, "message": "x"}),
+        )
+        .await;
+    assert_eq!(code, 500, "{body}");
+    assert_eq!(body["code"], "waba_not_configured");
+    // Once configured, another account's chat is simply not found.
+    let (code, _) = d
+        .server
+        .put(
+            "/api/waba/settings",
+            &other,
+            json!({"accessToken": "t-other", "phoneNumberId": "222", "businessAccountId": "W2",
+                   "appSecret": "s2", "verifyToken": "v2"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &stranger,
+            json!({"chatId": chat, "message": "x"}),
+        )
+        .await;
+    assert_eq!(code, 404);
+
+    // The admin sees every account's chats.
+    let (_, chats) = d
+        .server
+        .get("/api/waba/operator/chats", &d.server.admin())
+        .await;
+    assert_eq!(chats["total"], 1);
+    assert_eq!(d.graph.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn meta_errors_are_mapped_and_retried() {
+    let d = desk_on(Backend::Sqlite).await;
+    let chat = customer_writes(&d, "wamid.IN", now_secs()).await;
+    let send = || async {
+        d.server
+            .post(
+                "/api/waba/operator/send",
+                &d.owner,
+                json!({"chatId": chat, "message": "hi"}),
+            )
+            .await
+    };
+
+    d.graph
+        .answer(400, meta_error(131047, "Re-engagement message"));
+    let (code, body) = send().await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body["error"].as_str().expect("message").contains("131047"));
+
+    // Throughput: retried with backoff, then 429.
+    for _ in 0..3 {
+        d.graph.answer(429, meta_error(130429, "Rate limit hit"));
+    }
+    let before = d.graph.requests().len();
+    let (code, body) = send().await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(body["code"], "waba_rate_limited");
+    assert_eq!(d.graph.requests().len() - before, 3, "three attempts");
+
+    // A 5xx once, then success: retried.
+    d.graph.answer(
+        503,
+        json!({"error": {"message": "temporarily unavailable", "code": 2}}),
+    );
+    let before = d.graph.requests().len();
+    let (code, body) = send().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(d.graph.requests().len() - before, 2);
+
+    // Other 4xx are not retried.
+    d.graph.answer(400, meta_error(100, "Invalid parameter"));
+    let before = d.graph.requests().len();
+    let (code, body) = send().await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(d.graph.requests().len() - before, 1);
+
+    // A bad token (190): 502 saying so.
+    let (code, _) = d
+        .server
+        .put(
+            "/api/waba/settings",
+            &d.owner,
+            json!({"accessToken": "EAAG-expired-token-xyz"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = send().await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["code"], "waba_token_invalid");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("access token")
+    );
+}
+
+#[tokio::test]
+async fn settings_are_masked_and_requests_checked() {
+    let d = desk_on(Backend::Sqlite).await;
+    let (code, s) = d.server.get("/api/waba/settings", &d.owner).await;
+    assert_eq!(code, 200, "{s}");
+    assert_eq!(s["configured"], true);
+    assert_eq!(s["phoneNumberId"], PHONE_NUMBER_ID);
+    assert_eq!(s["businessAccountId"], "WABA_ID");
+    let text = s.to_string();
+    for secret in [TOKEN, APP_SECRET, VERIFY_TOKEN] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert_eq!(s["accessToken"], "****0001");
+
+    // Nothing stored in the clear either.
+    for file in ["whatsapp-api.db", "whatsapp-api.db-wal"] {
+        let Ok(bytes) = std::fs::read(d.server.dir.path().join(file)) else {
+            assert_ne!(file, "whatsapp-api.db", "the database file exists");
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(TOKEN) && !text.contains(APP_SECRET),
+            "{file} holds a secret"
+        );
+    }
+
+    let (_, fresh, fresh_token) = d.server.new_user("fresh@example.com", "user").await;
+    let _ = fresh;
+    let fresh = Auth::Bearer(fresh_token);
+    let (code, s) = d.server.get("/api/waba/settings", &fresh).await;
+    assert_eq!((code, &s["configured"]), (200, &json!(false)));
+    let (code, body) = d
+        .server
+        .put(
+            "/api/waba/settings",
+            &fresh,
+            json!({"accessToken": "t", "phoneNumberId": "p"}),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    // Another account's phone number id is refused.
+    let (code, body) = d
+        .server
+        .put(
+            "/api/waba/settings",
+            &fresh,
+            json!({"accessToken": "t", "phoneNumberId": PHONE_NUMBER_ID, "businessAccountId": "b",
+                   "appSecret": "s", "verifyToken": "v"}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    let (_, op) = operator(&d.server, "op@example.com", &d.owner_id).await;
+    let (code, _) = d.server.get("/api/waba/settings", &op).await;
+    assert_eq!(code, 403);
+
+    // 400s of the send, and 404 for an unknown chat.
+    for (body, what) in [
+        (json!({"message": "x"}), "chatId"),
+        (json!({"chatId": 1}), "message"),
+        (
+            json!({"chatId": 1, "message": "x", "type": "video"}),
+            "type",
+        ),
+        (
+            json!({"chatId": 1, "message": "x", "type": "image"}),
+            "mediaUrl",
+        ),
+        (json!({"chatId": 1, "type": "template"}), "template"),
+        (json!({"chatId": "abc", "message": "x"}), "invalid"),
+    ] {
+        let (code, err) = d
+            .server
+            .post("/api/waba/operator/send", &d.owner, body)
+            .await;
+        assert_eq!(code, 400, "{what}: {err}");
+        assert!(
+            err["error"].as_str().expect("message").contains(what),
+            "{what}: {err}"
+        );
+    }
+    let (code, _) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": 424242, "message": "x"}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = d
+        .server
+        .get("/api/waba/operator/chat/424242/messages", &d.owner)
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = d
+        .server
+        .get("/api/waba/operator/message-status/abc", &d.owner)
+        .await;
+    assert_eq!(code, 400);
+}
+
+#[tokio::test]
+async fn live_events_carry_new_messages_and_statuses() {
+    let d = desk_on(Backend::Sqlite).await;
+    let mut stream = d
+        .server
+        .request(Method::GET, "/api/waba/operator/events", &d.owner)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(stream.status().as_u16(), 200);
+    let chat = customer_writes(&d, "wamid.LIVE", now_secs()).await;
+    let (code, sent) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "hello"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let wamid = sent["messageId"].as_str().expect("wamid").to_owned();
+    webhook(
+        &d.server,
+        &status(&wamid, CUSTOMER, "delivered"),
+        Some(APP_SECRET),
+    )
+    .await;
+
+    let mut buffer = String::new();
+    let events: Vec<Value> = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let events: Vec<Value> = buffer
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str(d.trim()).ok())
+                .collect();
+            if events.len() >= 3 {
+                return events;
+            }
+            let chunk = stream.chunk().await.expect("chunk").expect("stream open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("three events in time");
+    assert_eq!(events[0]["type"], "message");
+    assert_eq!(events[0]["message"]["whatsappMessageId"], "wamid.LIVE");
+    assert_eq!(events[1]["type"], "message");
+    assert_eq!(events[1]["message"]["fromMe"], true);
+    assert_eq!(events[2]["type"], "status");
+    assert_eq!(events[2]["message"]["status"], "delivered");
+    assert_eq!(events[2]["chatId"], chat);
+}
