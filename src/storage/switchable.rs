@@ -1,0 +1,353 @@
+//! [`SwitchableStorage`]: the one storage object the whole server shares, delegating to
+//! the provider currently in use, which a live switch (`POST /api/db/switch`) replaces.
+//!
+//! Everything that stores (accounts, the actor runtime, the event hub, the webhook queue,
+//! the statistics counter) holds a clone of one `Arc` taken at start, so the switch has to
+//! happen behind that object rather than by handing out a new one.
+//!
+//! # Writes during a switch
+//! Every write method holds the *write gate* shared for its duration; a switch takes it
+//! exclusively while it copies the data and swaps the provider. So a write that arrives
+//! during the copy waits (it is held, not refused) and then goes to the new provider; a
+//! write already running when the switch starts finishes first and is part of the copy.
+//! Reads never touch the gate: during the copy they keep being answered by the old
+//! provider, whose data the copy does not change.
+//!
+//! A write loads the provider only after it holds the gate; loading it before would let
+//! a write that waited through a switch land in the old provider and be lost.
+
+use std::sync::{PoisonError, RwLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+use wagate_actors::domain::{
+    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
+};
+use wagate_actors::messaging::{
+    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
+    MessageStore,
+};
+use wagate_actors::stats::{StatsStore, Usage, UsageFilter, UsageKey};
+use wagate_actors::storage::{
+    ActivityStore, DynStorage, EventStore, InstanceStore, Record, RecordCounts, RecordKind,
+    Storage, StoreResult, TransferStore, UserStore,
+};
+use wagate_actors::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage, WabaStore};
+
+use super::copy::{CopyError, copy_all};
+
+/// Storage whose provider can be replaced while the server runs. See the module docs.
+pub struct SwitchableStorage {
+    /// The provider in use. A std lock rather than a tokio one or `arc-swap`: it is held
+    /// only to clone the `Arc` out (never across an `.await`), so it costs an uncontended
+    /// atomic per call, needs no extra dependency, and cannot deadlock with the gate.
+    active: RwLock<DynStorage>,
+    /// The write gate: shared by each write for its duration, exclusive during a switch.
+    /// tokio's lock is fair (first come, first served), so once a switch waits for it,
+    /// later writes queue behind the switch and a steady stream of writes cannot starve it.
+    writes: tokio::sync::RwLock<()>,
+    /// One switch at a time: a second waits for the first, then sees its outcome.
+    switching: tokio::sync::Mutex<()>,
+}
+
+/// Why a switch did not happen. In every case the old provider stays in use.
+#[derive(Debug, Error)]
+pub enum SwitchError {
+    #[error("{0} is already the active database provider")]
+    AlreadyActive(&'static str),
+    #[error("copy failed: {0}")]
+    Copy(#[from] CopyError),
+    #[error("{0}")]
+    Commit(String),
+}
+
+impl SwitchableStorage {
+    pub fn new(initial: DynStorage) -> SwitchableStorage {
+        SwitchableStorage {
+            active: RwLock::new(initial),
+            writes: tokio::sync::RwLock::new(()),
+            switching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The provider in use now.
+    pub fn active(&self) -> DynStorage {
+        self.active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Copies everything into `target` while holding writes, runs `commit` (which records
+    /// the choice; it runs before the swap, so a failure to record it leaves nothing
+    /// half-done), then makes `target` the provider in use and releases the writes.
+    /// Returns the number of records of each kind copied.
+    ///
+    /// Fails with `AlreadyActive` when `target` is the provider in use, with `Copy` when the
+    /// copy or its count check fails, with `Commit` when `commit` fails; `target` is then
+    /// closed and the old provider stays in use. The old provider is released after a
+    /// success: reads still running on it finish, and it closes when the last one drops it.
+    pub async fn switch_to(
+        &self,
+        target: DynStorage,
+        commit: impl FnOnce() -> Result<(), String> + Send,
+    ) -> Result<RecordCounts, SwitchError> {
+        let _one_at_a_time = self.switching.lock().await;
+        let source = self.active();
+        if source.provider() == target.provider() {
+            target.close().await;
+            return Err(SwitchError::AlreadyActive(source.provider()));
+        }
+        let held = self.writes.write().await;
+        tracing::info!(
+            from = source.provider(),
+            to = target.provider(),
+            "switching the database provider: writes are held while the data is copied"
+        );
+        let outcome = match copy_all(source.as_ref(), target.as_ref()).await {
+            Ok(copied) => commit().map(|()| copied).map_err(SwitchError::Commit),
+            Err(e) => Err(SwitchError::Copy(e)),
+        };
+        match outcome {
+            Ok(copied) => {
+                *self.active.write().unwrap_or_else(PoisonError::into_inner) = target;
+                drop(held);
+                tracing::info!(
+                    provider = source.provider(),
+                    ?copied,
+                    "database provider switched; writes resumed on the new provider"
+                );
+                Ok(copied)
+            }
+            Err(e) => {
+                drop(held);
+                tracing::warn!(error = %e, provider = source.provider(), "database switch failed; the provider is unchanged");
+                target.close().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Implements a storage trait by forwarding every method to the active provider; `write`
+/// methods hold the write gate while they run, `read` methods do not.
+macro_rules! forward {
+    ($trait:ident { $($mode:ident fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
+        #[async_trait]
+        impl $trait for SwitchableStorage {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    forward!(@$mode self, $name($($arg),*))
+                }
+            )*
+        }
+    };
+    (@read $self:ident, $name:ident($($arg:ident),*)) => {
+        $self.active().$name($($arg),*).await
+    };
+    (@write $self:ident, $name:ident($($arg:ident),*)) => {{
+        let _gate = $self.writes.read().await;
+        $self.active().$name($($arg),*).await
+    }};
+}
+
+forward!(UserStore {
+    write fn create_user(&self, user: &User) -> StoreResult<()>;
+    read fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    read fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    read fn user_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<User>>;
+    read fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>>;
+    write fn update_user(&self, user: &User) -> StoreResult<bool>;
+    write fn delete_user(&self, id: &str) -> StoreResult<bool>;
+    read fn count_admins(&self) -> StoreResult<u64>;
+});
+
+forward!(InstanceStore {
+    write fn create_instance(&self, instance: &Instance) -> StoreResult<()>;
+    read fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>>;
+    read fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>>;
+    write fn update_instance(&self, instance: &Instance) -> StoreResult<bool>;
+    write fn set_instance_status(
+        &self,
+        id: &str,
+        status: InstanceStatus,
+        phone: Option<&str>,
+        at: DateTime<Utc>
+    ) -> StoreResult<()>;
+    write fn delete_instance(&self, id: &str) -> StoreResult<bool>;
+});
+
+forward!(ActivityStore {
+    write fn append_activity(&self, entry: &ActivityEntry) -> StoreResult<()>;
+    read fn list_activity(
+        &self,
+        instance_id: &str,
+        query: &ActivityQuery
+    ) -> StoreResult<Page<ActivityEntry>>;
+});
+
+forward!(EventStore {
+    write fn append_event(&self, event: &InstanceEvent) -> StoreResult<()>;
+    read fn list_events(
+        &self,
+        instance_id: &str,
+        query: &EventQuery
+    ) -> StoreResult<(Vec<InstanceEvent>, bool)>;
+});
+
+forward!(MessageStore {
+    write fn insert_message(&self, message: &Message) -> StoreResult<()>;
+    read fn message_by_id(&self, instance_id: &str, message_id: &str) -> StoreResult<Option<Message>>;
+    write fn advance_message_status(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>
+    ) -> StoreResult<Option<Message>>;
+    read fn chat_history(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+        query: &HistoryQuery
+    ) -> StoreResult<Page<Message>>;
+    read fn list_chats(&self, instance_id: &str, limit: u32, skip: u64) -> StoreResult<Page<ChatSummary>>;
+    write fn mark_chat_read(&self, instance_id: &str, remote_jid: &str) -> StoreResult<Vec<String>>;
+});
+
+forward!(ContactStore {
+    write fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact>;
+    read fn list_contacts(&self, instance_id: &str, query: &ContactQuery) -> StoreResult<Page<Contact>>;
+});
+
+forward!(StatsStore {
+    write fn add_usage(&self, rows: &[(UsageKey, Usage)]) -> StoreResult<()>;
+    read fn usage(&self, filter: &UsageFilter) -> StoreResult<Vec<(UsageKey, Usage)>>;
+});
+
+forward!(TransferStore {
+    read fn export_records(&self, kind: RecordKind, after: Option<&str>, limit: u32) -> StoreResult<Vec<Record>>;
+    write fn import_records(&self, records: &[Record]) -> StoreResult<()>;
+    read fn count_records(&self) -> StoreResult<RecordCounts>;
+    write fn clear_all(&self) -> StoreResult<()>;
+});
+
+forward!(WabaStore {
+    write fn put_waba_account(&self, account: &WabaAccount) -> StoreResult<()>;
+    read fn waba_account(&self, owner_id: &str) -> StoreResult<Option<WabaAccount>>;
+    read fn waba_account_by_phone_number_id(&self, phone_number_id: &str) -> StoreResult<Option<WabaAccount>>;
+    read fn waba_account_by_verify_token_hash(&self, hash: &str) -> StoreResult<Option<WabaAccount>>;
+    write fn waba_chat_for_customer(
+        &self,
+        owner_id: &str,
+        customer_phone: &str,
+        customer_name: Option<&str>,
+        at: DateTime<Utc>
+    ) -> StoreResult<WabaChat>;
+    read fn waba_chat(&self, id: i64) -> StoreResult<Option<WabaChat>>;
+    read fn find_waba_chat(&self, owner_id: &str, customer_phone: &str) -> StoreResult<Option<WabaChat>>;
+    read fn list_waba_chats(
+        &self,
+        owner_id: Option<&str>,
+        limit: u32,
+        skip: u64
+    ) -> StoreResult<Page<WabaChatSummary>>;
+    write fn insert_waba_message(&self, message: &WabaMessage) -> StoreResult<WabaMessage>;
+    read fn waba_message(&self, id: i64) -> StoreResult<Option<WabaMessage>>;
+    write fn advance_waba_message_status(
+        &self,
+        chat_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>
+    ) -> StoreResult<Option<WabaMessage>>;
+    read fn waba_chat_messages(&self, chat_id: i64, limit: u32, skip: u64) -> StoreResult<Page<WabaMessage>>;
+    write fn mark_waba_chat_read(&self, chat_id: i64) -> StoreResult<u64>;
+});
+
+#[async_trait]
+impl Storage for SwitchableStorage {
+    /// The active provider's name.
+    fn provider(&self) -> &'static str {
+        self.active().provider()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.active().ping().await
+    }
+
+    /// Closes the active provider, after any switch in progress has finished (closing
+    /// mid-copy would fail the copy for no reason).
+    async fn close(&self) {
+        let _no_switch = self.switching.lock().await;
+        self.active().close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use wagate_actors::domain::Role;
+    use wagate_actors::testing::MemoryStorage;
+
+    use super::*;
+
+    fn user(email: &str) -> User {
+        let now = Utc::now();
+        User {
+            id: wagate_actors::domain::new_id(),
+            email: email.to_owned(),
+            password_hash: "h".into(),
+            first_name: "F".into(),
+            last_name: "L".into(),
+            role: Role::User,
+            owner_id: None,
+            active: true,
+            api_key_hash: format!("k-{email}"),
+            api_key_sealed: "s".into(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_wait_for_the_gate_and_reads_do_not() {
+        let storage = Arc::new(SwitchableStorage::new(Arc::new(MemoryStorage::default())));
+        let held = storage.writes.write().await;
+        let writer = {
+            let storage = storage.clone();
+            tokio::spawn(async move { storage.create_user(&user("a@example.com")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !writer.is_finished(),
+            "a write waits while the gate is held"
+        );
+        assert_eq!(
+            storage.count_admins().await.expect("a read goes through"),
+            0
+        );
+        drop(held);
+        writer.await.expect("join").expect("the write completes");
+        assert!(
+            storage
+                .user_by_email("a@example.com")
+                .await
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn switching_to_the_active_provider_is_refused() {
+        let storage = SwitchableStorage::new(Arc::new(MemoryStorage::default()));
+        let err = storage
+            .switch_to(Arc::new(MemoryStorage::default()), || Ok(()))
+            .await
+            .expect_err("same provider");
+        assert!(matches!(err, SwitchError::AlreadyActive("memory")), "{err}");
+    }
+}
