@@ -15,16 +15,19 @@ use wagate_actors::storage::DynStorage;
 use wagate_actors::webhook::{WebhookConfig, WebhookQueueHandle, start_webhook_queue};
 
 use crate::accounts::Accounts;
-use crate::config::{Config, DatabaseProvider};
+use crate::config::Config;
 use crate::crypto::{self, JwtKeys, KeyVault};
-use crate::storage::mongo::MongoStorage;
-use crate::storage::sqlite::SqliteStorage;
+use crate::storage::provider;
+use crate::storage::switchable::SwitchableStorage;
 
 /// What every handler can reach. Cheap to clone: all fields are handles.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The storage every part of the server uses: `db`, as the seam's type.
     pub storage: DynStorage,
+    /// The same storage as `storage`, with the provider switch (`/api/db/switch`).
+    pub db: Arc<SwitchableStorage>,
     pub accounts: Accounts,
     /// The instance actors, through their supervisor.
     pub instances: InstancesHandle,
@@ -38,6 +41,8 @@ pub struct AppState {
     pub webhooks: WebhookQueueHandle,
     /// Usage counters and limits.
     pub stats: StatsHandle,
+    /// The WABA operator desk: its chat actors, account settings and Graph API client.
+    pub waba: crate::waba::Waba,
 }
 
 /// Why the server could not start.
@@ -58,22 +63,33 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// Opens the configured storage backend.
-pub async fn open_storage(config: &Config) -> Result<DynStorage, StartError> {
-    match config.database_provider {
-        DatabaseProvider::Sqlite => {
-            let storage = SqliteStorage::open(&config.sqlite_path)
-                .await
-                .map_err(|e| StartError::Storage(e.to_string()))?;
-            Ok(Arc::new(storage))
-        }
-        DatabaseProvider::Mongodb => {
-            let storage = MongoStorage::connect(&config.database_url.0)
-                .await
-                .map_err(|e| StartError::Storage(e.to_string()))?;
-            Ok(Arc::new(storage))
-        }
+/// Opens the configured storage provider behind a [`SwitchableStorage`], so it can be
+/// switched while the server runs.
+///
+/// Fails when the provider cannot be opened (file, server or `DATABASE_URL` missing).
+pub async fn open_storage(config: &Config) -> Result<Arc<SwitchableStorage>, StartError> {
+    let backend = provider::open(config, config.database_provider)
+        .await
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    Ok(Arc::new(SwitchableStorage::new(backend)))
+}
+
+/// Applies the provider a live switch recorded in `DATA_DIR/storage-provider.json`: it
+/// overrides `DATABASE_PROVIDER`, since the data was moved there. The URLs still come
+/// from the configuration.
+///
+/// Fails when the file exists but is unreadable or names no known provider.
+fn apply_recorded_provider(config: &mut Config) -> Result<(), StartError> {
+    if let Some(recorded) = provider::read_choice(&config.data_dir).map_err(StartError::Storage)? {
+        tracing::info!(
+            provider = recorded.as_str(),
+            configured = config.database_provider.as_str(),
+            file = %config.data_dir.join(provider::CHOICE_FILE).display(),
+            "using the database provider recorded by the last switch (it overrides DATABASE_PROVIDER)"
+        );
+        config.database_provider = recorded;
     }
+    Ok(())
 }
 
 /// Starts the webhook queue (which first catches up on events a crash kept from it) and
@@ -103,6 +119,28 @@ async fn start_webhooks(
     let forward = queue.clone();
     events.set_forwarder(Arc::new(move |event| forward.forward(event.clone())));
     Ok(queue)
+}
+
+/// Starts the WABA operator desk with the Graph API client of the configuration.
+async fn start_waba(
+    config: &Config,
+    storage: DynStorage,
+    vault: KeyVault,
+) -> Result<crate::waba::Waba, StartError> {
+    let graph =
+        crate::waba::graph::GraphClient::new(&config.waba_graph_base_url, &config.waba_api_version)
+            .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?;
+    // A call into a chat actor may wait behind a send that uses the client's whole budget.
+    let chat_timeout = config.actor_call_timeout + graph.max_send_duration();
+    let desk = wagate_actors::waba::start_operator_desk(
+        storage.clone(),
+        Arc::new(graph),
+        config.actor_call_timeout,
+        chat_timeout,
+    )
+    .await
+    .map_err(|e| StartError::Other(e.to_string()))?;
+    Ok(crate::waba::Waba::new(storage, desk, vault))
 }
 
 /// Starts the actor tree: the sandbox network and the instance supervisor.
@@ -159,7 +197,10 @@ pub async fn run_with_clock(
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let storage = open_storage(&config).await?;
+    let mut config = config;
+    apply_recorded_provider(&mut config)?;
+    let db = open_storage(&config).await?;
+    let storage: DynStorage = db.clone();
     let vault = match config.secret_key {
         Some(key) => KeyVault::new(key),
         None => KeyVault::load_or_create(&config.data_dir.join("secret.key"))
@@ -177,6 +218,7 @@ pub async fn run_with_clock(
         }
         config.jwt_secret.0.as_bytes().to_vec()
     };
+    let waba_vault = vault.clone();
     let accounts = Accounts::new(
         storage.clone(),
         vault,
@@ -212,14 +254,17 @@ pub async fn run_with_clock(
         .await
         .map_err(|e| StartError::Other(format!("cannot restore instances: {e}")))?;
     tracing::info!(instances = restored, "instances restored");
+    let waba = start_waba(&config, storage.clone(), waba_vault).await?;
 
     let state = AppState {
         storage: storage.clone(),
+        db,
         accounts,
         instances: runtime.instances.clone(),
         events: runtime.events.clone(),
         webhooks: webhooks.clone(),
         stats: stats.clone(),
+        waba: waba.clone(),
         media: crate::media::MediaStore::new(&config.data_dir),
         media_client: crate::outbound::guarded_client(
             config.allow_private_network_urls,
@@ -235,6 +280,7 @@ pub async fn run_with_clock(
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("HTTP stopped; stopping instances");
+    waba.desk.shutdown().await;
     runtime.shutdown().await;
     webhooks.shutdown().await;
     stats.shutdown().await;

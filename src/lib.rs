@@ -14,6 +14,8 @@
 //! - [`media`]: media files — fetched by URL, uploaded, stored under `DATA_DIR/uploads`.
 //! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.
 //! - [`qr`]: QR codes as PNG images.
+//! - [`waba`]: the WABA operator desk's server side — sealed account settings, the Graph
+//!   API client, Meta's webhook payloads.
 //!
 //! The actor runtime and the domain types live in the `wagate-actors` crate.
 
@@ -28,4 +30,5 @@ pub mod outbound;
 pub mod qr;
 pub mod storage;
 pub mod telemetry;
+pub mod waba;
 pub mod webhooks;

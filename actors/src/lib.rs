@@ -21,6 +21,8 @@
 //!   which spawns the rest), and [`runtime::Runtime::shutdown`], which stops it in order.
 //! - [`stats`]: the `StatsCounter` actor, daily usage buckets, limits, the clock.
 //! - [`webhook`]: durable, signed, ordered webhook delivery (queue and workers).
+//! - [`waba`]: the WABA operator desk — accounts, chats, messages, the 24-hour rule, its
+//!   storage trait, the Graph API seam, the `OperatorDesk` and one `OperatorChatActor` per chat.
 //! - `testing` (tests, or the `testing` feature): an in-memory storage.
 
 pub mod backoff;
@@ -38,4 +40,5 @@ pub mod stats;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod waba;
 pub mod webhook;

@@ -13,8 +13,12 @@ use crate::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
 };
 use crate::error::StoreError;
+use crate::messaging::{Contact, Message};
 pub use crate::messaging::{ContactStore, MessageStore};
 pub use crate::stats::StatsStore;
+use crate::stats::{Usage, UsageKey};
+pub use crate::waba::WabaStore;
+use crate::waba::{WabaAccount, WabaChat, WabaMessage};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -84,10 +88,224 @@ pub trait EventStore: Send + Sync {
     ) -> StoreResult<(Vec<InstanceEvent>, bool)>;
 }
 
+/// The kinds of stored records, in the order a copy writes them (owners before what
+/// they own, so a reader never meets an instance whose user is missing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Users,
+    Instances,
+    Activity,
+    Events,
+    Messages,
+    Contacts,
+    /// Daily usage buckets of the statistics.
+    Usage,
+    /// The operator desk's WABA accounts (settings), keyed by owner; secrets stay sealed.
+    WabaAccounts,
+    /// The operator desk's chats (numeric ids).
+    WabaChats,
+    /// The operator desk's messages (numeric ids; after their chats).
+    WabaMessages,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 10] = [
+        RecordKind::Users,
+        RecordKind::Instances,
+        RecordKind::Activity,
+        RecordKind::Events,
+        RecordKind::Messages,
+        RecordKind::Contacts,
+        RecordKind::Usage,
+        RecordKind::WabaAccounts,
+        RecordKind::WabaChats,
+        RecordKind::WabaMessages,
+    ];
+
+    /// The name used in reports (`copied.messages`) and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Users => "users",
+            RecordKind::Instances => "instances",
+            RecordKind::Activity => "activity",
+            RecordKind::Events => "events",
+            RecordKind::Messages => "messages",
+            RecordKind::Contacts => "contacts",
+            RecordKind::Usage => "usage",
+            RecordKind::WabaAccounts => "wabaAccounts",
+            RecordKind::WabaChats => "wabaChats",
+            RecordKind::WabaMessages => "wabaMessages",
+        }
+    }
+}
+
+/// One stored record of any kind, with everything a backend keeps of it, including state
+/// the domain types do not carry (whether the account has read an inbound message), so a
+/// copy between providers loses nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    User(User),
+    Instance(Instance),
+    Activity(ActivityEntry),
+    Event(InstanceEvent),
+    Message {
+        message: Message,
+        read_by_me: bool,
+    },
+    Contact(Contact),
+    Usage(UsageKey, Usage),
+    /// Stored as is: the secret fields hold the sealed values, never opened by a copy.
+    WabaAccount(WabaAccount),
+    WabaChat(WabaChat),
+    WabaMessage(WabaMessage),
+}
+
+impl Record {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::User(_) => RecordKind::Users,
+            Record::Instance(_) => RecordKind::Instances,
+            Record::Activity(_) => RecordKind::Activity,
+            Record::Event(_) => RecordKind::Events,
+            Record::Message { .. } => RecordKind::Messages,
+            Record::Contact(_) => RecordKind::Contacts,
+            Record::Usage(..) => RecordKind::Usage,
+            Record::WabaAccount(_) => RecordKind::WabaAccounts,
+            Record::WabaChat(_) => RecordKind::WabaChats,
+            Record::WabaMessage(_) => RecordKind::WabaMessages,
+        }
+    }
+
+    /// The export cursor: the record's id, or `day|user|instance` for a usage bucket
+    /// (buckets have no id of their own; the three make them unique), the owner's id for
+    /// a WABA account, and [`id_key`] of the numeric id for WABA chats and messages.
+    pub fn key(&self) -> String {
+        match self {
+            Record::User(u) => u.id.clone(),
+            Record::Instance(i) => i.id.clone(),
+            Record::Activity(a) => a.id.clone(),
+            Record::Event(e) => e.id.clone(),
+            Record::Message { message, .. } => message.id.clone(),
+            Record::Contact(c) => c.id.clone(),
+            Record::Usage(k, _) => usage_key(k),
+            Record::WabaAccount(a) => a.owner_id.clone(),
+            Record::WabaChat(c) => id_key(c.id),
+            Record::WabaMessage(m) => id_key(m.id),
+        }
+    }
+}
+
+/// The export cursor of a numeric id: fixed-width digits whose string order is the
+/// numbers' order (`"10" < "9"` would break a keyset walk), for negative ids too.
+pub fn id_key(id: i64) -> String {
+    format!("{:020}", (id as u64) ^ (1 << 63))
+}
+
+/// The id an [`id_key`] cursor stands for; `Corrupt` when `key` is no such cursor.
+pub fn id_from_key(key: &str) -> StoreResult<i64> {
+    match key.parse::<u64>() {
+        Ok(n) if key.len() == 20 => Ok((n ^ (1 << 63)) as i64),
+        _ => Err(StoreError::Corrupt(format!(
+            "{key:?} is not a cursor of numeric ids"
+        ))),
+    }
+}
+
+/// The key of a usage bucket, as [`Record::key`] and the backends order them.
+pub fn usage_key(k: &UsageKey) -> String {
+    format!(
+        "{}|{}|{}",
+        k.day.format("%Y-%m-%d"),
+        k.user_id,
+        k.instance_id
+    )
+}
+
+/// How many records of each kind a store holds (the check of a copy, and its report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordCounts {
+    pub users: u64,
+    pub instances: u64,
+    pub activity: u64,
+    pub events: u64,
+    pub messages: u64,
+    pub contacts: u64,
+    pub usage: u64,
+    pub waba_accounts: u64,
+    pub waba_chats: u64,
+    pub waba_messages: u64,
+}
+
+impl RecordCounts {
+    pub fn get(&self, kind: RecordKind) -> u64 {
+        match kind {
+            RecordKind::Users => self.users,
+            RecordKind::Instances => self.instances,
+            RecordKind::Activity => self.activity,
+            RecordKind::Events => self.events,
+            RecordKind::Messages => self.messages,
+            RecordKind::Contacts => self.contacts,
+            RecordKind::Usage => self.usage,
+            RecordKind::WabaAccounts => self.waba_accounts,
+            RecordKind::WabaChats => self.waba_chats,
+            RecordKind::WabaMessages => self.waba_messages,
+        }
+    }
+
+    pub fn set(&mut self, kind: RecordKind, n: u64) {
+        let slot = match kind {
+            RecordKind::Users => &mut self.users,
+            RecordKind::Instances => &mut self.instances,
+            RecordKind::Activity => &mut self.activity,
+            RecordKind::Events => &mut self.events,
+            RecordKind::Messages => &mut self.messages,
+            RecordKind::Contacts => &mut self.contacts,
+            RecordKind::Usage => &mut self.usage,
+            RecordKind::WabaAccounts => &mut self.waba_accounts,
+            RecordKind::WabaChats => &mut self.waba_chats,
+            RecordKind::WabaMessages => &mut self.waba_messages,
+        };
+        *slot = n;
+    }
+}
+
+/// Whole-store access, for copying every record from one provider to another
+/// (`POST /api/db/switch`). Not for request paths: these walk everything.
+#[async_trait]
+pub trait TransferStore: Send + Sync {
+    /// Up to `limit` records of `kind` whose [`Record::key`] is greater than `after`, in
+    /// key order: the pages of a full export, resumable from the last key seen.
+    async fn export_records(
+        &self,
+        kind: RecordKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Record>>;
+    /// Stores the records exactly as given: ids, timestamps, counters and read marks are
+    /// kept (a usage bucket is set, not added to). Fails with `Conflict` when a record's
+    /// key (or a unique field: email, API key, message id) is already stored.
+    ///
+    /// Numeric ids (WABA chats and messages) are kept too, and the id sequences move
+    /// past them: ids assigned afterwards are greater than every imported one.
+    async fn import_records(&self, records: &[Record]) -> StoreResult<()>;
+    async fn count_records(&self) -> StoreResult<RecordCounts>;
+    /// Deletes every record of every kind (the schema and indexes stay).
+    async fn clear_all(&self) -> StoreResult<()>;
+}
+
 /// Everything the gateway stores, behind one object.
 #[async_trait]
 pub trait Storage:
-    UserStore + InstanceStore + ActivityStore + EventStore + MessageStore + ContactStore + StatsStore
+    UserStore
+    + InstanceStore
+    + ActivityStore
+    + EventStore
+    + MessageStore
+    + ContactStore
+    + StatsStore
+    + TransferStore
+    + WabaStore
 {
     /// `sqlite` or `mongodb`.
     fn provider(&self) -> &'static str;
@@ -98,3 +316,43 @@ pub trait Storage:
 }
 
 pub type DynStorage = Arc<dyn Storage>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_keys_order_as_the_numbers_and_round_trip() {
+        let ids = [
+            i64::MIN,
+            -10,
+            -9,
+            -1,
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1_000_000,
+            i64::MAX,
+        ];
+        let keys: Vec<String> = ids.iter().map(|id| id_key(*id)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        for (id, key) in ids.iter().zip(&keys) {
+            assert_eq!(id_from_key(key).ok(), Some(*id));
+        }
+        for bad in [
+            "",
+            "9",
+            "abc",
+            "-0000000000000000001",
+            "99999999999999999999",
+        ] {
+            assert!(
+                matches!(id_from_key(bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -16,11 +16,16 @@ use crate::messaging::{
     ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
     MessageStore,
 };
-use crate::storage::{ActivityStore, EventStore, InstanceStore, Storage, StoreResult, UserStore};
+use crate::storage::{
+    ActivityStore, EventStore, InstanceStore, Record, RecordCounts, RecordKind, Storage,
+    StoreResult, TransferStore, UserStore,
+};
 
 #[derive(Default)]
 pub struct MemoryStorage {
     data: Mutex<Data>,
+    /// The operator desk's records (see `testing/waba.rs`).
+    waba: Mutex<waba::WabaData>,
 }
 
 #[derive(Default)]
@@ -520,6 +525,110 @@ impl ContactStore for MemoryStorage {
 }
 
 #[async_trait]
+impl TransferStore for MemoryStorage {
+    async fn export_records(
+        &self,
+        kind: RecordKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Record>> {
+        let data = self.data();
+        let mut records: Vec<Record> = match kind {
+            RecordKind::Users => data.users.iter().cloned().map(Record::User).collect(),
+            RecordKind::Instances => data
+                .instances
+                .iter()
+                .cloned()
+                .map(Record::Instance)
+                .collect(),
+            RecordKind::Activity => data
+                .activity
+                .iter()
+                .cloned()
+                .map(Record::Activity)
+                .collect(),
+            RecordKind::Events => data.events.iter().cloned().map(Record::Event).collect(),
+            RecordKind::Messages => data
+                .messages
+                .iter()
+                .map(|m| Record::Message {
+                    read_by_me: data
+                        .read
+                        .contains(&(m.instance_id.clone(), m.message_id.clone())),
+                    message: m.clone(),
+                })
+                .collect(),
+            RecordKind::Contacts => data.contacts.iter().cloned().map(Record::Contact).collect(),
+            RecordKind::Usage => data
+                .usage
+                .iter()
+                .map(|(k, u)| Record::Usage(k.clone(), *u))
+                .collect(),
+            RecordKind::WabaAccounts | RecordKind::WabaChats | RecordKind::WabaMessages => {
+                self.export_waba(kind)
+            }
+        };
+        records.retain(|r| after.is_none_or(|a| r.key().as_str() > a));
+        records.sort_by_key(Record::key);
+        records.truncate(limit as usize);
+        Ok(records)
+    }
+
+    async fn import_records(&self, records: &[Record]) -> StoreResult<()> {
+        let mut data = self.data();
+        for record in records {
+            match record.clone() {
+                Record::User(u) => data.users.push(u),
+                Record::Instance(i) => data.instances.push(i),
+                Record::Activity(a) => data.activity.push(a),
+                Record::Event(e) => data.events.push(e),
+                Record::Message {
+                    message,
+                    read_by_me,
+                } => {
+                    if read_by_me {
+                        data.read
+                            .insert((message.instance_id.clone(), message.message_id.clone()));
+                    }
+                    data.messages.push(message);
+                }
+                Record::Contact(c) => data.contacts.push(c),
+                Record::Usage(k, u) => {
+                    data.usage.insert(k, u);
+                }
+                waba @ (Record::WabaAccount(_) | Record::WabaChat(_) | Record::WabaMessage(_)) => {
+                    self.import_waba(waba)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn count_records(&self) -> StoreResult<RecordCounts> {
+        let (waba_accounts, waba_chats, waba_messages) = self.waba_counts();
+        let data = self.data();
+        Ok(RecordCounts {
+            users: data.users.len() as u64,
+            instances: data.instances.len() as u64,
+            activity: data.activity.len() as u64,
+            events: data.events.len() as u64,
+            messages: data.messages.len() as u64,
+            contacts: data.contacts.len() as u64,
+            usage: data.usage.len() as u64,
+            waba_accounts,
+            waba_chats,
+            waba_messages,
+        })
+    }
+
+    async fn clear_all(&self) -> StoreResult<()> {
+        *self.data() = Data::default();
+        self.clear_waba();
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl Storage for MemoryStorage {
     fn provider(&self) -> &'static str {
         "memory"
@@ -531,3 +640,5 @@ impl Storage for MemoryStorage {
 
     async fn close(&self) {}
 }
+
+mod waba;

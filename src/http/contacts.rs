@@ -16,7 +16,7 @@ use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::instances::usable_instance;
 use crate::http::messages::target_jid;
-use crate::http::{MAX_PAGE_LIMIT, Pagination, iso};
+use crate::http::{Pagination, iso, page_limit};
 
 pub fn router() -> Router<AppState> {
     let mut r = Router::new()
@@ -180,12 +180,7 @@ async fn stored_contacts(
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<ContactParams>,
 ) -> ApiResult<AppJson<Value>> {
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE_LIMIT}"
-        )));
-    }
+    let limit = page_limit(p.limit, 100)?;
     let skip = p.skip.unwrap_or(0);
     let only_groups = match p.only_groups.as_deref() {
         None | Some("false") | Some("0") | Some("") => false,

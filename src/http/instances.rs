@@ -27,7 +27,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::{MAX_PAGE_LIMIT, Pagination, iso, parse_date_param};
+use crate::http::{DateRangePage, Pagination, iso, page_limit, parse_date_param};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -768,28 +768,18 @@ async fn activity(
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<ActivityParams>,
 ) -> ApiResult<AppJson<Value>> {
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE_LIMIT}"
-        )));
-    }
-    let skip = p.skip.unwrap_or(0);
-    let start = p
-        .start_date
-        .as_deref()
-        .map(|v| parse_date_param("startDate", v))
-        .transpose()?;
-    let end = p
-        .end_date
-        .as_deref()
-        .map(|v| parse_date_param("endDate", v))
-        .transpose()?;
-    if let (Some(s), Some(e)) = (start, end)
-        && s > e
-    {
-        return Err(ApiError::bad_request("startDate must not be after endDate"));
-    }
+    let DateRangePage {
+        limit,
+        skip,
+        start,
+        end,
+    } = DateRangePage::parse(
+        p.limit,
+        p.skip,
+        p.start_date.as_deref(),
+        p.end_date.as_deref(),
+        100,
+    )?;
     let instance = visible_instance(&state, &caller, &id).await?;
     let query = ActivityQuery {
         limit,
@@ -833,12 +823,7 @@ async fn events(
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<EventParams>,
 ) -> ApiResult<AppJson<Value>> {
-    let limit = p.limit.unwrap_or(20);
-    if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE_LIMIT}"
-        )));
-    }
+    let limit = page_limit(p.limit, 20)?;
     let since = p
         .since
         .as_deref()

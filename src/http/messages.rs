@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::instances::usable_instance;
-use crate::http::{MAX_PAGE_LIMIT, Pagination, iso, parse_date_param};
+use crate::http::{DateRangePage, Pagination, iso, page_limit};
 use crate::media::{self, MediaFile};
 use crate::outbound::OutboundError;
 
@@ -340,28 +340,18 @@ async fn history(
     AppPath((id, chat_id)): AppPath<(String, String)>,
     AppQuery(p): AppQuery<HistoryParams>,
 ) -> ApiResult<AppJson<Value>> {
-    let limit = p.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE_LIMIT}"
-        )));
-    }
-    let skip = p.skip.unwrap_or(0);
-    let start = p
-        .start_date
-        .as_deref()
-        .map(|v| parse_date_param("startDate", v))
-        .transpose()?;
-    let end = p
-        .end_date
-        .as_deref()
-        .map(|v| parse_date_param("endDate", v))
-        .transpose()?;
-    if let (Some(s), Some(e)) = (start, end)
-        && s > e
-    {
-        return Err(ApiError::bad_request("startDate must not be after endDate"));
-    }
+    let DateRangePage {
+        limit,
+        skip,
+        start,
+        end,
+    } = DateRangePage::parse(
+        p.limit,
+        p.skip,
+        p.start_date.as_deref(),
+        p.end_date.as_deref(),
+        50,
+    )?;
     let jid = chat_jid(&chat_id).map_err(|e| ApiError::bad_request(e.message))?;
     let instance = usable_instance(&state, &caller, &id, false).await?;
     let page = state
@@ -395,12 +385,7 @@ async fn chats(
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<ChatParams>,
 ) -> ApiResult<AppJson<Value>> {
-    let limit = p.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE_LIMIT}"
-        )));
-    }
+    let limit = page_limit(p.limit, 50)?;
     let skip = p.skip.unwrap_or(0);
     let instance = usable_instance(&state, &caller, &id, false).await?;
     let page = state.storage.list_chats(&instance.id, limit, skip).await?;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod contacts;
+pub mod db;
 pub mod extract;
 pub mod health;
 pub mod instances;
@@ -10,6 +11,7 @@ pub mod messages;
 pub mod sandbox;
 pub mod stats;
 pub mod users;
+pub mod waba;
 pub mod webhooks;
 
 use axum::Router;
@@ -39,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .merge(contacts::router())
         .merge(webhooks::router())
         .merge(stats::router())
+        .merge(db::router())
+        .merge(waba::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -98,13 +102,58 @@ pub struct PageParams {
 impl PageParams {
     /// The limit (default `default`, 1..=[`MAX_PAGE_LIMIT`]) and the offset.
     pub fn resolve(&self, default: u32) -> Result<(u32, u64), ApiError> {
-        let limit = self.limit.unwrap_or(default);
-        if limit == 0 || limit > MAX_PAGE_LIMIT {
-            return Err(ApiError::bad_request(format!(
-                "limit must be between 1 and {MAX_PAGE_LIMIT}"
-            )));
+        Ok((page_limit(self.limit, default)?, self.skip.unwrap_or(0)))
+    }
+}
+
+/// A `limit` parameter: `default` when absent, else 1..=[`MAX_PAGE_LIMIT`].
+pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// A page of a date-filtered listing (`limit`, `skip`, `startDate`, `endDate`), validated.
+#[derive(Debug, Clone, Copy)]
+pub struct DateRangePage {
+    pub limit: u32,
+    pub skip: u64,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl DateRangePage {
+    /// Fails with 400 naming the parameter that is malformed, or when startDate is after
+    /// endDate.
+    pub fn parse(
+        limit: Option<u32>,
+        skip: Option<u64>,
+        start_date: Option<&str>,
+        end_date: Option<&str>,
+        default_limit: u32,
+    ) -> Result<DateRangePage, ApiError> {
+        let limit = page_limit(limit, default_limit)?;
+        let start = start_date
+            .map(|v| parse_date_param("startDate", v))
+            .transpose()?;
+        let end = end_date
+            .map(|v| parse_date_param("endDate", v))
+            .transpose()?;
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            return Err(ApiError::bad_request("startDate must not be after endDate"));
         }
-        Ok((limit, self.skip.unwrap_or(0)))
+        Ok(DateRangePage {
+            limit,
+            skip: skip.unwrap_or(0),
+            start,
+            end,
+        })
     }
 }
 

@@ -3,9 +3,17 @@
 //! - [`sqlite`]: the embedded default, sqlx over one SQLite file in WAL mode;
 //! - [`mongo`]: MongoDB through the official driver, for deployments that share one
 //!   database between machines.
+//! - [`switchable`]: the one storage object the server shares, whose provider a live
+//!   switch replaces (writes held during the copy);
+//! - [`copy`]: copying every record from one provider into another, checked by counts;
+//! - [`provider`]: opening a provider from the configuration, the persisted choice
+//!   (`DATA_DIR/storage-provider.json`) and the masked URL of the status endpoint.
 
+pub mod copy;
 pub mod mongo;
+pub mod provider;
 pub mod sqlite;
+pub mod switchable;
 
 use chrono::{DateTime, Utc};
 use wagate_actors::error::StoreError;

@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod db;
 mod errors;
 mod instances;
 mod messaging;
@@ -12,4 +13,5 @@ mod receiver;
 mod stats;
 mod storage_suite;
 mod users;
+mod waba;
 mod webhooks;

@@ -10,7 +10,8 @@ use wagate_actors::domain::{
 };
 use wagate_actors::error::StoreError;
 use wagate_actors::messaging::{Contact, ContactQuery, HistoryQuery, Message, MessageStatus};
-use wagate_actors::storage::DynStorage;
+use wagate_actors::stats::{Usage, UsageFilter, UsageKey};
+use wagate_actors::storage::{DynStorage, Record, RecordCounts, RecordKind};
 
 fn user(email: &str, role: Role) -> User {
     let now = Utc::now();
@@ -669,6 +670,615 @@ pub async fn contacts_upsert_and_search(s: DynStorage) {
     assert_eq!((paged.total, paged.items.len()), (3, 1));
 }
 
+/// Every instant truncated to milliseconds, the precision every backend keeps.
+fn ms_now() -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(Utc::now().timestamp_millis())
+        .single()
+        .expect("ts")
+}
+
+/// Stores records of every kind (an inbound message read, one not, usage buckets of two
+/// days) and returns how many of each there are.
+pub async fn fill_every_kind(s: &DynStorage) -> RecordCounts {
+    let mut admin = user("owner@example.com", Role::Admin);
+    admin.created_at = ms_now();
+    admin.updated_at = admin.created_at;
+    s.create_user(&admin).await.expect("user");
+    let mut other = user("other@example.com", Role::User);
+    other.created_at = admin.created_at;
+    other.updated_at = admin.created_at;
+    s.create_user(&other).await.expect("user");
+    let inst = instance(&admin.id);
+    s.create_instance(&inst).await.expect("instance");
+    s.set_instance_status(
+        &inst.id,
+        InstanceStatus::Connected,
+        Some("79001234567"),
+        ms_now(),
+    )
+    .await
+    .expect("status");
+    let mut entry = ActivityEntry::new(&inst.id, "connected", serde_json::json!({"phone": "7900"}));
+    entry.created_at = ms_now();
+    s.append_activity(&entry).await.expect("activity");
+    let mut event = InstanceEvent::new(&inst.id, "message_received", serde_json::json!({"n": 1}));
+    event.timestamp = ms_now();
+    s.append_event(&event).await.expect("event");
+    let jid = "79005550000@s.whatsapp.net";
+    let t = ms_now();
+    s.insert_message(&message(&inst.id, jid, "IN1", false, t))
+        .await
+        .expect("message");
+    s.insert_message(&message(&inst.id, jid, "OUT1", true, t))
+        .await
+        .expect("message");
+    s.mark_chat_read(&inst.id, jid).await.expect("read");
+    s.insert_message(&message(
+        &inst.id,
+        jid,
+        "IN2",
+        false,
+        t + Duration::seconds(1),
+    ))
+    .await
+    .expect("message");
+    s.upsert_contact(&contact(
+        &inst.id,
+        "79005550000",
+        Some("Ivan"),
+        Some("Ваня"),
+        false,
+    ))
+    .await
+    .expect("contact");
+    let day = t.date_naive();
+    let usage = |n: u64| Usage {
+        messages_sent: n,
+        api_calls: 10 * n,
+        total_media_size: 1000 * n,
+        ..Usage::default()
+    };
+    s.add_usage(&[
+        (
+            UsageKey {
+                day,
+                user_id: admin.id.clone(),
+                instance_id: inst.id.clone(),
+            },
+            usage(2),
+        ),
+        (
+            UsageKey {
+                day: day - Duration::days(1),
+                user_id: admin.id.clone(),
+                instance_id: String::new(),
+            },
+            usage(3),
+        ),
+    ])
+    .await
+    .expect("usage");
+    // The operator desk: an account (its secrets as stored, sealed), a chat with an
+    // inbound message the operator read, a delivered reply and an unread inbound one,
+    // and a second chat with one message.
+    let mut account = waba_account(&admin.id, &format!("pn-{}", admin.id));
+    account.access_token = "sealed:v1:AAECAwQ=".into();
+    s.put_waba_account(&account).await.expect("waba account");
+    let chat = s
+        .waba_chat_for_customer(&admin.id, "79005551111", Some("Анна"), t)
+        .await
+        .expect("waba chat");
+    let mut first = waba_message(chat.id, &format!("wamid.{}-1", admin.id), false, t);
+    first.owner_id = admin.id.clone();
+    s.insert_waba_message(&first).await.expect("waba message");
+    s.mark_waba_chat_read(chat.id).await.expect("waba read");
+    let mut reply = waba_message(
+        chat.id,
+        &format!("wamid.{}-2", admin.id),
+        true,
+        t + Duration::seconds(1),
+    );
+    reply.owner_id = admin.id.clone();
+    let reply = s.insert_waba_message(&reply).await.expect("waba message");
+    s.advance_waba_message_status(
+        chat.id,
+        &reply.whatsapp_message_id,
+        MessageStatus::Delivered,
+        t + Duration::seconds(2),
+    )
+    .await
+    .expect("waba status")
+    .expect("delivered");
+    let mut unread = waba_message(
+        chat.id,
+        &format!("wamid.{}-3", admin.id),
+        false,
+        t + Duration::seconds(3),
+    );
+    unread.owner_id = admin.id.clone();
+    s.insert_waba_message(&unread).await.expect("waba message");
+    let other_chat = s
+        .waba_chat_for_customer(&admin.id, "79005552222", None, t)
+        .await
+        .expect("waba chat");
+    let mut other = waba_message(other_chat.id, &format!("wamid.{}-4", admin.id), false, t);
+    other.owner_id = admin.id.clone();
+    s.insert_waba_message(&other).await.expect("waba message");
+    RecordCounts {
+        users: 2,
+        instances: 1,
+        activity: 1,
+        events: 1,
+        messages: 3,
+        contacts: 1,
+        usage: 2,
+        waba_accounts: 1,
+        waba_chats: 2,
+        waba_messages: 4,
+    }
+}
+
+/// Every record of every kind, through the export's keyset paging (`page` per call).
+pub async fn export_everything(s: &DynStorage, page: u32) -> Vec<Record> {
+    let mut all = Vec::new();
+    for kind in RecordKind::ALL {
+        let mut after: Option<String> = None;
+        loop {
+            let batch = s
+                .export_records(kind, after.as_deref(), page)
+                .await
+                .expect("export");
+            assert!(batch.len() <= page as usize, "a page holds at most `limit`");
+            assert!(batch.iter().all(|r| r.kind() == kind));
+            let Some(last) = batch.last() else { break };
+            after = Some(last.key());
+            all.extend(batch);
+        }
+    }
+    all
+}
+
+pub async fn transfer_round_trip(s: DynStorage) {
+    let expected = fill_every_kind(&s).await;
+    assert_eq!(s.count_records().await.expect("count"), expected);
+    // Pages of one record exercise the cursor on every kind.
+    let exported = export_everything(&s, 1).await;
+    assert_eq!(exported.len() as u64, 18);
+    assert_eq!(export_everything(&s, 500).await, exported);
+    let read: Vec<_> = exported
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message {
+                message,
+                read_by_me,
+            } => Some((message.message_id.as_str(), *read_by_me)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        read.contains(&("IN1", true)) && read.contains(&("IN2", false)),
+        "{read:?}"
+    );
+
+    s.clear_all().await.expect("clear");
+    assert_eq!(
+        s.count_records().await.expect("count"),
+        RecordCounts::default()
+    );
+    s.import_records(&exported).await.expect("import");
+    assert_eq!(s.count_records().await.expect("count"), expected);
+    assert_eq!(
+        export_everything(&s, 500).await,
+        exported,
+        "an import stores records exactly as exported"
+    );
+    // Imported records work like written ones: the unread count follows the read marks,
+    // usage buckets hold their counters (set, not added to).
+    let Some(Record::Instance(inst)) = exported.iter().find(|r| r.kind() == RecordKind::Instances)
+    else {
+        panic!("an instance was exported");
+    };
+    let chats = s.list_chats(&inst.id, 10, 0).await.expect("chats");
+    assert_eq!(chats.items[0].unread_count, 1);
+    let total: u64 = s
+        .usage(&UsageFilter::default())
+        .await
+        .expect("usage")
+        .iter()
+        .map(|(_, u)| u.messages_sent)
+        .sum();
+    assert_eq!(total, 5);
+    // A record already stored is a conflict, never a silent double.
+    let users: Vec<_> = exported
+        .iter()
+        .filter(|r| r.kind() == RecordKind::Users)
+        .cloned()
+        .collect();
+    assert!(matches!(
+        s.import_records(&users).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let buckets: Vec<_> = exported
+        .iter()
+        .filter(|r| r.kind() == RecordKind::Usage)
+        .cloned()
+        .collect();
+    assert!(matches!(
+        s.import_records(&buckets).await,
+        Err(StoreError::Conflict(_))
+    ));
+    waba_transfer(&s, &exported).await;
+}
+
+/// The WABA part of [`transfer_round_trip`]: `exported` is every record of `s`.
+async fn waba_transfer(s: &DynStorage, exported: &[Record]) {
+    // The export holds every field as the desk reads it, secrets still sealed.
+    let Some(Record::WabaAccount(account)) = exported
+        .iter()
+        .find(|r| r.kind() == RecordKind::WabaAccounts)
+    else {
+        panic!("a WABA account was exported");
+    };
+    assert_eq!(account.access_token, "sealed:v1:AAECAwQ=");
+    assert_eq!(
+        s.waba_account(&account.owner_id).await.expect("account"),
+        Some(account.clone())
+    );
+    let chats: Vec<_> = exported
+        .iter()
+        .filter_map(|r| match r {
+            Record::WabaChat(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let messages: Vec<_> = exported
+        .iter()
+        .filter_map(|r| match r {
+            Record::WabaMessage(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((chats.len(), messages.len()), (2, 4));
+    for c in &chats {
+        assert_eq!(s.waba_chat(c.id).await.expect("chat").as_ref(), Some(c));
+    }
+    for m in &messages {
+        assert_eq!(
+            s.waba_message(m.id).await.expect("message").as_ref(),
+            Some(m)
+        );
+    }
+    assert!(chats[0].last_customer_message_at.is_some() && chats[0].last_message_at.is_some());
+    assert_eq!(chats[0].customer_name.as_deref(), Some("Анна"));
+    let delivered = messages.iter().find(|m| m.from_me).expect("the reply");
+    assert_eq!(delivered.status, MessageStatus::Delivered);
+    assert!(delivered.status_updated_at.is_some() && delivered.sender_user_id.is_some());
+    assert_eq!(
+        messages
+            .iter()
+            .map(|m| m.is_read_by_operator)
+            .collect::<Vec<_>>(),
+        [true, true, false, false]
+    );
+    let unread = |page: wagate_actors::domain::Page<wagate_actors::waba::WabaChatSummary>| {
+        page.items
+            .iter()
+            .map(|c| (c.chat.id, c.unread_count))
+            .collect::<Vec<_>>()
+    };
+    let desk = unread(s.list_waba_chats(None, 10, 0).await.expect("chats"));
+
+    // The imported copy reads like the original, and ids assigned afterwards go past
+    // the copied ones (with fresh ids the sequences could not have been there yet).
+    // Ids of two and three digits also check that the cursor orders numbers as numbers.
+    let shift = |id: i64| id + 97;
+    let shifted: Vec<Record> = exported
+        .iter()
+        .map(|r| match r {
+            Record::WabaChat(c) => Record::WabaChat(wagate_actors::waba::WabaChat {
+                id: shift(c.id),
+                ..c.clone()
+            }),
+            Record::WabaMessage(m) => Record::WabaMessage(wagate_actors::waba::WabaMessage {
+                id: shift(m.id),
+                chat_id: shift(m.chat_id),
+                ..m.clone()
+            }),
+            other => other.clone(),
+        })
+        .collect();
+    s.clear_all().await.expect("clear");
+    s.import_records(&shifted).await.expect("import shifted");
+    assert_eq!(export_everything(s, 1).await, shifted);
+    let shifted_desk = unread(s.list_waba_chats(None, 10, 0).await.expect("chats"));
+    assert_eq!(
+        shifted_desk,
+        desk.iter()
+            .map(|(id, n)| (shift(*id), *n))
+            .collect::<Vec<_>>()
+    );
+    let max_chat = chats.iter().map(|c| shift(c.id)).max().expect("chats");
+    let max_message = messages
+        .iter()
+        .map(|m| shift(m.id))
+        .max()
+        .expect("messages");
+    let chat = s
+        .waba_chat_for_customer(&account.owner_id, "79005553333", None, Utc::now())
+        .await
+        .expect("new chat");
+    assert!(chat.id > max_chat, "{} after {max_chat}", chat.id);
+    let mut fresh = waba_message(chat.id, "wamid.after-import", false, Utc::now());
+    fresh.owner_id = account.owner_id.clone();
+    let fresh = s.insert_waba_message(&fresh).await.expect("new message");
+    assert!(fresh.id > max_message, "{} after {max_message}", fresh.id);
+    // Copied chats and messages are conflicts the second time.
+    for kind in [
+        RecordKind::WabaAccounts,
+        RecordKind::WabaChats,
+        RecordKind::WabaMessages,
+    ] {
+        let again: Vec<_> = shifted
+            .iter()
+            .filter(|r| r.kind() == kind)
+            .cloned()
+            .collect();
+        assert!(
+            matches!(s.import_records(&again).await, Err(StoreError::Conflict(_))),
+            "{kind:?}"
+        );
+    }
+}
+
+/// An instant at millisecond precision (what every backend keeps).
+fn waba_ms(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(t.timestamp_millis())
+        .single()
+        .expect("ts")
+}
+
+fn waba_account(owner: &str, phone_number_id: &str) -> wagate_actors::waba::WabaAccount {
+    wagate_actors::waba::WabaAccount {
+        owner_id: owner.into(),
+        phone_number_id: phone_number_id.into(),
+        business_account_id: "waba-1".into(),
+        access_token: "sealed-token".into(),
+        app_secret: "sealed-secret".into(),
+        verify_token: "sealed-verify".into(),
+        verify_token_hash: format!("hash-of-{owner}"),
+        updated_at: waba_ms(Utc::now()),
+    }
+}
+
+fn waba_message(
+    chat_id: i64,
+    wamid: &str,
+    from_me: bool,
+    at: chrono::DateTime<Utc>,
+) -> wagate_actors::waba::WabaMessage {
+    wagate_actors::waba::WabaMessage {
+        id: 0,
+        chat_id,
+        owner_id: "owner".into(),
+        whatsapp_message_id: wamid.into(),
+        from_me,
+        message_type: "text".into(),
+        content: Some(format!("text of {wamid}")),
+        media_url: from_me.then(|| "https://example.com/a.jpg".to_owned()),
+        status: if from_me {
+            MessageStatus::Sent
+        } else {
+            MessageStatus::Received
+        },
+        is_read_by_operator: from_me,
+        sender_user_id: from_me.then(|| "operator-1".to_owned()),
+        timestamp: waba_ms(at),
+        status_updated_at: None,
+    }
+}
+
+pub async fn waba_accounts(s: DynStorage) {
+    let a = waba_account("owner", "pn-1");
+    s.put_waba_account(&a).await.expect("put");
+    assert_eq!(s.waba_account("owner").await.expect("get"), Some(a.clone()));
+    assert_eq!(
+        s.waba_account_by_phone_number_id("pn-1")
+            .await
+            .expect("by phone"),
+        Some(a.clone())
+    );
+    assert_eq!(
+        s.waba_account_by_verify_token_hash("hash-of-owner")
+            .await
+            .expect("by hash")
+            .map(|a| a.owner_id),
+        Some("owner".into())
+    );
+    assert_eq!(s.waba_account("nobody").await.expect("get"), None);
+
+    // Replacing keeps one account per owner; the old phone number id stops routing.
+    let moved = waba_account("owner", "pn-2");
+    s.put_waba_account(&moved).await.expect("replace");
+    assert_eq!(
+        s.waba_account_by_phone_number_id("pn-1")
+            .await
+            .expect("old phone"),
+        None
+    );
+    assert_eq!(
+        s.waba_account("owner")
+            .await
+            .expect("get")
+            .map(|a| a.phone_number_id),
+        Some("pn-2".into())
+    );
+    // A phone number id belongs to one account.
+    assert!(matches!(
+        s.put_waba_account(&waba_account("other", "pn-2")).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub async fn waba_chats_and_messages(s: DynStorage) {
+    let t0 = waba_ms(Utc::now()) - Duration::hours(2);
+    let chat = s
+        .waba_chat_for_customer("owner", "79001234567", None, t0)
+        .await
+        .expect("create");
+    assert!(chat.id > 0);
+    assert_eq!(
+        (
+            chat.last_customer_message_at,
+            chat.last_message_at,
+            chat.created_at
+        ),
+        (None, None, t0)
+    );
+    let again = s
+        .waba_chat_for_customer("owner", "79001234567", Some("Ann"), t0)
+        .await
+        .expect("find");
+    assert_eq!(again.id, chat.id, "one chat per customer");
+    assert_eq!(again.customer_name.as_deref(), Some("Ann"));
+    let kept = s
+        .waba_chat_for_customer("owner", "79001234567", None, t0)
+        .await
+        .expect("find");
+    assert_eq!(
+        kept.customer_name.as_deref(),
+        Some("Ann"),
+        "None keeps the name"
+    );
+    let other = s
+        .waba_chat_for_customer("other-owner", "79001234567", None, t0)
+        .await
+        .expect("other owner");
+    assert_ne!(other.id, chat.id);
+    assert_eq!(
+        s.find_waba_chat("owner", "79001234567")
+            .await
+            .expect("find")
+            .map(|c| c.id),
+        Some(chat.id)
+    );
+    assert_eq!(s.find_waba_chat("owner", "1").await.expect("find"), None);
+
+    // Numeric ids, in order; the chat's instants move forward only.
+    let inbound = s
+        .insert_waba_message(&waba_message(
+            chat.id,
+            "wamid.in1",
+            false,
+            t0 + Duration::minutes(1),
+        ))
+        .await
+        .expect("inbound");
+    let outbound = s
+        .insert_waba_message(&waba_message(
+            chat.id,
+            "wamid.out1",
+            true,
+            t0 + Duration::minutes(2),
+        ))
+        .await
+        .expect("outbound");
+    assert!(outbound.id > inbound.id && inbound.id > 0);
+    let late = s
+        .insert_waba_message(&waba_message(chat.id, "wamid.in0", false, t0))
+        .await
+        .expect("a late inbound");
+    assert!(matches!(
+        s.insert_waba_message(&waba_message(chat.id, "wamid.in1", false, t0))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let stored = s.waba_chat(chat.id).await.expect("chat").expect("exists");
+    assert_eq!(
+        stored.last_customer_message_at,
+        Some(t0 + Duration::minutes(1))
+    );
+    assert_eq!(stored.last_message_at, Some(t0 + Duration::minutes(2)));
+    assert_eq!(
+        s.waba_message(outbound.id).await.expect("get"),
+        Some(outbound.clone())
+    );
+    assert_eq!(
+        s.waba_message(late.id).await.expect("get"),
+        Some(late.clone())
+    );
+    assert_eq!(s.waba_message(999_999).await.expect("get"), None);
+
+    // Statuses: forward only.
+    let at = waba_ms(Utc::now());
+    // Another chat's message is not this chat's to change.
+    assert_eq!(
+        s.advance_waba_message_status(other.id, "wamid.out1", MessageStatus::Delivered, at)
+            .await
+            .expect("other chat"),
+        None
+    );
+    let read = s
+        .advance_waba_message_status(chat.id, "wamid.out1", MessageStatus::Read, at)
+        .await
+        .expect("read");
+    assert_eq!(read.as_ref().map(|m| m.status), Some(MessageStatus::Read));
+    assert_eq!(read.and_then(|m| m.status_updated_at), Some(at));
+    for backwards in [
+        MessageStatus::Delivered,
+        MessageStatus::Sent,
+        MessageStatus::Read,
+    ] {
+        assert_eq!(
+            s.advance_waba_message_status(chat.id, "wamid.out1", backwards, at)
+                .await
+                .expect("ignored"),
+            None
+        );
+    }
+    assert_eq!(
+        s.advance_waba_message_status(chat.id, "wamid.unknown", MessageStatus::Read, at)
+            .await
+            .expect("unknown"),
+        None
+    );
+
+    // History: newest first, paged.
+    let page = s.waba_chat_messages(chat.id, 2, 0).await.expect("history");
+    assert_eq!(page.total, 3);
+    let ids: Vec<i64> = page.items.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [outbound.id, inbound.id]);
+    let rest = s.waba_chat_messages(chat.id, 2, 2).await.expect("history");
+    assert_eq!(
+        rest.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [late.id]
+    );
+
+    // Chat list: newest activity first, unread inbound counted, owner-scoped.
+    let mine = s.list_waba_chats(Some("owner"), 10, 0).await.expect("list");
+    assert_eq!(mine.total, 1);
+    assert_eq!(mine.items[0].chat.id, chat.id);
+    assert_eq!(mine.items[0].unread_count, 2);
+    assert_eq!(
+        mine.items[0].last_message.as_ref().map(|m| m.id),
+        Some(outbound.id)
+    );
+    let all = s.list_waba_chats(None, 10, 0).await.expect("all");
+    assert_eq!(all.total, 2);
+    assert_eq!(
+        all.items.iter().map(|c| c.chat.id).collect::<Vec<_>>(),
+        [chat.id, other.id],
+        "the chat without messages comes last"
+    );
+    assert_eq!(all.items[1].last_message, None);
+    let second = s.list_waba_chats(None, 1, 1).await.expect("page");
+    assert_eq!((second.total, second.items.len()), (2, 1));
+
+    assert_eq!(s.mark_waba_chat_read(chat.id).await.expect("read"), 2);
+    assert_eq!(s.mark_waba_chat_read(chat.id).await.expect("again"), 0);
+    let mine = s.list_waba_chats(Some("owner"), 10, 0).await.expect("list");
+    assert_eq!(mine.items[0].unread_count, 0);
+}
+
 pub async fn ping_and_provider(s: DynStorage) {
     s.ping().await.expect("ping");
     assert!(["sqlite", "mongodb"].contains(&s.provider()));
@@ -689,8 +1299,8 @@ macro_rules! storage_suite {
         mod $module {
             use super::*;
             storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
-                messages_and_statuses, history_and_chats, contacts_upsert_and_search, ping_and_provider,
-                closed_store_is_unavailable);
+                messages_and_statuses, history_and_chats, contacts_upsert_and_search, transfer_round_trip,
+                waba_accounts, waba_chats_and_messages, ping_and_provider, closed_store_is_unavailable);
         }
     };
     (@tests $make:path; $($check:ident),*) => {

@@ -18,7 +18,7 @@ use super::{
     map_err, to_bson,
 };
 
-fn message_doc(m: &Message) -> StoreResult<Document> {
+pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
     Ok(doc! {
         "_id": &m.id,
         "instanceId": &m.instance_id,
@@ -46,7 +46,7 @@ fn message_doc(m: &Message) -> StoreResult<Document> {
     })
 }
 
-fn message_from_doc(d: &Document) -> StoreResult<Message> {
+pub(super) fn message_from_doc(d: &Document) -> StoreResult<Message> {
     let f = Fields(d);
     Ok(Message {
         id: f.string("_id")?,
@@ -73,7 +73,7 @@ fn message_from_doc(d: &Document) -> StoreResult<Message> {
     })
 }
 
-fn contact_from_doc(d: &Document) -> StoreResult<Contact> {
+pub(super) fn contact_from_doc(d: &Document) -> StoreResult<Contact> {
     let f = Fields(d);
     Ok(Contact {
         id: f.string("_id")?,
@@ -314,6 +314,26 @@ fn search_text(c: &Contact) -> String {
     .map(str::to_lowercase)
     .collect::<Vec<_>>()
     .join("\n")
+}
+
+/// A whole contact document, as an import stores it (the upsert builds its own).
+pub(super) fn contact_doc(c: &Contact) -> Document {
+    doc! {
+        "_id": &c.id,
+        "instanceId": &c.instance_id,
+        "remoteJid": &c.remote_jid,
+        "number": &c.number,
+        "name": c.name.as_deref(),
+        "pushName": c.push_name.as_deref(),
+        "isGroup": c.is_group,
+        "profilePicture": c.profile_picture.as_deref(),
+        "about": c.about.as_deref(),
+        "lastActivity": c.last_activity.map(date),
+        "createdAt": date(c.created_at),
+        "updatedAt": date(c.updated_at),
+        "searchText": search_text(c),
+        "sortKey": sort_key(c),
+    }
 }
 
 /// The display order of contacts: name, else push name, else number, case-folded.

@@ -6,6 +6,7 @@
 //!   events;
 //! - [`messaging`]: messages, chats and contacts.
 //! - [`stats`]: daily usage buckets.
+//! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 //!
 //! Conventions, so every collection reads alike:
 //! - `_id` is the domain id (a time-ordered UUID v7 string), so sorting by `_id` is
@@ -20,6 +21,8 @@
 
 mod messaging;
 mod stats;
+mod transfer;
+mod waba;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,7 +210,7 @@ impl MongoStorage {
                 .await
                 .map_err(map_err)?;
         }
-        Ok(())
+        waba::create_indexes(self).await
     }
 }
 
@@ -525,6 +528,26 @@ fn instance_from_doc(d: &Document) -> StoreResult<Instance> {
     })
 }
 
+fn activity_doc(e: &ActivityEntry) -> StoreResult<Document> {
+    Ok(doc! {
+        "_id": &e.id,
+        "instanceId": &e.instance_id,
+        "action": &e.action,
+        "details": to_bson(&e.details)?,
+        "createdAt": date(e.created_at),
+    })
+}
+
+fn event_doc(e: &InstanceEvent) -> StoreResult<Document> {
+    Ok(doc! {
+        "_id": &e.id,
+        "instanceId": &e.instance_id,
+        "kind": &e.kind,
+        "ts": date(e.timestamp),
+        "data": to_bson(&e.data)?,
+    })
+}
+
 fn activity_from_doc(d: &Document) -> StoreResult<ActivityEntry> {
     let f = Fields(d);
     Ok(ActivityEntry {
@@ -734,13 +757,7 @@ fn activity_filter(instance_id: &str, q: &ActivityQuery) -> Document {
 impl ActivityStore for MongoStorage {
     async fn append_activity(&self, e: &ActivityEntry) -> StoreResult<()> {
         self.coll(ACTIVITY)?
-            .insert_one(doc! {
-                "_id": &e.id,
-                "instanceId": &e.instance_id,
-                "action": &e.action,
-                "details": to_bson(&e.details)?,
-                "createdAt": date(e.created_at),
-            })
+            .insert_one(activity_doc(e)?)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -781,13 +798,7 @@ impl ActivityStore for MongoStorage {
 impl EventStore for MongoStorage {
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
         self.coll(EVENTS)?
-            .insert_one(doc! {
-                "_id": &e.id,
-                "instanceId": &e.instance_id,
-                "kind": &e.kind,
-                "ts": date(e.timestamp),
-                "data": to_bson(&e.data)?,
-            })
+            .insert_one(event_doc(e)?)
             .await
             .map_err(map_err)?;
         Ok(())

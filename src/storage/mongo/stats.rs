@@ -33,7 +33,7 @@ fn values(u: &Usage) -> [u64; 7] {
     ]
 }
 
-fn usage_from_doc(d: &Document) -> StoreResult<(UsageKey, Usage)> {
+pub(super) fn usage_from_doc(d: &Document) -> StoreResult<(UsageKey, Usage)> {
     let f = Fields(d);
     let day = f.string("day")?;
     let count =
@@ -56,6 +56,25 @@ fn usage_from_doc(d: &Document) -> StoreResult<(UsageKey, Usage)> {
     ))
 }
 
+/// The `_id` of a bucket: [`wagate_actors::storage::usage_key`], so exports page by it.
+fn bucket_id(k: &UsageKey) -> String {
+    wagate_actors::storage::usage_key(k)
+}
+
+/// A whole bucket document with its counters set, as an import stores it.
+pub(super) fn usage_doc(k: &UsageKey, u: &Usage) -> Document {
+    let mut d = doc! {
+        "_id": bucket_id(k),
+        "day": k.day.format("%Y-%m-%d").to_string(),
+        "userId": &k.user_id,
+        "instanceId": &k.instance_id,
+    };
+    for (name, value) in COUNTERS.iter().zip(values(u)) {
+        d.insert(*name, clamp_i64(value));
+    }
+    d
+}
+
 #[async_trait]
 impl StatsStore for MongoStorage {
     async fn add_usage(&self, rows: &[(UsageKey, Usage)]) -> StoreResult<()> {
@@ -67,7 +86,7 @@ impl StatsStore for MongoStorage {
                 inc.insert(*name, clamp_i64(value));
             }
             coll.update_one(
-                doc! {"_id": format!("{day}|{}|{}", k.user_id, k.instance_id)},
+                doc! {"_id": bucket_id(k)},
                 doc! {
                     "$setOnInsert": {"day": &day, "userId": &k.user_id, "instanceId": &k.instance_id},
                     "$inc": inc,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor};
 use wagate_actors::domain::Page;
 use wagate_actors::messaging::{
     ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
@@ -18,7 +18,7 @@ fn opt_millis(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
     v.map(from_millis).transpose()
 }
 
-fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
+pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
     let status: String = row.try_get("status").map_err(map_err)?;
     let metadata: String = row.try_get("metadata").map_err(map_err)?;
     let size: Option<i64> = row.try_get("media_size").map_err(map_err)?;
@@ -47,7 +47,7 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
     })
 }
 
-fn contact_from_row(row: &SqliteRow) -> StoreResult<Contact> {
+pub(super) fn contact_from_row(row: &SqliteRow) -> StoreResult<Contact> {
     Ok(Contact {
         id: row.try_get("id").map_err(map_err)?,
         instance_id: row.try_get("instance_id").map_err(map_err)?,
@@ -82,14 +82,18 @@ fn push_history_filters(
     }
 }
 
-#[async_trait]
-impl MessageStore for SqliteStorage {
-    async fn insert_message(&self, m: &Message) -> StoreResult<()> {
-        sqlx::query(
+/// Inserts one message row; `read_by_me` is whether the account has read it (inbound).
+/// Shared by `insert_message` and imports (inside a transaction).
+pub(super) async fn insert_message_row<'e>(
+    ex: impl SqliteExecutor<'e>,
+    m: &Message,
+    read_by_me: bool,
+) -> StoreResult<()> {
+    sqlx::query(
             "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media,
                                    media_url, caption, mime_type, file_name, media_path, media_size, status, push_name,
-                                   metadata, ts, created_at, updated_at, status_updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   metadata, ts, created_at, updated_at, status_updated_at, read_by_me)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&m.id)
         .bind(&m.instance_id)
@@ -112,10 +116,17 @@ impl MessageStore for SqliteStorage {
         .bind(ms(m.created_at))
         .bind(ms(m.updated_at))
         .bind(m.status_updated_at.map(ms))
-        .execute(self.pool())
+        .bind(read_by_me)
+        .execute(ex)
         .await
         .map_err(map_err)?;
-        Ok(())
+    Ok(())
+}
+
+#[async_trait]
+impl MessageStore for SqliteStorage {
+    async fn insert_message(&self, m: &Message) -> StoreResult<()> {
+        insert_message_row(self.pool(), m, false).await
     }
 
     async fn message_by_id(
@@ -273,7 +284,7 @@ impl MessageStore for SqliteStorage {
 }
 
 /// What contact search matches against, case-folded for every script.
-fn search_text(c: &Contact) -> String {
+pub(super) fn search_text(c: &Contact) -> String {
     [
         c.name.as_deref(),
         c.push_name.as_deref(),

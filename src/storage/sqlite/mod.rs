@@ -4,9 +4,12 @@
 //! - this file: users, instances, activity, events;
 //! - [`messaging`]: messages, chats and contacts.
 //! - [`stats`]: daily usage buckets.
+//! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 
 mod messaging;
 mod stats;
+mod transfer;
+mod waba;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,7 +20,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor, SqlitePool};
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, Role,
     User, WebhookSettings,
@@ -196,10 +199,9 @@ pub(crate) fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
-impl UserStore for SqliteStorage {
-    async fn create_user(&self, u: &User) -> StoreResult<()> {
-        sqlx::query(
+/// Inserts one user row; shared by `create_user` and imports (inside a transaction).
+pub(crate) async fn insert_user<'e>(ex: impl SqliteExecutor<'e>, u: &User) -> StoreResult<()> {
+    sqlx::query(
             "INSERT INTO users (id, email, password_hash, first_name, last_name, role, owner_id, active,
                                 api_key_hash, api_key_sealed, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -216,10 +218,78 @@ impl UserStore for SqliteStorage {
         .bind(&u.api_key_sealed)
         .bind(ms(u.created_at))
         .bind(ms(u.updated_at))
-        .execute(&self.pool)
+        .execute(ex)
         .await
         .map_err(map_err)?;
-        Ok(())
+    Ok(())
+}
+
+/// Inserts one instance row with every field (status, phone and last activity too).
+pub(crate) async fn insert_instance<'e>(
+    ex: impl SqliteExecutor<'e>,
+    i: &Instance,
+) -> StoreResult<()> {
+    sqlx::query(
+            "INSERT INTO instances (id, user_id, name, description, engine, status, phone, webhook_url,
+                                    webhook_enabled, webhook_settings, limits, last_activity, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&i.id)
+        .bind(&i.user_id)
+        .bind(&i.name)
+        .bind(&i.description)
+        .bind(i.engine.as_str())
+        .bind(i.status.as_str())
+        .bind(&i.phone)
+        .bind(&i.webhook_url)
+        .bind(i.webhook_enabled)
+        .bind(json(&i.webhook)?)
+        .bind(i.limits.as_ref().map(json).transpose()?)
+        .bind(i.last_activity.map(ms))
+        .bind(ms(i.created_at))
+        .bind(ms(i.updated_at))
+        .execute(ex)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+pub(crate) async fn insert_activity<'e>(
+    ex: impl SqliteExecutor<'e>,
+    e: &ActivityEntry,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO activity (id, instance_id, action, details, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&e.id)
+            .bind(&e.instance_id)
+            .bind(&e.action)
+            .bind(json(&e.details)?)
+            .bind(ms(e.created_at))
+            .execute(ex)
+            .await
+            .map_err(map_err)?;
+    Ok(())
+}
+
+pub(crate) async fn insert_event<'e>(
+    ex: impl SqliteExecutor<'e>,
+    e: &InstanceEvent,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO events (id, instance_id, kind, ts, data) VALUES (?, ?, ?, ?, ?)")
+        .bind(&e.id)
+        .bind(&e.instance_id)
+        .bind(&e.kind)
+        .bind(ms(e.timestamp))
+        .bind(json(&e.data)?)
+        .execute(ex)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl UserStore for SqliteStorage {
+    async fn create_user(&self, u: &User) -> StoreResult<()> {
+        insert_user(&self.pool, u).await
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
@@ -317,29 +387,7 @@ impl UserStore for SqliteStorage {
 #[async_trait]
 impl InstanceStore for SqliteStorage {
     async fn create_instance(&self, i: &Instance) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO instances (id, user_id, name, description, engine, status, phone, webhook_url,
-                                    webhook_enabled, webhook_settings, limits, last_activity, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&i.id)
-        .bind(&i.user_id)
-        .bind(&i.name)
-        .bind(&i.description)
-        .bind(i.engine.as_str())
-        .bind(i.status.as_str())
-        .bind(&i.phone)
-        .bind(&i.webhook_url)
-        .bind(i.webhook_enabled)
-        .bind(json(&i.webhook)?)
-        .bind(i.limits.as_ref().map(json).transpose()?)
-        .bind(i.last_activity.map(ms))
-        .bind(ms(i.created_at))
-        .bind(ms(i.updated_at))
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        insert_instance(&self.pool, i).await
     }
 
     async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
@@ -457,16 +505,7 @@ fn push_activity_filters(qb: &mut QueryBuilder<Sqlite>, instance_id: &str, q: &A
 #[async_trait]
 impl ActivityStore for SqliteStorage {
     async fn append_activity(&self, e: &ActivityEntry) -> StoreResult<()> {
-        sqlx::query("INSERT INTO activity (id, instance_id, action, details, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&e.id)
-            .bind(&e.instance_id)
-            .bind(&e.action)
-            .bind(json(&e.details)?)
-            .bind(ms(e.created_at))
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        insert_activity(&self.pool, e).await
     }
 
     async fn list_activity(
@@ -501,16 +540,7 @@ impl ActivityStore for SqliteStorage {
 #[async_trait]
 impl EventStore for SqliteStorage {
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
-        sqlx::query("INSERT INTO events (id, instance_id, kind, ts, data) VALUES (?, ?, ?, ?, ?)")
-            .bind(&e.id)
-            .bind(&e.instance_id)
-            .bind(&e.kind)
-            .bind(ms(e.timestamp))
-            .bind(json(&e.data)?)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        insert_event(&self.pool, e).await
     }
 
     async fn list_events(

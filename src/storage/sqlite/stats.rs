@@ -13,6 +13,27 @@ fn count(row: &sqlx::sqlite::SqliteRow, column: &str) -> StoreResult<u64> {
     Ok(v.max(0) as u64)
 }
 
+/// One `usage_daily` row as a bucket.
+pub(super) fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<(UsageKey, Usage)> {
+    let day: String = row.try_get("day").map_err(map_err)?;
+    Ok((
+        UsageKey {
+            day: NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(corrupt)?,
+            user_id: row.try_get("user_id").map_err(map_err)?,
+            instance_id: row.try_get("instance_id").map_err(map_err)?,
+        },
+        Usage {
+            messages_sent: count(row, "messages_sent")?,
+            messages_received: count(row, "messages_received")?,
+            media_sent: count(row, "media_sent")?,
+            media_received: count(row, "media_received")?,
+            total_media_size: count(row, "total_media_size")?,
+            api_calls: count(row, "api_calls")?,
+            webhook_sent: count(row, "webhook_sent")?,
+        },
+    ))
+}
+
 #[async_trait]
 impl StatsStore for SqliteStorage {
     async fn add_usage(&self, rows: &[(UsageKey, Usage)]) -> StoreResult<()> {
@@ -61,26 +82,6 @@ impl StatsStore for SqliteStorage {
                 .push_bind(from.format("%Y-%m-%d").to_string());
         }
         let rows = qb.build().fetch_all(self.pool()).await.map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                let day: String = row.try_get("day").map_err(map_err)?;
-                Ok((
-                    UsageKey {
-                        day: NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(corrupt)?,
-                        user_id: row.try_get("user_id").map_err(map_err)?,
-                        instance_id: row.try_get("instance_id").map_err(map_err)?,
-                    },
-                    Usage {
-                        messages_sent: count(row, "messages_sent")?,
-                        messages_received: count(row, "messages_received")?,
-                        media_sent: count(row, "media_sent")?,
-                        media_received: count(row, "media_received")?,
-                        total_media_size: count(row, "total_media_size")?,
-                        api_calls: count(row, "api_calls")?,
-                        webhook_sent: count(row, "webhook_sent")?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(usage_from_row).collect()
     }
 }
