@@ -16,7 +16,9 @@
 //! A write loads the provider only after it holds the gate; loading it before would let
 //! a write that waited through a switch land in the old provider and be lost.
 
-use std::sync::{PoisonError, RwLock};
+use std::future::Future;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -49,7 +51,12 @@ pub struct SwitchableStorage {
     writes: tokio::sync::RwLock<()>,
     /// One switch at a time: a second waits for the first, then sees its outcome.
     switching: tokio::sync::Mutex<()>,
+    /// Told how long every call to the provider took (metrics); set once at start.
+    observer: OnceLock<StorageObserver>,
 }
+
+/// Called with the method name and duration of every storage call.
+pub type StorageObserver = Arc<dyn Fn(&'static str, Duration) + Send + Sync>;
 
 /// Why a switch did not happen. In every case the old provider stays in use.
 #[derive(Debug, Error)]
@@ -68,7 +75,27 @@ impl SwitchableStorage {
             active: RwLock::new(initial),
             writes: tokio::sync::RwLock::new(()),
             switching: tokio::sync::Mutex::new(()),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Reports the duration of every storage call from now on to `observe`. Only the
+    /// first call takes effect.
+    pub fn set_observer(&self, observe: StorageObserver) {
+        if self.observer.set(observe).is_err() {
+            tracing::warn!("the storage observer was already set");
+        }
+    }
+
+    /// Times one call to the provider for the observer, if any.
+    async fn timed<T>(&self, name: &'static str, call: impl Future<Output = T>) -> T {
+        let Some(observe) = self.observer.get() else {
+            return call.await;
+        };
+        let started = Instant::now();
+        let out = call.await;
+        observe(name, started.elapsed());
+        out
     }
 
     /// The provider in use now.
@@ -144,11 +171,11 @@ macro_rules! forward {
         }
     };
     (@read $self:ident, $name:ident($($arg:ident),*)) => {
-        $self.active().$name($($arg),*).await
+        $self.timed(stringify!($name), $self.active().$name($($arg),*)).await
     };
     (@write $self:ident, $name:ident($($arg:ident),*)) => {{
         let _gate = $self.writes.read().await;
-        $self.active().$name($($arg),*).await
+        $self.timed(stringify!($name), $self.active().$name($($arg),*)).await
     }};
 }
 

@@ -2,6 +2,7 @@
 //! its actor.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::domain::InstanceStatus;
@@ -43,9 +44,21 @@ impl StatusView {
 #[derive(Debug, Clone, Default)]
 pub struct StatusBoard {
     views: Arc<RwLock<HashMap<String, StatusView>>>,
+    /// Restarts the supervisor has scheduled since start (metrics).
+    restarts: Arc<AtomicU64>,
 }
 
 impl StatusBoard {
+    /// Counts one restart scheduled by the supervisor.
+    pub fn record_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Restarts the supervisor has scheduled since start.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
     pub fn get(&self, id: &str) -> Option<StatusView> {
         self.read().get(id).cloned()
     }

@@ -348,6 +348,7 @@ impl InstanceSupervisor {
                 tracing::warn!(instance = %id, %reason, attempt, ?delay, "instance failed; restarting");
                 self.directory.set(&id, Slot::Restarting);
                 self.board.set_status(&id, InstanceStatus::Reconnecting);
+                self.board.record_restart();
                 let storage = self.deps.storage.clone();
                 let supervisor = myself.clone();
                 let generation = child.generation;

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use crate::domain::{Instance, InstanceEvent, Page};
 use crate::error::StoreError;
 
-pub use queue::{WebhookConfig, WebhookQueueHandle, start_webhook_queue};
+pub use queue::{DeliveryObserver, WebhookConfig, WebhookQueueHandle, start_webhook_queue};
 
 /// Longest wait between two attempts, whatever the settings say.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);

@@ -38,7 +38,13 @@ pub struct WebhookConfig {
     pub jitter: bool,
     /// Counts delivered webhooks (`webhookSent`); None where nothing is counted.
     pub stats: Option<crate::stats::StatsHandle>,
+    /// Told the outcome of every attempt as it is recorded (metrics); None where nobody
+    /// listens.
+    pub on_result: Option<DeliveryObserver>,
 }
+
+/// Called with the outcome of every delivery attempt.
+pub type DeliveryObserver = Arc<dyn Fn(DeliveryStatus) + Send + Sync>;
 
 /// The typed face of the queue. Cheap to clone.
 #[derive(Clone)]
@@ -356,15 +362,20 @@ impl DeliveryWorker {
             return Ok(Next::Idle);
         };
         let attempt = job.attempts + 1;
-        let record = |status, http_status, error: Option<String>, duration_ms| DeliveryRecord {
-            event_id: job.event_id.clone(),
-            event: job.event.clone(),
-            attempt,
-            status,
-            http_status,
-            error,
-            duration_ms,
-            created_at: Utc::now(),
+        let record = |status, http_status, error: Option<String>, duration_ms| {
+            if let Some(observe) = &self.config.on_result {
+                observe(status);
+            }
+            DeliveryRecord {
+                event_id: job.event_id.clone(),
+                event: job.event.clone(),
+                attempt,
+                status,
+                http_status,
+                error,
+                duration_ms,
+                created_at: Utc::now(),
+            }
         };
         let instance = self
             .config

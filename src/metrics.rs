@@ -1,0 +1,303 @@
+//! The server's metrics, served by `GET /metrics` in the Prometheus (OpenMetrics) text
+//! format. One [`Metrics`] per server; it is fed by the HTTP layer ([`track_http`]), the
+//! event hub's forwarder (messages), the webhook queue (delivery outcomes) and the storage
+//! (call durations), and reads the rest at scrape time (instances by status, queue depth,
+//! supervisor restarts).
+//!
+//! Label values are bounded: routes are the router's templates (`/api/instances/{id}`),
+//! never raw paths, so no id ever becomes a label.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use wagate_actors::domain::InstanceEvent;
+use wagate_actors::instance::StatusBoard;
+use wagate_actors::webhook::DeliveryStatus;
+
+/// The `route` label of requests no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric of the server. Cheap to clone: one shared registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    http_requests: Family<RequestLabels, Counter>,
+    http_duration: HistogramFamily<RouteLabels>,
+    instances: Family<StatusLabels, Gauge>,
+    messages: Family<DirectionLabels, Counter>,
+    webhook_deliveries: Family<ResultLabels, Counter>,
+    webhook_queue_depth: Gauge,
+    restarts: Arc<RestartsCollector>,
+    storage_duration: HistogramFamily<OperationLabels>,
+}
+
+/// `wagate_supervisor_restarts_total`: read from the status board at scrape time.
+#[derive(Debug, Default)]
+struct RestartsCollector {
+    total: AtomicU64,
+}
+
+impl Collector for RestartsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(self.total.load(Ordering::Relaxed));
+        let metric = encoder.encode_descriptor(
+            "wagate_supervisor_restarts",
+            "Instance restarts scheduled by the supervisor after a failure",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~8 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "wagate_http_requests",
+            "HTTP requests by method, route template and status",
+            http_requests.clone(),
+        );
+        let http_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "wagate_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            http_duration.clone(),
+        );
+        let instances = Family::<StatusLabels, Gauge>::default();
+        registry.register("wagate_instances", "Instances by status", instances.clone());
+        let messages = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "wagate_messages",
+            "WhatsApp messages by direction (in: received, out: sent)",
+            messages.clone(),
+        );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "wagate_webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, retrying, failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_queue_depth = Gauge::default();
+        registry.register(
+            "wagate_webhook_queue_depth",
+            "Webhook jobs waiting for delivery",
+            webhook_queue_depth.clone(),
+        );
+        let restarts = Arc::new(RestartsCollector::default());
+        registry.register_collector(Box::new(restarts.clone()));
+        let storage_duration: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "wagate_storage_operation_duration_seconds",
+            "Storage call latency by operation",
+            storage_duration.clone(),
+        );
+        // Every label value known in advance is present from the start, at zero.
+        for direction in ["in", "out"] {
+            messages
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(0);
+        }
+        for result in ["delivered", "retrying", "failed"] {
+            webhook_deliveries
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                http_requests,
+                http_duration,
+                instances,
+                messages,
+                webhook_deliveries,
+                webhook_queue_depth,
+                restarts,
+                storage_duration,
+            }),
+        }
+    }
+
+    /// Counts one HTTP request.
+    pub fn observe_request(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        self.inner
+            .http_requests
+            .get_or_create(&RequestLabels {
+                method,
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.inner
+            .http_duration
+            .get_or_create(&RouteLabels {
+                method,
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts the messages among published events.
+    pub fn observe_event(&self, event: &InstanceEvent) {
+        let direction = match event.kind.as_str() {
+            "message_received" => "in",
+            "message_sent" => "out",
+            _ => return,
+        };
+        self.inner
+            .messages
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+    }
+
+    /// Counts one webhook delivery attempt.
+    pub fn observe_delivery(&self, status: DeliveryStatus) {
+        let result = match status {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Failed => "failed",
+        };
+        self.inner
+            .webhook_deliveries
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Records the duration of one storage call.
+    pub fn observe_storage(&self, operation: &'static str, elapsed: Duration) {
+        self.inner
+            .storage_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The exposition, after reading the values sampled at scrape time: the status board
+    /// (instances, restarts) and the webhook queue depth (None when it cannot be read:
+    /// the last value stays).
+    pub fn render(&self, board: &StatusBoard, queue_depth: Option<u64>) -> String {
+        for (status, count) in board.counts_by_status() {
+            self.inner
+                .instances
+                .get_or_create(&StatusLabels { status })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        if let Some(depth) = queue_depth {
+            self.inner
+                .webhook_queue_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        self.inner
+            .restarts
+            .total
+            .store(board.restarts(), Ordering::Relaxed);
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
+        {
+            // Writing to a String cannot fail; keep what was written if it somehow did.
+            tracing::warn!(%err, "cannot encode the metrics");
+        }
+        out
+    }
+}
+
+/// The `method` label: the standard methods by name, anything else as `other`, so a
+/// client cannot create label values at will.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware counting every request by its matched route template and status.
+pub async fn track_http(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    metrics.observe_request(
+        &method,
+        route.as_deref().unwrap_or(UNMATCHED_ROUTE),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
