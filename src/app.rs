@@ -43,6 +43,10 @@ pub struct AppState {
     pub stats: StatsHandle,
     /// The WABA operator desk: its chat actors, account settings and Graph API client.
     pub waba: crate::waba::Waba,
+    /// Login throttling and per-user rate limits.
+    pub limits: crate::throttle::Limits,
+    /// The metrics served by `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Why the server could not start.
@@ -99,6 +103,7 @@ async fn start_webhooks(
     storage: DynStorage,
     events: &EventHub,
     stats: &StatsHandle,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<WebhookQueueHandle, StartError> {
     let outbox = crate::webhooks::SledOutbox::open(&config.data_dir.join("webhooks"))
         .map_err(|e| StartError::Storage(e.to_string()))?;
@@ -113,11 +118,19 @@ async fn start_webhooks(
         transport: Arc::new(transport),
         jitter: true,
         stats: Some(stats.clone()),
+        on_result: Some({
+            let metrics = metrics.clone();
+            Arc::new(move |status| metrics.observe_delivery(status))
+        }),
     })
     .await
     .map_err(|e| StartError::Other(e.to_string()))?;
     let forward = queue.clone();
-    events.set_forwarder(Arc::new(move |event| forward.forward(event.clone())));
+    let metrics = metrics.clone();
+    events.set_forwarder(Arc::new(move |event| {
+        metrics.observe_event(event);
+        forward.forward(event.clone())
+    }));
     Ok(queue)
 }
 
@@ -200,6 +213,13 @@ pub async fn run_with_clock(
     let mut config = config;
     apply_recorded_provider(&mut config)?;
     let db = open_storage(&config).await?;
+    let metrics = crate::metrics::Metrics::new();
+    {
+        let metrics = metrics.clone();
+        db.set_observer(Arc::new(move |operation, elapsed| {
+            metrics.observe_storage(operation, elapsed)
+        }));
+    }
     let storage: DynStorage = db.clone();
     let vault = match config.secret_key {
         Some(key) => KeyVault::new(key),
@@ -246,7 +266,7 @@ pub async fn run_with_clock(
     .await
     .map_err(|e| StartError::Other(e.to_string()))?;
     let events = EventHub::new(storage.clone());
-    let webhooks = start_webhooks(&config, storage.clone(), &events, &stats).await?;
+    let webhooks = start_webhooks(&config, storage.clone(), &events, &stats, &metrics).await?;
     let runtime = start_actors(&config, storage.clone(), events, stats.clone()).await?;
     let restored = runtime
         .instances
@@ -265,6 +285,8 @@ pub async fn run_with_clock(
         webhooks: webhooks.clone(),
         stats: stats.clone(),
         waba: waba.clone(),
+        metrics,
+        limits: crate::throttle::Limits::new(&config),
         media: crate::media::MediaStore::new(&config.data_dir),
         media_client: crate::outbound::guarded_client(
             config.allow_private_network_urls,
@@ -276,6 +298,8 @@ pub async fn run_with_clock(
     let app = crate::http::router(state.clone());
     let local = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(address = %local, storage = storage.provider(), "listening");
+    // The peer address feeds the login throttle (`ConnectInfo`).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -49,6 +49,10 @@ const ENV_KEYS: &[&str] = &[
     "ALLOW_PRIVATE_NETWORK_URLS",
     "WABA_GRAPH_BASE_URL",
     "WABA_API_VERSION",
+    "RATE_LIMIT_PER_MINUTE",
+    "LOGIN_MAX_FAILURES",
+    "LOGIN_LOCKOUT_MS",
+    "CORS_ALLOWED_ORIGINS",
 ];
 
 /// Raw values as read from the layers, before validation.
@@ -104,6 +108,11 @@ struct RawConfig {
     waba_graph_base_url: String,
     #[serde(deserialize_with = "any_string")]
     waba_api_version: String,
+    rate_limit_per_minute: u32,
+    login_max_failures: u32,
+    login_lockout_ms: u64,
+    #[serde(deserialize_with = "any_string")]
+    cors_allowed_origins: String,
 }
 
 /// Text settings accept any scalar: `ADMIN_FIRST_NAME=true` or `ADMIN_PASSWORD=123456` are
@@ -226,6 +235,14 @@ pub struct Config {
     pub allow_private_network_urls: bool,
     pub waba_graph_base_url: String,
     pub waba_api_version: String,
+    /// Authenticated calls one user may make per minute; 0 = unlimited.
+    pub rate_limit_per_minute: u32,
+    /// Failed logins of one email before it is locked out; 0 = no throttling.
+    pub login_max_failures: u32,
+    /// How long failures are remembered, and how long a lockout lasts.
+    pub login_lockout: Duration,
+    /// Origins allowed by CORS (`*` = any); empty = no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Why the configuration was refused; the message names the key.
@@ -408,6 +425,9 @@ impl Config {
                 return Err(invalid(key, format!("'{url}' is not an http(s) URL")));
             }
         }
+        let login_lockout = positive("login_lockout_ms", raw.login_lockout_ms)?;
+        let cors_allowed_origins = parse_origins(&raw.cors_allowed_origins)
+            .map_err(|why| invalid("cors_allowed_origins", why))?;
         Ok(Config {
             host,
             port: raw.port,
@@ -441,12 +461,36 @@ impl Config {
             allow_private_network_urls: raw.allow_private_network_urls,
             waba_graph_base_url: raw.waba_graph_base_url.trim_end_matches('/').to_owned(),
             waba_api_version: raw.waba_api_version,
+            rate_limit_per_minute: raw.rate_limit_per_minute,
+            login_max_failures: raw.login_max_failures,
+            login_lockout,
+            cors_allowed_origins,
         })
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }
+}
+
+/// A comma-separated list of origins (`https://app.example.com`) or `*`; empty = none.
+fn parse_origins(text: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let well_formed = origin == "*"
+            || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace())
+                && origin.is_ascii());
+        if !well_formed {
+            return Err(format!(
+                "'{origin}' is not an origin (expected e.g. https://app.example.com, or *)"
+            ));
+        }
+        origins.push(origin.trim_end_matches('/').to_owned());
+    }
+    Ok(origins)
 }
 
 /// `file:./data/x.db`, `sqlite://x.db`, `sqlite:x.db` or a bare path → the file path.
@@ -556,6 +600,24 @@ mod tests {
         .expect("config");
         assert_eq!(c.admin_first_name, "true");
         assert_eq!(c.admin_password.0, "12345678");
+    }
+
+    #[test]
+    fn cors_origins_are_a_checked_list() {
+        let c = Config::from_overrides([]).expect("defaults");
+        assert!(c.cors_allowed_origins.is_empty());
+        let c = Config::from_overrides([(
+            "cors_allowed_origins",
+            "https://a.example, http://b.example:8080/".to_string(),
+        )])
+        .expect("config");
+        assert_eq!(
+            c.cors_allowed_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
+        let e = Config::from_overrides([("cors_allowed_origins", "a.example".to_string())])
+            .expect_err("refused");
+        assert!(e.0.contains("CORS_ALLOWED_ORIGINS"), "{e}");
     }
 
     #[test]

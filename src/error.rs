@@ -67,6 +67,18 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
+    /// 429: the caller must wait `retry_after` seconds (sent as `Retry-After`).
+    pub fn too_many_requests(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: u64,
+    ) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError {
             retry_after: Some(1),

@@ -12,7 +12,9 @@
 //! - [`webhooks`]: the webhook outbox on sled and the HTTP transport.
 //! - [`http`]: the axum edge, one module per resource.
 //! - [`media`]: media files — fetched by URL, uploaded, stored under `DATA_DIR/uploads`.
+//! - [`throttle`]: in-memory abuse limits — login throttling and per-user rate limits.
 //! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.
+//! - [`metrics`]: the Prometheus metrics served by `GET /metrics`.
 //! - [`qr`]: QR codes as PNG images.
 //! - [`waba`]: the WABA operator desk's server side — sealed account settings, the Graph
 //!   API client, Meta's webhook payloads.
@@ -26,9 +28,11 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod outbound;
 pub mod qr;
 pub mod storage;
 pub mod telemetry;
+pub mod throttle;
 pub mod waba;
 pub mod webhooks;

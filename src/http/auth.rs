@@ -1,10 +1,13 @@
 //! Authentication: the [`AuthUser`] extractor (JWT bearer or `x-api-key`) and the
 //! `/api/auth` routes.
 
-use axum::Router;
-use axum::extract::{FromRequestParts, State};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use wagate_actors::domain::{Role, User};
 
@@ -57,13 +60,23 @@ fn instance_in_path(path: &str) -> Option<&str> {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    /// Authenticates, then counts the call (`apiCalls`) for the user and the instance the
-    /// path names.
+    /// Authenticates, applies the user's rate limit (429 `rate_limited`), then counts the
+    /// call (`apiCalls`) for the user and the instance the path names.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = authenticate(parts, state).await?;
+        if let Err(wait) = state.limits.calls.check(&user.0.id, Instant::now()) {
+            return Err(ApiError::too_many_requests(
+                "rate_limited",
+                format!(
+                    "rate limit of {} calls per minute exceeded",
+                    state.config.rate_limit_per_minute
+                ),
+                crate::throttle::retry_after_secs(wait),
+            ));
+        }
         let calls = wagate_actors::stats::Usage {
             api_calls: 1,
             ..Default::default()
@@ -143,14 +156,38 @@ struct LoginResponse {
     user: LoginUser,
 }
 
+/// Checks the password, throttled per email and per client address: a locked-out email
+/// or address gets 429 `too_many_attempts` before the password is looked at.
 async fn login(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     AppJson(body): AppJson<LoginRequest>,
 ) -> ApiResult<AppJson<LoginResponse>> {
     if body.email.trim().is_empty() || body.password.is_empty() {
         return Err(ApiError::validation("email and password are required"));
     }
-    let (token, with_key) = state.accounts.login(&body.email, &body.password).await?;
+    let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let throttle = &state.limits.login;
+    if let Err(wait) = throttle.begin(&body.email, ip, Instant::now()) {
+        return Err(ApiError::too_many_requests(
+            "too_many_attempts",
+            "too many failed login attempts; retry later",
+            crate::throttle::retry_after_secs(wait),
+        ));
+    }
+    let (token, with_key) = match state.accounts.login(&body.email, &body.password).await {
+        Ok(ok) => {
+            throttle.succeeded(&body.email, ip);
+            ok
+        }
+        Err(e) => {
+            // Only a refused password counts; an outage is not the caller's failure.
+            if e.status != axum::http::StatusCode::UNAUTHORIZED {
+                throttle.not_judged(&body.email, ip);
+            }
+            return Err(e);
+        }
+    };
     let u = with_key.user;
     Ok(AppJson(LoginResponse {
         token,

@@ -2,12 +2,14 @@
 //! response types live beside their handlers.
 
 pub mod auth;
+pub mod browser;
 pub mod contacts;
 pub mod db;
 pub mod extract;
 pub mod health;
 pub mod instances;
 pub mod messages;
+pub mod metrics;
 pub mod sandbox;
 pub mod stats;
 pub mod users;
@@ -31,8 +33,10 @@ pub const MAX_PAGE_LIMIT: u32 = 1000;
 /// The whole router of the server.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let cors = browser::cors(&state.config.cors_allowed_origins);
     Router::new()
         .merge(health::router())
+        .merge(metrics::router())
         .merge(auth::router())
         .merge(users::router())
         .merge(instances::router())
@@ -45,12 +49,20 @@ pub fn router(state: AppState) -> Router {
         .merge(waba::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the router's layers, so each request's `MatchedPath` is known.
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track_http,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         )
+        // Outermost, so they also cover 404s, 413s and CORS preflights.
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::map_response(browser::security_headers))
         .with_state(state)
 }
 

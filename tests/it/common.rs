@@ -153,6 +153,9 @@ impl TestServer {
             ("allow_private_network_urls", "true".to_string()),
             ("restart_backoff_base_ms", "50".to_string()),
             ("restart_backoff_max_ms", "400".to_string()),
+            // Load tests (200 instances) outrun any sane per-minute limit; the security
+            // tests set their own.
+            ("rate_limit_per_minute", "0".to_string()),
         ];
         for (k, v) in &overrides {
             all.push((k.as_str(), v.clone()));
