@@ -115,6 +115,23 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Runs a query with one bound text parameter and decodes the row it finds, if any.
+async fn find_one<T>(
+    pool: &SqlitePool,
+    sql: &'static str,
+    value: &str,
+    decode: fn(&SqliteRow) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    sqlx::query(sql)
+        .bind(value)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(decode)
+        .transpose()
+}
+
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -293,36 +310,33 @@ impl UserStore for SqliteStorage {
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        sqlx::query("SELECT * FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        find_one(
+            &self.pool,
+            "SELECT * FROM users WHERE id = ?",
+            id,
+            user_from_row,
+        )
+        .await
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        sqlx::query("SELECT * FROM users WHERE email = ? COLLATE NOCASE")
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        find_one(
+            &self.pool,
+            "SELECT * FROM users WHERE email = ? COLLATE NOCASE",
+            email,
+            user_from_row,
+        )
+        .await
     }
 
     async fn user_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<User>> {
-        sqlx::query("SELECT * FROM users WHERE api_key_hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        find_one(
+            &self.pool,
+            "SELECT * FROM users WHERE api_key_hash = ?",
+            hash,
+            user_from_row,
+        )
+        .await
     }
 
     async fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>> {
@@ -391,14 +405,13 @@ impl InstanceStore for SqliteStorage {
     }
 
     async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
-        sqlx::query("SELECT * FROM instances WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(instance_from_row)
-            .transpose()
+        find_one(
+            &self.pool,
+            "SELECT * FROM instances WHERE id = ?",
+            id,
+            instance_from_row,
+        )
+        .await
     }
 
     async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
