@@ -14,7 +14,7 @@ use wagate_actors::messaging::{
 use wagate_actors::storage::StoreResult;
 
 use super::{
-    CONTACTS, Fields, MESSAGES, MongoStorage, clamp_i64, collect, corrupt, date, date_range,
+    CONTACTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range, find_page,
     map_err, to_bson,
 };
 
@@ -173,28 +173,15 @@ impl MessageStore for MongoStorage {
     ) -> StoreResult<Page<Message>> {
         let messages = self.coll(MESSAGES)?;
         let filter = history_filter(instance_id, remote_jid, q);
-        let total = messages
-            .count_documents(filter.clone())
-            .await
-            .map_err(map_err)?;
-        // MongoDB reads limit 0 as "no limit"; the seam means "nothing".
-        if q.limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                total,
-            });
-        }
-        let cursor = messages
-            .find(filter)
-            .sort(doc! {"ts": -1, "_id": -1})
-            .skip(q.skip)
-            .limit(i64::from(q.limit))
-            .await
-            .map_err(map_err)?;
-        Ok(Page {
-            items: collect(cursor, message_from_doc).await?,
-            total,
-        })
+        find_page(
+            &messages,
+            filter,
+            doc! {"ts": -1, "_id": -1},
+            q.limit,
+            q.skip,
+            message_from_doc,
+        )
+        .await
     }
 
     async fn list_chats(
@@ -462,27 +449,15 @@ impl ContactStore for MongoStorage {
     ) -> StoreResult<Page<Contact>> {
         let contacts = self.coll(CONTACTS)?;
         let filter = contact_filter(instance_id, q);
-        let total = contacts
-            .count_documents(filter.clone())
-            .await
-            .map_err(map_err)?;
-        if q.limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                total,
-            });
-        }
-        let cursor = contacts
-            .find(filter)
-            .sort(doc! {"sortKey": 1, "_id": 1})
-            .skip(q.skip)
-            .limit(i64::from(q.limit))
-            .await
-            .map_err(map_err)?;
-        Ok(Page {
-            items: collect(cursor, contact_from_doc).await?,
-            total,
-        })
+        find_page(
+            &contacts,
+            filter,
+            doc! {"sortKey": 1, "_id": 1},
+            q.limit,
+            q.skip,
+            contact_from_doc,
+        )
+        .await
     }
 }
 

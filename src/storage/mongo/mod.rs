@@ -283,6 +283,40 @@ pub(crate) fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// One page of the documents matching `filter`, in `sort` order, and the number of all
+/// matches. MongoDB reads limit 0 as "no limit"; the seam means "nothing", so that is an
+/// empty page without a query.
+pub(crate) async fn find_page<T>(
+    coll: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+    limit: u32,
+    skip: u64,
+    decode: fn(&Document) -> StoreResult<T>,
+) -> StoreResult<Page<T>> {
+    let total = coll
+        .count_documents(filter.clone())
+        .await
+        .map_err(map_err)?;
+    if limit == 0 {
+        return Ok(Page {
+            items: Vec::new(),
+            total,
+        });
+    }
+    let cursor = coll
+        .find(filter)
+        .sort(sort)
+        .skip(skip)
+        .limit(i64::from(limit))
+        .await
+        .map_err(map_err)?;
+    Ok(Page {
+        items: collect(cursor, decode).await?,
+        total,
+    })
+}
+
 /// Collects a cursor of documents, decoding each with `decode`.
 pub(crate) async fn collect<T>(
     cursor: mongodb::Cursor<Document>,
@@ -770,27 +804,15 @@ impl ActivityStore for MongoStorage {
     ) -> StoreResult<Page<ActivityEntry>> {
         let activity = self.coll(ACTIVITY)?;
         let filter = activity_filter(instance_id, q);
-        let total = activity
-            .count_documents(filter.clone())
-            .await
-            .map_err(map_err)?;
-        if q.limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                total,
-            });
-        }
-        let cursor = activity
-            .find(filter)
-            .sort(doc! {"createdAt": -1, "_id": -1})
-            .skip(q.skip)
-            .limit(i64::from(q.limit))
-            .await
-            .map_err(map_err)?;
-        Ok(Page {
-            items: collect(cursor, activity_from_doc).await?,
-            total,
-        })
+        find_page(
+            &activity,
+            filter,
+            doc! {"createdAt": -1, "_id": -1},
+            q.limit,
+            q.skip,
+            activity_from_doc,
+        )
+        .await
     }
 }
 

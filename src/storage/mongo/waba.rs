@@ -16,7 +16,7 @@ use wagate_actors::messaging::MessageStatus;
 use wagate_actors::storage::StoreResult;
 use wagate_actors::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage, WabaStore};
 
-use super::{Fields, MongoStorage, collect, corrupt, date, map_err};
+use super::{Fields, MongoStorage, corrupt, date, find_page, map_err};
 
 pub(super) const ACCOUNTS: &str = "waba_accounts";
 pub(super) const CHATS: &str = "waba_chats";
@@ -351,29 +351,19 @@ impl WabaStore for MongoStorage {
         skip: u64,
     ) -> StoreResult<Page<WabaChatSummary>> {
         let chats = self.coll(CHATS)?;
-        let filter = owner_filter(owner_id);
-        let total = chats
-            .count_documents(filter.clone())
-            .await
-            .map_err(map_err)?;
-        // MongoDB reads limit 0 as "no limit"; the seam means "nothing".
-        if limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                total,
-            });
-        }
-        let cursor = chats
-            .find(filter)
-            .sort(doc! {"lastMessageAt": -1, "_id": -1})
-            .skip(skip)
-            .limit(i64::from(limit))
-            .await
-            .map_err(map_err)?;
-        let page = collect(cursor, chat_from_doc).await?;
+        let sort = doc! {"lastMessageAt": -1, "_id": -1};
+        let page = find_page(
+            &chats,
+            owner_filter(owner_id),
+            sort,
+            limit,
+            skip,
+            chat_from_doc,
+        )
+        .await?;
         let messages = self.coll(MESSAGES)?;
-        let mut items = Vec::with_capacity(page.len());
-        for chat in page {
+        let mut items = Vec::with_capacity(page.items.len());
+        for chat in page.items {
             let unread = messages
                 .count_documents(
                     doc! {"chatId": chat.id, "fromMe": false, "isReadByOperator": false},
@@ -394,7 +384,10 @@ impl WabaStore for MongoStorage {
                 unread_count: unread,
             });
         }
-        Ok(Page { items, total })
+        Ok(Page {
+            items,
+            total: page.total,
+        })
     }
 
     async fn insert_waba_message(&self, m: &WabaMessage) -> StoreResult<WabaMessage> {
@@ -462,27 +455,15 @@ impl WabaStore for MongoStorage {
     ) -> StoreResult<Page<WabaMessage>> {
         let messages = self.coll(MESSAGES)?;
         let filter = doc! {"chatId": chat_id};
-        let total = messages
-            .count_documents(filter.clone())
-            .await
-            .map_err(map_err)?;
-        if limit == 0 {
-            return Ok(Page {
-                items: Vec::new(),
-                total,
-            });
-        }
-        let cursor = messages
-            .find(filter)
-            .sort(doc! {"ts": -1, "_id": -1})
-            .skip(skip)
-            .limit(i64::from(limit))
-            .await
-            .map_err(map_err)?;
-        Ok(Page {
-            items: collect(cursor, message_from_doc).await?,
-            total,
-        })
+        find_page(
+            &messages,
+            filter,
+            doc! {"ts": -1, "_id": -1},
+            limit,
+            skip,
+            message_from_doc,
+        )
+        .await
     }
 
     async fn mark_waba_chat_read(&self, chat_id: i64) -> StoreResult<u64> {
