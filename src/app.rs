@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use wagate_actors::backoff::BackoffConfig;
-use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork};
+use wagate_actors::engine::wacore::TransportFactory;
+use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork, WacoreSettings};
 use wagate_actors::events::EventHub;
 use wagate_actors::instance::{InstanceDeps, InstancesHandle};
 use wagate_actors::runtime::{Runtime, start_runtime};
@@ -162,6 +163,7 @@ async fn start_actors(
     storage: DynStorage,
     events: EventHub,
     stats: StatsHandle,
+    wacore_transport: Option<Arc<dyn TransportFactory>>,
 ) -> Result<Runtime, StartError> {
     let network = SandboxNetwork::new(SandboxConfig {
         autopair: config.sandbox_autopair,
@@ -170,7 +172,16 @@ async fn start_actors(
     let deps = InstanceDeps {
         storage: storage.clone(),
         events,
-        engines: Arc::new(Engines::new(network)),
+        engines: Arc::new(Engines::new(
+            network,
+            WacoreSettings {
+                version: config.wacore_client_version,
+                ws_url: config.wacore_ws_url.clone(),
+                transport: wacore_transport,
+                shutdown_timeout: config.wacore_shutdown_timeout,
+                connect_wait: config.actor_call_timeout,
+            },
+        )),
         data_dir: config.data_dir.clone(),
         call_timeout: config.actor_call_timeout,
         backoff: BackoffConfig {
@@ -195,7 +206,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+    run_with(config, listener, shutdown, Seams::default()).await
+}
+
+/// What [`run_with`] lets a caller replace: the edges of the world tests cannot reach or
+/// must control.
+#[derive(Clone)]
+pub struct Seams {
+    /// The clock of statistics days and limit periods.
+    pub clock: Arc<dyn Clock>,
+    /// How real (`wacore`) sessions open connections; `None` is a WebSocket to WhatsApp
+    /// (or to `WACORE_WS_URL`).
+    pub wacore_transport: Option<Arc<dyn TransportFactory>>,
+}
+
+impl Default for Seams {
+    fn default() -> Self {
+        Seams {
+            clock: Arc::new(SystemClock),
+            wacore_transport: None,
+        }
+    }
 }
 
 /// [`run`] with an injected clock (statistics days, limit periods): tests move time
@@ -206,6 +237,24 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
 ) -> Result<(), StartError> {
+    let seams = Seams {
+        clock,
+        ..Seams::default()
+    };
+    run_with(config, listener, shutdown, seams).await
+}
+
+/// [`run`] with its [`Seams`] replaced.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    seams: Seams,
+) -> Result<(), StartError> {
+    let Seams {
+        clock,
+        wacore_transport,
+    } = seams;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -267,7 +316,14 @@ pub async fn run_with_clock(
     .map_err(|e| StartError::Other(e.to_string()))?;
     let events = EventHub::new(storage.clone());
     let webhooks = start_webhooks(&config, storage.clone(), &events, &stats, &metrics).await?;
-    let runtime = start_actors(&config, storage.clone(), events, stats.clone()).await?;
+    let runtime = start_actors(
+        &config,
+        storage.clone(),
+        events,
+        stats.clone(),
+        wacore_transport,
+    )
+    .await?;
     let restored = runtime
         .instances
         .restore_all()

@@ -42,6 +42,9 @@ const ENV_KEYS: &[&str] = &[
     "ADMIN_LAST_NAME",
     "WA_ENGINE",
     "SANDBOX_AUTOPAIR_MS",
+    "WACORE_CLIENT_VERSION",
+    "WACORE_WS_URL",
+    "WACORE_SHUTDOWN_TIMEOUT_MS",
     "RESTART_BACKOFF_BASE_MS",
     "RESTART_BACKOFF_MAX_MS",
     "RESTART_BUDGET",
@@ -99,6 +102,11 @@ struct RawConfig {
     wa_engine: String,
     #[serde(deserialize_with = "lenient_u64")]
     sandbox_autopair_ms: u64,
+    #[serde(deserialize_with = "any_string")]
+    wacore_client_version: String,
+    #[serde(deserialize_with = "any_string")]
+    wacore_ws_url: String,
+    wacore_shutdown_timeout_ms: u64,
     restart_backoff_base_ms: u64,
     restart_backoff_max_ms: u64,
     restart_budget: u32,
@@ -228,6 +236,12 @@ pub struct Config {
     pub admin_last_name: String,
     pub wa_engine: EngineKind,
     pub sandbox_autopair: Option<Duration>,
+    /// The WhatsApp Web version real sessions announce; `None` looks it up at connect.
+    pub wacore_client_version: Option<(u32, u32, u32)>,
+    /// Where real sessions connect; `None` is WhatsApp's own endpoint.
+    pub wacore_ws_url: Option<String>,
+    /// How long a real session gets to disconnect cleanly before it is aborted.
+    pub wacore_shutdown_timeout: Duration,
     pub restart_backoff_base: Duration,
     pub restart_backoff_max: Duration,
     pub restart_budget: u32,
@@ -425,6 +439,25 @@ impl Config {
                 return Err(invalid(key, format!("'{url}' is not an http(s) URL")));
             }
         }
+        let wacore_client_version = match raw.wacore_client_version.trim() {
+            "" => None,
+            text => Some(
+                wagate_actors::engine::wacore::parse_version(text)
+                    .map_err(|why| invalid("wacore_client_version", why))?,
+            ),
+        };
+        let wacore_ws_url = match raw.wacore_ws_url.trim() {
+            "" => None,
+            url if url.starts_with("ws://") || url.starts_with("wss://") => Some(url.to_owned()),
+            url => {
+                return Err(invalid(
+                    "wacore_ws_url",
+                    format!("'{url}' is not a ws:// or wss:// URL"),
+                ));
+            }
+        };
+        let wacore_shutdown_timeout =
+            positive("wacore_shutdown_timeout_ms", raw.wacore_shutdown_timeout_ms)?;
         let login_lockout = positive("login_lockout_ms", raw.login_lockout_ms)?;
         let cors_allowed_origins = parse_origins(&raw.cors_allowed_origins)
             .map_err(|why| invalid("cors_allowed_origins", why))?;
@@ -454,6 +487,9 @@ impl Config {
             wa_engine,
             sandbox_autopair: (raw.sandbox_autopair_ms > 0)
                 .then(|| Duration::from_millis(raw.sandbox_autopair_ms)),
+            wacore_client_version,
+            wacore_ws_url,
+            wacore_shutdown_timeout,
             restart_backoff_base,
             restart_backoff_max,
             restart_budget: raw.restart_budget,

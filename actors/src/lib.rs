@@ -11,7 +11,8 @@
 //! - [`storage`]: the storage seam, small async traits every backend implements.
 //! - [`backoff`]: [`backoff::Backoff`], restart delays with jitter inside a budget (pure, no clock).
 //! - [`engine`]: the engine seam ([`engine::Engine`], [`engine::EngineEvent`]) and the
-//!   engines this build ships; [`engine::sandbox`] is the simulated WhatsApp network.
+//!   engines this build ships: [`engine::sandbox`] is the simulated WhatsApp network,
+//!   [`engine::wacore`] the real one (whatsapp-rust).
 //! - [`events`]: [`events::EventHub`], events persisted then broadcast per instance.
 //! - [`instance`]: [`instance::InstanceActor`] (one per WhatsApp instance), its
 //!   supervisor with restarts and backoff, the typed handles and the status board.

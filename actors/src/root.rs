@@ -252,7 +252,7 @@ mod tests {
         let deps = InstanceDeps {
             storage: storage.clone(),
             events: EventHub::new(storage.clone()),
-            engines: Arc::new(Engines::new(network.clone())),
+            engines: Arc::new(Engines::new(network.clone(), Default::default())),
             data_dir: dir.path().to_owned(),
             call_timeout: Duration::from_secs(5),
             backoff: BackoffConfig {

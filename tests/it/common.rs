@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use wagate::config::Config;
+use wagate_actors::engine::wacore::TransportFactory;
 use wagate_actors::stats::ManualClock;
 
 /// The JWT secret every test server signs with, so tests can forge and tamper tokens.
@@ -40,6 +41,8 @@ pub struct TestServer {
     pub admin_key: String,
     /// The server's clock when the test drives time; kept across restarts.
     clock: Option<Arc<ManualClock>>,
+    /// How real (`wacore`) sessions connect, when a test plays WhatsApp's side.
+    wacore_transport: Option<Arc<dyn TransportFactory>>,
 }
 
 /// The environment variable naming the MongoDB test server (`mongodb://host:port`, no
@@ -128,7 +131,20 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut overrides = backend.overrides();
         overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self::boot(dir, overrides, None).await
+        Self::boot(dir, overrides, None, None).await
+    }
+
+    /// A server on SQLite whose real (`wacore`) sessions connect through `transport`.
+    pub async fn start_with_wacore(
+        extra: &[(&str, &str)],
+        transport: Arc<dyn TransportFactory>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let overrides = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::boot(dir, overrides, None, Some(transport)).await
     }
 
     /// A server on SQLite whose clock the test moves (statistics days, limit periods).
@@ -138,13 +154,14 @@ impl TestServer {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::boot(dir, overrides, Some(clock)).await
+        Self::boot(dir, overrides, Some(clock), None).await
     }
 
     async fn boot(
         dir: TempDir,
         overrides: Vec<(String, String)>,
         clock: Option<Arc<ManualClock>>,
+        wacore_transport: Option<Arc<dyn TransportFactory>>,
     ) -> TestServer {
         let mut all: Vec<(&str, String)> = vec![
             ("data_dir", dir.path().display().to_string()),
@@ -170,13 +187,17 @@ impl TestServer {
             Some(c) => c.clone(),
             None => Arc::new(wagate_actors::stats::SystemClock),
         };
-        let handle = tokio::spawn(wagate::app::run_with_clock(
+        let seams = wagate::app::Seams {
+            clock: server_clock,
+            wacore_transport: wacore_transport.clone(),
+        };
+        let handle = tokio::spawn(wagate::app::run_with(
             config,
             listener,
             async move {
                 let _ = rx.await;
             },
-            server_clock,
+            seams,
         ));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -192,6 +213,7 @@ impl TestServer {
             admin_token: String::new(),
             admin_key: String::new(),
             clock,
+            wacore_transport,
         };
         let setting =
             |key: &str, default: &str| server.setting(key).unwrap_or_else(|| default.to_owned());
@@ -242,8 +264,9 @@ impl TestServer {
     pub async fn restart(self) -> TestServer {
         let overrides = self.overrides.clone();
         let clock = self.clock.clone();
+        let transport = self.wacore_transport.clone();
         let dir = self.stop().await;
-        Self::boot(dir, overrides, clock).await
+        Self::boot(dir, overrides, clock, transport).await
     }
 
     pub fn url(&self, path: &str) -> String {

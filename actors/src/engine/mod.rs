@@ -7,6 +7,7 @@
 //! with the engine's background tasks.
 
 pub mod sandbox;
+pub mod wacore;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use crate::domain::EngineKind;
 use crate::messaging::MessageStatus;
 
 pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
+pub use wacore::{WacoreEngine, WacoreSettings};
 
 /// What happened on a WhatsApp connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -270,12 +272,17 @@ pub trait EngineFactory: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Engines {
     sandbox: SandboxNetwork,
+    wacore: Arc<WacoreSettings>,
 }
 
 impl Engines {
-    /// Sandbox engines join `sandbox`, so sandbox instances of one server see each other.
-    pub fn new(sandbox: SandboxNetwork) -> Self {
-        Engines { sandbox }
+    /// Sandbox engines join `sandbox`, so sandbox instances of one server see each other;
+    /// real sessions reach WhatsApp as `wacore` says.
+    pub fn new(sandbox: SandboxNetwork, wacore: WacoreSettings) -> Self {
+        Engines {
+            sandbox,
+            wacore: Arc::new(wacore),
+        }
     }
 
     pub fn sandbox_network(&self) -> &SandboxNetwork {
@@ -287,11 +294,7 @@ impl EngineFactory for Engines {
     fn create(&self, kind: EngineKind, ctx: EngineContext) -> Result<Box<dyn Engine>, EngineError> {
         match kind {
             EngineKind::Sandbox => Ok(Box::new(SandboxEngine::new(self.sandbox.clone(), ctx))),
-            // The real engine lands later; until then an instance asking for it must say
-            // so plainly (status failed, activity with this message), not pretend.
-            EngineKind::Wacore => Err(EngineError::Unavailable(
-                "the wacore engine is not available in this build yet".into(),
-            )),
+            EngineKind::Wacore => Ok(Box::new(WacoreEngine::new(self.wacore.clone(), ctx))),
         }
     }
 }

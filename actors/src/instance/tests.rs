@@ -30,7 +30,10 @@ async fn world(sandbox: SandboxConfig, backoff: BackoffConfig) -> World {
     let deps = InstanceDeps {
         storage: storage.clone(),
         events: EventHub::new(storage.clone()),
-        engines: Arc::new(Engines::new(SandboxNetwork::new(sandbox))),
+        engines: Arc::new(Engines::new(
+            SandboxNetwork::new(sandbox),
+            Default::default(),
+        )),
         data_dir: dir.path().to_owned(),
         call_timeout: Duration::from_secs(5),
         backoff,
@@ -436,40 +439,6 @@ async fn remove_deletes_the_session_dir() {
         Err(DomainError::NotFound(_))
     ));
     assert_eq!(w.runtime.status.get("a"), None);
-    w.runtime.shutdown().await;
-}
-
-#[tokio::test]
-async fn wacore_instance_parks_failed_with_a_clear_reason() {
-    let w = world(SandboxConfig::default(), quick_backoff()).await;
-    let handle = w.create("w", EngineKind::Wacore).await;
-    assert_eq!(
-        w.runtime.status.get("w").map(|v| v.status),
-        Some(InstanceStatus::Failed)
-    );
-    let failed = w
-        .storage
-        .activity_of("w")
-        .into_iter()
-        .find(|e| e.action == "failed")
-        .expect("failed entry");
-    assert!(
-        failed.details["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("wacore")),
-        "{failed:?}"
-    );
-    assert!(matches!(
-        handle.qr().await,
-        Err(DomainError::Unavailable(_))
-    ));
-    assert!(matches!(
-        handle
-            .sandbox(SandboxControl::Fault(FaultKind::Crash))
-            .await,
-        Err(DomainError::Invalid(_))
-    ));
-    assert!(w.runtime.instances.is_alive());
     w.runtime.shutdown().await;
 }
 

@@ -1,0 +1,299 @@
+//! Pure translations between whatsapp-rust's types and the engine seam's: addresses,
+//! receipts, message content. Kept free of I/O so they are unit-tested directly.
+
+use whatsapp_rust::Jid;
+use whatsapp_rust::wacore::download::MediaType;
+use whatsapp_rust::wacore::proto_helpers::MessageExt;
+use whatsapp_rust::wacore::types::message::MessageSource;
+use whatsapp_rust::wacore::types::presence::ReceiptType;
+use whatsapp_rust::waproto::whatsapp as wa;
+
+use crate::engine::EngineError;
+use crate::messaging::MessageStatus;
+
+/// The address a user of the gateway should see: the phone form
+/// (`79001234567@s.whatsapp.net`) when WhatsApp gave one, without a device suffix.
+/// WhatsApp increasingly addresses people by `@lid` (a privacy alias) and puts the phone
+/// form in a second field; `alt` is that field.
+pub fn phone_form(jid: &Jid, alt: Option<&Jid>) -> String {
+    match alt {
+        Some(alt) if jid.is_lid() && alt.is_pn() => alt.to_non_ad_string(),
+        _ => jid.to_non_ad_string(),
+    }
+}
+
+/// The chat and the sender of an inbound message, both in the phone form when known.
+pub fn chat_and_sender(source: &MessageSource) -> (String, String) {
+    let sender = phone_form(&source.sender, source.sender_alt.as_ref());
+    let chat = if source.is_group {
+        source.chat.to_non_ad_string()
+    } else {
+        // In a direct chat the chat is the other person: the same alias rules apply.
+        phone_form(&source.chat, source.sender_alt.as_ref())
+    };
+    (chat, sender)
+}
+
+/// The status a receipt moves a sent message to; `None` for receipts that say nothing
+/// about delivery (retries, history sync, our own devices' reads).
+pub fn receipt_status(kind: &ReceiptType) -> Option<MessageStatus> {
+    match kind {
+        ReceiptType::Delivered => Some(MessageStatus::Delivered),
+        ReceiptType::Read | ReceiptType::Played => Some(MessageStatus::Read),
+        _ => None,
+    }
+}
+
+/// Parses an address given to the gateway (`79001234567@s.whatsapp.net`, a group's
+/// `…@g.us`, or bare digits).
+///
+/// Fails with `InvalidInput` when it is not a WhatsApp address.
+pub fn parse_address(address: &str) -> Result<Jid, EngineError> {
+    let address = address.trim();
+    if !address.is_empty() && address.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Jid::pn(address));
+    }
+    address
+        .parse::<Jid>()
+        .ok()
+        .filter(|jid| !jid.user.is_empty())
+        .ok_or_else(|| EngineError::InvalidInput(format!("'{address}' is not a WhatsApp address")))
+}
+
+/// The kind WhatsApp files a MIME type under for upload.
+pub fn upload_kind(mime: &str) -> MediaType {
+    match mime.split('/').next().unwrap_or_default() {
+        "image" => MediaType::Image,
+        "video" => MediaType::Video,
+        "audio" => MediaType::Audio,
+        _ => MediaType::Document,
+    }
+}
+
+/// Which attachment an inbound message carries, with what the gateway stores about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub kind: AttachmentKind,
+    pub mime_type: String,
+    pub file_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentKind {
+    Image,
+    Video,
+    Audio,
+    Document,
+    Sticker,
+}
+
+/// What an inbound message says: its text (or caption) and its attachment. `None` for
+/// messages with nothing a gateway user reads (reactions, protocol messages, polls…).
+pub fn content(message: &wa::Message) -> Option<(Option<String>, Option<Attachment>)> {
+    let base = message.get_base_message();
+    let attachment = attachment(base);
+    let text = base
+        .text_content()
+        .or_else(|| base.get_caption())
+        .map(str::to_owned)
+        .filter(|t| !t.is_empty());
+    if text.is_none() && attachment.is_none() {
+        return None;
+    }
+    Some((text, attachment))
+}
+
+fn attachment(base: &wa::Message) -> Option<Attachment> {
+    let with = |kind, mime: Option<&String>, default: &str, file_name: Option<&String>| {
+        Some(Attachment {
+            kind,
+            mime_type: mime
+                .filter(|m| !m.is_empty())
+                .cloned()
+                .unwrap_or_else(|| default.to_owned()),
+            file_name: file_name.cloned(),
+        })
+    };
+    if let Some(m) = base.image_message.as_option() {
+        return with(
+            AttachmentKind::Image,
+            m.mimetype.as_ref(),
+            "image/jpeg",
+            None,
+        );
+    }
+    if let Some(m) = base.video_message.as_option() {
+        return with(
+            AttachmentKind::Video,
+            m.mimetype.as_ref(),
+            "video/mp4",
+            None,
+        );
+    }
+    if let Some(m) = base.audio_message.as_option() {
+        return with(
+            AttachmentKind::Audio,
+            m.mimetype.as_ref(),
+            "audio/ogg",
+            None,
+        );
+    }
+    if let Some(m) = base.document_message.as_option() {
+        return with(
+            AttachmentKind::Document,
+            m.mimetype.as_ref(),
+            "application/octet-stream",
+            m.file_name.as_ref(),
+        );
+    }
+    if let Some(m) = base.sticker_message.as_option() {
+        return with(
+            AttachmentKind::Sticker,
+            m.mimetype.as_ref(),
+            "image/webp",
+            None,
+        );
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whatsapp_rust::buffa::MessageField;
+
+    fn jid(s: &str) -> Jid {
+        s.parse().expect("jid")
+    }
+
+    #[test]
+    fn the_phone_form_wins_over_a_lid() {
+        let lid = jid("123456789012345@lid");
+        let pn = jid("79001234567@s.whatsapp.net");
+        assert_eq!(phone_form(&lid, Some(&pn)), "79001234567@s.whatsapp.net");
+        assert_eq!(phone_form(&lid, None), "123456789012345@lid");
+        assert_eq!(phone_form(&pn, None), "79001234567@s.whatsapp.net");
+        // A device suffix is not part of the person's address.
+        assert_eq!(
+            phone_form(&jid("79001234567:12@s.whatsapp.net"), None),
+            "79001234567@s.whatsapp.net"
+        );
+    }
+
+    #[test]
+    fn groups_keep_their_address_and_name_the_member() {
+        let source = MessageSource {
+            chat: jid("120363000000000000@g.us"),
+            sender: jid("123456789012345@lid"),
+            is_group: true,
+            sender_alt: Some(jid("79001234567@s.whatsapp.net")),
+            ..Default::default()
+        };
+        assert_eq!(
+            chat_and_sender(&source),
+            (
+                "120363000000000000@g.us".to_owned(),
+                "79001234567@s.whatsapp.net".to_owned()
+            )
+        );
+        let direct = MessageSource {
+            chat: jid("123456789012345@lid"),
+            sender: jid("123456789012345@lid"),
+            sender_alt: Some(jid("79001234567@s.whatsapp.net")),
+            ..Default::default()
+        };
+        let (chat, sender) = chat_and_sender(&direct);
+        assert_eq!(chat, "79001234567@s.whatsapp.net");
+        assert_eq!(sender, chat);
+    }
+
+    #[test]
+    fn receipts_map_to_delivery_states() {
+        assert_eq!(
+            receipt_status(&ReceiptType::Delivered),
+            Some(MessageStatus::Delivered)
+        );
+        assert_eq!(
+            receipt_status(&ReceiptType::Read),
+            Some(MessageStatus::Read)
+        );
+        assert_eq!(
+            receipt_status(&ReceiptType::Played),
+            Some(MessageStatus::Read)
+        );
+        assert_eq!(receipt_status(&ReceiptType::Retry), None);
+        assert_eq!(receipt_status(&ReceiptType::ReadSelf), None);
+    }
+
+    #[test]
+    fn addresses_parse_or_are_refused() {
+        assert_eq!(
+            parse_address("79001234567").map(|j| j.to_string()),
+            Ok("79001234567@s.whatsapp.net".to_owned())
+        );
+        assert_eq!(
+            parse_address("120363000000000000@g.us").map(|j| j.to_string()),
+            Ok("120363000000000000@g.us".to_owned())
+        );
+        for bad in ["", "not a jid", "@s.whatsapp.net"] {
+            assert!(
+                matches!(parse_address(bad), Err(EngineError::InvalidInput(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_reads_text_captions_and_attachments() {
+        let text = wa::Message {
+            conversation: Some("hello".into()),
+            ..Default::default()
+        };
+        assert_eq!(content(&text), Some((Some("hello".into()), None)));
+
+        let image = wa::Message {
+            image_message: MessageField::some(wa::message::ImageMessage {
+                caption: Some("look".into()),
+                mimetype: Some("image/png".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            content(&image),
+            Some((
+                Some("look".into()),
+                Some(Attachment {
+                    kind: AttachmentKind::Image,
+                    mime_type: "image/png".into(),
+                    file_name: None
+                })
+            ))
+        );
+
+        let document = wa::Message {
+            document_message: MessageField::some(wa::message::DocumentMessage {
+                file_name: Some("report.pdf".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (_, attachment) = content(&document).expect("document");
+        let attachment = attachment.expect("attachment");
+        assert_eq!(attachment.mime_type, "application/octet-stream");
+        assert_eq!(attachment.file_name.as_deref(), Some("report.pdf"));
+
+        assert_eq!(content(&wa::Message::default()), None);
+    }
+
+    #[test]
+    fn uploads_are_filed_by_mime_family() {
+        assert!(matches!(upload_kind("image/png"), MediaType::Image));
+        assert!(matches!(upload_kind("video/mp4"), MediaType::Video));
+        assert!(matches!(upload_kind("audio/ogg"), MediaType::Audio));
+        assert!(matches!(
+            upload_kind("application/pdf"),
+            MediaType::Document
+        ));
+    }
+}

@@ -1,0 +1,717 @@
+//! The real WhatsApp engine: the WhatsApp Web multi-device protocol through the
+//! `whatsapp-rust` crate family.
+//!
+//! One [`Bot`] per running session, built on the instance's own session store (a SQLite
+//! file under `data_dir/instances/<id>/`). The library's events are delivered in order to
+//! one callback that translates them into [`EngineEvent`]s for the instance actor.
+//!
+//! - [`mapping`]: pure translations (addresses, receipts, message content).
+//! - [`observe`]: wrappers around the network seams that remember why a connection
+//!   attempt failed; the library only logs it.
+//!
+//! The library reconnects by itself, with Fibonacci backoff, and raises no event when a
+//! connection attempt fails. A watchdog per session reads the library's counter of
+//! consecutive failures and reports each new one as [`EngineEvent::Reconnecting`] with
+//! the remembered error, so users see why nothing happens. It wakes every
+//! [`WATCHDOG_PERIOD`] and holds nothing but counters.
+
+pub mod mapping;
+pub mod observe;
+
+pub use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use whatsapp_rust::bot::{Bot, BotHandle, EventDelivery};
+use whatsapp_rust::media::{AudioOptions, DocumentOptions, ImageOptions, VideoOptions};
+use whatsapp_rust::pair_code::PairCodeOptions;
+use whatsapp_rust::store::SqliteStore;
+use whatsapp_rust::transport::TokioWebSocketTransportFactory;
+use whatsapp_rust::types::events::Event;
+use whatsapp_rust::upload::UploadOptions;
+use whatsapp_rust::wacore::download::MediaType;
+use whatsapp_rust::{Client, SendError};
+
+use self::mapping::{AttachmentKind, parse_address};
+use self::observe::{ObservedHttp, ObservedTransports, Reasons};
+use crate::engine::{
+    Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundMedia, InboundMessage,
+    OutboundContent, SentMessage,
+};
+
+/// How often a session's watchdog looks for failed connection attempts.
+pub const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// Events buffered between the library and the translation callback. The library drops
+/// (and counts) events beyond this rather than stall its receive loop; a burst this large
+/// only happens during an offline drain.
+const EVENT_MAILBOX: usize = 4096;
+
+/// The most contacts a session remembers from WhatsApp's events (the storage keeps all
+/// of them; this is only the engine's own answer to `contacts()`).
+const MAX_REMEMBERED_CONTACTS: usize = 10_000;
+
+/// The session store's file name inside the instance's directory.
+pub const SESSION_FILE: &str = "whatsapp.db";
+
+/// How the real engine reaches WhatsApp.
+#[derive(Clone)]
+pub struct WacoreSettings {
+    /// The WhatsApp Web version to announce; `None` asks web.whatsapp.com at each
+    /// connection.
+    pub version: Option<(u32, u32, u32)>,
+    /// The WebSocket endpoint; `None` is WhatsApp's own.
+    pub ws_url: Option<String>,
+    /// Replaces the WebSocket transport entirely (tests drive the client through it).
+    pub transport: Option<Arc<dyn TransportFactory>>,
+    /// How long a session gets to disconnect cleanly before it is aborted.
+    pub shutdown_timeout: Duration,
+    /// How long a pair-code request waits for the connection to WhatsApp.
+    pub connect_wait: Duration,
+}
+
+impl Default for WacoreSettings {
+    fn default() -> Self {
+        WacoreSettings {
+            version: None,
+            ws_url: None,
+            transport: None,
+            shutdown_timeout: Duration::from_secs(5),
+            connect_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for WacoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WacoreSettings")
+            .field("version", &self.version)
+            .field("ws_url", &self.ws_url)
+            .field("custom_transport", &self.transport.is_some())
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("connect_wait", &self.connect_wait)
+            .finish()
+    }
+}
+
+/// Parses a WhatsApp Web version written as `2.3000.1027934701`.
+///
+/// Fails when it is not three dot-separated numbers.
+pub fn parse_version(text: &str) -> Result<(u32, u32, u32), String> {
+    let parts: Vec<&str> = text.trim().split('.').collect();
+    let number = |s: &str| s.parse::<u32>().ok();
+    match parts.as_slice() {
+        [a, b, c] => match (number(a), number(b), number(c)) {
+            (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
+            _ => Err(format!("'{text}' is not a version like 2.3000.1027934701")),
+        },
+        _ => Err(format!("'{text}' is not a version like 2.3000.1027934701")),
+    }
+}
+
+/// One instance's real WhatsApp session.
+pub struct WacoreEngine {
+    settings: Arc<WacoreSettings>,
+    ctx: EngineContext,
+    shared: Arc<Shared>,
+    running: Option<Running>,
+}
+
+struct Running {
+    handle: BotHandle,
+    client: Arc<Client>,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+/// What the engine, its event callback and its watchdog share.
+struct Shared {
+    instance_id: String,
+    sink: crate::engine::EventSink,
+    /// Set when the engine is being stopped: late events of a dying session are dropped.
+    closing: AtomicBool,
+    /// Decisions about the connection state are taken and emitted under this lock, so
+    /// the callback and the watchdog reach the actor in the order they decided.
+    track: Mutex<Track>,
+    contacts: Mutex<HashMap<String, EngineContact>>,
+    reasons: Arc<Reasons>,
+}
+
+#[derive(Default)]
+struct Track {
+    /// Something happened on the connection since the watchdog last looked (a QR, a
+    /// login, a drop): a failure counted meanwhile is already explained.
+    progressed: bool,
+    /// The library's count of consecutive failed attempts when the watchdog last looked.
+    failures_seen: u32,
+    connected: bool,
+    qr_shown: u32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain counters behind: keep going.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn emit(&self, event: EngineEvent) {
+        if !self.closing.load(Ordering::Acquire) {
+            (self.sink)(event);
+        }
+    }
+
+    fn remember_contact(&self, contact: EngineContact) {
+        let mut contacts = lock(&self.contacts);
+        if contacts.len() < MAX_REMEMBERED_CONTACTS || contacts.contains_key(&contact.jid) {
+            contacts.insert(contact.jid.clone(), contact.clone());
+        }
+        drop(contacts);
+        self.emit(EngineEvent::Contact(contact));
+    }
+
+    /// Translates one library event. Runs on the library's single ordered drainer.
+    async fn on_event(&self, event: &Event, client: &Arc<Client>) {
+        match event {
+            Event::PairingQrCode(qr) => {
+                let mut track = lock(&self.track);
+                track.progressed = true;
+                track.qr_shown += 1;
+                self.emit(EngineEvent::Qr {
+                    code: qr.code.clone(),
+                    attempt: track.qr_shown,
+                    ttl: qr.timeout,
+                });
+            }
+            Event::PairingQrCodesExhausted(_) => self.emit(EngineEvent::QrExhausted),
+            Event::PairSuccess(pair) => {
+                let mut track = lock(&self.track);
+                track.progressed = true;
+                track.connected = true;
+                self.emit(EngineEvent::Connected {
+                    phone: pair.id.user.to_string(),
+                    push_name: Some(pair.business_name.clone()).filter(|n| !n.is_empty()),
+                });
+            }
+            Event::Connected(_) => {
+                let mut track = lock(&self.track);
+                track.progressed = true;
+                // Right after pairing the server restarts the stream once: that second
+                // login is not news.
+                if !track.connected {
+                    track.connected = true;
+                    let phone = client
+                        .pn()
+                        .map(|jid| jid.user.to_string())
+                        .unwrap_or_default();
+                    let push_name = Some(client.push_name()).filter(|n| !n.is_empty());
+                    self.emit(EngineEvent::Connected { phone, push_name });
+                }
+            }
+            Event::Disconnected(gone) => {
+                let reason = gone.reason.to_string();
+                self.reasons.set(format!("connection lost: {reason}"));
+                let mut track = lock(&self.track);
+                track.progressed = true;
+                track.connected = false;
+                track.qr_shown = 0;
+                self.emit(EngineEvent::Disconnected {
+                    reason: reason.clone(),
+                });
+                self.emit(EngineEvent::Reconnecting {
+                    attempt: client.stats().reconnect_errors.saturating_add(1),
+                    error: Some(reason),
+                });
+            }
+            Event::LoggedOut(out) => {
+                lock(&self.track).connected = false;
+                self.emit(EngineEvent::LoggedOut {
+                    reason: format!("logged out by WhatsApp ({:?})", out.reason),
+                });
+            }
+            Event::StreamReplaced(_) => {
+                lock(&self.track).connected = false;
+                self.emit(EngineEvent::LoggedOut {
+                    reason: "another client took over this session (stream replaced)".into(),
+                });
+            }
+            Event::ClientOutdated(_) => self.reasons.set(
+                "WhatsApp refused this client version as outdated: set WACORE_CLIENT_VERSION \
+                 to the current WhatsApp Web version, or leave it empty to look it up"
+                    .into(),
+            ),
+            Event::TemporaryBan(ban) => self.reasons.set(format!(
+                "WhatsApp banned this number temporarily ({:?}) for {} s",
+                ban.code,
+                ban.expire.num_seconds()
+            )),
+            Event::ConnectFailure(failure) => self.reasons.set(format!(
+                "WhatsApp refused the connection ({:?}{})",
+                failure.reason,
+                failure
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            )),
+            Event::Messages(batch) => {
+                for item in batch.messages.iter() {
+                    if item.info.source.is_from_me {
+                        continue;
+                    }
+                    if let Some(message) = self.inbound(client, &item.message, &item.info).await {
+                        self.emit(EngineEvent::Message(message));
+                    }
+                }
+            }
+            Event::Receipt(receipt) => {
+                if let Some(status) = mapping::receipt_status(&receipt.r#type) {
+                    let (chat, _) = mapping::chat_and_sender(&receipt.source);
+                    self.emit(EngineEvent::Receipt {
+                        chat,
+                        message_ids: receipt
+                            .message_ids
+                            .iter()
+                            .map(|id| id.to_string())
+                            .collect(),
+                        status,
+                    });
+                }
+            }
+            Event::ContactUpdated(update) if update.jid.is_pn() => {
+                self.remember_contact(EngineContact {
+                    jid: update.jid.to_non_ad_string(),
+                    name: None,
+                    push_name: None,
+                });
+            }
+            Event::PushNameUpdate(update) => {
+                let jid =
+                    mapping::phone_form(&update.jid, update.message.source.sender_alt.as_ref());
+                self.remember_contact(EngineContact {
+                    jid,
+                    name: None,
+                    push_name: Some(update.new_push_name.clone()).filter(|n| !n.is_empty()),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Builds the gateway's view of an inbound message, downloading its attachment.
+    /// A failed download keeps the message (text, caption) and logs why.
+    async fn inbound(
+        &self,
+        client: &Arc<Client>,
+        message: &whatsapp_rust::waproto::whatsapp::Message,
+        info: &whatsapp_rust::wacore::types::message::MessageInfo,
+    ) -> Option<InboundMessage> {
+        let (text, attachment) = mapping::content(message)?;
+        let (chat, sender) = mapping::chat_and_sender(&info.source);
+        let media = match attachment {
+            Some(attachment) => match download(client, message, attachment.kind).await {
+                Ok(bytes) => Some(InboundMedia {
+                    bytes: bytes.into(),
+                    mime_type: attachment.mime_type,
+                    file_name: attachment.file_name,
+                }),
+                Err(err) => {
+                    tracing::warn!(instance = %self.instance_id, message = %info.id, %err,
+                        "cannot download an inbound attachment");
+                    None
+                }
+            },
+            None => None,
+        };
+        Some(InboundMessage {
+            message_id: info.id.to_string(),
+            chat,
+            sender,
+            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+            text,
+            media,
+            timestamp: info.timestamp,
+        })
+    }
+
+    /// Reports a failed connection attempt the library counted but did not announce.
+    fn check_failures(&self, client: &Client) {
+        let failures = client.stats().reconnect_errors;
+        let mut track = lock(&self.track);
+        let progressed = std::mem::take(&mut track.progressed);
+        let new_failure = failures > track.failures_seen;
+        track.failures_seen = failures;
+        if new_failure && !progressed && !client.is_connected() {
+            let error = self.reasons.take().unwrap_or_else(|| {
+                "WhatsApp did not answer (no connection could be established)".into()
+            });
+            self.emit(EngineEvent::Reconnecting {
+                attempt: failures,
+                error: Some(error),
+            });
+        }
+    }
+}
+
+async fn download(
+    client: &Arc<Client>,
+    message: &whatsapp_rust::waproto::whatsapp::Message,
+    kind: AttachmentKind,
+) -> Result<Vec<u8>, String> {
+    use whatsapp_rust::wacore::proto_helpers::MessageExt;
+    let base = message.get_base_message();
+    let missing = || "the attachment vanished from the message".to_owned();
+    let result = match kind {
+        AttachmentKind::Image => {
+            client
+                .download(base.image_message.as_option().ok_or_else(missing)?)
+                .await
+        }
+        AttachmentKind::Video => {
+            client
+                .download(base.video_message.as_option().ok_or_else(missing)?)
+                .await
+        }
+        AttachmentKind::Audio => {
+            client
+                .download(base.audio_message.as_option().ok_or_else(missing)?)
+                .await
+        }
+        AttachmentKind::Document => {
+            client
+                .download(base.document_message.as_option().ok_or_else(missing)?)
+                .await
+        }
+        AttachmentKind::Sticker => {
+            client
+                .download(base.sticker_message.as_option().ok_or_else(missing)?)
+                .await
+        }
+    };
+    result.map_err(|e| e.to_string())
+}
+
+impl WacoreEngine {
+    pub fn new(settings: Arc<WacoreSettings>, ctx: EngineContext) -> Self {
+        let shared = Arc::new(Shared {
+            instance_id: ctx.instance_id.clone(),
+            sink: ctx.sink.clone(),
+            closing: AtomicBool::new(false),
+            track: Mutex::new(Track::default()),
+            contacts: Mutex::new(HashMap::new()),
+            reasons: Arc::new(Reasons::default()),
+        });
+        WacoreEngine {
+            settings,
+            ctx,
+            shared,
+            running: None,
+        }
+    }
+
+    fn client(&self) -> Result<&Arc<Client>, EngineError> {
+        self.running
+            .as_ref()
+            .map(|r| &r.client)
+            .ok_or_else(|| EngineError::InvalidState("the session is not running".into()))
+    }
+
+    async fn build_bot(&self) -> Result<Bot, EngineError> {
+        let store = open_store(&self.ctx.session_dir).await?;
+        let inner: Arc<dyn TransportFactory> =
+            match (&self.settings.transport, &self.settings.ws_url) {
+                (Some(custom), _) => custom.clone(),
+                (None, Some(url)) => Arc::new(TokioWebSocketTransportFactory::new().with_url(url)),
+                (None, None) => Arc::new(TokioWebSocketTransportFactory::new()),
+            };
+        let reasons = self.shared.reasons.clone();
+        let shared = self.shared.clone();
+        let mut builder = Bot::builder()
+            .with_backend(store)
+            .with_transport_factory(ObservedTransports::new(inner, reasons.clone()))
+            .with_http_client(ObservedHttp::new(
+                Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
+                reasons,
+            ))
+            .with_event_delivery(EventDelivery::Ordered {
+                capacity: EVENT_MAILBOX,
+            })
+            .on_event(move |event, client| {
+                let shared = shared.clone();
+                async move { shared.on_event(&event, &client).await }
+            });
+        if let Some(version) = self.settings.version {
+            builder = builder.with_version(version);
+        }
+        builder
+            .build()
+            .await
+            .map_err(|e| EngineError::Io(format!("cannot open the WhatsApp session: {e}")))
+    }
+}
+
+async fn open_store(dir: &Path) -> Result<SqliteStore, EngineError> {
+    tokio::fs::create_dir_all(dir).await?;
+    let path = dir.join(SESSION_FILE);
+    let url = path
+        .to_str()
+        .ok_or_else(|| EngineError::Io(format!("{} is not valid UTF-8", path.display())))?;
+    SqliteStore::new(url)
+        .await
+        .map_err(|e| EngineError::Io(format!("cannot open {}: {e}", path.display())))
+}
+
+fn send_error(err: SendError) -> EngineError {
+    match err {
+        SendError::NotLoggedIn => EngineError::InvalidState("the session is not logged in".into()),
+        SendError::InvalidRequest(why) => EngineError::InvalidInput(why),
+        other => EngineError::Unavailable(format!("WhatsApp did not take the message: {other}")),
+    }
+}
+
+#[async_trait]
+impl Engine for WacoreEngine {
+    async fn start(&mut self) -> Result<(), EngineError> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        self.shared.closing.store(false, Ordering::Release);
+        *lock(&self.shared.track) = Track::default();
+        let bot = self.build_bot().await?;
+        let handle = bot.spawn();
+        let client = handle.client();
+        let watchdog = {
+            let shared = self.shared.clone();
+            let client = Arc::downgrade(&client);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(WATCHDOG_PERIOD);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(client) = client.upgrade() else {
+                        break;
+                    };
+                    shared.check_failures(&client);
+                }
+            })
+        };
+        self.running = Some(Running {
+            handle,
+            client,
+            watchdog,
+        });
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let Running {
+            mut handle,
+            client,
+            watchdog,
+        } = running;
+        watchdog.abort();
+        // A clean disconnect flushes the session's keys; it can wait for a connection
+        // attempt in progress (up to the library's own 20 s timeout): bound it, then abort.
+        let graceful = async {
+            client.disconnect().await;
+            (&mut handle).await;
+        };
+        if tokio::time::timeout(self.settings.shutdown_timeout, graceful)
+            .await
+            .is_err()
+        {
+            tracing::warn!(instance = %self.ctx.instance_id, "the WhatsApp session did not stop in time: aborted");
+            handle.abort();
+        }
+    }
+
+    async fn logout(&mut self) -> Result<(), EngineError> {
+        if let Some(running) = &self.running {
+            // Best effort: tells WhatsApp to unlink this device when connected.
+            self.shared.closing.store(true, Ordering::Release);
+            let client = running.client.clone();
+            if tokio::time::timeout(self.settings.shutdown_timeout, client.logout())
+                .await
+                .is_err()
+            {
+                tracing::warn!(instance = %self.ctx.instance_id, "WhatsApp did not confirm the logout in time");
+            }
+        }
+        self.stop().await;
+        Ok(())
+    }
+
+    async fn pair_code(&mut self, phone: &str) -> Result<String, EngineError> {
+        let client = self.client()?.clone();
+        if client.is_logged_in() {
+            return Err(EngineError::InvalidState(
+                "the session is already linked".into(),
+            ));
+        }
+        client
+            .wait_for_socket(self.settings.connect_wait)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("WhatsApp cannot be reached: {e}")))?;
+        client
+            .pair_with_code(PairCodeOptions {
+                phone_number: phone.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("WhatsApp refused the pair code: {e}")))
+    }
+
+    async fn send(
+        &mut self,
+        to: &str,
+        content: &OutboundContent,
+    ) -> Result<SentMessage, EngineError> {
+        let to = parse_address(to)?;
+        let client = self.client()?.clone();
+        if !client.is_logged_in() {
+            return Err(EngineError::InvalidState(
+                "the session is not logged in".into(),
+            ));
+        }
+        let sent = match content {
+            OutboundContent::Text(text) => client.send_text(to, text.clone()).await,
+            OutboundContent::Media {
+                bytes,
+                mime_type,
+                file_name,
+                caption,
+                ..
+            } => {
+                let kind = mapping::upload_kind(mime_type);
+                let upload = client
+                    .upload(bytes.to_vec(), kind, UploadOptions::default())
+                    .await
+                    .map_err(|e| {
+                        EngineError::Unavailable(format!("the upload to WhatsApp failed: {e}"))
+                    })?;
+                let mimetype = Some(mime_type.clone());
+                let message = match kind {
+                    MediaType::Image => whatsapp_rust::media::image_message(
+                        upload,
+                        ImageOptions {
+                            caption: caption.clone(),
+                            mimetype,
+                            ..Default::default()
+                        },
+                    ),
+                    MediaType::Video => whatsapp_rust::media::video_message(
+                        upload,
+                        VideoOptions {
+                            caption: caption.clone(),
+                            mimetype,
+                            ..Default::default()
+                        },
+                    ),
+                    MediaType::Audio => whatsapp_rust::media::audio_message(
+                        upload,
+                        AudioOptions {
+                            mimetype,
+                            ..Default::default()
+                        },
+                    ),
+                    _ => whatsapp_rust::media::document_message(
+                        upload,
+                        DocumentOptions {
+                            mimetype,
+                            file_name: file_name.clone(),
+                            caption: caption.clone(),
+                            ..Default::default()
+                        },
+                    ),
+                };
+                client.send_message(to, message).await
+            }
+        }
+        .map_err(send_error)?;
+        Ok(SentMessage {
+            message_id: sent.message_id.to_string(),
+            timestamp: chrono::Utc::now(),
+        })
+    }
+
+    async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError> {
+        let chat = parse_address(chat)?;
+        let client = self.client()?.clone();
+        let ids: Vec<&str> = message_ids.iter().map(String::as_str).collect();
+        client
+            .mark_as_read(&chat, None, &ids)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot send the read receipt: {e}")))
+    }
+
+    async fn contacts(&mut self) -> Result<Vec<EngineContact>, EngineError> {
+        let mut contacts: Vec<EngineContact> =
+            lock(&self.shared.contacts).values().cloned().collect();
+        contacts.sort_by(|a, b| a.jid.cmp(&b.jid));
+        Ok(contacts)
+    }
+
+    async fn add_contact(&mut self, jid: &str, name: Option<&str>) -> Result<bool, EngineError> {
+        let address = parse_address(jid)?;
+        let client = self.client()?.clone();
+        if !client.is_logged_in() {
+            return Err(EngineError::InvalidState(
+                "the session is not logged in".into(),
+            ));
+        }
+        let found = client
+            .contacts()
+            .is_on_whatsapp(std::slice::from_ref(&address))
+            .await
+            .map_err(|e| {
+                EngineError::Unavailable(format!("WhatsApp did not answer the number check: {e}"))
+            })?;
+        let registered = found.iter().any(|r| r.is_registered);
+        if registered {
+            let contact = EngineContact {
+                jid: address.to_non_ad_string(),
+                name: name.map(str::to_owned),
+                push_name: None,
+            };
+            let mut contacts = lock(&self.shared.contacts);
+            if contacts.len() < MAX_REMEMBERED_CONTACTS || contacts.contains_key(&contact.jid) {
+                contacts.insert(contact.jid.clone(), contact);
+            }
+        }
+        Ok(registered)
+    }
+}
+
+impl Drop for WacoreEngine {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.watchdog.abort();
+            // Dropping the handle aborts the session task.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            parse_version("2.3000.1027934701"),
+            Ok((2, 3000, 1027934701))
+        );
+        assert!(parse_version("2.3000").is_err());
+        assert!(parse_version("a.b.c").is_err());
+        assert!(parse_version("").is_err());
+    }
+}

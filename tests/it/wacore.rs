@@ -1,0 +1,318 @@
+//! The real WhatsApp engine, driven end to end: the unmodified whatsapp-rust client runs
+//! inside the gateway and talks through the `TransportFactory` seam to an in-process fake
+//! WhatsApp (`fake_whatsapp`) that performs the server half of the real Noise handshake.
+//! Everything is asserted through the gateway's HTTP API and webhooks.
+//!
+//! Not covered here, because it needs WhatsApp's servers or a phone: completing a pairing
+//! (`PairSuccess`), sending, receiving and receipts on a linked session. Their translation
+//! is unit-tested in `actors/src/engine/wacore/mapping.rs`.
+
+use serde_json::{Value, json};
+
+use crate::common::{Auth, TestServer, eventually};
+use crate::fake_whatsapp::{Ending, FakeWhatsApp};
+use crate::receiver::{Receiver, unused_addr};
+
+/// Pinned so the client does not look its version up on the internet.
+const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");
+
+struct Rig {
+    server: TestServer,
+    whatsapp: FakeWhatsApp,
+    hooks: Receiver,
+    auth: Auth,
+    id: String,
+}
+
+/// A gateway whose real sessions reach the fake WhatsApp, with one `wacore` instance
+/// sending its webhooks to a local receiver.
+async fn rig() -> Rig {
+    let whatsapp = FakeWhatsApp::new();
+    let server = TestServer::start_with_wacore(&[VERSION], whatsapp.factory()).await;
+    let hooks = Receiver::start().await;
+    let auth = server.admin();
+    let (status, body) = server
+        .post(
+            "/api/instances",
+            &auth,
+            json!({"name": "Real phone", "engine": "wacore", "webhookUrl": hooks.url()}),
+        )
+        .await;
+    assert_eq!(status, 201, "create: {body}");
+    assert_eq!(body["engine"], "wacore", "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+    Rig {
+        server,
+        whatsapp,
+        hooks,
+        auth,
+        id,
+    }
+}
+
+impl Rig {
+    /// Waits until `/qr` shows a code of the fake's connection `n` and returns it.
+    async fn qr_of_connection(&self, n: usize) -> String {
+        let prefix = format!("{},", FakeWhatsApp::first_ref(n));
+        eventually(20, &format!("a QR code of connection {n}"), || async {
+            let (code, body) = self
+                .server
+                .get(&format!("/api/instances/{}/qr", self.id), &self.auth)
+                .await;
+            assert!(code == 200 || code == 202, "qr: {code} {body}");
+            body["qrCode"]
+                .as_str()
+                .filter(|qr| qr.starts_with(&prefix))
+                .map(str::to_owned)
+        })
+        .await
+    }
+
+    async fn activity(&self) -> Vec<Value> {
+        let (code, body) = self
+            .server
+            .get(
+                &format!("/api/instances/{}/activity?limit=1000", self.id),
+                &self.auth,
+            )
+            .await;
+        assert_eq!(code, 200, "activity: {body}");
+        body["logs"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn session_file(&self) -> std::path::PathBuf {
+        self.server
+            .dir
+            .path()
+            .join("instances")
+            .join(&self.id)
+            .join(wagate_actors::engine::wacore::SESSION_FILE)
+    }
+}
+
+#[tokio::test]
+async fn a_real_qr_reaches_the_api_and_the_webhook() {
+    let rig = rig().await;
+    let qr = rig.qr_of_connection(1).await;
+    // The client's own QR payload: the server's ref, then its noise key, identity key and
+    // pairing secret (32 bytes each, base64), then its platform.
+    let parts: Vec<&str> = qr.split(',').collect();
+    assert!(parts.len() >= 4, "{qr}");
+    assert_eq!(parts[0], "REF-1-1");
+    assert!(parts[1..4].iter().all(|p| p.len() == 44), "{qr}");
+    assert_eq!(rig.server.status_of(&rig.auth, &rig.id).await, "qr");
+
+    let hooks = rig
+        .hooks
+        .wait_for("qr_received", 20, |r| {
+            r.iter().any(|r| r.json()["event"] == "qr_received")
+        })
+        .await;
+    let event = hooks
+        .iter()
+        .map(|r| r.json())
+        .find(|e| e["event"] == "qr_received")
+        .expect("qr_received");
+    assert_eq!(event["data"]["qrCode"], qr.as_str(), "{event}");
+    // The session keys live in the instance's own store.
+    assert!(rig.session_file().exists(), "{:?}", rig.session_file());
+
+    // The PNG form renders the same code.
+    let png = rig
+        .server
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/instances/{}/qr?format=png", rig.id),
+            &rig.auth,
+        )
+        .send()
+        .await
+        .expect("png");
+    assert_eq!(png.status(), 200);
+    assert_eq!(
+        png.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("image/png")
+    );
+}
+
+#[tokio::test]
+async fn a_pair_code_comes_from_the_client_and_names_the_phone() {
+    let rig = rig().await;
+    rig.qr_of_connection(1).await;
+    let (status, body) = rig
+        .server
+        .post(
+            &format!("/api/instances/{}/pair-code", rig.id),
+            &rig.auth,
+            json!({"phone": "+7 900 123-45-67"}),
+        )
+        .await;
+    assert_eq!(status, 200, "pair-code: {body}");
+    let code = body["code"].as_str().expect("code");
+    // WhatsApp's linking codes: 8 characters of Crockford's base32.
+    assert_eq!(code.len(), 8, "{code}");
+    assert!(
+        code.chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()),
+        "{code}"
+    );
+    let requests = rig.whatsapp.pair_requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].jid, "79001234567@s.whatsapp.net");
+}
+
+#[tokio::test]
+async fn stream_error_401_logs_the_instance_out_and_wipes_its_session() {
+    let rig = rig().await;
+    rig.qr_of_connection(1).await;
+    assert!(rig.session_file().exists());
+    rig.whatsapp.end(1, Ending::StreamError(401));
+    rig.server
+        .wait_status(&rig.auth, &rig.id, "logged_out")
+        .await;
+    assert!(
+        !rig.session_file().exists(),
+        "the session keys must be wiped on logout"
+    );
+    let activity = rig.activity().await;
+    assert!(
+        activity.iter().any(|a| a["action"] == "logged_out"),
+        "{activity:?}"
+    );
+    rig.hooks
+        .wait_for("disconnected (logged out)", 20, |r| {
+            r.iter().any(|r| {
+                let e = r.json();
+                e["event"] == "disconnected" && e["data"]["reason"] == "logged_out"
+            })
+        })
+        .await;
+    // The client stopped for good: no reconnection.
+    assert_eq!(rig.whatsapp.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_replaced_stream_logs_the_instance_out() {
+    let rig = rig().await;
+    rig.qr_of_connection(1).await;
+    rig.whatsapp.end(1, Ending::Replaced);
+    rig.server
+        .wait_status(&rig.auth, &rig.id, "logged_out")
+        .await;
+    let activity = rig.activity().await;
+    let entry = activity
+        .iter()
+        .find(|a| a["action"] == "logged_out")
+        .expect("a logged_out entry");
+    assert!(
+        entry["details"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("replaced")),
+        "{entry}"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_reconnects_and_shows_a_new_qr() {
+    let rig = rig().await;
+    let first = rig.qr_of_connection(1).await;
+    rig.whatsapp.end(1, Ending::Drop);
+    let second = rig.qr_of_connection(2).await;
+    assert_ne!(first, second);
+    assert_eq!(rig.server.status_of(&rig.auth, &rig.id).await, "qr");
+
+    let activity = rig.activity().await;
+    let actions: Vec<&str> = activity
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    let reconnecting = activity
+        .iter()
+        .find(|a| a["action"] == "reconnecting")
+        .unwrap_or_else(|| panic!("no reconnecting entry in {actions:?}"));
+    assert!(
+        reconnecting["details"]["attempt"].as_u64() >= Some(1),
+        "{reconnecting}"
+    );
+    assert!(
+        reconnecting["details"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("simulated network loss")),
+        "{reconnecting}"
+    );
+    assert!(actions.contains(&"disconnected"), "{actions:?}");
+    rig.hooks
+        .wait_for("a disconnected event, then a second QR", 20, |r| {
+            let events: Vec<Value> = r.iter().map(|r| r.json()).collect();
+            events
+                .iter()
+                .any(|e| e["event"] == "disconnected" && e["data"]["willReconnect"] == true)
+                && events
+                    .iter()
+                    .filter(|e| e["event"] == "qr_received")
+                    .any(|e| e["data"]["qrCode"] == second.as_str())
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_whatsapp_is_reported_not_hidden() {
+    // The real WebSocket transport, pointed at a port nothing listens on: what a server
+    // without internet access sees.
+    let nowhere = format!("ws://{}/ws/chat", unused_addr().await);
+    let server = TestServer::start_with(&[VERSION, ("wacore_ws_url", nowhere.as_str())]).await;
+    let auth = server.admin();
+    let (status, body) = server
+        .post(
+            "/api/instances",
+            &auth,
+            json!({"name": "Offline", "engine": "wacore"}),
+        )
+        .await;
+    assert_eq!(status, 201, "create: {body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+
+    server.wait_status(&auth, &id, "reconnecting").await;
+    let entry = eventually(20, "a reconnecting entry with its cause", || async {
+        let (_, body) = server
+            .get(&format!("/api/instances/{id}/activity?limit=100"), &auth)
+            .await;
+        body["logs"]
+            .as_array()
+            .and_then(|logs| logs.iter().find(|l| l["action"] == "reconnecting").cloned())
+    })
+    .await;
+    assert!(entry["details"]["attempt"].as_u64() >= Some(1), "{entry}");
+    let reason = entry["details"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cannot connect to WhatsApp"), "{entry}");
+
+    // Asking for a QR is answered, not hung: none is coming yet.
+    let (code, body) = server.get(&format!("/api/instances/{id}/qr"), &auth).await;
+    assert_eq!(code, 202, "{body}");
+    // Sending says why it cannot.
+    let (code, body) = server
+        .post(
+            &format!("/api/whatsapp/{id}/send"),
+            &auth,
+            json!({"phone": "79001234567", "message": "hi"}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    // Sandbox controls are not for real sessions.
+    let (code, body) = server
+        .post(
+            &format!("/api/sandbox/instances/{id}/scan"),
+            &auth,
+            json!({"phone": "79001234567"}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["code"], "not_sandbox", "{body}");
+    // The instance stops promptly when deleted, with the client still retrying.
+    let (code, body) = server.delete(&format!("/api/instances/{id}"), &auth).await;
+    assert_eq!(code, 200, "delete: {body}");
+    let (code, _) = server.get("/healthz", &Auth::None).await;
+    assert_eq!(code, 200);
+}
