@@ -56,7 +56,7 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/{file}", get(asset))
 }
 
-/// Temporary, so browsers do not remember it should `/` ever serve something else.
+/// A temporary redirect: browsers do not cache it, so `/` stays free for other uses later.
 async fn to_dashboard() -> Redirect {
     Redirect::temporary(DASHBOARD_PATH)
 }
