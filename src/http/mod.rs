@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod browser;
 pub mod contacts;
+pub mod dashboard;
 pub mod db;
 pub mod extract;
 pub mod health;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stats::router())
         .merge(db::router())
         .merge(waba::router())
+        .merge(dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside the router's layers, so each request's `MatchedPath` is known.

@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod dashboard;
 mod db;
 mod errors;
 mod fake_whatsapp;

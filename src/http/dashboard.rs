@@ -1,0 +1,128 @@
+//! The web dashboard: static HTML, CSS and JavaScript from `assets/dashboard/`, compiled
+//! into the binary. The page is a client of the REST API like any other (it logs in and
+//! keeps the JWT in the tab's `sessionStorage`), so it needs no server-side session and no
+//! endpoint of its own. Scripts and styles are separate files, never inline, so the strict
+//! Content-Security-Policy of [`crate::http::browser`] (`script-src 'self'`) holds.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::http::extract::AppPath;
+
+/// Where the dashboard lives; `/` redirects here.
+pub const DASHBOARD_PATH: &str = "/dashboard";
+
+/// One file of the dashboard, as compiled in.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+const INDEX: Asset = Asset {
+    name: "index.html",
+    content_type: "text/html; charset=utf-8",
+    body: include_bytes!("../../assets/dashboard/index.html"),
+};
+
+/// The files served under `/dashboard/`, by name.
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/dashboard/app.js"),
+    },
+    Asset {
+        name: "style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../assets/dashboard/style.css"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../assets/dashboard/favicon.svg"),
+    },
+];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(to_dashboard))
+        .route(DASHBOARD_PATH, get(index))
+        .route("/dashboard/", get(to_dashboard))
+        .route("/dashboard/{file}", get(asset))
+}
+
+/// A temporary redirect: browsers do not cache it, so `/` stays free for other uses later.
+async fn to_dashboard() -> Redirect {
+    Redirect::temporary(DASHBOARD_PATH)
+}
+
+async fn index() -> Response {
+    serve(&INDEX)
+}
+
+async fn asset(AppPath(file): AppPath<String>) -> Response {
+    match ASSETS.iter().find(|a| a.name == file) {
+        Some(a) => serve(a),
+        None => ApiError::not_found(format!("no dashboard file named {file}")).into_response(),
+    }
+}
+
+/// `no-cache`: browsers revalidate, so a new server version's files are used at once.
+/// The security headers (and the CSP of the HTML) are added by the router's middleware.
+fn serve(asset: &Asset) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        asset.body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ASSETS, INDEX};
+
+    fn text(body: &[u8]) -> &str {
+        std::str::from_utf8(body).expect("dashboard files are UTF-8")
+    }
+
+    #[test]
+    fn the_page_references_every_served_file() {
+        let html = text(INDEX.body);
+        for a in ASSETS {
+            assert!(
+                html.contains(&format!("/dashboard/{}", a.name)),
+                "index.html does not use {}",
+                a.name
+            );
+        }
+    }
+
+    /// Nothing is loaded from other origins and nothing runs or styles inline, so the
+    /// page works under the strict Content-Security-Policy.
+    #[test]
+    fn the_files_fit_the_content_security_policy() {
+        for a in std::iter::once(&INDEX).chain(ASSETS) {
+            // The SVG namespace is a name and example.com a placeholder: neither is loaded.
+            let t = text(a.body)
+                .replace("http://www.w3.org/2000/svg", "")
+                .replace("https://example.com/", "");
+            assert!(
+                !t.contains("http://") && !t.contains("https://"),
+                "{} refers to another origin",
+                a.name
+            );
+            assert!(!t.contains("<script>"), "{}: inline script", a.name);
+            assert!(!t.contains("<style"), "{}: inline style sheet", a.name);
+            assert!(!t.contains(" style=\""), "{}: inline style", a.name);
+            assert!(!t.contains("javascript:"), "{}: javascript: URL", a.name);
+        }
+    }
+}
