@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod db;
 mod errors;
+mod faults;
 mod instances;
 mod messaging;
 mod metrics;
