@@ -11,6 +11,7 @@ mod faults;
 mod instances;
 mod messaging;
 mod metrics;
+mod properties;
 mod receiver;
 mod security;
 mod stats;
