@@ -38,7 +38,23 @@ pub fn is_public_ip(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public_v4(v4);
             }
-            let seg0 = v6.segments()[0];
+            // Prefixes that carry an IPv4 address a gateway reaches on the sender's
+            // behalf: judge that address. NAT64's well-known prefix 64:ff9b::/96 (RFC
+            // 6052; on IPv6-only hosts it reaches private IPv4 networks too) and 6to4's
+            // 2002::/16 (RFC 3056). The local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215)
+            // is local by definition.
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public_v4(embedded(s[6], s[7]));
+            }
+            if s[..3] == [0x64, 0xff9b, 1] {
+                return false;
+            }
+            if s[0] == 0x2002 {
+                return is_public_v4(embedded(s[1], s[2]));
+            }
+            let seg0 = s[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -116,9 +132,8 @@ fn check_url_with(url: &reqwest::Url, rule: Option<AddressRule>) -> Result<(), O
     let literal = match host {
         url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
         url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-        url::Host::Domain(d)
-            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
-        {
+        // A trailing dot names the same host (`localhost.` is `localhost`).
+        url::Host::Domain(d) if is_localhost(d.trim_end_matches('.')) => {
             return Err(OutboundError::PrivateAddress(d.to_owned()));
         }
         url::Host::Domain(_) => None,
@@ -127,6 +142,12 @@ fn check_url_with(url: &reqwest::Url, rule: Option<AddressRule>) -> Result<(), O
         Some(ip) if !allowed(ip) => Err(OutboundError::PrivateAddress(ip.to_string())),
         _ => Ok(()),
     }
+}
+
+/// `localhost` and its subdomains (RFC 6761), in any case.
+fn is_localhost(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "localhost" || lower.ends_with(".localhost")
 }
 
 /// [`check_url`], and when the host is a name, also where it resolves now: a name whose
@@ -234,6 +255,13 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "::",
+            // NAT64 and 6to4 forms of private IPv4 addresses.
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.1.2.3",
+            "64:ff9b:1::808:808",
+            "2002:a00:1::",
+            "2002:7f00:1::1",
         ] {
             let ip: IpAddr = private.parse().expect("ip");
             assert!(!is_public_ip(ip), "{private} must not be public");
@@ -243,6 +271,8 @@ mod tests {
             "8.8.8.8",
             "93.184.216.34",
             "2606:4700:4700::1111",
+            "64:ff9b::1.1.1.1",
+            "2002:808:808::1",
         ] {
             let ip: IpAddr = public.parse().expect("ip");
             assert!(is_public_ip(ip), "{public} is public");
@@ -261,10 +291,40 @@ mod tests {
             check_url(&u("http://[::1]/"), false),
             Err(OutboundError::PrivateAddress(_))
         ));
-        assert!(matches!(
-            check_url(&u("http://localhost/"), false),
-            Err(OutboundError::PrivateAddress(_))
-        ));
+        for local in [
+            "http://localhost/",
+            "http://localhost./",
+            "http://LocalHost../",
+            "http://api.localhost/",
+            "http://api.localhost./",
+        ] {
+            assert!(
+                matches!(
+                    check_url(&u(local), false),
+                    Err(OutboundError::PrivateAddress(_))
+                ),
+                "{local}"
+            );
+        }
+        // Numeric spellings are parsed to the address they mean.
+        for numeric in [
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://0/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+        ] {
+            assert!(
+                matches!(
+                    check_url(&u(numeric), false),
+                    Err(OutboundError::PrivateAddress(_))
+                ),
+                "{numeric}"
+            );
+        }
+        assert!(check_url(&u("http://notlocalhost.example/"), false).is_ok());
         assert!(matches!(
             check_url(&u("http://169.254.169.254/latest"), false),
             Err(OutboundError::PrivateAddress(_))
@@ -329,6 +389,42 @@ mod tests {
             matches!(explain(&err), OutboundError::PrivateAddress(_)),
             "{err}"
         );
+        // Numeric spellings of a refused address, at the end of a chain of allowed
+        // hops: every hop is checked, not only the first.
+        let port = addr.port();
+        for target in [
+            format!("http://2130706433:{port}/ok"),
+            format!("http://0x7f.1:{port}/ok"),
+            format!("http://127.1:{port}/ok"),
+            format!("http://[::ffff:127.0.0.1]:{port}/ok"),
+        ] {
+            let chain = format!("http://{addr}/to/http://{addr}/to/{target}");
+            let err = client.get(&chain).send().await.expect_err("refused");
+            assert!(
+                matches!(explain(&err), OutboundError::PrivateAddress(_)),
+                "{target}: {err}"
+            );
+        }
+        // Another scheme is no way around it (the redirect is not followed: the caller
+        // gets the 3xx, which no fetch or delivery takes for success), and chains are
+        // bounded.
+        match client
+            .get(format!("http://{addr}/to/file:///etc/passwd"))
+            .send()
+            .await
+        {
+            Ok(resp) => assert!(resp.status().is_redirection(), "{resp:?}"),
+            Err(err) => assert!(
+                matches!(explain(&err), OutboundError::InvalidUrl(_)),
+                "{err}"
+            ),
+        }
+        let mut endless = format!("http://{addr}/ok");
+        for _ in 0..=MAX_REDIRECTS {
+            endless = format!("http://{addr}/to/{endless}");
+        }
+        let err = client.get(endless).send().await.expect_err("too many");
+        assert!(explain(&err).to_string().contains("redirect"), "{err}");
     }
 
     #[tokio::test]

@@ -275,4 +275,42 @@ mod tests {
         assert!(is_group_jid("123@g.us"));
         assert!(!is_group_jid("123@s.whatsapp.net"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{USER_SERVER, is_group_jid, jid_for, jid_user};
+
+        proptest! {
+            #[test]
+            fn jid_helpers_never_panic(input in any::<String>()) {
+                let jid = jid_for(&input);
+                prop_assert!(jid.contains('@'));
+                let user = jid_user(&input);
+                prop_assert!(input.starts_with(user), "the user part is a prefix");
+                prop_assert!(!user.contains('@') && !user.contains(':'));
+                let _ = is_group_jid(&input);
+            }
+
+            #[test]
+            fn a_number_round_trips_through_its_jid(number in "[0-9]{1,20}") {
+                let jid = jid_for(&number);
+                prop_assert_eq!(&jid, &format!("{number}@{USER_SERVER}"));
+                prop_assert_eq!(jid_user(&jid), number.as_str());
+                prop_assert!(!is_group_jid(&jid));
+                // A JID passes through unchanged; a device suffix is not the number.
+                prop_assert_eq!(jid_for(&jid), jid.clone());
+                let device = format!("{number}:7@{USER_SERVER}");
+                prop_assert_eq!(jid_user(&device), number.as_str());
+            }
+
+            #[test]
+            fn group_jids_are_groups(id in "[0-9]{5,20}(-[0-9]{5,12})?") {
+                let jid = format!("{id}@g.us");
+                prop_assert!(is_group_jid(&jid));
+                prop_assert_eq!(jid_for(&jid), jid.clone());
+                prop_assert_eq!(jid_user(&jid), id.as_str());
+            }
+        }
+    }
 }

@@ -188,3 +188,6 @@ pub fn parse_date_param(name: &str, value: &str) -> Result<DateTime<Utc>, ApiErr
         "{name} must be an ISO 8601 date, e.g. 2024-01-31 or 2024-01-31T12:00:00Z"
     )))
 }
+
+#[cfg(test)]
+mod properties;

@@ -132,6 +132,20 @@ fn meta_error(body: &Value) -> Option<(i64, String)> {
     Some((code, message))
 }
 
+/// `text` with every occurrence of `secret` masked (JSON-escaped forms included).
+fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = text.replace(secret, "****");
+    let escaped = Value::String(secret.to_owned()).to_string();
+    let escaped = &escaped[1..escaped.len() - 1];
+    if escaped != secret {
+        out = out.replace(escaped, "****");
+    }
+    out
+}
+
 /// The error of an answer that is not a success.
 fn classify(status: reqwest::StatusCode, body: &Value) -> GraphError {
     match meta_error(body) {
@@ -185,6 +199,9 @@ impl GraphApi for GraphClient {
             let text = answer.text().await.map_err(|e| {
                 GraphError::Unavailable(format!("Meta's answer could not be read: {e}"))
             })?;
+            // Meta's error messages end up in logs and in the operator's answer: an
+            // upstream that quotes the request's bearer token must not carry it there.
+            let text = redact(&text, &credentials.access_token);
             let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if status.is_success() {
                 return json["messages"][0]["id"]
@@ -244,6 +261,20 @@ mod tests {
             template["template"],
             json!({"name": "hello", "language": {"code": "en_US"}})
         );
+    }
+
+    #[test]
+    fn quoted_tokens_are_masked() {
+        assert_eq!(
+            redact(
+                r#"{"error":{"message":"bad token EAAGx/y in Bearer EAAGx/y"}}"#,
+                "EAAGx/y"
+            ),
+            r#"{"error":{"message":"bad token **** in Bearer ****"}}"#
+        );
+        // As JSON writes it: a quote or backslash in the token is escaped.
+        assert_eq!(redact(r#"{"m":"t\"k"}"#, "t\"k"), r#"{"m":"****"}"#);
+        assert_eq!(redact("nothing here", ""), "nothing here");
     }
 
     #[test]

@@ -40,16 +40,30 @@ impl Received {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     received: Mutex<Vec<Received>>,
     /// Answer 500 to this many requests first.
     fail_first: AtomicUsize,
     /// Never answer (until the test ends).
     hang: std::sync::atomic::AtomicBool,
-    /// Requests currently being held by `hang`.
+    /// Requests currently being held by `hang` or `hold`.
     in_flight: AtomicUsize,
     arrived: Notify,
+    /// While true, requests wait (recorded, unanswered) until `release`.
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            received: Mutex::default(),
+            fail_first: AtomicUsize::default(),
+            hang: std::sync::atomic::AtomicBool::default(),
+            in_flight: AtomicUsize::default(),
+            arrived: Notify::default(),
+            held: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -77,6 +91,12 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         std::future::pending::<()>().await;
     }
+    let mut held = shared.held.subscribe();
+    if *held.borrow_and_update() {
+        // Counted while waiting; a client that gives up drops this future mid-wait.
+        let _counted = InFlight::enter(&shared.in_flight);
+        let _ = held.wait_for(|h| !*h).await;
+    }
     let failing = shared
         .fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -85,6 +105,22 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::OK
+    }
+}
+
+/// Counts one held request while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -125,6 +161,17 @@ impl Receiver {
 
     pub fn hang(&self) {
         self.shared.hang.store(true, Ordering::SeqCst);
+    }
+
+    /// Slow: from now on requests are recorded but not answered until [`Self::release`]
+    /// (a client that times out meanwhile sees no answer at all).
+    pub fn hold(&self) {
+        self.shared.held.send_replace(true);
+    }
+
+    /// Answers the held requests (late, for clients that gave up) and every later one.
+    pub fn release(&self) {
+        self.shared.held.send_replace(false);
     }
 
     pub fn in_flight(&self) -> usize {

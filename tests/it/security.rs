@@ -221,7 +221,8 @@ struct LoggedServer {
 }
 
 impl LoggedServer {
-    async fn spawn(data_dir: &std::path::Path) -> LoggedServer {
+    /// The binary with the test defaults plus `env`, logging at debug level.
+    async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> LoggedServer {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"));
         cmd.env_clear()
@@ -236,6 +237,9 @@ impl LoggedServer {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().expect("start the server binary");
         let logs = Arc::new(Mutex::new(Vec::new()));
         if let Some(stderr) = child.stderr.take() {
@@ -295,7 +299,7 @@ impl LoggedServer {
 #[tokio::test]
 async fn secrets_never_reach_error_bodies_or_logs() {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut srv = LoggedServer::spawn(data.path()).await;
+    let mut srv = LoggedServer::spawn(data.path(), &[]).await;
     let (status, body) = srv
         .call(
             Method::POST,
@@ -445,4 +449,575 @@ async fn secrets_never_reach_error_bodies_or_logs() {
     }
     srv.child.start_kill().expect("kill");
     let _ = srv.child.wait().await;
+}
+
+// ─── Tokens: the algorithm is pinned, the claims are checked ────────────────────────
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with any header and claims, its signature made by `sign` over
+/// `header.claims` (exactly as JWS signs).
+fn token(header: Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64url(&signature))
+}
+
+fn hmac_with<D>(secret: &str) -> impl Fn(&[u8]) -> Vec<u8>
+where
+    D: hmac::digest::Digest + hmac::digest::core_api::BlockSizeUser + Clone,
+    hmac::SimpleHmac<D>: hmac::Mac,
+{
+    let secret = secret.to_owned();
+    move |input| {
+        use hmac::Mac;
+        let mut mac = hmac::SimpleHmac::<D>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(input);
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+/// Tokens naming another algorithm (`none` in any case, HS384/HS512 under the right
+/// secret, RS256/ES256/PS256 — including RS256 carrying an HMAC under the secret, the
+/// key-confusion attack), tampered ones and ones with bad claims (expired, no `exp`, no
+/// `sub`, a `sub` that is nobody) are all refused with 401, and the answer never echoes
+/// the token.
+#[tokio::test]
+async fn tokens_of_another_algorithm_tampered_or_with_bad_claims_are_refused() {
+    use sha2::{Sha256, Sha384, Sha512};
+    let srv = TestServer::start().await;
+    let (_, me) = srv.get("/api/auth/me", &srv.admin()).await;
+    let sub = me["id"].as_str().expect("id").to_owned();
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"sub": sub, "iat": now, "exp": now + 600});
+    let hs256 = hmac_with::<Sha256>(JWT_SECRET);
+    let good = token(json!({"alg": "HS256", "typ": "JWT"}), &claims, &hs256);
+    // Built this way with HS256 a token is accepted: the refusals below are for the
+    // reason each names.
+    let (status, body) = srv.get("/api/auth/me", &Auth::Bearer(good.clone())).await;
+    assert_eq!(status, 200, "{body}");
+
+    let parts: Vec<&str> = good.split('.').collect();
+    let with_claims = |c: Value| token(json!({"alg": "HS256", "typ": "JWT"}), &c, &hs256);
+    let fixed = |bytes: Vec<u8>| move |_: &[u8]| bytes.clone();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none, unsigned",
+            token(json!({"alg": "none"}), &claims, fixed(vec![])),
+        ),
+        (
+            "alg None",
+            token(json!({"alg": "None", "typ": "JWT"}), &claims, fixed(vec![])),
+        ),
+        (
+            "alg NONE",
+            token(json!({"alg": "NONE"}), &claims, fixed(vec![])),
+        ),
+        (
+            "alg none with an HS256 signature",
+            token(json!({"alg": "none"}), &claims, &hs256),
+        ),
+        ("no alg", token(json!({"typ": "JWT"}), &claims, &hs256)),
+        (
+            "alg hs256 in lower case",
+            token(json!({"alg": "hs256"}), &claims, &hs256),
+        ),
+        (
+            "HS384 under the secret",
+            token(
+                json!({"alg": "HS384"}),
+                &claims,
+                hmac_with::<Sha384>(JWT_SECRET),
+            ),
+        ),
+        (
+            "HS512 under the secret",
+            token(
+                json!({"alg": "HS512"}),
+                &claims,
+                hmac_with::<Sha512>(JWT_SECRET),
+            ),
+        ),
+        (
+            "RS256 carrying an HMAC under the secret",
+            token(json!({"alg": "RS256", "typ": "JWT"}), &claims, &hs256),
+        ),
+        (
+            "RS256 with a made-up signature",
+            token(json!({"alg": "RS256"}), &claims, fixed(vec![0x42; 256])),
+        ),
+        (
+            "PS256 with a made-up signature",
+            token(json!({"alg": "PS256"}), &claims, fixed(vec![0x42; 256])),
+        ),
+        (
+            "ES256 with a made-up signature",
+            token(json!({"alg": "ES256"}), &claims, fixed(vec![0x42; 64])),
+        ),
+        (
+            "EdDSA with a made-up signature",
+            token(json!({"alg": "EdDSA"}), &claims, fixed(vec![0x42; 64])),
+        ),
+        (
+            "HS256 under another secret",
+            token(
+                json!({"alg": "HS256"}),
+                &claims,
+                hmac_with::<Sha256>("another-secret-another-secret-000"),
+            ),
+        ),
+        (
+            "HS256 under an empty secret",
+            token(json!({"alg": "HS256"}), &claims, hmac_with::<Sha256>("")),
+        ),
+        (
+            "a key id and key URL of the caller's choosing",
+            token(
+                json!({"alg": "HS256", "kid": "../../../../dev/null", "jku": "http://127.0.0.1:9/jwks.json"}),
+                &claims,
+                hmac_with::<Sha256>(""),
+            ),
+        ),
+        (
+            "payload swapped, signature kept",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64url(
+                    json!({"sub": sub, "iat": now, "exp": now + 86_400 * 365})
+                        .to_string()
+                        .as_bytes()
+                ),
+                parts[2]
+            ),
+        ),
+        (
+            "header swapped to HS512, signature kept",
+            format!(
+                "{}.{}.{}",
+                b64url(br#"{"alg":"HS512","typ":"JWT"}"#),
+                parts[1],
+                parts[2]
+            ),
+        ),
+        (
+            "signature cut short",
+            format!("{}.{}.{}", parts[0], parts[1], &parts[2][..20]),
+        ),
+        ("signature removed", format!("{}.{}.", parts[0], parts[1])),
+        ("a fourth segment", format!("{good}.{}", parts[2])),
+        (
+            "expired an hour ago",
+            with_claims(json!({"sub": sub, "iat": now - 7200, "exp": now - 3600})),
+        ),
+        (
+            "expired in 1970",
+            with_claims(json!({"sub": sub, "iat": 0, "exp": 1})),
+        ),
+        ("without exp", with_claims(json!({"sub": sub, "iat": now}))),
+        (
+            "exp as a string",
+            with_claims(json!({"sub": sub, "iat": now, "exp": (now + 600).to_string()})),
+        ),
+        (
+            "without sub",
+            with_claims(json!({"iat": now, "exp": now + 600})),
+        ),
+        (
+            "the sub of nobody",
+            with_claims(
+                json!({"sub": "0190f5a0-0000-7000-8000-000000000000", "iat": now, "exp": now + 600}),
+            ),
+        ),
+    ];
+    for (what, bad) in cases {
+        let (status, body) = srv.get("/api/auth/me", &Auth::Bearer(bad.clone())).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (401, json!("unauthorized")),
+            "{what}: {body}"
+        );
+        assert!(
+            !body.to_string().contains(&bad),
+            "{what}: the answer echoes the token"
+        );
+        if what.starts_with("expired") {
+            assert_eq!(body["error"], "token expired", "{what}");
+        }
+    }
+}
+
+// ─── Secrets: WABA tokens stay out of answers and logs ─────────────────────────────
+
+/// A Graph API that refuses every send with an error that quotes the request's bearer
+/// token back (a misbehaving upstream, or a proxy in between).
+async fn echoing_graph() -> std::net::SocketAddr {
+    async fn refuse(headers: axum::http::HeaderMap) -> (axum::http::StatusCode, axum::Json<Value>) {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {
+                "message": format!("(#100) Invalid parameter: header {auth} not accepted"),
+                "type": "OAuthException",
+                "code": 100,
+                "error_data": {"details": format!("the access token {} is not valid here", auth.trim_start_matches("Bearer "))},
+            }})),
+        )
+    }
+    let app = axum::Router::new().route("/{version}/{phone}/messages", axum::routing::post(refuse));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// An operator's send fails at Meta with an error quoting the account's access token:
+/// neither the operator's error answer nor the server's log contains the token.
+#[tokio::test]
+async fn waba_access_tokens_quoted_by_meta_are_kept_out_of_answers_and_logs() {
+    use hmac::Mac;
+    let graph = echoing_graph().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let base = format!("http://{graph}");
+    let mut srv = LoggedServer::spawn(data.path(), &[("WABA_GRAPH_BASE_URL", &base)]).await;
+    let (status, body) = srv
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            &Auth::None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let admin = Auth::Bearer(body["token"].as_str().expect("token").to_owned());
+    let access_token = "EAAG-canary-token-quoted-by-meta-7f3a";
+    let app_secret = "canary-app-secret-for-signing";
+    let phone_number_id = "106540352242922";
+    let (status, body) = srv
+        .call(
+            Method::PUT,
+            "/api/waba/settings",
+            &admin,
+            Some(
+                json!({"accessToken": access_token, "phoneNumberId": phone_number_id,
+                        "businessAccountId": "987654321", "appSecret": app_secret,
+                        "verifyToken": "canary-verify-token-2"}),
+            ),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    // A customer writes (a notification signed like Meta's), which opens a chat.
+    let notification = crate::waba::inbound(
+        "wamid.CANARY1",
+        "79001234567",
+        "hello",
+        chrono::Utc::now().timestamp(),
+    );
+    let notification = {
+        let mut n = notification;
+        n["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] =
+            json!(phone_number_id);
+        n
+    };
+    let raw = serde_json::to_vec(&notification).expect("json");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(app_secret.as_bytes()).expect("key");
+    mac.update(&raw);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let resp = srv
+        .client
+        .post(format!("{}/api/waba/webhook", srv.base))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(raw)
+        .send()
+        .await
+        .expect("notification");
+    let (status, body) = read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, chats) = srv
+        .call(Method::GET, "/api/waba/operator/chats", &admin, None)
+        .await;
+    assert_eq!(status, 200, "{chats}");
+    let chat = chats["chats"][0]["id"].as_i64().expect("a chat");
+
+    let (status, body) = srv
+        .call(
+            Method::POST,
+            "/api/waba/operator/send",
+            &admin,
+            Some(json!({"chatId": chat, "message": "your order is ready"})),
+        )
+        .await;
+    assert!(status >= 400, "Meta refused the send: {status} {body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("is not valid here"),
+        "Meta's reason is kept: {text}"
+    );
+    assert!(
+        !text.contains(access_token),
+        "the answer quotes the access token: {text}"
+    );
+    eventually(20, "the refusal in the log", || async {
+        srv.log_text().contains("Graph API").then_some(())
+    })
+    .await;
+    let logs = srv.log_text();
+    for secret in [access_token, app_secret, "canary-verify-token-2"] {
+        assert!(
+            !logs.contains(secret),
+            "the log contains the secret {secret}"
+        );
+    }
+    srv.child.start_kill().expect("kill");
+    let _ = srv.child.wait().await;
+}
+
+// ─── Server-side request forgery ────────────────────────────────────────────────────
+
+/// Loopback, private, link-local and metadata addresses in every spelling a URL parser
+/// accepts, names that mean loopback, URL tricks and other schemes.
+const PRIVATE_TARGETS: [&str; 33] = [
+    "http://localhost/hook",
+    "http://LOCALHOST:8080/hook",
+    "http://localhost./hook",
+    "http://api.localhost/hook",
+    "http://127.0.0.1/hook",
+    "http://127.1/hook",
+    "http://127.0.0.255:3000/hook",
+    "http://2130706433/hook",
+    "http://0x7f.1/hook",
+    "http://0x7f000001/hook",
+    "http://0177.0.0.1/hook",
+    "http://017700000001/hook",
+    "http://0/hook",
+    "http://0.0.0.0/hook",
+    "http://[::1]/hook",
+    "http://[::]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://[0:0:0:0:0:ffff:7f00:1]/hook",
+    "http://[::127.0.0.1]/hook",
+    "http://[64:ff9b::7f00:1]/hook",
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+    "http://[2002:a00:1::]/hook",
+    "http://[fe80::1]/hook",
+    "http://[fd00:ec2::254]/latest/meta-data",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[::ffff:169.254.169.254]/latest/meta-data",
+    "http://10.0.0.1/hook",
+    "http://172.16.0.1/hook",
+    "http://192.168.1.1/hook",
+    "http://100.64.0.1/hook",
+    "http://example.com@127.0.0.1/hook",
+    "http://127.0.0.1#@example.com/hook",
+    "file:///etc/passwd",
+];
+
+/// With ALLOW_PRIVATE_NETWORK_URLS off, every such URL is refused (422 naming the
+/// field) as a webhook URL — at creation and in an update — and as a media URL to send
+/// or to receive through the sandbox. Redirects to such addresses are checked at every
+/// hop by the HTTP client's redirect policy and resolver; that needs a public redirect
+/// source, so it is tested at unit level (`outbound::tests`).
+#[tokio::test]
+async fn private_network_targets_in_any_spelling_are_refused() {
+    let srv = TestServer::start_with(&[("allow_private_network_urls", "false")]).await;
+    let key = Auth::Key(srv.admin_key.clone());
+    let id = srv.connected_instance(&key, "ssrf", "79170000001").await;
+    for url in PRIVATE_TARGETS
+        .into_iter()
+        .chain(["gopher://127.0.0.1:25/", "ftp://example.com/"])
+    {
+        let named =
+            |body: &Value, field: &str| body["error"].as_str().is_some_and(|e| e.contains(field));
+        let (status, body) = srv
+            .post(
+                "/api/instances",
+                &key,
+                json!({"name": "ssrf", "webhookUrl": url}),
+            )
+            .await;
+        assert!(
+            status == 422 && named(&body, "webhookUrl"),
+            "create with {url}: {status} {body}"
+        );
+        let (status, body) = srv
+            .put(
+                &format!("/api/instances/{id}"),
+                &key,
+                json!({"webhookUrl": url}),
+            )
+            .await;
+        assert!(
+            status == 422 && named(&body, "webhookUrl"),
+            "update to {url}: {status} {body}"
+        );
+        let (status, body) = srv
+            .post(
+                &format!("/api/whatsapp/{id}/send-media"),
+                &key,
+                json!({"phone": "79170000002", "url": url}),
+            )
+            .await;
+        assert!(
+            status == 422 && named(&body, "url"),
+            "send-media from {url}: {status} {body}"
+        );
+        let (status, body) = srv
+            .post(
+                &format!("/api/sandbox/instances/{id}/inbound"),
+                &key,
+                json!({"from": "79170000003", "media": {"url": url}}),
+            )
+            .await;
+        assert!(
+            status == 422 && named(&body, "url"),
+            "inbound media from {url}: {status} {body}"
+        );
+    }
+    // Nothing was stored as a webhook URL.
+    let (_, instance) = srv.get(&format!("/api/instances/{id}"), &key).await;
+    assert!(
+        instance["webhookUrl"].is_null() || instance["webhookUrl"] == "",
+        "{instance}"
+    );
+}
+
+// ─── Upload limits ──────────────────────────────────────────────────────────────────
+
+/// Files over MAX_UPLOAD_BYTES are refused with 413 `payload_too_large` in the JSON
+/// shape — with a Content-Length or streamed without one, by upload or as base64 — and
+/// so are JSON bodies over MAX_BODY_BYTES; a file of exactly the limit is accepted.
+#[tokio::test]
+async fn uploads_over_the_limit_are_413_json() {
+    const MAX: usize = 4096;
+    let srv =
+        TestServer::start_with(&[("max_upload_bytes", "4096"), ("max_body_bytes", "16384")]).await;
+    let key = Auth::Key(srv.admin_key.clone());
+    let id = srv.connected_instance(&key, "uploads", "79180000001").await;
+    let upload = |part: reqwest::multipart::Part| {
+        let form = reqwest::multipart::Form::new()
+            .text("phone", "79180000002")
+            .part("file", part);
+        srv.request(Method::POST, &format!("/api/whatsapp/{id}/send-file"), &key)
+            .multipart(form)
+            .send()
+    };
+    let file = |n: usize| reqwest::multipart::Part::bytes(vec![b'%'; n]).file_name("f.bin");
+    let (status, body) = read(upload(file(MAX)).await.expect("upload")).await;
+    assert_eq!(status, 200, "exactly the limit: {body}");
+    for (what, part) in [
+        ("one byte over", file(MAX + 1)),
+        ("far over (beyond the request limit)", file(MAX * 64)),
+        (
+            "streamed without a length",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(futures::stream::iter(
+                (0..8).map(|_| Ok::<_, std::io::Error>(vec![b'%'; 1024])),
+            )))
+            .file_name("f.bin"),
+        ),
+    ] {
+        let (status, body) = read(upload(part).await.expect("upload")).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (413, json!("payload_too_large")),
+            "{what}: {body}"
+        );
+    }
+    use base64::Engine as _;
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![7u8; MAX + 600]);
+    let (status, body) = srv
+        .post(
+            &format!("/api/sandbox/instances/{id}/inbound"),
+            &key,
+            json!({"from": "79180000003", "media": {"base64": big}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (413, json!("payload_too_large")),
+        "{body}"
+    );
+    let (status, body) = srv
+        .post(
+            &format!("/api/whatsapp/{id}/send"),
+            &key,
+            json!({"phone": "79180000002", "message": "x".repeat(20_000)}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (413, json!("payload_too_large")),
+        "{body}"
+    );
+}
+
+// ─── Browsers ───────────────────────────────────────────────────────────────────────
+
+/// `CORS_ALLOWED_ORIGINS=*` allows any origin, but never with credentials (a browser
+/// then sends no cookies; the API's credentials are headers a page must hold itself).
+#[tokio::test]
+async fn cors_wildcard_allows_any_origin_without_credentials() {
+    let srv = TestServer::start_with(&[("cors_allowed_origins", "*")]).await;
+    for method in [Method::GET, Method::OPTIONS] {
+        let headers = with_origin(
+            &srv,
+            method.clone(),
+            "/api/instances",
+            "https://anywhere.example",
+        )
+        .await;
+        assert_eq!(headers["access-control-allow-origin"], "*", "{method}");
+        assert!(
+            !headers.contains_key("access-control-allow-credentials"),
+            "{method}: {headers:?}"
+        );
+    }
+}
+
+/// Error answers produced outside the handlers — 405, 413, 422 from the JSON extractor,
+/// 429 — carry the security headers too.
+#[tokio::test]
+async fn error_answers_carry_security_headers() {
+    let srv =
+        TestServer::start_with(&[("rate_limit_per_minute", "1"), ("max_body_bytes", "1024")]).await;
+    let key = Auth::Key(srv.admin_key.clone());
+    let big = json!({"name": "x".repeat(2000)});
+    let requests = [
+        (Method::DELETE, "/healthz", None, 405),
+        (Method::POST, "/api/auth/login", Some(big), 413),
+        (
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"email": 5})),
+            422,
+        ),
+        (Method::GET, "/api/auth/me", None, 200),
+        (Method::GET, "/api/auth/me", None, 429),
+    ];
+    for (method, path, body, expected) in requests {
+        let mut rb = srv.request(method.clone(), path, &key);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request");
+        let h = resp.headers().clone();
+        let (status, body) = read(resp).await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{method} {path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{method} {path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{method} {path}");
+    }
 }

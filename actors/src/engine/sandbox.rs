@@ -596,6 +596,11 @@ impl Engine for SandboxEngine {
                 self.session.link(&phone)
             }
             SandboxControl::Fault(FaultKind::Crash) => {
+                // A broken session takes nothing in any more. Still linked, it would
+                // accept inbound messages (and peers' sends) after `Failed`, into the
+                // mailbox of an actor about to fail, where they would be lost although
+                // they had been accepted. The session file stays: the restart resumes it.
+                self.session.halt();
                 self.session.emit(EngineEvent::Failed {
                     error: "sandbox fault: crash".into(),
                 });
@@ -988,6 +993,29 @@ mod tests {
             }
         );
         assert!(f.session_file().exists(), "a crash keeps the session");
+        // The broken session takes nothing in: an inbound message now would be lost in
+        // the failing actor's mailbox, so it is refused instead.
+        assert!(!f.network.is_registered("15550001111"));
+        let inbound = f
+            .engine
+            .sandbox(SandboxControl::Inbound(InboundMessage {
+                message_id: new_message_id(),
+                chat: "79990001122@s.whatsapp.net".into(),
+                sender: "79990001122@s.whatsapp.net".into(),
+                push_name: None,
+                text: Some("too late".into()),
+                media: None,
+                timestamp: Utc::now(),
+            }))
+            .await;
+        assert!(
+            matches!(inbound, Err(EngineError::InvalidState(_))),
+            "{inbound:?}"
+        );
+        // A restart resumes the session without a new scan.
+        f.reopen();
+        f.engine.start().await.expect("restart");
+        assert!(matches!(f.next().await, EngineEvent::Connected { .. }));
     }
 
     #[tokio::test(start_paused = true)]

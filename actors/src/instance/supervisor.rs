@@ -302,7 +302,6 @@ impl InstanceSupervisor {
                 let reason = format!("the instance actor did not start: {err}");
                 tracing::error!(instance = %id, %reason);
                 self.directory.set(&id, Slot::Down(reason.clone()));
-                self.board.set_status(&id, InstanceStatus::Failed);
                 record(
                     &self.deps.storage,
                     &id,
@@ -310,6 +309,7 @@ impl InstanceSupervisor {
                     ("failed", json!({ "reason": reason, "restarts": 0 })),
                 )
                 .await;
+                self.board.set_status(&id, InstanceStatus::Failed);
                 Err(DomainError::Unavailable(reason))
             }
         }
@@ -379,7 +379,8 @@ impl InstanceSupervisor {
                 child.backoff.reset();
                 let mut instance = child.instance.clone();
                 instance.status = InstanceStatus::Failed;
-                self.board.set_status(&id, InstanceStatus::Failed);
+                // Recorded first, the status board last: whoever reads `failed` from the
+                // board (GET /status) also finds its activity entry.
                 record(
                     &self.deps.storage,
                     &id,
@@ -387,6 +388,7 @@ impl InstanceSupervisor {
                     ("failed", json!({ "reason": reason, "restarts": restarts })),
                 )
                 .await;
+                self.board.set_status(&id, InstanceStatus::Failed);
                 let _ = self.spawn(myself, state, instance, true).await;
             }
         }

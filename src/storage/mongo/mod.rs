@@ -46,11 +46,13 @@ use wagate_actors::storage::{
 
 use super::from_millis;
 
-/// How long an operation waits for a reachable server before failing with `Unavailable`.
-/// The driver's default is 30 s; a dead database should answer quickly, so health checks
-/// and requests fail fast instead of hanging.
+/// How long an operation waits for a reachable server before failing with `Unavailable`
+/// (then 503), unless `DATABASE_URL` sets `serverSelectionTimeoutMS`. The driver's default
+/// is 30 s; a dead database should answer quickly, so health checks and requests fail
+/// fast instead of hanging.
 pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long opening one TCP connection (and its handshake) may take.
+/// How long opening one TCP connection (and its handshake) may take, unless
+/// `DATABASE_URL` sets `connectTimeoutMS`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// MongoDB's error code for a unique index violation.
@@ -80,17 +82,7 @@ impl MongoStorage {
     /// Fails with `Unavailable` when the URL is invalid or names no database, or the server
     /// cannot be reached within [`SERVER_SELECTION_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<MongoStorage, StoreError> {
-        let mut options = ClientOptions::parse(url)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
-        let Some(name) = options.default_database.clone().filter(|n| !n.is_empty()) else {
-            return Err(StoreError::Unavailable(
-                "DATABASE_URL names no database: use mongodb://user:pass@host:port/database".into(),
-            ));
-        };
-        options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
-        options.connect_timeout = Some(CONNECT_TIMEOUT);
-        options.app_name.get_or_insert_with(|| "wagate".to_owned());
+        let (options, name) = client_options(url).await?;
         let client = Client::with_options(options).map_err(map_err)?;
         let storage = MongoStorage {
             db: client.database(&name),
@@ -212,6 +204,27 @@ impl MongoStorage {
         }
         waba::create_indexes(self).await
     }
+}
+
+/// The driver's options for `url` and the database it names. Our short timeouts apply
+/// where the URL sets none (`serverSelectionTimeoutMS`, `connectTimeoutMS` win).
+///
+/// Fails with `Unavailable` when the URL is invalid or names no database.
+async fn client_options(url: &str) -> Result<(ClientOptions, String), StoreError> {
+    let mut options = ClientOptions::parse(url)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
+    let Some(name) = options.default_database.clone().filter(|n| !n.is_empty()) else {
+        return Err(StoreError::Unavailable(
+            "DATABASE_URL names no database: use mongodb://user:pass@host:port/database".into(),
+        ));
+    };
+    options
+        .server_selection_timeout
+        .get_or_insert(SERVER_SELECTION_TIMEOUT);
+    options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+    options.app_name.get_or_insert_with(|| "wagate".to_owned());
+    Ok((options, name))
 }
 
 /// Maps driver errors onto the seam's three kinds.
@@ -886,5 +899,37 @@ impl Storage for MongoStorage {
             // for, and a stuck server must not hold the shutdown.
             self.client.clone().shutdown().immediate(true).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn short_timeouts_unless_the_url_sets_its_own() {
+        let (options, name) = client_options("mongodb://127.0.0.1:27017/wagate")
+            .await
+            .expect("options");
+        assert_eq!(name, "wagate");
+        assert_eq!(
+            options.server_selection_timeout,
+            Some(SERVER_SELECTION_TIMEOUT)
+        );
+        assert_eq!(options.connect_timeout, Some(CONNECT_TIMEOUT));
+        let (options, _) = client_options(
+            "mongodb://127.0.0.1:27017/wagate?serverSelectionTimeoutMS=1500&connectTimeoutMS=700",
+        )
+        .await
+        .expect("options");
+        assert_eq!(
+            options.server_selection_timeout,
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(options.connect_timeout, Some(Duration::from_millis(700)));
+        assert!(matches!(
+            client_options("mongodb://127.0.0.1:27017").await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 }
