@@ -10,6 +10,7 @@ mod errors;
 mod instances;
 mod messaging;
 mod metrics;
+mod openapi;
 mod receiver;
 mod security;
 mod stats;
