@@ -1,13 +1,14 @@
 //! The OpenAPI document: its snapshot, that it describes exactly what the router serves
-//! (and who may call it), and the `/docs` page.
+//! (and who may call it), the `/docs` page, and a bounded schema-driven fuzz run.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{Auth, TestServer};
+use crate::common::{Auth, TestServer, eventually};
 
 /// The checked-in document. After a deliberate change of the API, review the new document
 /// and update it with:
@@ -338,4 +339,137 @@ async fn docs_page_shows_the_document() {
     let version = doc["openapi"].as_str().expect("openapi version");
     assert!(version.starts_with("3.1."), "openapi {version}");
     assert!(doc["paths"]["/api/auth/login"]["post"].is_object());
+}
+
+/// The environment variable naming the schemathesis executable: `./scripts/test` installs
+/// a pinned schemathesis (PyPI) and sets it.
+const SCHEMATHESIS_VAR: &str = "WAGATE_TEST_SCHEMATHESIS";
+/// Generated test cases per operation in each phase (the coverage phase adds its own
+/// boundary cases): a few thousand requests in all.
+const FUZZ_EXAMPLES: &str = "5";
+/// The same cases every run.
+const FUZZ_SEED: &str = "1";
+/// An upper bound for the whole run (it takes well under a minute).
+const FUZZ_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Operations left out of the fuzz run, and why.
+const NOT_FUZZED: [&str; 5] = [
+    // Endless Server-Sent Event streams, by design: a request never completes. The
+    // instances and WABA tests cover them.
+    "GET /api/instances/{id}/events/stream",
+    "GET /api/waba/operator/events",
+    // Could create instances on the wacore engine, which connects to WhatsApp's servers:
+    // tests never reach the internet. The instances tests cover creation.
+    "POST /api/instances",
+    // Would delete the instance every other operation is fuzzed against.
+    "DELETE /api/instances/{id}",
+    // `crash` kills the session on purpose; while the supervisor restarts it, calls on the
+    // instance answer 503 `unavailable` with Retry-After, by design.
+    "POST /api/sandbox/instances/{id}/fault",
+];
+
+/// A bounded schema-driven fuzz run: schemathesis generates requests from
+/// `/openapi.json` (valid and invalid ones) and no answer may be a 5xx: a client's mistake
+/// is a 4xx `{error, code}`.
+///
+/// The operations work on real data: a connected sandbox instance with a chat holding a
+/// message with media, and a user other than the caller (so rotating its key or
+/// deactivating it does not lock the run out).
+#[tokio::test]
+async fn fuzzing_the_api_finds_no_server_error() {
+    let schemathesis = std::env::var(SCHEMATHESIS_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{SCHEMATHESIS_VAR} is not set: run ./scripts/test, which installs schemathesis and sets it"
+        )
+    });
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let (user_id, _, _) = server.new_user("fuzzed@example.com", "user").await;
+    let instance = server
+        .connected_instance(&admin, "fuzzed", "79001234567")
+        .await;
+    let (code, body) = server
+        .post(
+            &format!("/api/sandbox/instances/{instance}/inbound"),
+            &admin,
+            serde_json::json!({
+                "from": "79005550000",
+                "body": "hello",
+                "media": {"base64": "aGVsbG8=", "mimeType": "text/plain", "fileName": "hello.txt"},
+            }),
+        )
+        .await;
+    assert_eq!(code, 200, "inbound: {body}");
+    let message_id = body["messageId"].as_str().expect("messageId").to_owned();
+    let history = format!("/api/instances/{instance}/chats/79005550000/messages");
+    eventually(20, "the inbound message to be stored", || async {
+        let (code, body) = server.get(&history, &admin).await;
+        assert_eq!(code, 200, "history: {body}");
+        (body["pagination"]["total"] == 1).then_some(())
+    })
+    .await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"# Written by the fuzz test of tests/it/openapi.rs.
+[auth]
+# The run authenticates with an API key; no account is signed up.
+auto-signup = false
+
+[parameters]
+"path.id" = "{instance}"
+
+[[operations]]
+include-path-regex = "^/api/users/"
+parameters = {{ "path.id" = "{user_id}" }}
+
+[[operations]]
+include-path-regex = "^/api/instances/[{{]id[}}]/(chats|messages)/"
+parameters = {{ "path.chat_id" = "79005550000", "path.message_id" = "{message_id}" }}
+"#
+        ),
+    )
+    .expect("write the schemathesis config");
+
+    let mut cmd = tokio::process::Command::new(&schemathesis);
+    cmd.current_dir(dir.path())
+        .arg("--config-file")
+        .arg(&config)
+        .arg("run")
+        .arg(server.url("/openapi.json"))
+        .args(["--header", &format!("x-api-key: {}", server.admin_key)])
+        .args(["--checks", "not_a_server_error"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--max-examples", FUZZ_EXAMPLES])
+        .args(["--seed", FUZZ_SEED])
+        .args(["--workers", "1"])
+        .args(["--request-timeout", "10"])
+        // Only the API key authenticates: generated Authorization headers would take
+        // precedence and turn every request into a 401.
+        .args(["--generation-with-security-parameters", "false"])
+        .args(["--generation-database", "none"])
+        .args(["--no-color"])
+        .kill_on_drop(true);
+    for operation in NOT_FUZZED {
+        cmd.args(["--exclude-name", operation]);
+    }
+    let output = tokio::time::timeout(FUZZ_TIMEOUT, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("schemathesis did not finish within {FUZZ_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {schemathesis} ({SCHEMATHESIS_VAR}): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "schemathesis found server errors (or could not run): {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    // It really tested the API, not an empty selection.
+    assert!(
+        stdout.contains("Tested: ") && stdout.contains("passed"),
+        "unexpected schemathesis output:\n{stdout}\n{stderr}"
+    );
 }
