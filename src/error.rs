@@ -18,10 +18,17 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    code: &'a str,
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// What went wrong, for people.
+    #[schema(example = "instance 0190a3c2 not found")]
+    pub error: &'a str,
+    /// What went wrong, for programs: `bad_request`, `validation_error`, `unauthorized`,
+    /// `not_found`, `rate_limited`, ... (stable; the HTTP status says the class).
+    #[schema(example = "not_found")]
+    pub code: &'a str,
 }
 
 impl ApiError {

@@ -10,7 +10,8 @@
 //! - [`accounts`]: the rules of user accounts, over storage.
 //! - [`storage`]: storage backends implementing the domain's seam (SQLite, MongoDB).
 //! - [`webhooks`]: the webhook outbox on sled and the HTTP transport.
-//! - [`http`]: the axum edge, one module per resource.
+//! - [`http`]: the axum edge, one module per resource; the OpenAPI document generated
+//!   from their annotations (`/openapi.json`) and its viewer (`/docs`).
 //! - [`media`]: media files — fetched by URL, uploaded, stored under `DATA_DIR/uploads`.
 //! - [`throttle`]: in-memory abuse limits — login throttling and per-user rate limits.
 //! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.

@@ -20,6 +20,7 @@ pub fn new_id() -> String {
 /// answers WABA chats for the user named by its `owner_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     Admin,
     User,
@@ -72,6 +73,7 @@ pub struct User {
 /// Which WhatsApp implementation drives an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EngineKind {
     /// The real WhatsApp Web multi-device protocol.
     Wacore,
@@ -104,6 +106,7 @@ impl FromStr for EngineKind {
 /// Connection status of an instance, exactly the names of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum InstanceStatus {
     Connecting,
     Qr,
@@ -192,6 +195,7 @@ impl Default for WebhookSettings {
 /// The period a usage limit counts over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LimitPeriod {
     Day,
     Month,

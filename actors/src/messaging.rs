@@ -17,6 +17,7 @@ pub const GROUP_SERVER: &str = "g.us";
 /// `pending → sent → delivered → read`; `failed` is final. Inbound messages are `received`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageStatus {
     Pending,
     Sent,

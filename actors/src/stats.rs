@@ -56,6 +56,7 @@ impl Clock for ManualClock {
 /// The counters of the statistics API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub messages_sent: u64,
     pub messages_received: u64,

@@ -224,6 +224,7 @@ pub fn usage_key(k: &UsageKey) -> String {
 /// How many records of each kind a store holds (the check of a copy, and its report).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordCounts {
     pub users: u64,
     pub instances: u64,

@@ -4,21 +4,23 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::domain::{Role, User};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::AppJson;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(me))
 }
 
 /// The caller, authenticated by `Authorization: Bearer <jwt>` or `x-api-key: <key>`.
@@ -133,13 +135,14 @@ mod tests {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct LoginRequest {
+    #[schema(example = "admin@example.com")]
     email: String,
     password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LoginUser {
     id: String,
@@ -147,17 +150,33 @@ struct LoginUser {
     first_name: String,
     last_name: String,
     role: Role,
+    /// The user's API key (null for accounts created before keys were shown).
     api_key: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct LoginResponse {
+    /// A JWT for `Authorization: Bearer <token>`.
     token: String,
     user: LoginUser,
 }
 
+/// Logs in: a JWT and the user's API key.
+///
 /// Checks the password, throttled per email and per client address: a locked-out email
 /// or address gets 429 `too_many_attempts` before the password is looked at.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts (`too_many_attempts`); see `Retry-After`", body = ErrorBody),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -202,7 +221,7 @@ async fn login(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MeResponse {
     id: String,
@@ -210,10 +229,18 @@ struct MeResponse {
     first_name: String,
     last_name: String,
     role: Role,
+    /// An operator's owner (the account whose WABA chats it answers).
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_id: Option<String>,
 }
 
+/// The caller's own account.
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    responses((status = 200, description = "The caller", body = MeResponse))
+)]
 async fn me(AuthUser(u): AuthUser) -> AppJson<MeResponse> {
     AppJson(MeResponse {
         id: u.id,

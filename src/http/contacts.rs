@@ -1,43 +1,36 @@
 //! Contacts on both path families of the spec: live ones from WhatsApp (`/contacts`,
 //! `/contacts/add`) and stored ones (`/contacts/db`, `/contacts/import`, `/contacts/save`).
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::domain::new_id;
 use wagate_actors::messaging::{Contact, ContactQuery, is_group_jid, jid_user};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::instances::usable_instance;
 use crate::http::messages::target_jid;
+use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::{Pagination, iso, page_limit};
 
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new()
-        .route("/api/whatsapp/{id}/contacts", get(live_contacts))
-        .route("/api/whatsapp/{id}/contacts/add", post(add_contact));
-    for family in ["/api/instances", "/api/whatsapp"] {
-        r = r
-            .route(
-                &format!("{family}/{{id}}/contacts/db"),
-                get(stored_contacts),
-            )
-            .route(
-                &format!("{family}/{{id}}/contacts/import"),
-                post(import_contacts),
-            )
-            .route(
-                &format!("{family}/{{id}}/contacts/save"),
-                post(save_contact),
-            );
-    }
-    r
+/// The stored-contact endpoints exist under both `/api/instances` and `/api/whatsapp`;
+/// the `whatsapp_*` handlers are the second family.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live_contacts))
+        .routes(routes!(add_contact))
+        .routes(routes!(stored_contacts))
+        .routes(routes!(import_contacts))
+        .routes(routes!(save_contact))
+        .routes(routes!(whatsapp_stored_contacts))
+        .routes(routes!(whatsapp_import_contacts))
+        .routes(routes!(whatsapp_save_contact))
 }
 
 /// Longest accepted contact field (name, push name, about, picture URL).
@@ -54,7 +47,7 @@ fn bounded(field: &str, v: Option<String>) -> ApiResult<Option<String>> {
 }
 
 /// A stored contact as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ContactView {
     id: String,
@@ -66,8 +59,11 @@ struct ContactView {
     is_group: bool,
     profile_picture: Option<String>,
     about: Option<String>,
+    #[schema(format = DateTime)]
     last_activity: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -90,40 +86,101 @@ impl From<Contact> for ContactView {
     }
 }
 
+/// A contact as WhatsApp reports it now.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct LiveContact {
+    /// The WhatsApp address (JID).
+    #[schema(example = "79001234567@s.whatsapp.net")]
+    id: String,
+    name: Option<String>,
+    #[schema(example = "79001234567")]
+    number: String,
+    is_group: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LiveContacts {
+    contacts: Vec<LiveContact>,
+}
+
+/// The instance's contacts as WhatsApp reports them now (not stored).
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{id}/contacts",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The contacts", body = LiveContacts),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+    )
+)]
 async fn live_contacts(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<LiveContacts>> {
     let instance = usable_instance(&state, &caller, &id, false).await?;
     let contacts = state.instances.get(&instance.id)?.contacts().await?;
-    let list: Vec<Value> = contacts
+    let list = contacts
         .into_iter()
-        .map(|c| {
-            json!({
-                "id": c.jid,
-                "name": c.name,
-                "number": jid_user(&c.jid),
-                "isGroup": is_group_jid(&c.jid),
-            })
+        .map(|c| LiveContact {
+            number: jid_user(&c.jid).to_owned(),
+            is_group: is_group_jid(&c.jid),
+            id: c.jid,
+            name: c.name,
         })
         .collect();
-    Ok(AppJson(json!({"contacts": list})))
+    Ok(AppJson(LiveContacts { contacts: list }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddContact {
+    /// A phone number or a person's WhatsApp address.
+    #[schema(example = "79001234567")]
     phone: String,
     name: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct AddedContact {
+    /// The WhatsApp address (JID).
+    id: String,
+    number: String,
+    name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ContactAdded {
+    success: bool,
+    message: &'static str,
+    contact: AddedContact,
+}
+
+/// Adds a person to the instance's WhatsApp contacts and stores it.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{id}/contacts/add",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = AddContact,
+    responses(
+        (status = 200, description = "Added", body = ContactAdded),
+        (status = 404, description = "No such instance, or the number is not on WhatsApp (`not_on_whatsapp`)", body = ErrorBody),
+        (status = 422, description = "Not a person's phone number", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+    )
+)]
 async fn add_contact(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<AddContact>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<ContactAdded>> {
     let jid = target_jid("phone", &body.phone)?;
     if is_group_jid(&jid) {
         return Err(ApiError::validation(
@@ -158,28 +215,58 @@ async fn add_contact(
             updated_at: now,
         })
         .await?;
-    Ok(AppJson(json!({
-        "success": true,
-        "message": "Контакт успешно добавлен",
-        "contact": {"id": stored.remote_jid, "number": stored.number, "name": stored.name},
-    })))
+    Ok(AppJson(ContactAdded {
+        success: true,
+        message: "Контакт успешно добавлен",
+        contact: AddedContact {
+            id: stored.remote_jid,
+            number: stored.number,
+            name: stored.name,
+        },
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ContactParams {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// How many contacts to skip.
     skip: Option<u64>,
+    /// Part of a name, push name or number (at most 200 characters).
     search: Option<String>,
+    /// `true` for groups only.
+    #[param(value_type = Option<bool>)]
     only_groups: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct ContactList {
+    contacts: Vec<ContactView>,
+    pagination: Pagination,
+}
+
+/// The instance's stored contacts, searchable.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/contacts/db",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id"), ContactParams),
+    responses(
+        (status = 200, description = "A page of contacts", body = ContactList),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn stored_contacts(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<ContactParams>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<ContactList>> {
     let limit = page_limit(p.limit, 100)?;
     let skip = p.skip.unwrap_or(0);
     let only_groups = match p.only_groups.as_deref() {
@@ -213,17 +300,60 @@ async fn stored_contacts(
             },
         )
         .await?;
-    let contacts: Vec<ContactView> = page.items.into_iter().map(ContactView::from).collect();
-    Ok(AppJson(
-        json!({"contacts": contacts, "pagination": Pagination::new(page.total, limit, skip)}),
-    ))
+    Ok(AppJson(ContactList {
+        contacts: page.items.into_iter().map(ContactView::from).collect(),
+        pagination: Pagination::new(page.total, limit, skip),
+    }))
 }
 
+/// [`stored_contacts`] under `/api/whatsapp`.
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{id}/contacts/db",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id"), ContactParams),
+    responses(
+        (status = 200, description = "A page of contacts", body = ContactList),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
+async fn whatsapp_stored_contacts(
+    state: State<AppState>,
+    caller: AuthUser,
+    id: AppPath<String>,
+    params: AppQuery<ContactParams>,
+) -> ApiResult<AppJson<ContactList>> {
+    stored_contacts(state, caller, id, params).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Imported {
+    success: bool,
+    message: String,
+    imported_count: u64,
+}
+
+/// Stores (or refreshes) every contact WhatsApp reports for the instance.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{id}/contacts/import",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Imported", body = Imported),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+    )
+)]
 async fn import_contacts(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<Imported>> {
     let instance = usable_instance(&state, &caller, &id, false).await?;
     let live = state.instances.get(&instance.id)?.contacts().await?;
     let mut imported = 0u64;
@@ -248,16 +378,39 @@ async fn import_contacts(
             .await?;
         imported += 1;
     }
-    Ok(AppJson(json!({
-        "success": true,
-        "message": format!("Successfully imported {imported} contacts"),
-        "importedCount": imported,
-    })))
+    Ok(AppJson(Imported {
+        success: true,
+        message: format!("Successfully imported {imported} contacts"),
+        imported_count: imported,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// [`import_contacts`] under `/api/whatsapp`.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{id}/contacts/import",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Imported", body = Imported),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+    )
+)]
+async fn whatsapp_import_contacts(
+    state: State<AppState>,
+    caller: AuthUser,
+    id: AppPath<String>,
+) -> ApiResult<AppJson<Imported>> {
+    import_contacts(state, caller, id).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SaveContact {
+    /// A phone number or WhatsApp address; with `isGroup`, a group id (digits and dashes).
+    #[schema(example = "79001234567")]
     number: String,
     name: Option<String>,
     push_name: Option<String>,
@@ -266,6 +419,20 @@ struct SaveContact {
     about: Option<String>,
 }
 
+/// Stores a contact (or updates the stored one with the same address).
+#[utoipa::path(
+    post,
+    path = "/api/instances/{id}/contacts/save",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = SaveContact,
+    responses(
+        (status = 200, description = "The stored contact", body = ContactView),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 422, description = "Invalid number or field", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn save_contact(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -307,4 +474,27 @@ async fn save_contact(
         })
         .await?;
     Ok(AppJson(ContactView::from(stored)))
+}
+
+/// [`save_contact`] under `/api/whatsapp`.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{id}/contacts/save",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = SaveContact,
+    responses(
+        (status = 200, description = "The stored contact", body = ContactView),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 422, description = "Invalid number or field", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
+async fn whatsapp_save_contact(
+    state: State<AppState>,
+    caller: AuthUser,
+    id: AppPath<String>,
+    body: AppJson<SaveContact>,
+) -> ApiResult<AppJson<ContactView>> {
+    save_contact(state, caller, id, body).await
 }

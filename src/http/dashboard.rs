@@ -4,10 +4,10 @@
 //! endpoint of its own. Scripts and styles are separate files, never inline, so the strict
 //! Content-Security-Policy of [`crate::http::browser`] (`script-src 'self'`) holds.
 
-use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -48,23 +48,70 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(to_dashboard))
-        .route(DASHBOARD_PATH, get(index))
-        .route("/dashboard/", get(to_dashboard))
-        .route("/dashboard/{file}", get(asset))
+/// The tag of the dashboard's pages in the OpenAPI document.
+pub const TAG: &str = "dashboard";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(root))
+        .routes(routes!(index))
+        .routes(routes!(index_slash))
+        .routes(routes!(asset))
+}
+
+/// Redirects to the dashboard.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = TAG,
+    security(()),
+    responses((status = 307, description = "To `/dashboard`"))
+)]
+async fn root() -> Redirect {
+    to_dashboard()
+}
+
+/// Redirects to the dashboard.
+#[utoipa::path(
+    get,
+    path = "/dashboard/",
+    tag = TAG,
+    security(()),
+    responses((status = 307, description = "To `/dashboard`"))
+)]
+async fn index_slash() -> Redirect {
+    to_dashboard()
 }
 
 /// A temporary redirect: browsers do not cache it, so `/` stays free for other uses later.
-async fn to_dashboard() -> Redirect {
+fn to_dashboard() -> Redirect {
     Redirect::temporary(DASHBOARD_PATH)
 }
 
+/// The dashboard page (it logs in and calls this API from the browser).
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    tag = TAG,
+    security(()),
+    responses((status = 200, description = "The dashboard", content_type = "text/html", body = String))
+)]
 async fn index() -> Response {
     serve(&INDEX)
 }
 
+/// A script, style sheet or icon of the dashboard.
+#[utoipa::path(
+    get,
+    path = "/dashboard/{file}",
+    tag = TAG,
+    security(()),
+    params(("file" = String, Path, description = "`app.js`, `style.css` or `favicon.svg`")),
+    responses(
+        (status = 200, description = "The file", body = String),
+        (status = 404, description = "No such file", body = crate::error::ErrorBody)
+    )
+)]
 async fn asset(AppPath(file): AppPath<String>) -> Response {
     match ASSETS.iter().find(|a| a.name == file) {
         Some(a) => serve(a),

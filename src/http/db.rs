@@ -2,33 +2,46 @@
 //! admin because a switch moves every record): which provider is in use, and the live
 //! switch to the other one, copying all data across while writes are held.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::storage::RecordCounts;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::AppJson;
 use crate::storage::provider::{self, OpenError};
 use crate::storage::switchable::SwitchError;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/db/status", get(status))
-        .route("/api/db/switch", post(switch))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(switch))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DbStatus {
+    /// `sqlite` or `mongodb`.
+    #[schema(example = "sqlite")]
     provider: &'static str,
     /// The provider's URL with any password masked.
     url: String,
 }
 
+/// The storage provider in use (admins only).
+#[utoipa::path(
+    get,
+    path = "/api/db/status",
+    tag = "db",
+    responses(
+        (status = 200, description = "The provider", body = DbStatus),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    )
+)]
 async fn status(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJson<DbStatus>> {
     caller.require_admin()?;
     let provider = state.db.active().provider();
@@ -38,24 +51,43 @@ async fn status(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Ap
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct SwitchRequest {
+    /// `sqlite` or `mongodb`.
+    #[schema(example = "mongodb")]
     provider: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct SwitchResponse {
     success: bool,
     message: String,
+    /// The provider now in use.
     provider: &'static str,
     /// Records of each kind now in the new provider (equal to the old one's).
     copied: RecordCounts,
 }
 
+/// Switches the storage provider live (admins only), copying every record across.
+///
 /// Opens the target provider (before holding any write), then copies everything into
 /// it, records the choice in `DATA_DIR/storage-provider.json` and swaps. Any failure
 /// leaves the old provider in use and says why: 409 already on that provider, 422
 /// `DATABASE_URL` missing for mongodb, 503 target unreachable, 502 copy failed.
+#[utoipa::path(
+    post,
+    path = "/api/db/switch",
+    tag = "db",
+    request_body = SwitchRequest,
+    responses(
+        (status = 200, description = "Switched", body = SwitchResponse),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 409, description = "Already on that provider (`already_active`)", body = ErrorBody),
+        (status = 422, description = "Unknown provider, or `DATABASE_URL` missing for mongodb", body = ErrorBody),
+        (status = 502, description = "The copy failed (`switch_failed`); still on the old provider", body = ErrorBody),
+        (status = 503, description = "The target cannot be reached (`database_unavailable`)", body = ErrorBody),
+    )
+)]
 async fn switch(
     State(state): State<AppState>,
     caller: AuthUser,

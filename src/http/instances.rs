@@ -6,16 +6,17 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EngineKind, EventQuery, Instance, InstanceEvent, InstanceStatus,
     LimitPeriod, Limits, Role, WebhookSettings, new_id,
@@ -24,27 +25,31 @@ use wagate_actors::instance::{QrAnswer, StatusView};
 use wagate_actors::phone::normalize_phone;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::openapi::{Binary, NO_INSTANCE};
 use crate::http::{DateRangePage, Pagination, iso, page_limit, parse_date_param};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/instances", post(create).get(list))
-        .route("/api/instances/{id}", get(read).put(update).delete(remove))
-        .route("/api/instances/{id}/status", get(status))
-        .route("/api/instances/{id}/reconnect", post(reconnect))
-        .route("/api/instances/{id}/logout", post(logout))
-        .route("/api/instances/{id}/qr", get(qr))
-        .route("/api/instances/{id}/pair-code", post(pair_code))
-        .route("/api/instances/{id}/activity", get(activity))
-        .route("/api/instances/{id}/events", get(events))
-        .route("/api/instances/{id}/events/stream", get(event_stream))
-        .route("/api/whatsapp/{id}/status", get(whatsapp_status))
-        .route("/api/whatsapp/{id}/qr", get(qr))
-        .route("/api/whatsapp/{id}/logout", post(whatsapp_logout))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(status))
+        .routes(routes!(reconnect))
+        .routes(routes!(logout))
+        .routes(routes!(qr))
+        .routes(routes!(pair_code))
+        .routes(routes!(activity))
+        .routes(routes!(events))
+        .routes(routes!(event_stream))
+        .routes(routes!(whatsapp_status))
+        .routes(routes!(whatsapp_qr))
+        .routes(routes!(whatsapp_logout))
 }
+
+/// Operators work the WABA desk only.
+const OPERATOR: &str = "An operator (operators cannot manage WhatsApp instances)";
 
 /// Longest accepted instance name or description.
 const MAX_NAME: usize = 200;
@@ -90,7 +95,7 @@ pub async fn usable_instance(
 }
 
 /// `{ready, status, hasQr}` as the spec's `connectionStatus`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionStatus {
     ready: bool,
@@ -112,7 +117,8 @@ fn connection(state: &AppState, instance: &Instance) -> ConnectionStatus {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Which events the webhook receives, and how deliveries are retried.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebhookSettingsView {
     instance_id: String,
@@ -121,12 +127,16 @@ struct WebhookSettingsView {
     notify_delivery: bool,
     notify_read: bool,
     max_retries: u32,
+    /// Milliseconds between retries.
     retry_interval: u64,
+    /// The signing secret; `********` for an admin who is not the owner.
     secret: Option<String>,
+    /// Extra headers sent with every delivery.
     headers: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Usage limits: calls past them answer 429 `limit_exceeded` until the period ends.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LimitsView {
     max_messages_sent: Option<u64>,
@@ -136,7 +146,7 @@ struct LimitsView {
 
 /// An instance as the API shows it. `webhookSettings` (with the secret) only appears on
 /// the single-instance answer, which only the owner (or an admin) can read.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct InstanceView {
     id: String,
@@ -150,11 +160,16 @@ struct InstanceView {
     webhook_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsView>,
+    #[schema(format = DateTime)]
     last_activity: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
+    /// Only in `GET /api/instances/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_settings: Option<WebhookSettingsView>,
+    /// In the list and in `GET /api/instances/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_status: Option<ConnectionStatus>,
 }
@@ -210,7 +225,8 @@ impl InstanceView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Usage limits; an absent maximum is no limit.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LimitsInput {
     max_messages_sent: Option<u64>,
@@ -218,36 +234,55 @@ struct LimitsInput {
     period: LimitPeriod,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateInstance {
+    /// 1 to 200 characters.
+    #[schema(example = "Support line")]
     name: String,
+    /// At most 2000 characters.
     description: Option<String>,
+    /// The server's `WA_ENGINE` when omitted.
     engine: Option<EngineKind>,
+    /// An http(s) URL receiving the events (not on a private network unless allowed).
+    #[schema(example = "https://hooks.example/wagate")]
     webhook_url: Option<String>,
+    /// On by default when a webhookUrl is given.
     webhook_enabled: Option<bool>,
     notify_received: Option<bool>,
     notify_sent: Option<bool>,
     notify_delivery: Option<bool>,
     notify_read: Option<bool>,
+    /// At most 20.
+    #[schema(maximum = 20)]
     max_retries: Option<u32>,
+    /// Milliseconds between retries, 100 to 3,600,000.
+    #[schema(minimum = 100, maximum = 3600000)]
     retry_interval: Option<u64>,
+    /// The secret signing the deliveries (`X-Webhook-Signature`).
     webhook_secret: Option<String>,
+    /// Extra headers sent with every delivery (at most 20).
     headers: Option<BTreeMap<String, String>>,
     limits: Option<LimitsInput>,
 }
 
 /// The `webhookSettings` object of `PUT /api/instances/{id}`; absent fields stay.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SettingsPatch {
     notify_received: Option<bool>,
     notify_sent: Option<bool>,
     notify_delivery: Option<bool>,
     notify_read: Option<bool>,
+    /// At most 20.
+    #[schema(maximum = 20)]
     max_retries: Option<u32>,
+    /// Milliseconds between retries, 100 to 3,600,000.
+    #[schema(minimum = 100, maximum = 3600000)]
     retry_interval: Option<u64>,
+    /// The signing secret; an empty string removes it.
     secret: Option<String>,
+    /// Extra headers sent with every delivery (at most 20); replaces the previous set.
     headers: Option<BTreeMap<String, String>>,
 }
 
@@ -371,6 +406,18 @@ fn validate_limits(l: Option<LimitsInput>) -> Option<Limits> {
     })
 }
 
+/// Creates an instance owned by the caller and starts connecting it.
+#[utoipa::path(
+    post,
+    path = "/api/instances",
+    tag = "instances",
+    request_body = CreateInstance,
+    responses(
+        (status = 201, description = "Created", body = InstanceView),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 422, description = "Invalid name, URL or webhook settings", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -432,11 +479,21 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct InstanceList {
     instances: Vec<InstanceView>,
 }
 
+/// The caller's instances (an admin's: everybody's).
+#[utoipa::path(
+    get,
+    path = "/api/instances",
+    tag = "instances",
+    responses(
+        (status = 200, description = "The instances", body = InstanceList),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+    )
+)]
 async fn list(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJson<InstanceList>> {
     if caller.0.role == Role::Operator {
         return Err(ApiError::forbidden(
@@ -453,6 +510,18 @@ async fn list(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJ
     }))
 }
 
+/// One instance, with its webhook settings and live connection status.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The instance", body = InstanceView),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -467,18 +536,20 @@ async fn read(
     )))
 }
 
-#[derive(Debug, Deserialize)]
+/// Absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateInstance {
     name: Option<String>,
     description: Option<String>,
+    /// An empty string removes the URL.
     webhook_url: Option<String>,
     webhook_enabled: Option<bool>,
     webhook_settings: Option<SettingsPatch>,
     limits: Option<LimitsInput>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UpdatedInstance {
     id: String,
@@ -486,9 +557,24 @@ struct UpdatedInstance {
     description: Option<String>,
     webhook_url: Option<String>,
     webhook_enabled: bool,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
+/// Updates an instance's name, description, webhook or limits.
+#[utoipa::path(
+    put,
+    path = "/api/instances/{id}",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = UpdateInstance,
+    responses(
+        (status = 200, description = "Updated", body = UpdatedInstance),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 422, description = "Invalid name, URL or webhook settings", body = ErrorBody),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -567,7 +653,7 @@ async fn update(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Done {
     success: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -581,6 +667,18 @@ fn done(message: String) -> AppJson<Done> {
     })
 }
 
+/// Deletes an instance: its session, its stored data and its media.
+#[utoipa::path(
+    delete,
+    path = "/api/instances/{id}",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Done),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -594,18 +692,32 @@ async fn remove(
     Ok(done(format!("Instance {id} deleted successfully")))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct StatusAnswer {
     instance_id: String,
     status: InstanceStatus,
     ready: bool,
     has_qr: bool,
+    /// The connected phone number.
     phone: Option<String>,
+    #[schema(format = DateTime)]
     last_activity: Option<String>,
     connection_details: ConnectionStatus,
 }
 
+/// The instance's live connection status.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/status",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The status", body = StatusAnswer),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn status(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -624,6 +736,18 @@ async fn status(
     }))
 }
 
+/// The instance's live connection status, short form.
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{id}/status",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The status", body = ConnectionStatus),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn whatsapp_status(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -633,6 +757,18 @@ async fn whatsapp_status(
     Ok(AppJson(connection(&state, &instance)))
 }
 
+/// Drops the instance's connection and connects again.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{id}/reconnect",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Reconnected", body = Done),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn reconnect(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -643,6 +779,18 @@ async fn reconnect(
     Ok(done(format!("Instance {id} reconnected")))
 }
 
+/// Logs the instance out of WhatsApp (unlinks the device); a new QR code follows.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{id}/logout",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Logged out", body = Done),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn logout(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -653,6 +801,18 @@ async fn logout(
     Ok(done(format!("Instance {id} logged out")))
 }
 
+/// [`logout`] under `/api/whatsapp`: answers `{"success": true}`.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{id}/logout",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Logged out", body = Done),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn whatsapp_logout(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -666,11 +826,51 @@ async fn whatsapp_logout(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct QrParams {
+    /// `json` (the default) or `png`.
+    #[param(schema_with = qr_formats)]
     format: Option<String>,
 }
 
+fn qr_formats() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&["json", "png"])
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct QrCode {
+    /// The text of the QR code (render it, or ask for `format=png`).
+    #[schema(example = "2@Xk9...")]
+    qr_code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct QrPending {
+    message: &'static str,
+    /// `generating`.
+    status: &'static str,
+}
+
+/// The QR code to link the instance, as text or as a PNG image.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/qr",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id"), QrParams),
+    responses(
+        (status = 200, description = "The current QR code", content(
+            (QrCode = "application/json"),
+            (Binary = "image/png"),
+        )),
+        (status = 202, description = "Not generated yet: retry in a few seconds", body = QrPending),
+        (status = 400, description = "Unknown format", body = ErrorBody),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = "Already connected, or no QR code in this state", body = ErrorBody),
+    )
+)]
 async fn qr(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -699,43 +899,103 @@ async fn qr(
             )
                 .into_response())
         }
-        QrAnswer::Code(code) => Ok(AppJson(json!({"qrCode": code})).into_response()),
+        QrAnswer::Code(code) => Ok(AppJson(QrCode { qr_code: code }).into_response()),
         QrAnswer::Generating => Ok((
             StatusCode::ACCEPTED,
-            AppJson(json!({
-                "message": "QR code generation in progress. Please try again in a few seconds.",
-                "status": "generating"
-            })),
+            AppJson(QrPending {
+                message: "QR code generation in progress. Please try again in a few seconds.",
+                status: "generating",
+            }),
         )
             .into_response()),
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// [`qr`] under `/api/whatsapp`.
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{id}/qr",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id"), QrParams),
+    responses(
+        (status = 200, description = "The current QR code", content(
+            (QrCode = "application/json"),
+            (Binary = "image/png"),
+        )),
+        (status = 202, description = "Not generated yet: retry in a few seconds", body = QrPending),
+        (status = 400, description = "Unknown format", body = ErrorBody),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = "Already connected, or no QR code in this state", body = ErrorBody),
+    )
+)]
+async fn whatsapp_qr(
+    state: State<AppState>,
+    caller: AuthUser,
+    id: AppPath<String>,
+    params: AppQuery<QrParams>,
+) -> ApiResult<Response> {
+    qr(state, caller, id, params).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PairCodeRequest {
+    /// The phone number to link, in international form.
+    #[schema(example = "79001234567")]
     phone: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct PairCode {
+    /// The code to type on the phone (WhatsApp → Linked devices → Link with phone number).
+    #[schema(example = "ABCD-EFGH")]
+    code: String,
+}
+
+/// A code to link the instance by typing it on the phone, instead of scanning the QR.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{id}/pair-code",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = PairCodeRequest,
+    responses(
+        (status = 200, description = "The code", body = PairCode),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = "Already connected, or not waiting for a link", body = ErrorBody),
+        (status = 422, description = "Not a phone number", body = ErrorBody),
+    )
+)]
 async fn pair_code(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<PairCodeRequest>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<PairCode>> {
     let phone = normalize_phone(&body.phone).map_err(ApiError::validation)?;
     let instance = visible_instance(&state, &caller, &id).await?;
     let code = state.instances.get(&instance.id)?.pair_code(&phone).await?;
-    Ok(AppJson(json!({"code": code})))
+    Ok(AppJson(PairCode { code }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ActivityParams {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// How many entries to skip.
     skip: Option<u64>,
+    /// Comma-separated actions to keep, e.g. `connected,disconnected`.
     actions: Option<String>,
+    /// Only entries at or after this ISO 8601 date or date-time.
+    #[param(example = "2024-01-31")]
     start_date: Option<String>,
+    /// Only entries at or before this ISO 8601 date or date-time.
+    #[param(example = "2024-01-31T12:00:00Z")]
     end_date: Option<String>,
 }
 
@@ -752,22 +1012,46 @@ fn csv(value: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Serialize)]
+/// One entry of an instance's activity log.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LogView {
     id: String,
     instance_id: String,
+    /// What happened: `created`, `connected`, `disconnected`, `updated`, ...
     action: String,
+    /// Depends on the action.
     details: Value,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct ActivityLog {
+    /// Newest first.
+    logs: Vec<LogView>,
+    pagination: Pagination,
+}
+
+/// The instance's activity log, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/activity",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id"), ActivityParams),
+    responses(
+        (status = 200, description = "A page of the log", body = ActivityLog),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn activity(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<ActivityParams>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<ActivityLog>> {
     let DateRangePage {
         limit,
         skip,
@@ -789,7 +1073,7 @@ async fn activity(
         end,
     };
     let page = state.storage.list_activity(&instance.id, &query).await?;
-    let logs: Vec<LogView> = page
+    let logs = page
         .items
         .into_iter()
         .map(|e| LogView {
@@ -800,29 +1084,83 @@ async fn activity(
             created_at: iso(e.created_at),
         })
         .collect();
-    Ok(AppJson(
-        json!({"logs": logs, "pagination": Pagination::new(page.total, limit, skip)}),
-    ))
+    Ok(AppJson(ActivityLog {
+        logs,
+        pagination: Pagination::new(page.total, limit, skip),
+    }))
+}
+
+/// An event as `/events`, the SSE stream and the webhooks show it.
+#[derive(Debug, Serialize, ToSchema)]
+struct EventView<'a> {
+    /// `connected`, `message_received`, `message_status`, `webhook_test`, ...
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[schema(format = DateTime)]
+    timestamp: String,
+    /// Depends on the type.
+    data: &'a Value,
+}
+
+impl<'a> EventView<'a> {
+    fn of(e: &'a InstanceEvent) -> Self {
+        EventView {
+            kind: &e.kind,
+            timestamp: iso(e.timestamp),
+            data: &e.data,
+        }
+    }
 }
 
 /// An event as `/events`, the SSE stream and the webhooks show it.
 pub fn event_json(e: &InstanceEvent) -> Value {
-    json!({"type": e.kind, "timestamp": iso(e.timestamp), "data": e.data})
+    json!(EventView::of(e))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventParams {
+    /// Only events after this ISO 8601 date or date-time.
+    #[param(example = "2024-01-31T12:00:00Z")]
     since: Option<String>,
+    /// How many events, 1 to 1000 (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Comma-separated event types to keep.
     types: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct EventList<'a> {
+    /// Oldest first.
+    events: Vec<EventView<'a>>,
+    /// The timestamp of the last event (or `since`): the next `since`.
+    #[schema(format = DateTime)]
+    latest_timestamp: Option<String>,
+    count: usize,
+    has_more: bool,
+}
+
+/// The instance's stored events after `since`, oldest first (polling; see also the stream).
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/events",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance's id"), EventParams),
+    responses(
+        (status = 200, description = "The events", body = EventList),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<EventParams>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<Response> {
     let limit = page_limit(p.limit, 20)?;
     let since = p
         .since
@@ -841,13 +1179,14 @@ async fn events(
         .last()
         .map(|e| iso(e.timestamp))
         .or_else(|| since.map(iso));
-    let events: Vec<Value> = found.iter().map(event_json).collect();
-    Ok(AppJson(json!({
-        "events": events,
-        "latestTimestamp": latest,
-        "count": events.len(),
-        "hasMore": has_more,
-    })))
+    let events: Vec<EventView> = found.iter().map(EventView::of).collect();
+    Ok(AppJson(EventList {
+        count: events.len(),
+        events,
+        latest_timestamp: latest,
+        has_more,
+    })
+    .into_response())
 }
 
 /// How many stored events one resume step reads.
@@ -855,9 +1194,25 @@ const SSE_BATCH: u32 = 200;
 /// Events buffered per SSE client before it is considered too slow and re-reads storage.
 const SSE_BUFFER: usize = 64;
 
+/// The instance's events as a live stream (Server-Sent Events).
+///
 /// Server-Sent Events of one instance: first what was stored after `Last-Event-ID` (if
 /// given), then live events. Each event's `id:` is its time-ordered id, so a client that
 /// reconnects with `Last-Event-ID` misses nothing.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/events/stream",
+    tag = "instances",
+    params(
+        ("id" = String, Path, description = "The instance's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "An endless stream: each `data:` is an event as `/events` shows it (JSON), each `id:` its id", content_type = "text/event-stream", body = String),
+        (status = 403, description = OPERATOR, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+    )
+)]
 async fn event_stream(
     State(state): State<AppState>,
     caller: AuthUser,

@@ -1,42 +1,40 @@
 //! Sending (text, media by URL, media upload), chat history, chats, and media download.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::engine::OutboundContent;
 use wagate_actors::messaging::{HistoryQuery, Message, is_group_jid, jid_for};
 use wagate_actors::phone::normalize_phone;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::instances::usable_instance;
+use crate::http::openapi::{Binary, NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::{DateRangePage, Pagination, iso, page_limit};
 use crate::media::{self, MediaFile};
 use crate::outbound::OutboundError;
 
-pub fn router(max_upload: usize) -> Router<AppState> {
-    Router::new()
-        .route("/api/whatsapp/{id}/send", post(send_text))
-        .route("/api/whatsapp/{id}/send-media", post(send_media))
-        .route(
-            "/api/whatsapp/{id}/send-file",
-            // Multipart overhead on top of the file itself.
-            post(send_file).layer(DefaultBodyLimit::max(max_upload.saturating_add(64 * 1024))),
-        )
-        .route("/api/instances/{id}/chats", get(chats))
-        .route("/api/instances/{id}/chats/{chat_id}/messages", get(history))
-        .route("/api/instances/{id}/chats/{chat_id}/read", post(mark_read))
-        .route(
-            "/api/instances/{id}/messages/{message_id}/media",
-            get(download_media),
-        )
+pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, upload) = routes!(send_file);
+    // Multipart overhead on top of the file itself.
+    let upload = upload.layer(DefaultBodyLimit::max(max_upload.saturating_add(64 * 1024)));
+    OpenApiRouter::new()
+        .routes(routes!(send_text))
+        .routes(routes!(send_media))
+        .routes((schemas, paths, upload))
+        .routes(routes!(chats))
+        .routes(routes!(history))
+        .routes(routes!(mark_read))
+        .routes(routes!(download_media))
 }
 
 /// Longest accepted text message (WhatsApp's own limit is about 65,000 characters).
@@ -65,18 +63,38 @@ pub fn target_jid(field: &str, value: &str) -> ApiResult<String> {
     Ok(jid_for(&phone))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Sent {
+    /// The WhatsApp id of the sent message.
     id: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendText {
+    /// A phone number or a WhatsApp address (person or group).
+    #[schema(example = "79001234567")]
     phone: String,
+    /// The text, at most 65,536 characters.
+    #[schema(example = "Hello!")]
     message: String,
 }
 
+/// Sends a text message.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{id}/send",
+    tag = "messages",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = SendText,
+    responses(
+        (status = 200, description = "Sent", body = Sent),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 422, description = "Invalid phone or message", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn send_text(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -103,12 +121,18 @@ async fn send_text(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendMedia {
+    /// A phone number or a WhatsApp address (person or group).
+    #[schema(example = "79001234567")]
     phone: String,
+    /// Where the server downloads the file from (http or https); 502
+    /// `media_fetch_failed` when it cannot.
     url: String,
+    /// At most 4096 characters.
     caption: Option<String>,
+    /// The file name the recipient sees.
     filename: Option<String>,
 }
 
@@ -138,6 +162,23 @@ fn check_caption(caption: Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
+/// Sends a file the server downloads from `url`.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{id}/send-media",
+    tag = "messages",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = SendMedia,
+    responses(
+        (status = 200, description = "Sent", body = Sent),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 413, description = "The file is over the upload limit", body = ErrorBody),
+        (status = 422, description = "Invalid phone, URL or caption", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+        (status = 502, description = "The file cannot be downloaded (`media_fetch_failed`)", body = ErrorBody),
+    )
+)]
 async fn send_media(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -203,6 +244,36 @@ async fn send_file_message(
     Ok(result?)
 }
 
+/// The form of `send-file`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct SendFileForm {
+    /// A phone number or a WhatsApp address (person or group).
+    phone: String,
+    /// At most 4096 characters.
+    caption: Option<String>,
+    /// The file (its name and type are taken from the part).
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+}
+
+/// Sends an uploaded file (`multipart/form-data`: `phone`, `file`, optional `caption`).
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{id}/send-file",
+    tag = "messages",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body(content = SendFileForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Sent", body = Sent),
+        (status = 400, description = "Not a multipart form", body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 413, description = "The file is over the upload limit", body = ErrorBody),
+        (status = 422, description = "Missing or invalid phone, file or caption", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn send_file(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -270,7 +341,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 /// A message as the history shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
     id: String,
@@ -287,10 +358,15 @@ pub struct MessageView {
     file_name: Option<String>,
     status: wagate_actors::messaging::MessageStatus,
     push_name: Option<String>,
+    /// Engine-specific details.
     metadata: Value,
+    #[schema(format = DateTime)]
     timestamp: String,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
+    #[schema(format = DateTime)]
     status_updated_at: Option<String>,
 }
 
@@ -320,13 +396,28 @@ impl From<Message> for MessageView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct HistoryParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// How many messages to skip.
     skip: Option<u64>,
+    /// Only messages at or after this ISO 8601 date or date-time.
+    #[param(example = "2024-01-31")]
     start_date: Option<String>,
+    /// Only messages at or before this ISO 8601 date or date-time.
+    #[param(example = "2024-01-31T12:00:00Z")]
     end_date: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct History {
+    /// Newest first.
+    messages: Vec<MessageView>,
+    pagination: Pagination,
 }
 
 /// `chatId` of a path: a phone number or a JID.
@@ -334,12 +425,29 @@ fn chat_jid(chat_id: &str) -> ApiResult<String> {
     target_jid("chatId", chat_id)
 }
 
+/// The messages of one chat, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/chats/{chat_id}/messages",
+    tag = "messages",
+    params(
+        ("id" = String, Path, description = "The instance's id"),
+        ("chat_id" = String, Path, description = "A phone number or WhatsApp address"),
+        HistoryParams,
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = History),
+        (status = 400, description = "Invalid chat id or parameters", body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn history(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath((id, chat_id)): AppPath<(String, String)>,
     AppQuery(p): AppQuery<HistoryParams>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<History>> {
     let DateRangePage {
         limit,
         skip,
@@ -367,58 +475,137 @@ async fn history(
             },
         )
         .await?;
-    let messages: Vec<MessageView> = page.items.into_iter().map(MessageView::from).collect();
-    Ok(AppJson(
-        json!({"messages": messages, "pagination": Pagination::new(page.total, limit, skip)}),
-    ))
+    Ok(AppJson(History {
+        messages: page.items.into_iter().map(MessageView::from).collect(),
+        pagination: Pagination::new(page.total, limit, skip),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ChatParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// How many chats to skip.
     skip: Option<u64>,
 }
 
+/// A chat and its latest message.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ChatView {
+    /// The chat's WhatsApp address (as `remoteJid`).
+    chat_id: String,
+    remote_jid: String,
+    is_group: bool,
+    /// Inbound messages not yet marked read.
+    unread_count: u64,
+    message_count: u64,
+    last_message: MessageView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ChatList {
+    /// Most recent activity first.
+    chats: Vec<ChatView>,
+    pagination: Pagination,
+}
+
+/// The instance's chats, most recent first.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/chats",
+    tag = "messages",
+    params(("id" = String, Path, description = "The instance's id"), ChatParams),
+    responses(
+        (status = 200, description = "A page of chats", body = ChatList),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn chats(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<ChatParams>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<ChatList>> {
     let limit = page_limit(p.limit, 50)?;
     let skip = p.skip.unwrap_or(0);
     let instance = usable_instance(&state, &caller, &id, false).await?;
     let page = state.storage.list_chats(&instance.id, limit, skip).await?;
-    let chats: Vec<Value> = page
+    let chats = page
         .items
         .into_iter()
-        .map(|c| {
-            json!({
-                "chatId": c.remote_jid,
-                "remoteJid": c.remote_jid,
-                "isGroup": is_group_jid(&c.remote_jid),
-                "unreadCount": c.unread_count,
-                "messageCount": c.message_count,
-                "lastMessage": MessageView::from(c.last_message),
-            })
+        .map(|c| ChatView {
+            chat_id: c.remote_jid.clone(),
+            is_group: is_group_jid(&c.remote_jid),
+            remote_jid: c.remote_jid,
+            unread_count: c.unread_count,
+            message_count: c.message_count,
+            last_message: MessageView::from(c.last_message),
         })
         .collect();
-    Ok(AppJson(
-        json!({"chats": chats, "pagination": Pagination::new(page.total, limit, skip)}),
-    ))
+    Ok(AppJson(ChatList {
+        chats,
+        pagination: Pagination::new(page.total, limit, skip),
+    }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Marked {
+    success: bool,
+    /// How many messages were marked read.
+    marked: u64,
+}
+
+/// Marks the chat's inbound messages read (and tells WhatsApp).
+#[utoipa::path(
+    post,
+    path = "/api/instances/{id}/chats/{chat_id}/read",
+    tag = "messages",
+    params(
+        ("id" = String, Path, description = "The instance's id"),
+        ("chat_id" = String, Path, description = "A phone number or WhatsApp address"),
+    ),
+    responses(
+        (status = 200, description = "Marked", body = Marked),
+        (status = 400, description = "Invalid chat id", body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn mark_read(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath((id, chat_id)): AppPath<(String, String)>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<Marked>> {
     let jid = chat_jid(&chat_id).map_err(|e| ApiError::bad_request(e.message))?;
     let instance = usable_instance(&state, &caller, &id, false).await?;
     let marked = state.instances.get(&instance.id)?.mark_read(&jid).await?;
-    Ok(AppJson(json!({"success": true, "marked": marked})))
+    Ok(AppJson(Marked {
+        success: true,
+        marked,
+    }))
 }
 
+/// The media file of a message, as an attachment.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/messages/{message_id}/media",
+    tag = "messages",
+    params(
+        ("id" = String, Path, description = "The instance's id"),
+        ("message_id" = String, Path, description = "The message's WhatsApp id (`messageId` in the history)"),
+    ),
+    responses(
+        (status = 200, description = "The file, with its own Content-Type", content_type = "application/octet-stream", body = Binary),
+        (status = 404, description = "No such instance or message, or no stored media", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
 async fn download_media(
     State(state): State<AppState>,
     caller: AuthUser,

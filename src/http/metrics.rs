@@ -1,17 +1,31 @@
 //! `GET /metrics`: the Prometheus exposition (OpenMetrics text), without authentication.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+/// The Prometheus exposition (OpenMetrics text): HTTP traffic, instances by status, the
+/// webhook queue.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    security(()),
+    responses((
+        status = 200,
+        description = "The metrics",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body = String
+    ))
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let depth = match state.webhooks.depth().await {
         Ok(depth) => Some(depth),

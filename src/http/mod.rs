@@ -1,5 +1,9 @@
 //! The HTTP edge: one module per resource, each exposing `router()`; request and
 //! response types live beside their handlers.
+//!
+//! Every handler carries `#[utoipa::path]` and is registered with `utoipa_axum::routes!`,
+//! so [`api`] yields the routes and the OpenAPI document from the same declarations: an
+//! endpoint cannot be served without being documented (`GET /openapi.json`, `GET /docs`).
 
 pub mod auth;
 pub mod browser;
@@ -11,6 +15,7 @@ pub mod health;
 pub mod instances;
 pub mod messages;
 pub mod metrics;
+pub mod openapi;
 pub mod sandbox;
 pub mod stats;
 pub mod users;
@@ -24,6 +29,8 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -35,20 +42,9 @@ pub const MAX_PAGE_LIMIT: u32 = 1000;
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let cors = browser::cors(&state.config.cors_allowed_origins);
-    Router::new()
-        .merge(health::router())
-        .merge(metrics::router())
-        .merge(auth::router())
-        .merge(users::router())
-        .merge(instances::router())
-        .merge(sandbox::router())
-        .merge(messages::router(state.config.max_upload_bytes))
-        .merge(contacts::router())
-        .merge(webhooks::router())
-        .merge(stats::router())
-        .merge(db::router())
-        .merge(waba::router())
-        .merge(dashboard::router())
+    // The document is served by `GET /openapi.json`, built once from the same declarations.
+    let (routes, _document) = api(state.config.max_upload_bytes).split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside the router's layers, so each request's `MatchedPath` is known.
@@ -66,6 +62,32 @@ pub fn router(state: AppState) -> Router {
         .layer(tower::util::option_layer(cors))
         .layer(axum::middleware::map_response(browser::security_headers))
         .with_state(state)
+}
+
+/// Every endpoint of the server with its OpenAPI description. `max_upload` bounds the
+/// bodies of file uploads (it does not show in the document).
+pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(health::router())
+        .merge(metrics::router())
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(instances::router())
+        .merge(sandbox::router())
+        .merge(messages::router(max_upload))
+        .merge(contacts::router())
+        .merge(webhooks::router())
+        .merge(stats::router())
+        .merge(db::router())
+        .merge(waba::router())
+        .merge(dashboard::router())
+        .merge(openapi::router())
+}
+
+/// The OpenAPI 3.1 document of every endpoint [`router`] serves, as `/openapi.json`
+/// shows it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(api(0).into_openapi())
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -86,7 +108,7 @@ pub fn iso(t: DateTime<Utc>) -> String {
 }
 
 /// The spec's pagination object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pagination {
     pub total: u64,
@@ -107,9 +129,13 @@ impl Pagination {
 }
 
 /// `?limit&skip` with the spec's defaults, validated.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Page size, 1 to 1000 (the default depends on the listing).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// How many items to skip.
     pub skip: Option<u64>,
 }
 

@@ -1,12 +1,12 @@
 //! Controls of the sandbox engine: "scan" the QR as a phone, inject faults. Only for
 //! instances whose engine is `sandbox`, with the owner's auth.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::post;
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::domain::EngineKind;
 use wagate_actors::engine::{
     FaultKind, InboundMedia, InboundMessage, SandboxControl, new_message_id,
@@ -15,19 +15,19 @@ use wagate_actors::messaging::MessageStatus;
 use wagate_actors::phone::normalize_phone;
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::instances::visible_instance;
 use crate::http::messages::{MAX_TEXT, target_jid};
 use crate::media::{self, MediaFile};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/sandbox/instances/{id}/scan", post(scan))
-        .route("/api/sandbox/instances/{id}/fault", post(fault))
-        .route("/api/sandbox/instances/{id}/inbound", post(inbound))
-        .route("/api/sandbox/instances/{id}/receipt", post(receipt))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(scan))
+        .routes(routes!(fault))
+        .routes(routes!(inbound))
+        .routes(routes!(receipt))
 }
 
 /// The instance, checked to be visible to the caller and on the sandbox engine.
@@ -49,18 +49,45 @@ async fn sandbox_instance(
     Ok(instance)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ScanRequest {
+    /// The phone that "scans": any common notation of an international number.
+    #[schema(example = "+7 900 123-45-67")]
     phone: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Scanned {
+    success: bool,
+    /// The normalised phone number the instance is now connected as.
+    #[schema(example = "79001234567")]
+    phone: String,
+}
+
+/// Error answers of every sandbox control.
+const NOT_SANDBOX: &str = "The instance runs on another engine (`not_sandbox`)";
+
+/// "Scans" the instance's QR code as the phone `phone`: the instance connects.
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/instances/{id}/scan",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = ScanRequest,
+    responses(
+        (status = 200, description = "Scanned", body = Scanned),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+        (status = 409, description = NOT_SANDBOX, body = ErrorBody),
+        (status = 422, description = "Not a phone number", body = ErrorBody),
+    )
+)]
 async fn scan(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<ScanRequest>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<Scanned>> {
     let phone = normalize_phone(&body.phone).map_err(ApiError::validation)?;
     let instance = sandbox_instance(&state, &caller, &id).await?;
     state
@@ -70,10 +97,15 @@ async fn scan(
             phone: phone.clone(),
         })
         .await?;
-    Ok(AppJson(json!({"success": true, "phone": phone})))
+    Ok(AppJson(Scanned {
+        success: true,
+        phone,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// `disconnect` drops the connection (it comes back), `crash` kills the session (the
+/// supervisor restarts it with backoff), `logout` unlinks the device.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum FaultName {
     Disconnect,
@@ -81,18 +113,38 @@ enum FaultName {
     Logout,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FaultRequest {
     kind: FaultName,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Injected {
+    success: bool,
+    /// The fault injected.
+    kind: &'static str,
+}
+
+/// Injects a fault into the instance's simulated connection.
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/instances/{id}/fault",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = FaultRequest,
+    responses(
+        (status = 200, description = "Injected", body = Injected),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+        (status = 409, description = NOT_SANDBOX, body = ErrorBody),
+    )
+)]
 async fn fault(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<FaultRequest>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<Injected>> {
     let instance = sandbox_instance(&state, &caller, &id).await?;
     let (kind, name) = match body.kind {
         FaultName::Disconnect => (FaultKind::Disconnect, "disconnect"),
@@ -104,10 +156,14 @@ async fn fault(
         .get(&instance.id)?
         .sandbox(SandboxControl::Fault(kind))
         .await?;
-    Ok(AppJson(json!({"success": true, "kind": name})))
+    Ok(AppJson(Injected {
+        success: true,
+        kind: name,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of `url` and `base64`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MediaInput {
     url: Option<String>,
@@ -116,10 +172,13 @@ struct MediaInput {
     file_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct InboundRequest {
+    /// The sender: a phone number or a WhatsApp address.
+    #[schema(example = "79005550000")]
     from: String,
+    /// The text (may be empty only with media).
     #[serde(default)]
     body: String,
     push_name: Option<String>,
@@ -170,12 +229,36 @@ async fn load_media(state: &AppState, m: MediaInput) -> ApiResult<MediaFile> {
     })
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = InboundDelivered)]
+struct Delivered {
+    success: bool,
+    /// The WhatsApp id of the simulated message.
+    message_id: String,
+}
+
+/// Delivers a simulated message from `from` to the instance, as if sent from a phone.
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/instances/{id}/inbound",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = InboundRequest,
+    responses(
+        (status = 200, description = "Delivered to the instance", body = Delivered),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+        (status = 409, description = NOT_SANDBOX, body = ErrorBody),
+        (status = 413, description = "The media is over the upload limit", body = ErrorBody),
+        (status = 422, description = "Invalid sender, text or media", body = ErrorBody),
+    )
+)]
 async fn inbound(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<InboundRequest>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<Delivered>> {
     let from = target_jid("from", &body.from)?;
     if body.body.chars().count() > MAX_TEXT {
         return Err(ApiError::validation(format!(
@@ -213,29 +296,51 @@ async fn inbound(
             timestamp: chrono::Utc::now(),
         }))
         .await?;
-    Ok(AppJson(json!({"success": true, "messageId": message_id})))
+    Ok(AppJson(Delivered {
+        success: true,
+        message_id,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum ReceiptStatus {
     Delivered,
     Read,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ReceiptRequest {
+    /// The id of a message the instance sent (`id` of the send answer).
     message_id: String,
     status: ReceiptStatus,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Receipted {
+    success: bool,
+}
+
+/// Makes the recipient's phone acknowledge a message the instance sent.
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/instances/{id}/receipt",
+    tag = "sandbox",
+    params(("id" = String, Path, description = "The instance's id")),
+    request_body = ReceiptRequest,
+    responses(
+        (status = 200, description = "Acknowledged", body = Receipted),
+        (status = 404, description = "No such instance, or no such sent message", body = ErrorBody),
+        (status = 409, description = NOT_SANDBOX, body = ErrorBody),
+    )
+)]
 async fn receipt(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<ReceiptRequest>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<Receipted>> {
     let instance = sandbox_instance(&state, &caller, &id).await?;
     let status = match body.status {
         ReceiptStatus::Delivered => MessageStatus::Delivered,
@@ -261,5 +366,5 @@ async fn receipt(
             status,
         })
         .await?;
-    Ok(AppJson(json!({"success": true})))
+    Ok(AppJson(Receipted { success: true }))
 }

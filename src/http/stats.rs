@@ -2,32 +2,57 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use chrono::{Duration, NaiveDate};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::domain::{EventQuery, Instance, InstanceEvent, InstanceStatus};
 use wagate_actors::stats::{self, Usage, UsageFilter};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::instances::visible_instance;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/stats/user", get(user_stats))
-        .route("/api/stats/instances/{id}", get(instance_stats))
-        .route("/api/stats/system", get(system_stats))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(user_stats))
+        .routes(routes!(instance_stats))
+        .routes(routes!(system_stats))
 }
 
-#[derive(Debug, Deserialize)]
-struct PeriodParams {
+/// The periods of `/api/stats/user`.
+const USER_PERIODS: [&str; 4] = ["week", "month", "year", "all"];
+/// The periods of `/api/stats/instances/{id}`.
+const INSTANCE_PERIODS: [&str; 4] = ["today", "week", "month", "all"];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct UserPeriod {
+    /// `week` (the last 7 days), `month` (30, the default), `year` (365) or `all`.
+    #[param(schema_with = user_periods)]
     period: Option<String>,
+}
+
+fn user_periods() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&USER_PERIODS)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct InstancePeriod {
+    /// `today` (the default), `week` (the last 7 days), `month` (30) or `all`.
+    #[param(schema_with = instance_periods)]
+    period: Option<String>,
+}
+
+fn instance_periods() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&INSTANCE_PERIODS)
 }
 
 /// The first day a period covers, counting back from `today` (None: all time).
@@ -59,24 +84,48 @@ async fn usage_rows(
     Ok(state.storage.usage(filter).await?)
 }
 
-fn usage_json(u: &Usage) -> serde_json::Map<String, Value> {
-    match serde_json::to_value(u) {
-        Ok(Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    }
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct UserTotal {
+    #[serde(flatten)]
+    usage: Usage,
+    /// How many instances the caller owns.
+    instance_count: usize,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct InstanceUsage {
+    #[serde(flatten)]
+    usage: Usage,
+    instance_id: String,
+    name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct UserStats {
+    total: UserTotal,
+    instances: Vec<InstanceUsage>,
+}
+
+/// The caller's usage over a period, in total and per instance it owns.
+#[utoipa::path(
+    get,
+    path = "/api/stats/user",
+    tag = "stats",
+    params(UserPeriod),
+    responses(
+        (status = 200, description = "The caller's usage", body = UserStats),
+        (status = 400, description = "Unknown period", body = ErrorBody),
+    )
+)]
 async fn user_stats(
     State(state): State<AppState>,
     caller: AuthUser,
-    AppQuery(p): AppQuery<PeriodParams>,
-) -> ApiResult<AppJson<Value>> {
+    AppQuery(p): AppQuery<UserPeriod>,
+) -> ApiResult<AppJson<UserStats>> {
     let today = state.stats.clock().now().date_naive();
-    let from = period_from(
-        p.period.as_deref().unwrap_or("month"),
-        today,
-        &["week", "month", "year", "all"],
-    )?;
+    let from = period_from(p.period.as_deref().unwrap_or("month"), today, &USER_PERIODS)?;
     let rows = usage_rows(
         &state,
         &UsageFilter {
@@ -98,31 +147,73 @@ async fn user_stats(
                 .add(u);
         }
     }
-    let mut total_json = usage_json(&total);
-    total_json.insert("instanceCount".into(), json!(instances.len()));
-    let list: Vec<Value> = instances
+    let list = instances
         .iter()
-        .map(|i| {
-            let mut v = usage_json(per_instance.get(&i.id).unwrap_or(&Usage::default()));
-            v.insert("instanceId".into(), json!(i.id));
-            v.insert("name".into(), json!(i.name));
-            Value::Object(v)
+        .map(|i| InstanceUsage {
+            usage: per_instance.get(&i.id).copied().unwrap_or_default(),
+            instance_id: i.id.clone(),
+            name: i.name.clone(),
         })
         .collect();
-    Ok(AppJson(json!({"total": total_json, "instances": list})))
+    Ok(AppJson(UserStats {
+        total: UserTotal {
+            usage: total,
+            instance_count: instances.len(),
+        },
+        instances: list,
+    }))
 }
 
+/// One day of an instance's usage.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DailyUsage {
+    /// Midnight UTC of the day.
+    #[schema(format = DateTime)]
+    date: String,
+    messages_sent: u64,
+    messages_received: u64,
+    media_sent: u64,
+    media_received: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct InstanceUsageDays {
+    #[serde(flatten)]
+    usage: Usage,
+    /// Days with any usage, oldest first.
+    daily_stats: Vec<DailyUsage>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct InstanceStats {
+    usage: InstanceUsageDays,
+}
+
+/// An instance's usage over a period, in total and per day.
+#[utoipa::path(
+    get,
+    path = "/api/stats/instances/{id}",
+    tag = "stats",
+    params(("id" = String, Path, description = "The instance's id"), InstancePeriod),
+    responses(
+        (status = 200, description = "The instance's usage", body = InstanceStats),
+        (status = 400, description = "Unknown period", body = ErrorBody),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
 async fn instance_stats(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<String>,
-    AppQuery(p): AppQuery<PeriodParams>,
-) -> ApiResult<AppJson<Value>> {
+    AppQuery(p): AppQuery<InstancePeriod>,
+) -> ApiResult<AppJson<InstanceStats>> {
     let today = state.stats.clock().now().date_naive();
     let from = period_from(
         p.period.as_deref().unwrap_or("today"),
         today,
-        &["today", "week", "month", "all"],
+        &INSTANCE_PERIODS,
     )?;
     let instance = visible_instance(&state, &caller, &id).await?;
     let rows = usage_rows(
@@ -140,27 +231,55 @@ async fn instance_stats(
         total.add(u);
         daily.entry(k.day).or_default().add(u);
     }
-    let daily_stats: Vec<Value> = daily
+    let daily_stats = daily
         .iter()
-        .map(|(day, u)| {
-            json!({
-                "date": format!("{}T00:00:00.000Z", day.format("%Y-%m-%d")),
-                "messagesSent": u.messages_sent,
-                "messagesReceived": u.messages_received,
-                "mediaSent": u.media_sent,
-                "mediaReceived": u.media_received,
-            })
+        .map(|(day, u)| DailyUsage {
+            date: format!("{}T00:00:00.000Z", day.format("%Y-%m-%d")),
+            messages_sent: u.messages_sent,
+            messages_received: u.messages_received,
+            media_sent: u.media_sent,
+            media_received: u.media_received,
         })
         .collect();
-    let mut usage = usage_json(&total);
-    usage.insert("dailyStats".into(), json!(daily_stats));
-    Ok(AppJson(json!({"usage": usage})))
+    Ok(AppJson(InstanceStats {
+        usage: InstanceUsageDays {
+            usage: total,
+            daily_stats,
+        },
+    }))
 }
 
+/// A total and how many of it are active.
+#[derive(Debug, Serialize, ToSchema)]
+struct Counted {
+    total: u64,
+    active: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SystemStats {
+    /// Active: connected now.
+    instances: Counted,
+    /// Active: not deactivated.
+    users: Counted,
+    /// All usage ever recorded.
+    usage: Usage,
+}
+
+/// Usage and counts of the whole server (admins only).
+#[utoipa::path(
+    get,
+    path = "/api/stats/system",
+    tag = "stats",
+    responses(
+        (status = 200, description = "The server's usage", body = SystemStats),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    )
+)]
 async fn system_stats(
     State(state): State<AppState>,
     caller: AuthUser,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<SystemStats>> {
     caller.require_admin()?;
     let rows = usage_rows(&state, &UsageFilter::default()).await?;
     let mut total = Usage::default();
@@ -186,11 +305,17 @@ async fn system_stats(
             break page.total;
         }
     };
-    Ok(AppJson(json!({
-        "instances": {"total": instances.len(), "active": active_instances},
-        "users": {"total": users, "active": active_users},
-        "usage": usage_json(&total),
-    })))
+    Ok(AppJson(SystemStats {
+        instances: Counted {
+            total: instances.len() as u64,
+            active: active_instances as u64,
+        },
+        users: Counted {
+            total: users,
+            active: active_users,
+        },
+        usage: total,
+    }))
 }
 
 /// Refuses a call with 429 when the instance's limits are reached, publishing one

@@ -1,28 +1,29 @@
 //! The users API: admins manage every account; a user may read and update itself.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::domain::{Role, User};
 
 use crate::accounts::{NewUser, UserPatch};
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::{PageParams, Pagination, iso};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/users", post(create).get(list))
-        .route("/api/users/{id}", get(read).put(update).delete(remove))
-        .route("/api/users/{id}/regenerate-api-key", post(regenerate_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(regenerate_key))
 }
 
 /// A user as the API shows it: never a password hash or a key digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     id: String,
@@ -30,11 +31,15 @@ pub struct UserView {
     first_name: String,
     last_name: String,
     role: Role,
+    /// An operator's owner.
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_id: Option<String>,
     active: bool,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
+    /// The new API key: only in the answer that created the user.
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<String>,
 }
@@ -56,7 +61,7 @@ impl UserView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateUser {
     email: String,
@@ -65,8 +70,10 @@ struct CreateUser {
     first_name: String,
     #[serde(default)]
     last_name: String,
+    /// `user` when omitted.
     #[serde(default = "default_role")]
     role: Role,
+    /// For an operator: the account whose WABA chats it answers.
     owner_id: Option<String>,
 }
 
@@ -74,6 +81,18 @@ fn default_role() -> Role {
     Role::User
 }
 
+/// Creates a user (admins only). The answer carries its API key, shown this once.
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 409, description = "The email is taken", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -97,12 +116,23 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct UserList {
     users: Vec<UserView>,
     pagination: Pagination,
 }
 
+/// Lists users (admins only).
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "users",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of users (default limit 100)", body = UserList),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -134,6 +164,17 @@ async fn visible_user(state: &AppState, caller: &AuthUser, id: &str) -> ApiResul
         .ok_or_else(|| ApiError::not_found("user not found"))
 }
 
+/// A user: any for an admin, only itself for anybody else (404 otherwise).
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 404, description = "No such user visible to the caller", body = ErrorBody),
+    )
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -143,7 +184,8 @@ async fn read(
     Ok(AppJson(UserView::new(user, None)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Absent fields stay as they are; `role`, `active` and `ownerId` are for admins.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateUser {
     email: Option<String>,
@@ -155,6 +197,19 @@ struct UpdateUser {
     active: Option<bool>,
 }
 
+/// Updates a user: any for an admin, only itself for anybody else.
+#[utoipa::path(
+    put,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The updated user", body = UserView),
+        (status = 403, description = "A non-admin changing role, active or ownerId", body = ErrorBody),
+        (status = 404, description = "No such user visible to the caller", body = ErrorBody),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -187,12 +242,25 @@ async fn update(
     Ok(AppJson(UserView::new(updated, None)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Deleted {
     success: bool,
     message: String,
 }
 
+/// Deletes a user (admins only; not itself, not one that still owns instances).
+#[utoipa::path(
+    delete,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "`cannot_delete_self` or `user_has_instances`", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -220,12 +288,23 @@ async fn remove(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NewKey {
     api_key: String,
 }
 
+/// Replaces the user's API key; the old one stops working at once.
+#[utoipa::path(
+    post,
+    path = "/api/users/{id}/regenerate-api-key",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The new key", body = NewKey),
+        (status = 404, description = "No such user visible to the caller", body = ErrorBody),
+    )
+)]
 async fn regenerate_key(
     State(state): State<AppState>,
     caller: AuthUser,

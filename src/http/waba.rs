@@ -9,17 +9,18 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wagate_actors::domain::Role;
 use wagate_actors::messaging::MessageStatus;
 use wagate_actors::waba::{
@@ -27,7 +28,7 @@ use wagate_actors::waba::{
 };
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::{MAX_PAGE_LIMIT, iso};
@@ -41,26 +42,19 @@ const DEFAULT_LIMIT: u32 = 50;
 /// Events buffered per SSE client before the slowest events are dropped for it.
 const SSE_BUFFER: usize = 64;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/waba/settings", get(get_settings).put(put_settings))
-        .route(
-            "/api/waba/webhook",
-            get(verify_webhook).post(receive_webhook),
-        )
-        .route("/api/waba/operator/send", post(send))
-        .route(
-            "/api/waba/operator/message-status/{message_id}",
-            get(message_status),
-        )
-        .route("/api/waba/operator/chats", get(list_chats))
-        .route(
-            "/api/waba/operator/chat/{chat_id}/messages",
-            get(chat_messages),
-        )
-        .route("/api/waba/operator/chat/{chat_id}/read", post(mark_read))
-        .route("/api/waba/operator/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_settings, put_settings))
+        .routes(routes!(verify_webhook, receive_webhook))
+        .routes(routes!(send))
+        .routes(routes!(message_status))
+        .routes(routes!(list_chats))
+        .routes(routes!(chat_messages))
+        .routes(routes!(mark_read))
+        .routes(routes!(events))
 }
+
+const NO_CHAT: &str = "No such chat visible to the caller";
 
 // --- Access ---------------------------------------------------------------------------
 
@@ -100,25 +94,37 @@ fn numeric(name: &str, raw: &str) -> ApiResult<i64> {
 
 // --- Views ----------------------------------------------------------------------------
 
+/// Who sent an outbound message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+struct SenderView {
+    id: String,
+    /// Null when the account no longer exists.
+    email: Option<String>,
+}
+
 /// `{id, email}` of message senders, read once per request (or stream).
 #[derive(Default)]
-struct Senders(HashMap<String, Value>);
+struct Senders(HashMap<String, SenderView>);
 
 impl Senders {
-    async fn of(&mut self, state: &AppState, user_id: Option<&str>) -> Value {
-        let Some(id) = user_id else {
-            return Value::Null;
-        };
+    async fn of(&mut self, state: &AppState, user_id: Option<&str>) -> Option<SenderView> {
+        let id = user_id?;
         if let Some(v) = self.0.get(id) {
-            return v.clone();
+            return Some(v.clone());
         }
         let view = match state.storage.user_by_id(id).await {
-            Ok(Some(u)) => json!({"id": u.id, "email": u.email}),
+            Ok(Some(u)) => SenderView {
+                id: u.id,
+                email: Some(u.email),
+            },
             // A deleted sender (or storage hiccup) still shows who it was.
-            _ => json!({"id": id, "email": null}),
+            _ => SenderView {
+                id: id.to_owned(),
+                email: None,
+            },
         };
         self.0.insert(id.to_owned(), view.clone());
-        view
+        Some(view)
     }
 }
 
@@ -127,27 +133,54 @@ fn delivered(status: MessageStatus) -> bool {
 }
 
 /// A message as the chat history (and the live events) show it.
-async fn message_view(state: &AppState, senders: &mut Senders, m: &WabaMessage) -> Value {
-    json!({
-        "id": m.id,
-        "chatId": m.chat_id,
-        "whatsappMessageId": m.whatsapp_message_id,
-        "content": m.content,
-        "mediaUrl": m.media_url,
-        "type": m.message_type,
-        "fromMe": m.from_me,
-        "timestamp": iso(m.timestamp),
-        "status": m.status.as_str(),
-        "delivered": m.from_me && delivered(m.status),
-        "read": m.from_me && m.status == MessageStatus::Read,
-        "isReadByOperator": m.is_read_by_operator,
-        "senderUser": senders.of(state, m.sender_user_id.as_deref()).await,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaMessageView {
+    id: i64,
+    chat_id: i64,
+    /// Meta's id (`wamid.…`).
+    whatsapp_message_id: String,
+    content: Option<String>,
+    media_url: Option<String>,
+    /// `text`, `image`, `document`, `template`; inbound also `audio`, `video`, ...
+    #[serde(rename = "type")]
+    message_type: String,
+    from_me: bool,
+    #[schema(format = DateTime)]
+    timestamp: String,
+    status: MessageStatus,
+    /// Outbound and delivered (or read).
+    delivered: bool,
+    /// Outbound and read.
+    read: bool,
+    /// Inbound and read by an operator in the desk.
+    is_read_by_operator: bool,
+    /// Who sent it (outbound).
+    sender_user: Option<SenderView>,
+}
+
+async fn message_view(state: &AppState, senders: &mut Senders, m: &WabaMessage) -> WabaMessageView {
+    WabaMessageView {
+        id: m.id,
+        chat_id: m.chat_id,
+        whatsapp_message_id: m.whatsapp_message_id.clone(),
+        content: m.content.clone(),
+        media_url: m.media_url.clone(),
+        message_type: m.message_type.clone(),
+        from_me: m.from_me,
+        timestamp: iso(m.timestamp),
+        status: m.status,
+        delivered: m.from_me && delivered(m.status),
+        read: m.from_me && m.status == MessageStatus::Read,
+        is_read_by_operator: m.is_read_by_operator,
+        sender_user: senders.of(state, m.sender_user_id.as_deref()).await,
+    }
 }
 
 // --- Settings -------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SettingsQuery {
     /// Admins may read and write another account's settings.
     #[serde(rename = "ownerId")]
@@ -177,59 +210,115 @@ async fn settings_owner(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Every field is required the first time; later, an omitted one keeps its stored value.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = WabaSettingsInput)]
 struct SettingsBody {
+    /// A Graph API access token of the business.
     access_token: Option<String>,
     phone_number_id: Option<String>,
     business_account_id: Option<String>,
+    /// The Meta app's secret: it verifies `X-Hub-Signature-256` of the webhook.
     app_secret: Option<String>,
+    /// What Meta sends as `hub.verify_token` when subscribing the webhook.
     verify_token: Option<String>,
 }
 
-async fn settings_view(state: &AppState, owner_id: &str) -> ApiResult<Value> {
+/// An account's WABA settings; secrets are masked (`****` and the last 4 characters).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = WabaSettings)]
+struct SettingsView {
+    configured: bool,
+    owner_id: String,
+    phone_number_id: Option<String>,
+    business_account_id: Option<String>,
+    access_token: Option<String>,
+    app_secret: Option<String>,
+    verify_token: Option<String>,
+    /// Where Meta must send notifications.
+    webhook_path: &'static str,
+    /// When configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    updated_at: Option<String>,
+}
+
+const WEBHOOK_PATH: &str = "/api/waba/webhook";
+
+async fn settings_view(state: &AppState, owner_id: &str) -> ApiResult<SettingsView> {
     Ok(match state.waba.settings(owner_id).await? {
-        Some((s, account)) => json!({
-            "configured": true,
-            "ownerId": owner_id,
-            "phoneNumberId": s.phone_number_id,
-            "businessAccountId": s.business_account_id,
-            "accessToken": mask(&s.access_token),
-            "appSecret": mask(&s.app_secret),
-            "verifyToken": mask(&s.verify_token),
-            "webhookPath": "/api/waba/webhook",
-            "updatedAt": iso(account.updated_at),
-        }),
-        None => json!({
-            "configured": false,
-            "ownerId": owner_id,
-            "phoneNumberId": null,
-            "businessAccountId": null,
-            "accessToken": null,
-            "appSecret": null,
-            "verifyToken": null,
-            "webhookPath": "/api/waba/webhook",
-        }),
+        Some((s, account)) => SettingsView {
+            configured: true,
+            owner_id: owner_id.to_owned(),
+            access_token: Some(mask(&s.access_token)),
+            app_secret: Some(mask(&s.app_secret)),
+            verify_token: Some(mask(&s.verify_token)),
+            phone_number_id: Some(s.phone_number_id),
+            business_account_id: Some(s.business_account_id),
+            webhook_path: WEBHOOK_PATH,
+            updated_at: Some(iso(account.updated_at)),
+        },
+        None => SettingsView {
+            configured: false,
+            owner_id: owner_id.to_owned(),
+            phone_number_id: None,
+            business_account_id: None,
+            access_token: None,
+            app_secret: None,
+            verify_token: None,
+            webhook_path: WEBHOOK_PATH,
+            updated_at: None,
+        },
     })
 }
 
+/// The caller's WABA settings (an admin's: any account's, with `ownerId`).
+#[utoipa::path(
+    get,
+    path = "/api/waba/settings",
+    tag = "waba",
+    params(SettingsQuery),
+    responses(
+        (status = 200, description = "The settings (`configured: false` when none)", body = SettingsView),
+        (status = 403, description = "An operator, or a non-admin naming another account", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+    )
+)]
 async fn get_settings(
     State(state): State<AppState>,
     caller: AuthUser,
     AppQuery(q): AppQuery<SettingsQuery>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<SettingsView>> {
     let owner = settings_owner(&state, &caller, &q).await?;
     Ok(AppJson(settings_view(&state, &owner).await?))
 }
 
-/// Sets the account's settings. Every field is required the first time; later, an
-/// omitted secret keeps its stored value (so a client never has to resend them).
+/// Sets the caller's WABA settings (an admin's: any account's, with `ownerId`).
+///
+/// Every field is required the first time; later, an omitted secret keeps its stored
+/// value (so a client never has to resend them).
+#[utoipa::path(
+    put,
+    path = "/api/waba/settings",
+    tag = "waba",
+    params(SettingsQuery),
+    request_body = SettingsBody,
+    responses(
+        (status = 200, description = "The stored settings", body = SettingsView),
+        (status = 400, description = "A required field is missing", body = ErrorBody),
+        (status = 403, description = "An operator, or a non-admin naming another account", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 409, description = "Another account has this phoneNumberId", body = ErrorBody),
+    )
+)]
 async fn put_settings(
     State(state): State<AppState>,
     caller: AuthUser,
     AppQuery(q): AppQuery<SettingsQuery>,
     AppJson(raw): AppJson<Value>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<SettingsView>> {
     let owner = settings_owner(&state, &caller, &q).await?;
     let body: SettingsBody = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
@@ -267,8 +356,25 @@ async fn put_settings(
 
 // --- Meta's webhook -------------------------------------------------------------------
 
-/// Meta's subscription check: answers `hub.challenge` as text when `hub.verify_token` is
-/// the verify token of some account; 403 otherwise.
+/// Meta's webhook subscription check.
+///
+/// Answers `hub.challenge` as text when `hub.verify_token` is the verify token of some
+/// account; 403 otherwise.
+#[utoipa::path(
+    get,
+    path = "/api/waba/webhook",
+    tag = "waba",
+    security(()),
+    params(
+        ("hub.mode" = Option<String>, Query, description = "`subscribe`"),
+        ("hub.verify_token" = Option<String>, Query, description = "An account's verify token"),
+        ("hub.challenge" = Option<String>, Query, description = "Echoed back on success"),
+    ),
+    responses(
+        (status = 200, description = "`hub.challenge`", content_type = "text/plain", body = String),
+        (status = 403, description = "Unknown verify token", body = ErrorBody),
+    )
+)]
 async fn verify_webhook(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<HashMap<String, String>>,
@@ -304,17 +410,44 @@ async fn verify_webhook(
         .into_response())
 }
 
-/// A notification from Meta. Each change is routed by `metadata.phone_number_id` to its
-/// account and processed only when `X-Hub-Signature-256` is the HMAC of the raw body under
-/// that account's app secret. Unknown phone numbers are acknowledged and ignored (Meta
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WabaReceived)]
+struct Received {
+    received: bool,
+    /// New inbound messages stored.
+    messages: u64,
+    /// Status changes applied.
+    statuses: u64,
+}
+
+/// Receives a notification from Meta (messages, statuses).
+///
+/// Each change is routed by `metadata.phone_number_id` to its account and processed only
+/// when `X-Hub-Signature-256` is the HMAC of the raw body under that account's app secret. Unknown phone numbers are acknowledged and ignored (Meta
 /// would retry anything else for days); a bad signature is 401. Processing is idempotent
 /// (message ids are unique; statuses only move forward), so Meta's retries are harmless,
 /// and a storage failure answers 503 so that Meta does retry.
+#[utoipa::path(
+    post,
+    path = "/api/waba/webhook",
+    tag = "waba",
+    security(()),
+    params(
+        ("X-Hub-Signature-256" = Option<String>, Header, description = "`sha256=<hex HMAC-SHA256 of the raw body with the app secret>`"),
+    ),
+    request_body = Notification,
+    responses(
+        (status = 200, description = "Processed (or ignored: unknown phone number id)", body = Received),
+        (status = 400, description = "Not a notification", body = ErrorBody),
+        (status = 401, description = "Invalid signature", body = ErrorBody),
+        (status = 503, description = "Storage unavailable: Meta retries", body = ErrorBody),
+    )
+)]
 async fn receive_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<Received>> {
     let notification: Notification = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid notification: {e}")))?;
     let signature = headers
@@ -414,33 +547,52 @@ async fn receive_webhook(
             }
         }
     }
-    Ok(AppJson(json!({
-        "received": true,
-        "messages": messages,
-        "statuses": statuses,
-    })))
+    Ok(AppJson(Received {
+        received: true,
+        messages,
+        statuses,
+    }))
 }
 
 // --- Operators ------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = WabaSend)]
 struct SendBody {
+    /// The chat to send to (required).
     chat_id: Option<i64>,
+    /// The text (required, except for templates); the caption of media by default.
+    #[schema(max_length = 4096)]
     message: Option<String>,
+    /// `text` (default), `image`, `document` or `template`.
     #[serde(rename = "type")]
+    #[schema(schema_with = send_kinds)]
     kind: Option<String>,
+    /// The http(s) URL of an image or document (required for those).
     media_url: Option<String>,
     caption: Option<String>,
+    /// The file name of a document.
     filename: Option<String>,
+    /// Required for `template`: the only kind allowed outside the 24-hour window.
     template: Option<TemplateBody>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The `type`s of a send.
+const SEND_KINDS: [&str; 4] = ["text", "image", "document", "template"];
+
+fn send_kinds() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&SEND_KINDS)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = WabaTemplate)]
 struct TemplateBody {
+    /// An approved template's name.
     name: Option<String>,
     /// `"en_US"` or `{"code": "en_US"}`, as Meta writes it.
     language: Option<Value>,
+    /// Meta's template components (an array).
     components: Option<Value>,
 }
 
@@ -534,7 +686,8 @@ fn content_of(body: &SendBody) -> ApiResult<(WabaContent, Option<String>)> {
         }
         other => {
             return Err(ApiError::bad_request(format!(
-                "invalid type '{other}': expected text, image, document or template"
+                "invalid type '{other}': expected {}",
+                SEND_KINDS.join(", ")
             )));
         }
     };
@@ -574,11 +727,50 @@ fn send_error(e: SendError) -> ApiError {
     }
 }
 
+/// The stored message of a send.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SentWabaMessage {
+    id: i64,
+    chat_id: i64,
+    content: Option<String>,
+    #[serde(rename = "type")]
+    message_type: String,
+    status: MessageStatus,
+    #[schema(format = DateTime)]
+    timestamp: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaSent {
+    success: bool,
+    /// Meta's id (`wamid.…`).
+    message_id: String,
+    message: SentWabaMessage,
+}
+
+/// Sends a message to a chat's customer through Meta's Graph API.
+#[utoipa::path(
+    post,
+    path = "/api/waba/operator/send",
+    tag = "waba",
+    request_body = SendBody,
+    responses(
+        (status = 200, description = "Sent", body = WabaSent),
+        (status = 400, description = "Missing or invalid fields", body = ErrorBody),
+        (status = 404, description = NO_CHAT, body = ErrorBody),
+        (status = 422, description = "Outside the 24-hour window: only a template may be sent (`outside_24h_window`)", body = ErrorBody),
+        (status = 429, description = "Meta's rate limit (`waba_rate_limited`)", body = ErrorBody),
+        (status = 500, description = "The chat's account has no WABA settings (`waba_not_configured`)", body = ErrorBody),
+        (status = 502, description = "Meta refused or failed (`waba_error`, `waba_token_invalid`, `waba_unavailable`)", body = ErrorBody),
+    )
+)]
 async fn send(
     State(state): State<AppState>,
     caller: AuthUser,
     AppJson(raw): AppJson<Value>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<WabaSent>> {
     let body: SendBody = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     let Some(chat_id) = body.chat_id else {
@@ -597,25 +789,51 @@ async fn send(
         .send(&chat, credentials, content, text, Some(caller.0.id.clone()))
         .await
         .map_err(send_error)?;
-    Ok(AppJson(json!({
-        "success": true,
-        "messageId": sent.whatsapp_message_id,
-        "message": {
-            "id": sent.id,
-            "chatId": sent.chat_id,
-            "content": sent.content,
-            "type": sent.message_type,
-            "status": sent.status.as_str(),
-            "timestamp": iso(sent.timestamp),
+    Ok(AppJson(WabaSent {
+        success: true,
+        message: SentWabaMessage {
+            id: sent.id,
+            chat_id: sent.chat_id,
+            content: sent.content,
+            message_type: sent.message_type,
+            status: sent.status,
+            timestamp: iso(sent.timestamp),
         },
-    })))
+        message_id: sent.whatsapp_message_id,
+    }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaMessageStatus {
+    id: i64,
+    whatsapp_message_id: String,
+    status: MessageStatus,
+    #[schema(format = DateTime)]
+    timestamp: String,
+    #[schema(format = DateTime)]
+    status_updated_at: Option<String>,
+    delivered: bool,
+    read: bool,
+}
+
+/// The delivery status of a desk message.
+#[utoipa::path(
+    get,
+    path = "/api/waba/operator/message-status/{message_id}",
+    tag = "waba",
+    params(("message_id" = i64, Path, description = "The message's numeric id")),
+    responses(
+        (status = 200, description = "The status", body = WabaMessageStatus),
+        (status = 400, description = "Not a number", body = ErrorBody),
+        (status = 404, description = "No such message visible to the caller", body = ErrorBody),
+    )
+)]
 async fn message_status(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(raw): AppPath<String>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<WabaMessageStatus>> {
     let id = numeric("messageId", &raw)?;
     let not_found = || ApiError::not_found(format!("message {id} not found"));
     let m = state
@@ -627,20 +845,24 @@ async fn message_status(
     if !sees(&owner_scope(&caller), &m.owner_id) {
         return Err(not_found());
     }
-    Ok(AppJson(json!({
-        "id": m.id,
-        "whatsappMessageId": m.whatsapp_message_id,
-        "status": m.status.as_str(),
-        "timestamp": iso(m.timestamp),
-        "statusUpdatedAt": m.status_updated_at.map(iso),
-        "delivered": m.from_me && delivered(m.status),
-        "read": m.from_me && m.status == MessageStatus::Read,
-    })))
+    Ok(AppJson(WabaMessageStatus {
+        id: m.id,
+        status: m.status,
+        timestamp: iso(m.timestamp),
+        status_updated_at: m.status_updated_at.map(iso),
+        delivered: m.from_me && delivered(m.status),
+        read: m.from_me && m.status == MessageStatus::Read,
+        whatsapp_message_id: m.whatsapp_message_id,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct OffsetParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// How many items to skip.
     offset: Option<u64>,
 }
 
@@ -656,12 +878,32 @@ impl OffsetParams {
     }
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct WabaHistory {
+    messages: Vec<WabaMessageView>,
+    total: u64,
+    limit: u32,
+    offset: u64,
+}
+
+/// The messages of a chat.
+#[utoipa::path(
+    get,
+    path = "/api/waba/operator/chat/{chat_id}/messages",
+    tag = "waba",
+    params(("chat_id" = i64, Path, description = "The chat's numeric id"), OffsetParams),
+    responses(
+        (status = 200, description = "A page of messages", body = WabaHistory),
+        (status = 400, description = "Invalid chat id or parameters", body = ErrorBody),
+        (status = 404, description = NO_CHAT, body = ErrorBody),
+    )
+)]
 async fn chat_messages(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(raw): AppPath<String>,
     AppQuery(page): AppQuery<OffsetParams>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<WabaHistory>> {
     let chat_id = numeric("chatId", &raw)?;
     let (limit, offset) = page.resolve()?;
     let chat = visible_chat(&state, &caller, chat_id).await?;
@@ -675,19 +917,56 @@ async fn chat_messages(
     for m in &page.items {
         messages.push(message_view(&state, &mut senders, m).await);
     }
-    Ok(AppJson(json!({
-        "messages": messages,
-        "total": page.total,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(AppJson(WabaHistory {
+        messages,
+        total: page.total,
+        limit,
+        offset,
+    }))
 }
 
+/// A chat of the desk with its latest message.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaChatView {
+    id: i64,
+    /// The customer's WhatsApp id (digits of the phone number).
+    customer_phone: String,
+    customer_name: Option<String>,
+    last_message: Option<WabaMessageView>,
+    /// Inbound messages no operator has read yet.
+    unread_count: u64,
+    /// When the 24-hour window for free-form messages closes (null: never opened).
+    #[schema(format = DateTime)]
+    window_expires_at: Option<String>,
+    assigned_operator_id: Option<String>,
+    owner_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct WabaChatList {
+    chats: Vec<WabaChatView>,
+    total: u64,
+    limit: u32,
+    offset: u64,
+}
+
+/// The chats the caller sees, most recent first.
+#[utoipa::path(
+    get,
+    path = "/api/waba/operator/chats",
+    tag = "waba",
+    params(OffsetParams),
+    responses(
+        (status = 200, description = "A page of chats", body = WabaChatList),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+    )
+)]
 async fn list_chats(
     State(state): State<AppState>,
     caller: AuthUser,
     AppQuery(page): AppQuery<OffsetParams>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<WabaChatList>> {
     let (limit, offset) = page.resolve()?;
     let scope = owner_scope(&caller);
     let page = state
@@ -699,44 +978,77 @@ async fn list_chats(
     let mut chats = Vec::with_capacity(page.items.len());
     for s in &page.items {
         let last = match &s.last_message {
-            Some(m) => message_view(&state, &mut senders, m).await,
-            None => Value::Null,
+            Some(m) => Some(message_view(&state, &mut senders, m).await),
+            None => None,
         };
-        chats.push(json!({
-            "id": s.chat.id,
-            "customerPhone": s.chat.customer_phone,
-            "customerName": s.chat.customer_name,
-            "lastMessage": last,
-            "unreadCount": s.unread_count,
-            "windowExpiresAt": window_expires_at(s.chat.last_customer_message_at).map(iso),
-            "assignedOperatorId": s.chat.assigned_operator_id,
-            "ownerId": s.chat.owner_id,
-        }));
+        chats.push(WabaChatView {
+            id: s.chat.id,
+            customer_phone: s.chat.customer_phone.clone(),
+            customer_name: s.chat.customer_name.clone(),
+            last_message: last,
+            unread_count: s.unread_count,
+            window_expires_at: window_expires_at(s.chat.last_customer_message_at).map(iso),
+            assigned_operator_id: s.chat.assigned_operator_id.clone(),
+            owner_id: s.chat.owner_id.clone(),
+        });
     }
-    Ok(AppJson(json!({
-        "chats": chats,
-        "total": page.total,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(AppJson(WabaChatList {
+        chats,
+        total: page.total,
+        limit,
+        offset,
+    }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaMarked {
+    success: bool,
+    chat_id: i64,
+    /// How many messages were marked read.
+    marked: u64,
+}
+
+/// Marks the chat's inbound messages read by an operator.
+#[utoipa::path(
+    post,
+    path = "/api/waba/operator/chat/{chat_id}/read",
+    tag = "waba",
+    params(("chat_id" = i64, Path, description = "The chat's numeric id")),
+    responses(
+        (status = 200, description = "Marked", body = WabaMarked),
+        (status = 400, description = "Not a number", body = ErrorBody),
+        (status = 404, description = NO_CHAT, body = ErrorBody),
+    )
+)]
 async fn mark_read(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(raw): AppPath<String>,
-) -> ApiResult<AppJson<Value>> {
+) -> ApiResult<AppJson<WabaMarked>> {
     let chat_id = numeric("chatId", &raw)?;
     let chat = visible_chat(&state, &caller, chat_id).await?;
     let marked = state.waba.storage.mark_waba_chat_read(chat.id).await?;
-    Ok(AppJson(
-        json!({"success": true, "chatId": chat.id, "marked": marked}),
-    ))
+    Ok(AppJson(WabaMarked {
+        success: true,
+        chat_id: chat.id,
+        marked,
+    }))
 }
 
+/// The caller's chats as a live stream (Server-Sent Events).
+///
 /// Server-Sent Events of the caller's chats: `data: {"type": "message"|"status", "chatId",
 /// "message": {...}}`, the message as the chat history shows it after the change. A live
 /// feed: a client that reconnects reads what it missed from the history.
+#[utoipa::path(
+    get,
+    path = "/api/waba/operator/events",
+    tag = "waba",
+    responses(
+        (status = 200, description = "An endless stream: each `data:` is `{\"type\": \"message\"|\"status\", \"chatId\", \"message\"}` (JSON)", content_type = "text/event-stream", body = String),
+    )
+)]
 async fn events(State(state): State<AppState>, caller: AuthUser) -> impl IntoResponse {
     let scope = owner_scope(&caller);
     let mut live = state.waba.desk.subscribe();

@@ -27,25 +27,29 @@ pub fn signature_valid(app_secret: &str, body: &[u8], header: &str) -> bool {
 }
 
 /// The notification envelope: `{"object": "whatsapp_business_account", "entry": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaNotification)]
 pub struct Notification {
     #[serde(default)]
     pub entry: Vec<Entry>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaEntry)]
 pub struct Entry {
     #[serde(default)]
     pub changes: Vec<Change>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaChange)]
 pub struct Change {
     #[serde(default)]
     pub value: ChangeValue,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaChangeValue)]
 pub struct ChangeValue {
     pub metadata: Option<Metadata>,
     #[serde(default)]
@@ -68,23 +72,27 @@ impl ChangeValue {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaMetadata)]
 pub struct Metadata {
     pub phone_number_id: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaContact)]
 pub struct ContactIn {
     pub wa_id: Option<String>,
     pub profile: Option<Profile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaProfile)]
 pub struct Profile {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaMessage)]
 pub struct InboundMessage {
     pub id: String,
     pub from: String,
@@ -101,18 +109,21 @@ pub struct InboundMessage {
     pub button: Option<ButtonBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaText)]
 pub struct TextBody {
     pub body: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaMedia)]
 pub struct MediaBody {
     pub caption: Option<String>,
     pub filename: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaButton)]
 pub struct ButtonBody {
     pub text: Option<String>,
 }
@@ -149,7 +160,8 @@ impl InboundMessage {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaStatus)]
 pub struct StatusUpdate {
     /// The `wamid` of our message.
     pub id: String,

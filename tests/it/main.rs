@@ -13,6 +13,7 @@ mod faults;
 mod instances;
 mod messaging;
 mod metrics;
+mod openapi;
 mod properties;
 mod receiver;
 mod security;

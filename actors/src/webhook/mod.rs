@@ -46,6 +46,7 @@ pub struct WebhookJob {
 /// The outcome of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeliveryStatus {
     Delivered,
     /// Failed; another attempt is scheduled.

@@ -1,0 +1,285 @@
+//! The OpenAPI 3.1 document of the API and the pages that show it.
+//!
+//! The document is generated from the handlers: each one carries `#[utoipa::path]`, and
+//! [`crate::http::api`] registers them with `utoipa_axum::routes!`, so the router and the
+//! document come from the same declarations. [`finish`] then adds what is common to every
+//! operation (the error answer, who may call it).
+//!
+//! `GET /docs` is a small viewer written for this server (`assets/docs/`, compiled in):
+//! it reads `/openapi.json` and lists the operations by tag, with a form to try each one.
+//! Nothing is loaded from elsewhere, so it works offline and under the strict
+//! Content-Security-Policy of [`super::browser`].
+
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{self, ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::error::ErrorBody;
+
+/// The name of the JWT scheme (`Authorization: Bearer <token>` from `/api/auth/login`).
+pub const BEARER_AUTH: &str = "bearerAuth";
+/// The name of the API-key scheme (`x-api-key: <key>`).
+pub const API_KEY: &str = "apiKey";
+
+/// The tag of these documentation endpoints.
+pub const TAG: &str = "docs";
+
+/// Descriptions of error answers many endpoints share.
+pub const NO_INSTANCE: &str = "No such instance visible to the caller";
+pub const OVER_LIMIT: &str =
+    "The instance's usage limit is reached (`limit_exceeded`); see `Retry-After`";
+pub const NOT_CONNECTED: &str = "The instance is not connected to WhatsApp (`not_connected`)";
+pub const NOT_ADMIN: &str = "Not an admin";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wagate",
+        description = "Self-hosted multi-instance WhatsApp gateway: REST API, signed webhooks, \
+live event streams.\n\nEvery endpoint under `/api` except `POST /api/auth/login` and Meta's \
+webhook needs either `Authorization: Bearer <token>` (a JWT from `/api/auth/login`) or \
+`x-api-key: <key>`. Every error answers `{\"error\": \"<message>\", \"code\": \"<code>\"}`."
+    ),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "metrics", description = "Prometheus metrics"),
+        (name = "auth", description = "Logging in and the caller's own account"),
+        (name = "users", description = "Accounts (admins manage all, users themselves)"),
+        (name = "instances", description = "WhatsApp instances: lifecycle, status, QR and pair codes, activity, events"),
+        (name = "messages", description = "Sending, chats, history and media"),
+        (name = "contacts", description = "Live and stored contacts"),
+        (name = "webhooks", description = "An instance's webhook deliveries"),
+        (name = "stats", description = "Usage statistics"),
+        (name = "sandbox", description = "Controls of the built-in simulated WhatsApp network"),
+        (name = "db", description = "The storage provider (admins only)"),
+        (name = "waba", description = "WhatsApp Business API: settings, Meta's webhook, the operator desk"),
+        (name = "docs", description = "This document and its viewer"),
+        (name = "dashboard", description = "The web dashboard's page and files"),
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// The document before any path is added: information, tags, the error schema.
+pub fn base() -> openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The schema of a string parameter or field that takes one of `values`: the handler's
+/// own list, so the document cannot drift from what it accepts.
+pub fn string_enum(values: &[&str]) -> openapi::schema::Object {
+    openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// Raw bytes (a file, an image) in the document.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(pub Vec<u8>);
+
+/// The names of the shared error answers under `components.responses`.
+const ERROR_RESPONSE: &str = "Error";
+const UNAUTHORIZED_RESPONSE: &str = "Unauthorized";
+
+/// Completes a document whose paths are all in:
+/// - both security schemes, required by default (either one will do);
+/// - an operation annotated `security(())` is public: its `security` becomes `[]`;
+/// - every operation answers errors as `{error, code}` (`default`), and those needing
+///   credentials also list 401;
+/// - operation ids are `<tag>_<handler>`, unique although handler names repeat across
+///   modules (`status`, `mark_read`).
+pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
+    let components = doc.components.get_or_insert_with(openapi::Components::new);
+    components.security_schemes.insert(
+        BEARER_AUTH.to_owned(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some("The token of `POST /api/auth/login`."))
+                .build(),
+        ),
+    );
+    components.security_schemes.insert(
+        API_KEY.to_owned(),
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "x-api-key",
+            "The user's API key (`apiKey` of login, user creation or key regeneration).",
+        ))),
+    );
+    let error_json = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Error")))
+            .build()
+    };
+    components.responses.insert(
+        ERROR_RESPONSE.to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description("An error: the status says its class, `code` which one")
+                .content("application/json", error_json())
+                .build(),
+        ),
+    );
+    components.responses.insert(
+        UNAUTHORIZED_RESPONSE.to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description("No credentials, or invalid ones")
+                .content("application/json", error_json())
+                .build(),
+        ),
+    );
+    let either = vec![
+        SecurityRequirement::new(BEARER_AUTH, Vec::<String>::new()),
+        SecurityRequirement::new(API_KEY, Vec::<String>::new()),
+    ];
+    doc.security = Some(either);
+    for item in doc.paths.paths.values_mut() {
+        for op in operations_mut(item) {
+            if let (Some(tag), Some(id)) = (
+                op.tags.as_ref().and_then(|t| t.first()),
+                op.operation_id.as_ref(),
+            ) {
+                op.operation_id = Some(format!("{tag}_{id}"));
+            }
+            let public = op
+                .security
+                .as_ref()
+                .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
+            let responses = &mut op.responses.responses;
+            if public {
+                op.security = Some(Vec::new());
+            } else {
+                responses.entry("401".to_owned()).or_insert_with(|| {
+                    RefOr::Ref(Ref::new(format!(
+                        "#/components/responses/{UNAUTHORIZED_RESPONSE}"
+                    )))
+                });
+            }
+            responses.entry("default".to_owned()).or_insert_with(|| {
+                RefOr::Ref(Ref::new(format!("#/components/responses/{ERROR_RESPONSE}")))
+            });
+        }
+    }
+    doc
+}
+
+/// The operations of a path item, whatever their method.
+pub fn operations_mut(
+    item: &mut openapi::PathItem,
+) -> impl Iterator<Item = &mut openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// The document this server serves, built once.
+static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
+    crate::http::openapi_document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| {
+            // Serialising plain data structures cannot fail; answer something valid anyway.
+            tracing::error!(error = %e, "cannot serialise the OpenAPI document");
+            "{}".to_owned()
+        })
+});
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs_page))
+        .routes(routes!(docs_script))
+        .routes(routes!(docs_style))
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = TAG,
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value))
+)]
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT_JSON.as_str(),
+    )
+}
+
+/// A page that shows this document.
+///
+/// Operations by tag, their parameters and schemas, and a form to try each one with a
+/// token or API key.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = TAG,
+    security(()),
+    responses((status = 200, description = "The documentation page", content_type = "text/html", body = String))
+)]
+async fn docs_page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../assets/docs/index.html"),
+    )
+}
+
+/// The script of the documentation page.
+#[utoipa::path(
+    get,
+    path = "/docs/app.js",
+    tag = TAG,
+    security(()),
+    responses((status = 200, description = "The script of `/docs`", content_type = "text/javascript", body = String))
+)]
+async fn docs_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../assets/docs/app.js"),
+    )
+}
+
+/// The style sheet of the documentation page.
+#[utoipa::path(
+    get,
+    path = "/docs/app.css",
+    tag = TAG,
+    security(()),
+    responses((status = 200, description = "The style sheet of `/docs`", content_type = "text/css", body = String))
+)]
+async fn docs_style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../assets/docs/app.css"),
+    )
+}
