@@ -48,9 +48,11 @@ use crate::engine::{
 pub const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
 
 /// Events buffered between the library and the translation callback. The library drops
-/// (and counts) events beyond this rather than stall its receive loop; a burst this large
-/// only happens during an offline drain.
-const EVENT_MAILBOX: usize = 4096;
+/// (and counts) events beyond this rather than stall its receive loop. The buffer is
+/// allocated up front for every session, so it stays small: an offline drain arrives as
+/// one event per batch of messages, and the callback only forwards to the instance actor
+/// (media downloads aside).
+const EVENT_MAILBOX: usize = 256;
 
 /// The most contacts a session remembers from WhatsApp's events (the storage keeps all
 /// of them; this is only the engine's own answer to `contacts()`).
@@ -148,6 +150,8 @@ struct Track {
     progressed: bool,
     /// The library's count of consecutive failed attempts when the watchdog last looked.
     failures_seen: u32,
+    /// Events the library shed because the callback fell [`EVENT_MAILBOX`] behind.
+    dropped_seen: u64,
     connected: bool,
     qr_shown: u32,
 }
@@ -341,8 +345,17 @@ impl Shared {
 
     /// Reports a failed connection attempt the library counted but did not announce.
     fn check_failures(&self, client: &Client) {
-        let failures = client.stats().reconnect_errors;
+        let stats = client.stats();
+        let failures = stats.reconnect_errors;
         let mut track = lock(&self.track);
+        if stats.events_dropped > track.dropped_seen {
+            tracing::error!(
+                instance = %self.instance_id,
+                dropped = stats.events_dropped - track.dropped_seen,
+                "WhatsApp events were dropped: the session produced them faster than they were handled"
+            );
+            track.dropped_seen = stats.events_dropped;
+        }
         let progressed = std::mem::take(&mut track.progressed);
         let new_failure = failures > track.failures_seen;
         track.failures_seen = failures;
