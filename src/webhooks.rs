@@ -81,9 +81,19 @@ impl SledOutbox {
         })
     }
 
-    /// Makes every write so far durable (fsync); concurrent callers share one flush.
+    /// Makes every write so far durable (fsync).
+    ///
+    /// A blocking `flush` on tokio's blocking pool, not sled's `flush_async`: in sled 0.34
+    /// concurrent `flush_async` calls can deadlock (every sled IO thread waits in the
+    /// flush for a buffer write queued behind them), which stopped all webhook delivery
+    /// under load with several instances delivering at once.
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map(|_| ()).map_err(unavailable)
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(unavailable)?
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     fn trim_records(&self, instance_id: &str) -> Result<(), StoreError> {
@@ -338,6 +348,34 @@ mod tests {
             Some("e4".into())
         );
         assert_eq!(outbox.depth().await.expect("depth"), 2);
+    }
+
+    /// Many instances flushing at once (sled's own `flush_async` deadlocked here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_flushes_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = std::sync::Arc::new(SledOutbox::open(dir.path()).expect("open"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..32 {
+            let outbox = outbox.clone();
+            tasks.spawn(async move {
+                for j in 0..20 {
+                    let pushed = outbox
+                        .push(job(&format!("i{i}"), &format!("e{j}")))
+                        .await
+                        .expect("push");
+                    outbox.remove(&pushed).await.expect("remove");
+                }
+            });
+        }
+        tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(done) = tasks.join_next().await {
+                done.expect("task");
+            }
+        })
+        .await
+        .expect("every flush completes");
+        assert_eq!(outbox.depth().await.expect("depth"), 0);
     }
 
     #[tokio::test]
