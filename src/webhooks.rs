@@ -54,6 +54,12 @@ pub struct SledOutbox {
     depth: AtomicU64,
     /// Record inserts per instance since the last trim.
     since_trim: Mutex<HashMap<String, u32>>,
+    /// Flushes asked for so far, each after its caller's writes (see [`SledOutbox::flush`]).
+    flushes_asked: AtomicU64,
+    /// Every flush asked for up to this number is done.
+    flushed_upto: AtomicU64,
+    /// One flush at a time; callers that wait for it share the next one.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl SledOutbox {
@@ -78,22 +84,39 @@ impl SledOutbox {
             cursors,
             depth,
             since_trim: Mutex::new(HashMap::new()),
+            flushes_asked: AtomicU64::new(0),
+            flushed_upto: AtomicU64::new(0),
+            flushing: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Makes every write so far durable (fsync).
+    ///
+    /// Concurrent callers share flushes (group commit): a caller takes a ticket after its
+    /// writes; whoever flushes first records the highest ticket taken before it started,
+    /// and every caller whose ticket that covers returns without an fsync of its own.
+    /// With many instances delivering at once this turns one fsync per delivery into one
+    /// per batch.
     ///
     /// A blocking `flush` on tokio's blocking pool, not sled's `flush_async`: in sled 0.34
     /// concurrent `flush_async` calls can deadlock (every sled IO thread waits in the
     /// flush for a buffer write queued behind them), which stopped all webhook delivery
     /// under load with several instances delivering at once.
     async fn flush(&self) -> Result<(), StoreError> {
+        let ticket = self.flushes_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = self.flushing.lock().await;
+        if self.flushed_upto.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket up to here was taken after its writes, so this flush covers them.
+        let covers = self.flushes_asked.load(Ordering::SeqCst);
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(unavailable)?
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.flushed_upto.fetch_max(covers, Ordering::SeqCst);
+        Ok(())
     }
 
     fn trim_records(&self, instance_id: &str) -> Result<(), StoreError> {
