@@ -18,9 +18,9 @@
 //! - `WAGATE_BENCH_ONLY=S1,S4`: run only these scenarios;
 //! - `WAGATE_BENCH_OUT=path`: where the JSON goes (default
 //!   `<target dir>/bench-results/load.json`, with a Markdown table beside it);
-//! - `WAGATE_BENCH_SECS`, `WAGATE_BENCH_MESSAGES`, `WAGATE_BENCH_INSTANCES`,
-//!   `WAGATE_BENCH_STORM`: override the phase length (s), S4's stored messages, S5's
-//!   instances and S6's crashing sessions.
+//! - `WAGATE_BENCH_SECS`, `WAGATE_BENCH_WEBHOOKS`, `WAGATE_BENCH_MESSAGES`,
+//!   `WAGATE_BENCH_INSTANCES`, `WAGATE_BENCH_STORM`: override the phase length (s), S2's
+//!   webhooks, S4's stored messages, S5's instances and S6's crashing sessions.
 //!
 //! Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time.
 
@@ -183,6 +183,9 @@ impl Sizes {
         }
         if let Some(v) = env_num("WAGATE_BENCH_INSTANCES") {
             s.s5_instances = (v as usize).clamp(s.s5_warmup + 100, 100_000);
+        }
+        if let Some(v) = env_num("WAGATE_BENCH_WEBHOOKS") {
+            s.s2_events = (v as usize).clamp(100, 1_000_000);
         }
         if let Some(v) = env_num("WAGATE_BENCH_STORM") {
             s.s6_instances = (v as usize).clamp(10, 100_000);
