@@ -621,6 +621,8 @@ async fn update(
     if !state.storage.update_instance(&instance).await? {
         return Err(ApiError::not_found(format!("instance {id} not found")));
     }
+    // The webhook queue keeps the instance's URL and settings; it reads them again.
+    state.webhooks.invalidate(&instance.id);
     state
         .storage
         .append_activity(&ActivityEntry::new(

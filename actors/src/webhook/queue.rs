@@ -6,6 +6,10 @@
 //!
 //! Memory stays bounded whatever the backlog: jobs live in the outbox; a worker holds one
 //! job at a time, and an instance without pending jobs has no worker.
+//!
+//! The queue and each worker keep a copy of their instance (webhook URL and settings)
+//! instead of reading it from storage for every event and every attempt; whoever changes
+//! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use super::{
     DeliveryRecord, DeliveryStatus, Outbox, WebhookJob, WebhookRequest, WebhookTransport, envelope,
     headers, retry_delay, target_url, wants,
 };
-use crate::domain::{EventQuery, InstanceEvent, Page};
+use crate::domain::{EventQuery, Instance, InstanceEvent, Page};
 use crate::error::{DomainError, StoreError};
 use crate::storage::DynStorage;
 
@@ -95,6 +99,14 @@ impl WebhookQueueHandle {
         self.outbox.depth().await
     }
 
+    /// The instance's webhook URL or settings changed in storage: the queue and its
+    /// worker read them again for the next event and the next attempt.
+    pub fn invalidate(&self, instance_id: &str) {
+        let _ = self
+            .actor
+            .cast(QueueMsg::Invalidate(instance_id.to_owned()));
+    }
+
     /// Drops everything of a deleted instance (its worker stops).
     pub fn purge(&self, instance_id: &str) {
         let _ = self.actor.cast(QueueMsg::Purge(instance_id.to_owned()));
@@ -118,6 +130,7 @@ pub enum QueueMsg {
     Event(InstanceEvent),
     /// A worker found its instance's queue empty.
     Idle(String),
+    Invalidate(String),
     Purge(String),
 }
 
@@ -127,6 +140,8 @@ struct QueueState {
     config: WebhookConfig,
     /// Instance id → its running worker.
     workers: HashMap<String, ActorRef<WorkerMsg>>,
+    /// The instances events came from, as last read from storage.
+    instances: HashMap<String, Instance>,
 }
 
 impl Actor for WebhookQueue {
@@ -142,8 +157,9 @@ impl Actor for WebhookQueue {
         let mut state = QueueState {
             config,
             workers: HashMap::new(),
+            instances: HashMap::new(),
         };
-        reconcile(&state.config).await?;
+        reconcile(&state.config, &mut state.instances).await?;
         for instance_id in state.config.outbox.pending_instances().await? {
             ensure_worker(&myself, &mut state, &instance_id).await;
         }
@@ -171,7 +187,7 @@ impl Actor for WebhookQueue {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             QueueMsg::Event(event) => {
-                if let Err(err) = accept(&state.config, &event).await {
+                if let Err(err) = accept(&state.config, &mut state.instances, &event).await {
                     tracing::error!(instance = %event.instance_id, event = %event.id, %err, "cannot queue a webhook");
                     return Ok(());
                 }
@@ -193,7 +209,14 @@ impl Actor for WebhookQueue {
                     }
                 }
             }
+            QueueMsg::Invalidate(instance_id) => {
+                state.instances.remove(&instance_id);
+                if let Some(worker) = state.workers.get(&instance_id) {
+                    let _ = worker.cast(WorkerMsg::Invalidate);
+                }
+            }
             QueueMsg::Purge(instance_id) => {
+                state.instances.remove(&instance_id);
                 if let Some(worker) = state.workers.remove(&instance_id) {
                     worker.kill();
                 }
@@ -232,12 +255,33 @@ fn worker_of(state: &QueueState, cell: &ActorCell) -> Option<String> {
         .map(|(id, _)| id.clone())
 }
 
+/// The instance, from `cache` or else from storage (then kept in `cache`).
+async fn cached_instance<'c>(
+    config: &WebhookConfig,
+    cache: &'c mut HashMap<String, Instance>,
+    instance_id: &str,
+) -> Result<Option<&'c Instance>, StoreError> {
+    if !cache.contains_key(instance_id) {
+        match config.storage.instance_by_id(instance_id).await? {
+            Some(instance) => {
+                cache.insert(instance_id.to_owned(), instance);
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(cache.get(instance_id))
+}
+
 /// Stores the event as a job when its instance wants it; moves the cursor either way.
-async fn accept(config: &WebhookConfig, event: &InstanceEvent) -> Result<(), StoreError> {
-    let Some(instance) = config.storage.instance_by_id(&event.instance_id).await? else {
+async fn accept(
+    config: &WebhookConfig,
+    cache: &mut HashMap<String, Instance>,
+    event: &InstanceEvent,
+) -> Result<(), StoreError> {
+    let Some(instance) = cached_instance(config, cache, &event.instance_id).await? else {
         return Ok(());
     };
-    if !wants(&instance, event) {
+    if !wants(instance, event) {
         return config.outbox.skip(&event.instance_id, &event.id).await;
     }
     config
@@ -257,7 +301,10 @@ async fn accept(config: &WebhookConfig, event: &InstanceEvent) -> Result<(), Sto
 
 /// Events stored after an instance's cursor never reached the outbox (the process died
 /// in between): queue them now, in order.
-async fn reconcile(config: &WebhookConfig) -> Result<(), StoreError> {
+async fn reconcile(
+    config: &WebhookConfig,
+    cache: &mut HashMap<String, Instance>,
+) -> Result<(), StoreError> {
     for instance in config.storage.list_instances(None).await? {
         let Some(mut cursor) = config.outbox.cursor(&instance.id).await? else {
             continue;
@@ -270,7 +317,7 @@ async fn reconcile(config: &WebhookConfig) -> Result<(), StoreError> {
             };
             let (events, more) = config.storage.list_events(&instance.id, &query).await?;
             for event in &events {
-                accept(config, event).await?;
+                accept(config, cache, event).await?;
                 cursor = event.id.clone();
             }
             if !more {
@@ -302,6 +349,8 @@ async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, inst
 pub enum WorkerMsg {
     /// Attempt the head job (again).
     Run,
+    /// Read the instance from storage again before the next attempt.
+    Invalidate,
 }
 
 struct DeliveryWorker {
@@ -312,25 +361,29 @@ struct DeliveryWorker {
 
 impl Actor for DeliveryWorker {
     type Msg = WorkerMsg;
-    type State = ();
+    /// The instance as last read from storage (None until the first attempt).
+    type State = Option<Instance>;
     type Arguments = ();
 
     async fn pre_start(
         &self,
         _myself: ActorRef<WorkerMsg>,
         _: (),
-    ) -> Result<(), ActorProcessingErr> {
-        Ok(())
+    ) -> Result<Option<Instance>, ActorProcessingErr> {
+        Ok(None)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<WorkerMsg>,
         msg: WorkerMsg,
-        _state: &mut (),
+        cached: &mut Option<Instance>,
     ) -> Result<(), ActorProcessingErr> {
-        let WorkerMsg::Run = msg;
-        match self.attempt_head().await {
+        if let WorkerMsg::Invalidate = msg {
+            *cached = None;
+            return Ok(());
+        }
+        match self.attempt_head(cached).await {
             Ok(Next::Now) => {
                 let _ = myself.cast(WorkerMsg::Run);
             }
@@ -356,7 +409,7 @@ enum Next {
 }
 
 impl DeliveryWorker {
-    async fn attempt_head(&self) -> Result<Next, StoreError> {
+    async fn attempt_head(&self, cached: &mut Option<Instance>) -> Result<Next, StoreError> {
         let outbox = &self.config.outbox;
         let Some(mut job) = outbox.head(&self.instance_id).await? else {
             return Ok(Next::Idle);
@@ -377,11 +430,14 @@ impl DeliveryWorker {
                 created_at: Utc::now(),
             }
         };
-        let instance = self
-            .config
-            .storage
-            .instance_by_id(&self.instance_id)
-            .await?;
+        if cached.is_none() {
+            *cached = self
+                .config
+                .storage
+                .instance_by_id(&self.instance_id)
+                .await?;
+        }
+        let instance = cached.clone();
         let url = instance.as_ref().and_then(|i| {
             if job.event == "webhook_test" {
                 i.webhook_url.as_deref().filter(|u| !u.is_empty())

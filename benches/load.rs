@@ -1,0 +1,1920 @@
+//! Load harness: the real server in-process (sandbox engine, SQLite in a temporary
+//! directory, no rate limit), each scenario against a baseline measured in the same run.
+//!
+//! | id | what | baseline | target |
+//! |----|------|----------|--------|
+//! | S1 | send-text over HTTP: max throughput, then p99 at 80 % of it | a bare axum JSON echo route | ≥ 0.5× throughput, ≤ 3× p99 |
+//! | S2 | webhook fan-out (HMAC-signed) to a local keep-alive receiver | pre-signed POSTs, same client stack and concurrency | ≥ 0.8×, none lost |
+//! | S3 | inbound ingest: sandbox inbound over HTTP → persisted → event | raw batched sqlx inserts of the same rows | ≥ 0.5× |
+//! | S4 | chat history (50 messages) among 1,000,000 stored messages, p99 | the same queries through sqlx (p99) + echo p99 | ≤ 2× |
+//! | S5 | marginal RSS per idle connected instance at 10,000; whole process | — | ≤ 64 KiB; ≤ 1 GiB |
+//! | S6 | restart storm: 1,000 sessions crash at once | first backoff window + 2 s | all connected in time, supervisor alive, no webhook lost |
+//!
+//! Run: `cargo bench --bench load`. Each scenario runs in a child process of its own (the
+//! bench binary again, with `--scenario Sx`), so memory figures and failures stay apart.
+//!
+//! Environment:
+//! - `WAGATE_BENCH_QUICK=1`: smaller sizes (100k messages, 1,000 instances, shorter phases);
+//! - `WAGATE_BENCH_ONLY=S1,S4`: run only these scenarios;
+//! - `WAGATE_BENCH_OUT=path`: where the JSON goes (default
+//!   `<target dir>/bench-results/load.json`, with a Markdown table beside it);
+//! - `WAGATE_BENCH_SECS`, `WAGATE_BENCH_WEBHOOKS`, `WAGATE_BENCH_MESSAGES`,
+//!   `WAGATE_BENCH_INSTANCES`, `WAGATE_BENCH_STORM`: override the phase length (s), S2's
+//!   webhooks, S4's stored messages, S5's instances and S6's crashing sessions.
+//!
+//! Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::{QueryBuilder, Sqlite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use wagate::storage::sqlite::SqliteStorage;
+use wagate_actors::domain::InstanceEvent;
+use wagate_actors::webhook::{envelope, sign};
+
+type Res<T> = Result<T, String>;
+
+/// Adds what was being done to an error.
+trait Ctx<T> {
+    fn ctx(self, what: &str) -> Res<T>;
+}
+
+impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> Res<T> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+const ROWS_MARK: &str = "WAGATE_BENCH_ROWS ";
+const JWT_SECRET: &str = "load-harness-secret-0123456789abcdef0123";
+const WEBHOOK_SECRET: &str = "load-harness-webhook-secret";
+const SCENARIOS: [&str; 6] = ["S1", "S2", "S3", "S4", "S5", "S6"];
+
+/// One line of the results table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Row {
+    scenario: String,
+    metric: String,
+    figure: f64,
+    unit: String,
+    /// What the baseline is, and its value (same unit), when there is one.
+    baseline_name: String,
+    baseline: Option<f64>,
+    ratio: Option<f64>,
+    target: String,
+    met: bool,
+    notes: String,
+}
+
+impl Row {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        scenario: &str,
+        metric: &str,
+        figure: f64,
+        unit: &str,
+        baseline_name: &str,
+        baseline: Option<f64>,
+        target: &str,
+        met: bool,
+    ) -> Row {
+        let ratio = baseline.filter(|b| *b > 0.0).map(|b| figure / b);
+        Row {
+            scenario: scenario.into(),
+            metric: metric.into(),
+            figure,
+            unit: unit.into(),
+            baseline_name: baseline_name.into(),
+            baseline,
+            ratio,
+            target: target.into(),
+            met,
+            notes: String::new(),
+        }
+    }
+
+    fn note(mut self, notes: impl Into<String>) -> Row {
+        self.notes = notes.into();
+        self
+    }
+}
+
+/// Sizes of every scenario; smaller with `WAGATE_BENCH_QUICK=1`.
+#[derive(Debug, Clone)]
+struct Sizes {
+    quick: bool,
+    /// Length of each throughput or latency phase.
+    phase: Duration,
+    /// Concurrent keep-alive clients of the throughput phases.
+    workers: usize,
+    s1_instances: usize,
+    s2_instances: usize,
+    s2_events: usize,
+    s3_instances: usize,
+    s3_messages: usize,
+    s4_messages: usize,
+    s4_queries: usize,
+    s5_instances: usize,
+    s5_warmup: usize,
+    s6_instances: usize,
+}
+
+fn env_num(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+impl Sizes {
+    fn from_env() -> Sizes {
+        let quick = std::env::var("WAGATE_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
+        let mut s = if quick {
+            Sizes {
+                quick,
+                phase: Duration::from_secs(3),
+                workers: 32,
+                s1_instances: 4,
+                s2_instances: 16,
+                s2_events: 2_000,
+                s3_instances: 8,
+                s3_messages: 3_000,
+                s4_messages: 100_000,
+                s4_queries: 500,
+                s5_instances: 1_000,
+                s5_warmup: 100,
+                s6_instances: 300,
+            }
+        } else {
+            Sizes {
+                quick,
+                phase: Duration::from_secs(10),
+                workers: 32,
+                s1_instances: 4,
+                s2_instances: 16,
+                s2_events: 20_000,
+                s3_instances: 8,
+                s3_messages: 20_000,
+                s4_messages: 1_000_000,
+                s4_queries: 2_000,
+                s5_instances: 10_000,
+                s5_warmup: 100,
+                s6_instances: 1_000,
+            }
+        };
+        if let Some(v) = env_num("WAGATE_BENCH_SECS") {
+            s.phase = Duration::from_secs(v.clamp(1, 600));
+        }
+        if let Some(v) = env_num("WAGATE_BENCH_MESSAGES") {
+            s.s4_messages = (v as usize).clamp(10_000, 10_000_000);
+        }
+        if let Some(v) = env_num("WAGATE_BENCH_INSTANCES") {
+            s.s5_instances = (v as usize).clamp(s.s5_warmup + 100, 100_000);
+        }
+        if let Some(v) = env_num("WAGATE_BENCH_WEBHOOKS") {
+            s.s2_events = (v as usize).clamp(100, 1_000_000);
+        }
+        if let Some(v) = env_num("WAGATE_BENCH_STORM") {
+            s.s6_instances = (v as usize).clamp(10, 100_000);
+        }
+        s
+    }
+}
+
+// ───────────────────────────── measurement helpers ─────────────────────────────
+
+type Op = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+fn op<F, Fut>(f: F) -> Op
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    Arc::new(move |i| Box::pin(f(i)))
+}
+
+/// Outcome of a load phase: successes, failures, wall time, latencies of successes (µs).
+#[derive(Debug, Default)]
+struct Load {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `q` quantile of the latencies, in milliseconds.
+    fn quantile_ms(&mut self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.sort_unstable();
+        let n = self.latencies_us.len();
+        let idx = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        self.latencies_us[idx] as f64 / 1000.0
+    }
+}
+
+/// `workers` clients, each running `op` back to back until `max_ops` ran in all or
+/// `duration` passed.
+async fn closed_loop(op: Op, workers: usize, duration: Duration, max_ops: u64) -> Load {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let op = op.clone();
+        let next = next.clone();
+        set.spawn(async move {
+            let mut load = Load::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= max_ops || Instant::now() >= deadline {
+                    break;
+                }
+                let t = Instant::now();
+                if op(i).await {
+                    load.ok += 1;
+                    load.latencies_us.push(t.elapsed().as_micros() as u64);
+                } else {
+                    load.errors += 1;
+                }
+            }
+            load
+        });
+    }
+    let mut all = Load::default();
+    while let Some(done) = set.join_next().await {
+        if let Ok(mut l) = done {
+            all.ok += l.ok;
+            all.errors += l.errors;
+            all.latencies_us.append(&mut l.latencies_us);
+        }
+    }
+    all.elapsed = start.elapsed();
+    all
+}
+
+/// Paced clients: `workers` keep-alive clients share `rate` requests per second, each
+/// starting its requests on a fixed schedule (catching up without pause when an answer
+/// came late), for `duration`. Latency is measured from the moment a request starts.
+async fn paced(op: Op, rate: f64, duration: Duration, workers: usize) -> Load {
+    let start = tokio::time::Instant::now();
+    let per_worker = Duration::from_secs_f64(workers as f64 / rate.max(1.0));
+    let total = (rate * duration.as_secs_f64()).max(1.0) as u64;
+    let hard_stop = start + duration * 2;
+    let mut set = JoinSet::new();
+    for w in 0..workers {
+        let op = op.clone();
+        set.spawn(async move {
+            let mut load = Load::default();
+            // Workers start spread over one interval, not all at once.
+            let offset = per_worker.mul_f64(w as f64 / workers as f64);
+            let mut k = 0u64;
+            loop {
+                let i = k * workers as u64 + w as u64;
+                if i >= total {
+                    break;
+                }
+                let at = start + offset + per_worker.mul_f64(k as f64);
+                tokio::time::sleep_until(at).await;
+                if tokio::time::Instant::now() >= hard_stop {
+                    break;
+                }
+                let t = Instant::now();
+                if op(i).await {
+                    load.ok += 1;
+                    load.latencies_us.push(t.elapsed().as_micros() as u64);
+                } else {
+                    load.errors += 1;
+                }
+                k += 1;
+            }
+            load
+        });
+    }
+    let mut all = Load::default();
+    while let Some(done) = set.join_next().await {
+        if let Ok(mut l) = done {
+            all.ok += l.ok;
+            all.errors += l.errors;
+            all.latencies_us.append(&mut l.latencies_us);
+        }
+    }
+    all.elapsed = start.elapsed();
+    all
+}
+
+/// Polls `check` every `every` until it returns Some, or fails after `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, every: Duration, mut check: F) -> Res<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Res<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Resident set size of this process, in bytes (`VmRSS` of /proc/self/status).
+fn rss_bytes() -> Res<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ctx("read /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no VmRSS in /proc/self/status".to_owned())
+}
+
+/// Runs `f(i)` for i in 0..n with at most `concurrency` at once; fails on the first error.
+async fn for_each_concurrent<T, F, Fut>(n: usize, concurrency: usize, f: F) -> Res<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Res<T>> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await.ctx("semaphore")?;
+        let fut = f(i);
+        set.spawn(async move {
+            let r = fut.await;
+            drop(permit);
+            (i, r)
+        });
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(done) = set.join_next().await {
+        let (i, r) = done.ctx("task")?;
+        out[i] = Some(r?);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+// ───────────────────────────── servers ─────────────────────────────
+
+/// The wagate server, running in this process.
+struct Server {
+    base: String,
+    key: String,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), wagate::app::StartError>>>,
+}
+
+fn http_client(pool: usize) -> Res<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .ctx("HTTP client")
+}
+
+impl Server {
+    /// Starts the server on 127.0.0.1 with DATA_DIR `dir`, the bench defaults plus
+    /// `extra`, and logs in as the admin.
+    async fn start(dir: &Path, extra: &[(&str, String)]) -> Res<Server> {
+        let mut all: Vec<(&str, String)> = vec![
+            ("data_dir", dir.display().to_string()),
+            ("jwt_secret", JWT_SECRET.to_owned()),
+            ("wa_engine", "sandbox".to_owned()),
+            ("rate_limit_per_minute", "0".to_owned()),
+            ("allow_private_network_urls", "true".to_owned()),
+            ("sandbox_autopair_ms", "50".to_owned()),
+            ("login_max_failures", "0".to_owned()),
+        ];
+        all.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let config = wagate::config::Config::from_overrides(all).ctx("config")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.ctx("bind")?;
+        let addr = listener.local_addr().ctx("address")?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(wagate::app::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let client = http_client(256)?;
+        let base = format!("http://{addr}");
+        let login: Value = client
+            .post(format!("{base}/api/auth/login"))
+            .json(&json!({"email": "admin@example.com", "password": "admin123"}))
+            .send()
+            .await
+            .ctx("login")?
+            .json()
+            .await
+            .ctx("login body")?;
+        let key = login["user"]["apiKey"]
+            .as_str()
+            .ok_or_else(|| format!("no API key in the login answer: {login}"))?
+            .to_owned();
+        Ok(Server {
+            base,
+            key,
+            client,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Graceful stop; waits for it.
+    async fn stop(mut self) -> Res<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(120), h)
+                .await
+                .ctx("server stop in time")?
+                .ctx("server task")?
+                .ctx("server exit")?;
+        }
+        Ok(())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Res<(u16, Value)> {
+        let resp = rb
+            .header("x-api-key", &self.key)
+            .send()
+            .await
+            .ctx("request")?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.ctx("body")?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    async fn get(&self, path: &str) -> Res<(u16, Value)> {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Res<(u16, Value)> {
+        self.send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    /// Creates a sandbox instance (autopaired by the configuration); returns its id.
+    async fn create_instance(&self, name: &str, webhook: Option<&str>) -> Res<String> {
+        let mut body = json!({"name": name, "engine": "sandbox"});
+        if let Some(url) = webhook {
+            body["webhookUrl"] = json!(url);
+            body["webhookEnabled"] = json!(true);
+            body["webhookSecret"] = json!(WEBHOOK_SECRET);
+            body["maxRetries"] = json!(10);
+            body["retryInterval"] = json!(1000);
+        }
+        let (status, answer) = self.post("/api/instances", &body).await?;
+        if status != 201 {
+            return Err(format!("create instance: {status} {answer}"));
+        }
+        answer["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no id in {answer}"))
+    }
+
+    /// `/metrics`, as name+labels → value.
+    async fn metrics(&self) -> Res<HashMap<String, f64>> {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ctx("metrics")?
+            .text()
+            .await
+            .ctx("metrics body")?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect())
+    }
+
+    async fn connected_count(&self) -> Res<u64> {
+        let m = self.metrics().await?;
+        Ok(m.get("wagate_instances{status=\"connected\"}")
+            .copied()
+            .unwrap_or(0.0) as u64)
+    }
+
+    async fn queue_depth(&self) -> Res<u64> {
+        let m = self.metrics().await?;
+        Ok(m.get("wagate_webhook_queue_depth").copied().unwrap_or(0.0) as u64)
+    }
+
+    async fn wait_connected(&self, n: usize, limit: Duration) -> Res<()> {
+        wait_for(
+            &format!("{n} connected instances"),
+            limit,
+            Duration::from_millis(50),
+            || async { Ok((self.connected_count().await? >= n as u64).then_some(())) },
+        )
+        .await
+    }
+
+    async fn wait_queue_empty(&self, limit: Duration) -> Res<()> {
+        wait_for(
+            "an empty webhook queue",
+            limit,
+            Duration::from_millis(50),
+            || async { Ok((self.queue_depth().await? == 0).then_some(())) },
+        )
+        .await
+    }
+
+    /// Messages stored in one chat (the history's `pagination.total`).
+    async fn chat_total(&self, instance: &str, chat: &str) -> Res<u64> {
+        let (status, body) = self
+            .get(&format!(
+                "/api/instances/{instance}/chats/{chat}/messages?limit=1"
+            ))
+            .await?;
+        if status != 200 {
+            return Err(format!("history: {status} {body}"));
+        }
+        body["pagination"]["total"]
+            .as_u64()
+            .ok_or_else(|| format!("no total in {body}"))
+    }
+
+    /// Creates `n` instances, `concurrency` at a time.
+    async fn create_instances(
+        self: &Arc<Self>,
+        prefix: &str,
+        n: usize,
+        concurrency: usize,
+        webhook: Option<String>,
+    ) -> Res<Vec<String>> {
+        let prefix = prefix.to_owned();
+        for_each_concurrent(n, concurrency, |i| {
+            let srv = self.clone();
+            let name = format!("{prefix}-{i}");
+            let webhook = webhook.clone();
+            async move { srv.create_instance(&name, webhook.as_deref()).await }
+        })
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A bare axum server with one JSON echo route: the HTTP baseline.
+async fn start_echo() -> Res<String> {
+    let app =
+        axum::Router::new().route("/echo", post(|Json(v): Json<Value>| async move { Json(v) }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.ctx("bind echo")?;
+    let addr = listener.local_addr().ctx("echo address")?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}/echo"))
+}
+
+/// What the webhook receiver saw.
+#[derive(Default)]
+struct Received {
+    /// Every delivery, duplicates included.
+    deliveries: u64,
+    /// Distinct `X-Webhook-Id`s.
+    ids: HashSet<String>,
+    /// `data.messageId` of `message_received` events.
+    message_ids: HashSet<String>,
+    /// (instance id, event, envelope timestamp) of every distinct event.
+    events: HashSet<(String, String, String)>,
+    bad_signatures: u64,
+}
+
+/// A keep-alive webhook receiver that checks signatures; `gate` holds every answer
+/// while it is false.
+struct Receiver {
+    url: String,
+    seen: Arc<Mutex<Received>>,
+    gate: watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    seen: Arc<Mutex<Received>>,
+    gate: watch::Receiver<bool>,
+}
+
+async fn receive(State(s): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let mut gate = s.gate.clone();
+    if gate.wait_for(|open| *open).await.is_err() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let signed = header("x-webhook-signature") == sign(WEBHOOK_SECRET, &body);
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut seen = s
+        .seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.deliveries += 1;
+    if !signed {
+        seen.bad_signatures += 1;
+    }
+    seen.ids.insert(header("x-webhook-id"));
+    let kind = v["event"].as_str().unwrap_or_default().to_owned();
+    if kind == "message_received"
+        && let Some(m) = v["data"]["messageId"].as_str()
+    {
+        seen.message_ids.insert(m.to_owned());
+    }
+    seen.events.insert((
+        v["data"]["instanceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        kind,
+        v["timestamp"].as_str().unwrap_or_default().to_owned(),
+    ));
+    StatusCode::OK
+}
+
+impl Receiver {
+    async fn start() -> Res<Receiver> {
+        let seen = Arc::new(Mutex::new(Received::default()));
+        let (gate, gate_rx) = watch::channel(true);
+        let app = axum::Router::new()
+            .route("/hook", post(receive))
+            .with_state(ReceiverState {
+                seen: seen.clone(),
+                gate: gate_rx,
+            });
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .ctx("bind receiver")?;
+        let addr = listener.local_addr().ctx("receiver address")?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Receiver {
+            url: format!("http://{addr}/hook"),
+            seen,
+            gate,
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Received) -> T) -> T {
+        f(&mut self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn set_open(&self, open: bool) {
+        self.gate.send_replace(open);
+    }
+}
+
+// ───────────────────────────── scenarios ─────────────────────────────
+
+fn send_text_op(srv: &Arc<Server>, instances: &[String], counter: Arc<AtomicU64>) -> Op {
+    let client = srv.client.clone();
+    let key = srv.key.clone();
+    let urls: Arc<Vec<String>> = Arc::new(
+        instances
+            .iter()
+            .map(|id| srv.url(&format!("/api/whatsapp/{id}/send")))
+            .collect(),
+    );
+    op(move |i| {
+        let client = client.clone();
+        let key = key.clone();
+        let urls = urls.clone();
+        let counter = counter.clone();
+        async move {
+            let url = &urls[i as usize % urls.len()];
+            let body = json!({"phone": "79001234567", "message": format!("benchmark message {i}")});
+            match client
+                .post(url)
+                .header("x-api-key", key)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {
+                    let ok = r.bytes().await.is_ok();
+                    if ok {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ok
+                }
+                _ => false,
+            }
+        }
+    })
+}
+
+fn echo_op(client: reqwest::Client, url: String) -> Op {
+    op(move |i| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let body = json!({"phone": "79001234567", "message": format!("benchmark message {i}")});
+            match client.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+}
+
+async fn s1(sizes: &Sizes) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let echo = start_echo().await?;
+    let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+    let ids = srv
+        .create_instances("s1", sizes.s1_instances, 4, None)
+        .await?;
+    srv.wait_connected(ids.len(), Duration::from_secs(60))
+        .await?;
+    let client = http_client(sizes.workers * 2)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let echo_op = echo_op(client, echo);
+    let send_op = send_text_op(&srv, &ids, sent.clone());
+    let w = sizes.workers;
+    let cap = 10_000_000;
+    println!("S1: warm-up");
+    closed_loop(echo_op.clone(), w, Duration::from_secs(1), cap).await;
+    closed_loop(send_op.clone(), w, Duration::from_secs(1), cap).await;
+    println!(
+        "S1: max throughput with {w} keep-alive clients, {:?} each",
+        sizes.phase
+    );
+    let echo_max = closed_loop(echo_op.clone(), w, sizes.phase, cap).await;
+    let send_max = closed_loop(send_op.clone(), w, sizes.phase, cap).await;
+    println!(
+        "S1: echo {:.0}/s ({} errors), send-text {:.0}/s ({} errors)",
+        echo_max.rate(),
+        echo_max.errors,
+        send_max.rate(),
+        send_max.errors
+    );
+    let (echo_rate, send_rate) = (echo_max.rate() * 0.8, send_max.rate() * 0.8);
+    println!("S1: paced at 80 %: echo {echo_rate:.0}/s, send-text {send_rate:.0}/s");
+    let mut echo_80 = paced(echo_op, echo_rate, sizes.phase, w).await;
+    let mut send_80 = paced(send_op, send_rate, sizes.phase, w).await;
+    // Every accepted send is stored.
+    let mut stored = 0;
+    for id in ids.iter() {
+        stored += srv.chat_total(id, "79001234567").await?;
+    }
+    let accepted = sent.load(Ordering::Relaxed);
+    let persisted = stored == accepted;
+    let throughput_ratio = send_max.rate() / echo_max.rate();
+    let (send_p99, echo_p99) = (send_80.quantile_ms(0.99), echo_80.quantile_ms(0.99));
+    let (send_p50, echo_p50) = (send_80.quantile_ms(0.5), echo_80.quantile_ms(0.5));
+    let errors = send_max.errors + send_80.errors;
+    let rows = vec![
+        Row::new(
+            "S1",
+            "send-text throughput",
+            send_max.rate(),
+            "req/s",
+            "axum JSON echo",
+            Some(echo_max.rate()),
+            "≥ 0.5×",
+            throughput_ratio >= 0.5 && persisted && errors == 0,
+        )
+        .note(format!(
+            "{w} keep-alive clients, {} instances; {accepted} sends accepted, {stored} stored, {errors} errors",
+            ids.len()
+        )),
+        Row::new(
+            "S1",
+            "send-text p99 at 80 % of max",
+            send_p99,
+            "ms",
+            "echo p99 at 80 % of its max",
+            Some(echo_p99),
+            "≤ 3×",
+            send_p99 / echo_p99 <= 3.0 && send_80.errors == 0,
+        )
+        .note(format!(
+            "{w} paced clients at {send_rate:.0}/s (achieved {:.0}/s) vs echo at {echo_rate:.0}/s (achieved {:.0}/s); p50 {send_p50:.2} vs {echo_p50:.2} ms",
+            send_80.rate(),
+            echo_80.rate()
+        )),
+    ];
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+    Ok(rows)
+}
+
+async fn s2(sizes: &Sizes) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let receiver = Receiver::start().await?;
+    let srv = Arc::new(
+        Server::start(
+            dir.path(),
+            // Held deliveries wait at the receiver until the gate opens.
+            &[("webhook_timeout_ms", "300000".into())],
+        )
+        .await?,
+    );
+    let k = sizes.s2_instances;
+    let m = sizes.s2_events;
+    let ids = srv
+        .create_instances("s2", k, 8, Some(receiver.url.clone()))
+        .await?;
+    srv.wait_connected(k, Duration::from_secs(60)).await?;
+    srv.wait_queue_empty(Duration::from_secs(60)).await?;
+    println!("S2: {k} instances connected; queueing {m} inbound messages behind a closed receiver");
+    receiver.set_open(false);
+    let ids = Arc::new(ids);
+    let expected: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let inbound = {
+        let srv = srv.clone();
+        let ids = ids.clone();
+        let expected = expected.clone();
+        op(move |i| {
+            let srv = srv.clone();
+            let ids = ids.clone();
+            let expected = expected.clone();
+            async move {
+                let id = &ids[i as usize % ids.len()];
+                let body = json!({"from": "79005550001", "body": format!("inbound {i}"), "pushName": "Load"});
+                match srv
+                    .post(&format!("/api/sandbox/instances/{id}/inbound"), &body)
+                    .await
+                {
+                    Ok((200, v)) => match v["messageId"].as_str() {
+                        Some(mid) => {
+                            expected
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .insert(mid.to_owned());
+                            true
+                        }
+                        None => false,
+                    },
+                    _ => false,
+                }
+            }
+        })
+    };
+    let queued = closed_loop(inbound, sizes.workers, Duration::from_secs(600), m as u64).await;
+    if queued.errors > 0 {
+        return Err(format!("{} inbound calls failed", queued.errors));
+    }
+    let expected: HashSet<String> = std::mem::take(
+        &mut expected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let depth = wait_for(
+        "every event in the outbox",
+        Duration::from_secs(300),
+        Duration::from_millis(50),
+        || async {
+            let d = srv.queue_depth().await?;
+            Ok((d >= m as u64).then_some(d))
+        },
+    )
+    .await?;
+    println!("S2: {depth} webhooks pending; opening the receiver");
+    let t0 = Instant::now();
+    receiver.set_open(true);
+    wait_for(
+        "every webhook at the receiver",
+        Duration::from_secs(600),
+        Duration::from_millis(5),
+        || async {
+            // Only this phase's messages are `message_received` webhooks.
+            Ok((receiver.with(|r| r.message_ids.len()) >= expected.len()).then_some(()))
+        },
+    )
+    .await?;
+    let delivered_in = t0.elapsed();
+    let rate = m as f64 / delivered_in.as_secs_f64();
+    let (lost, bad_sigs, deliveries, distinct) = receiver.with(|r| {
+        (
+            expected
+                .iter()
+                .filter(|e| !r.message_ids.contains(*e))
+                .count(),
+            r.bad_signatures,
+            r.deliveries,
+            r.ids.len(),
+        )
+    });
+    println!("S2: {m} webhooks in {delivered_in:?} ({rate:.0}/s); raw loop next");
+
+    // Baseline: the same receiver, the same client stack, pre-signed bodies, `k` loops.
+    let client =
+        wagate::outbound::guarded_client(true, Duration::from_secs(300)).ctx("webhook client")?;
+    let bodies: Arc<Vec<(String, Vec<u8>, String)>> = Arc::new(
+        (0..m)
+            .map(|i| {
+                let event = InstanceEvent::new(
+                    &ids[i % k],
+                    "message_received",
+                    json!({"messageId": format!("RAW{i:016}"), "from": "79005550001@s.whatsapp.net",
+                        "body": format!("inbound {i}"), "type": "conversation", "fromMe": false,
+                        "timestamp": 1_700_000_000, "hasMedia": false, "pushName": "Load"}),
+                );
+                let body = envelope(&event);
+                let signature = sign(WEBHOOK_SECRET, &body);
+                (event.id, body, signature)
+            })
+            .collect(),
+    );
+    let raw = {
+        let url = receiver.url.clone();
+        op(move |i| {
+            let client = client.clone();
+            let bodies = bodies.clone();
+            let url = url.clone();
+            async move {
+                let (id, body, signature) = &bodies[i as usize];
+                let sent = client
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("X-Webhook-Id", id)
+                    .header("X-Webhook-Timestamp", "1700000000")
+                    .header("X-Webhook-Attempt", "1")
+                    .header("X-Webhook-Event", "message_received")
+                    .header("X-Webhook-Signature", signature)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                matches!(sent, Ok(r) if r.status().is_success())
+            }
+        })
+    };
+    let baseline = closed_loop(raw, k, Duration::from_secs(600), m as u64).await;
+    let raw_bad = receiver.with(|r| r.bad_signatures) - bad_sigs;
+    let ratio = rate / baseline.rate();
+    let rows = vec![
+        Row::new(
+            "S2",
+            "webhooks delivered",
+            rate,
+            "webhooks/s",
+            "pre-signed POST loop (reqwest)",
+            Some(baseline.rate()),
+            "≥ 0.8×",
+            ratio >= 0.8,
+        )
+        .note(format!(
+            "{m} message_received webhooks of {k} instances ({k} workers; the raw loop runs {k} clients); raw loop errors {}",
+            baseline.errors
+        )),
+        Row::new(
+            "S2",
+            "webhooks lost",
+            lost as f64,
+            "webhooks",
+            "",
+            None,
+            "0",
+            lost == 0 && bad_sigs == 0 && raw_bad == 0,
+        )
+        .note(format!(
+            "{deliveries} deliveries, {distinct} distinct ids (duplicates allowed: at least once); bad signatures {bad_sigs}"
+        )),
+    ];
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+    Ok(rows)
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media,
+    media_url, caption, mime_type, file_name, media_path, media_size, status, push_name,
+    metadata, ts, created_at, updated_at, status_updated_at, read_by_me)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+const UPSERT_CONTACT: &str = "INSERT INTO contacts (id, instance_id, remote_jid, number, name, push_name, is_group, profile_picture,
+    about, last_activity, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (instance_id, remote_jid) DO UPDATE SET
+        push_name = COALESCE(excluded.push_name, contacts.push_name),
+        last_activity = MAX(COALESCE(excluded.last_activity, 0), COALESCE(contacts.last_activity, 0)),
+        updated_at = excluded.updated_at";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The baseline of S3: the rows one inbound message stores (message, contact, event),
+/// written straight through sqlx in transactions of `batch` messages.
+async fn raw_ingest(path: &Path, instances: &[String], n: usize, batch: usize) -> Res<Duration> {
+    let storage = SqliteStorage::open(path)
+        .await
+        .ctx("open the baseline database")?;
+    let pool = storage.pool().clone();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let mut tx = pool.begin().await.ctx("begin")?;
+        for j in i..(i + batch).min(n) {
+            let instance = &instances[j % instances.len()];
+            let ts = now_ms();
+            let message_id = format!("3EB0{j:018X}");
+            let metadata = json!({"pushName": "Load", "timestamp": ts / 1000, "sender": "79005550001@s.whatsapp.net"});
+            sqlx::query(INSERT_MESSAGE)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(instance)
+                .bind(&message_id)
+                .bind("79005550001@s.whatsapp.net")
+                .bind(false)
+                .bind("text")
+                .bind(format!("inbound {j}"))
+                .bind(false)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<i64>)
+                .bind("received")
+                .bind("Load")
+                .bind(metadata.to_string())
+                .bind(ts)
+                .bind(ts)
+                .bind(ts)
+                .bind(None::<i64>)
+                .bind(false)
+                .execute(&mut *tx)
+                .await
+                .ctx("insert message")?;
+            sqlx::query(UPSERT_CONTACT)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(instance)
+                .bind("79005550001@s.whatsapp.net")
+                .bind("79005550001")
+                .bind(None::<String>)
+                .bind("Load")
+                .bind(false)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(ts)
+                .bind(ts)
+                .bind(ts)
+                .execute(&mut *tx)
+                .await
+                .ctx("upsert contact")?;
+            let event = InstanceEvent::new(
+                instance,
+                "message_received",
+                json!({"messageId": message_id, "from": "79005550001@s.whatsapp.net", "body": format!("inbound {j}"),
+                    "type": "conversation", "fromMe": false, "timestamp": ts / 1000, "hasMedia": false,
+                    "pushName": "Load", "status": "received", "metadata": metadata}),
+            );
+            sqlx::query(
+                "INSERT INTO events (id, instance_id, kind, ts, data) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&event.id)
+            .bind(&event.instance_id)
+            .bind(&event.kind)
+            .bind(event.timestamp.timestamp_millis())
+            .bind(event.data.to_string())
+            .execute(&mut *tx)
+            .await
+            .ctx("insert event")?;
+        }
+        tx.commit().await.ctx("commit")?;
+        i += batch;
+    }
+    let elapsed = start.elapsed();
+    pool.close().await;
+    Ok(elapsed)
+}
+
+async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+    let k = sizes.s3_instances;
+    let m = sizes.s3_messages;
+    let ids = Arc::new(srv.create_instances("s3", k, 8, None).await?);
+    srv.wait_connected(k, Duration::from_secs(60)).await?;
+    println!("S3: {m} inbound messages over HTTP into {k} instances");
+    let inbound = {
+        let srv = srv.clone();
+        let ids = ids.clone();
+        op(move |i| {
+            let srv = srv.clone();
+            let ids = ids.clone();
+            async move {
+                let id = &ids[i as usize % ids.len()];
+                let body = json!({"from": "79005550001", "body": format!("inbound {i}"), "pushName": "Load"});
+                matches!(
+                    srv.post(&format!("/api/sandbox/instances/{id}/inbound"), &body)
+                        .await,
+                    Ok((200, _))
+                )
+            }
+        })
+    };
+    let start = Instant::now();
+    let sent = closed_loop(inbound, sizes.workers, Duration::from_secs(600), m as u64).await;
+    if sent.errors > 0 {
+        return Err(format!("{} inbound calls failed", sent.errors));
+    }
+    let accepted_in = start.elapsed();
+    // The answer comes once the engine took the message; it is stored by the instance
+    // actor right after. Count what is stored.
+    wait_for(
+        "every inbound message stored",
+        Duration::from_secs(600),
+        Duration::from_millis(20),
+        || async {
+            let mut total = 0;
+            for id in ids.iter() {
+                total += srv.chat_total(id, "79005550001").await?;
+            }
+            Ok((total >= m as u64).then_some(()))
+        },
+    )
+    .await?;
+    let ingested_in = start.elapsed();
+    let rate = m as f64 / ingested_in.as_secs_f64();
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+    // Each stored message also produced its event.
+    let storage = SqliteStorage::open(&dir.path().join("whatsapp-api.db"))
+        .await
+        .ctx("reopen the server's database")?;
+    let events: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'message_received'")
+            .fetch_one(storage.pool())
+            .await
+            .ctx("count events")?;
+    storage.pool().close().await;
+    println!("S3: {m} ingested in {ingested_in:?} ({rate:.0}/s); raw batched inserts next");
+    let batch = 100;
+    let raw = raw_ingest(&dir.path().join("baseline.db"), &ids, m, batch).await?;
+    let raw_rate = m as f64 / raw.as_secs_f64();
+    let ratio = rate / raw_rate;
+    Ok(vec![
+        Row::new(
+            "S3",
+            "inbound ingest (HTTP → stored → event)",
+            rate,
+            "msg/s",
+            "raw batched sqlx inserts",
+            Some(raw_rate),
+            "≥ 0.5×",
+            ratio >= 0.5 && events as usize == m,
+        )
+        .note(format!(
+            "driven over HTTP (POST /api/sandbox/instances/{{id}}/inbound, {} clients, {k} instances): all {m} accepted in {accepted_in:?}, stored in {ingested_in:?}; {events} message_received events stored; baseline = message + contact upsert + event per message, {batch} messages per transaction, same schema and pragmas, separate file",
+            sizes.workers
+        )),
+    ])
+}
+
+/// Bulk-loads `n` messages of one instance into `chats` chats, straight into the file.
+async fn bulk_load(db: &Path, instance: &str, n: usize, chats: usize) -> Res<Duration> {
+    let storage = SqliteStorage::open(db)
+        .await
+        .ctx("open the server's database")?;
+    let pool = storage.pool().clone();
+    let start = Instant::now();
+    let base_ts = now_ms() - n as i64 * 1000;
+    const PER_STATEMENT: usize = 500;
+    const PER_TX: usize = 20_000;
+    let mut i = 0;
+    while i < n {
+        let mut tx = pool.begin().await.ctx("begin")?;
+        let tx_end = (i + PER_TX).min(n);
+        while i < tx_end {
+            let end = (i + PER_STATEMENT).min(tx_end);
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media, status, push_name, metadata, ts, created_at, updated_at, read_by_me) ",
+            );
+            qb.push_values(i..end, |mut b, j| {
+                let ts = base_ts + j as i64 * 1000;
+                let from_me = j % 2 == 0;
+                b.push_bind(format!("{:08x}-0000-7000-8000-{j:012x}", j / 1000))
+                    .push_bind(instance.to_owned())
+                    .push_bind(format!("3EB0{j:018X}"))
+                    .push_bind(chat_jid(j % chats))
+                    .push_bind(from_me)
+                    .push_bind("text")
+                    .push_bind(format!(
+                        "stored message number {j}, with a little text to look real"
+                    ))
+                    .push_bind(false)
+                    .push_bind(if from_me { "sent" } else { "received" })
+                    .push_bind((!from_me).then_some("Load"))
+                    .push_bind(format!("{{\"timestamp\":{}}}", ts / 1000))
+                    .push_bind(ts)
+                    .push_bind(ts)
+                    .push_bind(ts)
+                    .push_bind(true);
+            });
+            qb.build().execute(&mut *tx).await.ctx("bulk insert")?;
+            i = end;
+        }
+        tx.commit().await.ctx("commit")?;
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .ctx("checkpoint")?;
+    let elapsed = start.elapsed();
+    pool.close().await;
+    Ok(elapsed)
+}
+
+fn chat_jid(c: usize) -> String {
+    format!("7901{c:07}@s.whatsapp.net")
+}
+
+async fn s4(sizes: &Sizes) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let n = sizes.s4_messages;
+    let chats = (n / 10_000).max(1);
+    let q = sizes.s4_queries;
+    // A first start creates the schema, the admin and the instance.
+    let srv = Server::start(dir.path(), &[]).await?;
+    let instance = srv.create_instance("s4", None).await?;
+    srv.stop().await?;
+    let db = dir.path().join("whatsapp-api.db");
+    println!("S4: bulk-loading {n} messages in {chats} chats");
+    let loaded_in = bulk_load(&db, &instance, n, chats).await?;
+    println!("S4: loaded in {loaded_in:?}; {q} queries through sqlx");
+
+    // Baseline 1: the history's two queries, straight through sqlx, one at a time.
+    let storage = SqliteStorage::open(&db)
+        .await
+        .ctx("open for the baseline")?;
+    let pool = storage.pool().clone();
+    let mut direct = Load::default();
+    let start = Instant::now();
+    for i in 0..q + q / 10 {
+        let jid = chat_jid(i % chats);
+        let t = Instant::now();
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE instance_id = ? AND remote_jid = ?",
+        )
+        .bind(&instance)
+        .bind(&jid)
+        .fetch_one(&pool)
+        .await
+        .ctx("count")?;
+        let rows = sqlx::query(
+            "SELECT * FROM messages WHERE instance_id = ? AND remote_jid = ? ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+        )
+        .bind(&instance)
+        .bind(&jid)
+        .bind(50i64)
+        .bind(0i64)
+        .fetch_all(&pool)
+        .await
+        .ctx("page")?;
+        // The first tenth warms the cache and is not counted.
+        if i >= q / 10 {
+            direct.ok += 1;
+            direct.latencies_us.push(t.elapsed().as_micros() as u64);
+        }
+        if rows.len() != 50 || total < 50 {
+            return Err(format!("direct query found {} rows of {total}", rows.len()));
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+    }
+    let checked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .ctx("count all")?;
+    pool.close().await;
+
+    // Baseline 2: the echo's p99, one client, one request at a time.
+    let echo = start_echo().await?;
+    let echo_op = echo_op(http_client(4)?, echo);
+    closed_loop(echo_op.clone(), 1, Duration::from_secs(1), (q / 10) as u64).await;
+    let mut echo_seq = closed_loop(echo_op, 1, Duration::from_secs(300), q as u64).await;
+
+    // The server, one client, one request at a time.
+    let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+    let history = {
+        let srv = srv.clone();
+        let instance = instance.clone();
+        op(move |i| {
+            let srv = srv.clone();
+            let instance = instance.clone();
+            async move {
+                let chat = chat_jid(i as usize % chats);
+                match srv
+                    .get(&format!(
+                        "/api/instances/{instance}/chats/{chat}/messages?limit=50"
+                    ))
+                    .await
+                {
+                    Ok((200, v)) => v["messages"].as_array().is_some_and(|m| m.len() == 50),
+                    _ => false,
+                }
+            }
+        })
+    };
+    closed_loop(history.clone(), 1, Duration::from_secs(5), (q / 10) as u64).await;
+    let mut served = closed_loop(history, 1, Duration::from_secs(300), q as u64).await;
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+    let (p99, direct_p99, echo_p99) = (
+        served.quantile_ms(0.99),
+        direct.quantile_ms(0.99),
+        echo_seq.quantile_ms(0.99),
+    );
+    let baseline = direct_p99 + echo_p99;
+    let (p50, direct_p50, echo_p50) = (
+        served.quantile_ms(0.5),
+        direct.quantile_ms(0.5),
+        echo_seq.quantile_ms(0.5),
+    );
+    Ok(vec![
+        Row::new(
+            "S4",
+            "chat history p99 (50 of 1M-scale store)",
+            p99,
+            "ms",
+            "sqlx p99 + echo p99",
+            Some(baseline),
+            "≤ 2×",
+            p99 / baseline <= 2.0 && served.errors == 0,
+        )
+        .note(format!(
+            "{checked} messages stored ({chats} chats × {} each), loaded in {loaded_in:.1?}; {} queries one at a time; p50 {:.2} ms (sqlx p50 {:.2}, echo p50 {:.2}); sqlx p99 {direct_p99:.2} ms, echo p99 {echo_p99:.2} ms; {} errors",
+            n / chats,
+            served.ok,
+            p50,
+            direct_p50,
+            echo_p50,
+            served.errors
+        )),
+    ])
+}
+
+async fn s5(sizes: &Sizes) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+    let n = sizes.s5_instances;
+    let warm = sizes.s5_warmup;
+    let started = Instant::now();
+    srv.create_instances("warm", warm, 16, None).await?;
+    srv.wait_connected(warm, Duration::from_secs(120)).await?;
+    // Idle: let timers and buffers settle before reading the resident size.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_warm = rss_bytes()?;
+    println!(
+        "S5: {warm} instances, RSS {:.1} MiB; creating {} more",
+        rss_warm as f64 / 1048576.0,
+        n - warm
+    );
+    srv.create_instances("idle", n - warm, 32, None).await?;
+    srv.wait_connected(n, Duration::from_secs(1200)).await?;
+    let created_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = rss_bytes()?;
+    let marginal = (rss.saturating_sub(rss_warm)) as f64 / (n - warm) as f64 / 1024.0;
+    let total_mib = rss as f64 / 1048576.0;
+    println!("S5: {n} instances connected in {created_in:?}; RSS {total_mib:.1} MiB");
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+    Ok(vec![
+        Row::new(
+            "S5",
+            &format!("marginal RSS per idle connected instance ({n})"),
+            marginal,
+            "KiB",
+            "",
+            None,
+            "≤ 64 KiB",
+            marginal <= 64.0,
+        )
+        .note(format!(
+            "(RSS at {n} − RSS at {warm}) / {}; {n} created over HTTP (32 at a time) and autopaired in {created_in:.1?}",
+            n - warm
+        )),
+        Row::new(
+            "S5",
+            &format!("whole process RSS with {n} instances"),
+            total_mib,
+            "MiB",
+            "",
+            None,
+            "≤ 1024 MiB",
+            total_mib <= 1024.0,
+        )
+        .note("VmRSS of the process: server, load client and runtime together"),
+    ])
+}
+
+fn parse_ts(ts: &str) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+    let ms = u64::try_from(t.timestamp_millis()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+async fn s6(sizes: &Sizes) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let receiver = Receiver::start().await?;
+    let base_ms: u64 = 500;
+    let srv = Arc::new(
+        Server::start(
+            dir.path(),
+            &[
+                ("restart_backoff_base_ms", base_ms.to_string()),
+                ("restart_backoff_max_ms", "30000".into()),
+            ],
+        )
+        .await?,
+    );
+    let n = sizes.s6_instances;
+    let ids = Arc::new(
+        srv.create_instances("storm", n, 32, Some(receiver.url.clone()))
+            .await?,
+    );
+    srv.wait_connected(n, Duration::from_secs(600)).await?;
+    srv.wait_queue_empty(Duration::from_secs(300)).await?;
+    println!("S6: {n} instances connected; crashing them all");
+    let crash_at = SystemTime::now();
+    let crash_started = Instant::now();
+    let concurrency = 128;
+    let fired = for_each_concurrent(n, concurrency, |i| {
+        let srv = srv.clone();
+        let id = ids[i].clone();
+        async move {
+            let (status, body) = srv
+                .post(
+                    &format!("/api/sandbox/instances/{id}/fault"),
+                    &json!({"kind": "crash"}),
+                )
+                .await?;
+            if status != 200 {
+                return Err(format!("crash {id}: {status} {body}"));
+            }
+            Ok(Instant::now())
+        }
+    })
+    .await?;
+    let fired_in = fired
+        .iter()
+        .max()
+        .map_or(Duration::ZERO, |t| t.duration_since(crash_started));
+    // The board says all are connected again…
+    let seen_connected = wait_for(
+        "every instance connected again",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || async {
+            let m = srv.metrics().await?;
+            let connected = m
+                .get("wagate_instances{status=\"connected\"}")
+                .copied()
+                .unwrap_or(0.0) as usize;
+            let restarts = m
+                .get("wagate_supervisor_restarts_total")
+                .copied()
+                .unwrap_or(0.0) as usize;
+            Ok((connected >= n && restarts >= n).then(|| crash_started.elapsed()))
+        },
+    )
+    .await?;
+    // …and each instance's `connected` event after the crash says when it came back.
+    let crash_iso = chrono::DateTime::<chrono::Utc>::from(crash_at)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let back_at: Vec<SystemTime> = wait_for(
+        "a connected webhook of every instance",
+        Duration::from_secs(300),
+        Duration::from_millis(50),
+        || async {
+            Ok(receiver.with(|r| {
+                let mut latest: HashMap<&str, SystemTime> = HashMap::new();
+                for (instance, kind, ts) in &r.events {
+                    if kind == "connected"
+                        && let Some(t) = parse_ts(ts).filter(|t| *t >= crash_at)
+                    {
+                        let e = latest.entry(instance.as_str()).or_insert(t);
+                        *e = (*e).min(t);
+                    }
+                }
+                (latest.len() >= n).then(|| latest.into_values().collect())
+            }))
+        },
+    )
+    .await?;
+    let storm = back_at
+        .iter()
+        .filter_map(|t| t.duration_since(crash_at).ok())
+        .max()
+        .unwrap_or_default();
+    let window = Duration::from_millis(base_ms * 12 / 10) + Duration::from_secs(2);
+    // The supervisor is alive: it starts and connects one more instance.
+    let alive = async {
+        srv.create_instance("after-storm", None).await?;
+        srv.wait_connected(n + 1, Duration::from_secs(30)).await
+    }
+    .await
+    .is_ok();
+    let restarts = srv
+        .metrics()
+        .await?
+        .get("wagate_supervisor_restarts_total")
+        .copied()
+        .unwrap_or(0.0);
+    // No webhook lost: every event stored since the crash reached the receiver.
+    srv.wait_queue_empty(Duration::from_secs(300)).await?;
+    let stored: Vec<Vec<(String, String, String)>> = for_each_concurrent(n, 32, |i| {
+        let srv = srv.clone();
+        let id = ids[i].clone();
+        let since = crash_iso.clone();
+        async move {
+            let (status, body) = srv
+                .get(&format!(
+                    "/api/instances/{id}/events?since={since}&limit=1000"
+                ))
+                .await?;
+            if status != 200 {
+                return Err(format!("events: {status} {body}"));
+            }
+            Ok(body["events"]
+                .as_array()
+                .map(|events| {
+                    events
+                        .iter()
+                        .map(|e| {
+                            (
+                                id.clone(),
+                                e["type"].as_str().unwrap_or_default().to_owned(),
+                                e["timestamp"].as_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default())
+        }
+    })
+    .await?;
+    let stored: Vec<(String, String, String)> = stored.into_iter().flatten().collect();
+    let lost = receiver.with(|r| stored.iter().filter(|e| !r.events.contains(*e)).count());
+    let bad = receiver.with(|r| r.bad_signatures);
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+    let limit = window.as_secs_f64();
+    Ok(vec![
+        Row::new(
+            "S6",
+            &format!("restart storm: {n} crashed → all connected"),
+            storm.as_secs_f64(),
+            "s",
+            "first backoff window (base × 1.2) + 2 s",
+            Some(limit),
+            "≤ 1× (in time)",
+            storm <= window && alive,
+        )
+        .note(format!(
+            "from the first crash request to the last `connected` event; the {n} crash requests took {fired_in:.2?} ({concurrency} at a time); status board all connected {seen_connected:.2?} after the first crash; supervisor restarts {restarts}; supervisor alive afterwards: {alive}"
+        )),
+        Row::new(
+            "S6",
+            "webhooks lost in the storm",
+            lost as f64,
+            "webhooks",
+            "",
+            None,
+            "0",
+            lost == 0 && bad == 0,
+        )
+        .note(format!(
+            "{} events stored since the crash, each checked at the receiver; bad signatures {bad}",
+            stored.len()
+        )),
+    ])
+}
+
+// ───────────────────────────── driver ─────────────────────────────
+
+fn run_scenario(name: &str, sizes: &Sizes) -> Res<Vec<Row>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .ctx("tokio runtime")?;
+    let limit = if sizes.quick {
+        Duration::from_secs(900)
+    } else {
+        Duration::from_secs(3600)
+    };
+    rt.block_on(async {
+        let run = async {
+            match name {
+                "S1" => s1(sizes).await,
+                "S2" => s2(sizes).await,
+                "S3" => s3(sizes).await,
+                "S4" => s4(sizes).await,
+                "S5" => s5(sizes).await,
+                "S6" => s6(sizes).await,
+                other => Err(format!("no scenario {other}")),
+            }
+        };
+        tokio::time::timeout(limit, run)
+            .await
+            .map_err(|_| format!("{name} did not finish within {limit:?}"))?
+    })
+}
+
+/// Runs one scenario in a child process and collects its rows.
+fn run_child(name: &str, limit: Duration) -> Vec<Row> {
+    let failed = |why: String| {
+        vec![
+            Row::new(
+                name,
+                "scenario failed",
+                f64::NAN,
+                "",
+                "",
+                None,
+                "runs",
+                false,
+            )
+            .note(why),
+        ]
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return failed(format!("cannot find the bench binary: {e}")),
+    };
+    let mut child = match std::process::Command::new(exe)
+        .args(["--scenario", name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot start the scenario process: {e}")),
+    };
+    let Some(stdout) = child.stdout.take() else {
+        return failed("no stdout".into());
+    };
+    let child = Arc::new(Mutex::new(child));
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let child = child.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while !done.load(Ordering::Relaxed) {
+                if Instant::now() >= deadline {
+                    if let Ok(mut c) = child.lock() {
+                        let _ = c.kill();
+                    }
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            false
+        })
+    };
+    let mut rows = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        match line.strip_prefix(ROWS_MARK) {
+            Some(json) => rows = serde_json::from_str::<Vec<Row>>(json).ok(),
+            None => println!("  {line}"),
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let killed = watchdog.join().unwrap_or(false);
+    let status = child.lock().ok().and_then(|mut c| c.wait().ok());
+    match rows {
+        Some(rows) => rows,
+        None if killed => failed(format!("killed after {limit:?}")),
+        None => failed(format!("the scenario process ended with {status:?}")),
+    }
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "cpu": model,
+        "rustc": rustc,
+        "loadavg_at_start": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    })
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | metric | figure | baseline | ratio | target | met? |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let baseline = match r.baseline {
+            Some(b) => format!("{} {} ({})", fmt_num(b), r.unit, r.baseline_name),
+            None => "—".into(),
+        };
+        let ratio = r.ratio.map_or("—".into(), |x| format!("{x:.2}×"));
+        out.push_str(&format!(
+            "| {} | {} | {} {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.metric,
+            fmt_num(r.figure),
+            r.unit,
+            baseline,
+            ratio,
+            r.target,
+            if r.met { "yes" } else { "**no**" }
+        ));
+    }
+    out
+}
+
+fn output_path() -> PathBuf {
+    if let Ok(p) = std::env::var("WAGATE_BENCH_OUT")
+        && !p.is_empty()
+    {
+        return PathBuf::from(p);
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent()
+        .unwrap_or(tmp)
+        .join("bench-results")
+        .join("load.json")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes = Sizes::from_env();
+    if let Some(i) = args.iter().position(|a| a == "--scenario") {
+        let name = args.get(i + 1).cloned().unwrap_or_default();
+        match run_scenario(&name, &sizes) {
+            Ok(rows) => {
+                println!(
+                    "{ROWS_MARK}{}",
+                    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+                );
+            }
+            Err(e) => {
+                eprintln!("{name} failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let only: Option<Vec<String>> = std::env::var("WAGATE_BENCH_ONLY").ok().map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let selected: Vec<&str> = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s)))
+        .collect();
+    let machine = machine();
+    println!(
+        "wagate load harness ({} sizes): {}",
+        if sizes.quick { "quick" } else { "full" },
+        machine
+    );
+    let started = chrono::Utc::now();
+    let limit = if sizes.quick {
+        Duration::from_secs(1000)
+    } else {
+        Duration::from_secs(3700)
+    };
+    let mut rows = Vec::new();
+    for s in &selected {
+        println!("── {s} ──");
+        let t = Instant::now();
+        let got = run_child(s, limit);
+        println!("── {s} done in {:.1?} ──", t.elapsed());
+        rows.extend(got);
+    }
+    println!();
+    println!(
+        "{:<4} {:<42} {:>12} {:<10} {:>12} {:>7} {:<16} met",
+        "id", "metric", "figure", "unit", "baseline", "ratio", "target"
+    );
+    for r in &rows {
+        println!(
+            "{:<4} {:<42} {:>12} {:<10} {:>12} {:>7} {:<16} {}",
+            r.scenario,
+            r.metric,
+            fmt_num(r.figure),
+            r.unit,
+            r.baseline.map_or("—".into(), fmt_num),
+            r.ratio.map_or("—".into(), |x| format!("{x:.2}×")),
+            r.target,
+            if r.met { "yes" } else { "NO" }
+        );
+        if !r.notes.is_empty() {
+            println!("     {}", r.notes);
+        }
+    }
+    let out = output_path();
+    let report = json!({
+        "started_at": started.to_rfc3339(),
+        "sizes": if sizes.quick { "quick" } else { "full" },
+        "machine": machine,
+        "rows": rows,
+    });
+    let written = out
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| {
+            std::fs::write(
+                &out,
+                serde_json::to_string_pretty(&report).unwrap_or_default(),
+            )
+        })
+        .and_then(|_| std::fs::write(out.with_extension("md"), markdown(&rows)));
+    match written {
+        Ok(()) => println!(
+            "\nresults: {} (and {})",
+            out.display(),
+            out.with_extension("md").display()
+        ),
+        Err(e) => eprintln!("cannot write {}: {e}", out.display()),
+    }
+}
