@@ -314,10 +314,12 @@ async function main() {
         
         // Остановка мониторинга
         const passes = Number(process.env.WAGATE_EXAMPLE_MONITOR_PASSES || '1');
+        let timer;
         await Promise.race([
           firstMessage,
-          new Promise(resolve => setTimeout(resolve, passes * 1000 + 500))
+          new Promise(resolve => { timer = setTimeout(resolve, passes * 1000 + 500); })
         ]);
+        clearTimeout(timer);
         stopMonitoring();
         console.log('Мониторинг остановлен');
       } else {
