@@ -8,6 +8,7 @@ mod auth;
 mod dashboard;
 mod db;
 mod errors;
+mod examples;
 mod fake_whatsapp;
 mod faults;
 mod instances;
