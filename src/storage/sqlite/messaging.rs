@@ -126,7 +126,7 @@ pub(super) async fn insert_message_row<'e>(
 #[async_trait]
 impl MessageStore for SqliteStorage {
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
-        insert_message_row(self.pool(), m, false).await
+        insert_message_row(self.writer(), m, false).await
     }
 
     async fn message_by_id(
@@ -348,14 +348,14 @@ impl ContactStore for SqliteStorage {
         .bind(c.last_activity.map(ms))
         .bind(ms(c.created_at))
         .bind(ms(c.updated_at))
-        .fetch_one(self.pool())
+        .fetch_one(self.writer())
         .await
         .map_err(map_err)?;
         let stored = contact_from_row(&row)?;
         sqlx::query("UPDATE contacts SET search_text = ? WHERE id = ?")
             .bind(search_text(&stored))
             .bind(&stored.id)
-            .execute(self.pool())
+            .execute(self.writer())
             .await
             .map_err(map_err)?;
         Ok(stored)

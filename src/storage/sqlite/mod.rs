@@ -35,10 +35,18 @@ use super::from_millis;
 /// The embedded migrations (`migrations/*.sql`, append-only).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// SQLite implementation of every storage trait. Cheap to clone (a pool handle).
+/// Read connections of a file database.
+const READERS: u32 = 8;
+
+/// SQLite implementation of every storage trait. Cheap to clone (pool handles).
 #[derive(Clone, Debug)]
 pub struct SqliteStorage {
+    /// Readers: WAL lets them run beside the writer.
     pool: SqlitePool,
+    /// The one connection every write goes through. SQLite admits one writer at a time;
+    /// with writes spread over the pool, the losers sleep in SQLite's busy handler
+    /// (1, 2, 5, 10… ms). Queued on this pool they wait their turn without sleeping.
+    writer: SqlitePool,
 }
 
 impl SqliteStorage {
@@ -69,7 +77,7 @@ impl SqliteStorage {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 8 })
+            .max_connections(if memory { 1 } else { READERS })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
                 None
@@ -82,19 +90,38 @@ impl SqliteStorage {
                 Some(Duration::from_secs(3600))
             })
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(SqliteStorage { pool })
+        // An in-memory database lives in its single connection: it reads and writes there.
+        let writer = if memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .idle_timeout(Some(Duration::from_secs(600)))
+                .max_lifetime(Some(Duration::from_secs(3600)))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(unavailable)?
+        };
+        Ok(SqliteStorage { pool, writer })
     }
 
     /// The underlying pool, for benchmarks that compare against raw queries.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The pool of writes (one connection): inserts, updates, deletes and transactions.
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 }
 
@@ -306,7 +333,7 @@ pub(crate) async fn insert_event<'e>(
 #[async_trait]
 impl UserStore for SqliteStorage {
     async fn create_user(&self, u: &User) -> StoreResult<()> {
-        insert_user(&self.pool, u).await
+        insert_user(self.writer(), u).await
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
@@ -373,7 +400,7 @@ impl UserStore for SqliteStorage {
         .bind(&u.api_key_sealed)
         .bind(ms(u.updated_at))
         .bind(&u.id)
-        .execute(&self.pool)
+        .execute(self.writer())
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
@@ -382,7 +409,7 @@ impl UserStore for SqliteStorage {
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
@@ -401,7 +428,7 @@ impl UserStore for SqliteStorage {
 #[async_trait]
 impl InstanceStore for SqliteStorage {
     async fn create_instance(&self, i: &Instance) -> StoreResult<()> {
-        insert_instance(&self.pool, i).await
+        insert_instance(self.writer(), i).await
     }
 
     async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
@@ -447,7 +474,7 @@ impl InstanceStore for SqliteStorage {
         .bind(i.limits.as_ref().map(json).transpose()?)
         .bind(ms(i.updated_at))
         .bind(&i.id)
-        .execute(&self.pool)
+        .execute(self.writer())
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
@@ -465,14 +492,14 @@ impl InstanceStore for SqliteStorage {
             .bind(phone)
             .bind(ms(at))
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(map_err)?;
         Ok(())
     }
 
     async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.writer().begin().await.map_err(map_err)?;
         for statement in [
             "DELETE FROM activity WHERE instance_id = ?",
             "DELETE FROM events WHERE instance_id = ?",
@@ -518,7 +545,7 @@ fn push_activity_filters(qb: &mut QueryBuilder<Sqlite>, instance_id: &str, q: &A
 #[async_trait]
 impl ActivityStore for SqliteStorage {
     async fn append_activity(&self, e: &ActivityEntry) -> StoreResult<()> {
-        insert_activity(&self.pool, e).await
+        insert_activity(self.writer(), e).await
     }
 
     async fn list_activity(
@@ -553,7 +580,7 @@ impl ActivityStore for SqliteStorage {
 #[async_trait]
 impl EventStore for SqliteStorage {
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
-        insert_event(&self.pool, e).await
+        insert_event(self.writer(), e).await
     }
 
     async fn list_events(
@@ -606,13 +633,14 @@ impl Storage for SqliteStorage {
 
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(map_err)?;
         Ok(())
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

@@ -37,7 +37,7 @@ pub(super) fn usage_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<(Usag
 #[async_trait]
 impl StatsStore for SqliteStorage {
     async fn add_usage(&self, rows: &[(UsageKey, Usage)]) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let mut tx = self.writer().begin().await.map_err(map_err)?;
         for (k, u) in rows {
             sqlx::query(
                 "INSERT INTO usage_daily (day, user_id, instance_id, messages_sent, messages_received, media_sent,

@@ -153,7 +153,7 @@ impl TransferStore for SqliteStorage {
     }
 
     async fn import_records(&self, records: &[Record]) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let mut tx = self.writer().begin().await.map_err(map_err)?;
         for record in records {
             match record {
                 Record::User(u) => insert_user(&mut *tx, u).await?,
@@ -188,7 +188,7 @@ impl TransferStore for SqliteStorage {
     }
 
     async fn clear_all(&self) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let mut tx = self.writer().begin().await.map_err(map_err)?;
         for kind in RecordKind::ALL {
             let (table, _) = table(kind);
             sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))

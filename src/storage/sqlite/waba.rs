@@ -166,7 +166,7 @@ impl WabaStore for SqliteStorage {
         .bind(&a.verify_token)
         .bind(&a.verify_token_hash)
         .bind(ms(a.updated_at))
-        .execute(self.pool())
+        .execute(self.writer())
         .await
         .map_err(map_err)?;
         Ok(())
@@ -230,7 +230,7 @@ impl WabaStore for SqliteStorage {
         .bind(customer_phone)
         .bind(customer_name)
         .bind(ms(at))
-        .fetch_one(self.pool())
+        .fetch_one(self.writer())
         .await
         .map_err(map_err)?;
         chat_from_row(&row)
@@ -314,7 +314,7 @@ impl WabaStore for SqliteStorage {
     }
 
     async fn insert_waba_message(&self, m: &WabaMessage) -> StoreResult<WabaMessage> {
-        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let mut tx = self.writer().begin().await.map_err(map_err)?;
         let row = sqlx::query(
             "INSERT INTO waba_messages (chat_id, owner_id, whatsapp_message_id, from_me, message_type, content,
                                         media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at)
@@ -435,7 +435,7 @@ impl WabaStore for SqliteStorage {
              WHERE chat_id = ? AND from_me = 0 AND is_read_by_operator = 0",
         )
         .bind(chat_id)
-        .execute(self.pool())
+        .execute(self.writer())
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected())
