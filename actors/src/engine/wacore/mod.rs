@@ -170,12 +170,17 @@ impl Shared {
         }
     }
 
-    fn remember_contact(&self, contact: EngineContact) {
+    /// Keeps `contact` for [`Engine::contacts`], up to [`MAX_REMEMBERED_CONTACTS`].
+    fn keep_contact(&self, contact: &EngineContact) {
         let mut contacts = lock(&self.contacts);
         if contacts.len() < MAX_REMEMBERED_CONTACTS || contacts.contains_key(&contact.jid) {
             contacts.insert(contact.jid.clone(), contact.clone());
         }
-        drop(contacts);
+    }
+
+    /// A contact WhatsApp told us about: kept, and passed on to the instance.
+    fn remember_contact(&self, contact: EngineContact) {
+        self.keep_contact(&contact);
         self.emit(EngineEvent::Contact(contact));
     }
 
@@ -690,15 +695,11 @@ impl Engine for WacoreEngine {
             })?;
         let registered = found.iter().any(|r| r.is_registered);
         if registered {
-            let contact = EngineContact {
+            self.shared.keep_contact(&EngineContact {
                 jid: address.to_non_ad_string(),
                 name: name.map(str::to_owned),
                 push_name: None,
-            };
-            let mut contacts = lock(&self.shared.contacts);
-            if contacts.len() < MAX_REMEMBERED_CONTACTS || contacts.contains_key(&contact.jid) {
-                contacts.insert(contact.jid.clone(), contact);
-            }
+            });
         }
         Ok(registered)
     }
