@@ -22,14 +22,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use wagate_actors::backoff::BackoffConfig;
 use wagate_actors::domain::{
-    EngineKind, Instance, InstanceEvent, InstanceStatus, WebhookSettings, new_id,
+    EngineKind, Event, EventKind, Instance, InstanceEvent, InstanceStatus, WebhookSettings, new_id,
 };
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork};
-use wagate_actors::events::EventHub;
-use wagate_actors::instance::{InstanceDeps, InstanceHandle};
-use wagate_actors::runtime::{Runtime, start_runtime};
+use wagate_actors::instance::InstanceHandle;
+use wagate_actors::runtime::{Runtime, RuntimeConfig, start_runtime};
 use wagate_actors::testing::MemoryStorage;
-use wagate_actors::webhook::{envelope, sign};
+use wagate_actors::webhook_queue::{envelope, sign};
 
 /// Each pair: (figure, baseline), as `group/function` ids.
 const PAIRS: &[(&str, &str, &str)] = &[
@@ -61,15 +60,14 @@ const PAIRS: &[(&str, &str, &str)] = &[
 ];
 
 fn sample_event() -> InstanceEvent {
-    InstanceEvent::new(
-        "01a2b3c4d5e6f708",
-        "message_received",
-        json!({
-            "messageId": "3EB0A51DF72BEEC3B1359A", "from": "79001234567@s.whatsapp.net",
-            "body": "Привет! Как дела?", "type": "conversation", "timestamp": 1_672_531_200,
-            "hasMedia": false, "pushName": "Иван",
-        }),
-    )
+    let data = json!({
+        "messageId": "3EB0A51DF72BEEC3B1359A", "from": "79001234567@s.whatsapp.net",
+        "body": "Привет! Как дела?", "type": "conversation", "timestamp": 1_672_531_200,
+        "hasMedia": false, "pushName": "Иван", "status": "received",
+    });
+    let event = Event::from_data(EventKind::MessageReceived, data)
+        .unwrap_or_else(|e| panic!("a message_received payload: {e}"));
+    InstanceEvent::new("01a2b3c4d5e6f708", event)
 }
 
 fn webhook(c: &mut Criterion) {
@@ -85,7 +83,7 @@ fn webhook(c: &mut Criterion) {
     });
     g.bench_function("envelope", |b| b.iter(|| envelope(black_box(&event))));
     g.bench_function("serde_json_data", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&event.data)).unwrap_or_default())
+        b.iter(|| serde_json::to_vec(black_box(&event.data())).unwrap_or_default())
     });
     g.bench_function("envelope_and_sign", |b| {
         b.iter(|| {
@@ -109,19 +107,16 @@ fn auth(c: &mut Criterion) {
 /// A running sandbox instance on in-memory storage, and the runtime it lives in.
 async fn running_instance(dir: &Path) -> (Runtime, InstanceHandle) {
     let storage = Arc::new(MemoryStorage::default());
-    let deps = InstanceDeps {
-        storage: storage.clone(),
-        events: EventHub::new(storage),
-        engines: Arc::new(Engines::new(
-            SandboxNetwork::new(SandboxConfig::default()),
-            Default::default(),
-        )),
-        data_dir: dir.to_path_buf(),
+    let engines = Arc::new(Engines::new(
+        SandboxNetwork::new(SandboxConfig::default()),
+        Default::default(),
+    ));
+    let config = RuntimeConfig {
         call_timeout: Duration::from_secs(5),
         backoff: BackoffConfig::default(),
-        stats: None,
+        ..RuntimeConfig::new(storage, engines, dir.to_path_buf())
     };
-    let runtime = start_runtime(deps).await.expect("actor runtime");
+    let runtime = start_runtime(config).await.expect("actor runtime");
     let now = Utc::now();
     let instance = Instance {
         id: new_id(),

@@ -46,7 +46,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use wagate::storage::sqlite::SqliteStorage;
 use wagate_actors::domain::InstanceEvent;
-use wagate_actors::webhook::{envelope, sign};
+use wagate_actors::webhook_queue::{envelope, sign};
 
 type Res<T> = Result<T, String>;
 
@@ -953,12 +953,12 @@ async fn s2(sizes: &Sizes) -> Res<Vec<Row>> {
     let bodies: Arc<Vec<(String, Vec<u8>, String)>> = Arc::new(
         (0..m)
             .map(|i| {
-                let event = InstanceEvent::new(
+                let event = received_event(
                     &ids[i % k],
-                    "message_received",
                     json!({"messageId": format!("RAW{i:016}"), "from": "79005550001@s.whatsapp.net",
                         "body": format!("inbound {i}"), "type": "conversation", "fromMe": false,
-                        "timestamp": 1_700_000_000, "hasMedia": false, "pushName": "Load"}),
+                        "timestamp": 1_700_000_000, "hasMedia": false, "pushName": "Load",
+                        "status": "received"}),
                 );
                 let body = envelope(&event);
                 let signature = sign(WEBHOOK_SECRET, &body);
@@ -1103,9 +1103,8 @@ async fn raw_ingest(path: &Path, instances: &[String], n: usize, batch: usize) -
                 .execute(&mut *tx)
                 .await
                 .ctx("upsert contact")?;
-            let event = InstanceEvent::new(
+            let event = received_event(
                 instance,
-                "message_received",
                 json!({"messageId": message_id, "from": "79005550001@s.whatsapp.net", "body": format!("inbound {j}"),
                     "type": "conversation", "fromMe": false, "timestamp": ts / 1000, "hasMedia": false,
                     "pushName": "Load", "status": "received", "metadata": metadata}),
@@ -1115,9 +1114,9 @@ async fn raw_ingest(path: &Path, instances: &[String], n: usize, batch: usize) -
             )
             .bind(&event.id)
             .bind(&event.instance_id)
-            .bind(&event.kind)
+            .bind(event.kind().as_str())
             .bind(event.timestamp.timestamp_millis())
-            .bind(event.data.to_string())
+            .bind(event.data_json().to_string())
             .execute(&mut *tx)
             .await
             .ctx("insert event")?;
@@ -1917,4 +1916,14 @@ fn main() {
         ),
         Err(e) => eprintln!("cannot write {}: {e}", out.display()),
     }
+}
+
+/// A `message_received` event of `instance` from its wire `data`.
+fn received_event(instance: &str, data: serde_json::Value) -> InstanceEvent {
+    let event = wagate_actors::domain::Event::from_data(
+        wagate_actors::domain::EventKind::MessageReceived,
+        data,
+    )
+    .unwrap_or_else(|e| panic!("a message_received payload: {e}"));
+    InstanceEvent::new(instance, event)
 }

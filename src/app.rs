@@ -6,49 +6,18 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use wagate_actors::backoff::BackoffConfig;
+use wagate_actors::domain::{Clock, SystemClock};
 use wagate_actors::engine::wacore::TransportFactory;
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork, WacoreSettings};
-use wagate_actors::events::EventHub;
-use wagate_actors::instance::{InstanceDeps, InstancesHandle};
-use wagate_actors::runtime::{Runtime, start_runtime};
-use wagate_actors::stats::{Clock, StatsHandle, SystemClock, start_stats};
-use wagate_actors::storage::DynStorage;
-use wagate_actors::webhook::{WebhookConfig, WebhookQueueHandle, start_webhook_queue};
+use wagate_actors::runtime::{DeskParts, Runtime, RuntimeConfig, WebhookParts, start_runtime};
+use wagate_actors::store::DynStorage;
 
-use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::crypto::{self, JwtKeys, KeyVault};
+use crate::gateway::accounts::Accounts;
+use crate::http::state::AppState;
 use crate::storage::provider;
 use crate::storage::switchable::SwitchableStorage;
-
-/// What every handler can reach. Cheap to clone: all fields are handles.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    /// The storage every part of the server uses: `db`, as the seam's type.
-    pub storage: DynStorage,
-    /// The same storage as `storage`, with the provider switch (`/api/db/switch`).
-    pub db: Arc<SwitchableStorage>,
-    pub accounts: Accounts,
-    /// The instance actors, through their supervisor.
-    pub instances: InstancesHandle,
-    /// Events of every instance: persisted, then broadcast to live streams.
-    pub events: EventHub,
-    /// Media files under `DATA_DIR/uploads`.
-    pub media: crate::media::MediaStore,
-    /// HTTP client for user-supplied media URLs (guarded against private networks).
-    pub media_client: reqwest::Client,
-    /// The durable webhook queue.
-    pub webhooks: WebhookQueueHandle,
-    /// Usage counters and limits.
-    pub stats: StatsHandle,
-    /// The WABA operator desk: its chat actors, account settings and Graph API client.
-    pub waba: crate::waba::Waba,
-    /// Login throttling and per-user rate limits.
-    pub limits: crate::throttle::Limits,
-    /// The metrics served by `/metrics`.
-    pub metrics: crate::metrics::Metrics,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,15 +66,16 @@ fn apply_recorded_provider(config: &mut Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Starts the webhook queue (which first catches up on events a crash kept from it) and
-/// connects it to the event hub, before any instance can publish.
-async fn start_webhooks(
+/// Starts the actor runtime: the webhook queue (which first catches up on events a
+/// crash kept from it), the stats counter, the operator desk and the instance
+/// supervisor, all under the root supervisor.
+async fn start_actors(
     config: &Config,
     storage: DynStorage,
-    events: &EventHub,
-    stats: &StatsHandle,
+    clock: Arc<dyn Clock>,
     metrics: &crate::metrics::Metrics,
-) -> Result<WebhookQueueHandle, StartError> {
+    wacore_transport: Option<Arc<dyn TransportFactory>>,
+) -> Result<Runtime, StartError> {
     let outbox = crate::webhooks::SledOutbox::open(&config.data_dir.join("webhooks"))
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let transport = crate::webhooks::HttpTransport::new(
@@ -113,76 +83,26 @@ async fn start_webhooks(
         config.webhook_timeout,
     )
     .map_err(|e| StartError::Other(format!("cannot build the webhook HTTP client: {e}")))?;
-    let queue = start_webhook_queue(WebhookConfig {
-        storage,
-        outbox: Arc::new(outbox),
-        transport: Arc::new(transport),
-        jitter: true,
-        stats: Some(stats.clone()),
-        on_result: Some({
-            let metrics = metrics.clone();
-            Arc::new(move |status| metrics.observe_delivery(status))
-        }),
-    })
-    .await
-    .map_err(|e| StartError::Other(e.to_string()))?;
-    let forward = queue.clone();
-    let metrics = metrics.clone();
-    events.set_forwarder(Arc::new(move |event| {
-        metrics.observe_event(event);
-        forward.forward(event.clone())
-    }));
-    Ok(queue)
-}
-
-/// Starts the WABA operator desk with the Graph API client of the configuration.
-async fn start_waba(
-    config: &Config,
-    storage: DynStorage,
-    vault: KeyVault,
-) -> Result<crate::waba::Waba, StartError> {
     let graph =
         crate::waba::graph::GraphClient::new(&config.waba_graph_base_url, &config.waba_api_version)
             .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?;
     // A call into a chat actor may wait behind a send that uses the client's whole budget.
     let chat_timeout = config.actor_call_timeout + graph.max_send_duration();
-    let desk = wagate_actors::waba::start_operator_desk(
-        storage.clone(),
-        Arc::new(graph),
-        config.actor_call_timeout,
-        chat_timeout,
-    )
-    .await
-    .map_err(|e| StartError::Other(e.to_string()))?;
-    Ok(crate::waba::Waba::new(storage, desk, vault))
-}
-
-/// Starts the actor tree: the sandbox network and the instance supervisor.
-async fn start_actors(
-    config: &Config,
-    storage: DynStorage,
-    events: EventHub,
-    stats: StatsHandle,
-    wacore_transport: Option<Arc<dyn TransportFactory>>,
-) -> Result<Runtime, StartError> {
     let network = SandboxNetwork::new(SandboxConfig {
         autopair: config.sandbox_autopair,
         ..SandboxConfig::default()
     });
-    let deps = InstanceDeps {
-        storage: storage.clone(),
-        events,
-        engines: Arc::new(Engines::new(
-            network,
-            WacoreSettings {
-                version: config.wacore_client_version,
-                ws_url: config.wacore_ws_url.clone(),
-                transport: wacore_transport,
-                shutdown_timeout: config.wacore_shutdown_timeout,
-                connect_wait: config.actor_call_timeout,
-            },
-        )),
-        data_dir: config.data_dir.clone(),
+    let engines = Arc::new(Engines::new(
+        network,
+        WacoreSettings {
+            version: config.wacore_client_version,
+            ws_url: config.wacore_ws_url.clone(),
+            transport: wacore_transport,
+            shutdown_timeout: config.wacore_shutdown_timeout,
+            connect_wait: config.actor_call_timeout,
+        },
+    ));
+    let runtime = RuntimeConfig {
         call_timeout: config.actor_call_timeout,
         backoff: BackoffConfig {
             base: config.restart_backoff_base,
@@ -190,9 +110,28 @@ async fn start_actors(
             budget: config.restart_budget,
             window: config.restart_window,
         },
-        stats: Some(stats),
+        clock,
+        stats_flush_every: config.stats_flush_interval,
+        webhooks: Some(WebhookParts {
+            outbox: Arc::new(outbox),
+            transport: Arc::new(transport),
+            jitter: true,
+            on_result: Some({
+                let metrics = metrics.clone();
+                Arc::new(move |status, _| metrics.observe_delivery(status))
+            }),
+        }),
+        desk: Some(DeskParts {
+            graph: Arc::new(graph),
+            chat_timeout,
+        }),
+        on_event: Some({
+            let metrics = metrics.clone();
+            Arc::new(move |kind| metrics.observe_event(kind))
+        }),
+        ..RuntimeConfig::new(storage, engines, config.data_dir.clone())
     };
-    start_runtime(deps)
+    start_runtime(runtime)
         .await
         .map_err(|e| StartError::Other(format!("cannot start the actor runtime: {e}")))
 }
@@ -209,6 +148,9 @@ pub async fn run(
     run_with(config, listener, shutdown, Seams::default()).await
 }
 
+/// Shown the actor runtime once it runs.
+pub type RuntimeObserver = Arc<dyn Fn(&Runtime) + Send + Sync>;
+
 /// What [`run_with`] lets a caller replace: the edges of the world tests cannot reach or
 /// must control.
 #[derive(Clone)]
@@ -218,6 +160,8 @@ pub struct Seams {
     /// How real (`wacore`) sessions open connections; `None` is a WebSocket to WhatsApp
     /// (or to `WACORE_WS_URL`).
     pub wacore_transport: Option<Arc<dyn TransportFactory>>,
+    /// Shown the actor runtime once it runs (fault tests kill its actors).
+    pub on_runtime: Option<RuntimeObserver>,
 }
 
 impl Default for Seams {
@@ -225,6 +169,7 @@ impl Default for Seams {
         Seams {
             clock: Arc::new(SystemClock),
             wacore_transport: None,
+            on_runtime: None,
         }
     }
 }
@@ -254,6 +199,7 @@ pub async fn run_with(
     let Seams {
         clock,
         wacore_transport,
+        on_runtime,
     } = seams;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -301,36 +247,26 @@ pub async fn run_with(
             &config.admin_last_name,
         )
         .await
-        .map_err(|e| StartError::Other(format!("cannot create the admin user: {}", e.message)))?
+        .map_err(|e| StartError::Other(format!("cannot create the admin user: {}", e)))?
     {
         tracing::info!(email = %config.admin_email, "admin user created");
     }
 
-    let stats = start_stats(
-        storage.clone(),
-        clock,
-        config.stats_flush_interval,
-        config.actor_call_timeout,
-    )
-    .await
-    .map_err(|e| StartError::Other(e.to_string()))?;
-    let events = EventHub::new(storage.clone());
-    let webhooks = start_webhooks(&config, storage.clone(), &events, &stats, &metrics).await?;
-    let runtime = start_actors(
-        &config,
-        storage.clone(),
-        events,
-        stats.clone(),
-        wacore_transport,
-    )
-    .await?;
+    let runtime = start_actors(&config, storage.clone(), clock, &metrics, wacore_transport).await?;
+    if let Some(observe) = &on_runtime {
+        observe(&runtime);
+    }
     let restored = runtime
         .instances
         .restore_all()
         .await
         .map_err(|e| StartError::Other(format!("cannot restore instances: {e}")))?;
     tracing::info!(instances = restored, "instances restored");
-    let waba = start_waba(&config, storage.clone(), waba_vault).await?;
+    let desk = runtime
+        .desk
+        .clone()
+        .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
+    let waba = crate::waba::Waba::new(storage.clone(), desk, waba_vault);
 
     let state = AppState {
         storage: storage.clone(),
@@ -338,8 +274,8 @@ pub async fn run_with(
         accounts,
         instances: runtime.instances.clone(),
         events: runtime.events.clone(),
-        webhooks: webhooks.clone(),
-        stats: stats.clone(),
+        webhooks: runtime.webhooks.clone(),
+        stats: runtime.stats.clone(),
         waba: waba.clone(),
         metrics,
         limits: crate::throttle::Limits::new(&config),
@@ -360,10 +296,7 @@ pub async fn run_with(
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("HTTP stopped; stopping instances");
-    waba.desk.shutdown().await;
     runtime.shutdown().await;
-    webhooks.shutdown().await;
-    stats.shutdown().await;
     storage.close().await;
     tracing::info!("shutdown complete");
     served.map_err(StartError::Serve)

@@ -17,46 +17,23 @@ use wagate_actors::domain::EngineKind;
 /// The defaults, compiled into the binary so a fresh checkout needs no file.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-/// Environment variables read, each the upper-case form of a key of `default.toml`.
-const ENV_KEYS: &[&str] = &[
-    "HOST",
-    "PORT",
-    "MAX_BODY_BYTES",
-    "MAX_UPLOAD_BYTES",
-    "ACTOR_CALL_TIMEOUT_MS",
-    "WEBHOOK_TIMEOUT_MS",
-    "STATS_FLUSH_MS",
-    "APP_ENV",
-    "DATA_DIR",
-    "RUST_LOG",
-    "LOG_FORMAT",
-    "DATABASE_PROVIDER",
-    "SQLITE_DATABASE_URL",
-    "DATABASE_URL",
-    "JWT_SECRET",
-    "JWT_EXPIRATION",
-    "SECRET_KEY",
-    "ADMIN_EMAIL",
-    "ADMIN_PASSWORD",
-    "ADMIN_FIRST_NAME",
-    "ADMIN_LAST_NAME",
-    "WA_ENGINE",
-    "SANDBOX_AUTOPAIR_MS",
-    "WACORE_CLIENT_VERSION",
-    "WACORE_WS_URL",
-    "WACORE_SHUTDOWN_TIMEOUT_MS",
-    "RESTART_BACKOFF_BASE_MS",
-    "RESTART_BACKOFF_MAX_MS",
-    "RESTART_BUDGET",
-    "RESTART_WINDOW_MS",
-    "ALLOW_PRIVATE_NETWORK_URLS",
-    "WABA_GRAPH_BASE_URL",
-    "WABA_API_VERSION",
-    "RATE_LIMIT_PER_MINUTE",
-    "LOGIN_MAX_FAILURES",
-    "LOGIN_LOCKOUT_MS",
-    "CORS_ALLOWED_ORIGINS",
-];
+/// The keys of `default.toml`: the only ones a layer may set. Environment variables are
+/// their upper-case forms, so a key is declared once, in that file (and read by
+/// [`RawConfig`], which refuses any other).
+fn default_keys() -> Vec<String> {
+    DEFAULT_TOML
+        .lines()
+        .filter_map(|line| {
+            let (key, _) = line.split_once('=')?;
+            let key = key.trim();
+            let plain = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            plain.then(|| key.to_owned())
+        })
+        .collect()
+}
 
 /// Raw values as read from the layers, before validation.
 #[derive(Debug, Clone, Deserialize)]
@@ -284,9 +261,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
+        let keys = default_keys();
         figment = figment.merge(
             Env::raw()
-                .only(ENV_KEYS)
+                .filter(move |k| keys.iter().any(|key| k.as_str().eq_ignore_ascii_case(key)))
                 .map(|k| k.as_str().to_lowercase().into()),
         );
         Self::from_figment(figment)

@@ -5,13 +5,15 @@
 //!   future; `main` and the integration tests both call it.
 //! - [`config`]: layered configuration (`config/default.toml` → `CONFIG_FILE` → env).
 //! - [`telemetry`]: tracing setup (`RUST_LOG`, `LOG_FORMAT`).
-//! - [`error`]: [`error::ApiError`], the one HTTP error type and its status mapping.
 //! - [`crypto`]: passwords, API keys, JWTs, sealing secrets at rest.
-//! - [`accounts`]: the rules of user accounts, over storage.
+//! - [`gateway`]: the use cases — accounts, instances, sends within limits, contacts,
+//!   the operator desk's ingest and sends, the storage switch — with one error enum per
+//!   area. No HTTP types here.
 //! - [`storage`]: storage backends implementing the domain's seam (SQLite, MongoDB).
 //! - [`webhooks`]: the webhook outbox on sled and the HTTP transport.
-//! - [`http`]: the axum edge, one module per resource; the OpenAPI document generated
-//!   from their annotations (`/openapi.json`) and its viewer (`/docs`).
+//! - [`http`]: the axum edge: [`http::state::AppState`], the access extractors, the one
+//!   error mapping ([`http::error`]), one module per resource; the OpenAPI document
+//!   generated from their annotations (`/openapi.json`) and its viewer (`/docs`).
 //! - [`media`]: media files — fetched by URL, uploaded, stored under `DATA_DIR/uploads`.
 //! - [`throttle`]: in-memory abuse limits — login throttling and per-user rate limits.
 //! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.
@@ -22,11 +24,10 @@
 //!
 //! The actor runtime and the domain types live in the `wagate-actors` crate.
 
-pub mod accounts;
 pub mod app;
 pub mod config;
 pub mod crypto;
-pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod media;
 pub mod metrics;

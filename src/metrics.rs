@@ -22,9 +22,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use wagate_actors::domain::InstanceEvent;
+use wagate_actors::domain::EventKind;
 use wagate_actors::instance::StatusBoard;
-use wagate_actors::webhook::DeliveryStatus;
+use wagate_actors::webhook_queue::DeliveryStatus;
 
 /// The `route` label of requests no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -207,10 +207,10 @@ impl Metrics {
     }
 
     /// Counts the messages among published events.
-    pub fn observe_event(&self, event: &InstanceEvent) {
-        let direction = match event.kind.as_str() {
-            "message_received" => "in",
-            "message_sent" => "out",
+    pub fn observe_event(&self, kind: EventKind) {
+        let direction = match kind {
+            EventKind::MessageReceived => "in",
+            EventKind::MessageSent => "out",
             _ => return,
         };
         self.inner

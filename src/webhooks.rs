@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sled::Transactional;
 use wagate_actors::domain::Page;
 use wagate_actors::error::StoreError;
-use wagate_actors::webhook::{
+use wagate_actors::webhook_queue::{
     DELIVERY_RECORDS_KEPT, DeliveryRecord, Outbox, WebhookJob, WebhookRequest, WebhookTransport,
 };
 
@@ -311,7 +311,7 @@ impl WebhookTransport for HttpTransport {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use wagate_actors::webhook::DeliveryStatus;
+    use wagate_actors::webhook_queue::DeliveryStatus;
 
     use super::*;
 

@@ -1,4 +1,5 @@
-//! Errors of the domain boundary: what storage and actors report to the HTTP edge.
+//! Errors of the domain boundary: what storage and the actors report to the use cases
+//! above them. None of them knows HTTP; the server's edge maps each variant once.
 
 use thiserror::Error;
 
@@ -15,6 +16,9 @@ pub enum StoreError {
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
 }
+
+/// What every storage method returns.
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A request-level failure reported by an actor or domain service. The actor keeps
 /// running; the HTTP edge maps each variant to one status code.

@@ -1,6 +1,13 @@
-//! [`RootSupervisor`]: the top of the actor tree, parent of the [`InstanceSupervisor`].
+//! [`RootSupervisor`]: the top of the actor tree. Its children are the
+//! [`InstanceSupervisor`] and the long-lived services — the webhook queue, the stats
+//! counter and the operator desk — each respawned when it dies, with its state taken
+//! back from storage, and each respawn written to the runtime's activity log
+//! ([`SYSTEM_ACTIVITY`]).
 //!
-//! The instance supervisor is written never to die. Should it die anyway (a panic, a
+//! **Services** ([`Service`]) are respawned after a [`Backoff`] delay; their handles
+//! follow them (an [`crate::handle::ActorSlot`] each), answering `Unavailable` meanwhile.
+//!
+//! **The instance supervisor** is written never to die. Should it die anyway (a panic, a
 //! kill), its instance actors die with it — they are linked to it, and ractor kills the
 //! children of an actor that terminates — and the root:
 //! 1. marks every instance `restarting`, points the [`InstancesHandle`] at no
@@ -14,21 +21,27 @@
 //!    clone of the [`InstancesHandle`] at it, and starts again from storage the instances
 //!    the dead one ran ([`InstancesHandle::restore_all`] semantics, limited to those).
 //!
-//! A supervisor stopping once [`InstancesHandle::shutdown`] was called is expected and
-//! not respawned; `Runtime::shutdown` goes through the root so that a shutdown and a
-//! pending respawn cannot cross.
+//! A child stopping during the shutdown is expected and not respawned;
+//! `Runtime::shutdown` goes through the root so that a shutdown and a pending respawn
+//! cannot cross. The shutdown order: instances, then the services in reverse start
+//! order.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::domain::ActivityEntry;
+use crate::domain::instance::SYSTEM_ACTIVITY;
 use crate::instance::{InstanceSupervisor, InstancesHandle, SupervisorMsg};
+use crate::store::DynStorage;
 
-/// Respawn delays of the instance supervisor: short, since every instance is down
+/// Respawn delays of the root's children: short, since a part of the gateway is down
 /// meanwhile, and growing when it keeps dying. Past the budget the root keeps trying
 /// every `max`: nothing above it could do better.
 pub(crate) const ROOT_BACKOFF: BackoffConfig = BackoffConfig {
@@ -38,44 +51,91 @@ pub(crate) const ROOT_BACKOFF: BackoffConfig = BackoffConfig {
     window: Duration::from_secs(60),
 };
 
+/// A long-lived actor the root keeps running.
+#[async_trait]
+pub(crate) trait Service: Send + Sync {
+    /// Its name in logs and in the activity log.
+    fn name(&self) -> &'static str;
+    /// Spawns it linked to `root` and points its handle at it.
+    async fn spawn(&self, root: ActorCell) -> Result<ActorCell, ActorProcessingErr>;
+    /// It died: its handle points at nothing until the respawn.
+    fn vacate(&self);
+    /// Stops it for good, letting it finish what it is doing (flushes included).
+    async fn stop(&self, cell: ActorCell, timeout: Duration) {
+        if cell
+            .stop_and_wait(Some("shutdown".into()), Some(timeout))
+            .await
+            .is_err()
+        {
+            tracing::warn!(actor = self.name(), "did not stop in time");
+        }
+    }
+}
+
 /// The messages of the root (crate-private: only `Runtime` talks to it).
 pub(crate) enum RootMsg {
-    /// A scheduled respawn; stale when `generation` is not the current one.
+    /// A scheduled respawn of the instance supervisor; stale when `generation` is not
+    /// the current one.
     Respawn { generation: u64 },
-    /// Stops the instances, then the instance supervisor, for good.
+    /// A scheduled respawn of service `index`.
+    RespawnService { index: usize, generation: u64 },
+    /// Stops the instances, their supervisor, then the services, for good.
     Shutdown(RpcReplyPort<()>),
 }
 
-/// The top of the tree. Its configuration is the configuration of the instance
-/// supervisors it spawns and the handle it keeps pointed at the current one.
+/// The top of the tree. Its configuration is that of the children it spawns.
 pub(crate) struct RootSupervisor {
     supervisor: InstanceSupervisor,
     instances: InstancesHandle,
+    /// Started in this order, stopped in the reverse one, before the instances.
+    services: Vec<Arc<dyn Service>>,
+    storage: DynStorage,
     backoff: BackoffConfig,
-    /// How long to wait for an orphaned instance actor to die.
+    /// How long to wait for an orphaned instance actor, or a stopping service, to die.
     timeout: Duration,
 }
 
-pub(crate) struct RootState {
-    /// The instance supervisor running now; `None` while a respawn is pending.
+/// One child's restart bookkeeping.
+pub(crate) struct ChildState {
+    /// The actor running now; `None` while a respawn is pending.
     current: Option<ActorId>,
     backoff: Backoff,
     /// Bumped at every scheduled respawn, so only the latest one runs.
     generation: u64,
+}
+
+impl ChildState {
+    fn new(current: ActorId, config: BackoffConfig) -> Self {
+        ChildState {
+            current: Some(current),
+            backoff: Backoff::new(config),
+            generation: 0,
+        }
+    }
+}
+
+pub(crate) struct RootState {
+    instances: ChildState,
+    services: Vec<(ChildState, Option<ActorCell>)>,
     /// Instance actors of dead supervisors, not yet seen stopped.
     orphans: Vec<ActorCell>,
+    stopping: bool,
 }
 
 impl RootSupervisor {
     pub(crate) fn new(
         supervisor: InstanceSupervisor,
         instances: InstancesHandle,
+        services: Vec<Arc<dyn Service>>,
+        storage: DynStorage,
         backoff: BackoffConfig,
         timeout: Duration,
     ) -> Self {
         RootSupervisor {
             supervisor,
             instances,
+            services,
+            storage,
             backoff,
             timeout,
         }
@@ -87,19 +147,24 @@ impl Actor for RootSupervisor {
     type State = RootState;
     type Arguments = ();
 
-    /// Fails (and with it `start_runtime`) when the first instance supervisor cannot be
-    /// spawned.
+    /// Fails (and with it `start_runtime`) when a child cannot be spawned. The services
+    /// start first: the instances publish into them.
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
         _args: (),
     ) -> Result<Self::State, ActorProcessingErr> {
+        let mut services = Vec::with_capacity(self.services.len());
+        for service in &self.services {
+            let cell = service.spawn(myself.get_cell()).await?;
+            services.push((ChildState::new(cell.get_id(), self.backoff), Some(cell)));
+        }
         let supervisor = self.spawn_supervisor(&myself).await?;
         Ok(RootState {
-            current: Some(supervisor.get_id()),
-            backoff: Backoff::new(self.backoff),
-            generation: 0,
+            instances: ChildState::new(supervisor.get_id(), self.backoff),
+            services,
             orphans: Vec::new(),
+            stopping: false,
         })
     }
 
@@ -111,18 +176,33 @@ impl Actor for RootSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RootMsg::Respawn { generation } => {
-                if generation == state.generation
-                    && state.current.is_none()
+                if generation == state.instances.generation
+                    && state.instances.current.is_none()
+                    && !state.stopping
                     && !self.instances.is_shutting_down()
                 {
                     self.respawn(&myself, state).await;
                 }
             }
+            RootMsg::RespawnService { index, generation } => {
+                let pending = state.services.get(index).is_some_and(|(child, _)| {
+                    child.generation == generation && child.current.is_none()
+                });
+                if pending && !state.stopping {
+                    self.respawn_service(&myself, state, index).await;
+                }
+            }
             RootMsg::Shutdown(reply) => {
+                state.stopping = true;
                 // Instances first, then their supervisor (both inside); orphans of a
                 // supervisor that died just before are waited for too.
                 self.instances.shutdown().await;
                 self.reap(state).await;
+                for (index, service) in self.services.iter().enumerate().rev() {
+                    if let Some(cell) = state.services.get_mut(index).and_then(|(_, c)| c.take()) {
+                        service.stop(cell, self.timeout).await;
+                    }
+                }
                 let _ = reply.send(());
             }
         }
@@ -143,16 +223,36 @@ impl Actor for RootSupervisor {
             ),
             _ => return Ok(()),
         };
-        if state.current != Some(cell.get_id()) {
+        if state.stopping {
             return Ok(());
         }
-        state.current = None;
+        if let Some(index) = state
+            .services
+            .iter()
+            .position(|(child, _)| child.current == Some(cell.get_id()))
+        {
+            let service = &self.services[index];
+            tracing::error!(actor = service.name(), %reason, "a runtime actor died; respawning it");
+            service.vacate();
+            if let Some((child, cell)) = state.services.get_mut(index) {
+                child.current = None;
+                *cell = None;
+            }
+            self.log_restart(service.name(), &reason).await;
+            self.schedule_service(&myself, state, index);
+            return Ok(());
+        }
+        if state.instances.current != Some(cell.get_id()) {
+            return Ok(());
+        }
+        state.instances.current = None;
         if self.instances.is_shutting_down() {
             return Ok(());
         }
         self.instances.set_supervisor(None);
         let orphans = self.instances.orphan_all();
         tracing::error!(%reason, instances = orphans.len(), "the instance supervisor died; respawning it");
+        self.log_restart("instance supervisor", &reason).await;
         state.orphans.extend(orphans);
         self.schedule(&myself, state);
         Ok(())
@@ -171,24 +271,58 @@ impl RootSupervisor {
         Ok(supervisor)
     }
 
-    fn schedule(&self, myself: &ActorRef<RootMsg>, state: &mut RootState) {
-        let delay = state.backoff.next(Instant::now()).unwrap_or_else(|| {
-            tracing::error!(
-                max = ?self.backoff.max,
-                "the instance supervisor keeps dying; still respawning it"
-            );
+    /// The delay before the next respawn of a child that keeps dying.
+    fn delay(&self, child: &mut ChildState, name: &str) -> Duration {
+        child.backoff.next(Instant::now()).unwrap_or_else(|| {
+            tracing::error!(max = ?self.backoff.max, actor = name, "keeps dying; still respawning it");
             self.backoff.max
-        });
-        state.generation += 1;
-        let generation = state.generation;
+        })
+    }
+
+    fn schedule(&self, myself: &ActorRef<RootMsg>, state: &mut RootState) {
+        let delay = self.delay(&mut state.instances, "the instance supervisor");
+        state.instances.generation += 1;
+        let generation = state.instances.generation;
         myself.send_after(delay, move || RootMsg::Respawn { generation });
+    }
+
+    fn schedule_service(&self, myself: &ActorRef<RootMsg>, state: &mut RootState, index: usize) {
+        let Some((child, _)) = state.services.get_mut(index) else {
+            return;
+        };
+        let delay = self.delay(child, self.services[index].name());
+        child.generation += 1;
+        let generation = child.generation;
+        myself.send_after(delay, move || RootMsg::RespawnService { index, generation });
+    }
+
+    async fn respawn_service(
+        &self,
+        myself: &ActorRef<RootMsg>,
+        state: &mut RootState,
+        index: usize,
+    ) {
+        let service = &self.services[index];
+        match service.spawn(myself.get_cell()).await {
+            Ok(cell) => {
+                tracing::info!(actor = service.name(), "respawned");
+                if let Some((child, slot)) = state.services.get_mut(index) {
+                    child.current = Some(cell.get_id());
+                    *slot = Some(cell);
+                }
+            }
+            Err(err) => {
+                tracing::error!(actor = service.name(), %err, "did not start; trying again");
+                self.schedule_service(myself, state, index);
+            }
+        }
     }
 
     async fn respawn(&self, myself: &ActorRef<RootMsg>, state: &mut RootState) {
         self.reap(state).await;
         match self.spawn_supervisor(myself).await {
             Ok(supervisor) => {
-                state.current = Some(supervisor.get_id());
+                state.instances.current = Some(supervisor.get_id());
                 match self.instances.restore_known().await {
                     Ok(restored) => {
                         tracing::info!(restored, "instance supervisor respawned");
@@ -215,6 +349,19 @@ impl RootSupervisor {
             }
         }
     }
+
+    /// Writes a death and its respawn to the runtime's activity log. A storage failure
+    /// only loses the entry.
+    async fn log_restart(&self, actor: &str, reason: &str) {
+        let entry = ActivityEntry::new(
+            SYSTEM_ACTIVITY,
+            "actor_restarted",
+            serde_json::json!({"actor": actor, "reason": reason}),
+        );
+        if let Err(err) = self.storage.append_activity(&entry).await {
+            tracing::warn!(%err, "cannot log an actor restart");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -226,13 +373,13 @@ mod tests {
     use ractor::{ActorCell, ActorStatus};
 
     use crate::backoff::BackoffConfig;
+    use crate::domain::instance::SYSTEM_ACTIVITY;
     use crate::domain::{EngineKind, Instance, InstanceStatus, WebhookSettings};
     use crate::engine::{Engines, SandboxConfig, SandboxControl, SandboxNetwork};
     use crate::error::DomainError;
-    use crate::events::EventHub;
-    use crate::instance::{InstanceDeps, InstanceHandle, InstancesHandle, QrAnswer, session_dir};
-    use crate::runtime::{Runtime, start_runtime};
-    use crate::storage::InstanceStore;
+    use crate::instance::{InstanceHandle, InstancesHandle, QrAnswer, session_dir};
+    use crate::runtime::{Runtime, RuntimeConfig, start_runtime};
+    use crate::store::InstanceStore;
     use crate::testing::MemoryStorage;
 
     /// Longest a condition may take to come true before a test fails.
@@ -249,11 +396,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Arc::new(MemoryStorage::default());
         let network = SandboxNetwork::new(SandboxConfig::default());
-        let deps = InstanceDeps {
-            storage: storage.clone(),
-            events: EventHub::new(storage.clone()),
-            engines: Arc::new(Engines::new(network.clone(), Default::default())),
-            data_dir: dir.path().to_owned(),
+        let engines = Arc::new(Engines::new(network.clone(), Default::default()));
+        let config = RuntimeConfig {
             call_timeout: Duration::from_secs(5),
             backoff: BackoffConfig {
                 base: Duration::from_millis(10),
@@ -261,9 +405,9 @@ mod tests {
                 budget: 5,
                 window: Duration::from_secs(60),
             },
-            stats: None,
+            ..RuntimeConfig::new(storage.clone(), engines, dir.path().to_owned())
         };
-        let runtime = start_runtime(deps).await.expect("runtime");
+        let runtime = start_runtime(config).await.expect("runtime");
         World {
             runtime,
             storage,
@@ -473,6 +617,33 @@ mod tests {
     #[tokio::test]
     async fn stopped_instance_supervisor_is_respawned_and_restores() {
         supervisor_death_is_repaired(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_service_is_respawned_and_its_restart_logged() {
+        let w = world().await;
+        let stats = w.runtime.stats.clone();
+        let old = stats.cell().expect("a stats counter");
+        old.kill();
+        until("a new stats counter", || {
+            stats
+                .cell()
+                .is_some_and(|cell| cell.get_id() != old.get_id())
+        })
+        .await;
+        stats.flush().await.expect("the new counter answers");
+        let restarts = w.storage.activity_of(SYSTEM_ACTIVITY);
+        assert_eq!(restarts.len(), 1, "{restarts:?}");
+        assert_eq!(restarts[0].action, "actor_restarted");
+        assert_eq!(restarts[0].details["actor"], "stats counter");
+        // Stopping on purpose is no death: nothing more is logged.
+        w.runtime.shutdown().await;
+        assert_eq!(w.storage.activity_of(SYSTEM_ACTIVITY).len(), 1);
+        assert!(
+            stats
+                .cell()
+                .is_none_or(|cell| cell.get_status() != ActorStatus::Running)
+        );
     }
 
     #[tokio::test]

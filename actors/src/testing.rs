@@ -8,17 +8,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, Role,
-    User,
+    ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
+    Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Role, User,
 };
 use crate::error::StoreError;
-use crate::messaging::{
-    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
-    MessageStore,
-};
-use crate::storage::{
-    ActivityStore, EventStore, InstanceStore, Record, RecordCounts, RecordKind, Storage,
-    StoreResult, TransferStore, UserStore,
+use crate::store::{
+    ActivityStore, ContactStore, EventStore, InstanceStore, MessageStore, Record, RecordCounts,
+    RecordKind, Storage, StoreResult, TransferStore, UserStore,
 };
 
 #[derive(Default)]
@@ -38,7 +34,7 @@ struct Data {
     /// (instance, message id) of inbound messages the account has read.
     read: std::collections::HashSet<(String, String)>,
     contacts: Vec<Contact>,
-    usage: HashMap<crate::stats::UsageKey, crate::stats::Usage>,
+    usage: HashMap<crate::domain::UsageKey, crate::domain::Usage>,
 }
 
 impl MemoryStorage {
@@ -272,7 +268,9 @@ impl EventStore for MemoryStorage {
             .events
             .iter()
             .filter(|e| e.instance_id == instance_id)
-            .filter(|e| query.types.is_empty() || query.types.contains(&e.kind))
+            .filter(|e| {
+                query.types.is_empty() || query.types.iter().any(|t| t == e.kind().as_str())
+            })
             .filter(|e| query.since.is_none_or(|s| e.timestamp > s))
             .filter(|e| query.after_id.as_ref().is_none_or(|id| e.id > *id))
             .cloned()
@@ -437,10 +435,10 @@ impl MessageStore for MemoryStorage {
 }
 
 #[async_trait]
-impl crate::stats::StatsStore for MemoryStorage {
+impl crate::store::StatsStore for MemoryStorage {
     async fn add_usage(
         &self,
-        rows: &[(crate::stats::UsageKey, crate::stats::Usage)],
+        rows: &[(crate::domain::UsageKey, crate::domain::Usage)],
     ) -> StoreResult<()> {
         let mut data = self.data();
         for (k, u) in rows {
@@ -451,8 +449,8 @@ impl crate::stats::StatsStore for MemoryStorage {
 
     async fn usage(
         &self,
-        filter: &crate::stats::UsageFilter,
-    ) -> StoreResult<Vec<(crate::stats::UsageKey, crate::stats::Usage)>> {
+        filter: &crate::domain::UsageFilter,
+    ) -> StoreResult<Vec<(crate::domain::UsageKey, crate::domain::Usage)>> {
         Ok(self
             .data()
             .usage

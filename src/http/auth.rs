@@ -13,9 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::domain::{Role, User};
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::AppJson;
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -63,11 +63,15 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     /// Authenticates, applies the user's rate limit (429 `rate_limited`), then counts the
-    /// call (`apiCalls`) for the user and the instance the path names.
+    /// call (`apiCalls`) for the user and the instance the path names. Once per request:
+    /// the access extractors that need the caller too get the same one.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(known) = parts.extensions.get::<AuthUser>() {
+            return Ok(known.clone());
+        }
         let user = authenticate(parts, state).await?;
         if let Err(wait) = state.limits.calls.check(&user.0.id, Instant::now()) {
             return Err(ApiError::too_many_requests(
@@ -79,13 +83,14 @@ impl FromRequestParts<AppState> for AuthUser {
                 crate::throttle::retry_after_secs(wait),
             ));
         }
-        let calls = wagate_actors::stats::Usage {
+        let calls = wagate_actors::domain::Usage {
             api_calls: 1,
             ..Default::default()
         };
         state
             .stats
             .add(&user.0.id, instance_in_path(parts.uri.path()), calls);
+        parts.extensions.insert(user.clone());
         Ok(user)
     }
 }
@@ -103,7 +108,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthUser, ApiEr
             .accounts
             .user_for_token(token.trim())
             .await
-            .map(AuthUser);
+            .map(AuthUser)
+            .map_err(ApiError::from);
     }
     if let Some(value) = parts.headers.get("x-api-key") {
         let key = value
@@ -113,7 +119,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthUser, ApiEr
             .accounts
             .user_for_api_key(key.trim())
             .await
-            .map(AuthUser);
+            .map(AuthUser)
+            .map_err(ApiError::from);
     }
     Err(ApiError::unauthorized(
         "authentication required: send `Authorization: Bearer <token>` or `x-api-key`",
@@ -201,10 +208,10 @@ async fn login(
         }
         Err(e) => {
             // Only a refused password counts; an outage is not the caller's failure.
-            if e.status != axum::http::StatusCode::UNAUTHORIZED {
+            if !matches!(e, crate::gateway::accounts::AccountError::Unauthorized(_)) {
                 throttle.not_judged(&body.email, ip);
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     let u = with_key.user;

@@ -7,16 +7,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wagate_actors::domain::address::{is_group_jid, jid_user};
 use wagate_actors::domain::new_id;
-use wagate_actors::messaging::{Contact, ContactQuery, is_group_jid, jid_user};
+use wagate_actors::domain::{Contact, ContactQuery};
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::access::usable_instance;
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::instances::usable_instance;
 use crate::http::messages::target_jid;
 use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
+use crate::http::state::AppState;
 use crate::http::{Pagination, iso, page_limit};
 
 /// The stored-contact endpoints exist under both `/api/instances` and `/api/whatsapp`;

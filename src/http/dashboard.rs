@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::extract::AppPath;
+use crate::http::state::AppState;
 
 /// Where the dashboard lives; `/` redirects here.
 pub const DASHBOARD_PATH: &str = "/dashboard";
@@ -109,7 +109,7 @@ async fn index() -> Response {
     params(("file" = String, Path, description = "`app.js`, `style.css` or `favicon.svg`")),
     responses(
         (status = 200, description = "The file", body = String),
-        (status = 404, description = "No such file", body = crate::error::ErrorBody)
+        (status = 404, description = "No such file", body = crate::http::error::ErrorBody)
     )
 )]
 async fn asset(AppPath(file): AppPath<String>) -> Response {

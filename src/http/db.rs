@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wagate_actors::storage::RecordCounts;
+use wagate_actors::store::RecordCounts;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::AppJson;
+use crate::http::state::AppState;
 use crate::storage::provider::{self, OpenError};
 use crate::storage::switchable::SwitchError;
 

@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// `axum::Json` with errors as `{error, code}`: syntax errors 400, wrong or missing
 /// fields 422 (the message names the field), bodies over the limit 413.

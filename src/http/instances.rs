@@ -17,18 +17,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wagate_actors::domain::event::{EventData, WebhookUpdated};
+use wagate_actors::domain::normalize_phone;
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EngineKind, EventQuery, Instance, InstanceEvent, InstanceStatus,
     LimitPeriod, Limits, Role, WebhookSettings, new_id,
 };
 use wagate_actors::instance::{QrAnswer, StatusView};
-use wagate_actors::phone::normalize_phone;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::openapi::{Binary, NO_INSTANCE};
+use crate::http::state::AppState;
 use crate::http::{DateRangePage, Pagination, iso, page_limit, parse_date_param};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -62,37 +63,7 @@ const MAX_RETRIES: u32 = 20;
 const MIN_RETRY_INTERVAL_MS: u64 = 100;
 const MAX_RETRY_INTERVAL_MS: u64 = 3_600_000;
 
-/// The instance `id` if the caller may see it. Another user's instance answers 404, the
-/// same as a missing one, so ids are not confirmed. Operators work the WABA desk only.
-pub async fn visible_instance(
-    state: &AppState,
-    caller: &AuthUser,
-    id: &str,
-) -> ApiResult<Instance> {
-    if caller.0.role == Role::Operator {
-        return Err(ApiError::forbidden(
-            "operators cannot manage WhatsApp instances",
-        ));
-    }
-    match state.storage.instance_by_id(id).await? {
-        Some(i) if caller.can_access(&i.user_id) => Ok(i),
-        _ => Err(ApiError::not_found(format!("instance {id} not found"))),
-    }
-}
-
-/// [`visible_instance`] for the messaging and contact endpoints: also refuses the call
-/// with 429 once the instance's usage limits are reached (`sending` adds the messages
-/// limit). Managing the instance (status, settings, statistics) stays possible.
-pub async fn usable_instance(
-    state: &AppState,
-    caller: &AuthUser,
-    id: &str,
-    sending: bool,
-) -> ApiResult<Instance> {
-    let instance = visible_instance(state, caller, id).await?;
-    crate::http::stats::enforce_limits(state, &instance, sending).await?;
-    Ok(instance)
-}
+pub use crate::http::access::visible_instance;
 
 /// `{ready, status, hasQr}` as the spec's `connectionStatus`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -636,11 +607,10 @@ async fn update(
             .events
             .publish(InstanceEvent::new(
                 &id,
-                "webhook_updated",
-                json!({
-                    "timestamp": iso(instance.updated_at),
-                    "webhookUrl": instance.webhook_url,
-                    "webhookEnabled": instance.webhook_enabled,
+                wagate_actors::domain::Event::WebhookUpdated(WebhookUpdated {
+                    timestamp: iso(instance.updated_at),
+                    webhook_url: instance.webhook_url.clone(),
+                    webhook_enabled: instance.webhook_enabled,
                 }),
             ))
             .await?;
@@ -1097,26 +1067,22 @@ async fn activity(
 struct EventView<'a> {
     /// `connected`, `message_received`, `message_status`, `webhook_test`, ...
     #[serde(rename = "type")]
-    kind: &'a str,
+    kind: &'static str,
     #[schema(format = DateTime)]
     timestamp: String,
     /// Depends on the type.
-    data: &'a Value,
+    #[schema(value_type = Object)]
+    data: EventData<'a>,
 }
 
 impl<'a> EventView<'a> {
     fn of(e: &'a InstanceEvent) -> Self {
         EventView {
-            kind: &e.kind,
-            timestamp: iso(e.timestamp),
-            data: &e.data,
+            kind: e.kind().as_str(),
+            timestamp: e.wire_timestamp(),
+            data: e.data(),
         }
     }
-}
-
-/// An event as `/events`, the SSE stream and the webhooks show it.
-pub fn event_json(e: &InstanceEvent) -> Value {
-    json!(EventView::of(e))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1235,7 +1201,7 @@ async fn event_stream(
         let send = |e: &InstanceEvent| {
             Event::default()
                 .id(e.id.clone())
-                .data(event_json(e).to_string())
+                .data(serde_json::to_string(&e.element()).unwrap_or_default())
         };
         // Replays stored events after the cursor; false when the client went away.
         let replay = async |cursor: &mut Option<String>,

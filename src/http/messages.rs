@@ -9,16 +9,17 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wagate_actors::domain::address::{is_group_jid, jid_for};
+use wagate_actors::domain::normalize_phone;
+use wagate_actors::domain::{HistoryQuery, Message};
 use wagate_actors::engine::OutboundContent;
-use wagate_actors::messaging::{HistoryQuery, Message, is_group_jid, jid_for};
-use wagate_actors::phone::normalize_phone;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::access::usable_instance;
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::instances::usable_instance;
 use crate::http::openapi::{Binary, NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
+use crate::http::state::AppState;
 use crate::http::{DateRangePage, Pagination, iso, page_limit};
 use crate::media::{self, MediaFile};
 use crate::outbound::OutboundError;
@@ -356,7 +357,7 @@ pub struct MessageView {
     caption: Option<String>,
     mime_type: Option<String>,
     file_name: Option<String>,
-    status: wagate_actors::messaging::MessageStatus,
+    status: wagate_actors::domain::MessageStatus,
     push_name: Option<String>,
     /// Engine-specific details.
     metadata: Value,

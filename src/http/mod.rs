@@ -5,11 +5,13 @@
 //! so [`api`] yields the routes and the OpenAPI document from the same declarations: an
 //! endpoint cannot be served without being documented (`GET /openapi.json`, `GET /docs`).
 
+pub mod access;
 pub mod auth;
 pub mod browser;
 pub mod contacts;
 pub mod dashboard;
 pub mod db;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod instances;
@@ -17,6 +19,7 @@ pub mod messages;
 pub mod metrics;
 pub mod openapi;
 pub mod sandbox;
+pub mod state;
 pub mod stats;
 pub mod users;
 pub mod waba;
@@ -32,8 +35,8 @@ use tower_http::trace::TraceLayer;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 
 /// Upper bound of every `limit` parameter: one page never loads more than this.
 pub const MAX_PAGE_LIMIT: u32 = 1000;

@@ -21,8 +21,8 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::error::ErrorBody;
+use crate::http::error::ErrorBody;
+use crate::http::state::AppState;
 
 /// The name of the JWT scheme (`Authorization: Bearer <token>` from `/api/auth/login`).
 pub const BEARER_AUTH: &str = "bearerAuth";

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, TimeZone, Utc};
 use proptest::prelude::*;
-use wagate_actors::phone::normalize_phone;
+use wagate_actors::domain::normalize_phone;
 
 use super::messages::target_jid;
 use super::{DateRangePage, MAX_PAGE_LIMIT, PageParams, Pagination, page_limit, parse_date_param};

@@ -8,18 +8,18 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::domain::EngineKind;
+use wagate_actors::domain::MessageStatus;
+use wagate_actors::domain::normalize_phone;
 use wagate_actors::engine::{
     FaultKind, InboundMedia, InboundMessage, SandboxControl, new_message_id,
 };
-use wagate_actors::messaging::MessageStatus;
-use wagate_actors::phone::normalize_phone;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::instances::visible_instance;
 use crate::http::messages::{MAX_TEXT, target_jid};
+use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
 pub fn router() -> OpenApiRouter<AppState> {

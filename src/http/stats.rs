@@ -3,21 +3,20 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wagate_actors::domain::{EventQuery, Instance, InstanceEvent, InstanceStatus};
-use wagate_actors::stats::{self, Usage, UsageFilter};
+use wagate_actors::domain::InstanceStatus;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use wagate_actors::domain::{Usage, UsageFilter};
+
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::instances::visible_instance;
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -79,7 +78,7 @@ fn period_from(period: &str, today: NaiveDate, allowed: &[&str]) -> ApiResult<Op
 async fn usage_rows(
     state: &AppState,
     filter: &UsageFilter,
-) -> ApiResult<Vec<(stats::UsageKey, Usage)>> {
+) -> ApiResult<Vec<(wagate_actors::domain::UsageKey, Usage)>> {
     state.stats.flush().await?;
     Ok(state.storage.usage(filter).await?)
 }
@@ -316,85 +315,4 @@ async fn system_stats(
         },
         usage: total,
     }))
-}
-
-/// Refuses a call with 429 when the instance's limits are reached, publishing one
-/// `limit_exceeded` event per instance per period. `sending` adds the messages limit to
-/// the API-calls limit (which every instance call is checked against).
-pub async fn enforce_limits(state: &AppState, instance: &Instance, sending: bool) -> ApiResult<()> {
-    let Some(limits) = instance.limits.as_ref() else {
-        return Ok(());
-    };
-    let relevant =
-        limits.max_api_calls.is_some() || (sending && limits.max_messages_sent.is_some());
-    if !relevant {
-        return Ok(());
-    }
-    let usage = state
-        .stats
-        .period_usage(&instance.user_id, &instance.id, limits.period)
-        .await?;
-    let mut over = stats::exceeded(limits, &usage);
-    if !sending {
-        over.retain(|l| *l == "maxApiCalls");
-    }
-    if over.is_empty() {
-        return Ok(());
-    }
-    let now = state.stats.clock().now();
-    if state
-        .stats
-        .first_exceed(&instance.id, limits.period)
-        .await?
-        && !already_notified(state, instance, limits.period).await?
-    {
-        let event = InstanceEvent::new(
-            &instance.id,
-            "limit_exceeded",
-            json!({
-                "exceededLimits": over,
-                "usage": {"messagesSent": usage.messages_sent, "apiCalls": usage.api_calls},
-                "period": limits.period,
-            }),
-        );
-        state.events.publish(event).await?;
-    }
-    let retry_after = (stats::period_end(limits.period, now) - now)
-        .num_seconds()
-        .max(1) as u64;
-    Err(ApiError {
-        retry_after: Some(retry_after),
-        ..ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "limit_exceeded",
-            format!(
-                "usage limit reached ({}); it resets at the start of the next period",
-                over.join(", ")
-            ),
-        )
-    })
-}
-
-/// Whether a `limit_exceeded` event was already published this period (survives restarts,
-/// unlike the counter's memory).
-async fn already_notified(
-    state: &AppState,
-    instance: &Instance,
-    period: wagate_actors::domain::LimitPeriod,
-) -> ApiResult<bool> {
-    let start = stats::period_start(period, state.stats.clock().now().date_naive());
-    let Some(since) = start
-        .and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc() - Duration::milliseconds(1))
-    else {
-        return Ok(false);
-    };
-    let query = EventQuery {
-        since: Some(since),
-        types: vec!["limit_exceeded".into()],
-        limit: 1,
-        ..Default::default()
-    };
-    let (found, _) = state.storage.list_events(&instance.id, &query).await?;
-    Ok(!found.is_empty())
 }

@@ -8,11 +8,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::domain::{Role, User};
 
-use crate::accounts::{NewUser, UserPatch};
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::gateway::accounts::{NewUser, UserPatch};
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::state::AppState;
 use crate::http::{PageParams, Pagination, iso};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -21,16 +21,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wagate_actors::desk::{GraphError, SendError};
+use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Role;
-use wagate_actors::messaging::MessageStatus;
-use wagate_actors::waba::{
-    GraphError, SendError, WabaChat, WabaContent, WabaMessage, window_expires_at,
-};
+use wagate_actors::domain::waba::{WabaChat, WabaContent, WabaMessage, window_expires_at};
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::state::AppState;
 use crate::http::{MAX_PAGE_LIMIT, iso};
 use crate::waba::webhook::{Notification, meta_time, signature_valid};
 use crate::waba::{WabaSettings, mask, verify_token_hash};

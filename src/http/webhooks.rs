@@ -2,18 +2,18 @@
 
 use axum::extract::State;
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wagate_actors::domain::InstanceEvent;
-use wagate_actors::webhook::{DeliveryRecord, DeliveryStatus};
+use wagate_actors::domain::event::WebhookTest;
+use wagate_actors::domain::{Event, InstanceEvent};
+use wagate_actors::webhook_queue::{DeliveryRecord, DeliveryStatus};
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::instances::visible_instance;
+use crate::http::state::AppState;
 use crate::http::{PageParams, Pagination, iso};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -128,8 +128,10 @@ async fn test(
     };
     let event = InstanceEvent::new(
         &instance.id,
-        "webhook_test",
-        json!({"message": "This is a test webhook from wagate", "webhookUrl": url}),
+        Event::WebhookTest(WebhookTest {
+            message: "This is a test webhook from wagate".into(),
+            webhook_url: url,
+        }),
     );
     let event_id = event.id.clone();
     state.events.publish(event).await?;

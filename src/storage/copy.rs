@@ -15,7 +15,7 @@
 
 use thiserror::Error;
 use wagate_actors::error::StoreError;
-use wagate_actors::storage::{RecordCounts, RecordKind, Storage};
+use wagate_actors::store::{RecordCounts, RecordKind, Storage};
 
 /// Records per export page and import batch: large enough that round trips do not
 /// dominate, small enough that one batch is a modest transaction (SQLite) or

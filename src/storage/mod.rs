@@ -1,4 +1,4 @@
-//! Storage backends behind the domain's storage seam ([`wagate_actors::storage`]).
+//! Storage backends behind the domain's storage seam ([`wagate_actors::store`]).
 //!
 //! - [`sqlite`]: the embedded default, sqlx over one SQLite file in WAL mode;
 //! - [`mongo`]: MongoDB through the official driver, for deployments that share one

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 use wagate_actors::error::StoreError;
-use wagate_actors::storage::DynStorage;
+use wagate_actors::store::DynStorage;
 
 use super::mongo::MongoStorage;
 use super::sqlite::SqliteStorage;

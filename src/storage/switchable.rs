@@ -23,19 +23,21 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
+use wagate_actors::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
 };
-use wagate_actors::messaging::{
-    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
-    MessageStore,
+use wagate_actors::domain::{
+    ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus,
 };
-use wagate_actors::stats::{StatsStore, Usage, UsageFilter, UsageKey};
-use wagate_actors::storage::{
+use wagate_actors::domain::{Usage, UsageFilter, UsageKey};
+use wagate_actors::store::StatsStore;
+use wagate_actors::store::WabaStore;
+use wagate_actors::store::{
     ActivityStore, DynStorage, EventStore, InstanceStore, Record, RecordCounts, RecordKind,
     Storage, StoreResult, TransferStore, UserStore,
 };
-use wagate_actors::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage, WabaStore};
+use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::copy::{CopyError, copy_all};
 

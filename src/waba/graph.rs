@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use wagate_actors::waba::{GraphApi, GraphCredentials, GraphError, WabaContent};
+use wagate_actors::desk::{GraphApi, GraphError};
+use wagate_actors::domain::waba::{GraphCredentials, WabaContent};
 
 /// How long one request to Meta may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

@@ -1,6 +1,6 @@
 //! The server side of the WABA operator desk: account settings with sealed secrets, the
 //! Graph API client and Meta's webhook notifications. The desk's actors and domain live
-//! in `wagate_actors::waba`; the routes in [`crate::http::waba`].
+//! in `wagate_actors::desk`; the routes in [`crate::http::waba`].
 //!
 //! - this file: [`Waba`], what the handlers reach (settings, credentials, the desk);
 //! - [`graph`]: [`graph::GraphClient`], Meta's Cloud API over HTTP;
@@ -11,11 +11,12 @@ pub mod webhook;
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use wagate_actors::storage::DynStorage;
-use wagate_actors::waba::{GraphCredentials, OperatorDeskHandle, WabaAccount};
+use wagate_actors::desk::OperatorDeskHandle;
+use wagate_actors::domain::waba::{GraphCredentials, WabaAccount};
+use wagate_actors::store::DynStorage;
 
 use crate::crypto::KeyVault;
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 
 /// The plain settings of an account, as `PUT /api/waba/settings` takes them.
 #[derive(Debug, Clone, PartialEq)]

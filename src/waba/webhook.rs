@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
-use wagate_actors::messaging::MessageStatus;
+use wagate_actors::domain::MessageStatus;
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `app_secret`.
 /// Constant-time in the comparison.

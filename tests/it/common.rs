@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use wagate::config::Config;
+use wagate_actors::domain::ManualClock;
 use wagate_actors::engine::wacore::TransportFactory;
-use wagate_actors::stats::ManualClock;
 
 /// The JWT secret every test server signs with, so tests can forge and tamper tokens.
 pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
@@ -43,6 +43,8 @@ pub struct TestServer {
     clock: Option<Arc<ManualClock>>,
     /// How real (`wacore`) sessions connect, when a test plays WhatsApp's side.
     wacore_transport: Option<Arc<dyn TransportFactory>>,
+    /// The server's actor runtime, for tests that kill its actors.
+    runtime: Arc<std::sync::Mutex<Option<wagate_actors::runtime::Runtime>>>,
 }
 
 /// The environment variable naming the MongoDB test server (`mongodb://host:port`, no
@@ -183,13 +185,20 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let server_clock: Arc<dyn wagate_actors::stats::Clock> = match &clock {
+        let server_clock: Arc<dyn wagate_actors::domain::Clock> = match &clock {
             Some(c) => c.clone(),
-            None => Arc::new(wagate_actors::stats::SystemClock),
+            None => Arc::new(wagate_actors::domain::SystemClock),
         };
+        let runtime = Arc::new(std::sync::Mutex::new(None));
+        let seen = runtime.clone();
         let seams = wagate::app::Seams {
             clock: server_clock,
             wacore_transport: wacore_transport.clone(),
+            on_runtime: Some(Arc::new(move |r: &wagate_actors::runtime::Runtime| {
+                *seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r.clone());
+            })),
         };
         let handle = tokio::spawn(wagate::app::run_with(
             config,
@@ -214,6 +223,7 @@ impl TestServer {
             admin_key: String::new(),
             clock,
             wacore_transport,
+            runtime,
         };
         let setting =
             |key: &str, default: &str| server.setting(key).unwrap_or_else(|| default.to_owned());
@@ -235,6 +245,15 @@ impl TestServer {
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
+    }
+
+    /// The server's actor runtime (set once the server started).
+    pub fn runtime(&self) -> wagate_actors::runtime::Runtime {
+        self.runtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .expect("the server started its runtime")
     }
 
     pub fn admin(&self) -> Auth {

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use wagate::storage::copy::copy_all;
 use wagate::storage::mongo::MongoStorage;
 use wagate::storage::sqlite::SqliteStorage;
-use wagate_actors::stats::UsageFilter;
-use wagate_actors::storage::{DynStorage, RecordKind, StoreResult};
+use wagate_actors::domain::UsageFilter;
+use wagate_actors::store::{DynStorage, RecordKind, StoreResult};
 
 use crate::common::{Auth, TestServer, eventually, fresh_mongodb_url};
 use crate::storage_suite::{export_everything, fill_every_kind};

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
-use wagate_actors::messaging::{Message, MessageStatus};
+use wagate_actors::domain::{Message, MessageStatus};
 
 use crate::common::{Auth, Backend, TestServer, eventually};
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
-use wagate_actors::stats::ManualClock;
+use wagate_actors::domain::ManualClock;
 
 use crate::common::{Auth, TestServer, eventually};
 use crate::receiver::Receiver;

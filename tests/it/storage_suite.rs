@@ -8,10 +8,10 @@ use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EngineKind, EventQuery, Instance, InstanceEvent, InstanceStatus,
     LimitPeriod, Limits, Role, User, WebhookSettings, new_id,
 };
+use wagate_actors::domain::{Contact, ContactQuery, HistoryQuery, Message, MessageStatus};
+use wagate_actors::domain::{Event, EventKind, Usage, UsageFilter, UsageKey};
 use wagate_actors::error::StoreError;
-use wagate_actors::messaging::{Contact, ContactQuery, HistoryQuery, Message, MessageStatus};
-use wagate_actors::stats::{Usage, UsageFilter, UsageKey};
-use wagate_actors::storage::{DynStorage, Record, RecordCounts, RecordKind};
+use wagate_actors::store::{DynStorage, Record, RecordCounts, RecordKind};
 
 fn user(email: &str, role: Role) -> User {
     let now = Utc::now();
@@ -185,13 +185,9 @@ pub async fn instances_crud(s: DynStorage) {
     s.append_activity(&ActivityEntry::new(&a.id, "created", serde_json::json!({})))
         .await
         .expect("activity");
-    s.append_event(&InstanceEvent::new(
-        &a.id,
-        "connected",
-        serde_json::json!({}),
-    ))
-    .await
-    .expect("event");
+    s.append_event(&numbered_event(&a.id, "connected", 0))
+        .await
+        .expect("event");
     assert!(s.delete_instance(&a.id).await.expect("delete"));
     assert!(!s.delete_instance(&a.id).await.expect("delete again"));
     assert_eq!(s.instance_by_id(&a.id).await.expect("get"), None);
@@ -296,16 +292,12 @@ pub async fn events_cursor(s: DynStorage) {
         } else {
             "connected"
         };
-        let mut e = InstanceEvent::new("inst", kind, serde_json::json!({"n": i}));
+        let mut e = numbered_event("inst", kind, i);
         e.timestamp = base + Duration::seconds(i);
         ids.push(e.id.clone());
         s.append_event(&e).await.expect("append");
     }
-    let n = |evs: &[InstanceEvent]| {
-        evs.iter()
-            .map(|e| e.data["n"].as_i64().unwrap_or(-1))
-            .collect::<Vec<_>>()
-    };
+    let n = |evs: &[InstanceEvent]| evs.iter().map(number_of).collect::<Vec<_>>();
 
     // No cursor: the latest `limit`, oldest first.
     let (evs, more) = s
@@ -319,7 +311,7 @@ pub async fn events_cursor(s: DynStorage) {
         .await
         .expect("list");
     assert_eq!((n(&evs), more), (vec![4, 5], true));
-    assert_eq!(evs[0].data["instanceId"], "inst");
+    assert_eq!(evs[0].data_json()["instanceId"], "inst");
 
     // since: strictly after, oldest first.
     let q = EventQuery {
@@ -347,7 +339,27 @@ pub async fn events_cursor(s: DynStorage) {
     };
     let (evs, more) = s.list_events("inst", &q).await.expect("list");
     assert_eq!((n(&evs), more), (vec![1, 3, 5], false));
-    assert!(evs.iter().all(|e| e.kind == "connected"));
+    assert!(evs.iter().all(|e| e.kind().as_str() == "connected"));
+}
+
+/// An event of `kind` numbered `n` (in its message id or phone): the suite checks order
+/// and filters by the numbers.
+fn numbered_event(instance: &str, kind: &str, n: i64) -> InstanceEvent {
+    let data = match kind {
+        "message_received" => serde_json::json!({"messageId": n.to_string(), "status": "received"}),
+        _ => serde_json::json!({"phone": n.to_string()}),
+    };
+    let kind: EventKind = kind.parse().expect("kind");
+    InstanceEvent::new(instance, Event::from_data(kind, data).expect("data fits"))
+}
+
+fn number_of(e: &InstanceEvent) -> i64 {
+    let data = e.data_json();
+    data["messageId"]
+        .as_str()
+        .or(data["phone"].as_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(-1)
 }
 
 fn message(
@@ -701,7 +713,7 @@ pub async fn fill_every_kind(s: &DynStorage) -> RecordCounts {
     let mut entry = ActivityEntry::new(&inst.id, "connected", serde_json::json!({"phone": "7900"}));
     entry.created_at = ms_now();
     s.append_activity(&entry).await.expect("activity");
-    let mut event = InstanceEvent::new(&inst.id, "message_received", serde_json::json!({"n": 1}));
+    let mut event = numbered_event(&inst.id, "message_received", 1);
     event.timestamp = ms_now();
     s.append_event(&event).await.expect("event");
     let jid = "79005550000@s.whatsapp.net";
@@ -960,12 +972,13 @@ async fn waba_transfer(s: &DynStorage, exported: &[Record]) {
             .collect::<Vec<_>>(),
         [true, true, false, false]
     );
-    let unread = |page: wagate_actors::domain::Page<wagate_actors::waba::WabaChatSummary>| {
-        page.items
-            .iter()
-            .map(|c| (c.chat.id, c.unread_count))
-            .collect::<Vec<_>>()
-    };
+    let unread =
+        |page: wagate_actors::domain::Page<wagate_actors::domain::waba::WabaChatSummary>| {
+            page.items
+                .iter()
+                .map(|c| (c.chat.id, c.unread_count))
+                .collect::<Vec<_>>()
+        };
     let desk = unread(s.list_waba_chats(None, 10, 0).await.expect("chats"));
 
     // The imported copy reads like the original, and ids assigned afterwards go past
@@ -975,15 +988,17 @@ async fn waba_transfer(s: &DynStorage, exported: &[Record]) {
     let shifted: Vec<Record> = exported
         .iter()
         .map(|r| match r {
-            Record::WabaChat(c) => Record::WabaChat(wagate_actors::waba::WabaChat {
+            Record::WabaChat(c) => Record::WabaChat(wagate_actors::domain::waba::WabaChat {
                 id: shift(c.id),
                 ..c.clone()
             }),
-            Record::WabaMessage(m) => Record::WabaMessage(wagate_actors::waba::WabaMessage {
-                id: shift(m.id),
-                chat_id: shift(m.chat_id),
-                ..m.clone()
-            }),
+            Record::WabaMessage(m) => {
+                Record::WabaMessage(wagate_actors::domain::waba::WabaMessage {
+                    id: shift(m.id),
+                    chat_id: shift(m.chat_id),
+                    ..m.clone()
+                })
+            }
             other => other.clone(),
         })
         .collect();
@@ -1037,8 +1052,8 @@ fn waba_ms(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
         .expect("ts")
 }
 
-fn waba_account(owner: &str, phone_number_id: &str) -> wagate_actors::waba::WabaAccount {
-    wagate_actors::waba::WabaAccount {
+fn waba_account(owner: &str, phone_number_id: &str) -> wagate_actors::domain::waba::WabaAccount {
+    wagate_actors::domain::waba::WabaAccount {
         owner_id: owner.into(),
         phone_number_id: phone_number_id.into(),
         business_account_id: "waba-1".into(),
@@ -1055,8 +1070,8 @@ fn waba_message(
     wamid: &str,
     from_me: bool,
     at: chrono::DateTime<Utc>,
-) -> wagate_actors::waba::WabaMessage {
-    wagate_actors::waba::WabaMessage {
+) -> wagate_actors::domain::waba::WabaMessage {
+    wagate_actors::domain::waba::WabaMessage {
         id: 0,
         chat_id,
         owner_id: "owner".into(),

@@ -187,14 +187,14 @@ pub(crate) async fn webhook(
 
 // --- Setup ----------------------------------------------------------------------------
 
-struct Desk {
-    server: TestServer,
-    graph: FakeGraph,
-    owner_id: String,
-    owner: Auth,
+pub(crate) struct Desk {
+    pub(crate) server: TestServer,
+    pub(crate) graph: FakeGraph,
+    pub(crate) owner_id: String,
+    pub(crate) owner: Auth,
 }
 
-async fn desk_on(backend: Backend) -> Desk {
+pub(crate) async fn desk_on(backend: Backend) -> Desk {
     let graph = FakeGraph::start().await;
     let url = graph.url();
     let server = TestServer::start_on(
@@ -246,12 +246,12 @@ async fn operator(server: &TestServer, email: &str, owner_id: &str) -> (String, 
     )
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 /// A customer writes; returns the chat's id.
-async fn customer_writes(d: &Desk, wamid: &str, ts_secs: i64) -> i64 {
+pub(crate) async fn customer_writes(d: &Desk, wamid: &str, ts_secs: i64) -> i64 {
     let (code, body) = webhook(
         &d.server,
         &inbound(wamid, CUSTOMER, "Hello, is my order ready?", ts_secs),

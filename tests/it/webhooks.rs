@@ -106,7 +106,10 @@ async fn signed_filtered_and_with_custom_headers() {
         .header("x-webhook-signature")
         .expect("signature")
         .to_owned();
-    assert_eq!(signature, wagate_actors::webhook::sign(secret, &hook.body));
+    assert_eq!(
+        signature,
+        wagate_actors::webhook_queue::sign(secret, &hook.body)
+    );
     assert!(
         signature
             .chars()

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::domain::EngineKind;
-use crate::messaging::MessageStatus;
+use crate::domain::MessageStatus;
 
 pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
 pub use wacore::{WacoreEngine, WacoreSettings};

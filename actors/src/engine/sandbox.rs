@@ -23,8 +23,9 @@ use super::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
     InboundMedia, InboundMessage, OutboundContent, SandboxControl, SentMessage,
 };
-use crate::messaging::{MessageStatus, USER_SERVER, jid_for};
-use crate::phone::normalize_phone;
+use crate::domain::MessageStatus;
+use crate::domain::address::{USER_SERVER, jid_for};
+use crate::domain::normalize_phone;
 
 /// Name of the session file inside an instance's session directory.
 pub const SESSION_FILE: &str = "sandbox-session.json";
@@ -541,7 +542,7 @@ impl Engine for SandboxEngine {
     /// so clients can exercise the "not on WhatsApp" path.
     async fn add_contact(&mut self, jid: &str, name: Option<&str>) -> Result<bool, EngineError> {
         self.session.connected_as()?;
-        if crate::messaging::jid_user(jid).ends_with("0000") {
+        if crate::domain::address::jid_user(jid).ends_with("0000") {
             return Ok(false);
         }
         self.session.update_stored(|s| {

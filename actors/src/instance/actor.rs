@@ -16,16 +16,32 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::InstanceDeps;
-use super::api::QrAnswer;
 use super::status::{StatusBoard, StatusView};
-use crate::domain::{ActivityEntry, EngineKind, Instance, InstanceEvent, InstanceStatus, new_id};
+use crate::domain::address::is_group_jid;
+use crate::domain::event::{
+    Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageReceived, MessageSent,
+    MessageStatusChanged, QrReceived,
+};
+use crate::domain::message::media_url;
+use crate::domain::{
+    ActivityEntry, Contact, EngineKind, Event, Instance, InstanceEvent, InstanceStatus, MediaKind,
+    Message, MessageStatus, new_id,
+};
 use crate::engine::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, InboundMessage,
     OutboundContent, SandboxControl,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
-use crate::messaging::{Contact, Message, MessageStatus, is_group_jid, jid_user};
+
+/// The answer to "give me the QR code".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QrAnswer {
+    /// The QR payload to render.
+    Code(String),
+    /// No code is ready yet; ask again shortly (202 at the HTTP edge).
+    Generating,
+}
 
 /// The messages of an instance actor. Public only because [`InstanceActor`] names it;
 /// the module is private, so nothing outside this crate can build one.
@@ -121,7 +137,7 @@ impl InstanceState {
 #[derive(Default)]
 struct Record {
     activity: Option<(&'static str, Value)>,
-    event: Option<(&'static str, Value)>,
+    event: Option<Event>,
 }
 
 impl Actor for InstanceActor {
@@ -320,7 +336,10 @@ impl InstanceActor {
                     InstanceStatus::Qr,
                     Record {
                         activity: Some(("qr_received", json!({ "attempt": attempt }))),
-                        event: Some(("qr_received", json!({ "qrCode": code, "attempt": attempt }))),
+                        event: Some(Event::QrReceived(QrReceived {
+                            qr_code: code,
+                            attempt,
+                        })),
                     },
                 )
                 .await;
@@ -339,10 +358,7 @@ impl InstanceActor {
                     InstanceStatus::Connected,
                     Record {
                         activity: Some(("connected", json!({ "phone": phone }))),
-                        event: Some((
-                            "connected",
-                            json!({ "phone": phone, "pushName": push_name }),
-                        )),
+                        event: Some(Event::Connected(Connected { phone, push_name })),
                     },
                 )
                 .await;
@@ -407,10 +423,10 @@ impl InstanceActor {
             InstanceStatus::Disconnected,
             Record {
                 activity: Some(("disconnected", json!({ "reason": reason }))),
-                event: Some((
-                    "disconnected",
-                    json!({ "reason": reason, "willReconnect": will_reconnect }),
-                )),
+                event: Some(Event::Disconnected(Disconnected {
+                    reason: reason.to_owned(),
+                    will_reconnect,
+                })),
             },
         )
         .await;
@@ -428,10 +444,10 @@ impl InstanceActor {
             InstanceStatus::LoggedOut,
             Record {
                 activity: Some(("logged_out", json!({ "reason": reason }))),
-                event: Some((
-                    "disconnected",
-                    json!({ "reason": "logged_out", "willReconnect": false }),
-                )),
+                event: Some(Event::Disconnected(Disconnected {
+                    reason: LOGOUT_REASON.to_owned(),
+                    will_reconnect: false,
+                })),
             },
         )
         .await;
@@ -517,7 +533,7 @@ impl InstanceActor {
                 size,
                 ..
             } => (
-                media_type(mime_type).to_owned(),
+                MediaKind::of_mime(mime_type).as_str().to_owned(),
                 caption.clone(),
                 caption.clone(),
                 Some((mime_type.clone(), file_name.clone(), path.clone(), *size)),
@@ -554,18 +570,18 @@ impl InstanceActor {
             u.media_sent = u64::from(message.has_media);
             u.total_media_size = message.media_size.unwrap_or(0);
         });
-        let mut data = json!({
-            "messageId": message.message_id,
-            "to": message.remote_jid,
-            "body": message.content,
-            "type": message.message_type,
-            "timestamp": sent.timestamp.timestamp(),
-            "hasMedia": message.has_media,
-            "fromMe": true,
-            "status": "sent",
-        });
-        add_media_fields(&mut data, &message);
-        self.publish(&state.id, "message_sent", data).await;
+        let event = Event::MessageSent(Box::new(MessageSent {
+            message_id: message.message_id.clone(),
+            to: message.remote_jid.clone(),
+            body: message.content.clone(),
+            message_type: message.message_type.clone(),
+            timestamp: sent.timestamp.timestamp(),
+            has_media: message.has_media,
+            from_me: true,
+            status: MessageStatus::Sent,
+            media: MediaFields::of(&message),
+        }));
+        self.publish(&state.id, event).await;
         Ok(message)
     }
 
@@ -593,7 +609,10 @@ impl InstanceActor {
             },
             None => (None, None, None, None),
         };
-        let message_type = mime_type.as_deref().map_or("text", media_type).to_owned();
+        let message_type = mime_type
+            .as_deref()
+            .map_or("text", |mime| MediaKind::of_mime(mime).as_str())
+            .to_owned();
         let message = Message {
             id: new_id(),
             instance_id: state.id.clone(),
@@ -645,23 +664,27 @@ impl InstanceActor {
             now,
         )
         .await;
-        let mut data = json!({
-            "messageId": message.message_id,
-            "from": message.remote_jid,
-            "remoteJid": message.remote_jid,
-            "sender": m.sender,
-            "fromMe": false,
-            "body": message.content,
-            "type": if message_type == "text" { "conversation" } else { message_type.as_str() },
-            "timestamp": m.timestamp.timestamp(),
-            "hasMedia": message.has_media,
-            "pushName": m.push_name,
-            "isGroup": is_group_jid(&message.remote_jid),
-            "status": "received",
-            "metadata": message.metadata,
-        });
-        add_media_fields(&mut data, &message);
-        self.publish(&state.id, "message_received", data).await;
+        let event = Event::MessageReceived(Box::new(MessageReceived {
+            message_id: message.message_id.clone(),
+            from: message.remote_jid.clone(),
+            remote_jid: message.remote_jid.clone(),
+            sender: m.sender.clone(),
+            from_me: false,
+            body: message.content.clone(),
+            message_type: if message_type == "text" {
+                "conversation".to_owned()
+            } else {
+                message_type.clone()
+            },
+            timestamp: m.timestamp.timestamp(),
+            has_media: message.has_media,
+            push_name: m.push_name.clone(),
+            is_group: is_group_jid(&message.remote_jid),
+            status: MessageStatus::Received,
+            metadata: message.metadata.clone(),
+            media: MediaFields::of(&message),
+        }));
+        self.publish(&state.id, event).await;
     }
 
     /// Moves a sent message's status forward and publishes `message_status`; stale or
@@ -674,14 +697,14 @@ impl InstanceActor {
             .await
         {
             Ok(Some(message)) => {
-                let data = json!({
-                    "messageId": message.message_id,
-                    "status": status,
-                    "from": chat,
-                    "remoteJid": message.remote_jid,
-                    "fromMe": message.from_me,
+                let event = Event::MessageStatus(MessageStatusChanged {
+                    message_id: message.message_id,
+                    status,
+                    from: chat.to_owned(),
+                    remote_jid: message.remote_jid,
+                    from_me: message.from_me,
                 });
-                self.publish(&state.id, "message_status", data).await;
+                self.publish(&state.id, event).await;
             }
             Ok(None) => {}
             Err(err) => tracing::warn!(instance = %state.id, %err, "cannot store a receipt"),
@@ -710,18 +733,10 @@ impl InstanceActor {
         now: chrono::DateTime<Utc>,
     ) {
         let contact = Contact {
-            id: new_id(),
-            instance_id: state.id.clone(),
-            remote_jid: jid.to_owned(),
-            number: jid_user(jid).to_owned(),
             name,
             push_name,
-            is_group: is_group_jid(jid),
-            profile_picture: None,
-            about: None,
             last_activity,
-            created_at: now,
-            updated_at: now,
+            ..Contact::new(&state.id, jid, now)
         };
         if let Err(err) = self.deps.storage.upsert_contact(&contact).await {
             tracing::warn!(instance = %state.id, %err, "cannot store a contact");
@@ -729,19 +744,17 @@ impl InstanceActor {
     }
 
     /// Counts usage of this instance for its owner (a cast to the stats counter).
-    fn count(&self, state: &InstanceState, fill: impl FnOnce(&mut crate::stats::Usage)) {
-        if let Some(stats) = &self.deps.stats {
-            let mut usage = crate::stats::Usage::default();
-            fill(&mut usage);
-            stats.add(&state.user_id, Some(&state.id), usage);
-        }
+    fn count(&self, state: &InstanceState, fill: impl FnOnce(&mut crate::domain::Usage)) {
+        let mut usage = crate::domain::Usage::default();
+        fill(&mut usage);
+        self.deps.stats.add(&state.user_id, Some(&state.id), usage);
     }
 
-    async fn publish(&self, instance_id: &str, kind: &str, data: Value) {
+    async fn publish(&self, instance_id: &str, event: Event) {
         if let Err(err) = self
             .deps
             .events
-            .publish(InstanceEvent::new(instance_id, kind, data))
+            .publish(InstanceEvent::new(instance_id, event))
             .await
         {
             tracing::warn!(instance = %instance_id, %err, "cannot store an event");
@@ -768,11 +781,11 @@ impl InstanceActor {
         {
             tracing::warn!(instance = %state.id, %err, "cannot store an activity entry");
         }
-        if let Some((kind, data)) = record.event
+        if let Some(event) = record.event
             && let Err(err) = self
                 .deps
                 .events
-                .publish(InstanceEvent::new(&state.id, kind, data))
+                .publish(InstanceEvent::new(&state.id, event))
                 .await
         {
             tracing::warn!(instance = %state.id, %err, "cannot store an event");
@@ -819,32 +832,6 @@ fn connected_engine(state: &mut InstanceState) -> Result<&mut Box<dyn Engine>, D
         return Err(not_connected());
     }
     state.engine.as_mut().ok_or_else(not_connected)
-}
-
-/// WhatsApp's grouping of a MIME type: image, video, audio, or document.
-fn media_type(mime: &str) -> &'static str {
-    match mime.split('/').next().unwrap_or_default() {
-        "image" => "image",
-        "video" => "video",
-        "audio" => "audio",
-        _ => "document",
-    }
-}
-
-/// Where the owner downloads a message's media from this server.
-fn media_url(instance_id: &str, message_id: &str) -> String {
-    format!("/api/instances/{instance_id}/messages/{message_id}/media")
-}
-
-fn add_media_fields(data: &mut Value, m: &Message) {
-    if m.has_media
-        && let Some(obj) = data.as_object_mut()
-    {
-        obj.insert("mediaUrl".into(), json!(m.media_url));
-        obj.insert("mimeType".into(), json!(m.mime_type));
-        obj.insert("fileName".into(), json!(m.file_name));
-        obj.insert("caption".into(), json!(m.caption));
-    }
 }
 
 fn already_connected() -> DomainError {

@@ -2,23 +2,14 @@
 
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::actor::InstanceMsg;
+use super::actor::{InstanceMsg, QrAnswer};
 use super::status::StatusView;
+use crate::domain::Message;
 use crate::engine::{EngineContact, OutboundContent, SandboxControl};
 use crate::error::DomainError;
-use crate::messaging::Message;
-
-/// The answer to "give me the QR code".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QrAnswer {
-    /// The QR payload to render.
-    Code(String),
-    /// No code is ready yet; ask again shortly (202 at the HTTP edge).
-    Generating,
-}
+use crate::handle::call;
 
 /// A running instance. Cheap to clone; every method gives up after the call timeout.
 ///
@@ -124,35 +115,12 @@ impl InstanceHandle {
         &self,
         build: impl FnOnce(RpcReplyPort<T>) -> InstanceMsg,
     ) -> Result<T, DomainError> {
-        ask(
+        call(
             &self.actor,
             self.timeout,
             &format!("instance {}", self.id),
             build,
         )
         .await
-    }
-}
-
-/// One call into an actor, with its failures turned into domain errors.
-pub(crate) async fn ask<M, T>(
-    actor: &ActorRef<M>,
-    timeout: Duration,
-    who: &str,
-    build: impl FnOnce(RpcReplyPort<T>) -> M,
-) -> Result<T, DomainError>
-where
-    M: ractor::Message,
-    T: Send + 'static,
-{
-    match actor.call(build, Some(timeout)).await {
-        Ok(CallResult::Success(answer)) => Ok(answer),
-        Ok(CallResult::Timeout) => Err(DomainError::Timeout(format!(
-            "{who} did not answer within {} ms",
-            timeout.as_millis()
-        ))),
-        Ok(CallResult::SenderError) | Err(_) => {
-            Err(DomainError::Unavailable(format!("{who} is not running")))
-        }
     }
 }

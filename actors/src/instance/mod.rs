@@ -16,17 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use actor::InstanceActor;
-pub(crate) use api::ask as ask_actor;
-pub use api::{InstanceHandle, QrAnswer};
+pub use actor::{InstanceActor, QrAnswer};
+pub use api::InstanceHandle;
 pub use status::{StatusBoard, StatusView};
 pub(crate) use supervisor::SupervisorMsg;
 pub use supervisor::{InstanceSupervisor, InstancesHandle};
 
 use crate::backoff::BackoffConfig;
 use crate::engine::EngineFactory;
-use crate::events::EventHub;
-use crate::storage::DynStorage;
+use crate::event_hub::EventHub;
+use crate::stats::StatsHandle;
+use crate::store::DynStorage;
 
 /// How long a caller waits for an instance actor by default before answering 504.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,8 +42,8 @@ pub struct InstanceDeps {
     /// Every call into an actor gives up after this long.
     pub call_timeout: Duration,
     pub backoff: BackoffConfig,
-    /// Usage counters (messages sent and received, media); None where nothing is counted.
-    pub stats: Option<crate::stats::StatsHandle>,
+    /// Usage counters (messages sent and received, media).
+    pub stats: StatsHandle,
 }
 
 /// The session directory of an instance: `data_dir/instances/<id>/`.

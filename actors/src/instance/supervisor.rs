@@ -21,13 +21,14 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::actor::{InstanceActor, InstanceArgs, InstanceMsg};
-use super::api::{InstanceHandle, ask};
+use super::api::InstanceHandle;
 use super::status::StatusBoard;
 use super::{InstanceDeps, session_dir};
 use crate::backoff::Backoff;
 use crate::domain::{ActivityEntry, Instance, InstanceStatus};
 use crate::error::DomainError;
-use crate::storage::DynStorage;
+use crate::handle::call;
+use crate::store::DynStorage;
 
 /// The messages of the supervisor (public only because [`InstanceSupervisor`] names it).
 pub enum SupervisorMsg {
@@ -562,7 +563,7 @@ impl InstancesHandle {
             ));
         };
         // Starting an engine can take a full call timeout on its own.
-        ask(
+        call(
             &supervisor,
             self.timeout * 2,
             "the instance supervisor",
@@ -725,9 +726,8 @@ impl InstancesHandle {
         })
     }
 
-    /// The cell of the current supervisor, for tests that kill it.
-    #[cfg(test)]
-    pub(crate) fn supervisor_cell(&self) -> Option<ActorCell> {
+    /// The cell of the current supervisor, for fault tests that kill it.
+    pub fn supervisor_cell(&self) -> Option<ActorCell> {
         self.current().map(|supervisor| supervisor.get_cell())
     }
 }

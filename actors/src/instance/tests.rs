@@ -10,9 +10,8 @@ use super::*;
 use crate::domain::{EngineKind, Instance, InstanceStatus, WebhookSettings};
 use crate::engine::{Engines, FaultKind, SandboxConfig, SandboxControl, SandboxNetwork};
 use crate::error::DomainError;
-use crate::events::EventHub;
-use crate::runtime::{Runtime, start_runtime};
-use crate::storage::InstanceStore;
+use crate::runtime::{Runtime, RuntimeConfig, start_runtime};
+use crate::store::InstanceStore;
 use crate::testing::MemoryStorage;
 
 /// Longest a condition may take to come true before a test fails.
@@ -27,19 +26,16 @@ struct World {
 async fn world(sandbox: SandboxConfig, backoff: BackoffConfig) -> World {
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = Arc::new(MemoryStorage::default());
-    let deps = InstanceDeps {
-        storage: storage.clone(),
-        events: EventHub::new(storage.clone()),
-        engines: Arc::new(Engines::new(
-            SandboxNetwork::new(sandbox),
-            Default::default(),
-        )),
-        data_dir: dir.path().to_owned(),
+    let engines = Arc::new(Engines::new(
+        SandboxNetwork::new(sandbox),
+        Default::default(),
+    ));
+    let config = RuntimeConfig {
         call_timeout: Duration::from_secs(5),
         backoff,
-        stats: None,
+        ..RuntimeConfig::new(storage.clone(), engines, dir.path().to_owned())
     };
-    let runtime = start_runtime(deps).await.expect("runtime");
+    let runtime = start_runtime(config).await.expect("runtime");
     World {
         runtime,
         storage,
@@ -218,18 +214,18 @@ async fn lifecycle_qr_scan_logout_qr_again() {
     }
     let mut kinds = Vec::new();
     while let Ok(event) = events.try_recv() {
-        kinds.push((event.kind, event.data));
+        kinds.push((event.kind().as_str(), event.data_json()));
     }
     assert_eq!(kinds[0].0, "qr_received");
     assert_eq!(kinds[0].1["attempt"], 1);
     assert_eq!(kinds[0].1["instanceId"], "a");
-    assert!(kinds.iter().any(|(k, d)| k == "connected"
+    assert!(kinds.iter().any(|(k, d)| *k == "connected"
         && d["phone"] == "79001234567"
         && d.get("pushName").is_some()));
     assert!(
         kinds
             .iter()
-            .any(|(k, d)| k == "disconnected" && d["reason"] == "logged_out")
+            .any(|(k, d)| *k == "disconnected" && d["reason"] == "logout")
     );
     assert_eq!(
         w.storage.events_of("a").len(),

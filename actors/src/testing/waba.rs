@@ -6,11 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::MemoryStorage;
-use crate::domain::Page;
+use crate::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use crate::domain::{MessageStatus, Page};
 use crate::error::StoreError;
-use crate::messaging::MessageStatus;
-use crate::storage::{Record, RecordKind, StoreResult};
-use crate::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage, WabaStore};
+use crate::store::{Record, RecordKind, StoreResult, WabaStore};
 
 #[derive(Default)]
 pub(super) struct WabaData {

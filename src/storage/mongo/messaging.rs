@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
+use wagate_actors::domain::{
+    ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus,
+};
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
-use wagate_actors::messaging::{
-    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
-    MessageStore,
-};
-use wagate_actors::storage::StoreResult;
+use wagate_actors::store::StoreResult;
+use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::{
     CONTACTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range, find_page,

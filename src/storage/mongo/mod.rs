@@ -40,7 +40,7 @@ use wagate_actors::domain::{
     Limits, Page, Role, User, WebhookSettings,
 };
 use wagate_actors::error::StoreError;
-use wagate_actors::storage::{
+use wagate_actors::store::{
     ActivityStore, EventStore, InstanceStore, Storage, StoreResult, UserStore,
 };
 
@@ -589,9 +589,9 @@ fn event_doc(e: &InstanceEvent) -> StoreResult<Document> {
     Ok(doc! {
         "_id": &e.id,
         "instanceId": &e.instance_id,
-        "kind": &e.kind,
+        "kind": e.kind().as_str(),
         "ts": date(e.timestamp),
-        "data": to_bson(&e.data)?,
+        "data": to_bson(&e.data_json())?,
     })
 }
 
@@ -608,13 +608,14 @@ fn activity_from_doc(d: &Document) -> StoreResult<ActivityEntry> {
 
 fn event_from_doc(d: &Document) -> StoreResult<InstanceEvent> {
     let f = Fields(d);
-    Ok(InstanceEvent {
-        id: f.string("_id")?,
-        instance_id: f.string("instanceId")?,
-        kind: f.string("kind")?,
-        timestamp: f.time("ts")?,
-        data: f.json("data")?,
-    })
+    InstanceEvent::from_stored(
+        f.string("_id")?,
+        f.string("instanceId")?,
+        &f.string("kind")?,
+        f.time("ts")?,
+        f.json("data")?,
+    )
+    .map_err(corrupt)
 }
 
 #[async_trait]

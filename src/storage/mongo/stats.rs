@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use mongodb::bson::{Document, doc};
-use wagate_actors::stats::{StatsStore, Usage, UsageFilter, UsageKey};
-use wagate_actors::storage::StoreResult;
+use wagate_actors::domain::{Usage, UsageFilter, UsageKey};
+use wagate_actors::store::StatsStore;
+use wagate_actors::store::StoreResult;
 
 use super::{Fields, MongoStorage, clamp_i64, collect, corrupt, map_err};
 
@@ -56,9 +57,9 @@ pub(super) fn usage_from_doc(d: &Document) -> StoreResult<(UsageKey, Usage)> {
     ))
 }
 
-/// The `_id` of a bucket: [`wagate_actors::storage::usage_key`], so exports page by it.
+/// The `_id` of a bucket: [`wagate_actors::store::usage_key`], so exports page by it.
 fn bucket_id(k: &UsageKey) -> String {
-    wagate_actors::storage::usage_key(k)
+    wagate_actors::store::usage_key(k)
 }
 
 /// A whole bucket document with its counters set, as an import stores it.

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use mongodb::bson::{Bson, Document, doc};
-use wagate_actors::storage::{
+use wagate_actors::store::{
     Record, RecordCounts, RecordKind, StoreResult, TransferStore, id_from_key,
 };
 
@@ -33,7 +33,7 @@ fn collection(kind: RecordKind) -> &'static str {
     }
 }
 
-/// Whether the kind's `_id` is a number (its cursor is [`wagate_actors::storage::id_key`] of it).
+/// Whether the kind's `_id` is a number (its cursor is [`wagate_actors::store::id_key`] of it).
 fn numeric(kind: RecordKind) -> bool {
     matches!(kind, RecordKind::WabaChats | RecordKind::WabaMessages)
 }

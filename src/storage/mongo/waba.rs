@@ -10,11 +10,12 @@ use chrono::{DateTime, Utc};
 use mongodb::IndexModel;
 use mongodb::bson::{Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
+use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
+use wagate_actors::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
 use wagate_actors::error::StoreError;
-use wagate_actors::messaging::MessageStatus;
-use wagate_actors::storage::StoreResult;
-use wagate_actors::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage, WabaStore};
+use wagate_actors::store::StoreResult;
+use wagate_actors::store::WabaStore;
 
 use super::{Fields, MongoStorage, corrupt, date, find_page, map_err};
 

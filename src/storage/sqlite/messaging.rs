@@ -5,11 +5,11 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor};
 use wagate_actors::domain::Page;
-use wagate_actors::messaging::{
-    ChatSummary, Contact, ContactQuery, ContactStore, HistoryQuery, Message, MessageStatus,
-    MessageStore,
+use wagate_actors::domain::{
+    ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus,
 };
-use wagate_actors::storage::StoreResult;
+use wagate_actors::store::StoreResult;
+use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::{SqliteStorage, clamp_i64, corrupt, json, map_err, ms};
 use crate::storage::from_millis;

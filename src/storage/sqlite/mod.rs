@@ -26,7 +26,7 @@ use wagate_actors::domain::{
     User, WebhookSettings,
 };
 use wagate_actors::error::StoreError;
-use wagate_actors::storage::{
+use wagate_actors::store::{
     ActivityStore, EventStore, InstanceStore, Storage, StoreResult, UserStore,
 };
 
@@ -221,13 +221,15 @@ fn activity_from_row(row: &SqliteRow) -> StoreResult<ActivityEntry> {
 
 fn event_from_row(row: &SqliteRow) -> StoreResult<InstanceEvent> {
     let data: String = row.try_get("data").map_err(map_err)?;
-    Ok(InstanceEvent {
-        id: row.try_get("id").map_err(map_err)?,
-        instance_id: row.try_get("instance_id").map_err(map_err)?,
-        kind: row.try_get("kind").map_err(map_err)?,
-        timestamp: from_millis(row.try_get("ts").map_err(map_err)?)?,
-        data: serde_json::from_str(&data).map_err(corrupt)?,
-    })
+    let kind: String = row.try_get("kind").map_err(map_err)?;
+    InstanceEvent::from_stored(
+        row.try_get("id").map_err(map_err)?,
+        row.try_get("instance_id").map_err(map_err)?,
+        &kind,
+        from_millis(row.try_get("ts").map_err(map_err)?)?,
+        serde_json::from_str(&data).map_err(corrupt)?,
+    )
+    .map_err(corrupt)
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -321,9 +323,9 @@ pub(crate) async fn insert_event<'e>(
     sqlx::query("INSERT INTO events (id, instance_id, kind, ts, data) VALUES (?, ?, ?, ?, ?)")
         .bind(&e.id)
         .bind(&e.instance_id)
-        .bind(&e.kind)
+        .bind(e.kind().as_str())
         .bind(ms(e.timestamp))
-        .bind(json(&e.data)?)
+        .bind(json(&e.data())?)
         .execute(ex)
         .await
         .map_err(map_err)?;

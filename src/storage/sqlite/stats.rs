@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use sqlx::{QueryBuilder, Row, Sqlite};
-use wagate_actors::stats::{StatsStore, Usage, UsageFilter, UsageKey};
-use wagate_actors::storage::StoreResult;
+use wagate_actors::domain::{Usage, UsageFilter, UsageKey};
+use wagate_actors::store::StatsStore;
+use wagate_actors::store::StoreResult;
 
 use super::{SqliteStorage, clamp_i64, corrupt, map_err};
 

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row};
-use wagate_actors::messaging::Contact;
-use wagate_actors::stats::{Usage, UsageKey};
-use wagate_actors::storage::{
+use wagate_actors::domain::Contact;
+use wagate_actors::domain::{Usage, UsageKey};
+use wagate_actors::store::{
     Record, RecordCounts, RecordKind, StoreResult, TransferStore, id_from_key,
 };
 
@@ -20,7 +20,7 @@ use super::{
 };
 
 /// The table of each kind and the expression its export is keyed and ordered by (usage
-/// buckets have a composite key; the expression is [`wagate_actors::storage::usage_key`]).
+/// buckets have a composite key; the expression is [`wagate_actors::store::usage_key`]).
 fn table(kind: RecordKind) -> (&'static str, &'static str) {
     match kind {
         RecordKind::Users => ("users", "id"),
@@ -34,13 +34,13 @@ fn table(kind: RecordKind) -> (&'static str, &'static str) {
             "(day || '|' || user_id || '|' || instance_id)",
         ),
         RecordKind::WabaAccounts => ("waba_accounts", "owner_id"),
-        // Numeric ids: the cursor is decoded ([`wagate_actors::storage::id_from_key`]) and compared as a number.
+        // Numeric ids: the cursor is decoded ([`wagate_actors::store::id_from_key`]) and compared as a number.
         RecordKind::WabaChats => ("waba_chats", "id"),
         RecordKind::WabaMessages => ("waba_messages", "id"),
     }
 }
 
-/// Whether the kind's export key is a numeric id (cursor: [`wagate_actors::storage::id_key`]).
+/// Whether the kind's export key is a numeric id (cursor: [`wagate_actors::store::id_key`]).
 fn numeric(kind: RecordKind) -> bool {
     matches!(kind, RecordKind::WabaChats | RecordKind::WabaMessages)
 }

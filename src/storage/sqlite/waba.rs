@@ -4,10 +4,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
-use wagate_actors::messaging::MessageStatus;
-use wagate_actors::storage::StoreResult;
-use wagate_actors::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage, WabaStore};
+use wagate_actors::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use wagate_actors::store::StoreResult;
+use wagate_actors::store::WabaStore;
 
 use super::{SqliteStorage, clamp_i64, corrupt, map_err, ms};
 use crate::storage::from_millis;

@@ -8,8 +8,8 @@ use whatsapp_rust::wacore::types::message::MessageSource;
 use whatsapp_rust::wacore::types::presence::ReceiptType;
 use whatsapp_rust::waproto::whatsapp as wa;
 
+use crate::domain::MessageStatus;
 use crate::engine::EngineError;
-use crate::messaging::MessageStatus;
 
 /// The address a user of the gateway should see: the phone form
 /// (`79001234567@s.whatsapp.net`) when WhatsApp gave one, without a device suffix.

@@ -4,52 +4,30 @@
 //! Chat actors are spawned on first use and live until shutdown. A chat actor that dies
 //! (a panic in a handler) is forgotten by the desk and spawned again, from storage, by
 //! the next request for its chat: its only state is the chat row, so a lazy restart loses
-//! nothing and needs no backoff. The desk itself never returns an error from a handler.
+//! nothing and needs no backoff. The desk itself never returns an error from a handler;
+//! should it die anyway, the root supervisor respawns it (its chats start again lazily)
+//! and the handle, with the live feed, follows it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use tokio::sync::broadcast;
 
 use super::chat::{ChatMsg, OperatorChatActor};
-use super::{GraphApi, GraphCredentials, SendError, WabaChat, WabaContent, WabaMessage, WabaStore};
+use super::{EVENT_CAPACITY, GraphApi, SendError, WabaEvent};
+use crate::domain::MessageStatus;
+use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
 use crate::error::DomainError;
-use crate::instance::ask_actor;
-use crate::messaging::MessageStatus;
-
-/// Events buffered for slow live subscribers before they lag.
-pub const EVENT_CAPACITY: usize = 256;
-
-/// What the live feed (`/api/waba/operator/events`) carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WabaEventKind {
-    /// A new message, inbound or sent.
-    Message,
-    /// A message's status moved forward.
-    Status,
-}
-
-impl WabaEventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WabaEventKind::Message => "message",
-            WabaEventKind::Status => "status",
-        }
-    }
-}
-
-/// One event of the live feed: the message as stored after the change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WabaEvent {
-    pub kind: WabaEventKind,
-    pub message: WabaMessage,
-}
+use crate::handle::{ActorSlot, call};
+use crate::store::WabaStore;
 
 /// The messages of the desk (public only because [`OperatorDesk`] names it).
-pub enum DeskMsg {
+pub(crate) enum DeskMsg {
     /// The actor of a chat, spawned when missing.
     Chat {
         chat: Box<WabaChat>,
@@ -59,14 +37,19 @@ pub enum DeskMsg {
 }
 
 /// The supervisor of every [`OperatorChatActor`].
-pub struct OperatorDesk {
-    store: Arc<dyn WabaStore>,
-    graph: Arc<dyn GraphApi>,
-    events: broadcast::Sender<WabaEvent>,
-    call_timeout: Duration,
+pub(crate) struct OperatorDesk;
+
+/// What the desk needs; kept by the root to respawn it.
+#[derive(Clone)]
+pub(crate) struct DeskArgs {
+    pub store: Arc<dyn WabaStore>,
+    pub graph: Arc<dyn GraphApi>,
+    pub events: broadcast::Sender<WabaEvent>,
+    pub call_timeout: Duration,
 }
 
-pub struct DeskState {
+pub(crate) struct DeskState {
+    args: DeskArgs,
     chats: HashMap<i64, ActorRef<ChatMsg>>,
     by_actor: HashMap<ActorId, i64>,
     stopping: bool,
@@ -75,14 +58,15 @@ pub struct DeskState {
 impl Actor for OperatorDesk {
     type Msg = DeskMsg;
     type State = DeskState;
-    type Arguments = ();
+    type Arguments = DeskArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        _args: (),
+        args: DeskArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(DeskState {
+            args,
             chats: HashMap::new(),
             by_actor: HashMap::new(),
             stopping: false,
@@ -97,13 +81,13 @@ impl Actor for OperatorDesk {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             DeskMsg::Chat { chat, reply } => {
-                let answer = self.chat_actor(&myself, state, *chat).await;
+                let answer = chat_actor(&myself, state, *chat).await;
                 let _ = reply.send(answer);
             }
             DeskMsg::Shutdown(reply) => {
                 state.stopping = true;
                 myself
-                    .stop_children_and_wait(Some("shutdown".into()), Some(self.call_timeout))
+                    .stop_children_and_wait(Some("shutdown".into()), Some(state.args.call_timeout))
                     .await;
                 state.chats.clear();
                 state.by_actor.clear();
@@ -139,36 +123,33 @@ impl Actor for OperatorDesk {
     }
 }
 
-impl OperatorDesk {
-    async fn chat_actor(
-        &self,
-        myself: &ActorRef<DeskMsg>,
-        state: &mut DeskState,
-        chat: WabaChat,
-    ) -> Result<ActorRef<ChatMsg>, DomainError> {
-        if state.stopping {
-            return Err(DomainError::Unavailable(
-                "the server is shutting down".into(),
-            ));
-        }
-        if let Some(actor) = state.chats.get(&chat.id) {
-            return Ok(actor.clone());
-        }
-        let id = chat.id;
-        let actor = OperatorChatActor {
-            store: self.store.clone(),
-            graph: self.graph.clone(),
-            events: self.events.clone(),
-        };
-        let (actor, _) = Actor::spawn_linked(None, actor, chat, myself.get_cell())
-            .await
-            .map_err(|e| {
-                DomainError::Unavailable(format!("the actor of chat {id} did not start: {e}"))
-            })?;
-        state.by_actor.insert(actor.get_id(), id);
-        state.chats.insert(id, actor.clone());
-        Ok(actor)
+async fn chat_actor(
+    myself: &ActorRef<DeskMsg>,
+    state: &mut DeskState,
+    chat: WabaChat,
+) -> Result<ActorRef<ChatMsg>, DomainError> {
+    if state.stopping {
+        return Err(DomainError::Unavailable(
+            "the server is shutting down".into(),
+        ));
     }
+    if let Some(actor) = state.chats.get(&chat.id) {
+        return Ok(actor.clone());
+    }
+    let id = chat.id;
+    let actor = OperatorChatActor {
+        store: state.args.store.clone(),
+        graph: state.args.graph.clone(),
+        events: state.args.events.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(None, actor, chat, myself.get_cell())
+        .await
+        .map_err(|e| {
+            DomainError::Unavailable(format!("the actor of chat {id} did not start: {e}"))
+        })?;
+    state.by_actor.insert(actor.get_id(), id);
+    state.chats.insert(id, actor.clone());
+    Ok(actor)
 }
 
 /// The operator desk. Cheap to clone.
@@ -177,7 +158,8 @@ impl OperatorDesk {
 /// and with `Timeout` when it does not answer in time.
 #[derive(Clone)]
 pub struct OperatorDeskHandle {
-    desk: ActorRef<DeskMsg>,
+    slot: ActorSlot<DeskMsg>,
+    /// The live feed: kept here so subscribers outlive a respawn of the desk.
     events: broadcast::Sender<WabaEvent>,
     call_timeout: Duration,
     /// Calls into a chat actor wait behind the chat's sends, each of which may take the
@@ -185,36 +167,53 @@ pub struct OperatorDeskHandle {
     chat_timeout: Duration,
 }
 
-/// Starts the desk.
-///
-/// `call_timeout` bounds calls into the desk; `chat_timeout` bounds calls into a chat
-/// actor, so it must exceed the Graph API client's longest send (with retries).
-/// Fails with `Unavailable` when the actor cannot start.
-pub async fn start_operator_desk(
-    store: Arc<dyn WabaStore>,
-    graph: Arc<dyn GraphApi>,
-    call_timeout: Duration,
-    chat_timeout: Duration,
-) -> Result<OperatorDeskHandle, DomainError> {
-    let (events, _) = broadcast::channel(EVENT_CAPACITY);
-    let desk = OperatorDesk {
-        store,
-        graph,
-        events: events.clone(),
-        call_timeout,
+/// Spawns the desk under `parent` (none: unsupervised, in tests) and points `handle`
+/// at it.
+pub(crate) async fn spawn(
+    handle: &OperatorDeskHandle,
+    args: DeskArgs,
+    parent: Option<ActorCell>,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let (desk, _) = match parent {
+        Some(parent) => Actor::spawn_linked(None, OperatorDesk, args, parent).await?,
+        None => Actor::spawn(None, OperatorDesk, args).await?,
     };
-    let (desk, _) = Actor::spawn(None, desk, ())
-        .await
-        .map_err(|e| DomainError::Unavailable(format!("cannot start the operator desk: {e}")))?;
-    Ok(OperatorDeskHandle {
-        desk,
-        events,
-        call_timeout,
-        chat_timeout,
-    })
+    handle.slot.set(Some(desk.clone()));
+    Ok(desk.get_cell())
+}
+
+/// The desk died: calls answer `Unavailable` until it is respawned.
+pub(crate) fn vacate(handle: &OperatorDeskHandle) {
+    handle.slot.set(None);
 }
 
 impl OperatorDeskHandle {
+    /// `call_timeout` bounds calls into the desk; `chat_timeout` bounds calls into a
+    /// chat actor, so it must exceed the Graph API client's longest send (with retries).
+    pub(crate) fn new(call_timeout: Duration, chat_timeout: Duration) -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        OperatorDeskHandle {
+            slot: ActorSlot::default(),
+            events,
+            call_timeout,
+            chat_timeout,
+        }
+    }
+
+    /// What the desk needs to run, around this handle's live feed.
+    pub(crate) fn args(&self, store: Arc<dyn WabaStore>, graph: Arc<dyn GraphApi>) -> DeskArgs {
+        DeskArgs {
+            store,
+            graph,
+            events: self.events.clone(),
+            call_timeout: self.call_timeout,
+        }
+    }
+
+    /// The desk running now (tests kill it to see it respawned).
+    pub fn cell(&self) -> Option<ActorCell> {
+        self.slot.cell()
+    }
     /// Sends `content` in `chat`: refused with `OutsideWindow` (before Meta is called)
     /// unless it is a template or the customer wrote within 24 hours. Returns the stored
     /// message (status `sent`, Meta's id).
@@ -227,7 +226,7 @@ impl OperatorDeskHandle {
         sender_user_id: Option<String>,
     ) -> Result<WabaMessage, SendError> {
         let actor = self.chat(chat).await?;
-        ask_actor(&actor, self.chat_timeout, &who(chat), |reply| {
+        call(&actor, self.chat_timeout, &who(chat), |reply| {
             ChatMsg::Send {
                 credentials,
                 content,
@@ -247,7 +246,7 @@ impl OperatorDeskHandle {
         message: WabaMessage,
     ) -> Result<Option<WabaMessage>, DomainError> {
         let actor = self.chat(chat).await?;
-        ask_actor(&actor, self.chat_timeout, &who(chat), |reply| {
+        call(&actor, self.chat_timeout, &who(chat), |reply| {
             ChatMsg::Inbound {
                 message: Box::new(message),
                 reply,
@@ -267,7 +266,7 @@ impl OperatorDeskHandle {
     ) -> Result<Option<WabaMessage>, DomainError> {
         let actor = self.chat(chat).await?;
         let whatsapp_message_id = whatsapp_message_id.to_owned();
-        ask_actor(&actor, self.chat_timeout, &who(chat), |reply| {
+        call(&actor, self.chat_timeout, &who(chat), |reply| {
             ChatMsg::Status {
                 whatsapp_message_id,
                 status,
@@ -284,31 +283,34 @@ impl OperatorDeskHandle {
         self.events.subscribe()
     }
 
-    /// Stops every chat actor, then the desk. Calling it again does nothing.
-    pub async fn shutdown(&self) {
-        if ask_actor(
-            &self.desk,
+    /// Stops every chat actor (each finishes what it is doing), then the desk. Calling
+    /// it again does nothing.
+    pub(crate) async fn shutdown(&self) {
+        let Some(desk) = self.slot.get() else {
+            return;
+        };
+        if call(
+            &desk,
             self.chat_timeout,
             "the operator desk",
             DeskMsg::Shutdown,
         )
         .await
-        .is_err()
+        .is_ok()
         {
-            return;
+            let _ = desk
+                .stop_and_wait(Some("shutdown".into()), Some(self.call_timeout))
+                .await;
         }
-        self.desk.stop(Some("shutdown".into()));
     }
 
     async fn chat(&self, chat: &WabaChat) -> Result<ActorRef<ChatMsg>, DomainError> {
         let chat = Box::new(chat.clone());
-        ask_actor(
-            &self.desk,
-            self.call_timeout,
-            "the operator desk",
-            |reply| DeskMsg::Chat { chat, reply },
-        )
-        .await?
+        self.slot
+            .call(self.call_timeout, "the operator desk", |reply| {
+                DeskMsg::Chat { chat, reply }
+            })
+            .await?
     }
 }
 

@@ -4,11 +4,15 @@
 //! - this file: the request format (envelope, headers, signature), which events an
 //!   instance wants, the retry schedule, and the two seams the queue drives — the
 //!   durable [`Outbox`] and the [`WebhookTransport`].
-//! - [`queue`]: the `WebhookQueue` actor and one `DeliveryWorker` actor per instance
-//!   with pending deliveries.
+//! - [`queue`]: the `WebhookQueue` actor: events into the outbox, catch-up after a
+//!   crash or a restart, one worker per instance with pending jobs.
+//! - [`delivery`]: the `DeliveryWorker` actor: one instance's jobs, in order, with
+//!   retries.
 
+mod delivery;
 mod queue;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,10 +21,32 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::{Instance, InstanceEvent, Page};
+use crate::domain::{Event, EventKind, Instance, InstanceEvent, MessageStatus, Page};
 use crate::error::StoreError;
+use crate::store::DynStorage;
 
-pub use queue::{DeliveryObserver, WebhookConfig, WebhookQueueHandle, start_webhook_queue};
+pub use queue::WebhookQueueHandle;
+pub(crate) use queue::{spawn, vacate};
+
+/// How long a failing outbox waits before the queue or a worker tries again.
+const OUTBOX_RETRY: Duration = Duration::from_secs(1);
+
+/// What the queue needs.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub storage: DynStorage,
+    pub outbox: Arc<dyn Outbox>,
+    pub transport: Arc<dyn WebhookTransport>,
+    /// Randomise retry delays (±20 %). Off only in tests that check exact schedules.
+    pub jitter: bool,
+    /// Told the outcome of every attempt as it is recorded (metrics); None where nobody
+    /// listens.
+    pub on_result: Option<DeliveryObserver>,
+}
+
+/// Called with the outcome of every delivery attempt and the instance it was for (None
+/// when the instance is gone): metrics, and the `webhookSent` usage count.
+pub type DeliveryObserver = Arc<dyn Fn(DeliveryStatus, Option<&Instance>) + Send + Sync>;
 
 /// Longest wait between two attempts, whatever the settings say.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
@@ -120,27 +146,8 @@ pub trait WebhookTransport: Send + Sync {
 }
 
 /// The request body: the spec's envelope plus the event's id.
-///
-/// Serialised straight from borrowed fields: building a `json!` value first cloned the
-/// whole event data and made this several times slower (see BENCHMARKS.md).
 pub fn envelope(event: &InstanceEvent) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        id: &'a str,
-        event: &'a str,
-        data: &'a serde_json::Value,
-        timestamp: String,
-    }
-    let body = Envelope {
-        id: &event.id,
-        event: &event.kind,
-        data: &event.data,
-        timestamp: event
-            .timestamp
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    };
-    // Serialising borrowed strings and a JSON value into memory cannot fail.
-    serde_json::to_vec(&body).unwrap_or_default()
+    event.webhook_body()
 }
 
 /// Lowercase hex HMAC-SHA256 of `body` with `secret`: the `X-Webhook-Signature`.
@@ -202,7 +209,7 @@ pub fn target_url(instance: &Instance) -> Option<&str> {
 /// Whether the instance's settings ask for this event. `webhook_test` is always sent
 /// when a URL is set, enabled or not: it exists to check the endpoint.
 pub fn wants(instance: &Instance, event: &InstanceEvent) -> bool {
-    if event.kind == "webhook_test" {
+    if event.kind() == EventKind::WebhookTest {
         return instance
             .webhook_url
             .as_deref()
@@ -212,12 +219,12 @@ pub fn wants(instance: &Instance, event: &InstanceEvent) -> bool {
         return false;
     }
     let w = &instance.webhook;
-    match event.kind.as_str() {
-        "message_received" => w.notify_received,
-        "message_sent" => w.notify_sent,
-        "message_status" => match event.data.get("status").and_then(|s| s.as_str()) {
-            Some("delivered") => w.notify_delivery,
-            Some("read") => w.notify_read,
+    match &event.event {
+        Event::MessageReceived(_) => w.notify_received,
+        Event::MessageSent(_) => w.notify_sent,
+        Event::MessageStatus(change) => match change.status {
+            MessageStatus::Delivered => w.notify_delivery,
+            MessageStatus::Read => w.notify_read,
             _ => w.notify_delivery || w.notify_read,
         },
         _ => true,
@@ -240,6 +247,12 @@ mod tests {
 
     use super::*;
     use crate::domain::{EngineKind, InstanceStatus, WebhookSettings};
+
+    /// An event of `kind` read from its wire `data`, as storage gives them back.
+    fn ev(kind: &str, data: serde_json::Value) -> InstanceEvent {
+        let kind: EventKind = kind.parse().expect("kind");
+        InstanceEvent::new("i1", Event::from_data(kind, data).expect("data fits"))
+    }
 
     fn instance(settings: WebhookSettings) -> Instance {
         Instance {
@@ -271,17 +284,13 @@ mod tests {
 
     #[test]
     fn envelope_is_the_whole_event() {
-        let e = InstanceEvent::new(
-            "i1",
-            "connected",
-            json!({"phone": "1", "a": [1, {"b": null}]}),
-        );
+        let e = ev("connected", json!({"phone": "1", "pushName": "Ann"}));
         let body = envelope(&e);
         let parsed: serde_json::Value = serde_json::from_slice(&body).expect("json");
         let expected = json!({
             "id": e.id,
-            "event": e.kind,
-            "data": e.data,
+            "event": "connected",
+            "data": {"instanceId": "i1", "phone": "1", "pushName": "Ann"},
             "timestamp": e.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
         assert_eq!(parsed, expected);
@@ -290,7 +299,7 @@ mod tests {
 
     #[test]
     fn envelope_has_id_event_data_timestamp() {
-        let e = InstanceEvent::new("i1", "connected", json!({"phone": "1"}));
+        let e = ev("connected", json!({"phone": "1"}));
         let v: serde_json::Value = serde_json::from_slice(&envelope(&e)).expect("json");
         assert_eq!(v["id"], e.id.as_str());
         assert_eq!(v["event"], "connected");
@@ -307,14 +316,31 @@ mod tests {
             notify_read: false,
             ..WebhookSettings::default()
         });
-        let ev = |kind: &str, data| InstanceEvent::new("i1", kind, data);
-        assert!(wants(&i, &ev("message_received", json!({}))));
-        assert!(!wants(&i, &ev("message_sent", json!({}))));
         assert!(wants(
             &i,
-            &ev("message_status", json!({"status": "delivered"}))
+            &ev(
+                "message_received",
+                json!({"messageId": "m", "status": "delivered"})
+            )
         ));
-        assert!(!wants(&i, &ev("message_status", json!({"status": "read"}))));
+        assert!(!wants(
+            &i,
+            &ev("message_sent", json!({"messageId": "m", "status": "sent"}))
+        ));
+        assert!(wants(
+            &i,
+            &ev(
+                "message_status",
+                json!({"messageId": "m", "status": "delivered"})
+            )
+        ));
+        assert!(!wants(
+            &i,
+            &ev(
+                "message_status",
+                json!({"messageId": "m", "status": "read"})
+            )
+        ));
         assert!(wants(&i, &ev("connected", json!({}))));
         let mut off = i.clone();
         off.webhook_enabled = false;

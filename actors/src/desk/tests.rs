@@ -7,6 +7,11 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 
 use super::*;
+use crate::domain::MessageStatus;
+use crate::domain::waba::{
+    GraphCredentials, WabaContent, WabaMessage, window_expires_at, window_open,
+};
+use crate::store::WabaStore;
 use crate::testing::MemoryStorage;
 
 /// Records every send and answers with numbered wamids.
@@ -57,14 +62,10 @@ fn inbound(wamid: &str, at: chrono::DateTime<Utc>) -> WabaMessage {
 async fn desk() -> (Arc<MemoryStorage>, Arc<FakeGraph>, OperatorDeskHandle) {
     let store = Arc::new(MemoryStorage::default());
     let graph = Arc::new(FakeGraph::default());
-    let desk = start_operator_desk(
-        store.clone(),
-        graph.clone(),
-        Duration::from_secs(5),
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("desk");
+    let desk = OperatorDeskHandle::new(Duration::from_secs(5), Duration::from_secs(5));
+    spawn(&desk, desk.args(store.clone(), graph.clone()), None)
+        .await
+        .expect("desk");
     (store, graph, desk)
 }
 

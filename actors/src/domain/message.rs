@@ -1,17 +1,10 @@
-//! Messages, chats and contacts: the domain of sending and receiving, and its storage
-//! traits (implemented by every backend beside the ones in [`crate::storage`]).
+//! Messages of both directions, their forward-only delivery status, chats and contacts.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Page;
-use crate::storage::StoreResult;
-
-/// Suffix of WhatsApp addresses of people.
-pub const USER_SERVER: &str = "s.whatsapp.net";
-/// Suffix of WhatsApp addresses of groups.
-pub const GROUP_SERVER: &str = "g.us";
+use super::address::{is_group_jid, jid_user};
+use super::new_id;
 
 /// Delivery state of a message. Outbound messages only move forward through
 /// `pending → sent → delivered → read`; `failed` is final. Inbound messages are `received`.
@@ -159,6 +152,43 @@ pub struct Contact {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Where the owner downloads a message's media from the API (the `mediaUrl` of the
+/// contract).
+pub fn media_url(instance_id: &str, message_id: &str) -> String {
+    format!("/api/instances/{instance_id}/messages/{message_id}/media")
+}
+
+impl Contact {
+    /// A contact of `instance_id` at `jid` that knows nothing but its address: the
+    /// number and whether it is a group come from the address, every other field is
+    /// empty (an upsert keeps what is stored for empty fields). Fill what is known
+    /// with struct update syntax.
+    pub fn new(instance_id: &str, jid: &str, now: DateTime<Utc>) -> Contact {
+        Contact {
+            id: new_id(),
+            instance_id: instance_id.to_owned(),
+            remote_jid: jid.to_owned(),
+            number: jid_user(jid).to_owned(),
+            name: None,
+            push_name: None,
+            is_group: is_group_jid(jid),
+            profile_picture: None,
+            about: None,
+            last_activity: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The name to show: the saved name, else the push name, else the number.
+    pub fn display_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.push_name.as_deref())
+            .unwrap_or(&self.number)
+    }
+}
+
 /// Filters of the stored contacts.
 #[derive(Debug, Clone, Default)]
 pub struct ContactQuery {
@@ -169,79 +199,36 @@ pub struct ContactQuery {
     pub only_groups: bool,
 }
 
-#[async_trait]
-pub trait MessageStore: Send + Sync {
-    /// Fails with `Conflict` when the instance already has this `message_id`.
-    async fn insert_message(&self, message: &Message) -> StoreResult<()>;
-    async fn message_by_id(
-        &self,
-        instance_id: &str,
-        message_id: &str,
-    ) -> StoreResult<Option<Message>>;
-    /// Moves the status forward only (see [`MessageStatus::can_become`]), atomically.
-    /// Returns the updated message, or None when the message is unknown or the move
-    /// would go backwards.
-    async fn advance_message_status(
-        &self,
-        instance_id: &str,
-        message_id: &str,
-        status: MessageStatus,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Option<Message>>;
-    /// Newest first.
-    async fn chat_history(
-        &self,
-        instance_id: &str,
-        remote_jid: &str,
-        query: &HistoryQuery,
-    ) -> StoreResult<Page<Message>>;
-    /// Chats ordered by their latest message, newest first.
-    async fn list_chats(
-        &self,
-        instance_id: &str,
-        limit: u32,
-        skip: u64,
-    ) -> StoreResult<Page<ChatSummary>>;
-    /// Marks the chat's unread inbound messages read; returns their WhatsApp ids (the
-    /// read receipts to send).
-    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str)
-    -> StoreResult<Vec<String>>;
+/// WhatsApp's grouping of an attachment by its MIME type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    Document,
 }
 
-#[async_trait]
-pub trait ContactStore: Send + Sync {
-    /// Inserts or updates the contact keyed by (instance, remote_jid). Fields that are
-    /// None in `contact` keep their stored value; `created_at` and `id` of an existing
-    /// contact are kept. Returns the stored contact.
-    async fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact>;
-    async fn list_contacts(
-        &self,
-        instance_id: &str,
-        query: &ContactQuery,
-    ) -> StoreResult<Page<Contact>>;
-}
-
-/// Builds the WhatsApp address of a phone number or passes a group/user JID through.
-pub fn jid_for(target: &str) -> String {
-    if target.contains('@') {
-        target.to_owned()
-    } else {
-        format!("{target}@{USER_SERVER}")
+impl MediaKind {
+    /// `image/*`, `video/*` and `audio/*` by their type; anything else is a document.
+    pub fn of_mime(mime: &str) -> MediaKind {
+        match mime.split('/').next().unwrap_or_default().trim() {
+            "image" => MediaKind::Image,
+            "video" => MediaKind::Video,
+            "audio" => MediaKind::Audio,
+            _ => MediaKind::Document,
+        }
     }
-}
 
-/// The number part of a JID (`79001234567@s.whatsapp.net` → `79001234567`).
-pub fn jid_user(jid: &str) -> &str {
-    jid.split('@')
-        .next()
-        .unwrap_or(jid)
-        .split(':')
-        .next()
-        .unwrap_or(jid)
-}
-
-pub fn is_group_jid(jid: &str) -> bool {
-    jid.ends_with(&format!("@{GROUP_SERVER}"))
+    /// The message type the history shows (`image`, `video`, `audio`, `document`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+            MediaKind::Document => "document",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -269,49 +256,29 @@ mod tests {
     }
 
     #[test]
-    fn jids() {
-        assert_eq!(jid_for("79001234567"), "79001234567@s.whatsapp.net");
-        assert_eq!(jid_for("123-456@g.us"), "123-456@g.us");
-        assert_eq!(jid_user("79001234567:12@s.whatsapp.net"), "79001234567");
-        assert!(is_group_jid("123@g.us"));
-        assert!(!is_group_jid("123@s.whatsapp.net"));
+    fn media_kinds_by_mime() {
+        assert_eq!(MediaKind::of_mime("image/jpeg"), MediaKind::Image);
+        assert_eq!(MediaKind::of_mime("video/mp4"), MediaKind::Video);
+        assert_eq!(
+            MediaKind::of_mime("audio/ogg; codecs=opus"),
+            MediaKind::Audio
+        );
+        assert_eq!(MediaKind::of_mime("application/pdf"), MediaKind::Document);
+        assert_eq!(MediaKind::of_mime(""), MediaKind::Document);
     }
 
-    mod properties {
-        use proptest::prelude::*;
-
-        use super::super::{USER_SERVER, is_group_jid, jid_for, jid_user};
-
-        proptest! {
-            #[test]
-            fn jid_helpers_never_panic(input in any::<String>()) {
-                let jid = jid_for(&input);
-                prop_assert!(jid.contains('@'));
-                let user = jid_user(&input);
-                prop_assert!(input.starts_with(user), "the user part is a prefix");
-                prop_assert!(!user.contains('@') && !user.contains(':'));
-                let _ = is_group_jid(&input);
-            }
-
-            #[test]
-            fn a_number_round_trips_through_its_jid(number in "[0-9]{1,20}") {
-                let jid = jid_for(&number);
-                prop_assert_eq!(&jid, &format!("{number}@{USER_SERVER}"));
-                prop_assert_eq!(jid_user(&jid), number.as_str());
-                prop_assert!(!is_group_jid(&jid));
-                // A JID passes through unchanged; a device suffix is not the number.
-                prop_assert_eq!(jid_for(&jid), jid.clone());
-                let device = format!("{number}:7@{USER_SERVER}");
-                prop_assert_eq!(jid_user(&device), number.as_str());
-            }
-
-            #[test]
-            fn group_jids_are_groups(id in "[0-9]{5,20}(-[0-9]{5,12})?") {
-                let jid = format!("{id}@g.us");
-                prop_assert!(is_group_jid(&jid));
-                prop_assert_eq!(jid_for(&jid), jid.clone());
-                prop_assert_eq!(jid_user(&jid), id.as_str());
-            }
-        }
+    #[test]
+    fn a_contact_knows_its_number_and_kind_from_its_address() {
+        let now = Utc::now();
+        let c = Contact::new("i", "79001234567@s.whatsapp.net", now);
+        assert_eq!(c.number, "79001234567");
+        assert!(!c.is_group);
+        assert_eq!(c.display_name(), "79001234567");
+        let c = Contact {
+            push_name: Some("Ann".into()),
+            ..Contact::new("i", "123-456@g.us", now)
+        };
+        assert!(c.is_group);
+        assert_eq!(c.display_name(), "Ann");
     }
 }

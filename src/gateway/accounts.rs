@@ -2,12 +2,38 @@
 //! The HTTP edge calls these; they own the rules (unique emails, the last admin, the
 //! operator's owner) so every path through the API applies them the same way.
 
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// A field is missing its rules (the message names it).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    /// Wrong credentials, token or key; the message does not say which part.
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("user not found")]
+    NotFound,
+    #[error("the last active admin cannot be demoted or deactivated")]
+    LastAdmin,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A failure of ours (hashing, token signing); the detail is for the log.
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn internal(e: impl std::fmt::Display) -> AccountError {
+    AccountError::Internal(e.to_string())
+}
+
 use chrono::Utc;
 use wagate_actors::domain::{Role, User, new_id};
-use wagate_actors::storage::DynStorage;
+use wagate_actors::store::DynStorage;
 
 use crate::crypto::{self, JwtKeys, KeyVault};
-use crate::error::ApiError;
+use wagate_actors::error::StoreError;
 
 /// What a new account needs.
 #[derive(Debug, Clone)]
@@ -33,7 +59,7 @@ const MAX_FIELD: usize = 200;
 /// Shortest accepted password.
 pub const MIN_PASSWORD: usize = 6;
 
-pub fn validate_email(email: &str) -> Result<String, ApiError> {
+pub fn validate_email(email: &str) -> Result<String, AccountError> {
     let e = email.trim();
     let valid = e.len() <= MAX_FIELD
         && e.split_once('@').is_some_and(|(local, domain)| {
@@ -43,34 +69,36 @@ pub fn validate_email(email: &str) -> Result<String, ApiError> {
     if valid {
         Ok(e.to_owned())
     } else {
-        Err(ApiError::validation("email must be a valid email address"))
+        Err(AccountError::Invalid(
+            "email must be a valid email address".into(),
+        ))
     }
 }
 
-pub fn validate_password(password: &str) -> Result<(), ApiError> {
+pub fn validate_password(password: &str) -> Result<(), AccountError> {
     if password.chars().count() < MIN_PASSWORD || password.len() > MAX_FIELD {
-        return Err(ApiError::validation(format!(
+        return Err(AccountError::Invalid(format!(
             "password must be between {MIN_PASSWORD} and {MAX_FIELD} characters"
         )));
     }
     Ok(())
 }
 
-pub fn validate_name(field: &str, value: &str) -> Result<String, ApiError> {
+pub fn validate_name(field: &str, value: &str) -> Result<String, AccountError> {
     let v = value.trim();
     if v.chars().count() > MAX_FIELD {
-        return Err(ApiError::validation(format!(
+        return Err(AccountError::Invalid(format!(
             "{field} must be at most {MAX_FIELD} characters"
         )));
     }
     Ok(v.to_owned())
 }
 
-async fn hash_password(password: String) -> Result<String, ApiError> {
+async fn hash_password(password: String) -> Result<String, AccountError> {
     tokio::task::spawn_blocking(move || crypto::hash_password(&password))
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+        .map_err(internal)?
+        .map_err(internal)
 }
 
 /// A user plus the API key in clear, as the login and create answers carry it.
@@ -94,19 +122,16 @@ impl Accounts {
 
     /// Creates a user with a fresh API key.
     ///
-    /// Fails with 422 on invalid fields or a missing/invalid operator owner, 409 when the
+    /// Fails with `Invalid` on invalid fields or a missing/invalid operator owner, `EmailTaken` when the
     /// email is taken.
-    pub async fn create(&self, new: NewUser) -> Result<WithKey, ApiError> {
+    pub async fn create(&self, new: NewUser) -> Result<WithKey, AccountError> {
         let email = validate_email(&new.email)?;
         validate_password(&new.password)?;
         let first_name = validate_name("firstName", &new.first_name)?;
         let last_name = validate_name("lastName", &new.last_name)?;
         let owner_id = self.check_owner(new.role, new.owner_id.as_deref()).await?;
         if self.storage.user_by_email(&email).await?.is_some() {
-            return Err(ApiError::conflict(
-                "email_taken",
-                "a user with this email already exists",
-            ));
+            return Err(AccountError::EmailTaken);
         }
         let password_hash = hash_password(new.password).await?;
         let api_key = crypto::new_api_key();
@@ -126,9 +151,7 @@ impl Accounts {
             updated_at: now,
         };
         self.storage.create_user(&user).await.map_err(|e| match e {
-            wagate_actors::error::StoreError::Conflict(_) => {
-                ApiError::conflict("email_taken", "a user with this email already exists")
-            }
+            StoreError::Conflict(_) => AccountError::EmailTaken,
             other => other.into(),
         })?;
         Ok(WithKey {
@@ -142,20 +165,22 @@ impl Accounts {
         &self,
         role: Role,
         owner_id: Option<&str>,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<String>, AccountError> {
         match (role, owner_id) {
-            (Role::Operator, None) => Err(ApiError::validation(
-                "ownerId is required for role operator",
+            (Role::Operator, None) => Err(AccountError::Invalid(
+                "ownerId is required for role operator".into(),
             )),
             (Role::Operator, Some(id)) => match self.storage.user_by_id(id).await? {
                 Some(owner) if owner.role != Role::Operator => Ok(Some(owner.id)),
-                Some(_) => Err(ApiError::validation(
-                    "ownerId must name a user or admin, not an operator",
+                Some(_) => Err(AccountError::Invalid(
+                    "ownerId must name a user or admin, not an operator".into(),
                 )),
-                None => Err(ApiError::validation("ownerId names no existing user")),
+                None => Err(AccountError::Invalid(
+                    "ownerId names no existing user".into(),
+                )),
             },
-            (_, Some(_)) => Err(ApiError::validation(
-                "ownerId is only allowed for role operator",
+            (_, Some(_)) => Err(AccountError::Invalid(
+                "ownerId is only allowed for role operator".into(),
             )),
             (_, None) => Ok(None),
         }
@@ -168,7 +193,7 @@ impl Accounts {
         password: &str,
         first: &str,
         last: &str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, AccountError> {
         if self.storage.count_admins().await? > 0 {
             return Ok(false);
         }
@@ -195,10 +220,14 @@ impl Accounts {
 
     /// Checks email and password; on success a token and the user with its API key.
     ///
-    /// Fails with 401 for an unknown email, a wrong password or a deactivated account,
+    /// Fails with `Unauthorized` for an unknown email, a wrong password or a deactivated account,
     /// without saying which.
-    pub async fn login(&self, email: &str, password: &str) -> Result<(String, WithKey), ApiError> {
-        let refused = || ApiError::unauthorized("invalid email or password");
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<(String, WithKey), AccountError> {
+        let refused = || AccountError::Unauthorized("invalid email or password".into());
         let user = self.storage.user_by_email(email.trim()).await?;
         // Verify against a dummy hash when the user is unknown, so timing does not reveal
         // which emails exist.
@@ -209,12 +238,12 @@ impl Accounts {
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || crypto::verify_password(&password, &phc))
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(internal)?;
         let user = match user {
             Some(u) if ok && u.active => u,
             _ => return Err(refused()),
         };
-        let token = self.jwt.issue(&user.id).map_err(ApiError::internal)?;
+        let token = self.jwt.issue(&user.id).map_err(internal)?;
         let api_key = self.vault.open(&user.api_key_sealed);
         if api_key.is_none() {
             tracing::warn!(user_id = %user.id, "API key cannot be unsealed (secret key changed?); regenerate it");
@@ -223,18 +252,21 @@ impl Accounts {
     }
 
     /// The active user a bearer token names.
-    pub async fn user_for_token(&self, token: &str) -> Result<User, ApiError> {
-        let claims = self.jwt.verify(token).map_err(ApiError::unauthorized)?;
+    pub async fn user_for_token(&self, token: &str) -> Result<User, AccountError> {
+        let claims = self
+            .jwt
+            .verify(token)
+            .map_err(|e| AccountError::Unauthorized(e.to_string()))?;
         match self.storage.user_by_id(&claims.sub).await? {
             Some(u) if u.active => Ok(u),
-            _ => Err(ApiError::unauthorized("invalid token")),
+            _ => Err(AccountError::Unauthorized("invalid token".into())),
         }
     }
 
     /// The active user an API key belongs to.
-    pub async fn user_for_api_key(&self, key: &str) -> Result<User, ApiError> {
+    pub async fn user_for_api_key(&self, key: &str) -> Result<User, AccountError> {
         if !key.starts_with(crypto::API_KEY_PREFIX) || key.len() > 128 {
-            return Err(ApiError::unauthorized("invalid API key"));
+            return Err(AccountError::Unauthorized("invalid API key".into()));
         }
         match self
             .storage
@@ -242,35 +274,32 @@ impl Accounts {
             .await?
         {
             Some(u) if u.active => Ok(u),
-            _ => Err(ApiError::unauthorized("invalid API key")),
+            _ => Err(AccountError::Unauthorized("invalid API key".into())),
         }
     }
 
     /// Replaces the user's API key; the old one stops working at once.
-    pub async fn regenerate_api_key(&self, mut user: User) -> Result<String, ApiError> {
+    pub async fn regenerate_api_key(&self, mut user: User) -> Result<String, AccountError> {
         let api_key = crypto::new_api_key();
         user.api_key_hash = crypto::api_key_hash(&api_key);
         user.api_key_sealed = self.vault.seal(&api_key);
         user.updated_at = Utc::now();
         if !self.storage.update_user(&user).await? {
-            return Err(ApiError::not_found("user not found"));
+            return Err(AccountError::NotFound);
         }
         Ok(api_key)
     }
 
     /// Applies a partial update. Role, activity and owner changes are for admins only;
-    /// the caller checks that. Fails with 409 when the last admin would be lost.
-    pub async fn update(&self, mut user: User, patch: UserPatch) -> Result<User, ApiError> {
+    /// the caller checks that. Fails with `LastAdmin` when the last admin would be lost.
+    pub async fn update(&self, mut user: User, patch: UserPatch) -> Result<User, AccountError> {
         let was_admin = user.role == Role::Admin && user.active;
         if let Some(email) = patch.email {
             let email = validate_email(&email)?;
             if !email.eq_ignore_ascii_case(&user.email)
                 && self.storage.user_by_email(&email).await?.is_some()
             {
-                return Err(ApiError::conflict(
-                    "email_taken",
-                    "a user with this email already exists",
-                ));
+                return Err(AccountError::EmailTaken);
             }
             user.email = email;
         }
@@ -295,7 +324,9 @@ impl Accounts {
                 (None, _) => None,
             };
             if owner.as_deref() == Some(user.id.as_str()) {
-                return Err(ApiError::validation("ownerId must name another user"));
+                return Err(AccountError::Invalid(
+                    "ownerId must name another user".into(),
+                ));
             }
             user.owner_id = self.check_owner(role, owner.as_deref()).await?;
             user.role = role;
@@ -304,16 +335,11 @@ impl Accounts {
             && !(user.role == Role::Admin && user.active)
             && self.storage.count_admins().await? <= 1
         {
-            return Err(ApiError::conflict(
-                "last_admin",
-                "the last active admin cannot be demoted or deactivated",
-            ));
+            return Err(AccountError::LastAdmin);
         }
         user.updated_at = Utc::now();
         self.storage.update_user(&user).await.map_err(|e| match e {
-            wagate_actors::error::StoreError::Conflict(_) => {
-                ApiError::conflict("email_taken", "a user with this email already exists")
-            }
+            StoreError::Conflict(_) => AccountError::EmailTaken,
             other => other.into(),
         })?;
         Ok(user)

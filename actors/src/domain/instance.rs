@@ -1,7 +1,4 @@
-//! Domain types shared by the actors, the storage seam and the HTTP edge.
-//!
-//! Field names follow the API contract; serde renames to camelCase happen at the HTTP
-//! edge, not here, so storage backends are free to choose their own column names.
+//! Instances: one WhatsApp connection each, its settings, limits and activity log.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,65 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// A new time-ordered identifier (UUID v7): ids sort by creation time, which keeps
-/// "newest first" listings and resumable streams cheap on every backend.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
-}
-
-/// Roles of the contract: `admin` sees everything, `user` owns instances, `operator`
-/// answers WABA chats for the user named by its `owner_id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Role {
-    Admin,
-    User,
-    Operator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::User => "user",
-            Role::Operator => "operator",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "user" => Ok(Role::User),
-            "operator" => Ok(Role::Operator),
-            other => Err(format!(
-                "unknown role '{other}' (expected admin, user or operator)"
-            )),
-        }
-    }
-}
-
-/// An account. Secrets are stored only in derived form: `password_hash` is an argon2 PHC
-/// string, `api_key_hash` is the lookup digest of the API key and `api_key_sealed` the key
-/// encrypted under the server's secret key (so login can hand it back, as the spec shows).
-#[derive(Debug, Clone, PartialEq)]
-pub struct User {
-    pub id: String,
-    pub email: String,
-    pub password_hash: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub role: Role,
-    pub owner_id: Option<String>,
-    pub active: bool,
-    pub api_key_hash: String,
-    pub api_key_sealed: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+use super::new_id;
 
 /// Which WhatsApp implementation drives an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +178,10 @@ pub struct ActivityEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// The activity log of the runtime itself (restarts of its long-lived actors) is kept
+/// under this instance id, beside the logs of the instances.
+pub const SYSTEM_ACTIVITY: &str = "system";
+
 impl ActivityEntry {
     pub fn new(instance_id: &str, action: &str, details: serde_json::Value) -> Self {
         ActivityEntry {
@@ -259,52 +202,4 @@ pub struct ActivityQuery {
     pub actions: Vec<String>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
-}
-
-/// An event of an instance: what `/events`, the SSE stream and the webhooks carry.
-/// `id` is time-ordered, so "after this id" is a resumable cursor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceEvent {
-    pub id: String,
-    pub instance_id: String,
-    pub kind: String,
-    pub timestamp: DateTime<Utc>,
-    pub data: serde_json::Value,
-}
-
-impl InstanceEvent {
-    /// A new event; `data` gets the `instanceId` field every event carries.
-    pub fn new(instance_id: &str, kind: &str, mut data: serde_json::Value) -> Self {
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert(
-                "instanceId".into(),
-                serde_json::Value::String(instance_id.to_owned()),
-            );
-        }
-        InstanceEvent {
-            id: new_id(),
-            instance_id: instance_id.to_owned(),
-            kind: kind.to_owned(),
-            timestamp: Utc::now(),
-            data,
-        }
-    }
-}
-
-/// Filters of `GET /api/instances/{id}/events`.
-#[derive(Debug, Clone, Default)]
-pub struct EventQuery {
-    /// Only events strictly after this instant.
-    pub since: Option<DateTime<Utc>>,
-    /// Only events strictly after this event id (SSE resume).
-    pub after_id: Option<String>,
-    pub types: Vec<String>,
-    pub limit: u32,
-}
-
-/// A page of results plus the total number of matches.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub total: u64,
 }

@@ -1,5 +1,5 @@
-//! The event hub: every instance event is stored, then broadcast to live subscribers
-//! (the SSE stream, later the webhook queue).
+//! The event hub: every instance event is stored, then handed to the webhook queue and
+//! broadcast to live subscribers (the SSE streams).
 //!
 //! Storage is the source of truth and the broadcast is only a doorbell. A subscriber
 //! that falls behind gets `RecvError::Lagged` from its receiver; the SSE edge then
@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
-use crate::domain::InstanceEvent;
+use crate::domain::{EventKind, InstanceEvent};
 use crate::error::StoreError;
-use crate::storage::DynStorage;
+use crate::store::DynStorage;
+use crate::webhook_queue::WebhookQueueHandle;
 
 /// Events buffered per instance for slow subscribers before they lag.
 pub const CHANNEL_CAPACITY: usize = 256;
@@ -25,38 +26,49 @@ pub struct EventHub {
     shared: Arc<HubShared>,
 }
 
-/// Where every published event goes after it is stored (the webhook queue).
-pub type Forwarder = Arc<dyn Fn(&InstanceEvent) + Send + Sync>;
+/// Told the kind of every published event (metrics).
+pub type EventObserver = Arc<dyn Fn(EventKind) + Send + Sync>;
 
 struct HubShared {
     storage: DynStorage,
-    /// Set once at start, before any instance runs.
-    forwarder: std::sync::OnceLock<Forwarder>,
+    /// Every stored event is queued for its webhook here (the queue decides whether the
+    /// instance wants it). The handle follows the queue across restarts.
+    webhooks: WebhookQueueHandle,
+    observer: Option<EventObserver>,
     /// One channel per instance, created on first subscription. A std mutex: held only
     /// for a map lookup, never across an await.
     channels: Mutex<HashMap<String, broadcast::Sender<InstanceEvent>>>,
 }
 
 impl EventHub {
-    pub fn new(storage: DynStorage) -> Self {
+    /// A hub storing into `storage` and queueing every stored event on `webhooks`.
+    pub fn new(
+        storage: DynStorage,
+        webhooks: WebhookQueueHandle,
+        observer: Option<EventObserver>,
+    ) -> Self {
         EventHub {
             shared: Arc::new(HubShared {
                 storage,
-                forwarder: std::sync::OnceLock::new(),
+                webhooks,
+                observer,
                 channels: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Stores `event`, then hands it to the live subscribers of its instance.
+    /// Stores `event`, then queues it for its webhook and hands it to the live
+    /// subscribers of its instance.
     ///
     /// Fails when storage does; the event is still broadcast then, so live streams do not
-    /// go quiet during a storage outage (it will be missing from `/events`).
+    /// go quiet during a storage outage (it will be missing from `/events`), and queued
+    /// for the webhook, whose outbox is a store of its own.
     pub async fn publish(&self, event: InstanceEvent) -> Result<(), StoreError> {
         let stored = self.shared.storage.append_event(&event).await;
-        if let Some(forward) = self.shared.forwarder.get() {
-            forward(&event);
+        if let Some(observe) = &self.shared.observer {
+            observe(event.kind());
         }
+        self.shared.webhooks.forward(event.clone());
         let sender = {
             let mut channels = self.channels();
             match channels.get(&event.instance_id) {
@@ -74,14 +86,6 @@ impl EventHub {
             let _ = sender.send(event);
         }
         stored
-    }
-
-    /// Sends every event published from now on to `forward` too (once stored). Only the
-    /// first call takes effect: there is one webhook queue per process.
-    pub fn set_forwarder(&self, forward: Forwarder) {
-        if self.shared.forwarder.set(forward).is_err() {
-            tracing::warn!("the event forwarder was already set");
-        }
     }
 
     /// Live events of one instance from now on. Earlier ones are in storage.
@@ -109,25 +113,36 @@ impl EventHub {
 mod tests {
     use std::sync::Arc;
 
-    use serde_json::json;
-
     use super::*;
-    use crate::domain::EventQuery;
-    use crate::storage::EventStore;
+    use crate::domain::event::Connected;
+    use crate::domain::{Event, EventQuery};
+    use crate::store::EventStore;
     use crate::testing::MemoryStorage;
+
+    fn connected(instance: &str) -> InstanceEvent {
+        InstanceEvent::new(
+            instance,
+            Event::Connected(Connected {
+                phone: "1".into(),
+                push_name: None,
+            }),
+        )
+    }
+
+    fn hub(storage: Arc<MemoryStorage>) -> EventHub {
+        EventHub::new(storage, WebhookQueueHandle::detached(), None)
+    }
 
     #[tokio::test]
     async fn persists_then_broadcasts() {
         let storage = Arc::new(MemoryStorage::default());
-        let hub = EventHub::new(storage.clone());
+        let hub = hub(storage.clone());
         let mut rx = hub.subscribe("a");
         let mut other = hub.subscribe("b");
-        hub.publish(InstanceEvent::new("a", "connected", json!({"phone": "1"})))
-            .await
-            .expect("publish");
+        hub.publish(connected("a")).await.expect("publish");
         let got = rx.recv().await.expect("event");
-        assert_eq!(got.kind, "connected");
-        assert_eq!(got.data["instanceId"], "a");
+        assert_eq!(got.kind(), EventKind::Connected);
+        assert_eq!(got.data_json()["instanceId"], "a");
         assert!(other.try_recv().is_err());
         let (stored, _) = storage
             .list_events(
@@ -144,11 +159,9 @@ mod tests {
 
     #[tokio::test]
     async fn drops_channels_nobody_listens_to() {
-        let hub = EventHub::new(Arc::new(MemoryStorage::default()));
+        let hub = hub(Arc::new(MemoryStorage::default()));
         drop(hub.subscribe("a"));
-        hub.publish(InstanceEvent::new("a", "x", json!({})))
-            .await
-            .expect("publish");
+        hub.publish(connected("a")).await.expect("publish");
         assert!(hub.channels().is_empty());
         let mut rx = hub.subscribe("a");
         hub.forget("a");

@@ -1,4 +1,5 @@
-//! The one error type of the HTTP edge and its one mapping to status codes.
+//! The one error type of the HTTP edge and its one mapping to status codes: every
+//! error of the use cases and the actors becomes an [`ApiError`] here.
 //!
 //! Every error body is `{"error": "<human message>", "code": "<machine code>"}`. Details of
 //! 5xx errors are logged, never sent.
@@ -8,6 +9,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use wagate_actors::error::{DomainError, StoreError};
+
+use wagate_actors::stats::LimitReached;
+
+use crate::gateway::accounts::AccountError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -159,6 +164,33 @@ impl From<DomainError> for ApiError {
             DomainError::Store(e) => e.into(),
             DomainError::Engine(msg) => ApiError::new(StatusCode::BAD_GATEWAY, "engine_error", msg),
         }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid(msg) => ApiError::validation(msg),
+            AccountError::EmailTaken => ApiError::conflict("email_taken", e.to_string()),
+            AccountError::Unauthorized(msg) => ApiError::unauthorized(msg),
+            AccountError::NotFound => ApiError::not_found(e.to_string()),
+            AccountError::LastAdmin => ApiError::conflict("last_admin", e.to_string()),
+            AccountError::Store(e) => e.into(),
+            AccountError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<LimitReached> for ApiError {
+    fn from(reached: LimitReached) -> Self {
+        ApiError::too_many_requests(
+            "limit_exceeded",
+            format!(
+                "usage limit reached ({}); it resets at the start of the next period",
+                reached.limits.join(", ")
+            ),
+            reached.retry_after,
+        )
     }
 }
 

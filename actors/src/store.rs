@@ -1,5 +1,6 @@
-//! The storage seam: small async traits owned by the domain. The server crate implements
-//! them for SQLite (sqlx) and MongoDB; both pass one shared test suite.
+//! The storage seam: every storage trait of the gateway, in one place. The server crate
+//! implements them for SQLite (sqlx) and MongoDB, and [`crate::testing`] in memory; all
+//! three pass one shared test suite.
 //!
 //! Every method fails with [`StoreError::Unavailable`] when the backend cannot be reached,
 //! and with [`StoreError::Conflict`] where a uniqueness rule is named in its docs.
@@ -9,18 +10,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
 use crate::domain::{
-    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
+    ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
+    Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Usage, UsageFilter,
+    UsageKey, User,
 };
-use crate::error::StoreError;
-use crate::messaging::{Contact, Message};
-pub use crate::messaging::{ContactStore, MessageStore};
-pub use crate::stats::StatsStore;
-use crate::stats::{Usage, UsageKey};
-pub use crate::waba::WabaStore;
-use crate::waba::{WabaAccount, WabaChat, WabaMessage};
-
-pub type StoreResult<T> = Result<T, StoreError>;
+pub use crate::error::{StoreError, StoreResult};
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -86,6 +82,177 @@ pub trait EventStore: Send + Sync {
         instance_id: &str,
         query: &EventQuery,
     ) -> StoreResult<(Vec<InstanceEvent>, bool)>;
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Fails with `Conflict` when the instance already has this `message_id`.
+    async fn insert_message(&self, message: &Message) -> StoreResult<()>;
+    async fn message_by_id(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<Message>>;
+    /// Moves the status forward only (see [`MessageStatus::can_become`]), atomically.
+    /// Returns the updated message, or None when the message is unknown or the move
+    /// would go backwards.
+    async fn advance_message_status(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<Message>>;
+    /// Newest first.
+    async fn chat_history(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+        query: &HistoryQuery,
+    ) -> StoreResult<Page<Message>>;
+    /// Chats ordered by their latest message, newest first.
+    async fn list_chats(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<ChatSummary>>;
+    /// Marks the chat's unread inbound messages read; returns their WhatsApp ids (the
+    /// read receipts to send).
+    async fn mark_chat_read(&self, instance_id: &str, remote_jid: &str)
+    -> StoreResult<Vec<String>>;
+}
+
+#[async_trait]
+pub trait ContactStore: Send + Sync {
+    /// Inserts or updates the contact keyed by (instance, remote_jid). Fields that are
+    /// None in `contact` keep their stored value; `created_at` and `id` of an existing
+    /// contact are kept. Returns the stored contact.
+    async fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact>;
+    async fn list_contacts(
+        &self,
+        instance_id: &str,
+        query: &ContactQuery,
+    ) -> StoreResult<Page<Contact>>;
+}
+
+/// Daily usage buckets in storage.
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// Adds each delta to its bucket (creating it), atomically for the whole batch.
+    async fn add_usage(&self, rows: &[(UsageKey, Usage)]) -> StoreResult<()>;
+    /// The buckets matching the filter, in no particular order.
+    async fn usage(&self, filter: &UsageFilter) -> StoreResult<Vec<(UsageKey, Usage)>>;
+}
+
+/// Storage of the operator desk. Implemented by every backend beside the traits of
+/// this module; every method fails with `Unavailable` when the backend cannot be
+/// reached.
+#[async_trait]
+pub trait WabaStore: Send + Sync {
+    /// Inserts or replaces the account of `account.owner_id`. Fails with `Conflict` when
+    /// another owner already has this `phone_number_id`.
+    async fn put_waba_account(&self, account: &WabaAccount) -> StoreResult<()>;
+    async fn waba_account(&self, owner_id: &str) -> StoreResult<Option<WabaAccount>>;
+    async fn waba_account_by_phone_number_id(
+        &self,
+        phone_number_id: &str,
+    ) -> StoreResult<Option<WabaAccount>>;
+    async fn waba_account_by_verify_token_hash(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<WabaAccount>>;
+    /// The chat of (owner, customer), created when missing (`at` becomes its
+    /// `created_at`). A given `customer_name` replaces the stored one.
+    async fn waba_chat_for_customer(
+        &self,
+        owner_id: &str,
+        customer_phone: &str,
+        customer_name: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<WabaChat>;
+    async fn waba_chat(&self, id: i64) -> StoreResult<Option<WabaChat>>;
+    /// The chat of (owner, customer), without creating it.
+    async fn find_waba_chat(
+        &self,
+        owner_id: &str,
+        customer_phone: &str,
+    ) -> StoreResult<Option<WabaChat>>;
+    /// Chats of one owner (or of everybody when None), newest activity first.
+    async fn list_waba_chats(
+        &self,
+        owner_id: Option<&str>,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<WabaChatSummary>>;
+    /// Stores a message under a new numeric id (`message.id` is ignored) and returns it.
+    /// Moves the chat's `last_message_at` (and, for inbound messages,
+    /// `last_customer_message_at`) forward to the message's timestamp, never back.
+    /// Fails with `Conflict` when the `whatsapp_message_id` is already stored.
+    async fn insert_waba_message(&self, message: &WabaMessage) -> StoreResult<WabaMessage>;
+    async fn waba_message(&self, id: i64) -> StoreResult<Option<WabaMessage>>;
+    /// Moves the status of the chat's message forward only
+    /// ([`MessageStatus::can_become`]), atomically. Returns the updated message, or None
+    /// when the chat has no such message or the move would go backwards.
+    async fn advance_waba_message_status(
+        &self,
+        chat_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>>;
+    /// Messages of one chat, newest first.
+    async fn waba_chat_messages(
+        &self,
+        chat_id: i64,
+        limit: u32,
+        skip: u64,
+    ) -> StoreResult<Page<WabaMessage>>;
+    /// Marks the chat's unread inbound messages read by the operator; returns how many.
+    async fn mark_waba_chat_read(&self, chat_id: i64) -> StoreResult<u64>;
+}
+
+/// Every stored event of an instance after a given one, oldest first, read `batch` at a
+/// time: what a catch-up or a resumed stream walks.
+pub struct EventsAfter<'s> {
+    store: &'s dyn EventStore,
+    instance_id: String,
+    cursor: String,
+    batch: u32,
+    done: bool,
+}
+
+impl<'s> EventsAfter<'s> {
+    /// The events of `instance_id` after the event `after` (`""`: from the first).
+    pub fn new(store: &'s dyn EventStore, instance_id: &str, after: &str, batch: u32) -> Self {
+        EventsAfter {
+            store,
+            instance_id: instance_id.to_owned(),
+            cursor: after.to_owned(),
+            batch: batch.max(1),
+            done: false,
+        }
+    }
+
+    /// The next events; empty once every event was read.
+    ///
+    /// Fails when storage does; the walk can go on from where it was.
+    pub async fn next_batch(&mut self) -> StoreResult<Vec<InstanceEvent>> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let query = EventQuery {
+            after_id: Some(self.cursor.clone()),
+            limit: self.batch,
+            ..EventQuery::default()
+        };
+        let (events, more) = self.store.list_events(&self.instance_id, &query).await?;
+        if let Some(last) = events.last() {
+            self.cursor.clone_from(&last.id);
+        }
+        self.done = !more || events.is_empty();
+        Ok(events)
+    }
 }
 
 /// The kinds of stored records, in the order a copy writes them (owners before what

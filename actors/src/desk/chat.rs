@@ -9,13 +9,11 @@ use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 
-use super::desk::{WabaEvent, WabaEventKind};
-use super::{
-    GraphApi, GraphCredentials, SendError, WabaChat, WabaContent, WabaMessage, WabaStore,
-    window_open,
-};
+use super::{GraphApi, SendError, WabaEvent, WabaEventKind};
+use crate::domain::MessageStatus;
+use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage, window_open};
 use crate::error::{DomainError, StoreError};
-use crate::messaging::MessageStatus;
+use crate::store::WabaStore;
 
 /// The messages of a chat actor (public only because [`OperatorChatActor`] names it).
 pub enum ChatMsg {

@@ -1,0 +1,102 @@
+//! The WABA operator desk: operators answer customers through Meta's WhatsApp Business
+//! Cloud API. This module holds its actors; the Graph
+//! API client and the HTTP edge live in the server crate and reach it through
+//! [`GraphApi`] and [`OperatorDeskHandle`].
+//!
+//! The desk's nouns (accounts, chats, messages, the 24-hour rule) are in
+//! [`crate::domain::waba`], its storage trait in [`crate::store::WabaStore`].
+//!
+//! - this file: the [`GraphApi`] seam, the errors of a send and the live feed's events;
+//! - `chat.rs`: [`OperatorChatActor`], one per chat: serializes the chat's sends, inbound
+//!   messages and status updates, and tracks its 24-hour window;
+//! - `supervisor.rs`: [`OperatorDesk`], the supervisor of the chat actors, and
+//!   [`OperatorDeskHandle`], its typed face (plus the live event feed).
+
+mod chat;
+mod supervisor;
+
+use async_trait::async_trait;
+
+pub use chat::OperatorChatActor;
+pub use supervisor::OperatorDeskHandle;
+pub(crate) use supervisor::{DeskArgs, spawn, vacate};
+
+use crate::domain::waba::{GraphCredentials, WabaContent, WabaMessage};
+use crate::error::DomainError;
+
+/// Events buffered for slow live subscribers before they lag.
+pub const EVENT_CAPACITY: usize = 256;
+
+/// What the live feed (`/api/waba/operator/events`) carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WabaEventKind {
+    /// A new message, inbound or sent.
+    Message,
+    /// A message's status moved forward.
+    Status,
+}
+
+impl WabaEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WabaEventKind::Message => "message",
+            WabaEventKind::Status => "status",
+        }
+    }
+}
+
+/// One event of the live feed: the message as stored after the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaEvent {
+    pub kind: WabaEventKind,
+    pub message: WabaMessage,
+}
+
+/// Why Meta's Graph API did not send a message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GraphError {
+    /// 131047: more than 24 hours since the customer's last message (Meta's own check).
+    #[error("{0}")]
+    ReEngagement(String),
+    /// 130429 or HTTP 429: the throughput limit; still failing after the retries.
+    #[error("{0}")]
+    Throttled(String),
+    /// 190: the access token is invalid or expired.
+    #[error("{0}")]
+    BadToken(String),
+    /// Any other error Meta answered.
+    #[error("Meta error {code}: {message}")]
+    Rejected { code: i64, message: String },
+    /// Meta could not be reached, or answered 5xx through every retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Meta's Graph API, as the desk uses it. The server crate implements it over HTTP.
+#[async_trait]
+pub trait GraphApi: Send + Sync {
+    /// Sends `content` to `to` (the customer's WhatsApp id) and returns Meta's message id.
+    async fn send_message(
+        &self,
+        credentials: &GraphCredentials,
+        to: &str,
+        content: &WabaContent,
+    ) -> Result<String, GraphError>;
+}
+
+/// Why a send failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendError {
+    /// A non-template message outside the 24-hour window: refused before calling Meta.
+    #[error(
+        "the customer's last message is older than 24 hours (or there is none): only templates may be sent"
+    )]
+    OutsideWindow,
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+#[cfg(test)]
+mod tests;

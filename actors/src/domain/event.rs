@@ -1,0 +1,634 @@
+//! Instance events: what happened to an instance, as `/events`, the SSE stream and the
+//! webhooks carry it. This file is the one home of that contract.
+//!
+//! Producers build a typed [`Event`]; its serialisation (`data`, camelCase, with the
+//! `instanceId` every event carries) is the wire form, byte for byte the same in all
+//! three places:
+//! - the webhook body: `{"id", "event": <kind>, "data", "timestamp"}` ([`InstanceEvent::webhook_body`]);
+//! - an element of `/events` and of the SSE stream: `{"type": <kind>, "timestamp", "data"}`
+//!   ([`InstanceEvent::element`]).
+//!
+//! Storage keeps the kind and the `data` object; [`InstanceEvent::from_stored`] reads them
+//! back into the typed form.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::instance::LimitPeriod;
+use super::message::{Message, MessageStatus};
+use super::new_id;
+
+/// The kinds of events, by their wire names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    QrReceived,
+    Connected,
+    Disconnected,
+    MessageReceived,
+    MessageSent,
+    MessageStatus,
+    LimitExceeded,
+    WebhookUpdated,
+    WebhookTest,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::QrReceived,
+        EventKind::Connected,
+        EventKind::Disconnected,
+        EventKind::MessageReceived,
+        EventKind::MessageSent,
+        EventKind::MessageStatus,
+        EventKind::LimitExceeded,
+        EventKind::WebhookUpdated,
+        EventKind::WebhookTest,
+    ];
+
+    /// The wire name (`message_received`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::QrReceived => "qr_received",
+            EventKind::Connected => "connected",
+            EventKind::Disconnected => "disconnected",
+            EventKind::MessageReceived => "message_received",
+            EventKind::MessageSent => "message_sent",
+            EventKind::MessageStatus => "message_status",
+            EventKind::LimitExceeded => "limit_exceeded",
+            EventKind::WebhookUpdated => "webhook_updated",
+            EventKind::WebhookTest => "webhook_test",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event type '{s}'"))
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What happened, with what the contract says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A QR code to scan (they rotate; `attempt` counts them within one pairing).
+    QrReceived(QrReceived),
+    /// The session is linked and online.
+    Connected(Connected),
+    /// The connection closed; `willReconnect` says whether it comes back by itself.
+    Disconnected(Disconnected),
+    MessageReceived(Box<MessageReceived>),
+    MessageSent(Box<MessageSent>),
+    /// A sent message moved forward (`delivered`, `read`).
+    MessageStatus(MessageStatusChanged),
+    /// A usage limit was reached (once per instance and period).
+    LimitExceeded(LimitExceeded),
+    WebhookUpdated(WebhookUpdated),
+    /// A delivery asked for to check the endpoint.
+    WebhookTest(WebhookTest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QrReceived {
+    pub qr_code: String,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connected {
+    /// The linked phone number (digits).
+    #[serde(default)]
+    pub phone: String,
+    #[serde(default)]
+    pub push_name: Option<String>,
+}
+
+/// The `reason` of a disconnection the user or the phone asked for (the contract's word).
+pub const LOGOUT_REASON: &str = "logout";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disconnected {
+    /// Why: [`LOGOUT_REASON`] after a logout, else what the engine reported.
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub will_reconnect: bool,
+}
+
+/// The attachment fields of a message event; present when `hasMedia` is true.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFields {
+    /// Where the owner downloads the file from this server.
+    #[serde(default)]
+    pub media_url: Option<String>,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub file_name: Option<String>,
+    #[serde(default)]
+    pub caption: Option<String>,
+}
+
+impl MediaFields {
+    /// The attachment fields of `message`'s events; None for a text message.
+    pub fn of(message: &Message) -> Option<MediaFields> {
+        message.has_media.then(|| MediaFields {
+            media_url: message.media_url.clone(),
+            mime_type: message.mime_type.clone(),
+            file_name: message.file_name.clone(),
+            caption: message.caption.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageReceived {
+    /// WhatsApp's id of the message.
+    pub message_id: String,
+    /// The chat (the contract's name for it).
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub remote_jid: String,
+    /// Who wrote it: the chat itself outside groups; the phone form when known.
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub from_me: bool,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `conversation` for text, else the media kind.
+    #[serde(rename = "type", default)]
+    pub message_type: String,
+    /// Unix seconds, as WhatsApp stamped the message.
+    #[serde(default)]
+    pub timestamp: i64,
+    #[serde(default)]
+    pub has_media: bool,
+    #[serde(default)]
+    pub push_name: Option<String>,
+    #[serde(default)]
+    pub is_group: bool,
+    pub status: MessageStatus,
+    /// Engine details (push name, timestamp, sender).
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    #[serde(flatten, default)]
+    pub media: Option<MediaFields>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageSent {
+    pub message_id: String,
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `text`, or the media kind.
+    #[serde(rename = "type", default)]
+    pub message_type: String,
+    #[serde(default)]
+    pub timestamp: i64,
+    #[serde(default)]
+    pub has_media: bool,
+    #[serde(default = "yes")]
+    pub from_me: bool,
+    pub status: MessageStatus,
+    #[serde(flatten, default)]
+    pub media: Option<MediaFields>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStatusChanged {
+    pub message_id: String,
+    pub status: MessageStatus,
+    /// The chat the receipt came from.
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub remote_jid: String,
+    #[serde(default)]
+    pub from_me: bool,
+}
+
+/// Usage at the moment a limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitUsage {
+    #[serde(default)]
+    pub messages_sent: u64,
+    #[serde(default)]
+    pub api_calls: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitExceeded {
+    /// `maxMessagesSent`, `maxApiCalls`.
+    #[serde(default)]
+    pub exceeded_limits: Vec<String>,
+    #[serde(default)]
+    pub usage: LimitUsage,
+    pub period: LimitPeriod,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookUpdated {
+    /// When the settings changed (ISO 8601), as the contract shows.
+    #[serde(default)]
+    pub timestamp: String,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub webhook_enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookTest {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub webhook_url: String,
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::QrReceived(_) => EventKind::QrReceived,
+            Event::Connected(_) => EventKind::Connected,
+            Event::Disconnected(_) => EventKind::Disconnected,
+            Event::MessageReceived(_) => EventKind::MessageReceived,
+            Event::MessageSent(_) => EventKind::MessageSent,
+            Event::MessageStatus(_) => EventKind::MessageStatus,
+            Event::LimitExceeded(_) => EventKind::LimitExceeded,
+            Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
+            Event::WebhookTest(_) => EventKind::WebhookTest,
+        }
+    }
+
+    /// Reads a stored `data` object back as the event of `kind`. Fields a payload does
+    /// not name (the `instanceId`) are ignored; fields it names but `data` lacks take
+    /// their defaults.
+    ///
+    /// Fails when `data` does not fit the kind's payload.
+    pub fn from_data(kind: EventKind, data: serde_json::Value) -> Result<Event, String> {
+        use serde_json::from_value as read;
+        let fit = |e: serde_json::Error| format!("{kind} event data: {e}");
+        Ok(match kind {
+            EventKind::QrReceived => Event::QrReceived(read(data).map_err(fit)?),
+            EventKind::Connected => Event::Connected(read(data).map_err(fit)?),
+            EventKind::Disconnected => Event::Disconnected(read(data).map_err(fit)?),
+            EventKind::MessageReceived => {
+                let mut m: MessageReceived = read(data).map_err(fit)?;
+                if !m.has_media {
+                    m.media = None;
+                }
+                Event::MessageReceived(Box::new(m))
+            }
+            EventKind::MessageSent => {
+                let mut m: MessageSent = read(data).map_err(fit)?;
+                if !m.has_media {
+                    m.media = None;
+                }
+                Event::MessageSent(Box::new(m))
+            }
+            EventKind::MessageStatus => Event::MessageStatus(read(data).map_err(fit)?),
+            EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
+            EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
+            EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
+        })
+    }
+}
+
+/// An event of one instance. `id` is time-ordered, so "after this id" is a resumable
+/// cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceEvent {
+    pub id: String,
+    pub instance_id: String,
+    pub timestamp: DateTime<Utc>,
+    pub event: Event,
+}
+
+impl InstanceEvent {
+    /// A new event of `instance_id`, now.
+    pub fn new(instance_id: &str, event: Event) -> Self {
+        InstanceEvent {
+            id: new_id(),
+            instance_id: instance_id.to_owned(),
+            timestamp: Utc::now(),
+            event,
+        }
+    }
+
+    /// An event as storage kept it: its `kind` column and its `data` object.
+    ///
+    /// Fails when the kind is unknown or the data does not fit it.
+    pub fn from_stored(
+        id: String,
+        instance_id: String,
+        kind: &str,
+        timestamp: DateTime<Utc>,
+        data: serde_json::Value,
+    ) -> Result<Self, String> {
+        let kind: EventKind = kind.parse()?;
+        Ok(InstanceEvent {
+            id,
+            instance_id,
+            timestamp,
+            event: Event::from_data(kind, data)?,
+        })
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.event.kind()
+    }
+
+    /// The `data` object: the payload and `instanceId`. Serialise it (as JSON or BSON)
+    /// to store or send it.
+    pub fn data(&self) -> EventData<'_> {
+        EventData { event: self }
+    }
+
+    /// The `data` object as a JSON value.
+    pub fn data_json(&self) -> serde_json::Value {
+        // A payload of strings, numbers and JSON values always serialises.
+        serde_json::to_value(self.data()).unwrap_or_default()
+    }
+
+    /// The timestamp as the wire shows it: ISO 8601, milliseconds, `Z`.
+    pub fn wire_timestamp(&self) -> String {
+        self.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// The webhook request body: `{"id", "event", "data", "timestamp"}`, the contract's
+    /// envelope plus the event's id (also sent as `X-Webhook-Id`).
+    pub fn webhook_body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            id: &'a str,
+            event: EventKind,
+            data: EventData<'a>,
+            timestamp: String,
+        }
+        let body = Envelope {
+            id: &self.id,
+            event: self.kind(),
+            data: self.data(),
+            timestamp: self.wire_timestamp(),
+        };
+        // Serialising strings, numbers and JSON values into memory cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// An element of `/events` and of the SSE stream: `{"type", "timestamp", "data"}`.
+    pub fn element(&self) -> EventElement<'_> {
+        EventElement {
+            kind: self.kind(),
+            timestamp: self.wire_timestamp(),
+            data: self.data(),
+        }
+    }
+}
+
+/// `{"type", "timestamp", "data"}`: an event as `/events` and the SSE stream show it.
+#[derive(Debug, Serialize)]
+pub struct EventElement<'a> {
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub timestamp: String,
+    pub data: EventData<'a>,
+}
+
+/// The `data` of an event: its payload's fields and `instanceId`.
+#[derive(Debug, Clone, Copy)]
+pub struct EventData<'a> {
+    event: &'a InstanceEvent,
+}
+
+impl Serialize for EventData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct With<'a, P: Serialize> {
+            #[serde(rename = "instanceId")]
+            instance_id: &'a str,
+            #[serde(flatten)]
+            payload: &'a P,
+        }
+        let instance_id = self.event.instance_id.as_str();
+        match &self.event.event {
+            Event::QrReceived(p) => With {
+                instance_id,
+                payload: p,
+            }
+            .serialize(s),
+            Event::Connected(p) => With {
+                instance_id,
+                payload: p,
+            }
+            .serialize(s),
+            Event::Disconnected(p) => With {
+                instance_id,
+                payload: p,
+            }
+            .serialize(s),
+            Event::MessageReceived(p) => With {
+                instance_id,
+                payload: p.as_ref(),
+            }
+            .serialize(s),
+            Event::MessageSent(p) => With {
+                instance_id,
+                payload: p.as_ref(),
+            }
+            .serialize(s),
+            Event::MessageStatus(p) => With {
+                instance_id,
+                payload: p,
+            }
+            .serialize(s),
+            Event::LimitExceeded(p) => With {
+                instance_id,
+                payload: p,
+            }
+            .serialize(s),
+            Event::WebhookUpdated(p) => With {
+                instance_id,
+                payload: p,
+            }
+            .serialize(s),
+            Event::WebhookTest(p) => With {
+                instance_id,
+                payload: p,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+/// Filters of `GET /api/instances/{id}/events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events strictly after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events strictly after this event id (SSE resume).
+    pub after_id: Option<String>,
+    /// Only these kinds (wire names); empty: every kind.
+    pub types: Vec<String>,
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn received() -> Event {
+        Event::MessageReceived(Box::new(MessageReceived {
+            message_id: "m1".into(),
+            from: "79001234567@s.whatsapp.net".into(),
+            remote_jid: "79001234567@s.whatsapp.net".into(),
+            sender: "79001234567@s.whatsapp.net".into(),
+            from_me: false,
+            body: Some("Привет".into()),
+            message_type: "conversation".into(),
+            timestamp: 1_672_531_200,
+            has_media: false,
+            push_name: Some("Иван".into()),
+            is_group: false,
+            status: MessageStatus::Received,
+            metadata: json!({"pushName": "Иван", "timestamp": 1_672_531_200}),
+            media: None,
+        }))
+    }
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+        }
+        assert!("nope".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn data_is_the_payload_with_the_instance_id() {
+        let e = InstanceEvent::new("i1", received());
+        let data = e.data_json();
+        assert_eq!(data["instanceId"], "i1");
+        assert_eq!(data["messageId"], "m1");
+        assert_eq!(data["type"], "conversation");
+        assert_eq!(data["status"], "received");
+        assert_eq!(data["fromMe"], false);
+        assert!(
+            data.get("mediaUrl").is_none(),
+            "no media fields without media"
+        );
+    }
+
+    #[test]
+    fn the_webhook_body_is_the_contract_envelope() {
+        let e = InstanceEvent::new(
+            "i1",
+            Event::Disconnected(Disconnected {
+                reason: LOGOUT_REASON.into(),
+                will_reconnect: false,
+            }),
+        );
+        let body = e.webhook_body();
+        assert!(body.starts_with(b"{\"id\":"), "the id first");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            v,
+            json!({
+                "id": e.id,
+                "event": "disconnected",
+                "data": {"instanceId": "i1", "reason": "logout", "willReconnect": false},
+                "timestamp": e.wire_timestamp(),
+            })
+        );
+        assert!(e.wire_timestamp().ends_with('Z'));
+        let element = serde_json::to_value(e.element()).expect("json");
+        assert_eq!(element["type"], "disconnected");
+        assert_eq!(element["data"], v["data"]);
+    }
+
+    #[test]
+    fn stored_events_read_back_typed() {
+        let with_media = Event::MessageSent(Box::new(MessageSent {
+            message_id: "m2".into(),
+            to: "1@s.whatsapp.net".into(),
+            body: Some("cap".into()),
+            message_type: "image".into(),
+            timestamp: 5,
+            has_media: true,
+            from_me: true,
+            status: MessageStatus::Sent,
+            media: Some(MediaFields {
+                media_url: Some("/x".into()),
+                mime_type: Some("image/png".into()),
+                file_name: None,
+                caption: Some("cap".into()),
+            }),
+        }));
+        for event in [received(), with_media] {
+            let e = InstanceEvent::new("i1", event);
+            let back = InstanceEvent::from_stored(
+                e.id.clone(),
+                e.instance_id.clone(),
+                e.kind().as_str(),
+                e.timestamp,
+                e.data_json(),
+            )
+            .expect("read back");
+            assert_eq!(back, e);
+            assert_eq!(back.webhook_body(), e.webhook_body());
+        }
+        assert!(
+            InstanceEvent::from_stored("x".into(), "i".into(), "bogus", Utc::now(), json!({}))
+                .is_err()
+        );
+        assert!(
+            InstanceEvent::from_stored(
+                "x".into(),
+                "i".into(),
+                "message_status",
+                Utc::now(),
+                json!({"status": 3})
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The WABA operator desk's nouns: accounts (per owner), chats with customers, their
+//! messages, and the 24-hour customer-service window.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::message::MessageStatus;
+
+/// WhatsApp's customer-service window: free-form messages may be sent this long after
+/// the customer's last message; outside it only approved templates.
+pub const CUSTOMER_WINDOW: Duration = Duration::hours(24);
+
+/// When the chat's customer-service window closes; None when the customer never wrote.
+pub fn window_expires_at(last_customer_message_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    last_customer_message_at.map(|t| t + CUSTOMER_WINDOW)
+}
+
+/// Whether a free-form message may be sent at `now`.
+pub fn window_open(last_customer_message_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    window_expires_at(last_customer_message_at).is_some_and(|end| now < end)
+}
+
+/// The WABA account of one owner (a user or admin; operators work for an owner).
+///
+/// The secret fields are opaque to storage: the server crate seals them under its secret
+/// key before storing them and opens them after reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaAccount {
+    pub owner_id: String,
+    /// Meta's id of the business phone number: the routing key of Meta's webhooks.
+    /// Unique across owners.
+    pub phone_number_id: String,
+    pub business_account_id: String,
+    pub access_token: String,
+    pub app_secret: String,
+    pub verify_token: String,
+    /// SHA-256 (hex) of the plain verify token: how Meta's verification request finds
+    /// the account without the token being stored in the clear.
+    pub verify_token_hash: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A conversation with one customer of one owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaChat {
+    /// Numeric, as the spec's `chatId: number`.
+    pub id: i64,
+    pub owner_id: String,
+    /// The customer's WhatsApp id (digits of the phone number, as Meta sends `wa_id`).
+    pub customer_phone: String,
+    pub customer_name: Option<String>,
+    /// Meta's timestamp of the newest inbound message: the start of the 24-hour window.
+    pub last_customer_message_at: Option<DateTime<Utc>>,
+    /// The newest message of either direction (chat lists sort by it).
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub assigned_operator_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message of a WABA chat, in either direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaMessage {
+    /// Numeric, assigned by storage at insert.
+    pub id: i64,
+    pub chat_id: i64,
+    pub owner_id: String,
+    /// Meta's id (`wamid.…`); unique.
+    pub whatsapp_message_id: String,
+    pub from_me: bool,
+    /// `text`, `image`, `document`, `template` (outbound); inbound also `audio`, `video`,
+    /// `sticker`, `location`, … as Meta names them.
+    pub message_type: String,
+    pub content: Option<String>,
+    pub media_url: Option<String>,
+    /// Outbound: `sent → delivered → read` (or `failed`), forward only; inbound `received`.
+    pub status: MessageStatus,
+    /// Inbound messages an operator has read in the desk.
+    pub is_read_by_operator: bool,
+    /// The operator or user who sent it (outbound).
+    pub sender_user_id: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub status_updated_at: Option<DateTime<Utc>>,
+}
+
+/// A chat as the chat list shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaChatSummary {
+    pub chat: WabaChat,
+    pub last_message: Option<WabaMessage>,
+    /// Inbound messages no operator has read yet.
+    pub unread_count: u64,
+}
+
+/// What an operator sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WabaContent {
+    Text {
+        body: String,
+    },
+    Image {
+        link: String,
+        caption: Option<String>,
+    },
+    Document {
+        link: String,
+        caption: Option<String>,
+        filename: Option<String>,
+    },
+    /// An approved template: the only kind allowed outside the 24-hour window.
+    Template {
+        name: String,
+        language: String,
+        components: Option<serde_json::Value>,
+    },
+}
+
+impl WabaContent {
+    /// The message type as stored and as Meta names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WabaContent::Text { .. } => "text",
+            WabaContent::Image { .. } => "image",
+            WabaContent::Document { .. } => "document",
+            WabaContent::Template { .. } => "template",
+        }
+    }
+
+    pub fn media_url(&self) -> Option<&str> {
+        match self {
+            WabaContent::Image { link, .. } | WabaContent::Document { link, .. } => Some(link),
+            _ => None,
+        }
+    }
+}
+
+/// The account credentials one send uses (opened by the server crate).
+#[derive(Clone, PartialEq)]
+pub struct GraphCredentials {
+    pub phone_number_id: String,
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for GraphCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GraphCredentials {{ phone_number_id: {}, access_token: <redacted> }}",
+            self.phone_number_id
+        )
+    }
+}

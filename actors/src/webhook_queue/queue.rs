@@ -1,0 +1,407 @@
+//! The webhook queue: one `WebhookQueue` actor takes every event, keeps the ones each
+//! instance wants in the durable outbox, and runs one [`DeliveryWorker`] per instance
+//! that has pending jobs. A worker delivers its instance's jobs strictly in order, so
+//! order holds per instance while instances deliver concurrently and a dead endpoint
+//! only ever holds up its own instance.
+//!
+//! Memory stays bounded whatever the backlog: jobs live in the outbox; a worker holds one
+//! job at a time, and an instance without pending jobs has no worker.
+//!
+//! **No event is skipped.** Events are stored before they are forwarded here, and the
+//! outbox keeps, per instance, the last event handled (its cursor). Catch-up walks the
+//! stored events after each cursor — from the first event for an instance that has
+//! none — whenever the queue starts (a process start, or a respawn by the root
+//! supervisor) and whenever the outbox failed: a failed push leaves the cursor before
+//! the event, and the next catch-up queues it again in order. Events arriving while a
+//! catch-up is pending are left to it.
+//!
+//! The queue and each worker keep a copy of their instance (webhook URL and settings)
+//! instead of reading it from storage for every event and every attempt; whoever changes
+//! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::delivery::{DeliveryWorker, WorkerMsg};
+use super::{DeliveryRecord, OUTBOX_RETRY, Outbox, WebhookConfig, WebhookJob, wants};
+use crate::domain::{Instance, InstanceEvent, Page};
+use crate::error::StoreError;
+use crate::handle::ActorSlot;
+use crate::store::EventsAfter;
+
+/// Events re-read per step when catching up.
+const CATCH_UP_BATCH: u32 = 500;
+/// Ids remembered from a catch-up to drop their late duplicates from the mailbox.
+const CAUGHT_KEPT: usize = 100_000;
+
+/// The typed face of the queue. Cheap to clone; follows the queue across restarts.
+#[derive(Clone)]
+pub struct WebhookQueueHandle {
+    slot: ActorSlot<QueueMsg>,
+    outbox: Option<Arc<dyn Outbox>>,
+}
+
+impl WebhookQueueHandle {
+    pub(crate) fn new(outbox: Arc<dyn Outbox>) -> Self {
+        WebhookQueueHandle {
+            slot: ActorSlot::default(),
+            outbox: Some(outbox),
+        }
+    }
+
+    /// A handle to no queue: events forwarded to it go nowhere. For components used
+    /// without webhooks (tests of the event hub, tools).
+    pub fn detached() -> Self {
+        WebhookQueueHandle {
+            slot: ActorSlot::default(),
+            outbox: None,
+        }
+    }
+
+    /// The queue actor running now (tests kill it to see it respawned).
+    pub fn cell(&self) -> Option<ActorCell> {
+        self.slot.cell()
+    }
+
+    /// Hands a stored event to the queue. Never blocks. While the queue is being
+    /// respawned the event is not lost: the new queue's catch-up reads it from storage.
+    pub fn forward(&self, event: InstanceEvent) {
+        if !self.slot.cast(QueueMsg::Event(event)) && self.outbox.is_some() {
+            tracing::debug!("the webhook queue is restarting; its catch-up will queue the event");
+        }
+    }
+
+    /// Delivery attempts of an instance, newest first.
+    pub async fn deliveries(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        match &self.outbox {
+            Some(outbox) => outbox.deliveries(instance_id, limit, skip).await,
+            None => Ok(Page {
+                items: Vec::new(),
+                total: 0,
+            }),
+        }
+    }
+
+    /// Pending deliveries, all instances together.
+    pub async fn depth(&self) -> Result<u64, StoreError> {
+        match &self.outbox {
+            Some(outbox) => outbox.depth().await,
+            None => Ok(0),
+        }
+    }
+
+    /// The instance's webhook URL or settings changed in storage: the queue and its
+    /// worker read them again for the next event and the next attempt.
+    pub fn invalidate(&self, instance_id: &str) {
+        self.slot.cast(QueueMsg::Invalidate(instance_id.to_owned()));
+    }
+
+    /// Drops everything of a deleted instance (its worker stops).
+    pub fn purge(&self, instance_id: &str) {
+        self.slot.cast(QueueMsg::Purge(instance_id.to_owned()));
+    }
+}
+
+/// Spawns the queue under `parent` and points `handle` at it. Its first message is a
+/// catch-up, queued before any event can reach it.
+pub(crate) async fn spawn(
+    handle: &WebhookQueueHandle,
+    config: WebhookConfig,
+    parent: ActorCell,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let args = QueueArgs {
+        config,
+        slot: handle.slot.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(None, WebhookQueue, args, parent).await?;
+    Ok(actor.get_cell())
+}
+
+/// The queue died: events go nowhere (they wait in storage for the next catch-up).
+pub(crate) fn vacate(handle: &WebhookQueueHandle) {
+    handle.slot.set(None);
+}
+
+pub(crate) enum QueueMsg {
+    Event(InstanceEvent),
+    /// Queue what storage holds after each cursor.
+    CatchUp,
+    /// A worker found its instance's queue empty.
+    Idle(String),
+    Invalidate(String),
+    Purge(String),
+}
+
+struct WebhookQueue;
+
+struct QueueArgs {
+    config: WebhookConfig,
+    slot: ActorSlot<QueueMsg>,
+}
+
+struct QueueState {
+    config: WebhookConfig,
+    /// Instance id → its running worker.
+    workers: HashMap<String, ActorRef<WorkerMsg>>,
+    /// The instances events came from, as last read from storage.
+    instances: HashMap<String, Instance>,
+    /// A catch-up is scheduled: events arriving meanwhile are left to it.
+    catching_up: bool,
+    /// Events the last catch-up queued; their forwarded copies are dropped.
+    caught: HashSet<String>,
+}
+
+impl Actor for WebhookQueue {
+    type Msg = QueueMsg;
+    type State = QueueState;
+    type Arguments = QueueArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<QueueMsg>,
+        args: QueueArgs,
+    ) -> Result<QueueState, ActorProcessingErr> {
+        // The catch-up goes first into the mailbox, then the handle points here: every
+        // event forwarded from now on comes after it, and every event forwarded before
+        // was stored before the catch-up reads storage.
+        myself.cast(QueueMsg::CatchUp)?;
+        args.slot.set(Some(myself.clone()));
+        Ok(QueueState {
+            config: args.config,
+            workers: HashMap::new(),
+            instances: HashMap::new(),
+            catching_up: true,
+            caught: HashSet::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<QueueMsg>,
+        state: &mut QueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A worker may be waiting on a slow receiver: kill, do not wait for it. Its job
+        // stays in the outbox.
+        for (_, worker) in state.workers.drain() {
+            worker.kill();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<QueueMsg>,
+        msg: QueueMsg,
+        state: &mut QueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            QueueMsg::Event(event) => {
+                if state.catching_up || state.caught.remove(&event.id) {
+                    return Ok(());
+                }
+                match accept(&state.config, &mut state.instances, &event).await {
+                    Ok(()) => ensure_worker(&myself, state, &event.instance_id).await,
+                    Err(err) => {
+                        tracing::error!(instance = %event.instance_id, event = %event.id, %err,
+                            "cannot queue a webhook; catching up from storage shortly");
+                        state.catching_up = true;
+                        myself.send_after(OUTBOX_RETRY, || QueueMsg::CatchUp);
+                    }
+                }
+            }
+            QueueMsg::CatchUp => match catch_up(state).await {
+                Ok(()) => {
+                    state.catching_up = false;
+                    match state.config.outbox.pending_instances().await {
+                        Ok(pending) => {
+                            for instance_id in pending {
+                                ensure_worker(&myself, state, &instance_id).await;
+                            }
+                        }
+                        Err(err) => {
+                            tracing::error!(%err, "cannot list pending webhooks; retrying");
+                            state.catching_up = true;
+                            myself.send_after(OUTBOX_RETRY, || QueueMsg::CatchUp);
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(%err, "webhook catch-up failed; retrying");
+                    myself.send_after(OUTBOX_RETRY, || QueueMsg::CatchUp);
+                }
+            },
+            QueueMsg::Idle(instance_id) => {
+                // Only the queue adds jobs, and it handles messages one at a time, so
+                // this check cannot race with a push.
+                match state.config.outbox.head(&instance_id).await {
+                    Ok(None) => {
+                        if let Some(worker) = state.workers.remove(&instance_id) {
+                            worker.stop(None);
+                        }
+                    }
+                    _ => {
+                        if let Some(worker) = state.workers.get(&instance_id) {
+                            let _ = worker.cast(WorkerMsg::Run);
+                        }
+                    }
+                }
+            }
+            QueueMsg::Invalidate(instance_id) => {
+                state.instances.remove(&instance_id);
+                if let Some(worker) = state.workers.get(&instance_id) {
+                    let _ = worker.cast(WorkerMsg::Invalidate);
+                }
+            }
+            QueueMsg::Purge(instance_id) => {
+                state.instances.remove(&instance_id);
+                if let Some(worker) = state.workers.remove(&instance_id) {
+                    worker.kill();
+                }
+                if let Err(err) = state.config.outbox.purge(&instance_id).await {
+                    tracing::warn!(instance = %instance_id, %err, "cannot purge webhook jobs");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<QueueMsg>,
+        event: SupervisionEvent,
+        state: &mut QueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A worker that failed is replaced; its job is still at the head of the outbox.
+        if let SupervisionEvent::ActorFailed(cell, err) = event {
+            let failed = worker_of(state, &cell);
+            if let Some(instance_id) = failed {
+                tracing::error!(instance = %instance_id, %err, "webhook worker failed; restarting it");
+                state.workers.remove(&instance_id);
+                ensure_worker(&myself, state, &instance_id).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn worker_of(state: &QueueState, cell: &ActorCell) -> Option<String> {
+    state
+        .workers
+        .iter()
+        .find(|(_, w)| w.get_id() == cell.get_id())
+        .map(|(id, _)| id.clone())
+}
+
+/// The instance, from `cache` or else from storage (then kept in `cache`).
+async fn cached_instance<'c>(
+    config: &WebhookConfig,
+    cache: &'c mut HashMap<String, Instance>,
+    instance_id: &str,
+) -> Result<Option<&'c Instance>, StoreError> {
+    if !cache.contains_key(instance_id) {
+        match config.storage.instance_by_id(instance_id).await? {
+            Some(instance) => {
+                cache.insert(instance_id.to_owned(), instance);
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(cache.get(instance_id))
+}
+
+/// Stores the event as a job when its instance wants it; moves the cursor either way.
+async fn accept(
+    config: &WebhookConfig,
+    cache: &mut HashMap<String, Instance>,
+    event: &InstanceEvent,
+) -> Result<(), StoreError> {
+    let Some(instance) = cached_instance(config, cache, &event.instance_id).await? else {
+        return Ok(());
+    };
+    if !wants(instance, event) {
+        return config.outbox.skip(&event.instance_id, &event.id).await;
+    }
+    config
+        .outbox
+        .push(WebhookJob {
+            seq: 0,
+            instance_id: event.instance_id.clone(),
+            event_id: event.id.clone(),
+            event: event.kind().as_str().to_owned(),
+            body: event.webhook_body(),
+            attempts: 0,
+            created_at: Utc::now(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Queues, in order, every stored event after each instance's cursor. An instance with
+/// no cursor never had an event reach the outbox: when it has a webhook URL, its events
+/// are walked from the first.
+async fn catch_up(state: &mut QueueState) -> Result<(), StoreError> {
+    let config = state.config.clone();
+    if state.caught.len() > CAUGHT_KEPT {
+        state.caught.clear();
+    }
+    for instance in config.storage.list_instances(None).await? {
+        let cursor = match config.outbox.cursor(&instance.id).await? {
+            Some(cursor) => cursor,
+            None if instance
+                .webhook_url
+                .as_deref()
+                .is_some_and(|u| !u.is_empty()) =>
+            {
+                String::new()
+            }
+            None => continue,
+        };
+        let mut events = EventsAfter::new(
+            config.storage.as_ref(),
+            &instance.id,
+            &cursor,
+            CATCH_UP_BATCH,
+        );
+        loop {
+            let batch = events.next_batch().await?;
+            if batch.is_empty() {
+                break;
+            }
+            for event in &batch {
+                accept(&config, &mut state.instances, event).await?;
+                state.caught.insert(event.id.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, instance_id: &str) {
+    if state.workers.contains_key(instance_id) {
+        return;
+    }
+    let queue = myself.clone();
+    let idle_of = instance_id.to_owned();
+    let worker = DeliveryWorker {
+        instance_id: instance_id.to_owned(),
+        config: state.config.clone(),
+        on_idle: Arc::new(move || {
+            let _ = queue.cast(QueueMsg::Idle(idle_of.clone()));
+        }),
+    };
+    match Actor::spawn_linked(None, worker, (), myself.get_cell()).await {
+        Ok((actor, _)) => {
+            let _ = actor.cast(WorkerMsg::Run);
+            state.workers.insert(instance_id.to_owned(), actor);
+        }
+        Err(err) => tracing::error!(instance = %instance_id, %err, "cannot start a webhook worker"),
+    }
+}

@@ -1,0 +1,42 @@
+//! [`AppState`]: what every handler reaches. Cheap to clone: all fields are handles.
+
+use std::sync::Arc;
+
+use wagate_actors::event_hub::EventHub;
+use wagate_actors::instance::InstancesHandle;
+use wagate_actors::stats::StatsHandle;
+use wagate_actors::store::DynStorage;
+use wagate_actors::webhook_queue::WebhookQueueHandle;
+
+use crate::config::Config;
+use crate::gateway::accounts::Accounts;
+use crate::storage::switchable::SwitchableStorage;
+
+/// What every handler can reach. Cheap to clone: all fields are handles.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// The storage every part of the server uses: `db`, as the seam's type.
+    pub storage: DynStorage,
+    /// The same storage as `storage`, with the provider switch (`/api/db/switch`).
+    pub db: Arc<SwitchableStorage>,
+    pub accounts: Accounts,
+    /// The instance actors, through their supervisor.
+    pub instances: InstancesHandle,
+    /// Events of every instance: persisted, then broadcast to live streams.
+    pub events: EventHub,
+    /// Media files under `DATA_DIR/uploads`.
+    pub media: crate::media::MediaStore,
+    /// HTTP client for user-supplied media URLs (guarded against private networks).
+    pub media_client: reqwest::Client,
+    /// The durable webhook queue.
+    pub webhooks: WebhookQueueHandle,
+    /// Usage counters and limits.
+    pub stats: StatsHandle,
+    /// The WABA operator desk: its chat actors, account settings and Graph API client.
+    pub waba: crate::waba::Waba,
+    /// Login throttling and per-user rate limits.
+    pub limits: crate::throttle::Limits,
+    /// The metrics served by `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+}
