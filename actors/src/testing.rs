@@ -22,6 +22,7 @@ pub struct MemoryStorage {
     data: Mutex<Data>,
     /// The operator desk's records (see `testing/waba.rs`).
     waba: Mutex<waba::WabaData>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -38,6 +39,15 @@ struct Data {
 }
 
 impl MemoryStorage {
+    /// The records, unless the store was closed (then `Unavailable`, like a closed
+    /// database).
+    fn open(&self) -> StoreResult<MutexGuard<'_, Data>> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the storage is closed".into()));
+        }
+        Ok(self.data())
+    }
+
     fn data(&self) -> MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -66,7 +76,7 @@ impl MemoryStorage {
 #[async_trait]
 impl UserStore for MemoryStorage {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         if data
             .users
             .iter()
@@ -82,7 +92,7 @@ impl UserStore for MemoryStorage {
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        Ok(self.data().users.iter().find(|u| u.id == id).cloned())
+        Ok(self.open()?.users.iter().find(|u| u.id == id).cloned())
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
@@ -104,7 +114,7 @@ impl UserStore for MemoryStorage {
     }
 
     async fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>> {
-        let data = self.data();
+        let data = self.open()?;
         Ok(Page {
             items: data
                 .users
@@ -118,7 +128,7 @@ impl UserStore for MemoryStorage {
     }
 
     async fn update_user(&self, user: &User) -> StoreResult<bool> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         match data.users.iter_mut().find(|u| u.id == user.id) {
             Some(existing) => {
                 let created_at = existing.created_at;
@@ -133,7 +143,7 @@ impl UserStore for MemoryStorage {
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         let before = data.users.len();
         data.users.retain(|u| u.id != id);
         Ok(data.users.len() != before)
@@ -152,12 +162,12 @@ impl UserStore for MemoryStorage {
 #[async_trait]
 impl InstanceStore for MemoryStorage {
     async fn create_instance(&self, instance: &Instance) -> StoreResult<()> {
-        self.data().instances.push(instance.clone());
+        self.open()?.instances.push(instance.clone());
         Ok(())
     }
 
     async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
-        Ok(self.data().instances.iter().find(|i| i.id == id).cloned())
+        Ok(self.open()?.instances.iter().find(|i| i.id == id).cloned())
     }
 
     async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
@@ -171,7 +181,7 @@ impl InstanceStore for MemoryStorage {
     }
 
     async fn update_instance(&self, instance: &Instance) -> StoreResult<bool> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         match data.instances.iter_mut().find(|i| i.id == instance.id) {
             Some(existing) => {
                 existing.name = instance.name.clone();
@@ -195,7 +205,7 @@ impl InstanceStore for MemoryStorage {
         phone: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        if let Some(instance) = self.data().instances.iter_mut().find(|i| i.id == id) {
+        if let Some(instance) = self.open()?.instances.iter_mut().find(|i| i.id == id) {
             instance.status = status;
             if let Some(phone) = phone {
                 instance.phone = Some(phone.to_owned());
@@ -206,7 +216,7 @@ impl InstanceStore for MemoryStorage {
     }
 
     async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         let before = data.instances.len();
         data.instances.retain(|i| i.id != id);
         data.activity.retain(|e| e.instance_id != id);
@@ -220,7 +230,7 @@ impl InstanceStore for MemoryStorage {
 #[async_trait]
 impl ActivityStore for MemoryStorage {
     async fn append_activity(&self, entry: &ActivityEntry) -> StoreResult<()> {
-        self.data().activity.push(entry.clone());
+        self.open()?.activity.push(entry.clone());
         Ok(())
     }
 
@@ -229,7 +239,7 @@ impl ActivityStore for MemoryStorage {
         instance_id: &str,
         query: &ActivityQuery,
     ) -> StoreResult<Page<ActivityEntry>> {
-        let data = self.data();
+        let data = self.open()?;
         let matching: Vec<_> = data
             .activity
             .iter()
@@ -254,7 +264,7 @@ impl ActivityStore for MemoryStorage {
 #[async_trait]
 impl EventStore for MemoryStorage {
     async fn append_event(&self, event: &InstanceEvent) -> StoreResult<()> {
-        self.data().events.push(event.clone());
+        self.open()?.events.push(event.clone());
         Ok(())
     }
 
@@ -263,7 +273,7 @@ impl EventStore for MemoryStorage {
         instance_id: &str,
         query: &EventQuery,
     ) -> StoreResult<(Vec<InstanceEvent>, bool)> {
-        let data = self.data();
+        let data = self.open()?;
         let matching: Vec<_> = data
             .events
             .iter()
@@ -301,7 +311,7 @@ fn page<T>(items: Vec<T>, limit: u32, skip: u64) -> Page<T> {
 #[async_trait]
 impl MessageStore for MemoryStorage {
     async fn insert_message(&self, message: &Message) -> StoreResult<()> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         if data
             .messages
             .iter()
@@ -336,7 +346,7 @@ impl MessageStore for MemoryStorage {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Message>> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         let Some(message) = data
             .messages
             .iter_mut()
@@ -378,7 +388,7 @@ impl MessageStore for MemoryStorage {
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<ChatSummary>> {
-        let data = self.data();
+        let data = self.open()?;
         let mut chats: HashMap<&str, ChatSummary> = HashMap::new();
         for m in data
             .messages
@@ -417,7 +427,7 @@ impl MessageStore for MemoryStorage {
         instance_id: &str,
         remote_jid: &str,
     ) -> StoreResult<Vec<String>> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         let ids: Vec<String> = data
             .messages
             .iter()
@@ -440,7 +450,7 @@ impl crate::store::StatsStore for MemoryStorage {
         &self,
         rows: &[(crate::domain::UsageKey, crate::domain::Usage)],
     ) -> StoreResult<()> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         for (k, u) in rows {
             data.usage.entry(k.clone()).or_default().add(u);
         }
@@ -464,7 +474,7 @@ impl crate::store::StatsStore for MemoryStorage {
 #[async_trait]
 impl ContactStore for MemoryStorage {
     async fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         if let Some(existing) = data
             .contacts
             .iter_mut()
@@ -483,7 +493,7 @@ impl ContactStore for MemoryStorage {
                     field.clone_from(value);
                 }
             }
-            if contact.last_activity.is_some() {
+            if contact.last_activity > existing.last_activity {
                 existing.last_activity = contact.last_activity;
             }
             return Ok(existing.clone());
@@ -530,7 +540,7 @@ impl TransferStore for MemoryStorage {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<Record>> {
-        let data = self.data();
+        let data = self.open()?;
         let mut records: Vec<Record> = match kind {
             RecordKind::Users => data.users.iter().cloned().map(Record::User).collect(),
             RecordKind::Instances => data
@@ -573,10 +583,15 @@ impl TransferStore for MemoryStorage {
     }
 
     async fn import_records(&self, records: &[Record]) -> StoreResult<()> {
-        let mut data = self.data();
+        let mut data = self.open()?;
         for record in records {
             match record.clone() {
-                Record::User(u) => data.users.push(u),
+                Record::User(u) => {
+                    if data.users.iter().any(|known| known.id == u.id || known.email == u.email) {
+                        return Err(StoreError::Conflict(format!("user {} exists", u.id)));
+                    }
+                    data.users.push(u)
+                }
                 Record::Instance(i) => data.instances.push(i),
                 Record::Activity(a) => data.activity.push(a),
                 Record::Event(e) => data.events.push(e),
@@ -604,7 +619,7 @@ impl TransferStore for MemoryStorage {
 
     async fn count_records(&self) -> StoreResult<RecordCounts> {
         let (waba_accounts, waba_chats, waba_messages) = self.waba_counts();
-        let data = self.data();
+        let data = self.open()?;
         Ok(RecordCounts {
             users: data.users.len() as u64,
             instances: data.instances.len() as u64,
@@ -620,7 +635,7 @@ impl TransferStore for MemoryStorage {
     }
 
     async fn clear_all(&self) -> StoreResult<()> {
-        *self.data() = Data::default();
+        *self.open()? = Data::default();
         self.clear_waba();
         Ok(())
     }
@@ -633,10 +648,12 @@ impl Storage for MemoryStorage {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        Ok(())
+        self.open().map(|_| ())
     }
 
-    async fn close(&self) {}
+    async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 mod waba;

@@ -1071,7 +1071,7 @@ struct EventView<'a> {
     #[schema(format = DateTime)]
     timestamp: String,
     /// Depends on the type.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     data: EventData<'a>,
 }
 

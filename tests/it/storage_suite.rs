@@ -1296,7 +1296,7 @@ pub async fn waba_chats_and_messages(s: DynStorage) {
 
 pub async fn ping_and_provider(s: DynStorage) {
     s.ping().await.expect("ping");
-    assert!(["sqlite", "mongodb"].contains(&s.provider()));
+    assert!(["sqlite", "mongodb", "memory"].contains(&s.provider()));
 }
 
 pub async fn closed_store_is_unavailable(s: DynStorage) {
@@ -1338,6 +1338,14 @@ async fn sqlite_store() -> (DynStorage, tempfile::TempDir) {
 }
 
 storage_suite!(sqlite, sqlite_store);
+
+/// The in-memory storage the actors' own tests run on: it must keep the same contract.
+async fn memory_store() -> (DynStorage, ()) {
+    let store = wagate_actors::testing::MemoryStorage::default();
+    (std::sync::Arc::new(store), ())
+}
+
+storage_suite!(memory, memory_store);
 
 /// A fresh database on the MongoDB test server (started by `./scripts/test`).
 async fn mongo_store() -> (DynStorage, ()) {

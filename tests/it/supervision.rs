@@ -77,7 +77,7 @@ async fn each_long_lived_actor_killed_comes_back_and_everything_still_works() {
             (code == 200).then_some(body)
         })
         .await;
-        let message_id = sent["messageId"].as_str().expect("messageId").to_owned();
+        let message_id = sent["id"].as_str().expect("the sent message id").to_owned();
         receiver
             .wait_for(
                 &format!("the webhook of the send after the {kind}"),

@@ -21,6 +21,11 @@ pub(super) struct WabaData {
 }
 
 impl MemoryStorage {
+    fn open_waba(&self) -> StoreResult<MutexGuard<'_, WabaData>> {
+        self.open()?;
+        Ok(self.waba())
+    }
+
     fn waba(&self) -> MutexGuard<'_, WabaData> {
         self.waba.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -124,7 +129,7 @@ fn page<T: Clone>(items: &[T], limit: u32, skip: u64) -> Page<T> {
 #[async_trait]
 impl WabaStore for MemoryStorage {
     async fn put_waba_account(&self, account: &WabaAccount) -> StoreResult<()> {
-        let mut data = self.waba();
+        let mut data = self.open_waba()?;
         if data
             .accounts
             .iter()
@@ -180,7 +185,7 @@ impl WabaStore for MemoryStorage {
         customer_name: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<WabaChat> {
-        let mut data = self.waba();
+        let mut data = self.open_waba()?;
         if let Some(chat) = data
             .chats
             .iter_mut()
@@ -207,7 +212,7 @@ impl WabaStore for MemoryStorage {
     }
 
     async fn waba_chat(&self, id: i64) -> StoreResult<Option<WabaChat>> {
-        Ok(self.waba().chats.iter().find(|c| c.id == id).cloned())
+        Ok(self.open_waba()?.chats.iter().find(|c| c.id == id).cloned())
     }
 
     async fn find_waba_chat(
@@ -229,7 +234,7 @@ impl WabaStore for MemoryStorage {
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<WabaChatSummary>> {
-        let data = self.waba();
+        let data = self.open_waba()?;
         let mut chats: Vec<&WabaChat> = data
             .chats
             .iter()
@@ -253,7 +258,7 @@ impl WabaStore for MemoryStorage {
     }
 
     async fn insert_waba_message(&self, message: &WabaMessage) -> StoreResult<WabaMessage> {
-        let mut data = self.waba();
+        let mut data = self.open_waba()?;
         if data
             .messages
             .iter()
@@ -281,7 +286,7 @@ impl WabaStore for MemoryStorage {
     }
 
     async fn waba_message(&self, id: i64) -> StoreResult<Option<WabaMessage>> {
-        Ok(self.waba().messages.iter().find(|m| m.id == id).cloned())
+        Ok(self.open_waba()?.messages.iter().find(|m| m.id == id).cloned())
     }
 
     async fn advance_waba_message_status(
@@ -291,7 +296,7 @@ impl WabaStore for MemoryStorage {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<WabaMessage>> {
-        let mut data = self.waba();
+        let mut data = self.open_waba()?;
         let Some(m) = data
             .messages
             .iter_mut()
@@ -313,7 +318,7 @@ impl WabaStore for MemoryStorage {
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<WabaMessage>> {
-        let data = self.waba();
+        let data = self.open_waba()?;
         let mut messages: Vec<WabaMessage> = data
             .messages
             .iter()
@@ -325,7 +330,7 @@ impl WabaStore for MemoryStorage {
     }
 
     async fn mark_waba_chat_read(&self, chat_id: i64) -> StoreResult<u64> {
-        let mut data = self.waba();
+        let mut data = self.open_waba()?;
         let mut n = 0;
         for m in data
             .messages
