@@ -170,7 +170,7 @@ struct ContactAdded {
     responses(
         (status = 200, description = "Added", body = ContactAdded),
         (status = 404, description = "No such instance, or the number is not on WhatsApp (`not_on_whatsapp`)", body = ErrorBody),
-        (status = 422, description = "Not a person's phone number", body = ErrorBody),
+        (status = 400, description = "A missing or invalid field, or not a person's phone number (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
     )
@@ -429,7 +429,7 @@ struct SaveContact {
     responses(
         (status = 200, description = "The stored contact", body = ContactView),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
-        (status = 422, description = "Invalid number or field", body = ErrorBody),
+        (status = 400, description = "A missing or invalid number or field (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]
@@ -486,7 +486,7 @@ async fn save_contact(
     responses(
         (status = 200, description = "The stored contact", body = ContactView),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
-        (status = 422, description = "Invalid number or field", body = ErrorBody),
+        (status = 400, description = "A missing or invalid number or field (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]

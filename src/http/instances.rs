@@ -415,7 +415,7 @@ fn validate_limits(l: Option<LimitsInput>) -> Option<Limits> {
     responses(
         (status = 201, description = "Created", body = InstanceView),
         (status = 403, description = OPERATOR, body = ErrorBody),
-        (status = 422, description = "Invalid name, URL or webhook settings", body = ErrorBody),
+        (status = 400, description = "A missing, unknown or invalid field: name, URL or webhook settings (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn create(
@@ -572,7 +572,7 @@ struct UpdatedInstance {
         (status = 200, description = "Updated", body = UpdatedInstance),
         (status = 403, description = OPERATOR, body = ErrorBody),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
-        (status = 422, description = "Invalid name, URL or webhook settings", body = ErrorBody),
+        (status = 400, description = "A missing, unknown or invalid field: name, URL or webhook settings (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn update(
@@ -967,7 +967,7 @@ struct PairCode {
         (status = 403, description = OPERATOR, body = ErrorBody),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = "Already connected, or not waiting for a link", body = ErrorBody),
-        (status = 422, description = "Not a phone number", body = ErrorBody),
+        (status = 400, description = "A missing phone, or not a phone number (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn pair_code(

@@ -91,7 +91,7 @@ struct SendText {
         (status = 200, description = "Sent", body = Sent),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
-        (status = 422, description = "Invalid phone or message", body = ErrorBody),
+        (status = 400, description = "A missing or invalid phone or message (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]
@@ -174,7 +174,7 @@ fn check_caption(caption: Option<String>) -> ApiResult<Option<String>> {
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
-        (status = 422, description = "Invalid phone, URL or caption", body = ErrorBody),
+        (status = 400, description = "A missing or invalid phone, URL or caption (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
         (status = 502, description = "The file cannot be downloaded (`media_fetch_failed`)", body = ErrorBody),
     )
@@ -266,11 +266,10 @@ struct SendFileForm {
     request_body(content = SendFileForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 400, description = "Not a multipart form", body = ErrorBody),
+        (status = 400, description = "Not a multipart form, or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
-        (status = 422, description = "Missing or invalid phone, file or caption", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]

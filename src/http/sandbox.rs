@@ -79,7 +79,7 @@ const NOT_SANDBOX: &str = "The instance runs on another engine (`not_sandbox`)";
         (status = 200, description = "Scanned", body = Scanned),
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
         (status = 409, description = NOT_SANDBOX, body = ErrorBody),
-        (status = 422, description = "Not a phone number", body = ErrorBody),
+        (status = 400, description = "A missing phone, or not a phone number (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn scan(
@@ -250,7 +250,7 @@ struct Delivered {
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
         (status = 409, description = NOT_SANDBOX, body = ErrorBody),
         (status = 413, description = "The media is over the upload limit", body = ErrorBody),
-        (status = 422, description = "Invalid sender, text or media", body = ErrorBody),
+        (status = 400, description = "A missing or invalid sender, text or media (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn inbound(

@@ -301,7 +301,7 @@ async fn disconnect_and_logout_faults(backend: Backend) {
             json!({"kind": "explode"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     let (status, body) = srv
         .post(
             &format!("/api/sandbox/instances/{id}/scan"),
@@ -309,7 +309,7 @@ async fn disconnect_and_logout_faults(backend: Backend) {
             json!({"phone": "12"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
 }
 
 async fn crash_storm_of_200_instances_all_come_back(backend: Backend) {
@@ -516,7 +516,7 @@ async fn invalid_instance_input(backend: Backend) {
         (json!({"name": "x", "maxRetries": "three"}), "maxRetries"),
     ] {
         let (status, resp) = srv.post("/api/instances", &auth, body.clone()).await;
-        assert_eq!(status, 422, "{body} → {resp}");
+        assert_eq!(status, 400, "{body} → {resp}");
         assert!(
             resp["error"].as_str().is_some_and(|e| e.contains(field)),
             "{field}: {resp}"
@@ -547,7 +547,7 @@ async fn invalid_instance_input(backend: Backend) {
             json!({"phone": "abc"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert_eq!(srv.get("/api/instances/does-not-exist", &auth).await.0, 404);
 }
 
