@@ -739,3 +739,73 @@ async fn sse_streams_events_in_order_and_resumes(backend: Backend) {
     assert_eq!(replay[0].0, got[1].0);
     assert_eq!(replay[1].0, got[2].0);
 }
+
+/// The document's `disconnected` event after a logout: «"reason": "logout",
+/// "willReconnect": false» — the same in the webhook, in `/events` and on the SSE stream.
+#[tokio::test]
+async fn logout_is_reported_with_the_documents_reason() {
+    let srv = TestServer::start().await;
+    let auth = srv.admin();
+    let rx = crate::receiver::Receiver::start().await;
+    let id = srv.connected_instance(&auth, "logout", "79006660001").await;
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"webhookUrl": rx.url(), "webhookEnabled": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let stream = srv
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/instances/{id}/events/stream"),
+            &auth,
+        )
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(stream.status(), 200);
+    let (status, body) = srv
+        .post(&format!("/api/instances/{id}/logout"), &auth, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    srv.wait_status(&auth, &id, "logged_out").await;
+
+    let documented = |data: &Value, what: &str| {
+        assert_eq!(
+            (data["reason"].as_str(), data["willReconnect"].as_bool()),
+            (Some("logout"), Some(false)),
+            "{what}: the document says «\"reason\": \"logout\", \"willReconnect\": false»: {data}"
+        );
+        assert_eq!(data["instanceId"], id.as_str(), "{what}: {data}");
+    };
+    let hooks = rx
+        .wait_for("the disconnected webhook", 20, |r| {
+            r.iter().any(|r| r.json()["event"] == "disconnected")
+        })
+        .await;
+    let hook = hooks
+        .iter()
+        .map(|r| r.json())
+        .find(|h| h["event"] == "disconnected")
+        .expect("disconnected webhook");
+    documented(&hook["data"], "webhook");
+
+    let (status, events) = srv
+        .get(
+            &format!("/api/instances/{id}/events?types=disconnected"),
+            &auth,
+        )
+        .await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["count"], 1, "{events}");
+    documented(&events["events"][0]["data"], "/events");
+
+    let streamed = read_sse(stream, 1).await;
+    let (_, event) = streamed
+        .iter()
+        .find(|(_, e)| e["type"] == "disconnected")
+        .expect("disconnected on the stream");
+    documented(&event["data"], "SSE");
+}

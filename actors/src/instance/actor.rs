@@ -430,7 +430,7 @@ impl InstanceActor {
                 activity: Some(("logged_out", json!({ "reason": reason }))),
                 event: Some((
                     "disconnected",
-                    json!({ "reason": "logged_out", "willReconnect": false }),
+                    json!({ "reason": "logout", "willReconnect": false }),
                 )),
             },
         )

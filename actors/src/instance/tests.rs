@@ -229,7 +229,7 @@ async fn lifecycle_qr_scan_logout_qr_again() {
     assert!(
         kinds
             .iter()
-            .any(|(k, d)| k == "disconnected" && d["reason"] == "logged_out")
+            .any(|(k, d)| k == "disconnected" && d["reason"] == "logout")
     );
     assert_eq!(
         w.storage.events_of("a").len(),
