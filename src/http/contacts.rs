@@ -93,7 +93,9 @@ struct LiveContact {
     /// The WhatsApp address (JID).
     #[schema(example = "79001234567@s.whatsapp.net")]
     id: String,
-    name: Option<String>,
+    /// The saved name; else the name the person set (push name); else the number.
+    #[schema(example = "Иван Иванов")]
+    name: String,
     #[schema(example = "79001234567")]
     number: String,
     is_group: bool,
@@ -126,11 +128,21 @@ async fn live_contacts(
     let contacts = state.instances.get(&instance.id)?.contacts().await?;
     let list = contacts
         .into_iter()
-        .map(|c| LiveContact {
-            number: jid_user(&c.jid).to_owned(),
-            is_group: is_group_jid(&c.jid),
-            id: c.jid,
-            name: c.name,
+        .map(|c| {
+            let number = jid_user(&c.jid).to_owned();
+            // The document shows a name for every contact, never null.
+            let name = [c.name, c.push_name]
+                .into_iter()
+                .flatten()
+                .map(|n| n.trim().to_owned())
+                .find(|n| !n.is_empty())
+                .unwrap_or_else(|| number.clone());
+            LiveContact {
+                is_group: is_group_jid(&c.jid),
+                id: c.jid,
+                name,
+                number,
+            }
         })
         .collect();
     Ok(AppJson(LiveContacts { contacts: list }))
