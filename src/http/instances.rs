@@ -267,7 +267,7 @@ struct CreateInstance {
 }
 
 /// The `webhookSettings` object of `PUT /api/instances/{id}`; absent fields stay.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SettingsPatch {
     notify_received: Option<bool>,
@@ -536,7 +536,9 @@ async fn read(
     )))
 }
 
-/// Absent fields stay as they are.
+/// Absent fields stay as they are. The webhook settings may be given inside
+/// `webhookSettings` (as the API document's update example) or flat, as at creation; a
+/// setting given both ways takes its `webhookSettings` value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateInstance {
@@ -546,6 +548,20 @@ struct UpdateInstance {
     webhook_url: Option<String>,
     webhook_enabled: Option<bool>,
     webhook_settings: Option<SettingsPatch>,
+    notify_received: Option<bool>,
+    notify_sent: Option<bool>,
+    notify_delivery: Option<bool>,
+    notify_read: Option<bool>,
+    /// At most 20.
+    #[schema(maximum = 20)]
+    max_retries: Option<u32>,
+    /// Milliseconds between retries, 100 to 3,600,000.
+    #[schema(minimum = 100, maximum = 3600000)]
+    retry_interval: Option<u64>,
+    /// The signing secret (`secret` of `webhookSettings`); an empty string removes it.
+    webhook_secret: Option<String>,
+    /// Extra headers sent with every delivery (at most 20); replaces the previous set.
+    headers: Option<BTreeMap<String, String>>,
     limits: Option<LimitsInput>,
 }
 
@@ -608,8 +624,23 @@ async fn update(
         changed.push("webhookEnabled");
         webhook_changed = true;
     }
-    if let Some(patch) = body.webhook_settings {
+    let flat = SettingsPatch {
+        notify_received: body.notify_received,
+        notify_sent: body.notify_sent,
+        notify_delivery: body.notify_delivery,
+        notify_read: body.notify_read,
+        max_retries: body.max_retries,
+        retry_interval: body.retry_interval,
+        secret: body.webhook_secret,
+        headers: body.headers,
+    };
+    let flat = (flat != SettingsPatch::default()).then_some(flat);
+    let mut settings_given = false;
+    for patch in [flat, body.webhook_settings].into_iter().flatten() {
         apply_settings(&mut instance.webhook, patch)?;
+        settings_given = true;
+    }
+    if settings_given {
         changed.push("webhookSettings");
         webhook_changed = true;
     }

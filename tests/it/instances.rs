@@ -809,3 +809,119 @@ async fn logout_is_reported_with_the_documents_reason() {
         .expect("disconnected on the stream");
     documented(&event["data"], "SSE");
 }
+
+/// `PUT /api/instances/{instanceId}` takes the webhook settings in both forms: inside
+/// `webhookSettings`, as the document's update example («"webhookSettings": {
+/// "notifyReceived": true, "notifySent": false, …}»), and flat, as creation takes them
+/// («"notifyReceived": true, "notifySent": true»). An unknown field answers 400 naming it.
+#[tokio::test]
+async fn update_takes_flat_and_nested_webhook_settings() {
+    let srv = TestServer::start().await;
+    let auth = srv.admin();
+    let id = srv.new_instance(&auth, "settings").await;
+    let settings = || async {
+        let (status, body) = srv.get(&format!("/api/instances/{id}"), &auth).await;
+        assert_eq!(status, 200, "{body}");
+        body["webhookSettings"].clone()
+    };
+
+    // Flat, as at creation.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"notifySent": false, "notifyReceived": false, "notifyRead": true,
+                   "maxRetries": 7, "retryInterval": 5000, "webhookSecret": "flat-secret",
+                   "headers": {"X-Flat": "1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "flat settings: {body}");
+    let got = settings().await;
+    assert_eq!(
+        (
+            &got["notifySent"],
+            &got["notifyReceived"],
+            &got["notifyRead"],
+            &got["maxRetries"],
+            &got["retryInterval"],
+            &got["secret"],
+            &got["headers"]
+        ),
+        (
+            &json!(false),
+            &json!(false),
+            &json!(true),
+            &json!(7),
+            &json!(5000),
+            &json!("flat-secret"),
+            &json!({"X-Flat": "1"})
+        ),
+        "{got}"
+    );
+
+    // Nested, as the document's update example.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({
+                "name": "Новое имя WhatsApp",
+                "description": "Обновленное описание",
+                "webhookUrl": "https://new-example.com/webhook",
+                "webhookEnabled": true,
+                "webhookSettings": {
+                    "notifyReceived": true, "notifySent": false, "notifyDelivery": true,
+                    "notifyRead": true, "maxRetries": 5, "retryInterval": 30000,
+                    "secret": "new-secret-key", "headers": {"New-Custom-Header": "new-value"}
+                }
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "the document's example: {body}");
+    let got = settings().await;
+    assert_eq!(got["notifyReceived"], true, "{got}");
+    assert_eq!(got["notifyDelivery"], true, "{got}");
+    assert_eq!(got["maxRetries"], 5, "{got}");
+    assert_eq!(got["secret"], "new-secret-key", "{got}");
+
+    // Both at once: flat fields apply, the nested object wins where both speak.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"notifySent": true, "notifyDelivery": false,
+                   "webhookSettings": {"notifySent": false}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = settings().await;
+    assert_eq!(
+        (&got["notifySent"], &got["notifyDelivery"]),
+        (&json!(false), &json!(false)),
+        "{got}"
+    );
+
+    // Unknown fields, flat or nested, are refused naming them; nothing changes.
+    for (body, field) in [
+        (json!({"notifySnt": true}), "notifySnt"),
+        (
+            json!({"webhookSettings": {"notifyEverything": true}}),
+            "notifyEverything",
+        ),
+        (json!({"maxRetries": "five"}), "maxRetries"),
+    ] {
+        let (status, resp) = srv
+            .put(&format!("/api/instances/{id}"), &auth, body.clone())
+            .await;
+        assert_eq!(
+            (status, resp["code"].as_str()),
+            (400, Some("validation_error")),
+            "{body}: {resp}"
+        );
+        assert!(
+            resp["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{body}: the message names {field}: {resp}"
+        );
+    }
+    assert_eq!(settings().await, got, "refused updates change nothing");
+}
