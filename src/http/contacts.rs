@@ -109,9 +109,9 @@ struct LiveContacts {
 /// The instance's contacts as WhatsApp reports them now (not stored).
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/contacts",
+    path = "/api/whatsapp/{instanceId}/contacts",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The contacts", body = LiveContacts),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
@@ -175,9 +175,9 @@ struct ContactAdded {
 /// Adds a person to the instance's WhatsApp contacts and stores it.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/contacts/add",
+    path = "/api/whatsapp/{instanceId}/contacts/add",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = AddContact,
     responses(
         (status = 200, description = "Added", body = ContactAdded),
@@ -263,9 +263,9 @@ struct ContactList {
 /// The instance's stored contacts, searchable.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/contacts/db",
+    path = "/api/instances/{instanceId}/contacts/db",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id"), ContactParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ContactParams),
     responses(
         (status = 200, description = "A page of contacts", body = ContactList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -321,9 +321,9 @@ async fn stored_contacts(
 /// [`stored_contacts`] under `/api/whatsapp`.
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/contacts/db",
+    path = "/api/whatsapp/{instanceId}/contacts/db",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id"), ContactParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ContactParams),
     responses(
         (status = 200, description = "A page of contacts", body = ContactList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -351,9 +351,9 @@ struct Imported {
 /// Stores (or refreshes) every contact WhatsApp reports for the instance.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/contacts/import",
+    path = "/api/instances/{instanceId}/contacts/import",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Imported", body = Imported),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
@@ -400,9 +400,9 @@ async fn import_contacts(
 /// [`import_contacts`] under `/api/whatsapp`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/contacts/import",
+    path = "/api/whatsapp/{instanceId}/contacts/import",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Imported", body = Imported),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
@@ -434,9 +434,9 @@ struct SaveContact {
 /// Stores a contact (or updates the stored one with the same address).
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/contacts/save",
+    path = "/api/instances/{instanceId}/contacts/save",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SaveContact,
     responses(
         (status = 200, description = "The stored contact", body = ContactView),
@@ -491,9 +491,9 @@ async fn save_contact(
 /// [`save_contact`] under `/api/whatsapp`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/contacts/save",
+    path = "/api/whatsapp/{instanceId}/contacts/save",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SaveContact,
     responses(
         (status = 200, description = "The stored contact", body = ContactView),

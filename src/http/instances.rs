@@ -166,10 +166,10 @@ struct InstanceView {
     created_at: String,
     #[schema(format = DateTime)]
     updated_at: String,
-    /// Only in `GET /api/instances/{id}`.
+    /// Only in `GET /api/instances/{instanceId}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_settings: Option<WebhookSettingsView>,
-    /// In the list and in `GET /api/instances/{id}`.
+    /// In the list and in `GET /api/instances/{instanceId}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_status: Option<ConnectionStatus>,
 }
@@ -266,7 +266,7 @@ struct CreateInstance {
     limits: Option<LimitsInput>,
 }
 
-/// The `webhookSettings` object of `PUT /api/instances/{id}`; absent fields stay.
+/// The `webhookSettings` object of `PUT /api/instances/{instanceId}`; absent fields stay.
 #[derive(Debug, Default, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SettingsPatch {
@@ -513,9 +513,9 @@ async fn list(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJ
 /// One instance, with its webhook settings and live connection status.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}",
+    path = "/api/instances/{instanceId}",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The instance", body = InstanceView),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -580,9 +580,9 @@ struct UpdatedInstance {
 /// Updates an instance's name, description, webhook or limits.
 #[utoipa::path(
     put,
-    path = "/api/instances/{id}",
+    path = "/api/instances/{instanceId}",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = UpdateInstance,
     responses(
         (status = 200, description = "Updated", body = UpdatedInstance),
@@ -703,9 +703,9 @@ fn done(message: String) -> AppJson<Done> {
 /// Deletes an instance: its session, its stored data and its media.
 #[utoipa::path(
     delete,
-    path = "/api/instances/{id}",
+    path = "/api/instances/{instanceId}",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Deleted", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -742,9 +742,9 @@ struct StatusAnswer {
 /// The instance's live connection status.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/status",
+    path = "/api/instances/{instanceId}/status",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The status", body = StatusAnswer),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -772,9 +772,9 @@ async fn status(
 /// The instance's live connection status, short form.
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/status",
+    path = "/api/whatsapp/{instanceId}/status",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The status", body = ConnectionStatus),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -793,9 +793,9 @@ async fn whatsapp_status(
 /// Drops the instance's connection and connects again.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/reconnect",
+    path = "/api/instances/{instanceId}/reconnect",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Reconnected", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -815,9 +815,9 @@ async fn reconnect(
 /// Logs the instance out of WhatsApp (unlinks the device); a new QR code follows.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/logout",
+    path = "/api/instances/{instanceId}/logout",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Logged out", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -837,9 +837,9 @@ async fn logout(
 /// [`logout`] under `/api/whatsapp`: answers `{"success": true}`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/logout",
+    path = "/api/whatsapp/{instanceId}/logout",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Logged out", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -889,9 +889,9 @@ struct QrPending {
 /// The QR code to link the instance, as text or as a PNG image.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/qr",
+    path = "/api/instances/{instanceId}/qr",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), QrParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), QrParams),
     responses(
         (status = 200, description = "The current QR code", content(
             (QrCode = "application/json"),
@@ -947,9 +947,9 @@ async fn qr(
 /// [`qr`] under `/api/whatsapp`.
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/qr",
+    path = "/api/whatsapp/{instanceId}/qr",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), QrParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), QrParams),
     responses(
         (status = 200, description = "The current QR code", content(
             (QrCode = "application/json"),
@@ -989,9 +989,9 @@ struct PairCode {
 /// A code to link the instance by typing it on the phone, instead of scanning the QR.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/pair-code",
+    path = "/api/instances/{instanceId}/pair-code",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = PairCodeRequest,
     responses(
         (status = 200, description = "The code", body = PairCode),
@@ -1069,9 +1069,9 @@ struct ActivityLog {
 /// The instance's activity log, newest first.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/activity",
+    path = "/api/instances/{instanceId}/activity",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), ActivityParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ActivityParams),
     responses(
         (status = 200, description = "A page of the log", body = ActivityLog),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -1178,9 +1178,9 @@ struct EventList<'a> {
 /// The instance's stored events after `since`, oldest first (polling; see also the stream).
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/events",
+    path = "/api/instances/{instanceId}/events",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), EventParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), EventParams),
     responses(
         (status = 200, description = "The events", body = EventList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -1234,10 +1234,10 @@ const SSE_BUFFER: usize = 64;
 /// reconnects with `Last-Event-ID` misses nothing.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/events/stream",
+    path = "/api/instances/{instanceId}/events/stream",
     tag = "instances",
     params(
-        ("id" = String, Path, description = "The instance's id"),
+        ("instanceId" = String, Path, description = "The instance's id"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
     ),
     responses(

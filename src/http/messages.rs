@@ -83,9 +83,9 @@ struct SendText {
 /// Sends a text message.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/send",
+    path = "/api/whatsapp/{instanceId}/send",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SendText,
     responses(
         (status = 200, description = "Sent", body = Sent),
@@ -165,9 +165,9 @@ fn check_caption(caption: Option<String>) -> ApiResult<Option<String>> {
 /// Sends a file the server downloads from `url`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/send-media",
+    path = "/api/whatsapp/{instanceId}/send-media",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SendMedia,
     responses(
         (status = 200, description = "Sent", body = Sent),
@@ -260,9 +260,9 @@ struct SendFileForm {
 /// Sends an uploaded file (`multipart/form-data`: `phone`, `file`, optional `caption`).
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/send-file",
+    path = "/api/whatsapp/{instanceId}/send-file",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body(content = SendFileForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Sent", body = Sent),
@@ -427,11 +427,11 @@ fn chat_jid(chat_id: &str) -> ApiResult<String> {
 /// The messages of one chat, newest first.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/chats/{chat_id}/messages",
+    path = "/api/instances/{instanceId}/chats/{chatId}/messages",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "The instance's id"),
-        ("chat_id" = String, Path, description = "A phone number or WhatsApp address"),
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("chatId" = String, Path, description = "A phone number or WhatsApp address"),
         HistoryParams,
     ),
     responses(
@@ -514,9 +514,9 @@ struct ChatList {
 /// The instance's chats, most recent first.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/chats",
+    path = "/api/instances/{instanceId}/chats",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id"), ChatParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ChatParams),
     responses(
         (status = 200, description = "A page of chats", body = ChatList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -562,11 +562,11 @@ struct Marked {
 /// Marks the chat's inbound messages read (and tells WhatsApp).
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/chats/{chat_id}/read",
+    path = "/api/instances/{instanceId}/chats/{chatId}/read",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "The instance's id"),
-        ("chat_id" = String, Path, description = "A phone number or WhatsApp address"),
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("chatId" = String, Path, description = "A phone number or WhatsApp address"),
     ),
     responses(
         (status = 200, description = "Marked", body = Marked),
@@ -593,11 +593,11 @@ async fn mark_read(
 /// The media file of a message, as an attachment.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/messages/{message_id}/media",
+    path = "/api/instances/{instanceId}/messages/{messageId}/media",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "The instance's id"),
-        ("message_id" = String, Path, description = "The message's WhatsApp id (`messageId` in the history)"),
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("messageId" = String, Path, description = "The message's WhatsApp id (`messageId` in the history)"),
     ),
     responses(
         (status = 200, description = "The file, with its own Content-Type", content_type = "application/octet-stream", body = Binary),

@@ -71,9 +71,9 @@ const NOT_SANDBOX: &str = "The instance runs on another engine (`not_sandbox`)";
 /// "Scans" the instance's QR code as the phone `phone`: the instance connects.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/scan",
+    path = "/api/sandbox/instances/{instanceId}/scan",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = ScanRequest,
     responses(
         (status = 200, description = "Scanned", body = Scanned),
@@ -129,9 +129,9 @@ struct Injected {
 /// Injects a fault into the instance's simulated connection.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/fault",
+    path = "/api/sandbox/instances/{instanceId}/fault",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = FaultRequest,
     responses(
         (status = 200, description = "Injected", body = Injected),
@@ -241,9 +241,9 @@ struct Delivered {
 /// Delivers a simulated message from `from` to the instance, as if sent from a phone.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/inbound",
+    path = "/api/sandbox/instances/{instanceId}/inbound",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = InboundRequest,
     responses(
         (status = 200, description = "Delivered to the instance", body = Delivered),
@@ -325,9 +325,9 @@ struct Receipted {
 /// Makes the recipient's phone acknowledge a message the instance sent.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/receipt",
+    path = "/api/sandbox/instances/{instanceId}/receipt",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = ReceiptRequest,
     responses(
         (status = 200, description = "Acknowledged", body = Receipted),
