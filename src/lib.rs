@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`app`]: wiring — [`app::run`] takes a configuration, a listener and a shutdown
 //!   future; `main` and the integration tests both call it.
-//! - [`config`]: layered configuration (`config/default.toml` → `CONFIG_FILE` → env).
+//! - [`config`]: layered configuration (`config/default.toml` → `CONFIG_FILE` → `.env` → env).
 //! - [`telemetry`]: tracing setup (`RUST_LOG`, `LOG_FORMAT`).
 //! - [`error`]: [`error::ApiError`], the one HTTP error type and its status mapping.
 //! - [`crypto`]: passwords, API keys, JWTs, sealing secrets at rest.

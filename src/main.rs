@@ -1,4 +1,5 @@
-//! The server binary: configuration from the environment, signals for shutdown.
+//! The server binary: configuration from the environment (and a `.env` file in the working
+//! directory), signals for shutdown.
 
 use std::process::ExitCode;
 
@@ -14,6 +15,10 @@ async fn main() -> ExitCode {
         }
     };
     wagate::telemetry::init(&config);
+    match &config.env_file {
+        Some(file) => tracing::info!(file = %file.display(), "settings read from a .env file"),
+        None => tracing::info!("no .env file in the working directory"),
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen_addr()).await {
         Ok(l) => l,
         Err(e) => {

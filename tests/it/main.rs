@@ -18,6 +18,7 @@ mod openapi;
 mod properties;
 mod receiver;
 mod security;
+mod startup;
 mod stats;
 mod storage_suite;
 mod users;
