@@ -31,6 +31,7 @@ const ENV_KEYS: &[&str] = &[
     "DATA_DIR",
     "RUST_LOG",
     "LOG_FORMAT",
+    "LOG_DIR",
     "DATABASE_PROVIDER",
     "SQLITE_DATABASE_URL",
     "DATABASE_URL",
@@ -79,6 +80,8 @@ struct RawConfig {
     rust_log: String,
     #[serde(deserialize_with = "any_string")]
     log_format: String,
+    #[serde(deserialize_with = "any_string")]
+    log_dir: String,
     #[serde(deserialize_with = "any_string")]
     database_provider: String,
     #[serde(deserialize_with = "any_string")]
@@ -220,6 +223,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub rust_log: String,
     pub log_format: LogFormat,
+    /// Where daily log files are written besides stdout; `None` = stdout only.
+    pub log_dir: Option<PathBuf>,
     /// The `.env` file the settings were read from, if there was one.
     pub env_file: Option<PathBuf>,
     pub database_provider: DatabaseProvider,
@@ -500,6 +505,7 @@ impl Config {
             data_dir,
             rust_log: raw.rust_log,
             log_format,
+            log_dir: (!raw.log_dir.trim().is_empty()).then(|| PathBuf::from(raw.log_dir.trim())),
             env_file: None,
             database_provider,
             sqlite_path,
@@ -789,6 +795,15 @@ mod tests {
             assert_eq!(e, expected, "{text:?}");
             assert!(!e.contains("secret"), "{e}");
         }
+    }
+
+    #[test]
+    fn log_dir_is_off_by_default() {
+        let c = Config::from_overrides([]).expect("defaults");
+        assert_eq!(c.log_dir, None);
+        let c =
+            Config::from_overrides([("log_dir", "/var/log/wagate".to_string())]).expect("config");
+        assert_eq!(c.log_dir, Some(PathBuf::from("/var/log/wagate")));
     }
 
     #[test]

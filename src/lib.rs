@@ -4,7 +4,7 @@
 //! - [`app`]: wiring — [`app::run`] takes a configuration, a listener and a shutdown
 //!   future; `main` and the integration tests both call it.
 //! - [`config`]: layered configuration (`config/default.toml` → `CONFIG_FILE` → `.env` → env).
-//! - [`telemetry`]: tracing setup (`RUST_LOG`, `LOG_FORMAT`).
+//! - [`telemetry`]: tracing setup (`RUST_LOG`, `LOG_FORMAT`, `LOG_DIR`).
 //! - [`error`]: [`error::ApiError`], the one HTTP error type and its status mapping.
 //! - [`crypto`]: passwords, API keys, JWTs, sealing secrets at rest.
 //! - [`accounts`]: the rules of user accounts, over storage.

@@ -1,4 +1,5 @@
-//! The server binary's start: settings from a `.env` file in its working directory.
+//! The server binary's start: settings from a `.env` file in its working directory, and
+//! where and how it logs.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -172,5 +173,64 @@ async fn a_malformed_dotenv_line_stops_the_start() {
     assert!(
         !server.stdout().iter().any(|l| l.contains("listening")),
         "it never listened"
+    );
+}
+
+/// With `LOG_DIR` the log also goes to a daily file; neither the file nor stdout (a pipe
+/// here) carries ANSI escape codes, even in the coloured-by-default text format.
+#[tokio::test]
+async fn log_files_and_pipes_get_no_colour() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    let logs_var = logs.display().to_string();
+    let server = Started::spawn(
+        dir.path(),
+        &[
+            ("LOG_DIR", &logs_var),
+            ("LOG_FORMAT", "text"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let base = server.base_url().await;
+    let (status, _) = call_at(
+        &reqwest::Client::new(),
+        &base,
+        Method::GET,
+        "/healthz",
+        &Auth::None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let (name, text) = eventually(20, "a log file with the start in it", || async {
+        let entry = std::fs::read_dir(&logs).ok()?.flatten().next()?;
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        text.contains("listening")
+            .then(|| (entry.file_name().to_string_lossy().into_owned(), text))
+    })
+    .await;
+    let date = name
+        .strip_prefix("wagate.")
+        .and_then(|n| n.strip_suffix(".log"))
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    assert!(date.is_some(), "a daily file wagate.YYYY-MM-DD.log: {name}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape codes in the log file:\n{text}"
+    );
+    assert!(
+        text.contains("logging to daily files too"),
+        "the start log says where files go:\n{text}"
+    );
+
+    let stdout = server.stdout();
+    assert!(
+        stdout.iter().any(|l| l.contains("listening")),
+        "stdout still gets the log: {stdout:?}"
+    );
+    assert!(
+        stdout.iter().all(|l| !l.contains('\u{1b}')),
+        "ANSI escape codes on a piped stdout: {stdout:?}"
     );
 }
