@@ -1,5 +1,6 @@
 //! Configuration in layers: `config/default.toml` (compiled in) → an optional TOML file
-//! named by `CONFIG_FILE` → environment variables (the key in upper case).
+//! named by `CONFIG_FILE` → a `.env` file in the working directory → environment
+//! variables (the key in upper case). Real environment variables win over `.env`.
 //!
 //! [`Config::load`] validates every value and names the offending key in its error, so a
 //! typo stops the server at start instead of misbehaving later.
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer};
 use wagate_actors::domain::EngineKind;
 
@@ -55,6 +56,8 @@ struct RawConfig {
     rust_log: String,
     #[serde(deserialize_with = "any_string")]
     log_format: String,
+    #[serde(deserialize_with = "any_string")]
+    log_dir: String,
     #[serde(deserialize_with = "any_string")]
     database_provider: String,
     #[serde(deserialize_with = "any_string")]
@@ -196,6 +199,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub rust_log: String,
     pub log_format: LogFormat,
+    /// Where daily log files are written besides stdout; `None` = stdout only.
+    pub log_dir: Option<PathBuf>,
+    /// The `.env` file the settings were read from, if there was one.
+    pub env_file: Option<PathBuf>,
     pub database_provider: DatabaseProvider,
     /// Path of the SQLite file (`:memory:` allowed).
     pub sqlite_path: PathBuf,
@@ -246,12 +253,23 @@ fn invalid(key: &str, why: impl fmt::Display) -> ConfigError {
 }
 
 impl Config {
-    /// Reads the layers from the real process environment.
+    /// Reads the layers: the `.env` file of the working directory ([`DOTENV_FILE`]) and
+    /// the real process environment, which wins over it.
     ///
-    /// Fails when a value has the wrong type or is out of range, naming the key.
+    /// Fails when a value has the wrong type or is out of range, naming the key, and when
+    /// `.env` has a line that is not a setting, naming the line.
     pub fn load() -> Result<Config, ConfigError> {
+        let dotenv = read_dotenv(Path::new(DOTENV_FILE))?;
+        let from_dotenv = |key: &str| {
+            dotenv
+                .as_ref()
+                .and_then(|(_, values)| values.iter().find(|(k, _)| k == key))
+                .map(|(_, v)| v.clone())
+        };
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
-        if let Ok(file) = std::env::var("CONFIG_FILE")
+        if let Some(file) = std::env::var("CONFIG_FILE")
+            .ok()
+            .or_else(|| from_dotenv("CONFIG_FILE"))
             && !file.trim().is_empty()
         {
             if !Path::new(&file).is_file() {
@@ -262,12 +280,25 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let keys = default_keys();
+        // The first setting of a key counts, as dotenvy reads files; other keys (a
+        // compose file's, say) are left alone.
+        for key in &keys {
+            if let Some(v) = from_dotenv(&key.to_uppercase()) {
+                // Parsed like an environment variable ("true" → bool, "3000" → number).
+                let value: figment::value::Value = v.parse().unwrap_or_else(|never| match never {});
+                // The default profile, not the global one of a plain tuple: the
+                // environment, merged next, must win.
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
         figment = figment.merge(
             Env::raw()
                 .filter(move |k| keys.iter().any(|key| k.as_str().eq_ignore_ascii_case(key)))
                 .map(|k| k.as_str().to_lowercase().into()),
         );
-        Self::from_figment(figment)
+        let mut config = Self::from_figment(figment)?;
+        config.env_file = dotenv.map(|(path, _)| path);
+        Ok(config)
     }
 
     /// Defaults plus the given overrides (keys as in `default.toml`); what tests use.
@@ -451,6 +482,8 @@ impl Config {
             data_dir,
             rust_log: raw.rust_log,
             log_format,
+            log_dir: (!raw.log_dir.trim().is_empty()).then(|| PathBuf::from(raw.log_dir.trim())),
+            env_file: None,
             database_provider,
             sqlite_path,
             sqlite_url,
@@ -485,6 +518,67 @@ impl Config {
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }
+}
+
+/// The file of `KEY=value` settings read from the working directory at start.
+pub const DOTENV_FILE: &str = ".env";
+
+/// A `.env` file read: its absolute path and its settings, in the file's order.
+type DotEnv = (PathBuf, Vec<(String, String)>);
+
+/// The settings of the `.env` file at `path`; `None` when there is no such file.
+fn read_dotenv(path: &Path) -> Result<Option<DotEnv>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ConfigError(format!(
+                "{}: cannot read it: {e}",
+                path.display()
+            )));
+        }
+    };
+    let values =
+        parse_dotenv(&text).map_err(|why| ConfigError(format!("{}: {why}", path.display())))?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    Ok(Some((absolute, values)))
+}
+
+/// `KEY=value` lines as dotenvy reads them (`#` comments, quotes, `export`, `${VAR}`).
+/// A line that is not a setting fails naming its number, never its text: it may hold a
+/// secret.
+fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // dotenvy refuses a last line without a newline when it ends in a space.
+    let text = if text.ends_with('\n') {
+        text.to_owned()
+    } else {
+        format!("{text}\n")
+    };
+    match dotenvy::from_read_iter(text.as_bytes()).collect::<Result<Vec<_>, _>>() {
+        Ok(values) => Ok(values),
+        Err(dotenvy::Error::LineParse(..)) => Err(dotenv_error_line(&text)
+            .unwrap_or_else(|| "is not a file of KEY=value lines".to_owned())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Where the first line dotenvy refuses is, found by reading the file one entry at a time
+/// (an entry is one line, or several while a quote is open).
+fn dotenv_error_line(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut start = 0;
+    for end in 1..=lines.len() {
+        let entry = lines.get(start..end)?.concat();
+        match dotenvy::from_read_iter(entry.as_bytes()).collect::<Result<Vec<_>, _>>() {
+            Ok(_) => start = end,
+            // The file ended inside a quote: the entry goes on on the next line.
+            Err(dotenvy::Error::LineParse(bad, _)) if bad.ends_with('\n') => {}
+            Err(_) => return Some(format!("line {end} is not a KEY=value setting")),
+        }
+    }
+    (start < lines.len())
+        .then(|| format!("line {}: a quote opened here is never closed", start + 1))
 }
 
 /// A comma-separated list of origins (`https://app.example.com`) or `*`; empty = none.
@@ -632,6 +726,61 @@ mod tests {
         let e = Config::from_overrides([("cors_allowed_origins", "a.example".to_string())])
             .expect_err("refused");
         assert!(e.0.contains("CORS_ALLOWED_ORIGINS"), "{e}");
+    }
+
+    #[test]
+    fn dotenv_files_are_read_like_dotenvy() {
+        let values = parse_dotenv(
+            "\u{feff}A=1\n# a comment\n\nB=\"two words\" # and a comment\nexport C='3'\nD=\"multi\nline\"\nE=${A}x\nA=again",
+        )
+        .expect("a valid file");
+        let get = |k: &str| {
+            values
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("A"), Some("1"), "the first setting of a key counts");
+        assert_eq!(get("B"), Some("two words"));
+        assert_eq!(get("C"), Some("3"));
+        assert_eq!(get("D"), Some("multi\nline"));
+        assert_eq!(get("E"), Some("1x"));
+    }
+
+    #[test]
+    fn dotenv_errors_name_the_line_not_its_text() {
+        for (text, expected) in [
+            (
+                "A=1\nNOT A SETTING\nB=2\n",
+                "line 2 is not a KEY=value setting",
+            ),
+            (
+                "A=1\n\nB=secret value\n",
+                "line 3 is not a KEY=value setting",
+            ),
+            (
+                "A=\"multi\nline\"\nB=x y\n",
+                "line 3 is not a KEY=value setting",
+            ),
+            ("A=1\r\n=2\r\n", "line 2 is not a KEY=value setting"),
+            (
+                "A=1\nB=\"open\nC=2\n",
+                "line 2: a quote opened here is never closed",
+            ),
+        ] {
+            let e = parse_dotenv(text).expect_err(text);
+            assert_eq!(e, expected, "{text:?}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn log_dir_is_off_by_default() {
+        let c = Config::from_overrides([]).expect("defaults");
+        assert_eq!(c.log_dir, None);
+        let c =
+            Config::from_overrides([("log_dir", "/var/log/wagate".to_string())]).expect("config");
+        assert_eq!(c.log_dir, Some(PathBuf::from("/var/log/wagate")));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! # Layout
 //! - [`app`]: wiring — [`app::run`] takes a configuration, a listener and a shutdown
 //!   future; `main` and the integration tests both call it.
-//! - [`config`]: layered configuration (`config/default.toml` → `CONFIG_FILE` → env).
-//! - [`telemetry`]: tracing setup (`RUST_LOG`, `LOG_FORMAT`).
+//! - [`config`]: layered configuration (`config/default.toml` → `CONFIG_FILE` → `.env` → env).
+//! - [`telemetry`]: tracing setup (`RUST_LOG`, `LOG_FORMAT`, `LOG_DIR`).
 //! - [`crypto`]: passwords, API keys, JWTs, sealing secrets at rest.
 //! - [`gateway`]: the use cases — accounts, instances, sends within limits, contacts,
 //!   the operator desk's ingest and sends, the storage switch — with one error enum per

@@ -1,4 +1,5 @@
-//! The server binary: configuration from the environment, signals for shutdown.
+//! The server binary: configuration from the environment (and a `.env` file in the working
+//! directory), signals for shutdown.
 
 use std::process::ExitCode;
 
@@ -13,7 +14,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    wagate::telemetry::init(&config);
+    // Kept to the end of `main`: the log file writer flushes when it is dropped.
+    let _log_files = match wagate::telemetry::init(&config) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("wagate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match &config.env_file {
+        Some(file) => tracing::info!(file = %file.display(), "settings read from a .env file"),
+        None => tracing::info!("no .env file in the working directory"),
+    }
+    if let Some(dir) = &config.log_dir {
+        tracing::info!(directory = %dir.display(), "logging to daily files too");
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen_addr()).await {
         Ok(l) => l,
         Err(e) => {

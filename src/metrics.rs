@@ -4,7 +4,7 @@
 //! (call durations), and reads the rest at scrape time (instances by status, queue depth,
 //! supervisor restarts).
 //!
-//! Label values are bounded: routes are the router's templates (`/api/instances/{id}`),
+//! Label values are bounded: routes are the router's templates (`/api/instances/{instanceId}`),
 //! never raw paths, so no id ever becomes a label.
 
 use std::sync::Arc;

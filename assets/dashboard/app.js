@@ -737,7 +737,7 @@
         applyStatus('connected', d.phone ? { phone: d.phone } : {});
         break;
       case 'disconnected':
-        applyStatus(d.reason === 'logged_out' ? 'logged_out' : 'disconnected');
+        applyStatus(d.reason === 'logout' ? 'logged_out' : 'disconnected');
         break;
       case 'message_sent':
       case 'message_received':

@@ -94,7 +94,9 @@ struct LiveContact {
     /// The WhatsApp address (JID).
     #[schema(example = "79001234567@s.whatsapp.net")]
     id: String,
-    name: Option<String>,
+    /// The saved name; else the name the person set (push name); else the number.
+    #[schema(example = "Иван Иванов")]
+    name: String,
     #[schema(example = "79001234567")]
     number: String,
     is_group: bool,
@@ -108,9 +110,9 @@ struct LiveContacts {
 /// The instance's contacts as WhatsApp reports them now (not stored).
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/contacts",
+    path = "/api/whatsapp/{instanceId}/contacts",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The contacts", body = LiveContacts),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
@@ -127,11 +129,21 @@ async fn live_contacts(
     let contacts = state.instances.get(&instance.id)?.contacts().await?;
     let list = contacts
         .into_iter()
-        .map(|c| LiveContact {
-            number: jid_user(&c.jid).to_owned(),
-            is_group: is_group_jid(&c.jid),
-            id: c.jid,
-            name: c.name,
+        .map(|c| {
+            let number = jid_user(&c.jid).to_owned();
+            // The document shows a name for every contact, never null.
+            let name = [c.name, c.push_name]
+                .into_iter()
+                .flatten()
+                .map(|n| n.trim().to_owned())
+                .find(|n| !n.is_empty())
+                .unwrap_or_else(|| number.clone());
+            LiveContact {
+                is_group: is_group_jid(&c.jid),
+                id: c.jid,
+                name,
+                number,
+            }
         })
         .collect();
     Ok(AppJson(LiveContacts { contacts: list }))
@@ -164,14 +176,14 @@ struct ContactAdded {
 /// Adds a person to the instance's WhatsApp contacts and stores it.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/contacts/add",
+    path = "/api/whatsapp/{instanceId}/contacts/add",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = AddContact,
     responses(
         (status = 200, description = "Added", body = ContactAdded),
         (status = 404, description = "No such instance, or the number is not on WhatsApp (`not_on_whatsapp`)", body = ErrorBody),
-        (status = 422, description = "Not a person's phone number", body = ErrorBody),
+        (status = 400, description = "A missing or invalid field, or not a person's phone number (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
     )
@@ -252,9 +264,9 @@ struct ContactList {
 /// The instance's stored contacts, searchable.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/contacts/db",
+    path = "/api/instances/{instanceId}/contacts/db",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id"), ContactParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ContactParams),
     responses(
         (status = 200, description = "A page of contacts", body = ContactList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -310,9 +322,9 @@ async fn stored_contacts(
 /// [`stored_contacts`] under `/api/whatsapp`.
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/contacts/db",
+    path = "/api/whatsapp/{instanceId}/contacts/db",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id"), ContactParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ContactParams),
     responses(
         (status = 200, description = "A page of contacts", body = ContactList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -340,9 +352,9 @@ struct Imported {
 /// Stores (or refreshes) every contact WhatsApp reports for the instance.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/contacts/import",
+    path = "/api/instances/{instanceId}/contacts/import",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Imported", body = Imported),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
@@ -389,9 +401,9 @@ async fn import_contacts(
 /// [`import_contacts`] under `/api/whatsapp`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/contacts/import",
+    path = "/api/whatsapp/{instanceId}/contacts/import",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Imported", body = Imported),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
@@ -423,14 +435,14 @@ struct SaveContact {
 /// Stores a contact (or updates the stored one with the same address).
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/contacts/save",
+    path = "/api/instances/{instanceId}/contacts/save",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SaveContact,
     responses(
         (status = 200, description = "The stored contact", body = ContactView),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
-        (status = 422, description = "Invalid number or field", body = ErrorBody),
+        (status = 400, description = "A missing or invalid number or field (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]
@@ -480,14 +492,14 @@ async fn save_contact(
 /// [`save_contact`] under `/api/whatsapp`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/contacts/save",
+    path = "/api/whatsapp/{instanceId}/contacts/save",
     tag = "contacts",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SaveContact,
     responses(
         (status = 200, description = "The stored contact", body = ContactView),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
-        (status = 422, description = "Invalid number or field", body = ErrorBody),
+        (status = 400, description = "A missing or invalid number or field (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]

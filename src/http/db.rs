@@ -83,7 +83,8 @@ struct SwitchResponse {
         (status = 200, description = "Switched", body = SwitchResponse),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 409, description = "Already on that provider (`already_active`)", body = ErrorBody),
-        (status = 422, description = "Unknown provider, or `DATABASE_URL` missing for mongodb", body = ErrorBody),
+        (status = 400, description = "A missing or unknown provider (`validation_error`)", body = ErrorBody),
+        (status = 422, description = "`DATABASE_URL` is not configured, needed for mongodb (`database_url_missing`)", body = ErrorBody),
         (status = 502, description = "The copy failed (`switch_failed`); still on the old provider", body = ErrorBody),
         (status = 503, description = "The target cannot be reached (`database_unavailable`)", body = ErrorBody),
     )

@@ -50,13 +50,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    /// A well-formed request whose values are not acceptable (422).
+    /// A request body with a missing required field, a field of the wrong type or an
+    /// unacceptable value (`message` names the field): 400 `validation_error`, as the API
+    /// document's error table gives for "missing required fields, wrong data format".
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_error",
-            message,
-        )
+        Self::new(StatusCode::BAD_REQUEST, "validation_error", message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {

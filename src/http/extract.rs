@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::http::error::ApiError;
 
-/// `axum::Json` with errors as `{error, code}`: syntax errors 400, wrong or missing
-/// fields 422 (the message names the field), bodies over the limit 413.
+/// `axum::Json` with errors as `{error, code}`: syntax errors 400 `invalid_json`, wrong,
+/// missing or unknown fields 400 `validation_error` (the message names the field), bodies
+/// over the limit 413.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct AppJson<T>(pub T);

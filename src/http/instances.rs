@@ -137,10 +137,10 @@ struct InstanceView {
     created_at: String,
     #[schema(format = DateTime)]
     updated_at: String,
-    /// Only in `GET /api/instances/{id}`.
+    /// Only in `GET /api/instances/{instanceId}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_settings: Option<WebhookSettingsView>,
-    /// In the list and in `GET /api/instances/{id}`.
+    /// In the list and in `GET /api/instances/{instanceId}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_status: Option<ConnectionStatus>,
 }
@@ -237,8 +237,8 @@ struct CreateInstance {
     limits: Option<LimitsInput>,
 }
 
-/// The `webhookSettings` object of `PUT /api/instances/{id}`; absent fields stay.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// The `webhookSettings` object of `PUT /api/instances/{instanceId}`; absent fields stay.
+#[derive(Debug, Default, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SettingsPatch {
     notify_received: Option<bool>,
@@ -386,7 +386,7 @@ fn validate_limits(l: Option<LimitsInput>) -> Option<Limits> {
     responses(
         (status = 201, description = "Created", body = InstanceView),
         (status = 403, description = OPERATOR, body = ErrorBody),
-        (status = 422, description = "Invalid name, URL or webhook settings", body = ErrorBody),
+        (status = 400, description = "A missing, unknown or invalid field: name, URL or webhook settings (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn create(
@@ -484,9 +484,9 @@ async fn list(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJ
 /// One instance, with its webhook settings and live connection status.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}",
+    path = "/api/instances/{instanceId}",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The instance", body = InstanceView),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -507,7 +507,9 @@ async fn read(
     )))
 }
 
-/// Absent fields stay as they are.
+/// Absent fields stay as they are. The webhook settings may be given inside
+/// `webhookSettings` (as the API document's update example) or flat, as at creation; a
+/// setting given both ways takes its `webhookSettings` value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateInstance {
@@ -517,6 +519,20 @@ struct UpdateInstance {
     webhook_url: Option<String>,
     webhook_enabled: Option<bool>,
     webhook_settings: Option<SettingsPatch>,
+    notify_received: Option<bool>,
+    notify_sent: Option<bool>,
+    notify_delivery: Option<bool>,
+    notify_read: Option<bool>,
+    /// At most 20.
+    #[schema(maximum = 20)]
+    max_retries: Option<u32>,
+    /// Milliseconds between retries, 100 to 3,600,000.
+    #[schema(minimum = 100, maximum = 3600000)]
+    retry_interval: Option<u64>,
+    /// The signing secret (`secret` of `webhookSettings`); an empty string removes it.
+    webhook_secret: Option<String>,
+    /// Extra headers sent with every delivery (at most 20); replaces the previous set.
+    headers: Option<BTreeMap<String, String>>,
     limits: Option<LimitsInput>,
 }
 
@@ -535,15 +551,15 @@ struct UpdatedInstance {
 /// Updates an instance's name, description, webhook or limits.
 #[utoipa::path(
     put,
-    path = "/api/instances/{id}",
+    path = "/api/instances/{instanceId}",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = UpdateInstance,
     responses(
         (status = 200, description = "Updated", body = UpdatedInstance),
         (status = 403, description = OPERATOR, body = ErrorBody),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
-        (status = 422, description = "Invalid name, URL or webhook settings", body = ErrorBody),
+        (status = 400, description = "A missing, unknown or invalid field: name, URL or webhook settings (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn update(
@@ -579,8 +595,23 @@ async fn update(
         changed.push("webhookEnabled");
         webhook_changed = true;
     }
-    if let Some(patch) = body.webhook_settings {
+    let flat = SettingsPatch {
+        notify_received: body.notify_received,
+        notify_sent: body.notify_sent,
+        notify_delivery: body.notify_delivery,
+        notify_read: body.notify_read,
+        max_retries: body.max_retries,
+        retry_interval: body.retry_interval,
+        secret: body.webhook_secret,
+        headers: body.headers,
+    };
+    let flat = (flat != SettingsPatch::default()).then_some(flat);
+    let mut settings_given = false;
+    for patch in [flat, body.webhook_settings].into_iter().flatten() {
         apply_settings(&mut instance.webhook, patch)?;
+        settings_given = true;
+    }
+    if settings_given {
         changed.push("webhookSettings");
         webhook_changed = true;
     }
@@ -642,9 +673,9 @@ fn done(message: String) -> AppJson<Done> {
 /// Deletes an instance: its session, its stored data and its media.
 #[utoipa::path(
     delete,
-    path = "/api/instances/{id}",
+    path = "/api/instances/{instanceId}",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Deleted", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -681,9 +712,9 @@ struct StatusAnswer {
 /// The instance's live connection status.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/status",
+    path = "/api/instances/{instanceId}/status",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The status", body = StatusAnswer),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -711,9 +742,9 @@ async fn status(
 /// The instance's live connection status, short form.
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/status",
+    path = "/api/whatsapp/{instanceId}/status",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "The status", body = ConnectionStatus),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -732,9 +763,9 @@ async fn whatsapp_status(
 /// Drops the instance's connection and connects again.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/reconnect",
+    path = "/api/instances/{instanceId}/reconnect",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Reconnected", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -754,9 +785,9 @@ async fn reconnect(
 /// Logs the instance out of WhatsApp (unlinks the device); a new QR code follows.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/logout",
+    path = "/api/instances/{instanceId}/logout",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Logged out", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -776,9 +807,9 @@ async fn logout(
 /// [`logout`] under `/api/whatsapp`: answers `{"success": true}`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/logout",
+    path = "/api/whatsapp/{instanceId}/logout",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Logged out", body = Done),
         (status = 403, description = OPERATOR, body = ErrorBody),
@@ -828,9 +859,9 @@ struct QrPending {
 /// The QR code to link the instance, as text or as a PNG image.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/qr",
+    path = "/api/instances/{instanceId}/qr",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), QrParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), QrParams),
     responses(
         (status = 200, description = "The current QR code", content(
             (QrCode = "application/json"),
@@ -886,9 +917,9 @@ async fn qr(
 /// [`qr`] under `/api/whatsapp`.
 #[utoipa::path(
     get,
-    path = "/api/whatsapp/{id}/qr",
+    path = "/api/whatsapp/{instanceId}/qr",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), QrParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), QrParams),
     responses(
         (status = 200, description = "The current QR code", content(
             (QrCode = "application/json"),
@@ -928,16 +959,16 @@ struct PairCode {
 /// A code to link the instance by typing it on the phone, instead of scanning the QR.
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/pair-code",
+    path = "/api/instances/{instanceId}/pair-code",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = PairCodeRequest,
     responses(
         (status = 200, description = "The code", body = PairCode),
         (status = 403, description = OPERATOR, body = ErrorBody),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = "Already connected, or not waiting for a link", body = ErrorBody),
-        (status = 422, description = "Not a phone number", body = ErrorBody),
+        (status = 400, description = "A missing phone, or not a phone number (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn pair_code(
@@ -1008,9 +1039,9 @@ struct ActivityLog {
 /// The instance's activity log, newest first.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/activity",
+    path = "/api/instances/{instanceId}/activity",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), ActivityParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ActivityParams),
     responses(
         (status = 200, description = "A page of the log", body = ActivityLog),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -1113,9 +1144,9 @@ struct EventList<'a> {
 /// The instance's stored events after `since`, oldest first (polling; see also the stream).
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/events",
+    path = "/api/instances/{instanceId}/events",
     tag = "instances",
-    params(("id" = String, Path, description = "The instance's id"), EventParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), EventParams),
     responses(
         (status = 200, description = "The events", body = EventList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -1169,10 +1200,10 @@ const SSE_BUFFER: usize = 64;
 /// reconnects with `Last-Event-ID` misses nothing.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/events/stream",
+    path = "/api/instances/{instanceId}/events/stream",
     tag = "instances",
     params(
-        ("id" = String, Path, description = "The instance's id"),
+        ("instanceId" = String, Path, description = "The instance's id"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
     ),
     responses(

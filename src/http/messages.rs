@@ -84,15 +84,15 @@ struct SendText {
 /// Sends a text message.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/send",
+    path = "/api/whatsapp/{instanceId}/send",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SendText,
     responses(
         (status = 200, description = "Sent", body = Sent),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
-        (status = 422, description = "Invalid phone or message", body = ErrorBody),
+        (status = 400, description = "A missing or invalid phone or message (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]
@@ -166,16 +166,16 @@ fn check_caption(caption: Option<String>) -> ApiResult<Option<String>> {
 /// Sends a file the server downloads from `url`.
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/send-media",
+    path = "/api/whatsapp/{instanceId}/send-media",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = SendMedia,
     responses(
         (status = 200, description = "Sent", body = Sent),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
-        (status = 422, description = "Invalid phone, URL or caption", body = ErrorBody),
+        (status = 400, description = "A missing or invalid phone, URL or caption (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
         (status = 502, description = "The file cannot be downloaded (`media_fetch_failed`)", body = ErrorBody),
     )
@@ -261,17 +261,16 @@ struct SendFileForm {
 /// Sends an uploaded file (`multipart/form-data`: `phone`, `file`, optional `caption`).
 #[utoipa::path(
     post,
-    path = "/api/whatsapp/{id}/send-file",
+    path = "/api/whatsapp/{instanceId}/send-file",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body(content = SendFileForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 400, description = "Not a multipart form", body = ErrorBody),
+        (status = 400, description = "Not a multipart form, or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
-        (status = 422, description = "Missing or invalid phone, file or caption", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
 )]
@@ -429,11 +428,11 @@ fn chat_jid(chat_id: &str) -> ApiResult<String> {
 /// The messages of one chat, newest first.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/chats/{chat_id}/messages",
+    path = "/api/instances/{instanceId}/chats/{chatId}/messages",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "The instance's id"),
-        ("chat_id" = String, Path, description = "A phone number or WhatsApp address"),
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("chatId" = String, Path, description = "A phone number or WhatsApp address"),
         HistoryParams,
     ),
     responses(
@@ -516,9 +515,9 @@ struct ChatList {
 /// The instance's chats, most recent first.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/chats",
+    path = "/api/instances/{instanceId}/chats",
     tag = "messages",
-    params(("id" = String, Path, description = "The instance's id"), ChatParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), ChatParams),
     responses(
         (status = 200, description = "A page of chats", body = ChatList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -564,11 +563,11 @@ struct Marked {
 /// Marks the chat's inbound messages read (and tells WhatsApp).
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/chats/{chat_id}/read",
+    path = "/api/instances/{instanceId}/chats/{chatId}/read",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "The instance's id"),
-        ("chat_id" = String, Path, description = "A phone number or WhatsApp address"),
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("chatId" = String, Path, description = "A phone number or WhatsApp address"),
     ),
     responses(
         (status = 200, description = "Marked", body = Marked),
@@ -595,11 +594,11 @@ async fn mark_read(
 /// The media file of a message, as an attachment.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/messages/{message_id}/media",
+    path = "/api/instances/{instanceId}/messages/{messageId}/media",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "The instance's id"),
-        ("message_id" = String, Path, description = "The message's WhatsApp id (`messageId` in the history)"),
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("messageId" = String, Path, description = "The message's WhatsApp id (`messageId` in the history)"),
     ),
     responses(
         (status = 200, description = "The file, with its own Content-Type", content_type = "application/octet-stream", body = Binary),

@@ -90,12 +90,14 @@ pub struct Binary(pub Vec<u8>);
 /// The names of the shared error answers under `components.responses`.
 const ERROR_RESPONSE: &str = "Error";
 const UNAUTHORIZED_RESPONSE: &str = "Unauthorized";
+const BAD_REQUEST_RESPONSE: &str = "BadRequest";
 
 /// Completes a document whose paths are all in:
 /// - both security schemes, required by default (either one will do);
 /// - an operation annotated `security(())` is public: its `security` becomes `[]`;
-/// - every operation answers errors as `{error, code}` (`default`), and those needing
-///   credentials also list 401;
+/// - every operation answers errors as `{error, code}` (`default`), those needing
+///   credentials also list 401, and those taking a body list 400 (missing required
+///   fields, wrong data format) unless they describe their own;
 /// - operation ids are `<tag>_<handler>`, unique although handler names repeat across
 ///   modules (`status`, `mark_read`).
 pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
@@ -140,6 +142,19 @@ pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
                 .build(),
         ),
     );
+    components.responses.insert(
+        BAD_REQUEST_RESPONSE.to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(
+                    "A required field is missing or a field has the wrong format \
+                     (`validation_error`, naming the field), or the body is not JSON \
+                     (`invalid_json`)",
+                )
+                .content("application/json", error_json())
+                .build(),
+        ),
+    );
     let either = vec![
         SecurityRequirement::new(BEARER_AUTH, Vec::<String>::new()),
         SecurityRequirement::new(API_KEY, Vec::<String>::new()),
@@ -157,7 +172,15 @@ pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
                 .security
                 .as_ref()
                 .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
+            let has_body = op.request_body.is_some();
             let responses = &mut op.responses.responses;
+            if has_body {
+                responses.entry("400".to_owned()).or_insert_with(|| {
+                    RefOr::Ref(Ref::new(format!(
+                        "#/components/responses/{BAD_REQUEST_RESPONSE}"
+                    )))
+                });
+            }
             if public {
                 op.security = Some(Vec::new());
             } else {

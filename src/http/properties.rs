@@ -35,7 +35,7 @@ proptest! {
                 prop_assert_eq!(target_jid("phone", &jid).ok(), Some(jid.clone()));
             }
             Err(e) => {
-                prop_assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
                 prop_assert!(e.message.starts_with("phone"), "{}", e.message);
             }
         }

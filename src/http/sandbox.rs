@@ -71,15 +71,15 @@ const NOT_SANDBOX: &str = "The instance runs on another engine (`not_sandbox`)";
 /// "Scans" the instance's QR code as the phone `phone`: the instance connects.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/scan",
+    path = "/api/sandbox/instances/{instanceId}/scan",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = ScanRequest,
     responses(
         (status = 200, description = "Scanned", body = Scanned),
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
         (status = 409, description = NOT_SANDBOX, body = ErrorBody),
-        (status = 422, description = "Not a phone number", body = ErrorBody),
+        (status = 400, description = "A missing phone, or not a phone number (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn scan(
@@ -129,9 +129,9 @@ struct Injected {
 /// Injects a fault into the instance's simulated connection.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/fault",
+    path = "/api/sandbox/instances/{instanceId}/fault",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = FaultRequest,
     responses(
         (status = 200, description = "Injected", body = Injected),
@@ -241,16 +241,16 @@ struct Delivered {
 /// Delivers a simulated message from `from` to the instance, as if sent from a phone.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/inbound",
+    path = "/api/sandbox/instances/{instanceId}/inbound",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = InboundRequest,
     responses(
         (status = 200, description = "Delivered to the instance", body = Delivered),
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
         (status = 409, description = NOT_SANDBOX, body = ErrorBody),
         (status = 413, description = "The media is over the upload limit", body = ErrorBody),
-        (status = 422, description = "Invalid sender, text or media", body = ErrorBody),
+        (status = 400, description = "A missing or invalid sender, text or media (`validation_error`)", body = ErrorBody),
     )
 )]
 async fn inbound(
@@ -325,9 +325,9 @@ struct Receipted {
 /// Makes the recipient's phone acknowledge a message the instance sent.
 #[utoipa::path(
     post,
-    path = "/api/sandbox/instances/{id}/receipt",
+    path = "/api/sandbox/instances/{instanceId}/receipt",
     tag = "sandbox",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = ReceiptRequest,
     responses(
         (status = 200, description = "Acknowledged", body = Receipted),

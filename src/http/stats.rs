@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The periods of `/api/stats/user`.
 const USER_PERIODS: [&str; 4] = ["week", "month", "year", "all"];
-/// The periods of `/api/stats/instances/{id}`.
+/// The periods of `/api/stats/instances/{instanceId}`.
 const INSTANCE_PERIODS: [&str; 4] = ["today", "week", "month", "all"];
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -193,9 +193,9 @@ struct InstanceStats {
 /// An instance's usage over a period, in total and per day.
 #[utoipa::path(
     get,
-    path = "/api/stats/instances/{id}",
+    path = "/api/stats/instances/{instanceId}",
     tag = "stats",
-    params(("id" = String, Path, description = "The instance's id"), InstancePeriod),
+    params(("instanceId" = String, Path, description = "The instance's id"), InstancePeriod),
     responses(
         (status = 200, description = "The instance's usage", body = InstanceStats),
         (status = 400, description = "Unknown period", body = ErrorBody),

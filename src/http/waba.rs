@@ -819,9 +819,9 @@ struct WabaMessageStatus {
 /// The delivery status of a desk message.
 #[utoipa::path(
     get,
-    path = "/api/waba/operator/message-status/{message_id}",
+    path = "/api/waba/operator/message-status/{messageId}",
     tag = "waba",
-    params(("message_id" = i64, Path, description = "The message's numeric id")),
+    params(("messageId" = i64, Path, description = "The message's numeric id")),
     responses(
         (status = 200, description = "The status", body = WabaMessageStatus),
         (status = 400, description = "Not a number", body = ErrorBody),
@@ -888,9 +888,9 @@ struct WabaHistory {
 /// The messages of a chat.
 #[utoipa::path(
     get,
-    path = "/api/waba/operator/chat/{chat_id}/messages",
+    path = "/api/waba/operator/chat/{chatId}/messages",
     tag = "waba",
-    params(("chat_id" = i64, Path, description = "The chat's numeric id"), OffsetParams),
+    params(("chatId" = i64, Path, description = "The chat's numeric id"), OffsetParams),
     responses(
         (status = 200, description = "A page of messages", body = WabaHistory),
         (status = 400, description = "Invalid chat id or parameters", body = ErrorBody),
@@ -1011,9 +1011,9 @@ struct WabaMarked {
 /// Marks the chat's inbound messages read by an operator.
 #[utoipa::path(
     post,
-    path = "/api/waba/operator/chat/{chat_id}/read",
+    path = "/api/waba/operator/chat/{chatId}/read",
     tag = "waba",
-    params(("chat_id" = i64, Path, description = "The chat's numeric id")),
+    params(("chatId" = i64, Path, description = "The chat's numeric id")),
     responses(
         (status = 200, description = "Marked", body = WabaMarked),
         (status = 400, description = "Not a number", body = ErrorBody),

@@ -67,9 +67,9 @@ struct DeliveryList {
 /// The instance's recent webhook delivery attempts, newest first.
 #[utoipa::path(
     get,
-    path = "/api/instances/{id}/webhook/deliveries",
+    path = "/api/instances/{instanceId}/webhook/deliveries",
     tag = "webhooks",
-    params(("id" = String, Path, description = "The instance's id"), PageParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), PageParams),
     responses(
         (status = 200, description = "A page of attempts (default limit 50)", body = DeliveryList),
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
@@ -105,9 +105,9 @@ struct TestQueued {
 /// can be checked before it is switched on).
 #[utoipa::path(
     post,
-    path = "/api/instances/{id}/webhook/test",
+    path = "/api/instances/{instanceId}/webhook/test",
     tag = "webhooks",
-    params(("id" = String, Path, description = "The instance's id")),
+    params(("instanceId" = String, Path, description = "The instance's id")),
     responses(
         (status = 200, description = "Queued", body = TestQueued),
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),

@@ -400,7 +400,10 @@ impl ProcessServer {
     pub async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ProcessServer {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"));
+        // The data directory is its working directory too: no `.env` of the checkout
+        // is read.
         cmd.env_clear()
+            .current_dir(data_dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("DATA_DIR", data_dir)

@@ -77,7 +77,7 @@ async fn status_validation_and_admin_only() {
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "already_active");
     let (status, body) = switch(&srv, &admin, "oracle").await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert!(
         body["error"].as_str().is_some_and(|e| e.contains("oracle")),
         "{body}"
@@ -85,7 +85,7 @@ async fn status_validation_and_admin_only() {
     let (status, body) = srv.post("/api/db/switch", &admin, json!({})).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (422, Some("validation_error"))
+        (400, Some("validation_error"))
     );
     let (status, body) = switch(&srv, &admin, "mongodb").await;
     assert_eq!(status, 422, "no DATABASE_URL: {body}");

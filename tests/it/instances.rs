@@ -301,7 +301,7 @@ async fn disconnect_and_logout_faults(backend: Backend) {
             json!({"kind": "explode"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     let (status, body) = srv
         .post(
             &format!("/api/sandbox/instances/{id}/scan"),
@@ -309,7 +309,7 @@ async fn disconnect_and_logout_faults(backend: Backend) {
             json!({"phone": "12"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
 }
 
 async fn crash_storm_of_200_instances_all_come_back(backend: Backend) {
@@ -516,7 +516,7 @@ async fn invalid_instance_input(backend: Backend) {
         (json!({"name": "x", "maxRetries": "three"}), "maxRetries"),
     ] {
         let (status, resp) = srv.post("/api/instances", &auth, body.clone()).await;
-        assert_eq!(status, 422, "{body} → {resp}");
+        assert_eq!(status, 400, "{body} → {resp}");
         assert!(
             resp["error"].as_str().is_some_and(|e| e.contains(field)),
             "{field}: {resp}"
@@ -547,7 +547,7 @@ async fn invalid_instance_input(backend: Backend) {
             json!({"phone": "abc"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert_eq!(srv.get("/api/instances/does-not-exist", &auth).await.0, 404);
 }
 
@@ -738,4 +738,190 @@ async fn sse_streams_events_in_order_and_resumes(backend: Backend) {
     let replay = read_sse(resp, 2).await;
     assert_eq!(replay[0].0, got[1].0);
     assert_eq!(replay[1].0, got[2].0);
+}
+
+/// The document's `disconnected` event after a logout: «"reason": "logout",
+/// "willReconnect": false» — the same in the webhook, in `/events` and on the SSE stream.
+#[tokio::test]
+async fn logout_is_reported_with_the_documents_reason() {
+    let srv = TestServer::start().await;
+    let auth = srv.admin();
+    let rx = crate::receiver::Receiver::start().await;
+    let id = srv.connected_instance(&auth, "logout", "79006660001").await;
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"webhookUrl": rx.url(), "webhookEnabled": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let stream = srv
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/instances/{id}/events/stream"),
+            &auth,
+        )
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(stream.status(), 200);
+    let (status, body) = srv
+        .post(&format!("/api/instances/{id}/logout"), &auth, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    srv.wait_status(&auth, &id, "logged_out").await;
+
+    let documented = |data: &Value, what: &str| {
+        assert_eq!(
+            (data["reason"].as_str(), data["willReconnect"].as_bool()),
+            (Some("logout"), Some(false)),
+            "{what}: the document says «\"reason\": \"logout\", \"willReconnect\": false»: {data}"
+        );
+        assert_eq!(data["instanceId"], id.as_str(), "{what}: {data}");
+    };
+    let hooks = rx
+        .wait_for("the disconnected webhook", 20, |r| {
+            r.iter().any(|r| r.json()["event"] == "disconnected")
+        })
+        .await;
+    let hook = hooks
+        .iter()
+        .map(|r| r.json())
+        .find(|h| h["event"] == "disconnected")
+        .expect("disconnected webhook");
+    documented(&hook["data"], "webhook");
+
+    let (status, events) = srv
+        .get(
+            &format!("/api/instances/{id}/events?types=disconnected"),
+            &auth,
+        )
+        .await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events["count"], 1, "{events}");
+    documented(&events["events"][0]["data"], "/events");
+
+    let streamed = read_sse(stream, 1).await;
+    let (_, event) = streamed
+        .iter()
+        .find(|(_, e)| e["type"] == "disconnected")
+        .expect("disconnected on the stream");
+    documented(&event["data"], "SSE");
+}
+
+/// `PUT /api/instances/{instanceId}` takes the webhook settings in both forms: inside
+/// `webhookSettings`, as the document's update example («"webhookSettings": {
+/// "notifyReceived": true, "notifySent": false, …}»), and flat, as creation takes them
+/// («"notifyReceived": true, "notifySent": true»). An unknown field answers 400 naming it.
+#[tokio::test]
+async fn update_takes_flat_and_nested_webhook_settings() {
+    let srv = TestServer::start().await;
+    let auth = srv.admin();
+    let id = srv.new_instance(&auth, "settings").await;
+    let settings = || async {
+        let (status, body) = srv.get(&format!("/api/instances/{id}"), &auth).await;
+        assert_eq!(status, 200, "{body}");
+        body["webhookSettings"].clone()
+    };
+
+    // Flat, as at creation.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"notifySent": false, "notifyReceived": false, "notifyRead": true,
+                   "maxRetries": 7, "retryInterval": 5000, "webhookSecret": "flat-secret",
+                   "headers": {"X-Flat": "1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "flat settings: {body}");
+    let got = settings().await;
+    assert_eq!(
+        (
+            &got["notifySent"],
+            &got["notifyReceived"],
+            &got["notifyRead"],
+            &got["maxRetries"],
+            &got["retryInterval"],
+            &got["secret"],
+            &got["headers"]
+        ),
+        (
+            &json!(false),
+            &json!(false),
+            &json!(true),
+            &json!(7),
+            &json!(5000),
+            &json!("flat-secret"),
+            &json!({"X-Flat": "1"})
+        ),
+        "{got}"
+    );
+
+    // Nested, as the document's update example.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({
+                "name": "Новое имя WhatsApp",
+                "description": "Обновленное описание",
+                "webhookUrl": "https://new-example.com/webhook",
+                "webhookEnabled": true,
+                "webhookSettings": {
+                    "notifyReceived": true, "notifySent": false, "notifyDelivery": true,
+                    "notifyRead": true, "maxRetries": 5, "retryInterval": 30000,
+                    "secret": "new-secret-key", "headers": {"New-Custom-Header": "new-value"}
+                }
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "the document's example: {body}");
+    let got = settings().await;
+    assert_eq!(got["notifyReceived"], true, "{got}");
+    assert_eq!(got["notifyDelivery"], true, "{got}");
+    assert_eq!(got["maxRetries"], 5, "{got}");
+    assert_eq!(got["secret"], "new-secret-key", "{got}");
+
+    // Both at once: flat fields apply, the nested object wins where both speak.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"notifySent": true, "notifyDelivery": false,
+                   "webhookSettings": {"notifySent": false}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = settings().await;
+    assert_eq!(
+        (&got["notifySent"], &got["notifyDelivery"]),
+        (&json!(false), &json!(false)),
+        "{got}"
+    );
+
+    // Unknown fields, flat or nested, are refused naming them; nothing changes.
+    for (body, field) in [
+        (json!({"notifySnt": true}), "notifySnt"),
+        (
+            json!({"webhookSettings": {"notifyEverything": true}}),
+            "notifyEverything",
+        ),
+        (json!({"maxRetries": "five"}), "maxRetries"),
+    ] {
+        let (status, resp) = srv
+            .put(&format!("/api/instances/{id}"), &auth, body.clone())
+            .await;
+        assert_eq!(
+            (status, resp["code"].as_str()),
+            (400, Some("validation_error")),
+            "{body}: {resp}"
+        );
+        assert!(
+            resp["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{body}: the message names {field}: {resp}"
+        );
+    }
+    assert_eq!(settings().await, got, "refused updates change nothing");
 }

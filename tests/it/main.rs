@@ -19,6 +19,7 @@ mod openapi;
 mod properties;
 mod receiver;
 mod security;
+mod startup;
 mod stats;
 mod storage_suite;
 mod supervision;

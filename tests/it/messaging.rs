@@ -602,7 +602,7 @@ async fn private_network_urls_are_refused_by_default(backend: Backend) {
                 json!({"phone": "79007770002", "url": url}),
             )
             .await;
-        assert_eq!(status, 422, "{url}: {body}");
+        assert_eq!(status, 400, "{url}: {body}");
         assert!(
             body["error"].as_str().is_some_and(|e| e.contains("url")),
             "{body}"
@@ -651,7 +651,7 @@ async fn bad_phones_and_sending_while_not_connected(backend: Backend) {
                 json!({"phone": phone, "message": "hi"}),
             )
             .await;
-        assert_eq!(status, 422, "{phone}: {body}");
+        assert_eq!(status, 400, "{phone}: {body}");
         assert!(
             body["error"].as_str().is_some_and(|e| e.contains("phone")),
             "{body}"
@@ -665,7 +665,7 @@ async fn bad_phones_and_sending_while_not_connected(backend: Backend) {
         let (status, resp) = srv
             .post(&format!("/api/whatsapp/{id}/send"), &auth, body.clone())
             .await;
-        assert_eq!(status, 422, "{body}: {resp}");
+        assert_eq!(status, 400, "{body}: {resp}");
     }
     // Groups are accepted.
     let (status, body) = srv
@@ -776,5 +776,57 @@ async fn contacts_on_both_path_families(backend: Backend) {
             json!({"number": "abc"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
+}
+
+/// The document's live contact: «"name": "Иван Иванов", "number": "79001234567"» — a
+/// string, never null. A contact nobody saved is named by the name the person set (push
+/// name), and one without either by its number.
+#[tokio::test]
+async fn live_contacts_always_have_a_name() {
+    let srv = TestServer::start().await;
+    let auth = srv.admin();
+    let id = srv.connected_instance(&auth, "names", "79009990002").await;
+    let (status, body) = srv
+        .post(
+            &format!("/api/whatsapp/{id}/contacts/add"),
+            &auth,
+            json!({"phone": "79001234567", "name": "Иван Иванов"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for inbound in [
+        json!({"from": "15551112222", "body": "hello", "pushName": "Bob"}),
+        json!({"from": "15553334444", "body": "no name"}),
+    ] {
+        let (status, body) = srv
+            .post(
+                &format!("/api/sandbox/instances/{id}/inbound"),
+                &auth,
+                inbound,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let live = eventually(20, "three live contacts", || async {
+        let (_, body) = srv
+            .get(&format!("/api/whatsapp/{id}/contacts"), &auth)
+            .await;
+        let list = body["contacts"].as_array()?.clone();
+        (list.len() == 3).then_some(list)
+    })
+    .await;
+    let name_of = |number: &str| {
+        live.iter()
+            .find(|c| c["number"] == number)
+            .map(|c| c["name"].clone())
+            .unwrap_or_else(|| panic!("{number} in {live:?}"))
+    };
+    assert_eq!(name_of("79001234567"), "Иван Иванов", "the saved name");
+    assert_eq!(name_of("15551112222"), "Bob", "the push name");
+    assert_eq!(name_of("15553334444"), "15553334444", "the number");
+    assert!(
+        live.iter().all(|c| c["name"].is_string()),
+        "«\"name\": \"Иван Иванов\"»: a string for every contact: {live:?}"
+    );
 }

@@ -195,10 +195,10 @@ async fn metrics_after_a_scripted_workload() {
     let requests = "wagate_http_requests_total";
     for (method, route, status) in [
         ("POST", "/api/instances", "201"),
-        ("POST", "/api/sandbox/instances/{id}/scan", "200"),
-        ("PUT", "/api/instances/{id}", "200"),
-        ("POST", "/api/sandbox/instances/{id}/inbound", "200"),
-        ("GET", "/api/instances/{id}/status", "200"),
+        ("POST", "/api/sandbox/instances/{instanceId}/scan", "200"),
+        ("PUT", "/api/instances/{instanceId}", "200"),
+        ("POST", "/api/sandbox/instances/{instanceId}/inbound", "200"),
+        ("GET", "/api/instances/{instanceId}/status", "200"),
         ("GET", "/metrics", "200"),
         ("GET", "unmatched", "404"),
     ] {
@@ -214,18 +214,25 @@ async fn metrics_after_a_scripted_workload() {
         sum(
             &samples,
             requests,
-            &[("route", "/api/whatsapp/{id}/send"), ("method", "POST")]
+            &[
+                ("route", "/api/whatsapp/{instanceId}/send"),
+                ("method", "POST")
+            ]
         ),
         1.0
     );
-    let qr = sum(&samples, requests, &[("route", "/api/instances/{id}/qr")]);
+    let qr = sum(
+        &samples,
+        requests,
+        &[("route", "/api/instances/{instanceId}/qr")],
+    );
     assert!(qr >= 1.0, "qr requests: {qr}");
     let scans = value(
         &samples,
         "wagate_http_request_duration_seconds_count",
         &[
             ("method", "POST"),
-            ("route", "/api/sandbox/instances/{id}/scan"),
+            ("route", "/api/sandbox/instances/{instanceId}/scan"),
         ],
     );
     assert_eq!(scans, Some(1.0));
@@ -234,7 +241,7 @@ async fn metrics_after_a_scripted_workload() {
         "wagate_http_request_duration_seconds_bucket",
         &[
             ("method", "POST"),
-            ("route", "/api/sandbox/instances/{id}/scan"),
+            ("route", "/api/sandbox/instances/{instanceId}/scan"),
             ("le", "+Inf"),
         ],
     );
@@ -329,7 +336,7 @@ async fn metrics_after_a_scripted_workload() {
         .filter(|r| r.contains("/api/instances/") || r.contains("/api/sandbox/"))
         .collect();
     assert!(
-        dynamic_routes.iter().all(|r| r.contains("{id}")),
+        dynamic_routes.iter().all(|r| r.contains("{instanceId}")),
         "{dynamic_routes:?}"
     );
 }

@@ -158,6 +158,48 @@ fn document_is_consistent() {
     }
 }
 
+/// Path parameters carry the names the API documents give them: «GET
+/// /api/instances/{instanceId}/chats/{chatId}/messages», «GET /api/stats/instances/{instanceId}»,
+/// «GET /api/waba/operator/message-status/:messageId», «GET
+/// /api/waba/operator/chat/:chatId/messages». Users keep `{id}`, as the contract names them.
+#[test]
+fn path_parameters_are_named_as_in_the_documents() {
+    let doc = document();
+    let paths = doc["paths"].as_object().expect("paths");
+    for documented in [
+        "/api/instances/{instanceId}",
+        "/api/instances/{instanceId}/qr",
+        "/api/instances/{instanceId}/chats/{chatId}/messages",
+        "/api/instances/{instanceId}/contacts/db",
+        "/api/whatsapp/{instanceId}/send",
+        "/api/whatsapp/{instanceId}/contacts",
+        "/api/stats/instances/{instanceId}",
+        "/api/waba/operator/message-status/{messageId}",
+        "/api/waba/operator/chat/{chatId}/messages",
+        "/api/users/{id}",
+    ] {
+        assert!(
+            paths.contains_key(documented),
+            "{documented} is not in /openapi.json"
+        );
+    }
+    for path in paths.keys() {
+        let allowed: &[&str] = if path.starts_with("/api/users/") {
+            &["id"]
+        } else if path.starts_with("/dashboard/") {
+            &["file"]
+        } else {
+            &["instanceId", "chatId", "messageId"]
+        };
+        for name in placeholders(path) {
+            assert!(
+                allowed.contains(&name.as_str()),
+                "{path}: {{{name}}} is not among the documents' names {allowed:?}"
+            );
+        }
+    }
+}
+
 /// The only way to add a route is `utoipa_axum::routes!` with a `#[utoipa::path]`
 /// handler, which documents it. axum's own ways of adding routes would serve an endpoint
 /// the document does not show, so the server's sources must not use them (unit-test
@@ -356,16 +398,16 @@ const FUZZ_TIMEOUT: Duration = Duration::from_secs(600);
 const NOT_FUZZED: [&str; 5] = [
     // Endless Server-Sent Event streams, by design: a request never completes. The
     // instances and WABA tests cover them.
-    "GET /api/instances/{id}/events/stream",
+    "GET /api/instances/{instanceId}/events/stream",
     "GET /api/waba/operator/events",
     // Could create instances on the wacore engine, which connects to WhatsApp's servers:
     // tests never reach the internet. The instances tests cover creation.
     "POST /api/instances",
     // Would delete the instance every other operation is fuzzed against.
-    "DELETE /api/instances/{id}",
+    "DELETE /api/instances/{instanceId}",
     // `crash` kills the session on purpose; while the supervisor restarts it, calls on the
     // instance answer 503 `unavailable` with Retry-After, by design.
-    "POST /api/sandbox/instances/{id}/fault",
+    "POST /api/sandbox/instances/{instanceId}/fault",
 ];
 
 /// A bounded schema-driven fuzz run: schemathesis generates requests from
@@ -420,15 +462,15 @@ async fn fuzzing_the_api_finds_no_server_error() {
 auto-signup = false
 
 [parameters]
-"path.id" = "{instance}"
+"path.instanceId" = "{instance}"
 
 [[operations]]
 include-path-regex = "^/api/users/"
 parameters = {{ "path.id" = "{user_id}" }}
 
 [[operations]]
-include-path-regex = "^/api/instances/[{{]id[}}]/(chats|messages)/"
-parameters = {{ "path.chat_id" = "79005550000", "path.message_id" = "{message_id}" }}
+include-path-regex = "^/api/instances/[{{]instanceId[}}]/(chats|messages)/"
+parameters = {{ "path.chatId" = "79005550000", "path.messageId" = "{message_id}" }}
 "#
         ),
     )

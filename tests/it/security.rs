@@ -225,7 +225,10 @@ impl LoggedServer {
     async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> LoggedServer {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"));
+        // The data directory is its working directory too: no `.env` of the checkout
+        // is read.
         cmd.env_clear()
+            .current_dir(data_dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("DATA_DIR", data_dir)
@@ -826,7 +829,7 @@ const PRIVATE_TARGETS: [&str; 33] = [
     "file:///etc/passwd",
 ];
 
-/// With ALLOW_PRIVATE_NETWORK_URLS off, every such URL is refused (422 naming the
+/// With ALLOW_PRIVATE_NETWORK_URLS off, every such URL is refused (400 naming the
 /// field) as a webhook URL — at creation and in an update — and as a media URL to send
 /// or to receive through the sandbox. Redirects to such addresses are checked at every
 /// hop by the HTTP client's redirect policy and resolver; that needs a public redirect
@@ -850,7 +853,7 @@ async fn private_network_targets_in_any_spelling_are_refused() {
             )
             .await;
         assert!(
-            status == 422 && named(&body, "webhookUrl"),
+            status == 400 && named(&body, "webhookUrl"),
             "create with {url}: {status} {body}"
         );
         let (status, body) = srv
@@ -861,7 +864,7 @@ async fn private_network_targets_in_any_spelling_are_refused() {
             )
             .await;
         assert!(
-            status == 422 && named(&body, "webhookUrl"),
+            status == 400 && named(&body, "webhookUrl"),
             "update to {url}: {status} {body}"
         );
         let (status, body) = srv
@@ -872,7 +875,7 @@ async fn private_network_targets_in_any_spelling_are_refused() {
             )
             .await;
         assert!(
-            status == 422 && named(&body, "url"),
+            status == 400 && named(&body, "url"),
             "send-media from {url}: {status} {body}"
         );
         let (status, body) = srv
@@ -883,7 +886,7 @@ async fn private_network_targets_in_any_spelling_are_refused() {
             )
             .await;
         assert!(
-            status == 422 && named(&body, "url"),
+            status == 400 && named(&body, "url"),
             "inbound media from {url}: {status} {body}"
         );
     }
@@ -987,7 +990,7 @@ async fn cors_wildcard_allows_any_origin_without_credentials() {
     }
 }
 
-/// Error answers produced outside the handlers — 405, 413, 422 from the JSON extractor,
+/// Error answers produced outside the handlers — 405, 413, 400 from the JSON extractor,
 /// 429 — carry the security headers too.
 #[tokio::test]
 async fn error_answers_carry_security_headers() {
@@ -1002,7 +1005,7 @@ async fn error_answers_carry_security_headers() {
             Method::POST,
             "/api/auth/login",
             Some(json!({"email": 5})),
-            422,
+            400,
         ),
         (Method::GET, "/api/auth/me", None, 200),
         (Method::GET, "/api/auth/me", None, 429),

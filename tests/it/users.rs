@@ -233,7 +233,7 @@ async fn operators_need_an_owner(backend: Backend) {
             json!({"email": "op@example.com", "password": "password1", "role": "operator"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -246,7 +246,7 @@ async fn operators_need_an_owner(backend: Backend) {
             json!({"email": "op@example.com", "password": "password1", "role": "operator", "ownerId": "missing"}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     let (status, op) = srv
         .post(
             "/api/users",
@@ -264,7 +264,7 @@ async fn operators_need_an_owner(backend: Backend) {
             json!({"email": "u2@example.com", "password": "password1", "role": "user", "ownerId": owner}),
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
 }
 
 async fn the_last_admin_is_protected(backend: Backend) {

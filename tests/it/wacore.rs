@@ -185,7 +185,7 @@ async fn stream_error_401_logs_the_instance_out_and_wipes_its_session() {
         .wait_for("disconnected (logged out)", 20, |r| {
             r.iter().any(|r| {
                 let e = r.json();
-                e["event"] == "disconnected" && e["data"]["reason"] == "logged_out"
+                e["event"] == "disconnected" && e["data"]["reason"] == "logout"
             })
         })
         .await;

@@ -379,7 +379,7 @@ async fn webhook_test_and_url_validation() {
                 json!({"name": "x", "webhookUrl": url}),
             )
             .await;
-        assert_eq!(status, 422, "{url}: {body}");
+        assert_eq!(status, 400, "{url}: {body}");
         assert!(
             body["error"]
                 .as_str()

@@ -22,7 +22,7 @@ pub(super) struct WabaData {
 
 impl MemoryStorage {
     fn open_waba(&self) -> StoreResult<MutexGuard<'_, WabaData>> {
-        self.open()?;
+        drop(self.open()?);
         Ok(self.waba())
     }
 
