@@ -1,6 +1,6 @@
 //! The real WhatsApp engine, driven end to end: the unmodified whatsapp-rust client runs
 //! inside the gateway and talks through the `TransportFactory` seam to an in-process fake
-//! WhatsApp (`fake_whatsapp`) that performs the server half of the real Noise handshake.
+//! WhatsApp (the `fake-whatsapp` crate) that performs the server half of the real Noise handshake.
 //! Everything is asserted through the gateway's HTTP API and webhooks.
 //!
 //! Not covered here, because it needs WhatsApp's servers or a phone: completing a pairing
@@ -10,8 +10,8 @@
 use serde_json::{Value, json};
 
 use crate::common::{Auth, TestServer, eventually};
-use crate::fake_whatsapp::{Ending, FakeWhatsApp};
 use crate::receiver::{Receiver, unused_addr};
+use fake_whatsapp::{Ending, FakeWhatsApp};
 
 /// Pinned so the client does not look its version up on the internet.
 const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");

@@ -5,10 +5,8 @@
 //! servers do (stream errors, `<conflict>`, a dropped socket).
 //!
 //! The client checks the server's certificate chain; the responder's is zero-signed, which
-//! only the `danger-skip-cert-chain-verify` feature accepts. That feature is enabled in
-//! dev-dependencies only, so the shipped binary never has it.
-
-#![allow(dead_code)]
+//! only the `danger-skip-cert-chain-verify` feature accepts. This crate enables it and is
+//! only ever a dev-dependency, so the shipped binary never has it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
