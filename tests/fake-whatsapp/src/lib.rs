@@ -1,28 +1,46 @@
-//! WhatsApp's side of a connection, in process: a [`TransportFactory`] whose transports
-//! lead to a responder that performs the server half of the real Noise XX handshake with
-//! the unmodified whatsapp-rust client, then asks it to pair (QR refs), answers its pings
-//! and pair-code requests, and on the test's command ends the stream the way WhatsApp's
-//! servers do (stream errors, `<conflict>`, a dropped socket).
+//! WhatsApp's servers and phones, in process, for the unmodified whatsapp-rust client.
 //!
-//! The client checks the server's certificate chain; the responder's is zero-signed, which
-//! only the `danger-skip-cert-chain-verify` feature accepts. This crate enables it and is
-//! only ever a dev-dependency, so the shipped binary never has it.
+//! [`FakeWhatsApp`] is a [`TransportFactory`]: every connection the client opens leads to
+//! a server task that speaks the real protocol: the Noise handshakes (XX for new devices,
+//! IK for registered ones), QR pairing signed by a phone, the IQs the client waits on after
+//! login, a key directory, and message and receipt routing to scripted phones ([`Peer`]s).
+//! All cryptography is the library's own: wacore's Noise state machine, its Signal
+//! sessions (each peer is an unconnected whatsapp-rust client on the in-memory store), its
+//! ADV signature checks and its media encryption.
+//!
+//! What it does not do is anything the library does not need: groups, app-state
+//! contents (every collection is empty), presence, calls. An IQ it does not know is
+//! answered `<error code="501"/>` and counted ([`FakeWhatsApp::unknown_iqs`]), so a test
+//! notices when the client starts asking for something new.
+//!
+//! The client checks the server's certificate chain; the fake's is zero-signed, which
+//! only whatsapp-rust's `danger-skip-cert-chain-verify` feature accepts. This crate enables
+//! it and is only ever a dev-dependency, so the shipped binary never has it.
+
+mod conn;
+mod handshake;
+mod media;
+mod peer;
+mod server;
+mod wire;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-use whatsapp_rust::NodeBuilder;
-use whatsapp_rust::bytes::Bytes;
-use whatsapp_rust::transport::{DisconnectReason, Transport, TransportEvent, TransportFactory};
-use whatsapp_rust::wacore::handshake::{NoiseCipher, NoiseHandshake};
-use whatsapp_rust::wacore::libsignal::protocol::KeyPair;
-use whatsapp_rust::wacore_binary::consts::{NOISE_PATTERN_XX, WA_CONN_HEADER};
-use whatsapp_rust::wacore_binary::marshal::{marshal, unmarshal_ref};
+use tokio::sync::mpsc;
+use whatsapp_rust::http::HttpClient;
+use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
 use whatsapp_rust::wacore_binary::node::Node;
-use whatsapp_rust::wacore_binary::util::unpack;
-use whatsapp_rust::waproto::whatsapp as wa;
-use whatsapp_rust::{anyhow, async_channel, async_trait, buffa::Message as _};
+use whatsapp_rust::{Jid, anyhow, async_channel, async_trait};
+
+pub use handshake::Pattern;
+pub use peer::{Peer, ReceivedMessage, ReceivedReceipt};
+pub use server::MEDIA_HOST;
+
+use crate::conn::ClientSide;
+use crate::media::{MediaRoute, MediaServer};
+use crate::server::{Command, Inner};
+use crate::wire::ToClient;
 
 /// How WhatsApp ends a connection, on the test's command.
 #[derive(Debug, Clone, Copy)]
@@ -35,25 +53,44 @@ pub enum Ending {
     Drop,
 }
 
-/// A pair-code request the responder received.
+/// A pair-code request the server received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairCodeRequest {
     /// The `jid` the client asked to link (`<phone>@s.whatsapp.net`).
     pub jid: String,
 }
 
-#[derive(Default)]
-struct Shared {
-    /// One command channel per connection the client opened, in order.
-    connections: Mutex<Vec<mpsc::UnboundedSender<Ending>>>,
-    pair_requests: Mutex<Vec<PairCodeRequest>>,
+/// A stanza a client sent, with the connection it came on (1-based).
+#[derive(Debug, Clone)]
+pub struct Stanza {
+    pub connection: usize,
+    pub node: Node,
 }
 
-/// The fake WhatsApp. Cloning shares it.
+impl Stanza {
+    /// The value of attribute `key`, if present.
+    pub fn attr(&self, key: &str) -> Option<String> {
+        wire::attr(&self.node, key)
+    }
+
+    /// Whether this is an IQ of namespace `xmlns` whose first child is `<child>`.
+    pub fn is_iq(&self, xmlns: &str, child: &str) -> bool {
+        self.node.tag == "iq"
+            && self.attr("xmlns").as_deref() == Some(xmlns)
+            && self
+                .node
+                .children()
+                .and_then(|c| c.first())
+                .is_some_and(|c| c.tag == child)
+    }
+}
+
+/// The fake WhatsApp. Cloning shares it. Create it inside a Tokio runtime (it starts its
+/// media server).
 #[derive(Clone)]
 pub struct FakeWhatsApp {
-    shared: Arc<Shared>,
-    opened: watch::Sender<usize>,
+    inner: Arc<Inner>,
+    media: Arc<MediaServer>,
 }
 
 impl Default for FakeWhatsApp {
@@ -63,55 +100,145 @@ impl Default for FakeWhatsApp {
 }
 
 impl FakeWhatsApp {
+    /// A server with a fresh static key, no accounts and no users.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, or when no loopback port is free.
     pub fn new() -> Self {
+        let inner = Arc::new_cyclic(|me| Inner::new(me.clone()).expect("the server's keys"));
+        let media =
+            MediaServer::start(inner.blobs.clone()).expect("a loopback port for the media server");
         FakeWhatsApp {
-            shared: Arc::default(),
-            opened: watch::channel(0).0,
+            inner,
+            media: Arc::new(media),
         }
     }
 
-    /// The transport factory to give the gateway.
+    /// The transport factory to give the client.
     pub fn factory(&self) -> Arc<dyn TransportFactory> {
         Arc::new(self.clone())
     }
 
+    /// An HTTP client that sends media requests for [`MEDIA_HOST`] to this fake's media
+    /// server and everything else to `inner`.
+    pub fn http_client(&self, inner: Arc<dyn HttpClient>) -> Arc<dyn HttpClient> {
+        Arc::new(MediaRoute {
+            base: self.media.base.clone(),
+            inner,
+        })
+    }
+
+    /// How many encrypted blobs the media server holds.
+    pub fn media_blobs(&self) -> usize {
+        self.inner.blobs.len()
+    }
+
     /// How many connections the client opened so far.
     pub fn connections(&self) -> usize {
-        *self.opened.borrow()
+        self.inner.state().conns.len()
+    }
+
+    /// The handshake each connection used, in order (`None` while it runs).
+    pub fn handshakes(&self) -> Vec<Option<Pattern>> {
+        self.inner.state().conns.iter().map(|c| c.pattern).collect()
     }
 
     /// Ends connection `n` (1-based) the way `ending` says.
+    ///
+    /// # Panics
+    /// When connection `n` was never opened or is already closed.
     pub fn end(&self, n: usize, ending: Ending) {
-        let connections = self.shared.connections.lock().expect("lock");
-        let tx = connections
-            .get(n - 1)
-            .unwrap_or_else(|| panic!("connection {n} was never opened"));
-        tx.send(ending).expect("the connection is gone");
+        assert!(
+            self.inner.command(n, Command::End(ending)),
+            "connection {n} was never opened or is gone"
+        );
     }
 
     pub fn pair_requests(&self) -> Vec<PairCodeRequest> {
-        self.shared.pair_requests.lock().expect("lock").clone()
+        self.inner.state().pair_requests.clone()
     }
 
-    /// The QR ref the responder hands out as the first of connection `n`.
+    /// The QR ref the server hands out first on connection `n`.
     pub fn first_ref(n: usize) -> String {
         format!("REF-{n}-1")
     }
-}
 
-struct ClientSide {
-    to_server: mpsc::UnboundedSender<Bytes>,
-}
-
-#[async_trait]
-impl Transport for ClientSide {
-    async fn send(&self, data: Bytes) -> Result<(), anyhow::Error> {
-        self.to_server
-            .send(data)
-            .map_err(|_| anyhow::anyhow!("the fake WhatsApp closed the connection"))
+    /// The phone of account `phone` scans `qr`: the device showing it is linked to that
+    /// account (created on first use). Pairing completes when the device signs its
+    /// identity; it then logs in again on a new connection.
+    pub async fn scan(&self, qr: &str, phone: &str) -> Result<(), String> {
+        self.inner.scan(qr, phone).await
     }
 
-    async fn disconnect(&self) {}
+    /// The primary phone of account `phone`, created on first use.
+    pub async fn phone(&self, phone: &str) -> Result<Peer, String> {
+        self.inner.account(phone).await
+    }
+
+    /// A WhatsApp user (not one of the accounts), created on first use.
+    pub async fn user(&self, phone: &str, name: &str) -> Result<Peer, String> {
+        self.inner.user(phone, name).await
+    }
+
+    /// Whether device `device` of account `phone` finished pairing.
+    pub fn is_linked(&self, phone: &str, device: u16) -> bool {
+        self.inner.registered(phone, device)
+    }
+
+    /// How many IQs the server did not know (and answered with error 501).
+    pub fn unknown_iqs(&self) -> usize {
+        self.inner.state().unknown_iqs.len()
+    }
+
+    /// The IQs the server did not know.
+    pub fn unknown_iq_stanzas(&self) -> Vec<Node> {
+        self.inner.state().unknown_iqs.clone()
+    }
+
+    /// Every stanza the clients sent after their handshakes.
+    pub fn stanzas(&self) -> Vec<Stanza> {
+        self.inner.state().stanzas.clone()
+    }
+
+    /// Things that went wrong on the server's side (a message a phone could not
+    /// decrypt, a retry receipt, a bad signature): a passing test expects none.
+    pub fn problems(&self) -> Vec<String> {
+        self.inner.state().problems.clone()
+    }
+
+    /// Devices unlinked by their own request (`remove-companion-device`).
+    pub fn removed_devices(&self) -> Vec<Jid> {
+        self.inner.state().removed.clone()
+    }
+
+    /// Waits until `check` finds what it looks for, re-checking whenever the server's
+    /// state changes; fails after `within`.
+    pub async fn wait_until<T>(
+        &self,
+        within: Duration,
+        what: &str,
+        mut check: impl FnMut(&FakeWhatsApp) -> Option<T>,
+    ) -> Result<T, String> {
+        let mut changes = self.inner.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            changes.mark_unchanged();
+            if let Some(found) = check(self) {
+                return Ok(found);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(format!("the fake WhatsApp is gone: {what}")),
+                Err(_) => {
+                    return Err(format!(
+                        "timed out after {within:?} waiting for {what}; unknown IQs: {}; problems: {:?}",
+                        self.unknown_iqs(),
+                        self.problems()
+                    ));
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -121,286 +248,21 @@ impl TransportFactory for FakeWhatsApp {
     ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
         let (to_server, from_client) = mpsc::unbounded_channel();
         let (events, to_client) = async_channel::unbounded();
-        let (commands, ending) = mpsc::unbounded_channel();
-        let n = {
-            let mut connections = self.shared.connections.lock().expect("lock");
-            connections.push(commands);
-            connections.len()
-        };
-        let shared = self.shared.clone();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let n = self.inner.connect(commands);
+        let inner = self.inner.clone();
         tokio::spawn(async move {
-            if let Err(err) = respond(n, from_client, events, ending, shared).await {
+            if let Err(err) =
+                conn::serve(inner, n, from_client, ToClient(events), commands_rx).await
+            {
                 eprintln!("fake WhatsApp, connection {n}: {err}");
             }
         });
-        self.opened.send_replace(n);
-        Ok((Arc::new(ClientSide { to_server }), to_client))
+        Ok((
+            Arc::new(ClientSide {
+                to_server: Mutex::new(Some(to_server)),
+            }),
+            to_client,
+        ))
     }
-}
-
-/// Splits the byte stream into WhatsApp's 3-byte-length-prefixed frames.
-#[derive(Default)]
-struct Frames(Vec<u8>);
-
-impl Frames {
-    fn feed(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-    }
-
-    fn next(&mut self) -> Option<Vec<u8>> {
-        if self.0.len() < 3 {
-            return None;
-        }
-        let len =
-            (usize::from(self.0[0]) << 16) | (usize::from(self.0[1]) << 8) | usize::from(self.0[2]);
-        if self.0.len() < 3 + len {
-            return None;
-        }
-        let frame = self.0[3..3 + len].to_vec();
-        self.0.drain(..3 + len);
-        Some(frame)
-    }
-}
-
-async fn next_frame(
-    frames: &mut Frames,
-    from_client: &mut mpsc::UnboundedReceiver<Bytes>,
-) -> Result<Vec<u8>, String> {
-    loop {
-        if let Some(frame) = frames.next() {
-            return Ok(frame);
-        }
-        let bytes = from_client
-            .recv()
-            .await
-            .ok_or("the client closed the connection")?;
-        frames.feed(&bytes);
-    }
-}
-
-fn frame(payload: &[u8]) -> Result<Bytes, String> {
-    whatsapp_rust::wacore::framing::encode_frame(payload, None)
-        .map(Bytes::from)
-        .map_err(|e| format!("framing: {e}"))
-}
-
-type Fallible<T> = Result<T, String>;
-
-/// The server's half of one connection.
-async fn respond(
-    n: usize,
-    mut from_client: mpsc::UnboundedReceiver<Bytes>,
-    events: async_channel::Sender<TransportEvent>,
-    mut ending: mpsc::UnboundedReceiver<Ending>,
-    shared: Arc<Shared>,
-) -> Fallible<()> {
-    let send = |event| {
-        let events = events.clone();
-        async move {
-            events
-                .send(event)
-                .await
-                .map_err(|_| "the client went away".to_owned())
-        }
-    };
-    send(TransportEvent::Connected).await?;
-    let mut frames = Frames::default();
-    // ClientHello, after the 4-byte connection header.
-    let first = from_client.recv().await.ok_or("no client hello")?;
-    frames.feed(first.strip_prefix(&WA_CONN_HEADER[..]).unwrap_or(&first));
-    let hello =
-        wa::HandshakeMessage::decode_from_slice(&next_frame(&mut frames, &mut from_client).await?)
-            .map_err(|e| format!("client hello: {e}"))?;
-    let client_ephemeral: [u8; 32] = hello
-        .client_hello
-        .into_option()
-        .and_then(|h| h.ephemeral)
-        .and_then(|e| e.try_into().ok())
-        .ok_or("client hello without an ephemeral key")?;
-
-    // ServerHello: e, ee, s, es, and the certificate chain.
-    let (static_key, ephemeral) = {
-        let mut rng = rand10::rng();
-        (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng))
-    };
-    let static_pub: [u8; 32] = key_bytes(&static_key)?;
-    let ephemeral_pub: [u8; 32] = key_bytes(&ephemeral)?;
-    let mut noise =
-        NoiseHandshake::new(NOISE_PATTERN_XX, &WA_CONN_HEADER).map_err(|e| e.to_string())?;
-    noise.authenticate(&client_ephemeral);
-    noise.authenticate(&ephemeral_pub);
-    noise
-        .mix_shared_secret(ephemeral.private_key.serialize(), &client_ephemeral)
-        .map_err(|e| e.to_string())?;
-    let sealed_static = noise.encrypt(&static_pub).map_err(|e| e.to_string())?;
-    noise
-        .mix_shared_secret(static_key.private_key.serialize(), &client_ephemeral)
-        .map_err(|e| e.to_string())?;
-    let certificate = wacore_noise::test_util::build_cert_chain_bytes(&static_pub);
-    let sealed_certificate = noise.encrypt(&certificate).map_err(|e| e.to_string())?;
-    let server_hello = wa::HandshakeMessage {
-        server_hello: whatsapp_rust::buffa::MessageField::some(
-            wa::handshake_message::ServerHello {
-                ephemeral: Some(ephemeral_pub.to_vec()),
-                r#static: Some(sealed_static),
-                payload: Some(sealed_certificate),
-                ..Default::default()
-            },
-        ),
-        ..Default::default()
-    };
-    send(TransportEvent::DataReceived(frame(
-        &server_hello.encode_to_vec(),
-    )?))
-    .await?;
-
-    // ClientFinish: the client's static key and its login payload.
-    let finish =
-        wa::HandshakeMessage::decode_from_slice(&next_frame(&mut frames, &mut from_client).await?)
-            .map_err(|e| format!("client finish: {e}"))?
-            .client_finish
-            .into_option()
-            .ok_or("no client finish")?;
-    let client_static: [u8; 32] = noise
-        .decrypt(
-            &finish
-                .r#static
-                .ok_or("client finish without a static key")?,
-        )
-        .map_err(|e| e.to_string())?
-        .try_into()
-        .map_err(|_| "the client's static key is not 32 bytes")?;
-    noise
-        .mix_shared_secret(ephemeral.private_key.serialize(), &client_static)
-        .map_err(|e| e.to_string())?;
-    noise
-        .decrypt(&finish.payload.ok_or("client finish without a payload")?)
-        .map_err(|e| e.to_string())?;
-    let (read_cipher, write_cipher): (NoiseCipher, NoiseCipher) =
-        noise.finish().map_err(|e| e.to_string())?;
-    let mut written = 0u32;
-    let mut seal = |node: Node| -> Fallible<Bytes> {
-        let plain = marshal(&node).map_err(|e| e.to_string())?;
-        let sealed = write_cipher
-            .encrypt_with_counter(written, &plain)
-            .map_err(|e| e.to_string())?;
-        written += 1;
-        frame(&sealed)
-    };
-
-    // An unpaired device is asked to show QR codes.
-    let refs = (1..=3).map(|i| {
-        NodeBuilder::new("ref")
-            .bytes(format!("REF-{n}-{i}").into_bytes())
-            .build()
-    });
-    let pair_device = NodeBuilder::new("iq")
-        .attr("from", "s.whatsapp.net")
-        .attr("type", "set")
-        .attr("id", format!("pair-{n}"))
-        .attr("xmlns", "md")
-        .children([NodeBuilder::new("pair-device").children(refs).build()])
-        .build();
-    send(TransportEvent::DataReceived(seal(pair_device)?)).await?;
-
-    let mut read = 0u32;
-    loop {
-        while let Some(mut sealed) = frames.next() {
-            read_cipher
-                .decrypt_in_place_with_counter(read, &mut sealed)
-                .map_err(|e| e.to_string())?;
-            read += 1;
-            let raw = unpack(&sealed).map_err(|e| e.to_string())?;
-            let node = unmarshal_ref(&raw).map_err(|e| e.to_string())?;
-            if node.tag != "iq" {
-                continue;
-            }
-            let id = node
-                .attrs()
-                .optional_string("id")
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            let kind = node.attrs().optional_string("type").map(|s| s.to_string());
-            let xmlns = node.attrs().optional_string("xmlns").map(|s| s.to_string());
-            let answer = match (kind.as_deref(), xmlns.as_deref()) {
-                // Keepalive ping.
-                (Some("get"), Some("w:p")) => Some(result(&id).build()),
-                // Pair by phone code, stage one: hand back a pairing ref.
-                (Some("set"), Some("md")) => {
-                    match node.get_optional_child_by_tag(&["link_code_companion_reg"]) {
-                        Some(reg) => {
-                            let jid = reg
-                                .attrs()
-                                .optional_string("jid")
-                                .map(|s| s.to_string())
-                                .unwrap_or_default();
-                            shared
-                                .pair_requests
-                                .lock()
-                                .map_err(|_| "poisoned")?
-                                .push(PairCodeRequest { jid });
-                            Some(
-                                result(&id)
-                                    .children([NodeBuilder::new("link_code_companion_reg")
-                                        .children([NodeBuilder::new("link_code_pairing_ref")
-                                            .bytes(format!("PAIR-REF-{n}").into_bytes())
-                                            .build()])
-                                        .build()])
-                                    .build(),
-                            )
-                        }
-                        None => None,
-                    }
-                }
-                _ => None,
-            };
-            if let Some(answer) = answer {
-                send(TransportEvent::DataReceived(seal(answer)?)).await?;
-            }
-        }
-        tokio::select! {
-            bytes = from_client.recv() => match bytes {
-                Some(bytes) => frames.feed(&bytes),
-                None => return Ok(()),
-            },
-            command = ending.recv() => {
-                let stanza = match command {
-                    Some(Ending::StreamError(code)) => NodeBuilder::new("stream:error").attr("code", code.to_string()).build(),
-                    Some(Ending::Replaced) => NodeBuilder::new("stream:error")
-                        .children([NodeBuilder::new("conflict").attr("type", "replaced").build()])
-                        .build(),
-                    Some(Ending::Drop) => {
-                        send(TransportEvent::Disconnected(DisconnectReason::ReadError(
-                            "simulated network loss".into(),
-                        )))
-                        .await?;
-                        return Ok(());
-                    }
-                    None => return Ok(()),
-                };
-                send(TransportEvent::DataReceived(seal(stanza)?)).await?;
-                // WhatsApp closes the socket after a stream error.
-                tokio::time::timeout(Duration::from_secs(5), async {
-                    while from_client.recv().await.is_some() {}
-                })
-                .await
-                .ok();
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn result(id: &str) -> NodeBuilder {
-    NodeBuilder::new("iq")
-        .attr("from", "s.whatsapp.net")
-        .attr("type", "result")
-        .attr("id", id.to_owned())
-}
-
-fn key_bytes(key: &KeyPair) -> Fallible<[u8; 32]> {
-    key.public_key
-        .public_key_bytes()
-        .try_into()
-        .map_err(|_| "a public key is not 32 bytes".to_owned())
 }
