@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use wagate_actors::backoff::BackoffConfig;
-use wagate_actors::engine::wacore::TransportFactory;
+use wagate_actors::engine::wacore::{HttpClient, TransportFactory};
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork, WacoreSettings};
 use wagate_actors::events::EventHub;
 use wagate_actors::instance::{InstanceDeps, InstancesHandle};
@@ -157,13 +157,19 @@ async fn start_waba(
     Ok(crate::waba::Waba::new(storage, desk, vault))
 }
 
+/// The network seams of real sessions, from [`Seams`].
+struct WacoreSeams {
+    transport: Option<Arc<dyn TransportFactory>>,
+    http: Option<Arc<dyn HttpClient>>,
+}
+
 /// Starts the actor tree: the sandbox network and the instance supervisor.
 async fn start_actors(
     config: &Config,
     storage: DynStorage,
     events: EventHub,
     stats: StatsHandle,
-    wacore_transport: Option<Arc<dyn TransportFactory>>,
+    wacore: WacoreSeams,
 ) -> Result<Runtime, StartError> {
     let network = SandboxNetwork::new(SandboxConfig {
         autopair: config.sandbox_autopair,
@@ -177,7 +183,8 @@ async fn start_actors(
             WacoreSettings {
                 version: config.wacore_client_version,
                 ws_url: config.wacore_ws_url.clone(),
-                transport: wacore_transport,
+                transport: wacore.transport,
+                http: wacore.http,
                 shutdown_timeout: config.wacore_shutdown_timeout,
                 connect_wait: config.actor_call_timeout,
             },
@@ -218,6 +225,9 @@ pub struct Seams {
     /// How real (`wacore`) sessions open connections; `None` is a WebSocket to WhatsApp
     /// (or to `WACORE_WS_URL`).
     pub wacore_transport: Option<Arc<dyn TransportFactory>>,
+    /// The HTTP client of real sessions (version lookup, media); `None` is reqwest to
+    /// WhatsApp's servers.
+    pub wacore_http: Option<Arc<dyn HttpClient>>,
 }
 
 impl Default for Seams {
@@ -225,6 +235,7 @@ impl Default for Seams {
         Seams {
             clock: Arc::new(SystemClock),
             wacore_transport: None,
+            wacore_http: None,
         }
     }
 }
@@ -254,6 +265,7 @@ pub async fn run_with(
     let Seams {
         clock,
         wacore_transport,
+        wacore_http,
     } = seams;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -321,7 +333,10 @@ pub async fn run_with(
         storage.clone(),
         events,
         stats.clone(),
-        wacore_transport,
+        WacoreSeams {
+            transport: wacore_transport,
+            http: wacore_http,
+        },
     )
     .await?;
     let restored = runtime

@@ -190,6 +190,7 @@ impl TestServer {
         let seams = wagate::app::Seams {
             clock: server_clock,
             wacore_transport: wacore_transport.clone(),
+            wacore_http: None,
         };
         let handle = tokio::spawn(wagate::app::run_with(
             config,
