@@ -8,6 +8,8 @@
 //! through pairing, a send and a receive. The translation of receipts and content is
 //! unit-tested in `actors/src/engine/wacore/mapping.rs`.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::common::{Auth, TestServer, eventually};
@@ -331,6 +333,13 @@ async fn a_linked_instance_sends_and_receives() {
     rig.server
         .wait_status(&rig.auth, &rig.id, "connected")
         .await;
+    // The status turns connected at the pairing; the device logs in a round trip later.
+    rig.whatsapp
+        .wait_until(Duration::from_secs(10), "the device online", |w| {
+            w.online("79001234567").then_some(())
+        })
+        .await
+        .expect("online");
     let bob = rig.whatsapp.user("79005550001", "Bob").await.expect("Bob");
 
     let (code, body) = rig
@@ -343,7 +352,7 @@ async fn a_linked_instance_sends_and_receives() {
         .await;
     assert_eq!(code, 200, "{body}");
     let got = bob
-        .next_message(std::time::Duration::from_secs(10))
+        .next_message(Duration::from_secs(10))
         .await
         .expect("Bob gets it");
     assert_eq!(got.text.as_deref(), Some("Hello Bob"));

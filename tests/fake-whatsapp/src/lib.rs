@@ -185,6 +185,12 @@ impl FakeWhatsApp {
         self.inner.registered(phone, device)
     }
 
+    /// Whether a linked device of account `phone` is logged in and out of passive mode
+    /// (it sent `<active/>`): what it sends now goes out, what it is sent arrives.
+    pub fn online(&self, phone: &str) -> bool {
+        self.inner.online(phone)
+    }
+
     /// How many IQs the server did not know (and answered with error 501).
     pub fn unknown_iqs(&self) -> usize {
         self.inner.state().unknown_iqs.len()

@@ -38,6 +38,9 @@ pub(crate) enum Reply {
     End(Ending),
 }
 
+/// How long after a device signs its identity the server restarts the stream.
+const RESTART_AFTER_PAIRING: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The hostname the fake's `media_conn` answer names; its HTTP client sends it to the
 /// loopback media server.
 pub const MEDIA_HOST: &str = "mmg.fake-whatsapp.test";
@@ -112,6 +115,8 @@ struct Companion {
     signed_identity: Option<Vec<u8>>,
     removed: bool,
     conn: Option<usize>,
+    /// Logged in on `conn` and out of passive mode: messages flow.
+    active: bool,
     /// Stanzas waiting for the device's next login, delivered when it goes active.
     offline: Vec<Node>,
 }
@@ -210,6 +215,7 @@ impl Inner {
                 && companion.conn == Some(n)
             {
                 companion.conn = None;
+                companion.active = false;
             }
         }
         drop(state);
@@ -475,6 +481,7 @@ impl Inner {
                 signed_identity: None,
                 removed: false,
                 conn: None,
+                active: false,
                 offline: Vec::new(),
             },
         );
@@ -615,6 +622,12 @@ impl Inner {
             }
         }
         self.bump();
+        // WhatsApp restarts the stream a network round trip later. whatsapp-rust 0.7.0
+        // marks the disconnect as expected only after it sent pair-device-sign; a 515
+        // that overtakes that mark (on a multi-threaded runtime) makes it drop its next
+        // login once and come back over IK. Waiting like a real server keeps to one
+        // login.
+        tokio::time::sleep(RESTART_AFTER_PAIRING).await;
         vec![Reply::End(Ending::StreamError(515))]
     }
 
@@ -690,6 +703,7 @@ impl Inner {
                 .get_mut(&phone)
                 .and_then(|a| a.companions.get_mut(&device))
             {
+                companion.active = true;
                 for mut stanza in std::mem::take(&mut companion.offline) {
                     stanza.attrs.insert("offline", "1");
                     replies.push(Reply::Send(stanza));
@@ -697,6 +711,7 @@ impl Inner {
                 }
             }
         }
+        self.bump();
         replies.push(Reply::Send(
             NodeBuilder::new("ib")
                 .attr("from", SERVER)
@@ -1248,6 +1263,13 @@ impl Inner {
             self.deliver(to, device, stanza)?;
         }
         Ok(())
+    }
+
+    pub(crate) fn online(&self, phone: &str) -> bool {
+        self.state()
+            .accounts
+            .get(phone)
+            .is_some_and(|a| a.companions.values().any(|c| c.active))
     }
 
     pub(crate) fn registered(&self, phone: &str, device: u16) -> bool {
