@@ -13,6 +13,21 @@
 //! answered `<error code="501"/>` and counted ([`FakeWhatsApp::unknown_iqs`]), so a test
 //! notices when the client starts asking for something new.
 //!
+//! # Using it
+//!
+//! - Give the client [`FakeWhatsApp::factory`] as its transport and, for media,
+//!   [`FakeWhatsApp::http_client`] around any HTTP client.
+//! - A new device shows QR codes (`REF-<connection>-<n>` refs); [`FakeWhatsApp::scan`]
+//!   with the code and a phone number links it to that account. The device logs in again
+//!   right away and is [`FakeWhatsApp::online`] once it left passive mode.
+//! - [`FakeWhatsApp::user`] makes another WhatsApp user; [`FakeWhatsApp::phone`] is an
+//!   account's own phone. A [`Peer`] reads what the device sends
+//!   ([`Peer::next_message`], [`Peer::download`]), sends texts and images to it and
+//!   receipts ([`Peer::next_receipt`], [`Peer::send_receipt`]).
+//! - [`FakeWhatsApp::wait_until`] waits on the server's state without polling;
+//!   [`FakeWhatsApp::stanzas`], [`FakeWhatsApp::removed_devices`] and
+//!   [`FakeWhatsApp::handshakes`] tell what the client did.
+//!
 //! The client checks the server's certificate chain; the fake's is zero-signed, which
 //! only whatsapp-rust's `danger-skip-cert-chain-verify` feature accepts. This crate enables
 //! it and is only ever a dev-dependency, so the shipped binary never has it.
