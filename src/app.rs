@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use wagate_actors::backoff::BackoffConfig;
 use wagate_actors::domain::{Clock, SystemClock};
-use wagate_actors::engine::wacore::TransportFactory;
+use wagate_actors::engine::wacore::{HttpClient, TransportFactory};
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork, WacoreSettings};
 use wagate_actors::runtime::{DeskParts, Runtime, RuntimeConfig, WebhookParts, start_runtime};
 use wagate_actors::store::DynStorage;
@@ -75,6 +75,7 @@ async fn start_actors(
     clock: Arc<dyn Clock>,
     metrics: &crate::metrics::Metrics,
     wacore_transport: Option<Arc<dyn TransportFactory>>,
+    wacore_http: Option<Arc<dyn HttpClient>>,
 ) -> Result<Runtime, StartError> {
     let outbox = crate::webhooks::SledOutbox::open(&config.data_dir.join("webhooks"))
         .map_err(|e| StartError::Storage(e.to_string()))?;
@@ -98,6 +99,7 @@ async fn start_actors(
             version: config.wacore_client_version,
             ws_url: config.wacore_ws_url.clone(),
             transport: wacore_transport,
+            http: wacore_http,
             shutdown_timeout: config.wacore_shutdown_timeout,
             connect_wait: config.actor_call_timeout,
         },
@@ -160,6 +162,8 @@ pub struct Seams {
     /// How real (`wacore`) sessions open connections; `None` is a WebSocket to WhatsApp
     /// (or to `WACORE_WS_URL`).
     pub wacore_transport: Option<Arc<dyn TransportFactory>>,
+    /// How real sessions make HTTP calls (media); `None` is the shared reqwest client.
+    pub wacore_http: Option<Arc<dyn HttpClient>>,
     /// Shown the actor runtime once it runs (fault tests kill its actors).
     pub on_runtime: Option<RuntimeObserver>,
 }
@@ -169,6 +173,7 @@ impl Default for Seams {
         Seams {
             clock: Arc::new(SystemClock),
             wacore_transport: None,
+            wacore_http: None,
             on_runtime: None,
         }
     }
@@ -199,6 +204,7 @@ pub async fn run_with(
     let Seams {
         clock,
         wacore_transport,
+        wacore_http,
         on_runtime,
     } = seams;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
@@ -252,7 +258,15 @@ pub async fn run_with(
         tracing::info!(email = %config.admin_email, "admin user created");
     }
 
-    let runtime = start_actors(&config, storage.clone(), clock, &metrics, wacore_transport).await?;
+    let runtime = start_actors(
+        &config,
+        storage.clone(),
+        clock,
+        &metrics,
+        wacore_transport,
+        wacore_http,
+    )
+    .await?;
     if let Some(observe) = &on_runtime {
         observe(&runtime);
     }

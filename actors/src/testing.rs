@@ -587,7 +587,11 @@ impl TransferStore for MemoryStorage {
         for record in records {
             match record.clone() {
                 Record::User(u) => {
-                    if data.users.iter().any(|known| known.id == u.id || known.email == u.email) {
+                    if data
+                        .users
+                        .iter()
+                        .any(|known| known.id == u.id || known.email == u.email)
+                    {
                         return Err(StoreError::Conflict(format!("user {} exists", u.id)));
                     }
                     data.users.push(u)

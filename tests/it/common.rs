@@ -12,9 +12,10 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use fake_whatsapp::FakeWhatsApp;
 use wagate::config::Config;
 use wagate_actors::domain::ManualClock;
-use wagate_actors::engine::wacore::TransportFactory;
+use wagate_actors::engine::wacore::{HttpClient, ReqwestHttpClient, TransportFactory};
 
 /// The JWT secret every test server signs with, so tests can forge and tamper tokens.
 pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
@@ -41,10 +42,17 @@ pub struct TestServer {
     pub admin_key: String,
     /// The server's clock when the test drives time; kept across restarts.
     clock: Option<Arc<ManualClock>>,
-    /// How real (`wacore`) sessions connect, when a test plays WhatsApp's side.
-    wacore_transport: Option<Arc<dyn TransportFactory>>,
+    /// How real (`wacore`) sessions reach WhatsApp, when a test plays WhatsApp's side.
+    wacore: Option<WacoreSeams>,
     /// The server's actor runtime, for tests that kill its actors.
     runtime: Arc<std::sync::Mutex<Option<wagate_actors::runtime::Runtime>>>,
+}
+
+/// The transport and HTTP client of real (`wacore`) sessions.
+#[derive(Clone)]
+struct WacoreSeams {
+    transport: Arc<dyn TransportFactory>,
+    http: Arc<dyn HttpClient>,
 }
 
 /// The environment variable naming the MongoDB test server (`mongodb://host:port`, no
@@ -136,17 +144,20 @@ impl TestServer {
         Self::boot(dir, overrides, None, None).await
     }
 
-    /// A server on SQLite whose real (`wacore`) sessions connect through `transport`.
-    pub async fn start_with_wacore(
-        extra: &[(&str, &str)],
-        transport: Arc<dyn TransportFactory>,
-    ) -> TestServer {
+    /// A server on SQLite whose real (`wacore`) sessions reach `whatsapp`: connections
+    /// through its transport, media through the gateway's own HTTP client to its media
+    /// server.
+    pub async fn start_with_wacore(extra: &[(&str, &str)], whatsapp: &FakeWhatsApp) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = extra
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::boot(dir, overrides, None, Some(transport)).await
+        let seams = WacoreSeams {
+            transport: whatsapp.factory(),
+            http: whatsapp.http_client(Arc::new(ReqwestHttpClient::new())),
+        };
+        Self::boot(dir, overrides, None, Some(seams)).await
     }
 
     /// A server on SQLite whose clock the test moves (statistics days, limit periods).
@@ -163,7 +174,7 @@ impl TestServer {
         dir: TempDir,
         overrides: Vec<(String, String)>,
         clock: Option<Arc<ManualClock>>,
-        wacore_transport: Option<Arc<dyn TransportFactory>>,
+        wacore: Option<WacoreSeams>,
     ) -> TestServer {
         let mut all: Vec<(&str, String)> = vec![
             ("data_dir", dir.path().display().to_string()),
@@ -193,7 +204,8 @@ impl TestServer {
         let seen = runtime.clone();
         let seams = wagate::app::Seams {
             clock: server_clock,
-            wacore_transport: wacore_transport.clone(),
+            wacore_transport: wacore.as_ref().map(|w| w.transport.clone()),
+            wacore_http: wacore.as_ref().map(|w| w.http.clone()),
             on_runtime: Some(Arc::new(move |r: &wagate_actors::runtime::Runtime| {
                 *seen
                     .lock()
@@ -222,7 +234,7 @@ impl TestServer {
             admin_token: String::new(),
             admin_key: String::new(),
             clock,
-            wacore_transport,
+            wacore,
             runtime,
         };
         let setting =
@@ -283,9 +295,9 @@ impl TestServer {
     pub async fn restart(self) -> TestServer {
         let overrides = self.overrides.clone();
         let clock = self.clock.clone();
-        let transport = self.wacore_transport.clone();
+        let wacore = self.wacore.clone();
         let dir = self.stop().await;
-        Self::boot(dir, overrides, clock, transport).await
+        Self::boot(dir, overrides, clock, wacore).await
     }
 
     pub fn url(&self, path: &str) -> String {

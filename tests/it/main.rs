@@ -9,7 +9,6 @@ mod dashboard;
 mod db;
 mod errors;
 mod examples;
-mod fake_whatsapp;
 mod faults;
 mod instances;
 mod layout;

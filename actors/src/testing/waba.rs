@@ -286,7 +286,12 @@ impl WabaStore for MemoryStorage {
     }
 
     async fn waba_message(&self, id: i64) -> StoreResult<Option<WabaMessage>> {
-        Ok(self.open_waba()?.messages.iter().find(|m| m.id == id).cloned())
+        Ok(self
+            .open_waba()?
+            .messages
+            .iter()
+            .find(|m| m.id == id)
+            .cloned())
     }
 
     async fn advance_waba_message_status(

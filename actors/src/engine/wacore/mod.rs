@@ -8,6 +8,7 @@
 //! - [`mapping`]: pure translations (addresses, receipts, message content).
 //! - [`observe`]: wrappers around the network seams that remember why a connection
 //!   attempt failed; the library only logs it.
+//! - [`http`]: the library's HTTP seam (version lookup, media) over reqwest.
 //!
 //! The library reconnects by itself, with Fibonacci backoff, and raises no event when a
 //! connection attempt fails. A watchdog per session reads the library's counter of
@@ -15,15 +16,18 @@
 //! the remembered error, so users see why nothing happens. It wakes every
 //! [`WATCHDOG_PERIOD`] and holds nothing but counters.
 
+pub mod http;
 pub mod mapping;
 pub mod observe;
 
+pub use self::http::ReqwestHttpClient;
+pub use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 pub use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,6 +75,9 @@ pub struct WacoreSettings {
     pub ws_url: Option<String>,
     /// Replaces the WebSocket transport entirely (tests drive the client through it).
     pub transport: Option<Arc<dyn TransportFactory>>,
+    /// Replaces the HTTP client of the version lookup and media transfers; `None` is a
+    /// [`ReqwestHttpClient`] shared by all sessions (tests send media to a local server).
+    pub http: Option<Arc<dyn HttpClient>>,
     /// How long a session gets to disconnect cleanly before it is aborted.
     pub shutdown_timeout: Duration,
     /// How long a pair-code request waits for the connection to WhatsApp.
@@ -83,6 +90,7 @@ impl Default for WacoreSettings {
             version: None,
             ws_url: None,
             transport: None,
+            http: None,
             shutdown_timeout: Duration::from_secs(5),
             connect_wait: Duration::from_secs(10),
         }
@@ -95,6 +103,7 @@ impl std::fmt::Debug for WacoreSettings {
             .field("version", &self.version)
             .field("ws_url", &self.ws_url)
             .field("custom_transport", &self.transport.is_some())
+            .field("custom_http", &self.http.is_some())
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("connect_wait", &self.connect_wait)
             .finish()
@@ -119,6 +128,8 @@ pub fn parse_version(text: &str) -> Result<(u32, u32, u32), String> {
 /// One instance's real WhatsApp session.
 pub struct WacoreEngine {
     settings: Arc<WacoreSettings>,
+    /// The settings' HTTP client, or the one all sessions share.
+    http: Arc<dyn HttpClient>,
     ctx: EngineContext,
     shared: Arc<Shared>,
     running: Option<Running>,
@@ -424,8 +435,10 @@ impl WacoreEngine {
             contacts: Mutex::new(HashMap::new()),
             reasons: Arc::new(Reasons::default()),
         });
+        let http = settings.http.clone().unwrap_or_else(shared_http);
         WacoreEngine {
             settings,
+            http,
             ctx,
             shared,
             running: None,
@@ -452,10 +465,7 @@ impl WacoreEngine {
         let mut builder = Bot::builder()
             .with_backend(store)
             .with_transport_factory(ObservedTransports::new(inner, reasons.clone()))
-            .with_http_client(ObservedHttp::new(
-                Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
-                reasons,
-            ))
+            .with_http_client(ObservedHttp::new(self.http.clone(), reasons))
             .with_event_delivery(EventDelivery::Ordered {
                 capacity: EVENT_MAILBOX,
             })
@@ -471,6 +481,14 @@ impl WacoreEngine {
             .await
             .map_err(|e| EngineError::Io(format!("cannot open the WhatsApp session: {e}")))
     }
+}
+
+/// One HTTP client (one connection pool) for every session of the process.
+fn shared_http() -> Arc<dyn HttpClient> {
+    static SHARED: OnceLock<Arc<ReqwestHttpClient>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| Arc::new(ReqwestHttpClient::new()))
+        .clone()
 }
 
 async fn open_store(dir: &Path) -> Result<SqliteStore, EngineError> {

@@ -1,0 +1,402 @@
+//! The phones on the other end: WhatsApp users built on the library's own Signal code.
+//!
+//! Each peer is an unconnected whatsapp-rust [`Client`] on wacore's in-memory store: its
+//! keys are a real device's keys, it decrypts what the client under test sends with
+//! `signal().decrypt_message` and encrypts to it with `signal().encrypt_message`. The fake
+//! server carries the stanzas; the peer never opens a connection of its own.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use whatsapp_rust::bot::Bot;
+use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
+use whatsapp_rust::store::commands::DeviceCommand;
+use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
+use whatsapp_rust::wacore::download::{DownloadUtils, MediaType};
+use whatsapp_rust::wacore::libsignal::protocol::{IdentityKey, PreKeyBundle};
+use whatsapp_rust::wacore::message_processing::EncType;
+use whatsapp_rust::wacore::messages::MessageUtils;
+use whatsapp_rust::wacore::store::InMemoryBackend;
+use whatsapp_rust::waproto::whatsapp as wa;
+use whatsapp_rust::{Client, Jid, TokioRuntime, anyhow, async_channel, async_trait};
+
+use crate::server::Inner;
+use crate::wire::Fallible;
+
+/// A message a peer decrypted.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    /// The stanza id: the id the sender's API returned.
+    pub id: String,
+    /// The device that sent it, as the server named it.
+    pub from: Jid,
+    /// `pkmsg` (a new session) or `msg`.
+    pub enc_type: String,
+    /// The conversation text, or a caption, when the message has one.
+    pub text: Option<String>,
+    /// The whole decrypted message.
+    pub message: wa::Message,
+}
+
+/// A receipt a peer received for messages it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedReceipt {
+    /// The message ids it covers.
+    pub ids: Vec<String>,
+    /// `None` for a delivery receipt, else the receipt's type (`read`, `played`, …).
+    pub kind: Option<String>,
+    /// Who sent the receipt.
+    pub from: Jid,
+}
+
+impl ReceivedReceipt {
+    /// A delivery receipt: no type, or `inactive`, which is how a device that has not
+    /// announced itself available (whatsapp-rust before its first presence) confirms
+    /// delivery.
+    pub fn is_delivery(&self) -> bool {
+        matches!(self.kind.as_deref(), None | Some("inactive"))
+    }
+}
+
+/// One WhatsApp user's phone (device 0). Cloning shares it.
+#[derive(Clone)]
+pub struct Peer {
+    pub(crate) inner: Arc<PeerInner>,
+}
+
+pub(crate) struct PeerInner {
+    pub(crate) jid: Jid,
+    pub(crate) name: String,
+    pub(crate) client: Arc<Client>,
+    server: Weak<Inner>,
+    messages_tx: mpsc::UnboundedSender<ReceivedMessage>,
+    messages: AsyncMutex<mpsc::UnboundedReceiver<ReceivedMessage>>,
+    receipts_tx: mpsc::UnboundedSender<ReceivedReceipt>,
+    receipts: AsyncMutex<mpsc::UnboundedReceiver<ReceivedReceipt>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("jid", &self.inner.jid.to_string())
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+impl Peer {
+    pub(crate) async fn create(phone: &str, name: &str, server: Weak<Inner>) -> Fallible<Peer> {
+        let bot = Bot::builder()
+            .with_backend(InMemoryBackend::new())
+            .with_transport_factory(Offline)
+            .with_http_client(Offline)
+            .with_runtime(TokioRuntime)
+            .build()
+            .await
+            .map_err(|e| format!("cannot build the peer {phone}: {e}"))?;
+        let client = bot.client();
+        let jid = Jid::pn(phone);
+        let pm = client.persistence_manager();
+        pm.process_command(DeviceCommand::SetId(Some(jid.clone())))
+            .await;
+        pm.process_command(DeviceCommand::SetPushName(name.to_owned()))
+            .await;
+        let (messages_tx, messages) = mpsc::unbounded_channel();
+        let (receipts_tx, receipts) = mpsc::unbounded_channel();
+        Ok(Peer {
+            inner: Arc::new(PeerInner {
+                jid,
+                name: name.to_owned(),
+                client,
+                server,
+                messages_tx,
+                messages: AsyncMutex::new(messages),
+                receipts_tx,
+                receipts: AsyncMutex::new(receipts),
+            }),
+        })
+    }
+
+    /// The user's address in phone-number form (`<phone>@s.whatsapp.net`).
+    pub fn jid(&self) -> Jid {
+        self.inner.jid.clone()
+    }
+
+    /// The phone number.
+    pub fn phone(&self) -> String {
+        self.inner.jid.user.to_string()
+    }
+
+    /// The name other users see.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The library client holding this phone's keys (to download media, say).
+    pub fn client(&self) -> Arc<Client> {
+        self.inner.client.clone()
+    }
+
+    /// The next message this phone decrypted, waiting up to `within`.
+    pub async fn next_message(&self, within: Duration) -> Result<ReceivedMessage, String> {
+        let mut messages = self.inner.messages.lock().await;
+        tokio::time::timeout(within, messages.recv())
+            .await
+            .map_err(|_| format!("{} received no message within {within:?}", self.inner.jid))?
+            .ok_or_else(|| "the fake WhatsApp is gone".to_owned())
+    }
+
+    /// The next receipt for this phone's messages, waiting up to `within`.
+    pub async fn next_receipt(&self, within: Duration) -> Result<ReceivedReceipt, String> {
+        let mut receipts = self.inner.receipts.lock().await;
+        tokio::time::timeout(within, receipts.recv())
+            .await
+            .map_err(|_| format!("{} received no receipt within {within:?}", self.inner.jid))?
+            .ok_or_else(|| "the fake WhatsApp is gone".to_owned())
+    }
+
+    /// Sends a text to the account `to` (its linked devices); returns the message id.
+    pub async fn send_text(&self, to: &str, text: &str) -> Result<String, String> {
+        let message = wa::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        };
+        self.send_message(to, &message).await
+    }
+
+    /// Sends any message to the account `to`; returns the message id.
+    pub async fn send_message(&self, to: &str, message: &wa::Message) -> Result<String, String> {
+        let server = self.server()?;
+        server.send_from_peer(self, to, message).await
+    }
+
+    /// Tells the account `to` that this phone got (`read == false`) or read the messages.
+    pub async fn send_receipt(&self, to: &str, ids: &[&str], read: bool) -> Result<(), String> {
+        let server = self.server()?;
+        server.receipt_from_peer(self, to, ids, read)
+    }
+
+    /// Sends an image to the account `to`: encrypted with a fresh media key, uploaded to
+    /// the fake's media server, announced in an image message. Returns the message id.
+    pub async fn send_image(
+        &self,
+        to: &str,
+        image: &[u8],
+        mimetype: &str,
+        caption: Option<&str>,
+    ) -> Result<String, String> {
+        let server = self.server()?;
+        let encrypted = whatsapp_rust::wacore::upload::encrypt_media(image, MediaType::Image)
+            .map_err(|e| format!("encrypting the image: {e}"))?;
+        let direct_path = format!("/v/fake/{}", crate::server::new_id());
+        server
+            .blobs
+            .put(direct_path.clone(), encrypted.data_to_upload);
+        let message = wa::Message {
+            image_message: whatsapp_rust::buffa::MessageField::some(wa::message::ImageMessage {
+                url: Some(format!("https://{}{direct_path}", crate::MEDIA_HOST)),
+                direct_path: Some(direct_path),
+                mimetype: Some(mimetype.to_owned()),
+                caption: caption.map(str::to_owned),
+                media_key: Some(encrypted.media_key.to_vec()),
+                file_sha256: Some(encrypted.file_sha256.to_vec()),
+                file_enc_sha256: Some(encrypted.file_enc_sha256.to_vec()),
+                file_length: Some(image.len() as u64),
+                media_key_timestamp: Some(crate::wire::now() as i64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        server.send_from_peer(self, to, &message).await
+    }
+
+    /// The plaintext of the attachment of `message` (image, video, audio, document or
+    /// sticker), fetched from the fake's media server and decrypted with its media key.
+    pub fn download(&self, message: &wa::Message) -> Result<Vec<u8>, String> {
+        let server = self.server()?;
+        let (direct_path, media_key, file_sha256, kind) =
+            attachment(message).ok_or_else(|| "the message has no attachment".to_owned())?;
+        let blob = server
+            .blobs
+            .get(&direct_path)
+            .ok_or_else(|| format!("the media server has nothing at {direct_path}"))?;
+        let plain = DownloadUtils::verify_and_decrypt(&blob, &media_key, kind)
+            .map_err(|e| format!("decrypting {direct_path}: {e}"))?;
+        DownloadUtils::validate_plaintext_sha256(&plain, &file_sha256)
+            .map_err(|e| format!("{direct_path}: {e}"))?;
+        Ok(plain)
+    }
+
+    fn server(&self) -> Result<Arc<Inner>, String> {
+        self.inner
+            .server
+            .upgrade()
+            .ok_or_else(|| "the fake WhatsApp is gone".to_owned())
+    }
+
+    /// This phone's key bundle, as the server hands it out (no one-time pre-key).
+    pub(crate) fn bundle(&self) -> Fallible<PreKeyBundle> {
+        let device = self
+            .inner
+            .client
+            .persistence_manager()
+            .get_device_snapshot();
+        PreKeyBundle::new(
+            device.registration_id,
+            0u32.into(),
+            None,
+            device.signed_pre_key_id.into(),
+            device.signed_pre_key.public_key,
+            device.signed_pre_key_signature.to_vec(),
+            IdentityKey::new(device.identity_key.public_key),
+        )
+        .map_err(|e| format!("the bundle of {}: {e}", self.inner.jid))
+    }
+
+    /// The identity key pair: for the account's primary phone, the account's key.
+    pub(crate) fn identity(&self) -> whatsapp_rust::wacore::libsignal::protocol::KeyPair {
+        self.inner
+            .client
+            .persistence_manager()
+            .get_device_snapshot()
+            .identity_key
+            .clone()
+    }
+
+    /// Decrypts what `from` sent this phone under stanza `id`, and keeps it for
+    /// [`Peer::next_message`].
+    pub(crate) async fn receive(
+        &self,
+        from: &Jid,
+        id: &str,
+        enc_type: &str,
+        version: u8,
+        ciphertext: &[u8],
+    ) -> Fallible<ReceivedMessage> {
+        let kind = EncType::from_wire(enc_type)
+            .ok_or_else(|| format!("unknown encryption type {enc_type}"))?;
+        let padded = self
+            .inner
+            .client
+            .signal()
+            .decrypt_message(from, kind, ciphertext)
+            .await
+            .map_err(|e| format!("{} cannot decrypt {id} from {from}: {e}", self.inner.jid))?;
+        let message = whatsapp_rust::wacore::messages::decode_plaintext(&padded, version)
+            .map_err(|e| format!("{} cannot decode {id}: {e}", self.inner.jid))?;
+        let message = whatsapp_rust::wacore::messages::unwrap_device_sent(message);
+        let received = ReceivedMessage {
+            id: id.to_owned(),
+            from: from.clone(),
+            enc_type: enc_type.to_owned(),
+            text: text_of(&message),
+            message,
+        };
+        let _ = self.inner.messages_tx.send(received.clone());
+        Ok(received)
+    }
+
+    pub(crate) fn keep_receipt(&self, receipt: ReceivedReceipt) {
+        let _ = self.inner.receipts_tx.send(receipt);
+    }
+
+    pub(crate) async fn has_session(&self, with: &Jid) -> bool {
+        matches!(
+            self.inner.client.signal().session_info(with).await,
+            Ok(Some(_))
+        )
+    }
+
+    pub(crate) async fn install(&self, with: &Jid, bundle: &PreKeyBundle) -> Fallible<()> {
+        self.inner
+            .client
+            .signal()
+            .install_prekey_bundle(with, bundle)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{} cannot start a session with {with}: {e}", self.inner.jid))
+    }
+
+    /// Encrypts `message` for device `to`; returns the `enc` type and the ciphertext.
+    pub(crate) async fn encrypt(
+        &self,
+        to: &Jid,
+        message: &wa::Message,
+    ) -> Fallible<(&'static str, Vec<u8>)> {
+        let plaintext = MessageUtils::encode_and_pad(message);
+        let (kind, ciphertext) = self
+            .inner
+            .client
+            .signal()
+            .encrypt_message(to, &plaintext)
+            .await
+            .map_err(|e| format!("{} cannot encrypt for {to}: {e}", self.inner.jid))?;
+        let kind = match kind {
+            EncType::PreKeyMessage => "pkmsg",
+            _ => "msg",
+        };
+        Ok((kind, ciphertext))
+    }
+}
+
+/// The text a person would read: the conversation, an extended text, or a caption.
+pub(crate) fn text_of(message: &wa::Message) -> Option<String> {
+    if let Some(text) = &message.conversation {
+        return Some(text.clone());
+    }
+    if let Some(ext) = message.extended_text_message.as_option() {
+        return ext.text.clone();
+    }
+    if let Some(image) = message.image_message.as_option() {
+        return image.caption.clone();
+    }
+    if let Some(video) = message.video_message.as_option() {
+        return video.caption.clone();
+    }
+    if let Some(document) = message.document_message.as_option() {
+        return document.caption.clone();
+    }
+    None
+}
+
+/// Where an attachment is, its key, its plaintext hash and its kind.
+fn attachment(message: &wa::Message) -> Option<(String, Vec<u8>, Vec<u8>, MediaType)> {
+    macro_rules! media {
+        ($field:ident, $kind:expr) => {
+            if let Some(m) = message.$field.as_option() {
+                return Some((
+                    m.direct_path.clone()?,
+                    m.media_key.clone()?,
+                    m.file_sha256.clone()?,
+                    $kind,
+                ));
+            }
+        };
+    }
+    media!(image_message, MediaType::Image);
+    media!(video_message, MediaType::Video);
+    media!(audio_message, MediaType::Audio);
+    media!(document_message, MediaType::Document);
+    media!(sticker_message, MediaType::Sticker);
+    None
+}
+
+/// The network seams of a peer's client: it never connects.
+struct Offline;
+
+#[async_trait]
+impl TransportFactory for Offline {
+    async fn create_transport(
+        &self,
+    ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
+        Err(anyhow::anyhow!("a fake phone does not connect"))
+    }
+}
+
+#[async_trait]
+impl HttpClient for Offline {
+    async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        Err(anyhow::anyhow!("a fake phone does not fetch"))
+    }
+}
