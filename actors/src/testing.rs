@@ -596,7 +596,12 @@ impl TransferStore for MemoryStorage {
                     }
                     data.users.push(u)
                 }
-                Record::Instance(i) => data.instances.push(i),
+                Record::Instance(i) => {
+                    if data.instances.iter().any(|known| known.id == i.id) {
+                        return Err(StoreError::Conflict(format!("instance {} exists", i.id)));
+                    }
+                    data.instances.push(i)
+                }
                 Record::Activity(a) => data.activity.push(a),
                 Record::Event(e) => data.events.push(e),
                 Record::Message {
@@ -611,6 +616,9 @@ impl TransferStore for MemoryStorage {
                 }
                 Record::Contact(c) => data.contacts.push(c),
                 Record::Usage(k, u) => {
+                    if data.usage.contains_key(&k) {
+                        return Err(StoreError::Conflict("usage bucket exists".into()));
+                    }
                     data.usage.insert(k, u);
                 }
                 waba @ (Record::WabaAccount(_) | Record::WabaChat(_) | Record::WabaMessage(_)) => {

@@ -13,6 +13,7 @@ use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::stats::LimitReached;
 
 use crate::gateway::accounts::AccountError;
+use crate::waba::WabaError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -189,6 +190,21 @@ impl From<LimitReached> for ApiError {
             ),
             reached.retry_after,
         )
+    }
+}
+
+impl From<WabaError> for ApiError {
+    fn from(e: WabaError) -> Self {
+        match e {
+            WabaError::NotConfigured => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "waba_not_configured",
+                e.to_string(),
+            ),
+            WabaError::PhoneNumberInUse => ApiError::conflict("phone_number_in_use", e.to_string()),
+            WabaError::Sealed(detail) => ApiError::internal(detail),
+            WabaError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use wagate_actors::domain::waba::{GraphCredentials, WabaAccount};
 use wagate_actors::store::DynStorage;
 
 use crate::crypto::KeyVault;
-use crate::http::error::{ApiError, ApiResult};
+use wagate_actors::error::StoreError;
 
 /// The plain settings of an account, as `PUT /api/waba/settings` takes them.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,14 +37,21 @@ pub struct Waba {
     vault: KeyVault,
 }
 
-/// The answer when an account has no settings.
-pub fn not_configured() -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "waba_not_configured",
-        "WABA is not configured for this account: set accessToken, phoneNumberId, appSecret and \
-         verifyToken with PUT /api/waba/settings",
-    )
+/// Why the desk's settings could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WabaError {
+    /// The account has no settings (or no token and phone number id).
+    #[error(
+        "WABA is not configured for this account: set accessToken, phoneNumberId, appSecret and verifyToken with PUT /api/waba/settings"
+    )]
+    NotConfigured,
+    #[error("this phoneNumberId is already configured for another account")]
+    PhoneNumberInUse,
+    /// Secrets sealed under another server key; the detail is for the log.
+    #[error("{0}")]
+    Sealed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// SHA-256 (hex) of a verify token: how Meta's verification request finds its account.
@@ -75,7 +82,7 @@ impl Waba {
 
     /// Stores the owner's settings, secrets sealed. Fails with 409 when another account
     /// uses the phone number id.
-    pub async fn put_settings(&self, owner_id: &str, s: &WabaSettings) -> ApiResult<()> {
+    pub async fn put_settings(&self, owner_id: &str, s: &WabaSettings) -> Result<(), WabaError> {
         let account = WabaAccount {
             owner_id: owner_id.to_owned(),
             phone_number_id: s.phone_number_id.clone(),
@@ -90,16 +97,16 @@ impl Waba {
             .put_waba_account(&account)
             .await
             .map_err(|e| match e {
-                wagate_actors::error::StoreError::Conflict(_) => ApiError::conflict(
-                    "phone_number_in_use",
-                    "this phoneNumberId is already configured for another account",
-                ),
+                StoreError::Conflict(_) => WabaError::PhoneNumberInUse,
                 other => other.into(),
             })
     }
 
     /// The owner's settings, opened; None when not configured.
-    pub async fn settings(&self, owner_id: &str) -> ApiResult<Option<(WabaSettings, WabaAccount)>> {
+    pub async fn settings(
+        &self,
+        owner_id: &str,
+    ) -> Result<Option<(WabaSettings, WabaAccount)>, WabaError> {
         match self.storage.waba_account(owner_id).await? {
             Some(account) => Ok(Some((self.open(&account)?, account))),
             None => Ok(None),
@@ -108,10 +115,10 @@ impl Waba {
 
     /// Opens an account's sealed secrets. Fails (500) when they were sealed under another
     /// server key.
-    pub fn open(&self, a: &WabaAccount) -> ApiResult<WabaSettings> {
+    pub fn open(&self, a: &WabaAccount) -> Result<WabaSettings, WabaError> {
         let open = |sealed: &str, what: &str| {
             self.vault.open(sealed).ok_or_else(|| {
-                ApiError::internal(format!(
+                WabaError::Sealed(format!(
                     "the WABA {what} of {} cannot be opened with this server's key",
                     a.owner_id
                 ))
@@ -128,12 +135,12 @@ impl Waba {
 
     /// What a send for the owner's chats uses; `waba_not_configured` (500) without
     /// settings.
-    pub async fn credentials(&self, owner_id: &str) -> ApiResult<GraphCredentials> {
+    pub async fn credentials(&self, owner_id: &str) -> Result<GraphCredentials, WabaError> {
         let Some((settings, _)) = self.settings(owner_id).await? else {
-            return Err(not_configured());
+            return Err(WabaError::NotConfigured);
         };
         if settings.access_token.is_empty() || settings.phone_number_id.is_empty() {
-            return Err(not_configured());
+            return Err(WabaError::NotConfigured);
         }
         Ok(GraphCredentials {
             phone_number_id: settings.phone_number_id,
