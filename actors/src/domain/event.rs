@@ -440,60 +440,36 @@ pub struct EventData<'a> {
 
 impl Serialize for EventData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct With<'a, P: Serialize> {
-            #[serde(rename = "instanceId")]
-            instance_id: &'a str,
-            #[serde(flatten)]
-            payload: &'a P,
+        /// The payload's fields beside `instanceId`.
+        fn with<S: Serializer, P: Serialize>(
+            s: S,
+            instance_id: &str,
+            payload: &P,
+        ) -> Result<S::Ok, S::Error> {
+            #[derive(Serialize)]
+            struct With<'a, P: Serialize> {
+                #[serde(rename = "instanceId")]
+                instance_id: &'a str,
+                #[serde(flatten)]
+                payload: &'a P,
+            }
+            With {
+                instance_id,
+                payload,
+            }
+            .serialize(s)
         }
-        let instance_id = self.event.instance_id.as_str();
+        let id = self.event.instance_id.as_str();
         match &self.event.event {
-            Event::QrReceived(p) => With {
-                instance_id,
-                payload: p,
-            }
-            .serialize(s),
-            Event::Connected(p) => With {
-                instance_id,
-                payload: p,
-            }
-            .serialize(s),
-            Event::Disconnected(p) => With {
-                instance_id,
-                payload: p,
-            }
-            .serialize(s),
-            Event::MessageReceived(p) => With {
-                instance_id,
-                payload: p.as_ref(),
-            }
-            .serialize(s),
-            Event::MessageSent(p) => With {
-                instance_id,
-                payload: p.as_ref(),
-            }
-            .serialize(s),
-            Event::MessageStatus(p) => With {
-                instance_id,
-                payload: p,
-            }
-            .serialize(s),
-            Event::LimitExceeded(p) => With {
-                instance_id,
-                payload: p,
-            }
-            .serialize(s),
-            Event::WebhookUpdated(p) => With {
-                instance_id,
-                payload: p,
-            }
-            .serialize(s),
-            Event::WebhookTest(p) => With {
-                instance_id,
-                payload: p,
-            }
-            .serialize(s),
+            Event::QrReceived(p) => with(s, id, p),
+            Event::Connected(p) => with(s, id, p),
+            Event::Disconnected(p) => with(s, id, p),
+            Event::MessageReceived(p) => with(s, id, p.as_ref()),
+            Event::MessageSent(p) => with(s, id, p.as_ref()),
+            Event::MessageStatus(p) => with(s, id, p),
+            Event::LimitExceeded(p) => with(s, id, p),
+            Event::WebhookUpdated(p) => with(s, id, p),
+            Event::WebhookTest(p) => with(s, id, p),
         }
     }
 }
