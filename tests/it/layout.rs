@@ -102,9 +102,13 @@ fn named_paths(code: &str, module: &[String], is_mod_file: bool) -> Vec<Vec<Stri
     out
 }
 
-/// Parses `a::b::{c, d::e}` from `i`, returning every full path and where it ended.
+/// Parses `a::b::{c, d::e}` (or a bare `{c, d::e}`) from `i`, returning every full path
+/// and where it ended.
 fn parse_tree(chars: &[char], mut i: usize, base: Vec<String>) -> (Vec<Vec<String>>, usize) {
     let mut path = base;
+    if chars.get(i) == Some(&'{') {
+        return parse_group(chars, i + 1, path);
+    }
     loop {
         let start = i;
         while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
@@ -121,30 +125,34 @@ fn parse_tree(chars: &[char], mut i: usize, base: Vec<String>) -> (Vec<Vec<Strin
         if i + 1 < chars.len() && chars[i] == ':' && chars[i + 1] == ':' {
             i += 2;
             if i < chars.len() && chars[i] == '{' {
-                i += 1;
-                let mut all = Vec::new();
-                loop {
-                    while i < chars.len() && chars[i].is_whitespace() {
-                        i += 1;
-                    }
-                    if i >= chars.len() || chars[i] == '}' {
-                        return (all, i + 1);
-                    }
-                    let (paths, next) = parse_tree(chars, i, path.clone());
-                    all.extend(paths);
-                    i = next;
-                    // Skip `as alias`, then the comma.
-                    while i < chars.len() && chars[i] != ',' && chars[i] != '}' {
-                        i += 1;
-                    }
-                    if i < chars.len() && chars[i] == ',' {
-                        i += 1;
-                    }
-                }
+                return parse_group(chars, i + 1, path);
             }
             continue;
         }
         return (vec![path], i);
+    }
+}
+
+/// Parses the inside of `{c, d::e}` under `path` from `i` (just after the brace).
+fn parse_group(chars: &[char], mut i: usize, path: Vec<String>) -> (Vec<Vec<String>>, usize) {
+    let mut all = Vec::new();
+    loop {
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        if i >= chars.len() || chars[i] == '}' {
+            return (all, i + 1);
+        }
+        let (paths, next) = parse_tree(chars, i, path.clone());
+        all.extend(paths);
+        i = next;
+        // Skip `as alias`, then the comma.
+        while i < chars.len() && chars[i] != ',' && chars[i] != '}' {
+            i += 1;
+        }
+        if i < chars.len() && chars[i] == ',' {
+            i += 1;
+        }
     }
 }
 
