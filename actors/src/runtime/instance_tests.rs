@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::backoff::BackoffConfig;
-use crate::domain::{EngineKind, Instance, InstanceStatus, WebhookSettings};
+use crate::domain::{EngineKind, Instance, InstanceStatus};
 use crate::engine::{Engines, FaultKind, SandboxConfig, SandboxControl, SandboxNetwork};
 use crate::error::DomainError;
 use crate::instance::{InstanceHandle, QrAnswer, session_dir};
@@ -54,22 +54,9 @@ fn quick_backoff() -> BackoffConfig {
 }
 
 fn instance(id: &str, engine: EngineKind) -> Instance {
-    let now = Utc::now();
     Instance {
-        id: id.to_owned(),
-        user_id: "u1".into(),
-        name: id.to_owned(),
-        description: None,
-        engine,
         status: InstanceStatus::Disconnected,
-        phone: None,
-        webhook_url: None,
-        webhook_enabled: false,
-        webhook: WebhookSettings::default(),
-        limits: None,
-        last_activity: None,
-        created_at: now,
-        updated_at: now,
+        ..Instance::new(id, "u1", id, engine, Utc::now())
     }
 }
 
