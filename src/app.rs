@@ -76,9 +76,9 @@ async fn start_actors(
     metrics: &crate::metrics::Metrics,
     wacore_transport: Option<Arc<dyn TransportFactory>>,
 ) -> Result<Runtime, StartError> {
-    let outbox = crate::webhooks::SledOutbox::open(&config.data_dir.join("webhooks"))
+    let outbox = crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
         .map_err(|e| StartError::Storage(e.to_string()))?;
-    let transport = crate::webhooks::HttpTransport::new(
+    let transport = crate::delivery::HttpTransport::new(
         config.allow_private_network_urls,
         config.webhook_timeout,
     )
