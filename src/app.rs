@@ -15,6 +15,7 @@ use wagate_actors::store::DynStorage;
 use crate::config::Config;
 use crate::crypto::{self, JwtKeys, KeyVault};
 use crate::gateway::accounts::Accounts;
+use crate::gateway::storage::StorageSwitch;
 use crate::http::state::AppState;
 use crate::storage::provider;
 use crate::storage::switchable::SwitchableStorage;
@@ -268,10 +269,17 @@ pub async fn run_with(
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
     let waba = crate::waba::Waba::new(storage.clone(), desk, waba_vault);
 
+    let media_client = crate::outbound::guarded_client(
+        config.allow_private_network_urls,
+        crate::media::FETCH_TIMEOUT,
+    )
+    .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+    let config = Arc::new(config);
     let state = AppState {
         storage: storage.clone(),
-        db,
+        db: db.clone(),
         accounts,
+        storage_switch: StorageSwitch::new(db, config.clone(), runtime.stats.clone()),
         instances: runtime.instances.clone(),
         events: runtime.events.clone(),
         webhooks: runtime.webhooks.clone(),
@@ -280,12 +288,8 @@ pub async fn run_with(
         metrics,
         limits: crate::throttle::Limits::new(&config),
         media: crate::media::MediaStore::new(&config.data_dir),
-        media_client: crate::outbound::guarded_client(
-            config.allow_private_network_urls,
-            crate::media::FETCH_TIMEOUT,
-        )
-        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?,
-        config: Arc::new(config),
+        media_client,
+        config,
     };
     let app = crate::http::router(state.clone());
     let local = listener.local_addr().map_err(StartError::Serve)?;

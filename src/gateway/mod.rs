@@ -3,5 +3,7 @@
 //! HTTP.
 //!
 //! - [`accounts`]: users, credentials, API keys and tokens.
+//! - [`storage`]: switching the storage provider live.
 
 pub mod accounts;
+pub mod storage;

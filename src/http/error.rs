@@ -13,6 +13,7 @@ use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::stats::LimitReached;
 
 use crate::gateway::accounts::AccountError;
+use crate::gateway::storage::ProviderSwitchError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -177,6 +178,32 @@ impl From<AccountError> for ApiError {
             AccountError::LastAdmin => ApiError::conflict("last_admin", e.to_string()),
             AccountError::Store(e) => e.into(),
             AccountError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<ProviderSwitchError> for ApiError {
+    fn from(e: ProviderSwitchError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProviderSwitchError::UnknownProvider(_) => ApiError::validation(message),
+            ProviderSwitchError::AlreadyActive(_) => ApiError::conflict("already_active", message),
+            ProviderSwitchError::NotConfigured => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "database_url_missing",
+                message,
+            ),
+            ProviderSwitchError::Unreachable { .. }
+            | ProviderSwitchError::CopyUnavailable { .. } => ApiError {
+                code: "database_unavailable",
+                ..ApiError::unavailable(message)
+            },
+            ProviderSwitchError::CopyFailed { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "switch_failed", message)
+            }
+            ProviderSwitchError::NotRecorded { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "switch_failed", message)
+            }
         }
     }
 }
