@@ -15,6 +15,9 @@ use wagate_actors::store::DynStorage;
 use crate::config::Config;
 use crate::crypto::{self, JwtKeys, KeyVault};
 use crate::gateway::accounts::Accounts;
+use crate::gateway::contacts::ContactBook;
+use crate::gateway::instances::InstanceAdmin;
+use crate::gateway::messaging::Messenger;
 use crate::gateway::storage::StorageSwitch;
 use crate::http::state::AppState;
 use crate::storage::provider;
@@ -269,6 +272,7 @@ pub async fn run_with(
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
     let waba = crate::waba::Waba::new(storage.clone(), desk, waba_vault);
 
+    let media = crate::media::MediaStore::new(&config.data_dir);
     let media_client = crate::outbound::guarded_client(
         config.allow_private_network_urls,
         crate::media::FETCH_TIMEOUT,
@@ -279,6 +283,23 @@ pub async fn run_with(
         storage: storage.clone(),
         db: db.clone(),
         accounts,
+        instance_admin: InstanceAdmin::new(
+            storage.clone(),
+            runtime.instances.clone(),
+            runtime.events.clone(),
+            runtime.webhooks.clone(),
+            media.clone(),
+            config.wa_engine,
+            config.allow_private_network_urls,
+        ),
+        messenger: Messenger::new(
+            runtime.instances.clone(),
+            media.clone(),
+            media_client.clone(),
+            config.allow_private_network_urls,
+            config.max_upload_bytes as u64,
+        ),
+        contacts: ContactBook::new(storage.clone(), runtime.instances.clone()),
         storage_switch: StorageSwitch::new(db, config.clone(), runtime.stats.clone()),
         instances: runtime.instances.clone(),
         events: runtime.events.clone(),
@@ -287,7 +308,7 @@ pub async fn run_with(
         waba: waba.clone(),
         metrics,
         limits: crate::throttle::Limits::new(&config),
-        media: crate::media::MediaStore::new(&config.data_dir),
+        media,
         media_client,
         config,
     };
