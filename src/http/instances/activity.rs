@@ -141,7 +141,7 @@ struct EventView<'a> {
     #[schema(format = DateTime)]
     timestamp: String,
     /// Depends on the type.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     data: EventData<'a>,
 }
 
