@@ -21,9 +21,7 @@ use criterion::{Criterion, criterion_group};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use wagate_actors::backoff::BackoffConfig;
-use wagate_actors::domain::{
-    EngineKind, Event, EventKind, Instance, InstanceEvent, InstanceStatus, WebhookSettings, new_id,
-};
+use wagate_actors::domain::{EngineKind, Event, EventKind, Instance, InstanceEvent, new_id};
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork};
 use wagate_actors::instance::InstanceHandle;
 use wagate_actors::runtime::{Runtime, RuntimeConfig, start_runtime};
@@ -117,23 +115,7 @@ async fn running_instance(dir: &Path) -> (Runtime, InstanceHandle) {
         ..RuntimeConfig::new(storage, engines, dir.to_path_buf())
     };
     let runtime = start_runtime(config).await.expect("actor runtime");
-    let now = Utc::now();
-    let instance = Instance {
-        id: new_id(),
-        user_id: "bench".into(),
-        name: "bench".into(),
-        description: None,
-        engine: EngineKind::Sandbox,
-        status: InstanceStatus::Connecting,
-        phone: None,
-        webhook_url: None,
-        webhook_enabled: false,
-        webhook: WebhookSettings::default(),
-        limits: None,
-        last_activity: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let instance = Instance::new(&new_id(), "bench", "bench", EngineKind::Sandbox, Utc::now());
     let handle = runtime
         .instances
         .start(instance, false)

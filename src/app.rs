@@ -15,6 +15,10 @@ use wagate_actors::store::DynStorage;
 use crate::config::Config;
 use crate::crypto::{self, JwtKeys, KeyVault};
 use crate::gateway::accounts::Accounts;
+use crate::gateway::contacts::ContactBook;
+use crate::gateway::instances::InstanceAdmin;
+use crate::gateway::messaging::Messenger;
+use crate::gateway::storage::StorageSwitch;
 use crate::http::state::AppState;
 use crate::storage::provider;
 use crate::storage::switchable::SwitchableStorage;
@@ -77,9 +81,9 @@ async fn start_actors(
     wacore_transport: Option<Arc<dyn TransportFactory>>,
     wacore_http: Option<Arc<dyn HttpClient>>,
 ) -> Result<Runtime, StartError> {
-    let outbox = crate::webhooks::SledOutbox::open(&config.data_dir.join("webhooks"))
+    let outbox = crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
         .map_err(|e| StartError::Storage(e.to_string()))?;
-    let transport = crate::webhooks::HttpTransport::new(
+    let transport = crate::delivery::HttpTransport::new(
         config.allow_private_network_urls,
         config.webhook_timeout,
     )
@@ -282,10 +286,35 @@ pub async fn run_with(
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
     let waba = crate::waba::Waba::new(storage.clone(), desk, waba_vault);
 
+    let media = crate::media::MediaStore::new(&config.data_dir);
+    let media_client = crate::outbound::guarded_client(
+        config.allow_private_network_urls,
+        crate::media::FETCH_TIMEOUT,
+    )
+    .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+    let config = Arc::new(config);
     let state = AppState {
         storage: storage.clone(),
-        db,
+        db: db.clone(),
         accounts,
+        instance_admin: InstanceAdmin::new(
+            storage.clone(),
+            runtime.instances.clone(),
+            runtime.events.clone(),
+            runtime.webhooks.clone(),
+            media.clone(),
+            config.wa_engine,
+            config.allow_private_network_urls,
+        ),
+        messenger: Messenger::new(
+            runtime.instances.clone(),
+            media.clone(),
+            media_client.clone(),
+            config.allow_private_network_urls,
+            config.max_upload_bytes as u64,
+        ),
+        contacts: ContactBook::new(storage.clone(), runtime.instances.clone()),
+        storage_switch: StorageSwitch::new(db, config.clone(), runtime.stats.clone()),
         instances: runtime.instances.clone(),
         events: runtime.events.clone(),
         webhooks: runtime.webhooks.clone(),
@@ -293,13 +322,9 @@ pub async fn run_with(
         waba: waba.clone(),
         metrics,
         limits: crate::throttle::Limits::new(&config),
-        media: crate::media::MediaStore::new(&config.data_dir),
-        media_client: crate::outbound::guarded_client(
-            config.allow_private_network_urls,
-            crate::media::FETCH_TIMEOUT,
-        )
-        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?,
-        config: Arc::new(config),
+        media,
+        media_client,
+        config,
     };
     let app = crate::http::router(state.clone());
     let local = listener.local_addr().map_err(StartError::Serve)?;

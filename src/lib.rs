@@ -10,7 +10,8 @@
 //!   the operator desk's ingest and sends, the storage switch — with one error enum per
 //!   area. No HTTP types here.
 //! - [`storage`]: storage backends implementing the domain's seam (SQLite, MongoDB).
-//! - [`webhooks`]: the webhook outbox on sled and the HTTP transport.
+//! - [`delivery`]: webhook delivery — the outbox on sled and the HTTP transport the
+//!   webhook queue uses (the API resource is [`http::webhooks`]).
 //! - [`http`]: the axum edge: [`http::state::AppState`], the access extractors, the one
 //!   error mapping ([`http::error`]), one module per resource; the OpenAPI document
 //!   generated from their annotations (`/openapi.json`) and its viewer (`/docs`).
@@ -27,6 +28,7 @@
 pub mod app;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod gateway;
 pub mod http;
 pub mod media;
@@ -37,4 +39,3 @@ pub mod storage;
 pub mod telemetry;
 pub mod throttle;
 pub mod waba;
-pub mod webhooks;

@@ -22,20 +22,6 @@ pub struct MediaFile {
 /// How long fetching media from a URL may take, start to end.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `messageType` of a MIME type, as WhatsApp groups media.
-pub fn message_type_for(mime: &str) -> &'static str {
-    let m = mime.to_ascii_lowercase();
-    if m.starts_with("image/") {
-        "image"
-    } else if m.starts_with("video/") {
-        "video"
-    } else if m.starts_with("audio/") {
-        "audio"
-    } else {
-        "document"
-    }
-}
-
 /// Recognises common formats from their first bytes.
 pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     let starts = |p: &[u8]| bytes.starts_with(p);
@@ -175,8 +161,6 @@ mod tests {
             detect_mime(None, b"hello", None),
             "application/octet-stream"
         );
-        assert_eq!(message_type_for("image/jpeg"), "image");
-        assert_eq!(message_type_for("application/pdf"), "document");
     }
 
     #[test]

@@ -363,7 +363,3 @@ impl RootSupervisor {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "root_tests.rs"]
-mod tests;

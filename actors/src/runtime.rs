@@ -309,3 +309,8 @@ impl Service for DeskService {
         self.handle.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod instance_tests;
+#[cfg(test)]
+mod supervision_tests;

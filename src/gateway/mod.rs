@@ -3,5 +3,13 @@
 //! HTTP.
 //!
 //! - [`accounts`]: users, credentials, API keys and tokens.
+//! - [`instances`]: creating, changing and deleting instances.
+//! - [`messaging`]: sending texts and media through an instance.
+//! - [`contacts`]: adding, importing and saving contacts.
+//! - [`storage`]: switching the storage provider live.
 
 pub mod accounts;
+pub mod contacts;
+pub mod instances;
+pub mod messaging;
+pub mod storage;

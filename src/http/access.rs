@@ -43,17 +43,15 @@ pub struct InstanceManager(pub AuthUser);
 /// An admin.
 pub struct AdminOnly(pub AuthUser);
 
-fn operator_refused() -> ApiError {
-    ApiError::forbidden("operators cannot manage WhatsApp instances")
-}
-
 impl FromRequestParts<AppState> for InstanceManager {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = AuthUser::from_request_parts(parts, state).await?;
         if caller.0.role == Role::Operator {
-            return Err(operator_refused());
+            return Err(ApiError::forbidden(
+                "operators cannot manage WhatsApp instances",
+            ));
         }
         Ok(InstanceManager(caller))
     }
@@ -71,38 +69,12 @@ impl FromRequestParts<AppState> for AdminOnly {
     }
 }
 
-/// The instance `id` if `caller` may see it.
-pub async fn visible_instance(
-    state: &AppState,
-    caller: &AuthUser,
-    id: &str,
-) -> Result<Instance, ApiError> {
-    if caller.0.role == Role::Operator {
-        return Err(operator_refused());
-    }
-    match state.storage.instance_by_id(id).await? {
-        Some(i) if caller.can_access(&i.user_id) => Ok(i),
-        _ => Err(ApiError::not_found(format!("instance {id} not found"))),
-    }
-}
-
-/// [`visible_instance`] within its usage limits (`sending` adds the messages limit).
-pub async fn usable_instance(
-    state: &AppState,
-    caller: &AuthUser,
-    id: &str,
-    sending: bool,
-) -> Result<Instance, ApiError> {
-    let instance = visible_instance(state, caller, id).await?;
-    within_limits(state, &instance, sending).await?;
-    Ok(instance)
-}
-
+/// The instance the path names, if the caller may manage instances and see this one.
 async fn instance_of_path(
     parts: &mut Parts,
     state: &AppState,
 ) -> Result<(AuthUser, Instance), ApiError> {
-    let caller = AuthUser::from_request_parts(parts, state).await?;
+    let InstanceManager(caller) = InstanceManager::from_request_parts(parts, state).await?;
     let params = RawPathParams::from_request_parts(parts, state)
         .await
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -113,8 +85,10 @@ async fn instance_of_path(
         .ok_or_else(|| {
             ApiError::internal("a route without an instance id uses an instance extractor")
         })?;
-    let instance = visible_instance(state, &caller, &id).await?;
-    Ok((caller, instance))
+    match state.storage.instance_by_id(&id).await? {
+        Some(instance) if caller.can_access(&instance.user_id) => Ok((caller, instance)),
+        _ => Err(ApiError::not_found(format!("instance {id} not found"))),
+    }
 }
 
 /// 429 once the instance's limits are reached; the first refusal of a period publishes

@@ -2,20 +2,17 @@
 //! `/contacts/add`) and stored ones (`/contacts/db`, `/contacts/import`, `/contacts/save`).
 
 use axum::extract::State;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::domain::address::{is_group_jid, jid_user};
-use wagate_actors::domain::new_id;
-use wagate_actors::domain::{Contact, ContactQuery};
+use wagate_actors::domain::{Contact, ContactQuery, Jid};
 
-use crate::http::access::usable_instance;
-use crate::http::auth::AuthUser;
+use crate::gateway::contacts::ContactFields;
+use crate::http::access::UsableInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::messages::target_jid;
+use crate::http::extract::{AppJson, AppQuery, chat_address};
 use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::http::{Pagination, iso, page_limit};
@@ -32,19 +29,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(whatsapp_stored_contacts))
         .routes(routes!(whatsapp_import_contacts))
         .routes(routes!(whatsapp_save_contact))
-}
-
-/// Longest accepted contact field (name, push name, about, picture URL).
-const MAX_FIELD: usize = 1024;
-
-fn bounded(field: &str, v: Option<String>) -> ApiResult<Option<String>> {
-    match v {
-        Some(s) if s.chars().count() > MAX_FIELD => Err(ApiError::validation(format!(
-            "{field} must be at most {MAX_FIELD} characters"
-        ))),
-        Some(s) if s.trim().is_empty() => Ok(None),
-        other => Ok(other.map(|s| s.trim().to_owned())),
-    }
 }
 
 /// A stored contact as the API shows it.
@@ -122,10 +106,8 @@ struct LiveContacts {
 )]
 async fn live_contacts(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    UsableInstance { instance, .. }: UsableInstance,
 ) -> ApiResult<AppJson<LiveContacts>> {
-    let instance = usable_instance(&state, &caller, &id, false).await?;
     let contacts = state.instances.get(&instance.id)?.contacts().await?;
     let list = contacts
         .into_iter()
@@ -190,44 +172,11 @@ struct ContactAdded {
 )]
 async fn add_contact(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    UsableInstance { instance, .. }: UsableInstance,
     AppJson(body): AppJson<AddContact>,
 ) -> ApiResult<AppJson<ContactAdded>> {
-    let jid = target_jid("phone", &body.phone)?;
-    if is_group_jid(&jid) {
-        return Err(ApiError::validation(
-            "phone must be a person's number, not a group",
-        ));
-    }
-    let name = bounded("name", body.name)?;
-    let instance = usable_instance(&state, &caller, &id, false).await?;
-    let handle = state.instances.get(&instance.id)?;
-    if !handle.add_contact(&jid, name.as_deref()).await? {
-        return Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not_on_whatsapp",
-            format!("{} is not on WhatsApp", jid_user(&jid)),
-        ));
-    }
-    let now = Utc::now();
-    let stored = state
-        .storage
-        .upsert_contact(&Contact {
-            id: new_id(),
-            instance_id: instance.id.clone(),
-            remote_jid: jid.clone(),
-            number: jid_user(&jid).to_owned(),
-            name: name.clone(),
-            push_name: None,
-            is_group: false,
-            profile_picture: None,
-            about: None,
-            last_activity: None,
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
+    let jid = chat_address("phone", &body.phone)?;
+    let stored = state.contacts.add(&instance.id, &jid, body.name).await?;
     Ok(AppJson(ContactAdded {
         success: true,
         message: "Контакт успешно добавлен",
@@ -276,8 +225,7 @@ struct ContactList {
 )]
 async fn stored_contacts(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    UsableInstance { instance, .. }: UsableInstance,
     AppQuery(p): AppQuery<ContactParams>,
 ) -> ApiResult<AppJson<ContactList>> {
     let limit = page_limit(p.limit, 100)?;
@@ -300,7 +248,6 @@ async fn stored_contacts(
             "search must be at most 200 characters",
         ));
     }
-    let instance = usable_instance(&state, &caller, &id, false).await?;
     let page = state
         .storage
         .list_contacts(
@@ -334,11 +281,10 @@ async fn stored_contacts(
 )]
 async fn whatsapp_stored_contacts(
     state: State<AppState>,
-    caller: AuthUser,
-    id: AppPath<String>,
+    usable: UsableInstance,
     params: AppQuery<ContactParams>,
 ) -> ApiResult<AppJson<ContactList>> {
-    stored_contacts(state, caller, id, params).await
+    stored_contacts(state, usable, params).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -364,33 +310,9 @@ struct Imported {
 )]
 async fn import_contacts(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    UsableInstance { instance, .. }: UsableInstance,
 ) -> ApiResult<AppJson<Imported>> {
-    let instance = usable_instance(&state, &caller, &id, false).await?;
-    let live = state.instances.get(&instance.id)?.contacts().await?;
-    let mut imported = 0u64;
-    for c in live {
-        let now = Utc::now();
-        state
-            .storage
-            .upsert_contact(&Contact {
-                id: new_id(),
-                instance_id: instance.id.clone(),
-                number: jid_user(&c.jid).to_owned(),
-                is_group: is_group_jid(&c.jid),
-                remote_jid: c.jid,
-                name: c.name,
-                push_name: c.push_name,
-                profile_picture: None,
-                about: None,
-                last_activity: None,
-                created_at: now,
-                updated_at: now,
-            })
-            .await?;
-        imported += 1;
-    }
+    let imported = state.contacts.import(&instance.id).await?;
     Ok(AppJson(Imported {
         success: true,
         message: format!("Successfully imported {imported} contacts"),
@@ -413,10 +335,9 @@ async fn import_contacts(
 )]
 async fn whatsapp_import_contacts(
     state: State<AppState>,
-    caller: AuthUser,
-    id: AppPath<String>,
+    usable: UsableInstance,
 ) -> ApiResult<AppJson<Imported>> {
-    import_contacts(state, caller, id).await
+    import_contacts(state, usable).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -448,44 +369,21 @@ struct SaveContact {
 )]
 async fn save_contact(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    UsableInstance { instance, .. }: UsableInstance,
     AppJson(body): AppJson<SaveContact>,
 ) -> ApiResult<AppJson<ContactView>> {
-    let is_group = body.is_group.unwrap_or(false);
-    let jid = if is_group && !body.number.contains('@') {
-        let digits = body.number.trim();
-        if digits.is_empty()
-            || !digits.chars().all(|c| c.is_ascii_digit() || c == '-')
-            || digits.len() > 64
-        {
-            return Err(ApiError::validation(
-                "number: a group id is digits (and dashes)",
-            ));
-        }
-        format!("{digits}@g.us")
+    let jid = if body.is_group.unwrap_or(false) && !body.number.contains('@') {
+        Jid::group(&body.number).map_err(|e| ApiError::validation(format!("number: {e}")))?
     } else {
-        target_jid("number", &body.number)?
+        chat_address("number", &body.number)?
     };
-    let instance = usable_instance(&state, &caller, &id, false).await?;
-    let now = Utc::now();
-    let stored = state
-        .storage
-        .upsert_contact(&Contact {
-            id: new_id(),
-            instance_id: instance.id.clone(),
-            number: jid_user(&jid).to_owned(),
-            is_group: is_group_jid(&jid),
-            remote_jid: jid,
-            name: bounded("name", body.name)?,
-            push_name: bounded("pushName", body.push_name)?,
-            profile_picture: bounded("profilePicture", body.profile_picture)?,
-            about: bounded("about", body.about)?,
-            last_activity: None,
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
+    let fields = ContactFields {
+        name: body.name,
+        push_name: body.push_name,
+        profile_picture: body.profile_picture,
+        about: body.about,
+    };
+    let stored = state.contacts.save(&instance.id, &jid, fields).await?;
     Ok(AppJson(ContactView::from(stored)))
 }
 
@@ -505,9 +403,8 @@ async fn save_contact(
 )]
 async fn whatsapp_save_contact(
     state: State<AppState>,
-    caller: AuthUser,
-    id: AppPath<String>,
+    usable: UsableInstance,
     body: AppJson<SaveContact>,
 ) -> ApiResult<AppJson<ContactView>> {
-    save_contact(state, caller, id, body).await
+    save_contact(state, usable, body).await
 }

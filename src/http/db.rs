@@ -1,21 +1,20 @@
 //! The database API (`/api/db/*`, admins only; the spec shows no auth, we require an
 //! admin because a switch moves every record): which provider is in use, and the live
-//! switch to the other one, copying all data across while writes are held.
+//! switch to the other one ([`crate::gateway::storage`]), copying all data across while
+//! writes are held.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::store::RecordCounts;
 
-use crate::http::auth::AuthUser;
-use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::access::AdminOnly;
+use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::AppJson;
 use crate::http::state::AppState;
-use crate::storage::provider::{self, OpenError};
-use crate::storage::switchable::SwitchError;
+use crate::storage::provider;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -42,8 +41,7 @@ struct DbStatus {
         (status = 403, description = "Not an admin", body = ErrorBody),
     )
 )]
-async fn status(State(state): State<AppState>, caller: AuthUser) -> ApiResult<AppJson<DbStatus>> {
-    caller.require_admin()?;
+async fn status(State(state): State<AppState>, _admin: AdminOnly) -> ApiResult<AppJson<DbStatus>> {
     let provider = state.db.active().provider();
     Ok(AppJson(DbStatus {
         provider,
@@ -91,89 +89,14 @@ struct SwitchResponse {
 )]
 async fn switch(
     State(state): State<AppState>,
-    caller: AuthUser,
+    _admin: AdminOnly,
     AppJson(req): AppJson<SwitchRequest>,
 ) -> ApiResult<AppJson<SwitchResponse>> {
-    caller.require_admin()?;
-    let target = provider::parse(&req.provider).ok_or_else(|| {
-        ApiError::validation(format!(
-            "provider must be sqlite or mongodb, not '{}'",
-            req.provider
-        ))
-    })?;
-    let current = state.db.active().provider();
-    if current == target.as_str() {
-        return Err(already_active(current));
-    }
-    let backend = provider::open(&state.config, target)
-        .await
-        .map_err(|e| match e {
-            OpenError::NotConfigured => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "database_url_missing",
-                "DATABASE_URL is not configured: set it to use mongodb",
-            ),
-            OpenError::Store { .. } => {
-                tracing::warn!(error = %e, "database switch: the target cannot be opened");
-                ApiError {
-                    code: "database_unavailable",
-                    ..ApiError::unavailable(format!("{e}; still on {current}"))
-                }
-            }
-        })?;
-    // Usage still counted in memory goes to the old provider now and is copied with the
-    // rest (it would reach the new one after the switch anyway; this keeps the copy
-    // report current).
-    if let Err(e) = state.stats.flush().await {
-        tracing::warn!(error = %e, "database switch: statistics not flushed before the copy");
-    }
-    let data_dir = state.config.data_dir.clone();
-    let copied = state
-        .db
-        .switch_to(backend, move || {
-            provider::write_choice(&data_dir, target).map_err(|e| {
-                format!(
-                    "cannot record the choice in {}: {e}",
-                    data_dir.join(provider::CHOICE_FILE).display()
-                )
-            })
-        })
-        .await
-        .map_err(|e| switch_failed(e, current))?;
+    let switched = state.storage_switch.switch(&req.provider).await?;
     Ok(AppJson(SwitchResponse {
         success: true,
-        message: format!("Database provider switched to {}", target.as_str()),
-        provider: target.as_str(),
-        copied,
+        message: format!("Database provider switched to {}", switched.provider),
+        provider: switched.provider,
+        copied: switched.copied,
     }))
-}
-
-fn already_active(provider: &str) -> ApiError {
-    ApiError::conflict(
-        "already_active",
-        format!("{provider} is already the active database provider"),
-    )
-}
-
-/// The answer to a failed switch: what failed, and that the old provider is still used.
-fn switch_failed(e: SwitchError, current: &str) -> ApiError {
-    match e {
-        SwitchError::AlreadyActive(p) => already_active(p),
-        SwitchError::Copy(copy) if copy.is_unavailable() => ApiError {
-            code: "database_unavailable",
-            ..ApiError::unavailable(format!(
-                "switch failed, still on {current}: copy failed: {copy}"
-            ))
-        },
-        SwitchError::Copy(copy) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "switch_failed",
-            format!("switch failed, still on {current}: copy failed: {copy}"),
-        ),
-        SwitchError::Commit(why) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "switch_failed",
-            format!("switch failed, still on {current}: {why}"),
-        ),
-    }
 }

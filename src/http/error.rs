@@ -13,6 +13,11 @@ use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::stats::LimitReached;
 
 use crate::gateway::accounts::AccountError;
+use crate::gateway::contacts::ContactError;
+use crate::gateway::instances::InstanceError;
+use crate::gateway::messaging::SendError;
+use crate::gateway::storage::ProviderSwitchError;
+use crate::outbound::OutboundError;
 use crate::waba::WabaError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +181,75 @@ impl From<AccountError> for ApiError {
             AccountError::LastAdmin => ApiError::conflict("last_admin", e.to_string()),
             AccountError::Store(e) => e.into(),
             AccountError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<InstanceError> for ApiError {
+    fn from(e: InstanceError) -> Self {
+        match e {
+            InstanceError::Invalid(msg) => ApiError::validation(msg),
+            InstanceError::NotFound(_) => ApiError::not_found(e.to_string()),
+            InstanceError::Store(e) => e.into(),
+            InstanceError::Domain(e) => e.into(),
+        }
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Invalid(msg) => ApiError::validation(msg),
+            SendError::Fetch(OutboundError::TooLarge(_)) => {
+                ApiError::payload_too_large(e.to_string())
+            }
+            SendError::Fetch(OutboundError::InvalidUrl(_) | OutboundError::PrivateAddress(_)) => {
+                ApiError::validation(e.to_string())
+            }
+            SendError::Fetch(
+                OutboundError::Timeout | OutboundError::Status(_) | OutboundError::Network(_),
+            ) => ApiError::new(StatusCode::BAD_GATEWAY, "media_fetch_failed", e.to_string()),
+            SendError::Domain(e) => e.into(),
+            SendError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<ContactError> for ApiError {
+    fn from(e: ContactError) -> Self {
+        match e {
+            ContactError::Invalid(msg) => ApiError::validation(msg),
+            ContactError::NotOnWhatsApp(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_on_whatsapp", e.to_string())
+            }
+            ContactError::Store(e) => e.into(),
+            ContactError::Domain(e) => e.into(),
+        }
+    }
+}
+
+impl From<ProviderSwitchError> for ApiError {
+    fn from(e: ProviderSwitchError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProviderSwitchError::UnknownProvider(_) => ApiError::validation(message),
+            ProviderSwitchError::AlreadyActive(_) => ApiError::conflict("already_active", message),
+            ProviderSwitchError::NotConfigured => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "database_url_missing",
+                message,
+            ),
+            ProviderSwitchError::Unreachable { .. }
+            | ProviderSwitchError::CopyUnavailable { .. } => ApiError {
+                code: "database_unavailable",
+                ..ApiError::unavailable(message)
+            },
+            ProviderSwitchError::CopyFailed { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "switch_failed", message)
+            }
+            ProviderSwitchError::NotRecorded { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "switch_failed", message)
+            }
         }
     }
 }

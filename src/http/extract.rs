@@ -1,9 +1,11 @@
-//! Extractors that answer bad input in the app's own error shape, naming the field.
+//! Extractors that answer bad input in the app's own error shape, naming the field, and
+//! the parse of chat addresses every resource takes.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use wagate_actors::domain::Jid;
 
 use crate::http::error::ApiError;
 
@@ -82,4 +84,14 @@ impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
         ApiError::bad_request(format!("invalid path parameter: {}", r.body_text()))
     }
+}
+
+/// A chat address as a client writes it (a phone number in any common notation, a
+/// person's or a group's WhatsApp address) → the [`Jid`], or 422 naming `field`.
+pub fn chat_address(field: &str, value: &str) -> Result<Jid, ApiError> {
+    Jid::parse(value).map_err(|e| {
+        // The domain's messages either say what the value must be, or quote it.
+        let joint = if e.starts_with("must ") { " " } else { ": " };
+        ApiError::validation(format!("{field}{joint}{e}"))
+    })
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, TimeZone, Utc};
 use proptest::prelude::*;
 use wagate_actors::domain::normalize_phone;
 
-use super::messages::target_jid;
+use super::extract::chat_address;
 use super::{DateRangePage, MAX_PAGE_LIMIT, PageParams, Pagination, page_limit, parse_date_param};
 
 /// Arbitrary text, and text shaped like what the parameter expects.
@@ -18,6 +18,11 @@ fn text_like(shaped: &'static str) -> impl Strategy<Value = String> {
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {
     (-62_135_596_800_000i64..253_402_300_799_000)
         .prop_map(|ms| Utc.timestamp_millis_opt(ms).single().expect("in range"))
+}
+
+/// The address a client's text names, as the API stores it.
+fn target_jid(field: &str, value: &str) -> Result<String, super::error::ApiError> {
+    chat_address(field, value).map(|jid| jid.into_string())
 }
 
 proptest! {

@@ -7,18 +7,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wagate_actors::domain::EngineKind;
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::normalize_phone;
+use wagate_actors::domain::{EngineKind, Instance};
 use wagate_actors::engine::{
     FaultKind, InboundMedia, InboundMessage, SandboxControl, new_message_id,
 };
 
-use crate::http::auth::AuthUser;
+use crate::gateway::messaging::MAX_TEXT;
+use crate::http::access::VisibleInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppPath};
-use crate::http::instances::visible_instance;
-use crate::http::messages::{MAX_TEXT, target_jid};
+use crate::http::extract::{AppJson, chat_address};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
@@ -30,18 +29,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(receipt))
 }
 
-/// The instance, checked to be visible to the caller and on the sandbox engine.
-async fn sandbox_instance(
-    state: &AppState,
-    caller: &AuthUser,
-    id: &str,
-) -> ApiResult<wagate_actors::domain::Instance> {
-    let instance = visible_instance(state, caller, id).await?;
+/// The instance, checked to be on the sandbox engine.
+fn sandbox_only(instance: Instance) -> ApiResult<Instance> {
     if instance.engine != EngineKind::Sandbox {
         return Err(ApiError::conflict(
             "not_sandbox",
             format!(
-                "instance {id} runs on the {} engine; sandbox controls need the sandbox engine",
+                "instance {} runs on the {} engine; sandbox controls need the sandbox engine",
+                instance.id,
                 instance.engine.as_str()
             ),
         ));
@@ -84,12 +79,11 @@ const NOT_SANDBOX: &str = "The instance runs on another engine (`not_sandbox`)";
 )]
 async fn scan(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    VisibleInstance { instance, .. }: VisibleInstance,
     AppJson(body): AppJson<ScanRequest>,
 ) -> ApiResult<AppJson<Scanned>> {
     let phone = normalize_phone(&body.phone).map_err(ApiError::validation)?;
-    let instance = sandbox_instance(&state, &caller, &id).await?;
+    let instance = sandbox_only(instance)?;
     state
         .instances
         .get(&instance.id)?
@@ -141,11 +135,10 @@ struct Injected {
 )]
 async fn fault(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    VisibleInstance { instance, .. }: VisibleInstance,
     AppJson(body): AppJson<FaultRequest>,
 ) -> ApiResult<AppJson<Injected>> {
-    let instance = sandbox_instance(&state, &caller, &id).await?;
+    let instance = sandbox_only(instance)?;
     let (kind, name) = match body.kind {
         FaultName::Disconnect => (FaultKind::Disconnect, "disconnect"),
         FaultName::Crash => (FaultKind::Crash, "crash"),
@@ -255,11 +248,10 @@ struct Delivered {
 )]
 async fn inbound(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    VisibleInstance { instance, .. }: VisibleInstance,
     AppJson(body): AppJson<InboundRequest>,
 ) -> ApiResult<AppJson<Delivered>> {
-    let from = target_jid("from", &body.from)?;
+    let from = chat_address("from", &body.from)?.into_string();
     if body.body.chars().count() > MAX_TEXT {
         return Err(ApiError::validation(format!(
             "body must be at most {MAX_TEXT} characters"
@@ -268,7 +260,7 @@ async fn inbound(
     if body.body.trim().is_empty() && body.media.is_none() {
         return Err(ApiError::validation("body must not be empty without media"));
     }
-    let instance = sandbox_instance(&state, &caller, &id).await?;
+    let instance = sandbox_only(instance)?;
     let media = match body.media {
         Some(m) => Some(load_media(&state, m).await?),
         None => None,
@@ -337,11 +329,10 @@ struct Receipted {
 )]
 async fn receipt(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    VisibleInstance { instance, .. }: VisibleInstance,
     AppJson(body): AppJson<ReceiptRequest>,
 ) -> ApiResult<AppJson<Receipted>> {
-    let instance = sandbox_instance(&state, &caller, &id).await?;
+    let instance = sandbox_only(instance)?;
     let status = match body.status {
         ReceiptStatus::Delivered => MessageStatus::Delivered,
         ReceiptStatus::Read => MessageStatus::Read,

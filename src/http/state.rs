@@ -10,6 +10,10 @@ use wagate_actors::webhook_queue::WebhookQueueHandle;
 
 use crate::config::Config;
 use crate::gateway::accounts::Accounts;
+use crate::gateway::contacts::ContactBook;
+use crate::gateway::instances::InstanceAdmin;
+use crate::gateway::messaging::Messenger;
+use crate::gateway::storage::StorageSwitch;
 use crate::storage::switchable::SwitchableStorage;
 
 /// What every handler can reach. Cheap to clone: all fields are handles.
@@ -21,6 +25,14 @@ pub struct AppState {
     /// The same storage as `storage`, with the provider switch (`/api/db/switch`).
     pub db: Arc<SwitchableStorage>,
     pub accounts: Accounts,
+    /// Creating, changing and deleting instances.
+    pub instance_admin: InstanceAdmin,
+    /// Sending through the instances.
+    pub messenger: Messenger,
+    /// Adding, importing and saving contacts.
+    pub contacts: ContactBook,
+    /// The live switch of the storage provider.
+    pub storage_switch: StorageSwitch,
     /// The instance actors, through their supervisor.
     pub instances: InstancesHandle,
     /// Events of every instance: persisted, then broadcast to live streams.

@@ -12,10 +12,10 @@ use wagate_actors::domain::InstanceStatus;
 
 use wagate_actors::domain::{Usage, UsageFilter};
 
+use crate::http::access::{AdminOnly, VisibleInstance};
 use crate::http::auth::AuthUser;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::instances::visible_instance;
+use crate::http::extract::{AppJson, AppQuery};
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -204,8 +204,7 @@ struct InstanceStats {
 )]
 async fn instance_stats(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    VisibleInstance { instance, .. }: VisibleInstance,
     AppQuery(p): AppQuery<InstancePeriod>,
 ) -> ApiResult<AppJson<InstanceStats>> {
     let today = state.stats.clock().now().date_naive();
@@ -214,7 +213,6 @@ async fn instance_stats(
         today,
         &INSTANCE_PERIODS,
     )?;
-    let instance = visible_instance(&state, &caller, &id).await?;
     let rows = usage_rows(
         &state,
         &UsageFilter {
@@ -277,9 +275,8 @@ struct SystemStats {
 )]
 async fn system_stats(
     State(state): State<AppState>,
-    caller: AuthUser,
+    _admin: AdminOnly,
 ) -> ApiResult<AppJson<SystemStats>> {
-    caller.require_admin()?;
     let rows = usage_rows(&state, &UsageFilter::default()).await?;
     let mut total = Usage::default();
     for (_, u) in &rows {

@@ -9,10 +9,9 @@ use wagate_actors::domain::event::WebhookTest;
 use wagate_actors::domain::{Event, InstanceEvent};
 use wagate_actors::webhook_queue::{DeliveryRecord, DeliveryStatus};
 
-use crate::http::auth::AuthUser;
+use crate::http::access::VisibleInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::instances::visible_instance;
+use crate::http::extract::{AppJson, AppQuery};
 use crate::http::state::AppState;
 use crate::http::{PageParams, Pagination, iso};
 
@@ -77,12 +76,10 @@ struct DeliveryList {
 )]
 async fn deliveries(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    VisibleInstance { instance, .. }: VisibleInstance,
     AppQuery(page): AppQuery<PageParams>,
 ) -> ApiResult<AppJson<DeliveryList>> {
     let (limit, skip) = page.resolve(50)?;
-    let instance = visible_instance(&state, &caller, &id).await?;
     let found = state.webhooks.deliveries(&instance.id, limit, skip).await?;
     Ok(AppJson(DeliveryList {
         deliveries: found.items.into_iter().map(DeliveryView::from).collect(),
@@ -116,10 +113,8 @@ struct TestQueued {
 )]
 async fn test(
     State(state): State<AppState>,
-    caller: AuthUser,
-    AppPath(id): AppPath<String>,
+    VisibleInstance { instance, .. }: VisibleInstance,
 ) -> ApiResult<AppJson<TestQueued>> {
-    let instance = visible_instance(&state, &caller, &id).await?;
     let Some(url) = instance.webhook_url.clone().filter(|u| !u.is_empty()) else {
         return Err(ApiError::conflict(
             "webhook_not_configured",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -399,17 +399,34 @@ pub async fn call_at(
     read(resp).await
 }
 
-/// The server binary as a child process, for tests that kill it (SIGKILL) mid-flight.
+/// The server binary as a child process, for tests that kill it (SIGKILL) mid-flight or
+/// read what it logs.
 pub struct ProcessServer {
     child: tokio::process::Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// Every line the server wrote, when started by [`ProcessServer::spawn_logged`].
+    logs: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl ProcessServer {
     /// Starts `wagate` on an ephemeral port with DATA_DIR `data_dir` and the test
     /// defaults plus `env`, and waits until it listens.
     pub async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ProcessServer {
+        Self::start(data_dir, env, false).await
+    }
+
+    /// [`ProcessServer::spawn`] logging at debug level, keeping every line it writes
+    /// for [`ProcessServer::log_text`].
+    pub async fn spawn_logged(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ProcessServer {
+        Self::start(data_dir, env, true).await
+    }
+
+    async fn start(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        keep_logs: bool,
+    ) -> ProcessServer {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"));
         // The data directory is its working directory too: no `.env` of the checkout
@@ -423,31 +440,54 @@ impl ProcessServer {
             .env("WA_ENGINE", "sandbox")
             .env("ALLOW_PRIVATE_NETWORK_URLS", "true")
             .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", if keep_logs { "debug" } else { "info" })
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(if keep_logs {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::inherit()
+            })
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start the server binary");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.expect("read log") {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v["message"] == "listening" {
-                    return v["address"].as_str().expect("address").to_owned();
+        let logs = keep_logs.then(|| Arc::new(Mutex::new(Vec::new())));
+        if let (Some(logs), Some(stderr)) = (&logs, child.stderr.take()) {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.lock().expect("logs").push(line);
                 }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server listens in time");
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            });
+        }
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = oneshot::channel();
+        {
+            let logs = logs.clone();
+            // Reads the address it listens on, then keeps draining its output so it never
+            // blocks on a full pipe.
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                let mut tx = Some(tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line)
+                        && v["message"] == "listening"
+                        && let (Some(tx), Some(addr)) = (tx.take(), v["address"].as_str())
+                    {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                    if let Some(logs) = &logs {
+                        logs.lock().expect("logs").push(line);
+                    }
+                }
+            });
+        }
+        let addr = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("the server listens in time")
+            .expect("the server exited before listening");
         ProcessServer {
             child,
             base: format!("http://{addr}"),
@@ -455,7 +495,17 @@ impl ProcessServer {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
+            logs,
         }
+    }
+
+    /// What the server has written so far (empty unless started by
+    /// [`ProcessServer::spawn_logged`]).
+    pub fn log_text(&self) -> String {
+        self.logs
+            .as_ref()
+            .map(|logs| logs.lock().expect("logs").join("\n"))
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown code runs.

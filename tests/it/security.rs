@@ -1,14 +1,13 @@
 //! Security hardening: login throttling, per-user rate limits, CORS, security headers,
 //! and secrets kept out of error bodies and logs.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD, Auth, JWT_SECRET, TestServer, eventually, read};
+use crate::common::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, Auth, JWT_SECRET, ProcessServer, TestServer, eventually, read,
+};
 
 async fn login(srv: &TestServer, email: &str, password: &str) -> (u16, Value, HeaderMap) {
     let resp = srv
@@ -212,97 +211,10 @@ async fn every_response_carries_security_headers() {
     }
 }
 
-/// The server binary with its JSON log kept, for checking what it writes.
-struct LoggedServer {
-    child: tokio::process::Child,
-    base: String,
-    client: reqwest::Client,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl LoggedServer {
-    /// The binary with the test defaults plus `env`, logging at debug level.
-    async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> LoggedServer {
-        use tokio::io::AsyncBufReadExt;
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"));
-        // The data directory is its working directory too: no `.env` of the checkout
-        // is read.
-        cmd.env_clear()
-            .current_dir(data_dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("DATA_DIR", data_dir)
-            .env("JWT_SECRET", JWT_SECRET)
-            .env("WA_ENGINE", "sandbox")
-            .env("ALLOW_PRIVATE_NETWORK_URLS", "true")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "debug")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start the server binary");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.lock().expect("logs").push(line);
-                }
-            });
-        }
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stdout).lines();
-                let mut tx = Some(tx);
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line)
-                        && v["message"] == "listening"
-                        && let (Some(tx), Some(addr)) = (tx.take(), v["address"].as_str())
-                    {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                    logs.lock().expect("logs").push(line);
-                }
-            });
-        }
-        let addr = tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("the server listens in time")
-            .expect("the server exited before listening");
-        LoggedServer {
-            child,
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
-            logs,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        auth: &Auth,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        crate::common::call_at(&self.client, &self.base, method, path, auth, body).await
-    }
-
-    fn log_text(&self) -> String {
-        self.logs.lock().expect("logs").join("\n")
-    }
-}
-
 #[tokio::test]
 async fn secrets_never_reach_error_bodies_or_logs() {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut srv = LoggedServer::spawn(data.path(), &[]).await;
+    let srv = ProcessServer::spawn_logged(data.path(), &[]).await;
     let (status, body) = srv
         .call(
             Method::POST,
@@ -450,8 +362,7 @@ async fn secrets_never_reach_error_bodies_or_logs() {
             "the log contains the secret {secret}"
         );
     }
-    srv.child.start_kill().expect("kill");
-    let _ = srv.child.wait().await;
+    srv.kill_hard().await;
 }
 
 // ─── Tokens: the algorithm is pinned, the claims are checked ────────────────────────
@@ -695,7 +606,7 @@ async fn waba_access_tokens_quoted_by_meta_are_kept_out_of_answers_and_logs() {
     let graph = echoing_graph().await;
     let data = tempfile::tempdir().expect("temp dir");
     let base = format!("http://{graph}");
-    let mut srv = LoggedServer::spawn(data.path(), &[("WABA_GRAPH_BASE_URL", &base)]).await;
+    let srv = ProcessServer::spawn_logged(data.path(), &[("WABA_GRAPH_BASE_URL", &base)]).await;
     let (status, body) = srv
         .call(
             Method::POST,
@@ -785,8 +696,7 @@ async fn waba_access_tokens_quoted_by_meta_are_kept_out_of_answers_and_logs() {
             "the log contains the secret {secret}"
         );
     }
-    srv.child.start_kill().expect("kill");
-    let _ = srv.child.wait().await;
+    srv.kill_hard().await;
 }
 
 // ─── Server-side request forgery ────────────────────────────────────────────────────

@@ -168,6 +168,36 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Instance {
+    /// A new instance `id` of `user_id` as it starts: connecting, not linked to a phone,
+    /// without description or limits, webhooks off with the default settings. Fill
+    /// what is known with struct update syntax.
+    pub fn new(
+        id: &str,
+        user_id: &str,
+        name: &str,
+        engine: EngineKind,
+        now: DateTime<Utc>,
+    ) -> Instance {
+        Instance {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            description: None,
+            engine,
+            status: InstanceStatus::Connecting,
+            phone: None,
+            webhook_url: None,
+            webhook_enabled: false,
+            webhook: WebhookSettings::default(),
+            limits: None,
+            last_activity: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// One entry of an instance's activity log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivityEntry {

@@ -50,6 +50,3 @@ pub struct InstanceDeps {
 pub fn session_dir(data_dir: &Path, instance_id: &str) -> PathBuf {
     data_dir.join("instances").join(instance_id)
 }
-
-#[cfg(test)]
-mod tests;

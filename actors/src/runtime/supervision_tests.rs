@@ -1,4 +1,6 @@
-//! The root supervisor's restarts, end to end on the sandbox engine.
+//! The supervision tree end to end: the root supervisor repairs what dies, and shutdown
+//! stops everything.
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use ractor::{ActorCell, ActorStatus};
 
 use crate::backoff::BackoffConfig;
 use crate::domain::instance::SYSTEM_ACTIVITY;
-use crate::domain::{EngineKind, Instance, InstanceStatus, WebhookSettings};
+use crate::domain::{EngineKind, Instance, InstanceStatus};
 use crate::engine::{Engines, SandboxConfig, SandboxControl, SandboxNetwork};
 use crate::error::DomainError;
 use crate::instance::{InstanceHandle, InstancesHandle, QrAnswer, session_dir};
@@ -50,22 +52,9 @@ async fn world() -> World {
 }
 
 fn instance(id: &str) -> Instance {
-    let now = Utc::now();
     Instance {
-        id: id.to_owned(),
-        user_id: "u1".into(),
-        name: id.to_owned(),
-        description: None,
-        engine: EngineKind::Sandbox,
         status: InstanceStatus::Disconnected,
-        phone: None,
-        webhook_url: None,
-        webhook_enabled: false,
-        webhook: WebhookSettings::default(),
-        limits: None,
-        last_activity: None,
-        created_at: now,
-        updated_at: now,
+        ..Instance::new(id, "u1", id, EngineKind::Sandbox, Utc::now())
     }
 }
 

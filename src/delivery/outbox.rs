@@ -1,5 +1,5 @@
-//! The webhook queue's two seams, implemented: the durable outbox on sled (an embedded
-//! store under `DATA_DIR/webhooks`) and the HTTP transport on reqwest.
+//! The webhook queue's durable outbox on sled (an embedded store under
+//! `DATA_DIR/webhooks`).
 //!
 //! Layout of the sled trees (keys are `instance id`, a 0 byte, then a big-endian u64 from
 //! sled's id generator, so a prefix scan yields one instance's entries in order):
@@ -11,15 +11,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sled::Transactional;
 use wagate_actors::domain::Page;
 use wagate_actors::error::StoreError;
-use wagate_actors::webhook_queue::{
-    DELIVERY_RECORDS_KEPT, DeliveryRecord, Outbox, WebhookJob, WebhookRequest, WebhookTransport,
-};
+use wagate_actors::webhook_queue::{DELIVERY_RECORDS_KEPT, DeliveryRecord, Outbox, WebhookJob};
 
 /// Records are trimmed to the kept number every this many inserts per instance.
 const TRIM_EVERY: u32 = 64;
@@ -279,37 +276,10 @@ impl Outbox for SledOutbox {
     }
 }
 
-/// Webhook requests over reqwest: pooled keep-alive connections, a per-request
-/// timeout, and the private-network guard unless allowed.
-pub struct HttpTransport {
-    client: reqwest::Client,
-}
-
-impl HttpTransport {
-    /// Fails when the TLS backend cannot be initialised.
-    pub fn new(allow_private: bool, timeout: Duration) -> Result<HttpTransport, String> {
-        Ok(HttpTransport {
-            client: crate::outbound::guarded_client(allow_private, timeout)?,
-        })
-    }
-}
-
-#[async_trait]
-impl WebhookTransport for HttpTransport {
-    async fn post(&self, request: WebhookRequest) -> Result<u16, String> {
-        let mut rb = self.client.post(&request.url).body(request.body);
-        for (name, value) in &request.headers {
-            rb = rb.header(name, value);
-        }
-        match rb.send().await {
-            Ok(resp) => Ok(resp.status().as_u16()),
-            Err(e) => Err(crate::outbound::explain(&e).to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use chrono::Utc;
     use wagate_actors::webhook_queue::DeliveryStatus;
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
-use super::*;
-use crate::domain::{EngineKind, Instance, InstanceStatus, WebhookSettings};
+use crate::backoff::BackoffConfig;
+use crate::domain::{EngineKind, Instance, InstanceStatus};
 use crate::engine::{Engines, FaultKind, SandboxConfig, SandboxControl, SandboxNetwork};
 use crate::error::DomainError;
+use crate::instance::{InstanceHandle, QrAnswer, session_dir};
 use crate::runtime::{Runtime, RuntimeConfig, start_runtime};
 use crate::store::InstanceStore;
 use crate::testing::MemoryStorage;
@@ -53,22 +54,9 @@ fn quick_backoff() -> BackoffConfig {
 }
 
 fn instance(id: &str, engine: EngineKind) -> Instance {
-    let now = Utc::now();
     Instance {
-        id: id.to_owned(),
-        user_id: "u1".into(),
-        name: id.to_owned(),
-        description: None,
-        engine,
         status: InstanceStatus::Disconnected,
-        phone: None,
-        webhook_url: None,
-        webhook_enabled: false,
-        webhook: WebhookSettings::default(),
-        limits: None,
-        last_activity: None,
-        created_at: now,
-        updated_at: now,
+        ..Instance::new(id, "u1", id, engine, Utc::now())
     }
 }
 
@@ -190,7 +178,7 @@ async fn lifecycle_qr_scan_logout_qr_again() {
             ..
         })
     ));
-    let session = super::session_dir(w.dir.path(), "a").join("sandbox-session.json");
+    let session = session_dir(w.dir.path(), "a").join("sandbox-session.json");
     assert!(session.exists());
 
     handle.logout().await.expect("logout");
@@ -200,7 +188,7 @@ async fn lifecycle_qr_scan_logout_qr_again() {
     );
     assert_eq!(w.stored_status("a").await, InstanceStatus::LoggedOut);
     assert!(!session.exists());
-    assert!(super::session_dir(w.dir.path(), "a").exists());
+    assert!(session_dir(w.dir.path(), "a").exists());
 
     assert_eq!(handle.qr().await, Ok(QrAnswer::Generating));
     w.qr_code("a").await;
@@ -426,7 +414,7 @@ async fn remove_deletes_the_session_dir() {
     let w = world(SandboxConfig::default(), quick_backoff()).await;
     w.create("a", EngineKind::Sandbox).await;
     w.scan("a", "15550000001").await;
-    let dir = super::session_dir(w.dir.path(), "a");
+    let dir = session_dir(w.dir.path(), "a");
     assert!(dir.join("sandbox-session.json").exists());
     w.runtime.instances.remove("a").await.expect("remove");
     assert!(!dir.exists());
@@ -448,7 +436,7 @@ async fn restore_all_reconnects_without_rescan_and_parks_the_rest() {
     for i in [&linked, &out] {
         w.storage.create_instance(i).await.expect("store");
     }
-    let dir = super::session_dir(w.dir.path(), "linked");
+    let dir = session_dir(w.dir.path(), "linked");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(
         dir.join("sandbox-session.json"),

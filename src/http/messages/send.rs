@@ -1,0 +1,201 @@
+//! Sending: texts, files the server downloads from a URL, uploaded files. The instance
+//! is checked to be within its limits, messages included, before anything is sent.
+
+use axum::extract::{Multipart, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::gateway::messaging::{MediaByUrl, check_caption};
+use crate::http::access::SendingInstance;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{AppJson, chat_address};
+use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
+use crate::http::state::AppState;
+use crate::media::{self, MediaFile};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Sent {
+    /// The WhatsApp id of the sent message.
+    id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SendText {
+    /// A phone number or a WhatsApp address (person or group).
+    #[schema(example = "79001234567")]
+    phone: String,
+    /// The text, at most 65,536 characters.
+    #[schema(example = "Hello!")]
+    message: String,
+}
+
+/// Sends a text message.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{instanceId}/send",
+    tag = "messages",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    request_body = SendText,
+    responses(
+        (status = 200, description = "Sent", body = Sent),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 400, description = "A missing or invalid phone or message (`validation_error`)", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
+pub(super) async fn send_text(
+    State(state): State<AppState>,
+    SendingInstance { instance, .. }: SendingInstance,
+    AppJson(body): AppJson<SendText>,
+) -> ApiResult<AppJson<Sent>> {
+    let to = chat_address("phone", &body.phone)?;
+    let sent = state
+        .messenger
+        .send_text(&instance.id, &to, body.message)
+        .await?;
+    Ok(AppJson(Sent {
+        id: sent.message_id,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SendMedia {
+    /// A phone number or a WhatsApp address (person or group).
+    #[schema(example = "79001234567")]
+    phone: String,
+    /// Where the server downloads the file from (http or https); 502
+    /// `media_fetch_failed` when it cannot.
+    url: String,
+    /// At most 4096 characters.
+    caption: Option<String>,
+    /// The file name the recipient sees.
+    filename: Option<String>,
+}
+
+/// Sends a file the server downloads from `url`.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{instanceId}/send-media",
+    tag = "messages",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    request_body = SendMedia,
+    responses(
+        (status = 200, description = "Sent", body = Sent),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 413, description = "The file is over the upload limit", body = ErrorBody),
+        (status = 400, description = "A missing or invalid phone, URL or caption (`validation_error`)", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+        (status = 502, description = "The file cannot be downloaded (`media_fetch_failed`)", body = ErrorBody),
+    )
+)]
+pub(super) async fn send_media(
+    State(state): State<AppState>,
+    SendingInstance { instance, .. }: SendingInstance,
+    AppJson(body): AppJson<SendMedia>,
+) -> ApiResult<AppJson<Sent>> {
+    let to = chat_address("phone", &body.phone)?;
+    let caption = check_caption(body.caption)?;
+    let media = MediaByUrl {
+        url: body.url,
+        caption,
+        file_name: body.filename,
+    };
+    let sent = state
+        .messenger
+        .send_from_url(&instance.id, &to, media)
+        .await?;
+    Ok(AppJson(Sent {
+        id: sent.message_id,
+    }))
+}
+
+/// The form of `send-file`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct SendFileForm {
+    /// A phone number or a WhatsApp address (person or group).
+    phone: String,
+    /// At most 4096 characters.
+    caption: Option<String>,
+    /// The file (its name and type are taken from the part).
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+}
+
+/// Sends an uploaded file (`multipart/form-data`: `phone`, `file`, optional `caption`).
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{instanceId}/send-file",
+    tag = "messages",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    request_body(content = SendFileForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Sent", body = Sent),
+        (status = 400, description = "Not a multipart form, or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
+        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 413, description = "The file is over the upload limit", body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
+pub(super) async fn send_file(
+    State(state): State<AppState>,
+    SendingInstance { instance, .. }: SendingInstance,
+    mut form: Multipart,
+) -> ApiResult<AppJson<Sent>> {
+    let max = state.config.max_upload_bytes;
+    let mut phone = None;
+    let mut caption = None;
+    let mut file: Option<(Vec<u8>, Option<String>, Option<String>)> = None;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name().unwrap_or_default() {
+            "phone" => phone = Some(field.text().await.map_err(multipart_error)?),
+            "caption" => caption = Some(field.text().await.map_err(multipart_error)?),
+            "file" => {
+                let name = field.file_name().map(str::to_owned);
+                let declared = field.content_type().map(str::to_owned);
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if bytes.len() + chunk.len() > max {
+                        return Err(ApiError::payload_too_large(format!(
+                            "file is larger than the limit of {max} bytes"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                file = Some((bytes, name, declared));
+            }
+            _ => {}
+        }
+    }
+    let phone = phone.ok_or_else(|| ApiError::validation("phone is required"))?;
+    let to = chat_address("phone", &phone)?;
+    let caption = check_caption(caption)?;
+    let (bytes, name, declared) = file.ok_or_else(|| ApiError::validation("file is required"))?;
+    let file_name = name.and_then(|n| media::safe_file_name(&n));
+    let mime_type = media::detect_mime(declared.as_deref(), &bytes, file_name.as_deref());
+    let file = MediaFile {
+        bytes,
+        mime_type,
+        file_name,
+    };
+    let sent = state
+        .messenger
+        .send_upload(&instance.id, &to, file, caption)
+        .await?;
+    Ok(AppJson(Sent {
+        id: sent.message_id,
+    }))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large("upload is larger than the allowed limit")
+    } else {
+        ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
+    }
+}
