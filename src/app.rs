@@ -266,7 +266,7 @@ pub async fn run_with(
         .desk
         .clone()
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
-    let waba = crate::waba::Waba::new(storage.clone(), desk, waba_vault);
+    let waba = crate::gateway::waba::Waba::new(storage.clone(), desk, waba_vault);
 
     let state = AppState {
         storage: storage.clone(),

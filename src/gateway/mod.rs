@@ -3,5 +3,8 @@
 //! HTTP.
 //!
 //! - [`accounts`]: users, credentials, API keys and tokens.
+//! - [`waba`]: the WABA operator desk — settings with sealed secrets, Meta's
+//!   notifications, the operators' chats and sends.
 
 pub mod accounts;
+pub mod waba;

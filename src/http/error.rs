@@ -13,6 +13,8 @@ use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::stats::LimitReached;
 
 use crate::gateway::accounts::AccountError;
+use crate::gateway::waba::WabaError;
+use wagate_actors::desk::GraphError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -177,6 +179,51 @@ impl From<AccountError> for ApiError {
             AccountError::LastAdmin => ApiError::conflict("last_admin", e.to_string()),
             AccountError::Store(e) => e.into(),
             AccountError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<WabaError> for ApiError {
+    fn from(e: WabaError) -> Self {
+        match e {
+            WabaError::NotConfigured => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "waba_not_configured",
+                e.to_string(),
+            ),
+            WabaError::Missing(_) => ApiError::bad_request(e.to_string()),
+            WabaError::PhoneNumberInUse => ApiError::conflict("phone_number_in_use", e.to_string()),
+            WabaError::ChatNotFound(_) | WabaError::MessageNotFound(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            WabaError::UnknownVerifyToken => ApiError::forbidden(e.to_string()),
+            WabaError::BadSignature => ApiError::unauthorized(e.to_string()),
+            WabaError::OutsideWindow => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "outside_24h_window",
+                e.to_string(),
+            ),
+            WabaError::Graph(GraphError::ReEngagement(m)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "outside_24h_window", m)
+            }
+            WabaError::Graph(GraphError::Throttled(m)) => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "waba_rate_limited", m)
+            },
+            WabaError::Graph(GraphError::BadToken(m)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "waba_token_invalid", m)
+            }
+            WabaError::Graph(GraphError::Rejected { code, message }) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "waba_error",
+                format!("Meta refused the message (code {code}): {message}"),
+            ),
+            WabaError::Graph(GraphError::Unavailable(m)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "waba_unavailable", m)
+            }
+            WabaError::Sealed(detail) => ApiError::internal(detail),
+            WabaError::Store(e) => e.into(),
+            WabaError::Domain(e) => e.into(),
         }
     }
 }
