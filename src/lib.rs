@@ -20,8 +20,8 @@
 //! - [`outbound`]: HTTP to user-supplied URLs, with the private-network guard.
 //! - [`metrics`]: the Prometheus metrics served by `GET /metrics`.
 //! - [`qr`]: QR codes as PNG images.
-//! - [`waba`]: the WABA operator desk's server side — sealed account settings, the Graph
-//!   API client, Meta's webhook payloads.
+//! - [`waba`]: Meta's side of the WABA operator desk — the Graph API client, the webhook
+//!   payloads and their signature check (the desk's use cases are [`gateway::waba`]).
 //!
 //! The actor runtime and the domain types live in the `wagate-actors` crate.
 

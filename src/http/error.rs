@@ -17,8 +17,9 @@ use crate::gateway::contacts::ContactError;
 use crate::gateway::instances::InstanceError;
 use crate::gateway::messaging::SendError;
 use crate::gateway::storage::ProviderSwitchError;
+use crate::gateway::waba::WabaError;
 use crate::outbound::OutboundError;
-use crate::waba::WabaError;
+use wagate_actors::desk::GraphError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -254,6 +255,51 @@ impl From<ProviderSwitchError> for ApiError {
     }
 }
 
+impl From<WabaError> for ApiError {
+    fn from(e: WabaError) -> Self {
+        match e {
+            WabaError::NotConfigured => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "waba_not_configured",
+                e.to_string(),
+            ),
+            WabaError::Missing(_) => ApiError::bad_request(e.to_string()),
+            WabaError::PhoneNumberInUse => ApiError::conflict("phone_number_in_use", e.to_string()),
+            WabaError::ChatNotFound(_) | WabaError::MessageNotFound(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            WabaError::UnknownVerifyToken => ApiError::forbidden(e.to_string()),
+            WabaError::BadSignature => ApiError::unauthorized(e.to_string()),
+            WabaError::OutsideWindow => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "outside_24h_window",
+                e.to_string(),
+            ),
+            WabaError::Graph(GraphError::ReEngagement(m)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "outside_24h_window", m)
+            }
+            WabaError::Graph(GraphError::Throttled(m)) => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "waba_rate_limited", m)
+            },
+            WabaError::Graph(GraphError::BadToken(m)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "waba_token_invalid", m)
+            }
+            WabaError::Graph(GraphError::Rejected { code, message }) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "waba_error",
+                format!("Meta refused the message (code {code}): {message}"),
+            ),
+            WabaError::Graph(GraphError::Unavailable(m)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "waba_unavailable", m)
+            }
+            WabaError::Sealed(detail) => ApiError::internal(detail),
+            WabaError::Store(e) => e.into(),
+            WabaError::Domain(e) => e.into(),
+        }
+    }
+}
+
 impl From<LimitReached> for ApiError {
     fn from(reached: LimitReached) -> Self {
         ApiError::too_many_requests(
@@ -264,21 +310,6 @@ impl From<LimitReached> for ApiError {
             ),
             reached.retry_after,
         )
-    }
-}
-
-impl From<WabaError> for ApiError {
-    fn from(e: WabaError) -> Self {
-        match e {
-            WabaError::NotConfigured => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "waba_not_configured",
-                e.to_string(),
-            ),
-            WabaError::PhoneNumberInUse => ApiError::conflict("phone_number_in_use", e.to_string()),
-            WabaError::Sealed(detail) => ApiError::internal(detail),
-            WabaError::Store(e) => e.into(),
-        }
     }
 }
 

@@ -46,7 +46,7 @@ pub struct AppState {
     /// Usage counters and limits.
     pub stats: StatsHandle,
     /// The WABA operator desk: its chat actors, account settings and Graph API client.
-    pub waba: crate::waba::Waba,
+    pub waba: crate::gateway::waba::Waba,
     /// Login throttling and per-user rate limits.
     pub limits: crate::throttle::Limits,
     /// The metrics served by `/metrics`.

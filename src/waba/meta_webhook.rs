@@ -172,14 +172,13 @@ pub struct StatusUpdate {
 
 impl StatusUpdate {
     /// The status as the desk knows it; None for ones it does not track (`deleted`, …).
+    /// Meta names `sent`, `delivered`, `read` and `failed` as the desk does; `pending`
+    /// and `received` are never statuses of a sent message.
     pub fn status(&self) -> Option<MessageStatus> {
-        match self.status.as_str() {
-            "sent" => Some(MessageStatus::Sent),
-            "delivered" => Some(MessageStatus::Delivered),
-            "read" => Some(MessageStatus::Read),
-            "failed" => Some(MessageStatus::Failed),
-            _ => None,
-        }
+        self.status
+            .parse()
+            .ok()
+            .filter(|s| !matches!(s, MessageStatus::Pending | MessageStatus::Received))
     }
 }
 
@@ -205,6 +204,23 @@ mod tests {
         assert!(!signature_valid("secret", br#"{"entry": []}"#, &header));
         assert!(!signature_valid("secret", body, "sha1=abc"));
         assert!(!signature_valid("secret", body, "sha256=zz"));
+    }
+
+    #[test]
+    fn only_the_statuses_of_a_sent_message_are_read() {
+        let update = |status: &str| StatusUpdate {
+            id: "wamid.1".into(),
+            status: status.into(),
+            timestamp: None,
+            recipient_id: "79001234567".into(),
+        };
+        assert_eq!(update("sent").status(), Some(MessageStatus::Sent));
+        assert_eq!(update("delivered").status(), Some(MessageStatus::Delivered));
+        assert_eq!(update("read").status(), Some(MessageStatus::Read));
+        assert_eq!(update("failed").status(), Some(MessageStatus::Failed));
+        for other in ["deleted", "pending", "received", "", "READ"] {
+            assert_eq!(update(other).status(), None, "{other}");
+        }
     }
 
     #[test]

@@ -1,0 +1,131 @@
+//! The WABA operator desk: operators answer customers through Meta's WhatsApp Business
+//! Cloud API. The desk's actors and nouns live in `wagate_actors::desk` and
+//! `wagate_actors::domain::waba`; Meta's payloads and the Graph API client in
+//! [`crate::waba`].
+//!
+//! Who sees what is a [`Scope`]: an admin sees every account's chats, a user those of its
+//! own account, an operator those of its owner. Another account's chat or message is
+//! [`WabaError::ChatNotFound`] / [`WabaError::MessageNotFound`], as if it did not exist.
+//!
+//! - this file: [`Waba`], its [`WabaError`] and [`Scope`];
+//! - `settings.rs`: an account's settings, secrets sealed at rest, and the credentials of
+//!   a send;
+//! - `ingest.rs`: Meta's notifications — the subscription check, inbound messages and
+//!   status updates;
+//! - `desk.rs`: the operators' side — chats, histories, sends, marking read, the live
+//!   feed.
+
+mod desk;
+mod ingest;
+mod settings;
+
+pub use ingest::Ingested;
+pub use settings::{SettingsInput, StoredSettings, WabaSettings, mask};
+
+use wagate_actors::desk::{GraphError, OperatorDeskHandle, SendError};
+use wagate_actors::error::{DomainError, StoreError};
+use wagate_actors::store::DynStorage;
+
+use crate::crypto::KeyVault;
+
+/// Why a WABA operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WabaError {
+    /// The account has no (usable) settings.
+    #[error(
+        "WABA is not configured for this account: set accessToken, phoneNumberId, appSecret and \
+         verifyToken with PUT /api/waba/settings"
+    )]
+    NotConfigured,
+    /// A settings field required the first time (its API name).
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("this phoneNumberId is already configured for another account")]
+    PhoneNumberInUse,
+    /// No such chat, or not one the caller sees.
+    #[error("chat {0} not found")]
+    ChatNotFound(i64),
+    /// No such message, or not one the caller sees.
+    #[error("message {0} not found")]
+    MessageNotFound(i64),
+    /// Meta's subscription check named no account's verify token.
+    #[error("webhook verification failed: unknown verify token")]
+    UnknownVerifyToken,
+    /// A notification not signed with its account's app secret.
+    #[error(
+        "invalid X-Hub-Signature-256: it must be sha256=<hex HMAC-SHA256 of the raw body with the app secret>"
+    )]
+    BadSignature,
+    /// A non-template message outside the 24-hour window, refused before calling Meta.
+    #[error(
+        "the customer's last message is more than 24 hours old (or the customer never wrote): \
+         only an approved template (type \"template\") may be sent"
+    )]
+    OutsideWindow,
+    /// Meta did not send the message.
+    #[error(transparent)]
+    Graph(GraphError),
+    /// An account's secrets cannot be opened (sealed under another server key); the
+    /// detail is for the log.
+    #[error("{0}")]
+    Sealed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+impl From<SendError> for WabaError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::OutsideWindow => WabaError::OutsideWindow,
+            SendError::Graph(g) => WabaError::Graph(g),
+            SendError::Domain(d) => WabaError::Domain(d),
+        }
+    }
+}
+
+/// Whose chats a caller sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every account's (an admin).
+    All,
+    /// One account's: the caller's own, or an operator's owner's.
+    Owner(String),
+}
+
+impl Scope {
+    pub fn sees(&self, owner_id: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Owner(o) => o == owner_id,
+        }
+    }
+
+    /// The one account seen; None for every account.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Owner(o) => Some(o),
+        }
+    }
+}
+
+/// The desk, its storage and the key that seals account secrets. Cheap to clone.
+#[derive(Clone)]
+pub struct Waba {
+    storage: DynStorage,
+    desk: OperatorDeskHandle,
+    /// Seals the account secrets at rest.
+    vault: KeyVault,
+}
+
+impl Waba {
+    pub fn new(storage: DynStorage, desk: OperatorDeskHandle, vault: KeyVault) -> Self {
+        Waba {
+            storage,
+            desk,
+            vault,
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The operators' chats: the list, a chat's history, marking it read, and the live
+//! events of every chat the caller sees.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use wagate_actors::domain::MessageStatus;
+use wagate_actors::domain::waba::{WabaMessage, window_expires_at};
+
+use super::{DeskCaller, NO_CHAT, numeric, receipts};
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::state::AppState;
+use crate::http::{iso, page_limit};
+
+/// Default page size of message and chat lists (the spec's default).
+const DEFAULT_LIMIT: u32 = 50;
+/// Events buffered per SSE client before the slowest events are dropped for it.
+const SSE_BUFFER: usize = 64;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_chats))
+        .routes(routes!(chat_messages))
+        .routes(routes!(mark_read))
+        .routes(routes!(events))
+}
+
+// --- Views ----------------------------------------------------------------------------
+
+/// Who sent an outbound message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+struct SenderView {
+    id: String,
+    /// Null when the account no longer exists.
+    email: Option<String>,
+}
+
+/// `{id, email}` of message senders, read once per request (or stream).
+#[derive(Default)]
+struct Senders(HashMap<String, SenderView>);
+
+impl Senders {
+    async fn of(&mut self, state: &AppState, user_id: Option<&str>) -> Option<SenderView> {
+        let id = user_id?;
+        if let Some(v) = self.0.get(id) {
+            return Some(v.clone());
+        }
+        let view = match state.storage.user_by_id(id).await {
+            Ok(Some(u)) => SenderView {
+                id: u.id,
+                email: Some(u.email),
+            },
+            // A deleted sender (or storage hiccup) still shows who it was.
+            _ => SenderView {
+                id: id.to_owned(),
+                email: None,
+            },
+        };
+        self.0.insert(id.to_owned(), view.clone());
+        Some(view)
+    }
+}
+
+/// A message as the chat history (and the live events) show it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaMessageView {
+    id: i64,
+    chat_id: i64,
+    /// Meta's id (`wamid.…`).
+    whatsapp_message_id: String,
+    content: Option<String>,
+    media_url: Option<String>,
+    /// `text`, `image`, `document`, `template`; inbound also `audio`, `video`, ...
+    #[serde(rename = "type")]
+    message_type: String,
+    from_me: bool,
+    #[schema(format = DateTime)]
+    timestamp: String,
+    status: MessageStatus,
+    /// Outbound and delivered (or read).
+    delivered: bool,
+    /// Outbound and read.
+    read: bool,
+    /// Inbound and read by an operator in the desk.
+    is_read_by_operator: bool,
+    /// Who sent it (outbound).
+    sender_user: Option<SenderView>,
+}
+
+async fn message_view(state: &AppState, senders: &mut Senders, m: &WabaMessage) -> WabaMessageView {
+    let (delivered, read) = receipts(m);
+    WabaMessageView {
+        id: m.id,
+        chat_id: m.chat_id,
+        whatsapp_message_id: m.whatsapp_message_id.clone(),
+        content: m.content.clone(),
+        media_url: m.media_url.clone(),
+        message_type: m.message_type.clone(),
+        from_me: m.from_me,
+        timestamp: iso(m.timestamp),
+        status: m.status,
+        delivered,
+        read,
+        is_read_by_operator: m.is_read_by_operator,
+        sender_user: senders.of(state, m.sender_user_id.as_deref()).await,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct OffsetParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// How many items to skip.
+    offset: Option<u64>,
+}
+
+impl OffsetParams {
+    fn resolve(&self) -> ApiResult<(u32, u64)> {
+        Ok((
+            page_limit(self.limit, DEFAULT_LIMIT)?,
+            self.offset.unwrap_or(0),
+        ))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct WabaHistory {
+    messages: Vec<WabaMessageView>,
+    total: u64,
+    limit: u32,
+    offset: u64,
+}
+
+/// The messages of a chat.
+#[utoipa::path(
+    get,
+    path = "/api/waba/operator/chat/{chatId}/messages",
+    tag = "waba",
+    params(("chatId" = i64, Path, description = "The chat's numeric id"), OffsetParams),
+    responses(
+        (status = 200, description = "A page of messages", body = WabaHistory),
+        (status = 400, description = "Invalid chat id or parameters", body = ErrorBody),
+        (status = 404, description = NO_CHAT, body = ErrorBody),
+    )
+)]
+async fn chat_messages(
+    State(state): State<AppState>,
+    desk: DeskCaller,
+    AppPath(raw): AppPath<String>,
+    AppQuery(page): AppQuery<OffsetParams>,
+) -> ApiResult<AppJson<WabaHistory>> {
+    let chat_id = numeric("chatId", &raw)?;
+    let (limit, offset) = page.resolve()?;
+    let page = state
+        .waba
+        .history(&desk.scope, chat_id, limit, offset)
+        .await?;
+    let mut senders = Senders::default();
+    let mut messages = Vec::with_capacity(page.items.len());
+    for m in &page.items {
+        messages.push(message_view(&state, &mut senders, m).await);
+    }
+    Ok(AppJson(WabaHistory {
+        messages,
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+/// A chat of the desk with its latest message.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaChatView {
+    id: i64,
+    /// The customer's WhatsApp id (digits of the phone number).
+    customer_phone: String,
+    customer_name: Option<String>,
+    last_message: Option<WabaMessageView>,
+    /// Inbound messages no operator has read yet.
+    unread_count: u64,
+    /// When the 24-hour window for free-form messages closes (null: never opened).
+    #[schema(format = DateTime)]
+    window_expires_at: Option<String>,
+    assigned_operator_id: Option<String>,
+    owner_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct WabaChatList {
+    chats: Vec<WabaChatView>,
+    total: u64,
+    limit: u32,
+    offset: u64,
+}
+
+/// The chats the caller sees, most recent first.
+#[utoipa::path(
+    get,
+    path = "/api/waba/operator/chats",
+    tag = "waba",
+    params(OffsetParams),
+    responses(
+        (status = 200, description = "A page of chats", body = WabaChatList),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+    )
+)]
+async fn list_chats(
+    State(state): State<AppState>,
+    desk: DeskCaller,
+    AppQuery(page): AppQuery<OffsetParams>,
+) -> ApiResult<AppJson<WabaChatList>> {
+    let (limit, offset) = page.resolve()?;
+    let page = state.waba.chats(&desk.scope, limit, offset).await?;
+    let mut senders = Senders::default();
+    let mut chats = Vec::with_capacity(page.items.len());
+    for s in &page.items {
+        let last = match &s.last_message {
+            Some(m) => Some(message_view(&state, &mut senders, m).await),
+            None => None,
+        };
+        chats.push(WabaChatView {
+            id: s.chat.id,
+            customer_phone: s.chat.customer_phone.clone(),
+            customer_name: s.chat.customer_name.clone(),
+            last_message: last,
+            unread_count: s.unread_count,
+            window_expires_at: window_expires_at(s.chat.last_customer_message_at).map(iso),
+            assigned_operator_id: s.chat.assigned_operator_id.clone(),
+            owner_id: s.chat.owner_id.clone(),
+        });
+    }
+    Ok(AppJson(WabaChatList {
+        chats,
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaMarked {
+    success: bool,
+    chat_id: i64,
+    /// How many messages were marked read.
+    marked: u64,
+}
+
+/// Marks the chat's inbound messages read by an operator.
+#[utoipa::path(
+    post,
+    path = "/api/waba/operator/chat/{chatId}/read",
+    tag = "waba",
+    params(("chatId" = i64, Path, description = "The chat's numeric id")),
+    responses(
+        (status = 200, description = "Marked", body = WabaMarked),
+        (status = 400, description = "Not a number", body = ErrorBody),
+        (status = 404, description = NO_CHAT, body = ErrorBody),
+    )
+)]
+async fn mark_read(
+    State(state): State<AppState>,
+    desk: DeskCaller,
+    AppPath(raw): AppPath<String>,
+) -> ApiResult<AppJson<WabaMarked>> {
+    let chat_id = numeric("chatId", &raw)?;
+    let marked = state.waba.mark_read(&desk.scope, chat_id).await?;
+    Ok(AppJson(WabaMarked {
+        success: true,
+        chat_id,
+        marked,
+    }))
+}
+
+/// The caller's chats as a live stream (Server-Sent Events).
+///
+/// Server-Sent Events of the caller's chats: `data: {"type": "message"|"status", "chatId",
+/// "message": {...}}`, the message as the chat history shows it after the change. A live
+/// feed: a client that reconnects reads what it missed from the history.
+#[utoipa::path(
+    get,
+    path = "/api/waba/operator/events",
+    tag = "waba",
+    responses(
+        (status = 200, description = "An endless stream: each `data:` is `{\"type\": \"message\"|\"status\", \"chatId\", \"message\"}` (JSON)", content_type = "text/event-stream", body = String),
+    )
+)]
+async fn events(State(state): State<AppState>, desk: DeskCaller) -> impl IntoResponse {
+    let scope = desk.scope;
+    let mut live = state.waba.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(SSE_BUFFER);
+    tokio::spawn(async move {
+        let mut senders = Senders::default();
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    if !scope.sees(&event.message.owner_id) {
+                        continue;
+                    }
+                    let data = json!({
+                        "type": event.kind.as_str(),
+                        "chatId": event.message.chat_id,
+                        "message": message_view(&state, &mut senders, &event.message).await,
+                    });
+                    let sse = Event::default().data(data.to_string());
+                    if tx.send(Ok(sse)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "a WABA event stream fell behind");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
