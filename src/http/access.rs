@@ -62,9 +62,7 @@ impl FromRequestParts<AppState> for AdminOnly {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = AuthUser::from_request_parts(parts, state).await?;
-        if !caller.is_admin() {
-            return Err(ApiError::forbidden("this endpoint is for admins only"));
-        }
+        caller.require_admin()?;
         Ok(AdminOnly(caller))
     }
 }

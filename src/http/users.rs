@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use wagate_actors::domain::{Role, User};
 
 use crate::gateway::accounts::{NewUser, UserPatch};
+use crate::http::access::AdminOnly;
 use crate::http::auth::AuthUser;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
@@ -95,10 +96,9 @@ fn default_role() -> Role {
 )]
 async fn create(
     State(state): State<AppState>,
-    caller: AuthUser,
+    _admin: AdminOnly,
     AppJson(body): AppJson<CreateUser>,
 ) -> ApiResult<(StatusCode, AppJson<UserView>)> {
-    caller.require_admin()?;
     let created = state
         .accounts
         .create(NewUser {
@@ -135,10 +135,9 @@ struct UserList {
 )]
 async fn list(
     State(state): State<AppState>,
-    caller: AuthUser,
+    _admin: AdminOnly,
     AppQuery(page): AppQuery<PageParams>,
 ) -> ApiResult<AppJson<UserList>> {
-    caller.require_admin()?;
     let (limit, skip) = page.resolve(100)?;
     let found = state.storage.list_users(limit, skip).await?;
     Ok(AppJson(UserList {
@@ -263,10 +262,9 @@ struct Deleted {
 )]
 async fn remove(
     State(state): State<AppState>,
-    caller: AuthUser,
+    AdminOnly(caller): AdminOnly,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<AppJson<Deleted>> {
-    caller.require_admin()?;
     let user = visible_user(&state, &caller, &id).await?;
     if user.id == caller.0.id {
         return Err(ApiError::conflict(

@@ -15,7 +15,7 @@ use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::{
     CONTACTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range, find_page,
-    map_err, to_bson,
+    forward_only_status, map_err, to_bson,
 };
 
 pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
@@ -135,22 +135,15 @@ impl MessageStore for MongoStorage {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Message>> {
-        let allowed: Vec<&str> = status
-            .predecessors()
-            .into_iter()
-            .map(MessageStatus::as_str)
-            .collect();
-        if allowed.is_empty() {
+        let Some(filter) = forward_only_status(
+            doc! {"instanceId": instance_id, "messageId": message_id},
+            status,
+        ) else {
             return Ok(None);
-        }
-        // One conditional update: concurrent receipts cannot move a status backwards.
+        };
         self.coll(MESSAGES)?
             .find_one_and_update(
-                doc! {
-                    "instanceId": instance_id,
-                    "messageId": message_id,
-                    "status": {"$in": allowed},
-                },
+                filter,
                 doc! {"$set": {
                     "status": status.as_str(),
                     "statusUpdatedAt": date(at),

@@ -37,7 +37,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, LimitPeriod,
-    Limits, Page, Role, User, WebhookSettings,
+    Limits, MessageStatus, Page, Role, User, WebhookSettings,
 };
 use wagate_actors::error::StoreError;
 use wagate_actors::store::{
@@ -260,6 +260,22 @@ pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// An instant as a BSON date (milliseconds, like every backend).
+/// `filter` narrowed to the statuses that may become `status` (the forward-only rule of
+/// `MessageStatus::predecessors`), for one conditional update that concurrent receipts
+/// cannot move backwards. None when nothing may become `status`.
+pub(crate) fn forward_only_status(mut filter: Document, status: MessageStatus) -> Option<Document> {
+    let allowed: Vec<&str> = status
+        .predecessors()
+        .into_iter()
+        .map(MessageStatus::as_str)
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    filter.insert("status", doc! {"$in": allowed});
+    Some(filter)
+}
+
 pub(crate) fn date(t: DateTime<Utc>) -> bson::DateTime {
     bson::DateTime::from_millis(t.timestamp_millis())
 }

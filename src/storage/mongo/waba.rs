@@ -17,7 +17,7 @@ use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::WabaStore;
 
-use super::{Fields, MongoStorage, corrupt, date, find_page, map_err};
+use super::{Fields, MongoStorage, corrupt, date, find_page, forward_only_status, map_err};
 
 pub(super) const ACCOUNTS: &str = "waba_accounts";
 pub(super) const CHATS: &str = "waba_chats";
@@ -426,18 +426,15 @@ impl WabaStore for MongoStorage {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<WabaMessage>> {
-        let allowed: Vec<&str> = status
-            .predecessors()
-            .into_iter()
-            .map(MessageStatus::as_str)
-            .collect();
-        if allowed.is_empty() {
+        let Some(filter) = forward_only_status(
+            doc! {"whatsappMessageId": whatsapp_message_id, "chatId": chat_id},
+            status,
+        ) else {
             return Ok(None);
-        }
-        // One conditional update: concurrent statuses cannot move a message backwards.
+        };
         self.coll(MESSAGES)?
             .find_one_and_update(
-                doc! {"whatsappMessageId": whatsapp_message_id, "chatId": chat_id, "status": {"$in": allowed}},
+                filter,
                 doc! {"$set": {"status": status.as_str(), "statusUpdatedAt": date(at)}},
             )
             .return_document(ReturnDocument::After)

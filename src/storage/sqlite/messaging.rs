@@ -11,7 +11,7 @@ use wagate_actors::domain::{
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::{ContactStore, MessageStore};
 
-use super::{SqliteStorage, clamp_i64, corrupt, json, map_err, ms};
+use super::{SqliteStorage, clamp_i64, corrupt, forward_only_status, json, map_err, ms};
 use crate::storage::from_millis;
 
 fn opt_millis(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
@@ -152,27 +152,20 @@ impl MessageStore for SqliteStorage {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Message>> {
-        let allowed = status.predecessors();
-        if allowed.is_empty() {
+        let Some(mut qb) = forward_only_status(
+            "messages",
+            &["status_updated_at", "updated_at"],
+            status,
+            at,
+            |qb| {
+                qb.push("instance_id = ")
+                    .push_bind(instance_id.to_owned())
+                    .push(" AND message_id = ")
+                    .push_bind(message_id.to_owned());
+            },
+        ) else {
             return Ok(None);
-        }
-        // One conditional UPDATE: concurrent receipts cannot move a status backwards.
-        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE messages SET status = ");
-        qb.push_bind(status.as_str())
-            .push(", status_updated_at = ")
-            .push_bind(ms(at))
-            .push(", updated_at = ")
-            .push_bind(ms(at))
-            .push(" WHERE instance_id = ")
-            .push_bind(instance_id.to_owned())
-            .push(" AND message_id = ")
-            .push_bind(message_id.to_owned())
-            .push(" AND status IN (");
-        let mut sep = qb.separated(", ");
-        for s in allowed {
-            sep.push_bind(s.as_str());
-        }
-        qb.push(") RETURNING *");
+        };
         qb.build()
             .fetch_optional(self.pool())
             .await

@@ -22,8 +22,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor, SqlitePool};
 use wagate_actors::domain::{
-    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, Role,
-    User, WebhookSettings,
+    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus,
+    MessageStatus, Page, Role, User, WebhookSettings,
 };
 use wagate_actors::error::StoreError;
 use wagate_actors::store::{
@@ -230,6 +230,37 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<InstanceEvent> {
         serde_json::from_str(&data).map_err(corrupt)?,
     )
     .map_err(corrupt)
+}
+
+/// `UPDATE {table} SET status = …, {stamps} = at WHERE {keys} AND status IN (…) RETURNING *`
+/// for the forward-only status rule (`MessageStatus::predecessors`): one conditional
+/// statement, so concurrent receipts cannot move a status backwards. `keys` pushes the
+/// row's identifying conditions. None when nothing may become `status`.
+pub(crate) fn forward_only_status(
+    table: &str,
+    stamps: &[&str],
+    status: MessageStatus,
+    at: DateTime<Utc>,
+    keys: impl FnOnce(&mut QueryBuilder<Sqlite>),
+) -> Option<QueryBuilder<Sqlite>> {
+    let allowed = status.predecessors();
+    if allowed.is_empty() {
+        return None;
+    }
+    let mut qb = QueryBuilder::<Sqlite>::new(format!("UPDATE {table} SET status = "));
+    qb.push_bind(status.as_str());
+    for column in stamps {
+        qb.push(format!(", {column} = ")).push_bind(ms(at));
+    }
+    qb.push(" WHERE ");
+    keys(&mut qb);
+    qb.push(" AND status IN (");
+    let mut sep = qb.separated(", ");
+    for s in allowed {
+        sep.push_bind(s.as_str());
+    }
+    qb.push(") RETURNING *");
+    Some(qb)
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {

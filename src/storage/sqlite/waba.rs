@@ -10,7 +10,7 @@ use wagate_actors::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMe
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::WabaStore;
 
-use super::{SqliteStorage, clamp_i64, corrupt, map_err, ms};
+use super::{SqliteStorage, clamp_i64, corrupt, forward_only_status, map_err, ms};
 use crate::storage::from_millis;
 
 fn opt_millis(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
@@ -373,25 +373,16 @@ impl WabaStore for SqliteStorage {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<WabaMessage>> {
-        let allowed = status.predecessors();
-        if allowed.is_empty() {
+        let Some(mut qb) =
+            forward_only_status("waba_messages", &["status_updated_at"], status, at, |qb| {
+                qb.push("whatsapp_message_id = ")
+                    .push_bind(whatsapp_message_id.to_owned())
+                    .push(" AND chat_id = ")
+                    .push_bind(chat_id);
+            })
+        else {
             return Ok(None);
-        }
-        // One conditional UPDATE: concurrent statuses cannot move a message backwards.
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE waba_messages SET status = ");
-        qb.push_bind(status.as_str())
-            .push(", status_updated_at = ")
-            .push_bind(ms(at))
-            .push(" WHERE whatsapp_message_id = ")
-            .push_bind(whatsapp_message_id.to_owned())
-            .push(" AND chat_id = ")
-            .push_bind(chat_id)
-            .push(" AND status IN (");
-        let mut sep = qb.separated(", ");
-        for s in allowed {
-            sep.push_bind(s.as_str());
-        }
-        qb.push(") RETURNING *");
+        };
         qb.build()
             .fetch_optional(self.pool())
             .await
