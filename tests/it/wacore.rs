@@ -19,6 +19,9 @@ use fake_whatsapp::{Ending, FakeWhatsApp};
 /// Pinned so the client does not look its version up on the internet.
 const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");
 
+/// The instance's webhook signing secret.
+const SECRET: &str = "wacore-webhook-secret";
+
 struct Rig {
     server: TestServer,
     whatsapp: FakeWhatsApp,
@@ -38,7 +41,8 @@ async fn rig() -> Rig {
         .post(
             "/api/instances",
             &auth,
-            json!({"name": "Real phone", "engine": "wacore", "webhookUrl": hooks.url()}),
+            json!({"name": "Real phone", "engine": "wacore", "webhookUrl": hooks.url(),
+                   "webhookSecret": SECRET}),
         )
         .await;
     assert_eq!(status, 201, "create: {body}");
@@ -323,7 +327,8 @@ async fn an_unreachable_whatsapp_is_reported_not_hidden() {
 /// The account the linked instances belong to.
 const ACCOUNT: &str = "79001234567";
 
-/// A rig whose instance a phone of [`ACCOUNT`] linked by scanning its QR code.
+/// A rig whose instance a phone of [`ACCOUNT`] linked by scanning its QR code. It is
+/// `connected` only once the device logged in and can send: nothing else is waited for.
 async fn linked_rig() -> Rig {
     let rig = rig().await;
     let qr = rig.qr_of_connection(1).await;
@@ -334,14 +339,88 @@ async fn linked_rig() -> Rig {
     rig.server
         .wait_status(&rig.auth, &rig.id, "connected")
         .await;
-    // The status turns connected at the pairing; the device logs in a round trip later.
-    rig.whatsapp
-        .wait_until(Duration::from_secs(10), "the device online", |w| {
-            w.online(ACCOUNT).then_some(())
-        })
-        .await
-        .expect("online");
     rig
+}
+
+impl Rig {
+    /// The instance's `/status` answer.
+    async fn status(&self) -> Value {
+        let (code, body) = self
+            .server
+            .get(&format!("/api/instances/{}/status", self.id), &self.auth)
+            .await;
+        assert_eq!(code, 200, "status: {body}");
+        body
+    }
+
+    /// Every webhook of kind `event` so far, each checked for its signature.
+    fn signed(&self, event: &str) -> Vec<Value> {
+        self.hooks
+            .of(event)
+            .iter()
+            .map(|hook| {
+                assert_eq!(
+                    hook.header("x-webhook-signature"),
+                    Some(wagate_actors::webhook_queue::sign(SECRET, &hook.body).as_str()),
+                    "{hook:?}"
+                );
+                hook.json()
+            })
+            .collect()
+    }
+
+    /// Waits for a signed webhook of kind `event` that `matches`.
+    async fn hook(&self, event: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.hooks
+            .wait_for(event, 20, |r| {
+                r.iter()
+                    .map(|r| r.json())
+                    .any(|e| e["event"] == event && matches(&e))
+            })
+            .await;
+        self.signed(event)
+            .into_iter()
+            .find(|e| matches(e))
+            .expect("the webhook waited for")
+    }
+}
+
+/// A scanned QR links the instance; it turns `connected` with the account's number only
+/// once the device logged in, so a send in the same breath goes out.
+#[tokio::test]
+async fn a_scanned_qr_connects_with_the_phones_number() {
+    let rig = linked_rig().await;
+    let status = rig.status().await;
+    assert_eq!(status["phone"], ACCOUNT, "{status}");
+    assert!(
+        rig.whatsapp.is_linked(ACCOUNT, 1),
+        "the fake linked device 1"
+    );
+    let hook = rig.hook("connected", |_| true).await;
+    assert_eq!(hook["data"]["phone"], ACCOUNT, "{hook}");
+    assert_eq!(hook["data"]["instanceId"], rig.id.as_str(), "{hook}");
+    // Exactly one `connected`, though the device logged in twice (the stream restart
+    // after pairing).
+    assert_eq!(rig.signed("connected").len(), 1);
+    // Paired on the first connection, logged in on the second.
+    assert_eq!(rig.whatsapp.connections(), 2);
+
+    let bob = rig.whatsapp.user("79005550001", "Bob").await.expect("Bob");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": "79005550001", "message": "right away"}),
+        )
+        .await;
+    assert_eq!(code, 200, "a send right after `connected`: {body}");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.text.as_deref(), Some("right away"));
+    rig.clean();
 }
 
 impl Rig {

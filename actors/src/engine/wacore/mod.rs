@@ -165,6 +165,8 @@ struct Track {
     dropped_seen: u64,
     connected: bool,
     qr_shown: u32,
+    /// The account a pairing on this connection linked to, until the login names it.
+    paired_as: Option<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,24 +212,22 @@ impl Shared {
             }
             Event::PairingQrCodesExhausted(_) => self.emit(EngineEvent::QrExhausted),
             Event::PairSuccess(pair) => {
+                // Linked, not yet logged in: WhatsApp restarts the stream and the device
+                // logs in on a new connection. Only `Connected` says it can send.
                 let mut track = lock(&self.track);
                 track.progressed = true;
-                track.connected = true;
-                self.emit(EngineEvent::Connected {
-                    phone: pair.id.user.to_string(),
-                    push_name: Some(pair.business_name.clone()).filter(|n| !n.is_empty()),
-                });
+                track.paired_as = Some(pair.id.user.to_string());
             }
             Event::Connected(_) => {
+                // Logged in and past the critical app-state sync: sends go out now.
                 let mut track = lock(&self.track);
                 track.progressed = true;
-                // Right after pairing the server restarts the stream once: that second
-                // login is not news.
                 if !track.connected {
                     track.connected = true;
                     let phone = client
                         .pn()
                         .map(|jid| jid.user.to_string())
+                        .or_else(|| track.paired_as.clone())
                         .unwrap_or_default();
                     let push_name = Some(client.push_name()).filter(|n| !n.is_empty());
                     self.emit(EngineEvent::Connected { phone, push_name });
