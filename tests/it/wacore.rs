@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Auth, TestServer, eventually};
 use crate::receiver::{Receiver, unused_addr};
-use fake_whatsapp::{Ending, FakeWhatsApp};
+use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
 
 /// Pinned so the client does not look its version up on the internet.
 const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");
@@ -547,5 +547,78 @@ async fn media_round_trip_through_the_gateway() {
         .expect("download");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.expect("bytes").to_vec(), photo);
+    rig.clean();
+}
+
+impl Rig {
+    /// Stops the gateway and starts it again on the same DATA_DIR, the same fake
+    /// WhatsApp and the same webhook receiver.
+    async fn restart(self) -> Rig {
+        let Rig {
+            server,
+            whatsapp,
+            hooks,
+            id,
+            ..
+        } = self;
+        let server = server.restart().await;
+        let auth = server.admin();
+        Rig {
+            server,
+            whatsapp,
+            hooks,
+            auth,
+            id,
+        }
+    }
+}
+
+/// A linked session survives a restart of the gateway: the device logs in with the keys
+/// in its session file, over the IK handshake, without showing a QR code again.
+#[tokio::test]
+async fn a_restarted_gateway_logs_back_in_without_a_qr() {
+    let rig = linked_rig().await;
+    rig.hook("connected", |_| true).await;
+    let before = rig.whatsapp.connections();
+    let qrs_before = rig.hooks.of("qr_received").len();
+
+    let rig = rig.restart().await;
+    rig.server
+        .wait_status(&rig.auth, &rig.id, "connected")
+        .await;
+    let handshakes = rig.whatsapp.handshakes();
+    assert_eq!(handshakes.len(), before + 1, "{handshakes:?}");
+    assert_eq!(
+        handshakes.last(),
+        Some(&Some(Pattern::Ik)),
+        "a registered device resumes over IK: {handshakes:?}"
+    );
+    assert_eq!(rig.hooks.of("qr_received").len(), qrs_before, "no new QR");
+    assert_eq!(rig.status().await["phone"], ACCOUNT);
+    rig.hooks
+        .wait_for("a second connected", 20, |r| {
+            r.iter()
+                .filter(|r| r.json()["event"] == "connected")
+                .count()
+                == 2
+        })
+        .await;
+
+    let bob = rig.whatsapp.user("79005550001", "Bob").await.expect("Bob");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": "79005550001", "message": "after the restart"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.text.as_deref(), Some("after the restart"));
+    assert_eq!(body["id"], got.id.as_str());
     rig.clean();
 }
