@@ -42,7 +42,7 @@ async fn rig() -> Rig {
             "/api/instances",
             &auth,
             json!({"name": "Real phone", "engine": "wacore", "webhookUrl": hooks.url(),
-                   "webhookSecret": SECRET}),
+                   "webhookSecret": SECRET, "notifyDelivery": true, "notifyRead": true}),
         )
         .await;
     assert_eq!(status, 201, "create: {body}");
@@ -620,5 +620,107 @@ async fn a_restarted_gateway_logs_back_in_without_a_qr() {
         .expect("Bob gets it");
     assert_eq!(got.text.as_deref(), Some("after the restart"));
     assert_eq!(body["id"], got.id.as_str());
+    rig.clean();
+}
+
+/// Bob, a WhatsApp user.
+const BOB: &str = "79005550001";
+const BOB_JID: &str = "79005550001@s.whatsapp.net";
+
+impl Rig {
+    /// Sends `text` to `phone` through the API; returns the message id.
+    async fn send(&self, phone: &str, text: &str) -> String {
+        let (code, body) = self
+            .server
+            .post(
+                &format!("/api/whatsapp/{}/send", self.id),
+                &self.auth,
+                json!({"phone": phone, "message": text}),
+            )
+            .await;
+        assert_eq!(code, 200, "send: {body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The stored history of a chat, newest first.
+    async fn history(&self, chat: &str) -> Vec<Value> {
+        let (code, body) = self
+            .server
+            .get(
+                &format!(
+                    "/api/instances/{}/chats/{chat}/messages?limit=1000",
+                    self.id
+                ),
+                &self.auth,
+            )
+            .await;
+        assert_eq!(code, 200, "history: {body}");
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The stored message `id` of `chat`, once it is there.
+    async fn stored(&self, chat: &str, id: &str) -> Value {
+        eventually(20, &format!("message {id} in the history"), || async {
+            self.history(chat)
+                .await
+                .into_iter()
+                .find(|m| m["messageId"] == id)
+        })
+        .await
+    }
+
+    /// Waits until the stored message `id` of `chat` has `status`.
+    async fn wait_message_status(&self, chat: &str, id: &str, status: &str) {
+        eventually(20, &format!("message {id} {status}"), || async {
+            self.history(chat)
+                .await
+                .iter()
+                .any(|m| m["messageId"] == id && m["status"] == status)
+                .then_some(())
+        })
+        .await
+    }
+}
+
+/// The peer's delivery receipt (sent by its phone on decrypting), then its read
+/// receipt, move a sent message to `delivered`, then `read`, each with a signed
+/// `message_status` webhook.
+#[tokio::test]
+async fn a_peers_receipts_move_a_sent_message_to_delivered_then_read() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let id = rig.send(BOB, "Did you get this?").await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.id, id);
+    let sent = rig.hook("message_sent", |e| e["data"]["messageId"] == id.as_str()).await;
+    assert_eq!(sent["data"]["to"], BOB_JID, "{sent}");
+    assert_eq!(sent["data"]["status"], "sent", "{sent}");
+
+    // Bob's phone confirms delivery as soon as it decrypted the message.
+    rig.wait_message_status(BOB_JID, &id, "delivered").await;
+    let delivered = rig
+        .hook("message_status", |e| {
+            e["data"]["messageId"] == id.as_str() && e["data"]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(delivered["data"]["fromMe"], true, "{delivered}");
+
+    bob.send_receipt(ACCOUNT, &[&id], true)
+        .await
+        .expect("read receipt");
+    rig.wait_message_status(BOB_JID, &id, "read").await;
+    rig.hook("message_status", |e| {
+        e["data"]["messageId"] == id.as_str() && e["data"]["status"] == "read"
+    })
+    .await;
+    let statuses: Vec<Value> = rig
+        .signed("message_status")
+        .iter()
+        .map(|e| e["data"]["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!("delivered"), json!("read")]);
     rig.clean();
 }
