@@ -724,3 +724,83 @@ async fn a_peers_receipts_move_a_sent_message_to_delivered_then_read() {
     assert_eq!(statuses, [json!("delivered"), json!("read")]);
     rig.clean();
 }
+
+/// A peer's text arrives everywhere a user looks: history, `/chats`, the SSE stream and
+/// the webhook, from the phone form of the sender; reading the chat sends the peer a
+/// read receipt.
+#[tokio::test]
+async fn an_inbound_text_arrives_everywhere_and_reading_it_tells_the_peer() {
+    let rig = linked_rig().await;
+    let stream = rig
+        .server
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/instances/{}/events/stream", rig.id),
+            &rig.auth,
+        )
+        .send()
+        .await
+        .expect("SSE");
+    assert_eq!(stream.status(), 200);
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let id = bob.send_text(ACCOUNT, "Привет, gateway").await.expect("sent");
+
+    let hook = rig.received(&id).await;
+    let data = &hook["data"];
+    assert_eq!(data["from"], BOB_JID, "{hook}");
+    assert_eq!(data["sender"], BOB_JID, "{hook}");
+    assert_eq!(data["body"], "Привет, gateway", "{hook}");
+    assert_eq!(data["pushName"], "Bob", "{hook}");
+    assert_eq!(data["fromMe"], false, "{hook}");
+    assert_eq!(rig.signed("message_received").len(), 1);
+
+    let stored = rig.stored(BOB_JID, &id).await;
+    assert_eq!(stored["content"], "Привет, gateway", "{stored}");
+    assert_eq!(stored["fromMe"], false, "{stored}");
+    assert_eq!(stored["remoteJid"], BOB_JID, "{stored}");
+
+    let (code, chats) = rig
+        .server
+        .get(&format!("/api/instances/{}/chats", rig.id), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{chats}");
+    let chat = chats["chats"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["remoteJid"] == BOB_JID))
+        .unwrap_or_else(|| panic!("Bob's chat in {chats}"));
+    assert_eq!(chat["unreadCount"], 1, "{chat}");
+    assert_eq!(chat["lastMessage"]["content"], "Привет, gateway", "{chat}");
+
+    // The stream started before the message: `connected` came earlier, so the first
+    // event after the subscription is this one.
+    let streamed = crate::common::read_sse(stream, 1).await;
+    assert_eq!(streamed[0].1["type"], "message_received", "{streamed:?}");
+    assert_eq!(streamed[0].1["data"]["messageId"], id.as_str());
+    assert_eq!(streamed[0].1["data"]["from"], BOB_JID);
+
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/instances/{}/chats/{BOB}/read", rig.id),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["marked"], 1, "{body}");
+    let receipt = bob
+        .next_receipt(Duration::from_secs(10))
+        .await
+        .expect("Bob gets a receipt");
+    // whatsapp-rust confirms delivery first, then the read.
+    let receipt = if receipt.is_delivery() {
+        bob.next_receipt(Duration::from_secs(10))
+            .await
+            .expect("Bob gets the read receipt")
+    } else {
+        receipt
+    };
+    assert_eq!(receipt.kind.as_deref(), Some("read"), "{receipt:?}");
+    assert_eq!(receipt.ids, [id.clone()]);
+    rig.clean();
+}
