@@ -695,7 +695,9 @@ async fn a_peers_receipts_move_a_sent_message_to_delivered_then_read() {
         .await
         .expect("Bob gets it");
     assert_eq!(got.id, id);
-    let sent = rig.hook("message_sent", |e| e["data"]["messageId"] == id.as_str()).await;
+    let sent = rig
+        .hook("message_sent", |e| e["data"]["messageId"] == id.as_str())
+        .await;
     assert_eq!(sent["data"]["to"], BOB_JID, "{sent}");
     assert_eq!(sent["data"]["status"], "sent", "{sent}");
 
@@ -743,7 +745,10 @@ async fn an_inbound_text_arrives_everywhere_and_reading_it_tells_the_peer() {
         .expect("SSE");
     assert_eq!(stream.status(), 200);
     let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
-    let id = bob.send_text(ACCOUNT, "Привет, gateway").await.expect("sent");
+    let id = bob
+        .send_text(ACCOUNT, "Привет, gateway")
+        .await
+        .expect("sent");
 
     let hook = rig.received(&id).await;
     let data = &hook["data"];
@@ -802,5 +807,60 @@ async fn an_inbound_text_arrives_everywhere_and_reading_it_tells_the_peer() {
     };
     assert_eq!(receipt.kind.as_deref(), Some("read"), "{receipt:?}");
     assert_eq!(receipt.ids, [id.clone()]);
+    rig.clean();
+}
+
+/// `contacts/add` asks WhatsApp whether the number is registered: a known user is
+/// added, an unknown number is refused with `not_on_whatsapp`.
+#[tokio::test]
+async fn adding_a_contact_asks_whatsapp_whether_the_number_is_on_it() {
+    let rig = linked_rig().await;
+    rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/contacts/add", rig.id),
+            &rig.auth,
+            json!({"phone": BOB, "name": "Bob from work"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["contact"]["id"], BOB_JID, "{body}");
+    assert_eq!(body["contact"]["name"], "Bob from work", "{body}");
+    let (code, live) = rig
+        .server
+        .get(&format!("/api/whatsapp/{}/contacts", rig.id), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{live}");
+    assert!(live.to_string().contains(BOB_JID), "{live}");
+
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/contacts/add", rig.id),
+            &rig.auth,
+            json!({"phone": "79009999999", "name": "Nobody"}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["code"], "not_on_whatsapp", "{body}");
+    // The question went to WhatsApp both times, as an interactive usync contact query.
+    let asked = rig
+        .whatsapp
+        .stanzas()
+        .iter()
+        .filter(|s| {
+            s.is_iq("usync", "usync")
+                && s.node
+                    .get_optional_child("usync")
+                    .and_then(|u| {
+                        u.attrs()
+                            .optional_string("context")
+                            .map(|c| c == "interactive")
+                    })
+                    .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(asked, 2);
     rig.clean();
 }
