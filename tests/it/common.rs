@@ -544,11 +544,14 @@ pub async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, Value)>
     let mut buf = String::new();
     let mut out = Vec::new();
     while out.len() < n {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), futures::StreamExt::next(&mut stream))
-            .await
-            .expect("SSE event in time")
-            .expect("stream open")
-            .expect("chunk");
+        let chunk = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            futures::StreamExt::next(&mut stream),
+        )
+        .await
+        .expect("SSE event in time")
+        .expect("stream open")
+        .expect("chunk");
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
             let frame: String = buf.drain(..end + 2).collect();
