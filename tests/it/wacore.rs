@@ -864,3 +864,34 @@ async fn adding_a_contact_asks_whatsapp_whether_the_number_is_on_it() {
     assert_eq!(asked, 2);
     rig.clean();
 }
+
+/// A message the account writes on its phone reaches the linked device as the phone's
+/// own-device copy: it is stored as outbound in that chat and published as
+/// `message_sent`, never as something received.
+#[tokio::test]
+async fn a_message_sent_from_the_phone_is_outbound() {
+    let rig = linked_rig().await;
+    rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let phone = rig.whatsapp.phone(ACCOUNT).await.expect("the phone");
+    let id = phone
+        .send_text_from_phone(BOB, "Typed on the phone")
+        .await
+        .expect("sent");
+
+    let hook = rig
+        .hook("message_sent", |e| e["data"]["messageId"] == id.as_str())
+        .await;
+    assert_eq!(hook["data"]["to"], BOB_JID, "{hook}");
+    assert_eq!(hook["data"]["body"], "Typed on the phone", "{hook}");
+    assert_eq!(hook["data"]["fromMe"], true, "{hook}");
+    let stored = rig.stored(BOB_JID, &id).await;
+    assert_eq!(stored["fromMe"], true, "{stored}");
+    assert_eq!(stored["status"], "sent", "{stored}");
+    assert_eq!(stored["content"], "Typed on the phone", "{stored}");
+    assert!(
+        rig.hooks.of("message_received").is_empty(),
+        "{:?}",
+        rig.hooks.of("message_received")
+    );
+    rig.clean();
+}

@@ -58,6 +58,9 @@ pub enum EngineEvent {
     },
     /// A message arrived.
     Message(InboundMessage),
+    /// The account sent a message from another of its devices (the phone itself):
+    /// `chat` is where it went, `sender` the account.
+    SentByPhone(InboundMessage),
     /// The recipient's phone acknowledged messages this instance sent.
     Receipt {
         /// The chat the messages were sent to.

@@ -385,7 +385,8 @@ impl InstanceActor {
                 close(state).await;
                 self.logged_out(state, &reason).await;
             }
-            EngineEvent::Message(message) => self.on_message(state, message).await,
+            EngineEvent::Message(message) => self.on_message(state, message, false).await,
+            EngineEvent::SentByPhone(message) => self.on_message(state, message, true).await,
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -585,9 +586,11 @@ impl InstanceActor {
         Ok(message)
     }
 
-    /// Stores an inbound message (and its media), remembers the sender as a contact and
-    /// publishes `message_received`. A message WhatsApp delivers twice is stored once.
-    async fn on_message(&self, state: &mut InstanceState, m: InboundMessage) {
+    /// Stores a message (and its media) WhatsApp brought: an inbound one remembers the
+    /// sender as a contact and publishes `message_received`; one the account sent from
+    /// its phone (`from_me`) is stored as sent and publishes `message_sent`. A message
+    /// WhatsApp delivers twice is stored once.
+    async fn on_message(&self, state: &mut InstanceState, m: InboundMessage, from_me: bool) {
         let now = Utc::now();
         let (media_path, media_size, mime_type, file_name) = match &m.media {
             Some(media) => match self.media.save(&state.id, &media.bytes).await {
@@ -618,7 +621,7 @@ impl InstanceActor {
             instance_id: state.id.clone(),
             message_id: m.message_id.clone(),
             remote_jid: m.chat.clone(),
-            from_me: false,
+            from_me,
             message_type: message_type.clone(),
             content: m.text.clone(),
             has_media: m.media.is_some(),
@@ -630,7 +633,11 @@ impl InstanceActor {
             file_name,
             media_path,
             media_size,
-            status: MessageStatus::Received,
+            status: if from_me {
+                MessageStatus::Sent
+            } else {
+                MessageStatus::Received
+            },
             push_name: m.push_name.clone(),
             metadata: json!({
                 "pushName": m.push_name,
@@ -640,7 +647,7 @@ impl InstanceActor {
             timestamp: m.timestamp,
             created_at: now,
             updated_at: now,
-            status_updated_at: None,
+            status_updated_at: from_me.then_some(now),
         };
         match self.deps.storage.insert_message(&message).await {
             Ok(()) => {}
@@ -649,6 +656,26 @@ impl InstanceActor {
                 tracing::error!(instance = %state.id, %err, message_id = %m.message_id, "cannot store an inbound message");
                 return;
             }
+        }
+        if from_me {
+            self.count(state, |u| {
+                u.messages_sent = 1;
+                u.media_sent = u64::from(message.has_media);
+                u.total_media_size = message.media_size.unwrap_or(0);
+            });
+            let event = Event::MessageSent(Box::new(MessageSent {
+                message_id: message.message_id.clone(),
+                to: message.remote_jid.clone(),
+                body: message.content.clone(),
+                message_type: message.message_type.clone(),
+                timestamp: m.timestamp.timestamp(),
+                has_media: message.has_media,
+                from_me: true,
+                status: MessageStatus::Sent,
+                media: MediaFields::of(&message),
+            }));
+            self.publish(&state.id, event).await;
+            return;
         }
         self.count(state, |u| {
             u.messages_received = 1;

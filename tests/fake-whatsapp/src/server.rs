@@ -1251,6 +1251,57 @@ impl Inner {
         Ok(id)
     }
 
+    /// An account's own phone wrote `message` to `to`: its linked devices get the copy
+    /// WhatsApp fans out to a sender's other devices, a `DeviceSentMessage` naming the
+    /// chat, from the phone's address with the chat as `recipient`. Returns the id.
+    pub(crate) async fn send_from_own_phone(
+        &self,
+        phone: &Peer,
+        to: &Jid,
+        message: &wa::Message,
+    ) -> Fallible<String> {
+        let id = new_id();
+        let own = phone.phone();
+        let wrapped = wa::Message {
+            device_sent_message: whatsapp_rust::buffa::MessageField::some(
+                wa::message::DeviceSentMessage {
+                    destination_jid: Some(to.to_string()),
+                    message: whatsapp_rust::buffa::MessageField::some(message.clone()),
+                    phash: None,
+                },
+            ),
+            ..Default::default()
+        };
+        for device in self.companions_of(&own)? {
+            let target = Jid::pn_device(&own, device);
+            if !phone.has_session(&target).await {
+                let bundle = {
+                    let mut state = self.state();
+                    let companion = state
+                        .accounts
+                        .get_mut(&own)
+                        .and_then(|a| a.companions.get_mut(&device))
+                        .ok_or("the device vanished")?;
+                    companion.keys.take_bundle(device)?
+                };
+                phone.install(&target, &bundle).await?;
+            }
+            let (enc_type, ciphertext) = phone.encrypt(&target, &wrapped).await?;
+            let mut stanza = message_stanza(
+                &phone.jid(),
+                &id,
+                "text",
+                phone.name(),
+                enc_type,
+                ciphertext,
+            );
+            stanza.attrs.insert("recipient", to.to_string());
+            self.deliver(&own, device, stanza)?;
+        }
+        self.bump();
+        Ok(id)
+    }
+
     pub(crate) fn receipt_from_peer(
         &self,
         peer: &Peer,

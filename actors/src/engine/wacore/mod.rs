@@ -281,12 +281,16 @@ impl Shared {
             )),
             Event::Messages(batch) => {
                 for item in batch.messages.iter() {
-                    if item.info.source.is_from_me {
+                    let Some(message) = self.inbound(client, &item.message, &item.info).await
+                    else {
                         continue;
-                    }
-                    if let Some(message) = self.inbound(client, &item.message, &item.info).await {
-                        self.emit(EngineEvent::Message(message));
-                    }
+                    };
+                    // The account's own messages, sent from its phone, are outbound.
+                    self.emit(if item.info.source.is_from_me {
+                        EngineEvent::SentByPhone(message)
+                    } else {
+                        EngineEvent::Message(message)
+                    });
                 }
             }
             Event::Receipt(receipt) => {
