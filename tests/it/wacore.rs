@@ -895,3 +895,77 @@ async fn a_message_sent_from_the_phone_is_outbound() {
     );
     rig.clean();
 }
+
+impl Rig {
+    /// The instance is `logged_out`, its session file is gone, the fake knows the device
+    /// as removed, and the `disconnected` webhook says `logout`.
+    async fn assert_logged_out(&self) {
+        self.server
+            .wait_status(&self.auth, &self.id, "logged_out")
+            .await;
+        assert!(
+            !self.session_file().exists(),
+            "the session keys must be wiped: {:?}",
+            self.session_file()
+        );
+        let removed: Vec<String> = self
+            .whatsapp
+            .removed_devices()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(removed, [format!("{ACCOUNT}:1@s.whatsapp.net")]);
+        assert!(!self.whatsapp.online(ACCOUNT));
+        let hook = self
+            .hook("disconnected", |e| e["data"]["reason"] == "logout")
+            .await;
+        assert_eq!(hook["data"]["willReconnect"], false, "{hook}");
+        // A send now says why it cannot.
+        let (code, body) = self
+            .server
+            .post(
+                &format!("/api/whatsapp/{}/send", self.id),
+                &self.auth,
+                json!({"phone": BOB, "message": "still there?"}),
+            )
+            .await;
+        assert_eq!(code, 409, "{body}");
+    }
+}
+
+/// Logging out from the API unlinks the device at WhatsApp (`remove-companion-device`)
+/// and wipes the session.
+#[tokio::test]
+async fn logout_from_the_api_unlinks_the_device() {
+    let rig = linked_rig().await;
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/instances/{}/logout", rig.id),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    rig.assert_logged_out().await;
+    assert!(
+        rig.whatsapp
+            .stanzas()
+            .iter()
+            .any(|s| s.is_iq("md", "remove-companion-device")),
+        "the client asked WhatsApp to unlink it"
+    );
+    rig.clean();
+}
+
+/// Unlinking the device on the phone ends its stream with `device_removed`: the
+/// instance is logged out and its session wiped, and it does not try to come back.
+#[tokio::test]
+async fn logout_from_the_phone_wipes_the_session() {
+    let rig = linked_rig().await;
+    let connections = rig.whatsapp.connections();
+    rig.whatsapp.unlink(ACCOUNT, 1).expect("unlink");
+    rig.assert_logged_out().await;
+    assert_eq!(rig.whatsapp.connections(), connections, "no reconnection");
+    rig.clean();
+}

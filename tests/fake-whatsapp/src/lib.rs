@@ -66,6 +66,9 @@ pub enum Ending {
     Replaced,
     /// The socket drops without a word.
     Drop,
+    /// `<stream:error code="401"><conflict type="device_removed"/>`: the phone unlinked
+    /// the device.
+    DeviceRemoved,
 }
 
 /// A pair-code request the server received.
@@ -167,6 +170,12 @@ impl FakeWhatsApp {
             self.inner.command(n, Command::End(ending)),
             "connection {n} was never opened or is gone"
         );
+    }
+
+    /// The phone of account `phone` unlinks its device `device` (Settings → Linked
+    /// devices → Log out): the server forgets it and ends its connection, if any.
+    pub fn unlink(&self, phone: &str, device: u16) -> Result<(), String> {
+        self.inner.unlink(phone, device)
     }
 
     pub fn pair_requests(&self) -> Vec<PairCodeRequest> {

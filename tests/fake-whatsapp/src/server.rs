@@ -675,6 +675,29 @@ impl Inner {
         ))
     }
 
+    /// The account's phone unlinks `device`: it is removed, and its connection ends.
+    pub(crate) fn unlink(&self, phone: &str, device: u16) -> Fallible<()> {
+        let conn = {
+            let mut state = self.state();
+            let companion = state
+                .accounts
+                .get_mut(phone)
+                .and_then(|a| a.companions.get_mut(&device))
+                .filter(|c| !c.removed)
+                .ok_or_else(|| format!("{phone}:{device} is not a linked device"))?;
+            companion.removed = true;
+            companion.active = false;
+            let conn = companion.conn.take();
+            state.removed.push(Jid::pn_device(phone, device));
+            conn
+        };
+        self.bump();
+        if let Some(n) = conn {
+            self.command(n, Command::End(Ending::DeviceRemoved));
+        }
+        Ok(())
+    }
+
     fn remove_companion(&self, n: usize, id: &str) -> Node {
         if let Some((phone, device)) = self.device_of(n) {
             let mut state = self.state();
