@@ -969,3 +969,21 @@ async fn logout_from_the_phone_wipes_the_session() {
     assert_eq!(rig.whatsapp.connections(), connections, "no reconnection");
     rig.clean();
 }
+
+/// A send to a number that is not on WhatsApp answers 4xx JSON, not a silent success.
+#[tokio::test]
+async fn a_send_to_a_number_not_on_whatsapp_is_refused() {
+    let rig = linked_rig().await;
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": "79009999999", "message": "anyone?"}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["code"], "not_on_whatsapp", "{body}");
+    assert!(rig.history("79009999999@s.whatsapp.net").await.is_empty());
+    rig.clean();
+}

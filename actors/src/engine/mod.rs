@@ -142,6 +142,9 @@ pub enum EngineError {
     /// The command's input is malformed (a phone number that is not one).
     #[error("{0}")]
     InvalidInput(String),
+    /// The recipient's number is not on WhatsApp.
+    #[error("{0} is not on WhatsApp")]
+    NotOnWhatsApp(String),
     /// The session store could not be read or written.
     #[error("session store: {0}")]
     Io(String),

@@ -870,6 +870,7 @@ fn engine_error(err: EngineError) -> DomainError {
         EngineError::InvalidState(message) => DomainError::conflict("invalid_state", message),
         EngineError::InvalidInput(message) => DomainError::Invalid(message),
         EngineError::NotSupported => DomainError::Invalid(err.to_string()),
+        EngineError::NotOnWhatsApp(number) => DomainError::NotOnWhatsApp(number),
         EngineError::Io(_) | EngineError::Unavailable(_) => DomainError::Engine(err.to_string()),
     }
 }

@@ -622,6 +622,25 @@ impl Engine for WacoreEngine {
                 "the session is not logged in".into(),
             ));
         }
+        if matches!(
+            to.server,
+            whatsapp_rust::Server::Pn | whatsapp_rust::Server::Lid
+        ) {
+            // WhatsApp takes a message for a number without devices and delivers it to
+            // no one: ask first (the device list is cached after the first send).
+            let devices = client
+                .signal()
+                .get_user_devices(std::slice::from_ref(&to))
+                .await
+                .map_err(|e| {
+                    EngineError::Unavailable(format!(
+                        "WhatsApp did not list the recipient's devices: {e}"
+                    ))
+                })?;
+            if devices.is_empty() {
+                return Err(EngineError::NotOnWhatsApp(to.to_non_ad_string()));
+            }
+        }
         let sent = match content {
             OutboundContent::Text(text) => client.send_text(to, text.clone()).await,
             OutboundContent::Media {
