@@ -987,3 +987,57 @@ async fn a_send_to_a_number_not_on_whatsapp_is_refused() {
     assert!(rig.history("79009999999@s.whatsapp.net").await.is_empty());
     rig.clean();
 }
+
+/// WhatsApp refusing a request the send depends on (the recipient's device list, the
+/// media upload's credentials) is a clear 502 `engine_error` in JSON, never a 500, and
+/// nothing is stored as sent.
+#[tokio::test]
+async fn whatsapp_refusing_a_request_is_a_clear_api_error() {
+    let rig = linked_rig().await;
+    rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+
+    rig.whatsapp.refuse_next_iq("usync", 503);
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": BOB, "message": "will this go?"}),
+        )
+        .await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["code"], "engine_error", "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(rig.history(BOB_JID).await.is_empty());
+
+    rig.whatsapp.refuse_next_iq("w:m", 403);
+    let form = reqwest::multipart::Form::new().text("phone", BOB).part(
+        "file",
+        reqwest::multipart::Part::bytes(b"%PDF-1.4 not really".to_vec())
+            .file_name("a.pdf")
+            .mime_str("application/pdf")
+            .expect("mime"),
+    );
+    let resp = rig
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/whatsapp/{}/send-file", rig.id),
+            &rig.auth,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .expect("send-file");
+    let (code, body) = crate::common::read(resp).await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["code"], "engine_error", "{body}");
+    assert!(rig.history(BOB_JID).await.is_empty());
+
+    // The refusals were one-off: the same send goes through now.
+    rig.send(BOB, "and now?").await;
+    rig.clean();
+}

@@ -178,6 +178,12 @@ impl FakeWhatsApp {
         self.inner.unlink(phone, device)
     }
 
+    /// The next IQ of namespace `xmlns` (`usync`, `w:m`, `encrypt`…) is answered with
+    /// `<error code="{code}"/>`, as WhatsApp answers a request it refuses.
+    pub fn refuse_next_iq(&self, xmlns: &str, code: u16) {
+        self.inner.state().refusals.push((xmlns.to_owned(), code));
+    }
+
     pub fn pair_requests(&self) -> Vec<PairCodeRequest> {
         self.inner.state().pair_requests.clone()
     }

@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub(crate) pair_requests: Vec<PairCodeRequest>,
     pub(crate) problems: Vec<String>,
     pub(crate) removed: Vec<Jid>,
+    /// IQ namespaces the server refuses next, with the error code, once each.
+    pub(crate) refusals: Vec<(String, u16)>,
     next_lid: u64,
 }
 
@@ -351,6 +353,17 @@ impl Inner {
         let xmlns = attr(node, "xmlns").unwrap_or_default();
         let child = node.children().and_then(|c| c.first());
         let child_tag = child.map(|c| c.tag.to_string()).unwrap_or_default();
+        if matches!(kind.as_str(), "get" | "set") {
+            let refused = {
+                let mut state = self.state();
+                let at = state.refusals.iter().position(|(ns, _)| *ns == xmlns);
+                at.map(|at| state.refusals.remove(at).1)
+            };
+            if let Some(code) = refused {
+                self.bump();
+                return vec![Reply::Send(error(&id, code, "refused-by-test"))];
+            }
+        }
         let answer = match (kind.as_str(), xmlns.as_str(), child_tag.as_str()) {
             // Answers to the server's own requests.
             ("result", _, "pair-device-sign") => return self.pair_device_sign(n, node).await,
