@@ -1041,3 +1041,39 @@ async fn whatsapp_refusing_a_request_is_a_clear_api_error() {
     rig.send(BOB, "and now?").await;
     rig.clean();
 }
+
+/// A peer that could not decrypt a message asks for it again with a retry receipt: the
+/// client sends it again, under the same id, and the peer reads it this time. (The
+/// peers' key bundles carry no one-time pre-key, the state of a phone whose pre-keys
+/// ran out: every send here starts its session that way.)
+#[tokio::test]
+async fn a_retry_receipt_gets_the_message_sent_again() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let id = rig.send(BOB, "Say that again?").await;
+    let first = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(first.id, id);
+
+    bob.send_retry_receipt(ACCOUNT, &id)
+        .await
+        .expect("retry receipt");
+    let again = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it again");
+    assert_eq!(again.id, id);
+    assert_eq!(again.text.as_deref(), Some("Say that again?"));
+    // Still one message in the history, not two.
+    let history = rig.history(BOB_JID).await;
+    assert_eq!(
+        history
+            .iter()
+            .filter(|m| m["messageId"] == id.as_str())
+            .count(),
+        1
+    );
+    rig.clean();
+}

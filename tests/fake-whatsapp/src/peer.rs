@@ -191,6 +191,13 @@ impl Peer {
         server.receipt_from_peer(self, to, ids, read)
     }
 
+    /// Tells the account `to` that this phone could not decrypt message `id` (a retry
+    /// receipt): the sender is expected to send it again.
+    pub async fn send_retry_receipt(&self, to: &str, id: &str) -> Result<(), String> {
+        let server = self.server()?;
+        server.retry_from_peer(self, to, id)
+    }
+
     /// Sends an image to the account `to`: encrypted with a fresh media key, uploaded to
     /// the fake's media server, announced in an image message. Returns the message id.
     pub async fn send_image(

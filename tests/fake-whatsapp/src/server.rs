@@ -1338,6 +1338,37 @@ impl Inner {
         Ok(id)
     }
 
+    /// `peer` could not decrypt message `id` from the account `to`: a retry receipt
+    /// (count 1, with the peer's registration id) to every linked device.
+    pub(crate) fn retry_from_peer(&self, peer: &Peer, to: &str, id: &str) -> Fallible<()> {
+        let registration = peer
+            .client()
+            .persistence_manager()
+            .get_device_snapshot()
+            .registration_id;
+        for device in self.companions_of(to)? {
+            let stanza = NodeBuilder::new("receipt")
+                .attr("from", peer.jid())
+                .attr("id", id.to_owned())
+                .attr("type", "retry")
+                .attr("t", now().to_string())
+                .children([
+                    NodeBuilder::new("retry")
+                        .attr("count", "1")
+                        .attr("id", id.to_owned())
+                        .attr("t", now().to_string())
+                        .attr("v", "1")
+                        .build(),
+                    NodeBuilder::new("registration")
+                        .bytes(registration.to_be_bytes().to_vec())
+                        .build(),
+                ])
+                .build();
+            self.deliver(to, device, stanza)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn receipt_from_peer(
         &self,
         peer: &Peer,
