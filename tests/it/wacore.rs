@@ -1077,3 +1077,99 @@ async fn a_retry_receipt_gets_the_message_sent_again() {
     );
     rig.clean();
 }
+
+/// How many decrypted messages the session keeps in its own buffer, waiting for the
+/// gateway to store them (whatsapp-rust's pending-inbound table in the session file).
+async fn buffered_inbound(session_file: &std::path::Path) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(session_file)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("the session file opens");
+    sqlx::query_scalar("SELECT COUNT(*) FROM pending_inbound_messages")
+        .fetch_one(&mut db)
+        .await
+        .expect("the pending-inbound table")
+}
+
+/// An inbound message is acknowledged to WhatsApp only once it is stored. Here the
+/// instance dies after the client decrypted a message and before it was stored: the
+/// message stays unacknowledged, WhatsApp delivers it again when the restarted
+/// instance logs in, and it arrives once.
+#[tokio::test]
+async fn an_inbound_message_survives_the_instance_dying_before_storing_it() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    rig.whatsapp
+        .user("79005550002", "Carol")
+        .await
+        .expect("Carol");
+
+    // The instance is busy: its send to Carol waits on WhatsApp's answer about her
+    // devices, which does not come.
+    rig.whatsapp.hold_next_iq("usync");
+    let send = rig
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+        )
+        .json(&json!({"phone": "79005550002", "message": "hello Carol"}))
+        .send();
+    let send = tokio::spawn(send);
+    rig.whatsapp
+        .wait_until(Duration::from_secs(10), "the held device query", |w| {
+            (!w.held_iqs().is_empty()).then_some(())
+        })
+        .await
+        .expect("held");
+
+    // Bob writes meanwhile: the client decrypts it and buffers it, unacknowledged,
+    // waiting for the busy instance to store it.
+    let id = bob.send_text(ACCOUNT, "Don't lose me").await.expect("sent");
+    let file = rig.session_file();
+    eventually(20, "the message in the session's buffer", || async {
+        (buffered_inbound(&file).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(rig.whatsapp.unacked(ACCOUNT, 1), [id.clone()]);
+    assert!(rig.history(BOB_JID).await.is_empty());
+
+    // The instance dies right there.
+    let instances = rig
+        .server
+        .runtime()
+        .instances
+        .supervisor_cell()
+        .expect("the instance supervisor");
+    let children = instances.get_children();
+    assert_eq!(children.len(), 1);
+    children[0].kill();
+    let (code, body) = crate::common::read(send.await.expect("task").expect("answer")).await;
+    assert!(code != 200 && code < 500 || code == 503, "{code} {body}");
+
+    // Restarted by its supervisor, the instance logs in again; WhatsApp delivers the
+    // message again and it is stored this time.
+    let event = rig.received(&id).await;
+    assert_eq!(event["data"]["body"], "Don't lose me", "{event}");
+    assert_eq!(event["data"]["from"], BOB_JID, "{event}");
+    rig.server
+        .wait_status(&rig.auth, &rig.id, "connected")
+        .await;
+    let stored = rig.stored(BOB_JID, &id).await;
+    assert_eq!(stored["content"], "Don't lose me");
+    eventually(
+        20,
+        "the buffer emptied and the message acknowledged",
+        || async {
+            (buffered_inbound(&file).await == 0 && rig.whatsapp.unacked(ACCOUNT, 1).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(rig.signed("message_received").len(), 1);
+    rig.clean();
+}

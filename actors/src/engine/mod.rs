@@ -10,7 +10,9 @@ pub mod sandbox;
 pub mod wacore;
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +131,15 @@ pub struct EngineContact {
 /// Where an engine reports its events. Must not block: it is called from the
 /// engine's own tasks.
 pub type EventSink = Arc<dyn Fn(EngineEvent) + Send + Sync>;
+
+/// Resolves once the instance handled an event handed to a [`CommitSink`]: `Ok` when
+/// what it carries is stored, `Err` with why not (the instance stopped, storage failed).
+pub type Committed = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Where an engine hands the events it must not lose (inbound messages): it tells
+/// WhatsApp it has a message only once the returned future says it is stored, so a
+/// crash in between gets the message delivered again.
+pub type CommitSink = Arc<dyn Fn(EngineEvent) -> Committed + Send + Sync>;
 
 /// Why an engine refused or failed a command.
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -257,6 +268,24 @@ pub struct EngineContext {
     /// The instance's own directory for session key material (`data_dir/instances/<id>/`).
     pub session_dir: PathBuf,
     pub sink: EventSink,
+    pub commit: CommitSink,
+}
+
+impl EngineContext {
+    /// A context whose commits go to `sink` too and count as stored at once (engines
+    /// that keep nothing of their own, tests).
+    pub fn with_sink(instance_id: String, session_dir: PathBuf, sink: EventSink) -> Self {
+        let to_sink = sink.clone();
+        EngineContext {
+            instance_id,
+            session_dir,
+            sink,
+            commit: Arc::new(move |event| {
+                to_sink(event);
+                Box::pin(std::future::ready(Ok(())))
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for EngineContext {

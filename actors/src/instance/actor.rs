@@ -28,8 +28,8 @@ use crate::domain::{
     Message, MessageStatus, new_id,
 };
 use crate::engine::{
-    Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, InboundMessage,
-    OutboundContent, SandboxControl,
+    CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
+    InboundMessage, OutboundContent, SandboxControl,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -50,6 +50,12 @@ pub enum InstanceMsg {
     Engine {
         epoch: u64,
         event: EngineEvent,
+    },
+    /// An event the engine must not lose: answered once it is handled (stored).
+    EngineCommit {
+        epoch: u64,
+        event: EngineEvent,
+        reply: RpcReplyPort<Result<(), String>>,
     },
     Status(RpcReplyPort<StatusView>),
     Qr(RpcReplyPort<Result<QrAnswer, DomainError>>),
@@ -199,6 +205,27 @@ impl Actor for InstanceActor {
                     self.on_engine_event(state, event).await?;
                 }
             }
+            InstanceMsg::EngineCommit {
+                epoch,
+                event,
+                reply,
+            } => {
+                if epoch != state.epoch {
+                    let _ = reply.send(Err("the session that received it was stopped".into()));
+                    return Ok(());
+                }
+                let answer = match event {
+                    EngineEvent::Message(message) => self.on_message(state, message, false).await,
+                    EngineEvent::SentByPhone(message) => {
+                        self.on_message(state, message, true).await
+                    }
+                    other => self
+                        .on_engine_event(state, other)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
             InstanceMsg::Status(reply) => {
                 let _ = reply.send(state.view());
             }
@@ -283,10 +310,34 @@ impl InstanceActor {
             // Fails only when the actor is gone; its successor has its own engine.
             let _ = me.cast(InstanceMsg::Engine { epoch, event });
         });
+        let me = myself.clone();
+        let commit: CommitSink = Arc::new(move |event| {
+            let me = me.clone();
+            Box::pin(async move {
+                // No timeout: the engine bounds its own wait, and an answer that comes
+                // late is still an answer (the message is stored either way).
+                match me
+                    .call(
+                        |reply| InstanceMsg::EngineCommit {
+                            epoch,
+                            event,
+                            reply,
+                        },
+                        None,
+                    )
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+                    Ok(_) => Err("the instance stopped before storing it".into()),
+                    Err(err) => Err(format!("the instance is gone: {err}")),
+                }
+            })
+        });
         let ctx = EngineContext {
             instance_id: state.id.clone(),
             session_dir: state.session_dir.clone(),
             sink,
+            commit,
         };
         let mut engine = match self.deps.engines.create(state.kind, ctx) {
             Ok(engine) => engine,
@@ -385,8 +436,12 @@ impl InstanceActor {
                 close(state).await;
                 self.logged_out(state, &reason).await;
             }
-            EngineEvent::Message(message) => self.on_message(state, message, false).await,
-            EngineEvent::SentByPhone(message) => self.on_message(state, message, true).await,
+            EngineEvent::Message(message) => {
+                let _ = self.on_message(state, message, false).await;
+            }
+            EngineEvent::SentByPhone(message) => {
+                let _ = self.on_message(state, message, true).await;
+            }
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -590,7 +645,14 @@ impl InstanceActor {
     /// sender as a contact and publishes `message_received`; one the account sent from
     /// its phone (`from_me`) is stored as sent and publishes `message_sent`. A message
     /// WhatsApp delivers twice is stored once.
-    async fn on_message(&self, state: &mut InstanceState, m: InboundMessage, from_me: bool) {
+    ///
+    /// Fails (logged) only when the message could not be stored.
+    async fn on_message(
+        &self,
+        state: &mut InstanceState,
+        m: InboundMessage,
+        from_me: bool,
+    ) -> Result<(), String> {
         let now = Utc::now();
         let (media_path, media_size, mime_type, file_name) = match &m.media {
             Some(media) => match self.media.save(&state.id, &media.bytes).await {
@@ -651,10 +713,10 @@ impl InstanceActor {
         };
         match self.deps.storage.insert_message(&message).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return,
+            Err(StoreError::Conflict(_)) => return Ok(()),
             Err(err) => {
                 tracing::error!(instance = %state.id, %err, message_id = %m.message_id, "cannot store an inbound message");
-                return;
+                return Err(format!("cannot store message {}: {err}", m.message_id));
             }
         }
         if from_me {
@@ -675,7 +737,7 @@ impl InstanceActor {
                 media: MediaFields::of(&message),
             }));
             self.publish(&state.id, event).await;
-            return;
+            return Ok(());
         }
         self.count(state, |u| {
             u.messages_received = 1;
@@ -712,6 +774,7 @@ impl InstanceActor {
             media: MediaFields::of(&message),
         }));
         self.publish(&state.id, event).await;
+        Ok(())
     }
 
     /// Moves a sent message's status forward and publishes `message_status`; stale or

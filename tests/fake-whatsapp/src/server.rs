@@ -68,8 +68,11 @@ pub(crate) struct State {
     pub(crate) pair_requests: Vec<PairCodeRequest>,
     pub(crate) problems: Vec<String>,
     pub(crate) removed: Vec<Jid>,
-    /// IQ namespaces the server refuses next, with the error code, once each.
-    pub(crate) refusals: Vec<(String, u16)>,
+    /// IQ namespaces the server refuses next, once each: with an error code, or with
+    /// no answer at all (`None`, held).
+    pub(crate) refusals: Vec<(String, Option<u16>)>,
+    /// IQs held unanswered.
+    pub(crate) held: Vec<Node>,
     next_lid: u64,
 }
 
@@ -121,6 +124,9 @@ struct Companion {
     active: bool,
     /// Stanzas waiting for the device's next login, delivered when it goes active.
     offline: Vec<Node>,
+    /// Messages delivered and not yet acknowledged (by a receipt or an ack), by id: at
+    /// the device's next login they are delivered again, as WhatsApp does.
+    unacked: Vec<(String, Node)>,
 }
 
 impl Account {
@@ -299,12 +305,28 @@ impl Inner {
                 device,
             };
         }
+        let mut replaced = None;
         if let Some(companion) = state
             .accounts
             .get_mut(&phone)
             .and_then(|a| a.companions.get_mut(&device))
         {
+            replaced = companion.conn.filter(|old| *old != n);
             companion.conn = Some(n);
+            companion.active = false;
+            // What the device never acknowledged comes again, first.
+            let again: Vec<Node> = std::mem::take(&mut companion.unacked)
+                .into_iter()
+                .map(|(_, stanza)| stanza)
+                .collect();
+            companion.offline.splice(0..0, again);
+        }
+        // Another stream of the same device is still open: WhatsApp replaces it.
+        if let Some(old) = replaced
+            && let Some(conn) = state.conns.get(old - 1)
+            && conn.open
+        {
+            let _ = conn.tx.send(Command::End(Ending::Replaced));
         }
         vec![Reply::Send(
             NodeBuilder::new("success")
@@ -342,7 +364,16 @@ impl Inner {
         match node.tag.as_ref() {
             "iq" => self.iq(n, &node).await,
             "message" => self.message(n, &node).await,
-            "receipt" => self.receipt(n, &node),
+            "receipt" => {
+                self.acknowledged(n, &node);
+                self.receipt(n, &node)
+            }
+            "ack" => {
+                if attr(&node, "class").as_deref() == Some("message") {
+                    self.acknowledged(n, &node);
+                }
+                Vec::new()
+            }
             _ => Vec::new(),
         }
     }
@@ -359,9 +390,17 @@ impl Inner {
                 let at = state.refusals.iter().position(|(ns, _)| *ns == xmlns);
                 at.map(|at| state.refusals.remove(at).1)
             };
-            if let Some(code) = refused {
-                self.bump();
-                return vec![Reply::Send(error(&id, code, "refused-by-test"))];
+            match refused {
+                Some(Some(code)) => {
+                    self.bump();
+                    return vec![Reply::Send(error(&id, code, "refused-by-test"))];
+                }
+                Some(None) => {
+                    self.state().held.push(node.clone());
+                    self.bump();
+                    return Vec::new();
+                }
+                None => {}
             }
         }
         let answer = match (kind.as_str(), xmlns.as_str(), child_tag.as_str()) {
@@ -430,6 +469,21 @@ impl Inner {
         vec![Reply::Send(answer)]
     }
 
+    /// The device on connection `n` acknowledged the messages a receipt or an ack
+    /// names: they are not delivered again.
+    fn acknowledged(&self, n: usize, node: &Node) {
+        let mut ids: Vec<String> = attr(node, "id").into_iter().collect();
+        if let Some(list) = node.get_optional_child("list") {
+            ids.extend(
+                list.get_children_by_tag("item")
+                    .filter_map(|item| attr(item, "id")),
+            );
+        }
+        self.with_companion(n, |companion| {
+            companion.unacked.retain(|(id, _)| !ids.contains(id));
+        });
+    }
+
     /// A phone scanned `qr`: the device that shows it becomes a companion of `phone`'s
     /// account, signed by the account's key the way a real phone signs it.
     pub(crate) async fn scan(&self, qr: &str, phone: &str) -> Fallible<()> {
@@ -496,6 +550,7 @@ impl Inner {
                 conn: None,
                 active: false,
                 offline: Vec::new(),
+                unacked: Vec::new(),
             },
         );
         let pair_success = NodeBuilder::new("iq")
@@ -742,6 +797,11 @@ impl Inner {
                 companion.active = true;
                 for mut stanza in std::mem::take(&mut companion.offline) {
                     stanza.attrs.insert("offline", "1");
+                    if stanza.tag == "message" {
+                        companion
+                            .unacked
+                            .push((attr(&stanza, "id").unwrap_or_default(), stanza.clone()));
+                    }
                     replies.push(Reply::Send(stanza));
                     count += 1;
                 }
@@ -1232,13 +1292,18 @@ impl Inner {
             Some(conn) if conn.open => conn.tx.send(Command::Send(stanza.clone())).is_ok(),
             _ => false,
         };
-        if !sent
-            && let Some(companion) = state
-                .accounts
-                .get_mut(phone)
-                .and_then(|a| a.companions.get_mut(&device))
+        if let Some(companion) = state
+            .accounts
+            .get_mut(phone)
+            .and_then(|a| a.companions.get_mut(&device))
         {
-            companion.offline.push(stanza);
+            if !sent {
+                companion.offline.push(stanza);
+            } else if stanza.tag == "message" {
+                companion
+                    .unacked
+                    .push((attr(&stanza, "id").unwrap_or_default(), stanza));
+            }
         }
         Ok(())
     }
@@ -1381,6 +1446,15 @@ impl Inner {
             self.deliver(to, device, stanza)?;
         }
         Ok(())
+    }
+
+    pub(crate) fn unacked(&self, phone: &str, device: u16) -> Vec<String> {
+        self.state()
+            .accounts
+            .get(phone)
+            .and_then(|a| a.companions.get(&device))
+            .map(|c| c.unacked.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn online(&self, phone: &str) -> bool {
