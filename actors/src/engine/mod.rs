@@ -4,7 +4,9 @@
 //! everything that happens on the connection comes back as an [`EngineEvent`] through
 //! the [`EventSink`] it was created with. The sink casts into the instance actor's
 //! mailbox, so an engine never waits for the actor and the actor never shares state
-//! with the engine's background tasks.
+//! with the engine's background tasks. The one exception is what must not be lost: an
+//! engine that can have WhatsApp deliver a message again hands it to the [`CommitSink`]
+//! and waits until it is stored before acknowledging it.
 
 pub mod sandbox;
 pub mod wacore;
