@@ -9,6 +9,7 @@
 //! | S4 | chat history (50 messages) among 1,000,000 stored messages, p99 | the same queries through sqlx (p99) + echo p99 | ≤ 2× |
 //! | S5 | marginal RSS per idle connected instance at 10,000; whole process | — | ≤ 64 KiB; ≤ 1 GiB |
 //! | S6 | restart storm: 1,000 sessions crash at once | first backoff window + 2 s | all connected in time, supervisor alive, no webhook lost |
+//! | S7 | real (`wacore`) sessions linked against the in-process fake WhatsApp: marginal RSS, file descriptors and threads per connected session; time to pair all, and to log all back in after a restart | the sandbox engine's same figures | ≤ 600 KiB per session |
 //!
 //! Run: `cargo bench --bench load`. Each scenario runs in a child process of its own (the
 //! bench binary again, with `--scenario Sx`), so memory figures and failures stay apart.
@@ -20,7 +21,8 @@
 //!   `<target dir>/bench-results/load.json`, with a Markdown table beside it);
 //! - `WAGATE_BENCH_SECS`, `WAGATE_BENCH_WEBHOOKS`, `WAGATE_BENCH_MESSAGES`,
 //!   `WAGATE_BENCH_INSTANCES`, `WAGATE_BENCH_STORM`: override the phase length (s), S2's
-//!   webhooks, S4's stored messages, S5's instances and S6's crashing sessions.
+//!   webhooks, S4's stored messages, S5's instances and S6's crashing sessions;
+//!   `WAGATE_BENCH_SESSIONS`: S7's real sessions.
 //!
 //! Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time.
 
@@ -64,7 +66,7 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
 const ROWS_MARK: &str = "WAGATE_BENCH_ROWS ";
 const JWT_SECRET: &str = "load-harness-secret-0123456789abcdef0123";
 const WEBHOOK_SECRET: &str = "load-harness-webhook-secret";
-const SCENARIOS: [&str; 6] = ["S1", "S2", "S3", "S4", "S5", "S6"];
+const SCENARIOS: [&str; 7] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"];
 
 /// One line of the results table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +135,7 @@ struct Sizes {
     s5_instances: usize,
     s5_warmup: usize,
     s6_instances: usize,
+    s7_sessions: usize,
 }
 
 fn env_num(name: &str) -> Option<u64> {
@@ -157,6 +160,7 @@ impl Sizes {
                 s5_instances: 1_000,
                 s5_warmup: 100,
                 s6_instances: 300,
+                s7_sessions: 100,
             }
         } else {
             Sizes {
@@ -173,6 +177,7 @@ impl Sizes {
                 s5_instances: 10_000,
                 s5_warmup: 100,
                 s6_instances: 1_000,
+                s7_sessions: 500,
             }
         };
         if let Some(v) = env_num("WAGATE_BENCH_SECS") {
@@ -186,6 +191,9 @@ impl Sizes {
         }
         if let Some(v) = env_num("WAGATE_BENCH_WEBHOOKS") {
             s.s2_events = (v as usize).clamp(100, 1_000_000);
+        }
+        if let Some(v) = env_num("WAGATE_BENCH_SESSIONS") {
+            s.s7_sessions = (v as usize).clamp(20, 100_000);
         }
         if let Some(v) = env_num("WAGATE_BENCH_STORM") {
             s.s6_instances = (v as usize).clamp(10, 100_000);
@@ -400,6 +408,15 @@ impl Server {
     /// Starts the server on 127.0.0.1 with DATA_DIR `dir`, the bench defaults plus
     /// `extra`, and logs in as the admin.
     async fn start(dir: &Path, extra: &[(&str, String)]) -> Res<Server> {
+        Self::start_seamed(dir, extra, None).await
+    }
+
+    /// [`Server::start`], with real (`wacore`) sessions reaching `whatsapp`.
+    async fn start_seamed(
+        dir: &Path,
+        extra: &[(&str, String)],
+        whatsapp: Option<&fake_whatsapp::FakeWhatsApp>,
+    ) -> Res<Server> {
         let mut all: Vec<(&str, String)> = vec![
             ("data_dir", dir.display().to_string()),
             ("jwt_secret", JWT_SECRET.to_owned()),
@@ -414,9 +431,23 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.ctx("bind")?;
         let addr = listener.local_addr().ctx("address")?;
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(wagate::app::run(config, listener, async move {
-            let _ = rx.await;
-        }));
+        let seams = wagate::app::Seams {
+            wacore_transport: whatsapp.map(|w| w.factory()),
+            wacore_http: whatsapp.map(|w| {
+                w.http_client(Arc::new(
+                    wagate_actors::engine::wacore::ReqwestHttpClient::new(),
+                ))
+            }),
+            ..wagate::app::Seams::default()
+        };
+        let handle = tokio::spawn(wagate::app::run_with(
+            config,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            seams,
+        ));
         let client = http_client(256)?;
         let base = format!("http://{addr}");
         let login: Value = client
@@ -1457,6 +1488,277 @@ async fn s5(sizes: &Sizes) -> Res<Vec<Row>> {
     ])
 }
 
+/// Open file descriptors and threads of this process.
+fn fds_and_threads() -> Res<(u64, u64)> {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .ctx("read /proc/self/fd")?
+        .count() as u64;
+    let status = std::fs::read_to_string("/proc/self/status").ctx("read /proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or("no Threads in /proc/self/status")?;
+    Ok((fds, threads))
+}
+
+/// Raises this process's soft limit of open files to its hard limit (the sessions'
+/// sockets and session files), never the user's shell.
+fn raise_file_limit() -> Res<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err("getrlimit failed".into());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err("setrlimit failed".into());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// What one engine's sessions cost: per-session RSS, descriptors and threads between a
+/// warm-up population and the full one, and the time to get the rest connected.
+struct Footprint {
+    rss_kib: f64,
+    fds: f64,
+    threads: f64,
+    connect: Duration,
+}
+
+/// Measures `n` sessions past `warm`: `grow(from, count)` creates and connects them.
+async fn footprint<F, Fut>(n: usize, warm: usize, mut grow: F) -> Res<Footprint>
+where
+    F: FnMut(usize, usize) -> Fut,
+    Fut: Future<Output = Res<()>>,
+{
+    grow(0, warm).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss0 = rss_bytes()?;
+    let (fds0, threads0) = fds_and_threads()?;
+    let started = Instant::now();
+    grow(warm, n - warm).await?;
+    let connect = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = rss_bytes()?;
+    let (fds, threads) = fds_and_threads()?;
+    let extra = (n - warm) as f64;
+    Ok(Footprint {
+        rss_kib: rss.saturating_sub(rss0) as f64 / extra / 1024.0,
+        fds: fds.saturating_sub(fds0) as f64 / extra,
+        threads: threads.saturating_sub(threads0) as f64 / extra,
+        connect,
+    })
+}
+
+impl Server {
+    /// Creates real instances `from..from + count`, each linked by its own fake phone
+    /// scanning its QR code, 32 at a time; waits until `from + count` are connected.
+    async fn link_wacore(
+        self: &Arc<Self>,
+        whatsapp: &fake_whatsapp::FakeWhatsApp,
+        from: usize,
+        count: usize,
+    ) -> Res<()> {
+        let whatsapp = whatsapp.clone();
+        for_each_concurrent(count, 32, |i| {
+            let srv = self.clone();
+            let whatsapp = whatsapp.clone();
+            async move {
+                let i = from + i;
+                let (status, body) = srv
+                    .post(
+                        "/api/instances",
+                        &json!({"name": format!("real-{i}"), "engine": "wacore"}),
+                    )
+                    .await?;
+                if status != 201 {
+                    return Err(format!("create: {status} {body}"));
+                }
+                let id = body["id"].as_str().ok_or("no id")?.to_owned();
+                let qr = wait_for(
+                    "a QR code",
+                    Duration::from_secs(60),
+                    Duration::from_millis(20),
+                    || async {
+                        let (_, body) = srv.get(&format!("/api/instances/{id}/qr")).await?;
+                        Ok(body["qrCode"].as_str().map(str::to_owned))
+                    },
+                )
+                .await?;
+                whatsapp.scan(&qr, &format!("7900{i:07}")).await?;
+                // Linked, or refused: a session that does not get there fails the run
+                // loudly, with what the fake saw, instead of waiting out the limit.
+                let status = wait_for(
+                    "the session linked",
+                    Duration::from_secs(120),
+                    Duration::from_millis(20),
+                    || async {
+                        let (_, body) = srv.get(&format!("/api/instances/{id}/status")).await?;
+                        Ok(body["status"]
+                            .as_str()
+                            .filter(|s| matches!(*s, "connected" | "logged_out" | "failed"))
+                            .map(str::to_owned))
+                    },
+                )
+                .await?;
+                if status != "connected" {
+                    return Err(format!(
+                        "real-{i} ended {status} while linking; the fake's problems: {:?}",
+                        whatsapp.problems()
+                    ));
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        self.wait_connected(from + count, Duration::from_secs(1200))
+            .await
+    }
+}
+
+async fn s7(sizes: &Sizes) -> Res<Vec<Row>> {
+    let limit = raise_file_limit()?;
+    let n = sizes.s7_sessions;
+    let warm = (n / 10).max(10);
+
+    // The baseline: sandbox sessions, autopaired, in a server of their own.
+    let sandbox = {
+        let dir = tempfile::tempdir().ctx("temp dir")?;
+        let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+        let made = footprint(n, warm, |from, count| {
+            let srv = srv.clone();
+            async move {
+                srv.create_instances(&format!("sandbox-{from}"), count, 32, None)
+                    .await?;
+                srv.wait_connected(from + count, Duration::from_secs(600))
+                    .await
+            }
+        })
+        .await?;
+        Arc::into_inner(srv)
+            .ok_or("server still shared")?
+            .stop()
+            .await?;
+        made
+    };
+    println!(
+        "S7: sandbox {:.0} KiB, {:.2} fds, {:.3} threads per session",
+        sandbox.rss_kib, sandbox.fds, sandbox.threads
+    );
+
+    let whatsapp = fake_whatsapp::FakeWhatsApp::new();
+    // Each fake phone is a whole whatsapp-rust client in this process: all are made
+    // before the first reading, so the figures are the gateway's sessions (plus the
+    // fake server's per-connection state and stanza log, which stay in).
+    for i in 0..n {
+        whatsapp.phone(&format!("7900{i:07}")).await?;
+    }
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let version = [("wacore_client_version", "2.3000.1027934701".to_owned())];
+    let srv = Arc::new(Server::start_seamed(dir.path(), &version, Some(&whatsapp)).await?);
+    let real = footprint(n, warm, |from, count| {
+        let srv = srv.clone();
+        let whatsapp = whatsapp.clone();
+        async move { srv.link_wacore(&whatsapp, from, count).await }
+    })
+    .await?;
+    println!(
+        "S7: wacore {:.0} KiB, {:.2} fds, {:.3} threads per session; {} paired in {:?}",
+        real.rss_kib,
+        real.fds,
+        real.threads,
+        n - warm,
+        real.connect
+    );
+    if whatsapp.unknown_iqs() != 0 || !whatsapp.problems().is_empty() {
+        return Err(format!(
+            "the fake saw {} unknown IQs and problems {:?}",
+            whatsapp.unknown_iqs(),
+            whatsapp.problems()
+        ));
+    }
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+
+    // Restart on the same DATA_DIR: every session logs back in with its keys.
+    let started = Instant::now();
+    let srv = Server::start_seamed(dir.path(), &version, Some(&whatsapp)).await?;
+    srv.wait_connected(n, Duration::from_secs(1200)).await?;
+    let reconnect = started.elapsed();
+    println!("S7: {n} sessions logged back in after a restart in {reconnect:?}");
+    srv.stop().await?;
+
+    let per_session = format!("{} sessions past {warm} (file limit {limit})", n - warm);
+    Ok(vec![
+        Row::new(
+            "S7",
+            &format!("marginal RSS per connected wacore session ({n})"),
+            real.rss_kib,
+            "KiB",
+            "sandbox session",
+            Some(sandbox.rss_kib),
+            "≤ 600 KiB",
+            real.rss_kib <= 600.0,
+        )
+        .note(per_session.clone()),
+        Row::new(
+            "S7",
+            "file descriptors per wacore session",
+            real.fds,
+            "fds",
+            "sandbox session",
+            Some(sandbox.fds),
+            "—",
+            true,
+        )
+        .note(per_session.clone()),
+        Row::new(
+            "S7",
+            "threads per wacore session",
+            real.threads,
+            "threads",
+            "sandbox session",
+            Some(sandbox.threads),
+            "—",
+            true,
+        )
+        .note(per_session),
+        Row::new(
+            "S7",
+            &format!(
+                "time to pair {} wacore sessions (QR scanned by a fake phone)",
+                n - warm
+            ),
+            real.connect.as_secs_f64(),
+            "s",
+            "sandbox autopair",
+            Some(sandbox.connect.as_secs_f64()),
+            "—",
+            true,
+        )
+        .note("created over HTTP 32 at a time; each QR read from /qr and scanned"),
+        Row::new(
+            "S7",
+            &format!("time to log {n} wacore sessions back in after a restart"),
+            reconnect.as_secs_f64(),
+            "s",
+            "",
+            None,
+            "—",
+            true,
+        )
+        .note("from the server start to all connected (IK handshakes)"),
+    ])
+}
+
 fn parse_ts(ts: &str) -> Option<SystemTime> {
     let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
     let ms = u64::try_from(t.timestamp_millis()).ok()?;
@@ -1663,6 +1965,7 @@ fn run_scenario(name: &str, sizes: &Sizes) -> Res<Vec<Row>> {
                 "S4" => s4(sizes).await,
                 "S5" => s5(sizes).await,
                 "S6" => s6(sizes).await,
+                "S7" => s7(sizes).await,
                 other => Err(format!("no scenario {other}")),
             }
         };

@@ -40,6 +40,9 @@ pub enum DomainError {
     Timeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The recipient's number is not on WhatsApp.
+    #[error("{0} is not on WhatsApp")]
+    NotOnWhatsApp(String),
     /// The engine (WhatsApp connection) failed to carry out the request.
     #[error("{0}")]
     Engine(String),

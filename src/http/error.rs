@@ -168,6 +168,9 @@ impl From<DomainError> for ApiError {
             DomainError::Timeout(msg) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", msg),
             DomainError::Store(e) => e.into(),
             DomainError::Engine(msg) => ApiError::new(StatusCode::BAD_GATEWAY, "engine_error", msg),
+            DomainError::NotOnWhatsApp(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_on_whatsapp", e.to_string())
+            }
         }
     }
 }

@@ -538,6 +538,40 @@ impl ProcessServer {
     }
 }
 
+/// Reads SSE events (id, parsed data) from a response until `n` have arrived.
+pub async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, Value)> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            futures::StreamExt::next(&mut stream),
+        )
+        .await
+        .expect("SSE event in time")
+        .expect("stream open")
+        .expect("chunk");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let mut id = String::new();
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !data.is_empty() {
+                out.push((id, serde_json::from_str(&data).expect("event JSON")));
+            }
+        }
+    }
+    out
+}
+
 /// Status and JSON body of a response; every error body must be JSON `{error, code}`.
 pub async fn read(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();

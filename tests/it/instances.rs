@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::common::{Auth, Backend, TestServer, eventually};
+use crate::common::{Auth, Backend, TestServer, eventually, read_sse};
 
 backend_tests!(
     whole_lifecycle,
@@ -648,37 +648,6 @@ async fn activity_and_events_filters_and_pagination(backend: Backend) {
             .is_some_and(|c| c.starts_with("2@")),
         "{qr}"
     );
-}
-
-/// Reads SSE events (id, parsed data) from a response until `n` have arrived.
-async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, Value)> {
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
-            .await
-            .expect("SSE event in time")
-            .expect("stream open")
-            .expect("chunk");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let mut id = String::new();
-            let mut data = String::new();
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !data.is_empty() {
-                out.push((id, serde_json::from_str(&data).expect("event JSON")));
-            }
-        }
-    }
-    out
 }
 
 async fn sse_streams_events_in_order_and_resumes(backend: Backend) {

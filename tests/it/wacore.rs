@@ -14,10 +14,13 @@ use serde_json::{Value, json};
 
 use crate::common::{Auth, TestServer, eventually};
 use crate::receiver::{Receiver, unused_addr};
-use fake_whatsapp::{Ending, FakeWhatsApp};
+use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
 
 /// Pinned so the client does not look its version up on the internet.
 const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");
+
+/// The instance's webhook signing secret.
+const SECRET: &str = "wacore-webhook-secret";
 
 struct Rig {
     server: TestServer,
@@ -38,7 +41,8 @@ async fn rig() -> Rig {
         .post(
             "/api/instances",
             &auth,
-            json!({"name": "Real phone", "engine": "wacore", "webhookUrl": hooks.url()}),
+            json!({"name": "Real phone", "engine": "wacore", "webhookUrl": hooks.url(),
+                   "webhookSecret": SECRET, "notifyDelivery": true, "notifyRead": true}),
         )
         .await;
     assert_eq!(status, 201, "create: {body}");
@@ -323,7 +327,8 @@ async fn an_unreachable_whatsapp_is_reported_not_hidden() {
 /// The account the linked instances belong to.
 const ACCOUNT: &str = "79001234567";
 
-/// A rig whose instance a phone of [`ACCOUNT`] linked by scanning its QR code.
+/// A rig whose instance a phone of [`ACCOUNT`] linked by scanning its QR code. It is
+/// `connected` only once the device logged in and can send: nothing else is waited for.
 async fn linked_rig() -> Rig {
     let rig = rig().await;
     let qr = rig.qr_of_connection(1).await;
@@ -334,14 +339,88 @@ async fn linked_rig() -> Rig {
     rig.server
         .wait_status(&rig.auth, &rig.id, "connected")
         .await;
-    // The status turns connected at the pairing; the device logs in a round trip later.
-    rig.whatsapp
-        .wait_until(Duration::from_secs(10), "the device online", |w| {
-            w.online(ACCOUNT).then_some(())
-        })
-        .await
-        .expect("online");
     rig
+}
+
+impl Rig {
+    /// The instance's `/status` answer.
+    async fn status(&self) -> Value {
+        let (code, body) = self
+            .server
+            .get(&format!("/api/instances/{}/status", self.id), &self.auth)
+            .await;
+        assert_eq!(code, 200, "status: {body}");
+        body
+    }
+
+    /// Every webhook of kind `event` so far, each checked for its signature.
+    fn signed(&self, event: &str) -> Vec<Value> {
+        self.hooks
+            .of(event)
+            .iter()
+            .map(|hook| {
+                assert_eq!(
+                    hook.header("x-webhook-signature"),
+                    Some(wagate_actors::webhook_queue::sign(SECRET, &hook.body).as_str()),
+                    "{hook:?}"
+                );
+                hook.json()
+            })
+            .collect()
+    }
+
+    /// Waits for a signed webhook of kind `event` that `matches`.
+    async fn hook(&self, event: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.hooks
+            .wait_for(event, 20, |r| {
+                r.iter()
+                    .map(|r| r.json())
+                    .any(|e| e["event"] == event && matches(&e))
+            })
+            .await;
+        self.signed(event)
+            .into_iter()
+            .find(|e| matches(e))
+            .expect("the webhook waited for")
+    }
+}
+
+/// A scanned QR links the instance; it turns `connected` with the account's number only
+/// once the device logged in, so a send in the same breath goes out.
+#[tokio::test]
+async fn a_scanned_qr_connects_with_the_phones_number() {
+    let rig = linked_rig().await;
+    let status = rig.status().await;
+    assert_eq!(status["phone"], ACCOUNT, "{status}");
+    assert!(
+        rig.whatsapp.is_linked(ACCOUNT, 1),
+        "the fake linked device 1"
+    );
+    let hook = rig.hook("connected", |_| true).await;
+    assert_eq!(hook["data"]["phone"], ACCOUNT, "{hook}");
+    assert_eq!(hook["data"]["instanceId"], rig.id.as_str(), "{hook}");
+    // Exactly one `connected`, though the device logged in twice (the stream restart
+    // after pairing).
+    assert_eq!(rig.signed("connected").len(), 1);
+    // Paired on the first connection, logged in on the second.
+    assert_eq!(rig.whatsapp.connections(), 2);
+
+    let bob = rig.whatsapp.user("79005550001", "Bob").await.expect("Bob");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": "79005550001", "message": "right away"}),
+        )
+        .await;
+    assert_eq!(code, 200, "a send right after `connected`: {body}");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.text.as_deref(), Some("right away"));
+    rig.clean();
 }
 
 impl Rig {
@@ -468,5 +547,629 @@ async fn media_round_trip_through_the_gateway() {
         .expect("download");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.expect("bytes").to_vec(), photo);
+    rig.clean();
+}
+
+impl Rig {
+    /// Stops the gateway and starts it again on the same DATA_DIR, the same fake
+    /// WhatsApp and the same webhook receiver.
+    async fn restart(self) -> Rig {
+        let Rig {
+            server,
+            whatsapp,
+            hooks,
+            id,
+            ..
+        } = self;
+        let server = server.restart().await;
+        let auth = server.admin();
+        Rig {
+            server,
+            whatsapp,
+            hooks,
+            auth,
+            id,
+        }
+    }
+}
+
+/// A linked session survives a restart of the gateway: the device logs in with the keys
+/// in its session file, over the IK handshake, without showing a QR code again.
+#[tokio::test]
+async fn a_restarted_gateway_logs_back_in_without_a_qr() {
+    let rig = linked_rig().await;
+    rig.hook("connected", |_| true).await;
+    let before = rig.whatsapp.connections();
+    let qrs_before = rig.hooks.of("qr_received").len();
+
+    let rig = rig.restart().await;
+    rig.server
+        .wait_status(&rig.auth, &rig.id, "connected")
+        .await;
+    let handshakes = rig.whatsapp.handshakes();
+    assert_eq!(handshakes.len(), before + 1, "{handshakes:?}");
+    assert_eq!(
+        handshakes.last(),
+        Some(&Some(Pattern::Ik)),
+        "a registered device resumes over IK: {handshakes:?}"
+    );
+    assert_eq!(rig.hooks.of("qr_received").len(), qrs_before, "no new QR");
+    assert_eq!(rig.status().await["phone"], ACCOUNT);
+    rig.hooks
+        .wait_for("a second connected", 20, |r| {
+            r.iter()
+                .filter(|r| r.json()["event"] == "connected")
+                .count()
+                == 2
+        })
+        .await;
+
+    let bob = rig.whatsapp.user("79005550001", "Bob").await.expect("Bob");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": "79005550001", "message": "after the restart"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.text.as_deref(), Some("after the restart"));
+    assert_eq!(body["id"], got.id.as_str());
+    rig.clean();
+}
+
+/// Bob, a WhatsApp user.
+const BOB: &str = "79005550001";
+const BOB_JID: &str = "79005550001@s.whatsapp.net";
+
+impl Rig {
+    /// Sends `text` to `phone` through the API; returns the message id.
+    async fn send(&self, phone: &str, text: &str) -> String {
+        let (code, body) = self
+            .server
+            .post(
+                &format!("/api/whatsapp/{}/send", self.id),
+                &self.auth,
+                json!({"phone": phone, "message": text}),
+            )
+            .await;
+        assert_eq!(code, 200, "send: {body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The stored history of a chat, newest first.
+    async fn history(&self, chat: &str) -> Vec<Value> {
+        let (code, body) = self
+            .server
+            .get(
+                &format!(
+                    "/api/instances/{}/chats/{chat}/messages?limit=1000",
+                    self.id
+                ),
+                &self.auth,
+            )
+            .await;
+        assert_eq!(code, 200, "history: {body}");
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The stored message `id` of `chat`, once it is there.
+    async fn stored(&self, chat: &str, id: &str) -> Value {
+        eventually(20, &format!("message {id} in the history"), || async {
+            self.history(chat)
+                .await
+                .into_iter()
+                .find(|m| m["messageId"] == id)
+        })
+        .await
+    }
+
+    /// Waits until the stored message `id` of `chat` has `status`.
+    async fn wait_message_status(&self, chat: &str, id: &str, status: &str) {
+        eventually(20, &format!("message {id} {status}"), || async {
+            self.history(chat)
+                .await
+                .iter()
+                .any(|m| m["messageId"] == id && m["status"] == status)
+                .then_some(())
+        })
+        .await
+    }
+}
+
+/// The peer's delivery receipt (sent by its phone on decrypting), then its read
+/// receipt, move a sent message to `delivered`, then `read`, each with a signed
+/// `message_status` webhook.
+#[tokio::test]
+async fn a_peers_receipts_move_a_sent_message_to_delivered_then_read() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let id = rig.send(BOB, "Did you get this?").await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.id, id);
+    let sent = rig
+        .hook("message_sent", |e| e["data"]["messageId"] == id.as_str())
+        .await;
+    assert_eq!(sent["data"]["to"], BOB_JID, "{sent}");
+    assert_eq!(sent["data"]["status"], "sent", "{sent}");
+
+    // Bob's phone confirms delivery as soon as it decrypted the message.
+    rig.wait_message_status(BOB_JID, &id, "delivered").await;
+    let delivered = rig
+        .hook("message_status", |e| {
+            e["data"]["messageId"] == id.as_str() && e["data"]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(delivered["data"]["fromMe"], true, "{delivered}");
+
+    bob.send_receipt(ACCOUNT, &[&id], true)
+        .await
+        .expect("read receipt");
+    rig.wait_message_status(BOB_JID, &id, "read").await;
+    rig.hook("message_status", |e| {
+        e["data"]["messageId"] == id.as_str() && e["data"]["status"] == "read"
+    })
+    .await;
+    let statuses: Vec<Value> = rig
+        .signed("message_status")
+        .iter()
+        .map(|e| e["data"]["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!("delivered"), json!("read")]);
+    rig.clean();
+}
+
+/// A peer's text arrives everywhere a user looks: history, `/chats`, the SSE stream and
+/// the webhook, from the phone form of the sender; reading the chat sends the peer a
+/// read receipt.
+#[tokio::test]
+async fn an_inbound_text_arrives_everywhere_and_reading_it_tells_the_peer() {
+    let rig = linked_rig().await;
+    let stream = rig
+        .server
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/instances/{}/events/stream", rig.id),
+            &rig.auth,
+        )
+        .send()
+        .await
+        .expect("SSE");
+    assert_eq!(stream.status(), 200);
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let id = bob
+        .send_text(ACCOUNT, "Привет, gateway")
+        .await
+        .expect("sent");
+
+    let hook = rig.received(&id).await;
+    let data = &hook["data"];
+    assert_eq!(data["from"], BOB_JID, "{hook}");
+    assert_eq!(data["sender"], BOB_JID, "{hook}");
+    assert_eq!(data["body"], "Привет, gateway", "{hook}");
+    assert_eq!(data["pushName"], "Bob", "{hook}");
+    assert_eq!(data["fromMe"], false, "{hook}");
+    assert_eq!(rig.signed("message_received").len(), 1);
+
+    let stored = rig.stored(BOB_JID, &id).await;
+    assert_eq!(stored["content"], "Привет, gateway", "{stored}");
+    assert_eq!(stored["fromMe"], false, "{stored}");
+    assert_eq!(stored["remoteJid"], BOB_JID, "{stored}");
+
+    let (code, chats) = rig
+        .server
+        .get(&format!("/api/instances/{}/chats", rig.id), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{chats}");
+    let chat = chats["chats"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["remoteJid"] == BOB_JID))
+        .unwrap_or_else(|| panic!("Bob's chat in {chats}"));
+    assert_eq!(chat["unreadCount"], 1, "{chat}");
+    assert_eq!(chat["lastMessage"]["content"], "Привет, gateway", "{chat}");
+
+    // The stream started before the message: `connected` came earlier, so the first
+    // event after the subscription is this one.
+    let streamed = crate::common::read_sse(stream, 1).await;
+    assert_eq!(streamed[0].1["type"], "message_received", "{streamed:?}");
+    assert_eq!(streamed[0].1["data"]["messageId"], id.as_str());
+    assert_eq!(streamed[0].1["data"]["from"], BOB_JID);
+
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/instances/{}/chats/{BOB}/read", rig.id),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["marked"], 1, "{body}");
+    let receipt = bob
+        .next_receipt(Duration::from_secs(10))
+        .await
+        .expect("Bob gets a receipt");
+    // whatsapp-rust confirms delivery first, then the read.
+    let receipt = if receipt.is_delivery() {
+        bob.next_receipt(Duration::from_secs(10))
+            .await
+            .expect("Bob gets the read receipt")
+    } else {
+        receipt
+    };
+    assert_eq!(receipt.kind.as_deref(), Some("read"), "{receipt:?}");
+    assert_eq!(receipt.ids, std::slice::from_ref(&id));
+    rig.clean();
+}
+
+/// `contacts/add` asks WhatsApp whether the number is registered: a known user is
+/// added, an unknown number is refused with `not_on_whatsapp`.
+#[tokio::test]
+async fn adding_a_contact_asks_whatsapp_whether_the_number_is_on_it() {
+    let rig = linked_rig().await;
+    rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/contacts/add", rig.id),
+            &rig.auth,
+            json!({"phone": BOB, "name": "Bob from work"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["contact"]["id"], BOB_JID, "{body}");
+    assert_eq!(body["contact"]["name"], "Bob from work", "{body}");
+    let (code, live) = rig
+        .server
+        .get(&format!("/api/whatsapp/{}/contacts", rig.id), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{live}");
+    assert!(live.to_string().contains(BOB_JID), "{live}");
+
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/contacts/add", rig.id),
+            &rig.auth,
+            json!({"phone": "79009999999", "name": "Nobody"}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["code"], "not_on_whatsapp", "{body}");
+    // The question went to WhatsApp both times, as an interactive usync contact query.
+    let asked = rig
+        .whatsapp
+        .stanzas()
+        .iter()
+        .filter(|s| {
+            s.is_iq("usync", "usync")
+                && s.node
+                    .get_optional_child("usync")
+                    .and_then(|u| {
+                        u.attrs()
+                            .optional_string("context")
+                            .map(|c| c == "interactive")
+                    })
+                    .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(asked, 2);
+    rig.clean();
+}
+
+/// A message the account writes on its phone reaches the linked device as the phone's
+/// own-device copy: it is stored as outbound in that chat and published as
+/// `message_sent`, never as something received.
+#[tokio::test]
+async fn a_message_sent_from_the_phone_is_outbound() {
+    let rig = linked_rig().await;
+    rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let phone = rig.whatsapp.phone(ACCOUNT).await.expect("the phone");
+    let id = phone
+        .send_text_from_phone(BOB, "Typed on the phone")
+        .await
+        .expect("sent");
+
+    let hook = rig
+        .hook("message_sent", |e| e["data"]["messageId"] == id.as_str())
+        .await;
+    assert_eq!(hook["data"]["to"], BOB_JID, "{hook}");
+    assert_eq!(hook["data"]["body"], "Typed on the phone", "{hook}");
+    assert_eq!(hook["data"]["fromMe"], true, "{hook}");
+    let stored = rig.stored(BOB_JID, &id).await;
+    assert_eq!(stored["fromMe"], true, "{stored}");
+    assert_eq!(stored["status"], "sent", "{stored}");
+    assert_eq!(stored["content"], "Typed on the phone", "{stored}");
+    assert!(
+        rig.hooks.of("message_received").is_empty(),
+        "{:?}",
+        rig.hooks.of("message_received")
+    );
+    rig.clean();
+}
+
+impl Rig {
+    /// The instance is `logged_out`, its session file is gone, the fake knows the device
+    /// as removed, and the `disconnected` webhook says `logout`.
+    async fn assert_logged_out(&self) {
+        self.server
+            .wait_status(&self.auth, &self.id, "logged_out")
+            .await;
+        assert!(
+            !self.session_file().exists(),
+            "the session keys must be wiped: {:?}",
+            self.session_file()
+        );
+        let removed: Vec<String> = self
+            .whatsapp
+            .removed_devices()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(removed, [format!("{ACCOUNT}:1@s.whatsapp.net")]);
+        assert!(!self.whatsapp.online(ACCOUNT));
+        let hook = self
+            .hook("disconnected", |e| e["data"]["reason"] == "logout")
+            .await;
+        assert_eq!(hook["data"]["willReconnect"], false, "{hook}");
+        // A send now says why it cannot.
+        let (code, body) = self
+            .server
+            .post(
+                &format!("/api/whatsapp/{}/send", self.id),
+                &self.auth,
+                json!({"phone": BOB, "message": "still there?"}),
+            )
+            .await;
+        assert_eq!(code, 409, "{body}");
+    }
+}
+
+/// Logging out from the API unlinks the device at WhatsApp (`remove-companion-device`)
+/// and wipes the session.
+#[tokio::test]
+async fn logout_from_the_api_unlinks_the_device() {
+    let rig = linked_rig().await;
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/instances/{}/logout", rig.id),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    rig.assert_logged_out().await;
+    assert!(
+        rig.whatsapp
+            .stanzas()
+            .iter()
+            .any(|s| s.is_iq("md", "remove-companion-device")),
+        "the client asked WhatsApp to unlink it"
+    );
+    rig.clean();
+}
+
+/// Unlinking the device on the phone ends its stream with `device_removed`: the
+/// instance is logged out and its session wiped, and it does not try to come back.
+#[tokio::test]
+async fn logout_from_the_phone_wipes_the_session() {
+    let rig = linked_rig().await;
+    let connections = rig.whatsapp.connections();
+    rig.whatsapp.unlink(ACCOUNT, 1).expect("unlink");
+    rig.assert_logged_out().await;
+    assert_eq!(rig.whatsapp.connections(), connections, "no reconnection");
+    rig.clean();
+}
+
+/// A send to a number that is not on WhatsApp answers 4xx JSON, not a silent success.
+#[tokio::test]
+async fn a_send_to_a_number_not_on_whatsapp_is_refused() {
+    let rig = linked_rig().await;
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": "79009999999", "message": "anyone?"}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["code"], "not_on_whatsapp", "{body}");
+    assert!(rig.history("79009999999@s.whatsapp.net").await.is_empty());
+    rig.clean();
+}
+
+/// WhatsApp refusing a request the send depends on (the recipient's device list, the
+/// media upload's credentials) is a clear 502 `engine_error` in JSON, never a 500, and
+/// nothing is stored as sent.
+#[tokio::test]
+async fn whatsapp_refusing_a_request_is_a_clear_api_error() {
+    let rig = linked_rig().await;
+    rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+
+    rig.whatsapp.refuse_next_iq("usync", 503);
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": BOB, "message": "will this go?"}),
+        )
+        .await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["code"], "engine_error", "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(rig.history(BOB_JID).await.is_empty());
+
+    rig.whatsapp.refuse_next_iq("w:m", 403);
+    let form = reqwest::multipart::Form::new().text("phone", BOB).part(
+        "file",
+        reqwest::multipart::Part::bytes(b"%PDF-1.4 not really".to_vec())
+            .file_name("a.pdf")
+            .mime_str("application/pdf")
+            .expect("mime"),
+    );
+    let resp = rig
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/whatsapp/{}/send-file", rig.id),
+            &rig.auth,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .expect("send-file");
+    let (code, body) = crate::common::read(resp).await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["code"], "engine_error", "{body}");
+    assert!(rig.history(BOB_JID).await.is_empty());
+
+    // The refusals were one-off: the same send goes through now.
+    rig.send(BOB, "and now?").await;
+    rig.clean();
+}
+
+/// A peer that could not decrypt a message asks for it again with a retry receipt: the
+/// client sends it again, under the same id, and the peer reads it this time. (The
+/// peers' key bundles carry no one-time pre-key, the state of a phone whose pre-keys
+/// ran out: every send here starts its session that way.)
+#[tokio::test]
+async fn a_retry_receipt_gets_the_message_sent_again() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let id = rig.send(BOB, "Say that again?").await;
+    let first = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(first.id, id);
+
+    bob.send_retry_receipt(ACCOUNT, &id)
+        .await
+        .expect("retry receipt");
+    let again = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it again");
+    assert_eq!(again.id, id);
+    assert_eq!(again.text.as_deref(), Some("Say that again?"));
+    // Still one message in the history, not two.
+    let history = rig.history(BOB_JID).await;
+    assert_eq!(
+        history
+            .iter()
+            .filter(|m| m["messageId"] == id.as_str())
+            .count(),
+        1
+    );
+    rig.clean();
+}
+
+/// How many decrypted messages the session keeps in its own buffer, waiting for the
+/// gateway to store them (whatsapp-rust's pending-inbound table in the session file).
+async fn buffered_inbound(session_file: &std::path::Path) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(session_file)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("the session file opens");
+    sqlx::query_scalar("SELECT COUNT(*) FROM pending_inbound_messages")
+        .fetch_one(&mut db)
+        .await
+        .expect("the pending-inbound table")
+}
+
+/// An inbound message is acknowledged to WhatsApp only once it is stored. Here the
+/// instance dies after the client decrypted a message and before it was stored: the
+/// message stays unacknowledged, WhatsApp delivers it again when the restarted
+/// instance logs in, and it arrives once.
+#[tokio::test]
+async fn an_inbound_message_survives_the_instance_dying_before_storing_it() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    rig.whatsapp
+        .user("79005550002", "Carol")
+        .await
+        .expect("Carol");
+
+    // The instance is busy: its send to Carol waits on WhatsApp's answer about her
+    // devices, which does not come.
+    rig.whatsapp.hold_next_iq("usync");
+    let send = rig
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+        )
+        .json(&json!({"phone": "79005550002", "message": "hello Carol"}))
+        .send();
+    let send = tokio::spawn(send);
+    rig.whatsapp
+        .wait_until(Duration::from_secs(10), "the held device query", |w| {
+            (!w.held_iqs().is_empty()).then_some(())
+        })
+        .await
+        .expect("held");
+
+    // Bob writes meanwhile: the client decrypts it and buffers it, unacknowledged,
+    // waiting for the busy instance to store it.
+    let id = bob.send_text(ACCOUNT, "Don't lose me").await.expect("sent");
+    let file = rig.session_file();
+    eventually(20, "the message in the session's buffer", || async {
+        (buffered_inbound(&file).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(rig.whatsapp.unacked(ACCOUNT, 1), std::slice::from_ref(&id));
+    assert!(rig.history(BOB_JID).await.is_empty());
+
+    // The instance dies right there.
+    let instances = rig
+        .server
+        .runtime()
+        .instances
+        .supervisor_cell()
+        .expect("the instance supervisor");
+    let children = instances.get_children();
+    assert_eq!(children.len(), 1);
+    children[0].kill();
+    let (code, body) = crate::common::read(send.await.expect("task").expect("answer")).await;
+    assert!(code != 200 && code < 500 || code == 503, "{code} {body}");
+
+    // Restarted by its supervisor, the instance logs in again; WhatsApp delivers the
+    // message again and it is stored this time.
+    let event = rig.received(&id).await;
+    assert_eq!(event["data"]["body"], "Don't lose me", "{event}");
+    assert_eq!(event["data"]["from"], BOB_JID, "{event}");
+    rig.server
+        .wait_status(&rig.auth, &rig.id, "connected")
+        .await;
+    let stored = rig.stored(BOB_JID, &id).await;
+    assert_eq!(stored["content"], "Don't lose me");
+    eventually(
+        20,
+        "the buffer emptied and the message acknowledged",
+        || async {
+            (buffered_inbound(&file).await == 0 && rig.whatsapp.unacked(ACCOUNT, 1).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(rig.signed("message_received").len(), 1);
     rig.clean();
 }

@@ -4,13 +4,17 @@
 //! everything that happens on the connection comes back as an [`EngineEvent`] through
 //! the [`EventSink`] it was created with. The sink casts into the instance actor's
 //! mailbox, so an engine never waits for the actor and the actor never shares state
-//! with the engine's background tasks.
+//! with the engine's background tasks. The one exception is what must not be lost: an
+//! engine that can have WhatsApp deliver a message again hands it to the [`CommitSink`]
+//! and waits until it is stored before acknowledging it.
 
 pub mod sandbox;
 pub mod wacore;
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +62,9 @@ pub enum EngineEvent {
     },
     /// A message arrived.
     Message(InboundMessage),
+    /// The account sent a message from another of its devices (the phone itself):
+    /// `chat` is where it went, `sender` the account.
+    SentByPhone(InboundMessage),
     /// The recipient's phone acknowledged messages this instance sent.
     Receipt {
         /// The chat the messages were sent to.
@@ -127,6 +134,15 @@ pub struct EngineContact {
 /// engine's own tasks.
 pub type EventSink = Arc<dyn Fn(EngineEvent) + Send + Sync>;
 
+/// Resolves once the instance handled an event handed to a [`CommitSink`]: `Ok` when
+/// what it carries is stored, `Err` with why not (the instance stopped, storage failed).
+pub type Committed = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Where an engine hands the events it must not lose (inbound messages): it tells
+/// WhatsApp it has a message only once the returned future says it is stored, so a
+/// crash in between gets the message delivered again.
+pub type CommitSink = Arc<dyn Fn(EngineEvent) -> Committed + Send + Sync>;
+
 /// Why an engine refused or failed a command.
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum EngineError {
@@ -139,6 +155,9 @@ pub enum EngineError {
     /// The command's input is malformed (a phone number that is not one).
     #[error("{0}")]
     InvalidInput(String),
+    /// The recipient's number is not on WhatsApp.
+    #[error("{0} is not on WhatsApp")]
+    NotOnWhatsApp(String),
     /// The session store could not be read or written.
     #[error("session store: {0}")]
     Io(String),
@@ -251,6 +270,24 @@ pub struct EngineContext {
     /// The instance's own directory for session key material (`data_dir/instances/<id>/`).
     pub session_dir: PathBuf,
     pub sink: EventSink,
+    pub commit: CommitSink,
+}
+
+impl EngineContext {
+    /// A context whose commits go to `sink` too and count as stored at once (engines
+    /// that keep nothing of their own, tests).
+    pub fn with_sink(instance_id: String, session_dir: PathBuf, sink: EventSink) -> Self {
+        let to_sink = sink.clone();
+        EngineContext {
+            instance_id,
+            session_dir,
+            sink,
+            commit: Arc::new(move |event| {
+                to_sink(event);
+                Box::pin(std::future::ready(Ok(())))
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for EngineContext {

@@ -744,13 +744,13 @@ mod tests {
         let (tx, events) = mpsc::unbounded_channel();
         let engine = SandboxEngine::new(
             network.clone(),
-            EngineContext {
-                instance_id: "i1".into(),
-                session_dir: dir.path().to_owned(),
-                sink: Arc::new(move |event| {
+            EngineContext::with_sink(
+                "i1".into(),
+                dir.path().to_owned(),
+                Arc::new(move |event| {
                     let _ = tx.send(event);
                 }),
-            },
+            ),
         );
         Fixture {
             engine,
@@ -780,13 +780,13 @@ mod tests {
             let old = std::mem::replace(&mut self.events, events);
             self.engine = SandboxEngine::new(
                 self.network.clone(),
-                EngineContext {
-                    instance_id: "i1".into(),
-                    session_dir: self.dir.path().to_owned(),
-                    sink: Arc::new(move |event| {
+                EngineContext::with_sink(
+                    "i1".into(),
+                    self.dir.path().to_owned(),
+                    Arc::new(move |event| {
                         let _ = tx.send(event);
                     }),
-                },
+                ),
             );
             old
         }

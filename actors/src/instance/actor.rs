@@ -28,8 +28,8 @@ use crate::domain::{
     Message, MessageStatus, new_id,
 };
 use crate::engine::{
-    Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, InboundMessage,
-    OutboundContent, SandboxControl,
+    CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
+    InboundMessage, OutboundContent, SandboxControl,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -50,6 +50,12 @@ pub enum InstanceMsg {
     Engine {
         epoch: u64,
         event: EngineEvent,
+    },
+    /// An event the engine must not lose: answered once it is handled (stored).
+    EngineCommit {
+        epoch: u64,
+        event: EngineEvent,
+        reply: RpcReplyPort<Result<(), String>>,
     },
     Status(RpcReplyPort<StatusView>),
     Qr(RpcReplyPort<Result<QrAnswer, DomainError>>),
@@ -199,6 +205,27 @@ impl Actor for InstanceActor {
                     self.on_engine_event(state, event).await?;
                 }
             }
+            InstanceMsg::EngineCommit {
+                epoch,
+                event,
+                reply,
+            } => {
+                if epoch != state.epoch {
+                    let _ = reply.send(Err("the session that received it was stopped".into()));
+                    return Ok(());
+                }
+                let answer = match event {
+                    EngineEvent::Message(message) => self.on_message(state, message, false).await,
+                    EngineEvent::SentByPhone(message) => {
+                        self.on_message(state, message, true).await
+                    }
+                    other => self
+                        .on_engine_event(state, other)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
             InstanceMsg::Status(reply) => {
                 let _ = reply.send(state.view());
             }
@@ -283,10 +310,34 @@ impl InstanceActor {
             // Fails only when the actor is gone; its successor has its own engine.
             let _ = me.cast(InstanceMsg::Engine { epoch, event });
         });
+        let me = myself.clone();
+        let commit: CommitSink = Arc::new(move |event| {
+            let me = me.clone();
+            Box::pin(async move {
+                // No timeout: the engine bounds its own wait, and an answer that comes
+                // late is still an answer (the message is stored either way).
+                match me
+                    .call(
+                        |reply| InstanceMsg::EngineCommit {
+                            epoch,
+                            event,
+                            reply,
+                        },
+                        None,
+                    )
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+                    Ok(_) => Err("the instance stopped before storing it".into()),
+                    Err(err) => Err(format!("the instance is gone: {err}")),
+                }
+            })
+        });
         let ctx = EngineContext {
             instance_id: state.id.clone(),
             session_dir: state.session_dir.clone(),
             sink,
+            commit,
         };
         let mut engine = match self.deps.engines.create(state.kind, ctx) {
             Ok(engine) => engine,
@@ -385,7 +436,12 @@ impl InstanceActor {
                 close(state).await;
                 self.logged_out(state, &reason).await;
             }
-            EngineEvent::Message(message) => self.on_message(state, message).await,
+            EngineEvent::Message(message) => {
+                let _ = self.on_message(state, message, false).await;
+            }
+            EngineEvent::SentByPhone(message) => {
+                let _ = self.on_message(state, message, true).await;
+            }
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -585,9 +641,18 @@ impl InstanceActor {
         Ok(message)
     }
 
-    /// Stores an inbound message (and its media), remembers the sender as a contact and
-    /// publishes `message_received`. A message WhatsApp delivers twice is stored once.
-    async fn on_message(&self, state: &mut InstanceState, m: InboundMessage) {
+    /// Stores a message (and its media) WhatsApp brought: an inbound one remembers the
+    /// sender as a contact and publishes `message_received`; one the account sent from
+    /// its phone (`from_me`) is stored as sent and publishes `message_sent`. A message
+    /// WhatsApp delivers twice is stored once.
+    ///
+    /// Fails (logged) only when the message could not be stored.
+    async fn on_message(
+        &self,
+        state: &mut InstanceState,
+        m: InboundMessage,
+        from_me: bool,
+    ) -> Result<(), String> {
         let now = Utc::now();
         let (media_path, media_size, mime_type, file_name) = match &m.media {
             Some(media) => match self.media.save(&state.id, &media.bytes).await {
@@ -618,7 +683,7 @@ impl InstanceActor {
             instance_id: state.id.clone(),
             message_id: m.message_id.clone(),
             remote_jid: m.chat.clone(),
-            from_me: false,
+            from_me,
             message_type: message_type.clone(),
             content: m.text.clone(),
             has_media: m.media.is_some(),
@@ -630,7 +695,11 @@ impl InstanceActor {
             file_name,
             media_path,
             media_size,
-            status: MessageStatus::Received,
+            status: if from_me {
+                MessageStatus::Sent
+            } else {
+                MessageStatus::Received
+            },
             push_name: m.push_name.clone(),
             metadata: json!({
                 "pushName": m.push_name,
@@ -640,15 +709,35 @@ impl InstanceActor {
             timestamp: m.timestamp,
             created_at: now,
             updated_at: now,
-            status_updated_at: None,
+            status_updated_at: from_me.then_some(now),
         };
         match self.deps.storage.insert_message(&message).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return,
+            Err(StoreError::Conflict(_)) => return Ok(()),
             Err(err) => {
                 tracing::error!(instance = %state.id, %err, message_id = %m.message_id, "cannot store an inbound message");
-                return;
+                return Err(format!("cannot store message {}: {err}", m.message_id));
             }
+        }
+        if from_me {
+            self.count(state, |u| {
+                u.messages_sent = 1;
+                u.media_sent = u64::from(message.has_media);
+                u.total_media_size = message.media_size.unwrap_or(0);
+            });
+            let event = Event::MessageSent(Box::new(MessageSent {
+                message_id: message.message_id.clone(),
+                to: message.remote_jid.clone(),
+                body: message.content.clone(),
+                message_type: message.message_type.clone(),
+                timestamp: m.timestamp.timestamp(),
+                has_media: message.has_media,
+                from_me: true,
+                status: MessageStatus::Sent,
+                media: MediaFields::of(&message),
+            }));
+            self.publish(&state.id, event).await;
+            return Ok(());
         }
         self.count(state, |u| {
             u.messages_received = 1;
@@ -685,6 +774,7 @@ impl InstanceActor {
             media: MediaFields::of(&message),
         }));
         self.publish(&state.id, event).await;
+        Ok(())
     }
 
     /// Moves a sent message's status forward and publishes `message_status`; stale or
@@ -843,6 +933,7 @@ fn engine_error(err: EngineError) -> DomainError {
         EngineError::InvalidState(message) => DomainError::conflict("invalid_state", message),
         EngineError::InvalidInput(message) => DomainError::Invalid(message),
         EngineError::NotSupported => DomainError::Invalid(err.to_string()),
+        EngineError::NotOnWhatsApp(number) => DomainError::NotOnWhatsApp(number),
         EngineError::Io(_) | EngineError::Unavailable(_) => DomainError::Engine(err.to_string()),
     }
 }

@@ -9,7 +9,7 @@ use crate::gateway::messaging::{MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, chat_address};
-use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
+use crate::http::openapi::{NO_INSTANCE_OR_NUMBER, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
@@ -39,7 +39,7 @@ pub(super) struct SendText {
     request_body = SendText,
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE_OR_NUMBER, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 400, description = "A missing or invalid phone or message (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
@@ -84,7 +84,7 @@ pub(super) struct SendMedia {
     request_body = SendMedia,
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE_OR_NUMBER, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
         (status = 400, description = "A missing or invalid phone, URL or caption (`validation_error`)", body = ErrorBody),
@@ -136,7 +136,7 @@ struct SendFileForm {
     responses(
         (status = 200, description = "Sent", body = Sent),
         (status = 400, description = "Not a multipart form, or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
-        (status = 404, description = NO_INSTANCE, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE_OR_NUMBER, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),

@@ -79,6 +79,12 @@ impl Sealer {
                     .attr("type", "replaced")
                     .build()])
                 .build(),
+            Ending::DeviceRemoved => NodeBuilder::new("stream:error")
+                .attr("code", "401")
+                .children([NodeBuilder::new("conflict")
+                    .attr("type", "device_removed")
+                    .build()])
+                .build(),
             Ending::Drop => {
                 return self
                     .to_client

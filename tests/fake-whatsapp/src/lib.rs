@@ -66,6 +66,9 @@ pub enum Ending {
     Replaced,
     /// The socket drops without a word.
     Drop,
+    /// `<stream:error code="401"><conflict type="device_removed"/>`: the phone unlinked
+    /// the device.
+    DeviceRemoved,
 }
 
 /// A pair-code request the server received.
@@ -167,6 +170,38 @@ impl FakeWhatsApp {
             self.inner.command(n, Command::End(ending)),
             "connection {n} was never opened or is gone"
         );
+    }
+
+    /// The phone of account `phone` unlinks its device `device` (Settings → Linked
+    /// devices → Log out): the server forgets it and ends its connection, if any.
+    pub fn unlink(&self, phone: &str, device: u16) -> Result<(), String> {
+        self.inner.unlink(phone, device)
+    }
+
+    /// The next IQ of namespace `xmlns` (`usync`, `w:m`, `encrypt`…) is answered with
+    /// `<error code="{code}"/>`, as WhatsApp answers a request it refuses.
+    pub fn refuse_next_iq(&self, xmlns: &str, code: u16) {
+        self.inner
+            .state()
+            .refusals
+            .push((xmlns.to_owned(), Some(code)));
+    }
+
+    /// The next IQ of namespace `xmlns` is never answered: the client waits on it, as
+    /// on a server that is slow to answer.
+    pub fn hold_next_iq(&self, xmlns: &str) {
+        self.inner.state().refusals.push((xmlns.to_owned(), None));
+    }
+
+    /// The IQs held unanswered so far.
+    pub fn held_iqs(&self) -> Vec<Node> {
+        self.inner.state().held.clone()
+    }
+
+    /// Messages delivered to device `device` of account `phone` and not acknowledged
+    /// yet (they come again at its next login).
+    pub fn unacked(&self, phone: &str, device: u16) -> Vec<String> {
+        self.inner.unacked(phone, device)
     }
 
     pub fn pair_requests(&self) -> Vec<PairCodeRequest> {

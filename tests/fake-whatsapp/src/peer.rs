@@ -171,10 +171,31 @@ impl Peer {
         server.send_from_peer(self, to, message).await
     }
 
+    /// For an account's own phone: writes `text` to the user `to` from the phone itself;
+    /// the account's linked devices see it as their own outgoing message. (The user's
+    /// phone is not part of this: the fan-out to the sender's devices is.)
+    pub async fn send_text_from_phone(&self, to: &str, text: &str) -> Result<String, String> {
+        let server = self.server()?;
+        let message = wa::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        };
+        server
+            .send_from_own_phone(self, &Jid::pn(to), &message)
+            .await
+    }
+
     /// Tells the account `to` that this phone got (`read == false`) or read the messages.
     pub async fn send_receipt(&self, to: &str, ids: &[&str], read: bool) -> Result<(), String> {
         let server = self.server()?;
         server.receipt_from_peer(self, to, ids, read)
+    }
+
+    /// Tells the account `to` that this phone could not decrypt message `id` (a retry
+    /// receipt): the sender is expected to send it again.
+    pub async fn send_retry_receipt(&self, to: &str, id: &str) -> Result<(), String> {
+        let server = self.server()?;
+        server.retry_from_peer(self, to, id)
     }
 
     /// Sends an image to the account `to`: encrypted with a fresh media key, uploaded to

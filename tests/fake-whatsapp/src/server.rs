@@ -68,6 +68,11 @@ pub(crate) struct State {
     pub(crate) pair_requests: Vec<PairCodeRequest>,
     pub(crate) problems: Vec<String>,
     pub(crate) removed: Vec<Jid>,
+    /// IQ namespaces the server refuses next, once each: with an error code, or with
+    /// no answer at all (`None`, held).
+    pub(crate) refusals: Vec<(String, Option<u16>)>,
+    /// IQs held unanswered.
+    pub(crate) held: Vec<Node>,
     next_lid: u64,
 }
 
@@ -119,6 +124,9 @@ struct Companion {
     active: bool,
     /// Stanzas waiting for the device's next login, delivered when it goes active.
     offline: Vec<Node>,
+    /// Messages delivered and not yet acknowledged (by a receipt or an ack), by id: at
+    /// the device's next login they are delivered again, as WhatsApp does.
+    unacked: Vec<(String, Node)>,
 }
 
 impl Account {
@@ -297,12 +305,28 @@ impl Inner {
                 device,
             };
         }
+        let mut replaced = None;
         if let Some(companion) = state
             .accounts
             .get_mut(&phone)
             .and_then(|a| a.companions.get_mut(&device))
         {
+            replaced = companion.conn.filter(|old| *old != n);
             companion.conn = Some(n);
+            companion.active = false;
+            // What the device never acknowledged comes again, first.
+            let again: Vec<Node> = std::mem::take(&mut companion.unacked)
+                .into_iter()
+                .map(|(_, stanza)| stanza)
+                .collect();
+            companion.offline.splice(0..0, again);
+        }
+        // Another stream of the same device is still open: WhatsApp replaces it.
+        if let Some(old) = replaced
+            && let Some(conn) = state.conns.get(old - 1)
+            && conn.open
+        {
+            let _ = conn.tx.send(Command::End(Ending::Replaced));
         }
         vec![Reply::Send(
             NodeBuilder::new("success")
@@ -340,7 +364,16 @@ impl Inner {
         match node.tag.as_ref() {
             "iq" => self.iq(n, &node).await,
             "message" => self.message(n, &node).await,
-            "receipt" => self.receipt(n, &node),
+            "receipt" => {
+                self.acknowledged(n, &node);
+                self.receipt(n, &node)
+            }
+            "ack" => {
+                if attr(&node, "class").as_deref() == Some("message") {
+                    self.acknowledged(n, &node);
+                }
+                Vec::new()
+            }
             _ => Vec::new(),
         }
     }
@@ -351,6 +384,25 @@ impl Inner {
         let xmlns = attr(node, "xmlns").unwrap_or_default();
         let child = node.children().and_then(|c| c.first());
         let child_tag = child.map(|c| c.tag.to_string()).unwrap_or_default();
+        if matches!(kind.as_str(), "get" | "set") {
+            let refused = {
+                let mut state = self.state();
+                let at = state.refusals.iter().position(|(ns, _)| *ns == xmlns);
+                at.map(|at| state.refusals.remove(at).1)
+            };
+            match refused {
+                Some(Some(code)) => {
+                    self.bump();
+                    return vec![Reply::Send(error(&id, code, "refused-by-test"))];
+                }
+                Some(None) => {
+                    self.state().held.push(node.clone());
+                    self.bump();
+                    return Vec::new();
+                }
+                None => {}
+            }
+        }
         let answer = match (kind.as_str(), xmlns.as_str(), child_tag.as_str()) {
             // Answers to the server's own requests.
             ("result", _, "pair-device-sign") => return self.pair_device_sign(n, node).await,
@@ -415,6 +467,21 @@ impl Inner {
             }
         };
         vec![Reply::Send(answer)]
+    }
+
+    /// The device on connection `n` acknowledged the messages a receipt or an ack
+    /// names: they are not delivered again.
+    fn acknowledged(&self, n: usize, node: &Node) {
+        let mut ids: Vec<String> = attr(node, "id").into_iter().collect();
+        if let Some(list) = node.get_optional_child("list") {
+            ids.extend(
+                list.get_children_by_tag("item")
+                    .filter_map(|item| attr(item, "id")),
+            );
+        }
+        self.with_companion(n, |companion| {
+            companion.unacked.retain(|(id, _)| !ids.contains(id));
+        });
     }
 
     /// A phone scanned `qr`: the device that shows it becomes a companion of `phone`'s
@@ -483,6 +550,7 @@ impl Inner {
                 conn: None,
                 active: false,
                 offline: Vec::new(),
+                unacked: Vec::new(),
             },
         );
         let pair_success = NodeBuilder::new("iq")
@@ -675,6 +743,29 @@ impl Inner {
         ))
     }
 
+    /// The account's phone unlinks `device`: it is removed, and its connection ends.
+    pub(crate) fn unlink(&self, phone: &str, device: u16) -> Fallible<()> {
+        let conn = {
+            let mut state = self.state();
+            let companion = state
+                .accounts
+                .get_mut(phone)
+                .and_then(|a| a.companions.get_mut(&device))
+                .filter(|c| !c.removed)
+                .ok_or_else(|| format!("{phone}:{device} is not a linked device"))?;
+            companion.removed = true;
+            companion.active = false;
+            let conn = companion.conn.take();
+            state.removed.push(Jid::pn_device(phone, device));
+            conn
+        };
+        self.bump();
+        if let Some(n) = conn {
+            self.command(n, Command::End(Ending::DeviceRemoved));
+        }
+        Ok(())
+    }
+
     fn remove_companion(&self, n: usize, id: &str) -> Node {
         if let Some((phone, device)) = self.device_of(n) {
             let mut state = self.state();
@@ -706,6 +797,11 @@ impl Inner {
                 companion.active = true;
                 for mut stanza in std::mem::take(&mut companion.offline) {
                     stanza.attrs.insert("offline", "1");
+                    if stanza.tag == "message" {
+                        companion
+                            .unacked
+                            .push((attr(&stanza, "id").unwrap_or_default(), stanza.clone()));
+                    }
                     replies.push(Reply::Send(stanza));
                     count += 1;
                 }
@@ -1196,13 +1292,18 @@ impl Inner {
             Some(conn) if conn.open => conn.tx.send(Command::Send(stanza.clone())).is_ok(),
             _ => false,
         };
-        if !sent
-            && let Some(companion) = state
-                .accounts
-                .get_mut(phone)
-                .and_then(|a| a.companions.get_mut(&device))
+        if let Some(companion) = state
+            .accounts
+            .get_mut(phone)
+            .and_then(|a| a.companions.get_mut(&device))
         {
-            companion.offline.push(stanza);
+            if !sent {
+                companion.offline.push(stanza);
+            } else if stanza.tag == "message" {
+                companion
+                    .unacked
+                    .push((attr(&stanza, "id").unwrap_or_default(), stanza));
+            }
         }
         Ok(())
     }
@@ -1251,6 +1352,88 @@ impl Inner {
         Ok(id)
     }
 
+    /// An account's own phone wrote `message` to `to`: its linked devices get the copy
+    /// WhatsApp fans out to a sender's other devices, a `DeviceSentMessage` naming the
+    /// chat, from the phone's address with the chat as `recipient`. Returns the id.
+    pub(crate) async fn send_from_own_phone(
+        &self,
+        phone: &Peer,
+        to: &Jid,
+        message: &wa::Message,
+    ) -> Fallible<String> {
+        let id = new_id();
+        let own = phone.phone();
+        let wrapped = wa::Message {
+            device_sent_message: whatsapp_rust::buffa::MessageField::some(
+                wa::message::DeviceSentMessage {
+                    destination_jid: Some(to.to_string()),
+                    message: whatsapp_rust::buffa::MessageField::some(message.clone()),
+                    phash: None,
+                },
+            ),
+            ..Default::default()
+        };
+        for device in self.companions_of(&own)? {
+            let target = Jid::pn_device(&own, device);
+            if !phone.has_session(&target).await {
+                let bundle = {
+                    let mut state = self.state();
+                    let companion = state
+                        .accounts
+                        .get_mut(&own)
+                        .and_then(|a| a.companions.get_mut(&device))
+                        .ok_or("the device vanished")?;
+                    companion.keys.take_bundle(device)?
+                };
+                phone.install(&target, &bundle).await?;
+            }
+            let (enc_type, ciphertext) = phone.encrypt(&target, &wrapped).await?;
+            let mut stanza = message_stanza(
+                &phone.jid(),
+                &id,
+                "text",
+                phone.name(),
+                enc_type,
+                ciphertext,
+            );
+            stanza.attrs.insert("recipient", to.to_string());
+            self.deliver(&own, device, stanza)?;
+        }
+        self.bump();
+        Ok(id)
+    }
+
+    /// `peer` could not decrypt message `id` from the account `to`: a retry receipt
+    /// (count 1, with the peer's registration id) to every linked device.
+    pub(crate) fn retry_from_peer(&self, peer: &Peer, to: &str, id: &str) -> Fallible<()> {
+        let registration = peer
+            .client()
+            .persistence_manager()
+            .get_device_snapshot()
+            .registration_id;
+        for device in self.companions_of(to)? {
+            let stanza = NodeBuilder::new("receipt")
+                .attr("from", peer.jid())
+                .attr("id", id.to_owned())
+                .attr("type", "retry")
+                .attr("t", now().to_string())
+                .children([
+                    NodeBuilder::new("retry")
+                        .attr("count", "1")
+                        .attr("id", id.to_owned())
+                        .attr("t", now().to_string())
+                        .attr("v", "1")
+                        .build(),
+                    NodeBuilder::new("registration")
+                        .bytes(registration.to_be_bytes().to_vec())
+                        .build(),
+                ])
+                .build();
+            self.deliver(to, device, stanza)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn receipt_from_peer(
         &self,
         peer: &Peer,
@@ -1263,6 +1446,15 @@ impl Inner {
             self.deliver(to, device, stanza)?;
         }
         Ok(())
+    }
+
+    pub(crate) fn unacked(&self, phone: &str, device: u16) -> Vec<String> {
+        self.state()
+            .accounts
+            .get(phone)
+            .and_then(|a| a.companions.get(&device))
+            .map(|c| c.unacked.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn online(&self, phone: &str) -> bool {

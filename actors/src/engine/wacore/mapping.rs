@@ -27,6 +27,10 @@ pub fn chat_and_sender(source: &MessageSource) -> (String, String) {
     let sender = phone_form(&source.sender, source.sender_alt.as_ref());
     let chat = if source.is_group {
         source.chat.to_non_ad_string()
+    } else if source.is_from_me {
+        // Our own message from another device (the phone): the chat is its recipient,
+        // whose other form WhatsApp gives as `recipient_alt`.
+        phone_form(&source.chat, source.recipient_alt.as_ref())
     } else {
         // In a direct chat the chat is the other person: the same alias rules apply.
         phone_form(&source.chat, source.sender_alt.as_ref())
@@ -205,6 +209,24 @@ mod tests {
         let (chat, sender) = chat_and_sender(&direct);
         assert_eq!(chat, "79001234567@s.whatsapp.net");
         assert_eq!(sender, chat);
+
+        // Sent from our own phone: the chat is the recipient, not us.
+        let own = MessageSource {
+            chat: jid("222222222222222@lid"),
+            sender: jid("79000000001@s.whatsapp.net"),
+            is_from_me: true,
+            sender_alt: Some(jid("111111111111111@lid")),
+            recipient: Some(jid("222222222222222@lid")),
+            recipient_alt: Some(jid("79005550001@s.whatsapp.net")),
+            ..Default::default()
+        };
+        assert_eq!(
+            chat_and_sender(&own),
+            (
+                "79005550001@s.whatsapp.net".to_owned(),
+                "79000000001@s.whatsapp.net".to_owned()
+            )
+        );
     }
 
     #[test]

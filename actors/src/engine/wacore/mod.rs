@@ -2,8 +2,15 @@
 //! `whatsapp-rust` crate family.
 //!
 //! One [`Bot`] per running session, built on the instance's own session store (a SQLite
-//! file under `data_dir/instances/<id>/`). The library's events are delivered in order to
-//! one callback that translates them into [`EngineEvent`]s for the instance actor.
+//! file under `data_dir/instances/<id>/`). The library's events are translated in order,
+//! inline on its dispatch path, into [`EngineEvent`]s cast to the instance actor's
+//! unbounded mailbox: no buffer in between, so no event is ever dropped.
+//!
+//! Inbound messages take a stricter path, the library's inbound durability hook: a
+//! decrypted message is handed to the instance through [`crate::engine::CommitSink`] and
+//! acknowledged to WhatsApp only once it is stored. Until then it waits in the session
+//! file's own buffer; if the instance or the process dies first, WhatsApp delivers it
+//! again at the next login and the library replays it from that buffer.
 //!
 //! - [`mapping`]: pure translations (addresses, receipts, message content).
 //! - [`observe`]: wrappers around the network seams that remember why a connection
@@ -27,11 +34,11 @@ pub use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use whatsapp_rust::bot::{Bot, BotHandle, EventDelivery};
+use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::media::{AudioOptions, DocumentOptions, ImageOptions, VideoOptions};
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::store::SqliteStore;
@@ -51,12 +58,10 @@ use crate::engine::{
 /// How often a session's watchdog looks for failed connection attempts.
 pub const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
 
-/// Events buffered between the library and the translation callback. The library drops
-/// (and counts) events beyond this rather than stall its receive loop. The buffer is
-/// allocated up front for every session, so it stays small: an offline drain arrives as
-/// one event per batch of messages, and the callback only forwards to the instance actor
-/// (media downloads aside).
-const EVENT_MAILBOX: usize = 256;
+/// How long the durability hook waits for the instance to store a message before it
+/// gives up and leaves it unacknowledged (WhatsApp delivers it again at the next
+/// connection; the store is idempotent). Only a wedged instance gets near it.
+const COMMIT_WAIT: Duration = Duration::from_secs(120);
 
 /// The most contacts a session remembers from WhatsApp's events (the storage keeps all
 /// of them; this is only the engine's own answer to `contacts()`).
@@ -152,6 +157,11 @@ struct Shared {
     track: Mutex<Track>,
     contacts: Mutex<HashMap<String, EngineContact>>,
     reasons: Arc<Reasons>,
+    /// Where inbound messages go, to be stored before WhatsApp is told they arrived.
+    commit: crate::engine::CommitSink,
+    /// The running session's client, for the event translation (weak: the session
+    /// owns it).
+    client: Mutex<Weak<Client>>,
 }
 
 #[derive(Default)]
@@ -161,10 +171,10 @@ struct Track {
     progressed: bool,
     /// The library's count of consecutive failed attempts when the watchdog last looked.
     failures_seen: u32,
-    /// Events the library shed because the callback fell [`EVENT_MAILBOX`] behind.
-    dropped_seen: u64,
     connected: bool,
     qr_shown: u32,
+    /// The account a pairing on this connection linked to, until the login names it.
+    paired_as: Option<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,8 +205,14 @@ impl Shared {
         self.emit(EngineEvent::Contact(contact));
     }
 
-    /// Translates one library event. Runs on the library's single ordered drainer.
-    async fn on_event(&self, event: &Event, client: &Arc<Client>) {
+    /// Translates one library event. Runs inline on the library's event dispatch, in
+    /// order, so it only translates and casts (the instance's mailbox is unbounded):
+    /// nothing is buffered here, so nothing is dropped.
+    fn on_event(self: &Arc<Self>, event: &Event) {
+        let Some(client) = lock(&self.client).upgrade() else {
+            return;
+        };
+        let client = &client;
         match event {
             Event::PairingQrCode(qr) => {
                 let mut track = lock(&self.track);
@@ -210,24 +226,22 @@ impl Shared {
             }
             Event::PairingQrCodesExhausted(_) => self.emit(EngineEvent::QrExhausted),
             Event::PairSuccess(pair) => {
+                // Linked, not yet logged in: WhatsApp restarts the stream and the device
+                // logs in on a new connection. Only `Connected` says it can send.
                 let mut track = lock(&self.track);
                 track.progressed = true;
-                track.connected = true;
-                self.emit(EngineEvent::Connected {
-                    phone: pair.id.user.to_string(),
-                    push_name: Some(pair.business_name.clone()).filter(|n| !n.is_empty()),
-                });
+                track.paired_as = Some(pair.id.user.to_string());
             }
             Event::Connected(_) => {
+                // Logged in and past the critical app-state sync: sends go out now.
                 let mut track = lock(&self.track);
                 track.progressed = true;
-                // Right after pairing the server restarts the stream once: that second
-                // login is not news.
                 if !track.connected {
                     track.connected = true;
                     let phone = client
                         .pn()
                         .map(|jid| jid.user.to_string())
+                        .or_else(|| track.paired_as.clone())
                         .unwrap_or_default();
                     let push_name = Some(client.push_name()).filter(|n| !n.is_empty());
                     self.emit(EngineEvent::Connected { phone, push_name });
@@ -279,15 +293,22 @@ impl Shared {
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             )),
+            // Stored through the durability hook ([`Durable`]) before WhatsApp heard of
+            // them: nothing left to do.
+            Event::Messages(batch) if batch.hook_committed => {}
             Event::Messages(batch) => {
-                for item in batch.messages.iter() {
-                    if item.info.source.is_from_me {
-                        continue;
+                // What bypasses the hook (channel posts, messages recovered from the
+                // phone): translated off the dispatch path, attachments downloaded.
+                let shared = self.clone();
+                let client = client.clone();
+                let batch = batch.messages.clone();
+                tokio::spawn(async move {
+                    for item in batch.iter() {
+                        if let Some(event) = shared.translate(&client, item).await {
+                            shared.emit(event);
+                        }
                     }
-                    if let Some(message) = self.inbound(client, &item.message, &item.info).await {
-                        self.emit(EngineEvent::Message(message));
-                    }
-                }
+                });
             }
             Event::Receipt(receipt) => {
                 if let Some(status) = mapping::receipt_status(&receipt.r#type) {
@@ -321,6 +342,22 @@ impl Shared {
             }
             _ => {}
         }
+    }
+
+    /// The event of one message: [`EngineEvent::Message`], or
+    /// [`EngineEvent::SentByPhone`] for the account's own messages written on its
+    /// phone. `None` for messages with nothing a user reads.
+    async fn translate(
+        &self,
+        client: &Arc<Client>,
+        item: &whatsapp_rust::wacore::types::events::InboundMessage,
+    ) -> Option<EngineEvent> {
+        let message = self.inbound(client, &item.message, &item.info).await?;
+        Some(if item.info.source.is_from_me {
+            EngineEvent::SentByPhone(message)
+        } else {
+            EngineEvent::Message(message)
+        })
     }
 
     /// Builds the gateway's view of an inbound message, downloading its attachment.
@@ -364,14 +401,6 @@ impl Shared {
         let stats = client.stats();
         let failures = stats.reconnect_errors;
         let mut track = lock(&self.track);
-        if stats.events_dropped > track.dropped_seen {
-            tracing::error!(
-                instance = %self.instance_id,
-                dropped = stats.events_dropped - track.dropped_seen,
-                "WhatsApp events were dropped: the session produced them faster than they were handled"
-            );
-            track.dropped_seen = stats.events_dropped;
-        }
         let progressed = std::mem::take(&mut track.progressed);
         let new_failure = failures > track.failures_seen;
         track.failures_seen = failures;
@@ -384,6 +413,52 @@ impl Shared {
                 error: Some(error),
             });
         }
+    }
+}
+
+/// The library's events, translated inline on its dispatch path.
+struct Events {
+    shared: Arc<Shared>,
+}
+
+impl whatsapp_rust::types::events::EventHandler for Events {
+    fn handle_event(&self, event: Arc<Event>) {
+        self.shared.on_event(&event);
+    }
+}
+
+/// The library's inbound durability hook: a decrypted message is acknowledged to
+/// WhatsApp only once the instance stored it. If the instance cannot (it stopped, its
+/// storage failed, the process died), the message stays in the session's own buffer
+/// unacknowledged and WhatsApp delivers it again at the next connection.
+struct Durable {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl whatsapp_rust::InboundDurabilityHook for Durable {
+    async fn on_messages(
+        &self,
+        client: Arc<Client>,
+        batch: &[whatsapp_rust::wacore::types::events::InboundMessage],
+    ) -> whatsapp_rust::anyhow::Result<()> {
+        for item in batch {
+            let Some(event) = self.shared.translate(&client, item).await else {
+                continue;
+            };
+            if self.shared.closing.load(Ordering::Acquire) {
+                whatsapp_rust::anyhow::bail!("the session is stopping");
+            }
+            match tokio::time::timeout(COMMIT_WAIT, (self.shared.commit)(event)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => whatsapp_rust::anyhow::bail!("{why}"),
+                Err(_) => whatsapp_rust::anyhow::bail!(
+                    "the instance did not store message {} within {COMMIT_WAIT:?}",
+                    item.info.id
+                ),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -434,6 +509,8 @@ impl WacoreEngine {
             track: Mutex::new(Track::default()),
             contacts: Mutex::new(HashMap::new()),
             reasons: Arc::new(Reasons::default()),
+            commit: ctx.commit.clone(),
+            client: Mutex::new(Weak::new()),
         });
         let http = settings.http.clone().unwrap_or_else(shared_http);
         WacoreEngine {
@@ -466,13 +543,10 @@ impl WacoreEngine {
             .with_backend(store)
             .with_transport_factory(ObservedTransports::new(inner, reasons.clone()))
             .with_http_client(ObservedHttp::new(self.http.clone(), reasons))
-            .with_event_delivery(EventDelivery::Ordered {
-                capacity: EVENT_MAILBOX,
+            .with_event_handler(Events {
+                shared: shared.clone(),
             })
-            .on_event(move |event, client| {
-                let shared = shared.clone();
-                async move { shared.on_event(&event, &client).await }
-            });
+            .with_inbound_durability_hook(Durable { shared });
         if let Some(version) = self.settings.version {
             builder = builder.with_version(version);
         }
@@ -519,6 +593,7 @@ impl Engine for WacoreEngine {
         self.shared.closing.store(false, Ordering::Release);
         *lock(&self.shared.track) = Track::default();
         let bot = self.build_bot().await?;
+        *lock(&self.shared.client) = Arc::downgrade(&bot.client());
         let handle = bot.spawn();
         let client = handle.client();
         let watchdog = {
@@ -617,6 +692,25 @@ impl Engine for WacoreEngine {
             return Err(EngineError::InvalidState(
                 "the session is not logged in".into(),
             ));
+        }
+        if matches!(
+            to.server,
+            whatsapp_rust::Server::Pn | whatsapp_rust::Server::Lid
+        ) {
+            // WhatsApp takes a message for a number without devices and delivers it to
+            // no one: ask first (the device list is cached after the first send).
+            let devices = client
+                .signal()
+                .get_user_devices(std::slice::from_ref(&to))
+                .await
+                .map_err(|e| {
+                    EngineError::Unavailable(format!(
+                        "WhatsApp did not list the recipient's devices: {e}"
+                    ))
+                })?;
+            if devices.is_empty() {
+                return Err(EngineError::NotOnWhatsApp(to.to_non_ad_string()));
+            }
         }
         let sent = match content {
             OutboundContent::Text(text) => client.send_text(to, text.clone()).await,
