@@ -227,6 +227,12 @@ forward!(EventStore {
 
 forward!(MessageStore {
     write fn insert_message(&self, message: &Message) -> StoreResult<()>;
+    write fn record_message(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent
+    ) -> StoreResult<()>;
     read fn message_by_id(&self, instance_id: &str, message_id: &str) -> StoreResult<Option<Message>>;
     write fn advance_message_status(
         &self,
