@@ -1481,3 +1481,44 @@ async fn mongodb_down_is_unavailable_quickly() {
         started.elapsed()
     );
 }
+
+/// SQLite checkpoints off the commit path: automatic checkpoints are off on every
+/// connection, the WAL's file is capped, and the background task resets the WAL to zero
+/// bytes once writes stop (without it, the WAL would only grow while the server runs).
+#[tokio::test]
+async fn sqlite_checkpoints_run_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wal.db");
+    let store = wagate::storage::sqlite::SqliteStorage::open(&path)
+        .await
+        .expect("open sqlite");
+    let pragma = |sql: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .expect(sql)
+        }
+    };
+    assert_eq!(pragma("PRAGMA wal_autocheckpoint").await, 0);
+    assert_eq!(pragma("PRAGMA journal_size_limit").await, 64 * 1024 * 1024);
+    let s: DynStorage = std::sync::Arc::new(store.clone());
+    for n in 0..300 {
+        s.append_event(&numbered_event("wal", "message_received", n))
+            .await
+            .expect("append");
+    }
+    let wal = dir.path().join("wal.db-wal");
+    crate::common::eventually(30, "the WAL to be reset once writes stopped", || async {
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        (size == 0).then_some(())
+    })
+    .await;
+    let query = EventQuery {
+        limit: 1000,
+        ..EventQuery::default()
+    };
+    let (events, _) = s.list_events("wal", &query).await.expect("events");
+    assert_eq!(events.len(), 300, "every write is still there");
+}
