@@ -65,6 +65,13 @@ impl EventHub {
     /// for the webhook, whose outbox is a store of its own.
     pub async fn publish(&self, event: InstanceEvent) -> Result<(), StoreError> {
         let stored = self.shared.storage.append_event(&event).await;
+        self.announce(event);
+        stored
+    }
+
+    /// Queues an event stored already (with the write it belongs to, in one transaction)
+    /// for its webhook and hands it to the live subscribers of its instance.
+    pub fn announce(&self, event: InstanceEvent) {
         if let Some(observe) = &self.shared.observer {
             observe(event.kind());
         }
@@ -85,7 +92,6 @@ impl EventHub {
             // Fails only when every receiver left meanwhile: nothing to do.
             let _ = sender.send(event);
         }
-        stored
     }
 
     /// Live events of one instance from now on. Earlier ones are in storage.

@@ -88,6 +88,16 @@ pub trait EventStore: Send + Sync {
 pub trait MessageStore: Send + Sync {
     /// Fails with `Conflict` when the instance already has this `message_id`.
     async fn insert_message(&self, message: &Message) -> StoreResult<()>;
+    /// Stores a message with what is recorded beside it, as one transaction: the message,
+    /// the `contact` upsert (as [`ContactStore::upsert_contact`]) when given, and `event`.
+    /// All of them are stored or none. Fails with `Conflict` when the instance already has
+    /// this `message_id`; nothing is written then.
+    async fn record_message(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+    ) -> StoreResult<()>;
     async fn message_by_id(
         &self,
         instance_id: &str,

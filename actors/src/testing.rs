@@ -311,18 +311,25 @@ fn page<T>(items: Vec<T>, limit: u32, skip: u64) -> Page<T> {
 #[async_trait]
 impl MessageStore for MemoryStorage {
     async fn insert_message(&self, message: &Message) -> StoreResult<()> {
+        insert_message(&mut *self.open()?, message)
+    }
+
+    async fn record_message(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+    ) -> StoreResult<()> {
+        // One lock for the three: nobody sees a part of them.
         let mut data = self.open()?;
-        if data
-            .messages
-            .iter()
-            .any(|m| m.instance_id == message.instance_id && m.message_id == message.message_id)
-        {
-            return Err(StoreError::Conflict(format!(
-                "message {} exists",
-                message.message_id
-            )));
+        if data.events.iter().any(|e| e.id == event.id) {
+            return Err(StoreError::Conflict(format!("event {} exists", event.id)));
         }
-        data.messages.push(message.clone());
+        insert_message(&mut data, message)?;
+        if let Some(contact) = contact {
+            upsert_contact(&mut data, contact);
+        }
+        data.events.push(event.clone());
         Ok(())
     }
 
@@ -474,32 +481,7 @@ impl crate::store::StatsStore for MemoryStorage {
 #[async_trait]
 impl ContactStore for MemoryStorage {
     async fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact> {
-        let mut data = self.open()?;
-        if let Some(existing) = data
-            .contacts
-            .iter_mut()
-            .find(|c| c.instance_id == contact.instance_id && c.remote_jid == contact.remote_jid)
-        {
-            existing.number = contact.number.clone();
-            existing.is_group = contact.is_group;
-            existing.updated_at = contact.updated_at;
-            for (field, value) in [
-                (&mut existing.name, &contact.name),
-                (&mut existing.push_name, &contact.push_name),
-                (&mut existing.profile_picture, &contact.profile_picture),
-                (&mut existing.about, &contact.about),
-            ] {
-                if value.is_some() {
-                    field.clone_from(value);
-                }
-            }
-            if contact.last_activity > existing.last_activity {
-                existing.last_activity = contact.last_activity;
-            }
-            return Ok(existing.clone());
-        }
-        data.contacts.push(contact.clone());
-        Ok(contact.clone())
+        Ok(upsert_contact(&mut *self.open()?, contact))
     }
 
     async fn list_contacts(
@@ -530,6 +512,49 @@ impl ContactStore for MemoryStorage {
             .collect();
         Ok(page(matching, query.limit, query.skip))
     }
+}
+
+fn insert_message(data: &mut Data, message: &Message) -> StoreResult<()> {
+    if data
+        .messages
+        .iter()
+        .any(|m| m.instance_id == message.instance_id && m.message_id == message.message_id)
+    {
+        return Err(StoreError::Conflict(format!(
+            "message {} exists",
+            message.message_id
+        )));
+    }
+    data.messages.push(message.clone());
+    Ok(())
+}
+
+fn upsert_contact(data: &mut Data, contact: &Contact) -> Contact {
+    if let Some(existing) = data
+        .contacts
+        .iter_mut()
+        .find(|c| c.instance_id == contact.instance_id && c.remote_jid == contact.remote_jid)
+    {
+        existing.number = contact.number.clone();
+        existing.is_group = contact.is_group;
+        existing.updated_at = contact.updated_at;
+        for (field, value) in [
+            (&mut existing.name, &contact.name),
+            (&mut existing.push_name, &contact.push_name),
+            (&mut existing.profile_picture, &contact.profile_picture),
+            (&mut existing.about, &contact.about),
+        ] {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+        if contact.last_activity > existing.last_activity {
+            existing.last_activity = contact.last_activity;
+        }
+        return existing.clone();
+    }
+    data.contacts.push(contact.clone());
+    contact.clone()
 }
 
 #[async_trait]

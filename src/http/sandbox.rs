@@ -232,6 +232,7 @@ struct Delivered {
 }
 
 /// Delivers a simulated message from `from` to the instance, as if sent from a phone.
+/// Answered once the message is stored (it survives a crash from then on).
 #[utoipa::path(
     post,
     path = "/api/sandbox/instances/{instanceId}/inbound",
@@ -239,7 +240,7 @@ struct Delivered {
     params(("instanceId" = String, Path, description = "The instance's id")),
     request_body = InboundRequest,
     responses(
-        (status = 200, description = "Delivered to the instance", body = Delivered),
+        (status = 200, description = "Stored in the instance's history, with its contact and `message_received` event", body = Delivered),
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
         (status = 409, description = NOT_SANDBOX, body = ErrorBody),
         (status = 413, description = "The media is over the upload limit", body = ErrorBody),

@@ -39,6 +39,7 @@ use wagate_actors::store::{
 };
 use wagate_actors::store::{ContactStore, MessageStore};
 
+use super::cache::RecordCache;
 use super::copy::{CopyError, copy_all};
 
 /// Storage whose provider can be replaced while the server runs. See the module docs.
@@ -55,6 +56,8 @@ pub struct SwitchableStorage {
     switching: tokio::sync::Mutex<()>,
     /// Told how long every call to the provider took (metrics); set once at start.
     observer: OnceLock<StorageObserver>,
+    /// Users and instances as the request path reads them (cache.rs).
+    cache: RecordCache,
 }
 
 /// Called with the method name and duration of every storage call.
@@ -78,6 +81,7 @@ impl SwitchableStorage {
             writes: tokio::sync::RwLock::new(()),
             switching: tokio::sync::Mutex::new(()),
             observer: OnceLock::new(),
+            cache: RecordCache::default(),
         }
     }
 
@@ -141,6 +145,7 @@ impl SwitchableStorage {
         match outcome {
             Ok(copied) => {
                 *self.active.write().unwrap_or_else(PoisonError::into_inner) = target;
+                self.cache.clear();
                 drop(held);
                 tracing::info!(
                     provider = source.provider(),
@@ -181,31 +186,111 @@ macro_rules! forward {
     }};
 }
 
-forward!(UserStore {
-    write fn create_user(&self, user: &User) -> StoreResult<()>;
-    read fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
-    read fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
-    read fn user_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<User>>;
-    read fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>>;
-    write fn update_user(&self, user: &User) -> StoreResult<bool>;
-    write fn delete_user(&self, id: &str) -> StoreResult<bool>;
-    read fn count_admins(&self) -> StoreResult<u64>;
-});
+// Users and instances go through the request-path cache (cache.rs): reads by key digest
+// and id are kept, and every write empties what it touched once committed, before it
+// returns (also when it failed: it may have committed before the failure was seen).
 
-forward!(InstanceStore {
-    write fn create_instance(&self, instance: &Instance) -> StoreResult<()>;
-    read fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>>;
-    read fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>>;
-    write fn update_instance(&self, instance: &Instance) -> StoreResult<bool>;
-    write fn set_instance_status(
+#[async_trait]
+impl UserStore for SwitchableStorage {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        forward!(@write self, create_user(user))
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        if let Some(user) = self.cache.user_by_id(id) {
+            return Ok(Some(user));
+        }
+        let seen = self.cache.seen();
+        let found = forward!(@read self, user_by_id(id))?;
+        if let Some(user) = &found {
+            self.cache.keep_user(seen, user);
+        }
+        Ok(found)
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        forward!(@read self, user_by_email(email))
+    }
+
+    async fn user_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<User>> {
+        if let Some(user) = self.cache.user_by_key(hash) {
+            return Ok(Some(user));
+        }
+        let seen = self.cache.seen();
+        let found = forward!(@read self, user_by_api_key_hash(hash))?;
+        if let Some(user) = &found {
+            self.cache.keep_user(seen, user);
+        }
+        Ok(found)
+    }
+
+    async fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>> {
+        forward!(@read self, list_users(limit, skip))
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let done = forward!(@write self, update_user(user));
+        self.cache.forget_user(&user.id);
+        done
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let done = forward!(@write self, delete_user(id));
+        self.cache.forget_user(id);
+        done
+    }
+
+    async fn count_admins(&self) -> StoreResult<u64> {
+        forward!(@read self, count_admins())
+    }
+}
+
+#[async_trait]
+impl InstanceStore for SwitchableStorage {
+    async fn create_instance(&self, instance: &Instance) -> StoreResult<()> {
+        forward!(@write self, create_instance(instance))
+    }
+
+    async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
+        if let Some(instance) = self.cache.instance(id) {
+            return Ok(Some(instance));
+        }
+        let seen = self.cache.seen();
+        let found = forward!(@read self, instance_by_id(id))?;
+        if let Some(instance) = &found {
+            self.cache.keep_instance(seen, instance);
+        }
+        Ok(found)
+    }
+
+    async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
+        forward!(@read self, list_instances(user_id))
+    }
+
+    async fn update_instance(&self, instance: &Instance) -> StoreResult<bool> {
+        let done = forward!(@write self, update_instance(instance));
+        self.cache.forget_instance(&instance.id);
+        done
+    }
+
+    async fn set_instance_status(
         &self,
         id: &str,
         status: InstanceStatus,
         phone: Option<&str>,
-        at: DateTime<Utc>
-    ) -> StoreResult<()>;
-    write fn delete_instance(&self, id: &str) -> StoreResult<bool>;
-});
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let done = forward!(@write self, set_instance_status(id, status, phone, at));
+        self.cache.forget_instance(id);
+        done
+    }
+
+    async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
+        let done = forward!(@write self, delete_instance(id));
+        self.cache.forget_instance(id);
+        done
+    }
+}
 
 forward!(ActivityStore {
     write fn append_activity(&self, entry: &ActivityEntry) -> StoreResult<()>;
@@ -227,6 +312,12 @@ forward!(EventStore {
 
 forward!(MessageStore {
     write fn insert_message(&self, message: &Message) -> StoreResult<()>;
+    write fn record_message(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent
+    ) -> StoreResult<()>;
     read fn message_by_id(&self, instance_id: &str, message_id: &str) -> StoreResult<Option<Message>>;
     write fn advance_message_status(
         &self,
@@ -255,12 +346,33 @@ forward!(StatsStore {
     read fn usage(&self, filter: &UsageFilter) -> StoreResult<Vec<(UsageKey, Usage)>>;
 });
 
-forward!(TransferStore {
-    read fn export_records(&self, kind: RecordKind, after: Option<&str>, limit: u32) -> StoreResult<Vec<Record>>;
-    write fn import_records(&self, records: &[Record]) -> StoreResult<()>;
-    read fn count_records(&self) -> StoreResult<RecordCounts>;
-    write fn clear_all(&self) -> StoreResult<()>;
-});
+#[async_trait]
+impl TransferStore for SwitchableStorage {
+    async fn export_records(
+        &self,
+        kind: RecordKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Record>> {
+        forward!(@read self, export_records(kind, after, limit))
+    }
+
+    async fn import_records(&self, records: &[Record]) -> StoreResult<()> {
+        let done = forward!(@write self, import_records(records));
+        self.cache.clear();
+        done
+    }
+
+    async fn count_records(&self) -> StoreResult<RecordCounts> {
+        forward!(@read self, count_records())
+    }
+
+    async fn clear_all(&self) -> StoreResult<()> {
+        let done = forward!(@write self, clear_all());
+        self.cache.clear();
+        done
+    }
+}
 
 forward!(WabaStore {
     write fn put_waba_account(&self, account: &WabaAccount) -> StoreResult<()>;

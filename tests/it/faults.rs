@@ -261,9 +261,10 @@ async fn traffic_then_sigkill(
 /// Concurrent sends and inbound messages (each generating webhooks, with the receiver
 /// failing some so retries are pending) while the process is SIGKILLed, three times, the
 /// later kills landing while the restarted server replays its webhook backlog. After the
-/// last restart on the same DATA_DIR: every send answered with success is stored exactly
-/// once, nothing is stored twice, and every message event stored before a kill is
-/// delivered to the receiver, which stayed up throughout.
+/// last restart on the same DATA_DIR: every send and inbound message answered with success
+/// is stored exactly once, nothing is stored twice, every stored message has its event,
+/// and every message event stored before a kill is delivered to the receiver, which
+/// stayed up throughout.
 ///
 /// `webhooks::order_holds_and_nothing_is_lost_across_sigkill` covers the queue's order
 /// with sequential traffic and a receiver that was down; this one races kills against
@@ -293,37 +294,42 @@ async fn sigkill_mid_traffic_loses_no_accepted_message_and_no_webhook() {
     let sent = sent.lock().expect("sent").clone();
     let inbound = inbound.lock().expect("inbound").clone();
 
-    // Every accepted send is stored exactly once; nothing is stored twice.
-    let mut chats: HashMap<&str, Vec<&str>> = HashMap::new();
+    // Every accepted send and every accepted inbound message is stored exactly once: both
+    // are answered only once committed.
+    let mut chats: HashMap<String, Vec<(&str, &str)>> = HashMap::new();
     for (chat, mid) in &sent {
-        chats.entry(chat).or_default().push(mid);
+        chats.entry(chat.clone()).or_default().push(("send", mid));
     }
-    for (chat, mids) in &chats {
-        let stored = history_ids(&srv, &auth, &id, chat).await;
-        assert_unique(&stored, chat);
-        for mid in mids {
+    for (chat, mid) in &inbound {
+        chats
+            .entry(chat.clone())
+            .or_default()
+            .push(("inbound message", mid));
+    }
+    let mut stored_messages = Vec::new();
+    for (chat, accepted) in &chats {
+        let stored = history(&srv, &auth, &id, chat).await;
+        let ids: Vec<String> = stored
+            .iter()
+            .map(|m| m["messageId"].as_str().expect("messageId").to_owned())
+            .collect();
+        assert_unique(&ids, chat);
+        for (what, mid) in accepted {
             assert!(
-                stored.contains(&(*mid).to_owned()),
-                "the accepted send {mid} to {chat} is not stored"
+                ids.contains(&(*mid).to_owned()),
+                "the accepted {what} {mid} in {chat} is not stored"
             );
         }
-    }
-    // An accepted inbound message is handed to the session, which stores it unless the
-    // kill comes first; it is stored at most once.
-    let mut inbound_stored = 0;
-    for w in SENDERS..SENDERS + INBOUND {
-        let stored = history_ids(&srv, &auth, &id, &format!("7912200000{w}")).await;
-        assert_unique(&stored, "inbound");
-        inbound_stored += inbound.iter().filter(|(_, m)| stored.contains(m)).count();
+        stored_messages.extend(stored);
     }
     println!(
-        "{} accepted sends, {inbound_stored} of {} accepted inbound messages stored",
+        "{} accepted sends and {} accepted inbound messages, all stored",
         sent.len(),
         inbound.len()
     );
 
-    // Every message event stored before the kill reaches the receiver: the events of
-    // accepted sends are among them (a send is answered after its event is stored).
+    // Every stored message has its event (they commit together), and every message event
+    // stored before a kill reaches the receiver.
     let (status, events) = srv
         .call(
             Method::GET,
@@ -349,10 +355,16 @@ async fn sigkill_mid_traffic_loses_no_accepted_message_and_no_webhook() {
             )
         })
         .collect();
-    for (_, mid) in &sent {
+    for m in &stored_messages {
+        let kind = if m["fromMe"] == true {
+            "message_sent"
+        } else {
+            "message_received"
+        };
+        let mid = m["messageId"].as_str().expect("messageId");
         assert!(
-            expected.contains(&(id.clone(), "message_sent".to_owned(), mid.clone())),
-            "the event of the accepted send {mid} is not stored"
+            expected.contains(&(id.clone(), kind.to_owned(), mid.to_owned())),
+            "the stored message {mid} has no {kind} event"
         );
     }
     rx.wait_for("every stored message event as a webhook", 90, |r| {

@@ -1299,6 +1299,95 @@ pub async fn ping_and_provider(s: DynStorage) {
     assert!(["sqlite", "mongodb", "memory"].contains(&s.provider()));
 }
 
+/// `record_message` writes the message, the contact and the event as one: all of them,
+/// or (on a conflict) none. A conflicting row fails only its own write, also among
+/// concurrent ones.
+pub async fn messages_recorded_with_contact_and_event(s: DynStorage) {
+    let inst = "rec";
+    let jid = "79001234567@s.whatsapp.net";
+    let t = Utc
+        .timestamp_millis_opt(Utc::now().timestamp_millis())
+        .single()
+        .expect("ts");
+    let events = |s: DynStorage| async move {
+        let query = EventQuery {
+            limit: 1000,
+            ..EventQuery::default()
+        };
+        let (events, _) = s.list_events(inst, &query).await.expect("events");
+        events.into_iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    let push_name = |s: DynStorage| async move {
+        let query = ContactQuery {
+            limit: 10,
+            ..ContactQuery::default()
+        };
+        let page = s.list_contacts(inst, &query).await.expect("contacts");
+        assert_eq!(page.total, 1, "one contact");
+        page.items[0].push_name.clone()
+    };
+
+    let m = message(inst, jid, "R1", false, t);
+    let e = numbered_event(inst, "message_received", 1);
+    let ann = contact(inst, "79001234567", None, Some("Ann"), false);
+    s.record_message(&m, Some(&ann), &e).await.expect("record");
+    assert_eq!(
+        s.message_by_id(inst, "R1").await.expect("get"),
+        Some(m.clone())
+    );
+    assert_eq!(events(s.clone()).await, vec![e.id.clone()]);
+    assert_eq!(push_name(s.clone()).await.as_deref(), Some("Ann"));
+
+    // The same message again: a conflict, and the new contact name and event are not
+    // stored.
+    let bob = contact(inst, "79001234567", None, Some("Bob"), false);
+    let again = message(inst, jid, "R1", false, t);
+    let second = numbered_event(inst, "message_received", 2);
+    let answer = s.record_message(&again, Some(&bob), &second).await;
+    assert!(matches!(answer, Err(StoreError::Conflict(_))), "{answer:?}");
+    assert_eq!(events(s.clone()).await, vec![e.id.clone()]);
+    assert_eq!(push_name(s.clone()).await.as_deref(), Some("Ann"));
+
+    // A new message whose event conflicts (its id is taken): the message and the contact
+    // written before it in the same transaction are rolled back.
+    let orphan = message(inst, jid, "R2", false, t);
+    let answer = s.record_message(&orphan, Some(&bob), &e).await;
+    assert!(matches!(answer, Err(StoreError::Conflict(_))), "{answer:?}");
+    assert_eq!(s.message_by_id(inst, "R2").await.expect("get"), None);
+    assert_eq!(push_name(s.clone()).await.as_deref(), Some("Ann"));
+
+    // Concurrent writes (sends: no contact), one of them a duplicate: only that one fails.
+    let writes = (0..12).map(|n| {
+        let s = s.clone();
+        async move {
+            let wa_id = if n == 7 {
+                "R1".to_owned()
+            } else {
+                format!("S{n}")
+            };
+            let m = message(inst, "79007654321@s.whatsapp.net", &wa_id, true, t);
+            let e = numbered_event(inst, "message_received", 100 + n);
+            (wa_id, e.id.clone(), s.record_message(&m, None, &e).await)
+        }
+    });
+    let outcomes = futures::future::join_all(writes).await;
+    let stored_events = events(s.clone()).await;
+    for (wa_id, event_id, outcome) in outcomes {
+        if wa_id == "R1" {
+            assert!(
+                matches!(outcome, Err(StoreError::Conflict(_))),
+                "{outcome:?}"
+            );
+            assert!(!stored_events.contains(&event_id));
+        } else {
+            assert_eq!(outcome, Ok(()), "{wa_id} failed with the duplicate");
+            assert!(s.message_by_id(inst, &wa_id).await.expect("get").is_some());
+            assert!(stored_events.contains(&event_id), "{wa_id} lacks its event");
+        }
+    }
+    assert_eq!(stored_events.len(), 12);
+}
+
 pub async fn closed_store_is_unavailable(s: DynStorage) {
     s.close().await;
     assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
@@ -1315,7 +1404,8 @@ macro_rules! storage_suite {
             use super::*;
             storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
                 messages_and_statuses, history_and_chats, contacts_upsert_and_search, transfer_round_trip,
-                waba_accounts, waba_chats_and_messages, ping_and_provider, closed_store_is_unavailable);
+                waba_accounts, waba_chats_and_messages, ping_and_provider, closed_store_is_unavailable,
+                messages_recorded_with_contact_and_event);
         }
     };
     (@tests $make:path; $($check:ident),*) => {
@@ -1390,4 +1480,45 @@ async fn mongodb_down_is_unavailable_quickly() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// SQLite checkpoints off the commit path: automatic checkpoints are off on every
+/// connection, the WAL's file is capped, and the background task resets the WAL to zero
+/// bytes once writes stop (without it, the WAL would only grow while the server runs).
+#[tokio::test]
+async fn sqlite_checkpoints_run_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wal.db");
+    let store = wagate::storage::sqlite::SqliteStorage::open(&path)
+        .await
+        .expect("open sqlite");
+    let pragma = |sql: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .expect(sql)
+        }
+    };
+    assert_eq!(pragma("PRAGMA wal_autocheckpoint").await, 0);
+    assert_eq!(pragma("PRAGMA journal_size_limit").await, 64 * 1024 * 1024);
+    let s: DynStorage = std::sync::Arc::new(store.clone());
+    for n in 0..300 {
+        s.append_event(&numbered_event("wal", "message_received", n))
+            .await
+            .expect("append");
+    }
+    let wal = dir.path().join("wal.db-wal");
+    crate::common::eventually(30, "the WAL to be reset once writes stopped", || async {
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        (size == 0).then_some(())
+    })
+    .await;
+    let query = EventQuery {
+        limit: 1000,
+        ..EventQuery::default()
+    };
+    let (events, _) = s.list_events("wal", &query).await.expect("events");
+    assert_eq!(events.len(), 300, "every write is still there");
 }

@@ -11,6 +11,7 @@ backend_tests!(
     operators_need_an_owner,
     the_last_admin_is_protected,
     admin_is_created_once_from_the_configuration,
+    deleted_users_and_instances_are_gone_on_the_very_next_request,
 );
 
 async fn admin_manages_users(backend: Backend) {
@@ -325,4 +326,39 @@ async fn admin_is_created_once_from_the_configuration(backend: Backend) {
     let srv = srv.restart().await;
     let (_, list) = srv.get("/api/users", &srv.admin()).await;
     assert_eq!(list["pagination"]["total"], 1, "no second admin on restart");
+}
+
+/// Users and instances are cached for the request path; a deletion is in force for the
+/// very next request all the same (each record is read, so cached, before it goes).
+async fn deleted_users_and_instances_are_gone_on_the_very_next_request(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
+    let (id, key, token) = srv.new_user("gone@example.com", "user").await;
+    let (status, created) = srv
+        .post(
+            "/api/instances",
+            &Auth::Key(key.clone()),
+            json!({"name": "doomed", "engine": "sandbox"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let instance = created["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/instances/{instance}");
+    for _ in 0..2 {
+        assert_eq!(srv.get(&path, &Auth::Key(key.clone())).await.0, 200);
+        assert_eq!(
+            srv.get("/api/auth/me", &Auth::Bearer(token.clone()))
+                .await
+                .0,
+            200
+        );
+    }
+    let (status, body) = srv.delete(&path, &Auth::Key(key.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(srv.get(&path, &Auth::Key(key.clone())).await.0, 404);
+    assert_eq!(srv.get(&path, &srv.admin()).await.0, 404);
+
+    let (status, body) = srv.delete(&format!("/api/users/{id}"), &srv.admin()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(srv.get("/api/auth/me", &Auth::Key(key)).await.0, 401);
+    assert_eq!(srv.get("/api/auth/me", &Auth::Bearer(token)).await.0, 401);
 }

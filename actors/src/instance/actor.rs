@@ -7,6 +7,7 @@
 //! it with backoff. A session that cannot even start (no such engine, unreadable
 //! session) parks as `failed` instead: restarting would fail the same way.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -122,7 +123,12 @@ pub struct InstanceState {
     status: InstanceStatus,
     phone: Option<String>,
     qr: Option<ShownQr>,
+    /// Callers of inbound messages the sandbox accepted, by WhatsApp message id: each is
+    /// answered once its message is committed (or failed to be).
+    awaiting: HashMap<String, Vec<InboundReply>>,
 }
+
+type InboundReply = RpcReplyPort<Result<(), DomainError>>;
 
 struct ShownQr {
     code: String,
@@ -167,6 +173,7 @@ impl Actor for InstanceActor {
             status: instance.status,
             phone: instance.phone,
             qr: None,
+            awaiting: HashMap::new(),
         };
         if args.parked {
             if !matches!(
@@ -203,6 +210,14 @@ impl Actor for InstanceActor {
             InstanceMsg::Engine { epoch, event } => {
                 if epoch == state.epoch {
                     self.on_engine_event(state, event).await?;
+                } else if let EngineEvent::Message(m) = event {
+                    answer_inbound(
+                        state,
+                        &m.message_id,
+                        Err(DomainError::Unavailable(
+                            "the session restarted before the message was stored".into(),
+                        )),
+                    );
                 }
             }
             InstanceMsg::EngineCommit {
@@ -215,10 +230,14 @@ impl Actor for InstanceActor {
                     return Ok(());
                 }
                 let answer = match event {
-                    EngineEvent::Message(message) => self.on_message(state, message, false).await,
-                    EngineEvent::SentByPhone(message) => {
-                        self.on_message(state, message, true).await
-                    }
+                    EngineEvent::Message(message) => self
+                        .on_message(state, message, false)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    EngineEvent::SentByPhone(message) => self
+                        .on_message(state, message, true)
+                        .await
+                        .map_err(|e| e.to_string()),
                     other => self
                         .on_engine_event(state, other)
                         .await
@@ -249,8 +268,20 @@ impl Actor for InstanceActor {
                 let _ = reply.send(Ok(()));
             }
             InstanceMsg::Sandbox { control, reply } => {
-                let answer = sandbox(state, control).await;
-                let _ = reply.send(answer);
+                let inbound = match &control {
+                    SandboxControl::Inbound(m) => Some(m.message_id.clone()),
+                    _ => None,
+                };
+                match (sandbox(state, control).await, inbound) {
+                    // The session put the message into this mailbox: its caller hears
+                    // back once it is committed, not before.
+                    (Ok(()), Some(message_id)) => {
+                        state.awaiting.entry(message_id).or_default().push(reply);
+                    }
+                    (answer, _) => {
+                        let _ = reply.send(answer);
+                    }
+                }
             }
             InstanceMsg::Send { to, content, reply } => {
                 let answer = self.send(state, &to, content).await;
@@ -437,7 +468,9 @@ impl InstanceActor {
                 self.logged_out(state, &reason).await;
             }
             EngineEvent::Message(message) => {
-                let _ = self.on_message(state, message, false).await;
+                let message_id = message.message_id.clone();
+                let stored = self.on_message(state, message, false).await;
+                answer_inbound(state, &message_id, stored);
             }
             EngineEvent::SentByPhone(message) => {
                 let _ = self.on_message(state, message, true).await;
@@ -620,12 +653,6 @@ impl InstanceActor {
             updated_at: now,
             status_updated_at: Some(now),
         };
-        self.deps.storage.insert_message(&message).await?;
-        self.count(state, |u| {
-            u.messages_sent = 1;
-            u.media_sent = u64::from(message.has_media);
-            u.total_media_size = message.media_size.unwrap_or(0);
-        });
         let event = Event::MessageSent(Box::new(MessageSent {
             message_id: message.message_id.clone(),
             to: message.remote_jid.clone(),
@@ -637,22 +664,32 @@ impl InstanceActor {
             status: MessageStatus::Sent,
             media: MediaFields::of(&message),
         }));
-        self.publish(&state.id, event).await;
+        // The message and its event commit together: no stored send without its webhook.
+        let event = InstanceEvent::new(&state.id, event);
+        self.deps
+            .storage
+            .record_message(&message, None, &event)
+            .await?;
+        self.count(state, |u| {
+            u.messages_sent = 1;
+            u.media_sent = u64::from(message.has_media);
+            u.total_media_size = message.media_size.unwrap_or(0);
+        });
+        self.deps.events.announce(event);
         Ok(message)
     }
 
     /// Stores a message (and its media) WhatsApp brought: an inbound one remembers the
     /// sender as a contact and publishes `message_received`; one the account sent from
-    /// its phone (`from_me`) is stored as sent and publishes `message_sent`. A message
-    /// WhatsApp delivers twice is stored once.
-    ///
-    /// Fails (logged) only when the message could not be stored.
+    /// its phone (`from_me`) is stored as sent and publishes `message_sent`. The message,
+    /// its contact and its event commit together. A message WhatsApp delivers twice is
+    /// stored once (the second time is a success: it is stored).
     async fn on_message(
         &self,
         state: &mut InstanceState,
         m: InboundMessage,
         from_me: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), DomainError> {
         let now = Utc::now();
         let (media_path, media_size, mime_type, file_name) = match &m.media {
             Some(media) => match self.media.save(&state.id, &media.bytes).await {
@@ -711,20 +748,7 @@ impl InstanceActor {
             updated_at: now,
             status_updated_at: from_me.then_some(now),
         };
-        match self.deps.storage.insert_message(&message).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Ok(()),
-            Err(err) => {
-                tracing::error!(instance = %state.id, %err, message_id = %m.message_id, "cannot store an inbound message");
-                return Err(format!("cannot store message {}: {err}", m.message_id));
-            }
-        }
-        if from_me {
-            self.count(state, |u| {
-                u.messages_sent = 1;
-                u.media_sent = u64::from(message.has_media);
-                u.total_media_size = message.media_size.unwrap_or(0);
-            });
+        let (event, contact) = if from_me {
             let event = Event::MessageSent(Box::new(MessageSent {
                 message_id: message.message_id.clone(),
                 to: message.remote_jid.clone(),
@@ -736,44 +760,60 @@ impl InstanceActor {
                 status: MessageStatus::Sent,
                 media: MediaFields::of(&message),
             }));
-            self.publish(&state.id, event).await;
-            return Ok(());
+            (event, None)
+        } else {
+            let event = Event::MessageReceived(Box::new(MessageReceived {
+                message_id: message.message_id.clone(),
+                from: message.remote_jid.clone(),
+                remote_jid: message.remote_jid.clone(),
+                sender: m.sender.clone(),
+                from_me: false,
+                body: message.content.clone(),
+                message_type: if message_type == "text" {
+                    "conversation".to_owned()
+                } else {
+                    message_type.clone()
+                },
+                timestamp: m.timestamp.timestamp(),
+                has_media: message.has_media,
+                push_name: m.push_name.clone(),
+                is_group: is_group_jid(&message.remote_jid),
+                status: MessageStatus::Received,
+                metadata: message.metadata.clone(),
+                media: MediaFields::of(&message),
+            }));
+            let contact = Contact {
+                push_name: m.push_name.clone(),
+                last_activity: Some(m.timestamp),
+                ..Contact::new(&state.id, &m.sender, now)
+            };
+            (event, Some(contact))
+        };
+        let event = InstanceEvent::new(&state.id, event);
+        match self
+            .deps
+            .storage
+            .record_message(&message, contact.as_ref(), &event)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Ok(()),
+            Err(err) => {
+                tracing::error!(instance = %state.id, %err, message_id = %m.message_id, "cannot store a message WhatsApp brought");
+                return Err(err.into());
+            }
         }
         self.count(state, |u| {
-            u.messages_received = 1;
-            u.media_received = u64::from(message.has_media);
+            if from_me {
+                u.messages_sent = 1;
+                u.media_sent = u64::from(message.has_media);
+            } else {
+                u.messages_received = 1;
+                u.media_received = u64::from(message.has_media);
+            }
             u.total_media_size = message.media_size.unwrap_or(0);
         });
-        self.upsert_contact(
-            state,
-            &m.sender,
-            None,
-            m.push_name.clone(),
-            Some(m.timestamp),
-            now,
-        )
-        .await;
-        let event = Event::MessageReceived(Box::new(MessageReceived {
-            message_id: message.message_id.clone(),
-            from: message.remote_jid.clone(),
-            remote_jid: message.remote_jid.clone(),
-            sender: m.sender.clone(),
-            from_me: false,
-            body: message.content.clone(),
-            message_type: if message_type == "text" {
-                "conversation".to_owned()
-            } else {
-                message_type.clone()
-            },
-            timestamp: m.timestamp.timestamp(),
-            has_media: message.has_media,
-            push_name: m.push_name.clone(),
-            is_group: is_group_jid(&message.remote_jid),
-            status: MessageStatus::Received,
-            metadata: message.metadata.clone(),
-            media: MediaFields::of(&message),
-        }));
-        self.publish(&state.id, event).await;
+        self.deps.events.announce(event);
         Ok(())
     }
 
@@ -881,6 +921,14 @@ impl InstanceActor {
             tracing::warn!(instance = %state.id, %err, "cannot store an event");
         }
         self.board.set(&state.id, state.view());
+    }
+}
+
+/// Answers the callers waiting for the commit of inbound message `message_id`, if any.
+fn answer_inbound(state: &mut InstanceState, message_id: &str, stored: Result<(), DomainError>) {
+    for reply in state.awaiting.remove(message_id).unwrap_or_default() {
+        // Fails only when the caller gave up (timed out) meanwhile.
+        let _ = reply.send(stored.clone());
     }
 }
 

@@ -7,12 +7,14 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::backoff::BackoffConfig;
-use crate::domain::{EngineKind, Instance, InstanceStatus};
-use crate::engine::{Engines, FaultKind, SandboxConfig, SandboxControl, SandboxNetwork};
-use crate::error::DomainError;
+use crate::domain::{ContactQuery, EngineKind, EventKind, Instance, InstanceStatus};
+use crate::engine::{
+    Engines, FaultKind, InboundMessage, SandboxConfig, SandboxControl, SandboxNetwork,
+};
+use crate::error::{DomainError, StoreError};
 use crate::instance::{InstanceHandle, QrAnswer, session_dir};
 use crate::runtime::{Runtime, RuntimeConfig, start_runtime};
-use crate::store::InstanceStore;
+use crate::store::{ContactStore, InstanceStore, MessageStore, Storage};
 use crate::testing::MemoryStorage;
 
 /// Longest a condition may take to come true before a test fails.
@@ -505,5 +507,88 @@ async fn pair_code_links_the_instance() {
             ..
         })
     ));
+    w.runtime.shutdown().await;
+}
+
+fn inbound(id: &str, text: &str) -> SandboxControl {
+    SandboxControl::Inbound(InboundMessage {
+        message_id: id.into(),
+        chat: "79005550001@s.whatsapp.net".into(),
+        sender: "79005550001@s.whatsapp.net".into(),
+        push_name: Some("Ann".into()),
+        text: Some(text.into()),
+        media: None,
+        timestamp: Utc::now(),
+    })
+}
+
+/// An inbound message is answered once it is committed: the message, its sender as a
+/// contact and its `message_received` event are all stored when the answer comes, and a
+/// second delivery of the same message is a success that stores nothing more.
+#[tokio::test]
+async fn inbound_is_answered_once_committed_with_contact_and_event() {
+    let w = world(SandboxConfig::default(), quick_backoff()).await;
+    let handle = w.create("in", EngineKind::Sandbox).await;
+    w.scan("in", "79001110000").await;
+    for n in 0..20 {
+        let id = format!("IN-{n}");
+        handle
+            .sandbox(inbound(&id, "hello"))
+            .await
+            .expect("inbound");
+        // No waiting: the answer came after the commit.
+        let stored = w.storage.message_by_id("in", &id).await.expect("read");
+        assert!(stored.is_some(), "{id} answered but not stored");
+        let events = w.storage.events_of("in");
+        assert!(
+            events.iter().any(|e| e.kind() == EventKind::MessageReceived
+                && e.data_json()["messageId"] == id.as_str()),
+            "{id} answered but its event is not stored"
+        );
+    }
+    handle
+        .sandbox(inbound("IN-0", "again"))
+        .await
+        .expect("redelivery");
+    let received = |w: &World| {
+        w.storage
+            .events_of("in")
+            .iter()
+            .filter(|e| e.kind() == EventKind::MessageReceived)
+            .count()
+    };
+    assert_eq!(
+        received(&w),
+        20,
+        "a redelivered message made a second event"
+    );
+    let contacts = w
+        .storage
+        .list_contacts(
+            "in",
+            &ContactQuery {
+                limit: 10,
+                ..ContactQuery::default()
+            },
+        )
+        .await
+        .expect("contacts");
+    assert_eq!(contacts.total, 1);
+    assert_eq!(contacts.items[0].push_name.as_deref(), Some("Ann"));
+    w.runtime.shutdown().await;
+}
+
+/// When the message cannot be stored, its caller hears so instead of a success.
+#[tokio::test]
+async fn inbound_that_cannot_be_stored_is_not_answered_with_success() {
+    let w = world(SandboxConfig::default(), quick_backoff()).await;
+    let handle = w.create("down", EngineKind::Sandbox).await;
+    w.scan("down", "79001110001").await;
+    w.storage.close().await;
+    let answer = handle.sandbox(inbound("LOST-1", "hello")).await;
+    assert!(
+        matches!(answer, Err(DomainError::Store(StoreError::Unavailable(_)))),
+        "{answer:?}"
+    );
     w.runtime.shutdown().await;
 }

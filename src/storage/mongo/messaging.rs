@@ -3,10 +3,14 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use mongodb::ClientSession;
 use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::{
+    Error as MongoError, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};
 use mongodb::options::ReturnDocument;
 use wagate_actors::domain::{
-    ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus,
+    ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
 };
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
@@ -14,8 +18,8 @@ use wagate_actors::store::StoreResult;
 use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::{
-    CONTACTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range, find_page,
-    forward_only_status, map_err, to_bson,
+    CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
+    event_doc, find_page, forward_only_status, is_duplicate_key, map_err, to_bson,
 };
 
 pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
@@ -112,6 +116,30 @@ impl MessageStore for MongoStorage {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    /// One multi-document transaction where the deployment has them (a replica set; the
+    /// test server is a single-node one). A standalone server has none: there the three
+    /// writes run in order (message, contact, event), and a crash between them can leave
+    /// a message without its event.
+    async fn record_message(
+        &self,
+        m: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+    ) -> StoreResult<()> {
+        let message = message_doc(m)?;
+        let event = event_doc(event)?;
+        if self
+            .record_in_transaction(&message, contact, &event)
+            .await?
+        {
+            return Ok(());
+        }
+        match self.record_writes(None, &message, contact, &event).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn message_by_id(
@@ -373,8 +401,13 @@ impl MongoStorage {
 
     /// The upsert itself: one atomic `findOneAndUpdate`. Fields given in `c` are set;
     /// those that are None are only written (as null) when the contact is new, so stored
-    /// names survive; `lastActivity` only moves forward (`$max`).
-    async fn upsert_contact_once(&self, c: &Contact) -> StoreResult<Contact> {
+    /// names survive; `lastActivity` only moves forward (`$max`). Then the derived search
+    /// fields, only when they changed. Inside `session`'s transaction when one is given.
+    async fn upsert_contact_once(
+        &self,
+        c: &Contact,
+        mut session: Option<&mut ClientSession>,
+    ) -> Result<Contact, TxError> {
         let mut set = doc! {"isGroup": c.is_group, "updatedAt": date(c.updated_at)};
         let mut on_insert = doc! {
             "_id": &c.id,
@@ -401,18 +434,166 @@ impl MongoStorage {
                 .map_err(corrupt)?
                 .insert("lastActivity", Bson::Null),
         };
-        let stored = self
-            .coll(CONTACTS)?
+        let contacts = self.coll(CONTACTS)?;
+        let upsert = contacts
             .find_one_and_update(
                 doc! {"instanceId": &c.instance_id, "remoteJid": &c.remote_jid},
                 update,
             )
             .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(map_err)?
-            .ok_or_else(|| corrupt("upsert returned no contact"))?;
-        contact_from_doc(&stored)
+            .return_document(ReturnDocument::After);
+        let found = match session.as_deref_mut() {
+            Some(session) => upsert.session(session).await,
+            None => upsert.await,
+        }?;
+        let found = found.ok_or_else(|| corrupt("upsert returned no contact"))?;
+        let stored = contact_from_doc(&found)?;
+        let derived = doc! {"searchText": search_text(&stored), "sortKey": sort_key(&stored)};
+        let unchanged = derived
+            .iter()
+            .all(|(key, value)| found.get(key) == Some(value));
+        if !unchanged {
+            let set = contacts.update_one(doc! {"_id": &stored.id}, doc! {"$set": derived});
+            match session {
+                Some(session) => set.session(session).await,
+                None => set.await,
+            }?;
+        }
+        Ok(stored)
+    }
+
+    /// The writes of [`MessageStore::record_message`], in `session`'s transaction when one
+    /// is given.
+    async fn record_writes(
+        &self,
+        mut session: Option<&mut ClientSession>,
+        message: &Document,
+        contact: Option<&Contact>,
+        event: &Document,
+    ) -> Result<(), TxError> {
+        let messages = self.coll(MESSAGES)?;
+        let insert = messages.insert_one(message.clone());
+        match session.as_deref_mut() {
+            Some(session) => insert.session(session).await,
+            None => insert.await,
+        }?;
+        if let Some(c) = contact {
+            match self.upsert_contact_once(c, session.as_deref_mut()).await {
+                // A new contact raced by another writer hits the unique index: not a
+                // duplicate message. In a transaction (aborted by the error) the whole
+                // of it is tried again; without one the retry updates the winner's
+                // document, as `upsert_contact` does.
+                Err(TxError::Mongo(e)) if is_duplicate_key(&e) => match session.as_deref_mut() {
+                    Some(_) => return Err(TxError::ContactRace),
+                    None => {
+                        self.upsert_contact_once(c, None).await?;
+                    }
+                },
+                other => {
+                    other?;
+                }
+            }
+        }
+        let events = self.coll(EVENTS)?;
+        let insert = events.insert_one(event.clone());
+        match session {
+            Some(session) => insert.session(session).await,
+            None => insert.await,
+        }?;
+        Ok(())
+    }
+
+    /// [`MessageStore::record_message`] as one multi-document transaction, retried while
+    /// the server calls its failure transient. `Ok(false)` when the deployment has no
+    /// transactions (a standalone server: they need a replica set), before anything was
+    /// written.
+    async fn record_in_transaction(
+        &self,
+        message: &Document,
+        contact: Option<&Contact>,
+        event: &Document,
+    ) -> StoreResult<bool> {
+        let mut session = self.client.start_session().await.map_err(map_err)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match session.start_transaction().await {
+                Ok(()) => {}
+                Err(e) if matches!(*e.kind, ErrorKind::Transaction { .. }) => return Ok(false),
+                Err(e) => return Err(map_err(e)),
+            }
+            let written = self
+                .record_writes(Some(&mut session), message, contact, event)
+                .await;
+            let outcome = match written {
+                Ok(()) => commit(&mut session).await.map_err(TxError::Mongo),
+                Err(e) => {
+                    // Fails only when the transaction is already gone, aborted either way.
+                    let _ = session.abort_transaction().await;
+                    Err(e)
+                }
+            };
+            let retry = match &outcome {
+                Ok(()) => return Ok(true),
+                Err(TxError::Mongo(e)) => e.contains_label(TRANSIENT_TRANSACTION_ERROR),
+                Err(TxError::ContactRace) => true,
+                Err(TxError::Store(_)) => false,
+            };
+            if !retry || attempt >= TRANSACTION_ATTEMPTS {
+                return outcome.map(|()| true).map_err(StoreError::from);
+            }
+        }
+    }
+}
+
+/// How often a transaction the server failed as transient (a write conflict) is tried.
+const TRANSACTION_ATTEMPTS: u32 = 5;
+
+/// Commits, retrying while the server cannot tell whether the commit happened (a commit
+/// is idempotent).
+async fn commit(session: &mut ClientSession) -> Result<(), MongoError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match session.commit_transaction().await {
+            Err(e)
+                if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                    && attempt < TRANSACTION_ATTEMPTS => {}
+            other => return other,
+        }
+    }
+}
+
+/// A failure inside a transaction: the driver's, whose labels say whether to retry, or
+/// one of ours.
+enum TxError {
+    Mongo(MongoError),
+    Store(StoreError),
+    /// The contact of a transaction was created meanwhile by another writer.
+    ContactRace,
+}
+
+impl From<MongoError> for TxError {
+    fn from(e: MongoError) -> Self {
+        TxError::Mongo(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+impl From<TxError> for StoreError {
+    fn from(e: TxError) -> Self {
+        match e {
+            TxError::Mongo(e) => map_err(e),
+            TxError::Store(e) => e,
+            TxError::ContactRace => {
+                StoreError::Unavailable("a contact kept being created concurrently".into())
+            }
+        }
     }
 }
 
@@ -421,18 +602,14 @@ impl ContactStore for MongoStorage {
     async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
         // Two concurrent upserts of a new contact may both try to insert; the loser hits
         // the unique index and, retried, finds the winner's document to update.
-        let stored = match self.upsert_contact_once(c).await {
-            Err(StoreError::Conflict(_)) => self.upsert_contact_once(c).await?,
-            other => other?,
-        };
-        self.coll(CONTACTS)?
-            .update_one(
-                doc! {"_id": &stored.id},
-                doc! {"$set": {"searchText": search_text(&stored), "sortKey": sort_key(&stored)}},
-            )
+        match self
+            .upsert_contact_once(c, None)
             .await
-            .map_err(map_err)?;
-        Ok(stored)
+            .map_err(StoreError::from)
+        {
+            Err(StoreError::Conflict(_)) => Ok(self.upsert_contact_once(c, None).await?),
+            other => other,
+        }
     }
 
     async fn list_contacts(

@@ -15,9 +15,12 @@
 //! - instants are BSON dates (millisecond precision, the precision every backend keeps);
 //! - free-form JSON (activity details, event data, message metadata) is stored as native
 //!   BSON, so it can be inspected and queried with ordinary MongoDB tools;
-//! - no multi-document transactions: a standalone `mongod` has none. Cascading deletes
-//!   remove the dependents first, so an interrupted delete leaves the instance in place
-//!   and a retry finishes it.
+//! - multi-document transactions only where a message is recorded with its contact and
+//!   event ([`MessageStore::record_message`](wagate_actors::store::MessageStore)), and only
+//!   on a deployment that has them (a replica set; a standalone `mongod` has none, and
+//!   there those writes run in order, unprotected against a crash between them).
+//!   Cascading deletes remove the dependents first, so an interrupted delete leaves the
+//!   instance in place and a retry finishes it.
 
 mod messaging;
 mod stats;
@@ -242,7 +245,7 @@ pub(crate) fn map_err(e: MongoError) -> StoreError {
     }
 }
 
-fn is_duplicate_key(e: &MongoError) -> bool {
+pub(crate) fn is_duplicate_key(e: &MongoError) -> bool {
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,

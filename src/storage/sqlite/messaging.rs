@@ -3,15 +3,17 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor};
 use wagate_actors::domain::Page;
 use wagate_actors::domain::{
-    ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus,
+    ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
 };
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::{ContactStore, MessageStore};
 
-use super::{SqliteStorage, clamp_i64, corrupt, forward_only_status, json, map_err, ms};
+use super::{
+    SqliteStorage, clamp_i64, corrupt, forward_only_status, insert_event, json, map_err, ms,
+};
 use crate::storage::from_millis;
 
 fn opt_millis(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
@@ -129,6 +131,27 @@ impl MessageStore for SqliteStorage {
         insert_message_row(self.writer(), m, false).await
     }
 
+    async fn record_message(
+        &self,
+        m: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+    ) -> StoreResult<()> {
+        // IMMEDIATE: the write lock is taken at BEGIN, so the transaction never has to
+        // upgrade (and fail busy) halfway.
+        let mut tx = self
+            .writer()
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        insert_message_row(&mut *tx, m, false).await?;
+        if let Some(c) = contact {
+            upsert_contact_in(&mut tx, c).await?;
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn message_by_id(
         &self,
         instance_id: &str,
@@ -167,7 +190,7 @@ impl MessageStore for SqliteStorage {
             return Ok(None);
         };
         qb.build()
-            .fetch_optional(self.pool())
+            .fetch_optional(self.writer())
             .await
             .map_err(map_err)?
             .as_ref()
@@ -267,7 +290,7 @@ impl MessageStore for SqliteStorage {
         )
         .bind(instance_id)
         .bind(remote_jid)
-        .fetch_all(self.pool())
+        .fetch_all(self.writer())
         .await
         .map_err(map_err)?;
         rows.iter()
@@ -309,10 +332,10 @@ fn push_contact_filters(qb: &mut QueryBuilder<Sqlite>, instance_id: &str, q: &Co
     }
 }
 
-#[async_trait]
-impl ContactStore for SqliteStorage {
-    async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
-        let row = sqlx::query(
+/// The contact upsert of [`ContactStore::upsert_contact`], on the caller's connection
+/// (inside its transaction). `search_text` is rewritten only when it changed.
+async fn upsert_contact_in(conn: &mut SqliteConnection, c: &Contact) -> StoreResult<Contact> {
+    let row = sqlx::query(
             "INSERT INTO contacts (id, instance_id, remote_jid, number, name, push_name, is_group, profile_picture,
                                    about, last_activity, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -341,16 +364,33 @@ impl ContactStore for SqliteStorage {
         .bind(c.last_activity.map(ms))
         .bind(ms(c.created_at))
         .bind(ms(c.updated_at))
-        .fetch_one(self.writer())
+        .fetch_one(&mut *conn)
         .await
         .map_err(map_err)?;
-        let stored = contact_from_row(&row)?;
+    let stored = contact_from_row(&row)?;
+    let text = search_text(&stored);
+    let old: String = row.try_get("search_text").map_err(map_err)?;
+    if old != text {
         sqlx::query("UPDATE contacts SET search_text = ? WHERE id = ?")
-            .bind(search_text(&stored))
+            .bind(text)
             .bind(&stored.id)
-            .execute(self.writer())
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
+    }
+    Ok(stored)
+}
+
+#[async_trait]
+impl ContactStore for SqliteStorage {
+    async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
+        let mut tx = self
+            .writer()
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let stored = upsert_contact_in(&mut tx, c).await?;
+        tx.commit().await.map_err(map_err)?;
         Ok(stored)
     }
 

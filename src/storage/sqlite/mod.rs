@@ -6,6 +6,7 @@
 //! - [`stats`]: daily usage buckets.
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 
+mod checkpoint;
 mod messaging;
 mod stats;
 mod transfer;
@@ -13,6 +14,7 @@ mod waba;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +32,7 @@ use wagate_actors::store::{
     ActivityStore, EventStore, InstanceStore, Storage, StoreResult, UserStore,
 };
 
+use self::checkpoint::{Checkpointer, IDLE_BUSY_TIMEOUT, JOURNAL_SIZE_LIMIT};
 use super::from_millis;
 
 /// The embedded migrations (`migrations/*.sql`, append-only).
@@ -47,6 +50,8 @@ pub struct SqliteStorage {
     /// with writes spread over the pool, the losers sleep in SQLite's busy handler
     /// (1, 2, 5, 10… ms). Queued on this pool they wait their turn without sleeping.
     writer: SqlitePool,
+    /// The WAL checkpoints of a file database (none in memory); stops with the last clone.
+    checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl SqliteStorage {
@@ -72,6 +77,9 @@ impl SqliteStorage {
                 .journal_mode(SqliteJournalMode::Wal)
                 // WAL + NORMAL: durable across process crashes, fsync only at checkpoints.
                 .synchronous(SqliteSynchronous::Normal)
+                // Checkpoints run in the background (checkpoint.rs), never inside a commit.
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
         };
         options = options
             .busy_timeout(Duration::from_secs(5))
@@ -98,20 +106,37 @@ impl SqliteStorage {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         // An in-memory database lives in its single connection: it reads and writes there.
-        let writer = if memory {
-            pool.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(0)
-                .idle_timeout(Some(Duration::from_secs(600)))
-                .max_lifetime(Some(Duration::from_secs(3600)))
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
-                .await
-                .map_err(unavailable)?
-        };
-        Ok(SqliteStorage { pool, writer })
+        if memory {
+            return Ok(SqliteStorage {
+                writer: pool.clone(),
+                pool,
+                checkpoints: None,
+            });
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .max_lifetime(Some(Duration::from_secs(3600)))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        // One connection kept for the life of the storage: `data_version` is per connection.
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.busy_timeout(IDLE_BUSY_TIMEOUT))
+            .await
+            .map_err(unavailable)?;
+        Ok(SqliteStorage {
+            pool,
+            writer,
+            checkpoints: Some(Arc::new(Checkpointer::start(path, checkpointer))),
+        })
     }
 
     /// The underlying pool, for benchmarks that compare against raw queries.
@@ -673,6 +698,9 @@ impl Storage for SqliteStorage {
     }
 
     async fn close(&self) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.stop().await;
+        }
         self.writer.close().await;
         self.pool.close().await;
     }

@@ -384,7 +384,7 @@ impl WabaStore for SqliteStorage {
             return Ok(None);
         };
         qb.build()
-            .fetch_optional(self.pool())
+            .fetch_optional(self.writer())
             .await
             .map_err(map_err)?
             .as_ref()
