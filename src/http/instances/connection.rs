@@ -32,6 +32,11 @@ pub(super) struct StatusAnswer {
 }
 
 /// The instance's live connection status.
+///
+/// The same state the send path decides on: from the moment a session stops (dropped,
+/// crashed, unlinked) it is `disconnected` or `reconnecting` with `ready: false`, never
+/// `connected` while a send would be refused. `logged_out` and `failed` show once they
+/// are recorded in the activity log.
 #[utoipa::path(
     get,
     path = "/api/instances/{instanceId}/status",
