@@ -346,7 +346,9 @@ pub async fn run_with(
     let local = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(address = %local, storage = storage.provider(), "listening");
     // The peer address feeds the login throttle (`ConnectInfo`).
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<crate::http::wire::Peer>();
+    // hyper's own answers to unparsable requests (a URI over 64 KiB, …) come out as JSON.
+    let listener = crate::http::wire::JsonErrorListener(listener);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -1,14 +1,14 @@
 //! Sending: texts, files the server downloads from a URL, uploaded files. The instance
 //! is checked to be within its limits, messages included, before anything is sent.
 
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::gateway::messaging::{MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, chat_address};
+use crate::http::extract::{AppJson, AppMultipart, chat_address};
 use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
@@ -135,7 +135,7 @@ struct SendFileForm {
     request_body(content = SendFileForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 400, description = "Not a multipart form, or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
+        (status = 400, description = "Not a multipart form (`invalid_content_type`), or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
@@ -145,7 +145,7 @@ struct SendFileForm {
 pub(super) async fn send_file(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
-    mut form: Multipart,
+    AppMultipart(mut form): AppMultipart,
 ) -> ApiResult<AppJson<Sent>> {
     let max = state.config.max_upload_bytes;
     let mut phone = None;
