@@ -144,8 +144,9 @@ mod tests {
 
 #[derive(Debug, Deserialize, ToSchema)]
 struct LoginRequest {
-    #[schema(example = "admin@example.com")]
+    #[schema(example = "admin@example.com", min_length = 1)]
     email: String,
+    #[schema(min_length = 1)]
     password: String,
 }
 

@@ -259,7 +259,7 @@ pub(super) async fn whatsapp_qr(
 #[serde(deny_unknown_fields)]
 pub(super) struct PairCodeRequest {
     /// The phone number to link, in international form.
-    #[schema(example = "79001234567")]
+    #[schema(schema_with = crate::http::openapi::phone_schema)]
     phone: String,
 }
 

@@ -139,7 +139,7 @@ struct LimitsInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct CreateInstance {
     /// 1 to 200 characters.
-    #[schema(example = "Support line")]
+    #[schema(example = "Support line", min_length = 1, max_length = 200)]
     name: String,
     /// At most 2000 characters.
     description: Option<String>,
@@ -163,6 +163,7 @@ pub(super) struct CreateInstance {
     /// The secret signing the deliveries (`X-Webhook-Signature`).
     webhook_secret: Option<String>,
     /// Extra headers sent with every delivery (at most 20).
+    #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
     limits: Option<LimitsInput>,
 }
@@ -184,6 +185,7 @@ struct SettingsPatch {
     /// The signing secret; an empty string removes it.
     secret: Option<String>,
     /// Extra headers sent with every delivery (at most 20); replaces the previous set.
+    #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
 }
 
@@ -316,6 +318,8 @@ pub(super) async fn read(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct UpdateInstance {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     description: Option<String>,
     /// An empty string removes the URL.
@@ -335,6 +339,7 @@ pub(super) struct UpdateInstance {
     /// The signing secret (`secret` of `webhookSettings`); an empty string removes it.
     webhook_secret: Option<String>,
     /// Extra headers sent with every delivery (at most 20); replaces the previous set.
+    #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
     limits: Option<LimitsInput>,
 }

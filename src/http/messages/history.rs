@@ -84,10 +84,10 @@ pub(super) struct HistoryParams {
     /// How many messages to skip.
     skip: Option<u64>,
     /// Only messages at or after this ISO 8601 date or date-time.
-    #[param(example = "2024-01-31")]
+    #[param(format = DateTime, example = "2024-01-31T00:00:00Z")]
     start_date: Option<String>,
     /// Only messages at or before this ISO 8601 date or date-time.
-    #[param(example = "2024-01-31T12:00:00Z")]
+    #[param(format = DateTime, example = "2024-01-31T12:00:00Z")]
     end_date: Option<String>,
 }
 

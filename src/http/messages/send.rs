@@ -23,7 +23,7 @@ pub(super) struct Sent {
 #[serde(deny_unknown_fields)]
 pub(super) struct SendText {
     /// A phone number or a WhatsApp address (person or group).
-    #[schema(example = "79001234567")]
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// The text, at most 65,536 characters.
     #[schema(example = "Hello!")]
@@ -64,7 +64,7 @@ pub(super) async fn send_text(
 #[serde(deny_unknown_fields)]
 pub(super) struct SendMedia {
     /// A phone number or a WhatsApp address (person or group).
-    #[schema(example = "79001234567")]
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// Where the server downloads the file from (http or https); 502
     /// `media_fetch_failed` when it cannot.
@@ -118,6 +118,7 @@ pub(super) async fn send_media(
 #[allow(dead_code)]
 struct SendFileForm {
     /// A phone number or a WhatsApp address (person or group).
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// At most 4096 characters.
     caption: Option<String>,
