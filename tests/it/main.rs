@@ -27,4 +27,5 @@ mod users;
 mod waba;
 mod wacore;
 mod webhook_catchup;
+mod webhook_ops;
 mod webhooks;

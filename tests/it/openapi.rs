@@ -161,7 +161,8 @@ fn document_is_consistent() {
 /// Path parameters carry the names the API documents give them: «GET
 /// /api/instances/{instanceId}/chats/{chatId}/messages», «GET /api/stats/instances/{instanceId}»,
 /// «GET /api/waba/operator/message-status/:messageId», «GET
-/// /api/waba/operator/chat/:chatId/messages». Users keep `{id}`, as the contract names them.
+/// /api/waba/operator/chat/:chatId/messages», «POST
+/// …/webhook/deliveries/{eventId}/retry». Users keep `{id}`, as the contract names them.
 #[test]
 fn path_parameters_are_named_as_in_the_documents() {
     let doc = document();
@@ -177,6 +178,7 @@ fn path_parameters_are_named_as_in_the_documents() {
         "/api/waba/operator/message-status/{messageId}",
         "/api/waba/operator/chat/{chatId}/messages",
         "/api/users/{id}",
+        "/api/instances/{instanceId}/webhook/deliveries/{eventId}/retry",
     ] {
         assert!(
             paths.contains_key(documented),
@@ -188,6 +190,8 @@ fn path_parameters_are_named_as_in_the_documents() {
             &["id"]
         } else if path.starts_with("/dashboard/") {
             &["file"]
+        } else if path.contains("/webhook/deliveries/") {
+            &["instanceId", "eventId"]
         } else {
             &["instanceId", "chatId", "messageId"]
         };

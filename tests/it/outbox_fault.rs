@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use wagate_actors::domain::Page;
 use wagate_actors::error::StoreError;
-use wagate_actors::webhook_queue::{DeliveryRecord, Outbox, WebhookJob};
+use wagate_actors::webhook_queue::{DeadLetter, DeliveryRecord, Outbox, WebhookJob};
 
 /// The switch shared by the test and every outbox it wraps (one per server boot).
 #[derive(Clone, Default)]
@@ -92,6 +92,27 @@ impl Outbox for Faulty {
 
     async fn remove(&self, job: &WebhookJob) -> Result<(), StoreError> {
         self.inner.remove(job).await
+    }
+
+    async fn bury(&self, dead: DeadLetter) -> Result<(), StoreError> {
+        self.inner.bury(dead).await
+    }
+
+    async fn dead_letters(&self, instance_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(instance_id).await
+    }
+
+    async fn revive(
+        &self,
+        instance_id: &str,
+        event_id: &str,
+    ) -> Result<Option<WebhookJob>, StoreError> {
+        self.inner.revive(instance_id, event_id).await
+    }
+
+    async fn requeue(&self, job: WebhookJob) -> Result<WebhookJob, StoreError> {
+        self.fault.check()?;
+        self.inner.requeue(job).await
     }
 
     async fn pending_instances(&self) -> Result<Vec<String>, StoreError> {

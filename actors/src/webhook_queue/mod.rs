@@ -25,7 +25,7 @@ use crate::domain::{Event, EventKind, Instance, InstanceEvent, MessageStatus, Pa
 use crate::error::StoreError;
 use crate::store::DynStorage;
 
-pub use queue::WebhookQueueHandle;
+pub use queue::{ReplayScope, WebhookQueueHandle};
 pub(crate) use queue::{spawn, vacate};
 
 /// How long a failing outbox waits before the queue or a worker tries again.
@@ -93,8 +93,23 @@ pub struct DeliveryRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A delivery given up (its attempts ran out, or it could not be attempted): its job,
+/// kept with the last attempt's outcome until it is retried, replayed or its instance
+/// deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `attempts` counts every attempt made; a retry is attempt `attempts + 1`.
+    pub job: WebhookJob,
+    /// The receiver's HTTP status on the last attempt, when it answered.
+    pub http_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    pub failed_at: DateTime<Utc>,
+}
+
 /// The durable outbox: pending jobs per instance in FIFO order, the last event each
-/// instance's queue has seen, and the recent delivery records. Every write that the
+/// instance's queue has seen, the instance's dead letters, and the recent delivery
+/// records. Every write that the
 /// delivery guarantee depends on is durable (survives a process crash) when it returns.
 #[async_trait]
 pub trait Outbox: Send + Sync {
@@ -112,6 +127,22 @@ pub trait Outbox: Send + Sync {
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError>;
     /// Removes a finished job.
     async fn remove(&self, job: &WebhookJob) -> Result<(), StoreError>;
+    /// Moves a job given up from the queue to the instance's dead letters, atomically and
+    /// durably.
+    async fn bury(&self, dead: DeadLetter) -> Result<(), StoreError>;
+    /// The instance's dead letters, oldest first.
+    async fn dead_letters(&self, instance_id: &str) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Moves the dead letter of `event_id` back to the end of the instance's queue (its
+    /// attempt count kept), atomically and durably; None when there is none. The cursor
+    /// stays: the event was handled before.
+    async fn revive(
+        &self,
+        instance_id: &str,
+        event_id: &str,
+    ) -> Result<Option<WebhookJob>, StoreError>;
+    /// Appends a job for an event handled before (a replay), durably, without moving the
+    /// cursor.
+    async fn requeue(&self, job: WebhookJob) -> Result<WebhookJob, StoreError>;
     /// Every instance with at least one pending job.
     async fn pending_instances(&self) -> Result<Vec<String>, StoreError>;
     /// Number of pending jobs, all instances together.
