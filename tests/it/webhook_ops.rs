@@ -1,6 +1,7 @@
 //! Operating webhook delivery: a delivery that runs out of attempts is kept as a dead
 //! letter with its last outcome, listed, retried one by one (same `X-Webhook-Id`, the
-//! next attempt number) and replayed by range, in order and signed afresh.
+//! next attempt number) and replayed by range, in order and signed afresh; a secret is
+//! rotated with an overlap during which both secrets sign.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -8,7 +9,10 @@ use serde_json::{Value, json};
 use crate::common::{Auth, Backend, TestServer, eventually};
 use crate::receiver::{Received, Receiver};
 
-backend_tests!(failed_deliveries_are_kept_listed_retried_and_replayed,);
+backend_tests!(
+    failed_deliveries_are_kept_listed_retried_and_replayed,
+    a_rotated_secret_signs_beside_the_new_one_during_its_grace_period,
+);
 
 const OLD_SECRET: &str = "old-secret";
 const NEW_SECRET: &str = "new-secret";
@@ -214,6 +218,91 @@ async fn failed_deliveries_are_kept_listed_retried_and_replayed(backend: Backend
     ] {
         let (status, body) = srv
             .call(Method::POST, &replay, &auth, Some(bad.clone()))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("validation_error")),
+            "{bad}: {body}"
+        );
+    }
+}
+
+/// The signatures of `X-Webhook-Signature`: the current secret's, then, while a
+/// rotation's overlap lasts, the replaced one's.
+fn signatures(r: &Received) -> Vec<String> {
+    r.header("x-webhook-signature")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+async fn a_rotated_secret_signs_beside_the_new_one_during_its_grace_period(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
+    let auth = srv.admin();
+    let rx = Receiver::start().await;
+    let id = srv
+        .connected_instance(&auth, "rotation", "79110000042")
+        .await;
+    let settings = |body: Value| {
+        let srv = &srv;
+        let auth = &auth;
+        let id = &id;
+        async move {
+            let (status, answer) = srv.put(&format!("/api/instances/{id}"), auth, body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    settings(json!({"webhookUrl": rx.url(), "webhookSecret": OLD_SECRET})).await;
+    let sign = wagate_actors::webhook_queue::sign;
+    let delivered = |text: &'static str| {
+        let rx = rx.clone();
+        async move {
+            let got = rx
+                .wait_for(text, 20, |r| {
+                    r.iter().any(|r| r.json()["data"]["body"] == text)
+                })
+                .await;
+            got.into_iter()
+                .find(|r| r.json()["data"]["body"] == text)
+                .expect("delivered")
+        }
+    };
+
+    inbound(&srv, &auth, &id, "before").await;
+    let hook = delivered("before").await;
+    assert_eq!(signatures(&hook), [sign(OLD_SECRET, &hook.body)]);
+
+    // Rotated with an hour of overlap: both sign, the new one first. It survives a
+    // restart.
+    settings(json!({"webhookSecret": NEW_SECRET, "webhookSecretGracePeriod": 3600})).await;
+    let srv = srv.restart().await;
+    srv.wait_status(&auth, &id, "connected").await;
+    inbound(&srv, &auth, &id, "during").await;
+    let hook = delivered("during").await;
+    assert_eq!(
+        signatures(&hook),
+        [sign(NEW_SECRET, &hook.body), sign(OLD_SECRET, &hook.body)]
+    );
+
+    // Rotated again without overlap: only the newest signs.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"webhookSettings": {"secret": "third-secret"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    inbound(&srv, &auth, &id, "after").await;
+    let hook = delivered("after").await;
+    assert_eq!(signatures(&hook), [sign("third-secret", &hook.body)]);
+
+    // A grace period alone, or a too long one, is refused.
+    for bad in [
+        json!({"webhookSecretGracePeriod": 60}),
+        json!({"webhookSecret": "fourth", "webhookSecretGracePeriod": 99_999_999}),
+    ] {
+        let (status, body) = srv
+            .put(&format!("/api/instances/{id}"), &auth, bad.clone())
             .await;
         assert_eq!(
             (status, body["code"].as_str()),

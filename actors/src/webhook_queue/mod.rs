@@ -21,7 +21,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::{Event, EventKind, Instance, InstanceEvent, MessageStatus, Page};
+use crate::domain::{
+    Event, EventKind, Instance, InstanceEvent, MessageStatus, Page, WebhookSettings,
+};
 use crate::error::StoreError;
 use crate::store::DynStorage;
 
@@ -201,7 +203,9 @@ fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// The headers of one attempt: ours first, then the instance's custom headers (which
-/// may not replace ours).
+/// may not replace ours). `X-Webhook-Signature` is the signature with the secret; while a
+/// rotation's overlap lasts, it is followed by `,` and the signature with the replaced
+/// secret.
 pub fn headers(
     instance: &Instance,
     job: &WebhookJob,
@@ -219,7 +223,12 @@ pub fn headers(
         ("X-Webhook-Event".to_owned(), job.event.clone()),
     ];
     if let Some(secret) = instance.webhook.secret.as_deref().filter(|s| !s.is_empty()) {
-        h.push(("X-Webhook-Signature".to_owned(), sign(secret, &job.body)));
+        let mut signature = sign(secret, &job.body);
+        if let Some(previous) = previous_secret(&instance.webhook, now) {
+            signature.push(',');
+            signature.push_str(&sign(previous, &job.body));
+        }
+        h.push(("X-Webhook-Signature".to_owned(), signature));
     }
     for (name, value) in &instance.webhook.headers {
         if !h.iter().any(|(ours, _)| ours.eq_ignore_ascii_case(name)) {
@@ -227,6 +236,14 @@ pub fn headers(
         }
     }
     h
+}
+
+/// The secret a rotation replaced, while its overlap lasts at `now`.
+fn previous_secret(w: &WebhookSettings, now: DateTime<Utc>) -> Option<&str> {
+    let until = w.previous_secret_until?;
+    w.previous_secret
+        .as_deref()
+        .filter(|s| !s.is_empty() && now < until)
 }
 
 /// The URL an instance delivers to, when webhooks are enabled and one is set.
@@ -413,6 +430,38 @@ mod tests {
         assert_eq!(get("X-Webhook-Attempt"), ["2"]);
         assert_eq!(get("X-Tenant"), ["42"]);
         assert_eq!(get("X-Webhook-Signature"), [sign("s", b"{}")]);
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_beside_the_new_one_until_its_overlap_ends() {
+        let now = Utc::now();
+        let mut settings = WebhookSettings {
+            secret: Some("new".into()),
+            previous_secret: Some("old".into()),
+            previous_secret_until: Some(now + chrono::Duration::minutes(5)),
+            ..WebhookSettings::default()
+        };
+        let job = WebhookJob {
+            seq: 1,
+            instance_id: "i1".into(),
+            event_id: "e1".into(),
+            event: "connected".into(),
+            body: b"{}".to_vec(),
+            attempts: 0,
+            created_at: now,
+        };
+        let signature = |settings: &WebhookSettings, at| {
+            headers(&instance(settings.clone()), &job, 1, at)
+                .into_iter()
+                .find(|(k, _)| k == "X-Webhook-Signature")
+                .map(|(_, v)| v)
+        };
+        let both = format!("{},{}", sign("new", b"{}"), sign("old", b"{}"));
+        assert_eq!(signature(&settings, now), Some(both));
+        let after = now + chrono::Duration::minutes(6);
+        assert_eq!(signature(&settings, after), Some(sign("new", b"{}")));
+        settings.secret = None;
+        assert_eq!(signature(&settings, now), None, "no secret, no signature");
     }
 
     #[test]
