@@ -279,7 +279,7 @@ pub(super) async fn mark_read(
         ("messageId" = String, Path, description = "The message's WhatsApp id (`messageId` in the history)"),
     ),
     responses(
-        (status = 200, description = "The file, with its own Content-Type", content_type = "application/octet-stream", body = Binary),
+        (status = 200, description = "The file, with its own Content-Type (the media type it was sent or received with)", content_type = "*/*", body = Binary),
         (status = 404, description = "No such instance or message, or no stored media", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
