@@ -11,6 +11,7 @@ use wagate_actors::engine::wacore::{HttpClient, TransportFactory};
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork, WacoreSettings};
 use wagate_actors::runtime::{DeskParts, Runtime, RuntimeConfig, WebhookParts, start_runtime};
 use wagate_actors::store::DynStorage;
+use wagate_actors::webhook_queue::Outbox;
 
 use crate::config::Config;
 use crate::crypto::{self, JwtKeys, KeyVault};
@@ -80,9 +81,16 @@ async fn start_actors(
     metrics: &crate::metrics::Metrics,
     wacore_transport: Option<Arc<dyn TransportFactory>>,
     wacore_http: Option<Arc<dyn HttpClient>>,
+    wrap_outbox: Option<OutboxWrapper>,
 ) -> Result<Runtime, StartError> {
-    let outbox = crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
-        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let outbox: Arc<dyn Outbox> = Arc::new(
+        crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
+            .map_err(|e| StartError::Storage(e.to_string()))?,
+    );
+    let outbox = match wrap_outbox {
+        Some(wrap) => wrap(outbox),
+        None => outbox,
+    };
     let transport = crate::delivery::HttpTransport::new(
         config.allow_private_network_urls,
         config.webhook_timeout,
@@ -119,7 +127,7 @@ async fn start_actors(
         clock,
         stats_flush_every: config.stats_flush_interval,
         webhooks: Some(WebhookParts {
-            outbox: Arc::new(outbox),
+            outbox,
             transport: Arc::new(transport),
             jitter: true,
             on_result: Some({
@@ -157,6 +165,9 @@ pub async fn run(
 /// Shown the actor runtime once it runs.
 pub type RuntimeObserver = Arc<dyn Fn(&Runtime) + Send + Sync>;
 
+/// Wraps the webhook outbox the server opened (fault tests make it refuse writes).
+pub type OutboxWrapper = Arc<dyn Fn(Arc<dyn Outbox>) -> Arc<dyn Outbox> + Send + Sync>;
+
 /// What [`run_with`] lets a caller replace: the edges of the world tests cannot reach or
 /// must control.
 #[derive(Clone)]
@@ -170,6 +181,8 @@ pub struct Seams {
     pub wacore_http: Option<Arc<dyn HttpClient>>,
     /// Shown the actor runtime once it runs (fault tests kill its actors).
     pub on_runtime: Option<RuntimeObserver>,
+    /// Wraps the durable webhook outbox; `None` uses it as opened.
+    pub wrap_outbox: Option<OutboxWrapper>,
 }
 
 impl Default for Seams {
@@ -179,6 +192,7 @@ impl Default for Seams {
             wacore_transport: None,
             wacore_http: None,
             on_runtime: None,
+            wrap_outbox: None,
         }
     }
 }
@@ -210,6 +224,7 @@ pub async fn run_with(
         wacore_transport,
         wacore_http,
         on_runtime,
+        wrap_outbox,
     } = seams;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -269,6 +284,7 @@ pub async fn run_with(
         &metrics,
         wacore_transport,
         wacore_http,
+        wrap_outbox,
     )
     .await?;
     if let Some(observe) = &on_runtime {
@@ -330,7 +346,9 @@ pub async fn run_with(
     let local = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(address = %local, storage = storage.provider(), "listening");
     // The peer address feeds the login throttle (`ConnectInfo`).
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<crate::http::wire::Peer>();
+    // hyper's own answers to unparsable requests (a URI over 64 KiB, …) come out as JSON.
+    let listener = crate::http::wire::JsonErrorListener(listener);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

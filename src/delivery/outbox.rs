@@ -5,7 +5,8 @@
 //! sled's id generator, so a prefix scan yields one instance's entries in order):
 //! - `jobs`: pending [`WebhookJob`]s, FIFO per instance;
 //! - `records`: [`DeliveryRecord`]s, the newest [`DELIVERY_RECORDS_KEPT`] per instance;
-//! - `cursors`: instance id → the last event id the queue has handled.
+//! - `cursors`: instance id → the last event id the queue has handled;
+//! - `dead`: [`DeadLetter`]s, jobs given up, by the `seq` they had in `jobs`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -16,7 +17,9 @@ use async_trait::async_trait;
 use sled::Transactional;
 use wagate_actors::domain::Page;
 use wagate_actors::error::StoreError;
-use wagate_actors::webhook_queue::{DELIVERY_RECORDS_KEPT, DeliveryRecord, Outbox, WebhookJob};
+use wagate_actors::webhook_queue::{
+    DELIVERY_RECORDS_KEPT, DeadLetter, DeliveryRecord, Outbox, WebhookJob,
+};
 
 /// Records are trimmed to the kept number every this many inserts per instance.
 const TRIM_EVERY: u32 = 64;
@@ -47,6 +50,7 @@ pub struct SledOutbox {
     jobs: sled::Tree,
     records: sled::Tree,
     cursors: sled::Tree,
+    dead: sled::Tree,
     /// Pending jobs, counted here because `Tree::len` walks the whole tree.
     depth: AtomicU64,
     /// Record inserts per instance since the last trim.
@@ -73,12 +77,14 @@ impl SledOutbox {
         let jobs = db.open_tree("jobs").map_err(unavailable)?;
         let records = db.open_tree("records").map_err(unavailable)?;
         let cursors = db.open_tree("cursors").map_err(unavailable)?;
+        let dead = db.open_tree("dead").map_err(unavailable)?;
         let depth = AtomicU64::new(jobs.len() as u64);
         Ok(SledOutbox {
             db,
             jobs,
             records,
             cursors,
+            dead,
             depth,
             since_trim: Mutex::new(HashMap::new()),
             flushes_asked: AtomicU64::new(0),
@@ -214,6 +220,76 @@ impl Outbox for SledOutbox {
         self.flush().await
     }
 
+    async fn bury(&self, dead: DeadLetter) -> Result<(), StoreError> {
+        let job_key = key(&dead.job.instance_id, dead.job.seq);
+        let value = serde_json::to_vec(&dead).map_err(corrupt)?;
+        let removed = (&self.jobs, &self.dead)
+            .transaction(|(jobs, buried)| {
+                let removed = jobs.remove(job_key.as_slice())?;
+                buried.insert(job_key.as_slice(), value.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(removed.is_some())
+            })
+            .map_err(|e| unavailable(format!("{e:?}")))?;
+        if removed {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.flush().await
+    }
+
+    async fn dead_letters(&self, instance_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead
+            .scan_prefix(prefix(instance_id))
+            .values()
+            .map(|v| {
+                let v = v.map_err(unavailable)?;
+                serde_json::from_slice(&v).map_err(corrupt)
+            })
+            .collect()
+    }
+
+    async fn revive(
+        &self,
+        instance_id: &str,
+        event_id: &str,
+    ) -> Result<Option<WebhookJob>, StoreError> {
+        let mut found = None;
+        for entry in self.dead.scan_prefix(prefix(instance_id)) {
+            let (k, v) = entry.map_err(unavailable)?;
+            let dead: DeadLetter = serde_json::from_slice(&v).map_err(corrupt)?;
+            if dead.job.event_id == event_id {
+                found = Some((k, dead.job));
+                break;
+            }
+        }
+        let Some((dead_key, mut job)) = found else {
+            return Ok(None);
+        };
+        job.seq = self.db.generate_id().map_err(unavailable)?;
+        let value = serde_json::to_vec(&job).map_err(corrupt)?;
+        let job_key = key(instance_id, job.seq);
+        (&self.jobs, &self.dead)
+            .transaction(|(jobs, buried)| {
+                buried.remove(&dead_key)?;
+                jobs.insert(job_key.as_slice(), value.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| unavailable(format!("{e:?}")))?;
+        self.flush().await?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(job))
+    }
+
+    async fn requeue(&self, mut job: WebhookJob) -> Result<WebhookJob, StoreError> {
+        job.seq = self.db.generate_id().map_err(unavailable)?;
+        let value = serde_json::to_vec(&job).map_err(corrupt)?;
+        self.jobs
+            .insert(key(&job.instance_id, job.seq), value)
+            .map_err(unavailable)?;
+        self.flush().await?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        Ok(job)
+    }
+
     async fn pending_instances(&self) -> Result<Vec<String>, StoreError> {
         let mut instances = BTreeSet::new();
         for entry in self.jobs.iter().keys() {
@@ -256,7 +332,7 @@ impl Outbox for SledOutbox {
     }
 
     async fn purge(&self, instance_id: &str) -> Result<(), StoreError> {
-        for tree in [&self.jobs, &self.records] {
+        for tree in [&self.jobs, &self.records, &self.dead] {
             let keys: Vec<sled::IVec> = tree
                 .scan_prefix(prefix(instance_id))
                 .keys()
@@ -369,6 +445,61 @@ mod tests {
         .await
         .expect("every flush completes");
         assert_eq!(outbox.depth().await.expect("depth"), 0);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_survive_reopening_and_revive_at_the_end_of_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let outbox = SledOutbox::open(dir.path()).expect("open");
+            let mut given_up = outbox.push(job("a", "e1")).await.expect("push");
+            outbox.push(job("a", "e2")).await.expect("push");
+            given_up.attempts = 4;
+            outbox
+                .bury(DeadLetter {
+                    job: given_up,
+                    http_status: Some(503),
+                    error: Some("the receiver answered 503".into()),
+                    failed_at: Utc::now(),
+                })
+                .await
+                .expect("bury");
+            assert_eq!(outbox.depth().await.expect("depth"), 1);
+        }
+        let outbox = SledOutbox::open(dir.path()).expect("reopen");
+        let dead = outbox.dead_letters("a").await.expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].job.event_id.as_str(), dead[0].http_status),
+            ("e1", Some(503))
+        );
+        assert_eq!(outbox.revive("a", "e9").await.expect("revive"), None);
+        let revived = outbox
+            .revive("a", "e1")
+            .await
+            .expect("revive")
+            .expect("some");
+        assert_eq!(revived.attempts, 4, "the next attempt is the fifth");
+        assert!(outbox.dead_letters("a").await.expect("dead").is_empty());
+        // Behind e2, and the cursor still at the last event handled.
+        let head = outbox.head("a").await.expect("head").expect("e2");
+        assert_eq!(head.event_id, "e2");
+        outbox.remove(&head).await.expect("remove");
+        let head = outbox.head("a").await.expect("head").expect("e1");
+        assert_eq!(head.event_id, "e1");
+        assert_eq!(
+            outbox.cursor("a").await.expect("cursor").as_deref(),
+            Some("e2")
+        );
+        let replayed = outbox.requeue(job("a", "e0")).await.expect("requeue");
+        assert!(replayed.seq > head.seq);
+        assert_eq!(
+            outbox.cursor("a").await.expect("cursor").as_deref(),
+            Some("e2")
+        );
+        assert_eq!(outbox.depth().await.expect("depth"), 2);
+        outbox.purge("a").await.expect("purge");
+        assert!(outbox.dead_letters("a").await.expect("dead").is_empty());
     }
 
     #[tokio::test]

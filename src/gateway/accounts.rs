@@ -76,7 +76,8 @@ pub fn validate_email(email: &str) -> Result<String, AccountError> {
 }
 
 pub fn validate_password(password: &str) -> Result<(), AccountError> {
-    if password.chars().count() < MIN_PASSWORD || password.len() > MAX_FIELD {
+    let length = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_FIELD).contains(&length) {
         return Err(AccountError::Invalid(format!(
             "password must be between {MIN_PASSWORD} and {MAX_FIELD} characters"
         )));

@@ -44,6 +44,8 @@ const MAX_HEADER_LEN: usize = 1024;
 /// Retries are bounded so a dead receiver cannot keep a delivery alive for days.
 const MAX_RETRIES: u32 = 20;
 const MIN_RETRY_INTERVAL_MS: u64 = 100;
+/// The longest overlap of a secret rotation: 30 days.
+const MAX_SECRET_GRACE_SECS: u64 = 30 * 24 * 3600;
 const MAX_RETRY_INTERVAL_MS: u64 = 3_600_000;
 
 /// Changes to an instance's webhook settings; absent fields stay as they are.
@@ -57,6 +59,9 @@ pub struct SettingsPatch {
     pub retry_interval_ms: Option<u64>,
     /// An empty string removes the secret.
     pub secret: Option<String>,
+    /// With a new `secret`: seconds during which the replaced secret still signs every
+    /// delivery beside the new one (0 or absent: none).
+    pub secret_grace_secs: Option<u64>,
     /// Replaces the previous set.
     pub headers: Option<BTreeMap<String, String>>,
 }
@@ -77,6 +82,7 @@ impl SettingsPatch {
             max_retries: over.max_retries.or(self.max_retries),
             retry_interval_ms: over.retry_interval_ms.or(self.retry_interval_ms),
             secret: over.secret.or(self.secret),
+            secret_grace_secs: over.secret_grace_secs.or(self.secret_grace_secs),
             headers: over.headers.or(self.headers),
         }
     }
@@ -203,7 +209,25 @@ pub fn apply_settings(w: &mut WebhookSettings, p: SettingsPatch) -> Result<(), I
                 "secret must be at most {MAX_HEADER_LEN} characters"
             )));
         }
-        w.secret = (!secret.is_empty()).then_some(secret);
+        let new = (!secret.is_empty()).then_some(secret);
+        let grace = p.secret_grace_secs.unwrap_or(0);
+        if grace > MAX_SECRET_GRACE_SECS {
+            return Err(InstanceError::Invalid(format!(
+                "secretGracePeriod must be at most {MAX_SECRET_GRACE_SECS} seconds"
+            )));
+        }
+        if new != w.secret {
+            let replaced = std::mem::replace(&mut w.secret, new);
+            let overlap = (grace > 0 && replaced.is_some()).then(|| {
+                Utc::now() + chrono::Duration::seconds(i64::try_from(grace).unwrap_or(i64::MAX))
+            });
+            w.previous_secret = overlap.and(replaced);
+            w.previous_secret_until = overlap;
+        }
+    } else if p.secret_grace_secs.is_some() {
+        return Err(InstanceError::Invalid(
+            "secretGracePeriod comes with a new webhookSecret".into(),
+        ));
     }
     if let Some(headers) = p.headers {
         check_headers(&headers)?;

@@ -1,7 +1,6 @@
 //! Authentication: the [`AuthUser`] extractor (JWT bearer or `x-api-key`) and the
 //! `/api/auth` routes.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Extension;
@@ -16,6 +15,7 @@ use wagate_actors::domain::{Role, User};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::AppJson;
 use crate::http::state::AppState;
+use crate::http::wire::Peer;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -144,8 +144,9 @@ mod tests {
 
 #[derive(Debug, Deserialize, ToSchema)]
 struct LoginRequest {
-    #[schema(example = "admin@example.com")]
+    #[schema(example = "admin@example.com", min_length = 1)]
     email: String,
+    #[schema(min_length = 1)]
     password: String,
 }
 
@@ -186,13 +187,13 @@ struct LoginResponse {
 )]
 async fn login(
     State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     AppJson(body): AppJson<LoginRequest>,
 ) -> ApiResult<AppJson<LoginResponse>> {
     if body.email.trim().is_empty() || body.password.is_empty() {
         return Err(ApiError::validation("email and password are required"));
     }
-    let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let ip = peer.map(|Extension(ConnectInfo(Peer(addr)))| addr.ip());
     let throttle = &state.limits.login;
     if let Err(wait) = throttle.begin(&body.email, ip, Instant::now()) {
         return Err(ApiError::too_many_requests(

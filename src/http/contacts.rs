@@ -135,7 +135,7 @@ async fn live_contacts(
 #[serde(deny_unknown_fields)]
 struct AddContact {
     /// A phone number or a person's WhatsApp address.
-    #[schema(example = "79001234567")]
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     name: Option<String>,
 }

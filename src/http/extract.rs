@@ -1,6 +1,7 @@
 //! Extractors that answer bad input in the app's own error shape, naming the field, and
 //! the parse of chat addresses every resource takes.
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
@@ -83,6 +84,35 @@ pub struct AppPath<T>(pub T);
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
         ApiError::bad_request(format!("invalid path parameter: {}", r.body_text()))
+    }
+}
+
+/// `axum::extract::Multipart` with errors as `{error, code}`: a body that is not
+/// `multipart/form-data` (JSON, a URL-encoded form, none) answers 400
+/// `invalid_content_type`.
+pub struct AppMultipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for AppMultipart {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Multipart::from_request(req, state)
+            .await
+            .map(AppMultipart)
+            .map_err(ApiError::from)
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(r: MultipartRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_content_type",
+            format!(
+                "expected a `multipart/form-data` body: {}",
+                r.body_text().to_lowercase()
+            ),
+        )
     }
 }
 

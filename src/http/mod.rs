@@ -24,6 +24,7 @@ pub mod stats;
 pub mod users;
 pub mod waba;
 pub mod webhooks;
+pub mod wire;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -61,6 +62,8 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         )
+        // Any error answer a framework extractor or layer gave without a JSON body.
+        .layer(axum::middleware::map_response(wire::json_errors))
         // Outermost, so they also cover 404s, 413s and CORS preflights.
         .layer(tower::util::option_layer(cors))
         .layer(axum::middleware::map_response(browser::security_headers))

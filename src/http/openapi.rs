@@ -84,6 +84,56 @@ pub fn string_enum(values: &[&str]) -> openapi::schema::Object {
 }
 
 /// Raw bytes (a file, an image) in the document.
+/// A chat address as the server takes it (`phone` of the sends, ...): a phone number in
+/// any common notation (7 to 15 digits, an optional leading `+`, spaces, dashes, dots,
+/// parentheses), a person's WhatsApp address (`79001234567@s.whatsapp.net`, or the
+/// legacy `@c.us`) or a group's (`120363000000-1600000000@g.us`).
+pub const CHAT_ADDRESS_PATTERN: &str = r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|(?:-*[0-9]){7,15}-*@(?:s\.whatsapp\.net|c\.us)|[0-9-]{1,64}@g\.us)$";
+/// A phone number as the server takes it: 7 to 15 digits, an optional leading `+`,
+/// spaces, dashes, dots, parentheses.
+pub const PHONE_PATTERN: &str = r"^\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*$";
+/// A name of a custom webhook header: an HTTP token.
+const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,1024}$";
+/// A value of a custom webhook header: visible ASCII, spaces and tabs.
+const HEADER_VALUE_PATTERN: &str = r"^[\t -~]{0,1024}$";
+
+fn string_with_pattern(pattern: &str, example: &str) -> openapi::schema::Object {
+    openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .examples([example])
+        .build()
+}
+
+/// The schema of a chat address field ([`CHAT_ADDRESS_PATTERN`]).
+pub fn chat_address_schema() -> openapi::schema::Object {
+    string_with_pattern(CHAT_ADDRESS_PATTERN, "79001234567")
+}
+
+/// The schema of a phone number field ([`PHONE_PATTERN`]).
+pub fn phone_schema() -> openapi::schema::Object {
+    string_with_pattern(PHONE_PATTERN, "+7 900 123-45-67")
+}
+
+/// The schema of the custom webhook headers: at most 20, HTTP names, visible values.
+pub fn headers_schema() -> openapi::schema::Object {
+    openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::Type::Object)
+        .max_properties(Some(20))
+        .property_names(Some(
+            openapi::schema::ObjectBuilder::new()
+                .schema_type(openapi::schema::Type::String)
+                .pattern(Some(HEADER_NAME_PATTERN)),
+        ))
+        .additional_properties(Some(
+            openapi::schema::ObjectBuilder::new()
+                .schema_type(openapi::schema::Type::String)
+                .pattern(Some(HEADER_VALUE_PATTERN)),
+        ))
+        .examples([serde_json::json!({"X-Tenant": "acme"})])
+        .build()
+}
+
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(pub Vec<u8>);
@@ -92,6 +142,7 @@ pub struct Binary(pub Vec<u8>);
 const ERROR_RESPONSE: &str = "Error";
 const UNAUTHORIZED_RESPONSE: &str = "Unauthorized";
 const BAD_REQUEST_RESPONSE: &str = "BadRequest";
+const UNAVAILABLE_RESPONSE: &str = "Unavailable";
 
 /// Completes a document whose paths are all in:
 /// - both security schemes, required by default (either one will do);
@@ -156,12 +207,37 @@ pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
                 .build(),
         ),
     );
+    components.responses.insert(
+        UNAVAILABLE_RESPONSE.to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(
+                    "A part of the server is restarting (the instance's session, an actor: \
+                     `unavailable`) or storage cannot be reached (`storage_unavailable`); \
+                     retry after `Retry-After` seconds",
+                )
+                .header(
+                    "Retry-After",
+                    openapi::HeaderBuilder::new()
+                        .schema(
+                            openapi::schema::ObjectBuilder::new()
+                                .schema_type(openapi::schema::Type::Integer)
+                                .minimum(Some(1)),
+                        )
+                        .description(Some("Seconds to wait before retrying"))
+                        .build(),
+                )
+                .content("application/json", error_json())
+                .build(),
+        ),
+    );
     let either = vec![
         SecurityRequirement::new(BEARER_AUTH, Vec::<String>::new()),
         SecurityRequirement::new(API_KEY, Vec::<String>::new()),
     ];
     doc.security = Some(either);
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let api = path.starts_with("/api/");
         for op in operations_mut(item) {
             if let (Some(tag), Some(id)) = (
                 op.tags.as_ref().and_then(|t| t.first()),
@@ -188,6 +264,13 @@ pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
                 responses.entry("401".to_owned()).or_insert_with(|| {
                     RefOr::Ref(Ref::new(format!(
                         "#/components/responses/{UNAUTHORIZED_RESPONSE}"
+                    )))
+                });
+            }
+            if api {
+                responses.entry("503".to_owned()).or_insert_with(|| {
+                    RefOr::Ref(Ref::new(format!(
+                        "#/components/responses/{UNAVAILABLE_RESPONSE}"
                     )))
                 });
             }

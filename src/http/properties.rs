@@ -14,6 +14,15 @@ fn text_like(shaped: &'static str) -> impl Strategy<Value = String> {
     prop_oneof![any::<String>(), shaped]
 }
 
+/// Strings matching a pattern of the OpenAPI document (`^…$`, whole strings).
+fn documented(pattern: &str) -> impl Strategy<Value = String> {
+    let inner = pattern
+        .strip_prefix('^')
+        .and_then(|p| p.strip_suffix('$'))
+        .expect("an anchored pattern");
+    proptest::string::string_regex(inner).expect("a pattern proptest can generate from")
+}
+
 /// Instants from year 1 to 9999 at millisecond precision.
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {
     (-62_135_596_800_000i64..253_402_300_799_000)
@@ -44,6 +53,18 @@ proptest! {
                 prop_assert!(e.message.starts_with("phone"), "{}", e.message);
             }
         }
+    }
+
+    /// Whatever the document's chat address pattern allows, the server takes: a client
+    /// generated from the document never sends an address it will refuse.
+    #[test]
+    fn the_documented_chat_address_pattern_is_accepted(input in documented(super::openapi::CHAT_ADDRESS_PATTERN)) {
+        prop_assert!(target_jid("phone", &input).is_ok(), "{input:?}");
+    }
+
+    #[test]
+    fn the_documented_phone_pattern_is_accepted(input in documented(super::openapi::PHONE_PATTERN)) {
+        prop_assert!(normalize_phone(&input).is_ok(), "{input:?}");
     }
 
     #[test]

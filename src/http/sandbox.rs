@@ -48,7 +48,7 @@ fn sandbox_only(instance: Instance) -> ApiResult<Instance> {
 #[serde(deny_unknown_fields)]
 struct ScanRequest {
     /// The phone that "scans": any common notation of an international number.
-    #[schema(example = "+7 900 123-45-67")]
+    #[schema(schema_with = crate::http::openapi::phone_schema)]
     phone: String,
 }
 
@@ -169,7 +169,7 @@ struct MediaInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct InboundRequest {
     /// The sender: a phone number or a WhatsApp address.
-    #[schema(example = "79005550000")]
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     from: String,
     /// The text (may be empty only with media).
     #[serde(default)]

@@ -65,11 +65,20 @@ impl UserView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateUser {
+    #[schema(
+        pattern = "^[^@\\s]+@[^@\\s]+$",
+        max_length = 200,
+        example = "ann@example.com"
+    )]
     email: String,
+    /// 6 to 200 characters.
+    #[schema(min_length = 6, max_length = 200)]
     password: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     first_name: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     last_name: String,
     /// `user` when omitted.
     #[serde(default = "default_role")]
@@ -187,9 +196,14 @@ async fn read(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateUser {
+    #[schema(pattern = "^[^@\\s]+@[^@\\s]+$", max_length = 200)]
     email: Option<String>,
+    /// 6 to 200 characters.
+    #[schema(min_length = 6, max_length = 200)]
     password: Option<String>,
+    #[schema(max_length = 200)]
     first_name: Option<String>,
+    #[schema(max_length = 200)]
     last_name: Option<String>,
     role: Option<Role>,
     owner_id: Option<String>,

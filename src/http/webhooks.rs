@@ -1,23 +1,26 @@
-//! An instance's webhook deliveries and a test delivery.
+//! An instance's webhook deliveries, its dead letters (failed deliveries) with retry and
+//! replay, and a test delivery.
 
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::domain::event::WebhookTest;
 use wagate_actors::domain::{Event, InstanceEvent};
-use wagate_actors::webhook_queue::{DeliveryRecord, DeliveryStatus};
+use wagate_actors::webhook_queue::{DeadLetter, DeliveryRecord, DeliveryStatus, ReplayScope};
 
 use crate::http::access::VisibleInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppQuery};
+use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::state::AppState;
-use crate::http::{PageParams, Pagination, iso};
+use crate::http::{MAX_PAGE_LIMIT, PageParams, Pagination, iso, parse_date_param};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(deliveries))
+        .routes(routes!(retry))
+        .routes(routes!(replay))
         .routes(routes!(test))
 }
 
@@ -57,18 +60,47 @@ impl From<DeliveryRecord> for DeliveryView {
     }
 }
 
+impl From<DeadLetter> for DeliveryView {
+    fn from(d: DeadLetter) -> Self {
+        DeliveryView {
+            event_id: d.job.event_id,
+            event: d.job.event,
+            attempt: d.job.attempts,
+            status: DeliveryStatus::Failed,
+            http_status: d.http_status,
+            error: d.error,
+            duration_ms: 0,
+            created_at: iso(d.failed_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeliveryParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// How many items to skip.
+    skip: Option<u64>,
+    /// `failed`: the dead letters — deliveries given up, with their last attempt, until
+    /// retried or replayed. `delivered` or `retrying`: the attempts with that outcome.
+    status: Option<DeliveryStatus>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 struct DeliveryList {
     deliveries: Vec<DeliveryView>,
     pagination: Pagination,
 }
 
-/// The instance's recent webhook delivery attempts, newest first.
+/// The instance's recent webhook delivery attempts, newest first; with `status=failed`,
+/// its failed deliveries (dead letters), newest first.
 #[utoipa::path(
     get,
     path = "/api/instances/{instanceId}/webhook/deliveries",
     tag = "webhooks",
-    params(("instanceId" = String, Path, description = "The instance's id"), PageParams),
+    params(("instanceId" = String, Path, description = "The instance's id"), DeliveryParams),
     responses(
         (status = 200, description = "A page of attempts (default limit 50)", body = DeliveryList),
         (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
@@ -77,13 +109,161 @@ struct DeliveryList {
 async fn deliveries(
     State(state): State<AppState>,
     VisibleInstance { instance, .. }: VisibleInstance,
-    AppQuery(page): AppQuery<PageParams>,
+    AppQuery(params): AppQuery<DeliveryParams>,
 ) -> ApiResult<AppJson<DeliveryList>> {
+    let page = PageParams {
+        limit: params.limit,
+        skip: params.skip,
+    };
     let (limit, skip) = page.resolve(50)?;
-    let found = state.webhooks.deliveries(&instance.id, limit, skip).await?;
+    let (deliveries, total): (Vec<DeliveryView>, u64) = match params.status {
+        None => {
+            let found = state.webhooks.deliveries(&instance.id, limit, skip).await?;
+            let views = found.items.into_iter().map(DeliveryView::from).collect();
+            (views, found.total)
+        }
+        Some(DeliveryStatus::Failed) => {
+            let dead = state.webhooks.dead_letters(&instance.id).await?;
+            let total = dead.len() as u64;
+            let views = dead
+                .into_iter()
+                .rev()
+                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                .take(limit as usize)
+                .map(DeliveryView::from)
+                .collect();
+            (views, total)
+        }
+        Some(status) => {
+            // Records are bounded (the newest 1000 per instance): filtered in memory.
+            let all = state
+                .webhooks
+                .deliveries(&instance.id, MAX_PAGE_LIMIT, 0)
+                .await?;
+            let kept: Vec<DeliveryRecord> = all
+                .items
+                .into_iter()
+                .filter(|r| r.status == status)
+                .collect();
+            let total = kept.len() as u64;
+            let views = kept
+                .into_iter()
+                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                .take(limit as usize)
+                .map(DeliveryView::from)
+                .collect();
+            (views, total)
+        }
+    };
     Ok(AppJson(DeliveryList {
-        deliveries: found.items.into_iter().map(DeliveryView::from).collect(),
-        pagination: Pagination::new(found.total, limit, skip),
+        deliveries,
+        pagination: Pagination::new(total, limit, skip),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Requeued {
+    success: bool,
+    /// How many deliveries were queued again.
+    queued: u64,
+}
+
+/// Sends a failed delivery again: its dead letter goes back to the end of the instance's
+/// queue, with the same `X-Webhook-Id` and the next attempt number, signed with the
+/// instance's secret of the moment.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{instanceId}/webhook/deliveries/{eventId}/retry",
+    tag = "webhooks",
+    params(
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("eventId" = String, Path, description = "The event id of the failed delivery (`X-Webhook-Id`)"),
+    ),
+    responses(
+        (status = 200, description = "Queued again", body = Requeued),
+        (status = 404, description = "No such instance visible to the caller, or no failed delivery of this event", body = ErrorBody),
+    )
+)]
+async fn retry(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+    AppPath((_, event_id)): AppPath<(String, String)>,
+) -> ApiResult<AppJson<Requeued>> {
+    state.webhooks.retry(&instance.id, &event_id).await?;
+    Ok(AppJson(Requeued {
+        success: true,
+        queued: 1,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// Only deliveries of events at or after this date-time.
+    #[schema(format = DateTime)]
+    since: Option<String>,
+    /// Only deliveries of events at or before this date-time.
+    #[schema(format = DateTime)]
+    until: Option<String>,
+    /// `failed`: the dead letters queued in the range; `all`: every stored event in the
+    /// range that the instance's settings want, delivered before or not.
+    #[schema(schema_with = replay_scope_schema)]
+    status: String,
+}
+
+fn replay_scope_schema() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&["failed", "all"])
+}
+
+/// Queues deliveries again, in the order of their events: the failed ones, or every
+/// event of a time range. Each is signed afresh, with the instance's secret of the
+/// moment, and keeps its `X-Webhook-Id`.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{instanceId}/webhook/replay",
+    tag = "webhooks",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    request_body = ReplayRequest,
+    responses(
+        (status = 200, description = "Queued again", body = Requeued),
+        (status = 400, description = "A malformed date or status, or since after until (`validation_error`)", body = ErrorBody),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
+async fn replay(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+    AppJson(body): AppJson<ReplayRequest>,
+) -> ApiResult<AppJson<Requeued>> {
+    let scope = match body.status.as_str() {
+        "failed" => ReplayScope::Failed,
+        "all" => ReplayScope::All,
+        other => {
+            return Err(ApiError::validation(format!(
+                "status must be failed or all, not '{other}'"
+            )));
+        }
+    };
+    let date = |name: &str, value: Option<&str>| {
+        value
+            .map(|v| parse_date_param(name, v).map_err(|e| ApiError::validation(e.message)))
+            .transpose()
+    };
+    let since = date("since", body.since.as_deref())?;
+    let until = date("until", body.until.as_deref())?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(ApiError::validation("since must not be after until"));
+    }
+    let queued = state
+        .webhooks
+        .replay(&instance.id, scope, since, until)
+        .await?;
+    Ok(AppJson(Requeued {
+        success: true,
+        queued,
     }))
 }
 

@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::outbox_fault::OutboxFault;
 use fake_whatsapp::FakeWhatsApp;
 use wagate::config::Config;
 use wagate_actors::domain::ManualClock;
@@ -46,6 +47,8 @@ pub struct TestServer {
     wacore: Option<WacoreSeams>,
     /// The server's actor runtime, for tests that kill its actors.
     runtime: Arc<std::sync::Mutex<Option<wagate_actors::runtime::Runtime>>>,
+    /// The switch that makes the webhook outbox refuse writes; kept across restarts.
+    outbox_fault: Option<OutboxFault>,
 }
 
 /// The transport and HTTP client of real (`wacore`) sessions.
@@ -141,7 +144,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut overrides = backend.overrides();
         overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self::boot(dir, overrides, None, None).await
+        Self::boot(dir, overrides, None, None, None).await
     }
 
     /// A server on SQLite whose real (`wacore`) sessions reach `whatsapp`: connections
@@ -157,7 +160,7 @@ impl TestServer {
             transport: whatsapp.factory(),
             http: whatsapp.http_client(Arc::new(ReqwestHttpClient::new())),
         };
-        Self::boot(dir, overrides, None, Some(seams)).await
+        Self::boot(dir, overrides, None, Some(seams), None).await
     }
 
     /// A server on SQLite whose clock the test moves (statistics days, limit periods).
@@ -167,7 +170,19 @@ impl TestServer {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::boot(dir, overrides, Some(clock), None).await
+        Self::boot(dir, overrides, Some(clock), None, None).await
+    }
+
+    /// A server on `backend` whose webhook outbox refuses writes while `fault` says so.
+    pub async fn start_with_outbox_fault(
+        backend: Backend,
+        extra: &[(&str, &str)],
+        fault: &OutboxFault,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut overrides = backend.overrides();
+        overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::boot(dir, overrides, None, None, Some(fault.clone())).await
     }
 
     async fn boot(
@@ -175,6 +190,7 @@ impl TestServer {
         overrides: Vec<(String, String)>,
         clock: Option<Arc<ManualClock>>,
         wacore: Option<WacoreSeams>,
+        outbox_fault: Option<OutboxFault>,
     ) -> TestServer {
         let mut all: Vec<(&str, String)> = vec![
             ("data_dir", dir.path().display().to_string()),
@@ -211,6 +227,7 @@ impl TestServer {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r.clone());
             })),
+            wrap_outbox: outbox_fault.as_ref().map(OutboxFault::wrapper),
         };
         let handle = tokio::spawn(wagate::app::run_with(
             config,
@@ -236,6 +253,7 @@ impl TestServer {
             clock,
             wacore,
             runtime,
+            outbox_fault,
         };
         let setting =
             |key: &str, default: &str| server.setting(key).unwrap_or_else(|| default.to_owned());
@@ -293,11 +311,19 @@ impl TestServer {
 
     /// Graceful stop, then a new server on the same DATA_DIR and configuration.
     pub async fn restart(self) -> TestServer {
+        self.restart_after(|| {}).await
+    }
+
+    /// Graceful stop, `between` (while no server runs), then a new server on the same
+    /// DATA_DIR and configuration.
+    pub async fn restart_after(self, between: impl FnOnce()) -> TestServer {
         let overrides = self.overrides.clone();
         let clock = self.clock.clone();
         let wacore = self.wacore.clone();
+        let outbox_fault = self.outbox_fault.clone();
         let dir = self.stop().await;
-        Self::boot(dir, overrides, clock, wacore).await
+        between();
+        Self::boot(dir, overrides, clock, wacore, outbox_fault).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -256,3 +256,165 @@ async fn missing_fields_and_wrong_formats_are_400_as_the_document_says() {
         );
     }
 }
+
+/// An error answer as a client sees it: the status, and a JSON `{error, code}` body
+/// declared as JSON.
+async fn json_error(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let kind = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = resp.bytes().await.expect("body");
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{status} answered a non-JSON body ({kind}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    assert!(kind.starts_with("application/json"), "{status}: {kind}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{status}: {body}"
+    );
+    (status, body["code"].as_str().expect("code").to_owned())
+}
+
+/// Rejections of the extractors (JSON, multipart, path, query) and the limits of the
+/// HTTP layer itself — a URI over hyper's 64 KiB, headers over its buffer, a request
+/// that is not HTTP — answer `{error, code}` as JSON, like every handler's error.
+#[tokio::test]
+async fn extractor_rejections_and_http_limits_answer_json() {
+    let srv = TestServer::start_with(&[("max_body_bytes", "4096")]).await;
+    let admin = srv.admin();
+    let id = srv
+        .connected_instance(&admin, "rejections", "79005550003")
+        .await;
+    let send_file = format!("/api/whatsapp/{id}/send-file");
+
+    // send-file with a JSON body, a URL-encoded form, and no body at all.
+    let answers = [
+        srv.request(Method::POST, &send_file, &admin)
+            .json(&json!({"phone": "79001234567"})),
+        srv.request(Method::POST, &send_file, &admin)
+            .form(&[("phone", "79001234567")]),
+        srv.request(Method::POST, &send_file, &admin),
+    ];
+    for request in answers {
+        let (status, code) = json_error(request.send().await.expect("send-file")).await;
+        assert_eq!((status, code.as_str()), (400, "invalid_content_type"));
+    }
+
+    // A JSON body over the limit without a declared length (chunked).
+    let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(
+        format!(
+            "{{\"phone\":\"79001234567\",\"message\":\"{}\"}}",
+            "x".repeat(8192)
+        )
+        .into_bytes(),
+    )]);
+    let resp = srv
+        .request(Method::POST, &format!("/api/whatsapp/{id}/send"), &admin)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("chunked");
+    assert_eq!(
+        json_error(resp).await,
+        (413, "payload_too_large".to_owned())
+    );
+
+    // A raw body over the limit (Meta's webhook reads bytes to check their signature):
+    // the framework's own text answer becomes JSON.
+    let resp = srv
+        .request(Method::POST, "/api/waba/webhook", &Auth::None)
+        .header("content-type", "application/json")
+        .body("x".repeat(10_000))
+        .send()
+        .await
+        .expect("raw body");
+    assert_eq!(
+        json_error(resp).await,
+        (413, "payload_too_large".to_owned())
+    );
+
+    // A path segment that is not UTF-8, a query of the wrong type.
+    let resp = srv
+        .request(Method::GET, "/api/users/%FF%FE", &admin)
+        .send()
+        .await
+        .expect("path");
+    assert_eq!(json_error(resp).await.0, 400);
+    let resp = srv
+        .request(Method::GET, "/api/users?limit=many", &admin)
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(json_error(resp).await, (400, "invalid_query".to_owned()));
+
+    // A URI over hyper's limit (64 KiB), headers over its buffer, and a request that is
+    // not HTTP at all, written on raw connections (HTTP clients refuse to send them).
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    let long_uri = format!(
+        "GET /api/instances?name={} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let big_headers = format!(
+        "GET /api/instances HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-padding: {}\r\n\r\n",
+        // Far over hyper's read buffer (about 400 KiB), whatever it reads at once.
+        "p".repeat(2_000_000)
+    );
+    for (request, status, code) in [
+        (long_uri, 414, "uri_too_long"),
+        (big_headers, 431, "headers_too_large"),
+        ("HELLO THERE\r\n\r\n".to_owned(), 400, "bad_request"),
+    ] {
+        let (head, body) = raw_exchange(&addr, code, request.as_bytes()).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{code}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+
+    // The server still serves normal requests on new connections.
+    let (status, _) = srv.get("/api/instances", &admin).await;
+    assert_eq!(status, 200);
+}
+
+/// Writes `request` on a new connection and reads the answer until the server closes
+/// it: (status line and headers, body).
+async fn raw_exchange(addr: &str, what: &str, request: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before it has read everything.
+    let _ = raw.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        raw.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{what}: no answer and close in time; got {:?}",
+            String::from_utf8_lossy(&answer)
+        )
+    });
+    if let Err(e) = read {
+        assert!(!answer.is_empty(), "no answer: {e}");
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.to_owned(), body.to_owned())
+}

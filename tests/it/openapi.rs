@@ -161,7 +161,8 @@ fn document_is_consistent() {
 /// Path parameters carry the names the API documents give them: «GET
 /// /api/instances/{instanceId}/chats/{chatId}/messages», «GET /api/stats/instances/{instanceId}»,
 /// «GET /api/waba/operator/message-status/:messageId», «GET
-/// /api/waba/operator/chat/:chatId/messages». Users keep `{id}`, as the contract names them.
+/// /api/waba/operator/chat/:chatId/messages», «POST
+/// …/webhook/deliveries/{eventId}/retry». Users keep `{id}`, as the contract names them.
 #[test]
 fn path_parameters_are_named_as_in_the_documents() {
     let doc = document();
@@ -177,6 +178,7 @@ fn path_parameters_are_named_as_in_the_documents() {
         "/api/waba/operator/message-status/{messageId}",
         "/api/waba/operator/chat/{chatId}/messages",
         "/api/users/{id}",
+        "/api/instances/{instanceId}/webhook/deliveries/{eventId}/retry",
     ] {
         assert!(
             paths.contains_key(documented),
@@ -188,6 +190,8 @@ fn path_parameters_are_named_as_in_the_documents() {
             &["id"]
         } else if path.starts_with("/dashboard/") {
             &["file"]
+        } else if path.contains("/webhook/deliveries/") {
+            &["instanceId", "eventId"]
         } else {
             &["instanceId", "chatId", "messageId"]
         };
@@ -387,8 +391,8 @@ async fn docs_page_shows_the_document() {
 /// a pinned schemathesis (PyPI) and sets it.
 const SCHEMATHESIS_VAR: &str = "WAGATE_TEST_SCHEMATHESIS";
 /// Generated test cases per operation in each phase (the coverage phase adds its own
-/// boundary cases): a few thousand requests in all.
-const FUZZ_EXAMPLES: &str = "5";
+/// boundary cases): about three thousand requests in all, well under a minute.
+const FUZZ_EXAMPLES: &str = "25";
 /// The same cases every run.
 const FUZZ_SEED: &str = "1";
 /// An upper bound for the whole run (it takes well under a minute).
@@ -411,8 +415,9 @@ const NOT_FUZZED: [&str; 5] = [
 ];
 
 /// A bounded schema-driven fuzz run: schemathesis generates requests from
-/// `/openapi.json` (valid and invalid ones) and no answer may be a 5xx: a client's mistake
-/// is a 4xx `{error, code}`.
+/// `/openapi.json` (valid and invalid ones). No answer may be a 5xx (a client's mistake is
+/// a 4xx `{error, code}`), and every answer must be one the document lists for the
+/// operation, with the content type and the schema it gives there.
 ///
 /// The operations work on real data: a connected sandbox instance with a chat holding a
 /// message with media, and a user other than the caller (so rotating its key or
@@ -483,7 +488,7 @@ parameters = {{ "path.chatId" = "79005550000", "path.messageId" = "{message_id}"
         .arg("run")
         .arg(server.url("/openapi.json"))
         .args(["--header", &format!("x-api-key: {}", server.admin_key)])
-        .args(["--checks", "not_a_server_error"])
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", FUZZ_EXAMPLES])
         .args(["--seed", FUZZ_SEED])
@@ -513,5 +518,53 @@ parameters = {{ "path.chatId" = "79005550000", "path.messageId" = "{message_id}"
     assert!(
         stdout.contains("Tested: ") && stdout.contains("passed"),
         "unexpected schemathesis output:\n{stdout}\n{stderr}"
+    );
+}
+
+/// The 503 every API operation can answer while a part of the server restarts (an
+/// instance's session, an actor) or storage is unreachable is in the document, with its
+/// `Retry-After` header; and the request schemas carry the validation the server applies.
+#[test]
+fn restarts_and_validation_rules_are_in_the_document() {
+    let doc = document();
+    let unavailable = &doc["components"]["responses"]["Unavailable"];
+    assert!(
+        unavailable["headers"]["Retry-After"]["schema"]["type"] == "integer",
+        "{unavailable}"
+    );
+    for (method, path, op) in operations(&doc) {
+        if path.starts_with("/api/") {
+            assert!(
+                op["responses"]["503"].is_object(),
+                "{method} {path} does not document its 503"
+            );
+        }
+    }
+    let send = &doc["paths"]["/api/whatsapp/{instanceId}/send"]["post"];
+    assert_eq!(
+        send["responses"]["503"]["$ref"],
+        "#/components/responses/Unavailable"
+    );
+    let schemas = &doc["components"]["schemas"];
+    let phone = &schemas["SendText"]["properties"]["phone"];
+    assert_eq!(
+        phone["pattern"],
+        wagate::http::openapi::CHAT_ADDRESS_PATTERN,
+        "{phone}"
+    );
+    assert_eq!(
+        schemas["ScanRequest"]["properties"]["phone"]["pattern"],
+        wagate::http::openapi::PHONE_PATTERN
+    );
+    let user = &schemas["CreateUser"]["properties"];
+    assert_eq!(user["password"]["minLength"], 6, "{user}");
+    assert_eq!(user["password"]["maxLength"], 200, "{user}");
+    assert!(user["email"]["pattern"].is_string(), "{user}");
+    let headers = &schemas["CreateInstance"]["properties"]["headers"];
+    assert_eq!(headers["maxProperties"], 20, "{headers}");
+    assert!(headers["propertyNames"]["pattern"].is_string(), "{headers}");
+    assert_eq!(
+        schemas["CreateInstance"]["properties"]["retryInterval"]["minimum"],
+        100
     );
 }

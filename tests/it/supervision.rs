@@ -6,7 +6,7 @@ use ractor::ActorCell;
 use serde_json::json;
 use wagate_actors::runtime::Runtime;
 
-use crate::common::{Backend, eventually};
+use crate::common::{Backend, TestServer, eventually};
 use crate::receiver::Receiver;
 use crate::waba::{customer_writes, desk_on, now_secs};
 
@@ -102,4 +102,77 @@ async fn each_long_lived_actor_killed_comes_back_and_everything_still_works() {
             .await;
         assert_eq!(code, 200, "operator send after the {kind} died: {body}");
     }
+}
+
+/// `/status` comes from where sends are decided: right after a fault stopped a session
+/// (a crash the supervisor restarts, a dropped connection the engine re-establishes, an
+/// unlinked phone), the status never says `connected` for a session that would refuse
+/// a send. Whenever a status read says connected and nothing has faulted since, the
+/// next send goes out.
+#[tokio::test]
+async fn status_never_says_connected_while_a_send_would_be_refused() {
+    let srv = TestServer::start().await;
+    let auth = srv.admin();
+    let id = srv.connected_instance(&auth, "probe", "79001112299").await;
+    let send = || async {
+        srv.post(
+            &format!("/api/whatsapp/{id}/send"),
+            &auth,
+            json!({"phone": "79005556677", "message": "probe"}),
+        )
+        .await
+    };
+    let mut refused_after_a_fault = 0;
+    for round in 0..6 {
+        let kind = ["crash", "disconnect", "logout"][round % 3];
+        srv.wait_status(&auth, &id, "connected").await;
+        let (code, body) = send().await;
+        assert_eq!(code, 200, "connected, so the send goes out: {body}");
+        let (code, body) = srv
+            .post(
+                &format!("/api/sandbox/instances/{id}/fault"),
+                &auth,
+                json!({"kind": kind}),
+            )
+            .await;
+        assert_eq!(code, 200, "{kind}: {body}");
+        // The probe reads the status, then sends.
+        let (code, status) = srv.get(&format!("/api/instances/{id}/status"), &auth).await;
+        assert_eq!(code, 200, "{status}");
+        let (code, short) = srv.get(&format!("/api/whatsapp/{id}/status"), &auth).await;
+        assert_eq!(code, 200, "{short}");
+        let (code, body) = send().await;
+        let said_connected = status["status"] == "connected" || status["ready"] == true;
+        if said_connected {
+            assert_eq!(
+                code, 200,
+                "after a {kind}, /status said {status} but the send was refused: {body}"
+            );
+        } else {
+            assert_eq!(status["ready"], false, "{status}");
+            refused_after_a_fault += usize::from(code != 200);
+            assert!(
+                code == 200 || code == 409 || code == 503,
+                "after a {kind}: {code} {body}"
+            );
+        }
+        if kind == "logout" {
+            assert!(
+                status["status"] == "disconnected" || status["status"] == "logged_out",
+                "{status}"
+            );
+            srv.wait_status(&auth, &id, "logged_out").await;
+            let qr = srv.wait_qr(&auth, &id).await;
+            assert!(!qr.is_empty());
+            let (code, body) = srv
+                .post(
+                    &format!("/api/sandbox/instances/{id}/scan"),
+                    &auth,
+                    json!({"phone": "79001112299"}),
+                )
+                .await;
+            assert_eq!(code, 200, "scan: {body}");
+        }
+    }
+    assert!(refused_after_a_fault > 0, "the faults did stop the session");
 }

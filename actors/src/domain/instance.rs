@@ -113,6 +113,12 @@ pub struct WebhookSettings {
     pub retry_interval_ms: u64,
     pub secret: Option<String>,
     pub headers: BTreeMap<String, String>,
+    /// The secret replaced last, still signing deliveries beside `secret` until
+    /// `previous_secret_until` (a rotation with overlap).
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    #[serde(default)]
+    pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
 impl Default for WebhookSettings {
@@ -127,6 +133,8 @@ impl Default for WebhookSettings {
             retry_interval_ms: 60_000,
             secret: None,
             headers: BTreeMap::new(),
+            previous_secret: None,
+            previous_secret_until: None,
         }
     }
 }

@@ -118,7 +118,8 @@ pub struct InstanceState {
     session_dir: PathBuf,
     /// None while parked.
     engine: Option<Box<dyn Engine>>,
-    /// Bumped at every engine start, so late events of a stopped engine are ignored.
+    /// The session token of the running engine (from the status board, unique in the
+    /// process), so late events of a stopped engine are ignored.
     epoch: u64,
     status: InstanceStatus,
     phone: Option<String>,
@@ -209,7 +210,11 @@ impl Actor for InstanceActor {
         match message {
             InstanceMsg::Engine { epoch, event } => {
                 if epoch == state.epoch {
+                    let loss = shown_on_loss(&event).is_some();
                     self.on_engine_event(state, event).await?;
+                    if loss {
+                        self.board.loss_handled(&state.id, epoch);
+                    }
                 } else if let EngineEvent::Message(m) = event {
                     answer_inbound(
                         state,
@@ -246,7 +251,8 @@ impl Actor for InstanceActor {
                 let _ = reply.send(answer);
             }
             InstanceMsg::Status(reply) => {
-                let _ = reply.send(state.view());
+                let view = self.board.get(&state.id).unwrap_or_else(|| state.view());
+                let _ = reply.send(view);
             }
             InstanceMsg::Qr(reply) => {
                 let answer = self.qr(&myself, state).await;
@@ -299,7 +305,7 @@ impl Actor for InstanceActor {
                 let _ = reply.send(answer);
             }
             InstanceMsg::AddContact { jid, name, reply } => {
-                let answer = match connected_engine(state) {
+                let answer = match connected_engine(&self.board, state) {
                     Ok(engine) => engine
                         .add_contact(&jid, name.as_deref())
                         .await
@@ -323,7 +329,7 @@ impl InstanceActor {
     ) -> Result<(), String> {
         close(state).await;
         state.qr = None;
-        state.epoch += 1;
+        state.epoch = self.board.session_started(&state.id);
         if let Err(err) = tokio::fs::create_dir_all(&state.session_dir).await {
             return self
                 .park_failed(
@@ -337,7 +343,14 @@ impl InstanceActor {
         }
         let me = myself.clone();
         let epoch = state.epoch;
+        let board = self.board.clone();
+        let id = state.id.clone();
         let sink: EventSink = Arc::new(move |event| {
+            // A stopped session shows on the board now, not once the actor gets to it:
+            // a status read must not say `connected` while sends are already refused.
+            if let Some(shown) = shown_on_loss(&event) {
+                board.session_lost(&id, epoch, shown);
+            }
             // Fails only when the actor is gone; its successor has its own engine.
             let _ = me.cast(InstanceMsg::Engine { epoch, event });
         });
@@ -606,7 +619,7 @@ impl InstanceActor {
         to: &str,
         content: OutboundContent,
     ) -> Result<Message, DomainError> {
-        let engine = connected_engine(state)?;
+        let engine = connected_engine(&self.board, state)?;
         let sent = engine.send(to, &content).await.map_err(|err| match err {
             EngineError::InvalidState(_) => not_connected(),
             other => engine_error(other),
@@ -845,7 +858,7 @@ impl InstanceActor {
     async fn mark_read(&self, state: &mut InstanceState, chat: &str) -> Result<u64, DomainError> {
         let ids = self.deps.storage.mark_chat_read(&state.id, chat).await?;
         if !ids.is_empty()
-            && let Ok(engine) = connected_engine(state)
+            && let Ok(engine) = connected_engine(&self.board, state)
             && let Err(err) = engine.mark_read(chat, &ids).await
         {
             tracing::warn!(instance = %state.id, %err, "cannot send read receipts");
@@ -964,12 +977,32 @@ fn not_connected() -> DomainError {
     DomainError::conflict("not_connected", "the instance is not connected to WhatsApp")
 }
 
-/// The engine, if the session is connected; `not_connected` otherwise.
-fn connected_engine(state: &mut InstanceState) -> Result<&mut Box<dyn Engine>, DomainError> {
-    if state.status != InstanceStatus::Connected {
+/// The engine, if the session is connected; `not_connected` otherwise. The status board
+/// decides, as it does for `/status`: a session its engine has reported stopped is not
+/// connected, even before this actor has handled that report.
+fn connected_engine<'s>(
+    board: &StatusBoard,
+    state: &'s mut InstanceState,
+) -> Result<&'s mut Box<dyn Engine>, DomainError> {
+    if state.status != InstanceStatus::Connected || !board.ready(&state.id) {
         return Err(not_connected());
     }
     state.engine.as_mut().ok_or_else(not_connected)
+}
+
+/// The status a session-ending engine event shows until the actor has handled it
+/// (`logged_out` and `failed` only once the actor has recorded them); None for events
+/// that do not end a session.
+fn shown_on_loss(event: &EngineEvent) -> Option<InstanceStatus> {
+    match event {
+        EngineEvent::Disconnected { .. }
+        | EngineEvent::LoggedOut { .. }
+        | EngineEvent::QrExhausted => Some(InstanceStatus::Disconnected),
+        EngineEvent::Reconnecting { .. } | EngineEvent::Failed { .. } => {
+            Some(InstanceStatus::Reconnecting)
+        }
+        _ => None,
+    }
 }
 
 fn already_connected() -> DomainError {

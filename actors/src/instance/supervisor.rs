@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::actor::{InstanceActor, InstanceArgs, InstanceMsg};
 use super::api::InstanceHandle;
-use super::status::StatusBoard;
+use super::status::{StatusBoard, StatusView};
 use super::{InstanceDeps, session_dir};
 use crate::backoff::Backoff;
 use crate::domain::{ActivityEntry, Instance, InstanceStatus};
@@ -713,6 +713,22 @@ impl InstancesHandle {
 
     pub fn status_board(&self) -> StatusBoard {
         self.board.clone()
+    }
+
+    /// The instance's status as the send path sees it: what its status board shows
+    /// (which its actor consults before every send), but never `connected` while the
+    /// instance cannot be reached (its actor is being restarted, or is down), since a
+    /// send would be refused then too. None for an instance no actor reports for.
+    pub fn live_status(&self, id: &str) -> Option<StatusView> {
+        let view = self.board.get(id)?;
+        if view.ready && !matches!(self.directory.get(id), Some(Slot::Live(..))) {
+            return Some(StatusView::new(
+                InstanceStatus::Reconnecting,
+                false,
+                view.phone,
+            ));
+        }
+        Some(view)
     }
 
     /// Whether the supervisor is alive (for readiness checks and tests); false while

@@ -11,8 +11,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
 
 use super::{
-    DeliveryRecord, DeliveryStatus, OUTBOX_RETRY, WebhookConfig, WebhookRequest, headers,
-    retry_delay, target_url,
+    DeadLetter, DeliveryRecord, DeliveryStatus, OUTBOX_RETRY, WebhookConfig, WebhookRequest,
+    headers, retry_delay, target_url,
 };
 use crate::domain::{EventKind, Instance};
 use crate::error::StoreError;
@@ -118,19 +118,23 @@ impl DeliveryWorker {
             }
         });
         let (Some(instance), Some(url)) = (instance.as_ref(), url) else {
-            // Webhooks were switched off (or the instance deleted) after the job was queued.
+            // Webhooks were switched off (or the instance deleted) after the job was queued:
+            // a dead letter, to retry or replay once they are back on.
+            let error = "webhooks are disabled for this instance".to_owned();
             outbox
                 .record(
                     &self.instance_id,
-                    record(
-                        DeliveryStatus::Failed,
-                        None,
-                        Some("webhooks are disabled for this instance".into()),
-                        0,
-                    ),
+                    record(DeliveryStatus::Failed, None, Some(error.clone()), 0),
                 )
                 .await?;
-            outbox.remove(&job).await?;
+            outbox
+                .bury(DeadLetter {
+                    job,
+                    http_status: None,
+                    error: Some(error),
+                    failed_at: Utc::now(),
+                })
+                .await?;
             return Ok(Next::Now);
         };
         let request = WebhookRequest {
@@ -163,10 +167,22 @@ impl DeliveryWorker {
             outbox
                 .record(
                     &self.instance_id,
-                    record(DeliveryStatus::Failed, http_status, error, duration_ms),
+                    record(
+                        DeliveryStatus::Failed,
+                        http_status,
+                        error.clone(),
+                        duration_ms,
+                    ),
                 )
                 .await?;
-            outbox.remove(&job).await?;
+            outbox
+                .bury(DeadLetter {
+                    job,
+                    http_status,
+                    error,
+                    failed_at: Utc::now(),
+                })
+                .await?;
             return Ok(Next::Now);
         }
         outbox

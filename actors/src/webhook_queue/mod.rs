@@ -21,11 +21,13 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::{Event, EventKind, Instance, InstanceEvent, MessageStatus, Page};
+use crate::domain::{
+    Event, EventKind, Instance, InstanceEvent, MessageStatus, Page, WebhookSettings,
+};
 use crate::error::StoreError;
 use crate::store::DynStorage;
 
-pub use queue::WebhookQueueHandle;
+pub use queue::{ReplayScope, WebhookQueueHandle};
 pub(crate) use queue::{spawn, vacate};
 
 /// How long a failing outbox waits before the queue or a worker tries again.
@@ -93,8 +95,23 @@ pub struct DeliveryRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A delivery given up (its attempts ran out, or it could not be attempted): its job,
+/// kept with the last attempt's outcome until it is retried, replayed or its instance
+/// deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `attempts` counts every attempt made; a retry is attempt `attempts + 1`.
+    pub job: WebhookJob,
+    /// The receiver's HTTP status on the last attempt, when it answered.
+    pub http_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    pub failed_at: DateTime<Utc>,
+}
+
 /// The durable outbox: pending jobs per instance in FIFO order, the last event each
-/// instance's queue has seen, and the recent delivery records. Every write that the
+/// instance's queue has seen, the instance's dead letters, and the recent delivery
+/// records. Every write that the
 /// delivery guarantee depends on is durable (survives a process crash) when it returns.
 #[async_trait]
 pub trait Outbox: Send + Sync {
@@ -112,6 +129,22 @@ pub trait Outbox: Send + Sync {
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError>;
     /// Removes a finished job.
     async fn remove(&self, job: &WebhookJob) -> Result<(), StoreError>;
+    /// Moves a job given up from the queue to the instance's dead letters, atomically and
+    /// durably.
+    async fn bury(&self, dead: DeadLetter) -> Result<(), StoreError>;
+    /// The instance's dead letters, oldest first.
+    async fn dead_letters(&self, instance_id: &str) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Moves the dead letter of `event_id` back to the end of the instance's queue (its
+    /// attempt count kept), atomically and durably; None when there is none. The cursor
+    /// stays: the event was handled before.
+    async fn revive(
+        &self,
+        instance_id: &str,
+        event_id: &str,
+    ) -> Result<Option<WebhookJob>, StoreError>;
+    /// Appends a job for an event handled before (a replay), durably, without moving the
+    /// cursor.
+    async fn requeue(&self, job: WebhookJob) -> Result<WebhookJob, StoreError>;
     /// Every instance with at least one pending job.
     async fn pending_instances(&self) -> Result<Vec<String>, StoreError>;
     /// Number of pending jobs, all instances together.
@@ -170,7 +203,9 @@ fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// The headers of one attempt: ours first, then the instance's custom headers (which
-/// may not replace ours).
+/// may not replace ours). `X-Webhook-Signature` is the signature with the secret; while a
+/// rotation's overlap lasts, it is followed by `,` and the signature with the replaced
+/// secret.
 pub fn headers(
     instance: &Instance,
     job: &WebhookJob,
@@ -188,7 +223,12 @@ pub fn headers(
         ("X-Webhook-Event".to_owned(), job.event.clone()),
     ];
     if let Some(secret) = instance.webhook.secret.as_deref().filter(|s| !s.is_empty()) {
-        h.push(("X-Webhook-Signature".to_owned(), sign(secret, &job.body)));
+        let mut signature = sign(secret, &job.body);
+        if let Some(previous) = previous_secret(&instance.webhook, now) {
+            signature.push(',');
+            signature.push_str(&sign(previous, &job.body));
+        }
+        h.push(("X-Webhook-Signature".to_owned(), signature));
     }
     for (name, value) in &instance.webhook.headers {
         if !h.iter().any(|(ours, _)| ours.eq_ignore_ascii_case(name)) {
@@ -196,6 +236,14 @@ pub fn headers(
         }
     }
     h
+}
+
+/// The secret a rotation replaced, while its overlap lasts at `now`.
+fn previous_secret(w: &WebhookSettings, now: DateTime<Utc>) -> Option<&str> {
+    let until = w.previous_secret_until?;
+    w.previous_secret
+        .as_deref()
+        .filter(|s| !s.is_empty() && now < until)
 }
 
 /// The URL an instance delivers to, when webhooks are enabled and one is set.
@@ -382,6 +430,38 @@ mod tests {
         assert_eq!(get("X-Webhook-Attempt"), ["2"]);
         assert_eq!(get("X-Tenant"), ["42"]);
         assert_eq!(get("X-Webhook-Signature"), [sign("s", b"{}")]);
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_beside_the_new_one_until_its_overlap_ends() {
+        let now = Utc::now();
+        let mut settings = WebhookSettings {
+            secret: Some("new".into()),
+            previous_secret: Some("old".into()),
+            previous_secret_until: Some(now + chrono::Duration::minutes(5)),
+            ..WebhookSettings::default()
+        };
+        let job = WebhookJob {
+            seq: 1,
+            instance_id: "i1".into(),
+            event_id: "e1".into(),
+            event: "connected".into(),
+            body: b"{}".to_vec(),
+            attempts: 0,
+            created_at: now,
+        };
+        let signature = |settings: &WebhookSettings, at| {
+            headers(&instance(settings.clone()), &job, 1, at)
+                .into_iter()
+                .find(|(k, _)| k == "X-Webhook-Signature")
+                .map(|(_, v)| v)
+        };
+        let both = format!("{},{}", sign("new", b"{}"), sign("old", b"{}"));
+        assert_eq!(signature(&settings, now), Some(both));
+        let after = now + chrono::Duration::minutes(6);
+        assert_eq!(signature(&settings, after), Some(sign("new", b"{}")));
+        settings.secret = None;
+        assert_eq!(signature(&settings, now), None, "no secret, no signature");
     }
 
     #[test]

@@ -15,22 +15,41 @@
 //! the event, and the next catch-up queues it again in order. Events arriving while a
 //! catch-up is pending are left to it.
 //!
+//! **Dead letters.** A job given up stays in the outbox as a dead letter with its last
+//! outcome. A retry or a replay queues it (or, for a replay of everything, a fresh job of
+//! a stored event) again at the end of the instance's queue, through this actor, which
+//! stays the only one that adds jobs; the cursor does not move back.
+//!
 //! The queue and each worker keep a copy of their instance (webhook URL and settings)
 //! instead of reading it from storage for every event and every attempt; whoever changes
 //! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::Utc;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::delivery::{DeliveryWorker, WorkerMsg};
-use super::{DeliveryRecord, OUTBOX_RETRY, Outbox, WebhookConfig, WebhookJob, wants};
+use super::{DeadLetter, DeliveryRecord, OUTBOX_RETRY, Outbox, WebhookConfig, WebhookJob, wants};
 use crate::domain::{Instance, InstanceEvent, Page};
-use crate::error::StoreError;
+use crate::error::{DomainError, StoreError};
 use crate::handle::ActorSlot;
 use crate::store::EventsAfter;
+
+/// How long a retry or a replay may take (a replay walks the instance's stored events).
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Which deliveries a replay queues again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayScope {
+    /// The dead letters whose jobs were queued in the range.
+    Failed,
+    /// Every stored event in the range the instance's settings want, delivered or not
+    /// (a dead letter among them is revived, keeping its attempt count).
+    All,
+}
 
 /// Events re-read per step when catching up.
 const CATCH_UP_BATCH: u32 = 500;
@@ -90,6 +109,62 @@ impl WebhookQueueHandle {
         }
     }
 
+    /// The instance's dead letters, oldest first.
+    pub async fn dead_letters(&self, instance_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        match &self.outbox {
+            Some(outbox) => outbox.dead_letters(instance_id).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Queues the dead letter of `event_id` again, at the end of the instance's queue,
+    /// as its next attempt. Fails with `NotFound` when the event has no dead letter.
+    pub async fn retry(&self, instance_id: &str, event_id: &str) -> Result<(), DomainError> {
+        let (instance_id, event_id) = (instance_id.to_owned(), event_id.to_owned());
+        let found = self
+            .slot
+            .call(REPLAY_TIMEOUT, "the webhook queue", |reply| {
+                QueueMsg::Retry {
+                    instance_id,
+                    event_id,
+                    reply,
+                }
+            })
+            .await??;
+        if found {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound(
+                "no failed delivery of this event".into(),
+            ))
+        }
+    }
+
+    /// Queues again, in the order of the events, the deliveries of `scope` whose events
+    /// happened in `[since, until]`; returns how many.
+    pub async fn replay(
+        &self,
+        instance_id: &str,
+        scope: ReplayScope,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<u64, DomainError> {
+        let instance_id = instance_id.to_owned();
+        let queued = self
+            .slot
+            .call(REPLAY_TIMEOUT, "the webhook queue", |reply| {
+                QueueMsg::Replay {
+                    instance_id,
+                    scope,
+                    since,
+                    until,
+                    reply,
+                }
+            })
+            .await??;
+        Ok(queued)
+    }
+
     /// Pending deliveries, all instances together.
     pub async fn depth(&self) -> Result<u64, StoreError> {
         match &self.outbox {
@@ -138,6 +213,18 @@ pub(crate) enum QueueMsg {
     Idle(String),
     Invalidate(String),
     Purge(String),
+    Retry {
+        instance_id: String,
+        event_id: String,
+        reply: RpcReplyPort<Result<bool, StoreError>>,
+    },
+    Replay {
+        instance_id: String,
+        scope: ReplayScope,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        reply: RpcReplyPort<Result<u64, StoreError>>,
+    },
 }
 
 struct WebhookQueue;
@@ -260,6 +347,30 @@ impl Actor for WebhookQueue {
                     let _ = worker.cast(WorkerMsg::Invalidate);
                 }
             }
+            QueueMsg::Retry {
+                instance_id,
+                event_id,
+                reply,
+            } => {
+                let revived = state.config.outbox.revive(&instance_id, &event_id).await;
+                if let Ok(Some(_)) = revived {
+                    ensure_worker(&myself, state, &instance_id).await;
+                }
+                let _ = reply.send(revived.map(|job| job.is_some()));
+            }
+            QueueMsg::Replay {
+                instance_id,
+                scope,
+                since,
+                until,
+                reply,
+            } => {
+                let queued = replay(state, &instance_id, scope, since, until).await;
+                if matches!(queued, Ok(n) if n > 0) {
+                    ensure_worker(&myself, state, &instance_id).await;
+                }
+                let _ = reply.send(queued);
+            }
             QueueMsg::Purge(instance_id) => {
                 state.instances.remove(&instance_id);
                 if let Some(worker) = state.workers.remove(&instance_id) {
@@ -329,19 +440,7 @@ async fn accept(
     if !wants(instance, event) {
         return config.outbox.skip(&event.instance_id, &event.id).await;
     }
-    config
-        .outbox
-        .push(WebhookJob {
-            seq: 0,
-            instance_id: event.instance_id.clone(),
-            event_id: event.id.clone(),
-            event: event.kind().as_str().to_owned(),
-            body: event.webhook_body(),
-            attempts: 0,
-            created_at: Utc::now(),
-        })
-        .await
-        .map(|_| ())
+    config.outbox.push(job_of(event)).await.map(|_| ())
 }
 
 /// Queues, in order, every stored event after each instance's cursor. An instance with
@@ -382,6 +481,74 @@ async fn catch_up(state: &mut QueueState) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Queues again what a replay of `scope` over `[since, until]` covers (see
+/// [`ReplayScope`]); returns how many jobs.
+async fn replay(
+    state: &mut QueueState,
+    instance_id: &str,
+    scope: ReplayScope,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let config = state.config.clone();
+    let in_range = |t: DateTime<Utc>| since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u);
+    let mut queued = 0;
+    if scope == ReplayScope::Failed {
+        for dead in config.outbox.dead_letters(instance_id).await? {
+            if in_range(dead.job.created_at)
+                && config
+                    .outbox
+                    .revive(instance_id, &dead.job.event_id)
+                    .await?
+                    .is_some()
+            {
+                queued += 1;
+            }
+        }
+        return Ok(queued);
+    }
+    let Some(instance) = config.storage.instance_by_id(instance_id).await? else {
+        return Ok(0);
+    };
+    let mut events = EventsAfter::new(config.storage.as_ref(), instance_id, "", CATCH_UP_BATCH);
+    loop {
+        let batch = events.next_batch().await?;
+        if batch.is_empty() {
+            break;
+        }
+        for event in &batch {
+            if until.is_some_and(|u| event.timestamp > u) {
+                return Ok(queued);
+            }
+            if !in_range(event.timestamp) || !wants(&instance, event) {
+                continue;
+            }
+            if config
+                .outbox
+                .revive(instance_id, &event.id)
+                .await?
+                .is_none()
+            {
+                config.outbox.requeue(job_of(event)).await?;
+            }
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}
+
+fn job_of(event: &InstanceEvent) -> WebhookJob {
+    WebhookJob {
+        seq: 0,
+        instance_id: event.instance_id.clone(),
+        event_id: event.id.clone(),
+        event: event.kind().as_str().to_owned(),
+        body: event.webhook_body(),
+        attempts: 0,
+        created_at: Utc::now(),
+    }
 }
 
 async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, instance_id: &str) {

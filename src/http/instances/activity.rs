@@ -36,10 +36,10 @@ pub(super) struct ActivityParams {
     /// Comma-separated actions to keep, e.g. `connected,disconnected`.
     actions: Option<String>,
     /// Only entries at or after this ISO 8601 date or date-time.
-    #[param(example = "2024-01-31")]
+    #[param(format = DateTime, example = "2024-01-31T00:00:00Z")]
     start_date: Option<String>,
     /// Only entries at or before this ISO 8601 date or date-time.
-    #[param(example = "2024-01-31T12:00:00Z")]
+    #[param(format = DateTime, example = "2024-01-31T12:00:00Z")]
     end_date: Option<String>,
 }
 
@@ -160,6 +160,7 @@ impl<'a> EventView<'a> {
 pub(super) struct EventParams {
     /// Only events after this ISO 8601 date or date-time.
     #[param(example = "2024-01-31T12:00:00Z")]
+    #[param(format = DateTime)]
     since: Option<String>,
     /// How many events, 1 to 1000 (default 20).
     #[param(minimum = 1, maximum = 1000)]

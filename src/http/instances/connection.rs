@@ -32,6 +32,11 @@ pub(super) struct StatusAnswer {
 }
 
 /// The instance's live connection status.
+///
+/// The same state the send path decides on: from the moment a session stops (dropped,
+/// crashed, unlinked) it is `disconnected` or `reconnecting` with `ready: false`, never
+/// `connected` while a send would be refused. `logged_out` and `failed` show once they
+/// are recorded in the activity log.
 #[utoipa::path(
     get,
     path = "/api/instances/{instanceId}/status",
@@ -254,7 +259,7 @@ pub(super) async fn whatsapp_qr(
 #[serde(deny_unknown_fields)]
 pub(super) struct PairCodeRequest {
     /// The phone number to link, in international form.
-    #[schema(example = "79001234567")]
+    #[schema(schema_with = crate::http::openapi::phone_schema)]
     phone: String,
 }
 

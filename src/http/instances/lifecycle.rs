@@ -139,7 +139,7 @@ struct LimitsInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct CreateInstance {
     /// 1 to 200 characters.
-    #[schema(example = "Support line")]
+    #[schema(example = "Support line", min_length = 1, max_length = 200)]
     name: String,
     /// At most 2000 characters.
     description: Option<String>,
@@ -163,6 +163,7 @@ pub(super) struct CreateInstance {
     /// The secret signing the deliveries (`X-Webhook-Signature`).
     webhook_secret: Option<String>,
     /// Extra headers sent with every delivery (at most 20).
+    #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
     limits: Option<LimitsInput>,
 }
@@ -183,7 +184,13 @@ struct SettingsPatch {
     retry_interval: Option<u64>,
     /// The signing secret; an empty string removes it.
     secret: Option<String>,
+    /// With a new `secret`: seconds (at most 30 days) during which the replaced secret
+    /// still signs every delivery beside it — `X-Webhook-Signature: <new>,<old>` — so
+    /// receivers rotate without downtime.
+    #[schema(maximum = 2592000)]
+    secret_grace_period: Option<u64>,
     /// Extra headers sent with every delivery (at most 20); replaces the previous set.
+    #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
 }
 
@@ -197,6 +204,7 @@ impl From<SettingsPatch> for cases::SettingsPatch {
             max_retries: p.max_retries,
             retry_interval_ms: p.retry_interval,
             secret: p.secret,
+            secret_grace_secs: p.secret_grace_period,
             headers: p.headers,
         }
     }
@@ -246,6 +254,7 @@ pub(super) async fn create(
                 max_retries: body.max_retries,
                 retry_interval_ms: body.retry_interval,
                 secret: body.webhook_secret,
+                secret_grace_secs: None,
                 headers: body.headers,
             },
             limits: body.limits.map(Limits::from),
@@ -316,6 +325,8 @@ pub(super) async fn read(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct UpdateInstance {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     description: Option<String>,
     /// An empty string removes the URL.
@@ -334,7 +345,12 @@ pub(super) struct UpdateInstance {
     retry_interval: Option<u64>,
     /// The signing secret (`secret` of `webhookSettings`); an empty string removes it.
     webhook_secret: Option<String>,
+    /// `secretGracePeriod` of `webhookSettings`: with a new `webhookSecret`, seconds (at
+    /// most 30 days) during which the replaced secret still signs beside it.
+    #[schema(maximum = 2592000)]
+    webhook_secret_grace_period: Option<u64>,
     /// Extra headers sent with every delivery (at most 20); replaces the previous set.
+    #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
     limits: Option<LimitsInput>,
 }
@@ -378,6 +394,7 @@ pub(super) async fn update(
         max_retries: body.max_retries,
         retry_interval_ms: body.retry_interval,
         secret: body.webhook_secret,
+        secret_grace_secs: body.webhook_secret_grace_period,
         headers: body.headers,
     };
     let webhook_settings = match body.webhook_settings.map(cases::SettingsPatch::from) {

@@ -59,8 +59,7 @@ pub struct ConnectionStatus {
 fn connection(state: &AppState, instance: &Instance) -> ConnectionStatus {
     let view: StatusView = state
         .instances
-        .status_board()
-        .get(&instance.id)
+        .live_status(&instance.id)
         .unwrap_or_else(|| StatusView::from_status(instance.status));
     ConnectionStatus {
         ready: view.ready,

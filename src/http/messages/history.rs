@@ -84,10 +84,10 @@ pub(super) struct HistoryParams {
     /// How many messages to skip.
     skip: Option<u64>,
     /// Only messages at or after this ISO 8601 date or date-time.
-    #[param(example = "2024-01-31")]
+    #[param(format = DateTime, example = "2024-01-31T00:00:00Z")]
     start_date: Option<String>,
     /// Only messages at or before this ISO 8601 date or date-time.
-    #[param(example = "2024-01-31T12:00:00Z")]
+    #[param(format = DateTime, example = "2024-01-31T12:00:00Z")]
     end_date: Option<String>,
 }
 
@@ -279,7 +279,7 @@ pub(super) async fn mark_read(
         ("messageId" = String, Path, description = "The message's WhatsApp id (`messageId` in the history)"),
     ),
     responses(
-        (status = 200, description = "The file, with its own Content-Type", content_type = "application/octet-stream", body = Binary),
+        (status = 200, description = "The file, with its own Content-Type (the media type it was sent or received with)", content_type = "*/*", body = Binary),
         (status = 404, description = "No such instance or message, or no stored media", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )

@@ -1,14 +1,14 @@
 //! Sending: texts, files the server downloads from a URL, uploaded files. The instance
 //! is checked to be within its limits, messages included, before anything is sent.
 
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::gateway::messaging::{MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, chat_address};
+use crate::http::extract::{AppJson, AppMultipart, chat_address};
 use crate::http::openapi::{NO_INSTANCE_OR_NUMBER, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
@@ -23,7 +23,7 @@ pub(super) struct Sent {
 #[serde(deny_unknown_fields)]
 pub(super) struct SendText {
     /// A phone number or a WhatsApp address (person or group).
-    #[schema(example = "79001234567")]
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// The text, at most 65,536 characters.
     #[schema(example = "Hello!")]
@@ -64,7 +64,7 @@ pub(super) async fn send_text(
 #[serde(deny_unknown_fields)]
 pub(super) struct SendMedia {
     /// A phone number or a WhatsApp address (person or group).
-    #[schema(example = "79001234567")]
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// Where the server downloads the file from (http or https); 502
     /// `media_fetch_failed` when it cannot.
@@ -118,6 +118,7 @@ pub(super) async fn send_media(
 #[allow(dead_code)]
 struct SendFileForm {
     /// A phone number or a WhatsApp address (person or group).
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// At most 4096 characters.
     caption: Option<String>,
@@ -135,7 +136,7 @@ struct SendFileForm {
     request_body(content = SendFileForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 400, description = "Not a multipart form, or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
+        (status = 400, description = "Not a multipart form (`invalid_content_type`), or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_OR_NUMBER, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
@@ -145,7 +146,7 @@ struct SendFileForm {
 pub(super) async fn send_file(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
-    mut form: Multipart,
+    AppMultipart(mut form): AppMultipart,
 ) -> ApiResult<AppJson<Sent>> {
     let max = state.config.max_upload_bytes;
     let mut phone = None;

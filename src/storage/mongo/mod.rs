@@ -408,7 +408,7 @@ impl Fields<'_> {
 
     pub fn opt_time(&self, key: &str) -> StoreResult<Option<DateTime<Utc>>> {
         match self.get(key) {
-            None => Ok(None),
+            None | Some(Bson::Null) => Ok(None),
             Some(Bson::DateTime(d)) => from_millis(d.timestamp_millis()).map(Some),
             Some(_) => Err(self.wrong(key)),
         }
@@ -488,6 +488,8 @@ fn webhook_doc(w: &WebhookSettings) -> Document {
         "retryIntervalMs": clamp_i64(w.retry_interval_ms),
         "secret": w.secret.as_deref(),
         "headers": headers,
+        "previousSecret": w.previous_secret.as_deref(),
+        "previousSecretUntil": w.previous_secret_until.map(date),
     }
 }
 
@@ -510,6 +512,8 @@ fn webhook_from_doc(f: &Fields<'_>) -> StoreResult<WebhookSettings> {
         retry_interval_ms: u64::try_from(count("retryIntervalMs")?).map_err(corrupt)?,
         secret: f.opt_string("secret")?,
         headers,
+        previous_secret: f.opt_string("previousSecret")?,
+        previous_secret_until: f.opt_time("previousSecretUntil")?,
     })
 }
 

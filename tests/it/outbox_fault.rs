@@ -1,0 +1,142 @@
+//! A webhook outbox that refuses to queue while a test says so: the real (sled) outbox
+//! of the server, wrapped through the server's `wrap_outbox` seam.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use wagate_actors::domain::Page;
+use wagate_actors::error::StoreError;
+use wagate_actors::webhook_queue::{DeadLetter, DeliveryRecord, Outbox, WebhookJob};
+
+/// The switch shared by the test and every outbox it wraps (one per server boot).
+#[derive(Clone, Default)]
+pub struct OutboxFault {
+    refusing: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl OutboxFault {
+    /// A switch that starts refusing.
+    pub fn refusing() -> OutboxFault {
+        let fault = OutboxFault::default();
+        fault.refuse();
+        fault
+    }
+
+    /// From now on, queueing an event (a job or a cursor move) fails as a storage error.
+    pub fn refuse(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on the outbox works again.
+    pub fn heal(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+
+    /// Writes refused so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// The seam: wraps a server's outbox.
+    pub fn wrapper(&self) -> wagate::app::OutboxWrapper {
+        let fault = self.clone();
+        Arc::new(move |inner| {
+            Arc::new(Faulty {
+                inner,
+                fault: fault.clone(),
+            })
+        })
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.refusing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable(
+                "webhook outbox: refusing writes (test fault)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Faulty {
+    inner: Arc<dyn Outbox>,
+    fault: OutboxFault,
+}
+
+#[async_trait]
+impl Outbox for Faulty {
+    async fn push(&self, job: WebhookJob) -> Result<WebhookJob, StoreError> {
+        self.fault.check()?;
+        self.inner.push(job).await
+    }
+
+    async fn skip(&self, instance_id: &str, event_id: &str) -> Result<(), StoreError> {
+        self.fault.check()?;
+        self.inner.skip(instance_id, event_id).await
+    }
+
+    async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.cursor(instance_id).await
+    }
+
+    async fn head(&self, instance_id: &str) -> Result<Option<WebhookJob>, StoreError> {
+        self.inner.head(instance_id).await
+    }
+
+    async fn update(&self, job: &WebhookJob) -> Result<(), StoreError> {
+        self.inner.update(job).await
+    }
+
+    async fn remove(&self, job: &WebhookJob) -> Result<(), StoreError> {
+        self.inner.remove(job).await
+    }
+
+    async fn bury(&self, dead: DeadLetter) -> Result<(), StoreError> {
+        self.inner.bury(dead).await
+    }
+
+    async fn dead_letters(&self, instance_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(instance_id).await
+    }
+
+    async fn revive(
+        &self,
+        instance_id: &str,
+        event_id: &str,
+    ) -> Result<Option<WebhookJob>, StoreError> {
+        self.inner.revive(instance_id, event_id).await
+    }
+
+    async fn requeue(&self, job: WebhookJob) -> Result<WebhookJob, StoreError> {
+        self.fault.check()?;
+        self.inner.requeue(job).await
+    }
+
+    async fn pending_instances(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.pending_instances().await
+    }
+
+    async fn depth(&self) -> Result<u64, StoreError> {
+        self.inner.depth().await
+    }
+
+    async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError> {
+        self.inner.record(instance_id, record).await
+    }
+
+    async fn deliveries(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        skip: u64,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        self.inner.deliveries(instance_id, limit, skip).await
+    }
+
+    async fn purge(&self, instance_id: &str) -> Result<(), StoreError> {
+        self.inner.purge(instance_id).await
+    }
+}
