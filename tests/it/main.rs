@@ -17,6 +17,7 @@ mod metrics;
 mod openapi;
 mod properties;
 mod receiver;
+mod replies;
 mod security;
 mod startup;
 mod stats;
