@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
 use crate::domain::{
     ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
-    Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Usage, UsageFilter,
-    UsageKey, User,
+    Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Reaction, Usage,
+    UsageFilter, UsageKey, User,
 };
 pub use crate::error::{StoreError, StoreResult};
 
@@ -113,6 +113,14 @@ pub trait MessageStore: Send + Sync {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Message>>;
+    /// Replaces the reactions stored on a message; returns whether it exists.
+    async fn set_message_reactions(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        reactions: &[Reaction],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Newest first.
     async fn chat_history(
         &self,
@@ -326,7 +334,8 @@ pub enum Record {
     Activity(ActivityEntry),
     Event(InstanceEvent),
     Message {
-        message: Message,
+        /// Boxed: a message is much larger than the other records.
+        message: Box<Message>,
         read_by_me: bool,
     },
     Contact(Contact),

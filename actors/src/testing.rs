@@ -346,6 +346,26 @@ impl MessageStore for MemoryStorage {
             .cloned())
     }
 
+    async fn set_message_reactions(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        reactions: &[crate::domain::Reaction],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut data = self.open()?;
+        let Some(message) = data
+            .messages
+            .iter_mut()
+            .find(|m| m.instance_id == instance_id && m.message_id == message_id)
+        else {
+            return Ok(false);
+        };
+        message.reactions = reactions.to_vec();
+        message.updated_at = at;
+        Ok(true)
+    }
+
     async fn advance_message_status(
         &self,
         instance_id: &str,
@@ -588,7 +608,7 @@ impl TransferStore for MemoryStorage {
                     read_by_me: data
                         .read
                         .contains(&(m.instance_id.clone(), m.message_id.clone())),
-                    message: m.clone(),
+                    message: Box::new(m.clone()),
                 })
                 .collect(),
             RecordKind::Contacts => data.contacts.iter().cloned().map(Record::Contact).collect(),
@@ -637,7 +657,7 @@ impl TransferStore for MemoryStorage {
                         data.read
                             .insert((message.instance_id.clone(), message.message_id.clone()));
                     }
-                    data.messages.push(message);
+                    data.messages.push(*message);
                 }
                 Record::Contact(c) => data.contacts.push(c),
                 Record::Usage(k, u) => {

@@ -3,10 +3,11 @@
 //! send is asked for; this module checks the message and prepares the media (fetch,
 //! store under uploads), then hands it to the instance's actor.
 
-use wagate_actors::domain::{Jid, Message};
+use wagate_actors::domain::address::jid_for;
+use wagate_actors::domain::{Jid, Message, normalize_phone};
 use wagate_actors::engine::OutboundContent;
 use wagate_actors::error::DomainError;
-use wagate_actors::instance::{InstanceHandle, InstancesHandle};
+use wagate_actors::instance::{InstanceHandle, InstancesHandle, SendExtras};
 
 use crate::media::{self, MediaFile, MediaStore};
 use crate::outbound::OutboundError;
@@ -57,6 +58,56 @@ pub fn check_caption(caption: Option<String>) -> Result<Option<String>, SendErro
     }
 }
 
+/// Most people one message may mention.
+pub const MAX_MENTIONS: usize = 256;
+/// Longest accepted reaction (an emoji with its modifiers and joiners), in characters.
+pub const MAX_REACTION: usize = 16;
+
+/// What a send may carry besides its content, as the client gave it.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// The WhatsApp id of a stored message of the same chat.
+    pub reply_to: Option<String>,
+    /// Phone numbers.
+    pub mentions: Vec<String>,
+}
+
+/// Checks the extras of a send: the mentions must be phone numbers (made addresses),
+/// at most [`MAX_MENTIONS`]; a blank `replyTo` is none.
+pub fn check_extras(extras: Extras) -> Result<SendExtras, SendError> {
+    if extras.mentions.len() > MAX_MENTIONS {
+        return Err(SendError::Invalid(format!(
+            "mentions must name at most {MAX_MENTIONS} people"
+        )));
+    }
+    let mut mentions = Vec::with_capacity(extras.mentions.len());
+    for phone in &extras.mentions {
+        let digits =
+            normalize_phone(phone).map_err(|e| SendError::Invalid(format!("mentions: {e}")))?;
+        let jid = jid_for(&digits);
+        if !mentions.contains(&jid) {
+            mentions.push(jid);
+        }
+    }
+    Ok(SendExtras {
+        reply_to: extras
+            .reply_to
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty()),
+        mentions,
+    })
+}
+
+/// A reaction: empty (take it back) or a short emoji, no whitespace.
+pub fn check_reaction(emoji: &str) -> Result<(), SendError> {
+    if emoji.chars().count() > MAX_REACTION || emoji.chars().any(char::is_whitespace) {
+        return Err(SendError::Invalid(format!(
+            "emoji must be one emoji (at most {MAX_REACTION} characters, no spaces) or empty"
+        )));
+    }
+    Ok(())
+}
+
 /// A file to send from a URL.
 #[derive(Debug, Clone)]
 pub struct MediaByUrl {
@@ -104,12 +155,32 @@ impl Messenger {
         instance_id: &str,
         to: &Jid,
         text: String,
+        extras: Extras,
     ) -> Result<Message, SendError> {
         check_text(&text)?;
+        let extras = check_extras(extras)?;
         Ok(self
             .actors
             .get(instance_id)?
-            .send(to.as_str(), OutboundContent::Text(text))
+            .send(to.as_str(), OutboundContent::Text(text), extras)
+            .await?)
+    }
+
+    /// Reacts to a stored message; an empty emoji takes the reaction back.
+    ///
+    /// Fails with `Invalid` for a malformed emoji, `Domain` for an unknown message or
+    /// an instance that cannot send.
+    pub async fn react(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        emoji: &str,
+    ) -> Result<(), SendError> {
+        check_reaction(emoji)?;
+        Ok(self
+            .actors
+            .get(instance_id)?
+            .react(message_id, emoji)
             .await?)
     }
 
@@ -123,7 +194,9 @@ impl Messenger {
         instance_id: &str,
         to: &Jid,
         media: MediaByUrl,
+        extras: Extras,
     ) -> Result<Message, SendError> {
+        let extras = check_extras(extras)?;
         let handle = self.actors.get(instance_id)?;
         handle.ensure_connected().await?;
         let file = media::fetch(
@@ -137,8 +210,15 @@ impl Messenger {
             .file_name
             .and_then(|n| media::safe_file_name(&n))
             .or(file.file_name.clone());
-        self.send_file(&handle, instance_id, to, file, file_name, media.caption)
-            .await
+        self.send_file(
+            &handle,
+            instance_id,
+            to,
+            (file, file_name),
+            media.caption,
+            extras,
+        )
+        .await
     }
 
     /// Sends an uploaded file under its own name; `caption` is checked already.
@@ -150,10 +230,12 @@ impl Messenger {
         to: &Jid,
         file: MediaFile,
         caption: Option<String>,
+        extras: Extras,
     ) -> Result<Message, SendError> {
+        let extras = check_extras(extras)?;
         let handle = self.actors.get(instance_id)?;
         let file_name = file.file_name.clone();
-        self.send_file(&handle, instance_id, to, file, file_name, caption)
+        self.send_file(&handle, instance_id, to, (file, file_name), caption, extras)
             .await
     }
 
@@ -164,9 +246,9 @@ impl Messenger {
         handle: &InstanceHandle,
         instance_id: &str,
         to: &Jid,
-        file: MediaFile,
-        file_name: Option<String>,
+        (file, file_name): (MediaFile, Option<String>),
         caption: Option<String>,
+        extras: SendExtras,
     ) -> Result<Message, SendError> {
         if file.bytes.is_empty() {
             return Err(SendError::Invalid("the file is empty".into()));
@@ -185,7 +267,7 @@ impl Messenger {
             path: path.clone(),
             size,
         };
-        let result = handle.send(to.as_str(), content).await;
+        let result = handle.send(to.as_str(), content, extras).await;
         if result.is_err() {
             self.media.remove_file(&path).await;
         }

@@ -34,7 +34,7 @@ pub const TAG: &str = "docs";
 
 /// Descriptions of error answers many endpoints share.
 pub const NO_INSTANCE: &str = "No such instance visible to the caller";
-pub const NO_INSTANCE_OR_NUMBER: &str = "No such instance visible to the caller, or the recipient's number is not on WhatsApp (`not_on_whatsapp`)";
+pub const NO_INSTANCE_NUMBER_OR_QUOTE: &str = "No such instance visible to the caller, the recipient's number is not on WhatsApp (`not_on_whatsapp`), or `replyTo` names no message of this chat (`not_found`)";
 pub const OVER_LIMIT: &str =
     "The instance's usage limit is reached (`limit_exceeded`); see `Retry-After`";
 pub const NOT_CONNECTED: &str = "The instance is not connected to WhatsApp (`not_connected`)";

@@ -176,6 +176,9 @@ struct InboundRequest {
     body: String,
     push_name: Option<String>,
     media: Option<MediaInput>,
+    /// The id of a message of this chat the contact replies to (shown as
+    /// `quotedMessageId`; not checked, as WhatsApp does not).
+    reply_to: Option<String>,
 }
 
 /// Loads the media of a simulated inbound message from its URL or base64 content.
@@ -287,6 +290,8 @@ async fn inbound(
                 file_name: m.file_name,
             }),
             timestamp: chrono::Utc::now(),
+            quoted_id: body.reply_to.filter(|r| !r.trim().is_empty()),
+            mentions: Vec::new(),
         }))
         .await?;
     Ok(AppJson(Delivered {

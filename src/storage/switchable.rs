@@ -28,7 +28,7 @@ use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
 };
 use wagate_actors::domain::{
-    ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus,
+    ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus, Reaction,
 };
 use wagate_actors::domain::{Usage, UsageFilter, UsageKey};
 use wagate_actors::store::StatsStore;
@@ -319,6 +319,13 @@ forward!(MessageStore {
         event: &InstanceEvent
     ) -> StoreResult<()>;
     read fn message_by_id(&self, instance_id: &str, message_id: &str) -> StoreResult<Option<Message>>;
+    write fn set_message_reactions(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        reactions: &[Reaction],
+        at: DateTime<Utc>
+    ) -> StoreResult<bool>;
     write fn advance_message_status(
         &self,
         instance_id: &str,

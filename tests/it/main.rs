@@ -18,6 +18,7 @@ mod openapi;
 mod outbox_fault;
 mod properties;
 mod receiver;
+mod replies;
 mod security;
 mod startup;
 mod stats;

@@ -338,6 +338,9 @@ async fn seed_history(srv: &TestServer, backend: Backend, id: &str, base: DateTi
                         created_at: ts,
                         updated_at: ts,
                         status_updated_at: None,
+                        quoted_message_id: None,
+                        mentions: Vec::new(),
+                        reactions: Vec::new(),
                     }
                 })
                 .collect();

@@ -395,6 +395,9 @@ fn message(
         created_at: ts,
         updated_at: ts,
         status_updated_at: None,
+        quoted_message_id: None,
+        mentions: Vec::new(),
+        reactions: Vec::new(),
     }
 }
 
@@ -448,6 +451,64 @@ pub async fn messages_and_statuses(s: DynStorage) {
             .expect("get")
             .map(|m| m.status),
         Some(MessageStatus::Read)
+    );
+
+    // A reply keeps what it quotes and mentions; reactions replace the stored ones.
+    let reply = Message {
+        quoted_message_id: Some("WA1".into()),
+        mentions: vec!["7900@s.whatsapp.net".into(), "7901@s.whatsapp.net".into()],
+        ..message("inst", "7900@s.whatsapp.net", "WA2", false, later)
+    };
+    s.insert_message(&reply).await.expect("insert the reply");
+    assert_eq!(
+        s.message_by_id("inst", "WA2").await.expect("get"),
+        Some(reply.clone())
+    );
+    let reactions = vec![
+        wagate_actors::domain::Reaction {
+            sender: "7900@s.whatsapp.net".into(),
+            from_me: false,
+            emoji: "👍".into(),
+            timestamp: 7,
+        },
+        wagate_actors::domain::Reaction {
+            sender: "7999@s.whatsapp.net".into(),
+            from_me: true,
+            emoji: "❤️".into(),
+            timestamp: 8,
+        },
+    ];
+    let at = later + Duration::seconds(1);
+    assert!(
+        s.set_message_reactions("inst", "WA2", &reactions, at)
+            .await
+            .expect("react")
+    );
+    let stored = s
+        .message_by_id("inst", "WA2")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.reactions, reactions);
+    assert_eq!(stored.updated_at, at);
+    assert_eq!(stored.quoted_message_id.as_deref(), Some("WA1"));
+    assert!(
+        s.set_message_reactions("inst", "WA2", &[], at)
+            .await
+            .expect("clear")
+    );
+    assert_eq!(
+        s.message_by_id("inst", "WA2")
+            .await
+            .expect("get")
+            .map(|m| m.reactions),
+        Some(Vec::new())
+    );
+    assert!(
+        !s.set_message_reactions("inst", "nope", &reactions, at)
+            .await
+            .expect("unknown"),
+        "an unknown message is no reaction target"
     );
 }
 

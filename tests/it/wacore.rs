@@ -1173,3 +1173,158 @@ async fn an_inbound_message_survives_the_instance_dying_before_storing_it() {
     assert_eq!(rig.signed("message_received").len(), 1);
     rig.clean();
 }
+
+/// A reply through the API reaches the peer with WhatsApp's context: the quoted id, its
+/// author and text, and the mentioned people, as the peer decrypts them. The peer's own
+/// reply (quoting the gateway's message, mentioning the account) shows its quoted id in
+/// the webhook and the history.
+#[tokio::test]
+async fn replies_and_mentions_travel_both_ways() {
+    use fake_whatsapp::{MessageField, wa};
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let question = bob.send_text(ACCOUNT, "Lunch?").await.expect("sent");
+    rig.received(&question).await;
+
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": BOB, "message": "Yes, @79005550001", "replyTo": question,
+                   "mentions": [BOB]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let reply = body["id"].as_str().expect("id").to_owned();
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets the reply");
+    assert_eq!(got.id, reply);
+    let text = got
+        .message
+        .extended_text_message
+        .as_option()
+        .unwrap_or_else(|| panic!("an extended text: {:?}", got.message));
+    assert_eq!(text.text.as_deref(), Some("Yes, @79005550001"));
+    let context = text.context_info.as_option().expect("context info");
+    assert_eq!(context.stanza_id.as_deref(), Some(question.as_str()));
+    assert_eq!(context.participant.as_deref(), Some(BOB_JID));
+    assert_eq!(context.mentioned_jid, [BOB_JID]);
+    assert_eq!(
+        context
+            .quoted_message
+            .as_option()
+            .and_then(|q| q.conversation.as_deref()),
+        Some("Lunch?")
+    );
+    let stored = rig.stored(BOB_JID, &reply).await;
+    assert_eq!(stored["quotedMessageId"], question.as_str(), "{stored}");
+    assert_eq!(stored["mentions"], json!([BOB_JID]), "{stored}");
+
+    // Bob answers the reply, quoting it and mentioning the account.
+    let account_jid = format!("{ACCOUNT}@s.whatsapp.net");
+    let answer = wa::Message {
+        extended_text_message: MessageField::some(wa::message::ExtendedTextMessage {
+            text: Some("Great".into()),
+            context_info: MessageField::some(wa::ContextInfo {
+                stanza_id: Some(reply.clone()),
+                participant: Some(account_jid.clone()),
+                mentioned_jid: vec![account_jid.clone()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let answer_id = bob.send_message(ACCOUNT, &answer).await.expect("sent");
+    let hook = rig.received(&answer_id).await;
+    assert_eq!(hook["data"]["body"], "Great", "{hook}");
+    assert_eq!(hook["data"]["quotedMessageId"], reply.as_str(), "{hook}");
+    assert_eq!(hook["data"]["mentions"], json!([account_jid]), "{hook}");
+    let stored = rig.stored(BOB_JID, &answer_id).await;
+    assert_eq!(stored["quotedMessageId"], reply.as_str(), "{stored}");
+    rig.clean();
+}
+
+/// A reaction through the API reaches the peer as a ReactionMessage naming the message
+/// by its id; taking it back sends an empty one. The peer's reaction to the gateway's
+/// message arrives as a signed `message_reaction` and is stored on the message.
+#[tokio::test]
+async fn reactions_travel_both_ways() {
+    use fake_whatsapp::{MessageField, wa};
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let hello = rig.send(BOB, "Hello Bob").await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.id, hello);
+
+    for emoji in ["👍", ""] {
+        let (code, body) = rig
+            .server
+            .post(
+                &format!("/api/whatsapp/{}/messages/{hello}/reaction", rig.id),
+                &rig.auth,
+                json!({ "emoji": emoji }),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let got = bob
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("Bob gets the reaction");
+        let reaction = got
+            .message
+            .reaction_message
+            .as_option()
+            .unwrap_or_else(|| panic!("a reaction: {:?}", got.message));
+        assert_eq!(reaction.text.as_deref(), Some(emoji));
+        let key = reaction.key.as_option().expect("key");
+        assert_eq!(key.id.as_deref(), Some(hello.as_str()));
+        assert_eq!(key.from_me, Some(true), "the reactor wrote the message");
+    }
+    let reactions = rig
+        .hook("message_reaction", |e| e["data"]["emoji"] == "")
+        .await;
+    assert_eq!(reactions["data"]["fromMe"], true, "{reactions}");
+    assert_eq!(rig.stored(BOB_JID, &hello).await["reactions"], json!([]));
+
+    // Bob reacts to the gateway's message.
+    let reaction = wa::Message {
+        reaction_message: MessageField::some(wa::message::ReactionMessage {
+            key: MessageField::some(wa::MessageKey {
+                remote_jid: Some(format!("{ACCOUNT}@s.whatsapp.net")),
+                from_me: Some(false),
+                id: Some(hello.clone()),
+                participant: None,
+            }),
+            text: Some("🔥".into()),
+            sender_timestamp_ms: Some(chrono::Utc::now().timestamp_millis()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    bob.send_message(ACCOUNT, &reaction).await.expect("sent");
+    let hook = rig
+        .hook("message_reaction", |e| e["data"]["emoji"] == "🔥")
+        .await;
+    let data = &hook["data"];
+    assert_eq!(data["messageId"], hello.as_str(), "{hook}");
+    assert_eq!(data["sender"], BOB_JID, "{hook}");
+    assert_eq!(data["remoteJid"], BOB_JID, "{hook}");
+    assert_eq!(data["fromMe"], false, "{hook}");
+    let stored = eventually(20, "Bob's reaction stored", || async {
+        let m = rig.stored(BOB_JID, &hello).await;
+        (m["reactions"].as_array().map(Vec::len) == Some(1)).then_some(m)
+    })
+    .await;
+    assert_eq!(stored["reactions"][0]["emoji"], "🔥", "{stored}");
+    assert_eq!(stored["reactions"][0]["sender"], BOB_JID, "{stored}");
+    // A reaction is no message of its own in the history.
+    assert_eq!(rig.history(BOB_JID).await.len(), 1);
+    rig.clean();
+}

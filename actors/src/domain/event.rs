@@ -30,19 +30,21 @@ pub enum EventKind {
     MessageReceived,
     MessageSent,
     MessageStatus,
+    MessageReaction,
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
         EventKind::MessageReceived,
         EventKind::MessageSent,
         EventKind::MessageStatus,
+        EventKind::MessageReaction,
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
@@ -57,6 +59,7 @@ impl EventKind {
             EventKind::MessageReceived => "message_received",
             EventKind::MessageSent => "message_sent",
             EventKind::MessageStatus => "message_status",
+            EventKind::MessageReaction => "message_reaction",
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
@@ -99,6 +102,8 @@ pub enum Event {
     MessageSent(Box<MessageSent>),
     /// A sent message moved forward (`delivered`, `read`).
     MessageStatus(MessageStatusChanged),
+    /// Someone (or the account) reacted to a stored message, or took the reaction back.
+    MessageReaction(MessageReaction),
     /// A usage limit was reached (once per instance and period).
     LimitExceeded(LimitExceeded),
     WebhookUpdated(WebhookUpdated),
@@ -199,6 +204,53 @@ pub struct MessageReceived {
     pub metadata: serde_json::Value,
     #[serde(flatten, default)]
     pub media: Option<MediaFields>,
+    #[serde(flatten, default)]
+    pub reply: ReplyFields,
+}
+
+/// What a message refers to: the message it replies to and the people it mentions;
+/// absent from the payload when it has neither.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyFields {
+    /// The id of the message of the same chat it replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_message_id: Option<String>,
+    /// The people it mentions (`…@s.whatsapp.net`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+}
+
+impl ReplyFields {
+    pub fn of(message: &Message) -> ReplyFields {
+        ReplyFields {
+            quoted_message_id: message.quoted_message_id.clone(),
+            mentions: message.mentions.clone(),
+        }
+    }
+}
+
+/// A reaction to a stored message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageReaction {
+    /// The id of the message reacted to.
+    pub message_id: String,
+    /// The chat.
+    #[serde(default)]
+    pub remote_jid: String,
+    /// Who reacted; the account's own address when `fromMe`.
+    #[serde(default)]
+    pub sender: String,
+    /// The account reacted (through the API or from its phone).
+    #[serde(default)]
+    pub from_me: bool,
+    /// Empty when the reaction was taken back.
+    #[serde(default)]
+    pub emoji: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub timestamp: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +273,8 @@ pub struct MessageSent {
     pub status: MessageStatus,
     #[serde(flatten, default)]
     pub media: Option<MediaFields>,
+    #[serde(flatten, default)]
+    pub reply: ReplyFields,
 }
 
 fn yes() -> bool {
@@ -292,6 +346,7 @@ impl Event {
             Event::MessageReceived(_) => EventKind::MessageReceived,
             Event::MessageSent(_) => EventKind::MessageSent,
             Event::MessageStatus(_) => EventKind::MessageStatus,
+            Event::MessageReaction(_) => EventKind::MessageReaction,
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
@@ -325,6 +380,7 @@ impl Event {
                 Event::MessageSent(Box::new(m))
             }
             EventKind::MessageStatus => Event::MessageStatus(read(data).map_err(fit)?),
+            EventKind::MessageReaction => Event::MessageReaction(read(data).map_err(fit)?),
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
@@ -467,6 +523,7 @@ impl Serialize for EventData<'_> {
             Event::MessageReceived(p) => with(s, id, p.as_ref()),
             Event::MessageSent(p) => with(s, id, p.as_ref()),
             Event::MessageStatus(p) => with(s, id, p),
+            Event::MessageReaction(p) => with(s, id, p),
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),
@@ -508,6 +565,7 @@ mod tests {
             status: MessageStatus::Received,
             metadata: json!({"pushName": "Иван", "timestamp": 1_672_531_200}),
             media: None,
+            reply: ReplyFields::default(),
         }))
     }
 
@@ -578,8 +636,28 @@ mod tests {
                 file_name: None,
                 caption: Some("cap".into()),
             }),
+            reply: ReplyFields {
+                quoted_message_id: Some("m1".into()),
+                mentions: vec!["2@s.whatsapp.net".into()],
+            },
         }));
-        for event in [received(), with_media] {
+        let reaction = Event::MessageReaction(MessageReaction {
+            message_id: "m1".into(),
+            remote_jid: "1@s.whatsapp.net".into(),
+            sender: "1@s.whatsapp.net".into(),
+            from_me: false,
+            emoji: "👍".into(),
+            timestamp: 6,
+        });
+        let data = InstanceEvent::new("i1", with_media.clone()).data_json();
+        assert_eq!(data["quotedMessageId"], "m1", "{data}");
+        assert_eq!(data["mentions"], json!(["2@s.whatsapp.net"]), "{data}");
+        let plain = InstanceEvent::new("i1", received()).data_json();
+        assert!(
+            plain.get("quotedMessageId").is_none() && plain.get("mentions").is_none(),
+            "a message without a quote or mentions keeps its old shape: {plain}"
+        );
+        for event in [received(), with_media, reaction] {
             let e = InstanceEvent::new("i1", event);
             let back = InstanceEvent::from_stored(
                 e.id.clone(),

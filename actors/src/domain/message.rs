@@ -114,6 +114,35 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub status_updated_at: Option<DateTime<Utc>>,
+    /// The id of the message of this chat it replies to.
+    pub quoted_message_id: Option<String>,
+    /// The people it mentions (`…@s.whatsapp.net` addresses).
+    pub mentions: Vec<String>,
+    /// The reactions on it, one per reacting person (the latest wins; none when removed).
+    pub reactions: Vec<Reaction>,
+}
+
+/// One person's reaction to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Reaction {
+    /// Who reacted: a person's address, or the account's own when `fromMe`.
+    pub sender: String,
+    pub from_me: bool,
+    #[cfg_attr(feature = "openapi", schema(example = "👍"))]
+    pub emoji: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+/// Sets one person's reaction among `reactions` (an empty emoji removes it); the
+/// others stay.
+pub fn apply_reaction(reactions: &mut Vec<Reaction>, reaction: Reaction) {
+    reactions.retain(|r| !(r.sender == reaction.sender && r.from_me == reaction.from_me));
+    if !reaction.emoji.is_empty() {
+        reactions.push(reaction);
+    }
 }
 
 /// Filters of a chat's history.
@@ -253,6 +282,31 @@ mod tests {
         assert!(!Failed.can_become(Sent));
         assert!(!Received.can_become(Read));
         assert_eq!(Read.predecessors(), vec![Pending, Sent, Delivered]);
+    }
+
+    #[test]
+    fn a_reaction_replaces_the_same_persons_and_an_empty_one_removes_it() {
+        let r = |sender: &str, from_me, emoji: &str| Reaction {
+            sender: sender.into(),
+            from_me,
+            emoji: emoji.into(),
+            timestamp: 1,
+        };
+        let mut reactions = Vec::new();
+        let mut apply = |reaction| {
+            apply_reaction(&mut reactions, reaction);
+            reactions.clone()
+        };
+        assert_eq!(apply(r("a", false, "👍")), vec![r("a", false, "👍")]);
+        assert_eq!(
+            apply(r("me", true, "❤")),
+            vec![r("a", false, "👍"), r("me", true, "❤")]
+        );
+        assert_eq!(
+            apply(r("a", false, "😂")),
+            vec![r("me", true, "❤"), r("a", false, "😂")]
+        );
+        assert_eq!(apply(r("me", true, "")), vec![r("a", false, "😂")]);
     }
 
     #[test]

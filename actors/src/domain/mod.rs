@@ -31,7 +31,8 @@ pub use instance::{
     WebhookSettings,
 };
 pub use message::{
-    ChatSummary, Contact, ContactQuery, HistoryQuery, MediaKind, Message, MessageStatus,
+    ChatSummary, Contact, ContactQuery, HistoryQuery, MediaKind, Message, MessageStatus, Reaction,
+    apply_reaction,
 };
 pub use usage::{Clock, ManualClock, SystemClock, Usage, UsageFilter, UsageKey};
 

@@ -74,6 +74,24 @@ pub enum EngineEvent {
     },
     /// WhatsApp told us a contact's name.
     Contact(EngineContact),
+    /// Someone reacted to a message (or took a reaction back: an empty emoji).
+    Reaction(InboundReaction),
+}
+
+/// A reaction WhatsApp brought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundReaction {
+    /// The chat of the message reacted to.
+    pub chat: String,
+    /// Who reacted; the phone form when known.
+    pub sender: String,
+    /// The account reacted from another of its devices (the phone).
+    pub from_me: bool,
+    /// WhatsApp's id of the message reacted to.
+    pub target_id: String,
+    /// Empty when the reaction is taken back.
+    pub emoji: String,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
 }
 
 /// A message received from WhatsApp.
@@ -90,6 +108,10 @@ pub struct InboundMessage {
     pub text: Option<String>,
     pub media: Option<InboundMedia>,
     pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// The id of the message it replies to.
+    pub quoted_id: Option<String>,
+    /// The people it mentions (addresses).
+    pub mentions: Vec<String>,
 }
 
 /// Media attached to an inbound message, already downloaded.
@@ -113,6 +135,28 @@ pub enum OutboundContent {
         path: String,
         size: u64,
     },
+}
+
+/// A stored message another one refers to (a reply's quote, a reaction's target).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRef {
+    /// WhatsApp's id of the message.
+    pub message_id: String,
+    /// The account wrote it.
+    pub from_me: bool,
+    /// Who wrote it when the account did not (the chat itself outside groups).
+    pub author: String,
+    /// Its text or caption, which WhatsApp shows above a reply.
+    pub text: Option<String>,
+}
+
+/// What goes with a message besides its content.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendOptions {
+    /// The message of the same chat it replies to.
+    pub reply_to: Option<MessageRef>,
+    /// The people it mentions (`…@s.whatsapp.net` addresses).
+    pub mentions: Vec<String>,
 }
 
 /// What the engine reports about a message it sent.
@@ -249,6 +293,15 @@ pub trait Engine: Send + Sync {
         &mut self,
         to: &str,
         content: &OutboundContent,
+        options: &SendOptions,
+    ) -> Result<SentMessage, EngineError>;
+    /// Reacts with `emoji` to `target` in `chat`; an empty emoji takes the reaction
+    /// back. Fails with `InvalidState` when the session is not connected.
+    async fn react(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+        emoji: &str,
     ) -> Result<SentMessage, EngineError>;
     /// Tells the sender's phone that these messages of `chat` were read.
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError>;

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 use super::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
-    InboundMedia, InboundMessage, OutboundContent, SandboxControl, SentMessage,
+    InboundMedia, InboundMessage, InboundReaction, MessageRef, OutboundContent, SandboxControl,
+    SendOptions, SentMessage,
 };
 use crate::domain::MessageStatus;
 use crate::domain::address::{USER_SERVER, jid_for};
@@ -467,6 +468,7 @@ impl Engine for SandboxEngine {
         &mut self,
         to: &str,
         content: &OutboundContent,
+        options: &SendOptions,
     ) -> Result<SentMessage, EngineError> {
         let (phone, push_name) = self.session.connected_as()?;
         let sent = SentMessage {
@@ -500,12 +502,40 @@ impl Engine for SandboxEngine {
                 text,
                 media,
                 timestamp: sent.timestamp,
+                quoted_id: options.reply_to.as_ref().map(|q| q.message_id.clone()),
+                mentions: options.mentions.clone(),
             }));
             self.session.emit(EngineEvent::Receipt {
                 chat: to.to_owned(),
                 message_ids: vec![sent.message_id.clone()],
                 status: MessageStatus::Delivered,
             });
+        }
+        Ok(sent)
+    }
+
+    /// Delivers the reaction to the sandbox instance linked as the chat, if any.
+    async fn react(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+        emoji: &str,
+    ) -> Result<SentMessage, EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        let sent = SentMessage {
+            message_id: new_message_id(),
+            timestamp: Utc::now(),
+        };
+        if let Some(recipient) = self.session.network.sink_for(chat) {
+            let me = jid_for(&phone);
+            recipient(EngineEvent::Reaction(InboundReaction {
+                chat: me.clone(),
+                sender: me,
+                from_me: false,
+                target_id: target.message_id.clone(),
+                emoji: emoji.to_owned(),
+                timestamp: sent.timestamp,
+            }));
         }
         Ok(sent)
     }
@@ -1007,6 +1037,8 @@ mod tests {
                 text: Some("too late".into()),
                 media: None,
                 timestamp: Utc::now(),
+                quoted_id: None,
+                mentions: Vec::new(),
             }))
             .await;
         assert!(

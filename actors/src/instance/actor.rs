@@ -18,19 +18,19 @@ use tokio::time::Instant;
 
 use super::InstanceDeps;
 use super::status::{StatusBoard, StatusView};
-use crate::domain::address::is_group_jid;
+use crate::domain::address::{is_group_jid, jid_for};
 use crate::domain::event::{
-    Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageReceived, MessageSent,
-    MessageStatusChanged, QrReceived,
+    Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageReaction, MessageReceived,
+    MessageSent, MessageStatusChanged, QrReceived, ReplyFields,
 };
 use crate::domain::message::media_url;
 use crate::domain::{
     ActivityEntry, Contact, EngineKind, Event, Instance, InstanceEvent, InstanceStatus, MediaKind,
-    Message, MessageStatus, new_id,
+    Message, MessageStatus, Reaction, apply_reaction, new_id,
 };
 use crate::engine::{
     CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
-    InboundMessage, OutboundContent, SandboxControl,
+    InboundMessage, InboundReaction, MessageRef, OutboundContent, SandboxControl, SendOptions,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -73,7 +73,13 @@ pub enum InstanceMsg {
     Send {
         to: String,
         content: OutboundContent,
+        extras: SendExtras,
         reply: RpcReplyPort<Result<Message, DomainError>>,
+    },
+    React {
+        message_id: String,
+        emoji: String,
+        reply: RpcReplyPort<Result<(), DomainError>>,
     },
     MarkRead {
         chat: String,
@@ -243,6 +249,7 @@ impl Actor for InstanceActor {
                         .on_message(state, message, true)
                         .await
                         .map_err(|e| e.to_string()),
+                    EngineEvent::Reaction(reaction) => self.on_reaction(state, reaction).await,
                     other => self
                         .on_engine_event(state, other)
                         .await
@@ -289,8 +296,21 @@ impl Actor for InstanceActor {
                     }
                 }
             }
-            InstanceMsg::Send { to, content, reply } => {
-                let answer = self.send(state, &to, content).await;
+            InstanceMsg::Send {
+                to,
+                content,
+                extras,
+                reply,
+            } => {
+                let answer = self.send(state, &to, content, extras).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::React {
+                message_id,
+                emoji,
+                reply,
+            } => {
+                let answer = self.react(state, &message_id, emoji).await;
                 let _ = reply.send(answer);
             }
             InstanceMsg::MarkRead { chat, reply } => {
@@ -488,6 +508,9 @@ impl InstanceActor {
             EngineEvent::SentByPhone(message) => {
                 let _ = self.on_message(state, message, true).await;
             }
+            EngineEvent::Reaction(reaction) => {
+                let _ = self.on_reaction(state, reaction).await;
+            }
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -618,12 +641,25 @@ impl InstanceActor {
         state: &mut InstanceState,
         to: &str,
         content: OutboundContent,
+        extras: SendExtras,
     ) -> Result<Message, DomainError> {
+        connected_engine(&self.board, state)?;
+        let reply_to = match &extras.reply_to {
+            Some(id) => Some(self.message_of_chat(state, to, id).await?),
+            None => None,
+        };
+        let options = SendOptions {
+            reply_to: reply_to.as_ref().map(message_ref),
+            mentions: extras.mentions,
+        };
         let engine = connected_engine(&self.board, state)?;
-        let sent = engine.send(to, &content).await.map_err(|err| match err {
-            EngineError::InvalidState(_) => not_connected(),
-            other => engine_error(other),
-        })?;
+        let sent = engine
+            .send(to, &content, &options)
+            .await
+            .map_err(|err| match err {
+                EngineError::InvalidState(_) => not_connected(),
+                other => engine_error(other),
+            })?;
         let now = Utc::now();
         let (message_type, text, caption, media) = match &content {
             OutboundContent::Text(text) => ("text".to_owned(), Some(text.clone()), None, None),
@@ -665,6 +701,9 @@ impl InstanceActor {
             created_at: now,
             updated_at: now,
             status_updated_at: Some(now),
+            quoted_message_id: reply_to.map(|m| m.message_id),
+            mentions: options.mentions,
+            reactions: Vec::new(),
         };
         let event = Event::MessageSent(Box::new(MessageSent {
             message_id: message.message_id.clone(),
@@ -676,6 +715,7 @@ impl InstanceActor {
             from_me: true,
             status: MessageStatus::Sent,
             media: MediaFields::of(&message),
+            reply: ReplyFields::of(&message),
         }));
         // The message and its event commit together: no stored send without its webhook.
         let event = InstanceEvent::new(&state.id, event);
@@ -690,6 +730,130 @@ impl InstanceActor {
         });
         self.deps.events.announce(event);
         Ok(message)
+    }
+
+    /// The stored message `id` of `chat`; `NotFound` when the chat has none.
+    async fn message_of_chat(
+        &self,
+        state: &InstanceState,
+        chat: &str,
+        id: &str,
+    ) -> Result<Message, DomainError> {
+        self.deps
+            .storage
+            .message_by_id(&state.id, id)
+            .await?
+            .filter(|m| m.remote_jid == chat)
+            .ok_or_else(|| DomainError::NotFound(format!("message {id} not found in this chat")))
+    }
+
+    /// Reacts to stored message `id` through the engine, then stores the reaction on
+    /// it and publishes `message_reaction`.
+    async fn react(
+        &self,
+        state: &mut InstanceState,
+        id: &str,
+        emoji: String,
+    ) -> Result<(), DomainError> {
+        connected_engine(&self.board, state)?;
+        let message = self
+            .deps
+            .storage
+            .message_by_id(&state.id, id)
+            .await?
+            .ok_or_else(|| DomainError::NotFound(format!("message {id} not found")))?;
+        let engine = connected_engine(&self.board, state)?;
+        let sent = engine
+            .react(&message.remote_jid, &message_ref(&message), &emoji)
+            .await
+            .map_err(|err| match err {
+                EngineError::InvalidState(_) => not_connected(),
+                other => engine_error(other),
+            })?;
+        self.count(state, |u| u.messages_sent = 1);
+        let me = state.phone.as_deref().map(jid_for).unwrap_or_default();
+        let reaction = Reaction {
+            sender: me,
+            from_me: true,
+            emoji,
+            timestamp: sent.timestamp.timestamp(),
+        };
+        self.store_reaction(state, message, reaction)
+            .await
+            .map_err(DomainError::Store)
+    }
+
+    /// Stores an inbound reaction on the message it is for and publishes
+    /// `message_reaction`; a reaction to a message this instance never stored is only
+    /// published.
+    async fn on_reaction(
+        &self,
+        state: &mut InstanceState,
+        r: InboundReaction,
+    ) -> Result<(), String> {
+        let sender = if r.from_me {
+            state.phone.as_deref().map(jid_for).unwrap_or(r.sender)
+        } else {
+            r.sender
+        };
+        let reaction = Reaction {
+            sender,
+            from_me: r.from_me,
+            emoji: r.emoji,
+            timestamp: r.timestamp.timestamp(),
+        };
+        let stored = self
+            .deps
+            .storage
+            .message_by_id(&state.id, &r.target_id)
+            .await
+            .map_err(|e| format!("cannot read message {}: {e}", r.target_id))?;
+        match stored {
+            Some(message) => self
+                .store_reaction(state, message, reaction)
+                .await
+                .map_err(|e| format!("cannot store a reaction to {}: {e}", r.target_id)),
+            None => {
+                let event = Event::MessageReaction(MessageReaction {
+                    message_id: r.target_id,
+                    remote_jid: r.chat,
+                    sender: reaction.sender,
+                    from_me: reaction.from_me,
+                    emoji: reaction.emoji,
+                    timestamp: reaction.timestamp,
+                });
+                self.publish(&state.id, event).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn store_reaction(
+        &self,
+        state: &InstanceState,
+        mut message: Message,
+        reaction: Reaction,
+    ) -> Result<(), StoreError> {
+        apply_reaction(&mut message.reactions, reaction.clone());
+        self.deps
+            .storage
+            .set_message_reactions(
+                &state.id,
+                &message.message_id,
+                &message.reactions,
+                Utc::now(),
+            )
+            .await?;
+        let event = Event::MessageReaction(MessageReaction {
+            message_id: message.message_id,
+            remote_jid: message.remote_jid,
+            sender: reaction.sender,
+            from_me: reaction.from_me,
+            emoji: reaction.emoji,
+            timestamp: reaction.timestamp,
+        });
+        self.publish(&state.id, event).await;
+        Ok(())
     }
 
     /// Stores a message (and its media) WhatsApp brought: an inbound one remembers the
@@ -760,6 +924,9 @@ impl InstanceActor {
             created_at: now,
             updated_at: now,
             status_updated_at: from_me.then_some(now),
+            quoted_message_id: m.quoted_id.clone(),
+            mentions: m.mentions.clone(),
+            reactions: Vec::new(),
         };
         let (event, contact) = if from_me {
             let event = Event::MessageSent(Box::new(MessageSent {
@@ -772,6 +939,7 @@ impl InstanceActor {
                 from_me: true,
                 status: MessageStatus::Sent,
                 media: MediaFields::of(&message),
+                reply: ReplyFields::of(&message),
             }));
             (event, None)
         } else {
@@ -794,6 +962,7 @@ impl InstanceActor {
                 status: MessageStatus::Received,
                 metadata: message.metadata.clone(),
                 media: MediaFields::of(&message),
+                reply: ReplyFields::of(&message),
             }));
             let contact = Contact {
                 push_name: m.push_name.clone(),
@@ -971,6 +1140,30 @@ async fn close(state: &mut InstanceState) {
     if let Some(mut engine) = state.engine.take() {
         engine.stop().await;
     }
+}
+
+/// What a reply or a reaction says about the message it refers to.
+fn message_ref(m: &Message) -> MessageRef {
+    MessageRef {
+        message_id: m.message_id.clone(),
+        from_me: m.from_me,
+        author: m
+            .metadata
+            .get("sender")
+            .and_then(Value::as_str)
+            .unwrap_or(&m.remote_jid)
+            .to_owned(),
+        text: m.content.clone(),
+    }
+}
+
+/// Replies and mentions asked for with a send, before they are checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendExtras {
+    /// The id of a stored message of the same chat.
+    pub reply_to: Option<String>,
+    /// Addresses of the people mentioned.
+    pub mentions: Vec<String>,
 }
 
 fn not_connected() -> DomainError {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::actor::{InstanceMsg, QrAnswer};
+use super::actor::{InstanceMsg, QrAnswer, SendExtras};
 use super::status::StatusView;
 use crate::domain::Message;
 use crate::engine::{EngineContact, OutboundContent, SandboxControl};
@@ -71,10 +71,35 @@ impl InstanceHandle {
 
     /// Sends a message to `to` (a person's or group's address) and returns it as
     /// stored. Fails with `Conflict("not_connected")` unless connected.
-    pub async fn send(&self, to: &str, content: OutboundContent) -> Result<Message, DomainError> {
+    /// Fails with `NotFound` when `extras.reply_to` is no stored message of that chat.
+    pub async fn send(
+        &self,
+        to: &str,
+        content: OutboundContent,
+        extras: SendExtras,
+    ) -> Result<Message, DomainError> {
         let to = to.to_owned();
-        self.ask(|reply| InstanceMsg::Send { to, content, reply })
-            .await?
+        self.ask(|reply| InstanceMsg::Send {
+            to,
+            content,
+            extras,
+            reply,
+        })
+        .await?
+    }
+
+    /// Reacts to stored message `message_id` (an empty emoji takes the reaction back).
+    /// Fails with `NotFound` for an unknown message, `Conflict("not_connected")` unless
+    /// connected.
+    pub async fn react(&self, message_id: &str, emoji: &str) -> Result<(), DomainError> {
+        let message_id = message_id.to_owned();
+        let emoji = emoji.to_owned();
+        self.ask(|reply| InstanceMsg::React {
+            message_id,
+            emoji,
+            reply,
+        })
+        .await?
     }
 
     /// `Conflict("not_connected")` unless the instance is connected.

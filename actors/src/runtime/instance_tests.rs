@@ -519,6 +519,8 @@ fn inbound(id: &str, text: &str) -> SandboxControl {
         text: Some(text.into()),
         media: None,
         timestamp: Utc::now(),
+        quoted_id: None,
+        mentions: Vec::new(),
     })
 }
 

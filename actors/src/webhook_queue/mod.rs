@@ -270,6 +270,9 @@ pub fn wants(instance: &Instance, event: &InstanceEvent) -> bool {
     match &event.event {
         Event::MessageReceived(_) => w.notify_received,
         Event::MessageSent(_) => w.notify_sent,
+        // The account's own reactions follow its sent messages, others' its received ones.
+        Event::MessageReaction(r) if r.from_me => w.notify_sent,
+        Event::MessageReaction(_) => w.notify_received,
         Event::MessageStatus(change) => match change.status {
             MessageStatus::Delivered => w.notify_delivery,
             MessageStatus::Read => w.notify_read,

@@ -46,6 +46,12 @@ pub struct MessageView {
     updated_at: String,
     #[schema(format = DateTime)]
     status_updated_at: Option<String>,
+    /// The WhatsApp id of the message of this chat it replies to.
+    quoted_message_id: Option<String>,
+    /// The people it mentions (`…@s.whatsapp.net`).
+    mentions: Vec<String>,
+    /// One reaction per person who reacted (the latest).
+    reactions: Vec<wagate_actors::domain::Reaction>,
 }
 
 impl From<Message> for MessageView {
@@ -70,6 +76,9 @@ impl From<Message> for MessageView {
             created_at: iso(m.created_at),
             updated_at: iso(m.updated_at),
             status_updated_at: m.status_updated_at.map(iso),
+            quoted_message_id: m.quoted_message_id,
+            mentions: m.mentions,
+            reactions: m.reactions,
         }
     }
 }

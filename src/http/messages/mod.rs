@@ -20,6 +20,7 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(send::send_text))
         .routes(routes!(send::send_media))
         .routes((schemas, paths, upload))
+        .routes(routes!(send::react))
         .routes(routes!(history::chats))
         .routes(routes!(history::history))
         .routes(routes!(history::mark_read))

@@ -5,11 +5,11 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::gateway::messaging::{MediaByUrl, check_caption};
+use crate::gateway::messaging::{Extras, MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppMultipart, chat_address};
-use crate::http::openapi::{NO_INSTANCE_OR_NUMBER, NOT_CONNECTED, OVER_LIMIT};
+use crate::http::extract::{AppJson, AppMultipart, AppPath, chat_address};
+use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
@@ -28,6 +28,14 @@ pub(super) struct SendText {
     /// The text, at most 65,536 characters.
     #[schema(example = "Hello!")]
     message: String,
+    /// The WhatsApp id of a message of this chat to reply to (quote); 404 when the
+    /// chat has no such message.
+    #[serde(rename = "replyTo")]
+    reply_to: Option<String>,
+    /// Phone numbers of the people the message mentions (`@` mentions).
+    #[serde(default)]
+    #[schema(example = json!(["79001234567"]))]
+    mentions: Vec<String>,
 }
 
 /// Sends a text message.
@@ -39,7 +47,7 @@ pub(super) struct SendText {
     request_body = SendText,
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 404, description = NO_INSTANCE_OR_NUMBER, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 400, description = "A missing or invalid phone or message (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
@@ -53,7 +61,15 @@ pub(super) async fn send_text(
     let to = chat_address("phone", &body.phone)?;
     let sent = state
         .messenger
-        .send_text(&instance.id, &to, body.message)
+        .send_text(
+            &instance.id,
+            &to,
+            body.message,
+            Extras {
+                reply_to: body.reply_to,
+                mentions: body.mentions,
+            },
+        )
         .await?;
     Ok(AppJson(Sent {
         id: sent.message_id,
@@ -73,6 +89,12 @@ pub(super) struct SendMedia {
     caption: Option<String>,
     /// The file name the recipient sees.
     filename: Option<String>,
+    /// The WhatsApp id of a message of this chat to reply to.
+    #[serde(rename = "replyTo")]
+    reply_to: Option<String>,
+    /// Phone numbers of the people the caption mentions.
+    #[serde(default)]
+    mentions: Vec<String>,
 }
 
 /// Sends a file the server downloads from `url`.
@@ -84,7 +106,7 @@ pub(super) struct SendMedia {
     request_body = SendMedia,
     responses(
         (status = 200, description = "Sent", body = Sent),
-        (status = 404, description = NO_INSTANCE_OR_NUMBER, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
         (status = 400, description = "A missing or invalid phone, URL or caption (`validation_error`)", body = ErrorBody),
@@ -106,7 +128,15 @@ pub(super) async fn send_media(
     };
     let sent = state
         .messenger
-        .send_from_url(&instance.id, &to, media)
+        .send_from_url(
+            &instance.id,
+            &to,
+            media,
+            Extras {
+                reply_to: body.reply_to,
+                mentions: body.mentions,
+            },
+        )
         .await?;
     Ok(AppJson(Sent {
         id: sent.message_id,
@@ -122,12 +152,19 @@ struct SendFileForm {
     phone: String,
     /// At most 4096 characters.
     caption: Option<String>,
+    /// The WhatsApp id of a message of this chat to reply to.
+    #[schema(rename = "replyTo")]
+    reply_to: Option<String>,
+    /// Phone numbers of the people the caption mentions: the field repeated, or
+    /// numbers separated by commas.
+    mentions: Option<Vec<String>>,
     /// The file (its name and type are taken from the part).
     #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     file: Vec<u8>,
 }
 
-/// Sends an uploaded file (`multipart/form-data`: `phone`, `file`, optional `caption`).
+/// Sends an uploaded file (`multipart/form-data`: `phone`, `file`, optional `caption`,
+/// `replyTo` and `mentions`).
 #[utoipa::path(
     post,
     path = "/api/whatsapp/{instanceId}/send-file",
@@ -137,7 +174,7 @@ struct SendFileForm {
     responses(
         (status = 200, description = "Sent", body = Sent),
         (status = 400, description = "Not a multipart form (`invalid_content_type`), or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
-        (status = 404, description = NO_INSTANCE_OR_NUMBER, body = ErrorBody),
+        (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
@@ -151,11 +188,23 @@ pub(super) async fn send_file(
     let max = state.config.max_upload_bytes;
     let mut phone = None;
     let mut caption = None;
+    let mut extras = Extras::default();
     let mut file: Option<(Vec<u8>, Option<String>, Option<String>)> = None;
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or_default() {
             "phone" => phone = Some(field.text().await.map_err(multipart_error)?),
             "caption" => caption = Some(field.text().await.map_err(multipart_error)?),
+            "replyTo" => extras.reply_to = Some(field.text().await.map_err(multipart_error)?),
+            "mentions" => extras.mentions.extend(
+                field
+                    .text()
+                    .await
+                    .map_err(multipart_error)?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned),
+            ),
             "file" => {
                 let name = field.file_name().map(str::to_owned);
                 let declared = field.content_type().map(str::to_owned);
@@ -186,11 +235,56 @@ pub(super) async fn send_file(
     };
     let sent = state
         .messenger
-        .send_upload(&instance.id, &to, file, caption)
+        .send_upload(&instance.id, &to, file, caption, extras)
         .await?;
     Ok(AppJson(Sent {
         id: sent.message_id,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct React {
+    /// One emoji; empty takes the reaction back.
+    #[schema(example = "👍")]
+    emoji: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Reacted {
+    success: bool,
+}
+
+/// Reacts to a stored message of either direction (`message_reaction` follows); an
+/// empty emoji takes the reaction back. Counts as a sent message.
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{instanceId}/messages/{messageId}/reaction",
+    tag = "messages",
+    params(
+        ("instanceId" = String, Path, description = "The instance's id"),
+        ("messageId" = String, Path, description = "The WhatsApp id of the message"),
+    ),
+    request_body = React,
+    responses(
+        (status = 200, description = "Reacted", body = Reacted),
+        (status = 400, description = "Not one emoji (`validation_error`)", body = ErrorBody),
+        (status = 404, description = "No such instance, or no such message of it", body = ErrorBody),
+        (status = 409, description = NOT_CONNECTED, body = ErrorBody),
+        (status = 429, description = OVER_LIMIT, body = ErrorBody),
+    )
+)]
+pub(super) async fn react(
+    State(state): State<AppState>,
+    SendingInstance { instance, .. }: SendingInstance,
+    AppPath((_, message_id)): AppPath<(String, String)>,
+    AppJson(body): AppJson<React>,
+) -> ApiResult<AppJson<Reacted>> {
+    state
+        .messenger
+        .react(&instance.id, &message_id, &body.emoji)
+        .await?;
+    Ok(AppJson(Reacted { success: true }))
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {

@@ -11,6 +11,7 @@ use mongodb::error::{
 use mongodb::options::ReturnDocument;
 use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
+    Reaction,
 };
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
@@ -21,6 +22,10 @@ use super::{
     CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
     event_doc, find_page, forward_only_status, is_duplicate_key, map_err, to_bson,
 };
+
+fn bson_of(v: &impl serde::Serialize) -> StoreResult<Bson> {
+    mongodb::bson::to_bson(v).map_err(corrupt)
+}
 
 pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
     Ok(doc! {
@@ -45,6 +50,9 @@ pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
         "createdAt": date(m.created_at),
         "updatedAt": date(m.updated_at),
         "statusUpdatedAt": m.status_updated_at.map(date),
+        "quotedMessageId": m.quoted_message_id.as_deref(),
+        "mentions": bson_of(&m.mentions)?,
+        "reactions": bson_of(&m.reactions)?,
         // Inbound messages the account has read (drives chats' unreadCount).
         "readByMe": false,
     })
@@ -74,6 +82,9 @@ pub(super) fn message_from_doc(d: &Document) -> StoreResult<Message> {
         created_at: f.time("createdAt")?,
         updated_at: f.time("updatedAt")?,
         status_updated_at: f.opt_time("statusUpdatedAt")?,
+        quoted_message_id: f.opt_string("quotedMessageId")?,
+        mentions: f.list("mentions")?,
+        reactions: f.list("reactions")?,
     })
 }
 
@@ -154,6 +165,24 @@ impl MessageStore for MongoStorage {
             .as_ref()
             .map(message_from_doc)
             .transpose()
+    }
+
+    async fn set_message_reactions(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        reactions: &[Reaction],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = self
+            .coll(MESSAGES)?
+            .update_one(
+                doc! {"instanceId": instance_id, "messageId": message_id},
+                doc! {"$set": {"reactions": bson_of(&reactions)?, "updatedAt": date(at)}},
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(done.matched_count > 0)
     }
 
     async fn advance_message_status(

@@ -422,6 +422,15 @@ impl Fields<'_> {
         }
     }
 
+    /// A list of typed values; absent or null (documents stored before the field
+    /// existed) reads as empty.
+    pub fn list<T: serde::de::DeserializeOwned>(&self, key: &str) -> StoreResult<Vec<T>> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(b) => bson::from_bson(b.clone()).map_err(corrupt),
+        }
+    }
+
     pub fn parsed<T: std::str::FromStr<Err = String>>(&self, key: &str) -> StoreResult<T> {
         self.string(key)?.parse().map_err(StoreError::Corrupt)
     }

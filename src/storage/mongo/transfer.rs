@@ -65,7 +65,7 @@ fn event_record(d: &Document) -> StoreResult<Record> {
 
 fn message_record(d: &Document) -> StoreResult<Record> {
     Ok(Record::Message {
-        message: message_from_doc(d)?,
+        message: Box::new(message_from_doc(d)?),
         // Absent on documents written before the flag existed: not read.
         read_by_me: matches!(d.get("readByMe"), Some(Bson::Boolean(true))),
     })

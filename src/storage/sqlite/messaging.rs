@@ -7,6 +7,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor};
 use wagate_actors::domain::Page;
 use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
+    Reaction,
 };
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::{ContactStore, MessageStore};
@@ -24,6 +25,8 @@ pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
     let status: String = row.try_get("status").map_err(map_err)?;
     let metadata: String = row.try_get("metadata").map_err(map_err)?;
     let size: Option<i64> = row.try_get("media_size").map_err(map_err)?;
+    let mentions: String = row.try_get("mentions").map_err(map_err)?;
+    let reactions: String = row.try_get("reactions").map_err(map_err)?;
     Ok(Message {
         id: row.try_get("id").map_err(map_err)?,
         instance_id: row.try_get("instance_id").map_err(map_err)?,
@@ -46,6 +49,9 @@ pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
         created_at: from_millis(row.try_get("created_at").map_err(map_err)?)?,
         updated_at: from_millis(row.try_get("updated_at").map_err(map_err)?)?,
         status_updated_at: opt_millis(row.try_get("status_updated_at").map_err(map_err)?)?,
+        quoted_message_id: row.try_get("quoted_message_id").map_err(map_err)?,
+        mentions: serde_json::from_str(&mentions).map_err(corrupt)?,
+        reactions: serde_json::from_str(&reactions).map_err(corrupt)?,
     })
 }
 
@@ -94,8 +100,9 @@ pub(super) async fn insert_message_row<'e>(
     sqlx::query(
             "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media,
                                    media_url, caption, mime_type, file_name, media_path, media_size, status, push_name,
-                                   metadata, ts, created_at, updated_at, status_updated_at, read_by_me)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   metadata, ts, created_at, updated_at, status_updated_at, read_by_me,
+                                   quoted_message_id, mentions, reactions)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&m.id)
         .bind(&m.instance_id)
@@ -119,6 +126,9 @@ pub(super) async fn insert_message_row<'e>(
         .bind(ms(m.updated_at))
         .bind(m.status_updated_at.map(ms))
         .bind(read_by_me)
+        .bind(&m.quoted_message_id)
+        .bind(json(&m.mentions)?)
+        .bind(json(&m.reactions)?)
         .execute(ex)
         .await
         .map_err(map_err)?;
@@ -166,6 +176,26 @@ impl MessageStore for SqliteStorage {
             .as_ref()
             .map(message_from_row)
             .transpose()
+    }
+
+    async fn set_message_reactions(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        reactions: &[Reaction],
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE messages SET reactions = ?, updated_at = ? WHERE instance_id = ? AND message_id = ?",
+        )
+        .bind(json(&reactions)?)
+        .bind(ms(at))
+        .bind(instance_id)
+        .bind(message_id)
+        .execute(self.writer())
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn advance_message_status(

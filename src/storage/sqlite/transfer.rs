@@ -52,7 +52,7 @@ fn record_from_row(kind: RecordKind, row: &SqliteRow) -> StoreResult<Record> {
         RecordKind::Activity => Record::Activity(activity_from_row(row)?),
         RecordKind::Events => Record::Event(event_from_row(row)?),
         RecordKind::Messages => Record::Message {
-            message: message_from_row(row)?,
+            message: Box::new(message_from_row(row)?),
             read_by_me: row.try_get("read_by_me").map_err(map_err)?,
         },
         RecordKind::Contacts => Record::Contact(contact_from_row(row)?),

@@ -51,6 +51,9 @@ use whatsapp_rust::{Jid, anyhow, async_channel, async_trait};
 pub use handshake::Pattern;
 pub use peer::{Peer, ReceivedMessage, ReceivedReceipt};
 pub use server::MEDIA_HOST;
+/// WhatsApp's message protobufs, for tests that build or inspect what peers exchange.
+pub use whatsapp_rust::buffa::MessageField;
+pub use whatsapp_rust::waproto::whatsapp as wa;
 
 use crate::conn::ClientSide;
 use crate::media::{MediaRoute, MediaServer};

@@ -2,14 +2,16 @@
 //! receipts, message content. Kept free of I/O so they are unit-tested directly.
 
 use whatsapp_rust::Jid;
+use whatsapp_rust::buffa::MessageField;
 use whatsapp_rust::wacore::download::MediaType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
 use whatsapp_rust::wacore::types::message::MessageSource;
 use whatsapp_rust::wacore::types::presence::ReceiptType;
+use whatsapp_rust::wacore_binary::JidExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 
 use crate::domain::MessageStatus;
-use crate::engine::EngineError;
+use crate::engine::{EngineError, MessageRef, SendOptions};
 
 /// The address a user of the gateway should see: the phone form
 /// (`79001234567@s.whatsapp.net`) when WhatsApp gave one, without a device suffix.
@@ -161,10 +163,91 @@ fn attachment(base: &wa::Message) -> Option<Attachment> {
     None
 }
 
+/// The context WhatsApp attaches to a message: the quote of a reply (the quoted id,
+/// its author, its text to show) and the mentioned people. `None` when there is
+/// neither. `own` is the account's address, the author of its own messages.
+pub fn outbound_context(options: &SendOptions, own: &str) -> Option<wa::ContextInfo> {
+    if options.reply_to.is_none() && options.mentions.is_empty() {
+        return None;
+    }
+    let mut context = wa::ContextInfo {
+        mentioned_jid: options.mentions.clone(),
+        ..Default::default()
+    };
+    if let Some(quote) = &options.reply_to {
+        context.stanza_id = Some(quote.message_id.clone());
+        context.participant = Some(author(quote, own));
+        context.quoted_message = MessageField::some(wa::Message {
+            conversation: Some(quote.text.clone().unwrap_or_default()),
+            ..Default::default()
+        });
+    }
+    Some(context)
+}
+
+fn author(target: &MessageRef, own: &str) -> String {
+    if target.from_me {
+        own.to_owned()
+    } else {
+        target.author.clone()
+    }
+}
+
+/// The key a reaction names its target by. In a group the author is named too.
+pub fn target_key(chat: &Jid, target: &MessageRef, own: &str) -> wa::MessageKey {
+    wa::MessageKey {
+        remote_jid: Some(chat.to_non_ad_string()),
+        from_me: Some(target.from_me),
+        id: Some(target.message_id.clone()),
+        participant: chat.is_group().then(|| author(target, own)),
+    }
+}
+
+/// What an inbound message refers to: the id of the message it replies to and the
+/// people it mentions.
+pub fn references(message: &wa::Message) -> (Option<String>, Vec<String>) {
+    let base = message.get_base_message();
+    let Some(context) = context_info(base) else {
+        return (None, Vec::new());
+    };
+    let quoted = context.stanza_id.clone().filter(|id| !id.is_empty());
+    let mentions = context
+        .mentioned_jid
+        .iter()
+        .map(|jid| {
+            jid.parse::<Jid>()
+                .map_or_else(|_| jid.clone(), |j| j.to_non_ad_string())
+        })
+        .collect();
+    (quoted, mentions)
+}
+
+fn context_info(base: &wa::Message) -> Option<&wa::ContextInfo> {
+    macro_rules! first {
+        ($($field:ident),+) => {
+            None$(.or_else(|| base.$field.as_option().and_then(|m| m.context_info.as_option())))+
+        };
+    }
+    first!(
+        extended_text_message,
+        image_message,
+        video_message,
+        audio_message,
+        document_message,
+        sticker_message
+    )
+}
+
+/// A reaction: the id of the message reacted to and the emoji (empty when taken back).
+pub fn reaction(message: &wa::Message) -> Option<(String, String)> {
+    let reaction = message.get_base_message().reaction_message.as_option()?;
+    let target = reaction.key.as_option()?.id.clone()?;
+    Some((target, reaction.text.clone().unwrap_or_default()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use whatsapp_rust::buffa::MessageField;
 
     fn jid(s: &str) -> Jid {
         s.parse().expect("jid")
@@ -317,5 +400,83 @@ mod tests {
             upload_kind("application/pdf"),
             MediaType::Document
         ));
+    }
+
+    fn quote(from_me: bool) -> MessageRef {
+        MessageRef {
+            message_id: "Q1".into(),
+            from_me,
+            author: "79005550001@s.whatsapp.net".into(),
+            text: Some("Lunch?".into()),
+        }
+    }
+
+    #[test]
+    fn a_reply_quotes_its_message_and_names_the_mentioned() {
+        let own = "79001234567@s.whatsapp.net";
+        assert_eq!(outbound_context(&SendOptions::default(), own), None);
+        let options = SendOptions {
+            reply_to: Some(quote(false)),
+            mentions: vec!["79005550001@s.whatsapp.net".into()],
+        };
+        let context = outbound_context(&options, own).expect("context");
+        assert_eq!(context.stanza_id.as_deref(), Some("Q1"));
+        assert_eq!(
+            context.participant.as_deref(),
+            Some("79005550001@s.whatsapp.net")
+        );
+        assert_eq!(context.mentioned_jid, ["79005550001@s.whatsapp.net"]);
+        assert_eq!(
+            context
+                .quoted_message
+                .as_option()
+                .and_then(|m| m.conversation.as_deref()),
+            Some("Lunch?")
+        );
+        // Our own message is quoted as written by the account.
+        let options = SendOptions {
+            reply_to: Some(quote(true)),
+            mentions: Vec::new(),
+        };
+        let context = outbound_context(&options, own).expect("context");
+        assert_eq!(context.participant.as_deref(), Some(own));
+
+        // Read back from an inbound message.
+        let mut message = wa::Message {
+            conversation: Some("Yes".into()),
+            ..Default::default()
+        };
+        assert_eq!(references(&message), (None, Vec::new()));
+        use whatsapp_rust::wacore::proto_helpers::MessageExt as _;
+        message.set_context_info(context);
+        assert_eq!(references(&message), (Some("Q1".to_owned()), Vec::new()));
+    }
+
+    #[test]
+    fn reactions_name_their_target_by_key() {
+        let own = "79001234567@s.whatsapp.net";
+        let dm = jid("79005550001@s.whatsapp.net");
+        let key = target_key(&dm, &quote(false), own);
+        assert_eq!(key.id.as_deref(), Some("Q1"));
+        assert_eq!(key.from_me, Some(false));
+        assert_eq!(key.participant, None, "a direct chat names no participant");
+        let group = jid("120363000000000000@g.us");
+        let key = target_key(&group, &quote(true), own);
+        assert_eq!(key.participant.as_deref(), Some(own));
+
+        let reacted = wa::Message {
+            reaction_message: MessageField::some(wa::message::ReactionMessage {
+                key: MessageField::some(key),
+                text: Some("👍".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(reaction(&reacted), Some(("Q1".to_owned(), "👍".to_owned())));
+        assert_eq!(
+            content(&reacted),
+            None,
+            "a reaction is no message of its own"
+        );
     }
 }

@@ -46,13 +46,15 @@ use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::upload::UploadOptions;
 use whatsapp_rust::wacore::download::MediaType;
+use whatsapp_rust::wacore::proto_helpers::MessageExt;
+use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, SendError};
 
 use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
 use crate::engine::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundMedia, InboundMessage,
-    OutboundContent, SentMessage,
+    InboundReaction, MessageRef, OutboundContent, SendOptions, SentMessage,
 };
 
 /// How often a session's watchdog looks for failed connection attempts.
@@ -352,6 +354,17 @@ impl Shared {
         client: &Arc<Client>,
         item: &whatsapp_rust::wacore::types::events::InboundMessage,
     ) -> Option<EngineEvent> {
+        if let Some((target_id, emoji)) = mapping::reaction(&item.message) {
+            let (chat, sender) = mapping::chat_and_sender(&item.info.source);
+            return Some(EngineEvent::Reaction(InboundReaction {
+                chat,
+                sender,
+                from_me: item.info.source.is_from_me,
+                target_id,
+                emoji,
+                timestamp: item.info.timestamp,
+            }));
+        }
         let message = self.inbound(client, &item.message, &item.info).await?;
         Some(if item.info.source.is_from_me {
             EngineEvent::SentByPhone(message)
@@ -385,6 +398,7 @@ impl Shared {
             },
             None => None,
         };
+        let (quoted_id, mentions) = mapping::references(message);
         Some(InboundMessage {
             message_id: info.id.to_string(),
             chat,
@@ -393,6 +407,8 @@ impl Shared {
             text,
             media,
             timestamp: info.timestamp,
+            quoted_id,
+            mentions,
         })
     }
 
@@ -522,6 +538,17 @@ impl WacoreEngine {
         }
     }
 
+    /// The client, once it is logged in; `InvalidState` before.
+    fn logged_in(&self) -> Result<Arc<Client>, EngineError> {
+        let client = self.client()?.clone();
+        if !client.is_logged_in() {
+            return Err(EngineError::InvalidState(
+                "the session is not logged in".into(),
+            ));
+        }
+        Ok(client)
+    }
+
     fn client(&self) -> Result<&Arc<Client>, EngineError> {
         self.running
             .as_ref()
@@ -574,6 +601,14 @@ async fn open_store(dir: &Path) -> Result<SqliteStore, EngineError> {
     SqliteStore::new(url)
         .await
         .map_err(|e| EngineError::Io(format!("cannot open {}: {e}", path.display())))
+}
+
+/// The account's own address (phone form), the author of its messages.
+fn own_address(client: &Client) -> String {
+    client
+        .pn()
+        .map(|jid| jid.to_non_ad_string())
+        .unwrap_or_default()
 }
 
 fn send_error(err: SendError) -> EngineError {
@@ -685,14 +720,11 @@ impl Engine for WacoreEngine {
         &mut self,
         to: &str,
         content: &OutboundContent,
+        options: &SendOptions,
     ) -> Result<SentMessage, EngineError> {
         let to = parse_address(to)?;
-        let client = self.client()?.clone();
-        if !client.is_logged_in() {
-            return Err(EngineError::InvalidState(
-                "the session is not logged in".into(),
-            ));
-        }
+        let client = self.logged_in()?;
+        let context = mapping::outbound_context(options, &own_address(&client));
         if matches!(
             to.server,
             whatsapp_rust::Server::Pn | whatsapp_rust::Server::Lid
@@ -713,7 +745,17 @@ impl Engine for WacoreEngine {
             }
         }
         let sent = match content {
-            OutboundContent::Text(text) => client.send_text(to, text.clone()).await,
+            OutboundContent::Text(text) => match context {
+                None => client.send_text(to, text.clone()).await,
+                Some(context) => {
+                    let mut message = wa::Message {
+                        conversation: Some(text.clone()),
+                        ..Default::default()
+                    };
+                    message.set_context_info(context);
+                    client.send_message(to, message).await
+                }
+            },
             OutboundContent::Media {
                 bytes,
                 mime_type,
@@ -763,10 +805,33 @@ impl Engine for WacoreEngine {
                         },
                     ),
                 };
+                let mut message = message;
+                if let Some(context) = context {
+                    message.set_context_info(context);
+                }
                 client.send_message(to, message).await
             }
         }
         .map_err(send_error)?;
+        Ok(SentMessage {
+            message_id: sent.message_id.to_string(),
+            timestamp: chrono::Utc::now(),
+        })
+    }
+
+    async fn react(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+        emoji: &str,
+    ) -> Result<SentMessage, EngineError> {
+        let chat = parse_address(chat)?;
+        let client = self.logged_in()?;
+        let key = mapping::target_key(&chat, target, &own_address(&client));
+        let sent = client
+            .send_reaction(chat, key, emoji)
+            .await
+            .map_err(send_error)?;
         Ok(SentMessage {
             message_id: sent.message_id.to_string(),
             timestamp: chrono::Utc::now(),
