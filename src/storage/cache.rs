@@ -1,10 +1,10 @@
-//! [`RecordCache`]: the records every authenticated request reads, kept in memory: users
-//! by API-key digest and by id, instances by id.
+//! [`RecordCache`]: the record every authenticated request reads, kept in memory: users
+//! by API-key digest and by id.
 //!
 //! [`SwitchableStorage`](super::switchable::SwitchableStorage) fills it on reads and
 //! empties the entries a write touches once that write is committed and before it
 //! returns, so a change is in force for the very next request: a regenerated key, a
-//! deactivated or deleted user, a deleted instance. A read that raced a write cannot put
+//! deactivated or deleted user. A read that raced a write cannot put
 //! the old record back: every removal moves a generation counter, and a read stores what
 //! it found only when the counter has not moved since it began.
 //!
@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use wagate_actors::domain::{Instance, User};
+use wagate_actors::domain::User;
 
 /// Entries of one kind past which the cache starts over (a bound, not a tuning knob: a
-/// gateway has far fewer users and instances).
+/// gateway has far fewer users).
 const CAPACITY: usize = 10_000;
 /// How long an entry is trusted without a write seen here.
 pub const TTL: Duration = Duration::from_secs(5);
@@ -34,7 +34,6 @@ struct Maps {
     generation: u64,
     users_by_key: HashMap<String, Entry<User>>,
     users_by_id: HashMap<String, Entry<User>>,
-    instances: HashMap<String, Entry<Instance>>,
 }
 
 struct Entry<T> {
@@ -77,10 +76,6 @@ impl RecordCache {
         self.maps().users_by_id.get(id).and_then(Entry::fresh)
     }
 
-    pub fn instance(&self, id: &str) -> Option<Instance> {
-        self.maps().instances.get(id).and_then(Entry::fresh)
-    }
-
     /// Keeps a user read from storage, unless something was removed since `seen`.
     pub fn keep_user(&self, seen: Seen, user: &User) {
         let mut maps = self.maps();
@@ -96,33 +91,12 @@ impl RecordCache {
         maps.users_by_id.insert(user.id.clone(), Entry::new(user));
     }
 
-    /// Keeps an instance read from storage, unless something was removed since `seen`.
-    pub fn keep_instance(&self, seen: Seen, instance: &Instance) {
-        let mut maps = self.maps();
-        if maps.generation != seen.0 {
-            return;
-        }
-        if maps.instances.len() >= CAPACITY {
-            maps.instances.clear();
-        }
-        maps.instances
-            .insert(instance.id.clone(), Entry::new(instance));
-    }
-
-    /// Drops the user `id` (under every API key it had) and, as a deleted user's
-    /// instances go with it, the instances it owns.
+    /// Drops the user `id`, under every API key it had.
     pub fn forget_user(&self, id: &str) {
         let mut maps = self.maps();
         maps.generation += 1;
         maps.users_by_id.remove(id);
         maps.users_by_key.retain(|_, u| u.value.id != id);
-        maps.instances.retain(|_, i| i.value.user_id != id);
-    }
-
-    pub fn forget_instance(&self, id: &str) {
-        let mut maps = self.maps();
-        maps.generation += 1;
-        maps.instances.remove(id);
     }
 
     /// Drops everything (an import, a clear, a switch of provider).
@@ -131,14 +105,13 @@ impl RecordCache {
         maps.generation += 1;
         maps.users_by_key.clear();
         maps.users_by_id.clear();
-        maps.instances.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use wagate_actors::domain::{EngineKind, Role};
+    use wagate_actors::domain::Role;
 
     use super::*;
 
@@ -175,16 +148,13 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_a_user_drops_its_keys_and_instances() {
+    fn forgetting_a_user_drops_it_under_every_key() {
         let cache = RecordCache::default();
         cache.keep_user(cache.seen(), &user("u1", "k1"));
         cache.keep_user(cache.seen(), &user("u2", "k2"));
-        let instance = Instance::new("i1", "u1", "main", EngineKind::Sandbox, Utc::now());
-        cache.keep_instance(cache.seen(), &instance);
         cache.forget_user("u1");
         assert!(cache.user_by_key("k1").is_none());
         assert!(cache.user_by_id("u1").is_none());
-        assert!(cache.instance("i1").is_none());
         assert!(cache.user_by_key("k2").is_some());
     }
 }

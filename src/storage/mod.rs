@@ -5,8 +5,8 @@
 //!   database between machines.
 //! - [`switchable`]: the one storage object the server shares, whose provider a live
 //!   switch replaces (writes held during the copy);
-//! - [`cache`]: the users and instances every request reads, kept in memory by the
-//!   switchable storage and emptied by the writes that change them;
+//! - [`cache`]: the users every request reads, kept in memory by the switchable storage
+//!   and emptied by the writes that change them;
 //! - [`copy`]: copying every record from one provider into another, checked by counts;
 //! - [`provider`]: opening a provider from the configuration, the persisted choice
 //!   (`DATA_DIR/storage-provider.json`) and the masked URL of the status endpoint.

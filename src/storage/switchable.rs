@@ -56,7 +56,7 @@ pub struct SwitchableStorage {
     switching: tokio::sync::Mutex<()>,
     /// Told how long every call to the provider took (metrics); set once at start.
     observer: OnceLock<StorageObserver>,
-    /// Users and instances as the request path reads them (cache.rs).
+    /// Users as the request path reads them (cache.rs).
     cache: RecordCache,
 }
 
@@ -186,9 +186,11 @@ macro_rules! forward {
     }};
 }
 
-// Users and instances go through the request-path cache (cache.rs): reads by key digest
-// and id are kept, and every write empties what it touched once committed, before it
-// returns (also when it failed: it may have committed before the failure was seen).
+// Users go through the request-path cache (cache.rs): reads by key digest and id are kept,
+// and every write empties what it touched once committed, before it returns (also when it
+// failed: it may have committed before the failure was seen). Instances are not cached: a
+// request for an instance whose storage is down must fail at its lookup, fast, rather than
+// reach the instance actor and wait there for a write that cannot happen.
 
 #[async_trait]
 impl UserStore for SwitchableStorage {
@@ -252,15 +254,7 @@ impl InstanceStore for SwitchableStorage {
     }
 
     async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
-        if let Some(instance) = self.cache.instance(id) {
-            return Ok(Some(instance));
-        }
-        let seen = self.cache.seen();
-        let found = forward!(@read self, instance_by_id(id))?;
-        if let Some(instance) = &found {
-            self.cache.keep_instance(seen, instance);
-        }
-        Ok(found)
+        forward!(@read self, instance_by_id(id))
     }
 
     async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
@@ -268,9 +262,7 @@ impl InstanceStore for SwitchableStorage {
     }
 
     async fn update_instance(&self, instance: &Instance) -> StoreResult<bool> {
-        let done = forward!(@write self, update_instance(instance));
-        self.cache.forget_instance(&instance.id);
-        done
+        forward!(@write self, update_instance(instance))
     }
 
     async fn set_instance_status(
@@ -280,15 +272,11 @@ impl InstanceStore for SwitchableStorage {
         phone: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let done = forward!(@write self, set_instance_status(id, status, phone, at));
-        self.cache.forget_instance(id);
-        done
+        forward!(@write self, set_instance_status(id, status, phone, at))
     }
 
     async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
-        let done = forward!(@write self, delete_instance(id));
-        self.cache.forget_instance(id);
-        done
+        forward!(@write self, delete_instance(id))
     }
 }
 

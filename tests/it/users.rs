@@ -328,8 +328,8 @@ async fn admin_is_created_once_from_the_configuration(backend: Backend) {
     assert_eq!(list["pagination"]["total"], 1, "no second admin on restart");
 }
 
-/// Users and instances are cached for the request path; a deletion is in force for the
-/// very next request all the same (each record is read, so cached, before it goes).
+/// Users are cached for the request path; a deletion is in force for the very next
+/// request all the same (each record is read, so cached, before it goes).
 async fn deleted_users_and_instances_are_gone_on_the_very_next_request(backend: Backend) {
     let srv = TestServer::start_on(backend, &[]).await;
     let (id, key, token) = srv.new_user("gone@example.com", "user").await;
