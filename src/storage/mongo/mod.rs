@@ -19,6 +19,7 @@
 //!   remove the dependents first, so an interrupted delete leaves the instance in place
 //!   and a retry finishes it.
 
+pub mod cluster;
 mod messaging;
 mod stats;
 mod transfer;
@@ -210,7 +211,7 @@ impl MongoStorage {
 /// where the URL sets none (`serverSelectionTimeoutMS`, `connectTimeoutMS` win).
 ///
 /// Fails with `Unavailable` when the URL is invalid or names no database.
-async fn client_options(url: &str) -> Result<(ClientOptions, String), StoreError> {
+pub(crate) async fn client_options(url: &str) -> Result<(ClientOptions, String), StoreError> {
     let mut options = ClientOptions::parse(url)
         .await
         .map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
@@ -242,7 +243,7 @@ pub(crate) fn map_err(e: MongoError) -> StoreError {
     }
 }
 
-fn is_duplicate_key(e: &MongoError) -> bool {
+pub(crate) fn is_duplicate_key(e: &MongoError) -> bool {
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
