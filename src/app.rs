@@ -339,6 +339,8 @@ pub async fn run_with(
                     .connect_timeout(std::time::Duration::from_secs(2))
                     .build()
                     .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?,
+                // The owner's own bound on a call (an engine start may take two).
+                forward_timeout: config.actor_call_timeout * 3,
             })
         }
         _ => {

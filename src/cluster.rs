@@ -39,6 +39,9 @@ pub struct Cluster {
     pub leases: LeaseManagerHandle,
     /// Forwards calls to other nodes (no overall timeout: live streams pass through).
     pub client: reqwest::Client,
+    /// How long a forwarded call may wait for the owner's answer to begin (a stalled
+    /// owner answers nothing; it loses its leases within a TTL).
+    pub forward_timeout: Duration,
 }
 
 /// A digest naming the secrets every node must share, safe to store: SHA-256 over the

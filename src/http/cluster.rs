@@ -298,12 +298,17 @@ async fn forward(cluster: &Cluster, base: &str, request: Request, limit: usize) 
         .header(TIME_HEADER, now.to_string())
         .header(SIGNATURE_HEADER, signature)
         .body(bytes)
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(err) => {
+        .send();
+    // Bounded only until the answer begins: a live stream then flows as long as it lasts.
+    let answer = match tokio::time::timeout(cluster.forward_timeout, sent).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(err)) => {
             tracing::warn!(owner = %base, %err, "cannot reach the instance's owner");
+            let id = session_call(&parts.method, parts.uri.path()).unwrap_or_default();
+            return moving(id);
+        }
+        Err(_) => {
+            tracing::warn!(owner = %base, "the instance's owner does not answer");
             let id = session_call(&parts.method, parts.uri.path()).unwrap_or_default();
             return moving(id);
         }

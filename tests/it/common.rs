@@ -508,6 +508,16 @@ impl ProcessServer {
             .unwrap_or_default()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the server runs");
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// SIGTERM: the server shuts down cleanly; returns once it has exited.
     pub async fn terminate(mut self) {
         if let Some(pid) = self.child.id() {
