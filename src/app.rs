@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use wagate_actors::backoff::BackoffConfig;
+use wagate_actors::cluster::{ClusterSettings, LeaseBoard};
 use wagate_actors::domain::{Clock, SystemClock};
 use wagate_actors::engine::wacore::{HttpClient, TransportFactory};
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork, WacoreSettings};
-use wagate_actors::runtime::{DeskParts, Runtime, RuntimeConfig, WebhookParts, start_runtime};
+use wagate_actors::runtime::{
+    ClusterParts, DeskParts, Runtime, RuntimeConfig, WebhookParts, start_runtime,
+};
 use wagate_actors::store::DynStorage;
 use wagate_actors::webhook_queue::Outbox;
 
@@ -21,6 +24,7 @@ use crate::gateway::instances::InstanceAdmin;
 use crate::gateway::messaging::Messenger;
 use crate::gateway::storage::StorageSwitch;
 use crate::http::state::AppState;
+use crate::storage::mongo::cluster::MongoCluster;
 use crate::storage::provider;
 use crate::storage::switchable::SwitchableStorage;
 
@@ -82,6 +86,7 @@ async fn start_actors(
     wacore_transport: Option<Arc<dyn TransportFactory>>,
     wacore_http: Option<Arc<dyn HttpClient>>,
     wrap_outbox: Option<OutboxWrapper>,
+    cluster: Option<ClusterParts>,
 ) -> Result<Runtime, StartError> {
     let outbox: Arc<dyn Outbox> = Arc::new(
         crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
@@ -143,11 +148,55 @@ async fn start_actors(
             let metrics = metrics.clone();
             Arc::new(move |kind| metrics.observe_event(kind))
         }),
+        cluster,
         ..RuntimeConfig::new(storage, engines, config.data_dir.clone())
     };
     start_runtime(runtime)
         .await
         .map_err(|e| StartError::Other(format!("cannot start the actor runtime: {e}")))
+}
+
+/// Cluster mode: connects to the shared database's cluster collections and checks that
+/// this node may join (a replica set, the same secrets as the live nodes).
+///
+/// Fails with a message saying what to fix.
+async fn join_cluster(
+    config: &Config,
+    vault_key: &[u8],
+    jwt_secret: &[u8],
+) -> Result<Option<(ClusterParts, MongoCluster)>, StartError> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(None);
+    };
+    let board = LeaseBoard::new(&cluster.node_id);
+    let fingerprint =
+        crate::cluster::fingerprint(jwt_secret, vault_key, cluster.secret.0.as_bytes());
+    let store = MongoCluster::connect(&config.database_url.0, board.clone(), fingerprint)
+        .await
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    store
+        .check_join(&cluster.node_id)
+        .await
+        .map_err(|e| StartError::Other(format!("cannot join the cluster: {e}")))?;
+    tracing::info!(
+        node = %cluster.node_id,
+        url = %cluster.advertise_url,
+        lease_ttl_ms = cluster.lease_ttl.as_millis() as u64,
+        "joining the cluster"
+    );
+    let parts = ClusterParts {
+        settings: ClusterSettings {
+            node_id: cluster.node_id.clone(),
+            url: cluster.advertise_url.clone(),
+            lease_ttl: cluster.lease_ttl,
+            renew_every: cluster.renew_every,
+            scan_every: cluster.scan_every,
+        },
+        store: Arc::new(store.clone()),
+        vault: Arc::new(store.clone()),
+        board,
+    };
+    Ok(Some((parts, store)))
 }
 
 /// Runs the server on `listener` until `shutdown` completes, on the system clock.
@@ -258,6 +307,8 @@ pub async fn run_with(
         }
         config.jwt_secret.0.as_bytes().to_vec()
     };
+    let cluster =
+        join_cluster(&config, &config.secret_key.unwrap_or_default(), &jwt_secret).await?;
     let waba_vault = vault.clone();
     let accounts = Accounts::new(
         storage.clone(),
@@ -285,17 +336,39 @@ pub async fn run_with(
         wacore_transport,
         wacore_http,
         wrap_outbox,
+        cluster.as_ref().map(|(parts, _)| parts.clone()),
     )
     .await?;
     if let Some(observe) = &on_runtime {
         observe(&runtime);
     }
-    let restored = runtime
-        .instances
-        .restore_all()
-        .await
-        .map_err(|e| StartError::Other(format!("cannot restore instances: {e}")))?;
-    tracing::info!(instances = restored, "instances restored");
+    let cluster = match (cluster, &runtime.leases, &config.cluster) {
+        (Some((parts, store)), Some(leases), Some(cluster_config)) => {
+            metrics.observe_leases(parts.board.clone());
+            // Instances start as this node takes their leases, not all at once.
+            Some(crate::cluster::Cluster {
+                config: Arc::new(cluster_config.clone()),
+                store,
+                board: parts.board,
+                leases: leases.clone(),
+                client: reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(2))
+                    .build()
+                    .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?,
+                // The owner's own bound on a call (an engine start may take two).
+                forward_timeout: config.actor_call_timeout * 3,
+            })
+        }
+        _ => {
+            let restored = runtime
+                .instances
+                .restore_all()
+                .await
+                .map_err(|e| StartError::Other(format!("cannot restore instances: {e}")))?;
+            tracing::info!(instances = restored, "instances restored");
+            None
+        }
+    };
     let desk = runtime
         .desk
         .clone()
@@ -313,15 +386,21 @@ pub async fn run_with(
         storage: storage.clone(),
         db: db.clone(),
         accounts,
-        instance_admin: InstanceAdmin::new(
-            storage.clone(),
-            runtime.instances.clone(),
-            runtime.events.clone(),
-            runtime.webhooks.clone(),
-            media.clone(),
-            config.wa_engine,
-            config.allow_private_network_urls,
-        ),
+        instance_admin: {
+            let admin = InstanceAdmin::new(
+                storage.clone(),
+                runtime.instances.clone(),
+                runtime.events.clone(),
+                runtime.webhooks.clone(),
+                media.clone(),
+                config.wa_engine,
+                config.allow_private_network_urls,
+            );
+            match &cluster {
+                Some(cluster) => admin.placed_by(cluster.leases.clone()),
+                None => admin,
+            }
+        },
         messenger: Messenger::new(
             runtime.instances.clone(),
             media.clone(),
@@ -340,6 +419,7 @@ pub async fn run_with(
         limits: crate::throttle::Limits::new(&config),
         media,
         media_client,
+        cluster,
         config,
     };
     let app = crate::http::router(state.clone());

@@ -65,6 +65,17 @@ struct RawConfig {
     #[serde(deserialize_with = "any_string")]
     database_url: String,
     #[serde(deserialize_with = "any_string")]
+    cluster_mode: String,
+    #[serde(deserialize_with = "any_string")]
+    node_id: String,
+    #[serde(deserialize_with = "any_string")]
+    node_advertise_url: String,
+    #[serde(deserialize_with = "any_string")]
+    cluster_secret: String,
+    cluster_lease_ttl_ms: u64,
+    cluster_lease_renew_ms: u64,
+    cluster_scan_ms: u64,
+    #[serde(deserialize_with = "any_string")]
     jwt_secret: String,
     #[serde(deserialize_with = "any_string")]
     jwt_expiration: String,
@@ -169,6 +180,19 @@ impl DatabaseProvider {
     }
 }
 
+/// One node of a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: String,
+    /// Where the other nodes reach this one, without a trailing slash.
+    pub advertise_url: String,
+    /// Signs forwarded calls; the same on every node.
+    pub secret: Secret,
+    pub lease_ttl: Duration,
+    pub renew_every: Duration,
+    pub scan_every: Duration,
+}
+
 /// A secret that never prints: `Debug` shows only whether it is set.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -209,6 +233,8 @@ pub struct Config {
     /// The SQLite URL as configured, for `/api/db/status`.
     pub sqlite_url: String,
     pub database_url: Secret,
+    /// Cluster mode (`CLUSTER_MODE=mongodb`); None: a single server.
+    pub cluster: Option<ClusterConfig>,
     /// Empty when not configured: a random per-process secret is used (development only).
     pub jwt_secret: Secret,
     pub jwt_expiration: Duration,
@@ -470,6 +496,7 @@ impl Config {
         let login_lockout = positive("login_lockout_ms", raw.login_lockout_ms)?;
         let cors_allowed_origins = parse_origins(&raw.cors_allowed_origins)
             .map_err(|why| invalid("cors_allowed_origins", why))?;
+        let cluster = parse_cluster(&raw, database_provider)?;
         Ok(Config {
             host,
             port: raw.port,
@@ -488,6 +515,7 @@ impl Config {
             sqlite_path,
             sqlite_url,
             database_url: Secret(raw.database_url),
+            cluster,
             jwt_secret: Secret(raw.jwt_secret),
             jwt_expiration,
             secret_key,
@@ -518,6 +546,97 @@ impl Config {
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }
+}
+
+/// The cluster keys, checked together: all of them in cluster mode, none needed
+/// otherwise.
+fn parse_cluster(
+    raw: &RawConfig,
+    provider: DatabaseProvider,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    match raw.cluster_mode.trim() {
+        "" => return Ok(None),
+        "mongodb" => {}
+        other => {
+            return Err(invalid(
+                "cluster_mode",
+                format!("'{other}' is not a cluster mode (use mongodb, or leave it empty)"),
+            ));
+        }
+    }
+    if provider != DatabaseProvider::Mongodb {
+        return Err(invalid(
+            "cluster_mode",
+            "needs DATABASE_PROVIDER=mongodb: the nodes share one MongoDB replica set",
+        ));
+    }
+    let node_id = raw.node_id.trim();
+    let plain = !node_id.is_empty()
+        && node_id.len() <= 64
+        && node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !plain {
+        return Err(invalid(
+            "node_id",
+            "required in cluster mode: 1 to 64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let url = raw.node_advertise_url.trim().trim_end_matches('/');
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(' ') {
+        return Err(invalid(
+            "node_advertise_url",
+            "required in cluster mode: the http(s) URL other nodes reach this one at",
+        ));
+    }
+    if raw.jwt_secret.is_empty() {
+        return Err(invalid(
+            "jwt_secret",
+            "required in cluster mode: the same on every node, or tokens work on one node only",
+        ));
+    }
+    if raw.secret_key.trim().is_empty() {
+        return Err(invalid(
+            "secret_key",
+            "required in cluster mode: the same on every node, or API keys work on one node only",
+        ));
+    }
+    if raw.cluster_secret.len() < 32 {
+        return Err(invalid(
+            "cluster_secret",
+            "required in cluster mode: at least 32 characters, the same on every node",
+        ));
+    }
+    let ms = |key: &str, v: u64| -> Result<Duration, ConfigError> {
+        if v < 100 {
+            Err(invalid(key, "must be at least 100"))
+        } else {
+            Ok(Duration::from_millis(v))
+        }
+    };
+    let lease_ttl = ms("cluster_lease_ttl_ms", raw.cluster_lease_ttl_ms)?;
+    let renew_every = ms("cluster_lease_renew_ms", raw.cluster_lease_renew_ms)?;
+    let scan_every = ms("cluster_scan_ms", raw.cluster_scan_ms)?;
+    if renew_every * 3 > lease_ttl {
+        return Err(invalid(
+            "cluster_lease_renew_ms",
+            "must be at most a third of CLUSTER_LEASE_TTL_MS",
+        ));
+    }
+    if scan_every >= lease_ttl {
+        return Err(invalid(
+            "cluster_scan_ms",
+            "must be shorter than CLUSTER_LEASE_TTL_MS",
+        ));
+    }
+    Ok(Some(ClusterConfig {
+        node_id: node_id.to_owned(),
+        advertise_url: url.to_owned(),
+        secret: Secret(raw.cluster_secret.clone()),
+        lease_ttl,
+        renew_every,
+        scan_every,
+    }))
 }
 
 /// The file of `KEY=value` settings read from the working directory at start.
@@ -781,6 +900,54 @@ mod tests {
         let c =
             Config::from_overrides([("log_dir", "/var/log/wagate".to_string())]).expect("config");
         assert_eq!(c.log_dir, Some(PathBuf::from("/var/log/wagate")));
+    }
+
+    #[test]
+    fn cluster_mode_needs_its_keys_and_mongodb() {
+        let c = Config::from_overrides([]).expect("defaults");
+        assert!(c.cluster.is_none(), "a single server by default");
+        let full = |extra: &[(&str, &str)]| {
+            let mut all: Vec<(&str, String)> = vec![
+                ("cluster_mode", "mongodb".into()),
+                ("database_provider", "mongodb".into()),
+                ("database_url", "mongodb://127.0.0.1:27017/wagate".into()),
+                ("node_id", "n1".into()),
+                ("node_advertise_url", "http://10.0.0.1:3000/".into()),
+                ("cluster_secret", "x".repeat(32)),
+                ("jwt_secret", "j".repeat(32)),
+                ("secret_key", "ab".repeat(32)),
+            ];
+            for (k, v) in extra {
+                all.retain(|(key, _)| key != k);
+                all.push((k, (*v).to_owned()));
+            }
+            Config::from_overrides(all)
+        };
+        let c = full(&[]).expect("a cluster node");
+        let cluster = c.cluster.expect("cluster");
+        assert_eq!(cluster.node_id, "n1");
+        assert_eq!(cluster.advertise_url, "http://10.0.0.1:3000");
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(20));
+        assert_eq!(cluster.renew_every, Duration::from_secs(5));
+        assert_eq!(cluster.scan_every, Duration::from_secs(2));
+        for (extra, key) in [
+            (("database_provider", "sqlite"), "CLUSTER_MODE"),
+            (("cluster_mode", "etcd"), "CLUSTER_MODE"),
+            (("node_id", ""), "NODE_ID"),
+            (("node_id", "a/b"), "NODE_ID"),
+            (
+                ("node_advertise_url", "10.0.0.1:3000"),
+                "NODE_ADVERTISE_URL",
+            ),
+            (("cluster_secret", "short"), "CLUSTER_SECRET"),
+            (("jwt_secret", ""), "JWT_SECRET"),
+            (("secret_key", ""), "SECRET_KEY"),
+            (("cluster_lease_renew_ms", "8000"), "CLUSTER_LEASE_RENEW_MS"),
+            (("cluster_scan_ms", "20000"), "CLUSTER_SCAN_MS"),
+        ] {
+            let e = full(&[extra]).expect_err(key);
+            assert!(e.to_string().contains(key), "{extra:?}: {e}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! The actor runtime and the domain types live in the `wagate-actors` crate.
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod delivery;

@@ -7,8 +7,8 @@
 //! Label values are bounded: routes are the router's templates (`/api/instances/{instanceId}`),
 //! never raw paths, so no id ever becomes a label.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -19,9 +19,10 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use wagate_actors::cluster::LeaseBoard;
 use wagate_actors::domain::EventKind;
 use wagate_actors::instance::StatusBoard;
 use wagate_actors::webhook_queue::DeliveryStatus;
@@ -83,6 +84,64 @@ struct Inner {
     webhook_queue_depth: Gauge,
     restarts: Arc<RestartsCollector>,
     storage_duration: HistogramFamily<OperationLabels>,
+    leases: Arc<LeasesCollector>,
+}
+
+/// Cluster mode: this node's leases and what its lease manager counted, labelled with
+/// the node's id; nothing outside cluster mode.
+#[derive(Debug, Default)]
+struct LeasesCollector {
+    board: OnceLock<LeaseBoard>,
+}
+
+impl Collector for LeasesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(board) = self.board.get() else {
+            return Ok(());
+        };
+        let labels = [("node", board.node_id())];
+        let held = ConstGauge::new(i64::try_from(board.len()).unwrap_or(i64::MAX));
+        let mut metric = encoder.encode_descriptor(
+            "wagate_cluster_leases",
+            "Instance leases this node holds",
+            None,
+            held.metric_type(),
+        )?;
+        held.encode(metric.encode_family(&labels)?)?;
+        let counters = board.counters();
+        for (name, help, value) in [
+            (
+                "wagate_cluster_leases_acquired",
+                "Instance leases this node took",
+                &counters.acquired,
+            ),
+            (
+                "wagate_cluster_leases_lost",
+                "Instance leases this node found taken by another node at a renewal",
+                &counters.lost,
+            ),
+            (
+                "wagate_cluster_leases_released",
+                "Instance leases this node handed over (rebalancing, shutdown)",
+                &counters.released,
+            ),
+            (
+                "wagate_cluster_self_fenced",
+                "Times this node stopped its instances because it could not renew in time",
+                &counters.self_fenced,
+            ),
+            (
+                "wagate_fenced_writes",
+                "Session writes refused because this node no longer held the lease",
+                &counters.fenced_writes,
+            ),
+        ] {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            let mut metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// `wagate_supervisor_restarts_total`: read from the status board at scrape time.
@@ -160,6 +219,8 @@ impl Metrics {
             "Storage call latency by operation",
             storage_duration.clone(),
         );
+        let leases = Arc::new(LeasesCollector::default());
+        registry.register_collector(Box::new(leases.clone()));
         // Every label value known in advance is present from the start, at zero.
         for direction in ["in", "out"] {
             messages
@@ -182,8 +243,14 @@ impl Metrics {
                 webhook_queue_depth,
                 restarts,
                 storage_duration,
+                leases,
             }),
         }
+    }
+
+    /// Cluster mode: exports the leases of `board` (once; later calls change nothing).
+    pub fn observe_leases(&self, board: LeaseBoard) {
+        let _ = self.inner.leases.board.set(board);
     }
 
     /// Counts one HTTP request.

@@ -33,6 +33,7 @@
 //! - `testing` (tests, or the `testing` feature): an in-memory storage.
 
 pub mod backoff;
+pub mod cluster;
 pub mod desk;
 pub mod domain;
 pub mod engine;

@@ -15,6 +15,9 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RactorErr};
 
 use crate::backoff::BackoffConfig;
+use crate::cluster::{
+    self, ClusterSettings, LeaseBoard, LeaseManagerHandle, LeaseStore, SessionVault,
+};
 use crate::desk::{self, GraphApi, OperatorDeskHandle};
 use crate::domain::{Clock, SystemClock, Usage};
 use crate::engine::EngineFactory;
@@ -52,6 +55,18 @@ pub struct RuntimeConfig {
     pub desk: Option<DeskParts>,
     /// Told the kind of every published event (metrics).
     pub on_event: Option<EventObserver>,
+    /// Cluster mode: instances run only while this node holds their lease. None: this
+    /// node runs every instance.
+    pub cluster: Option<ClusterParts>,
+}
+
+/// Cluster mode's edges.
+#[derive(Clone)]
+pub struct ClusterParts {
+    pub settings: ClusterSettings,
+    pub store: Arc<dyn LeaseStore>,
+    pub vault: Arc<dyn SessionVault>,
+    pub board: LeaseBoard,
 }
 
 /// The webhook queue's edges.
@@ -89,6 +104,7 @@ impl RuntimeConfig {
             webhooks: None,
             desk: None,
             on_event: None,
+            cluster: None,
         }
     }
 }
@@ -104,6 +120,8 @@ pub struct Runtime {
     pub webhooks: WebhookQueueHandle,
     /// Present when the configuration has a desk.
     pub desk: Option<OperatorDeskHandle>,
+    /// Present in cluster mode.
+    pub leases: Option<LeaseManagerHandle>,
     root: ActorRef<RootMsg>,
     call_timeout: Duration,
 }
@@ -125,6 +143,7 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
         webhooks: webhook_parts,
         desk: desk_parts,
         on_event,
+        cluster,
     } = config;
     let mut services: Vec<Arc<dyn Service>> = Vec::new();
 
@@ -138,6 +157,7 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
                 transport: parts.transport,
                 jitter: parts.jitter,
                 on_result: Some(count_deliveries(stats.clone(), parts.on_result)),
+                catch_up_stored: cluster.is_none(),
             };
             services.push(Arc::new(QueueService {
                 handle: handle.clone(),
@@ -175,10 +195,27 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
         call_timeout,
         backoff,
         stats: stats.clone(),
+        vault: cluster.as_ref().map(|parts| parts.vault.clone()),
     };
     let status = StatusBoard::default();
     let supervisor = InstanceSupervisor::new(deps, status.clone());
     let instances = InstancesHandle::new(&supervisor);
+    // Last of the services: stopped first, once the instances have stopped, releasing
+    // their leases.
+    let leases = cluster.map(|parts| {
+        let handle = LeaseManagerHandle::new(parts.board.clone(), parts.settings.clone());
+        services.push(Arc::new(LeaseService {
+            handle: handle.clone(),
+            args: cluster::LeaseArgs {
+                settings: parts.settings,
+                store: parts.store,
+                storage: storage.clone(),
+                instances: instances.clone(),
+                board: parts.board,
+            },
+        }));
+        handle
+    });
     let root = RootSupervisor::new(
         supervisor,
         instances.clone(),
@@ -197,6 +234,7 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
         stats,
         webhooks,
         desk,
+        leases,
         root,
         call_timeout,
     })
@@ -310,6 +348,26 @@ impl Service for DeskService {
     }
 }
 
+struct LeaseService {
+    handle: LeaseManagerHandle,
+    args: cluster::LeaseArgs,
+}
+
+#[async_trait]
+impl Service for LeaseService {
+    fn name(&self) -> &'static str {
+        "lease manager"
+    }
+    async fn spawn(&self, root: ActorCell) -> Result<ActorCell, ActorProcessingErr> {
+        cluster::spawn(&self.handle, self.args.clone(), root).await
+    }
+    fn vacate(&self) {
+        cluster::vacate(&self.handle);
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod instance_tests;
 #[cfg(test)]

@@ -543,3 +543,31 @@ mod tests {
         }
     }
 }
+
+/// Why a session write was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VaultError {
+    /// This node no longer holds the instance's lease at the epoch it started with.
+    #[error("fenced: this node no longer holds the lease of the instance")]
+    Fenced,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Cluster mode: shared storage of session key material, so a session survives a change
+/// of node (the lease manager of `crate::cluster` decides which node may write).
+#[async_trait]
+pub trait SessionVault: Send + Sync {
+    /// The stored session files of `instance_id`: name → bytes.
+    async fn load(
+        &self,
+        instance_id: &str,
+    ) -> StoreResult<std::collections::BTreeMap<String, Vec<u8>>>;
+    /// Replaces them (empty: the session is gone), in one transaction that checks this
+    /// node still holds the lease at the epoch it holds now.
+    async fn save(
+        &self,
+        instance_id: &str,
+        files: std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), VaultError>;
+}

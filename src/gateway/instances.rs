@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::json;
+use wagate_actors::cluster::LeaseManagerHandle;
 use wagate_actors::domain::event::WebhookUpdated;
 use wagate_actors::domain::{
     ActivityEntry, EngineKind, Event, Instance, InstanceEvent, Limits, WebhookSettings, new_id,
@@ -126,6 +127,8 @@ pub struct InstanceAdmin {
     media: MediaStore,
     default_engine: EngineKind,
     allow_private_urls: bool,
+    /// Cluster mode: new instances are placed by the lease managers, not started here.
+    placement: Option<LeaseManagerHandle>,
 }
 
 pub fn validate_name(name: &str) -> Result<String, InstanceError> {
@@ -280,10 +283,19 @@ impl InstanceAdmin {
             media,
             default_engine,
             allow_private_urls,
+            placement: None,
         }
     }
 
-    /// Creates an instance, logs it as `created` and starts connecting it.
+    /// Cluster mode: a created instance is started by whichever node takes its lease;
+    /// `leases` is asked to look at once.
+    pub fn placed_by(mut self, leases: LeaseManagerHandle) -> Self {
+        self.placement = Some(leases);
+        self
+    }
+
+    /// Creates an instance, logs it as `created` and starts connecting it (in cluster
+    /// mode, on the node that takes its lease, within a scan).
     ///
     /// Fails with `Invalid` on a field that breaks its rules (the first one, in the
     /// order name, description, webhook URL, webhook settings).
@@ -310,7 +322,12 @@ impl InstanceAdmin {
                 json!({"name": instance.name, "engine": instance.engine}),
             ))
             .await?;
-        self.actors.start(instance.clone(), false).await?;
+        match &self.placement {
+            Some(leases) => leases.scan_now(),
+            None => {
+                self.actors.start(instance.clone(), false).await?;
+            }
+        }
         Ok(instance)
     }
 

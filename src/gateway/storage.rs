@@ -15,6 +15,9 @@ use crate::storage::switchable::{SwitchError, SwitchableStorage};
 /// Why a switch did not happen; the old provider (`current`) is still in use.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderSwitchError {
+    /// Every node of a cluster must use the same database: none switches on its own.
+    #[error("the database cannot be switched in cluster mode: every node shares DATABASE_URL")]
+    ClusterMode,
     #[error("provider must be sqlite or mongodb, not '{0}'")]
     UnknownProvider(String),
     #[error("{0} is already the active database provider")]
@@ -72,6 +75,9 @@ impl StorageSwitch {
     /// Opens the target before holding any write, then copies everything into it,
     /// records the choice in `DATA_DIR/storage-provider.json` and swaps.
     pub async fn switch(&self, requested: &str) -> Result<Switched, ProviderSwitchError> {
+        if self.config.cluster.is_some() {
+            return Err(ProviderSwitchError::ClusterMode);
+        }
         let target = provider::parse(requested)
             .ok_or_else(|| ProviderSwitchError::UnknownProvider(requested.to_owned()))?;
         let current = self.db.active().provider();

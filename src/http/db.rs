@@ -70,7 +70,8 @@ struct SwitchResponse {
 ///
 /// Opens the target provider (before holding any write), then copies everything into
 /// it, records the choice in `DATA_DIR/storage-provider.json` and swaps. Any failure
-/// leaves the old provider in use and says why: 409 already on that provider, 422
+/// leaves the old provider in use and says why: 409 already on that provider (or a
+/// cluster node: every node shares one database, none switches alone), 422
 /// `DATABASE_URL` missing for mongodb, 503 target unreachable, 502 copy failed.
 #[utoipa::path(
     post,
@@ -80,7 +81,7 @@ struct SwitchResponse {
     responses(
         (status = 200, description = "Switched", body = SwitchResponse),
         (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 409, description = "Already on that provider (`already_active`)", body = ErrorBody),
+        (status = 409, description = "Already on that provider (`already_active`), or a cluster node (`cluster_mode`)", body = ErrorBody),
         (status = 400, description = "A missing or unknown provider (`validation_error`)", body = ErrorBody),
         (status = 422, description = "`DATABASE_URL` is not configured, needed for mongodb (`database_url_missing`)", body = ErrorBody),
         (status = 502, description = "The copy failed (`switch_failed`); still on the old provider", body = ErrorBody),

@@ -237,6 +237,7 @@ impl From<ProviderSwitchError> for ApiError {
         let message = e.to_string();
         match e {
             ProviderSwitchError::UnknownProvider(_) => ApiError::validation(message),
+            ProviderSwitchError::ClusterMode => ApiError::conflict("cluster_mode", message),
             ProviderSwitchError::AlreadyActive(_) => ApiError::conflict("already_active", message),
             ProviderSwitchError::NotConfigured => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod auth;
 pub mod browser;
+pub mod cluster;
 pub mod contacts;
 pub mod dashboard;
 pub mod db;
@@ -51,6 +52,11 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Cluster mode: a call that needs another node's session goes there.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::route,
+        ))
         // Inside the router's layers, so each request's `MatchedPath` is known.
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -85,6 +91,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(stats::router())
         .merge(db::router())
+        .merge(cluster::router())
         .merge(waba::router())
         .merge(dashboard::router())
         .merge(openapi::router())

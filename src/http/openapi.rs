@@ -61,6 +61,7 @@ webhook needs either `Authorization: Bearer <token>` (a JWT from `/api/auth/logi
         (name = "stats", description = "Usage statistics"),
         (name = "sandbox", description = "Controls of the built-in simulated WhatsApp network"),
         (name = "db", description = "The storage provider (admins only)"),
+        (name = "cluster", description = "Cluster mode: the live nodes"),
         (name = "waba", description = "WhatsApp Business API: settings, Meta's webhook, the operator desk"),
         (name = "docs", description = "This document and its viewer"),
         (name = "dashboard", description = "The web dashboard's page and files"),

@@ -51,4 +51,6 @@ pub struct AppState {
     pub limits: crate::throttle::Limits,
     /// The metrics served by `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Cluster mode: leases, the node registry and forwarding; None on a single server.
+    pub cluster: Option<crate::cluster::Cluster>,
 }

@@ -534,6 +534,31 @@ impl ProcessServer {
             .unwrap_or_default()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the server runs");
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// SIGTERM: the server shuts down cleanly; returns once it has exited.
+    pub async fn terminate(mut self) {
+        if let Some(pid) = self.child.id() {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(sent.success(), "kill -TERM {pid}");
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the server exits after SIGTERM in time")
+            .expect("wait");
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub async fn kill_hard(mut self) {
         self.child.start_kill().expect("kill");
@@ -708,4 +733,73 @@ impl TestServer {
         actions.reverse();
         actions
     }
+}
+
+/// The environment variable naming the SecantusDB server binary (`./scripts/test` sets
+/// it), for tests that stop and restart a MongoDB server of their own.
+pub const SECANTUSD_VAR: &str = "WAGATE_TEST_SECANTUSD";
+
+/// A MongoDB-compatible server (SecantusDB) of one test, with its data in a directory
+/// that outlives the process, so it can be killed and started again with its data.
+pub struct Mongo {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Mongo {
+    /// Starts the server on `port` with its data in `storage` and waits until it answers.
+    pub async fn start(storage: &std::path::Path, port: u16) -> Mongo {
+        let binary = std::env::var(SECANTUSD_VAR).unwrap_or_else(|_| {
+            panic!("{SECANTUSD_VAR} is not set: run ./scripts/test, which installs SecantusDB and sets it")
+        });
+        let child = tokio::process::Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--storage-path")
+            .arg(storage)
+            // Committed data survives the SIGKILL below.
+            .args(["--sync-on-commit", "--log-level", "WARNING"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let mut mongo = Mongo { child, port };
+        let url = format!("mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=500");
+        let client = mongodb::Client::with_uri_str(&url).await.expect("client");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ping = client
+                .database("admin")
+                .run_command(mongodb::bson::doc! {"ping": 1})
+                .await;
+            if ping.is_ok() {
+                return mongo;
+            }
+            if let Ok(Some(status)) = mongo.child.try_wait() {
+                panic!("SecantusDB exited at start ({status})");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SecantusDB did not answer within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("mongodb://127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// SIGKILL: the database vanishes mid-conversation.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("wait");
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

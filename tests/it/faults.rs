@@ -6,7 +6,6 @@
 //! fixed time, and nothing asserts how long anything took.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Auth, ProcessServer, TestServer, call_at, eventually};
+use crate::common::{Auth, Mongo, ProcessServer, TestServer, call_at, eventually, free_port};
 use crate::receiver::{Received, Receiver};
 
 /// What the fault tests need of a server, in process or as a child process.
@@ -389,75 +388,6 @@ async fn sigkill_mid_traffic_loses_no_accepted_message_and_no_webhook() {
 }
 
 // ─── b. The database goes away and comes back ────────────────────────────────────────
-
-/// The environment variable naming the SecantusDB server binary (`./scripts/test` sets
-/// it), for tests that stop and restart a MongoDB server of their own.
-const SECANTUSD_VAR: &str = "WAGATE_TEST_SECANTUSD";
-
-/// A MongoDB-compatible server (SecantusDB) of one test, with its data in a directory
-/// that outlives the process, so it can be killed and started again with its data.
-struct Mongo {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl Mongo {
-    /// Starts the server on `port` with its data in `storage` and waits until it answers.
-    async fn start(storage: &Path, port: u16) -> Mongo {
-        let binary = std::env::var(SECANTUSD_VAR).unwrap_or_else(|_| {
-            panic!("{SECANTUSD_VAR} is not set: run ./scripts/test, which installs SecantusDB and sets it")
-        });
-        let child = tokio::process::Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--storage-path")
-            .arg(storage)
-            // Committed data survives the SIGKILL below.
-            .args(["--sync-on-commit", "--log-level", "WARNING"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-        let mut mongo = Mongo { child, port };
-        let url = format!("mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=500");
-        let client = mongodb::Client::with_uri_str(&url).await.expect("client");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let ping = client
-                .database("admin")
-                .run_command(mongodb::bson::doc! {"ping": 1})
-                .await;
-            if ping.is_ok() {
-                return mongo;
-            }
-            if let Ok(Some(status)) = mongo.child.try_wait() {
-                panic!("SecantusDB exited at start ({status})");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "SecantusDB did not answer within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("mongodb://127.0.0.1:{}/{database}", self.port)
-    }
-
-    /// SIGKILL: the database vanishes mid-conversation.
-    async fn kill(mut self) {
-        self.child.start_kill().expect("kill");
-        self.child.wait().await.expect("wait");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// MongoDB killed under a running server: every call that needs storage answers 503 in
 /// the JSON error shape (bounded by the driver's server selection timeout, never a hang

@@ -361,6 +361,9 @@ impl InstanceActor {
                 )
                 .await;
         }
+        if let Err(reason) = self.restore_session(state).await {
+            return self.park_failed(state, reason).await;
+        }
         let me = myself.clone();
         let epoch = state.epoch;
         let board = self.board.clone();
@@ -419,6 +422,57 @@ impl InstanceActor {
         Ok(())
     }
 
+    /// Cluster mode: writes the session kept in the vault into the session directory
+    /// (replacing what a earlier ownership of this node left there), so the engine
+    /// resumes it. Only sandbox sessions are kept there so far.
+    async fn restore_session(&self, state: &InstanceState) -> Result<(), String> {
+        let Some(vault) = self.vault_for(state) else {
+            return Ok(());
+        };
+        let files = vault
+            .load(&state.id)
+            .await
+            .map_err(|err| format!("cannot read the shared session: {err}"))?;
+        wipe_dir(&state.session_dir)
+            .await
+            .map_err(|err| format!("cannot clear the session directory: {err}"))?;
+        for (name, bytes) in files {
+            if !is_plain_file_name(&name) {
+                continue;
+            }
+            tokio::fs::write(state.session_dir.join(&name), bytes)
+                .await
+                .map_err(|err| format!("cannot write the session file {name}: {err}"))?;
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: copies the session directory's files into the vault (none: the
+    /// session is gone). A refused write (this node lost the lease) is logged: the lease
+    /// manager stops the instance.
+    async fn keep_session(&self, state: &InstanceState) {
+        let Some(vault) = self.vault_for(state) else {
+            return;
+        };
+        let files = match read_session_files(&state.session_dir).await {
+            Ok(files) => files,
+            Err(err) => {
+                tracing::warn!(instance = %state.id, %err, "cannot read the session files");
+                return;
+            }
+        };
+        if let Err(err) = vault.save(&state.id, files).await {
+            tracing::warn!(instance = %state.id, %err, "the session was not stored");
+        }
+    }
+
+    fn vault_for(&self, state: &InstanceState) -> Option<&Arc<dyn crate::store::SessionVault>> {
+        // A real session's keys are an open SQLite database, not files to copy.
+        (state.kind == EngineKind::Sandbox)
+            .then_some(self.deps.vault.as_ref())
+            .flatten()
+    }
+
     async fn park_failed(&self, state: &mut InstanceState, reason: String) -> Result<(), String> {
         close(state).await;
         state.qr = None;
@@ -468,6 +522,8 @@ impl InstanceActor {
             EngineEvent::Connected { phone, push_name } => {
                 state.qr = None;
                 state.phone = Some(phone.clone());
+                // Kept where another node finds it before anybody hears `connected`.
+                self.keep_session(state).await;
                 self.transition(
                     state,
                     InstanceStatus::Connected,
@@ -531,6 +587,7 @@ impl InstanceActor {
                     now,
                 )
                 .await;
+                self.keep_session(state).await;
             }
             EngineEvent::Failed { error } => {
                 // The session is broken: stop it cleanly, then fail so the supervisor
@@ -562,6 +619,7 @@ impl InstanceActor {
         if let Err(err) = wipe_dir(&state.session_dir).await {
             tracing::warn!(instance = %state.id, %err, "cannot wipe the session directory");
         }
+        self.keep_session(state).await;
         state.qr = None;
         state.phone = None;
         self.transition(
@@ -1210,6 +1268,34 @@ fn engine_error(err: EngineError) -> DomainError {
         EngineError::NotOnWhatsApp(number) => DomainError::NotOnWhatsApp(number),
         EngineError::Io(_) | EngineError::Unavailable(_) => DomainError::Engine(err.to_string()),
     }
+}
+
+/// A file name without a directory part, safe to join to the session directory.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// The regular files directly in `dir` (temporary files left by an interrupted write
+/// excluded): name → bytes. A missing directory has none.
+async fn read_session_files(
+    dir: &Path,
+) -> std::io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(err) => return Err(err),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.ends_with(".tmp") || !entry.file_type().await?.is_file() {
+            continue;
+        }
+        files.insert(name, tokio::fs::read(entry.path()).await?);
+    }
+    Ok(files)
 }
 
 /// Empties a session directory but keeps it (the instance still exists).

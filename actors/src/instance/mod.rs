@@ -27,6 +27,7 @@ use crate::engine::EngineFactory;
 use crate::event_hub::EventHub;
 use crate::stats::StatsHandle;
 use crate::store::DynStorage;
+use crate::store::SessionVault;
 
 /// How long a caller waits for an instance actor by default before answering 504.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +45,9 @@ pub struct InstanceDeps {
     pub backoff: BackoffConfig,
     /// Usage counters (messages sent and received, media).
     pub stats: StatsHandle,
+    /// Cluster mode: where sessions are kept so another node can take an instance over
+    /// without a new QR code. None: sessions live in the session directory only.
+    pub vault: Option<Arc<dyn SessionVault>>,
 }
 
 /// The session directory of an instance: `data_dir/instances/<id>/`.

@@ -41,6 +41,11 @@ pub enum SupervisorMsg {
         id: String,
         reply: RpcReplyPort<()>,
     },
+    /// Stops the instance's actor, keeping its session: another node takes it over.
+    Release {
+        id: String,
+        reply: RpcReplyPort<()>,
+    },
     /// A scheduled restart; stale when `generation` is not the child's current one.
     Restart {
         id: String,
@@ -211,6 +216,13 @@ impl Actor for InstanceSupervisor {
             }
             SupervisorMsg::Remove { id, reply } => {
                 self.remove(state, &id).await;
+                let _ = reply.send(());
+            }
+            SupervisorMsg::Release { id, reply } => {
+                self.stop_child(state, &id).await;
+                self.directory.remove(&id);
+                self.board.remove(&id);
+                self.deps.events.forget(&id);
                 let _ = reply.send(());
             }
             SupervisorMsg::Restart { id, generation } => {
@@ -417,7 +429,8 @@ impl InstanceSupervisor {
         }
     }
 
-    async fn remove(&self, state: &mut SupervisorState, id: &str) {
+    /// Stops the actor of `id` (killed when it does not stop in time) and forgets it.
+    async fn stop_child(&self, state: &mut SupervisorState, id: &str) {
         if let Some(child) = state.children.remove(id)
             && let Some(actor) = child.actor
         {
@@ -430,6 +443,10 @@ impl InstanceSupervisor {
                 actor.kill();
             }
         }
+    }
+
+    async fn remove(&self, state: &mut SupervisorState, id: &str) {
+        self.stop_child(state, id).await;
         self.directory.remove(id);
         self.board.remove(id);
         self.deps.events.forget(id);
@@ -594,6 +611,21 @@ impl InstancesHandle {
         let id = id.to_owned();
         self.ask_supervisor(|reply| SupervisorMsg::Remove { id, reply })
             .await
+    }
+
+    /// Stops the instance's actor and forgets it here, keeping its stored session and
+    /// status: in cluster mode another node takes it over. Releasing an unknown id does
+    /// nothing.
+    pub async fn release(&self, id: &str) -> Result<(), DomainError> {
+        let id = id.to_owned();
+        self.ask_supervisor(|reply| SupervisorMsg::Release { id, reply })
+            .await
+    }
+
+    /// Whether this node runs an actor for `id` now (live, restarting or down, but
+    /// started here and not removed or released).
+    pub fn runs(&self, id: &str) -> bool {
+        self.directory.get(id).is_some()
     }
 
     /// The handle of a running instance. Fails with `NotFound` for an id never started

@@ -44,6 +44,10 @@ pub struct WebhookConfig {
     /// Told the outcome of every attempt as it is recorded (metrics); None where nobody
     /// listens.
     pub on_result: Option<DeliveryObserver>,
+    /// Whether a (re)start queues the stored events the outbox has not seen. Off in
+    /// cluster mode: other nodes own most instances and deliver their events; the jobs
+    /// already in this node's outbox are delivered either way.
+    pub catch_up_stored: bool,
 }
 
 /// Called with the outcome of every delivery attempt and the instance it was for (None

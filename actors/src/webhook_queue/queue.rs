@@ -451,6 +451,9 @@ async fn catch_up(state: &mut QueueState) -> Result<(), StoreError> {
     if state.caught.len() > CAUGHT_KEPT {
         state.caught.clear();
     }
+    if !config.catch_up_stored {
+        return Ok(());
+    }
     for instance in config.storage.list_instances(None).await? {
         let cursor = match config.outbox.cursor(&instance.id).await? {
             Some(cursor) => cursor,

@@ -29,6 +29,12 @@ pub(super) struct StatusAnswer {
     #[schema(format = DateTime)]
     last_activity: Option<String>,
     connection_details: ConnectionStatus,
+    /// Cluster mode: the node that owns the instance (and answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    /// Cluster mode: the epoch of the owner's lease; it grows at every change of node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_epoch: Option<u64>,
 }
 
 /// The instance's live connection status.
@@ -53,7 +59,10 @@ pub(super) async fn status(
     VisibleInstance { instance, .. }: VisibleInstance,
 ) -> ApiResult<AppJson<StatusAnswer>> {
     let conn = connection(&state, &instance);
+    let (node, lease_epoch) = crate::http::cluster::lease_of(&state, &instance.id).unzip();
     Ok(AppJson(StatusAnswer {
+        node,
+        lease_epoch,
         instance_id: instance.id.clone(),
         status: conn.status,
         ready: conn.ready,

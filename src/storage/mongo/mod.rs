@@ -22,6 +22,7 @@
 //!   Cascading deletes remove the dependents first, so an interrupted delete leaves the
 //!   instance in place and a retry finishes it.
 
+pub mod cluster;
 mod messaging;
 mod stats;
 mod transfer;
@@ -213,7 +214,7 @@ impl MongoStorage {
 /// where the URL sets none (`serverSelectionTimeoutMS`, `connectTimeoutMS` win).
 ///
 /// Fails with `Unavailable` when the URL is invalid or names no database.
-async fn client_options(url: &str) -> Result<(ClientOptions, String), StoreError> {
+pub(crate) async fn client_options(url: &str) -> Result<(ClientOptions, String), StoreError> {
     let mut options = ClientOptions::parse(url)
         .await
         .map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;

@@ -1,0 +1,417 @@
+//! [`LeaseManager`]: the actor that makes this node own instances.
+//!
+//! Every `renew_every` it writes its heartbeat and renews all its leases in one update;
+//! the leases the database says it no longer holds are stopped at once. Every
+//! `scan_every` it reads the live nodes and the leases, takes the free instances
+//! [`super::placement`] gives it (and, after a grace period, free ones meant for a node
+//! that does not take them), and gives one up when it holds more than its share.
+//!
+//! **Self-fencing**: the lease of this node expires on the server `lease_ttl` after the
+//! server applied the last renewal, which is no earlier than when this node sent it. So
+//! at `sent + lease_ttl − renew_every`, measured on the monotonic clock, without a later
+//! successful renewal, the node stops every instance itself, before anybody else can take
+//! them. Every database call is bounded by the time left until then, so a hung database
+//! cannot hold the fence back.
+//!
+//! Taking a lease starts the instance actor (parked unless its stored status restores on
+//! start, as at a server start); losing or giving one up stops the actor without wiping
+//! anything. Stopping the manager (the server shutting down, after the instances stopped)
+//! releases every lease at once, so the other nodes take over without waiting for a TTL.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
+
+use super::{ClusterSettings, LeaseBoard, LeaseStore, placement};
+use crate::handle::ActorSlot;
+use crate::instance::InstancesHandle;
+use crate::store::DynStorage;
+
+/// How many scans a free instance meant for another node waits before this node takes
+/// it anyway (that node may be dying, or may not see the instance yet).
+const GRACE_SCANS: u32 = 3;
+
+/// What the lease manager needs.
+#[derive(Clone)]
+pub(crate) struct LeaseArgs {
+    pub settings: ClusterSettings,
+    pub store: Arc<dyn LeaseStore>,
+    pub storage: DynStorage,
+    pub instances: InstancesHandle,
+    pub board: LeaseBoard,
+}
+
+pub(crate) enum LeaseMsg {
+    Renew,
+    Scan,
+    /// The fence deadline of renewal `generation` may have passed.
+    Fence,
+}
+
+/// The lease manager's messages reach it through this handle. Cheap to clone.
+#[derive(Clone)]
+pub struct LeaseManagerHandle {
+    slot: ActorSlot<LeaseMsg>,
+    board: LeaseBoard,
+    settings: ClusterSettings,
+}
+
+impl LeaseManagerHandle {
+    pub fn new(board: LeaseBoard, settings: ClusterSettings) -> Self {
+        LeaseManagerHandle {
+            slot: ActorSlot::default(),
+            board,
+            settings,
+        }
+    }
+
+    /// Asks for a scan now (a new instance was created): it gets an owner without
+    /// waiting for the next scan period.
+    pub fn scan_now(&self) {
+        if let Some(actor) = self.slot.get() {
+            let _ = actor.cast(LeaseMsg::Scan);
+        }
+    }
+
+    pub fn board(&self) -> &LeaseBoard {
+        &self.board
+    }
+
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.slot.is_alive()
+    }
+}
+
+/// Spawns the manager linked to `parent` and points `handle` at it.
+pub(crate) async fn spawn(
+    handle: &LeaseManagerHandle,
+    args: LeaseArgs,
+    parent: ActorCell,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let (actor, _) = Actor::spawn_linked(None, LeaseManager, args, parent).await?;
+    handle.slot.set(Some(actor.clone()));
+    Ok(actor.get_cell())
+}
+
+/// The manager died: nobody renews until the root respawns it (the fence deadline still
+/// holds: the respawned manager starts with no deadline and stops what the board says it
+/// held once its first renewal fails).
+pub(crate) fn vacate(handle: &LeaseManagerHandle) {
+    handle.slot.set(None);
+}
+
+pub(crate) struct LeaseManager;
+
+pub(crate) struct LeaseState {
+    args: LeaseArgs,
+    /// When this node must have stopped its instances unless a renewal succeeds first.
+    fence_at: Option<Instant>,
+    /// Free instances meant for other nodes, and since when this node has seen them free.
+    free_since: HashMap<String, Instant>,
+}
+
+impl Actor for LeaseManager {
+    type Msg = LeaseMsg;
+    type State = LeaseState;
+    type Arguments = LeaseArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<LeaseMsg>,
+        args: LeaseArgs,
+    ) -> Result<LeaseState, ActorProcessingErr> {
+        myself.send_interval(args.settings.renew_every, || LeaseMsg::Renew);
+        myself.send_interval(args.settings.scan_every, || LeaseMsg::Scan);
+        // A respawned manager finds leases on the board from its predecessor: they are
+        // renewed (or stopped) by the first renewal.
+        let _ = myself.cast(LeaseMsg::Renew);
+        let _ = myself.cast(LeaseMsg::Scan);
+        Ok(LeaseState {
+            args,
+            fence_at: None,
+            free_since: HashMap::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<LeaseMsg>,
+        state: &mut LeaseState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The instances were stopped before the manager (shutdown order): hand their
+        // leases over now instead of after a TTL.
+        let held = state.args.board.held();
+        let node = state.args.settings.node_id.clone();
+        let bound = state.args.settings.renew_every;
+        if !held.is_empty() {
+            match tokio::time::timeout(bound, state.args.store.release(&node, &held)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(leases = held.len(), "leases released");
+                    state
+                        .args
+                        .board
+                        .counters
+                        .released
+                        .fetch_add(held.len() as u64, Ordering::Relaxed);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, "cannot release the leases; they expire on their own")
+                }
+                Err(_) => {
+                    tracing::warn!("releasing the leases timed out; they expire on their own")
+                }
+            }
+            for (id, _) in &held {
+                state.args.board.remove(id);
+            }
+        }
+        let _ = tokio::time::timeout(bound, state.args.store.leave(&node)).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LeaseMsg>,
+        message: LeaseMsg,
+        state: &mut LeaseState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            LeaseMsg::Renew => renew(&myself, state).await,
+            LeaseMsg::Scan => {
+                if fenced(state).await {
+                    return Ok(());
+                }
+                scan(state).await;
+            }
+            LeaseMsg::Fence => {
+                fenced(state).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a database call may take now: until the fence deadline, and never more than
+/// one renewal period.
+fn bound(state: &LeaseState) -> Duration {
+    let period = state.args.settings.renew_every;
+    match state.fence_at {
+        Some(at) => at.saturating_duration_since(Instant::now()).min(period),
+        None => period,
+    }
+}
+
+/// Stops every instance if the fence deadline has passed. Returns whether this node is
+/// fenced (holds nothing it may run).
+async fn fenced(state: &mut LeaseState) -> bool {
+    let Some(at) = state.fence_at else {
+        // No renewal has succeeded yet: nothing may run.
+        stop_all(state, "no lease renewal has succeeded yet").await;
+        return true;
+    };
+    if Instant::now() < at {
+        return false;
+    }
+    tracing::error!(
+        node = %state.args.settings.node_id,
+        "cannot renew the leases in time: stopping every instance before they can expire"
+    );
+    if !state.args.board.is_empty() {
+        state
+            .args
+            .board
+            .counters
+            .self_fenced
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    state.fence_at = None;
+    stop_all(state, "lease not renewed in time").await;
+    true
+}
+
+/// Stops every instance this node holds (in parallel: the fence is a race) and forgets
+/// their leases.
+async fn stop_all(state: &mut LeaseState, why: &str) {
+    let held = state.args.board.held();
+    if held.is_empty() {
+        return;
+    }
+    tracing::warn!(instances = held.len(), reason = why, "stopping instances");
+    let mut stops = tokio::task::JoinSet::new();
+    for (id, _) in &held {
+        let instances = state.args.instances.clone();
+        let id = id.clone();
+        stops.spawn(async move {
+            if let Err(err) = instances.release(&id).await {
+                tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
+            }
+        });
+    }
+    while stops.join_next().await.is_some() {}
+    for (id, _) in &held {
+        state.args.board.remove(id);
+    }
+}
+
+async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
+    let sent = Instant::now();
+    let bound = bound(state);
+    let answer = tokio::time::timeout(bound, state.args.store.renew(&state.args.settings)).await;
+    let owned = match answer {
+        Ok(Ok(owned)) => owned,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "cannot renew the leases");
+            fenced(state).await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(?bound, "renewing the leases timed out");
+            fenced(state).await;
+            return;
+        }
+    };
+    let fence_at = sent + state.args.settings.fence_after();
+    state.fence_at = Some(fence_at);
+    myself.send_after(fence_at.saturating_duration_since(Instant::now()), || {
+        LeaseMsg::Fence
+    });
+    // What the database no longer gives this node is stopped now.
+    let owned: HashSet<(String, u64)> = owned.into_iter().collect();
+    for (id, epoch) in state.args.board.held() {
+        if !owned.contains(&(id.clone(), epoch)) {
+            tracing::warn!(instance = %id, epoch, "lease lost; stopping the instance");
+            state
+                .args
+                .board
+                .counters
+                .lost
+                .fetch_add(1, Ordering::Relaxed);
+            state.args.board.remove(&id);
+            if let Err(err) = state.args.instances.release(&id).await {
+                tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
+            }
+        }
+    }
+}
+
+async fn scan(state: &mut LeaseState) {
+    let bound = bound(state);
+    let view = match tokio::time::timeout(bound, state.args.store.view()).await {
+        Ok(Ok(view)) => view,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "cannot read the leases");
+            return;
+        }
+        Err(_) => return,
+    };
+    let instances = match tokio::time::timeout(bound, state.args.storage.list_instances(None)).await
+    {
+        Ok(Ok(instances)) => instances,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "cannot list the instances");
+            return;
+        }
+        Err(_) => return,
+    };
+    let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+    let me = state.args.settings.node_id.clone();
+    let plan = placement(&me, &view, &ids);
+
+    // Free instances meant for others: taken after a grace period.
+    let now = Instant::now();
+    let grace = state.args.settings.scan_every * GRACE_SCANS;
+    let others: HashSet<&String> = plan.others.iter().collect();
+    state.free_since.retain(|id, _| others.contains(id));
+    let mut take = plan.take.clone();
+    for id in &plan.others {
+        let since = *state.free_since.entry(id.clone()).or_insert(now);
+        if now.duration_since(since) >= grace {
+            take.push(id.clone());
+        }
+    }
+
+    let by_id: HashMap<&str, &crate::domain::Instance> =
+        instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    for id in take {
+        if fenced(state).await {
+            return;
+        }
+        let Some(instance) = by_id.get(id.as_str()) else {
+            continue;
+        };
+        let acquired =
+            tokio::time::timeout(bound, state.args.store.acquire(&id, &state.args.settings)).await;
+        let epoch = match acquired {
+            Ok(Ok(Some(epoch))) => epoch,
+            Ok(Ok(None)) => continue, // another node was faster
+            Ok(Err(err)) => {
+                tracing::warn!(instance = %id, %err, "cannot take the lease");
+                continue;
+            }
+            Err(_) => return,
+        };
+        state.free_since.remove(&id);
+        state.args.board.insert(&id, epoch);
+        state
+            .args
+            .board
+            .counters
+            .acquired
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(instance = %id, epoch, "lease taken; starting the instance");
+        // Started off the manager's mailbox: an engine may take a while to start, and
+        // renewals must not wait behind it.
+        let parked = !instance.status.restores_on_start();
+        let instances = state.args.instances.clone();
+        let board = state.args.board.clone();
+        let instance = (*instance).clone();
+        tokio::spawn(async move {
+            if let Err(err) = instances.start(instance, parked).await {
+                tracing::error!(instance = %id, %err, "cannot start the instance");
+            }
+            // The lease went away while the instance was starting (fenced, lost): it
+            // must not run on.
+            if board.epoch(&id) != Some(epoch) {
+                let _ = instances.release(&id).await;
+            }
+        });
+    }
+
+    if let Some(id) = plan.give_up
+        && let Some(epoch) = state.args.board.epoch(&id)
+    {
+        tracing::info!(instance = %id, "over this node's share; handing the instance over");
+        if let Err(err) = state.args.instances.release(&id).await {
+            tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
+        }
+        state.args.board.remove(&id);
+        let lease = [(id.clone(), epoch)];
+        let released = state.args.store.release(&me, &lease);
+        if let Ok(Ok(())) = tokio::time::timeout(bound, released).await {
+            state
+                .args
+                .board
+                .counters
+                .released
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    // Leases of instances deleted meanwhile.
+    let stored: HashSet<&String> = ids.iter().collect();
+    for (id, _) in state.args.board.held() {
+        if !stored.contains(&id) {
+            let _ = state.args.instances.release(&id).await;
+            state.args.board.remove(&id);
+            let _ = tokio::time::timeout(bound, state.args.store.delete(&id)).await;
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Cluster mode (`CLUSTER_MODE=mongodb`), the parts outside the actors: joining (the
+//! secrets' fingerprint), and the signature of calls one node forwards to another.
+//!
+//! A forwarded call carries three headers: [`NODE_HEADER`] (the sender),
+//! [`TIME_HEADER`] (its clock, ms since the Unix epoch) and [`SIGNATURE_HEADER`]:
+//! hex HMAC-SHA256 with `CLUSTER_SECRET` of
+//! `v1\n{node}\n{time}\n{METHOD}\n{path?query}\n{hex SHA-256 of the body}`. A node
+//! never forwards a signed call again (one hop), and refuses a signature that does not
+//! verify or is more than [`MAX_SKEW`] old.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use wagate_actors::cluster::{LeaseBoard, LeaseManagerHandle};
+
+use crate::config::ClusterConfig;
+use crate::storage::mongo::cluster::MongoCluster;
+
+/// The node that signed a forwarded call.
+pub const NODE_HEADER: &str = "x-wagate-forwarded-by";
+/// When it signed it (ms since the Unix epoch).
+pub const TIME_HEADER: &str = "x-wagate-forwarded-at";
+/// The signature.
+pub const SIGNATURE_HEADER: &str = "x-wagate-signature";
+/// Every answer in cluster mode names the node that handled the call.
+pub const SERVED_BY_HEADER: &str = "x-wagate-node";
+
+/// How far a signature's time may be from the receiver's clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(30);
+
+/// What the HTTP edge needs in cluster mode. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub config: Arc<ClusterConfig>,
+    pub store: MongoCluster,
+    pub board: LeaseBoard,
+    pub leases: LeaseManagerHandle,
+    /// Forwards calls to other nodes (no overall timeout: live streams pass through).
+    pub client: reqwest::Client,
+    /// How long a forwarded call may wait for the owner's answer to begin (a stalled
+    /// owner answers nothing; it loses its leases within a TTL).
+    pub forward_timeout: Duration,
+}
+
+/// A digest naming the secrets every node must share, safe to store: SHA-256 over the
+/// length-prefixed secrets, first 16 bytes in hex.
+pub fn fingerprint(jwt_secret: &[u8], secret_key: &[u8], cluster_secret: &[u8]) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"wagate-cluster-secrets-v1");
+    for part in [jwt_secret, secret_key, cluster_secret] {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    hex::encode(&digest.finalize()[..16])
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(
+    secret: &[u8],
+    node: &str,
+    time_ms: i64,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> HmacSha256 {
+    // HMAC accepts keys of any length.
+    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    let body_hash = hex::encode(Sha256::digest(body));
+    mac.update(format!("v1\n{node}\n{time_ms}\n{method}\n{target}\n{body_hash}").as_bytes());
+    mac
+}
+
+/// The signature of a forwarded call (`target` is the path with its query).
+pub fn sign(
+    secret: &[u8],
+    node: &str,
+    time_ms: i64,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> String {
+    hex::encode(
+        mac(secret, node, time_ms, method, target, body)
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+/// Why a forwarded call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the forwarded call's signature headers are missing or malformed")]
+    Malformed,
+    #[error("the forwarded call's signature is too old or from the future")]
+    Stale,
+    #[error("the forwarded call's signature does not verify")]
+    Invalid,
+}
+
+/// Checks a forwarded call's signature against `now_ms` (constant-time comparison).
+#[allow(clippy::too_many_arguments)]
+pub fn verify(
+    secret: &[u8],
+    node: &str,
+    time: &str,
+    signature: &str,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> Result<(), SignatureError> {
+    let time_ms: i64 = time.parse().map_err(|_| SignatureError::Malformed)?;
+    let expected = hex::decode(signature).map_err(|_| SignatureError::Malformed)?;
+    let skew = i64::try_from(MAX_SKEW.as_millis()).unwrap_or(i64::MAX);
+    if (now_ms - time_ms).abs() > skew {
+        return Err(SignatureError::Stale);
+    }
+    mac(secret, node, time_ms, method, target, body)
+        .verify_slice(&expected)
+        .map_err(|_| SignatureError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_only_for_what_was_signed() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let sig = sign(secret, "n1", 1_000, "POST", "/api/x?y=1", b"{}");
+        assert_eq!(
+            verify(
+                secret,
+                "n1",
+                "1000",
+                &sig,
+                "POST",
+                "/api/x?y=1",
+                b"{}",
+                1_500
+            ),
+            Ok(())
+        );
+        for (node, method, target, body) in [
+            ("n2", "POST", "/api/x?y=1", &b"{}"[..]),
+            ("n1", "GET", "/api/x?y=1", b"{}"),
+            ("n1", "POST", "/api/x?y=2", b"{}"),
+            ("n1", "POST", "/api/x?y=1", b"{ }"),
+        ] {
+            assert_eq!(
+                verify(secret, node, "1000", &sig, method, target, body, 1_500),
+                Err(SignatureError::Invalid),
+                "{node} {method} {target}"
+            );
+        }
+        assert_eq!(
+            verify(
+                b"another secret, just as long....",
+                "n1",
+                "1000",
+                &sig,
+                "POST",
+                "/api/x?y=1",
+                b"{}",
+                1_500
+            ),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            verify(
+                secret,
+                "n1",
+                "1000",
+                &sig,
+                "POST",
+                "/api/x?y=1",
+                b"{}",
+                1_000 + 31_000
+            ),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(
+                secret,
+                "n1",
+                "soon",
+                &sig,
+                "POST",
+                "/api/x?y=1",
+                b"{}",
+                1_500
+            ),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_every_secret_and_shows_none() {
+        let base = fingerprint(b"jwt", b"key", b"cluster");
+        assert_ne!(base, fingerprint(b"jwt2", b"key", b"cluster"));
+        assert_ne!(base, fingerprint(b"jwt", b"key2", b"cluster"));
+        assert_ne!(base, fingerprint(b"jwt", b"key", b"cluster2"));
+        // Length prefixes: moving a byte from one secret to the next changes it too.
+        assert_ne!(base, fingerprint(b"jw", b"tkey", b"cluster"));
+        assert!(!base.contains("6a7774"), "no secret in hex");
+        assert_eq!(base.len(), 32);
+    }
+}

@@ -1,0 +1,394 @@
+//! Cluster mode on MongoDB: the node registry (`cluster_nodes`), instance leases
+//! (`instance_leases`) and the fenced session vault (`instance_sessions`).
+//!
+//! Every lease time is the database server's clock (`$$NOW`), never a node's, and is
+//! stored as milliseconds since the Unix epoch (a number): comparisons of numbers are
+//! exact on every MongoDB-wire server, while date-to-`$$NOW` comparisons are not on all
+//! of them. Lease writes use majority write concern, so a lease taken survives an
+//! election.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::options::{CollectionOptions, ReturnDocument, WriteConcern};
+use mongodb::{Client, Collection, Database};
+use wagate_actors::cluster::{
+    ClusterSettings, ClusterView, LeaseBoard, LeaseRecord, LeaseStore, NodeRecord, SessionVault,
+    VaultError,
+};
+use wagate_actors::error::{StoreError, StoreResult};
+
+use super::{client_options, is_duplicate_key, map_err};
+
+const NODES: &str = "cluster_nodes";
+const LEASES: &str = "instance_leases";
+const SESSIONS: &str = "instance_sessions";
+
+/// `$$NOW` as milliseconds since the Unix epoch.
+fn now_ms() -> Bson {
+    Bson::Document(doc! {"$toLong": "$$NOW"})
+}
+
+/// `$$NOW + ms`.
+fn now_plus(ms: i64) -> Bson {
+    Bson::Document(doc! {"$add": [{"$toLong": "$$NOW"}, ms]})
+}
+
+/// `expiresAt` still in the future on the server's clock.
+fn unexpired() -> Document {
+    doc! {"$expr": {"$gt": ["$expiresAt", {"$toLong": "$$NOW"}]}}
+}
+
+/// Why a node may not join the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "DATABASE_URL is not a MongoDB replica set: cluster mode needs one (transactions \
+         and change streams do not exist on a standalone server). Start mongod with \
+         --replSet and run rs.initiate() once"
+    )]
+    NotAReplicaSet,
+    #[error(
+        "this node's secrets (JWT_SECRET, SECRET_KEY, CLUSTER_SECRET) differ from those of \
+         the live node(s) {0}: every node of a cluster needs the same ones"
+    )]
+    SecretsDiffer(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The cluster's collections. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MongoCluster {
+    client: Client,
+    db: Database,
+    /// The leases this node holds: the session vault fences its writes with them.
+    board: LeaseBoard,
+    /// A digest of the shared secrets, written with every heartbeat.
+    fingerprint: String,
+}
+
+impl MongoCluster {
+    /// Connects to `url` (the same database as the storage).
+    ///
+    /// Fails with `Unavailable` when the URL is invalid or names no database.
+    pub async fn connect(
+        url: &str,
+        board: LeaseBoard,
+        fingerprint: String,
+    ) -> StoreResult<MongoCluster> {
+        let (options, name) = client_options(url).await?;
+        let client = Client::with_options(options).map_err(map_err)?;
+        Ok(MongoCluster {
+            db: client.database(&name),
+            client,
+            board,
+            fingerprint,
+        })
+    }
+
+    fn coll(&self, name: &str) -> Collection<Document> {
+        self.db.collection_with_options(
+            name,
+            CollectionOptions::builder()
+                .write_concern(WriteConcern::majority())
+                .build(),
+        )
+    }
+
+    /// Checks that this node may join: the server is a replica set, and every live node
+    /// was started with the same secrets.
+    pub async fn check_join(&self, node_id: &str) -> Result<(), JoinError> {
+        let hello = self
+            .db
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(map_err)?;
+        if !hello.get_str("setName").is_ok_and(|name| !name.is_empty()) {
+            return Err(JoinError::NotAReplicaSet);
+        }
+        let view = self.view().await?;
+        let mut others: Vec<String> = Vec::new();
+        let mut nodes = self.coll(NODES).find(doc! {}).await.map_err(map_err)?;
+        while let Some(node) = nodes.try_next().await.map_err(map_err)? {
+            let id = node.get_str("_id").unwrap_or_default();
+            let live = node.get_i64("expiresAt").unwrap_or(0) > view.now_ms;
+            let theirs = node.get_str("fingerprint").unwrap_or_default();
+            if live && id != node_id && theirs != self.fingerprint {
+                others.push(id.to_owned());
+            }
+        }
+        if others.is_empty() {
+            Ok(())
+        } else {
+            Err(JoinError::SecretsDiffer(others.join(", ")))
+        }
+    }
+
+    /// The server's clock, in ms since the Unix epoch.
+    async fn server_now(&self) -> StoreResult<i64> {
+        let hello = self
+            .db
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(map_err)?;
+        hello
+            .get_datetime("localTime")
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| StoreError::Corrupt("the server's hello has no localTime".into()))
+    }
+
+    /// The owner of an instance's unexpired lease, its epoch and the owner's URL (None
+    /// when nobody holds it, or its owner is not a live node).
+    pub async fn owner_of(&self, instance_id: &str) -> StoreResult<Option<(String, u64, String)>> {
+        let mut filter = unexpired();
+        filter.insert("_id", instance_id);
+        let Some(lease) = self.coll(LEASES).find_one(filter).await.map_err(map_err)? else {
+            return Ok(None);
+        };
+        let owner = lease.get_str("owner").unwrap_or_default().to_owned();
+        let epoch = epoch_of(&lease);
+        let mut filter = unexpired();
+        filter.insert("_id", owner.as_str());
+        let node = self.coll(NODES).find_one(filter).await.map_err(map_err)?;
+        Ok(node.map(|n| {
+            let url = n.get_str("url").unwrap_or_default().to_owned();
+            (owner, epoch, url)
+        }))
+    }
+}
+
+fn epoch_of(lease: &Document) -> u64 {
+    match lease.get("epoch") {
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
+        _ => 0,
+    }
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl LeaseStore for MongoCluster {
+    async fn renew(&self, node: &ClusterSettings) -> StoreResult<Vec<(String, u64)>> {
+        let ttl = millis(node.lease_ttl);
+        self.coll(NODES)
+            .update_one(
+                doc! {"_id": &node.node_id},
+                vec![doc! {"$set": {
+                    "url": &node.url,
+                    "fingerprint": &self.fingerprint,
+                    "lastHeartbeat": now_ms(),
+                    "expiresAt": now_plus(ttl),
+                }}],
+            )
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+        let mut mine = unexpired();
+        mine.insert("owner", node.node_id.as_str());
+        // One update renews every lease of the node.
+        self.coll(LEASES)
+            .update_many(
+                mine.clone(),
+                vec![doc! {"$set": {"expiresAt": now_plus(ttl)}}],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut owned = Vec::new();
+        let mut cursor = self.coll(LEASES).find(mine).await.map_err(map_err)?;
+        while let Some(lease) = cursor.try_next().await.map_err(map_err)? {
+            if let Ok(id) = lease.get_str("_id") {
+                owned.push((id.to_owned(), epoch_of(&lease)));
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn view(&self) -> StoreResult<ClusterView> {
+        let now_ms = self.server_now().await?;
+        let mut nodes = Vec::new();
+        let mut cursor = self.coll(NODES).find(doc! {}).await.map_err(map_err)?;
+        while let Some(node) = cursor.try_next().await.map_err(map_err)? {
+            let record = NodeRecord {
+                node_id: node.get_str("_id").unwrap_or_default().to_owned(),
+                url: node.get_str("url").unwrap_or_default().to_owned(),
+                last_heartbeat_ms: node.get_i64("lastHeartbeat").unwrap_or(0),
+                expires_at_ms: node.get_i64("expiresAt").unwrap_or(0),
+            };
+            if record.expires_at_ms > now_ms {
+                nodes.push(record);
+            }
+        }
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let mut leases = Vec::new();
+        let mut cursor = self.coll(LEASES).find(doc! {}).await.map_err(map_err)?;
+        while let Some(lease) = cursor.try_next().await.map_err(map_err)? {
+            leases.push(LeaseRecord {
+                instance_id: lease.get_str("_id").unwrap_or_default().to_owned(),
+                owner: lease.get_str("owner").unwrap_or_default().to_owned(),
+                epoch: epoch_of(&lease),
+                expires_at_ms: lease.get_i64("expiresAt").unwrap_or(0),
+            });
+        }
+        Ok(ClusterView {
+            now_ms,
+            nodes,
+            leases,
+        })
+    }
+
+    async fn acquire(&self, instance_id: &str, node: &ClusterSettings) -> StoreResult<Option<u64>> {
+        let ttl = millis(node.lease_ttl);
+        let taken = self
+            .coll(LEASES)
+            .find_one_and_update(
+                doc! {
+                    "_id": instance_id,
+                    "$expr": {"$lte": ["$expiresAt", {"$toLong": "$$NOW"}]},
+                },
+                vec![doc! {"$set": {
+                    "owner": &node.node_id,
+                    "epoch": {"$add": [{"$ifNull": ["$epoch", 0_i64]}, 1_i64]},
+                    "expiresAt": now_plus(ttl),
+                }}],
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match taken {
+            Ok(Some(lease)) if lease.get_str("owner").is_ok_and(|o| o == node.node_id) => {
+                Ok(Some(epoch_of(&lease)))
+            }
+            Ok(_) => Ok(None),
+            // The lease exists and has not expired: the upsert's insert collides.
+            Err(e) if is_duplicate_key(&e) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn release(&self, node: &str, leases: &[(String, u64)]) -> StoreResult<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let which: Vec<Document> = leases
+            .iter()
+            .map(|(id, epoch)| {
+                doc! {"_id": id, "owner": node, "epoch": i64::try_from(*epoch).unwrap_or(i64::MAX)}
+            })
+            .collect();
+        self.coll(LEASES)
+            .update_many(doc! {"$or": which}, doc! {"$set": {"expiresAt": 0_i64}})
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete(&self, instance_id: &str) -> StoreResult<()> {
+        self.coll(SESSIONS)
+            .delete_one(doc! {"_id": instance_id})
+            .await
+            .map_err(map_err)?;
+        self.coll(LEASES)
+            .delete_one(doc! {"_id": instance_id})
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn leave(&self, node: &str) -> StoreResult<()> {
+        self.coll(NODES)
+            .delete_one(doc! {"_id": node})
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionVault for MongoCluster {
+    async fn load(&self, instance_id: &str) -> StoreResult<BTreeMap<String, Vec<u8>>> {
+        let mut files = BTreeMap::new();
+        let Some(stored) = self
+            .coll(SESSIONS)
+            .find_one(doc! {"_id": instance_id})
+            .await
+            .map_err(map_err)?
+        else {
+            return Ok(files);
+        };
+        for file in stored
+            .get_array("files")
+            .map_err(|e| StoreError::Corrupt(format!("session of {instance_id}: {e}")))?
+        {
+            let Some(file) = file.as_document() else {
+                continue;
+            };
+            if let (Ok(name), Ok(data)) = (file.get_str("name"), file.get_binary_generic("data")) {
+                files.insert(name.to_owned(), data.clone());
+            }
+        }
+        Ok(files)
+    }
+
+    async fn save(
+        &self,
+        instance_id: &str,
+        files: BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), VaultError> {
+        let node = self.board.node_id().to_owned();
+        let Some(epoch) = self.board.epoch(instance_id) else {
+            self.board.count_fenced_write();
+            return Err(VaultError::Fenced);
+        };
+        let stored: Vec<Document> = files
+            .into_iter()
+            .map(|(name, data)| {
+                doc! {"name": name, "data": Binary { subtype: BinarySubtype::Generic, bytes: data }}
+            })
+            .collect();
+        let mut session = self.client.start_session().await.map_err(map_err)?;
+        // Operations inside a transaction carry no write concern of their own: the
+        // transaction's applies to the commit.
+        session
+            .start_transaction()
+            .write_concern(WriteConcern::majority())
+            .await
+            .map_err(map_err)?;
+        let leases: Collection<Document> = self.db.collection(LEASES);
+        let sessions: Collection<Document> = self.db.collection(SESSIONS);
+        // The fence: the lease is still this node's at this epoch, and written in the same
+        // transaction, so a takeover in between makes the transaction conflict.
+        let mut fence = unexpired();
+        fence.insert("_id", instance_id);
+        fence.insert("owner", node.as_str());
+        fence.insert("epoch", i64::try_from(epoch).unwrap_or(i64::MAX));
+        let held = leases
+            .update_one(fence, doc! {"$inc": {"sessionWrites": 1_i64}})
+            .session(&mut session)
+            .await
+            .map_err(map_err)?;
+        if held.matched_count == 0 {
+            let _ = session.abort_transaction().await;
+            self.board.count_fenced_write();
+            return Err(VaultError::Fenced);
+        }
+        sessions
+            .replace_one(
+                doc! {"_id": instance_id},
+                doc! {"_id": instance_id, "files": stored, "owner": &node,
+                "epoch": i64::try_from(epoch).unwrap_or(i64::MAX)},
+            )
+            .upsert(true)
+            .session(&mut session)
+            .await
+            .map_err(map_err)?;
+        session.commit_transaction().await.map_err(map_err)?;
+        Ok(())
+    }
+}
