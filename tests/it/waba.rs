@@ -509,7 +509,171 @@ async fn window_and_templates(backend: Backend) {
     );
 }
 
-backend_tests!(inbound_send_and_statuses, window_and_templates);
+/// Reads a Server-Sent Events stream until `n` events arrived (20 s at most); returns
+/// each as (id, data).
+pub(crate) async fn sse_events(
+    stream: &mut reqwest::Response,
+    buffer: &mut String,
+    n: usize,
+) -> Vec<(Option<String>, Value)> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let events: Vec<(Option<String>, Value)> = buffer
+                .split("\n\n")
+                .filter_map(|block| {
+                    let mut id = None;
+                    let mut data = None;
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id:") {
+                            id = Some(v.trim().to_owned());
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data = serde_json::from_str::<Value>(v.trim()).ok();
+                        }
+                    }
+                    data.map(|d| (id, d))
+                })
+                .collect();
+            if events.len() >= n {
+                return events;
+            }
+            let chunk = stream.chunk().await.expect("chunk").expect("stream open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the events in time")
+}
+
+async fn assign(d: &Desk, who: &Auth, chat: i64, operator: Value) -> (u16, Value) {
+    d.server
+        .post(
+            &format!("/api/waba/operator/chat/{chat}/assign"),
+            who,
+            json!({ "operatorId": operator }),
+        )
+        .await
+}
+
+async fn listed(d: &Desk, who: &Auth, assigned: &str) -> Vec<i64> {
+    let (code, body) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chats?assigned={assigned}"),
+            who,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    body["chats"]
+        .as_array()
+        .expect("chats")
+        .iter()
+        .map(|c| c["id"].as_i64().expect("id"))
+        .collect()
+}
+
+async fn assignment(backend: Backend) {
+    let d = desk_on(backend).await;
+    let chat = customer_writes(&d, "wamid.A1", now_secs()).await;
+    let (op1_id, op1) = operator(&d.server, "op1@example.com", &d.owner_id).await;
+    let (op2_id, op2) = operator(&d.server, "op2@example.com", &d.owner_id).await;
+    let (other_owner, _, _) = d.server.new_user("other@example.com", "user").await;
+    let (stranger_id, stranger) = operator(&d.server, "stranger@example.com", &other_owner).await;
+    let mut stream = d
+        .server
+        .request(Method::GET, "/api/waba/operator/events", &op2)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(stream.status().as_u16(), 200);
+
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &op1).await;
+    assert_eq!(chats["chats"][0]["assignedOperatorId"], Value::Null);
+    assert_eq!(listed(&d, &op1, "none").await, vec![chat]);
+    assert!(listed(&d, &op1, "me").await.is_empty());
+
+    // An operator takes the free chat.
+    let (code, body) = assign(&d, &op1, chat, json!(op1_id)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["id"], chat);
+    assert_eq!(body["assignedOperatorId"], op1_id.as_str());
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    assert_eq!(chats["chats"][0]["assignedOperatorId"], op1_id.as_str());
+    assert_eq!(listed(&d, &op1, "me").await, vec![chat]);
+    assert!(listed(&d, &op1, "none").await.is_empty());
+    assert!(listed(&d, &op2, "me").await.is_empty());
+    assert_eq!(listed(&d, &op2, "all").await, vec![chat]);
+
+    // Another operator can neither take it, nor release it, nor give it away.
+    let (code, body) = assign(&d, &op2, chat, json!(op2_id)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["code"], "chat_assigned");
+    let (code, body) = assign(&d, &op2, chat, Value::Null).await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = assign(&d, &op1, chat, json!(op2_id)).await;
+    assert_eq!(code, 403, "{body}");
+    // Another account's operator does not see the chat at all.
+    let (code, body) = assign(&d, &stranger, chat, json!(stranger_id)).await;
+    assert_eq!(code, 404, "{body}");
+
+    // The owner reassigns it; nobody outside the account can be the assignee.
+    let (code, body) = assign(&d, &d.owner, chat, json!(stranger_id)).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = assign(&d, &d.owner, chat, json!("no-such-user")).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = assign(&d, &d.owner, chat, json!(op2_id)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["assignedOperatorId"], op2_id.as_str());
+    // Its operator releases it; the admin may assign anyone of the account too.
+    let (code, body) = assign(&d, &op2, chat, Value::Null).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["assignedOperatorId"], Value::Null);
+    let (code, body) = assign(&d, &d.server.admin(), chat, json!(d.owner_id)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["assignedOperatorId"], d.owner_id.as_str());
+
+    // Bad requests.
+    let (code, body) = d
+        .server
+        .post(
+            &format!("/api/waba/operator/chat/{chat}/assign"),
+            &d.owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("operatorId")
+    );
+    let (code, _) = assign(&d, &d.owner, 424242, Value::Null).await;
+    assert_eq!(code, 404);
+    let (code, _) = d
+        .server
+        .get("/api/waba/operator/chats?assigned=everyone", &d.owner)
+        .await;
+    assert_eq!(code, 400);
+
+    // Every change went on the stream, in order.
+    let mut buffer = String::new();
+    let events = sse_events(&mut stream, &mut buffer, 4).await;
+    let assignments: Vec<Value> = events
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["type"] == "assignment")
+        .map(|e| {
+            assert_eq!(e["chatId"], chat);
+            e["assignedOperatorId"].clone()
+        })
+        .collect();
+    assert_eq!(
+        assignments,
+        [json!(op1_id), json!(op2_id), Value::Null, json!(d.owner_id)]
+    );
+}
+
+backend_tests!(inbound_send_and_statuses, window_and_templates, assignment);
 
 #[tokio::test]
 async fn webhook_signatures_routing_and_verification() {

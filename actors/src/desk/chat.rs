@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 
-use super::{GraphApi, SendError, WabaEvent, WabaEventKind};
+use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
 use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage, window_open};
 use crate::error::{DomainError, StoreError};
@@ -105,7 +105,7 @@ impl Actor for OperatorChatActor {
                     .await
                     .map_err(DomainError::from);
                 if let Ok(Some(m)) = &answer {
-                    self.publish(WabaEventKind::Status, m);
+                    self.publish(WabaEvent::Status(m.clone()));
                 }
                 let _ = reply.send(answer);
             }
@@ -159,7 +159,7 @@ impl OperatorChatActor {
                 SendError::Domain(DomainError::Store(e))
             })?;
         state.chat.last_message_at = Some(now);
-        self.publish(WabaEventKind::Message, &stored);
+        self.publish(WabaEvent::Message(stored.clone()));
         Ok(stored)
     }
 
@@ -179,7 +179,7 @@ impl OperatorChatActor {
                 if state.chat.last_message_at.is_none_or(|t| t < ts) {
                     state.chat.last_message_at = Some(ts);
                 }
-                self.publish(WabaEventKind::Message, &stored);
+                self.publish(WabaEvent::Message(stored.clone()));
                 Ok(Some(stored))
             }
             Err(StoreError::Conflict(_)) => Ok(None),
@@ -187,11 +187,8 @@ impl OperatorChatActor {
         }
     }
 
-    fn publish(&self, kind: WabaEventKind, message: &WabaMessage) {
+    fn publish(&self, event: WabaEvent) {
         // No subscriber is fine: the events are a live feed, storage is the record.
-        let _ = self.events.send(WabaEvent {
-            kind,
-            message: message.clone(),
-        });
+        let _ = self.events.send(event);
     }
 }

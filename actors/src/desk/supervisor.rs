@@ -277,10 +277,16 @@ impl OperatorDeskHandle {
         .await?
     }
 
-    /// The live feed of new messages and status changes of every chat; the caller
-    /// filters what its user may see.
+    /// The live feed of new messages, status changes and assignments of every chat;
+    /// the caller filters what its user may see.
     pub fn subscribe(&self) -> broadcast::Receiver<WabaEvent> {
         self.events.subscribe()
+    }
+
+    /// Puts an event of a change made outside the chat actors (an assignment) on the
+    /// live feed.
+    pub fn publish(&self, event: WabaEvent) {
+        let _ = self.events.send(event);
     }
 
     /// Stops every chat actor (each finishes what it is doing), then the desk. Calling

@@ -3,8 +3,11 @@
 
 use tokio::sync::broadcast;
 use wagate_actors::desk::WabaEvent;
-use wagate_actors::domain::Page;
-use wagate_actors::domain::waba::{WabaChat, WabaChatSummary, WabaContent, WabaMessage};
+use wagate_actors::domain::waba::{
+    AssignedFilter, WabaChat, WabaChatSummary, WabaContent, WabaMessage,
+};
+use wagate_actors::domain::{Page, Role, User};
+use wagate_actors::error::DomainError;
 
 use super::{Scope, Waba, WabaError};
 
@@ -25,17 +28,97 @@ impl Waba {
         }
     }
 
-    /// The chats `scope` sees, most recent first.
+    /// The chats `scope` sees that `assigned` keeps, most recent first.
     pub async fn chats(
         &self,
         scope: &Scope,
+        assigned: &AssignedFilter,
         limit: u32,
         offset: u64,
     ) -> Result<Page<WabaChatSummary>, WabaError> {
         Ok(self
             .storage
-            .list_waba_chats(scope.owner(), limit, offset)
+            .list_waba_chats(scope.owner(), assigned, limit, offset)
             .await?)
+    }
+
+    /// Assigns a visible chat to `assignee` (None: releases it) on behalf of `caller`,
+    /// and tells the live feed when that changed anything. Answers the chat after it.
+    ///
+    /// An operator may take a chat nobody has, or release its own: `AssignedToOther`
+    /// (409) when someone else has it, `NotYourChat` (403) for anything else. An owner
+    /// or admin may assign the chat to anyone of its account (the owner or one of its
+    /// operators); `UnknownAssignee` for anybody else. The change is a compare-and-set
+    /// on the assignee it was decided on, so two operators taking one chat cannot both
+    /// win.
+    pub async fn assign(
+        &self,
+        scope: &Scope,
+        caller: &User,
+        chat_id: i64,
+        assignee: Option<String>,
+    ) -> Result<WabaChat, WabaError> {
+        let mut chat = self.chat(scope, chat_id).await?;
+        if let Some(id) = &assignee {
+            self.check_assignee(&chat, id).await?;
+        }
+        // Decided on what was read; retried when someone changed it meanwhile.
+        for _ in 0..3 {
+            let current = chat.assigned_operator_id.as_deref();
+            if caller.role == Role::Operator {
+                let me = caller.id.as_str();
+                match assignee.as_deref() {
+                    Some(other) if other != me => {
+                        return Err(WabaError::NotYourChat(
+                            "an operator may assign a chat only to itself; its owner or an admin may assign anyone",
+                        ));
+                    }
+                    Some(_) => {
+                        if let Some(holder) = current.filter(|c| *c != me) {
+                            return Err(WabaError::AssignedToOther(holder.to_owned()));
+                        }
+                    }
+                    None => {
+                        if current.is_some_and(|c| c != me) {
+                            return Err(WabaError::NotYourChat(
+                                "an operator may release only a chat assigned to itself",
+                            ));
+                        }
+                    }
+                }
+            }
+            if current == assignee.as_deref() {
+                return Ok(chat);
+            }
+            match self
+                .storage
+                .assign_waba_chat(chat.id, current, assignee.as_deref())
+                .await?
+            {
+                Some(changed) => {
+                    self.desk.publish(WabaEvent::Assignment(changed.clone()));
+                    return Ok(changed);
+                }
+                None => chat = self.chat(scope, chat_id).await?,
+            }
+        }
+        Err(WabaError::Domain(DomainError::Unavailable(format!(
+            "chat {chat_id} is being reassigned concurrently; retry"
+        ))))
+    }
+
+    /// `UnknownAssignee` unless `id` is the chat's owner or one of its operators.
+    async fn check_assignee(&self, chat: &WabaChat, id: &str) -> Result<(), WabaError> {
+        let ok = match self.storage.user_by_id(id).await? {
+            Some(u) if u.role == Role::Operator => u.owner_id.as_deref() == Some(&chat.owner_id),
+            Some(u) => u.id == chat.owner_id,
+            None => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(WabaError::UnknownAssignee(id.to_owned()))
+        }
     }
 
     /// A page of a visible chat's messages, newest first.

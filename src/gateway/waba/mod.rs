@@ -48,6 +48,15 @@ pub enum WabaError {
     /// No such message, or not one the caller sees.
     #[error("message {0} not found")]
     MessageNotFound(i64),
+    /// The chat is assigned to someone else (this user id).
+    #[error("the chat is already assigned to {0}; its owner or an admin can reassign it")]
+    AssignedToOther(String),
+    /// An operator tried an assignment only an owner or admin may make.
+    #[error("{0}")]
+    NotYourChat(&'static str),
+    /// An assignee who is neither the chat's owner nor one of its operators.
+    #[error("user {0} is not the owner or an operator of this chat's account")]
+    UnknownAssignee(String),
     /// Meta's subscription check named no account's verify token.
     #[error("webhook verification failed: unknown verify token")]
     UnknownVerifyToken,

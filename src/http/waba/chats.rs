@@ -9,16 +9,17 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wagate_actors::desk::WabaEvent;
 use wagate_actors::domain::MessageStatus;
-use wagate_actors::domain::waba::{WabaMessage, window_expires_at};
+use wagate_actors::domain::waba::{AssignedFilter, WabaMessage, window_expires_at};
 
 use super::{DeskCaller, NO_CHAT, numeric, receipts};
-use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::state::AppState;
 use crate::http::{iso, page_limit};
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_chats))
         .routes(routes!(chat_messages))
         .routes(routes!(mark_read))
+        .routes(routes!(assign))
         .routes(routes!(events))
 }
 
@@ -200,6 +202,32 @@ struct WabaChatView {
     owner_id: String,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ChatListParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// How many items to skip.
+    offset: Option<u64>,
+    /// `me` (assigned to the caller), `none` (unassigned) or `all` (default).
+    #[param(pattern = "^(me|none|all)$")]
+    assigned: Option<String>,
+}
+
+impl ChatListParams {
+    fn assigned(&self, caller_id: &str) -> ApiResult<AssignedFilter> {
+        match self.assigned.as_deref().map(str::trim) {
+            None | Some("" | "all") => Ok(AssignedFilter::All),
+            Some("none") => Ok(AssignedFilter::Unassigned),
+            Some("me") => Ok(AssignedFilter::To(caller_id.to_owned())),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid assigned '{other}': expected me, none or all"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 struct WabaChatList {
     chats: Vec<WabaChatView>,
@@ -208,12 +236,13 @@ struct WabaChatList {
     offset: u64,
 }
 
-/// The chats the caller sees, most recent first.
+/// The chats the caller sees, most recent first; `assigned` keeps those assigned to the
+/// caller (`me`) or to nobody (`none`).
 #[utoipa::path(
     get,
     path = "/api/waba/operator/chats",
     tag = "waba",
-    params(OffsetParams),
+    params(ChatListParams),
     responses(
         (status = 200, description = "A page of chats", body = WabaChatList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -222,10 +251,15 @@ struct WabaChatList {
 async fn list_chats(
     State(state): State<AppState>,
     desk: DeskCaller,
-    AppQuery(page): AppQuery<OffsetParams>,
+    AppQuery(params): AppQuery<ChatListParams>,
 ) -> ApiResult<AppJson<WabaChatList>> {
-    let (limit, offset) = page.resolve()?;
-    let page = state.waba.chats(&desk.scope, limit, offset).await?;
+    let limit = page_limit(params.limit, DEFAULT_LIMIT)?;
+    let offset = params.offset.unwrap_or(0);
+    let assigned = params.assigned(&desk.caller.0.id)?;
+    let page = state
+        .waba
+        .chats(&desk.scope, &assigned, limit, offset)
+        .await?;
     let mut senders = Senders::default();
     let mut chats = Vec::with_capacity(page.items.len());
     for s in &page.items {
@@ -287,17 +321,94 @@ async fn mark_read(
     }))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = WabaAssign)]
+struct AssignBody {
+    /// The user to assign the chat to (the account's owner or one of its operators);
+    /// null releases the chat. Required, null included.
+    #[serde(default, deserialize_with = "present")]
+    operator_id: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (Some(None)) from one left out (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A chat after an assignment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaChatAssigned {
+    id: i64,
+    customer_phone: String,
+    customer_name: Option<String>,
+    #[schema(format = DateTime)]
+    window_expires_at: Option<String>,
+    assigned_operator_id: Option<String>,
+    owner_id: String,
+}
+
+/// Assigns the chat to an operator, or releases it (`operatorId: null`).
+///
+/// An operator may take a chat nobody has, or release its own; the account's owner or an
+/// admin may assign it to anyone of the account. The change goes on the live events as
+/// `{"type": "assignment", "chatId", "assignedOperatorId"}`.
+#[utoipa::path(
+    post,
+    path = "/api/waba/operator/chat/{chatId}/assign",
+    tag = "waba",
+    params(("chatId" = i64, Path, description = "The chat's numeric id")),
+    request_body = AssignBody,
+    responses(
+        (status = 200, description = "The chat after the assignment", body = WabaChatAssigned),
+        (status = 400, description = "Not a number, `operatorId` missing, or not a user of the chat's account", body = ErrorBody),
+        (status = 403, description = "An operator assigning someone else, or releasing another's chat", body = ErrorBody),
+        (status = 404, description = NO_CHAT, body = ErrorBody),
+        (status = 409, description = "An operator taking a chat assigned to someone else (`chat_assigned`)", body = ErrorBody),
+    )
+)]
+async fn assign(
+    State(state): State<AppState>,
+    desk: DeskCaller,
+    AppPath(raw): AppPath<String>,
+    AppJson(body): AppJson<Value>,
+) -> ApiResult<AppJson<WabaChatAssigned>> {
+    let chat_id = numeric("chatId", &raw)?;
+    let body: AssignBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let Some(assignee) = body.operator_id else {
+        return Err(ApiError::bad_request(
+            "operatorId is required (a user id, or null to release the chat)",
+        ));
+    };
+    let assignee = assignee.map(|a| a.trim().to_owned());
+    let chat = state
+        .waba
+        .assign(&desk.scope, &desk.caller.0, chat_id, assignee)
+        .await?;
+    Ok(AppJson(WabaChatAssigned {
+        id: chat.id,
+        customer_phone: chat.customer_phone,
+        customer_name: chat.customer_name,
+        window_expires_at: window_expires_at(chat.last_customer_message_at).map(iso),
+        assigned_operator_id: chat.assigned_operator_id,
+        owner_id: chat.owner_id,
+    }))
+}
+
 /// The caller's chats as a live stream (Server-Sent Events).
 ///
 /// Server-Sent Events of the caller's chats: `data: {"type": "message"|"status", "chatId",
-/// "message": {...}}`, the message as the chat history shows it after the change. A live
-/// feed: a client that reconnects reads what it missed from the history.
+/// "message": {...}}`, the message as the chat history shows it after the change, and
+/// `{"type": "assignment", "chatId", "assignedOperatorId"}`. A live feed: a client that
+/// reconnects reads what it missed from the history.
 #[utoipa::path(
     get,
     path = "/api/waba/operator/events",
     tag = "waba",
     responses(
-        (status = 200, description = "An endless stream: each `data:` is `{\"type\": \"message\"|\"status\", \"chatId\", \"message\"}` (JSON)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An endless stream: each `data:` is `{\"type\": \"message\"|\"status\", \"chatId\", \"message\"}` or `{\"type\": \"assignment\", \"chatId\", \"assignedOperatorId\"}` (JSON)", content_type = "text/event-stream", body = String),
     )
 )]
 async fn events(State(state): State<AppState>, desk: DeskCaller) -> impl IntoResponse {
@@ -309,14 +420,10 @@ async fn events(State(state): State<AppState>, desk: DeskCaller) -> impl IntoRes
         loop {
             match live.recv().await {
                 Ok(event) => {
-                    if !scope.sees(&event.message.owner_id) {
+                    if !scope.sees(event.owner_id()) {
                         continue;
                     }
-                    let data = json!({
-                        "type": event.kind.as_str(),
-                        "chatId": event.message.chat_id,
-                        "message": message_view(&state, &mut senders, &event.message).await,
-                    });
+                    let data = event_data(&state, &mut senders, &event).await;
                     let sse = Event::default().data(data.to_string());
                     if tx.send(Ok(sse)).await.is_err() {
                         return;
@@ -330,4 +437,20 @@ async fn events(State(state): State<AppState>, desk: DeskCaller) -> impl IntoRes
         }
     });
     Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// The `data:` of an event.
+async fn event_data(state: &AppState, senders: &mut Senders, event: &WabaEvent) -> Value {
+    match event {
+        WabaEvent::Message(m) | WabaEvent::Status(m) => json!({
+            "type": event.kind(),
+            "chatId": m.chat_id,
+            "message": message_view(state, senders, m).await,
+        }),
+        WabaEvent::Assignment(c) => json!({
+            "type": event.kind(),
+            "chatId": c.id,
+            "assignedOperatorId": c.assigned_operator_id,
+        }),
+    }
 }
