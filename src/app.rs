@@ -130,6 +130,7 @@ async fn start_actors(
         desk: Some(DeskParts {
             graph: Arc::new(graph),
             chat_timeout,
+            chat_idle: config.waba_chat_idle,
         }),
         on_event: Some({
             let metrics = metrics.clone();

@@ -96,6 +96,7 @@ struct RawConfig {
     waba_graph_base_url: String,
     #[serde(deserialize_with = "any_string")]
     waba_api_version: String,
+    waba_chat_idle_ms: u64,
     rate_limit_per_minute: u32,
     login_max_failures: u32,
     login_lockout_ms: u64,
@@ -233,6 +234,8 @@ pub struct Config {
     pub allow_private_network_urls: bool,
     pub waba_graph_base_url: String,
     pub waba_api_version: String,
+    /// How long an operator desk chat actor lives without a request.
+    pub waba_chat_idle: Duration,
     /// Authenticated calls one user may make per minute; 0 = unlimited.
     pub rate_limit_per_minute: u32,
     /// Failed logins of one email before it is locked out; 0 = no throttling.
@@ -431,6 +434,7 @@ impl Config {
             ));
         }
         let restart_window = positive("restart_window_ms", raw.restart_window_ms)?;
+        let waba_chat_idle = positive("waba_chat_idle_ms", raw.waba_chat_idle_ms)?;
         if raw.restart_budget == 0 {
             return Err(invalid("restart_budget", "must be at least 1"));
         }
@@ -508,6 +512,7 @@ impl Config {
             allow_private_network_urls: raw.allow_private_network_urls,
             waba_graph_base_url: raw.waba_graph_base_url.trim_end_matches('/').to_owned(),
             waba_api_version: raw.waba_api_version,
+            waba_chat_idle,
             rate_limit_per_minute: raw.rate_limit_per_minute,
             login_max_failures: raw.login_max_failures,
             login_lockout,

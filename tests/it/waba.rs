@@ -195,13 +195,19 @@ pub(crate) struct Desk {
 }
 
 pub(crate) async fn desk_on(backend: Backend) -> Desk {
+    desk_with(backend, &[]).await
+}
+
+/// A desk on `backend` with `extra` config overrides.
+pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk {
     let graph = FakeGraph::start().await;
     let url = graph.url();
-    let server = TestServer::start_on(
-        backend,
-        &[("waba_graph_base_url", &url), ("waba_api_version", "v21.0")],
-    )
-    .await;
+    let mut config = vec![
+        ("waba_graph_base_url", url.as_str()),
+        ("waba_api_version", "v21.0"),
+    ];
+    config.extend_from_slice(extra);
+    let server = TestServer::start_on(backend, &config).await;
     let (owner_id, _, token) = server.new_user("owner@example.com", "user").await;
     let owner = Auth::Bearer(token);
     let (code, body) = server
@@ -673,7 +679,62 @@ async fn assignment(backend: Backend) {
     );
 }
 
-backend_tests!(inbound_send_and_statuses, window_and_templates, assignment);
+/// `wagate_waba_chat_actors` from `/metrics`.
+async fn chat_actors(server: &TestServer) -> u64 {
+    let text = server
+        .request(Method::GET, "/metrics", &Auth::None)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("wagate_waba_chat_actors "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the chat actor gauge")
+}
+
+async fn idle_chats_stop_and_wake(backend: Backend) {
+    let d = desk_with(backend, &[("waba_chat_idle_ms", "300")]).await;
+    let chat = customer_writes(&d, "wamid.I1", now_secs()).await;
+    crate::common::eventually(20, "the idle chat actor to stop", || async {
+        (chat_actors(&d.server).await == 0).then_some(())
+    })
+    .await;
+    // The chat wakes on demand: a customer message and an answer both work, and the
+    // answer sees the window the stored message opened.
+    let again = customer_writes(&d, "wamid.I2", now_secs()).await;
+    assert_eq!(again, chat);
+    let (code, sent) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "Still here"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{sent}");
+    let (_, history) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chat/{chat}/messages"),
+            &d.owner,
+        )
+        .await;
+    assert_eq!(history["total"], 3, "{history}");
+    crate::common::eventually(20, "the woken actor to stop again", || async {
+        (chat_actors(&d.server).await == 0).then_some(())
+    })
+    .await;
+}
+
+backend_tests!(
+    inbound_send_and_statuses,
+    window_and_templates,
+    assignment,
+    idle_chats_stop_and_wake
+);
 
 #[tokio::test]
 async fn webhook_signatures_routing_and_verification() {

@@ -167,6 +167,11 @@ impl Waba {
             .await?)
     }
 
+    /// How many chat actors run now (idle ones stop).
+    pub fn chat_actors(&self) -> usize {
+        self.desk.chat_actors()
+    }
+
     /// The live feed of every chat's new messages and status changes; the subscriber
     /// keeps what its [`Scope`] sees.
     pub fn subscribe(&self) -> broadcast::Receiver<WabaEvent> {
