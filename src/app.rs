@@ -131,6 +131,7 @@ async fn start_actors(
             graph: Arc::new(graph),
             chat_timeout,
             chat_idle: config.waba_chat_idle,
+            event_retention: config.waba_event_retention,
         }),
         on_event: Some({
             let metrics = metrics.clone();

@@ -74,6 +74,8 @@ pub struct DeskParts {
     pub chat_timeout: Duration,
     /// How long a chat actor lives without a request.
     pub chat_idle: Duration,
+    /// Live feed events kept for subscribers that resume.
+    pub event_retention: usize,
 }
 
 impl RuntimeConfig {
@@ -160,7 +162,12 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
         },
     }));
     let desk = desk_parts.map(|parts| {
-        let handle = OperatorDeskHandle::new(call_timeout, parts.chat_timeout, parts.chat_idle);
+        let handle = OperatorDeskHandle::new(
+            call_timeout,
+            parts.chat_timeout,
+            parts.chat_idle,
+            parts.event_retention,
+        );
         let args = handle.args(storage.clone(), parts.graph);
         services.push(Arc::new(DeskService {
             handle: handle.clone(),

@@ -729,7 +729,97 @@ async fn idle_chats_stop_and_wake(backend: Backend) {
     .await;
 }
 
+/// Opens the operator stream, resuming after `last_event_id` when given.
+async fn open_events(d: &Desk, last_event_id: Option<&str>) -> reqwest::Response {
+    let mut rb = d
+        .server
+        .request(Method::GET, "/api/waba/operator/events", &d.owner);
+    if let Some(id) = last_event_id {
+        rb = rb.header("last-event-id", id);
+    }
+    let stream = rb.send().await.expect("events");
+    assert_eq!(stream.status().as_u16(), 200);
+    stream
+}
+
+/// The `type`s of events.
+fn kinds(events: &[(Option<String>, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .map(|(_, e)| e["type"].as_str().expect("type").to_owned())
+        .collect()
+}
+
+async fn events_resume_after_last_event_id(backend: Backend) {
+    let d = desk_with(backend, &[("waba_event_retention", "3")]).await;
+    let mut first = open_events(&d, None).await;
+    let chat = customer_writes(&d, "wamid.R1", now_secs()).await;
+    let (code, sent) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "hello"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{sent}");
+    let wamid = sent["messageId"].as_str().expect("wamid").to_owned();
+    let mut buffer = String::new();
+    let seen = sse_events(&mut first, &mut buffer, 2).await;
+    assert_eq!(kinds(&seen), ["message", "message"]);
+    let ids: Vec<String> = seen
+        .iter()
+        .map(|(id, _)| id.clone().expect("every event has an id"))
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    drop(first);
+
+    // While nobody listens: a status and an assignment.
+    let (code, _) = webhook(
+        &d.server,
+        &status(&wamid, CUSTOMER, "delivered"),
+        Some(APP_SECRET),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = assign(&d, &d.owner, chat, json!(d.owner_id)).await;
+    assert_eq!(code, 200);
+
+    // Resuming after the second event: exactly what came later, in order, then live.
+    let mut resumed = open_events(&d, Some(&ids[1])).await;
+    let mut buffer = String::new();
+    let caught_up = sse_events(&mut resumed, &mut buffer, 2).await;
+    assert_eq!(kinds(&caught_up), ["status", "assignment"]);
+    assert_eq!(caught_up[0].1["message"]["status"], "delivered");
+    assert_eq!(caught_up[1].1["assignedOperatorId"], d.owner_id.as_str());
+    let (code, _) = assign(&d, &d.owner, chat, Value::Null).await;
+    assert_eq!(code, 200);
+    let with_live = sse_events(&mut resumed, &mut buffer, 3).await;
+    assert_eq!(kinds(&with_live), ["status", "assignment", "assignment"]);
+    assert_eq!(with_live[2].1["assignedOperatorId"], Value::Null);
+    let last = with_live[2].0.clone().expect("id");
+    drop(resumed);
+
+    // Up to date: nothing to catch up on, the next event is live.
+    let mut current = open_events(&d, Some(&last)).await;
+    customer_writes(&d, "wamid.R2", now_secs()).await;
+    let mut buffer = String::new();
+    let next = sse_events(&mut current, &mut buffer, 1).await;
+    assert_eq!(kinds(&next), ["message"]);
+    assert_eq!(next[0].1["message"]["whatsappMessageId"], "wamid.R2");
+
+    // Six events so far, three kept: resuming after the second misses some, and so does
+    // an id the server never gave. The stream says so first.
+    for named in [ids[1].as_str(), "not-an-id", "1-1"] {
+        let mut stale = open_events(&d, Some(named)).await;
+        let mut buffer = String::new();
+        let told = sse_events(&mut stale, &mut buffer, 1).await;
+        assert_eq!(kinds(&told), ["resync"], "{named}");
+    }
+}
+
 backend_tests!(
+    events_resume_after_last_event_id,
     inbound_send_and_statuses,
     window_and_templates,
     assignment,

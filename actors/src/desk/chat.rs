@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::broadcast;
 // Tokio's clock, so tests can move time instead of waiting for it.
 use tokio::time::Instant;
 
+use super::feed::DeskFeed;
 use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
 use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage, window_open};
@@ -52,7 +52,7 @@ pub enum ChatMsg {
 pub struct OperatorChatActor {
     pub(super) store: Arc<dyn WabaStore>,
     pub(super) graph: Arc<dyn GraphApi>,
-    pub(super) events: broadcast::Sender<WabaEvent>,
+    pub(super) events: DeskFeed,
     /// Tells the desk this actor (of this chat) has been idle for `idle_after`.
     pub(super) retire: Arc<dyn Fn(ActorId) + Send + Sync>,
     pub(super) idle_after: Duration,
@@ -219,7 +219,6 @@ impl OperatorChatActor {
     }
 
     fn publish(&self, event: WabaEvent) {
-        // No subscriber is fine: the events are a live feed, storage is the record.
-        let _ = self.events.send(event);
+        self.events.publish(event);
     }
 }

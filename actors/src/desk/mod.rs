@@ -7,24 +7,29 @@
 //! [`crate::domain::waba`], its storage trait in [`crate::store::WabaStore`].
 //!
 //! - this file: the [`GraphApi`] seam, the errors of a send and the live feed's events;
+//! - `feed.rs`: [`DeskFeed`], the live feed, numbered and kept for a while so a client
+//!   that reconnects resumes where it left off;
 //! - `chat.rs`: [`OperatorChatActor`], one per chat: serializes the chat's sends, inbound
 //!   messages and status updates, and tracks its 24-hour window;
 //! - `supervisor.rs`: [`OperatorDesk`], the supervisor of the chat actors, and
 //!   [`OperatorDeskHandle`], its typed face (plus the live event feed).
 
 mod chat;
+mod feed;
 mod supervisor;
 
 use async_trait::async_trait;
 
 pub use chat::OperatorChatActor;
+pub use feed::{DeskFeed, EventId, FeedEntry, Subscription};
 pub use supervisor::OperatorDeskHandle;
 pub(crate) use supervisor::{DeskArgs, spawn, vacate};
 
 use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
 use crate::error::DomainError;
 
-/// Events buffered for slow live subscribers before they lag.
+/// Events buffered for slow live subscribers before they lag (they then catch up from
+/// what the feed keeps).
 pub const EVENT_CAPACITY: usize = 256;
 
 /// One event of the live feed (`/api/waba/operator/events`).

@@ -21,10 +21,10 @@ use ractor::rpc::CallResult;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use tokio::sync::broadcast;
 
 use super::chat::{ChatMsg, OperatorChatActor};
-use super::{EVENT_CAPACITY, GraphApi, SendError, WabaEvent};
+use super::feed::{DeskFeed, EventId, FeedEntry, Subscription};
+use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
 use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
 use crate::error::DomainError;
@@ -58,7 +58,7 @@ pub(crate) struct OperatorDesk;
 pub(crate) struct DeskArgs {
     pub store: Arc<dyn WabaStore>,
     pub graph: Arc<dyn GraphApi>,
-    pub events: broadcast::Sender<WabaEvent>,
+    pub events: DeskFeed,
     pub call_timeout: Duration,
     /// How long a chat actor lives without a request.
     pub idle_after: Duration,
@@ -211,7 +211,7 @@ async fn chat_actor(
 pub struct OperatorDeskHandle {
     slot: ActorSlot<DeskMsg>,
     /// The live feed: kept here so subscribers outlive a respawn of the desk.
-    events: broadcast::Sender<WabaEvent>,
+    events: DeskFeed,
     call_timeout: Duration,
     /// Calls into a chat actor wait behind the chat's sends, each of which may take the
     /// Graph API client's whole retry budget.
@@ -244,16 +244,17 @@ pub(crate) fn vacate(handle: &OperatorDeskHandle) {
 impl OperatorDeskHandle {
     /// `call_timeout` bounds calls into the desk; `chat_timeout` bounds calls into a
     /// chat actor, so it must exceed the Graph API client's longest send (with retries);
-    /// a chat actor stops after `idle_after` without a request.
+    /// a chat actor stops after `idle_after` without a request; the live feed keeps its
+    /// last `retention` events for subscribers that resume.
     pub(crate) fn new(
         call_timeout: Duration,
         chat_timeout: Duration,
         idle_after: Duration,
+        retention: usize,
     ) -> Self {
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
         OperatorDeskHandle {
             slot: ActorSlot::default(),
-            events,
+            events: DeskFeed::new(retention),
             call_timeout,
             chat_timeout,
             idle_after,
@@ -337,14 +338,21 @@ impl OperatorDeskHandle {
 
     /// The live feed of new messages, status changes and assignments of every chat;
     /// the caller filters what its user may see.
-    pub fn subscribe(&self) -> broadcast::Receiver<WabaEvent> {
-        self.events.subscribe()
+    /// With `last_seen`, the kept events after it come first (see [`DeskFeed`]).
+    pub fn subscribe(&self, last_seen: Option<EventId>) -> Subscription {
+        self.events.subscribe(last_seen)
+    }
+
+    /// The kept events after `id`; None when some are no longer kept. What a subscriber
+    /// that fell behind the live feed catches up from.
+    pub fn events_since(&self, id: EventId) -> Option<Vec<FeedEntry>> {
+        self.events.since(id)
     }
 
     /// Puts an event of a change made outside the chat actors (an assignment) on the
     /// live feed.
     pub fn publish(&self, event: WabaEvent) {
-        let _ = self.events.send(event);
+        self.events.publish(event);
     }
 
     /// Stops every chat actor (each finishes what it is doing), then the desk. Calling

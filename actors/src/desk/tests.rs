@@ -68,7 +68,12 @@ async fn desk_idle_after(
 ) -> (Arc<MemoryStorage>, Arc<FakeGraph>, OperatorDeskHandle) {
     let store = Arc::new(MemoryStorage::default());
     let graph = Arc::new(FakeGraph::default());
-    let desk = OperatorDeskHandle::new(Duration::from_secs(5), Duration::from_secs(5), idle_after);
+    let desk = OperatorDeskHandle::new(
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        idle_after,
+        100,
+    );
     spawn(&desk, desk.args(store.clone(), graph.clone()), None)
         .await
         .expect("desk");
@@ -155,7 +160,7 @@ async fn sends_only_inside_the_window_unless_template() {
 #[tokio::test]
 async fn statuses_move_forward_only_and_reach_the_live_feed() {
     let (store, _graph, desk) = desk().await;
-    let mut feed = desk.subscribe();
+    let mut feed = desk.subscribe(None).live;
     let chat = store
         .waba_chat_for_customer("owner", "1555", None, Utc::now())
         .await
@@ -186,7 +191,7 @@ async fn statuses_move_forward_only_and_reach_the_live_feed() {
         .expect("late delivered");
     assert_eq!(late, None);
     let kinds: Vec<&str> = (0..3)
-        .map(|_| feed.try_recv().expect("event").kind())
+        .map(|_| feed.try_recv().expect("event").event.kind())
         .collect();
     assert_eq!(kinds, ["message", "message", "status"]);
     assert!(

@@ -1,8 +1,7 @@
 //! The operators' side of the desk: the chats a caller sees, their histories, sends
 //! (the 24-hour rule is the chat actor's), marking read and the live feed.
 
-use tokio::sync::broadcast;
-use wagate_actors::desk::WabaEvent;
+use wagate_actors::desk::{EventId, FeedEntry, Subscription, WabaEvent};
 use wagate_actors::domain::waba::{
     AssignedFilter, WabaChat, WabaChatSummary, WabaContent, WabaMessage,
 };
@@ -172,9 +171,16 @@ impl Waba {
         self.desk.chat_actors()
     }
 
-    /// The live feed of every chat's new messages and status changes; the subscriber
-    /// keeps what its [`Scope`] sees.
-    pub fn subscribe(&self) -> broadcast::Receiver<WabaEvent> {
-        self.desk.subscribe()
+    /// The live feed of every chat's new messages, status changes and assignments,
+    /// resumed after `last_seen` when given; the subscriber keeps what its [`Scope`]
+    /// sees.
+    pub fn subscribe(&self, last_seen: Option<EventId>) -> Subscription {
+        self.desk.subscribe(last_seen)
+    }
+
+    /// The kept events after `id` (None: some are no longer kept), for a subscriber
+    /// that fell behind.
+    pub fn events_since(&self, id: EventId) -> Option<Vec<FeedEntry>> {
+        self.desk.events_since(id)
     }
 }

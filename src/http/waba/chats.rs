@@ -1,16 +1,11 @@
-//! The operators' chats: the list, a chat's history, marking it read, and the live
-//! events of every chat the caller sees.
+//! The operators' chats: the list, a chat's history, marking it read and assigning it;
+//! and the views the live events share.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,8 +21,6 @@ use crate::http::{iso, page_limit};
 
 /// Default page size of message and chat lists (the spec's default).
 const DEFAULT_LIMIT: u32 = 50;
-/// Events buffered per SSE client before the slowest events are dropped for it.
-const SSE_BUFFER: usize = 64;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,7 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(chat_messages))
         .routes(routes!(mark_read))
         .routes(routes!(assign))
-        .routes(routes!(events))
 }
 
 // --- Views ----------------------------------------------------------------------------
@@ -50,7 +42,7 @@ struct SenderView {
 
 /// `{id, email}` of message senders, read once per request (or stream).
 #[derive(Default)]
-struct Senders(HashMap<String, SenderView>);
+pub(super) struct Senders(HashMap<String, SenderView>);
 
 impl Senders {
     async fn of(&mut self, state: &AppState, user_id: Option<&str>) -> Option<SenderView> {
@@ -397,50 +389,12 @@ async fn assign(
     }))
 }
 
-/// The caller's chats as a live stream (Server-Sent Events).
-///
-/// Server-Sent Events of the caller's chats: `data: {"type": "message"|"status", "chatId",
-/// "message": {...}}`, the message as the chat history shows it after the change, and
-/// `{"type": "assignment", "chatId", "assignedOperatorId"}`. A live feed: a client that
-/// reconnects reads what it missed from the history.
-#[utoipa::path(
-    get,
-    path = "/api/waba/operator/events",
-    tag = "waba",
-    responses(
-        (status = 200, description = "An endless stream: each `data:` is `{\"type\": \"message\"|\"status\", \"chatId\", \"message\"}` or `{\"type\": \"assignment\", \"chatId\", \"assignedOperatorId\"}` (JSON)", content_type = "text/event-stream", body = String),
-    )
-)]
-async fn events(State(state): State<AppState>, desk: DeskCaller) -> impl IntoResponse {
-    let scope = desk.scope;
-    let mut live = state.waba.subscribe();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(SSE_BUFFER);
-    tokio::spawn(async move {
-        let mut senders = Senders::default();
-        loop {
-            match live.recv().await {
-                Ok(event) => {
-                    if !scope.sees(event.owner_id()) {
-                        continue;
-                    }
-                    let data = event_data(&state, &mut senders, &event).await;
-                    let sse = Event::default().data(data.to_string());
-                    if tx.send(Ok(sse)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "a WABA event stream fell behind");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-}
-
 /// The `data:` of an event.
-async fn event_data(state: &AppState, senders: &mut Senders, event: &WabaEvent) -> Value {
+pub(super) async fn event_data(
+    state: &AppState,
+    senders: &mut Senders,
+    event: &WabaEvent,
+) -> Value {
     match event {
         WabaEvent::Message(m) | WabaEvent::Status(m) => json!({
             "type": event.kind(),
