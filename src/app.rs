@@ -80,6 +80,7 @@ async fn start_actors(
     metrics: &crate::metrics::Metrics,
     wacore_transport: Option<Arc<dyn TransportFactory>>,
     wacore_http: Option<Arc<dyn HttpClient>>,
+    graph: Arc<crate::waba::graph::GraphClient>,
 ) -> Result<Runtime, StartError> {
     let outbox = crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
         .map_err(|e| StartError::Storage(e.to_string()))?;
@@ -88,9 +89,6 @@ async fn start_actors(
         config.webhook_timeout,
     )
     .map_err(|e| StartError::Other(format!("cannot build the webhook HTTP client: {e}")))?;
-    let graph =
-        crate::waba::graph::GraphClient::new(&config.waba_graph_base_url, &config.waba_api_version)
-            .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?;
     // A call into a chat actor may wait behind a send that uses the client's whole budget.
     let chat_timeout = config.actor_call_timeout + graph.max_send_duration();
     let network = SandboxNetwork::new(SandboxConfig {
@@ -128,7 +126,7 @@ async fn start_actors(
             }),
         }),
         desk: Some(DeskParts {
-            graph: Arc::new(graph),
+            graph,
             chat_timeout,
             chat_idle: config.waba_chat_idle,
             event_retention: config.waba_event_retention,
@@ -264,6 +262,10 @@ pub async fn run_with(
         tracing::info!(email = %config.admin_email, "admin user created");
     }
 
+    let graph = Arc::new(
+        crate::waba::graph::GraphClient::new(&config.waba_graph_base_url, &config.waba_api_version)
+            .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?,
+    );
     let runtime = start_actors(
         &config,
         storage.clone(),
@@ -271,6 +273,7 @@ pub async fn run_with(
         &metrics,
         wacore_transport,
         wacore_http,
+        graph.clone(),
     )
     .await?;
     if let Some(observe) = &on_runtime {
@@ -286,7 +289,7 @@ pub async fn run_with(
         .desk
         .clone()
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
-    let waba = crate::gateway::waba::Waba::new(storage.clone(), desk, waba_vault);
+    let waba = crate::gateway::waba::Waba::new(storage.clone(), desk, graph, waba_vault);
 
     let media = crate::media::MediaStore::new(&config.data_dir);
     let media_client = crate::outbound::guarded_client(

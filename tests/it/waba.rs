@@ -79,6 +79,10 @@ async fn graph_messages(
     if let Some((status, body)) = shared.script.lock().expect("lock").pop_front() {
         return (StatusCode::from_u16(status).expect("status"), Json(body));
     }
+    // A read receipt: `{"status": "read", "message_id"}`.
+    if body["status"] == "read" {
+        return (StatusCode::OK, Json(json!({"success": true})));
+    }
     let to = body["to"].as_str().unwrap_or_default().to_owned();
     (
         StatusCode::OK,
@@ -818,7 +822,77 @@ async fn events_resume_after_last_event_id(backend: Backend) {
     }
 }
 
+async fn mark_read(d: &Desk, chat: i64) -> Value {
+    let (code, body) = d
+        .server
+        .post(
+            &format!("/api/waba/operator/chat/{chat}/read"),
+            &d.owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "read: {body}");
+    body
+}
+
+async fn read_receipts_reach_meta(backend: Backend) {
+    let d = desk_on(backend).await;
+    let chat = customer_writes(&d, "wamid.OLDER", now_secs() - 60).await;
+    customer_writes(&d, "wamid.NEWER", now_secs()).await;
+    let (code, _) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "Looking into it"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+
+    // The customer's latest message is reported read, with the account's token.
+    let read = mark_read(&d, chat).await;
+    assert_eq!(read["marked"], 2, "{read}");
+    assert_eq!(
+        read["metaReadReceipt"],
+        json!({"status": "sent", "whatsappMessageId": "wamid.NEWER", "error": null})
+    );
+    let receipt = d.graph.requests().pop().expect("a request");
+    assert_eq!(receipt.authorization, format!("Bearer {TOKEN}"));
+    assert_eq!(receipt.phone_number_id, PHONE_NUMBER_ID);
+    assert_eq!(
+        receipt.body,
+        json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.NEWER"})
+    );
+
+    // Meta failing: retried on 5xx, then reported; the local mark stands.
+    customer_writes(&d, "wamid.THIRD", now_secs()).await;
+    d.graph
+        .answer(500, json!({"error": {"message": "oops", "code": 1}}));
+    let before = d.graph.requests().len();
+    let read = mark_read(&d, chat).await;
+    assert_eq!(read["metaReadReceipt"]["status"], "sent", "{read}");
+    assert_eq!(d.graph.requests().len() - before, 2, "retried once");
+
+    customer_writes(&d, "wamid.FOURTH", now_secs()).await;
+    d.graph.answer(400, meta_error(100, "Invalid parameter"));
+    let read = mark_read(&d, chat).await;
+    assert_eq!(read["marked"], 1, "{read}");
+    let failed = &read["metaReadReceipt"];
+    assert_eq!(failed["status"], "failed", "{read}");
+    assert_eq!(failed["whatsappMessageId"], "wamid.FOURTH");
+    assert!(
+        failed["error"]
+            .as_str()
+            .expect("error")
+            .contains("Invalid parameter"),
+        "{read}"
+    );
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    assert_eq!(chats["chats"][0]["unreadCount"], 0);
+}
+
 backend_tests!(
+    read_receipts_reach_meta,
     events_resume_after_last_event_id,
     inbound_send_and_statuses,
     window_and_templates,

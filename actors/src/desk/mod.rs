@@ -99,6 +99,14 @@ pub trait GraphApi: Send + Sync {
         to: &str,
         content: &WabaContent,
     ) -> Result<String, GraphError>;
+
+    /// Tells Meta the customer's message `whatsapp_message_id` (and so every earlier one)
+    /// was read: the customer sees blue ticks.
+    async fn mark_read(
+        &self,
+        credentials: &GraphCredentials,
+        whatsapp_message_id: &str,
+    ) -> Result<(), GraphError>;
 }
 
 /// Why a send failed.

@@ -32,6 +32,14 @@ impl GraphApi for FakeGraph {
         sent.push((to.to_owned(), content.clone()));
         Ok(format!("wamid.out{}", sent.len()))
     }
+
+    async fn mark_read(
+        &self,
+        _credentials: &GraphCredentials,
+        _whatsapp_message_id: &str,
+    ) -> Result<(), GraphError> {
+        Ok(())
+    }
 }
 
 fn credentials() -> GraphCredentials {

@@ -10,6 +10,35 @@ use wagate_actors::error::DomainError;
 
 use super::{Scope, Waba, WabaError};
 
+/// How many of a chat's newest messages are searched for the customer's latest one when
+/// marking it read (operators answering more often than that in a row is not a chat
+/// with anything unread).
+const READ_RECEIPT_SCAN: u32 = 200;
+
+/// What marking a chat read did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marked {
+    /// Inbound messages newly marked read by an operator.
+    pub marked: u64,
+    /// What Meta was told.
+    pub receipt: ReadReceipt,
+}
+
+/// The read receipt sent to Meta for the customer's latest message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadReceipt {
+    Sent {
+        whatsapp_message_id: String,
+    },
+    /// Meta refused or could not be reached (or the account has no usable settings).
+    Failed {
+        whatsapp_message_id: String,
+        error: String,
+    },
+    /// The customer has not written (recently).
+    NothingToMark,
+}
+
 impl Waba {
     /// The chat, if `scope` sees it; `ChatNotFound` otherwise.
     pub async fn chat(&self, scope: &Scope, id: i64) -> Result<WabaChat, WabaError> {
@@ -135,10 +164,50 @@ impl Waba {
             .await?)
     }
 
-    /// Marks a visible chat's inbound messages read by an operator; answers how many.
-    pub async fn mark_read(&self, scope: &Scope, chat_id: i64) -> Result<u64, WabaError> {
+    /// Marks a visible chat's inbound messages read by an operator, then tells Meta the
+    /// customer's latest message was read (blue ticks on the customer's phone).
+    ///
+    /// The local mark stands whatever Meta answers: the receipt in the answer says
+    /// whether Meta took it, and why not.
+    pub async fn mark_read(&self, scope: &Scope, chat_id: i64) -> Result<Marked, WabaError> {
         let chat = self.chat(scope, chat_id).await?;
-        Ok(self.storage.mark_waba_chat_read(chat.id).await?)
+        let marked = self.storage.mark_waba_chat_read(chat.id).await?;
+        let receipt = match self.latest_inbound(chat.id).await? {
+            None => ReadReceipt::NothingToMark,
+            Some(wamid) => match self.credentials(&chat.owner_id).await {
+                Err(e) => ReadReceipt::Failed {
+                    whatsapp_message_id: wamid,
+                    error: e.to_string(),
+                },
+                Ok(credentials) => match self.graph.mark_read(&credentials, &wamid).await {
+                    Ok(()) => ReadReceipt::Sent {
+                        whatsapp_message_id: wamid,
+                    },
+                    Err(e) => {
+                        tracing::warn!(chat = chat.id, error = %e, "Meta refused a read receipt");
+                        ReadReceipt::Failed {
+                            whatsapp_message_id: wamid,
+                            error: e.to_string(),
+                        }
+                    }
+                },
+            },
+        };
+        Ok(Marked { marked, receipt })
+    }
+
+    /// Meta's id of the chat's newest inbound message, looked for among its newest
+    /// `READ_RECEIPT_SCAN` messages.
+    async fn latest_inbound(&self, chat_id: i64) -> Result<Option<String>, WabaError> {
+        let page = self
+            .storage
+            .waba_chat_messages(chat_id, READ_RECEIPT_SCAN, 0)
+            .await?;
+        Ok(page
+            .items
+            .into_iter()
+            .find(|m| !m.from_me)
+            .map(|m| m.whatsapp_message_id))
     }
 
     /// Sends `content` to the customer of a visible chat with its account's credentials,

@@ -19,10 +19,13 @@ mod desk;
 mod ingest;
 mod settings;
 
+pub use desk::{Marked, ReadReceipt};
 pub use ingest::Ingested;
 pub use settings::{SettingsInput, StoredSettings, WabaSettings, mask};
 
-use wagate_actors::desk::{GraphError, OperatorDeskHandle, SendError};
+use std::sync::Arc;
+
+use wagate_actors::desk::{GraphApi, GraphError, OperatorDeskHandle, SendError};
 use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::store::DynStorage;
 
@@ -125,15 +128,23 @@ impl Scope {
 pub struct Waba {
     storage: DynStorage,
     desk: OperatorDeskHandle,
+    /// Meta's Graph API, for what needs no chat actor (read receipts).
+    graph: Arc<dyn GraphApi>,
     /// Seals the account secrets at rest.
     vault: KeyVault,
 }
 
 impl Waba {
-    pub fn new(storage: DynStorage, desk: OperatorDeskHandle, vault: KeyVault) -> Self {
+    pub fn new(
+        storage: DynStorage,
+        desk: OperatorDeskHandle,
+        graph: Arc<dyn GraphApi>,
+        vault: KeyVault,
+    ) -> Self {
         Waba {
             storage,
             desk,
+            graph,
             vault,
         }
     }

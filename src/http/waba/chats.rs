@@ -14,6 +14,7 @@ use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::waba::{AssignedFilter, WabaMessage, window_expires_at};
 
 use super::{DeskCaller, NO_CHAT, numeric, receipts};
+use crate::gateway::waba::ReadReceipt;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::state::AppState;
@@ -285,9 +286,31 @@ struct WabaMarked {
     chat_id: i64,
     /// How many messages were marked read.
     marked: u64,
+    /// The read receipt for the customer's latest message, as Meta took it.
+    meta_read_receipt: WabaReadReceipt,
 }
 
-/// Marks the chat's inbound messages read by an operator.
+/// What Meta was told when a chat was marked read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaReadReceipt {
+    /// `sent`, `failed` (the local mark stands; see `error`) or `none` (no customer
+    /// message to mark).
+    #[schema(schema_with = receipt_statuses)]
+    status: &'static str,
+    /// The customer's message the receipt is for.
+    whatsapp_message_id: Option<String>,
+    /// Why Meta did not take it.
+    error: Option<String>,
+}
+
+fn receipt_statuses() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&["sent", "failed", "none"])
+}
+
+/// Marks the chat's inbound messages read by an operator, and tells Meta the customer's
+/// latest message was read (`metaReadReceipt`; a Meta failure is reported there, and the
+/// local mark stands).
 #[utoipa::path(
     post,
     path = "/api/waba/operator/chat/{chatId}/read",
@@ -305,11 +328,34 @@ async fn mark_read(
     AppPath(raw): AppPath<String>,
 ) -> ApiResult<AppJson<WabaMarked>> {
     let chat_id = numeric("chatId", &raw)?;
-    let marked = state.waba.mark_read(&desk.scope, chat_id).await?;
+    let done = state.waba.mark_read(&desk.scope, chat_id).await?;
+    let receipt = match done.receipt {
+        ReadReceipt::Sent {
+            whatsapp_message_id,
+        } => WabaReadReceipt {
+            status: "sent",
+            whatsapp_message_id: Some(whatsapp_message_id),
+            error: None,
+        },
+        ReadReceipt::Failed {
+            whatsapp_message_id,
+            error,
+        } => WabaReadReceipt {
+            status: "failed",
+            whatsapp_message_id: Some(whatsapp_message_id),
+            error: Some(error),
+        },
+        ReadReceipt::NothingToMark => WabaReadReceipt {
+            status: "none",
+            whatsapp_message_id: None,
+            error: None,
+        },
+    };
     Ok(AppJson(WabaMarked {
         success: true,
         chat_id,
-        marked,
+        marked: done.marked,
+        meta_read_receipt: receipt,
     }))
 }
 
