@@ -289,7 +289,13 @@ pub async fn run_with(
         .desk
         .clone()
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
-    let waba = crate::gateway::waba::Waba::new(storage.clone(), desk, graph, waba_vault);
+    let waba = crate::gateway::waba::Waba::new(
+        storage.clone(),
+        desk,
+        graph,
+        waba_vault,
+        config.allow_private_network_urls,
+    );
 
     let media = crate::media::MediaStore::new(&config.data_dir);
     let media_client = crate::outbound::guarded_client(

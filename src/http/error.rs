@@ -268,6 +268,7 @@ impl From<WabaError> for ApiError {
             WabaError::ChatNotFound(_) | WabaError::MessageNotFound(_) => {
                 ApiError::not_found(e.to_string())
             }
+            WabaError::MediaUrl(_) => ApiError::validation(e.to_string()),
             WabaError::AssignedToOther(_) => ApiError::conflict("chat_assigned", e.to_string()),
             WabaError::NotYourChat(_) => ApiError::forbidden(e.to_string()),
             WabaError::UnknownAssignee(_) => ApiError::bad_request(e.to_string()),

@@ -891,6 +891,47 @@ async fn read_receipts_reach_meta(backend: Backend) {
     assert_eq!(chats["chats"][0]["unreadCount"], 0);
 }
 
+#[tokio::test]
+async fn media_urls_to_private_networks_are_refused_before_meta() {
+    let d = desk_with(Backend::Sqlite, &[("allow_private_network_urls", "false")]).await;
+    let chat = customer_writes(&d, "wamid.M1", now_secs()).await;
+    for url in crate::security::PRIVATE_TARGETS
+        .into_iter()
+        .chain(["ftp://example.com/a.jpg", "not a url"])
+    {
+        for kind in ["image", "document"] {
+            let (code, body) = d
+                .server
+                .post(
+                    "/api/waba/operator/send",
+                    &d.owner,
+                    json!({"chatId": chat, "type": kind, "mediaUrl": url, "message": "x"}),
+                )
+                .await;
+            assert_eq!(code, 400, "{kind} {url}: {body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("mediaUrl")),
+                "{kind} {url}: {body}"
+            );
+        }
+    }
+    assert!(d.graph.requests().is_empty(), "Meta was asked to fetch one");
+    // A public URL goes through.
+    let (code, body) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "type": "image", "mediaUrl": "https://93.184.215.14/photo.jpg",
+                   "message": "Photo"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(d.graph.requests().len(), 1);
+}
+
 backend_tests!(
     read_receipts_reach_meta,
     events_resume_after_last_event_id,

@@ -9,6 +9,7 @@ use wagate_actors::domain::{Page, Role, User};
 use wagate_actors::error::DomainError;
 
 use super::{Scope, Waba, WabaError};
+use crate::outbound::{OutboundError, check_url_resolving};
 
 /// How many of a chat's newest messages are searched for the customer's latest one when
 /// marking it read (operators answering more often than that in a row is not a chat
@@ -214,8 +215,11 @@ impl Waba {
     /// `text` being what the history shows; answers the stored message.
     ///
     /// A caller whose own account has no settings gets `NotConfigured` first, whatever
-    /// the chat. `OutsideWindow` for anything but a template when the customer has not
-    /// written within 24 hours; `Graph` when Meta refuses or fails.
+    /// the chat. `MediaUrl` for a media URL that is not http(s) or that points (or
+    /// resolves) to a loopback, private or link-local address, unless
+    /// `ALLOW_PRIVATE_NETWORK_URLS` — the same guard as webhook URLs, checked before
+    /// Meta is asked to fetch it. `OutsideWindow` for anything but a template when the
+    /// customer has not written within 24 hours; `Graph` when Meta refuses or fails.
     pub async fn send(
         &self,
         scope: &Scope,
@@ -228,6 +232,13 @@ impl Waba {
             self.credentials(owner).await?;
         }
         let chat = self.chat(scope, chat_id).await?;
+        if let Some(link) = content.media_url() {
+            let url = reqwest::Url::parse(link)
+                .map_err(|e| WabaError::MediaUrl(OutboundError::InvalidUrl(e.to_string())))?;
+            check_url_resolving(&url, self.allow_private_urls)
+                .await
+                .map_err(WabaError::MediaUrl)?;
+        }
         let credentials = self.credentials(&chat.owner_id).await?;
         Ok(self
             .desk

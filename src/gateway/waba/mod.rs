@@ -30,6 +30,7 @@ use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::store::DynStorage;
 
 use crate::crypto::KeyVault;
+use crate::outbound::OutboundError;
 
 /// Why a WABA operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,10 @@ pub enum WabaError {
          only an approved template (type \"template\") may be sent"
     )]
     OutsideWindow,
+    /// A media URL that is not http(s) or points to a private network (unless
+    /// `ALLOW_PRIVATE_NETWORK_URLS`): refused before calling Meta.
+    #[error("mediaUrl: {0}")]
+    MediaUrl(OutboundError),
     /// Meta did not send the message.
     #[error(transparent)]
     Graph(GraphError),
@@ -132,6 +137,8 @@ pub struct Waba {
     graph: Arc<dyn GraphApi>,
     /// Seals the account secrets at rest.
     vault: KeyVault,
+    /// `ALLOW_PRIVATE_NETWORK_URLS`: media URLs may point to private networks.
+    allow_private_urls: bool,
 }
 
 impl Waba {
@@ -140,12 +147,14 @@ impl Waba {
         desk: OperatorDeskHandle,
         graph: Arc<dyn GraphApi>,
         vault: KeyVault,
+        allow_private_urls: bool,
     ) -> Self {
         Waba {
             storage,
             desk,
             graph,
             vault,
+            allow_private_urls,
         }
     }
 }
