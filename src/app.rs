@@ -87,6 +87,7 @@ async fn start_actors(
     wacore_http: Option<Arc<dyn HttpClient>>,
     wrap_outbox: Option<OutboxWrapper>,
     cluster: Option<ClusterParts>,
+    graph: Arc<crate::waba::graph::GraphClient>,
 ) -> Result<Runtime, StartError> {
     let outbox: Arc<dyn Outbox> = Arc::new(
         crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
@@ -101,9 +102,6 @@ async fn start_actors(
         config.webhook_timeout,
     )
     .map_err(|e| StartError::Other(format!("cannot build the webhook HTTP client: {e}")))?;
-    let graph =
-        crate::waba::graph::GraphClient::new(&config.waba_graph_base_url, &config.waba_api_version)
-            .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?;
     // A call into a chat actor may wait behind a send that uses the client's whole budget.
     let chat_timeout = config.actor_call_timeout + graph.max_send_duration();
     let network = SandboxNetwork::new(SandboxConfig {
@@ -141,8 +139,10 @@ async fn start_actors(
             }),
         }),
         desk: Some(DeskParts {
-            graph: Arc::new(graph),
+            graph,
             chat_timeout,
+            chat_idle: config.waba_chat_idle,
+            event_retention: config.waba_event_retention,
         }),
         on_event: Some({
             let metrics = metrics.clone();
@@ -328,6 +328,10 @@ pub async fn run_with(
         tracing::info!(email = %config.admin_email, "admin user created");
     }
 
+    let graph = Arc::new(
+        crate::waba::graph::GraphClient::new(&config.waba_graph_base_url, &config.waba_api_version)
+            .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?,
+    );
     let runtime = start_actors(
         &config,
         storage.clone(),
@@ -337,6 +341,7 @@ pub async fn run_with(
         wacore_http,
         wrap_outbox,
         cluster.as_ref().map(|(parts, _)| parts.clone()),
+        graph.clone(),
     )
     .await?;
     if let Some(observe) = &on_runtime {
@@ -373,7 +378,13 @@ pub async fn run_with(
         .desk
         .clone()
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
-    let waba = crate::gateway::waba::Waba::new(storage.clone(), desk, waba_vault);
+    let waba = crate::gateway::waba::Waba::new(
+        storage.clone(),
+        desk,
+        graph,
+        waba_vault,
+        config.allow_private_network_urls,
+    );
 
     let media = crate::media::MediaStore::new(&config.data_dir);
     let media_client = crate::outbound::guarded_client(

@@ -107,6 +107,8 @@ struct RawConfig {
     waba_graph_base_url: String,
     #[serde(deserialize_with = "any_string")]
     waba_api_version: String,
+    waba_chat_idle_ms: u64,
+    waba_event_retention: usize,
     rate_limit_per_minute: u32,
     login_max_failures: u32,
     login_lockout_ms: u64,
@@ -259,6 +261,10 @@ pub struct Config {
     pub allow_private_network_urls: bool,
     pub waba_graph_base_url: String,
     pub waba_api_version: String,
+    /// How long an operator desk chat actor lives without a request.
+    pub waba_chat_idle: Duration,
+    /// Operator stream events kept for clients that resume with `Last-Event-ID`.
+    pub waba_event_retention: usize,
     /// Authenticated calls one user may make per minute; 0 = unlimited.
     pub rate_limit_per_minute: u32,
     /// Failed logins of one email before it is locked out; 0 = no throttling.
@@ -457,6 +463,10 @@ impl Config {
             ));
         }
         let restart_window = positive("restart_window_ms", raw.restart_window_ms)?;
+        let waba_chat_idle = positive("waba_chat_idle_ms", raw.waba_chat_idle_ms)?;
+        if raw.waba_event_retention == 0 {
+            return Err(invalid("waba_event_retention", "must be at least 1"));
+        }
         if raw.restart_budget == 0 {
             return Err(invalid("restart_budget", "must be at least 1"));
         }
@@ -536,6 +546,8 @@ impl Config {
             allow_private_network_urls: raw.allow_private_network_urls,
             waba_graph_base_url: raw.waba_graph_base_url.trim_end_matches('/').to_owned(),
             waba_api_version: raw.waba_api_version,
+            waba_chat_idle,
+            waba_event_retention: raw.waba_event_retention,
             rate_limit_per_minute: raw.rate_limit_per_minute,
             login_max_failures: raw.login_max_failures,
             login_lockout,

@@ -82,6 +82,7 @@ struct Inner {
     messages: Family<DirectionLabels, Counter>,
     webhook_deliveries: Family<ResultLabels, Counter>,
     webhook_queue_depth: Gauge,
+    waba_chat_actors: Gauge,
     restarts: Arc<RestartsCollector>,
     storage_duration: HistogramFamily<OperationLabels>,
     leases: Arc<LeasesCollector>,
@@ -210,6 +211,12 @@ impl Metrics {
             "Webhook jobs waiting for delivery",
             webhook_queue_depth.clone(),
         );
+        let waba_chat_actors = Gauge::default();
+        registry.register(
+            "wagate_waba_chat_actors",
+            "Operator desk chat actors running (idle ones stop)",
+            waba_chat_actors.clone(),
+        );
         let restarts = Arc::new(RestartsCollector::default());
         registry.register_collector(Box::new(restarts.clone()));
         let storage_duration: HistogramFamily<OperationLabels> =
@@ -241,6 +248,7 @@ impl Metrics {
                 messages,
                 webhook_deliveries,
                 webhook_queue_depth,
+                waba_chat_actors,
                 restarts,
                 storage_duration,
                 leases,
@@ -308,9 +316,17 @@ impl Metrics {
     }
 
     /// The exposition, after reading the values sampled at scrape time: the status board
-    /// (instances, restarts) and the webhook queue depth (None when it cannot be read:
-    /// the last value stays).
-    pub fn render(&self, board: &StatusBoard, queue_depth: Option<u64>) -> String {
+    /// (instances, restarts), the webhook queue depth (None when it cannot be read:
+    /// the last value stays) and the running chat actors of the operator desk.
+    pub fn render(
+        &self,
+        board: &StatusBoard,
+        queue_depth: Option<u64>,
+        chat_actors: usize,
+    ) -> String {
+        self.inner
+            .waba_chat_actors
+            .set(i64::try_from(chat_actors).unwrap_or(i64::MAX));
         for (status, count) in board.counts_by_status() {
             self.inner
                 .instances

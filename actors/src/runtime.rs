@@ -87,6 +87,10 @@ pub struct DeskParts {
     pub graph: Arc<dyn GraphApi>,
     /// Bounds calls into a chat actor: more than the Graph client's longest send.
     pub chat_timeout: Duration,
+    /// How long a chat actor lives without a request.
+    pub chat_idle: Duration,
+    /// Live feed events kept for subscribers that resume.
+    pub event_retention: usize,
 }
 
 impl RuntimeConfig {
@@ -178,7 +182,12 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
         },
     }));
     let desk = desk_parts.map(|parts| {
-        let handle = OperatorDeskHandle::new(call_timeout, parts.chat_timeout);
+        let handle = OperatorDeskHandle::new(
+            call_timeout,
+            parts.chat_timeout,
+            parts.chat_idle,
+            parts.event_retention,
+        );
         let args = handle.args(storage.clone(), parts.graph);
         services.push(Arc::new(DeskService {
             handle: handle.clone(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use crate::domain::waba::{AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
 use crate::domain::{
     ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
     Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Reaction, Usage,
@@ -196,10 +196,12 @@ pub trait WabaStore: Send + Sync {
         owner_id: &str,
         customer_phone: &str,
     ) -> StoreResult<Option<WabaChat>>;
-    /// Chats of one owner (or of everybody when None), newest activity first.
+    /// Chats of one owner (or of everybody when None) that `assigned` keeps, newest
+    /// activity first.
     async fn list_waba_chats(
         &self,
         owner_id: Option<&str>,
+        assigned: &AssignedFilter,
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<WabaChatSummary>>;
@@ -228,6 +230,16 @@ pub trait WabaStore: Send + Sync {
     ) -> StoreResult<Page<WabaMessage>>;
     /// Marks the chat's unread inbound messages read by the operator; returns how many.
     async fn mark_waba_chat_read(&self, chat_id: i64) -> StoreResult<u64>;
+    /// Sets the chat's assignee to `assignee` only if it is `expected` now (None:
+    /// unassigned), atomically: of two operators taking a free chat at once, one wins.
+    /// Returns the chat after the change; None when there is no such chat or its
+    /// assignee is not `expected`.
+    async fn assign_waba_chat(
+        &self,
+        chat_id: i64,
+        expected: Option<&str>,
+        assignee: Option<&str>,
+    ) -> StoreResult<Option<WabaChat>>;
 }
 
 /// Every stored event of an instance after a given one, oldest first, read `batch` at a

@@ -272,6 +272,10 @@ impl From<WabaError> for ApiError {
             WabaError::ChatNotFound(_) | WabaError::MessageNotFound(_) => {
                 ApiError::not_found(e.to_string())
             }
+            WabaError::MediaUrl(_) => ApiError::validation(e.to_string()),
+            WabaError::AssignedToOther(_) => ApiError::conflict("chat_assigned", e.to_string()),
+            WabaError::NotYourChat(_) => ApiError::forbidden(e.to_string()),
+            WabaError::UnknownAssignee(_) => ApiError::bad_request(e.to_string()),
             WabaError::UnknownVerifyToken => ApiError::forbidden(e.to_string()),
             WabaError::BadSignature => ApiError::unauthorized(e.to_string()),
             WabaError::OutsideWindow => ApiError::new(

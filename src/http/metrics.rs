@@ -34,6 +34,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             None
         }
     };
-    let body = state.metrics.render(&state.instances.status_board(), depth);
+    let body = state.metrics.render(
+        &state.instances.status_board(),
+        depth,
+        state.waba.chat_actors(),
+    );
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)
 }

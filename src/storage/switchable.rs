@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
-use wagate_actors::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use wagate_actors::domain::waba::{
+    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage,
+};
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
 };
@@ -386,6 +388,7 @@ forward!(WabaStore {
     read fn list_waba_chats(
         &self,
         owner_id: Option<&str>,
+        assigned: &AssignedFilter,
         limit: u32,
         skip: u64
     ) -> StoreResult<Page<WabaChatSummary>>;
@@ -400,6 +403,12 @@ forward!(WabaStore {
     ) -> StoreResult<Option<WabaMessage>>;
     read fn waba_chat_messages(&self, chat_id: i64, limit: u32, skip: u64) -> StoreResult<Page<WabaMessage>>;
     write fn mark_waba_chat_read(&self, chat_id: i64) -> StoreResult<u64>;
+    write fn assign_waba_chat(
+        &self,
+        chat_id: i64,
+        expected: Option<&str>,
+        assignee: Option<&str>
+    ) -> StoreResult<Option<WabaChat>>;
 });
 
 #[async_trait]

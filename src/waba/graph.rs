@@ -173,16 +173,16 @@ fn classify(status: reqwest::StatusCode, body: &Value) -> GraphError {
     }
 }
 
-#[async_trait]
-impl GraphApi for GraphClient {
-    async fn send_message(
+impl GraphClient {
+    /// `POST /{phoneNumberId}/messages` with `body`, retrying 5xx and 429 answers; the
+    /// answer's JSON on success. `what` names the call in the log.
+    async fn post_messages(
         &self,
         credentials: &GraphCredentials,
-        to: &str,
-        content: &WabaContent,
-    ) -> Result<String, GraphError> {
+        body: &Value,
+        what: &str,
+    ) -> Result<Value, GraphError> {
         let url = self.messages_url(&credentials.phone_number_id);
-        let body = payload(to, content);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -190,7 +190,7 @@ impl GraphApi for GraphClient {
                 .http
                 .post(&url)
                 .bearer_auth(&credentials.access_token)
-                .json(&body)
+                .json(body)
                 .send()
                 .await
                 .map_err(|e| {
@@ -205,24 +205,52 @@ impl GraphApi for GraphClient {
             let text = redact(&text, &credentials.access_token);
             let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if status.is_success() {
-                return json["messages"][0]["id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        GraphError::Unavailable("Meta answered without a message id".into())
-                    });
+                return Ok(json);
             }
             let retryable =
                 status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
             if !retryable || attempt >= MAX_ATTEMPTS {
                 let error = classify(status, &json);
-                tracing::warn!(%status, attempt, error = %error, "the Graph API refused a send");
+                tracing::warn!(%status, attempt, error = %error, "the Graph API refused {what}");
                 return Err(error);
             }
             let delay = self.retry_base * 2u32.pow(attempt - 1);
-            tracing::info!(%status, attempt, ?delay, "the Graph API answered a retryable error");
+            tracing::info!(%status, attempt, ?delay, "the Graph API answered a retryable error to {what}");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+#[async_trait]
+impl GraphApi for GraphClient {
+    async fn send_message(
+        &self,
+        credentials: &GraphCredentials,
+        to: &str,
+        content: &WabaContent,
+    ) -> Result<String, GraphError> {
+        let json = self
+            .post_messages(credentials, &payload(to, content), "a send")
+            .await?;
+        json["messages"][0]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| GraphError::Unavailable("Meta answered without a message id".into()))
+    }
+
+    async fn mark_read(
+        &self,
+        credentials: &GraphCredentials,
+        whatsapp_message_id: &str,
+    ) -> Result<(), GraphError> {
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": whatsapp_message_id,
+        });
+        self.post_messages(credentials, &body, "a read receipt")
+            .await
+            .map(|_| ())
     }
 }
 

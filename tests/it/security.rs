@@ -703,7 +703,7 @@ async fn waba_access_tokens_quoted_by_meta_are_kept_out_of_answers_and_logs() {
 
 /// Loopback, private, link-local and metadata addresses in every spelling a URL parser
 /// accepts, names that mean loopback, URL tricks and other schemes.
-const PRIVATE_TARGETS: [&str; 33] = [
+pub(crate) const PRIVATE_TARGETS: [&str; 33] = [
     "http://localhost/hook",
     "http://LOCALHOST:8080/hook",
     "http://localhost./hook",

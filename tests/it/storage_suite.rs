@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
+use wagate_actors::domain::waba::AssignedFilter;
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EngineKind, EventQuery, Instance, InstanceEvent, InstanceStatus,
     LimitPeriod, Limits, Role, User, WebhookSettings, new_id,
@@ -1040,7 +1041,11 @@ async fn waba_transfer(s: &DynStorage, exported: &[Record]) {
                 .map(|c| (c.chat.id, c.unread_count))
                 .collect::<Vec<_>>()
         };
-    let desk = unread(s.list_waba_chats(None, 10, 0).await.expect("chats"));
+    let desk = unread(
+        s.list_waba_chats(None, &AssignedFilter::All, 10, 0)
+            .await
+            .expect("chats"),
+    );
 
     // The imported copy reads like the original, and ids assigned afterwards go past
     // the copied ones (with fresh ids the sequences could not have been there yet).
@@ -1066,7 +1071,11 @@ async fn waba_transfer(s: &DynStorage, exported: &[Record]) {
     s.clear_all().await.expect("clear");
     s.import_records(&shifted).await.expect("import shifted");
     assert_eq!(export_everything(s, 1).await, shifted);
-    let shifted_desk = unread(s.list_waba_chats(None, 10, 0).await.expect("chats"));
+    let shifted_desk = unread(
+        s.list_waba_chats(None, &AssignedFilter::All, 10, 0)
+            .await
+            .expect("chats"),
+    );
     assert_eq!(
         shifted_desk,
         desk.iter()
@@ -1330,7 +1339,10 @@ pub async fn waba_chats_and_messages(s: DynStorage) {
     );
 
     // Chat list: newest activity first, unread inbound counted, owner-scoped.
-    let mine = s.list_waba_chats(Some("owner"), 10, 0).await.expect("list");
+    let mine = s
+        .list_waba_chats(Some("owner"), &AssignedFilter::All, 10, 0)
+        .await
+        .expect("list");
     assert_eq!(mine.total, 1);
     assert_eq!(mine.items[0].chat.id, chat.id);
     assert_eq!(mine.items[0].unread_count, 2);
@@ -1338,7 +1350,10 @@ pub async fn waba_chats_and_messages(s: DynStorage) {
         mine.items[0].last_message.as_ref().map(|m| m.id),
         Some(outbound.id)
     );
-    let all = s.list_waba_chats(None, 10, 0).await.expect("all");
+    let all = s
+        .list_waba_chats(None, &AssignedFilter::All, 10, 0)
+        .await
+        .expect("all");
     assert_eq!(all.total, 2);
     assert_eq!(
         all.items.iter().map(|c| c.chat.id).collect::<Vec<_>>(),
@@ -1346,13 +1361,100 @@ pub async fn waba_chats_and_messages(s: DynStorage) {
         "the chat without messages comes last"
     );
     assert_eq!(all.items[1].last_message, None);
-    let second = s.list_waba_chats(None, 1, 1).await.expect("page");
+    let second = s
+        .list_waba_chats(None, &AssignedFilter::All, 1, 1)
+        .await
+        .expect("page");
     assert_eq!((second.total, second.items.len()), (2, 1));
 
     assert_eq!(s.mark_waba_chat_read(chat.id).await.expect("read"), 2);
     assert_eq!(s.mark_waba_chat_read(chat.id).await.expect("again"), 0);
-    let mine = s.list_waba_chats(Some("owner"), 10, 0).await.expect("list");
+    let mine = s
+        .list_waba_chats(Some("owner"), &AssignedFilter::All, 10, 0)
+        .await
+        .expect("list");
     assert_eq!(mine.items[0].unread_count, 0);
+}
+
+pub async fn waba_assignment(s: DynStorage) {
+    let t0 = waba_ms(Utc::now());
+    let a = s
+        .waba_chat_for_customer("owner", "1001", None, t0)
+        .await
+        .expect("chat a");
+    let b = s
+        .waba_chat_for_customer("owner", "1002", None, t0)
+        .await
+        .expect("chat b");
+    let ids = |page: wagate_actors::domain::Page<wagate_actors::domain::waba::WabaChatSummary>| {
+        let mut ids: Vec<i64> = page.items.iter().map(|c| c.chat.id).collect();
+        ids.sort();
+        (ids, page.total)
+    };
+
+    // Compare-and-set: only from the expected assignee.
+    assert_eq!(
+        s.assign_waba_chat(a.id, Some("someone"), Some("op1"))
+            .await
+            .expect("wrong expectation"),
+        None
+    );
+    let taken = s
+        .assign_waba_chat(a.id, None, Some("op1"))
+        .await
+        .expect("take")
+        .expect("changed");
+    assert_eq!(taken.assigned_operator_id.as_deref(), Some("op1"));
+    assert_eq!(
+        s.assign_waba_chat(a.id, None, Some("op2"))
+            .await
+            .expect("a second taker"),
+        None,
+        "the chat is no longer free"
+    );
+    assert_eq!(
+        s.waba_chat(a.id)
+            .await
+            .expect("get")
+            .and_then(|c| c.assigned_operator_id),
+        Some("op1".to_owned())
+    );
+    assert_eq!(
+        s.assign_waba_chat(999_999, None, Some("op1"))
+            .await
+            .expect("no chat"),
+        None
+    );
+
+    // The list filters by assignee.
+    let list = |f: AssignedFilter| {
+        let s = s.clone();
+        async move {
+            ids(s
+                .list_waba_chats(Some("owner"), &f, 10, 0)
+                .await
+                .expect("list"))
+        }
+    };
+    assert_eq!(list(AssignedFilter::All).await, (vec![a.id, b.id], 2));
+    assert_eq!(list(AssignedFilter::Unassigned).await, (vec![b.id], 1));
+    assert_eq!(
+        list(AssignedFilter::To("op1".into())).await,
+        (vec![a.id], 1)
+    );
+    assert_eq!(list(AssignedFilter::To("op2".into())).await, (vec![], 0));
+
+    // Released: unassigned again.
+    let released = s
+        .assign_waba_chat(a.id, Some("op1"), None)
+        .await
+        .expect("release")
+        .expect("changed");
+    assert_eq!(released.assigned_operator_id, None);
+    assert_eq!(
+        list(AssignedFilter::Unassigned).await,
+        (vec![a.id, b.id], 2)
+    );
 }
 
 pub async fn ping_and_provider(s: DynStorage) {
@@ -1465,7 +1567,7 @@ macro_rules! storage_suite {
             use super::*;
             storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
                 messages_and_statuses, history_and_chats, contacts_upsert_and_search, transfer_round_trip,
-                waba_accounts, waba_chats_and_messages, ping_and_provider, closed_store_is_unavailable,
+                waba_accounts, waba_chats_and_messages, waba_assignment, ping_and_provider, closed_store_is_unavailable,
                 messages_recorded_with_contact_and_event);
         }
     };

@@ -79,6 +79,10 @@ async fn graph_messages(
     if let Some((status, body)) = shared.script.lock().expect("lock").pop_front() {
         return (StatusCode::from_u16(status).expect("status"), Json(body));
     }
+    // A read receipt: `{"status": "read", "message_id"}`.
+    if body["status"] == "read" {
+        return (StatusCode::OK, Json(json!({"success": true})));
+    }
     let to = body["to"].as_str().unwrap_or_default().to_owned();
     (
         StatusCode::OK,
@@ -195,13 +199,19 @@ pub(crate) struct Desk {
 }
 
 pub(crate) async fn desk_on(backend: Backend) -> Desk {
+    desk_with(backend, &[]).await
+}
+
+/// A desk on `backend` with `extra` config overrides.
+pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk {
     let graph = FakeGraph::start().await;
     let url = graph.url();
-    let server = TestServer::start_on(
-        backend,
-        &[("waba_graph_base_url", &url), ("waba_api_version", "v21.0")],
-    )
-    .await;
+    let mut config = vec![
+        ("waba_graph_base_url", url.as_str()),
+        ("waba_api_version", "v21.0"),
+    ];
+    config.extend_from_slice(extra);
+    let server = TestServer::start_on(backend, &config).await;
     let (owner_id, _, token) = server.new_user("owner@example.com", "user").await;
     let owner = Auth::Bearer(token);
     let (code, body) = server
@@ -509,7 +519,427 @@ async fn window_and_templates(backend: Backend) {
     );
 }
 
-backend_tests!(inbound_send_and_statuses, window_and_templates);
+/// Reads a Server-Sent Events stream until `n` events arrived (20 s at most); returns
+/// each as (id, data).
+pub(crate) async fn sse_events(
+    stream: &mut reqwest::Response,
+    buffer: &mut String,
+    n: usize,
+) -> Vec<(Option<String>, Value)> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let events: Vec<(Option<String>, Value)> = buffer
+                .split("\n\n")
+                .filter_map(|block| {
+                    let mut id = None;
+                    let mut data = None;
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id:") {
+                            id = Some(v.trim().to_owned());
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data = serde_json::from_str::<Value>(v.trim()).ok();
+                        }
+                    }
+                    data.map(|d| (id, d))
+                })
+                .collect();
+            if events.len() >= n {
+                return events;
+            }
+            let chunk = stream.chunk().await.expect("chunk").expect("stream open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the events in time")
+}
+
+async fn assign(d: &Desk, who: &Auth, chat: i64, operator: Value) -> (u16, Value) {
+    d.server
+        .post(
+            &format!("/api/waba/operator/chat/{chat}/assign"),
+            who,
+            json!({ "operatorId": operator }),
+        )
+        .await
+}
+
+async fn listed(d: &Desk, who: &Auth, assigned: &str) -> Vec<i64> {
+    let (code, body) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chats?assigned={assigned}"),
+            who,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    body["chats"]
+        .as_array()
+        .expect("chats")
+        .iter()
+        .map(|c| c["id"].as_i64().expect("id"))
+        .collect()
+}
+
+async fn assignment(backend: Backend) {
+    let d = desk_on(backend).await;
+    let chat = customer_writes(&d, "wamid.A1", now_secs()).await;
+    let (op1_id, op1) = operator(&d.server, "op1@example.com", &d.owner_id).await;
+    let (op2_id, op2) = operator(&d.server, "op2@example.com", &d.owner_id).await;
+    let (other_owner, _, _) = d.server.new_user("other@example.com", "user").await;
+    let (stranger_id, stranger) = operator(&d.server, "stranger@example.com", &other_owner).await;
+    let mut stream = d
+        .server
+        .request(Method::GET, "/api/waba/operator/events", &op2)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(stream.status().as_u16(), 200);
+
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &op1).await;
+    assert_eq!(chats["chats"][0]["assignedOperatorId"], Value::Null);
+    assert_eq!(listed(&d, &op1, "none").await, vec![chat]);
+    assert!(listed(&d, &op1, "me").await.is_empty());
+
+    // An operator takes the free chat.
+    let (code, body) = assign(&d, &op1, chat, json!(op1_id)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["id"], chat);
+    assert_eq!(body["assignedOperatorId"], op1_id.as_str());
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    assert_eq!(chats["chats"][0]["assignedOperatorId"], op1_id.as_str());
+    assert_eq!(listed(&d, &op1, "me").await, vec![chat]);
+    assert!(listed(&d, &op1, "none").await.is_empty());
+    assert!(listed(&d, &op2, "me").await.is_empty());
+    assert_eq!(listed(&d, &op2, "all").await, vec![chat]);
+
+    // Another operator can neither take it, nor release it, nor give it away.
+    let (code, body) = assign(&d, &op2, chat, json!(op2_id)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["code"], "chat_assigned");
+    let (code, body) = assign(&d, &op2, chat, Value::Null).await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = assign(&d, &op1, chat, json!(op2_id)).await;
+    assert_eq!(code, 403, "{body}");
+    // Another account's operator does not see the chat at all.
+    let (code, body) = assign(&d, &stranger, chat, json!(stranger_id)).await;
+    assert_eq!(code, 404, "{body}");
+
+    // The owner reassigns it; nobody outside the account can be the assignee.
+    let (code, body) = assign(&d, &d.owner, chat, json!(stranger_id)).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = assign(&d, &d.owner, chat, json!("no-such-user")).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = assign(&d, &d.owner, chat, json!(op2_id)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["assignedOperatorId"], op2_id.as_str());
+    // Its operator releases it; the admin may assign anyone of the account too.
+    let (code, body) = assign(&d, &op2, chat, Value::Null).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["assignedOperatorId"], Value::Null);
+    let (code, body) = assign(&d, &d.server.admin(), chat, json!(d.owner_id)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["assignedOperatorId"], d.owner_id.as_str());
+
+    // Bad requests.
+    let (code, body) = d
+        .server
+        .post(
+            &format!("/api/waba/operator/chat/{chat}/assign"),
+            &d.owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("operatorId")
+    );
+    let (code, _) = assign(&d, &d.owner, 424242, Value::Null).await;
+    assert_eq!(code, 404);
+    let (code, _) = d
+        .server
+        .get("/api/waba/operator/chats?assigned=everyone", &d.owner)
+        .await;
+    assert_eq!(code, 400);
+
+    // Every change went on the stream, in order.
+    let mut buffer = String::new();
+    let events = sse_events(&mut stream, &mut buffer, 4).await;
+    let assignments: Vec<Value> = events
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["type"] == "assignment")
+        .map(|e| {
+            assert_eq!(e["chatId"], chat);
+            e["assignedOperatorId"].clone()
+        })
+        .collect();
+    assert_eq!(
+        assignments,
+        [json!(op1_id), json!(op2_id), Value::Null, json!(d.owner_id)]
+    );
+}
+
+/// `wagate_waba_chat_actors` from `/metrics`.
+async fn chat_actors(server: &TestServer) -> u64 {
+    let text = server
+        .request(Method::GET, "/metrics", &Auth::None)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("wagate_waba_chat_actors "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the chat actor gauge")
+}
+
+async fn idle_chats_stop_and_wake(backend: Backend) {
+    let d = desk_with(backend, &[("waba_chat_idle_ms", "300")]).await;
+    let chat = customer_writes(&d, "wamid.I1", now_secs()).await;
+    crate::common::eventually(20, "the idle chat actor to stop", || async {
+        (chat_actors(&d.server).await == 0).then_some(())
+    })
+    .await;
+    // The chat wakes on demand: a customer message and an answer both work, and the
+    // answer sees the window the stored message opened.
+    let again = customer_writes(&d, "wamid.I2", now_secs()).await;
+    assert_eq!(again, chat);
+    let (code, sent) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "Still here"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{sent}");
+    let (_, history) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chat/{chat}/messages"),
+            &d.owner,
+        )
+        .await;
+    assert_eq!(history["total"], 3, "{history}");
+    crate::common::eventually(20, "the woken actor to stop again", || async {
+        (chat_actors(&d.server).await == 0).then_some(())
+    })
+    .await;
+}
+
+/// Opens the operator stream, resuming after `last_event_id` when given.
+async fn open_events(d: &Desk, last_event_id: Option<&str>) -> reqwest::Response {
+    let mut rb = d
+        .server
+        .request(Method::GET, "/api/waba/operator/events", &d.owner);
+    if let Some(id) = last_event_id {
+        rb = rb.header("last-event-id", id);
+    }
+    let stream = rb.send().await.expect("events");
+    assert_eq!(stream.status().as_u16(), 200);
+    stream
+}
+
+/// The `type`s of events.
+fn kinds(events: &[(Option<String>, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .map(|(_, e)| e["type"].as_str().expect("type").to_owned())
+        .collect()
+}
+
+async fn events_resume_after_last_event_id(backend: Backend) {
+    let d = desk_with(backend, &[("waba_event_retention", "3")]).await;
+    let mut first = open_events(&d, None).await;
+    let chat = customer_writes(&d, "wamid.R1", now_secs()).await;
+    let (code, sent) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "hello"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{sent}");
+    let wamid = sent["messageId"].as_str().expect("wamid").to_owned();
+    let mut buffer = String::new();
+    let seen = sse_events(&mut first, &mut buffer, 2).await;
+    assert_eq!(kinds(&seen), ["message", "message"]);
+    let ids: Vec<String> = seen
+        .iter()
+        .map(|(id, _)| id.clone().expect("every event has an id"))
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    drop(first);
+
+    // While nobody listens: a status and an assignment.
+    let (code, _) = webhook(
+        &d.server,
+        &status(&wamid, CUSTOMER, "delivered"),
+        Some(APP_SECRET),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = assign(&d, &d.owner, chat, json!(d.owner_id)).await;
+    assert_eq!(code, 200);
+
+    // Resuming after the second event: exactly what came later, in order, then live.
+    let mut resumed = open_events(&d, Some(&ids[1])).await;
+    let mut buffer = String::new();
+    let caught_up = sse_events(&mut resumed, &mut buffer, 2).await;
+    assert_eq!(kinds(&caught_up), ["status", "assignment"]);
+    assert_eq!(caught_up[0].1["message"]["status"], "delivered");
+    assert_eq!(caught_up[1].1["assignedOperatorId"], d.owner_id.as_str());
+    let (code, _) = assign(&d, &d.owner, chat, Value::Null).await;
+    assert_eq!(code, 200);
+    let with_live = sse_events(&mut resumed, &mut buffer, 3).await;
+    assert_eq!(kinds(&with_live), ["status", "assignment", "assignment"]);
+    assert_eq!(with_live[2].1["assignedOperatorId"], Value::Null);
+    let last = with_live[2].0.clone().expect("id");
+    drop(resumed);
+
+    // Up to date: nothing to catch up on, the next event is live.
+    let mut current = open_events(&d, Some(&last)).await;
+    customer_writes(&d, "wamid.R2", now_secs()).await;
+    let mut buffer = String::new();
+    let next = sse_events(&mut current, &mut buffer, 1).await;
+    assert_eq!(kinds(&next), ["message"]);
+    assert_eq!(next[0].1["message"]["whatsappMessageId"], "wamid.R2");
+
+    // Six events so far, three kept: resuming after the second misses some, and so does
+    // an id the server never gave. The stream says so first.
+    for named in [ids[1].as_str(), "not-an-id", "1-1"] {
+        let mut stale = open_events(&d, Some(named)).await;
+        let mut buffer = String::new();
+        let told = sse_events(&mut stale, &mut buffer, 1).await;
+        assert_eq!(kinds(&told), ["resync"], "{named}");
+    }
+}
+
+async fn mark_read(d: &Desk, chat: i64) -> Value {
+    let (code, body) = d
+        .server
+        .post(
+            &format!("/api/waba/operator/chat/{chat}/read"),
+            &d.owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "read: {body}");
+    body
+}
+
+async fn read_receipts_reach_meta(backend: Backend) {
+    let d = desk_on(backend).await;
+    let chat = customer_writes(&d, "wamid.OLDER", now_secs() - 60).await;
+    customer_writes(&d, "wamid.NEWER", now_secs()).await;
+    let (code, _) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "message": "Looking into it"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+
+    // The customer's latest message is reported read, with the account's token.
+    let read = mark_read(&d, chat).await;
+    assert_eq!(read["marked"], 2, "{read}");
+    assert_eq!(
+        read["metaReadReceipt"],
+        json!({"status": "sent", "whatsappMessageId": "wamid.NEWER", "error": null})
+    );
+    let receipt = d.graph.requests().pop().expect("a request");
+    assert_eq!(receipt.authorization, format!("Bearer {TOKEN}"));
+    assert_eq!(receipt.phone_number_id, PHONE_NUMBER_ID);
+    assert_eq!(
+        receipt.body,
+        json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.NEWER"})
+    );
+
+    // Meta failing: retried on 5xx, then reported; the local mark stands.
+    customer_writes(&d, "wamid.THIRD", now_secs()).await;
+    d.graph
+        .answer(500, json!({"error": {"message": "oops", "code": 1}}));
+    let before = d.graph.requests().len();
+    let read = mark_read(&d, chat).await;
+    assert_eq!(read["metaReadReceipt"]["status"], "sent", "{read}");
+    assert_eq!(d.graph.requests().len() - before, 2, "retried once");
+
+    customer_writes(&d, "wamid.FOURTH", now_secs()).await;
+    d.graph.answer(400, meta_error(100, "Invalid parameter"));
+    let read = mark_read(&d, chat).await;
+    assert_eq!(read["marked"], 1, "{read}");
+    let failed = &read["metaReadReceipt"];
+    assert_eq!(failed["status"], "failed", "{read}");
+    assert_eq!(failed["whatsappMessageId"], "wamid.FOURTH");
+    assert!(
+        failed["error"]
+            .as_str()
+            .expect("error")
+            .contains("Invalid parameter"),
+        "{read}"
+    );
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    assert_eq!(chats["chats"][0]["unreadCount"], 0);
+}
+
+#[tokio::test]
+async fn media_urls_to_private_networks_are_refused_before_meta() {
+    let d = desk_with(Backend::Sqlite, &[("allow_private_network_urls", "false")]).await;
+    let chat = customer_writes(&d, "wamid.M1", now_secs()).await;
+    for url in crate::security::PRIVATE_TARGETS
+        .into_iter()
+        .chain(["ftp://example.com/a.jpg", "not a url"])
+    {
+        for kind in ["image", "document"] {
+            let (code, body) = d
+                .server
+                .post(
+                    "/api/waba/operator/send",
+                    &d.owner,
+                    json!({"chatId": chat, "type": kind, "mediaUrl": url, "message": "x"}),
+                )
+                .await;
+            assert_eq!(code, 400, "{kind} {url}: {body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("mediaUrl")),
+                "{kind} {url}: {body}"
+            );
+        }
+    }
+    assert!(d.graph.requests().is_empty(), "Meta was asked to fetch one");
+    // A public URL goes through.
+    let (code, body) = d
+        .server
+        .post(
+            "/api/waba/operator/send",
+            &d.owner,
+            json!({"chatId": chat, "type": "image", "mediaUrl": "https://93.184.215.14/photo.jpg",
+                   "message": "Photo"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(d.graph.requests().len(), 1);
+}
+
+backend_tests!(
+    read_receipts_reach_meta,
+    events_resume_after_last_event_id,
+    inbound_send_and_statuses,
+    window_and_templates,
+    assignment,
+    idle_chats_stop_and_wake
+);
 
 #[tokio::test]
 async fn webhook_signatures_routing_and_verification() {

@@ -2,14 +2,21 @@
 //! happens to the chat: a status webhook for a message being sent waits until the send
 //! has stored it, and the 24-hour window is checked against the newest inbound message
 //! it has processed.
+//!
+//! A chat actor passivates: once nothing has reached it for the desk's idle time it asks
+//! the desk to retire it, and the next request for the chat starts a new one from
+//! storage (its only state is the chat row).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::broadcast;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+// Tokio's clock, so tests can move time instead of waiting for it.
+use tokio::time::Instant;
 
-use super::{GraphApi, SendError, WabaEvent, WabaEventKind};
+use super::feed::DeskFeed;
+use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
 use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage, window_open};
 use crate::error::{DomainError, StoreError};
@@ -37,17 +44,24 @@ pub enum ChatMsg {
         at: DateTime<Utc>,
         reply: RpcReplyPort<Result<Option<WabaMessage>, DomainError>>,
     },
+    /// Time to see whether the chat has been idle for the desk's idle time.
+    IdleCheck,
 }
 
 /// The actor of one chat. `self` is configuration shared by every chat actor.
 pub struct OperatorChatActor {
     pub(super) store: Arc<dyn WabaStore>,
     pub(super) graph: Arc<dyn GraphApi>,
-    pub(super) events: broadcast::Sender<WabaEvent>,
+    pub(super) events: DeskFeed,
+    /// Tells the desk this actor (of this chat) has been idle for `idle_after`.
+    pub(super) retire: Arc<dyn Fn(ActorId) + Send + Sync>,
+    pub(super) idle_after: Duration,
 }
 
 pub struct ChatState {
     chat: WabaChat,
+    /// When the last request reached the actor.
+    last_active: Instant,
 }
 
 impl Actor for OperatorChatActor {
@@ -58,25 +72,42 @@ impl Actor for OperatorChatActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         chat: WabaChat,
     ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_after(self.idle_after, || ChatMsg::IdleCheck);
         let chat = match self.store.waba_chat(chat.id).await {
             Ok(Some(stored)) => stored,
             // Storage down or the row gone: start from what the caller saw; the next
             // inbound message brings the window up to date anyway.
             Ok(None) | Err(_) => chat,
         };
-        Ok(ChatState { chat })
+        Ok(ChatState {
+            chat,
+            last_active: Instant::now(),
+        })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if !matches!(message, ChatMsg::IdleCheck) {
+            state.last_active = Instant::now();
+        }
         match message {
+            ChatMsg::IdleCheck => {
+                let idle = state.last_active.elapsed();
+                if idle >= self.idle_after {
+                    // The desk forgets this actor, then drains it: what is queued still
+                    // runs, and a request that comes later reaches a new actor.
+                    (self.retire)(myself.get_id());
+                } else {
+                    myself.send_after(self.idle_after - idle, || ChatMsg::IdleCheck);
+                }
+            }
             ChatMsg::Send {
                 credentials,
                 content,
@@ -105,7 +136,7 @@ impl Actor for OperatorChatActor {
                     .await
                     .map_err(DomainError::from);
                 if let Ok(Some(m)) = &answer {
-                    self.publish(WabaEventKind::Status, m);
+                    self.publish(WabaEvent::Status(m.clone()));
                 }
                 let _ = reply.send(answer);
             }
@@ -159,7 +190,7 @@ impl OperatorChatActor {
                 SendError::Domain(DomainError::Store(e))
             })?;
         state.chat.last_message_at = Some(now);
-        self.publish(WabaEventKind::Message, &stored);
+        self.publish(WabaEvent::Message(stored.clone()));
         Ok(stored)
     }
 
@@ -179,7 +210,7 @@ impl OperatorChatActor {
                 if state.chat.last_message_at.is_none_or(|t| t < ts) {
                     state.chat.last_message_at = Some(ts);
                 }
-                self.publish(WabaEventKind::Message, &stored);
+                self.publish(WabaEvent::Message(stored.clone()));
                 Ok(Some(stored))
             }
             Err(StoreError::Conflict(_)) => Ok(None),
@@ -187,11 +218,7 @@ impl OperatorChatActor {
         }
     }
 
-    fn publish(&self, kind: WabaEventKind, message: &WabaMessage) {
-        // No subscriber is fine: the events are a live feed, storage is the record.
-        let _ = self.events.send(WabaEvent {
-            kind,
-            message: message.clone(),
-        });
+    fn publish(&self, event: WabaEvent) {
+        self.events.publish(event);
     }
 }

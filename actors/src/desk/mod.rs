@@ -7,49 +7,66 @@
 //! [`crate::domain::waba`], its storage trait in [`crate::store::WabaStore`].
 //!
 //! - this file: the [`GraphApi`] seam, the errors of a send and the live feed's events;
+//! - `feed.rs`: [`DeskFeed`], the live feed, numbered and kept for a while so a client
+//!   that reconnects resumes where it left off;
 //! - `chat.rs`: [`OperatorChatActor`], one per chat: serializes the chat's sends, inbound
 //!   messages and status updates, and tracks its 24-hour window;
 //! - `supervisor.rs`: [`OperatorDesk`], the supervisor of the chat actors, and
 //!   [`OperatorDeskHandle`], its typed face (plus the live event feed).
 
 mod chat;
+mod feed;
 mod supervisor;
 
 use async_trait::async_trait;
 
 pub use chat::OperatorChatActor;
+pub use feed::{DeskFeed, EventId, FeedEntry, Subscription};
 pub use supervisor::OperatorDeskHandle;
 pub(crate) use supervisor::{DeskArgs, spawn, vacate};
 
-use crate::domain::waba::{GraphCredentials, WabaContent, WabaMessage};
+use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
 use crate::error::DomainError;
 
-/// Events buffered for slow live subscribers before they lag.
+/// Events buffered for slow live subscribers before they lag (they then catch up from
+/// what the feed keeps).
 pub const EVENT_CAPACITY: usize = 256;
 
-/// What the live feed (`/api/waba/operator/events`) carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WabaEventKind {
-    /// A new message, inbound or sent.
-    Message,
-    /// A message's status moved forward.
-    Status,
+/// One event of the live feed (`/api/waba/operator/events`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WabaEvent {
+    /// A new message, inbound or sent, as stored.
+    Message(WabaMessage),
+    /// A message's status moved forward: the message after the change.
+    Status(WabaMessage),
+    /// A chat's assignee changed: the chat after the change.
+    Assignment(WabaChat),
 }
 
-impl WabaEventKind {
-    pub fn as_str(self) -> &'static str {
+impl WabaEvent {
+    /// The event's `type` on the wire.
+    pub fn kind(&self) -> &'static str {
         match self {
-            WabaEventKind::Message => "message",
-            WabaEventKind::Status => "status",
+            WabaEvent::Message(_) => "message",
+            WabaEvent::Status(_) => "status",
+            WabaEvent::Assignment(_) => "assignment",
         }
     }
-}
 
-/// One event of the live feed: the message as stored after the change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WabaEvent {
-    pub kind: WabaEventKind,
-    pub message: WabaMessage,
+    /// The account the event belongs to (who may see it).
+    pub fn owner_id(&self) -> &str {
+        match self {
+            WabaEvent::Message(m) | WabaEvent::Status(m) => &m.owner_id,
+            WabaEvent::Assignment(c) => &c.owner_id,
+        }
+    }
+
+    pub fn chat_id(&self) -> i64 {
+        match self {
+            WabaEvent::Message(m) | WabaEvent::Status(m) => m.chat_id,
+            WabaEvent::Assignment(c) => c.id,
+        }
+    }
 }
 
 /// Why Meta's Graph API did not send a message.
@@ -82,6 +99,14 @@ pub trait GraphApi: Send + Sync {
         to: &str,
         content: &WabaContent,
     ) -> Result<String, GraphError>;
+
+    /// Tells Meta the customer's message `whatsapp_message_id` (and so every earlier one)
+    /// was read: the customer sees blue ticks.
+    async fn mark_read(
+        &self,
+        credentials: &GraphCredentials,
+        whatsapp_message_id: &str,
+    ) -> Result<(), GraphError>;
 }
 
 /// Why a send failed.

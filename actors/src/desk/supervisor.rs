@@ -1,7 +1,10 @@
 //! [`OperatorDesk`]: the supervisor of the chat actors, and [`OperatorDeskHandle`], the way
 //! the HTTP edge reaches a chat.
 //!
-//! Chat actors are spawned on first use and live until shutdown. A chat actor that dies
+//! Chat actors are spawned on first use and stop after `idle_after` without a request
+//! (see `chat.rs`): the desk forgets the actor, then drains it, so a request that was
+//! already queued still runs and one sent later is refused by the closed mailbox and
+//! sent again, by the handle, to a fresh actor. A chat actor that dies
 //! (a panic in a handler) is forgotten by the desk and spawned again, from storage, by
 //! the next request for its chat: its only state is the chat row, so a lazy restart loses
 //! nothing and needs no backoff. The desk itself never returns an error from a handler;
@@ -10,20 +13,25 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ractor::rpc::CallResult;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use tokio::sync::broadcast;
 
 use super::chat::{ChatMsg, OperatorChatActor};
-use super::{EVENT_CAPACITY, GraphApi, SendError, WabaEvent};
+use super::feed::{DeskFeed, EventId, FeedEntry, Subscription};
+use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
 use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
 use crate::error::DomainError;
 use crate::handle::{ActorSlot, call};
+
+/// Requests into a chat whose actor keeps being retired under them before giving up.
+const CHAT_ATTEMPTS: usize = 3;
 use crate::store::WabaStore;
 
 /// The messages of the desk (public only because [`OperatorDesk`] names it).
@@ -32,6 +40,12 @@ pub(crate) enum DeskMsg {
     Chat {
         chat: Box<WabaChat>,
         reply: RpcReplyPort<Result<ActorRef<ChatMsg>, DomainError>>,
+    },
+    /// A chat actor idle for the idle time: forgotten and drained, unless the chat
+    /// already has another actor.
+    Idle {
+        chat_id: i64,
+        actor: ActorId,
     },
     Shutdown(RpcReplyPort<()>),
 }
@@ -44,8 +58,12 @@ pub(crate) struct OperatorDesk;
 pub(crate) struct DeskArgs {
     pub store: Arc<dyn WabaStore>,
     pub graph: Arc<dyn GraphApi>,
-    pub events: broadcast::Sender<WabaEvent>,
+    pub events: DeskFeed,
     pub call_timeout: Duration,
+    /// How long a chat actor lives without a request.
+    pub idle_after: Duration,
+    /// How many chat actors run now, for metrics and tests.
+    pub running: Arc<AtomicUsize>,
 }
 
 pub(crate) struct DeskState {
@@ -84,6 +102,16 @@ impl Actor for OperatorDesk {
                 let answer = chat_actor(&myself, state, *chat).await;
                 let _ = reply.send(answer);
             }
+            DeskMsg::Idle { chat_id, actor } => {
+                if let Some(current) = state.chats.get(&chat_id)
+                    && current.get_id() == actor
+                {
+                    let current = current.clone();
+                    forget(state, chat_id, actor);
+                    // Already stopping (shutdown) is fine: it stops either way.
+                    let _ = current.drain();
+                }
+            }
             DeskMsg::Shutdown(reply) => {
                 state.stopping = true;
                 myself
@@ -91,6 +119,7 @@ impl Actor for OperatorDesk {
                     .await;
                 state.chats.clear();
                 state.by_actor.clear();
+                state.args.running.store(0, Ordering::Relaxed);
                 let _ = reply.send(());
             }
         }
@@ -111,16 +140,27 @@ impl Actor for OperatorDesk {
             SupervisionEvent::ActorTerminated(cell, _, _) => cell,
             _ => return Ok(()),
         };
-        if let Some(chat) = state.by_actor.remove(&cell.get_id())
-            && state
-                .chats
-                .get(&chat)
-                .is_some_and(|a| a.get_id() == cell.get_id())
-        {
-            state.chats.remove(&chat);
+        if let Some(&chat) = state.by_actor.get(&cell.get_id()) {
+            forget(state, chat, cell.get_id());
         }
         Ok(())
     }
+}
+
+/// Forgets the actor `actor` of `chat_id` (if it is still the chat's).
+fn forget(state: &mut DeskState, chat_id: i64, actor: ActorId) {
+    state.by_actor.remove(&actor);
+    if state
+        .chats
+        .get(&chat_id)
+        .is_some_and(|a| a.get_id() == actor)
+    {
+        state.chats.remove(&chat_id);
+    }
+    state
+        .args
+        .running
+        .store(state.chats.len(), Ordering::Relaxed);
 }
 
 async fn chat_actor(
@@ -141,6 +181,13 @@ async fn chat_actor(
         store: state.args.store.clone(),
         graph: state.args.graph.clone(),
         events: state.args.events.clone(),
+        retire: {
+            let desk = myself.clone();
+            Arc::new(move |actor| {
+                let _ = desk.cast(DeskMsg::Idle { chat_id: id, actor });
+            })
+        },
+        idle_after: state.args.idle_after,
     };
     let (actor, _) = Actor::spawn_linked(None, actor, chat, myself.get_cell())
         .await
@@ -149,6 +196,10 @@ async fn chat_actor(
         })?;
     state.by_actor.insert(actor.get_id(), id);
     state.chats.insert(id, actor.clone());
+    state
+        .args
+        .running
+        .store(state.chats.len(), Ordering::Relaxed);
     Ok(actor)
 }
 
@@ -160,11 +211,14 @@ async fn chat_actor(
 pub struct OperatorDeskHandle {
     slot: ActorSlot<DeskMsg>,
     /// The live feed: kept here so subscribers outlive a respawn of the desk.
-    events: broadcast::Sender<WabaEvent>,
+    events: DeskFeed,
     call_timeout: Duration,
     /// Calls into a chat actor wait behind the chat's sends, each of which may take the
     /// Graph API client's whole retry budget.
     chat_timeout: Duration,
+    idle_after: Duration,
+    /// How many chat actors run now (kept by the desk).
+    running: Arc<AtomicUsize>,
 }
 
 /// Spawns the desk under `parent` (none: unsupervised, in tests) and points `handle`
@@ -189,15 +243,28 @@ pub(crate) fn vacate(handle: &OperatorDeskHandle) {
 
 impl OperatorDeskHandle {
     /// `call_timeout` bounds calls into the desk; `chat_timeout` bounds calls into a
-    /// chat actor, so it must exceed the Graph API client's longest send (with retries).
-    pub(crate) fn new(call_timeout: Duration, chat_timeout: Duration) -> Self {
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+    /// chat actor, so it must exceed the Graph API client's longest send (with retries);
+    /// a chat actor stops after `idle_after` without a request; the live feed keeps its
+    /// last `retention` events for subscribers that resume.
+    pub(crate) fn new(
+        call_timeout: Duration,
+        chat_timeout: Duration,
+        idle_after: Duration,
+        retention: usize,
+    ) -> Self {
         OperatorDeskHandle {
             slot: ActorSlot::default(),
-            events,
+            events: DeskFeed::new(retention),
             call_timeout,
             chat_timeout,
+            idle_after,
+            running: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// How many chat actors run now.
+    pub fn chat_actors(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// What the desk needs to run, around this handle's live feed.
@@ -207,6 +274,8 @@ impl OperatorDeskHandle {
             graph,
             events: self.events.clone(),
             call_timeout: self.call_timeout,
+            idle_after: self.idle_after,
+            running: self.running.clone(),
         }
     }
 
@@ -225,15 +294,12 @@ impl OperatorDeskHandle {
         text: Option<String>,
         sender_user_id: Option<String>,
     ) -> Result<WabaMessage, SendError> {
-        let actor = self.chat(chat).await?;
-        call(&actor, self.chat_timeout, &who(chat), |reply| {
-            ChatMsg::Send {
-                credentials,
-                content,
-                text,
-                sender_user_id,
-                reply,
-            }
+        self.in_chat(chat, |reply| ChatMsg::Send {
+            credentials: credentials.clone(),
+            content: content.clone(),
+            text: text.clone(),
+            sender_user_id: sender_user_id.clone(),
+            reply,
         })
         .await?
     }
@@ -245,12 +311,9 @@ impl OperatorDeskHandle {
         chat: &WabaChat,
         message: WabaMessage,
     ) -> Result<Option<WabaMessage>, DomainError> {
-        let actor = self.chat(chat).await?;
-        call(&actor, self.chat_timeout, &who(chat), |reply| {
-            ChatMsg::Inbound {
-                message: Box::new(message),
-                reply,
-            }
+        self.in_chat(chat, |reply| ChatMsg::Inbound {
+            message: Box::new(message.clone()),
+            reply,
         })
         .await?
     }
@@ -264,23 +327,32 @@ impl OperatorDeskHandle {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> Result<Option<WabaMessage>, DomainError> {
-        let actor = self.chat(chat).await?;
-        let whatsapp_message_id = whatsapp_message_id.to_owned();
-        call(&actor, self.chat_timeout, &who(chat), |reply| {
-            ChatMsg::Status {
-                whatsapp_message_id,
-                status,
-                at,
-                reply,
-            }
+        self.in_chat(chat, |reply| ChatMsg::Status {
+            whatsapp_message_id: whatsapp_message_id.to_owned(),
+            status,
+            at,
+            reply,
         })
         .await?
     }
 
-    /// The live feed of new messages and status changes of every chat; the caller
-    /// filters what its user may see.
-    pub fn subscribe(&self) -> broadcast::Receiver<WabaEvent> {
-        self.events.subscribe()
+    /// The live feed of new messages, status changes and assignments of every chat;
+    /// the caller filters what its user may see.
+    /// With `last_seen`, the kept events after it come first (see [`DeskFeed`]).
+    pub fn subscribe(&self, last_seen: Option<EventId>) -> Subscription {
+        self.events.subscribe(last_seen)
+    }
+
+    /// The kept events after `id`; None when some are no longer kept. What a subscriber
+    /// that fell behind the live feed catches up from.
+    pub fn events_since(&self, id: EventId) -> Option<Vec<FeedEntry>> {
+        self.events.since(id)
+    }
+
+    /// Puts an event of a change made outside the chat actors (an assignment) on the
+    /// live feed.
+    pub fn publish(&self, event: WabaEvent) {
+        self.events.publish(event);
     }
 
     /// Stops every chat actor (each finishes what it is doing), then the desk. Calling
@@ -302,6 +374,44 @@ impl OperatorDeskHandle {
                 .stop_and_wait(Some("shutdown".into()), Some(self.call_timeout))
                 .await;
         }
+    }
+
+    /// One request into the chat's actor. An actor that was retired (idle) between the
+    /// desk handing it out and the request reaching it refuses the request unread; the
+    /// request then goes to the chat's new actor. A request that was accepted is never
+    /// sent twice.
+    async fn in_chat<T: Send + 'static>(
+        &self,
+        chat: &WabaChat,
+        build: impl Fn(RpcReplyPort<T>) -> ChatMsg,
+    ) -> Result<T, DomainError> {
+        for _ in 0..CHAT_ATTEMPTS {
+            let actor = self.chat(chat).await?;
+            match actor.call(&build, Some(self.chat_timeout)).await {
+                Ok(CallResult::Success(answer)) => return Ok(answer),
+                Ok(CallResult::Timeout) => {
+                    return Err(DomainError::Timeout(format!(
+                        "{} did not answer within {} ms",
+                        who(chat),
+                        self.chat_timeout.as_millis()
+                    )));
+                }
+                // Accepted, then dropped without an answer: the actor failed while
+                // handling it (a send may have reached Meta), so no retry.
+                Ok(CallResult::SenderError) => {
+                    return Err(DomainError::Unavailable(format!(
+                        "{} failed; retry",
+                        who(chat)
+                    )));
+                }
+                // Refused unread: the actor is draining or gone.
+                Err(_) => continue,
+            }
+        }
+        Err(DomainError::Unavailable(format!(
+            "{} is restarting; retry shortly",
+            who(chat)
+        )))
     }
 
     async fn chat(&self, chat: &WabaChat) -> Result<ActorRef<ChatMsg>, DomainError> {

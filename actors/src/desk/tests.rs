@@ -32,6 +32,14 @@ impl GraphApi for FakeGraph {
         sent.push((to.to_owned(), content.clone()));
         Ok(format!("wamid.out{}", sent.len()))
     }
+
+    async fn mark_read(
+        &self,
+        _credentials: &GraphCredentials,
+        _whatsapp_message_id: &str,
+    ) -> Result<(), GraphError> {
+        Ok(())
+    }
 }
 
 fn credentials() -> GraphCredentials {
@@ -60,9 +68,20 @@ fn inbound(wamid: &str, at: chrono::DateTime<Utc>) -> WabaMessage {
 }
 
 async fn desk() -> (Arc<MemoryStorage>, Arc<FakeGraph>, OperatorDeskHandle) {
+    desk_idle_after(Duration::from_secs(300)).await
+}
+
+async fn desk_idle_after(
+    idle_after: Duration,
+) -> (Arc<MemoryStorage>, Arc<FakeGraph>, OperatorDeskHandle) {
     let store = Arc::new(MemoryStorage::default());
     let graph = Arc::new(FakeGraph::default());
-    let desk = OperatorDeskHandle::new(Duration::from_secs(5), Duration::from_secs(5));
+    let desk = OperatorDeskHandle::new(
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        idle_after,
+        100,
+    );
     spawn(&desk, desk.args(store.clone(), graph.clone()), None)
         .await
         .expect("desk");
@@ -149,7 +168,7 @@ async fn sends_only_inside_the_window_unless_template() {
 #[tokio::test]
 async fn statuses_move_forward_only_and_reach_the_live_feed() {
     let (store, _graph, desk) = desk().await;
-    let mut feed = desk.subscribe();
+    let mut feed = desk.subscribe(None).live;
     let chat = store
         .waba_chat_for_customer("owner", "1555", None, Utc::now())
         .await
@@ -179,20 +198,89 @@ async fn statuses_move_forward_only_and_reach_the_live_feed() {
         .await
         .expect("late delivered");
     assert_eq!(late, None);
-    let kinds: Vec<WabaEventKind> = (0..3)
-        .map(|_| feed.try_recv().expect("event").kind)
+    let kinds: Vec<&str> = (0..3)
+        .map(|_| feed.try_recv().expect("event").event.kind())
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            WabaEventKind::Message,
-            WabaEventKind::Message,
-            WabaEventKind::Status
-        ]
-    );
+    assert_eq!(kinds, ["message", "message", "status"]);
     assert!(
         feed.try_recv().is_err(),
         "the ignored status is not an event"
     );
     desk.shutdown().await;
+}
+
+/// Waits (on the test's clock) until `desk` runs `n` chat actors; false after a minute.
+async fn chat_actors_reach(desk: &OperatorDeskHandle, n: usize) -> bool {
+    for _ in 0..600 {
+        if desk.chat_actors() == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+// The clock is paused: it moves only when every task waits, so no actor idles while the
+// chats are being touched, and the idle time passes at once afterwards.
+#[tokio::test(start_paused = true)]
+async fn idle_chat_actors_stop_and_start_again_on_demand() {
+    const CHATS: usize = 10_000;
+    let idle = Duration::from_secs(60);
+    let (store, _graph, desk) = desk_idle_after(idle).await;
+    let mut chats = Vec::with_capacity(CHATS);
+    for n in 0..CHATS {
+        let chat = store
+            .waba_chat_for_customer("owner", &format!("1555{n:06}"), None, Utc::now())
+            .await
+            .expect("chat");
+        // A status for a message the chat does not have: it changes nothing, but the
+        // chat's actor has to start to say so.
+        let changed = desk
+            .status(&chat, "wamid.unknown", MessageStatus::Read, Utc::now())
+            .await
+            .expect("status");
+        assert_eq!(changed, None);
+        chats.push(chat);
+    }
+    assert_eq!(desk.chat_actors(), CHATS, "one actor per chat touched");
+
+    // A chat touched again after half the idle time outlives the others by that long.
+    tokio::time::sleep(idle / 2).await;
+    desk.inbound(&chats[0], inbound("wamid.keep", Utc::now()))
+        .await
+        .expect("inbound")
+        .expect("stored");
+    assert!(
+        chat_actors_reach(&desk, 1).await,
+        "the idle actors stopped, the busy one runs: {}",
+        desk.chat_actors()
+    );
+    assert!(
+        chat_actors_reach(&desk, 0).await,
+        "it stops too once idle: {}",
+        desk.chat_actors()
+    );
+
+    // A later message reaches a new actor, which starts from storage: the window the
+    // first message opened is still open.
+    let later = desk
+        .inbound(&chats[1], inbound("wamid.later", Utc::now()))
+        .await
+        .expect("a message to a retired chat")
+        .expect("stored");
+    assert_eq!(later.chat_id, chats[1].id);
+    assert_eq!(desk.chat_actors(), 1);
+    let sent = desk
+        .send(
+            &chats[0],
+            credentials(),
+            WabaContent::Text { body: "hi".into() },
+            None,
+            None,
+        )
+        .await
+        .expect("the window survives the actor");
+    assert_eq!(sent.chat_id, chats[0].id);
+    desk.shutdown().await;
+    assert_eq!(desk.chat_actors(), 0);
 }

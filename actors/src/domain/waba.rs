@@ -56,6 +56,29 @@ pub struct WabaChat {
     pub created_at: DateTime<Utc>,
 }
 
+/// Which chats a chat list keeps, by assignee.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AssignedFilter {
+    /// Every chat.
+    #[default]
+    All,
+    /// Chats nobody is assigned to.
+    Unassigned,
+    /// Chats assigned to this user.
+    To(String),
+}
+
+impl AssignedFilter {
+    /// Whether a chat assigned to `assignee` passes.
+    pub fn keeps(&self, assignee: Option<&str>) -> bool {
+        match self {
+            AssignedFilter::All => true,
+            AssignedFilter::Unassigned => assignee.is_none(),
+            AssignedFilter::To(id) => assignee == Some(id.as_str()),
+        }
+    }
+}
+
 /// A message of a WABA chat, in either direction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WabaMessage {

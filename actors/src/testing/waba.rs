@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::MemoryStorage;
-use crate::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use crate::domain::waba::{AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
 use crate::domain::{MessageStatus, Page};
 use crate::error::StoreError;
 use crate::store::{Record, RecordKind, StoreResult, WabaStore};
@@ -231,6 +231,7 @@ impl WabaStore for MemoryStorage {
     async fn list_waba_chats(
         &self,
         owner_id: Option<&str>,
+        assigned: &AssignedFilter,
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<WabaChatSummary>> {
@@ -239,6 +240,7 @@ impl WabaStore for MemoryStorage {
             .chats
             .iter()
             .filter(|c| owner_id.is_none_or(|o| c.owner_id == o))
+            .filter(|c| assigned.keeps(c.assigned_operator_id.as_deref()))
             .collect();
         chats.sort_by_key(|c| std::cmp::Reverse((c.last_message_at, c.id)));
         let summaries: Vec<WabaChatSummary> = chats
@@ -346,5 +348,22 @@ impl WabaStore for MemoryStorage {
             n += 1;
         }
         Ok(n)
+    }
+
+    async fn assign_waba_chat(
+        &self,
+        chat_id: i64,
+        expected: Option<&str>,
+        assignee: Option<&str>,
+    ) -> StoreResult<Option<WabaChat>> {
+        let mut data = self.open_waba()?;
+        let Some(chat) = data.chats.iter_mut().find(|c| c.id == chat_id) else {
+            return Ok(None);
+        };
+        if chat.assigned_operator_id.as_deref() != expected {
+            return Ok(None);
+        }
+        chat.assigned_operator_id = assignee.map(str::to_owned);
+        Ok(Some(chat.clone()))
     }
 }

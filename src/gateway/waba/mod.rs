@@ -19,14 +19,18 @@ mod desk;
 mod ingest;
 mod settings;
 
+pub use desk::{Marked, ReadReceipt};
 pub use ingest::Ingested;
 pub use settings::{SettingsInput, StoredSettings, WabaSettings, mask};
 
-use wagate_actors::desk::{GraphError, OperatorDeskHandle, SendError};
+use std::sync::Arc;
+
+use wagate_actors::desk::{GraphApi, GraphError, OperatorDeskHandle, SendError};
 use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::store::DynStorage;
 
 use crate::crypto::KeyVault;
+use crate::outbound::OutboundError;
 
 /// Why a WABA operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,15 @@ pub enum WabaError {
     /// No such message, or not one the caller sees.
     #[error("message {0} not found")]
     MessageNotFound(i64),
+    /// The chat is assigned to someone else (this user id).
+    #[error("the chat is already assigned to {0}; its owner or an admin can reassign it")]
+    AssignedToOther(String),
+    /// An operator tried an assignment only an owner or admin may make.
+    #[error("{0}")]
+    NotYourChat(&'static str),
+    /// An assignee who is neither the chat's owner nor one of its operators.
+    #[error("user {0} is not the owner or an operator of this chat's account")]
+    UnknownAssignee(String),
     /// Meta's subscription check named no account's verify token.
     #[error("webhook verification failed: unknown verify token")]
     UnknownVerifyToken,
@@ -62,6 +75,10 @@ pub enum WabaError {
          only an approved template (type \"template\") may be sent"
     )]
     OutsideWindow,
+    /// A media URL that is not http(s) or points to a private network (unless
+    /// `ALLOW_PRIVATE_NETWORK_URLS`): refused before calling Meta.
+    #[error("mediaUrl: {0}")]
+    MediaUrl(OutboundError),
     /// Meta did not send the message.
     #[error(transparent)]
     Graph(GraphError),
@@ -116,16 +133,28 @@ impl Scope {
 pub struct Waba {
     storage: DynStorage,
     desk: OperatorDeskHandle,
+    /// Meta's Graph API, for what needs no chat actor (read receipts).
+    graph: Arc<dyn GraphApi>,
     /// Seals the account secrets at rest.
     vault: KeyVault,
+    /// `ALLOW_PRIVATE_NETWORK_URLS`: media URLs may point to private networks.
+    allow_private_urls: bool,
 }
 
 impl Waba {
-    pub fn new(storage: DynStorage, desk: OperatorDeskHandle, vault: KeyVault) -> Self {
+    pub fn new(
+        storage: DynStorage,
+        desk: OperatorDeskHandle,
+        graph: Arc<dyn GraphApi>,
+        vault: KeyVault,
+        allow_private_urls: bool,
+    ) -> Self {
         Waba {
             storage,
             desk,
+            graph,
             vault,
+            allow_private_urls,
         }
     }
 }

@@ -1,39 +1,34 @@
-//! The operators' chats: the list, a chat's history, marking it read, and the live
-//! events of every chat the caller sees.
+//! The operators' chats: the list, a chat's history, marking it read and assigning it;
+//! and the views the live events share.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tokio_stream::wrappers::ReceiverStream;
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wagate_actors::desk::WabaEvent;
 use wagate_actors::domain::MessageStatus;
-use wagate_actors::domain::waba::{WabaMessage, window_expires_at};
+use wagate_actors::domain::waba::{AssignedFilter, WabaMessage, window_expires_at};
 
 use super::{DeskCaller, NO_CHAT, numeric, receipts};
-use crate::http::error::{ApiResult, ErrorBody};
+use crate::gateway::waba::ReadReceipt;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::state::AppState;
 use crate::http::{iso, page_limit};
 
 /// Default page size of message and chat lists (the spec's default).
 const DEFAULT_LIMIT: u32 = 50;
-/// Events buffered per SSE client before the slowest events are dropped for it.
-const SSE_BUFFER: usize = 64;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_chats))
         .routes(routes!(chat_messages))
         .routes(routes!(mark_read))
-        .routes(routes!(events))
+        .routes(routes!(assign))
 }
 
 // --- Views ----------------------------------------------------------------------------
@@ -48,7 +43,7 @@ struct SenderView {
 
 /// `{id, email}` of message senders, read once per request (or stream).
 #[derive(Default)]
-struct Senders(HashMap<String, SenderView>);
+pub(super) struct Senders(HashMap<String, SenderView>);
 
 impl Senders {
     async fn of(&mut self, state: &AppState, user_id: Option<&str>) -> Option<SenderView> {
@@ -200,6 +195,32 @@ struct WabaChatView {
     owner_id: String,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ChatListParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// How many items to skip.
+    offset: Option<u64>,
+    /// `me` (assigned to the caller), `none` (unassigned) or `all` (default).
+    #[param(pattern = "^(me|none|all)$")]
+    assigned: Option<String>,
+}
+
+impl ChatListParams {
+    fn assigned(&self, caller_id: &str) -> ApiResult<AssignedFilter> {
+        match self.assigned.as_deref().map(str::trim) {
+            None | Some("" | "all") => Ok(AssignedFilter::All),
+            Some("none") => Ok(AssignedFilter::Unassigned),
+            Some("me") => Ok(AssignedFilter::To(caller_id.to_owned())),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid assigned '{other}': expected me, none or all"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 struct WabaChatList {
     chats: Vec<WabaChatView>,
@@ -208,12 +229,13 @@ struct WabaChatList {
     offset: u64,
 }
 
-/// The chats the caller sees, most recent first.
+/// The chats the caller sees, most recent first; `assigned` keeps those assigned to the
+/// caller (`me`) or to nobody (`none`).
 #[utoipa::path(
     get,
     path = "/api/waba/operator/chats",
     tag = "waba",
-    params(OffsetParams),
+    params(ChatListParams),
     responses(
         (status = 200, description = "A page of chats", body = WabaChatList),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
@@ -222,10 +244,15 @@ struct WabaChatList {
 async fn list_chats(
     State(state): State<AppState>,
     desk: DeskCaller,
-    AppQuery(page): AppQuery<OffsetParams>,
+    AppQuery(params): AppQuery<ChatListParams>,
 ) -> ApiResult<AppJson<WabaChatList>> {
-    let (limit, offset) = page.resolve()?;
-    let page = state.waba.chats(&desk.scope, limit, offset).await?;
+    let limit = page_limit(params.limit, DEFAULT_LIMIT)?;
+    let offset = params.offset.unwrap_or(0);
+    let assigned = params.assigned(&desk.caller.0.id)?;
+    let page = state
+        .waba
+        .chats(&desk.scope, &assigned, limit, offset)
+        .await?;
     let mut senders = Senders::default();
     let mut chats = Vec::with_capacity(page.items.len());
     for s in &page.items {
@@ -259,9 +286,31 @@ struct WabaMarked {
     chat_id: i64,
     /// How many messages were marked read.
     marked: u64,
+    /// The read receipt for the customer's latest message, as Meta took it.
+    meta_read_receipt: WabaReadReceipt,
 }
 
-/// Marks the chat's inbound messages read by an operator.
+/// What Meta was told when a chat was marked read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaReadReceipt {
+    /// `sent`, `failed` (the local mark stands; see `error`) or `none` (no customer
+    /// message to mark).
+    #[schema(schema_with = receipt_statuses)]
+    status: &'static str,
+    /// The customer's message the receipt is for.
+    whatsapp_message_id: Option<String>,
+    /// Why Meta did not take it.
+    error: Option<String>,
+}
+
+fn receipt_statuses() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&["sent", "failed", "none"])
+}
+
+/// Marks the chat's inbound messages read by an operator, and tells Meta the customer's
+/// latest message was read (`metaReadReceipt`; a Meta failure is reported there, and the
+/// local mark stands).
 #[utoipa::path(
     post,
     path = "/api/waba/operator/chat/{chatId}/read",
@@ -279,55 +328,129 @@ async fn mark_read(
     AppPath(raw): AppPath<String>,
 ) -> ApiResult<AppJson<WabaMarked>> {
     let chat_id = numeric("chatId", &raw)?;
-    let marked = state.waba.mark_read(&desk.scope, chat_id).await?;
+    let done = state.waba.mark_read(&desk.scope, chat_id).await?;
+    let receipt = match done.receipt {
+        ReadReceipt::Sent {
+            whatsapp_message_id,
+        } => WabaReadReceipt {
+            status: "sent",
+            whatsapp_message_id: Some(whatsapp_message_id),
+            error: None,
+        },
+        ReadReceipt::Failed {
+            whatsapp_message_id,
+            error,
+        } => WabaReadReceipt {
+            status: "failed",
+            whatsapp_message_id: Some(whatsapp_message_id),
+            error: Some(error),
+        },
+        ReadReceipt::NothingToMark => WabaReadReceipt {
+            status: "none",
+            whatsapp_message_id: None,
+            error: None,
+        },
+    };
     Ok(AppJson(WabaMarked {
         success: true,
         chat_id,
-        marked,
+        marked: done.marked,
+        meta_read_receipt: receipt,
     }))
 }
 
-/// The caller's chats as a live stream (Server-Sent Events).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = WabaAssign)]
+struct AssignBody {
+    /// The user to assign the chat to (the account's owner or one of its operators);
+    /// null releases the chat. Required, null included.
+    #[serde(default, deserialize_with = "present")]
+    operator_id: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (Some(None)) from one left out (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A chat after an assignment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WabaChatAssigned {
+    id: i64,
+    customer_phone: String,
+    customer_name: Option<String>,
+    #[schema(format = DateTime)]
+    window_expires_at: Option<String>,
+    assigned_operator_id: Option<String>,
+    owner_id: String,
+}
+
+/// Assigns the chat to an operator, or releases it (`operatorId: null`).
 ///
-/// Server-Sent Events of the caller's chats: `data: {"type": "message"|"status", "chatId",
-/// "message": {...}}`, the message as the chat history shows it after the change. A live
-/// feed: a client that reconnects reads what it missed from the history.
+/// An operator may take a chat nobody has, or release its own; the account's owner or an
+/// admin may assign it to anyone of the account. The change goes on the live events as
+/// `{"type": "assignment", "chatId", "assignedOperatorId"}`.
 #[utoipa::path(
-    get,
-    path = "/api/waba/operator/events",
+    post,
+    path = "/api/waba/operator/chat/{chatId}/assign",
     tag = "waba",
+    params(("chatId" = i64, Path, description = "The chat's numeric id")),
+    request_body = AssignBody,
     responses(
-        (status = 200, description = "An endless stream: each `data:` is `{\"type\": \"message\"|\"status\", \"chatId\", \"message\"}` (JSON)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The chat after the assignment", body = WabaChatAssigned),
+        (status = 400, description = "Not a number, `operatorId` missing, or not a user of the chat's account", body = ErrorBody),
+        (status = 403, description = "An operator assigning someone else, or releasing another's chat", body = ErrorBody),
+        (status = 404, description = NO_CHAT, body = ErrorBody),
+        (status = 409, description = "An operator taking a chat assigned to someone else (`chat_assigned`)", body = ErrorBody),
     )
 )]
-async fn events(State(state): State<AppState>, desk: DeskCaller) -> impl IntoResponse {
-    let scope = desk.scope;
-    let mut live = state.waba.subscribe();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(SSE_BUFFER);
-    tokio::spawn(async move {
-        let mut senders = Senders::default();
-        loop {
-            match live.recv().await {
-                Ok(event) => {
-                    if !scope.sees(&event.message.owner_id) {
-                        continue;
-                    }
-                    let data = json!({
-                        "type": event.kind.as_str(),
-                        "chatId": event.message.chat_id,
-                        "message": message_view(&state, &mut senders, &event.message).await,
-                    });
-                    let sse = Event::default().data(data.to_string());
-                    if tx.send(Ok(sse)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "a WABA event stream fell behind");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+async fn assign(
+    State(state): State<AppState>,
+    desk: DeskCaller,
+    AppPath(raw): AppPath<String>,
+    AppJson(body): AppJson<Value>,
+) -> ApiResult<AppJson<WabaChatAssigned>> {
+    let chat_id = numeric("chatId", &raw)?;
+    let body: AssignBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let Some(assignee) = body.operator_id else {
+        return Err(ApiError::bad_request(
+            "operatorId is required (a user id, or null to release the chat)",
+        ));
+    };
+    let assignee = assignee.map(|a| a.trim().to_owned());
+    let chat = state
+        .waba
+        .assign(&desk.scope, &desk.caller.0, chat_id, assignee)
+        .await?;
+    Ok(AppJson(WabaChatAssigned {
+        id: chat.id,
+        customer_phone: chat.customer_phone,
+        customer_name: chat.customer_name,
+        window_expires_at: window_expires_at(chat.last_customer_message_at).map(iso),
+        assigned_operator_id: chat.assigned_operator_id,
+        owner_id: chat.owner_id,
+    }))
+}
+
+/// The `data:` of an event.
+pub(super) async fn event_data(
+    state: &AppState,
+    senders: &mut Senders,
+    event: &WabaEvent,
+) -> Value {
+    match event {
+        WabaEvent::Message(m) | WabaEvent::Status(m) => json!({
+            "type": event.kind(),
+            "chatId": m.chat_id,
+            "message": message_view(state, senders, m).await,
+        }),
+        WabaEvent::Assignment(c) => json!({
+            "type": event.kind(),
+            "chatId": c.id,
+            "assignedOperatorId": c.assigned_operator_id,
+        }),
+    }
 }

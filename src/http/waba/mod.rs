@@ -10,9 +10,11 @@
 //! - [`settings`]: `GET`/`PUT /api/waba/settings`;
 //! - [`meta_webhook`]: Meta's subscription check and notifications;
 //! - [`operator`]: sends and message statuses;
-//! - [`chats`]: chat lists, histories, marking read and the live events.
+//! - [`chats`]: chat lists, histories, marking read and assignment;
+//! - [`events`]: the live events, resumable with `Last-Event-ID`.
 
 pub mod chats;
+pub mod events;
 pub mod meta_webhook;
 pub mod operator;
 pub mod settings;
@@ -34,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(meta_webhook::router())
         .merge(operator::router())
         .merge(chats::router())
+        .merge(events::router())
 }
 
 const NO_CHAT: &str = "No such chat visible to the caller";

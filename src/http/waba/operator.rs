@@ -37,7 +37,8 @@ struct SendBody {
     #[serde(rename = "type")]
     #[schema(schema_with = send_kinds)]
     kind: Option<String>,
-    /// The http(s) URL of an image or document (required for those).
+    /// The http(s) URL of an image or document (required for those); a public host,
+    /// unless `ALLOW_PRIVATE_NETWORK_URLS`.
     media_url: Option<String>,
     caption: Option<String>,
     /// The file name of a document.
@@ -196,7 +197,7 @@ struct WabaSent {
     request_body = SendBody,
     responses(
         (status = 200, description = "Sent", body = WabaSent),
-        (status = 400, description = "Missing or invalid fields", body = ErrorBody),
+        (status = 400, description = "Missing or invalid fields, or a `mediaUrl` to a private network (unless `ALLOW_PRIVATE_NETWORK_URLS`)", body = ErrorBody),
         (status = 404, description = NO_CHAT, body = ErrorBody),
         (status = 422, description = "Outside the 24-hour window: only a template may be sent (`outside_24h_window`)", body = ErrorBody),
         (status = 429, description = "Meta's rate limit (`waba_rate_limited`)", body = ErrorBody),

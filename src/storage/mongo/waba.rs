@@ -12,7 +12,9 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
-use wagate_actors::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use wagate_actors::domain::waba::{
+    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage,
+};
 use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::WabaStore;
@@ -348,20 +350,24 @@ impl WabaStore for MongoStorage {
     async fn list_waba_chats(
         &self,
         owner_id: Option<&str>,
+        assigned: &AssignedFilter,
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<WabaChatSummary>> {
         let chats = self.coll(CHATS)?;
         let sort = doc! {"lastMessageAt": -1, "_id": -1};
-        let page = find_page(
-            &chats,
-            owner_filter(owner_id),
-            sort,
-            limit,
-            skip,
-            chat_from_doc,
-        )
-        .await?;
+        let mut filter = owner_filter(owner_id);
+        match assigned {
+            AssignedFilter::All => {}
+            // `null` matches a missing field too.
+            AssignedFilter::Unassigned => {
+                filter.insert("assignedOperatorId", mongodb::bson::Bson::Null);
+            }
+            AssignedFilter::To(id) => {
+                filter.insert("assignedOperatorId", id.as_str());
+            }
+        }
+        let page = find_page(&chats, filter, sort, limit, skip, chat_from_doc).await?;
         let messages = self.coll(MESSAGES)?;
         let mut items = Vec::with_capacity(page.items.len());
         for chat in page.items {
@@ -474,5 +480,25 @@ impl WabaStore for MongoStorage {
             .await
             .map_err(map_err)?;
         Ok(done.modified_count)
+    }
+
+    async fn assign_waba_chat(
+        &self,
+        chat_id: i64,
+        expected: Option<&str>,
+        assignee: Option<&str>,
+    ) -> StoreResult<Option<WabaChat>> {
+        // One conditional update; `null` in the filter matches a missing field too.
+        self.coll(CHATS)?
+            .find_one_and_update(
+                doc! {"_id": chat_id, "assignedOperatorId": expected},
+                doc! {"$set": {"assignedOperatorId": assignee}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(chat_from_doc)
+            .transpose()
     }
 }

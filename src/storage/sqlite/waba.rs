@@ -6,7 +6,9 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
-use wagate_actors::domain::waba::{WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use wagate_actors::domain::waba::{
+    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage,
+};
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::WabaStore;
 
@@ -267,16 +269,28 @@ impl WabaStore for SqliteStorage {
     async fn list_waba_chats(
         &self,
         owner_id: Option<&str>,
+        assigned: &AssignedFilter,
         limit: u32,
         skip: u64,
     ) -> StoreResult<Page<WabaChatSummary>> {
-        // `?1 IS NULL` lets one statement serve both "one owner" and "everybody".
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM waba_chats WHERE ?1 IS NULL OR owner_id = ?1")
-                .bind(owner_id)
-                .fetch_one(self.pool())
-                .await
-                .map_err(map_err)?;
+        // `?1 IS NULL` lets one statement serve both "one owner" and "everybody"; `?2`
+        // is the assignee filter: 0 every chat, 1 unassigned ones, 2 those of `?3`.
+        let (mode, assignee) = match assigned {
+            AssignedFilter::All => (0_i64, None),
+            AssignedFilter::Unassigned => (1, None),
+            AssignedFilter::To(id) => (2, Some(id.as_str())),
+        };
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM waba_chats c WHERE (?1 IS NULL OR c.owner_id = ?1) AND
+                  (?2 = 0 OR (?2 = 1 AND c.assigned_operator_id IS NULL)
+                   OR (?2 = 2 AND c.assigned_operator_id = ?3))",
+        )
+        .bind(owner_id)
+        .bind(mode)
+        .bind(assignee)
+        .fetch_one(self.pool())
+        .await
+        .map_err(map_err)?;
         let rows = sqlx::query(
             "SELECT c.*,
                     (SELECT COUNT(*) FROM waba_messages m
@@ -284,11 +298,15 @@ impl WabaStore for SqliteStorage {
                     (SELECT m.id FROM waba_messages m WHERE m.chat_id = c.id
                       ORDER BY m.ts DESC, m.id DESC LIMIT 1) AS last_id
              FROM waba_chats c
-             WHERE ?1 IS NULL OR c.owner_id = ?1
+             WHERE (?1 IS NULL OR c.owner_id = ?1) AND
+                   (?2 = 0 OR (?2 = 1 AND c.assigned_operator_id IS NULL)
+                    OR (?2 = 2 AND c.assigned_operator_id = ?3))
              ORDER BY c.last_message_at IS NULL, c.last_message_at DESC, c.id DESC
-             LIMIT ?2 OFFSET ?3",
+             LIMIT ?4 OFFSET ?5",
         )
         .bind(owner_id)
+        .bind(mode)
+        .bind(assignee)
         .bind(i64::from(limit))
         .bind(clamp_i64(skip))
         .fetch_all(self.pool())
@@ -431,5 +449,28 @@ impl WabaStore for SqliteStorage {
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn assign_waba_chat(
+        &self,
+        chat_id: i64,
+        expected: Option<&str>,
+        assignee: Option<&str>,
+    ) -> StoreResult<Option<WabaChat>> {
+        // `IS` compares NULLs too: "unassigned" is a value the condition can expect.
+        sqlx::query(
+            "UPDATE waba_chats SET assigned_operator_id = ?
+             WHERE id = ? AND assigned_operator_id IS ?
+             RETURNING *",
+        )
+        .bind(assignee)
+        .bind(chat_id)
+        .bind(expected)
+        .fetch_optional(self.writer())
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(chat_from_row)
+        .transpose()
     }
 }
