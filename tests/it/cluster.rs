@@ -1,6 +1,6 @@
 //! Cluster mode with real processes: several `wagate` nodes on loopback sharing one
 //! SecantusDB (a MongoDB-wire server presenting itself as a one-member replica set), with
-//! a short-TTL profile (lease TTL 3 s, renewal 1 s, scan 0.5 s).
+//! a short-TTL profile (lease TTL 4 s, renewal 1 s, scan 0.5 s).
 //!
 //! Every wait waits for a condition (`eventually`), bounded in time; nothing asserts how
 //! long anything took.
@@ -62,7 +62,7 @@ impl Cluster {
             ("NODE_ADVERTISE_URL", format!("http://127.0.0.1:{port}")),
             ("CLUSTER_SECRET", CLUSTER_SECRET.to_owned()),
             ("SECRET_KEY", SECRET_KEY.to_owned()),
-            ("CLUSTER_LEASE_TTL_MS", "3000".to_owned()),
+            ("CLUSTER_LEASE_TTL_MS", "4000".to_owned()),
             ("CLUSTER_LEASE_RENEW_MS", "1000".to_owned()),
             ("CLUSTER_SCAN_MS", "500".to_owned()),
         ]

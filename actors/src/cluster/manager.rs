@@ -10,7 +10,8 @@
 //! server applied the last renewal, which is no earlier than when this node sent it. So
 //! at `sent + lease_ttl − renew_every`, measured on the monotonic clock, without a later
 //! successful renewal, the node stops every instance itself, before anybody else can take
-//! them. Every database call is bounded by the time left until then, so a hung database
+//! them. Every database call is bounded by the time left until then (a scan's never
+//! reaches into the last renewal period: it gives way to the renewal), so a hung database
 //! cannot hold the fence back.
 //!
 //! Taking a lease starts the instance actor (parked unless its stored status restores on
@@ -199,13 +200,27 @@ impl Actor for LeaseManager {
     }
 }
 
-/// How long a database call may take now: until the fence deadline, and never more than
-/// one renewal period.
-fn bound(state: &LeaseState) -> Duration {
+/// How long a renewal may take: until the fence deadline (a slow renewal that lands in
+/// time still counts), at most one TTL.
+fn renew_bound(state: &LeaseState) -> Duration {
+    let ttl = state.args.settings.lease_ttl;
+    match state.fence_at {
+        Some(at) => at.saturating_duration_since(Instant::now()).min(ttl),
+        None => ttl,
+    }
+}
+
+/// How long a scan's database call may take: never into the last renewal period before
+/// the fence deadline, so a slow scan cannot hold the next renewal back; at most one
+/// renewal period. Zero: the scan gives way.
+fn scan_bound(state: &LeaseState) -> Duration {
     let period = state.args.settings.renew_every;
     match state.fence_at {
-        Some(at) => at.saturating_duration_since(Instant::now()).min(period),
-        None => period,
+        Some(at) => at
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(period)
+            .min(period),
+        None => Duration::ZERO,
     }
 }
 
@@ -263,7 +278,7 @@ async fn stop_all(state: &mut LeaseState, why: &str) {
 
 async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
     let sent = Instant::now();
-    let bound = bound(state);
+    let bound = renew_bound(state);
     let answer = tokio::time::timeout(bound, state.args.store.renew(&state.args.settings)).await;
     let owned = match answer {
         Ok(Ok(owned)) => owned,
@@ -303,7 +318,10 @@ async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
 }
 
 async fn scan(state: &mut LeaseState) {
-    let bound = bound(state);
+    let bound = scan_bound(state);
+    if bound.is_zero() {
+        return;
+    }
     let view = match tokio::time::timeout(bound, state.args.store.view()).await {
         Ok(Ok(view)) => view,
         Ok(Err(err)) => {
@@ -343,6 +361,10 @@ async fn scan(state: &mut LeaseState) {
     for id in take {
         if fenced(state).await {
             return;
+        }
+        let bound = scan_bound(state);
+        if bound.is_zero() {
+            return; // the renewal goes first
         }
         let Some(instance) = by_id.get(id.as_str()) else {
             continue;
