@@ -75,20 +75,31 @@ fn apply_recorded_provider(config: &mut Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The [`Seams`] the actor runtime takes.
+struct ActorSeams {
+    clock: Arc<dyn Clock>,
+    wacore_transport: Option<Arc<dyn TransportFactory>>,
+    wacore_http: Option<Arc<dyn HttpClient>>,
+    wrap_outbox: Option<OutboxWrapper>,
+}
+
 /// Starts the actor runtime: the webhook queue (which first catches up on events a
 /// crash kept from it), the stats counter, the operator desk and the instance
 /// supervisor, all under the root supervisor.
 async fn start_actors(
     config: &Config,
     storage: DynStorage,
-    clock: Arc<dyn Clock>,
     metrics: &crate::metrics::Metrics,
-    wacore_transport: Option<Arc<dyn TransportFactory>>,
-    wacore_http: Option<Arc<dyn HttpClient>>,
-    wrap_outbox: Option<OutboxWrapper>,
+    seams: ActorSeams,
     cluster: Option<ClusterParts>,
     graph: Arc<crate::waba::graph::GraphClient>,
 ) -> Result<Runtime, StartError> {
+    let ActorSeams {
+        clock,
+        wacore_transport,
+        wacore_http,
+        wrap_outbox,
+    } = seams;
     let outbox: Arc<dyn Outbox> = Arc::new(
         crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
             .map_err(|e| StartError::Storage(e.to_string()))?,
@@ -275,6 +286,12 @@ pub async fn run_with(
         on_runtime,
         wrap_outbox,
     } = seams;
+    let actor_seams = ActorSeams {
+        clock,
+        wacore_transport,
+        wacore_http,
+        wrap_outbox,
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -335,11 +352,8 @@ pub async fn run_with(
     let runtime = start_actors(
         &config,
         storage.clone(),
-        clock,
         &metrics,
-        wacore_transport,
-        wacore_http,
-        wrap_outbox,
+        actor_seams,
         cluster.as_ref().map(|(parts, _)| parts.clone()),
         graph.clone(),
     )
