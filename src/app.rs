@@ -78,6 +78,8 @@ fn apply_recorded_provider(config: &mut Config) -> Result<(), StartError> {
 /// Starts the actor runtime: the webhook queue (which first catches up on events a
 /// crash kept from it), the stats counter, the operator desk and the instance
 /// supervisor, all under the root supervisor.
+// Each argument is a seam a test or cluster mode fills in; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn start_actors(
     config: &Config,
     storage: DynStorage,
