@@ -1559,14 +1559,15 @@ where
 impl Server {
     /// Creates real instances `from..from + count`, each linked by its own fake phone
     /// scanning its QR code, 32 at a time; waits until `from + count` are connected.
+    /// Returns the new instances' ids.
     async fn link_wacore(
         self: &Arc<Self>,
         whatsapp: &fake_whatsapp::FakeWhatsApp,
         from: usize,
         count: usize,
-    ) -> Res<()> {
+    ) -> Res<Vec<String>> {
         let whatsapp = whatsapp.clone();
-        for_each_concurrent(count, 32, |i| {
+        let ids = for_each_concurrent(count, 32, |i| {
             let srv = self.clone();
             let whatsapp = whatsapp.clone();
             async move {
@@ -1613,42 +1614,158 @@ impl Server {
                         whatsapp.problems()
                     ));
                 }
-                Ok(())
+                Ok(id)
             }
         })
         .await?;
         self.wait_connected(from + count, Duration::from_secs(1200))
-            .await
+            .await?;
+        Ok(ids)
     }
+}
+
+/// CPU time this process has used so far (user + system), from /proc/self/stat.
+fn cpu_time() -> Res<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ctx("read /proc/self/stat")?;
+    // The command name (field 2) may hold spaces; the fields after it start at 3.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("no command name in /proc/self/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |field: usize| -> Res<u64> {
+        fields
+            .get(field - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no field {field} in /proc/self/stat"))
+    };
+    // utime and stime, in clock ticks.
+    let used = ticks(14)? + ticks(15)?;
+    // SAFETY: sysconf reads a system constant and touches no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz)
+        .ok()
+        .filter(|hz| *hz > 0)
+        .ok_or("no clock tick rate")?;
+    Ok(Duration::from_micros(used * 1_000_000 / hz))
+}
+
+/// The CPU this process uses while `sessions` sit idle for `window`: µs of CPU time per
+/// second of wall time, per session.
+async fn idle_cpu(sessions: usize, window: Duration) -> Res<f64> {
+    let cpu0 = cpu_time()?;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let used = cpu_time()?.saturating_sub(cpu0);
+    Ok(used.as_secs_f64() * 1e6 / started.elapsed().as_secs_f64() / sessions as f64)
+}
+
+/// Sends `per` texts from each instance of `ids` through the API, 32 requests at a
+/// time, the k-th send from instance `k % ids.len()` to `to(k % ids.len())`. Fails on
+/// any answer but 200.
+async fn send_round(
+    srv: &Arc<Server>,
+    ids: &Arc<Vec<String>>,
+    per: usize,
+    to: impl Fn(usize) -> String,
+) -> Res<()> {
+    let n = ids.len();
+    for_each_concurrent(n * per, 32, |k| {
+        let srv = srv.clone();
+        let id = ids[k % n].clone();
+        let phone = to(k % n);
+        async move {
+            let (status, body) = srv
+                .post(
+                    &format!("/api/whatsapp/{id}/send"),
+                    &json!({"phone": phone, "message": format!("load text {k}")}),
+                )
+                .await?;
+            if status != 200 {
+                return Err(format!("send from {id}: {status} {body}"));
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Texts each S7 session sends in the timed send round.
+const S7_TEXTS_PER_SESSION: usize = 3;
+/// Fake users the S7 sessions send to.
+const S7_PEERS: usize = 8;
+
+/// Has every peer of `peers` decrypt `expected(j)` messages, waiting up to 2 minutes for
+/// each; the instant the last one arrived.
+async fn decrypted(
+    peers: &[fake_whatsapp::Peer],
+    expected: impl Fn(usize) -> usize,
+) -> Res<Instant> {
+    let mut set = JoinSet::new();
+    for (j, peer) in peers.iter().enumerate() {
+        let peer = peer.clone();
+        let count = expected(j);
+        set.spawn(async move {
+            let mut last = Instant::now();
+            for _ in 0..count {
+                peer.next_message(Duration::from_secs(120)).await?;
+                last = Instant::now();
+            }
+            Ok::<_, String>(last)
+        });
+    }
+    let mut last = Instant::now();
+    while let Some(done) = set.join_next().await {
+        last = last.max(done.ctx("peer task")??);
+    }
+    Ok(last)
 }
 
 async fn s7(sizes: &Sizes) -> Res<Vec<Row>> {
     let limit = raise_file_limit()?;
     let n = sizes.s7_sessions;
     let warm = (n / 10).max(10);
+    let idle_window = sizes.phase;
 
     // The baseline: sandbox sessions, autopaired, in a server of their own.
-    let sandbox = {
+    let (sandbox, sandbox_cpu, sandbox_sends) = {
         let dir = tempfile::tempdir().ctx("temp dir")?;
         let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
         let made = footprint(n, warm, |from, count| {
             let srv = srv.clone();
+            let ids = ids.clone();
             async move {
-                srv.create_instances(&format!("sandbox-{from}"), count, 32, None)
+                let made = srv
+                    .create_instances(&format!("sandbox-{from}"), count, 32, None)
                     .await?;
+                ids.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(made);
                 srv.wait_connected(from + count, Duration::from_secs(600))
                     .await
             }
         })
         .await?;
+        let cpu = idle_cpu(n, idle_window).await?;
+        let ids = Arc::new(std::mem::take(
+            &mut *ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ));
+        let started = Instant::now();
+        send_round(&srv, &ids, S7_TEXTS_PER_SESSION, |_| "79001234567".into()).await?;
+        let sends = (n * S7_TEXTS_PER_SESSION) as f64 / started.elapsed().as_secs_f64();
         Arc::into_inner(srv)
             .ok_or("server still shared")?
             .stop()
             .await?;
-        made
+        (made, cpu, sends)
     };
     println!(
-        "S7: sandbox {:.0} KiB, {:.2} fds, {:.3} threads per session",
+        "S7: sandbox {:.0} KiB, {:.2} fds, {:.3} threads, {sandbox_cpu:.1} µs CPU/s per \
+         session; {sandbox_sends:.0} sends/s",
         sandbox.rss_kib, sandbox.fds, sandbox.threads
     );
 
@@ -1662,10 +1779,18 @@ async fn s7(sizes: &Sizes) -> Res<Vec<Row>> {
     let dir = tempfile::tempdir().ctx("temp dir")?;
     let version = [("wacore_client_version", "2.3000.1027934701".to_owned())];
     let srv = Arc::new(Server::start_seamed(dir.path(), &version, Some(&whatsapp)).await?);
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
     let real = footprint(n, warm, |from, count| {
         let srv = srv.clone();
         let whatsapp = whatsapp.clone();
-        async move { srv.link_wacore(&whatsapp, from, count).await }
+        let ids = ids.clone();
+        async move {
+            let made = srv.link_wacore(&whatsapp, from, count).await?;
+            ids.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(made);
+            Ok(())
+        }
     })
     .await?;
     println!(
@@ -1676,6 +1801,39 @@ async fn s7(sizes: &Sizes) -> Res<Vec<Row>> {
         n - warm,
         real.connect
     );
+    let real_cpu = idle_cpu(n, idle_window).await?;
+    println!("S7: wacore {real_cpu:.1} µs CPU/s per idle session over {idle_window:?}");
+
+    // Sends spread over the sessions, each to one of a few fake users. A first round
+    // (untimed) starts every session's Signal session with its peer (key bundle fetch,
+    // `pkmsg`); the timed round is then what a session sends day to day.
+    let ids = Arc::new(std::mem::take(
+        &mut *ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ));
+    let mut peers = Vec::with_capacity(S7_PEERS);
+    for j in 0..S7_PEERS {
+        peers.push(
+            whatsapp
+                .user(&format!("7901{j:07}"), &format!("Peer {j}"))
+                .await?,
+        );
+    }
+    let peer_of = |i: usize| format!("7901{:07}", i % S7_PEERS);
+    // Sessions whose peer is peer j.
+    let share = |j: usize| (0..n).filter(|i| i % S7_PEERS == j).count();
+    send_round(&srv, &ids, 1, peer_of).await?;
+    decrypted(&peers, share).await?;
+    let started = Instant::now();
+    let (sent, last) = tokio::join!(
+        send_round(&srv, &ids, S7_TEXTS_PER_SESSION, peer_of),
+        decrypted(&peers, |j| share(j) * S7_TEXTS_PER_SESSION)
+    );
+    sent?;
+    let real_sends =
+        (n * S7_TEXTS_PER_SESSION) as f64 / last?.duration_since(started).as_secs_f64();
+    println!("S7: wacore {real_sends:.0} texts/s decrypted by the peers");
     if whatsapp.unknown_iqs() != 0 || !whatsapp.problems().is_empty() {
         return Err(format!(
             "the fake saw {} unknown IQs and problems {:?}",
@@ -1731,6 +1889,35 @@ async fn s7(sizes: &Sizes) -> Res<Vec<Row>> {
             true,
         )
         .note(per_session),
+        Row::new(
+            "S7",
+            &format!("CPU per idle wacore session ({n})"),
+            real_cpu,
+            "µs CPU/s",
+            "sandbox session",
+            Some(sandbox_cpu),
+            "—",
+            true,
+        )
+        .note(format!(
+            "process CPU time (/proc/self/stat) over {idle_window:?} idle, per session; \
+             the fake server and phones run in the same process"
+        )),
+        Row::new(
+            "S7",
+            &format!("send throughput spread over {n} wacore sessions"),
+            real_sends,
+            "texts/s",
+            "sandbox sends",
+            Some(sandbox_sends),
+            "—",
+            true,
+        )
+        .note(format!(
+            "{S7_TEXTS_PER_SESSION} texts per session to {S7_PEERS} fake users, 32 \
+             requests at a time, timed to the last one a peer decrypted; sessions \
+             already started"
+        )),
         Row::new(
             "S7",
             &format!(

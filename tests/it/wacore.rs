@@ -1042,6 +1042,79 @@ async fn whatsapp_refusing_a_request_is_a_clear_api_error() {
     rig.clean();
 }
 
+/// WhatsApp refusing the peer's key bundle (the pre-key fetch a first send to a new
+/// peer starts with) is a clear 502 `engine_error` in JSON, not a 500 and not a silent
+/// 200: nothing is stored as sent, the peer gets nothing, and the same send goes
+/// through once WhatsApp answers again.
+#[tokio::test]
+async fn a_refused_key_bundle_fetch_is_a_clear_api_error() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+
+    // A newly linked client uploads its pre-keys and checks their digest in the
+    // background; the refusal is set after both, so it meets the send's fetch.
+    rig.whatsapp
+        .wait_until(
+            Duration::from_secs(20),
+            "the pre-key upload and digest",
+            |w| {
+                let stanzas = w.stanzas();
+                let sent = |child: &str| {
+                    stanzas
+                        .iter()
+                        .filter(|s| s.is_iq("encrypt", child))
+                        .map(|s| s.connection)
+                        .collect::<Vec<_>>()
+                };
+                let digests = sent("digest");
+                sent("registration")
+                    .iter()
+                    .any(|c| digests.contains(c))
+                    .then_some(())
+            },
+        )
+        .await
+        .expect("the client's pre-key upload");
+    let before = rig.whatsapp.stanzas().len();
+    rig.whatsapp.refuse_next_iq("encrypt", 503);
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/send", rig.id),
+            &rig.auth,
+            json!({"phone": BOB, "message": "no keys for you"}),
+        )
+        .await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["code"], "engine_error", "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(rig.history(BOB_JID).await.is_empty());
+    // The refusal went to a key-bundle request: the first `encrypt` IQ since it was set.
+    let first = rig.whatsapp.stanzas()[before..]
+        .iter()
+        .find(|s| s.node.tag == "iq" && s.attr("xmlns").as_deref() == Some("encrypt"))
+        .map(|s| s.is_iq("encrypt", "key"));
+    assert_eq!(
+        first,
+        Some(true),
+        "the refusal did not meet a key-bundle request"
+    );
+
+    // Once WhatsApp answers again, the same send goes through and Bob reads the
+    // second text only: the refused one was never sent.
+    let id = rig.send(BOB, "and now the keys?").await;
+    let got = bob
+        .next_message(Duration::from_secs(20))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.id, id);
+    assert_eq!(got.text.as_deref(), Some("and now the keys?"));
+    rig.clean();
+}
+
 /// A peer that could not decrypt a message asks for it again with a retry receipt: the
 /// client sends it again, under the same id, and the peer reads it this time. (The
 /// peers' key bundles carry no one-time pre-key, the state of a phone whose pre-keys
