@@ -872,15 +872,8 @@ impl InstanceActor {
                 .await
                 .map_err(|e| format!("cannot store a reaction to {}: {e}", r.target_id)),
             None => {
-                let event = Event::MessageReaction(MessageReaction {
-                    message_id: r.target_id,
-                    remote_jid: r.chat,
-                    sender: reaction.sender,
-                    from_me: reaction.from_me,
-                    emoji: reaction.emoji,
-                    timestamp: reaction.timestamp,
-                });
-                self.publish(&state.id, event).await;
+                self.publish_reaction(&state.id, r.target_id, r.chat, reaction)
+                    .await;
                 Ok(())
             }
         }
@@ -902,16 +895,28 @@ impl InstanceActor {
                 Utc::now(),
             )
             .await?;
+        self.publish_reaction(&state.id, message.message_id, message.remote_jid, reaction)
+            .await;
+        Ok(())
+    }
+
+    /// Publishes `message_reaction` for `reaction` to message `message_id` of `chat`.
+    async fn publish_reaction(
+        &self,
+        instance_id: &str,
+        message_id: String,
+        chat: String,
+        reaction: Reaction,
+    ) {
         let event = Event::MessageReaction(MessageReaction {
-            message_id: message.message_id,
-            remote_jid: message.remote_jid,
+            message_id,
+            remote_jid: chat,
             sender: reaction.sender,
             from_me: reaction.from_me,
             emoji: reaction.emoji,
             timestamp: reaction.timestamp,
         });
-        self.publish(&state.id, event).await;
-        Ok(())
+        self.publish(instance_id, event).await;
     }
 
     /// Stores a message (and its media) WhatsApp brought: an inbound one remembers the
