@@ -46,9 +46,20 @@ pub enum DomainError {
     /// The engine (WhatsApp connection) failed to carry out the request.
     #[error("{0}")]
     Engine(String),
+    /// Well-formed, but WhatsApp's rules do not allow it (editing someone else's
+    /// message, or after the edit window); `code` is the machine code.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
 }
 
 impl DomainError {
+    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+        DomainError::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         DomainError::Conflict {
             code,

@@ -121,6 +121,18 @@ pub trait MessageStore: Send + Sync {
         reactions: &[Reaction],
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Stores what changed of a stored message (text, caption, media, `edited_at`,
+    /// `revoked`) and the event that reports it, together; returns whether the
+    /// message exists (the event is stored either way).
+    async fn rewrite_message(&self, message: &Message, event: &InstanceEvent) -> StoreResult<bool>;
+    /// Removes a stored message and stores the event that reports it, together;
+    /// returns whether it existed.
+    async fn forget_message(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        event: &InstanceEvent,
+    ) -> StoreResult<bool>;
     /// Newest first.
     async fn chat_history(
         &self,

@@ -366,6 +366,45 @@ impl MessageStore for MemoryStorage {
         Ok(true)
     }
 
+    async fn rewrite_message(&self, changed: &Message, event: &InstanceEvent) -> StoreResult<bool> {
+        let mut data = self.open()?;
+        let found =
+            match data.messages.iter_mut().find(|m| {
+                m.instance_id == changed.instance_id && m.message_id == changed.message_id
+            }) {
+                Some(m) => {
+                    m.content = changed.content.clone();
+                    m.caption = changed.caption.clone();
+                    m.has_media = changed.has_media;
+                    m.media_url = changed.media_url.clone();
+                    m.media_path = changed.media_path.clone();
+                    m.media_size = changed.media_size;
+                    m.edited_at = changed.edited_at;
+                    m.revoked = changed.revoked;
+                    m.updated_at = changed.updated_at;
+                    true
+                }
+                None => false,
+            };
+        data.events.push(event.clone());
+        Ok(found)
+    }
+
+    async fn forget_message(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        event: &InstanceEvent,
+    ) -> StoreResult<bool> {
+        let mut data = self.open()?;
+        let before = data.messages.len();
+        data.messages
+            .retain(|m| !(m.instance_id == instance_id && m.message_id == message_id));
+        let found = data.messages.len() < before;
+        data.events.push(event.clone());
+        Ok(found)
+    }
+
     async fn advance_message_status(
         &self,
         instance_id: &str,

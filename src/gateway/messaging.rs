@@ -184,6 +184,34 @@ impl Messenger {
             .await?)
     }
 
+    /// Replaces the text of one of our own text messages, within WhatsApp's edit window.
+    ///
+    /// Fails with `Invalid` for a blank or too long text, `Domain` for an unknown
+    /// message, one that cannot be edited, or an instance that cannot send.
+    pub async fn edit(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        text: String,
+    ) -> Result<Message, SendError> {
+        check_text(&text)?;
+        Ok(self.actors.get(instance_id)?.edit(message_id, text).await?)
+    }
+
+    /// Deletes a stored message for everyone (our own) or from this account's history.
+    pub async fn delete(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        for_everyone: bool,
+    ) -> Result<(), SendError> {
+        Ok(self
+            .actors
+            .get(instance_id)?
+            .delete(message_id, for_everyone)
+            .await?)
+    }
+
     /// Downloads the file at `media.url` and sends it. Refuses before downloading
     /// anything when the instance is not connected.
     ///

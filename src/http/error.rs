@@ -171,6 +171,9 @@ impl From<DomainError> for ApiError {
             DomainError::NotOnWhatsApp(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_on_whatsapp", e.to_string())
             }
+            DomainError::Refused { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
         }
     }
 }

@@ -316,6 +316,13 @@ forward!(MessageStore {
         reactions: &[Reaction],
         at: DateTime<Utc>
     ) -> StoreResult<bool>;
+    write fn rewrite_message(&self, message: &Message, event: &InstanceEvent) -> StoreResult<bool>;
+    write fn forget_message(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        event: &InstanceEvent
+    ) -> StoreResult<bool>;
     write fn advance_message_status(
         &self,
         instance_id: &str,

@@ -173,6 +173,18 @@ impl TestServer {
         Self::boot(dir, overrides, Some(clock), None, None).await
     }
 
+    /// A server on `backend` whose clock is `clock`.
+    pub async fn start_on_with_clock(
+        backend: Backend,
+        extra: &[(&str, &str)],
+        clock: Arc<ManualClock>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut overrides = backend.overrides();
+        overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::boot(dir, overrides, Some(clock), None, None).await
+    }
+
     /// A server on `backend` whose webhook outbox refuses writes while `fault` says so.
     pub async fn start_with_outbox_fault(
         backend: Backend,

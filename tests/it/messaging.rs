@@ -341,6 +341,8 @@ async fn seed_history(srv: &TestServer, backend: Backend, id: &str, base: DateTi
                         quoted_message_id: None,
                         mentions: Vec::new(),
                         reactions: Vec::new(),
+                        edited_at: None,
+                        revoked: false,
                     }
                 })
                 .collect();

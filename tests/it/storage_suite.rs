@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
+use wagate_actors::domain::event::{MessageEdited, MessageRevoked};
 use wagate_actors::domain::waba::AssignedFilter;
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EngineKind, EventQuery, Instance, InstanceEvent, InstanceStatus,
@@ -399,6 +400,8 @@ fn message(
         quoted_message_id: None,
         mentions: Vec::new(),
         reactions: Vec::new(),
+        edited_at: None,
+        revoked: false,
     }
 }
 
@@ -511,6 +514,93 @@ pub async fn messages_and_statuses(s: DynStorage) {
             .expect("unknown"),
         "an unknown message is no reaction target"
     );
+
+    // An edit and a deletion rewrite the message with their event, together.
+    let mut edited = stored.clone();
+    edited.edit("new text".into(), at + Duration::seconds(1));
+    let event = InstanceEvent::new(
+        "inst",
+        Event::MessageEdited(MessageEdited {
+            message_id: "WA2".into(),
+            remote_jid: "7900@s.whatsapp.net".into(),
+            sender: "7999@s.whatsapp.net".into(),
+            from_me: true,
+            message: "new text".into(),
+            timestamp: 9,
+        }),
+    );
+    assert!(s.rewrite_message(&edited, &event).await.expect("edit"));
+    let back = s
+        .message_by_id("inst", "WA2")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(back.content.as_deref(), Some("new text"));
+    assert_eq!(back.edited_at, Some(at + Duration::seconds(1)));
+    assert!(!back.revoked);
+    assert_eq!(back.reactions, Vec::new(), "the rest is untouched");
+    let mut revoked = back.clone();
+    revoked.revoke(at + Duration::seconds(2));
+    let gone = InstanceEvent::new(
+        "inst",
+        Event::MessageRevoked(MessageRevoked {
+            message_id: "WA2".into(),
+            remote_jid: "7900@s.whatsapp.net".into(),
+            sender: "7999@s.whatsapp.net".into(),
+            from_me: true,
+            for_everyone: true,
+            timestamp: 9,
+        }),
+    );
+    assert!(s.rewrite_message(&revoked, &gone).await.expect("revoke"));
+    let back = s
+        .message_by_id("inst", "WA2")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert!(back.revoked);
+    assert_eq!(back.content, None);
+    assert_eq!(back.updated_at, at + Duration::seconds(2));
+    let forgotten = InstanceEvent::new(
+        "inst",
+        Event::MessageRevoked(MessageRevoked {
+            message_id: "WA2".into(),
+            remote_jid: "7900@s.whatsapp.net".into(),
+            sender: "7999@s.whatsapp.net".into(),
+            from_me: true,
+            for_everyone: false,
+            timestamp: 9,
+        }),
+    );
+    assert!(
+        s.forget_message("inst", "WA2", &forgotten)
+            .await
+            .expect("forget")
+    );
+    assert_eq!(s.message_by_id("inst", "WA2").await.expect("get"), None);
+    assert!(
+        !s.forget_message("inst", "WA2", &forgotten.clone())
+            .await
+            .is_ok_and(|found| found),
+        "a second forget finds nothing"
+    );
+    let (events, _) = s
+        .list_events(
+            "inst",
+            &EventQuery {
+                limit: 100,
+                ..EventQuery::default()
+            },
+        )
+        .await
+        .expect("events");
+    for e in [&event, &gone, &forgotten] {
+        assert!(
+            events.iter().any(|stored| stored.id == e.id),
+            "the event {} is stored with its change",
+            e.id
+        );
+    }
 }
 
 pub async fn history_and_chats(s: DynStorage) {

@@ -1401,3 +1401,139 @@ async fn reactions_travel_both_ways() {
     assert_eq!(rig.history(BOB_JID).await.len(), 1);
     rig.clean();
 }
+
+/// The gateway edits and deletes its message: the peer decrypts a `MESSAGE_EDIT` and a
+/// `REVOKE` protocol message naming it. The peer edits and deletes its own: the
+/// gateway's history follows and `message_edited` / `message_revoked` arrive.
+#[tokio::test]
+async fn edits_and_revokes_travel_both_ways() {
+    use fake_whatsapp::{MessageField, wa};
+    use wa::message::protocol_message::Type;
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let hello = rig.send(BOB, "Meet at 5").await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.id, hello);
+
+    let (code, body) = rig
+        .server
+        .put(
+            &format!("/api/whatsapp/{}/messages/{hello}", rig.id),
+            &rig.auth,
+            json!({"message": "Meet at 6"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets the edit");
+    let protocol = got
+        .message
+        .protocol_message
+        .as_option()
+        .unwrap_or_else(|| panic!("a protocol message: {:?}", got.message));
+    assert_eq!(protocol.r#type, Some(Type::MessageEdit), "{protocol:?}");
+    let key = protocol.key.as_option().expect("key");
+    assert_eq!(key.id.as_deref(), Some(hello.as_str()));
+    let edited = protocol
+        .edited_message
+        .as_option()
+        .expect("the new content");
+    assert_eq!(edited.conversation.as_deref(), Some("Meet at 6"));
+    rig.hook("message_edited", |e| {
+        e["data"]["messageId"] == hello.as_str()
+    })
+    .await;
+
+    let (code, body) = rig
+        .server
+        .delete(
+            &format!("/api/whatsapp/{}/messages/{hello}?forEveryone=true", rig.id),
+            &rig.auth,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets the deletion");
+    let protocol = got
+        .message
+        .protocol_message
+        .as_option()
+        .unwrap_or_else(|| panic!("a protocol message: {:?}", got.message));
+    assert_eq!(protocol.r#type, Some(Type::Revoke), "{protocol:?}");
+    let key = protocol.key.as_option().expect("key");
+    assert_eq!(key.id.as_deref(), Some(hello.as_str()));
+    assert_eq!(key.from_me, Some(true));
+    let stored = rig.stored(BOB_JID, &hello).await;
+    assert_eq!(stored["revoked"], true, "{stored}");
+    assert_eq!(stored["content"], Value::Null, "{stored}");
+
+    // Bob writes, edits and deletes his own message.
+    let his = bob.send_text(ACCOUNT, "typo hree").await.expect("sent");
+    rig.stored(BOB_JID, &his).await;
+    let key = |id: &str| {
+        MessageField::some(wa::MessageKey {
+            remote_jid: Some(format!("{ACCOUNT}@s.whatsapp.net")),
+            from_me: Some(true),
+            id: Some(id.to_owned()),
+            participant: None,
+        })
+    };
+    let edit = wa::Message {
+        protocol_message: MessageField::some(wa::message::ProtocolMessage {
+            key: key(&his),
+            r#type: Some(Type::MessageEdit),
+            edited_message: MessageField::some(wa::Message {
+                conversation: Some("typo here".into()),
+                ..Default::default()
+            }),
+            timestamp_ms: Some(chrono::Utc::now().timestamp_millis()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    bob.send_message(ACCOUNT, &edit).await.expect("sent");
+    let hook = rig
+        .hook("message_edited", |e| e["data"]["messageId"] == his.as_str())
+        .await;
+    assert_eq!(hook["data"]["message"], "typo here", "{hook}");
+    assert_eq!(hook["data"]["sender"], BOB_JID, "{hook}");
+    assert_eq!(hook["data"]["fromMe"], false, "{hook}");
+    let stored = eventually(20, "Bob's edit stored", || async {
+        let m = rig.stored(BOB_JID, &his).await;
+        (m["content"] == "typo here").then_some(m)
+    })
+    .await;
+    assert!(stored["editedAt"].is_string(), "{stored}");
+
+    let revoke = wa::Message {
+        protocol_message: MessageField::some(wa::message::ProtocolMessage {
+            key: key(&his),
+            r#type: Some(Type::Revoke),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    bob.send_message(ACCOUNT, &revoke).await.expect("sent");
+    let hook = rig
+        .hook("message_revoked", |e| {
+            e["data"]["messageId"] == his.as_str()
+        })
+        .await;
+    assert_eq!(hook["data"]["forEveryone"], true, "{hook}");
+    let stored = eventually(20, "Bob's deletion stored", || async {
+        let m = rig.stored(BOB_JID, &his).await;
+        (m["revoked"] == true).then_some(m)
+    })
+    .await;
+    assert_eq!(stored["content"], Value::Null, "{stored}");
+    // Neither is a message of its own in the history.
+    assert_eq!(rig.history(BOB_JID).await.len(), 2);
+    rig.clean();
+}

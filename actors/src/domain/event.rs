@@ -31,13 +31,15 @@ pub enum EventKind {
     MessageSent,
     MessageStatus,
     MessageReaction,
+    MessageEdited,
+    MessageRevoked,
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
@@ -45,6 +47,8 @@ impl EventKind {
         EventKind::MessageSent,
         EventKind::MessageStatus,
         EventKind::MessageReaction,
+        EventKind::MessageEdited,
+        EventKind::MessageRevoked,
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
@@ -60,6 +64,8 @@ impl EventKind {
             EventKind::MessageSent => "message_sent",
             EventKind::MessageStatus => "message_status",
             EventKind::MessageReaction => "message_reaction",
+            EventKind::MessageEdited => "message_edited",
+            EventKind::MessageRevoked => "message_revoked",
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
@@ -104,6 +110,11 @@ pub enum Event {
     MessageStatus(MessageStatusChanged),
     /// Someone (or the account) reacted to a stored message, or took the reaction back.
     MessageReaction(MessageReaction),
+    /// A stored message's text was edited, by the account or by its author.
+    MessageEdited(MessageEdited),
+    /// A message was deleted: for everyone (by the account or its author), or only
+    /// from this account's history.
+    MessageRevoked(MessageRevoked),
     /// A usage limit was reached (once per instance and period).
     LimitExceeded(LimitExceeded),
     WebhookUpdated(WebhookUpdated),
@@ -253,6 +264,49 @@ pub struct MessageReaction {
     pub timestamp: i64,
 }
 
+/// A message's new text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageEdited {
+    /// The id of the message edited.
+    pub message_id: String,
+    /// The chat.
+    pub remote_jid: String,
+    /// Who edited it (its author); the account's own address when `fromMe`.
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub from_me: bool,
+    /// The new text (a media message's new caption).
+    #[serde(default)]
+    pub message: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
+/// A deleted message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRevoked {
+    /// The id of the message deleted.
+    pub message_id: String,
+    /// The chat.
+    pub remote_jid: String,
+    /// Who deleted it; the account's own address when `fromMe`.
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub from_me: bool,
+    /// Deleted for everyone in the chat; false when only removed from this account's
+    /// history.
+    #[serde(default = "yes")]
+    pub for_everyone: bool,
+    /// Unix seconds.
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSent {
@@ -347,6 +401,8 @@ impl Event {
             Event::MessageSent(_) => EventKind::MessageSent,
             Event::MessageStatus(_) => EventKind::MessageStatus,
             Event::MessageReaction(_) => EventKind::MessageReaction,
+            Event::MessageEdited(_) => EventKind::MessageEdited,
+            Event::MessageRevoked(_) => EventKind::MessageRevoked,
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
@@ -381,6 +437,8 @@ impl Event {
             }
             EventKind::MessageStatus => Event::MessageStatus(read(data).map_err(fit)?),
             EventKind::MessageReaction => Event::MessageReaction(read(data).map_err(fit)?),
+            EventKind::MessageEdited => Event::MessageEdited(read(data).map_err(fit)?),
+            EventKind::MessageRevoked => Event::MessageRevoked(read(data).map_err(fit)?),
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
@@ -524,6 +582,8 @@ impl Serialize for EventData<'_> {
             Event::MessageSent(p) => with(s, id, p.as_ref()),
             Event::MessageStatus(p) => with(s, id, p),
             Event::MessageReaction(p) => with(s, id, p),
+            Event::MessageEdited(p) => with(s, id, p),
+            Event::MessageRevoked(p) => with(s, id, p),
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),
@@ -657,7 +717,23 @@ mod tests {
             plain.get("quotedMessageId").is_none() && plain.get("mentions").is_none(),
             "a message without a quote or mentions keeps its old shape: {plain}"
         );
-        for event in [received(), with_media, reaction] {
+        let edited = Event::MessageEdited(MessageEdited {
+            message_id: "m1".into(),
+            remote_jid: "1@s.whatsapp.net".into(),
+            sender: "1@s.whatsapp.net".into(),
+            from_me: false,
+            message: "fixed".into(),
+            timestamp: 7,
+        });
+        let revoked = Event::MessageRevoked(MessageRevoked {
+            message_id: "m1".into(),
+            remote_jid: "1@s.whatsapp.net".into(),
+            sender: "1@s.whatsapp.net".into(),
+            from_me: false,
+            for_everyone: true,
+            timestamp: 8,
+        });
+        for event in [received(), with_media, reaction, edited, revoked] {
             let e = InstanceEvent::new("i1", event);
             let back = InstanceEvent::from_stored(
                 e.id.clone(),

@@ -120,6 +120,39 @@ pub struct Message {
     pub mentions: Vec<String>,
     /// The reactions on it, one per reacting person (the latest wins; none when removed).
     pub reactions: Vec<Reaction>,
+    /// When its text was last edited (by the API or by its author on WhatsApp).
+    pub edited_at: Option<DateTime<Utc>>,
+    /// It was deleted for everyone: its text, caption and media are gone.
+    pub revoked: bool,
+}
+
+/// How long after sending WhatsApp lets its author edit a message.
+pub const EDIT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+impl Message {
+    /// Takes a new text: the content of a text message, the caption of a media one.
+    pub fn edit(&mut self, text: String, at: DateTime<Utc>) {
+        if self.has_media {
+            self.caption = Some(text);
+        } else {
+            self.content = Some(text);
+        }
+        self.edited_at = Some(at);
+        self.updated_at = at;
+    }
+
+    /// Deleted for everyone: nothing of what it said is kept (the media file is the
+    /// caller's to remove, from `media_path` before this call).
+    pub fn revoke(&mut self, at: DateTime<Utc>) {
+        self.revoked = true;
+        self.content = None;
+        self.caption = None;
+        self.has_media = false;
+        self.media_url = None;
+        self.media_path = None;
+        self.media_size = None;
+        self.updated_at = at;
+    }
 }
 
 /// One person's reaction to a message.

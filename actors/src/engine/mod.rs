@@ -76,6 +76,32 @@ pub enum EngineEvent {
     Contact(EngineContact),
     /// Someone reacted to a message (or took a reaction back: an empty emoji).
     Reaction(InboundReaction),
+    /// A message was edited or deleted for everyone by its author.
+    Change(InboundChange),
+}
+
+/// An edit or a deletion WhatsApp brought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundChange {
+    /// The chat of the message changed.
+    pub chat: String,
+    /// Who changed it (its author); the phone form when known.
+    pub sender: String,
+    /// The account changed it from another of its devices (the phone).
+    pub from_me: bool,
+    /// WhatsApp's id of the message changed.
+    pub target_id: String,
+    pub change: MessageChange,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageChange {
+    /// Its text (a media message's caption) is now this.
+    Edited(String),
+    /// Deleted for everyone.
+    Revoked,
 }
 
 /// A reaction WhatsApp brought.
@@ -303,6 +329,18 @@ pub trait Engine: Send + Sync {
         target: &MessageRef,
         emoji: &str,
     ) -> Result<SentMessage, EngineError>;
+    /// Replaces the text of our own message `target` of `chat` (a media message's
+    /// caption). Fails with `InvalidState` when the session is not connected.
+    async fn edit(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+        text: &str,
+    ) -> Result<SentMessage, EngineError>;
+    /// Deletes our own message `target` of `chat` for everyone. Fails with
+    /// `InvalidState` when the session is not connected.
+    async fn revoke(&mut self, chat: &str, target: &MessageRef)
+    -> Result<SentMessage, EngineError>;
     /// Tells the sender's phone that these messages of `chat` were read.
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError>;
     /// The contacts this session knows.

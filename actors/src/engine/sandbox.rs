@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use super::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
-    InboundMedia, InboundMessage, InboundReaction, MessageRef, OutboundContent, SandboxControl,
-    SendOptions, SentMessage,
+    InboundChange, InboundMedia, InboundMessage, InboundReaction, MessageChange, MessageRef,
+    OutboundContent, SandboxControl, SendOptions, SentMessage,
 };
 use crate::domain::MessageStatus;
 use crate::domain::address::{USER_SERVER, jid_for};
@@ -224,6 +224,33 @@ struct SessionState {
 }
 
 impl SandboxEngine {
+    /// Our own message `target` of `chat` changed: the sandbox instance linked as the
+    /// chat, if any, hears of it as its author's change.
+    fn change(
+        &self,
+        chat: &str,
+        target: &MessageRef,
+        change: MessageChange,
+    ) -> Result<SentMessage, EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        let sent = SentMessage {
+            message_id: new_message_id(),
+            timestamp: Utc::now(),
+        };
+        if let Some(recipient) = self.session.network.sink_for(chat) {
+            let me = jid_for(&phone);
+            recipient(EngineEvent::Change(InboundChange {
+                chat: me.clone(),
+                sender: me,
+                from_me: false,
+                target_id: target.message_id.clone(),
+                change,
+                timestamp: sent.timestamp,
+            }));
+        }
+        Ok(sent)
+    }
+
     pub fn new(network: SandboxNetwork, ctx: EngineContext) -> Self {
         SandboxEngine {
             session: Arc::new(Session {
@@ -538,6 +565,25 @@ impl Engine for SandboxEngine {
             }));
         }
         Ok(sent)
+    }
+
+    /// Delivers the edit to the sandbox instance linked as the chat, if any.
+    async fn edit(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+        text: &str,
+    ) -> Result<SentMessage, EngineError> {
+        self.change(chat, target, MessageChange::Edited(text.to_owned()))
+    }
+
+    /// Delivers the deletion to the sandbox instance linked as the chat, if any.
+    async fn revoke(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+    ) -> Result<SentMessage, EngineError> {
+        self.change(chat, target, MessageChange::Revoked)
     }
 
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError> {

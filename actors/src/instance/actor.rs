@@ -20,17 +20,18 @@ use super::InstanceDeps;
 use super::status::{StatusBoard, StatusView};
 use crate::domain::address::{is_group_jid, jid_for};
 use crate::domain::event::{
-    Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageReaction, MessageReceived,
-    MessageSent, MessageStatusChanged, QrReceived, ReplyFields,
+    Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageEdited, MessageReaction,
+    MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, QrReceived, ReplyFields,
 };
-use crate::domain::message::media_url;
+use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
     ActivityEntry, Contact, EngineKind, Event, Instance, InstanceEvent, InstanceStatus, MediaKind,
     Message, MessageStatus, Reaction, apply_reaction, new_id,
 };
 use crate::engine::{
     CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
-    InboundMessage, InboundReaction, MessageRef, OutboundContent, SandboxControl, SendOptions,
+    InboundChange, InboundMessage, InboundReaction, MessageChange, MessageRef, OutboundContent,
+    SandboxControl, SendOptions,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -79,6 +80,16 @@ pub enum InstanceMsg {
     React {
         message_id: String,
         emoji: String,
+        reply: RpcReplyPort<Result<(), DomainError>>,
+    },
+    Edit {
+        message_id: String,
+        text: String,
+        reply: RpcReplyPort<Result<Message, DomainError>>,
+    },
+    Delete {
+        message_id: String,
+        for_everyone: bool,
         reply: RpcReplyPort<Result<(), DomainError>>,
     },
     MarkRead {
@@ -250,6 +261,7 @@ impl Actor for InstanceActor {
                         .await
                         .map_err(|e| e.to_string()),
                     EngineEvent::Reaction(reaction) => self.on_reaction(state, reaction).await,
+                    EngineEvent::Change(change) => self.on_change(state, change).await,
                     other => self
                         .on_engine_event(state, other)
                         .await
@@ -311,6 +323,22 @@ impl Actor for InstanceActor {
                 reply,
             } => {
                 let answer = self.react(state, &message_id, emoji).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Edit {
+                message_id,
+                text,
+                reply,
+            } => {
+                let answer = self.edit(state, &message_id, text).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Delete {
+                message_id,
+                for_everyone,
+                reply,
+            } => {
+                let answer = self.delete(state, &message_id, for_everyone).await;
                 let _ = reply.send(answer);
             }
             InstanceMsg::MarkRead { chat, reply } => {
@@ -567,6 +595,9 @@ impl InstanceActor {
             EngineEvent::Reaction(reaction) => {
                 let _ = self.on_reaction(state, reaction).await;
             }
+            EngineEvent::Change(change) => {
+                let _ = self.on_change(state, change).await;
+            }
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -762,6 +793,8 @@ impl InstanceActor {
             quoted_message_id: reply_to.map(|m| m.message_id),
             mentions: options.mentions,
             reactions: Vec::new(),
+            edited_at: None,
+            revoked: false,
         };
         let event = Event::MessageSent(Box::new(MessageSent {
             message_id: message.message_id.clone(),
@@ -919,6 +952,218 @@ impl InstanceActor {
         self.publish(instance_id, event).await;
     }
 
+    /// Edits our own stored text message `id` through the engine, within WhatsApp's
+    /// edit window, then stores the new text with its `message_edited` event.
+    async fn edit(
+        &self,
+        state: &mut InstanceState,
+        id: &str,
+        text: String,
+    ) -> Result<Message, DomainError> {
+        connected_engine(&self.board, state)?;
+        let mut message = self.stored_message(state, id).await?;
+        if !message.from_me {
+            return Err(DomainError::refused(
+                "not_own_message",
+                "only the account's own messages can be edited",
+            ));
+        }
+        if message.revoked {
+            return Err(DomainError::refused(
+                "message_deleted",
+                "the message was deleted for everyone",
+            ));
+        }
+        if message.has_media || message.content.is_none() {
+            return Err(DomainError::refused(
+                "not_text",
+                "only text messages can be edited",
+            ));
+        }
+        let now = self.deps.stats.clock().now();
+        if now - message.timestamp > EDIT_WINDOW {
+            return Err(DomainError::refused(
+                "edit_window_passed",
+                "WhatsApp lets a message be edited for 15 minutes after it was sent",
+            ));
+        }
+        let engine = connected_engine(&self.board, state)?;
+        engine
+            .edit(&message.remote_jid, &message_ref(&message), &text)
+            .await
+            .map_err(|err| match err {
+                EngineError::InvalidState(_) => not_connected(),
+                other => engine_error(other),
+            })?;
+        self.count(state, |u| u.messages_sent = 1);
+        message.edit(text.clone(), now);
+        let event = Event::MessageEdited(MessageEdited {
+            message_id: message.message_id.clone(),
+            remote_jid: message.remote_jid.clone(),
+            sender: own_address(state),
+            from_me: true,
+            message: text,
+            timestamp: now.timestamp(),
+        });
+        self.rewrite(state, &message, event).await?;
+        Ok(message)
+    }
+
+    /// Deletes stored message `id`: for everyone (our own messages only, through the
+    /// engine; the row stays, marked revoked, with nothing of what it said) or only
+    /// from this account's history (any message; WhatsApp is not told).
+    async fn delete(
+        &self,
+        state: &mut InstanceState,
+        id: &str,
+        for_everyone: bool,
+    ) -> Result<(), DomainError> {
+        let mut message = self.stored_message(state, id).await?;
+        let now = self.deps.stats.clock().now();
+        let me = own_address(state);
+        let event = |for_everyone| {
+            Event::MessageRevoked(MessageRevoked {
+                message_id: message.message_id.clone(),
+                remote_jid: message.remote_jid.clone(),
+                sender: me.clone(),
+                from_me: true,
+                for_everyone,
+                timestamp: now.timestamp(),
+            })
+        };
+        if !for_everyone {
+            let event = InstanceEvent::new(&state.id, event(false));
+            if let Some(path) = &message.media_path {
+                self.media.remove_file(path).await;
+            }
+            self.deps
+                .storage
+                .forget_message(&state.id, &message.message_id, &event)
+                .await?;
+            self.deps.events.announce(event);
+            return Ok(());
+        }
+        if !message.from_me {
+            return Err(DomainError::refused(
+                "not_own_message",
+                "only the account's own messages can be deleted for everyone",
+            ));
+        }
+        if message.revoked {
+            return Ok(());
+        }
+        let engine = connected_engine(&self.board, state)?;
+        engine
+            .revoke(&message.remote_jid, &message_ref(&message))
+            .await
+            .map_err(|err| match err {
+                EngineError::InvalidState(_) => not_connected(),
+                other => engine_error(other),
+            })?;
+        self.count(state, |u| u.messages_sent = 1);
+        let event = event(true);
+        if let Some(path) = message.media_path.clone() {
+            self.media.remove_file(&path).await;
+        }
+        message.revoke(now);
+        self.rewrite(state, &message, event).await?;
+        Ok(())
+    }
+
+    /// Applies an edit or a deletion WhatsApp brought to the message it is for, by
+    /// its author only, and publishes it; one for a message this instance never
+    /// stored is only published.
+    async fn on_change(&self, state: &mut InstanceState, c: InboundChange) -> Result<(), String> {
+        let sender = if c.from_me {
+            own_address(state)
+        } else {
+            c.sender
+        };
+        let stored = self
+            .deps
+            .storage
+            .message_by_id(&state.id, &c.target_id)
+            .await
+            .map_err(|e| format!("cannot read message {}: {e}", c.target_id))?;
+        let now = Utc::now();
+        let (event, changed) = match c.change {
+            MessageChange::Edited(text) => {
+                let changed = stored.map(|mut m| {
+                    m.edit(text.clone(), now);
+                    m
+                });
+                let event = Event::MessageEdited(MessageEdited {
+                    message_id: c.target_id.clone(),
+                    remote_jid: c.chat,
+                    sender,
+                    from_me: c.from_me,
+                    message: text,
+                    timestamp: c.timestamp.timestamp(),
+                });
+                (event, changed)
+            }
+            MessageChange::Revoked => {
+                let mut changed = stored;
+                if let Some(m) = changed.as_mut() {
+                    if let Some(path) = m.media_path.clone() {
+                        self.media.remove_file(&path).await;
+                    }
+                    m.revoke(now);
+                }
+                let event = Event::MessageRevoked(MessageRevoked {
+                    message_id: c.target_id.clone(),
+                    remote_jid: c.chat,
+                    sender,
+                    from_me: c.from_me,
+                    for_everyone: true,
+                    timestamp: c.timestamp.timestamp(),
+                });
+                (event, changed)
+            }
+        };
+        // Only a message's author changes it: a change naming someone else's
+        // message (or another chat's) is published, not applied.
+        let changed =
+            changed.filter(|m| m.from_me == c.from_me && m.remote_jid == event_chat(&event));
+        match changed {
+            Some(message) => self
+                .rewrite(state, &message, event)
+                .await
+                .map_err(|e| format!("cannot store a change of {}: {e}", c.target_id)),
+            None => {
+                self.publish(&state.id, event).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores a changed message together with the event that reports it, then
+    /// announces the event.
+    async fn rewrite(
+        &self,
+        state: &InstanceState,
+        message: &Message,
+        event: Event,
+    ) -> Result<(), StoreError> {
+        let event = InstanceEvent::new(&state.id, event);
+        self.deps.storage.rewrite_message(message, &event).await?;
+        self.deps.events.announce(event);
+        Ok(())
+    }
+
+    /// The stored message `id`; `NotFound` when there is none.
+    async fn stored_message(
+        &self,
+        state: &InstanceState,
+        id: &str,
+    ) -> Result<Message, DomainError> {
+        self.deps
+            .storage
+            .message_by_id(&state.id, id)
+            .await?
+            .ok_or_else(|| DomainError::NotFound(format!("message {id} not found")))
+    }
+
     /// Stores a message (and its media) WhatsApp brought: an inbound one remembers the
     /// sender as a contact and publishes `message_received`; one the account sent from
     /// its phone (`from_me`) is stored as sent and publishes `message_sent`. The message,
@@ -990,6 +1235,8 @@ impl InstanceActor {
             quoted_message_id: m.quoted_id.clone(),
             mentions: m.mentions.clone(),
             reactions: Vec::new(),
+            edited_at: None,
+            revoked: false,
         };
         let (event, contact) = if from_me {
             let event = Event::MessageSent(Box::new(MessageSent {
@@ -1202,6 +1449,20 @@ async fn sandbox(state: &mut InstanceState, control: SandboxControl) -> Result<(
 async fn close(state: &mut InstanceState) {
     if let Some(mut engine) = state.engine.take() {
         engine.stop().await;
+    }
+}
+
+/// The account's own address (empty before it is linked).
+fn own_address(state: &InstanceState) -> String {
+    state.phone.as_deref().map(jid_for).unwrap_or_default()
+}
+
+/// The chat an edit or deletion event names.
+fn event_chat(event: &Event) -> &str {
+    match event {
+        Event::MessageEdited(e) => &e.remote_jid,
+        Event::MessageRevoked(r) => &r.remote_jid,
+        _ => "",
     }
 }
 

@@ -102,6 +102,32 @@ impl InstanceHandle {
         .await?
     }
 
+    /// Replaces the text of our own stored text message `message_id` and returns it as
+    /// stored. Fails with `NotFound` for an unknown message, `Refused` for someone
+    /// else's, a deleted or non-text one, or after WhatsApp's 15-minute window,
+    /// `Conflict("not_connected")` unless connected.
+    pub async fn edit(&self, message_id: &str, text: String) -> Result<Message, DomainError> {
+        let message_id = message_id.to_owned();
+        self.ask(|reply| InstanceMsg::Edit {
+            message_id,
+            text,
+            reply,
+        })
+        .await?
+    }
+
+    /// Deletes stored message `message_id`: for everyone (our own only; needs a
+    /// connection) or only from this account's history.
+    pub async fn delete(&self, message_id: &str, for_everyone: bool) -> Result<(), DomainError> {
+        let message_id = message_id.to_owned();
+        self.ask(|reply| InstanceMsg::Delete {
+            message_id,
+            for_everyone,
+            reply,
+        })
+        .await?
+    }
+
     /// `Conflict("not_connected")` unless the instance is connected.
     pub async fn ensure_connected(&self) -> Result<(), DomainError> {
         if self.status().await?.ready {

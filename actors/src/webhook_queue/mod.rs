@@ -277,6 +277,11 @@ pub fn wants(instance: &Instance, event: &InstanceEvent) -> bool {
         // The account's own reactions follow its sent messages, others' its received ones.
         Event::MessageReaction(r) if r.from_me => w.notify_sent,
         Event::MessageReaction(_) => w.notify_received,
+        // Edits and deletions follow the messages they change.
+        Event::MessageEdited(e) if e.from_me => w.notify_sent,
+        Event::MessageEdited(_) => w.notify_received,
+        Event::MessageRevoked(r) if r.from_me => w.notify_sent,
+        Event::MessageRevoked(_) => w.notify_received,
         Event::MessageStatus(change) => match change.status {
             MessageStatus::Delivered => w.notify_delivery,
             MessageStatus::Read => w.notify_read,

@@ -52,6 +52,12 @@ pub struct MessageView {
     mentions: Vec<String>,
     /// One reaction per person who reacted (the latest).
     reactions: Vec<wagate_actors::domain::Reaction>,
+    /// When its text was last edited; absent when never.
+    #[schema(format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edited_at: Option<String>,
+    /// Deleted for everyone: its text, caption and media are gone.
+    revoked: bool,
 }
 
 impl From<Message> for MessageView {
@@ -79,6 +85,8 @@ impl From<Message> for MessageView {
             quoted_message_id: m.quoted_message_id,
             mentions: m.mentions,
             reactions: m.reactions,
+            edited_at: m.edited_at.map(iso),
+            revoked: m.revoked,
         }
     }
 }

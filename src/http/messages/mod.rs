@@ -1,8 +1,10 @@
 //! Messages, by concern:
 //! - [`send`]: sending texts, files by URL and uploaded files (through the use cases of
 //!   [`crate::gateway::messaging`]);
+//! - [`change`]: editing and deleting a sent message;
 //! - [`history`]: chat history, chats, marking read and media download.
 
+mod change;
 mod history;
 mod send;
 
@@ -21,6 +23,7 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(send::send_media))
         .routes((schemas, paths, upload))
         .routes(routes!(send::react))
+        .routes(routes!(change::edit, change::delete))
         .routes(routes!(history::chats))
         .routes(routes!(history::history))
         .routes(routes!(history::mark_read))

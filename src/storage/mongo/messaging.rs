@@ -16,7 +16,7 @@ use wagate_actors::domain::{
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
-use wagate_actors::store::{ContactStore, MessageStore};
+use wagate_actors::store::{ContactStore, EventStore, MessageStore};
 
 use super::{
     CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
@@ -53,6 +53,8 @@ pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
         "quotedMessageId": m.quoted_message_id.as_deref(),
         "mentions": bson_of(&m.mentions)?,
         "reactions": bson_of(&m.reactions)?,
+        "editedAt": m.edited_at.map(date),
+        "revoked": m.revoked,
         // Inbound messages the account has read (drives chats' unreadCount).
         "readByMe": false,
     })
@@ -85,6 +87,9 @@ pub(super) fn message_from_doc(d: &Document) -> StoreResult<Message> {
         quoted_message_id: f.opt_string("quotedMessageId")?,
         mentions: f.list("mentions")?,
         reactions: f.list("reactions")?,
+        edited_at: f.opt_time("editedAt")?,
+        // Absent from messages stored before deletions were kept.
+        revoked: d.get_bool("revoked").unwrap_or(false),
     })
 }
 
@@ -183,6 +188,46 @@ impl MessageStore for MongoStorage {
             .await
             .map_err(map_err)?;
         Ok(done.matched_count > 0)
+    }
+
+    /// Two writes, the message then the event: without a transaction, a crash between
+    /// them keeps the change and loses its event.
+    async fn rewrite_message(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
+        let done = self
+            .coll(MESSAGES)?
+            .update_one(
+                doc! {"instanceId": &m.instance_id, "messageId": &m.message_id},
+                doc! {"$set": {
+                    "content": m.content.as_deref(),
+                    "caption": m.caption.as_deref(),
+                    "hasMedia": m.has_media,
+                    "mediaUrl": m.media_url.as_deref(),
+                    "mediaPath": m.media_path.as_deref(),
+                    "mediaSize": m.media_size.map(clamp_i64),
+                    "editedAt": m.edited_at.map(date),
+                    "revoked": m.revoked,
+                    "updatedAt": date(m.updated_at),
+                }},
+            )
+            .await
+            .map_err(map_err)?;
+        self.append_event(event).await?;
+        Ok(done.matched_count > 0)
+    }
+
+    async fn forget_message(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        event: &InstanceEvent,
+    ) -> StoreResult<bool> {
+        let done = self
+            .coll(MESSAGES)?
+            .delete_one(doc! {"instanceId": instance_id, "messageId": message_id})
+            .await
+            .map_err(map_err)?;
+        self.append_event(event).await?;
+        Ok(done.deleted_count > 0)
     }
 
     async fn advance_message_status(

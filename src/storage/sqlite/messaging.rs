@@ -52,6 +52,8 @@ pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
         quoted_message_id: row.try_get("quoted_message_id").map_err(map_err)?,
         mentions: serde_json::from_str(&mentions).map_err(corrupt)?,
         reactions: serde_json::from_str(&reactions).map_err(corrupt)?,
+        edited_at: opt_millis(row.try_get("edited_at").map_err(map_err)?)?,
+        revoked: row.try_get("revoked").map_err(map_err)?,
     })
 }
 
@@ -101,8 +103,8 @@ pub(super) async fn insert_message_row<'e>(
             "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media,
                                    media_url, caption, mime_type, file_name, media_path, media_size, status, push_name,
                                    metadata, ts, created_at, updated_at, status_updated_at, read_by_me,
-                                   quoted_message_id, mentions, reactions)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   quoted_message_id, mentions, reactions, edited_at, revoked)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&m.id)
         .bind(&m.instance_id)
@@ -129,6 +131,8 @@ pub(super) async fn insert_message_row<'e>(
         .bind(&m.quoted_message_id)
         .bind(json(&m.mentions)?)
         .bind(json(&m.reactions)?)
+        .bind(m.edited_at.map(ms))
+        .bind(m.revoked)
         .execute(ex)
         .await
         .map_err(map_err)?;
@@ -195,6 +199,58 @@ impl MessageStore for SqliteStorage {
         .execute(self.writer())
         .await
         .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn rewrite_message(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
+        let mut tx = self
+            .writer()
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let done = sqlx::query(
+            "UPDATE messages SET content = ?, caption = ?, has_media = ?, media_url = ?, media_path = ?,
+                                 media_size = ?, edited_at = ?, revoked = ?, updated_at = ?
+             WHERE instance_id = ? AND message_id = ?",
+        )
+        .bind(&m.content)
+        .bind(&m.caption)
+        .bind(m.has_media)
+        .bind(&m.media_url)
+        .bind(&m.media_path)
+        .bind(m.media_size.map(clamp_i64))
+        .bind(m.edited_at.map(ms))
+        .bind(m.revoked)
+        .bind(ms(m.updated_at))
+        .bind(&m.instance_id)
+        .bind(&m.message_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn forget_message(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        event: &InstanceEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self
+            .writer()
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM messages WHERE instance_id = ? AND message_id = ?")
+            .bind(instance_id)
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
 

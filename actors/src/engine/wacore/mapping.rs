@@ -11,7 +11,7 @@ use whatsapp_rust::wacore_binary::JidExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 
 use crate::domain::MessageStatus;
-use crate::engine::{EngineError, MessageRef, SendOptions};
+use crate::engine::{EngineError, MessageChange, MessageRef, SendOptions};
 
 /// The address a user of the gateway should see: the phone form
 /// (`79001234567@s.whatsapp.net`) when WhatsApp gave one, without a device suffix.
@@ -243,6 +243,24 @@ pub fn reaction(message: &wa::Message) -> Option<(String, String)> {
     let reaction = message.get_base_message().reaction_message.as_option()?;
     let target = reaction.key.as_option()?.id.clone()?;
     Some((target, reaction.text.clone().unwrap_or_default()))
+}
+
+/// An edit or a deletion for everyone: the id of the message changed and what became
+/// of it. Edits sent through the message-secret path (channels, community
+/// announcements) are not read.
+pub fn change(message: &wa::Message) -> Option<(String, MessageChange)> {
+    use wa::message::protocol_message::Type;
+    let protocol = message.get_base_message().protocol_message.as_option()?;
+    let target = protocol.key.as_option()?.id.clone()?;
+    match protocol.r#type? {
+        Type::Revoke => Some((target, MessageChange::Revoked)),
+        Type::MessageEdit => {
+            let edited = protocol.edited_message.as_option()?;
+            let text = edited.text_content().or_else(|| edited.get_caption())?;
+            Some((target, MessageChange::Edited(text.to_owned())))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -478,5 +496,54 @@ mod tests {
             None,
             "a reaction is no message of its own"
         );
+    }
+
+    #[test]
+    fn edits_and_revokes_name_their_target() {
+        use wa::message::protocol_message::Type;
+        let protocol = |kind, edited: Option<wa::Message>| wa::Message {
+            protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                key: MessageField::some(wa::MessageKey {
+                    id: Some("Q1".into()),
+                    ..Default::default()
+                }),
+                r#type: Some(kind),
+                edited_message: edited.map(MessageField::some).unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = wa::Message {
+            conversation: Some("fixed".into()),
+            ..Default::default()
+        };
+        let edit = protocol(Type::MessageEdit, Some(text));
+        assert_eq!(
+            change(&edit),
+            Some(("Q1".to_owned(), MessageChange::Edited("fixed".into())))
+        );
+        assert_eq!(content(&edit), None, "an edit is no message of its own");
+        // The legacy form wraps the protocol message in `editedMessage`.
+        let wrapped = wa::Message {
+            edited_message: MessageField::some(wa::message::FutureProofMessage {
+                message: MessageField::some(edit),
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            change(&wrapped),
+            Some((_, MessageChange::Edited(_)))
+        ));
+        let revoke = protocol(Type::Revoke, None);
+        assert_eq!(
+            change(&revoke),
+            Some(("Q1".to_owned(), MessageChange::Revoked))
+        );
+        assert_eq!(
+            change(&protocol(Type::MessageEdit, None)),
+            None,
+            "no new text"
+        );
+        assert_eq!(change(&protocol(Type::EphemeralSetting, None)), None);
     }
 }

@@ -48,13 +48,13 @@ use whatsapp_rust::upload::UploadOptions;
 use whatsapp_rust::wacore::download::MediaType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
 use whatsapp_rust::waproto::whatsapp as wa;
-use whatsapp_rust::{Client, SendError};
+use whatsapp_rust::{Client, RevokeType, SendError};
 
 use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
 use crate::engine::{
-    Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundMedia, InboundMessage,
-    InboundReaction, MessageRef, OutboundContent, SendOptions, SentMessage,
+    Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundChange, InboundMedia,
+    InboundMessage, InboundReaction, MessageRef, OutboundContent, SendOptions, SentMessage,
 };
 
 /// How often a session's watchdog looks for failed connection attempts.
@@ -354,6 +354,17 @@ impl Shared {
         client: &Arc<Client>,
         item: &whatsapp_rust::wacore::types::events::InboundMessage,
     ) -> Option<EngineEvent> {
+        if let Some((target_id, change)) = mapping::change(&item.message) {
+            let (chat, sender) = mapping::chat_and_sender(&item.info.source);
+            return Some(EngineEvent::Change(InboundChange {
+                chat,
+                sender,
+                from_me: item.info.source.is_from_me,
+                target_id,
+                change,
+                timestamp: item.info.timestamp,
+            }));
+        }
         if let Some((target_id, emoji)) = mapping::reaction(&item.message) {
             let (chat, sender) = mapping::chat_and_sender(&item.info.source);
             return Some(EngineEvent::Reaction(InboundReaction {
@@ -834,6 +845,45 @@ impl Engine for WacoreEngine {
             .map_err(send_error)?;
         Ok(SentMessage {
             message_id: sent.message_id.to_string(),
+            timestamp: chrono::Utc::now(),
+        })
+    }
+
+    async fn edit(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+        text: &str,
+    ) -> Result<SentMessage, EngineError> {
+        let chat = parse_address(chat)?;
+        let client = self.logged_in()?;
+        let content = wa::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        };
+        client
+            .edit_message(chat, target.message_id.clone(), content)
+            .await
+            .map_err(send_error)?;
+        Ok(SentMessage {
+            message_id: target.message_id.clone(),
+            timestamp: chrono::Utc::now(),
+        })
+    }
+
+    async fn revoke(
+        &mut self,
+        chat: &str,
+        target: &MessageRef,
+    ) -> Result<SentMessage, EngineError> {
+        let chat = parse_address(chat)?;
+        let client = self.logged_in()?;
+        client
+            .revoke_message(chat, target.message_id.clone(), RevokeType::Sender)
+            .await
+            .map_err(send_error)?;
+        Ok(SentMessage {
+            message_id: target.message_id.clone(),
             timestamp: chrono::Utc::now(),
         })
     }
