@@ -381,6 +381,7 @@ impl MessageStore for MemoryStorage {
                     m.media_size = changed.media_size;
                     m.edited_at = changed.edited_at;
                     m.revoked = changed.revoked;
+                    m.typed = changed.typed.clone();
                     m.updated_at = changed.updated_at;
                     true
                 }

@@ -4,7 +4,7 @@
 //! store under uploads), then hands it to the instance's actor.
 
 use wagate_actors::domain::address::jid_for;
-use wagate_actors::domain::{Jid, Message, normalize_phone};
+use wagate_actors::domain::{Jid, Message, Typed, normalize_phone};
 use wagate_actors::engine::OutboundContent;
 use wagate_actors::error::DomainError;
 use wagate_actors::instance::{InstanceHandle, InstancesHandle, SendExtras};
@@ -45,6 +45,86 @@ pub fn check_text(text: &str) -> Result<(), SendError> {
         )));
     }
     Ok(())
+}
+
+/// Most contact cards in one message, and phones on one card.
+pub const MAX_CARDS: usize = 10;
+/// Longest poll question, option, contact name, location name or address, in characters.
+pub const MAX_LABEL: usize = 255;
+/// WhatsApp's bounds on a poll's options.
+pub const POLL_OPTIONS: std::ops::RangeInclusive<usize> = 2..=12;
+
+fn check_label(field: &str, value: &str) -> Result<(), SendError> {
+    if value.trim().is_empty() {
+        return Err(SendError::Invalid(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > MAX_LABEL {
+        return Err(SendError::Invalid(format!(
+            "{field} must be at most {MAX_LABEL} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A location, contact cards or a poll, made fit to send: coordinates on the globe,
+/// 1 to [`MAX_CARDS`] cards of a name and 1 to [`MAX_CARDS`] valid phones (made
+/// digits), a question and 2 to 12 distinct options. Votes are never sent.
+pub fn check_typed(mut typed: Typed) -> Result<Typed, SendError> {
+    if let Some(l) = &typed.location {
+        if !(l.latitude.is_finite() && (-90.0..=90.0).contains(&l.latitude)) {
+            return Err(SendError::Invalid(
+                "latitude must be between -90 and 90".into(),
+            ));
+        }
+        if !(l.longitude.is_finite() && (-180.0..=180.0).contains(&l.longitude)) {
+            return Err(SendError::Invalid(
+                "longitude must be between -180 and 180".into(),
+            ));
+        }
+        for (field, value) in [("name", &l.name), ("address", &l.address)] {
+            if let Some(v) = value {
+                check_label(field, v)?;
+            }
+        }
+    }
+    if typed.location.is_none() && typed.poll.is_none() && typed.contacts.is_empty() {
+        return Err(SendError::Invalid("contacts must not be empty".into()));
+    }
+    if typed.contacts.len() > MAX_CARDS {
+        return Err(SendError::Invalid(format!(
+            "contacts must be at most {MAX_CARDS}"
+        )));
+    }
+    for card in &mut typed.contacts {
+        check_label("contacts[].name", &card.name)?;
+        if card.phones.is_empty() || card.phones.len() > MAX_CARDS {
+            return Err(SendError::Invalid(format!(
+                "contacts[].phones must have 1 to {MAX_CARDS} numbers"
+            )));
+        }
+        for phone in &mut card.phones {
+            *phone = normalize_phone(phone)
+                .map_err(|e| SendError::Invalid(format!("contacts[].phones: {e}")))?;
+        }
+    }
+    if let Some(poll) = &mut typed.poll {
+        check_label("question", &poll.question)?;
+        if !POLL_OPTIONS.contains(&poll.options.len()) {
+            return Err(SendError::Invalid(
+                "options must have 2 to 12 entries".into(),
+            ));
+        }
+        for (i, option) in poll.options.iter().enumerate() {
+            check_label("options[]", option)?;
+            if poll.options[..i].contains(option) {
+                return Err(SendError::Invalid(format!(
+                    "options must be distinct: {option:?} is there twice"
+                )));
+            }
+        }
+        poll.votes.clear();
+    }
+    Ok(typed)
 }
 
 /// A caption: at most [`MAX_CAPTION`] characters; a blank one is none.
@@ -181,6 +261,26 @@ impl Messenger {
             .actors
             .get(instance_id)?
             .react(message_id, emoji)
+            .await?)
+    }
+
+    /// Sends a location, contact cards or a poll.
+    ///
+    /// Fails with `Invalid` when it breaks its rules ([`check_typed`]), `Domain` when
+    /// the instance cannot send.
+    pub async fn send_typed(
+        &self,
+        instance_id: &str,
+        to: &Jid,
+        typed: Typed,
+        extras: Extras,
+    ) -> Result<Message, SendError> {
+        let typed = check_typed(typed)?;
+        let extras = check_extras(extras)?;
+        Ok(self
+            .actors
+            .get(instance_id)?
+            .send(to.as_str(), OutboundContent::Typed(typed), extras)
             .await?)
     }
 

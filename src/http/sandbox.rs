@@ -11,7 +11,8 @@ use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::normalize_phone;
 use wagate_actors::domain::{EngineKind, Instance};
 use wagate_actors::engine::{
-    FaultKind, InboundMedia, InboundMessage, SandboxControl, new_message_id,
+    FaultKind, InboundMedia, InboundMessage, InboundVote, SandboxControl, VoteChoice,
+    new_message_id,
 };
 
 use crate::gateway::messaging::MAX_TEXT;
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(fault))
         .routes(routes!(inbound))
         .routes(routes!(receipt))
+        .routes(routes!(poll_vote))
 }
 
 /// The instance, checked to be on the sandbox engine.
@@ -278,7 +280,7 @@ async fn inbound(
     state
         .instances
         .get(&instance.id)?
-        .sandbox(SandboxControl::Inbound(InboundMessage {
+        .sandbox(SandboxControl::Inbound(Box::new(InboundMessage {
             message_id: message_id.clone(),
             chat: from.clone(),
             sender: from,
@@ -292,7 +294,9 @@ async fn inbound(
             timestamp: chrono::Utc::now(),
             quoted_id: body.reply_to.filter(|r| !r.trim().is_empty()),
             mentions: Vec::new(),
-        }))
+            typed: Default::default(),
+            message_secret: None,
+        })))
         .await?;
     Ok(AppJson(Delivered {
         success: true,
@@ -362,6 +366,74 @@ async fn receipt(
             chat: message.remote_jid,
             status,
         })
+        .await?;
+    Ok(AppJson(Receipted { success: true }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct VoteRequest {
+    /// The simulated contact who votes: a phone number.
+    #[schema(example = "79001234567")]
+    from: String,
+    /// The id of a poll the instance sent (`id` of the send-poll answer).
+    poll_id: String,
+    /// The options chosen, by name; empty takes the vote back.
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+/// Makes a simulated contact vote in a poll the instance sent (`poll_vote` follows).
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/instances/{instanceId}/poll-vote",
+    tag = "sandbox",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    request_body = VoteRequest,
+    responses(
+        (status = 200, description = "Voted", body = Receipted),
+        (status = 400, description = "An invalid phone, an option the poll does not have, or several for a single-answer poll", body = ErrorBody),
+        (status = 404, description = "No such instance, or no such sent poll", body = ErrorBody),
+        (status = 409, description = NOT_SANDBOX, body = ErrorBody),
+    )
+)]
+async fn poll_vote(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+    AppJson(body): AppJson<VoteRequest>,
+) -> ApiResult<AppJson<Receipted>> {
+    let instance = sandbox_only(instance)?;
+    let voter = chat_address("from", &body.from)?;
+    let message = state
+        .storage
+        .message_by_id(&instance.id, &body.poll_id)
+        .await?
+        .filter(|m| m.from_me && m.typed.poll.is_some())
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no sent poll {} on this instance", body.poll_id))
+        })?;
+    let Some(poll) = &message.typed.poll else {
+        return Err(ApiError::not_found("no such poll"));
+    };
+    if let Some(unknown) = body.options.iter().find(|o| !poll.options.contains(o)) {
+        return Err(ApiError::validation(format!(
+            "the poll has no option {unknown:?}"
+        )));
+    }
+    if !poll.multiple_answers && body.options.len() > 1 {
+        return Err(ApiError::validation("the poll takes one answer"));
+    }
+    state
+        .instances
+        .get(&instance.id)?
+        .sandbox(SandboxControl::Vote(InboundVote {
+            chat: message.remote_jid,
+            voter: voter.as_str().to_owned(),
+            from_me: false,
+            poll_id: message.message_id,
+            choice: VoteChoice::Names(body.options),
+            timestamp: chrono::Utc::now(),
+        }))
         .await?;
     Ok(AppJson(Receipted { success: true }))
 }

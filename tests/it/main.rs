@@ -26,6 +26,7 @@ mod startup;
 mod stats;
 mod storage_suite;
 mod supervision;
+mod typed;
 mod users;
 mod waba;
 mod wacore;

@@ -343,6 +343,8 @@ async fn seed_history(srv: &TestServer, backend: Backend, id: &str, base: DateTi
                         reactions: Vec::new(),
                         edited_at: None,
                         revoked: false,
+                        typed: Default::default(),
+                        message_secret: None,
                     }
                 })
                 .collect();

@@ -402,6 +402,8 @@ fn message(
         reactions: Vec::new(),
         edited_at: None,
         revoked: false,
+        typed: Default::default(),
+        message_secret: None,
     }
 }
 

@@ -1537,3 +1537,127 @@ async fn edits_and_revokes_travel_both_ways() {
     assert_eq!(rig.history(BOB_JID).await.len(), 2);
     rig.clean();
 }
+
+/// A location, contact cards and a poll reach the peer as WhatsApp's own messages; the
+/// peer's vote, sealed with the poll's secret, is opened by the gateway into option
+/// names; the peer's own location arrives typed.
+#[tokio::test]
+async fn locations_contact_cards_and_polls_travel_both_ways() {
+    use fake_whatsapp::{MessageField, wa};
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let post = |what: &'static str, body: Value| {
+        let rig = &rig;
+        async move {
+            let (code, sent) = rig
+                .server
+                .post(&format!("/api/whatsapp/{}/{what}", rig.id), &rig.auth, body)
+                .await;
+            assert_eq!(code, 200, "{what}: {sent}");
+            sent["id"].as_str().expect("id").to_owned()
+        }
+    };
+
+    let id = post(
+        "send-location",
+        json!({"phone": BOB, "latitude": 55.75, "longitude": 37.61, "name": "Кремль"}),
+    )
+    .await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets the location");
+    assert_eq!(got.id, id);
+    let location = got
+        .message
+        .location_message
+        .as_option()
+        .unwrap_or_else(|| panic!("a location: {:?}", got.message));
+    assert_eq!(location.degrees_latitude, Some(55.75));
+    assert_eq!(location.degrees_longitude, Some(37.61));
+    assert_eq!(location.name.as_deref(), Some("Кремль"));
+
+    let id = post(
+        "send-contact",
+        json!({"phone": BOB, "contacts": [{"name": "Иван", "phones": ["79000000001"]}]}),
+    )
+    .await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets the card");
+    assert_eq!(got.id, id);
+    let card = got
+        .message
+        .contact_message
+        .as_option()
+        .unwrap_or_else(|| panic!("a contact card: {:?}", got.message));
+    assert_eq!(card.display_name.as_deref(), Some("Иван"));
+    let vcard = card.vcard.as_deref().unwrap_or_default();
+    assert!(
+        vcard.contains("FN:Иван") && vcard.contains("waid=79000000001"),
+        "{vcard}"
+    );
+
+    let poll_id = post(
+        "send-poll",
+        json!({"phone": BOB, "question": "Обед?", "options": ["12:00", "13:00"]}),
+    )
+    .await;
+    let poll = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets the poll");
+    assert_eq!(poll.id, poll_id);
+    let creation = poll
+        .message
+        .poll_creation_message_v3
+        .as_option()
+        .unwrap_or_else(|| panic!("a single-answer poll: {:?}", poll.message));
+    assert_eq!(creation.name.as_deref(), Some("Обед?"));
+    let names: Vec<_> = creation
+        .options
+        .iter()
+        .filter_map(|o| o.option_name.as_deref())
+        .collect();
+    assert_eq!(names, ["12:00", "13:00"]);
+
+    bob.vote(ACCOUNT, &poll, &["13:00"]).await.expect("voted");
+    let hook = rig
+        .hook("poll_vote", |e| e["data"]["messageId"] == poll_id.as_str())
+        .await;
+    assert_eq!(hook["data"]["options"], json!(["13:00"]), "{hook}");
+    assert_eq!(hook["data"]["voter"], BOB_JID, "{hook}");
+    let stored = eventually(20, "Bob's vote stored on the poll", || async {
+        let m = rig.stored(BOB_JID, &poll_id).await;
+        (m["poll"]["votes"].as_array().map(Vec::len) == Some(1)).then_some(m)
+    })
+    .await;
+    assert_eq!(stored["poll"]["votes"][0]["options"], json!(["13:00"]));
+
+    // Bob shares where he is.
+    let here = wa::Message {
+        location_message: MessageField::some(wa::message::LocationMessage {
+            degrees_latitude: Some(59.93),
+            degrees_longitude: Some(30.31),
+            address: Some("Санкт-Петербург".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let his = bob.send_message(ACCOUNT, &here).await.expect("sent");
+    let stored = rig.stored(BOB_JID, &his).await;
+    assert_eq!(stored["messageType"], "location", "{stored}");
+    assert_eq!(
+        stored["location"],
+        json!({"latitude": 59.93, "longitude": 30.31, "address": "Санкт-Петербург"}),
+        "{stored}"
+    );
+    let hook = rig
+        .hook("message_received", |e| {
+            e["data"]["messageId"] == his.as_str()
+        })
+        .await;
+    assert_eq!(hook["data"]["location"]["latitude"], 59.93, "{hook}");
+    rig.clean();
+}

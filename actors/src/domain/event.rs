@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::instance::LimitPeriod;
-use super::message::{Message, MessageStatus};
+use super::message::{Message, MessageStatus, Typed};
 use super::new_id;
 
 /// The kinds of events, by their wire names.
@@ -33,13 +33,14 @@ pub enum EventKind {
     MessageReaction,
     MessageEdited,
     MessageRevoked,
+    PollVote,
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
@@ -49,6 +50,7 @@ impl EventKind {
         EventKind::MessageReaction,
         EventKind::MessageEdited,
         EventKind::MessageRevoked,
+        EventKind::PollVote,
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
@@ -66,6 +68,7 @@ impl EventKind {
             EventKind::MessageReaction => "message_reaction",
             EventKind::MessageEdited => "message_edited",
             EventKind::MessageRevoked => "message_revoked",
+            EventKind::PollVote => "poll_vote",
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
@@ -115,6 +118,8 @@ pub enum Event {
     /// A message was deleted: for everyone (by the account or its author), or only
     /// from this account's history.
     MessageRevoked(MessageRevoked),
+    /// Someone (or the account) voted in a poll, or took the vote back.
+    PollVote(PollVoted),
     /// A usage limit was reached (once per instance and period).
     LimitExceeded(LimitExceeded),
     WebhookUpdated(WebhookUpdated),
@@ -217,6 +222,9 @@ pub struct MessageReceived {
     pub media: Option<MediaFields>,
     #[serde(flatten, default)]
     pub reply: ReplyFields,
+    /// A location, contact cards or a poll.
+    #[serde(flatten, default)]
+    pub typed: Typed,
 }
 
 /// What a message refers to: the message it replies to and the people it mentions;
@@ -307,6 +315,27 @@ pub struct MessageRevoked {
     pub timestamp: i64,
 }
 
+/// A vote in a poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollVoted {
+    /// The id of the poll's message.
+    pub message_id: String,
+    /// The chat.
+    pub remote_jid: String,
+    /// Who voted; the account's own address when `fromMe`.
+    #[serde(default)]
+    pub voter: String,
+    #[serde(default)]
+    pub from_me: bool,
+    /// The options chosen, by name; empty when the vote was taken back.
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSent {
@@ -329,6 +358,9 @@ pub struct MessageSent {
     pub media: Option<MediaFields>,
     #[serde(flatten, default)]
     pub reply: ReplyFields,
+    /// A location, contact cards or a poll.
+    #[serde(flatten, default)]
+    pub typed: Typed,
 }
 
 fn yes() -> bool {
@@ -403,6 +435,7 @@ impl Event {
             Event::MessageReaction(_) => EventKind::MessageReaction,
             Event::MessageEdited(_) => EventKind::MessageEdited,
             Event::MessageRevoked(_) => EventKind::MessageRevoked,
+            Event::PollVote(_) => EventKind::PollVote,
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
@@ -439,6 +472,7 @@ impl Event {
             EventKind::MessageReaction => Event::MessageReaction(read(data).map_err(fit)?),
             EventKind::MessageEdited => Event::MessageEdited(read(data).map_err(fit)?),
             EventKind::MessageRevoked => Event::MessageRevoked(read(data).map_err(fit)?),
+            EventKind::PollVote => Event::PollVote(read(data).map_err(fit)?),
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
@@ -584,6 +618,7 @@ impl Serialize for EventData<'_> {
             Event::MessageReaction(p) => with(s, id, p),
             Event::MessageEdited(p) => with(s, id, p),
             Event::MessageRevoked(p) => with(s, id, p),
+            Event::PollVote(p) => with(s, id, p),
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),
@@ -608,6 +643,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::Poll;
 
     fn received() -> Event {
         Event::MessageReceived(Box::new(MessageReceived {
@@ -626,6 +662,7 @@ mod tests {
             metadata: json!({"pushName": "Иван", "timestamp": 1_672_531_200}),
             media: None,
             reply: ReplyFields::default(),
+            typed: Typed::default(),
         }))
     }
 
@@ -699,6 +736,15 @@ mod tests {
             reply: ReplyFields {
                 quoted_message_id: Some("m1".into()),
                 mentions: vec!["2@s.whatsapp.net".into()],
+            },
+            typed: Typed {
+                poll: Some(Poll {
+                    question: "Lunch?".into(),
+                    options: vec!["yes".into(), "no".into()],
+                    multiple_answers: false,
+                    votes: Vec::new(),
+                }),
+                ..Typed::default()
             },
         }));
         let reaction = Event::MessageReaction(MessageReaction {

@@ -124,6 +124,125 @@ pub struct Message {
     pub edited_at: Option<DateTime<Utc>>,
     /// It was deleted for everyone: its text, caption and media are gone.
     pub revoked: bool,
+    /// A location, contact cards or a poll it carries.
+    pub typed: Typed,
+    /// WhatsApp's per-message secret (a poll's: the key its votes are encrypted
+    /// with). Kept, never shown.
+    pub message_secret: Option<Vec<u8>>,
+}
+
+/// What a message carries besides text and media; at most one of them is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Typed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<ContactCard>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<Poll>,
+}
+
+impl Typed {
+    pub fn is_empty(&self) -> bool {
+        self.location.is_none() && self.contacts.is_empty() && self.poll.is_none()
+    }
+
+    /// The history's `messageType` of a message carrying it.
+    pub fn message_type(&self) -> Option<&'static str> {
+        if self.location.is_some() {
+            Some("location")
+        } else if !self.contacts.is_empty() {
+            Some("contact")
+        } else if self.poll.is_some() {
+            Some("poll")
+        } else {
+            None
+        }
+    }
+
+    /// A line of text standing for it in chat lists and searches.
+    pub fn summary(&self) -> Option<String> {
+        if let Some(l) = &self.location {
+            return Some(
+                l.name
+                    .clone()
+                    .or_else(|| l.address.clone())
+                    .unwrap_or_else(|| format!("{}, {}", l.latitude, l.longitude)),
+            );
+        }
+        if !self.contacts.is_empty() {
+            let names: Vec<&str> = self.contacts.iter().map(|c| c.name.as_str()).collect();
+            return Some(names.join(", "));
+        }
+        self.poll.as_ref().map(|p| p.question.clone())
+    }
+}
+
+/// A shared location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Location {
+    #[cfg_attr(feature = "openapi", schema(minimum = -90, maximum = 90, example = 55.7558))]
+    pub latitude: f64,
+    #[cfg_attr(feature = "openapi", schema(minimum = -180, maximum = 180, example = 37.6173))]
+    pub longitude: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A contact card (a vCard on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ContactCard {
+    #[cfg_attr(feature = "openapi", schema(example = "Иван Иванов"))]
+    pub name: String,
+    /// Phone numbers, digits with an optional leading `+`.
+    #[cfg_attr(feature = "openapi", schema(example = json!(["79001234567"])))]
+    pub phones: Vec<String>,
+}
+
+/// A poll and the votes it got so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Poll {
+    pub question: String,
+    pub options: Vec<String>,
+    /// Voters may choose several options.
+    pub multiple_answers: bool,
+    /// Each voter's latest choice; an empty choice is a vote taken back.
+    #[serde(default)]
+    pub votes: Vec<PollVote>,
+}
+
+/// One voter's choice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PollVote {
+    /// Who voted; the account's own address when `fromMe`.
+    pub voter: String,
+    pub from_me: bool,
+    pub options: Vec<String>,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+impl Poll {
+    /// Sets one voter's choice (the latest wins); an empty one removes it.
+    pub fn apply_vote(&mut self, vote: PollVote) {
+        self.votes
+            .retain(|v| !(v.voter == vote.voter && v.from_me == vote.from_me));
+        if !vote.options.is_empty() {
+            self.votes.push(vote);
+        }
+    }
 }
 
 /// How long after sending WhatsApp lets its author edit a message.

@@ -31,8 +31,8 @@ pub use instance::{
     WebhookSettings,
 };
 pub use message::{
-    ChatSummary, Contact, ContactQuery, HistoryQuery, MediaKind, Message, MessageStatus, Reaction,
-    apply_reaction,
+    ChatSummary, Contact, ContactCard, ContactQuery, HistoryQuery, Location, MediaKind, Message,
+    MessageStatus, Poll, PollVote, Reaction, Typed, apply_reaction,
 };
 pub use usage::{Clock, ManualClock, SystemClock, Usage, UsageFilter, UsageKey};
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::domain::EngineKind;
-use crate::domain::MessageStatus;
+use crate::domain::{MessageStatus, Typed};
 
 pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
 pub use wacore::{WacoreEngine, WacoreSettings};
@@ -78,6 +78,44 @@ pub enum EngineEvent {
     Reaction(InboundReaction),
     /// A message was edited or deleted for everyone by its author.
     Change(InboundChange),
+    /// Someone voted in a poll.
+    Vote(InboundVote),
+}
+
+/// A vote WhatsApp brought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundVote {
+    /// The chat of the poll.
+    pub chat: String,
+    /// Who voted; the phone form when known.
+    pub voter: String,
+    /// The account voted from another of its devices.
+    pub from_me: bool,
+    /// WhatsApp's id of the poll's message.
+    pub poll_id: String,
+    pub choice: VoteChoice,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a vote says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VoteChoice {
+    /// The options, by name (the sandbox).
+    Names(Vec<String>),
+    /// Encrypted with the poll's secret, as WhatsApp carries it: only the engine that
+    /// knows the poll can open it ([`Engine::open_vote`]).
+    Sealed { payload: Vec<u8>, iv: Vec<u8> },
+}
+
+/// A stored poll whose votes are to be opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollRef {
+    /// WhatsApp's id of the poll's message.
+    pub message_id: String,
+    /// Who created it: the account's address when it did.
+    pub creator: String,
+    pub options: Vec<String>,
+    pub secret: Vec<u8>,
 }
 
 /// An edit or a deletion WhatsApp brought.
@@ -138,6 +176,10 @@ pub struct InboundMessage {
     pub quoted_id: Option<String>,
     /// The people it mentions (addresses).
     pub mentions: Vec<String>,
+    /// A location, contact cards or a poll it carries.
+    pub typed: Typed,
+    /// Its secret, when it has one (a poll's).
+    pub message_secret: Option<Vec<u8>>,
 }
 
 /// Media attached to an inbound message, already downloaded.
@@ -152,6 +194,8 @@ pub struct InboundMedia {
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutboundContent {
     Text(String),
+    /// A location, contact cards or a poll (without votes).
+    Typed(Typed),
     Media {
         bytes: Arc<[u8]>,
         mime_type: String,
@@ -190,6 +234,8 @@ pub struct SendOptions {
 pub struct SentMessage {
     pub message_id: String,
     pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// The message's secret when it has one to keep (a poll's, to open its votes).
+    pub message_secret: Option<Vec<u8>>,
 }
 
 /// A contact as the engine knows it.
@@ -293,7 +339,9 @@ pub enum SandboxControl {
     },
     Fault(FaultKind),
     /// A simulated contact sends this message to the instance.
-    Inbound(InboundMessage),
+    Inbound(Box<InboundMessage>),
+    /// A simulated contact votes in a poll.
+    Vote(InboundVote),
     /// A simulated recipient acknowledges a message the instance sent.
     Receipt {
         chat: String,
@@ -341,6 +389,14 @@ pub trait Engine: Send + Sync {
     /// `InvalidState` when the session is not connected.
     async fn revoke(&mut self, chat: &str, target: &MessageRef)
     -> Result<SentMessage, EngineError>;
+    /// Opens a sealed vote of `voter` in `poll`: the names of the options chosen.
+    async fn open_vote(
+        &mut self,
+        poll: &PollRef,
+        voter: &str,
+        payload: &[u8],
+        iv: &[u8],
+    ) -> Result<Vec<String>, EngineError>;
     /// Tells the sender's phone that these messages of `chat` were read.
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError>;
     /// The contacts this session knows.

@@ -22,11 +22,11 @@ use tokio::time::Instant;
 use super::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
     InboundChange, InboundMedia, InboundMessage, InboundReaction, MessageChange, MessageRef,
-    OutboundContent, SandboxControl, SendOptions, SentMessage,
+    OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
 };
-use crate::domain::MessageStatus;
 use crate::domain::address::{USER_SERVER, jid_for};
 use crate::domain::normalize_phone;
+use crate::domain::{MessageStatus, Typed};
 
 /// Name of the session file inside an instance's session directory.
 pub const SESSION_FILE: &str = "sandbox-session.json";
@@ -236,6 +236,7 @@ impl SandboxEngine {
         let sent = SentMessage {
             message_id: new_message_id(),
             timestamp: Utc::now(),
+            message_secret: None,
         };
         if let Some(recipient) = self.session.network.sink_for(chat) {
             let me = jid_for(&phone);
@@ -501,10 +502,12 @@ impl Engine for SandboxEngine {
         let sent = SentMessage {
             message_id: new_message_id(),
             timestamp: Utc::now(),
+            message_secret: None,
         };
         if let Some(recipient) = self.session.network.sink_for(to) {
-            let (text, media) = match content {
-                OutboundContent::Text(text) => (Some(text.clone()), None),
+            let (text, media, typed) = match content {
+                OutboundContent::Text(text) => (Some(text.clone()), None, Typed::default()),
+                OutboundContent::Typed(typed) => (None, None, typed.clone()),
                 OutboundContent::Media {
                     bytes,
                     mime_type,
@@ -518,6 +521,7 @@ impl Engine for SandboxEngine {
                         mime_type: mime_type.clone(),
                         file_name: file_name.clone(),
                     }),
+                    Typed::default(),
                 ),
             };
             let me = jid_for(&phone);
@@ -531,6 +535,8 @@ impl Engine for SandboxEngine {
                 timestamp: sent.timestamp,
                 quoted_id: options.reply_to.as_ref().map(|q| q.message_id.clone()),
                 mentions: options.mentions.clone(),
+                typed,
+                message_secret: None,
             }));
             self.session.emit(EngineEvent::Receipt {
                 chat: to.to_owned(),
@@ -552,6 +558,7 @@ impl Engine for SandboxEngine {
         let sent = SentMessage {
             message_id: new_message_id(),
             timestamp: Utc::now(),
+            message_secret: None,
         };
         if let Some(recipient) = self.session.network.sink_for(chat) {
             let me = jid_for(&phone);
@@ -565,6 +572,19 @@ impl Engine for SandboxEngine {
             }));
         }
         Ok(sent)
+    }
+
+    /// Sandbox votes travel as names: there is nothing to open.
+    async fn open_vote(
+        &mut self,
+        _poll: &PollRef,
+        _voter: &str,
+        _payload: &[u8],
+        _iv: &[u8],
+    ) -> Result<Vec<String>, EngineError> {
+        Err(EngineError::InvalidInput(
+            "the sandbox carries no sealed votes".into(),
+        ))
     }
 
     /// Delivers the edit to the sandbox instance linked as the chat, if any.
@@ -649,7 +669,12 @@ impl Engine for SandboxEngine {
                         entry.push_name = message.push_name.clone();
                     }
                 })?;
-                self.session.emit(EngineEvent::Message(message));
+                self.session.emit(EngineEvent::Message(*message));
+                Ok(())
+            }
+            SandboxControl::Vote(vote) => {
+                self.session.connected_as()?;
+                self.session.emit(EngineEvent::Vote(vote));
                 Ok(())
             }
             SandboxControl::Receipt {
@@ -1075,7 +1100,7 @@ mod tests {
         assert!(!f.network.is_registered("15550001111"));
         let inbound = f
             .engine
-            .sandbox(SandboxControl::Inbound(InboundMessage {
+            .sandbox(SandboxControl::Inbound(Box::new(InboundMessage {
                 message_id: new_message_id(),
                 chat: "79990001122@s.whatsapp.net".into(),
                 sender: "79990001122@s.whatsapp.net".into(),
@@ -1085,7 +1110,9 @@ mod tests {
                 timestamp: Utc::now(),
                 quoted_id: None,
                 mentions: Vec::new(),
-            }))
+                typed: Default::default(),
+                message_secret: None,
+            })))
             .await;
         assert!(
             matches!(inbound, Err(EngineError::InvalidState(_))),

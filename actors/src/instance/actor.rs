@@ -21,17 +21,18 @@ use super::status::{StatusBoard, StatusView};
 use crate::domain::address::{is_group_jid, jid_for};
 use crate::domain::event::{
     Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageEdited, MessageReaction,
-    MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, QrReceived, ReplyFields,
+    MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, PollVoted, QrReceived,
+    ReplyFields,
 };
 use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
     ActivityEntry, Contact, EngineKind, Event, Instance, InstanceEvent, InstanceStatus, MediaKind,
-    Message, MessageStatus, Reaction, apply_reaction, new_id,
+    Message, MessageStatus, PollVote, Reaction, apply_reaction, new_id,
 };
 use crate::engine::{
     CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
-    InboundChange, InboundMessage, InboundReaction, MessageChange, MessageRef, OutboundContent,
-    SandboxControl, SendOptions,
+    InboundChange, InboundMessage, InboundReaction, InboundVote, MessageChange, MessageRef,
+    OutboundContent, PollRef, SandboxControl, SendOptions, VoteChoice,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -262,6 +263,7 @@ impl Actor for InstanceActor {
                         .map_err(|e| e.to_string()),
                     EngineEvent::Reaction(reaction) => self.on_reaction(state, reaction).await,
                     EngineEvent::Change(change) => self.on_change(state, change).await,
+                    EngineEvent::Vote(vote) => self.on_vote(state, vote).await,
                     other => self
                         .on_engine_event(state, other)
                         .await
@@ -598,6 +600,9 @@ impl InstanceActor {
             EngineEvent::Change(change) => {
                 let _ = self.on_change(state, change).await;
             }
+            EngineEvent::Vote(vote) => {
+                let _ = self.on_vote(state, vote).await;
+            }
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -752,6 +757,12 @@ impl InstanceActor {
         let now = Utc::now();
         let (message_type, text, caption, media) = match &content {
             OutboundContent::Text(text) => ("text".to_owned(), Some(text.clone()), None, None),
+            OutboundContent::Typed(typed) => (
+                typed.message_type().unwrap_or("text").to_owned(),
+                typed.summary(),
+                None,
+                None,
+            ),
             OutboundContent::Media {
                 mime_type,
                 file_name,
@@ -795,6 +806,11 @@ impl InstanceActor {
             reactions: Vec::new(),
             edited_at: None,
             revoked: false,
+            typed: match content {
+                OutboundContent::Typed(typed) => typed,
+                _ => Default::default(),
+            },
+            message_secret: sent.message_secret,
         };
         let event = Event::MessageSent(Box::new(MessageSent {
             message_id: message.message_id.clone(),
@@ -807,6 +823,7 @@ impl InstanceActor {
             status: MessageStatus::Sent,
             media: MediaFields::of(&message),
             reply: ReplyFields::of(&message),
+            typed: message.typed.clone(),
         }));
         // The message and its event commit together: no stored send without its webhook.
         let event = InstanceEvent::new(&state.id, event);
@@ -1137,6 +1154,89 @@ impl InstanceActor {
         }
     }
 
+    /// Opens a vote, stores it on its poll (each voter's latest choice) and publishes
+    /// `poll_vote`. A vote for a poll this instance never stored is published when it
+    /// can be read (the sandbox's), else dropped with a warning: without the poll
+    /// there is no key to open it.
+    async fn on_vote(&self, state: &mut InstanceState, v: InboundVote) -> Result<(), String> {
+        let voter = if v.from_me {
+            own_address(state)
+        } else {
+            v.voter
+        };
+        let stored = self
+            .deps
+            .storage
+            .message_by_id(&state.id, &v.poll_id)
+            .await
+            .map_err(|e| format!("cannot read poll {}: {e}", v.poll_id))?
+            .filter(|m| m.typed.poll.is_some());
+        let options = match (v.choice, &stored) {
+            (VoteChoice::Names(names), _) => names,
+            (VoteChoice::Sealed { payload, iv }, Some(poll_message)) => {
+                let (Some(poll), Some(secret)) =
+                    (&poll_message.typed.poll, &poll_message.message_secret)
+                else {
+                    return Err(format!("poll {} has no secret to open votes", v.poll_id));
+                };
+                let creator = if poll_message.from_me {
+                    own_address(state)
+                } else {
+                    message_ref(poll_message).author
+                };
+                let poll = PollRef {
+                    message_id: poll_message.message_id.clone(),
+                    creator,
+                    options: poll.options.clone(),
+                    secret: secret.clone(),
+                };
+                let engine = state
+                    .engine
+                    .as_mut()
+                    .ok_or_else(|| "no session to open the vote".to_owned())?;
+                engine
+                    .open_vote(&poll, &voter, &payload, &iv)
+                    .await
+                    .map_err(|e| format!("cannot open a vote in poll {}: {e}", v.poll_id))?
+            }
+            (VoteChoice::Sealed { .. }, None) => {
+                tracing::warn!(instance = %state.id, poll = %v.poll_id, "a vote in a poll never stored cannot be opened");
+                return Ok(());
+            }
+        };
+        let event = Event::PollVote(PollVoted {
+            message_id: v.poll_id.clone(),
+            remote_jid: v.chat,
+            voter: voter.clone(),
+            from_me: v.from_me,
+            options: options.clone(),
+            timestamp: v.timestamp.timestamp(),
+        });
+        match stored {
+            Some(mut message) => {
+                if let Some(poll) = message.typed.poll.as_mut() {
+                    poll.apply_vote(PollVote {
+                        voter,
+                        from_me: v.from_me,
+                        options: options
+                            .into_iter()
+                            .filter(|o| poll.options.contains(o))
+                            .collect(),
+                        timestamp: v.timestamp.timestamp(),
+                    });
+                }
+                message.updated_at = Utc::now();
+                self.rewrite(state, &message, event)
+                    .await
+                    .map_err(|e| format!("cannot store a vote in poll {}: {e}", v.poll_id))
+            }
+            None => {
+                self.publish(&state.id, event).await;
+                Ok(())
+            }
+        }
+    }
+
     /// Stores a changed message together with the event that reports it, then
     /// announces the event.
     async fn rewrite(
@@ -1196,10 +1296,13 @@ impl InstanceActor {
             },
             None => (None, None, None, None),
         };
-        let message_type = mime_type
-            .as_deref()
-            .map_or("text", |mime| MediaKind::of_mime(mime).as_str())
-            .to_owned();
+        let message_type = match m.typed.message_type() {
+            Some(kind) => kind,
+            None => mime_type
+                .as_deref()
+                .map_or("text", |mime| MediaKind::of_mime(mime).as_str()),
+        }
+        .to_owned();
         let message = Message {
             id: new_id(),
             instance_id: state.id.clone(),
@@ -1207,7 +1310,7 @@ impl InstanceActor {
             remote_jid: m.chat.clone(),
             from_me,
             message_type: message_type.clone(),
-            content: m.text.clone(),
+            content: m.text.clone().or_else(|| m.typed.summary()),
             has_media: m.media.is_some(),
             media_url: media_path
                 .as_ref()
@@ -1237,6 +1340,8 @@ impl InstanceActor {
             reactions: Vec::new(),
             edited_at: None,
             revoked: false,
+            typed: m.typed.clone(),
+            message_secret: m.message_secret.clone(),
         };
         let (event, contact) = if from_me {
             let event = Event::MessageSent(Box::new(MessageSent {
@@ -1250,6 +1355,7 @@ impl InstanceActor {
                 status: MessageStatus::Sent,
                 media: MediaFields::of(&message),
                 reply: ReplyFields::of(&message),
+                typed: message.typed.clone(),
             }));
             (event, None)
         } else {
@@ -1273,6 +1379,7 @@ impl InstanceActor {
                 metadata: message.metadata.clone(),
                 media: MediaFields::of(&message),
                 reply: ReplyFields::of(&message),
+                typed: message.typed.clone(),
             }));
             let contact = Contact {
                 push_name: m.push_name.clone(),

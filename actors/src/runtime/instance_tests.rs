@@ -511,7 +511,7 @@ async fn pair_code_links_the_instance() {
 }
 
 fn inbound(id: &str, text: &str) -> SandboxControl {
-    SandboxControl::Inbound(InboundMessage {
+    SandboxControl::Inbound(Box::new(InboundMessage {
         message_id: id.into(),
         chat: "79005550001@s.whatsapp.net".into(),
         sender: "79005550001@s.whatsapp.net".into(),
@@ -521,7 +521,9 @@ fn inbound(id: &str, text: &str) -> SandboxControl {
         timestamp: Utc::now(),
         quoted_id: None,
         mentions: Vec::new(),
-    })
+        typed: Default::default(),
+        message_secret: None,
+    }))
 }
 
 /// An inbound message is answered once it is committed: the message, its sender as a

@@ -282,6 +282,8 @@ pub fn wants(instance: &Instance, event: &InstanceEvent) -> bool {
         Event::MessageEdited(_) => w.notify_received,
         Event::MessageRevoked(r) if r.from_me => w.notify_sent,
         Event::MessageRevoked(_) => w.notify_received,
+        Event::PollVote(v) if v.from_me => w.notify_sent,
+        Event::PollVote(_) => w.notify_received,
         Event::MessageStatus(change) => match change.status {
             MessageStatus::Delivered => w.notify_delivery,
             MessageStatus::Read => w.notify_read,

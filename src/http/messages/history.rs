@@ -58,6 +58,9 @@ pub struct MessageView {
     edited_at: Option<String>,
     /// Deleted for everyone: its text, caption and media are gone.
     revoked: bool,
+    /// A location, contact cards or a poll (with its votes), when it carries one.
+    #[serde(flatten)]
+    typed: wagate_actors::domain::Typed,
 }
 
 impl From<Message> for MessageView {
@@ -87,6 +90,7 @@ impl From<Message> for MessageView {
             reactions: m.reactions,
             edited_at: m.edited_at.map(iso),
             revoked: m.revoked,
+            typed: m.typed,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Messages, by concern:
 //! - [`send`]: sending texts, files by URL and uploaded files (through the use cases of
 //!   [`crate::gateway::messaging`]);
+//! - [`typed`]: locations, contact cards and polls;
 //! - [`change`]: editing and deleting a sent message;
 //! - [`history`]: chat history, chats, marking read and media download.
 
 mod change;
 mod history;
 mod send;
+mod typed;
 
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
@@ -22,6 +24,9 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(send::send_text))
         .routes(routes!(send::send_media))
         .routes((schemas, paths, upload))
+        .routes(routes!(typed::send_location))
+        .routes(routes!(typed::send_contact))
+        .routes(routes!(typed::send_poll))
         .routes(routes!(send::react))
         .routes(routes!(change::edit, change::delete))
         .routes(routes!(history::chats))

@@ -16,7 +16,7 @@ use crate::media::{self, MediaFile};
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Sent {
     /// The WhatsApp id of the sent message.
-    id: String,
+    pub(super) id: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

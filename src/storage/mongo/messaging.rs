@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::ClientSession;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, Bson, Document, doc};
 use mongodb::error::{
     Error as MongoError, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
@@ -55,6 +56,11 @@ pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
         "reactions": bson_of(&m.reactions)?,
         "editedAt": m.edited_at.map(date),
         "revoked": m.revoked,
+        "typed": bson_of(&m.typed)?,
+        "messageSecret": m.message_secret.as_ref().map(|s| Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: s.clone(),
+        }),
         // Inbound messages the account has read (drives chats' unreadCount).
         "readByMe": false,
     })
@@ -90,6 +96,11 @@ pub(super) fn message_from_doc(d: &Document) -> StoreResult<Message> {
         edited_at: f.opt_time("editedAt")?,
         // Absent from messages stored before deletions were kept.
         revoked: d.get_bool("revoked").unwrap_or(false),
+        typed: match d.get("typed") {
+            None | Some(Bson::Null) => Default::default(),
+            Some(b) => mongodb::bson::from_bson(b.clone()).map_err(corrupt)?,
+        },
+        message_secret: d.get_binary_generic("messageSecret").ok().cloned(),
     })
 }
 
@@ -206,6 +217,7 @@ impl MessageStore for MongoStorage {
                     "mediaSize": m.media_size.map(clamp_i64),
                     "editedAt": m.edited_at.map(date),
                     "revoked": m.revoked,
+                    "typed": bson_of(&m.typed)?,
                     "updatedAt": date(m.updated_at),
                 }},
             )

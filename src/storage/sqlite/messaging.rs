@@ -27,6 +27,7 @@ pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
     let size: Option<i64> = row.try_get("media_size").map_err(map_err)?;
     let mentions: String = row.try_get("mentions").map_err(map_err)?;
     let reactions: String = row.try_get("reactions").map_err(map_err)?;
+    let typed: String = row.try_get("typed").map_err(map_err)?;
     Ok(Message {
         id: row.try_get("id").map_err(map_err)?,
         instance_id: row.try_get("instance_id").map_err(map_err)?,
@@ -54,6 +55,8 @@ pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
         reactions: serde_json::from_str(&reactions).map_err(corrupt)?,
         edited_at: opt_millis(row.try_get("edited_at").map_err(map_err)?)?,
         revoked: row.try_get("revoked").map_err(map_err)?,
+        typed: serde_json::from_str(&typed).map_err(corrupt)?,
+        message_secret: row.try_get("message_secret").map_err(map_err)?,
     })
 }
 
@@ -103,8 +106,9 @@ pub(super) async fn insert_message_row<'e>(
             "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media,
                                    media_url, caption, mime_type, file_name, media_path, media_size, status, push_name,
                                    metadata, ts, created_at, updated_at, status_updated_at, read_by_me,
-                                   quoted_message_id, mentions, reactions, edited_at, revoked)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   quoted_message_id, mentions, reactions, edited_at, revoked, typed,
+                                   message_secret)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&m.id)
         .bind(&m.instance_id)
@@ -133,6 +137,8 @@ pub(super) async fn insert_message_row<'e>(
         .bind(json(&m.reactions)?)
         .bind(m.edited_at.map(ms))
         .bind(m.revoked)
+        .bind(json(&m.typed)?)
+        .bind(&m.message_secret)
         .execute(ex)
         .await
         .map_err(map_err)?;
@@ -210,7 +216,7 @@ impl MessageStore for SqliteStorage {
             .map_err(map_err)?;
         let done = sqlx::query(
             "UPDATE messages SET content = ?, caption = ?, has_media = ?, media_url = ?, media_path = ?,
-                                 media_size = ?, edited_at = ?, revoked = ?, updated_at = ?
+                                 media_size = ?, edited_at = ?, revoked = ?, typed = ?, updated_at = ?
              WHERE instance_id = ? AND message_id = ?",
         )
         .bind(&m.content)
@@ -221,6 +227,7 @@ impl MessageStore for SqliteStorage {
         .bind(m.media_size.map(clamp_i64))
         .bind(m.edited_at.map(ms))
         .bind(m.revoked)
+        .bind(json(&m.typed)?)
         .bind(ms(m.updated_at))
         .bind(&m.instance_id)
         .bind(&m.message_id)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use whatsapp_rust::bot::Bot;
+use whatsapp_rust::buffa::MessageField;
 use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::store::commands::DeviceCommand;
 use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
@@ -17,6 +18,7 @@ use whatsapp_rust::wacore::download::{DownloadUtils, MediaType};
 use whatsapp_rust::wacore::libsignal::protocol::{IdentityKey, PreKeyBundle};
 use whatsapp_rust::wacore::message_processing::EncType;
 use whatsapp_rust::wacore::messages::MessageUtils;
+use whatsapp_rust::wacore::poll;
 use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid, TokioRuntime, anyhow, async_channel, async_trait};
@@ -169,6 +171,50 @@ impl Peer {
     pub async fn send_message(&self, to: &str, message: &wa::Message) -> Result<String, String> {
         let server = self.server()?;
         server.send_from_peer(self, to, message).await
+    }
+
+    /// Votes in `poll`, a poll the account `to` sent this peer: the chosen options'
+    /// hashes sealed with the poll's secret under the creator's and this voter's
+    /// addresses, with the library's own poll crypto, as a WhatsApp client does.
+    pub async fn vote(
+        &self,
+        to: &str,
+        poll: &ReceivedMessage,
+        options: &[&str],
+    ) -> Result<String, String> {
+        let secret = poll
+            .message
+            .message_context_info
+            .as_option()
+            .and_then(|c| c.message_secret.clone())
+            .ok_or("the poll carries no secret")?;
+        let hashes: Vec<Vec<u8>> = options
+            .iter()
+            .map(|o| poll::compute_option_hash(o).to_vec())
+            .collect();
+        let creator = format!("{to}@s.whatsapp.net");
+        let voter = format!("{}@s.whatsapp.net", self.phone());
+        let (payload, iv) =
+            poll::encrypt_poll_vote_with_secret(&hashes, &secret, &poll.id, &creator, &voter)
+                .map_err(|e| format!("cannot seal the vote: {e}"))?;
+        let message = wa::Message {
+            poll_update_message: MessageField::some(wa::message::PollUpdateMessage {
+                poll_creation_message_key: MessageField::some(wa::MessageKey {
+                    remote_jid: Some(creator),
+                    from_me: Some(false),
+                    id: Some(poll.id.clone()),
+                    participant: None,
+                }),
+                vote: MessageField::some(wa::message::PollEncValue {
+                    enc_payload: Some(payload),
+                    enc_iv: Some(iv.to_vec()),
+                }),
+                sender_timestamp_ms: Some(chrono_millis()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.send_message(to, &message).await
     }
 
     /// For an account's own phone: writes `text` to the user `to` from the phone itself;
@@ -420,4 +466,11 @@ impl HttpClient for Offline {
     async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
         Err(anyhow::anyhow!("a fake phone does not fetch"))
     }
+}
+
+/// Now, in milliseconds since the epoch.
+fn chrono_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

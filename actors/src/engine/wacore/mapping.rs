@@ -10,7 +10,7 @@ use whatsapp_rust::wacore::types::presence::ReceiptType;
 use whatsapp_rust::wacore_binary::JidExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 
-use crate::domain::MessageStatus;
+use crate::domain::{ContactCard, Location, MessageStatus, Poll, Typed};
 use crate::engine::{EngineError, MessageChange, MessageRef, SendOptions};
 
 /// The address a user of the gateway should see: the phone form
@@ -243,6 +243,157 @@ pub fn reaction(message: &wa::Message) -> Option<(String, String)> {
     let reaction = message.get_base_message().reaction_message.as_option()?;
     let target = reaction.key.as_option()?.id.clone()?;
     Some((target, reaction.text.clone().unwrap_or_default()))
+}
+
+/// A location, contact cards or a poll, with the poll's secret (the key its votes
+/// are encrypted with). None for any other message.
+pub fn typed(message: &wa::Message) -> Option<(Typed, Option<Vec<u8>>)> {
+    let secret = message
+        .message_context_info
+        .as_option()
+        .and_then(|c| c.message_secret.clone());
+    let base = message.get_base_message();
+    if let Some(l) = base.location_message.as_option() {
+        let location = Location {
+            latitude: l.degrees_latitude.unwrap_or_default(),
+            longitude: l.degrees_longitude.unwrap_or_default(),
+            name: l.name.clone().filter(|n| !n.is_empty()),
+            address: l.address.clone().filter(|a| !a.is_empty()),
+        };
+        return Some((
+            Typed {
+                location: Some(location),
+                ..Typed::default()
+            },
+            None,
+        ));
+    }
+    let cards: Vec<&wa::message::ContactMessage> = match (
+        base.contact_message.as_option(),
+        base.contacts_array_message.as_option(),
+    ) {
+        (Some(one), _) => vec![one],
+        (None, Some(many)) => many.contacts.iter().collect(),
+        (None, None) => Vec::new(),
+    };
+    if !cards.is_empty() {
+        let contacts = cards.into_iter().map(card_of).collect();
+        return Some((
+            Typed {
+                contacts,
+                ..Typed::default()
+            },
+            None,
+        ));
+    }
+    let poll = base
+        .poll_creation_message
+        .as_option()
+        .or(base.poll_creation_message_v2.as_option())
+        .or(base.poll_creation_message_v3.as_option())?;
+    let poll = Poll {
+        question: poll.name.clone().unwrap_or_default(),
+        options: poll
+            .options
+            .iter()
+            .filter_map(|o| o.option_name.clone())
+            .collect(),
+        multiple_answers: poll.selectable_options_count != Some(1),
+        votes: Vec::new(),
+    };
+    Some((
+        Typed {
+            poll: Some(poll),
+            ..Typed::default()
+        },
+        secret,
+    ))
+}
+
+/// A contact card read back from its vCard: the shown name (else the vCard's `FN`)
+/// and every `TEL`'s number (`waid` when given).
+fn card_of(card: &wa::message::ContactMessage) -> ContactCard {
+    let vcard = card.vcard.as_deref().unwrap_or_default();
+    let mut name = card.display_name.clone().filter(|n| !n.is_empty());
+    let mut phones = Vec::new();
+    for line in vcard.lines() {
+        let line = line.trim();
+        if let Some(full) = line.strip_prefix("FN:") {
+            name.get_or_insert_with(|| full.to_owned());
+        } else if line.starts_with("TEL") {
+            let waid = line
+                .split(';')
+                .find_map(|part| part.split(':').next()?.strip_prefix("waid="));
+            let number = match waid {
+                Some(id) => id.to_owned(),
+                None => line.rsplit(':').next().unwrap_or_default().to_owned(),
+            };
+            let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+            if !digits.is_empty() {
+                phones.push(digits);
+            }
+        }
+    }
+    ContactCard {
+        name: name.unwrap_or_default(),
+        phones,
+    }
+}
+
+/// A vCard of one contact card, as WhatsApp clients write them.
+pub fn vcard(card: &ContactCard) -> String {
+    let mut v = format!("BEGIN:VCARD\nVERSION:3.0\nFN:{}\n", card.name);
+    for phone in &card.phones {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        v.push_str(&format!("TEL;type=CELL;waid={digits}:+{digits}\n"));
+    }
+    v.push_str("END:VCARD");
+    v
+}
+
+/// The message of a location, contact cards or a poll (a poll without its secret:
+/// the library adds it when creating one).
+pub fn outbound_typed(typed: &Typed) -> Option<wa::Message> {
+    if let Some(l) = &typed.location {
+        return Some(wa::Message {
+            location_message: MessageField::some(wa::message::LocationMessage {
+                degrees_latitude: Some(l.latitude),
+                degrees_longitude: Some(l.longitude),
+                name: l.name.clone(),
+                address: l.address.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let card = |c: &ContactCard| wa::message::ContactMessage {
+        display_name: Some(c.name.clone()),
+        vcard: Some(vcard(c)),
+        ..Default::default()
+    };
+    match typed.contacts.as_slice() {
+        [] => None,
+        [one] => Some(wa::Message {
+            contact_message: MessageField::some(card(one)),
+            ..Default::default()
+        }),
+        many => Some(wa::Message {
+            contacts_array_message: MessageField::some(wa::message::ContactsArrayMessage {
+                display_name: Some(format!("{} contacts", many.len())),
+                contacts: many.iter().map(card).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A vote: the poll's id and the sealed choice.
+pub fn vote(message: &wa::Message) -> Option<(String, Vec<u8>, Vec<u8>)> {
+    let update = message.get_base_message().poll_update_message.as_option()?;
+    let poll_id = update.poll_creation_message_key.as_option()?.id.clone()?;
+    let vote = update.vote.as_option()?;
+    Some((poll_id, vote.enc_payload.clone()?, vote.enc_iv.clone()?))
 }
 
 /// An edit or a deletion for everyone: the id of the message changed and what became

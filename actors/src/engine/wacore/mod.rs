@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::features::{PollError, PollVoteCiphertext};
 use whatsapp_rust::media::{AudioOptions, DocumentOptions, ImageOptions, VideoOptions};
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::store::SqliteStore;
@@ -54,7 +55,8 @@ use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
 use crate::engine::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundChange, InboundMedia,
-    InboundMessage, InboundReaction, MessageRef, OutboundContent, SendOptions, SentMessage,
+    InboundMessage, InboundReaction, InboundVote, MessageRef, OutboundContent, PollRef,
+    SendOptions, SentMessage, VoteChoice,
 };
 
 /// How often a session's watchdog looks for failed connection attempts.
@@ -354,6 +356,17 @@ impl Shared {
         client: &Arc<Client>,
         item: &whatsapp_rust::wacore::types::events::InboundMessage,
     ) -> Option<EngineEvent> {
+        if let Some((poll_id, payload, iv)) = mapping::vote(&item.message) {
+            let (chat, voter) = mapping::chat_and_sender(&item.info.source);
+            return Some(EngineEvent::Vote(InboundVote {
+                chat,
+                voter,
+                from_me: item.info.source.is_from_me,
+                poll_id,
+                choice: VoteChoice::Sealed { payload, iv },
+                timestamp: item.info.timestamp,
+            }));
+        }
         if let Some((target_id, change)) = mapping::change(&item.message) {
             let (chat, sender) = mapping::chat_and_sender(&item.info.source);
             return Some(EngineEvent::Change(InboundChange {
@@ -392,7 +405,13 @@ impl Shared {
         message: &whatsapp_rust::waproto::whatsapp::Message,
         info: &whatsapp_rust::wacore::types::message::MessageInfo,
     ) -> Option<InboundMessage> {
-        let (text, attachment) = mapping::content(message)?;
+        let typed = mapping::typed(message);
+        let (text, attachment) = match (mapping::content(message), &typed) {
+            (Some(content), _) => content,
+            (None, Some(_)) => (None, None),
+            (None, None) => return None,
+        };
+        let (typed, message_secret) = typed.unwrap_or_default();
         let (chat, sender) = mapping::chat_and_sender(&info.source);
         let media = match attachment {
             Some(attachment) => match download(client, message, attachment.kind).await {
@@ -420,6 +439,8 @@ impl Shared {
             timestamp: info.timestamp,
             quoted_id,
             mentions,
+            typed,
+            message_secret,
         })
     }
 
@@ -756,6 +777,41 @@ impl Engine for WacoreEngine {
             }
         }
         let sent = match content {
+            OutboundContent::Typed(typed) if typed.poll.is_some() => {
+                let Some(poll) = &typed.poll else {
+                    return Err(EngineError::InvalidInput("no poll".into()));
+                };
+                let selectable = if poll.multiple_answers {
+                    poll.options.len() as u32
+                } else {
+                    1
+                };
+                let (sent, secret) = client
+                    .polls()
+                    .create(to, &poll.question, &poll.options, selectable)
+                    .await
+                    .map_err(|e| match e {
+                        PollError::Send(e) => send_error(e),
+                        PollError::InvalidPoll(why) => EngineError::InvalidInput(why),
+                        other => EngineError::Unavailable(format!(
+                            "WhatsApp did not take the poll: {other}"
+                        )),
+                    })?;
+                return Ok(SentMessage {
+                    message_id: sent.message_id.to_string(),
+                    timestamp: chrono::Utc::now(),
+                    message_secret: Some(secret),
+                });
+            }
+            OutboundContent::Typed(typed) => {
+                let Some(mut message) = mapping::outbound_typed(typed) else {
+                    return Err(EngineError::InvalidInput("nothing to send".into()));
+                };
+                if let Some(context) = context {
+                    message.set_context_info(context);
+                }
+                client.send_message(to, message).await
+            }
             OutboundContent::Text(text) => match context {
                 None => client.send_text(to, text.clone()).await,
                 Some(context) => {
@@ -827,6 +883,7 @@ impl Engine for WacoreEngine {
         Ok(SentMessage {
             message_id: sent.message_id.to_string(),
             timestamp: chrono::Utc::now(),
+            message_secret: None,
         })
     }
 
@@ -846,7 +903,43 @@ impl Engine for WacoreEngine {
         Ok(SentMessage {
             message_id: sent.message_id.to_string(),
             timestamp: chrono::Utc::now(),
+            message_secret: None,
         })
+    }
+
+    async fn open_vote(
+        &mut self,
+        poll: &PollRef,
+        voter: &str,
+        payload: &[u8],
+        iv: &[u8],
+    ) -> Result<Vec<String>, EngineError> {
+        let client = self.logged_in()?;
+        let creator = parse_address(&poll.creator)?;
+        let voter = parse_address(voter)?;
+        let chosen = client
+            .polls()
+            .decrypt_vote(
+                PollVoteCiphertext {
+                    enc_payload: payload,
+                    enc_iv: iv,
+                },
+                &poll.secret,
+                &poll.message_id,
+                &creator,
+                &voter,
+            )
+            .await
+            .map_err(|e| EngineError::InvalidInput(format!("the vote cannot be opened: {e}")))?;
+        Ok(poll
+            .options
+            .iter()
+            .filter(|name| {
+                let hash = whatsapp_rust::wacore::poll::compute_option_hash(name);
+                chosen.iter().any(|c| c.as_slice() == hash.as_slice())
+            })
+            .cloned()
+            .collect())
     }
 
     async fn edit(
@@ -868,6 +961,7 @@ impl Engine for WacoreEngine {
         Ok(SentMessage {
             message_id: target.message_id.clone(),
             timestamp: chrono::Utc::now(),
+            message_secret: None,
         })
     }
 
@@ -885,6 +979,7 @@ impl Engine for WacoreEngine {
         Ok(SentMessage {
             message_id: target.message_id.clone(),
             timestamp: chrono::Utc::now(),
+            message_secret: None,
         })
     }
 
