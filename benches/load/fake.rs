@@ -193,7 +193,7 @@ impl FakeProcess {
 
     /// The transport factory for the gateway's sessions.
     pub fn transports(&self) -> Arc<dyn TransportFactory> {
-        UnixTransports::factory(self.dir.path().join(WHATSAPP_SOCKET))
+        Arc::new(UnixTransports::new(self.dir.path().join(WHATSAPP_SOCKET)))
     }
 
     fn control(&self) -> PathBuf {

@@ -114,14 +114,15 @@ async fn relay(fake: FakeWhatsApp, stream: UnixStream) {
 
 /// A transport factory whose connections go to a fake serving on a Unix socket
 /// ([`FakeWhatsApp::serve_unix`]), typically in another process.
+#[derive(Debug, Clone)]
 pub struct UnixTransports {
     path: PathBuf,
 }
 
 impl UnixTransports {
     /// The factory for the fake serving on `path`.
-    pub fn factory(path: impl Into<PathBuf>) -> Arc<dyn TransportFactory> {
-        Arc::new(UnixTransports { path: path.into() })
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        UnixTransports { path: path.into() }
     }
 }
 
