@@ -27,6 +27,8 @@
 //! - [`FakeWhatsApp::wait_until`] waits on the server's state without polling;
 //!   [`FakeWhatsApp::stanzas`], [`FakeWhatsApp::removed_devices`] and
 //!   [`FakeWhatsApp::handshakes`] tell what the client did.
+//! - For a client in another process, [`FakeWhatsApp::serve_unix`] serves on a Unix
+//!   socket and [`UnixTransports`] is that client's transport factory.
 //!
 //! The client checks the server's certificate chain; the fake's is zero-signed, which
 //! only whatsapp-rust's `danger-skip-cert-chain-verify` feature accepts. This crate enables
@@ -37,6 +39,7 @@ mod handshake;
 mod media;
 mod peer;
 mod server;
+mod socket;
 mod wire;
 
 use std::sync::{Arc, Mutex};
@@ -51,6 +54,7 @@ use whatsapp_rust::{Jid, anyhow, async_channel, async_trait};
 pub use handshake::Pattern;
 pub use peer::{Peer, ReceivedMessage, ReceivedReceipt};
 pub use server::MEDIA_HOST;
+pub use socket::UnixTransports;
 /// WhatsApp's message protobufs, for tests that build or inspect what peers exchange.
 pub use whatsapp_rust::buffa::MessageField;
 pub use whatsapp_rust::waproto::whatsapp as wa;

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_whatsapp::{FakeWhatsApp, Pattern};
+use fake_whatsapp::{FakeWhatsApp, Pattern, UnixTransports};
 use tokio::sync::mpsc;
 use whatsapp_rust::bot::{Bot, BotHandle, EventDelivery};
 use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::store::traits::Backend;
+use whatsapp_rust::transport::TransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust::wacore::store::InMemoryBackend;
@@ -32,6 +33,15 @@ struct Device {
 }
 
 async fn start(fake: &FakeWhatsApp, backend: Arc<dyn Backend>) -> Device {
+    start_over(fake, backend, fake.clone()).await
+}
+
+/// [`start`], the client's connections made by `transports`.
+async fn start_over(
+    fake: &FakeWhatsApp,
+    backend: Arc<dyn Backend>,
+    transports: impl TransportFactory + 'static,
+) -> Device {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -39,7 +49,7 @@ async fn start(fake: &FakeWhatsApp, backend: Arc<dyn Backend>) -> Device {
     let (tx, events) = mpsc::unbounded_channel();
     let bot = Bot::builder()
         .with_backend_arc(backend.clone())
-        .with_transport_factory(fake.clone())
+        .with_transport_factory(transports)
         .with_http_client(Http(fake.http_client(Arc::new(Reqwest::default()))))
         .with_runtime(TokioRuntime)
         .with_version((2, 3000, 1_027_934_701))
@@ -224,6 +234,51 @@ async fn a_linked_device_logs_in_again_over_ik_without_a_qr() {
         .await;
     assert_eq!(fake.connections(), before + 1);
     assert_eq!(fake.handshakes().last(), Some(&Some(Pattern::Ik)));
+    clean(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_unix_socket_a_device_links_and_logs_in_again_over_ik() {
+    let fake = FakeWhatsApp::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let path =
+        std::env::temp_dir().join(format!("fake-whatsapp-{}-{nanos}.sock", std::process::id()));
+    fake.serve_unix(&path).expect("the socket");
+    let transports = UnixTransports::new(&path);
+
+    let mut device = start_over(&fake, Arc::new(InMemoryBackend::new()), transports.clone()).await;
+    let qr = device
+        .wait("a QR code", |e| match e {
+            Event::PairingQrCode(qr) => Some(qr.code.clone()),
+            _ => None,
+        })
+        .await;
+    fake.scan(&qr, ACCOUNT).await.expect("the phone scans");
+    device
+        .wait("Connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await;
+    let backend = device.stop().await;
+
+    // The IK answer and the first stanza leave the fake back to back: the client must
+    // still get them as two messages.
+    let mut again = start_over(&fake, backend, transports).await;
+    again
+        .wait("Connected", |e| match e {
+            Event::PairingQrCode(_) => panic!("a linked device shows no QR code"),
+            Event::Connected(_) => Some(()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        fake.handshakes(),
+        [Some(Pattern::Xx), Some(Pattern::Xx), Some(Pattern::Ik)]
+    );
+    again.stop().await;
+    let _ = std::fs::remove_file(&path);
     clean(&fake);
 }
 

@@ -42,7 +42,7 @@ use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::features::{PollError, PollVoteCiphertext};
 use whatsapp_rust::media::{AudioOptions, DocumentOptions, ImageOptions, VideoOptions};
 use whatsapp_rust::pair_code::PairCodeOptions;
-use whatsapp_rust::store::SqliteStore;
+use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::upload::UploadOptions;
@@ -73,6 +73,13 @@ const MAX_REMEMBERED_CONTACTS: usize = 10_000;
 
 /// The session store's file name inside the instance's directory.
 pub const SESSION_FILE: &str = "whatsapp.db";
+
+/// SQLite's page cache per session store, in KiB (whatsapp-rust's default is 512). At
+/// the default the page cache was the largest part of a connected session's memory; a
+/// session's store is small and whatsapp-rust keeps what it reads often in caches of its
+/// own, so a smaller cache mostly means reads served by the OS's file cache, and
+/// thousands of sessions fit in one process (BENCHMARKS.md, S7).
+const SESSION_CACHE_KIB: u32 = 64;
 
 /// How the real engine reaches WhatsApp.
 #[derive(Clone)]
@@ -630,7 +637,11 @@ async fn open_store(dir: &Path) -> Result<SqliteStore, EngineError> {
     let url = path
         .to_str()
         .ok_or_else(|| EngineError::Io(format!("{} is not valid UTF-8", path.display())))?;
-    SqliteStore::new(url)
+    let config = SqliteStoreConfig {
+        cache_size_kib: SESSION_CACHE_KIB,
+        ..SqliteStoreConfig::default()
+    };
+    SqliteStore::with_config(url, config)
         .await
         .map_err(|e| EngineError::Io(format!("cannot open {}: {e}", path.display())))
 }
