@@ -144,6 +144,7 @@ async fn start_actors(
             outbox,
             transport: Arc::new(transport),
             jitter: true,
+            auto_pause_after: config.webhook_auto_pause,
             on_result: Some({
                 let metrics = metrics.clone();
                 Arc::new(move |status, _| metrics.observe_delivery(status))

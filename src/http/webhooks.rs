@@ -1,5 +1,5 @@
 //! An instance's webhook deliveries, its dead letters (failed deliveries) with retry and
-//! replay, and a test delivery.
+//! replay, pausing and resuming its delivery, and a test delivery.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries))
         .routes(routes!(retry))
         .routes(routes!(replay))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
         .routes(routes!(test))
 }
 
@@ -265,6 +267,54 @@ async fn replay(
         success: true,
         queued,
     }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct PauseState {
+    /// Whether delivery is paused now (the instance's `webhookPaused`).
+    paused: bool,
+}
+
+/// Pauses the instance's webhook delivery. Events keep being stored and queued durably;
+/// nothing is sent (retries included) until a resume. Pausing a paused instance changes
+/// nothing.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{instanceId}/webhook/pause",
+    tag = "webhooks",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Paused", body = PauseState),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
+async fn pause(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+) -> ApiResult<AppJson<PauseState>> {
+    let paused = state.webhooks.set_paused(&instance.id, true).await?;
+    Ok(AppJson(PauseState { paused }))
+}
+
+/// Resumes the instance's webhook delivery: the backlog queued meanwhile goes out in
+/// order. Also ends an automatic pause; failures before the resume no longer count
+/// towards the next one.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{instanceId}/webhook/resume",
+    tag = "webhooks",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Delivering", body = PauseState),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
+async fn resume(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+) -> ApiResult<AppJson<PauseState>> {
+    let paused = state.webhooks.set_paused(&instance.id, false).await?;
+    Ok(AppJson(PauseState { paused }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -30,4 +30,5 @@ mod waba;
 mod wacore;
 mod webhook_catchup;
 mod webhook_ops;
+mod webhook_pause;
 mod webhooks;

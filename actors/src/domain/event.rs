@@ -34,10 +34,11 @@ pub enum EventKind {
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
+    WebhookPaused,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
@@ -48,6 +49,7 @@ impl EventKind {
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
+        EventKind::WebhookPaused,
     ];
 
     /// The wire name (`message_received`, …).
@@ -63,6 +65,7 @@ impl EventKind {
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
+            EventKind::WebhookPaused => "webhook_paused",
         }
     }
 }
@@ -109,6 +112,9 @@ pub enum Event {
     WebhookUpdated(WebhookUpdated),
     /// A delivery asked for to check the endpoint.
     WebhookTest(WebhookTest),
+    /// Delivery to the instance's webhook was paused (by a request, or because the
+    /// endpoint kept failing).
+    WebhookPaused(WebhookPaused),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +343,25 @@ pub struct WebhookTest {
     pub webhook_url: String,
 }
 
+/// Why webhook delivery was paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// `POST /api/instances/{id}/webhook/pause`.
+    Manual,
+    /// Every attempt failed for longer than the server's `WEBHOOK_AUTO_PAUSE_MS`.
+    Failing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPaused {
+    pub reason: PauseReason,
+    /// With `failing`: when the current run of failed attempts began (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+}
+
 impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
@@ -350,6 +375,7 @@ impl Event {
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
+            Event::WebhookPaused(_) => EventKind::WebhookPaused,
         }
     }
 
@@ -384,6 +410,7 @@ impl Event {
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
+            EventKind::WebhookPaused => Event::WebhookPaused(read(data).map_err(fit)?),
         })
     }
 }
@@ -527,6 +554,7 @@ impl Serialize for EventData<'_> {
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),
+            Event::WebhookPaused(p) => with(s, id, p),
         }
     }
 }

@@ -119,6 +119,13 @@ pub struct WebhookSettings {
     pub previous_secret: Option<String>,
     #[serde(default)]
     pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Delivery is paused: events keep being queued, nothing is sent until a resume.
+    #[serde(default)]
+    pub paused: bool,
+    /// The last resume: failed attempts before it do not count towards an automatic
+    /// pause.
+    #[serde(default)]
+    pub resumed_at: Option<DateTime<Utc>>,
 }
 
 impl Default for WebhookSettings {
@@ -135,6 +142,8 @@ impl Default for WebhookSettings {
             headers: BTreeMap::new(),
             previous_secret: None,
             previous_secret_until: None,
+            paused: false,
+            resumed_at: None,
         }
     }
 }

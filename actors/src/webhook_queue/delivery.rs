@@ -2,11 +2,15 @@
 //! job of its instance's outbox until it is delivered or given up (retrying with
 //! growing delays), records every attempt, and only then moves to the next job, so an
 //! instance's webhooks arrive in the order of its events.
+//!
+//! It also keeps the instance's run of failed attempts: when every attempt has failed
+//! for longer than the configured time, it reports the endpoint as failing and stops
+//! attempting; the queue pauses the instance's delivery.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
 
@@ -24,47 +28,67 @@ pub(super) enum WorkerMsg {
     Invalidate,
 }
 
+/// What a worker tells its queue.
+pub(super) enum WorkerReport {
+    /// The instance's outbox looked empty.
+    Idle,
+    /// The instance's delivery is paused: the worker waits for nothing.
+    Parked,
+    /// Every attempt since this instant failed, for longer than the configured time: the
+    /// worker stopped attempting.
+    Failing(DateTime<Utc>),
+}
+
 pub(super) struct DeliveryWorker {
     pub instance_id: String,
     pub config: WebhookConfig,
-    /// Tells the queue that this instance's outbox looked empty.
-    pub on_idle: Arc<dyn Fn() + Send + Sync>,
+    pub report: Arc<dyn Fn(WorkerReport) + Send + Sync>,
+}
+
+/// A worker's memory between attempts.
+#[derive(Default)]
+pub(super) struct WorkerState {
+    /// The instance as last read from storage (None until the first attempt).
+    instance: Option<Instance>,
+    /// The start of the current run of failed attempts; None while the last attempt
+    /// succeeded (or none was made).
+    failing_since: Option<DateTime<Utc>>,
+    /// Whether `failing_since` was read from the delivery records (once per worker, so
+    /// a restart does not forget a run of failures).
+    streak_read: bool,
 }
 
 impl Actor for DeliveryWorker {
     type Msg = WorkerMsg;
-    /// The instance as last read from storage (None until the first attempt).
-    type State = Option<Instance>;
+    type State = WorkerState;
     type Arguments = ();
 
     async fn pre_start(
         &self,
         _myself: ActorRef<WorkerMsg>,
         _: (),
-    ) -> Result<Option<Instance>, ActorProcessingErr> {
-        Ok(None)
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        Ok(WorkerState::default())
     }
 
     async fn handle(
         &self,
         myself: ActorRef<WorkerMsg>,
         msg: WorkerMsg,
-        cached: &mut Option<Instance>,
+        state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         if let WorkerMsg::Invalidate = msg {
-            *cached = None;
+            state.instance = None;
             return Ok(());
         }
-        match self.attempt_head(cached).await {
+        match self.attempt_head(state).await {
             Ok(Next::Now) => {
                 let _ = myself.cast(WorkerMsg::Run);
             }
             Ok(Next::After(delay)) => {
                 myself.send_after(delay, || WorkerMsg::Run);
             }
-            Ok(Next::Idle) => {
-                (self.on_idle)();
-            }
+            Ok(Next::Report(report)) => (self.report)(report),
             Err(err) => {
                 tracing::warn!(instance = %self.instance_id, %err, "webhook outbox unavailable; retrying");
                 myself.send_after(OUTBOX_RETRY, || WorkerMsg::Run);
@@ -77,24 +101,28 @@ impl Actor for DeliveryWorker {
 enum Next {
     Now,
     After(Duration),
-    Idle,
+    /// Nothing more to do until the queue says so.
+    Report(WorkerReport),
 }
 
 impl DeliveryWorker {
-    async fn attempt_head(&self, cached: &mut Option<Instance>) -> Result<Next, StoreError> {
+    async fn attempt_head(&self, state: &mut WorkerState) -> Result<Next, StoreError> {
         let outbox = &self.config.outbox;
         let Some(mut job) = outbox.head(&self.instance_id).await? else {
-            return Ok(Next::Idle);
+            return Ok(Next::Report(WorkerReport::Idle));
         };
         let attempt = job.attempts + 1;
-        if cached.is_none() {
-            *cached = self
+        if state.instance.is_none() {
+            state.instance = self
                 .config
                 .storage
                 .instance_by_id(&self.instance_id)
                 .await?;
         }
-        let instance = cached.clone();
+        let instance = state.instance.clone();
+        if instance.as_ref().is_some_and(|i| i.webhook.paused) {
+            return Ok(Next::Report(WorkerReport::Parked));
+        }
         let record = |status, http_status, error: Option<String>, duration_ms| {
             if let Some(observe) = &self.config.on_result {
                 observe(status, instance.as_ref());
@@ -154,6 +182,8 @@ impl DeliveryWorker {
                     )
                     .await?;
                 outbox.remove(&job).await?;
+                state.failing_since = None;
+                state.streak_read = true;
                 return Ok(Next::Now);
             }
             Ok(status) => (
@@ -163,6 +193,7 @@ impl DeliveryWorker {
             Err(err) => (None, Some(err)),
         };
         job.attempts = attempt;
+        let failing_since = self.failing_since(state, instance).await?;
         if attempt > instance.webhook.max_retries {
             outbox
                 .record(
@@ -183,7 +214,7 @@ impl DeliveryWorker {
                     failed_at: Utc::now(),
                 })
                 .await?;
-            return Ok(Next::Now);
+            return Ok(self.pause_due(failing_since).unwrap_or(Next::Now));
         }
         outbox
             .record(
@@ -192,6 +223,9 @@ impl DeliveryWorker {
             )
             .await?;
         outbox.update(&job).await?;
+        if let Some(pause) = self.pause_due(failing_since) {
+            return Ok(pause);
+        }
         let jitter = if self.config.jitter {
             rand::rng().random_range(0.8..=1.2)
         } else {
@@ -202,5 +236,55 @@ impl DeliveryWorker {
             attempt,
             jitter,
         )))
+    }
+
+    /// The start of the run of failed attempts the attempt just failed belongs to. The
+    /// first time, it is read back from the delivery records (newest first, down to the
+    /// last delivered one or the last resume), so a run survives a restart.
+    async fn failing_since(
+        &self,
+        state: &mut WorkerState,
+        instance: &Instance,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        if !state.streak_read {
+            state.streak_read = true;
+            state.failing_since = self.streak_from_records(instance).await?;
+        }
+        Ok(*state.failing_since.get_or_insert_with(Utc::now))
+    }
+
+    async fn streak_from_records(
+        &self,
+        instance: &Instance,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        const PAGE: u32 = 100;
+        let resumed = instance.webhook.resumed_at;
+        let mut since = None;
+        let mut skip = 0;
+        loop {
+            let page = self
+                .config
+                .outbox
+                .deliveries(&self.instance_id, PAGE, skip)
+                .await?;
+            for record in &page.items {
+                let before_resume = resumed.is_some_and(|r| record.created_at <= r);
+                if record.status == DeliveryStatus::Delivered || before_resume {
+                    return Ok(since);
+                }
+                since = Some(record.created_at);
+            }
+            skip += u64::from(PAGE);
+            if page.items.len() < PAGE as usize || skip >= page.total {
+                return Ok(since);
+            }
+        }
+    }
+
+    /// Stop and report the endpoint as failing once its run of failures is long enough.
+    fn pause_due(&self, failing_since: DateTime<Utc>) -> Option<Next> {
+        let after = self.config.auto_pause_after?;
+        let failing_for = (Utc::now() - failing_since).to_std().unwrap_or_default();
+        (failing_for >= after).then_some(Next::Report(WorkerReport::Failing(failing_since)))
     }
 }

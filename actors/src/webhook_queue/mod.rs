@@ -27,6 +27,7 @@ use crate::domain::{
 use crate::error::StoreError;
 use crate::store::DynStorage;
 
+pub use crate::domain::event::PauseReason;
 pub use queue::{ReplayScope, WebhookQueueHandle};
 pub(crate) use queue::{spawn, vacate};
 
@@ -48,7 +49,17 @@ pub struct WebhookConfig {
     /// cluster mode: other nodes own most instances and deliver their events; the jobs
     /// already in this node's outbox are delivered either way.
     pub catch_up_stored: bool,
+    /// An instance whose every delivery attempt has failed for this long has its
+    /// delivery paused; None: never.
+    pub auto_pause_after: Option<Duration>,
+    /// Hands an event the queue raised itself (`webhook_paused`), stored already, to
+    /// the live streams and back to the queue (the event hub's `announce`); None where
+    /// nobody listens.
+    pub announce: Option<Announcer>,
 }
+
+/// See [`WebhookConfig::announce`].
+pub type Announcer = Arc<dyn Fn(InstanceEvent) + Send + Sync>;
 
 /// Called with the outcome of every delivery attempt and the instance it was for (None
 /// when the instance is gone): metrics, and the `webhookSent` usage count.

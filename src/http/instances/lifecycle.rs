@@ -59,6 +59,9 @@ pub(super) struct InstanceView {
     phone: Option<String>,
     webhook_url: Option<String>,
     webhook_enabled: bool,
+    /// Delivery is paused (by `POST …/webhook/pause`, or automatically after
+    /// `WEBHOOK_AUTO_PAUSE_MS` of failures): events are queued, not sent, until a resume.
+    webhook_paused: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsView>,
     #[schema(format = DateTime)]
@@ -112,6 +115,7 @@ impl InstanceView {
             phone: i.phone,
             webhook_url: i.webhook_url,
             webhook_enabled: i.webhook_enabled,
+            webhook_paused: i.webhook.paused,
             limits: i.limits.map(|l| LimitsView {
                 max_messages_sent: l.max_messages_sent,
                 max_api_calls: l.max_api_calls,

@@ -500,6 +500,8 @@ fn webhook_doc(w: &WebhookSettings) -> Document {
         "headers": headers,
         "previousSecret": w.previous_secret.as_deref(),
         "previousSecretUntil": w.previous_secret_until.map(date),
+        "paused": w.paused,
+        "resumedAt": w.resumed_at.map(date),
     }
 }
 
@@ -524,6 +526,9 @@ fn webhook_from_doc(f: &Fields<'_>) -> StoreResult<WebhookSettings> {
         headers,
         previous_secret: f.opt_string("previousSecret")?,
         previous_secret_until: f.opt_time("previousSecretUntil")?,
+        // Absent in documents written before delivery could be paused.
+        paused: f.0.get_bool("paused").unwrap_or(false),
+        resumed_at: f.opt_time("resumedAt")?,
     })
 }
 
