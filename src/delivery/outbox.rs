@@ -200,6 +200,19 @@ impl Outbox for SledOutbox {
         }
     }
 
+    async fn pending(
+        &self,
+        instance_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        self.jobs
+            .scan_prefix(prefix(instance_id))
+            .values()
+            .take(limit)
+            .map(|v| decode_job(&v.map_err(unavailable)?))
+            .collect()
+    }
+
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError> {
         let value = serde_json::to_vec(job).map_err(corrupt)?;
         self.jobs
@@ -370,6 +383,7 @@ mod tests {
             body: b"{}".to_vec(),
             attempts: 0,
             created_at: Utc::now(),
+            not_before: None,
         }
     }
 

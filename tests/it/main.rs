@@ -30,5 +30,6 @@ mod waba;
 mod wacore;
 mod webhook_catchup;
 mod webhook_ops;
+mod webhook_ordering;
 mod webhook_pause;
 mod webhooks;

@@ -86,6 +86,14 @@ impl Outbox for Faulty {
         self.inner.head(instance_id).await
     }
 
+    async fn pending(
+        &self,
+        instance_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        self.inner.pending(instance_id, limit).await
+    }
+
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError> {
         self.inner.update(job).await
     }

@@ -1,7 +1,11 @@
-//! The `DeliveryWorker`: one per instance with pending webhooks. It attempts the head
-//! job of its instance's outbox until it is delivered or given up (retrying with
-//! growing delays), records every attempt, and only then moves to the next job, so an
-//! instance's webhooks arrive in the order of its events.
+//! The `DeliveryWorker`: one per instance with pending webhooks. It records every
+//! attempt, and a failed job waits in the outbox for its next attempt (`not_before`,
+//! growing delays) until it is delivered or given up. What it attempts next depends on
+//! the instance's ordering:
+//! - `strict` (the default): always the head job, so an instance's webhooks arrive in
+//!   the order of its events; a failing one holds back the rest;
+//! - `unordered`: the oldest job that is due among the first [`UNORDERED_WINDOW`], so
+//!   one failing event does not delay the others.
 //!
 //! It also keeps the instance's run of failed attempts: when every attempt has failed
 //! for longer than the configured time, it reports the endpoint as failing and stops
@@ -18,12 +22,20 @@ use super::{
     DeadLetter, DeliveryRecord, DeliveryStatus, OUTBOX_RETRY, WebhookConfig, WebhookRequest,
     headers, retry_delay, target_url,
 };
-use crate::domain::{EventKind, Instance};
+use crate::domain::{EventKind, Instance, WebhookOrdering};
 use crate::error::StoreError;
 
+/// How many of the oldest pending jobs an `unordered` worker looks through for one
+/// that is due. More failing jobs than this at the head of the queue hold back the rest
+/// until their next attempt.
+pub const UNORDERED_WINDOW: usize = 256;
+
 pub(super) enum WorkerMsg {
-    /// Attempt the head job (again).
-    Run,
+    /// Attempt what is due, if this is the latest wake-up (see [`WorkerState::wake`]).
+    Run(u64),
+    /// Look again now, replacing any wake-up already scheduled: a job was queued, or
+    /// delivery resumed.
+    Nudge,
     /// Read the instance from storage again before the next attempt.
     Invalidate,
 }
@@ -56,6 +68,9 @@ pub(super) struct WorkerState {
     /// Whether `failing_since` was read from the delivery records (once per worker, so
     /// a restart does not forget a run of failures).
     streak_read: bool,
+    /// The number of the latest wake-up: a `Run` of an older one was overtaken by a
+    /// nudge and is dropped, so a worker never runs two chains of attempts.
+    wake: u64,
 }
 
 impl Actor for DeliveryWorker {
@@ -77,21 +92,27 @@ impl Actor for DeliveryWorker {
         msg: WorkerMsg,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
-        if let WorkerMsg::Invalidate = msg {
-            state.instance = None;
-            return Ok(());
+        match msg {
+            WorkerMsg::Invalidate => {
+                state.instance = None;
+                return Ok(());
+            }
+            WorkerMsg::Run(wake) if wake != state.wake => return Ok(()),
+            WorkerMsg::Run(_) => {}
+            WorkerMsg::Nudge => state.wake += 1,
         }
-        match self.attempt_head(state).await {
+        let wake = state.wake;
+        match self.attempt_next(state).await {
             Ok(Next::Now) => {
-                let _ = myself.cast(WorkerMsg::Run);
+                let _ = myself.cast(WorkerMsg::Run(wake));
             }
             Ok(Next::After(delay)) => {
-                myself.send_after(delay, || WorkerMsg::Run);
+                myself.send_after(delay, move || WorkerMsg::Run(wake));
             }
             Ok(Next::Report(report)) => (self.report)(report),
             Err(err) => {
                 tracing::warn!(instance = %self.instance_id, %err, "webhook outbox unavailable; retrying");
-                myself.send_after(OUTBOX_RETRY, || WorkerMsg::Run);
+                myself.send_after(OUTBOX_RETRY, move || WorkerMsg::Run(wake));
             }
         }
         Ok(())
@@ -106,12 +127,8 @@ enum Next {
 }
 
 impl DeliveryWorker {
-    async fn attempt_head(&self, state: &mut WorkerState) -> Result<Next, StoreError> {
+    async fn attempt_next(&self, state: &mut WorkerState) -> Result<Next, StoreError> {
         let outbox = &self.config.outbox;
-        let Some(mut job) = outbox.head(&self.instance_id).await? else {
-            return Ok(Next::Report(WorkerReport::Idle));
-        };
-        let attempt = job.attempts + 1;
         if state.instance.is_none() {
             state.instance = self
                 .config
@@ -123,6 +140,32 @@ impl DeliveryWorker {
         if instance.as_ref().is_some_and(|i| i.webhook.paused) {
             return Ok(Next::Report(WorkerReport::Parked));
         }
+        let ordering = instance
+            .as_ref()
+            .map(|i| i.webhook.ordering)
+            .unwrap_or_default();
+        let window = match ordering {
+            WebhookOrdering::Strict => 1,
+            WebhookOrdering::Unordered => UNORDERED_WINDOW,
+        };
+        let jobs = outbox.pending(&self.instance_id, window).await?;
+        if jobs.is_empty() {
+            return Ok(Next::Report(WorkerReport::Idle));
+        }
+        let now = Utc::now();
+        let Some(mut job) = jobs
+            .iter()
+            .find(|j| j.not_before.is_none_or(|t| t <= now))
+            .cloned()
+        else {
+            let next = jobs
+                .iter()
+                .filter_map(|j| j.not_before)
+                .min()
+                .unwrap_or(now);
+            return Ok(Next::After((next - now).to_std().unwrap_or_default()));
+        };
+        let attempt = job.attempts + 1;
         let record = |status, http_status, error: Option<String>, duration_ms| {
             if let Some(observe) = &self.config.on_result {
                 observe(status, instance.as_ref());
@@ -222,20 +265,22 @@ impl DeliveryWorker {
                 record(DeliveryStatus::Retrying, http_status, error, duration_ms),
             )
             .await?;
-        outbox.update(&job).await?;
-        if let Some(pause) = self.pause_due(failing_since) {
-            return Ok(pause);
-        }
         let jitter = if self.config.jitter {
             rand::rng().random_range(0.8..=1.2)
         } else {
             1.0
         };
-        Ok(Next::After(retry_delay(
-            instance.webhook.retry_interval_ms,
-            attempt,
-            jitter,
-        )))
+        let delay = retry_delay(instance.webhook.retry_interval_ms, attempt, jitter);
+        job.not_before = Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        outbox.update(&job).await?;
+        if let Some(pause) = self.pause_due(failing_since) {
+            return Ok(pause);
+        }
+        Ok(match ordering {
+            WebhookOrdering::Strict => Next::After(delay),
+            // Later jobs go on meanwhile; the pick above waits for this one's turn.
+            WebhookOrdering::Unordered => Next::Now,
+        })
     }
 
     /// The start of the run of failed attempts the attempt just failed belongs to. The

@@ -83,6 +83,9 @@ pub struct WebhookJob {
     /// Attempts made so far.
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
+    /// After a failed attempt: the next one is not made before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// The outcome of one attempt.
@@ -140,6 +143,9 @@ pub trait Outbox: Send + Sync {
     async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError>;
     /// The oldest pending job of the instance.
     async fn head(&self, instance_id: &str) -> Result<Option<WebhookJob>, StoreError>;
+    /// The instance's `limit` oldest pending jobs, oldest first.
+    async fn pending(&self, instance_id: &str, limit: usize)
+    -> Result<Vec<WebhookJob>, StoreError>;
     /// Stores a job's new attempt count.
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError>;
     /// Removes a finished job.
@@ -436,6 +442,7 @@ mod tests {
             body: b"{}".to_vec(),
             attempts: 0,
             created_at: Utc::now(),
+            not_before: None,
         };
         let h = headers(&i, &job, 2, Utc::now());
         let get = |n: &str| {
@@ -467,6 +474,7 @@ mod tests {
             body: b"{}".to_vec(),
             attempts: 0,
             created_at: now,
+            not_before: None,
         };
         let signature = |settings: &WebhookSettings, at| {
             headers(&instance(settings.clone()), &job, 1, at)

@@ -379,7 +379,7 @@ impl Actor for WebhookQueue {
                     }
                     _ => {
                         if let Some(worker) = state.workers.get(&instance_id) {
-                            let _ = worker.cast(WorkerMsg::Run);
+                            let _ = worker.cast(WorkerMsg::Nudge);
                         }
                     }
                 }
@@ -388,7 +388,9 @@ impl Actor for WebhookQueue {
                 state.instances.remove(&instance_id);
                 match state.workers.get(&instance_id) {
                     Some(worker) => {
+                        // The ordering may have changed what is due: look again.
                         let _ = worker.cast(WorkerMsg::Invalidate);
+                        let _ = worker.cast(WorkerMsg::Nudge);
                     }
                     // Delivery may have been switched back on with a backlog waiting.
                     None => {
@@ -407,10 +409,10 @@ impl Actor for WebhookQueue {
                     .map(|i| i.is_none_or(|i| i.webhook.paused));
                 match (paused, state.workers.get(&instance_id)) {
                     (Ok(false), Some(worker)) => {
-                        let _ = worker.cast(WorkerMsg::Run);
+                        let _ = worker.cast(WorkerMsg::Nudge);
                     }
                     (Err(_), Some(worker)) => {
-                        worker.send_after(OUTBOX_RETRY, || WorkerMsg::Run);
+                        worker.send_after(OUTBOX_RETRY, || WorkerMsg::Nudge);
                     }
                     _ => {
                         if let Some(worker) = state.workers.remove(&instance_id) {
@@ -425,7 +427,7 @@ impl Actor for WebhookQueue {
                 match (paused, state.workers.get(&instance_id)) {
                     (Err(err), Some(worker)) => {
                         tracing::error!(instance = %instance_id, %err, "cannot pause a failing webhook; delivery goes on");
-                        worker.send_after(OUTBOX_RETRY, || WorkerMsg::Run);
+                        worker.send_after(OUTBOX_RETRY, || WorkerMsg::Nudge);
                     }
                     _ => {
                         if let Some(worker) = state.workers.remove(&instance_id) {
@@ -708,12 +710,16 @@ fn job_of(event: &InstanceEvent) -> WebhookJob {
         body: event.webhook_body(),
         attempts: 0,
         created_at: Utc::now(),
+        not_before: None,
     }
 }
 
-/// Starts a worker for the instance unless one runs or its delivery is paused.
+/// Starts a worker for the instance unless its delivery is paused; nudges the one that
+/// runs.
 async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, instance_id: &str) {
-    if state.workers.contains_key(instance_id) {
+    if let Some(worker) = state.workers.get(instance_id) {
+        // A new job may be due before the one the worker waits for (`unordered`).
+        let _ = worker.cast(WorkerMsg::Nudge);
         return;
     }
     let config = state.config.clone();
@@ -738,7 +744,7 @@ async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, inst
     };
     match Actor::spawn_linked(None, worker, (), myself.get_cell()).await {
         Ok((actor, _)) => {
-            let _ = actor.cast(WorkerMsg::Run);
+            let _ = actor.cast(WorkerMsg::Nudge);
             state.workers.insert(instance_id.to_owned(), actor);
         }
         Err(err) => tracing::error!(instance = %instance_id, %err, "cannot start a webhook worker"),
