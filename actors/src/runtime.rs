@@ -256,8 +256,8 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
 
 /// The delivery observer: counts delivered webhooks (`webhookSent`), then tells `next`.
 fn count_deliveries(stats: StatsHandle, next: Option<DeliveryObserver>) -> DeliveryObserver {
-    Arc::new(move |status, instance| {
-        if status == webhook_queue::DeliveryStatus::Delivered
+    Arc::new(move |record, instance| {
+        if record.status == webhook_queue::DeliveryStatus::Delivered
             && let Some(instance) = instance
         {
             let sent = Usage {
@@ -267,7 +267,7 @@ fn count_deliveries(stats: StatsHandle, next: Option<DeliveryObserver>) -> Deliv
             stats.add(&instance.user_id, Some(&instance.id), sent);
         }
         if let Some(next) = &next {
-            next(status, instance);
+            next(record, instance);
         }
     })
 }

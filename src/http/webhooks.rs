@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::domain::event::WebhookTest;
-use wagate_actors::domain::{Event, InstanceEvent};
+use wagate_actors::domain::{Event, InstanceEvent, WebhookOrdering};
 use wagate_actors::webhook_queue::{DeadLetter, DeliveryRecord, DeliveryStatus, ReplayScope};
 
 use crate::http::access::VisibleInstance;
@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries))
         .routes(routes!(retry))
         .routes(routes!(replay))
+        .routes(routes!(status))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(test))
@@ -266,6 +267,53 @@ async fn replay(
     Ok(AppJson(Requeued {
         success: true,
         queued,
+    }))
+}
+
+/// An instance's webhook delivery at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WebhookStatus {
+    /// Delivery is paused (the instance's `webhookPaused`).
+    paused: bool,
+    ordering: WebhookOrdering,
+    /// Deliveries waiting to go out.
+    pending: u64,
+    /// Failed deliveries (dead letters), until retried or replayed.
+    failed: u64,
+    /// When the delivery at the head of the queue was first queued.
+    #[schema(format = DateTime)]
+    oldest_pending_at: Option<String>,
+}
+
+/// The instance's webhook backlog: pending and failed deliveries, and whether delivery
+/// is paused.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{instanceId}/webhook/status",
+    tag = "webhooks",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The backlog", body = WebhookStatus),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
+async fn status(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+) -> ApiResult<AppJson<WebhookStatus>> {
+    let backlog = state
+        .webhooks
+        .backlog()
+        .await?
+        .into_iter()
+        .find(|b| b.instance_id == instance.id);
+    Ok(AppJson(WebhookStatus {
+        paused: instance.webhook.paused,
+        ordering: instance.webhook.ordering,
+        pending: backlog.as_ref().map_or(0, |b| b.pending),
+        failed: backlog.as_ref().map_or(0, |b| b.failed),
+        oldest_pending_at: backlog.and_then(|b| b.oldest_pending).map(iso),
     }))
 }
 

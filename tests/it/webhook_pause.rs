@@ -108,6 +108,19 @@ async fn a_paused_webhook_queues_and_a_resume_delivers_in_order(backend: Backend
         ["before"],
         "nothing sent while paused"
     );
+    // The pause event and the three messages wait (and what the restart published).
+    let (status, backlog) = srv
+        .get(&format!("/api/instances/{id}/webhook/status"), &auth)
+        .await;
+    assert_eq!(status, 200, "{backlog}");
+    assert_eq!(backlog["paused"], true, "{backlog}");
+    assert_eq!(backlog["ordering"], "strict", "{backlog}");
+    assert!(
+        backlog["pending"].as_u64().is_some_and(|n| n >= 4),
+        "{backlog}"
+    );
+    assert_eq!(backlog["failed"], 0, "{backlog}");
+    assert!(backlog["oldestPendingAt"].is_string(), "{backlog}");
     let (status, list) = srv.get("/api/instances", &auth).await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["instances"][0]["webhookPaused"], true, "{list}");

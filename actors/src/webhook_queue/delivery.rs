@@ -167,10 +167,7 @@ impl DeliveryWorker {
         };
         let attempt = job.attempts + 1;
         let record = |status, http_status, error: Option<String>, duration_ms| {
-            if let Some(observe) = &self.config.on_result {
-                observe(status, instance.as_ref());
-            }
-            DeliveryRecord {
+            let record = DeliveryRecord {
                 event_id: job.event_id.clone(),
                 event: job.event.clone(),
                 attempt,
@@ -179,7 +176,11 @@ impl DeliveryWorker {
                 error,
                 duration_ms,
                 created_at: Utc::now(),
+            };
+            if let Some(observe) = &self.config.on_result {
+                observe(&record, instance.as_ref());
             }
+            record
         };
         let url = instance.as_ref().and_then(|i| {
             if job.event == EventKind::WebhookTest.as_str() {

@@ -61,9 +61,22 @@ pub struct WebhookConfig {
 /// See [`WebhookConfig::announce`].
 pub type Announcer = Arc<dyn Fn(InstanceEvent) + Send + Sync>;
 
-/// Called with the outcome of every delivery attempt and the instance it was for (None
+/// Called with the record of every delivery attempt and the instance it was for (None
 /// when the instance is gone): metrics, and the `webhookSent` usage count.
-pub type DeliveryObserver = Arc<dyn Fn(DeliveryStatus, Option<&Instance>) + Send + Sync>;
+pub type DeliveryObserver = Arc<dyn Fn(&DeliveryRecord, Option<&Instance>) + Send + Sync>;
+
+/// What waits in the outbox for one instance (metrics, dashboards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backlog {
+    pub instance_id: String,
+    /// Jobs waiting for delivery.
+    pub pending: u64,
+    /// When the job at the head of the queue (the next to go in strict order) was first
+    /// queued.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Dead letters: deliveries given up, until retried or replayed.
+    pub failed: u64,
+}
 
 /// Longest wait between two attempts, whatever the settings say.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
@@ -170,6 +183,8 @@ pub trait Outbox: Send + Sync {
     async fn pending_instances(&self) -> Result<Vec<String>, StoreError>;
     /// Number of pending jobs, all instances together.
     async fn depth(&self) -> Result<u64, StoreError>;
+    /// Every instance with pending jobs or dead letters, with how many of each.
+    async fn backlog(&self) -> Result<Vec<Backlog>, StoreError>;
     /// Appends a delivery record, keeping the newest [`DELIVERY_RECORDS_KEPT`].
     async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError>;
     /// Newest first.

@@ -195,6 +195,14 @@ impl WebhookQueueHandle {
         done.ok_or_else(|| DomainError::NotFound("no such instance".into()))
     }
 
+    /// What waits in the outbox, per instance.
+    pub async fn backlog(&self) -> Result<Vec<super::Backlog>, StoreError> {
+        match &self.outbox {
+            Some(outbox) => outbox.backlog().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Pending deliveries, all instances together.
     pub async fn depth(&self) -> Result<u64, StoreError> {
         match &self.outbox {
