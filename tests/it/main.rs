@@ -32,4 +32,5 @@ mod webhook_catchup;
 mod webhook_ops;
 mod webhook_ordering;
 mod webhook_pause;
+mod webhook_property;
 mod webhooks;
