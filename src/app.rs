@@ -144,9 +144,12 @@ async fn start_actors(
             outbox,
             transport: Arc::new(transport),
             jitter: true,
+            auto_pause_after: config.webhook_auto_pause,
             on_result: Some({
                 let metrics = metrics.clone();
-                Arc::new(move |status, _| metrics.observe_delivery(status))
+                Arc::new(move |record, instance| {
+                    metrics.observe_delivery(record, instance.map(|i| i.id.as_str()))
+                })
             }),
         }),
         desk: Some(DeskParts {

@@ -47,6 +47,7 @@ struct RawConfig {
     max_upload_bytes: usize,
     actor_call_timeout_ms: u64,
     webhook_timeout_ms: u64,
+    webhook_auto_pause_ms: u64,
     stats_flush_ms: u64,
     #[serde(deserialize_with = "any_string")]
     app_env: String,
@@ -219,6 +220,9 @@ pub struct Config {
     pub actor_call_timeout: Duration,
     /// How long one webhook request may take before it counts as failed.
     pub webhook_timeout: Duration,
+    /// Pause an instance's webhook delivery once every attempt has failed for this
+    /// long; None (0 in the settings): never.
+    pub webhook_auto_pause: Option<Duration>,
     /// How often usage counts are written to storage.
     pub stats_flush_interval: Duration,
     pub app_env: AppEnv,
@@ -514,6 +518,8 @@ impl Config {
             max_upload_bytes: raw.max_upload_bytes,
             actor_call_timeout,
             webhook_timeout,
+            webhook_auto_pause: (raw.webhook_auto_pause_ms > 0)
+                .then(|| Duration::from_millis(raw.webhook_auto_pause_ms)),
             stats_flush_interval,
             app_env,
             data_dir,

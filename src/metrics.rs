@@ -5,7 +5,9 @@
 //! supervisor restarts).
 //!
 //! Label values are bounded: routes are the router's templates (`/api/instances/{instanceId}`),
-//! never raw paths, so no id ever becomes a label.
+//! never raw paths, so no request's id ever becomes a label. The webhook metrics per
+//! instance are labelled with the instance's id: instances are created by their owners,
+//! and a deleted instance's backlog series disappear at the next scrape.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -25,7 +27,7 @@ use prometheus_client::registry::Registry;
 use wagate_actors::cluster::LeaseBoard;
 use wagate_actors::domain::EventKind;
 use wagate_actors::instance::StatusBoard;
-use wagate_actors::webhook_queue::DeliveryStatus;
+use wagate_actors::webhook_queue::{Backlog, DeliveryRecord, DeliveryStatus};
 
 /// The `route` label of requests no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -62,6 +64,17 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceResultLabels {
+    instance: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: &'static str,
 }
@@ -82,6 +95,11 @@ struct Inner {
     messages: Family<DirectionLabels, Counter>,
     webhook_deliveries: Family<ResultLabels, Counter>,
     webhook_queue_depth: Gauge,
+    instance_deliveries: Family<InstanceResultLabels, Counter>,
+    instance_delivery_duration: HistogramFamily<InstanceLabels>,
+    instance_pending: Family<InstanceLabels, Gauge>,
+    instance_oldest_pending: Family<InstanceLabels, Gauge>,
+    instance_failed: Family<InstanceLabels, Gauge>,
     waba_chat_actors: Gauge,
     restarts: Arc<RestartsCollector>,
     storage_duration: HistogramFamily<OperationLabels>,
@@ -211,6 +229,37 @@ impl Metrics {
             "Webhook jobs waiting for delivery",
             webhook_queue_depth.clone(),
         );
+        let instance_deliveries = Family::<InstanceResultLabels, Counter>::default();
+        registry.register(
+            "wagate_webhook_instance_deliveries",
+            "Webhook delivery attempts of each instance by result (delivered, retrying, failed)",
+            instance_deliveries.clone(),
+        );
+        let instance_delivery_duration: HistogramFamily<InstanceLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "wagate_webhook_delivery_duration_seconds",
+            "Webhook delivery attempt latency (request to answer) of each instance",
+            instance_delivery_duration.clone(),
+        );
+        let instance_pending = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "wagate_webhook_instance_queue_depth",
+            "Webhook jobs of each instance waiting for delivery",
+            instance_pending.clone(),
+        );
+        let instance_oldest_pending = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "wagate_webhook_instance_oldest_pending_seconds",
+            "Age of the webhook job at the head of each instance's queue",
+            instance_oldest_pending.clone(),
+        );
+        let instance_failed = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "wagate_webhook_instance_failed",
+            "Failed webhook deliveries (dead letters) of each instance, until retried or replayed",
+            instance_failed.clone(),
+        );
         let waba_chat_actors = Gauge::default();
         registry.register(
             "wagate_waba_chat_actors",
@@ -248,6 +297,11 @@ impl Metrics {
                 messages,
                 webhook_deliveries,
                 webhook_queue_depth,
+                instance_deliveries,
+                instance_delivery_duration,
+                instance_pending,
+                instance_oldest_pending,
+                instance_failed,
                 waba_chat_actors,
                 restarts,
                 storage_duration,
@@ -294,9 +348,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one webhook delivery attempt.
-    pub fn observe_delivery(&self, status: DeliveryStatus) {
-        let result = match status {
+    /// Counts one webhook delivery attempt, in all and for its instance (when it still
+    /// exists), with its latency.
+    pub fn observe_delivery(&self, record: &DeliveryRecord, instance_id: Option<&str>) {
+        let result = match record.status {
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Retrying => "retrying",
             DeliveryStatus::Failed => "failed",
@@ -305,6 +360,20 @@ impl Metrics {
             .webhook_deliveries
             .get_or_create(&ResultLabels { result })
             .inc();
+        let Some(instance) = instance_id else { return };
+        self.inner
+            .instance_deliveries
+            .get_or_create(&InstanceResultLabels {
+                instance: instance.to_owned(),
+                result,
+            })
+            .inc();
+        self.inner
+            .instance_delivery_duration
+            .get_or_create(&InstanceLabels {
+                instance: instance.to_owned(),
+            })
+            .observe(record.duration_ms as f64 / 1000.0);
     }
 
     /// Records the duration of one storage call.
@@ -316,14 +385,45 @@ impl Metrics {
     }
 
     /// The exposition, after reading the values sampled at scrape time: the status board
-    /// (instances, restarts), the webhook queue depth (None when it cannot be read:
-    /// the last value stays) and the running chat actors of the operator desk.
+    /// (instances, restarts), the webhook queue depth and each instance's backlog (None
+    /// when they cannot be read: the last values stay) and the running chat actors of
+    /// the operator desk.
     pub fn render(
         &self,
         board: &StatusBoard,
         queue_depth: Option<u64>,
+        backlog: Option<&[Backlog]>,
         chat_actors: usize,
     ) -> String {
+        if let Some(backlog) = backlog {
+            let inner = &self.inner;
+            // Only instances with something waiting have series.
+            inner.instance_pending.clear();
+            inner.instance_oldest_pending.clear();
+            inner.instance_failed.clear();
+            let now = chrono::Utc::now();
+            for b in backlog {
+                let labels = InstanceLabels {
+                    instance: b.instance_id.clone(),
+                };
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                inner
+                    .instance_pending
+                    .get_or_create(&labels)
+                    .set(count(b.pending));
+                inner
+                    .instance_failed
+                    .get_or_create(&labels)
+                    .set(count(b.failed));
+                if let Some(oldest) = b.oldest_pending {
+                    let age = (now - oldest).num_seconds().max(0);
+                    inner
+                        .instance_oldest_pending
+                        .get_or_create(&labels)
+                        .set(age);
+                }
+            }
+        }
         self.inner
             .waba_chat_actors
             .set(i64::try_from(chat_actors).unwrap_or(i64::MAX));

@@ -79,6 +79,9 @@ pub struct WebhookParts {
     /// Told the outcome of every attempt (metrics). Delivered webhooks are counted in
     /// the usage statistics whatever this is.
     pub on_result: Option<DeliveryObserver>,
+    /// Pause an instance's delivery once every attempt has failed for this long; None:
+    /// never.
+    pub auto_pause_after: Option<Duration>,
 }
 
 /// The operator desk's edges.
@@ -152,26 +155,28 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
     let mut services: Vec<Arc<dyn Service>> = Vec::new();
 
     let stats = StatsHandle::new(clock.clone(), call_timeout);
-    let webhooks = match webhook_parts {
-        Some(parts) => {
-            let handle = WebhookQueueHandle::new(parts.outbox.clone());
-            let config = WebhookConfig {
-                storage: storage.clone(),
-                outbox: parts.outbox,
-                transport: parts.transport,
-                jitter: parts.jitter,
-                on_result: Some(count_deliveries(stats.clone(), parts.on_result)),
-                catch_up_stored: cluster.is_none(),
-            };
-            services.push(Arc::new(QueueService {
-                handle: handle.clone(),
-                config,
-            }));
-            handle
-        }
+    let webhooks = match &webhook_parts {
+        Some(parts) => WebhookQueueHandle::new(parts.outbox.clone()),
         None => WebhookQueueHandle::detached(),
     };
     let events = EventHub::new(storage.clone(), webhooks.clone(), on_event);
+    if let Some(parts) = webhook_parts {
+        let hub = events.clone();
+        let config = WebhookConfig {
+            storage: storage.clone(),
+            outbox: parts.outbox,
+            transport: parts.transport,
+            jitter: parts.jitter,
+            on_result: Some(count_deliveries(stats.clone(), parts.on_result)),
+            catch_up_stored: cluster.is_none(),
+            auto_pause_after: parts.auto_pause_after,
+            announce: Some(Arc::new(move |event| hub.announce(event))),
+        };
+        services.push(Arc::new(QueueService {
+            handle: webhooks.clone(),
+            config,
+        }));
+    }
     services.push(Arc::new(StatsService {
         handle: stats.clone(),
         args: stats::StatsArgs {
@@ -251,8 +256,8 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
 
 /// The delivery observer: counts delivered webhooks (`webhookSent`), then tells `next`.
 fn count_deliveries(stats: StatsHandle, next: Option<DeliveryObserver>) -> DeliveryObserver {
-    Arc::new(move |status, instance| {
-        if status == webhook_queue::DeliveryStatus::Delivered
+    Arc::new(move |record, instance| {
+        if record.status == webhook_queue::DeliveryStatus::Delivered
             && let Some(instance) = instance
         {
             let sent = Usage {
@@ -262,7 +267,7 @@ fn count_deliveries(stats: StatsHandle, next: Option<DeliveryObserver>) -> Deliv
             stats.add(&instance.user_id, Some(&instance.id), sent);
         }
         if let Some(next) = &next {
-            next(status, instance);
+            next(record, instance);
         }
     })
 }

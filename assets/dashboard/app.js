@@ -1130,7 +1130,7 @@
   }
 
   // ---------------------------------------------------------------------------------
-  // Webhooks tab: settings, test, deliveries
+  // Webhooks tab: settings, test, backlog (pending, failed, replay, pause), deliveries
 
   function drawWebhooks(body) {
     const v = state.view;
@@ -1149,6 +1149,30 @@
           { class: 'actions' },
           h('button', { type: 'submit', class: 'primary', id: 'webhook-save', text: 'Save' }),
           h('button', { type: 'button', id: 'webhook-test', onclick: (e) => testWebhook(e.currentTarget) }, 'Send test webhook'),
+        ),
+      ),
+      h(
+        'section',
+        { class: 'card', id: 'webhook-backlog' },
+        h(
+          'div',
+          { class: 'card-head' },
+          h('h2', { text: 'Backlog' }),
+          h(
+            'div',
+            { class: 'actions' },
+            h('button', { type: 'button', class: 'small', id: 'webhook-replay', onclick: (e) => replayFailed(e.currentTarget) }, 'Replay failed'),
+            h('button', { type: 'button', class: 'small', id: 'webhook-pause', onclick: (e) => togglePause(e.currentTarget) }, 'Pause'),
+          ),
+        ),
+        h(
+          'div',
+          { class: 'tiles' },
+          ...[
+            ['pending', 'Waiting'],
+            ['failed', 'Failed'],
+            ['state', 'Delivery'],
+          ].map(([key, label]) => h('div', { class: 'tile', 'data-key': key }, h('span', { class: 'tile-value', text: '—' }), h('span', { class: 'tile-label', text: label }))),
         ),
       ),
       h(
@@ -1189,10 +1213,57 @@
     });
   }
 
+  /** Re-queues every failed delivery of the instance, in order. */
+  async function replayFailed(button) {
+    const v = state.view;
+    await busy(button, async () => {
+      try {
+        const { queued } = await api('POST', `/api/instances/${enc(v.id)}/webhook/replay`, { status: 'failed' });
+        toast(`${queued} failed ${queued === 1 ? 'delivery' : 'deliveries'} queued again`);
+        loadDeliveries();
+      } catch (e) {
+        reportError(e);
+      }
+    });
+  }
+
+  async function togglePause(button) {
+    const v = state.view;
+    const action = button.dataset.paused === 'true' ? 'resume' : 'pause';
+    await busy(button, async () => {
+      try {
+        const { paused } = await api('POST', `/api/instances/${enc(v.id)}/webhook/${action}`);
+        toast(paused ? 'Delivery paused' : 'Delivery resumed');
+        loadDeliveries();
+      } catch (e) {
+        reportError(e);
+      }
+    });
+  }
+
+  async function loadBacklog() {
+    const v = state.view;
+    const card = $('#webhook-backlog');
+    if (!v || !card) return;
+    const s = await api('GET', `/api/instances/${enc(v.id)}/webhook/status`);
+    if (state.view !== v || !card.isConnected) return;
+    const set = (key, text) => {
+      card.querySelector(`.tile[data-key=${key}] .tile-value`).textContent = text;
+    };
+    set('pending', fmtNumber(s.pending));
+    set('failed', fmtNumber(s.failed));
+    set('state', s.paused ? 'paused' : 'running');
+    const pause = $('#webhook-pause');
+    pause.dataset.paused = String(s.paused);
+    pause.textContent = s.paused ? 'Resume' : 'Pause';
+    $('#webhook-replay').disabled = s.failed === 0;
+  }
+
   async function loadDeliveries() {
     const v = state.view;
     const tbody = $('#deliveries');
     if (!v || !tbody) return;
+    loadBacklog().catch(reportError);
     try {
       const { deliveries } = await api('GET', `/api/instances/${enc(v.id)}/webhook/deliveries?limit=50`);
       if (state.view !== v || !tbody.isConnected) return;

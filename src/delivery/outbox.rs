@@ -8,7 +8,7 @@
 //! - `cursors`: instance id → the last event id the queue has handled;
 //! - `dead`: [`DeadLetter`]s, jobs given up, by the `seq` they had in `jobs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use sled::Transactional;
 use wagate_actors::domain::Page;
 use wagate_actors::error::StoreError;
 use wagate_actors::webhook_queue::{
-    DELIVERY_RECORDS_KEPT, DeadLetter, DeliveryRecord, Outbox, WebhookJob,
+    Backlog, DELIVERY_RECORDS_KEPT, DeadLetter, DeliveryRecord, Outbox, WebhookJob,
 };
 
 /// Records are trimmed to the kept number every this many inserts per instance.
@@ -200,6 +200,19 @@ impl Outbox for SledOutbox {
         }
     }
 
+    async fn pending(
+        &self,
+        instance_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        self.jobs
+            .scan_prefix(prefix(instance_id))
+            .values()
+            .take(limit)
+            .map(|v| decode_job(&v.map_err(unavailable)?))
+            .collect()
+    }
+
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError> {
         let value = serde_json::to_vec(job).map_err(corrupt)?;
         self.jobs
@@ -304,6 +317,36 @@ impl Outbox for SledOutbox {
         Ok(self.depth.load(Ordering::Relaxed))
     }
 
+    async fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+        fn of<'m>(
+            map: &'m mut BTreeMap<String, Backlog>,
+            k: &[u8],
+        ) -> Result<&'m mut Backlog, StoreError> {
+            let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
+            let id = String::from_utf8(k[..end].to_vec()).map_err(corrupt)?;
+            Ok(map.entry(id.clone()).or_insert_with(|| Backlog {
+                instance_id: id,
+                pending: 0,
+                oldest_pending: None,
+                failed: 0,
+            }))
+        }
+        let mut by_instance = BTreeMap::new();
+        for item in self.jobs.iter() {
+            let (k, v) = item.map_err(unavailable)?;
+            let b = of(&mut by_instance, &k)?;
+            if b.pending == 0 {
+                // Keys are in queue order: an instance's first job is its head.
+                b.oldest_pending = Some(decode_job(&v)?.created_at);
+            }
+            b.pending += 1;
+        }
+        for k in self.dead.iter().keys() {
+            of(&mut by_instance, &k.map_err(unavailable)?)?.failed += 1;
+        }
+        Ok(by_instance.into_values().collect())
+    }
+
     async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError> {
         let seq = self.db.generate_id().map_err(unavailable)?;
         let value = serde_json::to_vec(&record).map_err(corrupt)?;
@@ -370,6 +413,7 @@ mod tests {
             body: b"{}".to_vec(),
             attempts: 0,
             created_at: Utc::now(),
+            not_before: None,
         }
     }
 

@@ -9,7 +9,8 @@ use serde_json::json;
 use wagate_actors::cluster::LeaseManagerHandle;
 use wagate_actors::domain::event::WebhookUpdated;
 use wagate_actors::domain::{
-    ActivityEntry, EngineKind, Event, Instance, InstanceEvent, Limits, WebhookSettings, new_id,
+    ActivityEntry, EngineKind, Event, Instance, InstanceEvent, Limits, WebhookOrdering,
+    WebhookSettings, new_id,
 };
 use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::event_hub::EventHub;
@@ -65,6 +66,7 @@ pub struct SettingsPatch {
     pub secret_grace_secs: Option<u64>,
     /// Replaces the previous set.
     pub headers: Option<BTreeMap<String, String>>,
+    pub ordering: Option<WebhookOrdering>,
 }
 
 impl SettingsPatch {
@@ -85,6 +87,7 @@ impl SettingsPatch {
             secret: over.secret.or(self.secret),
             secret_grace_secs: over.secret_grace_secs.or(self.secret_grace_secs),
             headers: over.headers.or(self.headers),
+            ordering: over.ordering.or(self.ordering),
         }
     }
 }
@@ -235,6 +238,9 @@ pub fn apply_settings(w: &mut WebhookSettings, p: SettingsPatch) -> Result<(), I
     if let Some(headers) = p.headers {
         check_headers(&headers)?;
         w.headers = headers;
+    }
+    if let Some(ordering) = p.ordering {
+        w.ordering = ordering;
     }
     Ok(())
 }

@@ -52,8 +52,12 @@ async fn status(State(state): State<AppState>, _admin: AdminOnly) -> ApiResult<A
 #[derive(Debug, Deserialize, ToSchema)]
 struct SwitchRequest {
     /// `sqlite` or `mongodb`.
-    #[schema(example = "mongodb")]
+    #[schema(example = "mongodb", schema_with = provider_schema)]
     provider: String,
+}
+
+fn provider_schema() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&["sqlite", "mongodb"])
 }
 
 #[derive(Debug, Serialize, ToSchema)]

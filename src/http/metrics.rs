@@ -34,9 +34,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             None
         }
     };
+    let backlog = match state.webhooks.backlog().await {
+        Ok(backlog) => Some(backlog),
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the webhook backlog for /metrics");
+            None
+        }
+    };
     let body = state.metrics.render(
         &state.instances.status_board(),
         depth,
+        backlog.as_deref(),
         state.waba.chat_actors(),
     );
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)

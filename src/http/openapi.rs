@@ -116,6 +116,14 @@ pub fn phone_schema() -> openapi::schema::Object {
     string_with_pattern(PHONE_PATTERN, "+7 900 123-45-67")
 }
 
+/// The schema of a list of phone numbers (mentions), each as [`phone_schema`].
+pub fn phone_list_schema() -> openapi::schema::Array {
+    openapi::schema::ArrayBuilder::new()
+        .items(phone_schema())
+        .examples([serde_json::json!(["79001234567"])])
+        .build()
+}
+
 /// The schema of the custom webhook headers: at most 20, HTTP names, visible values.
 pub fn headers_schema() -> openapi::schema::Object {
     openapi::schema::ObjectBuilder::new()

@@ -1,5 +1,5 @@
 //! An instance's webhook deliveries, its dead letters (failed deliveries) with retry and
-//! replay, and a test delivery.
+//! replay, pausing and resuming its delivery, and a test delivery.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::domain::event::WebhookTest;
-use wagate_actors::domain::{Event, InstanceEvent};
+use wagate_actors::domain::{Event, InstanceEvent, WebhookOrdering};
 use wagate_actors::webhook_queue::{DeadLetter, DeliveryRecord, DeliveryStatus, ReplayScope};
 
 use crate::http::access::VisibleInstance;
@@ -21,6 +21,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries))
         .routes(routes!(retry))
         .routes(routes!(replay))
+        .routes(routes!(status))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
         .routes(routes!(test))
 }
 
@@ -265,6 +268,101 @@ async fn replay(
         success: true,
         queued,
     }))
+}
+
+/// An instance's webhook delivery at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WebhookStatus {
+    /// Delivery is paused (the instance's `webhookPaused`).
+    paused: bool,
+    ordering: WebhookOrdering,
+    /// Deliveries waiting to go out.
+    pending: u64,
+    /// Failed deliveries (dead letters), until retried or replayed.
+    failed: u64,
+    /// When the delivery at the head of the queue was first queued.
+    #[schema(format = DateTime)]
+    oldest_pending_at: Option<String>,
+}
+
+/// The instance's webhook backlog: pending and failed deliveries, and whether delivery
+/// is paused.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{instanceId}/webhook/status",
+    tag = "webhooks",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "The backlog", body = WebhookStatus),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
+async fn status(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+) -> ApiResult<AppJson<WebhookStatus>> {
+    let backlog = state
+        .webhooks
+        .backlog()
+        .await?
+        .into_iter()
+        .find(|b| b.instance_id == instance.id);
+    Ok(AppJson(WebhookStatus {
+        paused: instance.webhook.paused,
+        ordering: instance.webhook.ordering,
+        pending: backlog.as_ref().map_or(0, |b| b.pending),
+        failed: backlog.as_ref().map_or(0, |b| b.failed),
+        oldest_pending_at: backlog.and_then(|b| b.oldest_pending).map(iso),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct PauseState {
+    /// Whether delivery is paused now (the instance's `webhookPaused`).
+    paused: bool,
+}
+
+/// Pauses the instance's webhook delivery. Events keep being stored and queued durably;
+/// nothing is sent (retries included) until a resume. Pausing a paused instance changes
+/// nothing.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{instanceId}/webhook/pause",
+    tag = "webhooks",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Paused", body = PauseState),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
+async fn pause(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+) -> ApiResult<AppJson<PauseState>> {
+    let paused = state.webhooks.set_paused(&instance.id, true).await?;
+    Ok(AppJson(PauseState { paused }))
+}
+
+/// Resumes the instance's webhook delivery: the backlog queued meanwhile goes out in
+/// order. Also ends an automatic pause; failures before the resume no longer count
+/// towards the next one.
+#[utoipa::path(
+    post,
+    path = "/api/instances/{instanceId}/webhook/resume",
+    tag = "webhooks",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    responses(
+        (status = 200, description = "Delivering", body = PauseState),
+        (status = 404, description = "No such instance visible to the caller", body = ErrorBody),
+    )
+)]
+async fn resume(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+) -> ApiResult<AppJson<PauseState>> {
+    let paused = state.webhooks.set_paused(&instance.id, false).await?;
+    Ok(AppJson(PauseState { paused }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -772,6 +772,52 @@ async fn a_user_pairs_an_instance_and_chats_in_the_browser() {
     )
     .await;
     assert_eq!(hook.of("webhook_test").len(), 1);
+    page.wait_for(
+        "the empty backlog",
+        "(() => { const v = k => document.querySelector(`#webhook-backlog .tile[data-key=${k}] .tile-value`)?.textContent; \
+         return v('pending') === '0' && v('failed') === '0' && v('state') === 'running' && document.querySelector('#webhook-replay').disabled; })()",
+    )
+    .await;
+
+    // A delivery that fails with no retry left shows as failed; the replay button sends
+    // it again.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &admin,
+            json!({"maxRetries": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    hook.wait_for("the settings change", 20, |r| {
+        r.iter()
+            .filter(|r| r.json()["event"] == "webhook_updated")
+            .count()
+            >= 1
+    })
+    .await;
+    hook.fail_first(1);
+    page.click("#webhook-test").await;
+    page.wait_for(
+        "the failed delivery in the backlog",
+        "(() => { const failed = document.querySelector('#webhook-backlog .tile[data-key=failed] .tile-value')?.textContent; \
+         return failed === '1' && !document.querySelector('#webhook-replay').disabled; })()",
+    )
+    .await;
+    page.screenshot("06-webhook-failed").await;
+    page.click("#webhook-replay").await;
+    page.wait_for(
+        "the replayed delivery",
+        "(() => { const failed = document.querySelector('#webhook-backlog .tile[data-key=failed] .tile-value')?.textContent; \
+         return failed === '0' && [...document.querySelectorAll('#deliveries tr')].some(r => r.cells[1]?.textContent === 'webhook_test' && r.cells[2]?.textContent === '2' && r.cells[3]?.textContent === 'delivered'); })()",
+    )
+    .await;
+    let tests = hook.of("webhook_test");
+    assert_eq!(tests.len(), 3, "delivered, failed, replayed");
+    assert_eq!(
+        tests[1].header("x-webhook-id"),
+        tests[2].header("x-webhook-id")
+    );
     page.screenshot("06-webhooks").await;
 
     // The overview: the usage of all instances.

@@ -32,4 +32,7 @@ mod waba;
 mod wacore;
 mod webhook_catchup;
 mod webhook_ops;
+mod webhook_ordering;
+mod webhook_pause;
+mod webhook_property;
 mod webhooks;

@@ -1,6 +1,8 @@
 //! `GET /metrics`: after a scripted workload (a sandbox instance paired, a message sent
 //! and one received, a webhook delivered, a crash), the exposition shows each of them,
-//! labelled by route templates and never by raw ids.
+//! labelled by route templates and never by raw ids (but the webhook metrics per
+//! instance); the webhook backlog of an instance (pending, the head's age, failed) and
+//! its deliveries by outcome and latency.
 
 use serde_json::json;
 
@@ -314,9 +316,14 @@ async fn metrics_after_a_scripted_workload() {
     .await;
     srv.wait_status(&auth, &id, "connected").await;
 
-    // No raw id (instance, message, user) ever becomes a label value.
+    // No raw id (instance, message, user) ever becomes a label value, but the `instance`
+    // label of the per-instance webhook metrics, which names the instance on purpose.
     for sample in samples.iter().chain(&after) {
         for (key, value) in &sample.labels {
+            if key == "instance" && sample.name.starts_with("wagate_webhook_") {
+                assert_eq!(value, &id, "{}", sample.name);
+                continue;
+            }
             assert!(
                 !value.contains(&id) && !value.contains("79110000042"),
                 "raw value in {} {key}={value}",
@@ -339,4 +346,98 @@ async fn metrics_after_a_scripted_workload() {
         dynamic_routes.iter().all(|r| r.contains("{instanceId}")),
         "{dynamic_routes:?}"
     );
+}
+
+#[tokio::test]
+async fn webhook_metrics_per_instance() {
+    let srv = TestServer::start().await;
+    let auth = srv.admin();
+    let rx = Receiver::start().await;
+    let id = srv.connected_instance(&auth, "hooks", "79110000071").await;
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"webhookUrl": rx.url(), "maxRetries": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let inbound = |text: &'static str| {
+        let (srv, auth, id) = (&srv, &auth, &id);
+        async move {
+            let (status, body) = srv
+                .post(
+                    &format!("/api/sandbox/instances/{id}/inbound"),
+                    auth,
+                    json!({"from": "79990001155", "body": text}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let instance = [("instance", id.as_str())];
+
+    // Delivered: counted by outcome, with its latency.
+    inbound("ok").await;
+    rx.wait_for("the message", 20, |r| {
+        r.iter().any(|r| r.json()["event"] == "message_received")
+    })
+    .await;
+    eventually(20, "the delivery counted", || async {
+        let samples = scrape(&srv).await;
+        let delivered = value(
+            &samples,
+            "wagate_webhook_instance_deliveries_total",
+            &[("instance", id.as_str()), ("result", "delivered")],
+        )?;
+        let timed = value(
+            &samples,
+            "wagate_webhook_delivery_duration_seconds_count",
+            &instance,
+        )?;
+        (delivered >= 2.0 && timed >= 2.0).then_some(())
+    })
+    .await;
+
+    // A failure with no retry left: a dead letter.
+    rx.fail_first(1);
+    inbound("lost").await;
+    eventually(20, "the failed delivery", || async {
+        let samples = scrape(&srv).await;
+        let failed = value(
+            &samples,
+            "wagate_webhook_instance_deliveries_total",
+            &[("instance", id.as_str()), ("result", "failed")],
+        )?;
+        let dead = value(&samples, "wagate_webhook_instance_failed", &instance)?;
+        (failed == 1.0 && dead == 1.0).then_some(())
+    })
+    .await;
+
+    // Paused: the backlog grows, with the age of its head.
+    let (status, body) = srv
+        .post(
+            &format!("/api/instances/{id}/webhook/pause"),
+            &auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    inbound("one").await;
+    inbound("two").await;
+    let samples = eventually(20, "two pending deliveries", || async {
+        let samples = scrape(&srv).await;
+        let pending = value(&samples, "wagate_webhook_instance_queue_depth", &instance)?;
+        let total = value(&samples, "wagate_webhook_queue_depth", &[])?;
+        // The pause event itself waits too; the total agrees.
+        (pending == 3.0 && total == 3.0).then_some(samples)
+    })
+    .await;
+    let age = value(
+        &samples,
+        "wagate_webhook_instance_oldest_pending_seconds",
+        &instance,
+    )
+    .expect("the head's age");
+    assert!(age >= 0.0, "{age}");
 }

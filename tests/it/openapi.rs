@@ -391,8 +391,8 @@ async fn docs_page_shows_the_document() {
 /// a pinned schemathesis (PyPI) and sets it.
 const SCHEMATHESIS_VAR: &str = "WAGATE_TEST_SCHEMATHESIS";
 /// Generated test cases per operation in each phase (the coverage phase adds its own
-/// boundary cases): about three thousand requests in all, well under a minute.
-const FUZZ_EXAMPLES: &str = "25";
+/// boundary cases): under two minutes on a small machine.
+const FUZZ_EXAMPLES: &str = "100";
 /// The same cases every run.
 const FUZZ_SEED: &str = "1";
 /// An upper bound for the whole run (it takes well under a minute).

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use wagate_actors::domain::Page;
 use wagate_actors::error::StoreError;
-use wagate_actors::webhook_queue::{DeadLetter, DeliveryRecord, Outbox, WebhookJob};
+use wagate_actors::webhook_queue::{Backlog, DeadLetter, DeliveryRecord, Outbox, WebhookJob};
 
 /// The switch shared by the test and every outbox it wraps (one per server boot).
 #[derive(Clone, Default)]
@@ -86,6 +86,14 @@ impl Outbox for Faulty {
         self.inner.head(instance_id).await
     }
 
+    async fn pending(
+        &self,
+        instance_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        self.inner.pending(instance_id, limit).await
+    }
+
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError> {
         self.inner.update(job).await
     }
@@ -121,6 +129,10 @@ impl Outbox for Faulty {
 
     async fn depth(&self) -> Result<u64, StoreError> {
         self.inner.depth().await
+    }
+
+    async fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+        self.inner.backlog().await
     }
 
     async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError> {

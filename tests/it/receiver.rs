@@ -51,6 +51,8 @@ struct Shared {
     arrived: Notify,
     /// While true, requests wait (recorded, unanswered) until `release`.
     held: tokio::sync::watch::Sender<bool>,
+    /// Answer 500 to every request whose body contains this.
+    poison: Mutex<Option<String>>,
 }
 
 impl Default for Shared {
@@ -62,6 +64,7 @@ impl Default for Shared {
             in_flight: AtomicUsize::default(),
             arrived: Notify::default(),
             held: tokio::sync::watch::Sender::new(false),
+            poison: Mutex::default(),
         }
     }
 }
@@ -97,10 +100,17 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         let _counted = InFlight::enter(&shared.in_flight);
         let _ = held.wait_for(|h| !*h).await;
     }
-    let failing = shared
-        .fail_first
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
+    let poisoned = shared
+        .poison
+        .lock()
+        .expect("lock")
+        .as_deref()
+        .is_some_and(|p| String::from_utf8_lossy(&body).contains(p));
+    let failing = poisoned
+        || shared
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
     if failing {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -153,6 +163,11 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// From now on, answer 500 to every request whose body contains `text`.
+    pub fn fail_containing(&self, text: &str) {
+        *self.shared.poison.lock().expect("lock") = Some(text.to_owned());
     }
 
     pub fn fail_first(&self, n: usize) {

@@ -37,10 +37,11 @@ pub enum EventKind {
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
+    WebhookPaused,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
@@ -54,6 +55,7 @@ impl EventKind {
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
+        EventKind::WebhookPaused,
     ];
 
     /// The wire name (`message_received`, …).
@@ -72,6 +74,7 @@ impl EventKind {
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
+            EventKind::WebhookPaused => "webhook_paused",
         }
     }
 }
@@ -125,6 +128,9 @@ pub enum Event {
     WebhookUpdated(WebhookUpdated),
     /// A delivery asked for to check the endpoint.
     WebhookTest(WebhookTest),
+    /// Delivery to the instance's webhook was paused (by a request, or because the
+    /// endpoint kept failing).
+    WebhookPaused(WebhookPaused),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -423,6 +429,25 @@ pub struct WebhookTest {
     pub webhook_url: String,
 }
 
+/// Why webhook delivery was paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// `POST /api/instances/{id}/webhook/pause`.
+    Manual,
+    /// Every attempt failed for longer than the server's `WEBHOOK_AUTO_PAUSE_MS`.
+    Failing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPaused {
+    pub reason: PauseReason,
+    /// With `failing`: when the current run of failed attempts began (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+}
+
 impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
@@ -439,6 +464,7 @@ impl Event {
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
+            Event::WebhookPaused(_) => EventKind::WebhookPaused,
         }
     }
 
@@ -476,6 +502,7 @@ impl Event {
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
+            EventKind::WebhookPaused => Event::WebhookPaused(read(data).map_err(fit)?),
         })
     }
 }
@@ -622,6 +649,7 @@ impl Serialize for EventData<'_> {
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),
+            Event::WebhookPaused(p) => with(s, id, p),
         }
     }
 }

@@ -102,6 +102,43 @@ impl FromStr for InstanceStatus {
     }
 }
 
+/// Whether an instance's webhooks keep the order of its events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WebhookOrdering {
+    /// In the order of the events: a delivery that fails holds back every later one of
+    /// its instance until it succeeds or its retries run out (with the defaults, about
+    /// 7 minutes; with `maxRetries` 20 and the delay capped at an hour, most of a day).
+    #[default]
+    Strict,
+    /// Each delivery on its own: a failing one waits for its retry while later ones go
+    /// out; the receiver may see events out of order (each carries its `timestamp`).
+    Unordered,
+}
+
+impl WebhookOrdering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOrdering::Strict => "strict",
+            WebhookOrdering::Unordered => "unordered",
+        }
+    }
+}
+
+impl FromStr for WebhookOrdering {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(WebhookOrdering::Strict),
+            "unordered" => Ok(WebhookOrdering::Unordered),
+            other => Err(format!(
+                "unknown webhookOrdering '{other}' (expected strict or unordered)"
+            )),
+        }
+    }
+}
+
 /// Per-instance webhook delivery settings (the spec's `webhookSettings`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookSettings {
@@ -119,6 +156,15 @@ pub struct WebhookSettings {
     pub previous_secret: Option<String>,
     #[serde(default)]
     pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Delivery is paused: events keep being queued, nothing is sent until a resume.
+    #[serde(default)]
+    pub paused: bool,
+    /// The last resume: failed attempts before it do not count towards an automatic
+    /// pause.
+    #[serde(default)]
+    pub resumed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ordering: WebhookOrdering,
 }
 
 impl Default for WebhookSettings {
@@ -135,6 +181,9 @@ impl Default for WebhookSettings {
             headers: BTreeMap::new(),
             previous_secret: None,
             previous_secret_until: None,
+            paused: false,
+            resumed_at: None,
+            ordering: WebhookOrdering::Strict,
         }
     }
 }

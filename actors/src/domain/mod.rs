@@ -28,7 +28,7 @@ pub use address::{Jid, normalize_phone};
 pub use event::{Event, EventKind, EventQuery, InstanceEvent};
 pub use instance::{
     ActivityEntry, ActivityQuery, EngineKind, Instance, InstanceStatus, LimitPeriod, Limits,
-    WebhookSettings,
+    WebhookOrdering, WebhookSettings,
 };
 pub use message::{
     ChatSummary, Contact, ContactCard, ContactQuery, HistoryQuery, Location, MediaKind, Message,

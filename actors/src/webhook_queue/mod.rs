@@ -27,6 +27,7 @@ use crate::domain::{
 use crate::error::StoreError;
 use crate::store::DynStorage;
 
+pub use crate::domain::event::PauseReason;
 pub use queue::{ReplayScope, WebhookQueueHandle};
 pub(crate) use queue::{spawn, vacate};
 
@@ -48,11 +49,34 @@ pub struct WebhookConfig {
     /// cluster mode: other nodes own most instances and deliver their events; the jobs
     /// already in this node's outbox are delivered either way.
     pub catch_up_stored: bool,
+    /// An instance whose every delivery attempt has failed for this long has its
+    /// delivery paused; None: never.
+    pub auto_pause_after: Option<Duration>,
+    /// Hands an event the queue raised itself (`webhook_paused`), stored already, to
+    /// the live streams and back to the queue (the event hub's `announce`); None where
+    /// nobody listens.
+    pub announce: Option<Announcer>,
 }
 
-/// Called with the outcome of every delivery attempt and the instance it was for (None
+/// See [`WebhookConfig::announce`].
+pub type Announcer = Arc<dyn Fn(InstanceEvent) + Send + Sync>;
+
+/// Called with the record of every delivery attempt and the instance it was for (None
 /// when the instance is gone): metrics, and the `webhookSent` usage count.
-pub type DeliveryObserver = Arc<dyn Fn(DeliveryStatus, Option<&Instance>) + Send + Sync>;
+pub type DeliveryObserver = Arc<dyn Fn(&DeliveryRecord, Option<&Instance>) + Send + Sync>;
+
+/// What waits in the outbox for one instance (metrics, dashboards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backlog {
+    pub instance_id: String,
+    /// Jobs waiting for delivery.
+    pub pending: u64,
+    /// When the job at the head of the queue (the next to go in strict order) was first
+    /// queued.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Dead letters: deliveries given up, until retried or replayed.
+    pub failed: u64,
+}
 
 /// Longest wait between two attempts, whatever the settings say.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
@@ -72,6 +96,9 @@ pub struct WebhookJob {
     /// Attempts made so far.
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
+    /// After a failed attempt: the next one is not made before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// The outcome of one attempt.
@@ -129,6 +156,9 @@ pub trait Outbox: Send + Sync {
     async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError>;
     /// The oldest pending job of the instance.
     async fn head(&self, instance_id: &str) -> Result<Option<WebhookJob>, StoreError>;
+    /// The instance's `limit` oldest pending jobs, oldest first.
+    async fn pending(&self, instance_id: &str, limit: usize)
+    -> Result<Vec<WebhookJob>, StoreError>;
     /// Stores a job's new attempt count.
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError>;
     /// Removes a finished job.
@@ -153,6 +183,8 @@ pub trait Outbox: Send + Sync {
     async fn pending_instances(&self) -> Result<Vec<String>, StoreError>;
     /// Number of pending jobs, all instances together.
     async fn depth(&self) -> Result<u64, StoreError>;
+    /// Every instance with pending jobs or dead letters, with how many of each.
+    async fn backlog(&self) -> Result<Vec<Backlog>, StoreError>;
     /// Appends a delivery record, keeping the newest [`DELIVERY_RECORDS_KEPT`].
     async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError>;
     /// Newest first.
@@ -432,6 +464,7 @@ mod tests {
             body: b"{}".to_vec(),
             attempts: 0,
             created_at: Utc::now(),
+            not_before: None,
         };
         let h = headers(&i, &job, 2, Utc::now());
         let get = |n: &str| {
@@ -463,6 +496,7 @@ mod tests {
             body: b"{}".to_vec(),
             attempts: 0,
             created_at: now,
+            not_before: None,
         };
         let signature = |settings: &WebhookSettings, at| {
             headers(&instance(settings.clone()), &job, 1, at)

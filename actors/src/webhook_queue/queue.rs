@@ -20,6 +20,13 @@
 //! a stored event) again at the end of the instance's queue, through this actor, which
 //! stays the only one that adds jobs; the cursor does not move back.
 //!
+//! **Pause.** An instance's delivery can be paused: events keep being queued, its worker
+//! stops at the head job and no new one starts until a resume, which delivers the
+//! backlog in order. A worker whose every attempt has failed for the configured time
+//! reports the endpoint as failing; the queue then pauses the instance itself, logs a
+//! `webhook_paused` activity entry and publishes a `webhook_paused` event. The flag is
+//! the instance's (`webhookPaused`), written only here.
+//!
 //! The queue and each worker keep a copy of their instance (webhook URL and settings)
 //! instead of reading it from storage for every event and every attempt; whoever changes
 //! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`].
@@ -31,9 +38,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::delivery::{DeliveryWorker, WorkerMsg};
+use serde_json::json;
+
+use super::delivery::{DeliveryWorker, WorkerMsg, WorkerReport};
 use super::{DeadLetter, DeliveryRecord, OUTBOX_RETRY, Outbox, WebhookConfig, WebhookJob, wants};
-use crate::domain::{Instance, InstanceEvent, Page};
+use crate::domain::event::{PauseReason, WebhookPaused};
+use crate::domain::{ActivityEntry, Event, Instance, InstanceEvent, Page};
 use crate::error::{DomainError, StoreError};
 use crate::handle::ActorSlot;
 use crate::store::EventsAfter;
@@ -165,6 +175,34 @@ impl WebhookQueueHandle {
         Ok(queued)
     }
 
+    /// Pauses (`paused`) or resumes the instance's delivery; a resume delivers the
+    /// backlog in order. Returns whether it is paused now. Pausing what is paused, or
+    /// resuming what runs, changes nothing.
+    ///
+    /// Fails with `NotFound` when the instance is gone, `Unavailable` when storage is.
+    pub async fn set_paused(&self, instance_id: &str, paused: bool) -> Result<bool, DomainError> {
+        let instance_id = instance_id.to_owned();
+        let done = self
+            .slot
+            .call(REPLAY_TIMEOUT, "the webhook queue", |reply| {
+                QueueMsg::SetPaused {
+                    instance_id,
+                    paused,
+                    reply,
+                }
+            })
+            .await??;
+        done.ok_or_else(|| DomainError::NotFound("no such instance".into()))
+    }
+
+    /// What waits in the outbox, per instance.
+    pub async fn backlog(&self) -> Result<Vec<super::Backlog>, StoreError> {
+        match &self.outbox {
+            Some(outbox) => outbox.backlog().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Pending deliveries, all instances together.
     pub async fn depth(&self) -> Result<u64, StoreError> {
         match &self.outbox {
@@ -211,8 +249,21 @@ pub(crate) enum QueueMsg {
     CatchUp,
     /// A worker found its instance's queue empty.
     Idle(String),
+    /// A worker found its instance paused.
+    Parked(String),
+    /// A worker's attempts have all failed since this instant, for too long.
+    Failing {
+        instance_id: String,
+        since: DateTime<Utc>,
+    },
     Invalidate(String),
     Purge(String),
+    SetPaused {
+        instance_id: String,
+        paused: bool,
+        /// Whether it is paused now; None when the instance is gone.
+        reply: RpcReplyPort<Result<Option<bool>, StoreError>>,
+    },
     Retry {
         instance_id: String,
         event_id: String,
@@ -336,16 +387,73 @@ impl Actor for WebhookQueue {
                     }
                     _ => {
                         if let Some(worker) = state.workers.get(&instance_id) {
-                            let _ = worker.cast(WorkerMsg::Run);
+                            let _ = worker.cast(WorkerMsg::Nudge);
                         }
                     }
                 }
             }
             QueueMsg::Invalidate(instance_id) => {
                 state.instances.remove(&instance_id);
-                if let Some(worker) = state.workers.get(&instance_id) {
-                    let _ = worker.cast(WorkerMsg::Invalidate);
+                match state.workers.get(&instance_id) {
+                    Some(worker) => {
+                        // The ordering may have changed what is due: look again.
+                        let _ = worker.cast(WorkerMsg::Invalidate);
+                        let _ = worker.cast(WorkerMsg::Nudge);
+                    }
+                    // Delivery may have been switched back on with a backlog waiting.
+                    None => {
+                        if let Ok(Some(_)) = state.config.outbox.head(&instance_id).await {
+                            ensure_worker(&myself, state, &instance_id).await;
+                        }
+                    }
                 }
+            }
+            QueueMsg::Parked(instance_id) => {
+                // A resume may have been handled since the worker looked: read again.
+                state.instances.remove(&instance_id);
+                let config = state.config.clone();
+                let paused = cached_instance(&config, &mut state.instances, &instance_id)
+                    .await
+                    .map(|i| i.is_none_or(|i| i.webhook.paused));
+                match (paused, state.workers.get(&instance_id)) {
+                    (Ok(false), Some(worker)) => {
+                        let _ = worker.cast(WorkerMsg::Nudge);
+                    }
+                    (Err(_), Some(worker)) => {
+                        worker.send_after(OUTBOX_RETRY, || WorkerMsg::Nudge);
+                    }
+                    _ => {
+                        if let Some(worker) = state.workers.remove(&instance_id) {
+                            worker.stop(None);
+                        }
+                    }
+                }
+            }
+            QueueMsg::Failing { instance_id, since } => {
+                let paused =
+                    set_paused(state, &instance_id, true, PauseReason::Failing, Some(since)).await;
+                match (paused, state.workers.get(&instance_id)) {
+                    (Err(err), Some(worker)) => {
+                        tracing::error!(instance = %instance_id, %err, "cannot pause a failing webhook; delivery goes on");
+                        worker.send_after(OUTBOX_RETRY, || WorkerMsg::Nudge);
+                    }
+                    _ => {
+                        if let Some(worker) = state.workers.remove(&instance_id) {
+                            worker.stop(None);
+                        }
+                    }
+                }
+            }
+            QueueMsg::SetPaused {
+                instance_id,
+                paused,
+                reply,
+            } => {
+                let done = set_paused(state, &instance_id, paused, PauseReason::Manual, None).await;
+                if let Ok(Some(false)) = done {
+                    ensure_worker(&myself, state, &instance_id).await;
+                }
+                let _ = reply.send(done);
             }
             QueueMsg::Retry {
                 instance_id,
@@ -426,6 +534,65 @@ async fn cached_instance<'c>(
         }
     }
     Ok(cache.get(instance_id))
+}
+
+/// Pauses or resumes the instance's delivery in storage, with an activity entry (and,
+/// for a pause, a `webhook_paused` event); the queue and the worker read the instance
+/// again. Returns whether it is paused now; None when the instance is gone.
+async fn set_paused(
+    state: &mut QueueState,
+    instance_id: &str,
+    paused: bool,
+    reason: PauseReason,
+    failing_since: Option<DateTime<Utc>>,
+) -> Result<Option<bool>, StoreError> {
+    let config = state.config.clone();
+    let Some(mut instance) = config.storage.instance_by_id(instance_id).await? else {
+        return Ok(None);
+    };
+    if instance.webhook.paused == paused {
+        return Ok(Some(paused));
+    }
+    let now = Utc::now();
+    instance.webhook.paused = paused;
+    if !paused {
+        instance.webhook.resumed_at = Some(now);
+    }
+    instance.updated_at = now;
+    if !config.storage.update_instance(&instance).await? {
+        return Ok(None);
+    }
+    state.instances.remove(instance_id);
+    if let Some(worker) = state.workers.get(instance_id) {
+        let _ = worker.cast(WorkerMsg::Invalidate);
+    }
+    let since = failing_since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let (action, details) = if paused {
+        (
+            "webhook_paused",
+            json!({"reason": reason, "failingSince": since}),
+        )
+    } else {
+        ("webhook_resumed", json!({}))
+    };
+    config
+        .storage
+        .append_activity(&ActivityEntry::new(instance_id, action, details))
+        .await?;
+    if paused {
+        let event = InstanceEvent::new(
+            instance_id,
+            Event::WebhookPaused(WebhookPaused {
+                reason,
+                failing_since: since,
+            }),
+        );
+        config.storage.append_event(&event).await?;
+        if let Some(announce) = &config.announce {
+            announce(event);
+        }
+    }
+    Ok(Some(paused))
 }
 
 /// Stores the event as a job when its instance wants it; moves the cursor either way.
@@ -551,25 +718,41 @@ fn job_of(event: &InstanceEvent) -> WebhookJob {
         body: event.webhook_body(),
         attempts: 0,
         created_at: Utc::now(),
+        not_before: None,
     }
 }
 
+/// Starts a worker for the instance unless its delivery is paused; nudges the one that
+/// runs.
 async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, instance_id: &str) {
-    if state.workers.contains_key(instance_id) {
+    if let Some(worker) = state.workers.get(instance_id) {
+        // A new job may be due before the one the worker waits for (`unordered`).
+        let _ = worker.cast(WorkerMsg::Nudge);
+        return;
+    }
+    let config = state.config.clone();
+    if let Ok(Some(instance)) = cached_instance(&config, &mut state.instances, instance_id).await
+        && instance.webhook.paused
+    {
         return;
     }
     let queue = myself.clone();
-    let idle_of = instance_id.to_owned();
+    let of = instance_id.to_owned();
     let worker = DeliveryWorker {
         instance_id: instance_id.to_owned(),
         config: state.config.clone(),
-        on_idle: Arc::new(move || {
-            let _ = queue.cast(QueueMsg::Idle(idle_of.clone()));
+        report: Arc::new(move |report| {
+            let instance_id = of.clone();
+            let _ = queue.cast(match report {
+                WorkerReport::Idle => QueueMsg::Idle(instance_id),
+                WorkerReport::Parked => QueueMsg::Parked(instance_id),
+                WorkerReport::Failing(since) => QueueMsg::Failing { instance_id, since },
+            });
         }),
     };
     match Actor::spawn_linked(None, worker, (), myself.get_cell()).await {
         Ok((actor, _)) => {
-            let _ = actor.cast(WorkerMsg::Run);
+            let _ = actor.cast(WorkerMsg::Nudge);
             state.workers.insert(instance_id.to_owned(), actor);
         }
         Err(err) => tracing::error!(instance = %instance_id, %err, "cannot start a webhook worker"),

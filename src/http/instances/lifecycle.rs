@@ -7,7 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wagate_actors::domain::{EngineKind, Instance, InstanceStatus, LimitPeriod, Limits};
+use wagate_actors::domain::{
+    EngineKind, Instance, InstanceStatus, LimitPeriod, Limits, WebhookOrdering,
+};
 
 use super::{ConnectionStatus, Done, OPERATOR, connection, done};
 use crate::gateway::instances::{self as cases, InstancePatch, NewInstance};
@@ -59,6 +61,10 @@ pub(super) struct InstanceView {
     phone: Option<String>,
     webhook_url: Option<String>,
     webhook_enabled: bool,
+    /// Delivery is paused (by `POST …/webhook/pause`, or automatically after
+    /// `WEBHOOK_AUTO_PAUSE_MS` of failures): events are queued, not sent, until a resume.
+    webhook_paused: bool,
+    webhook_ordering: WebhookOrdering,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsView>,
     #[schema(format = DateTime)]
@@ -112,6 +118,8 @@ impl InstanceView {
             phone: i.phone,
             webhook_url: i.webhook_url,
             webhook_enabled: i.webhook_enabled,
+            webhook_paused: i.webhook.paused,
+            webhook_ordering: i.webhook.ordering,
             limits: i.limits.map(|l| LimitsView {
                 max_messages_sent: l.max_messages_sent,
                 max_api_calls: l.max_api_calls,
@@ -165,6 +173,10 @@ pub(super) struct CreateInstance {
     /// Extra headers sent with every delivery (at most 20).
     #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
+    /// `strict` (default): webhooks in the order of the events, a failing delivery
+    /// holding back the later ones until it succeeds or its retries run out;
+    /// `unordered`: a failing delivery waits for its retry while later ones go out.
+    webhook_ordering: Option<WebhookOrdering>,
     limits: Option<LimitsInput>,
 }
 
@@ -206,6 +218,7 @@ impl From<SettingsPatch> for cases::SettingsPatch {
             secret: p.secret,
             secret_grace_secs: p.secret_grace_period,
             headers: p.headers,
+            ordering: None,
         }
     }
 }
@@ -256,6 +269,7 @@ pub(super) async fn create(
                 secret: body.webhook_secret,
                 secret_grace_secs: None,
                 headers: body.headers,
+                ordering: body.webhook_ordering,
             },
             limits: body.limits.map(Limits::from),
         })
@@ -352,6 +366,8 @@ pub(super) struct UpdateInstance {
     /// Extra headers sent with every delivery (at most 20); replaces the previous set.
     #[schema(schema_with = crate::http::openapi::headers_schema)]
     headers: Option<BTreeMap<String, String>>,
+    /// `strict` or `unordered` (see the creation request).
+    webhook_ordering: Option<WebhookOrdering>,
     limits: Option<LimitsInput>,
 }
 
@@ -396,6 +412,7 @@ pub(super) async fn update(
         secret: body.webhook_secret,
         secret_grace_secs: body.webhook_secret_grace_period,
         headers: body.headers,
+        ordering: body.webhook_ordering,
     };
     let webhook_settings = match body.webhook_settings.map(cases::SettingsPatch::from) {
         Some(nested) => Some(flat.overlaid(nested)),

@@ -34,7 +34,7 @@ pub(super) struct SendText {
     reply_to: Option<String>,
     /// Phone numbers of the people the message mentions (`@` mentions).
     #[serde(default)]
-    #[schema(example = json!(["79001234567"]))]
+    #[schema(schema_with = crate::http::openapi::phone_list_schema)]
     mentions: Vec<String>,
 }
 
@@ -94,6 +94,7 @@ pub(super) struct SendMedia {
     reply_to: Option<String>,
     /// Phone numbers of the people the caption mentions.
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::phone_list_schema)]
     mentions: Vec<String>,
 }
 

@@ -41,7 +41,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, LimitPeriod,
-    Limits, MessageStatus, Page, Role, User, WebhookSettings,
+    Limits, MessageStatus, Page, Role, User, WebhookOrdering, WebhookSettings,
 };
 use wagate_actors::error::StoreError;
 use wagate_actors::store::{
@@ -500,6 +500,9 @@ fn webhook_doc(w: &WebhookSettings) -> Document {
         "headers": headers,
         "previousSecret": w.previous_secret.as_deref(),
         "previousSecretUntil": w.previous_secret_until.map(date),
+        "paused": w.paused,
+        "resumedAt": w.resumed_at.map(date),
+        "ordering": w.ordering.as_str(),
     }
 }
 
@@ -524,6 +527,14 @@ fn webhook_from_doc(f: &Fields<'_>) -> StoreResult<WebhookSettings> {
         headers,
         previous_secret: f.opt_string("previousSecret")?,
         previous_secret_until: f.opt_time("previousSecretUntil")?,
+        // Absent in documents written before delivery could be paused.
+        paused: f.0.get_bool("paused").unwrap_or(false),
+        resumed_at: f.opt_time("resumedAt")?,
+        // Absent in documents written before the setting existed.
+        ordering: match f.opt_string("ordering")? {
+            Some(o) => o.parse().map_err(|_| f.wrong("ordering"))?,
+            None => WebhookOrdering::default(),
+        },
     })
 }
 
