@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde_json::{Value, json};
-use wagate_actors::desk::{GraphApi, GraphError};
+use wagate_actors::desk::{GraphApi, GraphError, MediaDownload};
 use wagate_actors::domain::waba::{GraphCredentials, WabaContent};
 
 /// How long one request to Meta may take.
@@ -21,6 +22,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Delay before the first retry; it doubles before each next one.
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(200);
+
+/// How long fetching one inbound file (its URL, then its bytes) may take by default
+/// (`waba_media_timeout_ms`).
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest inbound file the desk keeps by default (`waba_media_max_bytes`): Meta's
+/// own limit for documents, its largest media.
+pub const MEDIA_MAX_BYTES: u64 = 100 * 1024 * 1024;
 
 /// Meta's error codes with an answer of their own.
 const CODE_REENGAGEMENT: i64 = 131047;
@@ -34,6 +42,10 @@ pub struct GraphClient {
     base_url: String,
     version: String,
     retry_base: Duration,
+    /// Downloads have only the overall `media_timeout`, not the per-request one.
+    media_http: reqwest::Client,
+    media_timeout: Duration,
+    media_max_bytes: u64,
 }
 
 impl GraphClient {
@@ -47,12 +59,28 @@ impl GraphClient {
             .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
+        let media_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(GraphClient {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             version: version.trim_matches('/').to_owned(),
             retry_base: RETRY_BASE_DELAY,
+            media_http,
+            media_timeout: MEDIA_TIMEOUT,
+            media_max_bytes: MEDIA_MAX_BYTES,
         })
+    }
+
+    /// The same client with these bounds on one media download: `timeout` for the whole
+    /// of it, `max_bytes` for the file.
+    pub fn with_media_limits(mut self, timeout: Duration, max_bytes: u64) -> GraphClient {
+        self.media_timeout = timeout;
+        self.media_max_bytes = max_bytes;
+        self
     }
 
     /// The longest a send can take: every attempt timing out, plus the retry delays. The
@@ -221,6 +249,110 @@ impl GraphClient {
     }
 }
 
+/// Whether `id` can be put in a Graph API path as it is (Meta's ids are digits).
+fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl GraphClient {
+    /// `GET /{media_id}` for the file's URL, then the file, without a deadline of its own.
+    async fn fetch_media(
+        &self,
+        credentials: &GraphCredentials,
+        media_id: &str,
+    ) -> Result<MediaDownload, GraphError> {
+        if !plain_id(media_id) {
+            return Err(GraphError::Rejected {
+                code: 100,
+                message: format!("'{media_id}' is not a media id"),
+            });
+        }
+        let token = &credentials.access_token;
+        let unreachable = |e: reqwest::Error| {
+            GraphError::Unavailable(format!(
+                "cannot reach Meta: {}",
+                redact(&e.to_string(), token)
+            ))
+        };
+        let url = format!("{}/{}/{}", self.base_url, self.version, media_id);
+        let answer = self
+            .media_http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = answer.status();
+        let text = answer.text().await.map_err(unreachable)?;
+        let json: Value = serde_json::from_str(&redact(&text, token)).unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(classify(status, &json));
+        }
+        let max = self.media_max_bytes;
+        let too_large = |size: u64| {
+            GraphError::TooLarge(format!(
+                "the file is {size} bytes, over the desk's limit of {max} bytes (waba_media_max_bytes)"
+            ))
+        };
+        if let Some(size) = json["file_size"].as_u64()
+            && size > max
+        {
+            return Err(too_large(size));
+        }
+        let Some(file_url) = json["url"].as_str() else {
+            return Err(GraphError::Unavailable(format!(
+                "Meta answered no URL for media {media_id}"
+            )));
+        };
+        let answer = self
+            .media_http
+            .get(file_url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    GraphError::Unavailable(format!("Meta's media download answered {status}"))
+                } else {
+                    GraphError::Rejected {
+                        code: i64::from(status.as_u16()),
+                        message: format!("Meta's media download answered {status}"),
+                    }
+                },
+            );
+        }
+        if let Some(size) = answer.content_length()
+            && size > max
+        {
+            return Err(too_large(size));
+        }
+        let mime_type = json["mime_type"].as_str().map(str::to_owned).or_else(|| {
+            answer
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        let mut bytes = Vec::new();
+        let mut body = answer.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(unreachable)?;
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(too_large((bytes.len() + chunk.len()) as u64));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(MediaDownload { bytes, mime_type })
+    }
+}
+
 #[async_trait]
 impl GraphApi for GraphClient {
     async fn send_message(
@@ -251,6 +383,22 @@ impl GraphApi for GraphClient {
         self.post_messages(credentials, &body, "a read receipt")
             .await
             .map(|_| ())
+    }
+
+    async fn download_media(
+        &self,
+        credentials: &GraphCredentials,
+        media_id: &str,
+    ) -> Result<MediaDownload, GraphError> {
+        match tokio::time::timeout(self.media_timeout, self.fetch_media(credentials, media_id))
+            .await
+        {
+            Ok(done) => done,
+            Err(_) => Err(GraphError::Unavailable(format!(
+                "fetching media {media_id} from Meta took longer than {} ms (waba_media_timeout_ms)",
+                self.media_timeout.as_millis()
+            ))),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use wagate_actors::domain::MessageStatus;
+use wagate_actors::domain::waba::WabaMedia;
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `app_secret`.
 /// Constant-time in the comparison.
@@ -118,6 +119,9 @@ pub struct TextBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(as = MetaMedia)]
 pub struct MediaBody {
+    /// Meta's media id: what the file is fetched by.
+    pub id: Option<String>,
+    pub mime_type: Option<String>,
     pub caption: Option<String>,
     pub filename: Option<String>,
 }
@@ -149,6 +153,30 @@ impl InboundMessage {
             }
         }
         self.button.as_ref().and_then(|b| b.text.clone())
+    }
+
+    /// The attachment of an image, video, audio, document or sticker message that names
+    /// a media id, as a file to fetch.
+    pub fn media(&self) -> Option<WabaMedia> {
+        let body = match self.kind.as_str() {
+            "image" => &self.image,
+            "video" => &self.video,
+            "audio" => &self.audio,
+            "document" => &self.document,
+            "sticker" => &self.sticker,
+            _ => return None,
+        };
+        let body = body.as_ref()?;
+        let id = body
+            .id
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())?;
+        Some(WabaMedia::pending(
+            id.to_owned(),
+            body.mime_type.clone(),
+            body.filename.clone(),
+        ))
     }
 
     pub fn message_type(&self) -> String {
@@ -239,6 +267,8 @@ mod tests {
         let value = &v.entry[0].changes[0].value;
         assert_eq!(value.name_of("79001234567"), Some("Ann"));
         assert_eq!(value.messages[0].content().as_deref(), Some("look"));
+        let media = value.messages[0].media().expect("an attachment");
+        assert_eq!(media.media_id, "m1");
         assert_eq!(
             meta_time(value.messages[0].timestamp.as_deref(), Utc::now()).timestamp(),
             1_700_000_000

@@ -1,7 +1,7 @@
 //! The WABA operator desk against a local fake of Meta's Graph API (which checks the exact
 //! Cloud API payloads and the bearer token) and signed webhook notifications.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub(crate) const TOKEN: &str = "EAAG-test-access-token-0001";
 pub(crate) const APP_SECRET: &str = "app-secret-0123456789";
 pub(crate) const VERIFY_TOKEN: &str = "verify-me-please";
 pub(crate) const PHONE_NUMBER_ID: &str = "106540352242922";
-const CUSTOMER: &str = "79001234567";
+pub(crate) const CUSTOMER: &str = "79001234567";
 
 // --- The fake Graph API ---------------------------------------------------------------
 
@@ -38,6 +38,23 @@ struct GraphShared {
     requests: Mutex<Vec<GraphRequest>>,
     /// Scripted answers (status, body), used before the default success.
     script: Mutex<VecDeque<(u16, Value)>>,
+    /// The files Meta keeps, by media id: (bytes, MIME type).
+    media: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    /// Faults of the next media requests, before the default answers.
+    media_faults: Mutex<VecDeque<MediaFault>>,
+    /// Media requests, as `GET <path>` with the bearer token they carried.
+    media_requests: Mutex<Vec<(String, String)>>,
+    /// The address the fake listens on (for the download URLs it hands out).
+    addr: Mutex<Option<SocketAddr>>,
+}
+
+/// What the fake does instead of answering a media request normally.
+#[derive(Debug, Clone)]
+pub(crate) enum MediaFault {
+    /// The media id lookup answers this status and body.
+    Lookup(u16, Value),
+    /// The download never finishes (in time).
+    Stall,
 }
 
 /// A fake of `POST /{version}/{phone_number_id}/messages`.
@@ -94,6 +111,101 @@ async fn graph_messages(
     )
 }
 
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `GET /{version}/{media_id}`: the file's URL, type and size.
+async fn graph_media_lookup(
+    State(shared): State<Arc<GraphShared>>,
+    Path((version, media_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    let authorization = bearer(&headers);
+    shared
+        .media_requests
+        .lock()
+        .expect("lock")
+        .push((format!("GET /{version}/{media_id}"), authorization.clone()));
+    if authorization != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "Invalid OAuth access token.", "code": 190}})),
+        );
+    }
+    let fault = {
+        let mut faults = shared.media_faults.lock().expect("lock");
+        match faults.front() {
+            Some(MediaFault::Lookup(..)) => faults.pop_front(),
+            _ => None,
+        }
+    };
+    if let Some(MediaFault::Lookup(status, body)) = fault {
+        return (StatusCode::from_u16(status).expect("status"), Json(body));
+    }
+    let known = shared
+        .media
+        .lock()
+        .expect("lock")
+        .get(&media_id)
+        .map(|(bytes, mime)| (bytes.len(), mime.clone()));
+    let Some((size, mime)) = known else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(meta_error(
+                100,
+                "Unsupported get request. Object with ID does not exist",
+            )),
+        );
+    };
+    let addr = shared.addr.lock().expect("lock").expect("address");
+    (
+        StatusCode::OK,
+        Json(
+            json!({"messaging_product": "whatsapp", "id": media_id, "mime_type": mime,
+                    "sha256": "x", "file_size": size,
+                    "url": format!("http://{addr}/download/{media_id}")}),
+        ),
+    )
+}
+
+/// `GET /download/{media_id}`: the file itself.
+async fn graph_media_download(
+    State(shared): State<Arc<GraphShared>>,
+    Path(media_id): Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let authorization = bearer(&headers);
+    shared
+        .media_requests
+        .lock()
+        .expect("lock")
+        .push((format!("GET /download/{media_id}"), authorization.clone()));
+    if authorization != format!("Bearer {TOKEN}") {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let stall = {
+        let mut faults = shared.media_faults.lock().expect("lock");
+        match faults.front() {
+            Some(MediaFault::Stall) => faults.pop_front().is_some(),
+            _ => false,
+        }
+    };
+    if stall {
+        // Longer than any test's media timeout: the desk gives up first.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    match shared.media.lock().expect("lock").get(&media_id).cloned() {
+        Some((bytes, mime)) => ([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 impl FakeGraph {
     pub(crate) async fn start() -> FakeGraph {
         let shared = Arc::new(GraphShared::default());
@@ -102,11 +214,20 @@ impl FakeGraph {
                 "/{version}/{phone_number_id}/messages",
                 axum::routing::post(graph_messages),
             )
+            .route(
+                "/{version}/{media_id}",
+                axum::routing::get(graph_media_lookup),
+            )
+            .route(
+                "/download/{media_id}",
+                axum::routing::get(graph_media_download),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        *shared.addr.lock().expect("lock") = Some(addr);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -121,6 +242,29 @@ impl FakeGraph {
         self.shared.requests.lock().expect("lock").clone()
     }
 
+    /// Meta keeps `bytes` of type `mime` as `media_id`.
+    pub(crate) fn keep_media(&self, media_id: &str, bytes: &[u8], mime: &str) {
+        self.shared
+            .media
+            .lock()
+            .expect("lock")
+            .insert(media_id.to_owned(), (bytes.to_vec(), mime.to_owned()));
+    }
+
+    /// The next media requests meet `fault`, in order.
+    pub(crate) fn media_fault(&self, fault: MediaFault) {
+        self.shared
+            .media_faults
+            .lock()
+            .expect("lock")
+            .push_back(fault);
+    }
+
+    /// Media requests so far: (`GET <path>`, the Authorization header).
+    pub(crate) fn media_requests(&self) -> Vec<(String, String)> {
+        self.shared.media_requests.lock().expect("lock").clone()
+    }
+
     /// The next answers, before the default success.
     fn answer(&self, status: u16, body: Value) {
         self.shared
@@ -131,7 +275,7 @@ impl FakeGraph {
     }
 }
 
-fn meta_error(code: i64, message: &str) -> Value {
+pub(crate) fn meta_error(code: i64, message: &str) -> Value {
     json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "x"}})
 }
 
@@ -143,7 +287,7 @@ fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn notification(phone_number_id: &str, value: Value) -> Value {
+pub(crate) fn notification(phone_number_id: &str, value: Value) -> Value {
     let mut value = value;
     value["messaging_product"] = json!("whatsapp");
     value["metadata"] =
@@ -734,7 +878,7 @@ async fn idle_chats_stop_and_wake(backend: Backend) {
 }
 
 /// Opens the operator stream, resuming after `last_event_id` when given.
-async fn open_events(d: &Desk, last_event_id: Option<&str>) -> reqwest::Response {
+pub(crate) async fn open_events(d: &Desk, last_event_id: Option<&str>) -> reqwest::Response {
     let mut rb = d
         .server
         .request(Method::GET, "/api/waba/operator/events", &d.owner);

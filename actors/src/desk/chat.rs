@@ -172,6 +172,7 @@ impl OperatorChatActor {
             message_type: content.kind().to_owned(),
             content: text,
             media_url: content.media_url().map(str::to_owned),
+            media: None,
             status: MessageStatus::Sent,
             is_read_by_operator: true,
             sender_user_id,

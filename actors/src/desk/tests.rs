@@ -59,6 +59,7 @@ fn inbound(wamid: &str, at: chrono::DateTime<Utc>) -> WabaMessage {
         message_type: "text".into(),
         content: Some("hello".into()),
         media_url: None,
+        media: None,
         status: MessageStatus::Received,
         is_read_by_operator: false,
         sender_user_id: None,

@@ -94,6 +94,9 @@ pub struct WabaMessage {
     pub message_type: String,
     pub content: Option<String>,
     pub media_url: Option<String>,
+    /// A file kept by the desk: an inbound attachment fetched from Meta, or an uploaded
+    /// one sent by id. Served at `/api/waba/operator/media/{id}`.
+    pub media: Option<WabaMedia>,
     /// Outbound: `sent → delivered → read` (or `failed`), forward only; inbound `received`.
     pub status: MessageStatus,
     /// Inbound messages an operator has read in the desk.
@@ -102,6 +105,73 @@ pub struct WabaMessage {
     pub sender_user_id: Option<String>,
     pub timestamp: DateTime<Utc>,
     pub status_updated_at: Option<DateTime<Utc>>,
+}
+
+/// Where fetching a message's file from Meta stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaState {
+    /// Not fetched yet (a fetch is under way or will be retried).
+    Pending,
+    /// Kept by the desk; `path` names the file.
+    Stored,
+    /// Every attempt failed; `error` says why.
+    Failed,
+}
+
+impl MediaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaState::Pending => "pending",
+            MediaState::Stored => "stored",
+            MediaState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for MediaState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(MediaState::Pending),
+            "stored" => Ok(MediaState::Stored),
+            "failed" => Ok(MediaState::Failed),
+            other => Err(format!("unknown media state '{other}'")),
+        }
+    }
+}
+
+/// The file of a desk message and where fetching it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaMedia {
+    /// Meta's media id.
+    pub media_id: String,
+    pub mime_type: Option<String>,
+    pub file_name: Option<String>,
+    /// Size in bytes, once stored.
+    pub size: Option<u64>,
+    /// The file, relative to the media store, once stored.
+    pub path: Option<String>,
+    pub state: MediaState,
+    /// Fetch attempts made so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}
+
+impl WabaMedia {
+    /// An inbound attachment Meta named, not fetched yet.
+    pub fn pending(media_id: String, mime_type: Option<String>, file_name: Option<String>) -> Self {
+        WabaMedia {
+            media_id,
+            mime_type,
+            file_name,
+            size: None,
+            path: None,
+            state: MediaState::Pending,
+            attempts: 0,
+            error: None,
+        }
+    }
 }
 
 /// A chat as the chat list shows it.

@@ -6,6 +6,8 @@
 mod history;
 mod send;
 
+pub(crate) use history::content_disposition;
+
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

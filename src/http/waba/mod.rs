@@ -11,10 +11,12 @@
 //! - [`meta_webhook`]: Meta's subscription check and notifications;
 //! - [`operator`]: sends and message statuses;
 //! - [`chats`]: chat lists, histories, marking read and assignment;
-//! - [`events`]: the live events, resumable with `Last-Event-ID`.
+//! - [`events`]: the live events, resumable with `Last-Event-ID`;
+//! - [`media`]: the desk's files (inbound attachments fetched from Meta).
 
 pub mod chats;
 pub mod events;
+pub mod media;
 pub mod meta_webhook;
 pub mod operator;
 pub mod settings;
@@ -37,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(operator::router())
         .merge(chats::router())
         .merge(events::router())
+        .merge(media::router())
 }
 
 const NO_CHAT: &str = "No such chat visible to the caller";
