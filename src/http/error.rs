@@ -303,6 +303,12 @@ impl From<WabaError> for ApiError {
             }
             WabaError::Graph(GraphError::TooLarge(m)) => ApiError::payload_too_large(m),
             WabaError::NoMedia(_) => ApiError::not_found(e.to_string()),
+            WabaError::UnsupportedType(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_media_type",
+                e.to_string(),
+            ),
+            WabaError::TooLarge(m) => ApiError::payload_too_large(m),
             WabaError::MediaPending(_) => ApiError {
                 code: "media_pending",
                 retry_after: Some(2),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use wagate_actors::desk::{GraphApi, GraphError, MediaDownload};
+use wagate_actors::desk::{GraphApi, GraphError, MediaDownload, MediaUpload};
 use wagate_actors::domain::waba::{GraphCredentials, WabaContent};
 
 /// How long one request to Meta may take.
@@ -130,6 +130,26 @@ pub fn payload(to: &str, content: &WabaContent) -> Value {
                 document["filename"] = json!(f);
             }
             ("document", document)
+        }
+        WabaContent::Uploaded {
+            kind,
+            media_id,
+            caption,
+            filename,
+        } => {
+            let mut media = json!({ "id": media_id });
+            // Audio and stickers take no caption; only documents have a file name.
+            if let Some(c) = caption
+                && matches!(*kind, "image" | "video" | "document")
+            {
+                media["caption"] = json!(c);
+            }
+            if let Some(f) = filename
+                && *kind == "document"
+            {
+                media["filename"] = json!(f);
+            }
+            (*kind, media)
         }
         WabaContent::Template {
             name,
@@ -385,6 +405,62 @@ impl GraphApi for GraphClient {
             .map(|_| ())
     }
 
+    async fn upload_media(
+        &self,
+        credentials: &GraphCredentials,
+        file: &MediaUpload,
+    ) -> Result<String, GraphError> {
+        let token = &credentials.access_token;
+        let url = format!(
+            "{}/{}/{}/media",
+            self.base_url, self.version, credentials.phone_number_id
+        );
+        let part = reqwest::multipart::Part::bytes(file.bytes.clone())
+            .file_name(file.file_name.clone().unwrap_or_else(|| "file".into()))
+            .mime_str(&file.mime_type)
+            .map_err(|e| GraphError::Rejected {
+                code: 100,
+                message: format!("'{}' is not a media type: {e}", file.mime_type),
+            })?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", file.mime_type.clone())
+            .part("file", part);
+        let unreachable = |e: reqwest::Error| {
+            GraphError::Unavailable(format!(
+                "cannot reach Meta's Graph API: {}",
+                redact(&e.to_string(), token)
+            ))
+        };
+        let answer = tokio::time::timeout(
+            self.media_timeout,
+            self.media_http
+                .post(&url)
+                .bearer_auth(token)
+                .multipart(form)
+                .send(),
+        )
+        .await
+        .map_err(|_| {
+            GraphError::Unavailable(format!(
+                "uploading the file to Meta took longer than {} ms",
+                self.media_timeout.as_millis()
+            ))
+        })?
+        .map_err(unreachable)?;
+        let status = answer.status();
+        let text = answer.text().await.map_err(unreachable)?;
+        let json: Value = serde_json::from_str(&redact(&text, token)).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let error = classify(status, &json);
+            tracing::warn!(%status, error = %error, "the Graph API refused an upload");
+            return Err(error);
+        }
+        json["id"].as_str().map(str::to_owned).ok_or_else(|| {
+            GraphError::Unavailable("Meta answered an upload without a media id".into())
+        })
+    }
+
     async fn download_media(
         &self,
         credentials: &GraphCredentials,
@@ -426,6 +502,17 @@ mod tests {
             doc["document"],
             json!({"link": "https://e.com/a.pdf", "filename": "a.pdf"})
         );
+        let audio = payload(
+            "1",
+            &WabaContent::Uploaded {
+                kind: "audio",
+                media_id: "M1".into(),
+                caption: Some("not for audio".into()),
+                filename: Some("a.ogg".into()),
+            },
+        );
+        assert_eq!(audio["type"], "audio");
+        assert_eq!(audio["audio"], json!({"id": "M1"}));
         let template = payload(
             "1",
             &WabaContent::Template {

@@ -44,8 +44,65 @@ struct GraphShared {
     media_faults: Mutex<VecDeque<MediaFault>>,
     /// Media requests, as `GET <path>` with the bearer token they carried.
     media_requests: Mutex<Vec<(String, String)>>,
+    /// Files uploaded to `/{phone_number_id}/media`.
+    uploads: Mutex<Vec<Upload>>,
     /// The address the fake listens on (for the download URLs it hands out).
     addr: Mutex<Option<SocketAddr>>,
+}
+
+/// One file uploaded to Meta.
+#[derive(Debug, Clone)]
+pub(crate) struct Upload {
+    pub(crate) phone_number_id: String,
+    /// The `type` field.
+    pub(crate) kind: String,
+    pub(crate) file_name: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) messaging_product: String,
+}
+
+/// `POST /{version}/{phone_number_id}/media`: an upload, answered with its media id.
+async fn graph_upload(
+    State(shared): State<Arc<GraphShared>>,
+    Path((_version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> (StatusCode, Json<Value>) {
+    if bearer(&headers) != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "Invalid OAuth access token.", "code": 190}})),
+        );
+    }
+    let mut upload = Upload {
+        phone_number_id,
+        kind: String::new(),
+        file_name: None,
+        content_type: None,
+        bytes: Vec::new(),
+        messaging_product: String::new(),
+    };
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name().unwrap_or_default() {
+            "type" => upload.kind = field.text().await.unwrap_or_default(),
+            "messaging_product" => {
+                upload.messaging_product = field.text().await.unwrap_or_default()
+            }
+            "file" => {
+                upload.file_name = field.file_name().map(str::to_owned);
+                upload.content_type = field.content_type().map(str::to_owned);
+                upload.bytes = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    let n = {
+        let mut uploads = shared.uploads.lock().expect("lock");
+        uploads.push(upload);
+        uploads.len()
+    };
+    (StatusCode::OK, Json(json!({"id": format!("UPLOAD-{n}")})))
 }
 
 /// What the fake does instead of answering a media request normally.
@@ -219,6 +276,11 @@ impl FakeGraph {
                 axum::routing::get(graph_media_lookup),
             )
             .route(
+                "/{version}/{phone_number_id}/media",
+                axum::routing::post(graph_upload),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+            .route(
                 "/download/{media_id}",
                 axum::routing::get(graph_media_download),
             )
@@ -258,6 +320,16 @@ impl FakeGraph {
             .lock()
             .expect("lock")
             .push_back(fault);
+    }
+
+    /// The files uploaded so far.
+    pub(crate) fn uploads(&self) -> Vec<Upload> {
+        self.shared.uploads.lock().expect("lock").clone()
+    }
+
+    /// Message requests so far (sends and read receipts): their bodies.
+    pub(crate) fn message_bodies(&self) -> Vec<Value> {
+        self.requests().into_iter().map(|r| r.body).collect()
     }
 
     /// Media requests so far: (`GET <path>`, the Authorization header).

@@ -275,7 +275,184 @@ async fn failed_fetches_are_bounded_and_visible(backend: Backend) {
     );
 }
 
+/// `POST /api/waba/operator/send` as a multipart form.
+async fn send_file(
+    d: &Desk,
+    chat: i64,
+    bytes: Vec<u8>,
+    name: &str,
+    mime: &str,
+    message: Option<&str>,
+) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(mime)
+        .expect("mime");
+    let mut form = reqwest::multipart::Form::new()
+        .text("chatId", chat.to_string())
+        .part("file", part);
+    if let Some(m) = message {
+        form = form.text("message", m.to_owned());
+    }
+    read(
+        d.server
+            .request(Method::POST, "/api/waba/operator/send", &d.owner)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await
+}
+
+async fn uploads_are_sent_by_media_id(backend: Backend) {
+    let d = desk_with(backend, &[]).await;
+    let chat = crate::waba::customer_writes(&d, "wamid.IN-UP", now_secs()).await;
+
+    // An image: uploaded to /{phone-number-id}/media, then sent by its id.
+    let (code, sent) = send_file(
+        &d,
+        chat,
+        PNG.to_vec(),
+        "photo.png",
+        "image/png",
+        Some("Your photo"),
+    )
+    .await;
+    assert_eq!(code, 200, "{sent}");
+    assert_eq!(sent["message"]["type"], "image");
+    let uploads = d.graph.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].phone_number_id, PHONE_NUMBER_ID);
+    assert_eq!(uploads[0].messaging_product, "whatsapp");
+    assert_eq!(uploads[0].kind, "image/png");
+    assert_eq!(uploads[0].content_type.as_deref(), Some("image/png"));
+    assert_eq!(uploads[0].bytes, PNG);
+    assert_eq!(uploads[0].file_name.as_deref(), Some("photo.png"));
+    let bodies = d.graph.message_bodies();
+    let last = bodies.last().expect("a send");
+    assert_eq!(last["type"], "image");
+    assert_eq!(
+        last["image"],
+        json!({"id": "UPLOAD-1", "caption": "Your photo"})
+    );
+
+    // The desk keeps a copy: the history points at it.
+    let id = sent["message"]["id"].as_i64().expect("id");
+    let (_, history) = d
+        .server
+        .get(
+            &format!("/api/waba/operator/chat/{chat}/messages"),
+            &d.owner,
+        )
+        .await;
+    let m = &history["messages"][0];
+    assert_eq!(m["id"], id);
+    assert_eq!(m["mediaUrl"], format!("/api/waba/operator/media/{id}"));
+    assert_eq!(m["media"]["status"], "stored");
+    assert_eq!(m["content"], "Your photo");
+    let answer = d
+        .server
+        .request(
+            Method::GET,
+            &format!("/api/waba/operator/media/{id}"),
+            &d.owner,
+        )
+        .send()
+        .await
+        .expect("media");
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.bytes().await.expect("bytes").as_ref(), PNG);
+
+    // A document keeps its name.
+    let (code, sent) = send_file(
+        &d,
+        chat,
+        b"%PDF-1.4 x".to_vec(),
+        "invoice.pdf",
+        "application/pdf",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{sent}");
+    let last = d.graph.message_bodies().last().cloned().expect("a send");
+    assert_eq!(last["type"], "document");
+    assert_eq!(
+        last["document"],
+        json!({"id": "UPLOAD-2", "filename": "invoice.pdf"})
+    );
+
+    // Over 10 MB: an image over Meta's 5 MB, refused before anything reaches Meta.
+    let mut big = PNG.to_vec();
+    big.resize(10 * 1024 * 1024 + 1, 0);
+    let sends = d.graph.message_bodies().len();
+    let (code, body) = send_file(&d, chat, big, "big.png", "image/png", None).await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["code"], "payload_too_large");
+    // Over MAX_UPLOAD_BYTES (16 MiB): the same, from the edge.
+    let (code, body) = send_file(
+        &d,
+        chat,
+        vec![1u8; 17 * 1024 * 1024],
+        "big.pdf",
+        "application/pdf",
+        None,
+    )
+    .await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["code"], "payload_too_large");
+
+    // A type Meta refuses: 400, nothing uploaded.
+    let (code, body) = send_file(
+        &d,
+        chat,
+        b"MZ\x90\0 program".to_vec(),
+        "setup.exe",
+        "application/x-msdownload",
+        None,
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["code"], "unsupported_media_type");
+    let (code, body) =
+        send_file(&d, chat, b"GIF89a....".to_vec(), "a.gif", "image/gif", None).await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(d.graph.uploads().len(), 2);
+    assert_eq!(d.graph.message_bodies().len(), sends);
+
+    // Missing parts are 400; another account's chat 404.
+    let (code, body) = read(
+        d.server
+            .request(Method::POST, "/api/waba/operator/send", &d.owner)
+            .multipart(reqwest::multipart::Form::new().text("chatId", chat.to_string()))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().expect("error").contains("file"));
+
+    // Outside the window: refused before the upload.
+    let stale = crate::waba::inbound("wamid.IN-OLD", "79005550000", "old", now_secs() - 25 * 3600);
+    let (code, body) = webhook(&d.server, &stale, Some(APP_SECRET)).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, chats) = d.server.get("/api/waba/operator/chats", &d.owner).await;
+    let old = chats["chats"]
+        .as_array()
+        .expect("chats")
+        .iter()
+        .find(|c| c["customerPhone"] == "79005550000")
+        .and_then(|c| c["id"].as_i64())
+        .expect("the stale chat");
+    let (code, body) = send_file(&d, old, PNG.to_vec(), "photo.png", "image/png", None).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["code"], "outside_24h_window");
+    assert_eq!(d.graph.uploads().len(), 2);
+}
+
 backend_tests!(
     inbound_files_are_fetched_and_served,
-    failed_fetches_are_bounded_and_visible
+    failed_fetches_are_bounded_and_visible,
+    uploads_are_sent_by_media_id
 );

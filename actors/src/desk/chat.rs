@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use super::feed::DeskFeed;
 use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
-use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage, window_open};
+use crate::domain::waba::{
+    GraphCredentials, WabaChat, WabaContent, WabaMedia, WabaMessage, window_open,
+};
 use crate::error::{DomainError, StoreError};
 use crate::store::WabaStore;
 
@@ -30,6 +32,8 @@ pub enum ChatMsg {
         /// The stored text of the message (the operator's `message`).
         text: Option<String>,
         sender_user_id: Option<String>,
+        /// The file sent, when the desk keeps a copy.
+        media: Option<Box<WabaMedia>>,
         reply: RpcReplyPort<Result<WabaMessage, SendError>>,
     },
     /// An inbound message; answers None when it was already stored (a webhook retry).
@@ -113,10 +117,18 @@ impl Actor for OperatorChatActor {
                 content,
                 text,
                 sender_user_id,
+                media,
                 reply,
             } => {
                 let answer = self
-                    .send(state, &credentials, content, text, sender_user_id)
+                    .send(
+                        state,
+                        &credentials,
+                        content,
+                        text,
+                        sender_user_id,
+                        media.map(|m| *m),
+                    )
                     .await;
                 let _ = reply.send(answer);
             }
@@ -153,6 +165,7 @@ impl OperatorChatActor {
         content: WabaContent,
         text: Option<String>,
         sender_user_id: Option<String>,
+        media: Option<WabaMedia>,
     ) -> Result<WabaMessage, SendError> {
         let now = Utc::now();
         let is_template = matches!(content, WabaContent::Template { .. });
@@ -172,7 +185,7 @@ impl OperatorChatActor {
             message_type: content.kind().to_owned(),
             content: text,
             media_url: content.media_url().map(str::to_owned),
-            media: None,
+            media,
             status: MessageStatus::Sent,
             is_read_by_operator: true,
             sender_user_id,

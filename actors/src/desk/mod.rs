@@ -102,6 +102,14 @@ impl GraphError {
     }
 }
 
+/// A file to upload to Meta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaUpload {
+    pub bytes: Vec<u8>,
+    pub mime_type: String,
+    pub file_name: Option<String>,
+}
+
 /// A file downloaded from Meta.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaDownload {
@@ -128,6 +136,18 @@ pub trait GraphApi: Send + Sync {
         credentials: &GraphCredentials,
         whatsapp_message_id: &str,
     ) -> Result<(), GraphError>;
+
+    /// Uploads `file` to `/{phoneNumberId}/media` and returns its media id, which a
+    /// send then names instead of a link.
+    async fn upload_media(
+        &self,
+        _credentials: &GraphCredentials,
+        _file: &MediaUpload,
+    ) -> Result<String, GraphError> {
+        Err(GraphError::Unavailable(
+            "this Graph API client cannot upload media".into(),
+        ))
+    }
 
     /// Downloads the file Meta keeps as `media_id` (an inbound attachment): its URL
     /// first, then the bytes, both with the account's token, within the client's size

@@ -26,7 +26,7 @@ use super::chat::{ChatMsg, OperatorChatActor};
 use super::feed::{DeskFeed, EventId, FeedEntry, Subscription};
 use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
-use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
+use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMedia, WabaMessage};
 use crate::error::DomainError;
 use crate::handle::{ActorSlot, call};
 
@@ -294,11 +294,27 @@ impl OperatorDeskHandle {
         text: Option<String>,
         sender_user_id: Option<String>,
     ) -> Result<WabaMessage, SendError> {
+        self.send_with_file(chat, credentials, content, text, sender_user_id, None)
+            .await
+    }
+
+    /// [`send`](Self::send), the stored message keeping `media`: the record of the file
+    /// it sends (an upload the desk keeps a copy of).
+    pub async fn send_with_file(
+        &self,
+        chat: &WabaChat,
+        credentials: GraphCredentials,
+        content: WabaContent,
+        text: Option<String>,
+        sender_user_id: Option<String>,
+        media: Option<WabaMedia>,
+    ) -> Result<WabaMessage, SendError> {
         self.in_chat(chat, |reply| ChatMsg::Send {
             credentials: credentials.clone(),
             content: content.clone(),
             text: text.clone(),
             sender_user_id: sender_user_id.clone(),
+            media: media.clone().map(Box::new),
             reply,
         })
         .await?

@@ -198,6 +198,14 @@ pub enum WabaContent {
         caption: Option<String>,
         filename: Option<String>,
     },
+    /// A file uploaded to Meta beforehand, sent by its media id; `kind` is `image`,
+    /// `video`, `audio`, `document` or `sticker`.
+    Uploaded {
+        kind: &'static str,
+        media_id: String,
+        caption: Option<String>,
+        filename: Option<String>,
+    },
     /// An approved template: the only kind allowed outside the 24-hour window.
     Template {
         name: String,
@@ -213,6 +221,7 @@ impl WabaContent {
             WabaContent::Text { .. } => "text",
             WabaContent::Image { .. } => "image",
             WabaContent::Document { .. } => "document",
+            WabaContent::Uploaded { kind, .. } => kind,
             WabaContent::Template { .. } => "template",
         }
     }

@@ -230,3 +230,157 @@ impl Fetching {
             .remove(&id);
     }
 }
+
+/// A file an operator attaches to a send.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub bytes: Vec<u8>,
+    /// As detected from the declared type, the content and the name.
+    pub mime_type: String,
+    pub file_name: Option<String>,
+}
+
+/// The types Meta's Cloud API sends, the message kind each becomes, and Meta's size
+/// limit for it.
+const SENDABLE: &[(&str, &str, u64)] = &[
+    ("image/jpeg", "image", 5 * MB),
+    ("image/png", "image", 5 * MB),
+    ("image/webp", "sticker", 500 * KB),
+    ("video/mp4", "video", 16 * MB),
+    ("video/3gpp", "video", 16 * MB),
+    ("audio/aac", "audio", 16 * MB),
+    ("audio/amr", "audio", 16 * MB),
+    ("audio/mpeg", "audio", 16 * MB),
+    ("audio/mp4", "audio", 16 * MB),
+    ("audio/ogg", "audio", 16 * MB),
+    ("text/plain", "document", 100 * MB),
+    ("text/csv", "document", 100 * MB),
+    ("application/pdf", "document", 100 * MB),
+    ("application/msword", "document", 100 * MB),
+    ("application/vnd.ms-excel", "document", 100 * MB),
+    ("application/vnd.ms-powerpoint", "document", 100 * MB),
+    (
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "document",
+        100 * MB,
+    ),
+    (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "document",
+        100 * MB,
+    ),
+    (
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "document",
+        100 * MB,
+    ),
+];
+const KB: u64 = 1024;
+const MB: u64 = 1024 * 1024;
+
+/// The message kind of a file of `mime_type` and Meta's limit for it; None for a type
+/// Meta does not send.
+pub fn sendable(mime_type: &str) -> Option<(&'static str, u64)> {
+    SENDABLE
+        .iter()
+        .find(|(t, _, _)| *t == mime_type)
+        .map(|(_, kind, max)| (*kind, *max))
+}
+
+impl Waba {
+    /// Uploads `file` to Meta (`/{phoneNumberId}/media`) and sends it by its media id to
+    /// the customer of a visible chat, `caption` under it; the desk keeps a copy, served
+    /// like an inbound file. Answers the stored message.
+    ///
+    /// Checked before anything reaches Meta: `NotConfigured`, `ChatNotFound`,
+    /// `UnsupportedType` for a type Meta does not send, `TooLarge` over Meta's limit for
+    /// the kind, `OutsideWindow` when only a template may go. `Graph` when Meta refuses
+    /// or fails the upload or the send.
+    pub async fn send_upload(
+        &self,
+        scope: &Scope,
+        chat_id: i64,
+        file: Attachment,
+        caption: Option<String>,
+        sender_user_id: String,
+    ) -> Result<WabaMessage, WabaError> {
+        if let Some(owner) = scope.owner() {
+            self.credentials(owner).await?;
+        }
+        let chat = self.chat(scope, chat_id).await?;
+        let Some((kind, max)) = sendable(&file.mime_type) else {
+            return Err(WabaError::UnsupportedType(file.mime_type));
+        };
+        let size = file.bytes.len() as u64;
+        if size > max {
+            return Err(WabaError::TooLarge(format!(
+                "the file is {size} bytes; Meta sends {kind} files of {} up to {max} bytes",
+                file.mime_type
+            )));
+        }
+        // The chat actor checks the window again; this spares an upload that cannot go.
+        if !wagate_actors::domain::waba::window_open(
+            chat.last_customer_message_at,
+            chrono::Utc::now(),
+        ) {
+            return Err(WabaError::OutsideWindow);
+        }
+        let credentials = self.credentials(&chat.owner_id).await?;
+        let upload = wagate_actors::desk::MediaUpload {
+            bytes: file.bytes,
+            mime_type: file.mime_type.clone(),
+            file_name: file.file_name.clone(),
+        };
+        let media_id = self
+            .graph
+            .upload_media(&credentials, &upload)
+            .await
+            .map_err(WabaError::Graph)?;
+        // A copy for the operators; the send goes on without one if it cannot be kept.
+        let path = match self
+            .media
+            .save(&media_dir(&chat.owner_id), &upload.bytes)
+            .await
+        {
+            Ok(path) => Some(path),
+            Err(e) => {
+                tracing::warn!(chat = chat.id, error = %e, "cannot keep a copy of an uploaded file");
+                None
+            }
+        };
+        let media = WabaMedia {
+            media_id: media_id.clone(),
+            mime_type: Some(file.mime_type),
+            file_name: file.file_name.clone(),
+            size: Some(size),
+            state: if path.is_some() {
+                MediaState::Stored
+            } else {
+                MediaState::Failed
+            },
+            error: path
+                .is_none()
+                .then(|| "the desk could not keep a copy of the file".to_owned()),
+            path,
+            attempts: 0,
+        };
+        let text = caption.clone().or_else(|| file.file_name.clone());
+        let content = wagate_actors::domain::waba::WabaContent::Uploaded {
+            kind,
+            media_id,
+            caption,
+            filename: file.file_name,
+        };
+        Ok(self
+            .desk
+            .send_with_file(
+                &chat,
+                credentials,
+                content,
+                text,
+                Some(sender_user_id),
+                Some(media),
+            )
+            .await?)
+    }
+}

@@ -24,7 +24,7 @@ mod settings;
 
 pub use desk::{Marked, ReadReceipt};
 pub use ingest::Ingested;
-pub use media::{FETCH_ATTEMPTS, StoredFile};
+pub use media::{Attachment, FETCH_ATTEMPTS, StoredFile, sendable};
 pub use settings::{SettingsInput, StoredSettings, WabaSettings, mask};
 
 use std::sync::Arc;
@@ -85,6 +85,14 @@ pub enum WabaError {
     /// `ALLOW_PRIVATE_NETWORK_URLS`): refused before calling Meta.
     #[error("mediaUrl: {0}")]
     MediaUrl(OutboundError),
+    /// An attachment of a type Meta does not send.
+    #[error(
+        "files of type {0} cannot be sent through WhatsApp: send JPEG or PNG images, MP4 or 3GPP video, AAC, AMR, MP3, MP4 or OGG audio, WebP stickers, or PDF, text and Office documents"
+    )]
+    UnsupportedType(String),
+    /// An attachment over Meta's limit for its kind.
+    #[error("{0}")]
+    TooLarge(String),
     /// The message has no file.
     #[error("message {0} has no media")]
     NoMedia(i64),

@@ -32,11 +32,12 @@ use crate::http::auth::AuthUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// `max_upload` bounds the files of multipart sends.
+pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(settings::router())
         .merge(meta_webhook::router())
-        .merge(operator::router())
+        .merge(operator::router(max_upload))
         .merge(chats::router())
         .merge(events::router())
         .merge(media::router())
