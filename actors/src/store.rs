@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::waba::{
-    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use crate::domain::{
     ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
@@ -242,6 +242,17 @@ pub trait WabaStore: Send + Sync {
         expected: Option<&str>,
         assignee: Option<&str>,
     ) -> StoreResult<Option<WabaChat>>;
+    /// Settles a message: sets its Meta id, status (and `status_updated_at` to `at`) and
+    /// error as given, whatever they were. What a send does once Meta has answered, and
+    /// a `failed` status with Meta's errors. None when there is no such message.
+    async fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>>;
     /// Replaces the message's file record (where fetching it stands). Returns the
     /// message after the change; None when there is no such message.
     async fn set_waba_media(

@@ -4,9 +4,10 @@
 //! `POST {WABA_GRAPH_BASE_URL}/{WABA_API_VERSION}/{phoneNumberId}/messages` with the
 //! account's bearer token and the Cloud API's payloads; the answer's `messages[0].id` is
 //! the message's `wamid`. Meta's error codes become [`GraphError`]s the HTTP edge maps to
-//! clear answers. Only 5xx and 429 answers are retried: anything else either succeeded or
-//! will fail the same way again, and a network error after the request went out could
-//! send the message twice.
+//! clear answers. 5xx and 429 answers, Meta's throughput error (130429, whatever the
+//! status) and failures to connect are retried with backoff, [`MAX_ATTEMPTS`] tries in
+//! all: anything else either succeeded or will fail the same way again, and a network
+//! error after the request went out could send the message twice.
 
 use std::time::Duration;
 
@@ -234,16 +235,29 @@ impl GraphClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let answer = self
+            let sent = self
                 .http
                 .post(&url)
                 .bearer_auth(&credentials.access_token)
                 .json(body)
                 .send()
-                .await
-                .map_err(|e| {
-                    GraphError::Unavailable(format!("cannot reach Meta's Graph API: {e}"))
-                })?;
+                .await;
+            let answer = match sent {
+                Ok(answer) => answer,
+                // Not connected: the request never left, so trying again cannot send
+                // the message twice (a timeout after it left could).
+                Err(e) if e.is_connect() && attempt < MAX_ATTEMPTS => {
+                    let delay = self.retry_base * 2u32.pow(attempt - 1);
+                    tracing::info!(attempt, ?delay, error = %e, "cannot connect to the Graph API for {what}; retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(GraphError::Unavailable(format!(
+                        "cannot reach Meta's Graph API: {e}"
+                    )));
+                }
+            };
             let status = answer.status();
             let text = answer.text().await.map_err(|e| {
                 GraphError::Unavailable(format!("Meta's answer could not be read: {e}"))
@@ -255,8 +269,9 @@ impl GraphClient {
             if status.is_success() {
                 return Ok(json);
             }
-            let retryable =
-                status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            let retryable = status.is_server_error()
+                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                || meta_error(&json).is_some_and(|(code, _)| code == CODE_THROUGHPUT);
             if !retryable || attempt >= MAX_ATTEMPTS {
                 let error = classify(status, &json);
                 tracing::warn!(%status, attempt, error = %error, "the Graph API refused {what}");

@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use wagate_actors::domain::MessageStatus;
-use wagate_actors::domain::waba::WabaMedia;
+use wagate_actors::domain::waba::{SendFailure, WabaMedia};
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `app_secret`.
 /// Constant-time in the comparison.
@@ -196,9 +196,33 @@ pub struct StatusUpdate {
     pub status: String,
     pub timestamp: Option<String>,
     pub recipient_id: String,
+    /// Why a `failed` message was not delivered.
+    #[serde(default)]
+    pub errors: Vec<StatusErrorBody>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaStatusError)]
+pub struct StatusErrorBody {
+    pub code: Option<i64>,
+    pub title: Option<String>,
+    pub message: Option<String>,
 }
 
 impl StatusUpdate {
+    /// Meta's first error, as the desk keeps it (its code and title).
+    pub fn failure(&self) -> Option<SendFailure> {
+        let e = self.errors.first()?;
+        Some(SendFailure {
+            code: e.code,
+            title: e
+                .title
+                .clone()
+                .or_else(|| e.message.clone())
+                .unwrap_or_else(|| "Meta did not deliver the message".into()),
+        })
+    }
+
     /// The status as the desk knows it; None for ones it does not track (`deleted`, …).
     /// Meta names `sent`, `delivered`, `read` and `failed` as the desk does; `pending`
     /// and `received` are never statuses of a sent message.
@@ -241,6 +265,7 @@ mod tests {
             status: status.into(),
             timestamp: None,
             recipient_id: "79001234567".into(),
+            errors: Vec::new(),
         };
         assert_eq!(update("sent").status(), Some(MessageStatus::Sent));
         assert_eq!(update("delivered").status(), Some(MessageStatus::Delivered));

@@ -27,6 +27,7 @@ mod storage_suite;
 mod supervision;
 mod users;
 mod waba;
+mod waba_failures;
 mod waba_media;
 mod wacore;
 mod webhook_catchup;

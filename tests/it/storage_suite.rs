@@ -1158,6 +1158,7 @@ fn waba_message(
                 None,
             )
         }),
+        error: None,
         status: if from_me {
             MessageStatus::Sent
         } else {

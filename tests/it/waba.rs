@@ -338,7 +338,7 @@ impl FakeGraph {
     }
 
     /// The next answers, before the default success.
-    fn answer(&self, status: u16, body: Value) {
+    pub(crate) fn answer(&self, status: u16, body: Value) {
         self.shared
             .script
             .lock()
@@ -985,8 +985,11 @@ async fn events_resume_after_last_event_id(backend: Backend) {
     assert_eq!(code, 200, "{sent}");
     let wamid = sent["messageId"].as_str().expect("wamid").to_owned();
     let mut buffer = String::new();
-    let seen = sse_events(&mut first, &mut buffer, 2).await;
-    assert_eq!(kinds(&seen), ["message", "message"]);
+    // The customer's message, the answer as `pending`, then `sent`.
+    let seen = sse_events(&mut first, &mut buffer, 3).await;
+    assert_eq!(kinds(&seen), ["message", "message", "status"]);
+    assert_eq!(seen[1].1["message"]["status"], "pending");
+    assert_eq!(seen[2].1["message"]["status"], "sent");
     let ids: Vec<String> = seen
         .iter()
         .map(|(id, _)| id.clone().expect("every event has an id"))
@@ -1005,8 +1008,8 @@ async fn events_resume_after_last_event_id(backend: Backend) {
     let (code, _) = assign(&d, &d.owner, chat, json!(d.owner_id)).await;
     assert_eq!(code, 200);
 
-    // Resuming after the second event: exactly what came later, in order, then live.
-    let mut resumed = open_events(&d, Some(&ids[1])).await;
+    // Resuming after the third event: exactly what came later, in order, then live.
+    let mut resumed = open_events(&d, Some(&ids[2])).await;
     let mut buffer = String::new();
     let caught_up = sse_events(&mut resumed, &mut buffer, 2).await;
     assert_eq!(kinds(&caught_up), ["status", "assignment"]);
@@ -1515,7 +1518,7 @@ async fn live_events_carry_new_messages_and_statuses() {
                 .filter_map(|l| l.strip_prefix("data:"))
                 .filter_map(|d| serde_json::from_str(d.trim()).ok())
                 .collect();
-            if events.len() >= 3 {
+            if events.len() >= 4 {
                 return events;
             }
             let chunk = stream.chunk().await.expect("chunk").expect("stream open");
@@ -1523,12 +1526,16 @@ async fn live_events_carry_new_messages_and_statuses() {
         }
     })
     .await
-    .expect("three events in time");
+    .expect("four events in time");
     assert_eq!(events[0]["type"], "message");
     assert_eq!(events[0]["message"]["whatsappMessageId"], "wamid.LIVE");
     assert_eq!(events[1]["type"], "message");
     assert_eq!(events[1]["message"]["fromMe"], true);
+    assert_eq!(events[1]["message"]["status"], "pending");
     assert_eq!(events[2]["type"], "status");
-    assert_eq!(events[2]["message"]["status"], "delivered");
-    assert_eq!(events[2]["chatId"], chat);
+    assert_eq!(events[2]["message"]["status"], "sent");
+    assert_eq!(events[2]["message"]["whatsappMessageId"], wamid.as_str());
+    assert_eq!(events[3]["type"], "status");
+    assert_eq!(events[3]["message"]["status"], "delivered");
+    assert_eq!(events[3]["chatId"], chat);
 }

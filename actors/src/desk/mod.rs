@@ -96,6 +96,17 @@ pub enum GraphError {
 }
 
 impl GraphError {
+    /// Meta's error code, when Meta gave one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            GraphError::ReEngagement(_) => Some(131047),
+            GraphError::Throttled(_) => Some(130429),
+            GraphError::BadToken(_) => Some(190),
+            GraphError::Rejected { code, .. } => Some(*code),
+            GraphError::Unavailable(_) | GraphError::TooLarge(_) => None,
+        }
+    }
+
     /// Whether trying again later may succeed: Meta unreachable, 5xx, throughput.
     pub fn is_transient(&self) -> bool {
         matches!(self, GraphError::Unavailable(_) | GraphError::Throttled(_))

@@ -26,7 +26,9 @@ use super::chat::{ChatMsg, OperatorChatActor};
 use super::feed::{DeskFeed, EventId, FeedEntry, Subscription};
 use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
-use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMedia, WabaMessage};
+use crate::domain::waba::{
+    GraphCredentials, SendFailure, WabaChat, WabaContent, WabaMedia, WabaMessage,
+};
 use crate::error::DomainError;
 use crate::handle::{ActorSlot, call};
 
@@ -334,19 +336,21 @@ impl OperatorDeskHandle {
         .await?
     }
 
-    /// Applies a status Meta reported for a message of `chat`, forward only. Answers None
-    /// when it changed nothing.
+    /// Applies a status Meta reported for a message of `chat`, forward only, keeping
+    /// Meta's `error` when it moved to `failed`. Answers None when it changed nothing.
     pub async fn status(
         &self,
         chat: &WabaChat,
         whatsapp_message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
+        error: Option<SendFailure>,
     ) -> Result<Option<WabaMessage>, DomainError> {
         self.in_chat(chat, |reply| ChatMsg::Status {
             whatsapp_message_id: whatsapp_message_id.to_owned(),
             status,
             at,
+            error: error.clone(),
             reply,
         })
         .await?

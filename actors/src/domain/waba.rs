@@ -97,7 +97,9 @@ pub struct WabaMessage {
     /// A file kept by the desk: an inbound attachment fetched from Meta, or an uploaded
     /// one sent by id. Served at `/api/waba/operator/media/{id}`.
     pub media: Option<WabaMedia>,
-    /// Outbound: `sent → delivered → read` (or `failed`), forward only; inbound `received`.
+    /// Why Meta did not deliver it (a failed send, or a `failed` status with `errors`).
+    pub error: Option<SendFailure>,
+    /// Outbound: `pending → sent → delivered → read` (or `failed`), forward only; inbound `received`.
     pub status: MessageStatus,
     /// Inbound messages an operator has read in the desk.
     pub is_read_by_operator: bool,
@@ -105,6 +107,14 @@ pub struct WabaMessage {
     pub sender_user_id: Option<String>,
     pub timestamp: DateTime<Utc>,
     pub status_updated_at: Option<DateTime<Utc>>,
+}
+
+/// Meta's error for a message it did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    /// Meta's error code; None when Meta could not be reached.
+    pub code: Option<i64>,
+    pub title: String,
 }
 
 /// Where fetching a message's file from Meta stands.

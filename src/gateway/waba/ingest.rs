@@ -96,6 +96,7 @@ impl Waba {
                     content: m.content(),
                     media_url: None,
                     media: m.media(),
+                    error: None,
                     status: MessageStatus::Received,
                     is_read_by_operator: false,
                     sender_user_id: None,
@@ -115,7 +116,12 @@ impl Waba {
                     continue;
                 };
                 let at = meta_time(s.timestamp.as_deref(), now);
-                if self.desk.status(&chat, &s.id, status, at).await?.is_some() {
+                if self
+                    .desk
+                    .status(&chat, &s.id, status, at, s.failure())
+                    .await?
+                    .is_some()
+                {
                     done.statuses += 1;
                 }
             }

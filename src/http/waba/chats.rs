@@ -109,6 +109,23 @@ pub(super) fn media_url(m: &WabaMessage) -> Option<String> {
     }
 }
 
+/// Meta's error for a message it did not deliver.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WabaMessageError)]
+pub(super) struct ErrorView {
+    /// Meta's error code (131047, 130429, …); null when Meta could not be reached.
+    code: Option<i64>,
+    /// Meta's title of the error, or what went wrong.
+    title: String,
+}
+
+pub(super) fn error_view(m: &WabaMessage) -> Option<ErrorView> {
+    m.error.as_ref().map(|e| ErrorView {
+        code: e.code,
+        title: e.title.clone(),
+    })
+}
+
 /// A message as the chat history (and the live events) show it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -136,6 +153,8 @@ struct WabaMessageView {
     read: bool,
     /// Inbound and read by an operator in the desk.
     is_read_by_operator: bool,
+    /// Why it was not delivered (`status` `failed`): Meta's code and title.
+    error: Option<ErrorView>,
     /// Who sent it (outbound).
     sender_user: Option<SenderView>,
 }
@@ -156,6 +175,7 @@ async fn message_view(state: &AppState, senders: &mut Senders, m: &WabaMessage) 
         delivered,
         read,
         is_read_by_operator: m.is_read_by_operator,
+        error: error_view(m),
         sender_user: senders.of(state, m.sender_user_id.as_deref()).await,
     }
 }

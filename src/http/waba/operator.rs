@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::waba::WabaContent;
 
+use super::chats::{ErrorView, error_view};
 use super::{DeskCaller, NO_CHAT, numeric, receipts};
 use crate::gateway::waba::Attachment;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
@@ -389,6 +390,9 @@ struct WabaMessageStatus {
     status_updated_at: Option<String>,
     delivered: bool,
     read: bool,
+    /// Why it was not delivered (`status` `failed`): Meta's error code and title, from
+    /// the failed send or from Meta's status webhook.
+    error: Option<ErrorView>,
 }
 
 /// The delivery status of a desk message.
@@ -418,6 +422,7 @@ async fn message_status(
         status_updated_at: m.status_updated_at.map(iso),
         delivered,
         read,
+        error: error_view(&m),
         whatsapp_message_id: m.whatsapp_message_id,
     }))
 }

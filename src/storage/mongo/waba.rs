@@ -13,7 +13,7 @@ use mongodb::options::{IndexOptions, ReturnDocument};
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
 use wagate_actors::domain::waba::{
-    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
@@ -172,6 +172,7 @@ pub(super) fn message_doc(id: i64, m: &WabaMessage) -> Document {
         "ts": date(m.timestamp),
         "statusUpdatedAt": m.status_updated_at.map(date),
         "media": m.media.as_ref().map(media_doc),
+        "error": m.error.as_ref().map(|e| doc! {"code": e.code, "title": &e.title}),
     }
 }
 
@@ -222,6 +223,13 @@ pub(super) fn message_from_doc(d: &Document) -> StoreResult<WabaMessage> {
             .document("media")?
             .map(|m| media_from_doc(m.0))
             .transpose()?,
+        error: match f.document("error")? {
+            Some(e) => Some(SendFailure {
+                code: e.opt_i64("code")?,
+                title: e.string("title")?,
+            }),
+            None => None,
+        },
         status: f.parsed("status")?,
         is_read_by_operator: f.bool("isReadByOperator")?,
         sender_user_id: f.opt_string("senderUserId")?,
@@ -534,6 +542,32 @@ impl WabaStore for MongoStorage {
             .map_err(map_err)?
             .as_ref()
             .map(chat_from_doc)
+            .transpose()
+    }
+
+    async fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>> {
+        self.coll(MESSAGES)?
+            .find_one_and_update(
+                doc! {"_id": message_id},
+                doc! {"$set": {
+                    "whatsappMessageId": whatsapp_message_id,
+                    "status": status.as_str(),
+                    "statusUpdatedAt": date(at),
+                    "error": error.map(|e| doc! {"code": e.code, "title": &e.title}),
+                }},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_doc)
             .transpose()
     }
 

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
 use wagate_actors::domain::waba::{
-    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::WabaStore;
@@ -101,6 +101,16 @@ pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<WabaMessage> {
         content: row.try_get("content").map_err(map_err)?,
         media_url: row.try_get("media_url").map_err(map_err)?,
         media: media_from_row(row)?,
+        error: match row
+            .try_get::<Option<String>, _>("error_title")
+            .map_err(map_err)?
+        {
+            Some(title) => Some(SendFailure {
+                code: row.try_get("error_code").map_err(map_err)?,
+                title,
+            }),
+            None => None,
+        },
         status: status.parse().map_err(corrupt)?,
         is_read_by_operator: row.try_get("is_read_by_operator").map_err(map_err)?,
         sender_user_id: row.try_get("sender_user_id").map_err(map_err)?,
@@ -168,8 +178,8 @@ pub(super) async fn insert_message<'e>(
         "INSERT INTO waba_messages (id, chat_id, owner_id, whatsapp_message_id, from_me, message_type, content,
                                     media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at,
                                     media_id, media_mime_type, media_file_name, media_size, media_path,
-                                    media_state, media_attempts, media_error)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    media_state, media_attempts, media_error, error_code, error_title)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(m.id)
     .bind(m.chat_id)
@@ -185,6 +195,8 @@ pub(super) async fn insert_message<'e>(
     .bind(ms(m.timestamp))
     .bind(m.status_updated_at.map(ms));
     bind_media(q, m.media.as_ref())
+        .bind(m.error.as_ref().and_then(|e| e.code))
+        .bind(m.error.as_ref().map(|e| e.title.clone()))
         .execute(ex)
         .await
         .map_err(map_err)?;
@@ -384,8 +396,8 @@ impl WabaStore for SqliteStorage {
             "INSERT INTO waba_messages (chat_id, owner_id, whatsapp_message_id, from_me, message_type, content,
                                         media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at,
                                         media_id, media_mime_type, media_file_name, media_size, media_path,
-                                        media_state, media_attempts, media_error)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                        media_state, media_attempts, media_error, error_code, error_title)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              RETURNING *",
         )
         .bind(m.chat_id)
@@ -401,6 +413,8 @@ impl WabaStore for SqliteStorage {
         .bind(ms(m.timestamp))
         .bind(m.status_updated_at.map(ms));
         let row = bind_media(q, m.media.as_ref())
+            .bind(m.error.as_ref().and_then(|e| e.code))
+            .bind(m.error.as_ref().map(|e| e.title.clone()))
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -520,6 +534,33 @@ impl WabaStore for SqliteStorage {
         .map_err(map_err)?
         .as_ref()
         .map(chat_from_row)
+        .transpose()
+    }
+
+    async fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>> {
+        sqlx::query(
+            "UPDATE waba_messages SET whatsapp_message_id = ?, status = ?, status_updated_at = ?,
+                                      error_code = ?, error_title = ?
+             WHERE id = ? RETURNING *",
+        )
+        .bind(whatsapp_message_id)
+        .bind(status.as_str())
+        .bind(ms(at))
+        .bind(error.and_then(|e| e.code))
+        .bind(error.map(|e| e.title.clone()))
+        .bind(message_id)
+        .fetch_optional(self.writer())
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(message_from_row)
         .transpose()
     }
 
