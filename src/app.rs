@@ -350,7 +350,8 @@ pub async fn run_with(
 
     let graph = Arc::new(
         crate::waba::graph::GraphClient::new(&config.waba_graph_base_url, &config.waba_api_version)
-            .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?,
+            .map_err(|e| StartError::Other(format!("cannot build the Graph API client: {e}")))?
+            .with_media_limits(config.waba_media_timeout, config.waba_media_max_bytes),
     );
     let runtime = start_actors(
         &config,
@@ -395,15 +396,17 @@ pub async fn run_with(
         .desk
         .clone()
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
+    let media = crate::media::MediaStore::new(&config.data_dir);
     let waba = crate::gateway::waba::Waba::new(
         storage.clone(),
         desk,
         graph,
         waba_vault,
         config.allow_private_network_urls,
+        media.clone(),
+        config.waba_media_retry,
     );
 
-    let media = crate::media::MediaStore::new(&config.data_dir);
     let media_client = crate::outbound::guarded_client(
         config.allow_private_network_urls,
         crate::media::FETCH_TIMEOUT,

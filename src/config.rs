@@ -110,6 +110,9 @@ struct RawConfig {
     waba_api_version: String,
     waba_chat_idle_ms: u64,
     waba_event_retention: usize,
+    waba_media_timeout_ms: u64,
+    waba_media_max_bytes: u64,
+    waba_media_retry_ms: u64,
     rate_limit_per_minute: u32,
     login_max_failures: u32,
     login_lockout_ms: u64,
@@ -269,6 +272,12 @@ pub struct Config {
     pub waba_chat_idle: Duration,
     /// Operator stream events kept for clients that resume with `Last-Event-ID`.
     pub waba_event_retention: usize,
+    /// How long fetching one inbound WABA file from Meta may take.
+    pub waba_media_timeout: Duration,
+    /// The largest inbound WABA file the desk keeps.
+    pub waba_media_max_bytes: u64,
+    /// The delay before the first retry of a failed media fetch (it doubles).
+    pub waba_media_retry: Duration,
     /// Authenticated calls one user may make per minute; 0 = unlimited.
     pub rate_limit_per_minute: u32,
     /// Failed logins of one email before it is locked out; 0 = no throttling.
@@ -468,6 +477,11 @@ impl Config {
         }
         let restart_window = positive("restart_window_ms", raw.restart_window_ms)?;
         let waba_chat_idle = positive("waba_chat_idle_ms", raw.waba_chat_idle_ms)?;
+        let waba_media_timeout = positive("waba_media_timeout_ms", raw.waba_media_timeout_ms)?;
+        let waba_media_retry = positive("waba_media_retry_ms", raw.waba_media_retry_ms)?;
+        if raw.waba_media_max_bytes < 1024 {
+            return Err(invalid("waba_media_max_bytes", "must be at least 1024"));
+        }
         if raw.waba_event_retention == 0 {
             return Err(invalid("waba_event_retention", "must be at least 1"));
         }
@@ -554,6 +568,9 @@ impl Config {
             waba_api_version: raw.waba_api_version,
             waba_chat_idle,
             waba_event_retention: raw.waba_event_retention,
+            waba_media_timeout,
+            waba_media_max_bytes: raw.waba_media_max_bytes,
+            waba_media_retry,
             rate_limit_per_minute: raw.rate_limit_per_minute,
             login_max_failures: raw.login_max_failures,
             login_lockout,

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::waba::{AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use crate::domain::waba::{
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
+};
 use crate::domain::{
     ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
     Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Reaction, Usage,
@@ -252,6 +254,24 @@ pub trait WabaStore: Send + Sync {
         expected: Option<&str>,
         assignee: Option<&str>,
     ) -> StoreResult<Option<WabaChat>>;
+    /// Settles a message: sets its Meta id, status (and `status_updated_at` to `at`) and
+    /// error as given, whatever they were. What a send does once Meta has answered, and
+    /// a `failed` status with Meta's errors. None when there is no such message.
+    async fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>>;
+    /// Replaces the message's file record (where fetching it stands). Returns the
+    /// message after the change; None when there is no such message.
+    async fn set_waba_media(
+        &self,
+        message_id: i64,
+        media: &WabaMedia,
+    ) -> StoreResult<Option<WabaMessage>>;
 }
 
 /// Every stored event of an instance after a given one, oldest first, read `batch` at a

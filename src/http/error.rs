@@ -304,6 +304,22 @@ impl From<WabaError> for ApiError {
             WabaError::Graph(GraphError::Unavailable(m)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "waba_unavailable", m)
             }
+            WabaError::Graph(GraphError::TooLarge(m)) => ApiError::payload_too_large(m),
+            WabaError::NoMedia(_) => ApiError::not_found(e.to_string()),
+            WabaError::UnsupportedType(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_media_type",
+                e.to_string(),
+            ),
+            WabaError::TooLarge(m) => ApiError::payload_too_large(m),
+            WabaError::MediaPending(_) => ApiError {
+                code: "media_pending",
+                retry_after: Some(2),
+                ..ApiError::unavailable(e.to_string())
+            },
+            WabaError::MediaFailed(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "media_fetch_failed", e.to_string())
+            }
             WabaError::Sealed(detail) => ApiError::internal(detail),
             WabaError::Store(e) => e.into(),
             WabaError::Domain(e) => e.into(),

@@ -92,7 +92,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(stats::router())
         .merge(db::router())
         .merge(cluster::router())
-        .merge(waba::router())
+        .merge(waba::router(max_upload))
         .merge(dashboard::router())
         .merge(openapi::router())
 }

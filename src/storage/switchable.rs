@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 use wagate_actors::domain::waba::{
-    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage,
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
@@ -416,6 +416,15 @@ forward!(WabaStore {
         expected: Option<&str>,
         assignee: Option<&str>
     ) -> StoreResult<Option<WabaChat>>;
+    write fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>
+    ) -> StoreResult<Option<WabaMessage>>;
+    write fn set_waba_media(&self, message_id: i64, media: &WabaMedia) -> StoreResult<Option<WabaMessage>>;
 });
 
 #[async_trait]

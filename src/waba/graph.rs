@@ -4,15 +4,17 @@
 //! `POST {WABA_GRAPH_BASE_URL}/{WABA_API_VERSION}/{phoneNumberId}/messages` with the
 //! account's bearer token and the Cloud API's payloads; the answer's `messages[0].id` is
 //! the message's `wamid`. Meta's error codes become [`GraphError`]s the HTTP edge maps to
-//! clear answers. Only 5xx and 429 answers are retried: anything else either succeeded or
-//! will fail the same way again, and a network error after the request went out could
-//! send the message twice.
+//! clear answers. 5xx and 429 answers, Meta's throughput error (130429, whatever the
+//! status) and failures to connect are retried with backoff, [`MAX_ATTEMPTS`] tries in
+//! all: anything else either succeeded or will fail the same way again, and a network
+//! error after the request went out could send the message twice.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde_json::{Value, json};
-use wagate_actors::desk::{GraphApi, GraphError};
+use wagate_actors::desk::{GraphApi, GraphError, MediaDownload, MediaUpload};
 use wagate_actors::domain::waba::{GraphCredentials, WabaContent};
 
 /// How long one request to Meta may take.
@@ -21,6 +23,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Delay before the first retry; it doubles before each next one.
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(200);
+
+/// How long fetching one inbound file (its URL, then its bytes) may take by default
+/// (`waba_media_timeout_ms`).
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest inbound file the desk keeps by default (`waba_media_max_bytes`): Meta's
+/// own limit for documents, its largest media.
+pub const MEDIA_MAX_BYTES: u64 = 100 * 1024 * 1024;
 
 /// Meta's error codes with an answer of their own.
 const CODE_REENGAGEMENT: i64 = 131047;
@@ -34,6 +43,10 @@ pub struct GraphClient {
     base_url: String,
     version: String,
     retry_base: Duration,
+    /// Downloads have only the overall `media_timeout`, not the per-request one.
+    media_http: reqwest::Client,
+    media_timeout: Duration,
+    media_max_bytes: u64,
 }
 
 impl GraphClient {
@@ -47,12 +60,28 @@ impl GraphClient {
             .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
+        let media_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(GraphClient {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             version: version.trim_matches('/').to_owned(),
             retry_base: RETRY_BASE_DELAY,
+            media_http,
+            media_timeout: MEDIA_TIMEOUT,
+            media_max_bytes: MEDIA_MAX_BYTES,
         })
+    }
+
+    /// The same client with these bounds on one media download: `timeout` for the whole
+    /// of it, `max_bytes` for the file.
+    pub fn with_media_limits(mut self, timeout: Duration, max_bytes: u64) -> GraphClient {
+        self.media_timeout = timeout;
+        self.media_max_bytes = max_bytes;
+        self
     }
 
     /// The longest a send can take: every attempt timing out, plus the retry delays. The
@@ -102,6 +131,26 @@ pub fn payload(to: &str, content: &WabaContent) -> Value {
                 document["filename"] = json!(f);
             }
             ("document", document)
+        }
+        WabaContent::Uploaded {
+            kind,
+            media_id,
+            caption,
+            filename,
+        } => {
+            let mut media = json!({ "id": media_id });
+            // Audio and stickers take no caption; only documents have a file name.
+            if let Some(c) = caption
+                && matches!(*kind, "image" | "video" | "document")
+            {
+                media["caption"] = json!(c);
+            }
+            if let Some(f) = filename
+                && *kind == "document"
+            {
+                media["filename"] = json!(f);
+            }
+            (*kind, media)
         }
         WabaContent::Template {
             name,
@@ -186,16 +235,29 @@ impl GraphClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let answer = self
+            let sent = self
                 .http
                 .post(&url)
                 .bearer_auth(&credentials.access_token)
                 .json(body)
                 .send()
-                .await
-                .map_err(|e| {
-                    GraphError::Unavailable(format!("cannot reach Meta's Graph API: {e}"))
-                })?;
+                .await;
+            let answer = match sent {
+                Ok(answer) => answer,
+                // Not connected: the request never left, so trying again cannot send
+                // the message twice (a timeout after it left could).
+                Err(e) if e.is_connect() && attempt < MAX_ATTEMPTS => {
+                    let delay = self.retry_base * 2u32.pow(attempt - 1);
+                    tracing::info!(attempt, ?delay, error = %e, "cannot connect to the Graph API for {what}; retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(GraphError::Unavailable(format!(
+                        "cannot reach Meta's Graph API: {e}"
+                    )));
+                }
+            };
             let status = answer.status();
             let text = answer.text().await.map_err(|e| {
                 GraphError::Unavailable(format!("Meta's answer could not be read: {e}"))
@@ -207,8 +269,9 @@ impl GraphClient {
             if status.is_success() {
                 return Ok(json);
             }
-            let retryable =
-                status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            let retryable = status.is_server_error()
+                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                || meta_error(&json).is_some_and(|(code, _)| code == CODE_THROUGHPUT);
             if !retryable || attempt >= MAX_ATTEMPTS {
                 let error = classify(status, &json);
                 tracing::warn!(%status, attempt, error = %error, "the Graph API refused {what}");
@@ -218,6 +281,110 @@ impl GraphClient {
             tracing::info!(%status, attempt, ?delay, "the Graph API answered a retryable error to {what}");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// Whether `id` can be put in a Graph API path as it is (Meta's ids are digits).
+fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl GraphClient {
+    /// `GET /{media_id}` for the file's URL, then the file, without a deadline of its own.
+    async fn fetch_media(
+        &self,
+        credentials: &GraphCredentials,
+        media_id: &str,
+    ) -> Result<MediaDownload, GraphError> {
+        if !plain_id(media_id) {
+            return Err(GraphError::Rejected {
+                code: 100,
+                message: format!("'{media_id}' is not a media id"),
+            });
+        }
+        let token = &credentials.access_token;
+        let unreachable = |e: reqwest::Error| {
+            GraphError::Unavailable(format!(
+                "cannot reach Meta: {}",
+                redact(&e.to_string(), token)
+            ))
+        };
+        let url = format!("{}/{}/{}", self.base_url, self.version, media_id);
+        let answer = self
+            .media_http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = answer.status();
+        let text = answer.text().await.map_err(unreachable)?;
+        let json: Value = serde_json::from_str(&redact(&text, token)).unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(classify(status, &json));
+        }
+        let max = self.media_max_bytes;
+        let too_large = |size: u64| {
+            GraphError::TooLarge(format!(
+                "the file is {size} bytes, over the desk's limit of {max} bytes (waba_media_max_bytes)"
+            ))
+        };
+        if let Some(size) = json["file_size"].as_u64()
+            && size > max
+        {
+            return Err(too_large(size));
+        }
+        let Some(file_url) = json["url"].as_str() else {
+            return Err(GraphError::Unavailable(format!(
+                "Meta answered no URL for media {media_id}"
+            )));
+        };
+        let answer = self
+            .media_http
+            .get(file_url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    GraphError::Unavailable(format!("Meta's media download answered {status}"))
+                } else {
+                    GraphError::Rejected {
+                        code: i64::from(status.as_u16()),
+                        message: format!("Meta's media download answered {status}"),
+                    }
+                },
+            );
+        }
+        if let Some(size) = answer.content_length()
+            && size > max
+        {
+            return Err(too_large(size));
+        }
+        let mime_type = json["mime_type"].as_str().map(str::to_owned).or_else(|| {
+            answer
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        let mut bytes = Vec::new();
+        let mut body = answer.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(unreachable)?;
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(too_large((bytes.len() + chunk.len()) as u64));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(MediaDownload { bytes, mime_type })
     }
 }
 
@@ -252,6 +419,78 @@ impl GraphApi for GraphClient {
             .await
             .map(|_| ())
     }
+
+    async fn upload_media(
+        &self,
+        credentials: &GraphCredentials,
+        file: &MediaUpload,
+    ) -> Result<String, GraphError> {
+        let token = &credentials.access_token;
+        let url = format!(
+            "{}/{}/{}/media",
+            self.base_url, self.version, credentials.phone_number_id
+        );
+        let part = reqwest::multipart::Part::bytes(file.bytes.clone())
+            .file_name(file.file_name.clone().unwrap_or_else(|| "file".into()))
+            .mime_str(&file.mime_type)
+            .map_err(|e| GraphError::Rejected {
+                code: 100,
+                message: format!("'{}' is not a media type: {e}", file.mime_type),
+            })?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", file.mime_type.clone())
+            .part("file", part);
+        let unreachable = |e: reqwest::Error| {
+            GraphError::Unavailable(format!(
+                "cannot reach Meta's Graph API: {}",
+                redact(&e.to_string(), token)
+            ))
+        };
+        let answer = tokio::time::timeout(
+            self.media_timeout,
+            self.media_http
+                .post(&url)
+                .bearer_auth(token)
+                .multipart(form)
+                .send(),
+        )
+        .await
+        .map_err(|_| {
+            GraphError::Unavailable(format!(
+                "uploading the file to Meta took longer than {} ms",
+                self.media_timeout.as_millis()
+            ))
+        })?
+        .map_err(unreachable)?;
+        let status = answer.status();
+        let text = answer.text().await.map_err(unreachable)?;
+        let json: Value = serde_json::from_str(&redact(&text, token)).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let error = classify(status, &json);
+            tracing::warn!(%status, error = %error, "the Graph API refused an upload");
+            return Err(error);
+        }
+        json["id"].as_str().map(str::to_owned).ok_or_else(|| {
+            GraphError::Unavailable("Meta answered an upload without a media id".into())
+        })
+    }
+
+    async fn download_media(
+        &self,
+        credentials: &GraphCredentials,
+        media_id: &str,
+    ) -> Result<MediaDownload, GraphError> {
+        match tokio::time::timeout(self.media_timeout, self.fetch_media(credentials, media_id))
+            .await
+        {
+            Ok(done) => done,
+            Err(_) => Err(GraphError::Unavailable(format!(
+                "fetching media {media_id} from Meta took longer than {} ms (waba_media_timeout_ms)",
+                self.media_timeout.as_millis()
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +517,17 @@ mod tests {
             doc["document"],
             json!({"link": "https://e.com/a.pdf", "filename": "a.pdf"})
         );
+        let audio = payload(
+            "1",
+            &WabaContent::Uploaded {
+                kind: "audio",
+                media_id: "M1".into(),
+                caption: Some("not for audio".into()),
+                filename: Some("a.ogg".into()),
+            },
+        );
+        assert_eq!(audio["type"], "audio");
+        assert_eq!(audio["audio"], json!({"id": "M1"}));
         let template = payload(
             "1",
             &WabaContent::Template {

@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use wagate_actors::domain::MessageStatus;
+use wagate_actors::domain::waba::{SendFailure, WabaMedia};
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `app_secret`.
 /// Constant-time in the comparison.
@@ -118,6 +119,9 @@ pub struct TextBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(as = MetaMedia)]
 pub struct MediaBody {
+    /// Meta's media id: what the file is fetched by.
+    pub id: Option<String>,
+    pub mime_type: Option<String>,
     pub caption: Option<String>,
     pub filename: Option<String>,
 }
@@ -151,6 +155,30 @@ impl InboundMessage {
         self.button.as_ref().and_then(|b| b.text.clone())
     }
 
+    /// The attachment of an image, video, audio, document or sticker message that names
+    /// a media id, as a file to fetch.
+    pub fn media(&self) -> Option<WabaMedia> {
+        let body = match self.kind.as_str() {
+            "image" => &self.image,
+            "video" => &self.video,
+            "audio" => &self.audio,
+            "document" => &self.document,
+            "sticker" => &self.sticker,
+            _ => return None,
+        };
+        let body = body.as_ref()?;
+        let id = body
+            .id
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())?;
+        Some(WabaMedia::pending(
+            id.to_owned(),
+            body.mime_type.clone(),
+            body.filename.clone(),
+        ))
+    }
+
     pub fn message_type(&self) -> String {
         if self.kind.is_empty() {
             "unknown".to_owned()
@@ -168,9 +196,33 @@ pub struct StatusUpdate {
     pub status: String,
     pub timestamp: Option<String>,
     pub recipient_id: String,
+    /// Why a `failed` message was not delivered.
+    #[serde(default)]
+    pub errors: Vec<StatusErrorBody>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = MetaStatusError)]
+pub struct StatusErrorBody {
+    pub code: Option<i64>,
+    pub title: Option<String>,
+    pub message: Option<String>,
 }
 
 impl StatusUpdate {
+    /// Meta's first error, as the desk keeps it (its code and title).
+    pub fn failure(&self) -> Option<SendFailure> {
+        let e = self.errors.first()?;
+        Some(SendFailure {
+            code: e.code,
+            title: e
+                .title
+                .clone()
+                .or_else(|| e.message.clone())
+                .unwrap_or_else(|| "Meta did not deliver the message".into()),
+        })
+    }
+
     /// The status as the desk knows it; None for ones it does not track (`deleted`, …).
     /// Meta names `sent`, `delivered`, `read` and `failed` as the desk does; `pending`
     /// and `received` are never statuses of a sent message.
@@ -213,6 +265,7 @@ mod tests {
             status: status.into(),
             timestamp: None,
             recipient_id: "79001234567".into(),
+            errors: Vec::new(),
         };
         assert_eq!(update("sent").status(), Some(MessageStatus::Sent));
         assert_eq!(update("delivered").status(), Some(MessageStatus::Delivered));
@@ -239,6 +292,8 @@ mod tests {
         let value = &v.entry[0].changes[0].value;
         assert_eq!(value.name_of("79001234567"), Some("Ann"));
         assert_eq!(value.messages[0].content().as_deref(), Some("look"));
+        let media = value.messages[0].media().expect("an attachment");
+        assert_eq!(media.media_id, "m1");
         assert_eq!(
             meta_time(value.messages[0].timestamp.as_deref(), Utc::now()).timestamp(),
             1_700_000_000

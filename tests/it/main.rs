@@ -29,6 +29,8 @@ mod supervision;
 mod typed;
 mod users;
 mod waba;
+mod waba_failures;
+mod waba_media;
 mod wacore;
 mod webhook_catchup;
 mod webhook_ops;

@@ -1242,6 +1242,15 @@ fn waba_message(
         message_type: "text".into(),
         content: Some(format!("text of {wamid}")),
         media_url: from_me.then(|| "https://example.com/a.jpg".to_owned()),
+        // Inbound ones carry a file still to fetch, so copies carry that too.
+        media: (!from_me).then(|| {
+            wagate_actors::domain::waba::WabaMedia::pending(
+                format!("media-of-{wamid}"),
+                Some("image/png".into()),
+                None,
+            )
+        }),
+        error: None,
         status: if from_me {
             MessageStatus::Sent
         } else {
@@ -1468,6 +1477,80 @@ pub async fn waba_chats_and_messages(s: DynStorage) {
     assert_eq!(mine.items[0].unread_count, 0);
 }
 
+pub async fn waba_media(s: DynStorage) {
+    use wagate_actors::domain::waba::{MediaState, WabaMedia};
+    let t0 = waba_ms(Utc::now());
+    let chat = s
+        .waba_chat_for_customer("owner", "1001", None, t0)
+        .await
+        .expect("chat");
+    let inbound = s
+        .insert_waba_message(&waba_message(chat.id, "wamid.m1", false, t0))
+        .await
+        .expect("insert");
+    let pending = inbound.media.clone().expect("a file");
+    assert_eq!(pending.state, MediaState::Pending);
+    assert_eq!((pending.attempts, pending.path.as_deref()), (0, None));
+
+    let failed_once = WabaMedia {
+        attempts: 1,
+        error: Some("Meta answered 500".into()),
+        ..pending.clone()
+    };
+    let after = s
+        .set_waba_media(inbound.id, &failed_once)
+        .await
+        .expect("set")
+        .expect("the message");
+    assert_eq!(after.media.as_ref(), Some(&failed_once));
+    let stored = WabaMedia {
+        mime_type: Some("image/jpeg".into()),
+        file_name: Some("Фото.jpg".into()),
+        size: Some(12_345_678_901),
+        path: Some("waba-owner/abc".into()),
+        state: MediaState::Stored,
+        attempts: 2,
+        error: None,
+        ..pending
+    };
+    s.set_waba_media(inbound.id, &stored).await.expect("set");
+    let read = s
+        .waba_message(inbound.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(read.media, Some(stored));
+    assert_eq!(
+        without_media(read),
+        without_media(inbound),
+        "nothing else changed"
+    );
+    assert_eq!(
+        s.set_waba_media(999_999, &failed_once).await.expect("set"),
+        None
+    );
+    // A message without a file reads back without one.
+    let outbound = s
+        .insert_waba_message(&waba_message(chat.id, "wamid.m2", true, t0))
+        .await
+        .expect("insert");
+    assert_eq!(outbound.media, None);
+    assert_eq!(
+        s.waba_message(outbound.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .media,
+        None
+    );
+}
+
+fn without_media(
+    m: wagate_actors::domain::waba::WabaMessage,
+) -> wagate_actors::domain::waba::WabaMessage {
+    wagate_actors::domain::waba::WabaMessage { media: None, ..m }
+}
+
 pub async fn waba_assignment(s: DynStorage) {
     let t0 = waba_ms(Utc::now());
     let a = s
@@ -1659,7 +1742,7 @@ macro_rules! storage_suite {
             use super::*;
             storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
                 messages_and_statuses, history_and_chats, contacts_upsert_and_search, transfer_round_trip,
-                waba_accounts, waba_chats_and_messages, waba_assignment, ping_and_provider, closed_store_is_unavailable,
+                waba_accounts, waba_chats_and_messages, waba_assignment, waba_media, ping_and_provider, closed_store_is_unavailable,
                 messages_recorded_with_contact_and_event);
         }
     };

@@ -1,7 +1,7 @@
 //! The WABA operator desk against a local fake of Meta's Graph API (which checks the exact
 //! Cloud API payloads and the bearer token) and signed webhook notifications.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub(crate) const TOKEN: &str = "EAAG-test-access-token-0001";
 pub(crate) const APP_SECRET: &str = "app-secret-0123456789";
 pub(crate) const VERIFY_TOKEN: &str = "verify-me-please";
 pub(crate) const PHONE_NUMBER_ID: &str = "106540352242922";
-const CUSTOMER: &str = "79001234567";
+pub(crate) const CUSTOMER: &str = "79001234567";
 
 // --- The fake Graph API ---------------------------------------------------------------
 
@@ -38,6 +38,80 @@ struct GraphShared {
     requests: Mutex<Vec<GraphRequest>>,
     /// Scripted answers (status, body), used before the default success.
     script: Mutex<VecDeque<(u16, Value)>>,
+    /// The files Meta keeps, by media id: (bytes, MIME type).
+    media: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    /// Faults of the next media requests, before the default answers.
+    media_faults: Mutex<VecDeque<MediaFault>>,
+    /// Media requests, as `GET <path>` with the bearer token they carried.
+    media_requests: Mutex<Vec<(String, String)>>,
+    /// Files uploaded to `/{phone_number_id}/media`.
+    uploads: Mutex<Vec<Upload>>,
+    /// The address the fake listens on (for the download URLs it hands out).
+    addr: Mutex<Option<SocketAddr>>,
+}
+
+/// One file uploaded to Meta.
+#[derive(Debug, Clone)]
+pub(crate) struct Upload {
+    pub(crate) phone_number_id: String,
+    /// The `type` field.
+    pub(crate) kind: String,
+    pub(crate) file_name: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) messaging_product: String,
+}
+
+/// `POST /{version}/{phone_number_id}/media`: an upload, answered with its media id.
+async fn graph_upload(
+    State(shared): State<Arc<GraphShared>>,
+    Path((_version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> (StatusCode, Json<Value>) {
+    if bearer(&headers) != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "Invalid OAuth access token.", "code": 190}})),
+        );
+    }
+    let mut upload = Upload {
+        phone_number_id,
+        kind: String::new(),
+        file_name: None,
+        content_type: None,
+        bytes: Vec::new(),
+        messaging_product: String::new(),
+    };
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name().unwrap_or_default() {
+            "type" => upload.kind = field.text().await.unwrap_or_default(),
+            "messaging_product" => {
+                upload.messaging_product = field.text().await.unwrap_or_default()
+            }
+            "file" => {
+                upload.file_name = field.file_name().map(str::to_owned);
+                upload.content_type = field.content_type().map(str::to_owned);
+                upload.bytes = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    let n = {
+        let mut uploads = shared.uploads.lock().expect("lock");
+        uploads.push(upload);
+        uploads.len()
+    };
+    (StatusCode::OK, Json(json!({"id": format!("UPLOAD-{n}")})))
+}
+
+/// What the fake does instead of answering a media request normally.
+#[derive(Debug, Clone)]
+pub(crate) enum MediaFault {
+    /// The media id lookup answers this status and body.
+    Lookup(u16, Value),
+    /// The download never finishes (in time).
+    Stall,
 }
 
 /// A fake of `POST /{version}/{phone_number_id}/messages`.
@@ -94,6 +168,101 @@ async fn graph_messages(
     )
 }
 
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `GET /{version}/{media_id}`: the file's URL, type and size.
+async fn graph_media_lookup(
+    State(shared): State<Arc<GraphShared>>,
+    Path((version, media_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    let authorization = bearer(&headers);
+    shared
+        .media_requests
+        .lock()
+        .expect("lock")
+        .push((format!("GET /{version}/{media_id}"), authorization.clone()));
+    if authorization != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "Invalid OAuth access token.", "code": 190}})),
+        );
+    }
+    let fault = {
+        let mut faults = shared.media_faults.lock().expect("lock");
+        match faults.front() {
+            Some(MediaFault::Lookup(..)) => faults.pop_front(),
+            _ => None,
+        }
+    };
+    if let Some(MediaFault::Lookup(status, body)) = fault {
+        return (StatusCode::from_u16(status).expect("status"), Json(body));
+    }
+    let known = shared
+        .media
+        .lock()
+        .expect("lock")
+        .get(&media_id)
+        .map(|(bytes, mime)| (bytes.len(), mime.clone()));
+    let Some((size, mime)) = known else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(meta_error(
+                100,
+                "Unsupported get request. Object with ID does not exist",
+            )),
+        );
+    };
+    let addr = shared.addr.lock().expect("lock").expect("address");
+    (
+        StatusCode::OK,
+        Json(
+            json!({"messaging_product": "whatsapp", "id": media_id, "mime_type": mime,
+                    "sha256": "x", "file_size": size,
+                    "url": format!("http://{addr}/download/{media_id}")}),
+        ),
+    )
+}
+
+/// `GET /download/{media_id}`: the file itself.
+async fn graph_media_download(
+    State(shared): State<Arc<GraphShared>>,
+    Path(media_id): Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let authorization = bearer(&headers);
+    shared
+        .media_requests
+        .lock()
+        .expect("lock")
+        .push((format!("GET /download/{media_id}"), authorization.clone()));
+    if authorization != format!("Bearer {TOKEN}") {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let stall = {
+        let mut faults = shared.media_faults.lock().expect("lock");
+        match faults.front() {
+            Some(MediaFault::Stall) => faults.pop_front().is_some(),
+            _ => false,
+        }
+    };
+    if stall {
+        // Longer than any test's media timeout: the desk gives up first.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    match shared.media.lock().expect("lock").get(&media_id).cloned() {
+        Some((bytes, mime)) => ([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 impl FakeGraph {
     pub(crate) async fn start() -> FakeGraph {
         let shared = Arc::new(GraphShared::default());
@@ -102,11 +271,25 @@ impl FakeGraph {
                 "/{version}/{phone_number_id}/messages",
                 axum::routing::post(graph_messages),
             )
+            .route(
+                "/{version}/{media_id}",
+                axum::routing::get(graph_media_lookup),
+            )
+            .route(
+                "/{version}/{phone_number_id}/media",
+                axum::routing::post(graph_upload),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+            .route(
+                "/download/{media_id}",
+                axum::routing::get(graph_media_download),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        *shared.addr.lock().expect("lock") = Some(addr);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -121,8 +304,41 @@ impl FakeGraph {
         self.shared.requests.lock().expect("lock").clone()
     }
 
+    /// Meta keeps `bytes` of type `mime` as `media_id`.
+    pub(crate) fn keep_media(&self, media_id: &str, bytes: &[u8], mime: &str) {
+        self.shared
+            .media
+            .lock()
+            .expect("lock")
+            .insert(media_id.to_owned(), (bytes.to_vec(), mime.to_owned()));
+    }
+
+    /// The next media requests meet `fault`, in order.
+    pub(crate) fn media_fault(&self, fault: MediaFault) {
+        self.shared
+            .media_faults
+            .lock()
+            .expect("lock")
+            .push_back(fault);
+    }
+
+    /// The files uploaded so far.
+    pub(crate) fn uploads(&self) -> Vec<Upload> {
+        self.shared.uploads.lock().expect("lock").clone()
+    }
+
+    /// Message requests so far (sends and read receipts): their bodies.
+    pub(crate) fn message_bodies(&self) -> Vec<Value> {
+        self.requests().into_iter().map(|r| r.body).collect()
+    }
+
+    /// Media requests so far: (`GET <path>`, the Authorization header).
+    pub(crate) fn media_requests(&self) -> Vec<(String, String)> {
+        self.shared.media_requests.lock().expect("lock").clone()
+    }
+
     /// The next answers, before the default success.
-    fn answer(&self, status: u16, body: Value) {
+    pub(crate) fn answer(&self, status: u16, body: Value) {
         self.shared
             .script
             .lock()
@@ -131,7 +347,7 @@ impl FakeGraph {
     }
 }
 
-fn meta_error(code: i64, message: &str) -> Value {
+pub(crate) fn meta_error(code: i64, message: &str) -> Value {
     json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "x"}})
 }
 
@@ -143,7 +359,7 @@ fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn notification(phone_number_id: &str, value: Value) -> Value {
+pub(crate) fn notification(phone_number_id: &str, value: Value) -> Value {
     let mut value = value;
     value["messaging_product"] = json!("whatsapp");
     value["metadata"] =
@@ -734,7 +950,7 @@ async fn idle_chats_stop_and_wake(backend: Backend) {
 }
 
 /// Opens the operator stream, resuming after `last_event_id` when given.
-async fn open_events(d: &Desk, last_event_id: Option<&str>) -> reqwest::Response {
+pub(crate) async fn open_events(d: &Desk, last_event_id: Option<&str>) -> reqwest::Response {
     let mut rb = d
         .server
         .request(Method::GET, "/api/waba/operator/events", &d.owner);
@@ -769,8 +985,11 @@ async fn events_resume_after_last_event_id(backend: Backend) {
     assert_eq!(code, 200, "{sent}");
     let wamid = sent["messageId"].as_str().expect("wamid").to_owned();
     let mut buffer = String::new();
-    let seen = sse_events(&mut first, &mut buffer, 2).await;
-    assert_eq!(kinds(&seen), ["message", "message"]);
+    // The customer's message, the answer as `pending`, then `sent`.
+    let seen = sse_events(&mut first, &mut buffer, 3).await;
+    assert_eq!(kinds(&seen), ["message", "message", "status"]);
+    assert_eq!(seen[1].1["message"]["status"], "pending");
+    assert_eq!(seen[2].1["message"]["status"], "sent");
     let ids: Vec<String> = seen
         .iter()
         .map(|(id, _)| id.clone().expect("every event has an id"))
@@ -789,8 +1008,8 @@ async fn events_resume_after_last_event_id(backend: Backend) {
     let (code, _) = assign(&d, &d.owner, chat, json!(d.owner_id)).await;
     assert_eq!(code, 200);
 
-    // Resuming after the second event: exactly what came later, in order, then live.
-    let mut resumed = open_events(&d, Some(&ids[1])).await;
+    // Resuming after the third event: exactly what came later, in order, then live.
+    let mut resumed = open_events(&d, Some(&ids[2])).await;
     let mut buffer = String::new();
     let caught_up = sse_events(&mut resumed, &mut buffer, 2).await;
     assert_eq!(kinds(&caught_up), ["status", "assignment"]);
@@ -1299,7 +1518,7 @@ async fn live_events_carry_new_messages_and_statuses() {
                 .filter_map(|l| l.strip_prefix("data:"))
                 .filter_map(|d| serde_json::from_str(d.trim()).ok())
                 .collect();
-            if events.len() >= 3 {
+            if events.len() >= 4 {
                 return events;
             }
             let chunk = stream.chunk().await.expect("chunk").expect("stream open");
@@ -1307,12 +1526,16 @@ async fn live_events_carry_new_messages_and_statuses() {
         }
     })
     .await
-    .expect("three events in time");
+    .expect("four events in time");
     assert_eq!(events[0]["type"], "message");
     assert_eq!(events[0]["message"]["whatsappMessageId"], "wamid.LIVE");
     assert_eq!(events[1]["type"], "message");
     assert_eq!(events[1]["message"]["fromMe"], true);
+    assert_eq!(events[1]["message"]["status"], "pending");
     assert_eq!(events[2]["type"], "status");
-    assert_eq!(events[2]["message"]["status"], "delivered");
-    assert_eq!(events[2]["chatId"], chat);
+    assert_eq!(events[2]["message"]["status"], "sent");
+    assert_eq!(events[2]["message"]["whatsappMessageId"], wamid.as_str());
+    assert_eq!(events[3]["type"], "status");
+    assert_eq!(events[3]["message"]["status"], "delivered");
+    assert_eq!(events[3]["chatId"], chat);
 }

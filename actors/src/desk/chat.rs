@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use super::feed::DeskFeed;
 use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
-use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage, window_open};
+use crate::domain::waba::{
+    GraphCredentials, SendFailure, WabaChat, WabaContent, WabaMedia, WabaMessage, window_open,
+};
 use crate::error::{DomainError, StoreError};
 use crate::store::WabaStore;
 
@@ -30,6 +32,8 @@ pub enum ChatMsg {
         /// The stored text of the message (the operator's `message`).
         text: Option<String>,
         sender_user_id: Option<String>,
+        /// The file sent, when the desk keeps a copy.
+        media: Option<Box<WabaMedia>>,
         reply: RpcReplyPort<Result<WabaMessage, SendError>>,
     },
     /// An inbound message; answers None when it was already stored (a webhook retry).
@@ -42,6 +46,8 @@ pub enum ChatMsg {
         whatsapp_message_id: String,
         status: MessageStatus,
         at: DateTime<Utc>,
+        /// Meta's error of a `failed` status.
+        error: Option<SendFailure>,
         reply: RpcReplyPort<Result<Option<WabaMessage>, DomainError>>,
     },
     /// Time to see whether the chat has been idle for the desk's idle time.
@@ -113,10 +119,18 @@ impl Actor for OperatorChatActor {
                 content,
                 text,
                 sender_user_id,
+                media,
                 reply,
             } => {
                 let answer = self
-                    .send(state, &credentials, content, text, sender_user_id)
+                    .send(
+                        state,
+                        &credentials,
+                        content,
+                        text,
+                        sender_user_id,
+                        media.map(|m| *m),
+                    )
                     .await;
                 let _ = reply.send(answer);
             }
@@ -128,13 +142,29 @@ impl Actor for OperatorChatActor {
                 whatsapp_message_id,
                 status,
                 at,
+                error,
                 reply,
             } => {
-                let answer = self
+                let mut answer = self
                     .store
                     .advance_waba_message_status(state.chat.id, &whatsapp_message_id, status, at)
                     .await
                     .map_err(DomainError::from);
+                if let (Ok(Some(m)), Some(error)) = (&answer, &error)
+                    && m.status == MessageStatus::Failed
+                {
+                    answer = self
+                        .store
+                        .settle_waba_message(
+                            m.id,
+                            &m.whatsapp_message_id,
+                            m.status,
+                            Some(error),
+                            at,
+                        )
+                        .await
+                        .map_err(DomainError::from);
+                }
                 if let Ok(Some(m)) = &answer {
                     self.publish(WabaEvent::Status(m.clone()));
                 }
@@ -153,45 +183,86 @@ impl OperatorChatActor {
         content: WabaContent,
         text: Option<String>,
         sender_user_id: Option<String>,
+        media: Option<WabaMedia>,
     ) -> Result<WabaMessage, SendError> {
         let now = Utc::now();
         let is_template = matches!(content, WabaContent::Template { .. });
         if !is_template && !window_open(state.chat.last_customer_message_at, now) {
             return Err(SendError::OutsideWindow);
         }
-        let wamid = self
-            .graph
-            .send_message(credentials, &state.chat.customer_phone, &content)
-            .await?;
+        // Stored first as `pending` (under a placeholder id until Meta names it), so the
+        // operator sees the send at once and, whatever happens, how it ended.
+        let placeholder = format!("pending.{}", crate::domain::new_id());
         let message = WabaMessage {
             id: 0,
             chat_id: state.chat.id,
             owner_id: state.chat.owner_id.clone(),
-            whatsapp_message_id: wamid,
+            whatsapp_message_id: placeholder.clone(),
             from_me: true,
             message_type: content.kind().to_owned(),
             content: text,
             media_url: content.media_url().map(str::to_owned),
-            status: MessageStatus::Sent,
+            media,
+            error: None,
+            status: MessageStatus::Pending,
             is_read_by_operator: true,
             sender_user_id,
             timestamp: now,
             status_updated_at: Some(now),
         };
-        // Meta has sent it: a storage failure now must not read as "not sent", but there
-        // is nothing to show the operator without a stored row either.
-        let stored = self
+        let pending = self
             .store
             .insert_waba_message(&message)
             .await
-            .map_err(|e| {
-                tracing::error!(chat = state.chat.id, wamid = %message.whatsapp_message_id, error = %e,
-                    "a message Meta accepted could not be stored");
-                SendError::Domain(DomainError::Store(e))
-            })?;
+            .map_err(|e| SendError::Domain(DomainError::Store(e)))?;
         state.chat.last_message_at = Some(now);
-        self.publish(WabaEvent::Message(stored.clone()));
-        Ok(stored)
+        self.publish(WabaEvent::Message(pending.clone()));
+        let sent = self
+            .graph
+            .send_message(credentials, &state.chat.customer_phone, &content)
+            .await;
+        let (wamid, status, failure) = match &sent {
+            Ok(wamid) => (wamid.as_str(), MessageStatus::Sent, None),
+            Err(e) => (
+                placeholder.as_str(),
+                MessageStatus::Failed,
+                Some(SendFailure {
+                    code: e.code(),
+                    title: e.to_string(),
+                }),
+            ),
+        };
+        let settled = self
+            .store
+            .settle_waba_message(pending.id, wamid, status, failure.as_ref(), Utc::now())
+            .await;
+        let settled = match settled {
+            Ok(Some(m)) => {
+                self.publish(WabaEvent::Status(m.clone()));
+                m
+            }
+            // Meta's answer stands either way; the row keeps `pending`, which the log
+            // explains.
+            Ok(None) | Err(_) => {
+                tracing::error!(
+                    chat = state.chat.id,
+                    message = pending.id,
+                    ?status,
+                    wamid,
+                    "the outcome of a send could not be stored"
+                );
+                WabaMessage {
+                    whatsapp_message_id: wamid.to_owned(),
+                    status,
+                    error: failure.clone(),
+                    ..pending
+                }
+            }
+        };
+        match sent {
+            Ok(_) => Ok(settled),
+            Err(e) => Err(SendError::Graph(e)),
+        }
     }
 
     async fn inbound(

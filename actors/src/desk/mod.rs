@@ -41,6 +41,8 @@ pub enum WabaEvent {
     Status(WabaMessage),
     /// A chat's assignee changed: the chat after the change.
     Assignment(WabaChat),
+    /// Where fetching a message's file stands changed: the message after the change.
+    Media(WabaMessage),
 }
 
 impl WabaEvent {
@@ -50,20 +52,21 @@ impl WabaEvent {
             WabaEvent::Message(_) => "message",
             WabaEvent::Status(_) => "status",
             WabaEvent::Assignment(_) => "assignment",
+            WabaEvent::Media(_) => "media",
         }
     }
 
     /// The account the event belongs to (who may see it).
     pub fn owner_id(&self) -> &str {
         match self {
-            WabaEvent::Message(m) | WabaEvent::Status(m) => &m.owner_id,
+            WabaEvent::Message(m) | WabaEvent::Status(m) | WabaEvent::Media(m) => &m.owner_id,
             WabaEvent::Assignment(c) => &c.owner_id,
         }
     }
 
     pub fn chat_id(&self) -> i64 {
         match self {
-            WabaEvent::Message(m) | WabaEvent::Status(m) => m.chat_id,
+            WabaEvent::Message(m) | WabaEvent::Status(m) | WabaEvent::Media(m) => m.chat_id,
             WabaEvent::Assignment(c) => c.id,
         }
     }
@@ -87,6 +90,43 @@ pub enum GraphError {
     /// Meta could not be reached, or answered 5xx through every retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A file over the desk's size limit.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl GraphError {
+    /// Meta's error code, when Meta gave one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            GraphError::ReEngagement(_) => Some(131047),
+            GraphError::Throttled(_) => Some(130429),
+            GraphError::BadToken(_) => Some(190),
+            GraphError::Rejected { code, .. } => Some(*code),
+            GraphError::Unavailable(_) | GraphError::TooLarge(_) => None,
+        }
+    }
+
+    /// Whether trying again later may succeed: Meta unreachable, 5xx, throughput.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GraphError::Unavailable(_) | GraphError::Throttled(_))
+    }
+}
+
+/// A file to upload to Meta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaUpload {
+    pub bytes: Vec<u8>,
+    pub mime_type: String,
+    pub file_name: Option<String>,
+}
+
+/// A file downloaded from Meta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaDownload {
+    pub bytes: Vec<u8>,
+    /// The type Meta gave for it.
+    pub mime_type: Option<String>,
 }
 
 /// Meta's Graph API, as the desk uses it. The server crate implements it over HTTP.
@@ -107,6 +147,31 @@ pub trait GraphApi: Send + Sync {
         credentials: &GraphCredentials,
         whatsapp_message_id: &str,
     ) -> Result<(), GraphError>;
+
+    /// Uploads `file` to `/{phoneNumberId}/media` and returns its media id, which a
+    /// send then names instead of a link.
+    async fn upload_media(
+        &self,
+        _credentials: &GraphCredentials,
+        _file: &MediaUpload,
+    ) -> Result<String, GraphError> {
+        Err(GraphError::Unavailable(
+            "this Graph API client cannot upload media".into(),
+        ))
+    }
+
+    /// Downloads the file Meta keeps as `media_id` (an inbound attachment): its URL
+    /// first, then the bytes, both with the account's token, within the client's size
+    /// limit (`TooLarge`) and timeout (`Unavailable`). An unknown id is `Rejected`.
+    async fn download_media(
+        &self,
+        _credentials: &GraphCredentials,
+        _media_id: &str,
+    ) -> Result<MediaDownload, GraphError> {
+        Err(GraphError::Unavailable(
+            "this Graph API client cannot download media".into(),
+        ))
+    }
 }
 
 /// Why a send failed.

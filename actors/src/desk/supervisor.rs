@@ -26,7 +26,9 @@ use super::chat::{ChatMsg, OperatorChatActor};
 use super::feed::{DeskFeed, EventId, FeedEntry, Subscription};
 use super::{GraphApi, SendError, WabaEvent};
 use crate::domain::MessageStatus;
-use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
+use crate::domain::waba::{
+    GraphCredentials, SendFailure, WabaChat, WabaContent, WabaMedia, WabaMessage,
+};
 use crate::error::DomainError;
 use crate::handle::{ActorSlot, call};
 
@@ -294,11 +296,27 @@ impl OperatorDeskHandle {
         text: Option<String>,
         sender_user_id: Option<String>,
     ) -> Result<WabaMessage, SendError> {
+        self.send_with_file(chat, credentials, content, text, sender_user_id, None)
+            .await
+    }
+
+    /// [`send`](Self::send), the stored message keeping `media`: the record of the file
+    /// it sends (an upload the desk keeps a copy of).
+    pub async fn send_with_file(
+        &self,
+        chat: &WabaChat,
+        credentials: GraphCredentials,
+        content: WabaContent,
+        text: Option<String>,
+        sender_user_id: Option<String>,
+        media: Option<WabaMedia>,
+    ) -> Result<WabaMessage, SendError> {
         self.in_chat(chat, |reply| ChatMsg::Send {
             credentials: credentials.clone(),
             content: content.clone(),
             text: text.clone(),
             sender_user_id: sender_user_id.clone(),
+            media: media.clone().map(Box::new),
             reply,
         })
         .await?
@@ -318,19 +336,21 @@ impl OperatorDeskHandle {
         .await?
     }
 
-    /// Applies a status Meta reported for a message of `chat`, forward only. Answers None
-    /// when it changed nothing.
+    /// Applies a status Meta reported for a message of `chat`, forward only, keeping
+    /// Meta's `error` when it moved to `failed`. Answers None when it changed nothing.
     pub async fn status(
         &self,
         chat: &WabaChat,
         whatsapp_message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
+        error: Option<SendFailure>,
     ) -> Result<Option<WabaMessage>, DomainError> {
         self.in_chat(chat, |reply| ChatMsg::Status {
             whatsapp_message_id: whatsapp_message_id.to_owned(),
             status,
             at,
+            error: error.clone(),
             reply,
         })
         .await?

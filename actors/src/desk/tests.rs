@@ -59,6 +59,8 @@ fn inbound(wamid: &str, at: chrono::DateTime<Utc>) -> WabaMessage {
         message_type: "text".into(),
         content: Some("hello".into()),
         media_url: None,
+        media: None,
+        error: None,
         status: MessageStatus::Received,
         is_read_by_operator: false,
         sender_user_id: None,
@@ -189,19 +191,36 @@ async fn statuses_move_forward_only_and_reach_the_live_feed() {
     let now = Utc::now();
     let wamid = &sent.whatsapp_message_id;
     let read = desk
-        .status(&chat, wamid, MessageStatus::Read, now)
+        .status(&chat, wamid, MessageStatus::Read, now, None)
         .await
         .expect("read");
     assert_eq!(read.map(|m| m.status), Some(MessageStatus::Read));
     let late = desk
-        .status(&chat, wamid, MessageStatus::Delivered, now)
+        .status(&chat, wamid, MessageStatus::Delivered, now, None)
         .await
         .expect("late delivered");
     assert_eq!(late, None);
-    let kinds: Vec<&str> = (0..3)
-        .map(|_| feed.try_recv().expect("event").event.kind())
+    // The inbound message, the send as `pending`, then `sent`, then `read`.
+    let events: Vec<WabaEvent> = (0..4)
+        .map(|_| feed.try_recv().expect("event").event)
         .collect();
-    assert_eq!(kinds, ["message", "message", "status"]);
+    let kinds: Vec<&str> = events.iter().map(WabaEvent::kind).collect();
+    assert_eq!(kinds, ["message", "message", "status", "status"]);
+    let statuses: Vec<MessageStatus> = events[1..]
+        .iter()
+        .map(|e| match e {
+            WabaEvent::Message(m) | WabaEvent::Status(m) => m.status,
+            _ => MessageStatus::Received,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            MessageStatus::Pending,
+            MessageStatus::Sent,
+            MessageStatus::Read
+        ]
+    );
     assert!(
         feed.try_recv().is_err(),
         "the ignored status is not an event"
@@ -236,7 +255,13 @@ async fn idle_chat_actors_stop_and_start_again_on_demand() {
         // A status for a message the chat does not have: it changes nothing, but the
         // chat's actor has to start to say so.
         let changed = desk
-            .status(&chat, "wamid.unknown", MessageStatus::Read, Utc::now())
+            .status(
+                &chat,
+                "wamid.unknown",
+                MessageStatus::Read,
+                Utc::now(),
+                None,
+            )
             .await
             .expect("status");
         assert_eq!(changed, None);

@@ -94,7 +94,12 @@ pub struct WabaMessage {
     pub message_type: String,
     pub content: Option<String>,
     pub media_url: Option<String>,
-    /// Outbound: `sent → delivered → read` (or `failed`), forward only; inbound `received`.
+    /// A file kept by the desk: an inbound attachment fetched from Meta, or an uploaded
+    /// one sent by id. Served at `/api/waba/operator/media/{id}`.
+    pub media: Option<WabaMedia>,
+    /// Why Meta did not deliver it (a failed send, or a `failed` status with `errors`).
+    pub error: Option<SendFailure>,
+    /// Outbound: `pending → sent → delivered → read` (or `failed`), forward only; inbound `received`.
     pub status: MessageStatus,
     /// Inbound messages an operator has read in the desk.
     pub is_read_by_operator: bool,
@@ -102,6 +107,81 @@ pub struct WabaMessage {
     pub sender_user_id: Option<String>,
     pub timestamp: DateTime<Utc>,
     pub status_updated_at: Option<DateTime<Utc>>,
+}
+
+/// Meta's error for a message it did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    /// Meta's error code; None when Meta could not be reached.
+    pub code: Option<i64>,
+    pub title: String,
+}
+
+/// Where fetching a message's file from Meta stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaState {
+    /// Not fetched yet (a fetch is under way or will be retried).
+    Pending,
+    /// Kept by the desk; `path` names the file.
+    Stored,
+    /// Every attempt failed; `error` says why.
+    Failed,
+}
+
+impl MediaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaState::Pending => "pending",
+            MediaState::Stored => "stored",
+            MediaState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for MediaState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(MediaState::Pending),
+            "stored" => Ok(MediaState::Stored),
+            "failed" => Ok(MediaState::Failed),
+            other => Err(format!("unknown media state '{other}'")),
+        }
+    }
+}
+
+/// The file of a desk message and where fetching it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaMedia {
+    /// Meta's media id.
+    pub media_id: String,
+    pub mime_type: Option<String>,
+    pub file_name: Option<String>,
+    /// Size in bytes, once stored.
+    pub size: Option<u64>,
+    /// The file, relative to the media store, once stored.
+    pub path: Option<String>,
+    pub state: MediaState,
+    /// Fetch attempts made so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}
+
+impl WabaMedia {
+    /// An inbound attachment Meta named, not fetched yet.
+    pub fn pending(media_id: String, mime_type: Option<String>, file_name: Option<String>) -> Self {
+        WabaMedia {
+            media_id,
+            mime_type,
+            file_name,
+            size: None,
+            path: None,
+            state: MediaState::Pending,
+            attempts: 0,
+            error: None,
+        }
+    }
 }
 
 /// A chat as the chat list shows it.
@@ -128,6 +208,14 @@ pub enum WabaContent {
         caption: Option<String>,
         filename: Option<String>,
     },
+    /// A file uploaded to Meta beforehand, sent by its media id; `kind` is `image`,
+    /// `video`, `audio`, `document` or `sticker`.
+    Uploaded {
+        kind: &'static str,
+        media_id: String,
+        caption: Option<String>,
+        filename: Option<String>,
+    },
     /// An approved template: the only kind allowed outside the 24-hour window.
     Template {
         name: String,
@@ -143,6 +231,7 @@ impl WabaContent {
             WabaContent::Text { .. } => "text",
             WabaContent::Image { .. } => "image",
             WabaContent::Document { .. } => "document",
+            WabaContent::Uploaded { kind, .. } => kind,
             WabaContent::Template { .. } => "template",
         }
     }

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::MemoryStorage;
-use crate::domain::waba::{AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage};
+use crate::domain::waba::{
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
+};
 use crate::domain::{MessageStatus, Page};
 use crate::error::StoreError;
 use crate::store::{Record, RecordKind, StoreResult, WabaStore};
@@ -365,5 +367,43 @@ impl WabaStore for MemoryStorage {
         }
         chat.assigned_operator_id = assignee.map(str::to_owned);
         Ok(Some(chat.clone()))
+    }
+
+    async fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>> {
+        let mut data = self.open_waba()?;
+        Ok(data
+            .messages
+            .iter_mut()
+            .find(|m| m.id == message_id)
+            .map(|m| {
+                m.whatsapp_message_id = whatsapp_message_id.to_owned();
+                m.status = status;
+                m.status_updated_at = Some(at);
+                m.error = error.cloned();
+                m.clone()
+            }))
+    }
+
+    async fn set_waba_media(
+        &self,
+        message_id: i64,
+        media: &WabaMedia,
+    ) -> StoreResult<Option<WabaMessage>> {
+        let mut data = self.open_waba()?;
+        Ok(data
+            .messages
+            .iter_mut()
+            .find(|m| m.id == message_id)
+            .map(|m| {
+                m.media = Some(media.clone());
+                m.clone()
+            }))
     }
 }

@@ -4,6 +4,8 @@
 //! Each change of a notification is routed by `metadata.phone_number_id` to its account
 //! and processed only when the notification is signed with that account's app secret.
 //! Unknown phone numbers are ignored (Meta would retry anything refused for days).
+//! Attachments are fetched from Meta in the background once their message is stored
+//! (see `media.rs`), so Meta's webhook is answered without waiting for a download.
 //! Processing is idempotent — message ids are unique, statuses only move forward — so
 //! Meta's retries are harmless.
 
@@ -93,14 +95,17 @@ impl Waba {
                     message_type: m.message_type(),
                     content: m.content(),
                     media_url: None,
+                    media: m.media(),
+                    error: None,
                     status: MessageStatus::Received,
                     is_read_by_operator: false,
                     sender_user_id: None,
                     timestamp: meta_time(m.timestamp.as_deref(), now),
                     status_updated_at: None,
                 };
-                if self.desk.inbound(&chat, message).await?.is_some() {
+                if let Some(stored) = self.desk.inbound(&chat, message).await? {
                     done.messages += 1;
+                    self.fetch_in_background(stored);
                 }
             }
             for s in &value.statuses {
@@ -111,7 +116,12 @@ impl Waba {
                     continue;
                 };
                 let at = meta_time(s.timestamp.as_deref(), now);
-                if self.desk.status(&chat, &s.id, status, at).await?.is_some() {
+                if self
+                    .desk
+                    .status(&chat, &s.id, status, at, s.failure())
+                    .await?
+                    .is_some()
+                {
                     done.statuses += 1;
                 }
             }

@@ -13,23 +13,29 @@
 //! - `ingest.rs`: Meta's notifications — the subscription check, inbound messages and
 //!   status updates;
 //! - `desk.rs`: the operators' side — chats, histories, sends, marking read, the live
-//!   feed.
+//!   feed;
+//! - `media.rs`: the desk's files — inbound ones fetched from Meta, with retries, and
+//!   served back.
 
 mod desk;
 mod ingest;
+mod media;
 mod settings;
 
 pub use desk::{Marked, ReadReceipt};
 pub use ingest::Ingested;
+pub use media::{Attachment, FETCH_ATTEMPTS, StoredFile, sendable};
 pub use settings::{SettingsInput, StoredSettings, WabaSettings, mask};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wagate_actors::desk::{GraphApi, GraphError, OperatorDeskHandle, SendError};
 use wagate_actors::error::{DomainError, StoreError};
 use wagate_actors::store::DynStorage;
 
 use crate::crypto::KeyVault;
+use crate::media::MediaStore;
 use crate::outbound::OutboundError;
 
 /// Why a WABA operation failed.
@@ -79,6 +85,23 @@ pub enum WabaError {
     /// `ALLOW_PRIVATE_NETWORK_URLS`): refused before calling Meta.
     #[error("mediaUrl: {0}")]
     MediaUrl(OutboundError),
+    /// An attachment of a type Meta does not send.
+    #[error(
+        "files of type {0} cannot be sent through WhatsApp: send JPEG or PNG images, MP4 or 3GPP video, AAC, AMR, MP3, MP4 or OGG audio, WebP stickers, or PDF, text and Office documents"
+    )]
+    UnsupportedType(String),
+    /// An attachment over Meta's limit for its kind.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The message has no file.
+    #[error("message {0} has no media")]
+    NoMedia(i64),
+    /// The message's file is still being fetched from Meta.
+    #[error("the media of message {0} is still being fetched from Meta; retry shortly")]
+    MediaPending(i64),
+    /// Every attempt to fetch the file from Meta failed (the last error).
+    #[error("the media could not be fetched from Meta: {0}")]
+    MediaFailed(String),
     /// Meta did not send the message.
     #[error(transparent)]
     Graph(GraphError),
@@ -133,12 +156,18 @@ impl Scope {
 pub struct Waba {
     storage: DynStorage,
     desk: OperatorDeskHandle,
-    /// Meta's Graph API, for what needs no chat actor (read receipts).
+    /// Meta's Graph API, for what needs no chat actor (read receipts, media).
     graph: Arc<dyn GraphApi>,
     /// Seals the account secrets at rest.
     vault: KeyVault,
     /// `ALLOW_PRIVATE_NETWORK_URLS`: media URLs may point to private networks.
     allow_private_urls: bool,
+    /// Where the desk's files are kept.
+    media: MediaStore,
+    /// The delay before the first retry of a failed media fetch.
+    media_retry: Duration,
+    /// The fetches under way.
+    fetching: media::Fetching,
 }
 
 impl Waba {
@@ -148,6 +177,8 @@ impl Waba {
         graph: Arc<dyn GraphApi>,
         vault: KeyVault,
         allow_private_urls: bool,
+        media: MediaStore,
+        media_retry: Duration,
     ) -> Self {
         Waba {
             storage,
@@ -155,6 +186,9 @@ impl Waba {
             graph,
             vault,
             allow_private_urls,
+            media,
+            media_retry,
+            fetching: media::Fetching::default(),
         }
     }
 }

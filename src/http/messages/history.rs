@@ -344,7 +344,7 @@ pub(super) async fn download_media(
 
 /// `attachment` with an ASCII fallback name plus the exact name in RFC 5987 form, so
 /// any file name (Cyrillic included) survives and the header stays valid.
-fn content_disposition(name: &str) -> String {
+pub(crate) fn content_disposition(name: &str) -> String {
     let ascii: String = name
         .chars()
         .map(|c| {

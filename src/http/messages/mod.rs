@@ -10,6 +10,8 @@ mod history;
 mod send;
 mod typed;
 
+pub(crate) use history::content_disposition;
+
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

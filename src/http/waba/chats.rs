@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wagate_actors::desk::WabaEvent;
 use wagate_actors::domain::MessageStatus;
-use wagate_actors::domain::waba::{AssignedFilter, WabaMessage, window_expires_at};
+use wagate_actors::domain::waba::{AssignedFilter, WabaMedia, WabaMessage, window_expires_at};
 
 use super::{DeskCaller, NO_CHAT, numeric, receipts};
 use crate::gateway::waba::ReadReceipt;
@@ -67,6 +67,65 @@ impl Senders {
     }
 }
 
+/// A message's file and where fetching it from Meta stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WabaMediaView {
+    /// `pending` (being fetched, or to be retried), `stored` (served at `mediaUrl`) or
+    /// `failed` (see `error`; `POST /api/waba/operator/media/{messageId}/retry` tries again).
+    #[schema(schema_with = media_states)]
+    status: &'static str,
+    mime_type: Option<String>,
+    file_name: Option<String>,
+    /// Bytes, once stored.
+    size: Option<u64>,
+    /// Fetch attempts so far.
+    attempts: u32,
+    /// Why the last attempt failed.
+    error: Option<String>,
+}
+
+fn media_states() -> utoipa::openapi::schema::Object {
+    crate::http::openapi::string_enum(&["pending", "stored", "failed"])
+}
+
+pub(super) fn media_view(m: &WabaMedia) -> WabaMediaView {
+    WabaMediaView {
+        status: m.state.as_str(),
+        mime_type: m.mime_type.clone(),
+        file_name: m.file_name.clone(),
+        size: m.size,
+        attempts: m.attempts,
+        error: m.error.clone(),
+    }
+}
+
+/// Where a message's file is served: the desk's own path for a file it keeps, else the
+/// URL it was sent from.
+pub(super) fn media_url(m: &WabaMessage) -> Option<String> {
+    match &m.media {
+        Some(_) => Some(format!("/api/waba/operator/media/{}", m.id)),
+        None => m.media_url.clone(),
+    }
+}
+
+/// Meta's error for a message it did not deliver.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WabaMessageError)]
+pub(super) struct ErrorView {
+    /// Meta's error code (131047, 130429, …); null when Meta could not be reached.
+    code: Option<i64>,
+    /// Meta's title of the error, or what went wrong.
+    title: String,
+}
+
+pub(super) fn error_view(m: &WabaMessage) -> Option<ErrorView> {
+    m.error.as_ref().map(|e| ErrorView {
+        code: e.code,
+        title: e.title.clone(),
+    })
+}
+
 /// A message as the chat history (and the live events) show it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -76,7 +135,11 @@ struct WabaMessageView {
     /// Meta's id (`wamid.…`).
     whatsapp_message_id: String,
     content: Option<String>,
+    /// Where the file is: `/api/waba/operator/media/{id}` (same auth) for a file the desk
+    /// keeps (inbound attachments, uploads), else the URL it was sent from.
     media_url: Option<String>,
+    /// The file the desk keeps and where fetching it stands (null: none).
+    media: Option<WabaMediaView>,
     /// `text`, `image`, `document`, `template`; inbound also `audio`, `video`, ...
     #[serde(rename = "type")]
     message_type: String,
@@ -90,6 +153,8 @@ struct WabaMessageView {
     read: bool,
     /// Inbound and read by an operator in the desk.
     is_read_by_operator: bool,
+    /// Why it was not delivered (`status` `failed`): Meta's code and title.
+    error: Option<ErrorView>,
     /// Who sent it (outbound).
     sender_user: Option<SenderView>,
 }
@@ -101,7 +166,8 @@ async fn message_view(state: &AppState, senders: &mut Senders, m: &WabaMessage) 
         chat_id: m.chat_id,
         whatsapp_message_id: m.whatsapp_message_id.clone(),
         content: m.content.clone(),
-        media_url: m.media_url.clone(),
+        media_url: media_url(m),
+        media: m.media.as_ref().map(media_view),
         message_type: m.message_type.clone(),
         from_me: m.from_me,
         timestamp: iso(m.timestamp),
@@ -109,6 +175,7 @@ async fn message_view(state: &AppState, senders: &mut Senders, m: &WabaMessage) 
         delivered,
         read,
         is_read_by_operator: m.is_read_by_operator,
+        error: error_view(m),
         sender_user: senders.of(state, m.sender_user_id.as_deref()).await,
     }
 }
@@ -442,7 +509,7 @@ pub(super) async fn event_data(
     event: &WabaEvent,
 ) -> Value {
     match event {
-        WabaEvent::Message(m) | WabaEvent::Status(m) => json!({
+        WabaEvent::Message(m) | WabaEvent::Status(m) | WabaEvent::Media(m) => json!({
             "type": event.kind(),
             "chatId": m.chat_id,
             "message": message_view(state, senders, m).await,

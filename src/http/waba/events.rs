@@ -66,8 +66,9 @@ impl Stream {
 
 /// The caller's chats as a live stream (Server-Sent Events).
 ///
-/// Each event has an `id:` and a `data:` — `{"type": "message"|"status", "chatId",
-/// "message": {...}}` (the message as the chat history shows it after the change) or
+/// Each event has an `id:` and a `data:` — `{"type": "message"|"status"|"media", "chatId",
+/// "message": {...}}` (the message as the chat history shows it after the change; `media`
+/// when fetching its file from Meta moved on) or
 /// `{"type": "assignment", "chatId", "assignedOperatorId"}`. A client that reconnects
 /// with `Last-Event-ID` (browsers' `EventSource` does so by itself) first gets every event
 /// it missed, as long as the server still keeps it (the last `WABA_EVENT_RETENTION`
@@ -79,7 +80,7 @@ impl Stream {
     tag = "waba",
     params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received: the stream resumes after it")),
     responses(
-        (status = 200, description = "An endless stream: each event has an `id` and a `data:` of `{\"type\": \"message\"|\"status\", \"chatId\", \"message\"}`, `{\"type\": \"assignment\", \"chatId\", \"assignedOperatorId\"}` or `{\"type\": \"resync\"}` (JSON)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An endless stream: each event has an `id` and a `data:` of `{\"type\": \"message\"|\"status\"|\"media\", \"chatId\", \"message\"}`, `{\"type\": \"assignment\", \"chatId\", \"assignedOperatorId\"}` or `{\"type\": \"resync\"}` (JSON)", content_type = "text/event-stream", body = String),
     )
 )]
 async fn events(

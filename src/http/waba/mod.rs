@@ -11,10 +11,12 @@
 //! - [`meta_webhook`]: Meta's subscription check and notifications;
 //! - [`operator`]: sends and message statuses;
 //! - [`chats`]: chat lists, histories, marking read and assignment;
-//! - [`events`]: the live events, resumable with `Last-Event-ID`.
+//! - [`events`]: the live events, resumable with `Last-Event-ID`;
+//! - [`media`]: the desk's files (inbound attachments fetched from Meta).
 
 pub mod chats;
 pub mod events;
+pub mod media;
 pub mod meta_webhook;
 pub mod operator;
 pub mod settings;
@@ -30,13 +32,15 @@ use crate::http::auth::AuthUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// `max_upload` bounds the files of multipart sends.
+pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(settings::router())
         .merge(meta_webhook::router())
-        .merge(operator::router())
+        .merge(operator::router(max_upload))
         .merge(chats::router())
         .merge(events::router())
+        .merge(media::router())
 }
 
 const NO_CHAT: &str = "No such chat visible to the caller";

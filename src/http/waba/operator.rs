@@ -1,6 +1,7 @@
 //! The operators' sends and the delivery status of a desk message.
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::header;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -9,19 +10,44 @@ use utoipa_axum::routes;
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::waba::WabaContent;
 
+use super::chats::{ErrorView, error_view};
 use super::{DeskCaller, NO_CHAT, numeric, receipts};
+use crate::gateway::waba::Attachment;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppPath};
+use crate::http::extract::{AppJson, AppMultipart, AppPath};
 use crate::http::iso;
 use crate::http::state::AppState;
+use crate::media;
 
 /// WhatsApp's limit on the text of one message.
 const MAX_TEXT_CHARS: usize = 4096;
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// `max_upload` bounds the files of multipart sends.
+pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, send) = routes!(send);
+    // Multipart overhead on top of the file itself.
+    let send = send.layer(DefaultBodyLimit::max(max_upload.saturating_add(64 * 1024)));
     OpenApiRouter::new()
-        .routes(routes!(send))
+        .routes((schemas, paths, send))
         .routes(routes!(message_status))
+}
+
+/// A send with a file (`multipart/form-data`).
+#[derive(Debug, ToSchema)]
+#[schema(as = WabaSendFile)]
+#[allow(dead_code)] // Documents the form; the handler reads it part by part.
+struct SendFileForm {
+    /// The chat to send to.
+    #[schema(rename = "chatId")]
+    chat_id: i64,
+    /// The file: JPEG or PNG images (5 MB), WebP stickers (500 KB), MP4 or 3GPP video,
+    /// AAC, AMR, MP3, MP4 or OGG audio (16 MB), PDF, text and Office documents (100 MB),
+    /// within `MAX_UPLOAD_BYTES`. Its kind follows from its type.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    /// The caption (images, video, documents); `caption` is taken too.
+    #[schema(max_length = 4096)]
+    message: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -190,15 +216,23 @@ struct WabaSent {
 }
 
 /// Sends a message to a chat's customer through Meta's Graph API.
+///
+/// A JSON body sends text, a file by URL or a template; a `multipart/form-data` body
+/// (`chatId`, `file`, optional `message`) uploads the file to Meta and sends it by its
+/// media id (the desk keeps a copy, at the message's `mediaUrl`).
 #[utoipa::path(
     post,
     path = "/api/waba/operator/send",
     tag = "waba",
-    request_body = SendBody,
+    request_body(content(
+        (SendBody = "application/json"),
+        (SendFileForm = "multipart/form-data"),
+    )),
     responses(
         (status = 200, description = "Sent", body = WabaSent),
-        (status = 400, description = "Missing or invalid fields, or a `mediaUrl` to a private network (unless `ALLOW_PRIVATE_NETWORK_URLS`)", body = ErrorBody),
+        (status = 400, description = "Missing or invalid fields, a `mediaUrl` to a private network (unless `ALLOW_PRIVATE_NETWORK_URLS`), or a file of a type Meta does not send (`unsupported_media_type`)", body = ErrorBody),
         (status = 404, description = NO_CHAT, body = ErrorBody),
+        (status = 413, description = "A file over `MAX_UPLOAD_BYTES` or Meta's limit for its kind (`payload_too_large`)", body = ErrorBody),
         (status = 422, description = "Outside the 24-hour window: only a template may be sent (`outside_24h_window`)", body = ErrorBody),
         (status = 429, description = "Meta's rate limit (`waba_rate_limited`)", body = ErrorBody),
         (status = 500, description = "The chat's account has no WABA settings (`waba_not_configured`)", body = ErrorBody),
@@ -208,18 +242,51 @@ struct WabaSent {
 async fn send(
     State(state): State<AppState>,
     desk: DeskCaller,
-    AppJson(raw): AppJson<Value>,
+    request: Request,
 ) -> ApiResult<AppJson<WabaSent>> {
-    let body: SendBody = serde_json::from_value(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-    let Some(chat_id) = body.chat_id else {
-        return Err(ApiError::bad_request("chatId is required"));
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    let sent = if multipart {
+        let AppMultipart(form) = AppMultipart::from_request(request, &state).await?;
+        send_file(&state, &desk, form).await?
+    } else {
+        // The route's body limit is the upload one; JSON keeps the usual limit.
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > state.config.max_body_bytes) {
+            return Err(ApiError::payload_too_large(format!(
+                "a JSON body may have at most {} bytes",
+                state.config.max_body_bytes
+            )));
+        }
+        let AppJson(raw) = AppJson::<Value>::from_request(request, &state).await?;
+        let body: SendBody = serde_json::from_value(raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+        let Some(chat_id) = body.chat_id else {
+            return Err(ApiError::bad_request("chatId is required"));
+        };
+        let (content, text) = content_of(&body)?;
+        state
+            .waba
+            .send(
+                &desk.scope,
+                chat_id,
+                content,
+                text,
+                desk.caller.0.id.clone(),
+            )
+            .await?
     };
-    let (content, text) = content_of(&body)?;
-    let sent = state
-        .waba
-        .send(&desk.scope, chat_id, content, text, desk.caller.0.id)
-        .await?;
     Ok(AppJson(WabaSent {
         success: true,
         message: SentWabaMessage {
@@ -234,6 +301,83 @@ async fn send(
     }))
 }
 
+/// The multipart send: reads `chatId`, `message` (or `caption`) and `file`, then
+/// uploads and sends it.
+async fn send_file(
+    state: &AppState,
+    desk: &DeskCaller,
+    mut form: axum::extract::Multipart,
+) -> ApiResult<wagate_actors::domain::waba::WabaMessage> {
+    let max = state.config.max_upload_bytes;
+    let mut chat_id = None;
+    let mut caption = None;
+    let mut file: Option<(Vec<u8>, Option<String>, Option<String>)> = None;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name().unwrap_or_default() {
+            "chatId" => chat_id = Some(field.text().await.map_err(multipart_error)?),
+            "message" | "caption" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                caption = non_empty(&Some(text)).or(caption);
+            }
+            "file" => {
+                let name = field.file_name().map(str::to_owned);
+                let declared = field.content_type().map(str::to_owned);
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if bytes.len() + chunk.len() > max {
+                        return Err(ApiError::payload_too_large(format!(
+                            "file is larger than the limit of {max} bytes (MAX_UPLOAD_BYTES)"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                file = Some((bytes, name, declared));
+            }
+            _ => {}
+        }
+    }
+    let chat_id = chat_id
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("chatId is required"))
+        .and_then(|raw| numeric("chatId", raw))?;
+    if let Some(c) = &caption
+        && c.chars().count() > MAX_TEXT_CHARS
+    {
+        return Err(ApiError::bad_request(format!(
+            "message is longer than {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    let (bytes, name, declared) = file.ok_or_else(|| ApiError::bad_request("file is required"))?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("file is empty"));
+    }
+    let file_name = name.and_then(|n| media::safe_file_name(&n));
+    let mime_type = media::detect_mime(declared.as_deref(), &bytes, file_name.as_deref());
+    let attachment = Attachment {
+        bytes,
+        mime_type,
+        file_name,
+    };
+    Ok(state
+        .waba
+        .send_upload(
+            &desk.scope,
+            chat_id,
+            attachment,
+            caption,
+            desk.caller.0.id.clone(),
+        )
+        .await?)
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large("upload is larger than the allowed limit (MAX_UPLOAD_BYTES)")
+    } else {
+        ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WabaMessageStatus {
@@ -246,6 +390,9 @@ struct WabaMessageStatus {
     status_updated_at: Option<String>,
     delivered: bool,
     read: bool,
+    /// Why it was not delivered (`status` `failed`): Meta's error code and title, from
+    /// the failed send or from Meta's status webhook.
+    error: Option<ErrorView>,
 }
 
 /// The delivery status of a desk message.
@@ -275,6 +422,7 @@ async fn message_status(
         status_updated_at: m.status_updated_at.map(iso),
         delivered,
         read,
+        error: error_view(&m),
         whatsapp_message_id: m.whatsapp_message_id,
     }))
 }

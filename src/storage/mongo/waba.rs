@@ -13,7 +13,7 @@ use mongodb::options::{IndexOptions, ReturnDocument};
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
 use wagate_actors::domain::waba::{
-    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage,
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
@@ -171,7 +171,39 @@ pub(super) fn message_doc(id: i64, m: &WabaMessage) -> Document {
         "senderUserId": m.sender_user_id.as_deref(),
         "ts": date(m.timestamp),
         "statusUpdatedAt": m.status_updated_at.map(date),
+        "media": m.media.as_ref().map(media_doc),
+        "error": m.error.as_ref().map(|e| doc! {"code": e.code, "title": &e.title}),
     }
+}
+
+fn media_doc(m: &WabaMedia) -> Document {
+    doc! {
+        "mediaId": &m.media_id,
+        "mimeType": m.mime_type.as_deref(),
+        "fileName": m.file_name.as_deref(),
+        "size": m.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        "path": m.path.as_deref(),
+        "state": m.state.as_str(),
+        "attempts": i64::from(m.attempts),
+        "error": m.error.as_deref(),
+    }
+}
+
+fn media_from_doc(d: &Document) -> StoreResult<WabaMedia> {
+    let f = Fields(d);
+    Ok(WabaMedia {
+        media_id: f.string("mediaId")?,
+        mime_type: f.opt_string("mimeType")?,
+        file_name: f.opt_string("fileName")?,
+        size: f.opt_i64("size")?.map(|s| s.max(0) as u64),
+        path: f.opt_string("path")?,
+        state: f.parsed("state")?,
+        attempts: f
+            .opt_i64("attempts")?
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        error: f.opt_string("error")?,
+    })
 }
 
 pub(super) fn message_from_doc(d: &Document) -> StoreResult<WabaMessage> {
@@ -187,6 +219,17 @@ pub(super) fn message_from_doc(d: &Document) -> StoreResult<WabaMessage> {
         message_type: f.string("messageType")?,
         content: f.opt_string("content")?,
         media_url: f.opt_string("mediaUrl")?,
+        media: f
+            .document("media")?
+            .map(|m| media_from_doc(m.0))
+            .transpose()?,
+        error: match f.document("error")? {
+            Some(e) => Some(SendFailure {
+                code: e.opt_i64("code")?,
+                title: e.string("title")?,
+            }),
+            None => None,
+        },
         status: f.parsed("status")?,
         is_read_by_operator: f.bool("isReadByOperator")?,
         sender_user_id: f.opt_string("senderUserId")?,
@@ -499,6 +542,50 @@ impl WabaStore for MongoStorage {
             .map_err(map_err)?
             .as_ref()
             .map(chat_from_doc)
+            .transpose()
+    }
+
+    async fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>> {
+        self.coll(MESSAGES)?
+            .find_one_and_update(
+                doc! {"_id": message_id},
+                doc! {"$set": {
+                    "whatsappMessageId": whatsapp_message_id,
+                    "status": status.as_str(),
+                    "statusUpdatedAt": date(at),
+                    "error": error.map(|e| doc! {"code": e.code, "title": &e.title}),
+                }},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_doc)
+            .transpose()
+    }
+
+    async fn set_waba_media(
+        &self,
+        message_id: i64,
+        media: &WabaMedia,
+    ) -> StoreResult<Option<WabaMessage>> {
+        self.coll(MESSAGES)?
+            .find_one_and_update(
+                doc! {"_id": message_id},
+                doc! {"$set": {"media": media_doc(media)}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_doc)
             .transpose()
     }
 }

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::Page;
 use wagate_actors::domain::waba::{
-    AssignedFilter, WabaAccount, WabaChat, WabaChatSummary, WabaMessage,
+    AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use wagate_actors::store::StoreResult;
 use wagate_actors::store::WabaStore;
@@ -47,6 +47,48 @@ pub(super) fn chat_from_row(row: &SqliteRow) -> StoreResult<WabaChat> {
     })
 }
 
+fn media_from_row(row: &SqliteRow) -> StoreResult<Option<WabaMedia>> {
+    let Some(media_id) = row
+        .try_get::<Option<String>, _>("media_id")
+        .map_err(map_err)?
+    else {
+        return Ok(None);
+    };
+    let state: Option<String> = row.try_get("media_state").map_err(map_err)?;
+    let size: Option<i64> = row.try_get("media_size").map_err(map_err)?;
+    let attempts: Option<i64> = row.try_get("media_attempts").map_err(map_err)?;
+    Ok(Some(WabaMedia {
+        media_id,
+        mime_type: row.try_get("media_mime_type").map_err(map_err)?,
+        file_name: row.try_get("media_file_name").map_err(map_err)?,
+        size: size.map(|s| s.max(0) as u64),
+        path: row.try_get("media_path").map_err(map_err)?,
+        state: state
+            .as_deref()
+            .unwrap_or("pending")
+            .parse()
+            .map_err(corrupt)?,
+        attempts: attempts.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+        error: row.try_get("media_error").map_err(map_err)?,
+    }))
+}
+
+/// Binds the media columns of a message, in the order `media_id, media_mime_type,
+/// media_file_name, media_size, media_path, media_state, media_attempts, media_error`.
+fn bind_media<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    media: Option<&WabaMedia>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(media.map(|m| m.media_id.clone()))
+        .bind(media.and_then(|m| m.mime_type.clone()))
+        .bind(media.and_then(|m| m.file_name.clone()))
+        .bind(media.and_then(|m| m.size).map(clamp_i64))
+        .bind(media.and_then(|m| m.path.clone()))
+        .bind(media.map(|m| m.state.as_str()))
+        .bind(media.map(|m| i64::from(m.attempts)))
+        .bind(media.and_then(|m| m.error.clone()))
+}
+
 pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<WabaMessage> {
     let status: String = row.try_get("status").map_err(map_err)?;
     Ok(WabaMessage {
@@ -58,6 +100,17 @@ pub(super) fn message_from_row(row: &SqliteRow) -> StoreResult<WabaMessage> {
         message_type: row.try_get("message_type").map_err(map_err)?,
         content: row.try_get("content").map_err(map_err)?,
         media_url: row.try_get("media_url").map_err(map_err)?,
+        media: media_from_row(row)?,
+        error: match row
+            .try_get::<Option<String>, _>("error_title")
+            .map_err(map_err)?
+        {
+            Some(title) => Some(SendFailure {
+                code: row.try_get("error_code").map_err(map_err)?,
+                title,
+            }),
+            None => None,
+        },
         status: status.parse().map_err(corrupt)?,
         is_read_by_operator: row.try_get("is_read_by_operator").map_err(map_err)?,
         sender_user_id: row.try_get("sender_user_id").map_err(map_err)?,
@@ -121,10 +174,12 @@ pub(super) async fn insert_message<'e>(
     ex: impl sqlx::SqliteExecutor<'e>,
     m: &WabaMessage,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO waba_messages (id, chat_id, owner_id, whatsapp_message_id, from_me, message_type, content,
-                                    media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at,
+                                    media_id, media_mime_type, media_file_name, media_size, media_path,
+                                    media_state, media_attempts, media_error, error_code, error_title)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(m.id)
     .bind(m.chat_id)
@@ -138,10 +193,13 @@ pub(super) async fn insert_message<'e>(
     .bind(m.is_read_by_operator)
     .bind(&m.sender_user_id)
     .bind(ms(m.timestamp))
-    .bind(m.status_updated_at.map(ms))
-    .execute(ex)
-    .await
-    .map_err(map_err)?;
+    .bind(m.status_updated_at.map(ms));
+    bind_media(q, m.media.as_ref())
+        .bind(m.error.as_ref().and_then(|e| e.code))
+        .bind(m.error.as_ref().map(|e| e.title.clone()))
+        .execute(ex)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -334,10 +392,12 @@ impl WabaStore for SqliteStorage {
 
     async fn insert_waba_message(&self, m: &WabaMessage) -> StoreResult<WabaMessage> {
         let mut tx = self.writer().begin().await.map_err(map_err)?;
-        let row = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO waba_messages (chat_id, owner_id, whatsapp_message_id, from_me, message_type, content,
-                                        media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                        media_url, status, is_read_by_operator, sender_user_id, ts, status_updated_at,
+                                        media_id, media_mime_type, media_file_name, media_size, media_path,
+                                        media_state, media_attempts, media_error, error_code, error_title)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              RETURNING *",
         )
         .bind(m.chat_id)
@@ -351,10 +411,13 @@ impl WabaStore for SqliteStorage {
         .bind(m.is_read_by_operator)
         .bind(&m.sender_user_id)
         .bind(ms(m.timestamp))
-        .bind(m.status_updated_at.map(ms))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .bind(m.status_updated_at.map(ms));
+        let row = bind_media(q, m.media.as_ref())
+            .bind(m.error.as_ref().and_then(|e| e.code))
+            .bind(m.error.as_ref().map(|e| e.title.clone()))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
         sqlx::query(
             "UPDATE waba_chats SET
                  last_message_at = MAX(COALESCE(last_message_at, ?1), ?1),
@@ -472,5 +535,52 @@ impl WabaStore for SqliteStorage {
         .as_ref()
         .map(chat_from_row)
         .transpose()
+    }
+
+    async fn settle_waba_message(
+        &self,
+        message_id: i64,
+        whatsapp_message_id: &str,
+        status: MessageStatus,
+        error: Option<&SendFailure>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<WabaMessage>> {
+        sqlx::query(
+            "UPDATE waba_messages SET whatsapp_message_id = ?, status = ?, status_updated_at = ?,
+                                      error_code = ?, error_title = ?
+             WHERE id = ? RETURNING *",
+        )
+        .bind(whatsapp_message_id)
+        .bind(status.as_str())
+        .bind(ms(at))
+        .bind(error.and_then(|e| e.code))
+        .bind(error.map(|e| e.title.clone()))
+        .bind(message_id)
+        .fetch_optional(self.writer())
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(message_from_row)
+        .transpose()
+    }
+
+    async fn set_waba_media(
+        &self,
+        message_id: i64,
+        media: &WabaMedia,
+    ) -> StoreResult<Option<WabaMessage>> {
+        let q = sqlx::query(
+            "UPDATE waba_messages SET media_id = ?, media_mime_type = ?, media_file_name = ?, media_size = ?,
+                                      media_path = ?, media_state = ?, media_attempts = ?, media_error = ?
+             WHERE id = ? RETURNING *",
+        );
+        bind_media(q, Some(media))
+            .bind(message_id)
+            .fetch_optional(self.writer())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
     }
 }
