@@ -224,13 +224,13 @@ struct SessionState {
 }
 
 impl SandboxEngine {
-    /// Our own message `target` of `chat` changed: the sandbox instance linked as the
-    /// chat, if any, hears of it as its author's change.
-    fn change(
+    /// Something about a message of `chat` (a reaction, an edit, a deletion) goes to
+    /// the sandbox instance linked as the chat, if any: `event` builds what it hears,
+    /// from our address and the send's time.
+    fn tell_chat(
         &self,
         chat: &str,
-        target: &MessageRef,
-        change: MessageChange,
+        event: impl FnOnce(String, chrono::DateTime<Utc>) -> EngineEvent,
     ) -> Result<SentMessage, EngineError> {
         let (phone, _) = self.session.connected_as()?;
         let sent = SentMessage {
@@ -239,17 +239,29 @@ impl SandboxEngine {
             message_secret: None,
         };
         if let Some(recipient) = self.session.network.sink_for(chat) {
-            let me = jid_for(&phone);
-            recipient(EngineEvent::Change(InboundChange {
+            recipient(event(jid_for(&phone), sent.timestamp));
+        }
+        Ok(sent)
+    }
+
+    /// Our own message `target` of `chat` changed: the linked instance hears of it as
+    /// its author's change.
+    fn change(
+        &self,
+        chat: &str,
+        target: &MessageRef,
+        change: MessageChange,
+    ) -> Result<SentMessage, EngineError> {
+        self.tell_chat(chat, |me, timestamp| {
+            EngineEvent::Change(InboundChange {
                 chat: me.clone(),
                 sender: me,
                 from_me: false,
                 target_id: target.message_id.clone(),
                 change,
-                timestamp: sent.timestamp,
-            }));
-        }
-        Ok(sent)
+                timestamp,
+            })
+        })
     }
 
     pub fn new(network: SandboxNetwork, ctx: EngineContext) -> Self {
@@ -554,24 +566,16 @@ impl Engine for SandboxEngine {
         target: &MessageRef,
         emoji: &str,
     ) -> Result<SentMessage, EngineError> {
-        let (phone, _) = self.session.connected_as()?;
-        let sent = SentMessage {
-            message_id: new_message_id(),
-            timestamp: Utc::now(),
-            message_secret: None,
-        };
-        if let Some(recipient) = self.session.network.sink_for(chat) {
-            let me = jid_for(&phone);
-            recipient(EngineEvent::Reaction(InboundReaction {
+        self.tell_chat(chat, |me, timestamp| {
+            EngineEvent::Reaction(InboundReaction {
                 chat: me.clone(),
                 sender: me,
                 from_me: false,
                 target_id: target.message_id.clone(),
                 emoji: emoji.to_owned(),
-                timestamp: sent.timestamp,
-            }));
-        }
-        Ok(sent)
+                timestamp,
+            })
+        })
     }
 
     /// Sandbox votes travel as names: there is nothing to open.

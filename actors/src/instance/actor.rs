@@ -750,10 +750,7 @@ impl InstanceActor {
         let sent = engine
             .send(to, &content, &options)
             .await
-            .map_err(|err| match err {
-                EngineError::InvalidState(_) => not_connected(),
-                other => engine_error(other),
-            })?;
+            .map_err(send_failure)?;
         let now = Utc::now();
         let (message_type, text, caption, media) = match &content {
             OutboundContent::Text(text) => ("text".to_owned(), Some(text.clone()), None, None),
@@ -874,10 +871,7 @@ impl InstanceActor {
         let sent = engine
             .react(&message.remote_jid, &message_ref(&message), &emoji)
             .await
-            .map_err(|err| match err {
-                EngineError::InvalidState(_) => not_connected(),
-                other => engine_error(other),
-            })?;
+            .map_err(send_failure)?;
         self.count(state, |u| u.messages_sent = 1);
         let me = state.phone.as_deref().map(jid_for).unwrap_or_default();
         let reaction = Reaction {
@@ -1008,10 +1002,7 @@ impl InstanceActor {
         engine
             .edit(&message.remote_jid, &message_ref(&message), &text)
             .await
-            .map_err(|err| match err {
-                EngineError::InvalidState(_) => not_connected(),
-                other => engine_error(other),
-            })?;
+            .map_err(send_failure)?;
         self.count(state, |u| u.messages_sent = 1);
         message.edit(text.clone(), now);
         let event = Event::MessageEdited(MessageEdited {
@@ -1073,10 +1064,7 @@ impl InstanceActor {
         engine
             .revoke(&message.remote_jid, &message_ref(&message))
             .await
-            .map_err(|err| match err {
-                EngineError::InvalidState(_) => not_connected(),
-                other => engine_error(other),
-            })?;
+            .map_err(send_failure)?;
         self.count(state, |u| u.messages_sent = 1);
         let event = event(true);
         if let Some(path) = message.media_path.clone() {
@@ -1595,6 +1583,15 @@ pub struct SendExtras {
     pub reply_to: Option<String>,
     /// Addresses of the people mentioned.
     pub mentions: Vec<String>,
+}
+
+/// A send-like engine call that failed: the session is not connected, or the
+/// engine's own error.
+fn send_failure(err: EngineError) -> DomainError {
+    match err {
+        EngineError::InvalidState(_) => not_connected(),
+        other => engine_error(other),
+    }
 }
 
 fn not_connected() -> DomainError {
