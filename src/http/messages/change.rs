@@ -66,7 +66,7 @@ pub(super) struct DeleteParams {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct Deleted {
+pub(super) struct MessageDeleted {
     success: bool,
 }
 
@@ -83,7 +83,7 @@ pub(super) struct Deleted {
         DeleteParams,
     ),
     responses(
-        (status = 200, description = "Deleted", body = Deleted),
+        (status = 200, description = "Deleted", body = MessageDeleted),
         (status = 400, description = "`forEveryone` is not true or false", body = ErrorBody),
         (status = 404, description = "No such instance, or no such message of it", body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
@@ -96,7 +96,7 @@ pub(super) async fn delete(
     SendingInstance { instance, .. }: SendingInstance,
     AppPath((_, message_id)): AppPath<(String, String)>,
     AppQuery(params): AppQuery<DeleteParams>,
-) -> ApiResult<AppJson<Deleted>> {
+) -> ApiResult<AppJson<MessageDeleted>> {
     state
         .messenger
         .delete(
@@ -105,5 +105,5 @@ pub(super) async fn delete(
             params.for_everyone.unwrap_or(true),
         )
         .await?;
-    Ok(AppJson(Deleted { success: true }))
+    Ok(AppJson(MessageDeleted { success: true }))
 }
