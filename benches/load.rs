@@ -1518,9 +1518,21 @@ fn fds_and_threads() -> Res<(u64, u64)> {
     Ok((fds, threads))
 }
 
-/// Raises this process's soft limit of open files to its hard limit (the sessions'
-/// sockets and session files), never the user's shell.
-fn raise_file_limit() -> Res<u64> {
+/// Open files an S7 session holds (its socket, its session store's files), and the
+/// headroom kept for everything else in the process.
+const S7_FDS_PER_SESSION: u64 = 4;
+const FD_HEADROOM: u64 = 1_024;
+
+/// Open files a process running `sessions` S7 sessions needs.
+fn files_needed(sessions: usize) -> u64 {
+    sessions as u64 * S7_FDS_PER_SESSION + FD_HEADROOM
+}
+
+/// Raises this process's limit of open files (the sessions' sockets and session files),
+/// never the user's shell: the hard limit up to `need` (bounded by the kernel's
+/// `fs.nr_open`) where the process may (root, `CAP_SYS_RESOURCE`), else only the soft
+/// limit up to the hard one. Returns the soft limit got.
+fn raise_file_limit(need: u64) -> Res<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -1530,7 +1542,26 @@ fn raise_file_limit() -> Res<u64> {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return Err("getrlimit failed".into());
         }
-        limit.rlim_cur = limit.rlim_max;
+    }
+    if limit.rlim_max != libc::RLIM_INFINITY && limit.rlim_max < need {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(limit.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: need.min(nr_open),
+            rlim_max: need.min(nr_open),
+        };
+        // SAFETY: as above; refused (EPERM) without the privilege, leaving the limit as is.
+        if raised.rlim_max > limit.rlim_max
+            && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0
+        {
+            return Ok(raised.rlim_cur);
+        }
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    unsafe {
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
             return Err("setrlimit failed".into());
         }
@@ -1951,7 +1982,7 @@ fn trim_heap() {
 }
 
 async fn s7(sizes: &Sizes) -> Res<Vec<Row>> {
-    let file_limit = raise_file_limit()?;
+    let file_limit = raise_file_limit(files_needed(sizes.s7_sessions))?;
     let growth = Growth {
         sessions: sizes.s7_sessions,
         step: sizes.s7_step,

@@ -41,7 +41,10 @@ pub fn serve(dir: &Path) -> Res<()> {
         .build()
         .ctx("tokio runtime")?;
     rt.block_on(async {
-        super::raise_file_limit()?;
+        // One connection per session: the gateway's need bounds the fake's.
+        let need = super::files_needed(super::Sizes::from_env().s7_sessions);
+        let limit = super::raise_file_limit(need)?;
+        eprintln!("S7: the fake's file limit {limit}");
         let whatsapp = FakeWhatsApp::new();
         whatsapp
             .serve_unix(&dir.join(WHATSAPP_SOCKET))
