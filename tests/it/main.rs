@@ -31,6 +31,7 @@ mod users;
 mod waba;
 mod waba_failures;
 mod waba_media;
+mod waba_templates;
 mod wacore;
 mod webhook_catchup;
 mod webhook_ops;

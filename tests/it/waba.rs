@@ -48,6 +48,81 @@ struct GraphShared {
     uploads: Mutex<Vec<Upload>>,
     /// The address the fake listens on (for the download URLs it hands out).
     addr: Mutex<Option<SocketAddr>>,
+    /// The templates of every business account, as Meta lists them.
+    templates: Mutex<Vec<Value>>,
+    /// Scripted answers of `message_templates`, before the default pages.
+    template_script: Mutex<VecDeque<(u16, Value)>>,
+    /// Template list requests: (business account id, query, Authorization header).
+    template_requests: Mutex<Vec<TemplateRequest>>,
+}
+
+/// One request for a page of templates.
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateRequest {
+    pub(crate) business_account_id: String,
+    pub(crate) query: HashMap<String, String>,
+    pub(crate) authorization: String,
+}
+
+/// Templates per page of the fake's `message_templates` (small, so lists have pages).
+const TEMPLATE_PAGE: usize = 2;
+
+/// `GET /{version}/{business_account_id}/message_templates`: a page of templates, with
+/// Meta's cursors.
+async fn graph_templates(
+    State(shared): State<Arc<GraphShared>>,
+    Path((_version, business_account_id)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    let authorization = bearer(&headers);
+    shared
+        .template_requests
+        .lock()
+        .expect("lock")
+        .push(TemplateRequest {
+            business_account_id,
+            query: query.clone(),
+            authorization: authorization.clone(),
+        });
+    if authorization != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(meta_error(190, "Invalid OAuth access token.")),
+        );
+    }
+    if let Some((status, body)) = shared.template_script.lock().expect("lock").pop_front() {
+        return (StatusCode::from_u16(status).expect("status"), Json(body));
+    }
+    let all: Vec<Value> = shared
+        .templates
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|t| {
+            query
+                .get("status")
+                .is_none_or(|s| t["status"] == s.as_str())
+        })
+        .cloned()
+        .collect();
+    let start: usize = query
+        .get("after")
+        .and_then(|a| a.strip_prefix("cursor-"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let end = (start + TEMPLATE_PAGE).min(all.len());
+    let mut paging =
+        json!({"cursors": {"before": format!("cursor-{start}"), "after": format!("cursor-{end}")}});
+    if end < all.len() {
+        paging["next"] = json!(format!(
+            "https://graph.facebook.com/v21.0/x/message_templates?after=cursor-{end}"
+        ));
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"data": all.get(start..end).unwrap_or_default(), "paging": paging})),
+    )
 }
 
 /// One file uploaded to Meta.
@@ -279,6 +354,10 @@ impl FakeGraph {
                 "/{version}/{phone_number_id}/media",
                 axum::routing::post(graph_upload),
             )
+            .route(
+                "/{version}/{phone_number_id}/message_templates",
+                axum::routing::get(graph_templates),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .route(
                 "/download/{media_id}",
@@ -335,6 +414,25 @@ impl FakeGraph {
     /// Media requests so far: (`GET <path>`, the Authorization header).
     pub(crate) fn media_requests(&self) -> Vec<(String, String)> {
         self.shared.media_requests.lock().expect("lock").clone()
+    }
+
+    /// Meta's templates are now `templates` (statuses included: the fake filters).
+    pub(crate) fn set_templates(&self, templates: Vec<Value>) {
+        *self.shared.templates.lock().expect("lock") = templates;
+    }
+
+    /// The next answers of `message_templates`, before the default pages.
+    pub(crate) fn answer_templates(&self, status: u16, body: Value) {
+        self.shared
+            .template_script
+            .lock()
+            .expect("lock")
+            .push_back((status, body));
+    }
+
+    /// The template list requests so far.
+    pub(crate) fn template_requests(&self) -> Vec<TemplateRequest> {
+        self.shared.template_requests.lock().expect("lock").clone()
     }
 
     /// The next answers, before the default success.
@@ -420,6 +518,15 @@ pub(crate) async fn desk_on(backend: Backend) -> Desk {
 
 /// A desk on `backend` with `extra` config overrides.
 pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk {
+    desk_at(backend, extra, None).await
+}
+
+/// A desk on `backend` with `extra` config overrides, on `clock` when given.
+pub(crate) async fn desk_at(
+    backend: Backend,
+    extra: &[(&str, &str)],
+    clock: Option<Arc<wagate_actors::domain::ManualClock>>,
+) -> Desk {
     let graph = FakeGraph::start().await;
     let url = graph.url();
     let mut config = vec![
@@ -427,7 +534,10 @@ pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk 
         ("waba_api_version", "v21.0"),
     ];
     config.extend_from_slice(extra);
-    let server = TestServer::start_on(backend, &config).await;
+    let server = match clock {
+        Some(clock) => TestServer::start_on_with_clock(backend, &config, clock).await,
+        None => TestServer::start_on(backend, &config).await,
+    };
     let (owner_id, _, token) = server.new_user("owner@example.com", "user").await;
     let owner = Auth::Bearer(token);
     let (code, body) = server
@@ -448,7 +558,7 @@ pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk 
 }
 
 /// Creates an operator working for `owner_id`; returns its id and token.
-async fn operator(server: &TestServer, email: &str, owner_id: &str) -> (String, Auth) {
+pub(crate) async fn operator(server: &TestServer, email: &str, owner_id: &str) -> (String, Auth) {
     let (code, body) = server
         .post(
             "/api/users",
