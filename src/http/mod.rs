@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod contacts;
 pub mod dashboard;
 pub mod db;
+pub mod desk;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -94,6 +95,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(cluster::router())
         .merge(waba::router(max_upload))
         .merge(dashboard::router())
+        .merge(desk::router())
         .merge(openapi::router())
 }
 

@@ -64,7 +64,7 @@ webhook needs either `Authorization: Bearer <token>` (a JWT from `/api/auth/logi
         (name = "cluster", description = "Cluster mode: the live nodes"),
         (name = "waba", description = "WhatsApp Business API: settings, Meta's webhook, the operator desk"),
         (name = "docs", description = "This document and its viewer"),
-        (name = "dashboard", description = "The web dashboard's page and files"),
+        (name = "dashboard", description = "The web dashboard's and the operator desk's pages and files"),
     ),
     components(schemas(ErrorBody))
 )]

@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod dashboard;
 mod db;
+mod desk;
 mod edits;
 mod errors;
 mod examples;

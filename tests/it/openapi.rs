@@ -188,7 +188,7 @@ fn path_parameters_are_named_as_in_the_documents() {
     for path in paths.keys() {
         let allowed: &[&str] = if path.starts_with("/api/users/") {
             &["id"]
-        } else if path.starts_with("/dashboard/") {
+        } else if path.starts_with("/dashboard/") || path.starts_with("/desk/") {
             &["file"]
         } else if path.contains("/webhook/deliveries/") {
             &["instanceId", "eventId"]
