@@ -40,7 +40,7 @@
     messages: new Map(),
     /** data: URLs of images already fetched, by message id. */
     images: new Map(),
-    /** Approved templates by account owner id. */
+    /** The approved templates last read, by account owner id. */
     templates: new Map(),
     /** The file to send with the next message. */
     attachment: null,
@@ -584,17 +584,16 @@
     const chat = state.chat;
     if (!chat) return;
     const owner = chat.ownerId || '';
-    let list = state.templates.get(owner);
-    if (!list) {
-      try {
-        const query = owner && state.user?.role === 'admin' ? `?ownerId=${enc(owner)}` : '';
-        list = (await api('GET', `/api/waba/operator/templates${query}`)).templates;
-        state.templates.set(owner, list);
-      } catch (e) {
-        reportError(e);
-        list = [];
-      }
+    // Read each time the picker opens: the server keeps Meta's list for a few minutes.
+    let list;
+    try {
+      const query = owner && state.user?.role === 'admin' ? `?ownerId=${enc(owner)}` : '';
+      list = (await api('GET', `/api/waba/operator/templates${query}`)).templates;
+    } catch (e) {
+      reportError(e);
+      list = [];
     }
+    state.templates.set(owner, list);
     if (state.chat !== chat) return;
     const select = $('#template-select');
     select.replaceChildren(
