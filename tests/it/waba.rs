@@ -1220,9 +1220,8 @@ async fn read_receipts_reach_meta(backend: Backend) {
     assert_eq!(chats["chats"][0]["unreadCount"], 0);
 }
 
-#[tokio::test]
-async fn media_urls_to_private_networks_are_refused_before_meta() {
-    let d = desk_with(Backend::Sqlite, &[("allow_private_network_urls", "false")]).await;
+async fn media_urls_to_private_networks_are_refused_before_meta(backend: Backend) {
+    let d = desk_with(backend, &[("allow_private_network_urls", "false")]).await;
     let chat = customer_writes(&d, "wamid.M1", now_secs()).await;
     for url in crate::security::PRIVATE_TARGETS
         .into_iter()
@@ -1262,6 +1261,12 @@ async fn media_urls_to_private_networks_are_refused_before_meta() {
 }
 
 backend_tests!(
+    media_urls_to_private_networks_are_refused_before_meta,
+    webhook_signatures_routing_and_verification,
+    operators_see_only_their_owners_chats,
+    meta_errors_are_mapped_and_retried,
+    settings_are_masked_and_requests_checked,
+    live_events_carry_new_messages_and_statuses,
     read_receipts_reach_meta,
     events_resume_after_last_event_id,
     inbound_send_and_statuses,
@@ -1270,9 +1275,8 @@ backend_tests!(
     idle_chats_stop_and_wake
 );
 
-#[tokio::test]
-async fn webhook_signatures_routing_and_verification() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn webhook_signatures_routing_and_verification(backend: Backend) {
+    let d = desk_on(backend).await;
     let body = inbound("wamid.X", CUSTOMER, "hi", now_secs());
     let (code, err) = webhook(&d.server, &body, Some("not-the-secret")).await;
     assert_eq!(code, 401, "{err}");
@@ -1325,9 +1329,8 @@ async fn webhook_signatures_routing_and_verification() {
     assert_eq!(code, 403);
 }
 
-#[tokio::test]
-async fn operators_see_only_their_owners_chats() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn operators_see_only_their_owners_chats(backend: Backend) {
+    let d = desk_on(backend).await;
     let chat = customer_writes(&d, "wamid.IN", now_secs()).await;
     let (op_id, op) = operator(&d.server, "op@example.com", &d.owner_id).await;
     let (other_owner, _, other_token) = d.server.new_user("other@example.com", "user").await;
@@ -1422,9 +1425,8 @@ async fn operators_see_only_their_owners_chats() {
     assert_eq!(d.graph.requests().len(), 1);
 }
 
-#[tokio::test]
-async fn meta_errors_are_mapped_and_retried() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn meta_errors_are_mapped_and_retried(backend: Backend) {
+    let d = desk_on(backend).await;
     let chat = customer_writes(&d, "wamid.IN", now_secs()).await;
     let send = || async {
         d.server
@@ -1490,9 +1492,8 @@ async fn meta_errors_are_mapped_and_retried() {
     );
 }
 
-#[tokio::test]
-async fn settings_are_masked_and_requests_checked() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn settings_are_masked_and_requests_checked(backend: Backend) {
+    let d = desk_on(backend).await;
     let (code, s) = d.server.get("/api/waba/settings", &d.owner).await;
     assert_eq!(code, 200, "{s}");
     assert_eq!(s["configured"], true);
@@ -1504,8 +1505,35 @@ async fn settings_are_masked_and_requests_checked() {
     }
     assert_eq!(s["accessToken"], "****0001");
 
-    // Nothing stored in the clear either.
-    for file in ["whatsapp-api.db", "whatsapp-api.db-wal"] {
+    // Nothing stored in the clear either: not in the SQLite file, not in any MongoDB
+    // document.
+    if backend == Backend::Mongodb {
+        let url = d.server.setting("database_url").expect("the MongoDB URL");
+        let client = ::mongodb::Client::with_uri_str(&url).await.expect("client");
+        let db = client.default_database().expect("a database in the URL");
+        let mut account_seen = false;
+        for name in db.list_collection_names().await.expect("collections") {
+            let mut docs = db
+                .collection::<::mongodb::bson::Document>(&name)
+                .find(::mongodb::bson::doc! {})
+                .await
+                .expect("find");
+            while docs.advance().await.expect("next document") {
+                let text = format!("{:?}", docs.deserialize_current().expect("document"));
+                assert!(
+                    !text.contains(TOKEN) && !text.contains(APP_SECRET),
+                    "{name} holds a secret"
+                );
+                account_seen |= text.contains(PHONE_NUMBER_ID);
+            }
+        }
+        assert!(account_seen, "the account's settings were looked at");
+    }
+    let files: &[&str] = match backend {
+        Backend::Sqlite => &["whatsapp-api.db", "whatsapp-api.db-wal"],
+        Backend::Mongodb => &[],
+    };
+    for &file in files {
         let Ok(bytes) = std::fs::read(d.server.dir.path().join(file)) else {
             assert_ne!(file, "whatsapp-api.db", "the database file exists");
             continue;
@@ -1592,9 +1620,8 @@ async fn settings_are_masked_and_requests_checked() {
     assert_eq!(code, 400);
 }
 
-#[tokio::test]
-async fn live_events_carry_new_messages_and_statuses() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn live_events_carry_new_messages_and_statuses(backend: Backend) {
+    let d = desk_on(backend).await;
     let mut stream = d
         .server
         .request(Method::GET, "/api/waba/operator/events", &d.owner)
