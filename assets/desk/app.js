@@ -468,6 +468,12 @@
     }
   }
 
+  /** Meta's error title, with its code unless the title already says it. */
+  function errorText(error) {
+    const code = error.code ? String(error.code) : '';
+    return code && !error.title.includes(code) ? `${error.title} (${code})` : error.title;
+  }
+
   function drawMessage(m) {
     const foot = h('span', { class: 'msg-foot' }, h('time', { datetime: m.timestamp, text: fmtTime(m.timestamp) }), m.fromMe ? tick(m) : null);
     // A document's content is its file name, already on the download link.
@@ -477,7 +483,7 @@
       { class: `msg ${m.fromMe ? 'out' : 'in'}`, 'data-id': m.id, 'data-status': m.status },
       mediaPart(m),
       text ? h('div', { class: 'msg-text', text }) : null,
-      m.error ? h('div', { class: 'msg-error', text: `Not delivered: ${m.error.title}${m.error.code ? ` (${m.error.code})` : ''}` }) : null,
+      m.error ? h('div', { class: 'msg-error', text: `Not delivered: ${errorText(m.error)}` }) : null,
       foot,
     );
   }
