@@ -425,6 +425,35 @@ async fn an_operator_answers_customers_in_the_browser() {
     assert_eq!(page.eval("window.deskMarker").await, json!("no reload"));
     page.screenshot("05-image").await;
 
+    // A file Meta does not know shows why it is missing; once Meta has it, trying again
+    // shows it.
+    customer_sends(
+        &d,
+        "wamid.LOST",
+        "image",
+        json!({"id": "MEDIA_LATER", "mime_type": "image/png", "sha256": "x", "caption": "Second photo"}),
+    )
+    .await;
+    let lost = "[...document.querySelectorAll('#messages li.msg.in')].find(e => e.querySelector('.msg-text')?.textContent === 'Second photo')";
+    page.wait_for(
+        "the failed fetch, shown",
+        &format!(
+            "{lost}?.querySelector('.msg-error')?.textContent.includes('could not be fetched')"
+        ),
+    )
+    .await;
+    d.graph.keep_media("MEDIA_LATER", &png, "image/png");
+    page.eval(&format!(
+        "{lost}.querySelector('.msg-error button').id = 'retry-lost'"
+    ))
+    .await;
+    page.click("#retry-lost").await;
+    page.wait_for(
+        "the fetched image, after the retry",
+        &format!("{lost}?.querySelector('img.msg-image')?.naturalWidth > 0"),
+    )
+    .await;
+
     // The operator attaches a photo: uploaded to Meta, sent by its media id, and shown
     // inline from the desk's copy.
     let upload_dir = tempfile::tempdir().expect("temp dir");
