@@ -18,6 +18,7 @@ mod messaging;
 mod metrics;
 mod openapi;
 mod outbox_fault;
+mod pair;
 mod properties;
 mod receiver;
 mod replies;
