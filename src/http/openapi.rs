@@ -56,6 +56,7 @@ webhook needs either `Authorization: Bearer <token>` (a JWT from `/api/auth/logi
         (name = "users", description = "Accounts (admins manage all, users themselves)"),
         (name = "instances", description = "WhatsApp instances: lifecycle, status, QR and pair codes, activity, events"),
         (name = "messages", description = "Sending, chats, history and media"),
+        (name = "presence", description = "Online, offline and typing; following a contact's presence"),
         (name = "contacts", description = "Live and stored contacts"),
         (name = "webhooks", description = "An instance's webhook deliveries"),
         (name = "stats", description = "Usage statistics"),

@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod outbox_fault;
 mod pair;
+mod presence;
 mod properties;
 mod receiver;
 mod replies;

@@ -25,7 +25,7 @@ pub mod waba;
 
 pub use account::{Role, User};
 pub use address::{Jid, normalize_phone};
-pub use event::{Event, EventKind, EventQuery, InstanceEvent};
+pub use event::{Event, EventKind, EventQuery, InstanceEvent, Presence};
 pub use instance::{
     ActivityEntry, ActivityQuery, EngineKind, Instance, InstanceStatus, LimitPeriod, Limits,
     WebhookOrdering, WebhookSettings,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::domain::EngineKind;
-use crate::domain::{MessageStatus, Typed};
+use crate::domain::{MessageStatus, Presence, Typed};
 
 pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
 pub use wacore::{WacoreEngine, WacoreSettings};
@@ -80,6 +80,21 @@ pub enum EngineEvent {
     Change(InboundChange),
     /// Someone voted in a poll.
     Vote(InboundVote),
+    /// A contact's presence (online, offline) or chat state (typing, recording,
+    /// paused).
+    Presence(InboundPresence),
+}
+
+/// A presence or chat state WhatsApp brought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundPresence {
+    /// The contact, or the group someone types in.
+    pub chat: String,
+    /// Whose presence it is; the phone form when known.
+    pub sender: String,
+    pub presence: Presence,
+    /// When they were last online, if WhatsApp says.
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A vote WhatsApp brought.
@@ -342,6 +357,8 @@ pub enum SandboxControl {
     Inbound(Box<InboundMessage>),
     /// A simulated contact votes in a poll.
     Vote(InboundVote),
+    /// A simulated contact comes online, goes offline, or types.
+    Presence(InboundPresence),
     /// A simulated recipient acknowledges a message the instance sent.
     Receipt {
         chat: String,
@@ -397,6 +414,13 @@ pub trait Engine: Send + Sync {
         payload: &[u8],
         iv: &[u8],
     ) -> Result<Vec<String>, EngineError>;
+    /// Announces the account online (`Available`) or offline (`Unavailable`) to the
+    /// contacts subscribed to its presence.
+    async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError>;
+    /// Shows `chat` that the account is typing, recording or has paused (a chat state).
+    async fn chat_state(&mut self, chat: &str, state: Presence) -> Result<(), EngineError>;
+    /// Asks WhatsApp for `jid`'s presence updates (`EngineEvent::Presence`).
+    async fn subscribe_presence(&mut self, jid: &str) -> Result<(), EngineError>;
     /// Tells the sender's phone that these messages of `chat` were read.
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError>;
     /// The contacts this session knows.

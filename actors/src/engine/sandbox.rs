@@ -5,7 +5,7 @@
 //! survives restarts (no re-scan), and faults on demand. Instances pair by being
 //! "scanned" through the sandbox endpoints or automatically after a configured delay.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -21,12 +21,12 @@ use tokio::time::Instant;
 
 use super::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
-    InboundChange, InboundMedia, InboundMessage, InboundReaction, MessageChange, MessageRef,
-    OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
+    InboundChange, InboundMedia, InboundMessage, InboundPresence, InboundReaction, MessageChange,
+    MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
 };
 use crate::domain::address::{USER_SERVER, jid_for};
 use crate::domain::normalize_phone;
-use crate::domain::{MessageStatus, Typed};
+use crate::domain::{MessageStatus, Presence, Typed};
 
 /// Name of the session file inside an instance's session directory.
 pub const SESSION_FILE: &str = "sandbox-session.json";
@@ -76,6 +76,16 @@ struct NetworkShared {
     /// Linked phone → the device connected as it. A std mutex: held for a map operation
     /// only, never across an await.
     devices: Mutex<HashMap<String, Device>>,
+    /// Who follows whose presence, and what each announced last.
+    presence: Mutex<PresenceBook>,
+}
+
+#[derive(Debug, Default)]
+struct PresenceBook {
+    /// Phone → the phones subscribed to its presence.
+    subscribers: HashMap<String, BTreeSet<String>>,
+    /// Phone → the presence it announced last, and when.
+    announced: HashMap<String, (Presence, DateTime<Utc>)>,
 }
 
 /// A connected sandbox session, as the network reaches it.
@@ -100,6 +110,7 @@ impl SandboxNetwork {
             shared: Arc::new(NetworkShared {
                 config,
                 devices: Mutex::new(HashMap::new()),
+                presence: Mutex::default(),
             }),
         }
     }
@@ -146,11 +157,64 @@ impl SandboxNetwork {
         self.devices().get(phone).map(|d| d.sink.clone())
     }
 
+    /// `phone` announces `presence`: every connected subscriber hears of it.
+    fn announce(&self, phone: &str, presence: Presence) {
+        let subscribers = {
+            let mut book = self.presence();
+            book.announced
+                .insert(phone.to_owned(), (presence, Utc::now()));
+            book.subscribers.get(phone).cloned().unwrap_or_default()
+        };
+        let update = presence_of(phone, presence, Some(Utc::now()));
+        for subscriber in subscribers {
+            if let Some(sink) = self.sink_for(&jid_for(&subscriber)) {
+                sink(EngineEvent::Presence(update.clone()));
+            }
+        }
+    }
+
+    /// `subscriber` follows `phone`'s presence; answers what it is now: what `phone`
+    /// announced last, else available while a sandbox instance is connected as it,
+    /// else unavailable.
+    fn subscribe(&self, subscriber: &str, phone: &str) -> InboundPresence {
+        let announced = {
+            let mut book = self.presence();
+            book.subscribers
+                .entry(phone.to_owned())
+                .or_default()
+                .insert(subscriber.to_owned());
+            book.announced.get(phone).copied()
+        };
+        match announced {
+            Some((presence, at)) => presence_of(phone, presence, Some(at)),
+            None if self.is_registered(phone) => presence_of(phone, Presence::Available, None),
+            None => presence_of(phone, Presence::Unavailable, None),
+        }
+    }
+
+    fn presence(&self) -> MutexGuard<'_, PresenceBook> {
+        self.shared
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn devices(&self) -> MutexGuard<'_, HashMap<String, Device>> {
         self.shared
             .devices
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `phone`'s presence as others hear it; an unavailable one announced `at` was last
+/// seen then.
+fn presence_of(phone: &str, presence: Presence, at: Option<DateTime<Utc>>) -> InboundPresence {
+    InboundPresence {
+        chat: jid_for(phone),
+        sender: jid_for(phone),
+        presence,
+        last_seen: at.filter(|_| presence == Presence::Unavailable),
     }
 }
 
@@ -610,6 +674,41 @@ impl Engine for SandboxEngine {
         self.change(chat, target, MessageChange::Revoked)
     }
 
+    /// Subscribed sandbox instances hear of it.
+    async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        if presence.is_chat_state() {
+            return Err(EngineError::InvalidInput(
+                "a presence is available or unavailable".into(),
+            ));
+        }
+        self.session.network.announce(&phone, presence);
+        Ok(())
+    }
+
+    /// The sandbox instance linked as the chat, if any, sees it.
+    async fn chat_state(&mut self, chat: &str, state: Presence) -> Result<(), EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        if !state.is_chat_state() {
+            return Err(EngineError::InvalidInput(
+                "a chat state is composing, recording or paused".into(),
+            ));
+        }
+        if let Some(recipient) = self.session.network.sink_for(chat) {
+            recipient(EngineEvent::Presence(presence_of(&phone, state, None)));
+        }
+        Ok(())
+    }
+
+    /// Answered at once with the contact's presence now, then with what it announces.
+    async fn subscribe_presence(&mut self, jid: &str) -> Result<(), EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        let watched = crate::domain::address::jid_user(jid);
+        let now = self.session.network.subscribe(&phone, watched);
+        self.session.emit(EngineEvent::Presence(now));
+        Ok(())
+    }
+
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError> {
         let (phone, _) = self.session.connected_as()?;
         if let Some(sender) = self.session.network.sink_for(chat) {
@@ -679,6 +778,11 @@ impl Engine for SandboxEngine {
             SandboxControl::Vote(vote) => {
                 self.session.connected_as()?;
                 self.session.emit(EngineEvent::Vote(vote));
+                Ok(())
+            }
+            SandboxControl::Presence(presence) => {
+                self.session.connected_as()?;
+                self.session.emit(EngineEvent::Presence(presence));
                 Ok(())
             }
             SandboxControl::Receipt {

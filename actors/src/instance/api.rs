@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::actor::{InstanceMsg, QrAnswer, SendExtras};
+use super::actor::{InstanceMsg, PresenceAction, QrAnswer, SendExtras};
 use super::status::StatusView;
 use crate::domain::Message;
 use crate::engine::{EngineContact, OutboundContent, SandboxControl};
@@ -145,6 +145,13 @@ impl InstanceHandle {
     pub async fn mark_read(&self, chat: &str) -> Result<u64, DomainError> {
         let chat = chat.to_owned();
         self.ask(|reply| InstanceMsg::MarkRead { chat, reply })
+            .await?
+    }
+
+    /// Tells WhatsApp the account's presence, a chat state, or a subscription. Fails
+    /// with `Conflict("not_connected")` unless connected.
+    pub async fn presence(&self, action: PresenceAction) -> Result<(), DomainError> {
+        self.ask(|reply| InstanceMsg::Presence { action, reply })
             .await?
     }
 
