@@ -12,6 +12,7 @@ mod edits;
 mod errors;
 mod examples;
 mod faults;
+mod groups;
 mod instances;
 mod layout;
 mod messaging;

@@ -5,6 +5,8 @@
 //! survives restarts (no re-scan), and faults on demand. Instances pair by being
 //! "scanned" through the sandbox endpoints or automatically after a configured delay.
 
+mod groups;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,9 +26,9 @@ use super::{
     InboundChange, InboundMedia, InboundMessage, InboundPresence, InboundReaction, MessageChange,
     MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
 };
-use crate::domain::address::{USER_SERVER, jid_for};
+use crate::domain::address::{USER_SERVER, is_group_jid, jid_for};
 use crate::domain::normalize_phone;
-use crate::domain::{MessageStatus, Presence, Typed};
+use crate::domain::{GroupAnswer, GroupOp, MessageStatus, Presence, Typed};
 
 /// Name of the session file inside an instance's session directory.
 pub const SESSION_FILE: &str = "sandbox-session.json";
@@ -78,6 +80,7 @@ struct NetworkShared {
     devices: Mutex<HashMap<String, Device>>,
     /// Who follows whose presence, and what each announced last.
     presence: Mutex<PresenceBook>,
+    groups: Mutex<groups::GroupBook>,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +114,7 @@ impl SandboxNetwork {
                 config,
                 devices: Mutex::new(HashMap::new()),
                 presence: Mutex::default(),
+                groups: Mutex::default(),
             }),
         }
     }
@@ -190,6 +194,58 @@ impl SandboxNetwork {
             None if self.is_registered(phone) => presence_of(phone, Presence::Available, None),
             None => presence_of(phone, Presence::Unavailable, None),
         }
+    }
+
+    /// Carries out a group operation of `me`, then tells the members' sessions.
+    fn group_op(&self, me: &str, op: GroupOp) -> Result<GroupAnswer, EngineError> {
+        let outcome = self.groups().apply(me, op, Utc::now())?;
+        for (member, update) in outcome.updates {
+            if let Some(sink) = self.sink_for(&member) {
+                sink(EngineEvent::Group(update));
+            }
+        }
+        Ok(outcome.answer)
+    }
+
+    /// Who receives what `me` sends to `to`: the member sessions of a sandbox group
+    /// (`Forbidden` for a non-member, or a non-admin of an announce group), else the
+    /// session linked as `to`.
+    fn recipients(&self, me: &str, to: &str) -> Result<Vec<EventSink>, EngineError> {
+        let members = {
+            let groups = self.groups();
+            match groups.members(to) {
+                None => None,
+                Some(group) => {
+                    let role = group.role_of(me).ok_or_else(|| {
+                        EngineError::Forbidden(format!("the account is not in group {to}"))
+                    })?;
+                    if group.announce && !role.is_admin() {
+                        return Err(EngineError::Forbidden(format!(
+                            "only admins send to group {to}"
+                        )));
+                    }
+                    Some(
+                        group
+                            .participants
+                            .iter()
+                            .filter(|m| m.jid != me)
+                            .map(|m| m.jid.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            }
+        };
+        Ok(match members {
+            Some(members) => members.iter().filter_map(|m| self.sink_for(m)).collect(),
+            None => self.sink_for(to).into_iter().collect(),
+        })
+    }
+
+    fn groups(&self) -> MutexGuard<'_, groups::GroupBook> {
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn presence(&self) -> MutexGuard<'_, PresenceBook> {
@@ -580,7 +636,9 @@ impl Engine for SandboxEngine {
             timestamp: Utc::now(),
             message_secret: None,
         };
-        if let Some(recipient) = self.session.network.sink_for(to) {
+        let me = jid_for(&phone);
+        let recipients = self.session.network.recipients(&me, to)?;
+        if !recipients.is_empty() {
             let (text, media, typed) = match content {
                 OutboundContent::Text(text) => (Some(text.clone()), None, Typed::default()),
                 OutboundContent::Typed(typed) => (None, None, typed.clone()),
@@ -600,10 +658,15 @@ impl Engine for SandboxEngine {
                     Typed::default(),
                 ),
             };
-            let me = jid_for(&phone);
-            recipient(EngineEvent::Message(InboundMessage {
+            // In a group the chat is the group; else it is the sender.
+            let chat = if is_group_jid(to) {
+                to.to_owned()
+            } else {
+                me.clone()
+            };
+            let message = InboundMessage {
                 message_id: sent.message_id.clone(),
-                chat: me.clone(),
+                chat,
                 sender: me,
                 push_name: push_name.or(Some(phone)),
                 text,
@@ -613,7 +676,10 @@ impl Engine for SandboxEngine {
                 mentions: options.mentions.clone(),
                 typed,
                 message_secret: None,
-            }));
+            };
+            for recipient in recipients {
+                recipient(EngineEvent::Message(message.clone()));
+            }
             self.session.emit(EngineEvent::Receipt {
                 chat: to.to_owned(),
                 message_ids: vec![sent.message_id.clone()],
@@ -672,6 +738,12 @@ impl Engine for SandboxEngine {
         target: &MessageRef,
     ) -> Result<SentMessage, EngineError> {
         self.change(chat, target, MessageChange::Revoked)
+    }
+
+    /// Groups live in the sandbox network; their members' sessions hear of changes.
+    async fn group(&mut self, op: GroupOp) -> Result<GroupAnswer, EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        self.session.network.group_op(&jid_for(&phone), op)
     }
 
     /// Subscribed sandbox instances hear of it.

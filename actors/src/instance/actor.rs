@@ -26,8 +26,9 @@ use crate::domain::event::{
 };
 use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
-    ActivityEntry, Contact, EngineKind, Event, Instance, InstanceEvent, InstanceStatus, MediaKind,
-    Message, MessageStatus, PollVote, Presence, Reaction, apply_reaction, new_id,
+    ActivityEntry, Contact, EngineKind, Event, GroupAnswer, GroupOp, Instance, InstanceEvent,
+    InstanceStatus, MediaKind, Message, MessageStatus, PollVote, Presence, Reaction,
+    apply_reaction, new_id,
 };
 use crate::engine::{
     CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
@@ -100,6 +101,10 @@ pub enum InstanceMsg {
     Presence {
         action: PresenceAction,
         reply: RpcReplyPort<Result<(), DomainError>>,
+    },
+    Group {
+        op: GroupOp,
+        reply: RpcReplyPort<Result<GroupAnswer, DomainError>>,
     },
     Contacts(RpcReplyPort<Result<Vec<EngineContact>, DomainError>>),
     AddContact {
@@ -376,6 +381,13 @@ impl Actor for InstanceActor {
                 };
                 let _ = reply.send(answer);
             }
+            InstanceMsg::Group { op, reply } => {
+                let answer = match connected_engine(&self.board, state) {
+                    Ok(engine) => engine.group(op).await.map_err(engine_error),
+                    Err(err) => Err(err),
+                };
+                let _ = reply.send(answer);
+            }
             InstanceMsg::Contacts(reply) => {
                 let answer = match state.engine.as_mut() {
                     Some(engine) => engine.contacts().await.map_err(engine_error),
@@ -633,6 +645,9 @@ impl InstanceActor {
                 let _ = self.on_vote(state, vote).await;
             }
             EngineEvent::Presence(presence) => self.on_presence(state, presence).await,
+            EngineEvent::Group(update) => {
+                self.publish(&state.id, Event::GroupUpdate(update)).await;
+            }
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -1691,6 +1706,8 @@ fn engine_error(err: EngineError) -> DomainError {
         EngineError::NotSupported => DomainError::Invalid(err.to_string()),
         EngineError::NotOnWhatsApp(number) => DomainError::NotOnWhatsApp(number),
         EngineError::Io(_) | EngineError::Unavailable(_) => DomainError::Engine(err.to_string()),
+        EngineError::Forbidden(message) => DomainError::Forbidden(message),
+        EngineError::NotFound(message) => DomainError::NotFound(message),
     }
 }
 

@@ -23,6 +23,7 @@
 //! the remembered error, so users see why nothing happens. It wakes every
 //! [`WATCHDOG_PERIOD`] and holds nothing but counters.
 
+mod groups;
 pub mod http;
 pub mod mapping;
 pub mod observe;
@@ -53,7 +54,7 @@ use whatsapp_rust::{Client, RevokeType, SendError};
 
 use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
-use crate::domain::Presence;
+use crate::domain::{GroupAnswer, GroupOp, Presence};
 use crate::engine::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundChange, InboundMedia,
     InboundMessage, InboundPresence, InboundReaction, InboundVote, MessageRef, OutboundContent,
@@ -353,6 +354,11 @@ impl Shared {
                 },
                 last_seen: update.last_seen,
             })),
+            Event::GroupUpdate(update) => {
+                if let Some(update) = groups::update_of(update) {
+                    self.emit(EngineEvent::Group(update));
+                }
+            }
             Event::ChatPresence(update) => {
                 let (chat, sender) = mapping::chat_and_sender(&update.source);
                 self.emit(EngineEvent::Presence(InboundPresence {
@@ -1012,6 +1018,11 @@ impl Engine for WacoreEngine {
             timestamp: chrono::Utc::now(),
             message_secret: None,
         })
+    }
+
+    async fn group(&mut self, op: GroupOp) -> Result<GroupAnswer, EngineError> {
+        let client = self.logged_in()?;
+        groups::run(&client, op).await
     }
 
     async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError> {
