@@ -174,6 +174,7 @@ impl From<DomainError> for ApiError {
             DomainError::Refused { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+            DomainError::Forbidden(msg) => ApiError::forbidden(msg),
         }
     }
 }

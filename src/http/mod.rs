@@ -15,6 +15,7 @@ pub mod db;
 pub mod desk;
 pub mod error;
 pub mod extract;
+pub mod groups;
 pub mod health;
 pub mod instances;
 pub mod messages;
@@ -88,6 +89,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(instances::router())
         .merge(sandbox::router())
         .merge(messages::router(max_upload))
+        .merge(groups::router())
         .merge(contacts::router())
         .merge(webhooks::router())
         .merge(stats::router())

@@ -192,6 +192,12 @@ fn path_parameters_are_named_as_in_the_documents() {
             &["file"]
         } else if path.contains("/webhook/deliveries/") {
             &["instanceId", "eventId"]
+        } else if path.contains("/groups/") {
+            // Groups by address, as the features table names them.
+            &["instanceId", "groupJid"]
+        } else if path.contains("/presence/subscribe/") {
+            // A contact followed by number, as the features table names it.
+            &["instanceId", "phone"]
         } else {
             &["instanceId", "chatId", "messageId"]
         };
