@@ -49,6 +49,8 @@ const MIN_RETRY_INTERVAL_MS: u64 = 100;
 /// The longest overlap of a secret rotation: 30 days.
 const MAX_SECRET_GRACE_SECS: u64 = 30 * 24 * 3600;
 const MAX_RETRY_INTERVAL_MS: u64 = 3_600_000;
+/// As long as a text message may be.
+const MAX_REJECT_CALLS_MESSAGE: usize = 4096;
 
 /// Changes to an instance's webhook settings; absent fields stay as they are.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -58,6 +60,9 @@ pub struct SettingsPatch {
     pub notify_delivery: Option<bool>,
     pub notify_read: Option<bool>,
     pub notify_presence: Option<bool>,
+    pub reject_calls: Option<bool>,
+    /// An empty string removes it.
+    pub reject_calls_message: Option<String>,
     pub max_retries: Option<u32>,
     pub retry_interval_ms: Option<u64>,
     /// An empty string removes the secret.
@@ -84,6 +89,8 @@ impl SettingsPatch {
             notify_delivery: over.notify_delivery.or(self.notify_delivery),
             notify_read: over.notify_read.or(self.notify_read),
             notify_presence: over.notify_presence.or(self.notify_presence),
+            reject_calls: over.reject_calls.or(self.reject_calls),
+            reject_calls_message: over.reject_calls_message.or(self.reject_calls_message),
             max_retries: over.max_retries.or(self.max_retries),
             retry_interval_ms: over.retry_interval_ms.or(self.retry_interval_ms),
             secret: over.secret.or(self.secret),
@@ -197,6 +204,17 @@ pub fn apply_settings(w: &mut WebhookSettings, p: SettingsPatch) -> Result<(), I
     }
     if let Some(v) = p.notify_presence {
         w.notify_presence = v;
+    }
+    if let Some(v) = p.reject_calls {
+        w.reject_calls = v;
+    }
+    if let Some(v) = p.reject_calls_message {
+        if v.chars().count() > MAX_REJECT_CALLS_MESSAGE {
+            return Err(InstanceError::Invalid(format!(
+                "rejectCallsMessage must be at most {MAX_REJECT_CALLS_MESSAGE} characters"
+            )));
+        }
+        w.reject_calls_message = Some(v).filter(|m| !m.trim().is_empty());
     }
     if let Some(v) = p.max_retries {
         if v > MAX_RETRIES {

@@ -103,6 +103,16 @@ impl<S: Send + Sync> FromRequest<S> for AppMultipart {
     }
 }
 
+/// A multipart body that breaks off or is malformed (400), or over the route's limit
+/// (413).
+pub fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large("upload is larger than the allowed limit")
+    } else {
+        ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
+    }
+}
+
 impl From<MultipartRejection> for ApiError {
     fn from(r: MultipartRejection) -> Self {
         ApiError::new(

@@ -21,6 +21,7 @@ pub mod instances;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
+pub mod profile;
 pub mod sandbox;
 pub mod state;
 pub mod stats;
@@ -90,6 +91,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(sandbox::router())
         .merge(messages::router(max_upload))
         .merge(groups::router())
+        .merge(profile::router())
         .merge(contacts::router())
         .merge(webhooks::router())
         .merge(stats::router())

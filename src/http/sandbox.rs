@@ -11,8 +11,8 @@ use wagate_actors::domain::normalize_phone;
 use wagate_actors::domain::{EngineKind, Instance};
 use wagate_actors::domain::{MessageStatus, Presence};
 use wagate_actors::engine::{
-    FaultKind, InboundMedia, InboundMessage, InboundPresence, InboundVote, SandboxControl,
-    VoteChoice, new_message_id,
+    FaultKind, InboundCall, InboundMedia, InboundMessage, InboundPresence, InboundVote,
+    SandboxControl, VoteChoice, new_message_id,
 };
 
 use crate::gateway::messaging::MAX_TEXT;
@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(receipt))
         .routes(routes!(poll_vote))
         .routes(routes!(presence))
+        .routes(routes!(call))
 }
 
 /// The instance, checked to be on the sandbox engine.
@@ -487,4 +488,66 @@ async fn presence(
         }))
         .await?;
     Ok(AppJson(Receipted { success: true }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallRequest {
+    /// The simulated caller: a phone number.
+    #[schema(example = "79001234567")]
+    from: String,
+    /// A video call (default: voice).
+    #[serde(default)]
+    video: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct CallPlaced {
+    /// The call's id, as `call_received` carries it.
+    call_id: String,
+}
+
+/// A simulated contact calls the instance: `call_received` follows, and with the
+/// instance's `rejectCalls` the call is rejected (and `rejectCallsMessage` sent).
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/instances/{instanceId}/call",
+    tag = "sandbox",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    request_body = CallRequest,
+    responses(
+        (status = 200, description = "The call is ringing", body = CallPlaced),
+        (status = 400, description = "An invalid phone", body = ErrorBody),
+        (status = 403, description = "The instance blocks the caller (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 409, description = NOT_SANDBOX, body = ErrorBody),
+    )
+)]
+async fn call(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+    AppJson(body): AppJson<CallRequest>,
+) -> ApiResult<AppJson<CallPlaced>> {
+    let instance = sandbox_only(instance)?;
+    let caller = chat_address("from", &body.from)?;
+    if caller.is_group() {
+        return Err(ApiError::validation("from: must be a person, not a group"));
+    }
+    let call_id = new_message_id();
+    let caller = caller.as_str().to_owned();
+    state
+        .instances
+        .get(&instance.id)?
+        .sandbox(SandboxControl::Call(InboundCall {
+            call_id: call_id.clone(),
+            from: caller.clone(),
+            peer: caller.clone(),
+            creator: caller,
+            video: body.video,
+            group: false,
+            timestamp: chrono::Utc::now(),
+        }))
+        .await?;
+    Ok(AppJson(CallPlaced { call_id }))
 }

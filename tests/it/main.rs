@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod calls;
 mod cluster;
 mod dashboard;
 mod db;
@@ -22,6 +23,7 @@ mod openapi;
 mod outbox_fault;
 mod pair;
 mod presence;
+mod profile;
 mod properties;
 mod receiver;
 mod replies;

@@ -1749,3 +1749,202 @@ async fn presence_and_typing_travel_both_ways() {
     rig.hook("presence_update", is("recording")).await;
     rig.clean();
 }
+
+/// Another account of the fake WhatsApp.
+const CAROL: &str = "79005550003";
+
+/// A JPEG as far as anyone checks: its start-of-image marker, then some bytes.
+const JPEG: &[u8] = &[
+    0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01,
+];
+
+/// The push name, the about text and the picture go to WhatsApp, which then answers them
+/// back; a contact's picture comes from WhatsApp's media host; blocking and unblocking
+/// change the blocklist WhatsApp keeps (by LID, as it does).
+#[tokio::test]
+async fn profile_and_blocking_are_answered_by_whatsapp() {
+    let rig = linked_rig().await;
+    let base = format!("/api/whatsapp/{}", rig.id);
+
+    let (code, body) = rig
+        .server
+        .put(
+            &format!("{base}/profile"),
+            &rig.auth,
+            json!({"name": "Shop Desk", "about": "Open 9 to 6"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["name"], "Shop Desk", "{body}");
+    assert_eq!(body["about"], "Open 9 to 6", "{body}");
+    assert_eq!(body["phone"], ACCOUNT, "{body}");
+    let told = rig.whatsapp.profile(ACCOUNT);
+    assert_eq!(told.push_name.as_deref(), Some("Shop Desk"));
+    assert_eq!(told.about.as_deref(), Some("Open 9 to 6"));
+
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(JPEG.to_vec()).file_name("me.jpg"),
+    );
+    let resp = rig
+        .server
+        .request(
+            reqwest::Method::PUT,
+            &format!("{base}/profile/picture"),
+            &rig.auth,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload the picture");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(rig.whatsapp.profile(ACCOUNT).picture.as_deref(), Some(JPEG));
+    let (code, body) = rig.server.get(&format!("{base}/profile"), &rig.auth).await;
+    assert_eq!(code, 200, "{body}");
+    let url = body["picture"]["url"].as_str().expect("a picture url");
+    assert_eq!(rig.whatsapp.media_at(url).as_deref(), Some(JPEG), "{body}");
+    let (code, body) = rig
+        .server
+        .delete(&format!("{base}/profile/picture"), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(rig.whatsapp.profile(ACCOUNT).picture, None);
+
+    // A contact's picture, and one of a contact who has none.
+    rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    rig.whatsapp.set_picture(BOB, b"\xFF\xD8\xFFbob".to_vec());
+    let (code, body) = rig
+        .server
+        .get(&format!("{base}/contacts/{BOB}/picture"), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["phone"], BOB, "{body}");
+    let url = body["picture"]["url"].as_str().expect("Bob's picture url");
+    assert_eq!(
+        rig.whatsapp.media_at(url).as_deref(),
+        Some(&b"\xFF\xD8\xFFbob"[..])
+    );
+    let (code, body) = rig
+        .server
+        .get(&format!("{base}/contacts/{CAROL}/picture"), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["picture"], Value::Null, "{body}");
+
+    // Carol is another account: WhatsApp knows her LID, which a block names.
+    let carol = rig.whatsapp.phone(CAROL).await.expect("Carol");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("{base}/contacts/{CAROL}/block"),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["blocked"], true, "{body}");
+    let blocked = rig.whatsapp.profile(ACCOUNT).blocked;
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert!(blocked[0].ends_with("@lid"), "{blocked:?}");
+    assert_ne!(blocked[0], carol.jid().to_string(), "by LID, not by number");
+    let (code, body) = rig
+        .server
+        .get(&format!("{base}/blocklist"), &rig.auth)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["blocklist"],
+        json!([{"jid": format!("{CAROL}@s.whatsapp.net"), "phone": CAROL}]),
+        "{body}"
+    );
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("{base}/contacts/{CAROL}/unblock"),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(rig.whatsapp.profile(ACCOUNT).blocked.is_empty());
+    let (code, body) = rig
+        .server
+        .get(&format!("{base}/blocklist"), &rig.auth)
+        .await;
+    assert_eq!((code, &body["blocklist"]), (200, &json!([])), "{body}");
+
+    // A number not on WhatsApp cannot be blocked.
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("{base}/contacts/79990000000/block"),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (404, Some("not_on_whatsapp")),
+        "{body}"
+    );
+    assert_eq!(
+        rig.whatsapp.unknown_iqs(),
+        0,
+        "{:?}",
+        rig.whatsapp.unknown_iq_stanzas()
+    );
+}
+
+/// With `rejectCalls`, a peer's call is rejected on WhatsApp (the server gets the
+/// device's reject naming the call), reported as `call_received`, and the peer decrypts
+/// the instance's answer; without it, the call is only reported.
+#[tokio::test]
+async fn an_incoming_call_is_reported_and_rejected_with_a_message() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+
+    let ringing = bob.call(ACCOUNT, false).expect("Bob calls");
+    let seen = rig
+        .hook("call_received", |e| e["data"]["callId"] == ringing.as_str())
+        .await;
+    assert_eq!(seen["data"]["remoteJid"], BOB_JID, "{seen}");
+    assert_eq!(seen["data"]["rejected"], false, "{seen}");
+    assert_eq!(seen["data"]["video"], false, "{seen}");
+    assert!(rig.whatsapp.rejected_calls().is_empty());
+
+    let (code, body) = rig
+        .server
+        .put(
+            &format!("/api/instances/{}", rig.id),
+            &rig.auth,
+            json!({"rejectCalls": true, "rejectCallsMessage": "Calls are not answered here; please write."}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let call = bob
+        .call(ACCOUNT, true)
+        .expect("Bob calls again, with video");
+    let rejected = rig
+        .whatsapp
+        .wait_until(Duration::from_secs(20), "the device's reject", |w| {
+            w.rejected_calls().into_iter().find(|r| r.call_id == call)
+        })
+        .await
+        .expect("the device rejects the call");
+    assert!(rejected.to.starts_with(BOB), "{rejected:?}");
+    assert!(rejected.creator.starts_with(BOB), "{rejected:?}");
+    let seen = rig
+        .hook("call_received", |e| e["data"]["callId"] == call.as_str())
+        .await;
+    assert_eq!(seen["data"]["rejected"], true, "{seen}");
+    assert_eq!(seen["data"]["video"], true, "{seen}");
+    let answer = bob
+        .next_message(Duration::from_secs(20))
+        .await
+        .expect("Bob gets the answer");
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("Calls are not answered here; please write.")
+    );
+    assert_eq!(rig.whatsapp.problems(), Vec::<String>::new());
+}

@@ -36,6 +36,7 @@ pub enum EventKind {
     PollVote,
     PresenceUpdate,
     GroupUpdate,
+    CallReceived,
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
@@ -43,7 +44,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
@@ -56,6 +57,7 @@ impl EventKind {
         EventKind::PollVote,
         EventKind::PresenceUpdate,
         EventKind::GroupUpdate,
+        EventKind::CallReceived,
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
@@ -77,6 +79,7 @@ impl EventKind {
             EventKind::PollVote => "poll_vote",
             EventKind::PresenceUpdate => "presence_update",
             EventKind::GroupUpdate => "group_update",
+            EventKind::CallReceived => "call_received",
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
@@ -135,6 +138,9 @@ pub enum Event {
     /// A group the account is in changed: members, roles, subject, description,
     /// settings; or the account created, joined or left one.
     GroupUpdate(GroupUpdated),
+    /// Someone called the account (voice or video); `rejected` when the instance's
+    /// `rejectCalls` turned it down.
+    CallReceived(CallReceived),
     /// A usage limit was reached (once per instance and period).
     LimitExceeded(LimitExceeded),
     WebhookUpdated(WebhookUpdated),
@@ -433,6 +439,27 @@ impl Presence {
     }
 }
 
+/// An incoming call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallReceived {
+    /// The caller (the phone form when known).
+    pub remote_jid: String,
+    /// WhatsApp's id of the call.
+    pub call_id: String,
+    #[serde(default)]
+    pub video: bool,
+    /// A group call.
+    #[serde(default)]
+    pub is_group: bool,
+    /// Turned down by the instance's `rejectCalls`.
+    #[serde(default)]
+    pub rejected: bool,
+    /// Unix seconds.
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
 /// A contact's presence or chat state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -573,6 +600,7 @@ impl Event {
             Event::PollVote(_) => EventKind::PollVote,
             Event::PresenceUpdate(_) => EventKind::PresenceUpdate,
             Event::GroupUpdate(_) => EventKind::GroupUpdate,
+            Event::CallReceived(_) => EventKind::CallReceived,
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
@@ -613,6 +641,7 @@ impl Event {
             EventKind::PollVote => Event::PollVote(read(data).map_err(fit)?),
             EventKind::PresenceUpdate => Event::PresenceUpdate(read(data).map_err(fit)?),
             EventKind::GroupUpdate => Event::GroupUpdate(read(data).map_err(fit)?),
+            EventKind::CallReceived => Event::CallReceived(read(data).map_err(fit)?),
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
@@ -762,6 +791,7 @@ impl Serialize for EventData<'_> {
             Event::PollVote(p) => with(s, id, p),
             Event::PresenceUpdate(p) => with(s, id, p),
             Event::GroupUpdate(p) => with(s, id, p),
+            Event::CallReceived(p) => with(s, id, p),
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),

@@ -150,6 +150,13 @@ pub struct WebhookSettings {
     /// many and not part of any history.
     #[serde(default)]
     pub notify_presence: bool,
+    /// Incoming calls are rejected (`call_received` says so). Kept with the webhook
+    /// settings: the instance's one settings document.
+    #[serde(default)]
+    pub reject_calls: bool,
+    /// Sent to a caller whose call was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_calls_message: Option<String>,
     pub max_retries: u32,
     pub retry_interval_ms: u64,
     pub secret: Option<String>,
@@ -180,6 +187,8 @@ impl Default for WebhookSettings {
             notify_delivery: false,
             notify_read: false,
             notify_presence: false,
+            reject_calls: false,
+            reject_calls_message: None,
             max_retries: 3,
             retry_interval_ms: 60_000,
             secret: None,

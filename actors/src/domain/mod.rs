@@ -14,6 +14,7 @@
 //! - [`usage`]: usage counters, limit periods and the clock.
 //! - [`event`]: the typed instance events and their wire form.
 //! - [`group`]: WhatsApp groups, their members and the operations on them.
+//! - [`profile`]: the account's profile, contacts' pictures and the blocklist.
 //! - [`waba`]: the operator desk's accounts, chats and messages, and the 24-hour rule.
 
 pub mod account;
@@ -22,6 +23,7 @@ pub mod event;
 pub mod group;
 pub mod instance;
 pub mod message;
+pub mod profile;
 pub mod usage;
 pub mod waba;
 
@@ -40,6 +42,7 @@ pub use message::{
     ChatSummary, Contact, ContactCard, ContactQuery, HistoryQuery, Location, MediaKind, Message,
     MessageStatus, Poll, PollVote, Reaction, Typed, apply_reaction,
 };
+pub use profile::{Profile, ProfileAnswer, ProfileOp, ProfilePatch, ProfilePicture};
 pub use usage::{Clock, ManualClock, SystemClock, Usage, UsageFilter, UsageKey};
 
 /// A new time-ordered identifier (UUID v7): ids sort by creation time, which keeps

@@ -25,7 +25,9 @@ use thiserror::Error;
 
 use crate::domain::EngineKind;
 use crate::domain::event::GroupUpdated;
-use crate::domain::{GroupAnswer, GroupOp, MessageStatus, Presence, Typed};
+use crate::domain::{
+    GroupAnswer, GroupOp, MessageStatus, Presence, ProfileAnswer, ProfileOp, Typed,
+};
 
 pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
 pub use wacore::{WacoreEngine, WacoreSettings};
@@ -86,6 +88,22 @@ pub enum EngineEvent {
     Presence(InboundPresence),
     /// A group the account is in changed.
     Group(GroupUpdated),
+    /// Someone is calling.
+    Call(InboundCall),
+}
+
+/// An incoming call WhatsApp brought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundCall {
+    pub call_id: String,
+    /// The caller; the phone form when known.
+    pub from: String,
+    /// What WhatsApp names as the other end and as the call's creator, to answer it.
+    pub peer: String,
+    pub creator: String,
+    pub video: bool,
+    pub group: bool,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
 }
 
 /// A presence or chat state WhatsApp brought.
@@ -368,6 +386,8 @@ pub enum SandboxControl {
     Vote(InboundVote),
     /// A simulated contact comes online, goes offline, or types.
     Presence(InboundPresence),
+    /// A simulated contact calls.
+    Call(InboundCall),
     /// A simulated recipient acknowledges a message the instance sent.
     Receipt {
         chat: String,
@@ -433,6 +453,11 @@ pub trait Engine: Send + Sync {
     /// A group operation. Fails with `Forbidden` when WhatsApp refuses it to the account
     /// (not an admin), `NotFound` for a group it does not know or the account is not in.
     async fn group(&mut self, op: GroupOp) -> Result<GroupAnswer, EngineError>;
+    /// A profile or blocklist operation. Fails with `NotFound` for a contact not on
+    /// WhatsApp.
+    async fn profile(&mut self, op: ProfileOp) -> Result<ProfileAnswer, EngineError>;
+    /// Turns down an incoming call.
+    async fn reject_call(&mut self, call: &InboundCall) -> Result<(), EngineError>;
     /// Tells the sender's phone that these messages of `chat` were read.
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError>;
     /// The contacts this session knows.

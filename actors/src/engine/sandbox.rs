@@ -6,6 +6,7 @@
 //! "scanned" through the sandbox endpoints or automatically after a configured delay.
 
 mod groups;
+mod profile;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,12 +24,15 @@ use tokio::time::Instant;
 
 use super::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
-    InboundChange, InboundMedia, InboundMessage, InboundPresence, InboundReaction, MessageChange,
-    MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
+    InboundCall, InboundChange, InboundMedia, InboundMessage, InboundPresence, InboundReaction,
+    MessageChange, MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
 };
 use crate::domain::address::{USER_SERVER, is_group_jid, jid_for};
 use crate::domain::normalize_phone;
-use crate::domain::{GroupAnswer, GroupOp, MessageStatus, Presence, Typed};
+use crate::domain::{
+    GroupAnswer, GroupOp, MessageStatus, Presence, Profile, ProfileAnswer, ProfileOp, Typed,
+};
+use profile::PublicProfile;
 
 /// Name of the session file inside an instance's session directory.
 pub const SESSION_FILE: &str = "sandbox-session.json";
@@ -97,6 +101,7 @@ struct Device {
     instance_id: String,
     /// The session's event sink: messages and receipts for it are delivered here.
     sink: EventSink,
+    profile: PublicProfile,
 }
 
 impl std::fmt::Debug for Device {
@@ -133,14 +138,39 @@ impl SandboxNetwork {
         self.devices().get(phone).map(|d| d.instance_id.clone())
     }
 
-    fn register(&self, phone: &str, instance_id: &str, sink: EventSink) {
+    fn register(&self, phone: &str, instance_id: &str, sink: EventSink, profile: PublicProfile) {
         self.devices().insert(
             phone.to_owned(),
             Device {
                 instance_id: instance_id.to_owned(),
                 sink,
+                profile,
             },
         );
+    }
+
+    /// Shows `phone`'s new profile, if `instance_id` is still the one connected as it.
+    fn publish_profile(&self, phone: &str, instance_id: &str, profile: PublicProfile) {
+        if let Some(device) = self.devices().get_mut(phone)
+            && device.instance_id == instance_id
+        {
+            device.profile = profile;
+        }
+    }
+
+    /// The profile of the account connected at `jid` (a person's address), if any.
+    fn profile_of(&self, jid: &str) -> Option<PublicProfile> {
+        let phone = jid.strip_suffix(&format!("@{USER_SERVER}"))?;
+        self.devices().get(phone).map(|d| d.profile.clone())
+    }
+
+    /// The sink of the device connected at `jid`, unless it blocks `from`.
+    fn sink_admitting(&self, jid: &str, from: &str) -> Option<EventSink> {
+        let phone = jid.strip_suffix(&format!("@{USER_SERVER}"))?;
+        self.devices()
+            .get(phone)
+            .filter(|d| d.profile.admits(from))
+            .map(|d| d.sink.clone())
     }
 
     /// Removes `phone` only if it still belongs to `instance_id` (another instance may
@@ -236,8 +266,11 @@ impl SandboxNetwork {
             }
         };
         Ok(match members {
-            Some(members) => members.iter().filter_map(|m| self.sink_for(m)).collect(),
-            None => self.sink_for(to).into_iter().collect(),
+            Some(members) => members
+                .iter()
+                .filter_map(|m| self.sink_admitting(m, me))
+                .collect(),
+            None => self.sink_admitting(to, me).into_iter().collect(),
         })
     }
 
@@ -284,6 +317,15 @@ struct StoredSession {
     /// The simulated phone's address book: JID → names.
     #[serde(default)]
     contacts: BTreeMap<String, StoredContact>,
+    /// The profile's "about" text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    about: Option<String>,
+    /// The id of the profile picture kept in [`profile::PICTURE_FILE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    picture_id: Option<String>,
+    /// The addresses the account blocks.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    blocked: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -462,6 +504,9 @@ impl Session {
             push_name: None,
             paired_at: Utc::now(),
             contacts: BTreeMap::new(),
+            about: None,
+            picture_id: None,
+            blocked: BTreeSet::new(),
         };
         write_session(&self.session_file, &stored)?;
         let qr = {
@@ -472,8 +517,12 @@ impl Session {
             };
             state.qr_task.take()
         };
-        self.network
-            .register(phone, &self.instance_id, self.sink.clone());
+        self.network.register(
+            phone,
+            &self.instance_id,
+            self.sink.clone(),
+            PublicProfile::default(),
+        );
         self.emit(EngineEvent::Connected {
             phone: phone.to_owned(),
             push_name: None,
@@ -499,6 +548,26 @@ impl Session {
         };
         change(&mut stored);
         write_session(&self.session_file, &stored)
+    }
+
+    /// The stored session's profile, as the network shows it.
+    fn public_profile(&self) -> Result<PublicProfile, EngineError> {
+        let stored = read_session(&self.session_file)?
+            .ok_or_else(|| EngineError::InvalidState("not linked".into()))?;
+        public_profile(&self.session_file, &stored)
+    }
+
+    /// Changes the stored profile with `change` and shows the network the result.
+    fn change_profile(
+        &self,
+        phone: &str,
+        change: impl FnOnce(&mut StoredSession),
+    ) -> Result<(), EngineError> {
+        self.update_stored(change)?;
+        let profile = self.public_profile()?;
+        self.network
+            .publish_profile(phone, &self.instance_id, profile);
+        Ok(())
     }
 
     fn link_or_fail(&self, phone: &str) {
@@ -564,8 +633,17 @@ impl Session {
                 push_name: push_name.clone(),
             };
         }
+        let profile = match self.public_profile() {
+            Ok(profile) => profile,
+            Err(err) => {
+                self.emit(EngineEvent::Failed {
+                    error: format!("cannot read the sandbox session: {err}"),
+                });
+                return;
+            }
+        };
         self.network
-            .register(&phone, &self.instance_id, self.sink.clone());
+            .register(&phone, &self.instance_id, self.sink.clone(), profile);
         self.emit(EngineEvent::Connected { phone, push_name });
     }
 }
@@ -579,10 +657,12 @@ impl Engine for SandboxEngine {
                 phone: stored.phone.clone(),
                 push_name: stored.push_name.clone(),
             };
+            let profile = public_profile(&self.session.session_file, &stored)?;
             self.session.network.register(
                 &stored.phone,
                 &self.session.instance_id,
                 self.session.sink.clone(),
+                profile,
             );
             self.session.emit(EngineEvent::Connected {
                 phone: stored.phone,
@@ -746,6 +826,76 @@ impl Engine for SandboxEngine {
         self.session.network.group_op(&jid_for(&phone), op)
     }
 
+    /// The profile lives in the stored session; other sandbox accounts see it.
+    async fn profile(&mut self, op: ProfileOp) -> Result<ProfileAnswer, EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        let session = &self.session;
+        match op {
+            ProfileOp::Get => {
+                let profile = session.public_profile()?;
+                Ok(ProfileAnswer::Profile(Profile {
+                    phone: Some(phone),
+                    name: profile.name,
+                    about: profile.about,
+                    picture: profile.picture,
+                }))
+            }
+            ProfileOp::Update(patch) => {
+                let name = patch.name.clone();
+                session.change_profile(&phone, |s| {
+                    if let Some(name) = patch.name {
+                        s.push_name = Some(name);
+                    }
+                    if let Some(about) = patch.about {
+                        s.about = Some(about).filter(|a| !a.is_empty());
+                    }
+                })?;
+                if let Some(name) = name
+                    && let Phase::Connected { push_name, .. } = &mut session.state().phase
+                {
+                    *push_name = Some(name);
+                }
+                Ok(ProfileAnswer::Done)
+            }
+            ProfileOp::Picture(jpeg) => {
+                profile::write_picture(&session.session_file, jpeg.as_deref())?;
+                let id = jpeg.map(|_| new_message_id());
+                session.change_profile(&phone, |s| s.picture_id = id)?;
+                Ok(ProfileAnswer::Done)
+            }
+            ProfileOp::ContactPicture(jid) => {
+                let me = jid_for(&phone);
+                let picture = session
+                    .network
+                    .profile_of(&jid)
+                    .filter(|p| p.admits(&me))
+                    .and_then(|p| p.picture);
+                Ok(ProfileAnswer::Picture(picture))
+            }
+            ProfileOp::Block(jid) => {
+                session.change_profile(&phone, |s| {
+                    s.blocked.insert(jid);
+                })?;
+                Ok(ProfileAnswer::Done)
+            }
+            ProfileOp::Unblock(jid) => {
+                session.change_profile(&phone, |s| {
+                    s.blocked.remove(&jid);
+                })?;
+                Ok(ProfileAnswer::Done)
+            }
+            ProfileOp::Blocklist => Ok(ProfileAnswer::Blocklist(
+                session.public_profile()?.blocked.into_iter().collect(),
+            )),
+        }
+    }
+
+    /// A simulated caller has no one to tell: the call simply ends.
+    async fn reject_call(&mut self, _call: &InboundCall) -> Result<(), EngineError> {
+        self.session.connected_as()?;
+        Ok(())
+    }
+
     /// Subscribed sandbox instances hear of it.
     async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError> {
         let (phone, _) = self.session.connected_as()?;
@@ -832,6 +982,12 @@ impl Engine for SandboxEngine {
         match control {
             SandboxControl::Inbound(message) => {
                 self.session.connected_as()?;
+                if !self.session.public_profile()?.admits(&message.sender) {
+                    return Err(EngineError::Forbidden(format!(
+                        "the account blocks {}: WhatsApp does not deliver their messages",
+                        message.sender
+                    )));
+                }
                 self.session.update_stored(|s| {
                     let entry = s
                         .contacts
@@ -855,6 +1011,17 @@ impl Engine for SandboxEngine {
             SandboxControl::Presence(presence) => {
                 self.session.connected_as()?;
                 self.session.emit(EngineEvent::Presence(presence));
+                Ok(())
+            }
+            SandboxControl::Call(call) => {
+                self.session.connected_as()?;
+                if !self.session.public_profile()?.admits(&call.from) {
+                    return Err(EngineError::Forbidden(format!(
+                        "the account blocks {}: WhatsApp does not put their calls through",
+                        call.from
+                    )));
+                }
+                self.session.emit(EngineEvent::Call(call));
                 Ok(())
             }
             SandboxControl::Receipt {
@@ -923,6 +1090,19 @@ impl Engine for SandboxEngine {
             }
         }
     }
+}
+
+/// What the network shows of the account stored at `session_file`.
+fn public_profile(
+    session_file: &Path,
+    stored: &StoredSession,
+) -> Result<PublicProfile, EngineError> {
+    Ok(PublicProfile {
+        name: stored.push_name.clone(),
+        about: stored.about.clone(),
+        picture: profile::read_picture(session_file, stored.picture_id.as_deref())?,
+        blocked: stored.blocked.clone(),
+    })
 }
 
 fn read_session(path: &Path) -> Result<Option<StoredSession>, EngineError> {

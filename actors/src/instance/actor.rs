@@ -20,20 +20,20 @@ use super::InstanceDeps;
 use super::status::{StatusBoard, StatusView};
 use crate::domain::address::{is_group_jid, jid_for};
 use crate::domain::event::{
-    Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageEdited, MessageReaction,
-    MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, PollVoted, PresenceUpdate,
-    QrReceived, ReplyFields,
+    CallReceived, Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageEdited,
+    MessageReaction, MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, PollVoted,
+    PresenceUpdate, QrReceived, ReplyFields,
 };
 use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
     ActivityEntry, Contact, EngineKind, Event, GroupAnswer, GroupOp, Instance, InstanceEvent,
-    InstanceStatus, MediaKind, Message, MessageStatus, PollVote, Presence, Reaction,
-    apply_reaction, new_id,
+    InstanceStatus, MediaKind, Message, MessageStatus, PollVote, Presence, ProfileAnswer,
+    ProfileOp, Reaction, apply_reaction, new_id,
 };
 use crate::engine::{
     CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
-    InboundChange, InboundMessage, InboundPresence, InboundReaction, InboundVote, MessageChange,
-    MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, VoteChoice,
+    InboundCall, InboundChange, InboundMessage, InboundPresence, InboundReaction, InboundVote,
+    MessageChange, MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, VoteChoice,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -105,6 +105,10 @@ pub enum InstanceMsg {
     Group {
         op: GroupOp,
         reply: RpcReplyPort<Result<GroupAnswer, DomainError>>,
+    },
+    Profile {
+        op: ProfileOp,
+        reply: RpcReplyPort<Result<ProfileAnswer, DomainError>>,
     },
     Contacts(RpcReplyPort<Result<Vec<EngineContact>, DomainError>>),
     AddContact {
@@ -388,6 +392,13 @@ impl Actor for InstanceActor {
                 };
                 let _ = reply.send(answer);
             }
+            InstanceMsg::Profile { op, reply } => {
+                let answer = match connected_engine(&self.board, state) {
+                    Ok(engine) => engine.profile(op).await.map_err(engine_error),
+                    Err(err) => Err(err),
+                };
+                let _ = reply.send(answer);
+            }
             InstanceMsg::Contacts(reply) => {
                 let answer = match state.engine.as_mut() {
                     Some(engine) => engine.contacts().await.map_err(engine_error),
@@ -645,6 +656,7 @@ impl InstanceActor {
                 let _ = self.on_vote(state, vote).await;
             }
             EngineEvent::Presence(presence) => self.on_presence(state, presence).await,
+            EngineEvent::Call(call) => self.on_call(state, call).await,
             EngineEvent::Group(update) => {
                 self.publish(&state.id, Event::GroupUpdate(update)).await;
             }
@@ -1282,6 +1294,51 @@ impl InstanceActor {
             timestamp: self.deps.stats.clock().now().timestamp(),
         });
         self.publish(&state.id, event).await;
+    }
+
+    /// An incoming call: rejected (and the caller told so, when the instance has a
+    /// message for it) with `rejectCalls`, and published as `call_received` either way.
+    async fn on_call(&self, state: &mut InstanceState, call: InboundCall) {
+        let settings = match self.deps.storage.instance_by_id(&state.id).await {
+            Ok(instance) => instance.map(|i| i.webhook).unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(instance = %state.id, %err, "cannot read the instance; the call is not rejected");
+                Default::default()
+            }
+        };
+        let mut rejected = false;
+        if settings.reject_calls
+            && let Some(engine) = state.engine.as_mut()
+        {
+            match engine.reject_call(&call).await {
+                Ok(()) => rejected = true,
+                Err(err) => {
+                    tracing::warn!(instance = %state.id, call = %call.call_id, %err, "cannot reject the call");
+                }
+            }
+        }
+        let event = Event::CallReceived(CallReceived {
+            remote_jid: call.from.clone(),
+            call_id: call.call_id,
+            video: call.video,
+            is_group: call.group,
+            rejected,
+            timestamp: call.timestamp.timestamp(),
+        });
+        self.publish(&state.id, event).await;
+        if let Some(text) = settings.reject_calls_message.filter(|_| rejected) {
+            let sent = self
+                .send(
+                    state,
+                    &call.from,
+                    OutboundContent::Text(text),
+                    SendExtras::default(),
+                )
+                .await;
+            if let Err(err) = sent {
+                tracing::warn!(instance = %state.id, %err, "cannot answer the rejected call");
+            }
+        }
     }
 
     /// Stores a changed message together with the event that reports it, then

@@ -8,6 +8,7 @@ use super::actor::{InstanceMsg, PresenceAction, QrAnswer, SendExtras};
 use super::status::StatusView;
 use crate::domain::{
     Group, GroupAnswer, GroupOp, GroupPatch, Message, ParticipantAction, ParticipantOutcome,
+    Profile, ProfileAnswer, ProfileOp, ProfilePatch, ProfilePicture,
 };
 use crate::engine::{EngineContact, OutboundContent, SandboxControl};
 use crate::error::DomainError;
@@ -254,6 +255,58 @@ impl InstanceHandle {
         self.ask(|reply| InstanceMsg::Group { op, reply }).await?
     }
 
+    /// The account's own profile.
+    pub async fn profile(&self) -> Result<Profile, DomainError> {
+        match self.profile_op(ProfileOp::Get).await? {
+            ProfileAnswer::Profile(profile) => Ok(profile),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Changes the account's name or about text.
+    pub async fn update_profile(&self, patch: ProfilePatch) -> Result<(), DomainError> {
+        self.profile_op(ProfileOp::Update(patch)).await.map(|_| ())
+    }
+
+    /// Sets the account's picture (a JPEG), or removes it.
+    pub async fn set_profile_picture(&self, jpeg: Option<Vec<u8>>) -> Result<(), DomainError> {
+        self.profile_op(ProfileOp::Picture(jpeg)).await.map(|_| ())
+    }
+
+    /// A contact's picture: none when they have none or hide it from the account.
+    pub async fn contact_picture(&self, jid: &str) -> Result<Option<ProfilePicture>, DomainError> {
+        match self
+            .profile_op(ProfileOp::ContactPicture(jid.to_owned()))
+            .await?
+        {
+            ProfileAnswer::Picture(picture) => Ok(picture),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Blocks (`true`) or unblocks a contact.
+    pub async fn block(&self, jid: &str, block: bool) -> Result<(), DomainError> {
+        let jid = jid.to_owned();
+        let op = if block {
+            ProfileOp::Block(jid)
+        } else {
+            ProfileOp::Unblock(jid)
+        };
+        self.profile_op(op).await.map(|_| ())
+    }
+
+    /// The addresses the account blocks.
+    pub async fn blocklist(&self) -> Result<Vec<String>, DomainError> {
+        match self.profile_op(ProfileOp::Blocklist).await? {
+            ProfileAnswer::Blocklist(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn profile_op(&self, op: ProfileOp) -> Result<ProfileAnswer, DomainError> {
+        self.ask(|reply| InstanceMsg::Profile { op, reply }).await?
+    }
+
     /// The contacts the session knows (empty while it is not running).
     pub async fn contacts(&self) -> Result<Vec<EngineContact>, DomainError> {
         self.ask(InstanceMsg::Contacts).await?
@@ -283,6 +336,6 @@ impl InstanceHandle {
 }
 
 /// An engine answered a group operation with another operation's kind of answer.
-fn unexpected(answer: GroupAnswer) -> DomainError {
+fn unexpected(answer: impl std::fmt::Debug) -> DomainError {
     DomainError::Engine(format!("the engine gave an unexpected answer: {answer:?}"))
 }

@@ -66,6 +66,10 @@ pub(super) struct InstanceView {
     /// `WEBHOOK_AUTO_PAUSE_MS` of failures): events are queued, not sent, until a resume.
     webhook_paused: bool,
     webhook_ordering: WebhookOrdering,
+    /// Incoming calls are rejected (`call_received` says so).
+    reject_calls: bool,
+    /// Sent to a caller whose call was rejected.
+    reject_calls_message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsView>,
     #[schema(format = DateTime)]
@@ -122,6 +126,8 @@ impl InstanceView {
             webhook_enabled: i.webhook_enabled,
             webhook_paused: i.webhook.paused,
             webhook_ordering: i.webhook.ordering,
+            reject_calls: i.webhook.reject_calls,
+            reject_calls_message: i.webhook.reject_calls_message.clone(),
             limits: i.limits.map(|l| LimitsView {
                 max_messages_sent: l.max_messages_sent,
                 max_api_calls: l.max_api_calls,
@@ -166,6 +172,11 @@ pub(super) struct CreateInstance {
     notify_read: Option<bool>,
     /// `presence_update` events (contacts online, typing); off by default.
     notify_presence: Option<bool>,
+    /// Reject incoming calls (off by default); `call_received` reports every call.
+    reject_calls: Option<bool>,
+    /// Sent to a caller whose call was rejected (at most 4096 characters).
+    #[schema(max_length = 4096)]
+    reject_calls_message: Option<String>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -194,6 +205,12 @@ struct SettingsPatch {
     notify_read: Option<bool>,
     /// `presence_update` events (contacts online, typing); off by default.
     notify_presence: Option<bool>,
+    /// Reject incoming calls; `call_received` reports every call.
+    reject_calls: Option<bool>,
+    /// Sent to a caller whose call was rejected (at most 4096 characters); an empty
+    /// string removes it.
+    #[schema(max_length = 4096)]
+    reject_calls_message: Option<String>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -220,6 +237,8 @@ impl From<SettingsPatch> for cases::SettingsPatch {
             notify_delivery: p.notify_delivery,
             notify_read: p.notify_read,
             notify_presence: p.notify_presence,
+            reject_calls: p.reject_calls,
+            reject_calls_message: p.reject_calls_message,
             max_retries: p.max_retries,
             retry_interval_ms: p.retry_interval,
             secret: p.secret,
@@ -272,6 +291,8 @@ pub(super) async fn create(
                 notify_delivery: body.notify_delivery,
                 notify_read: body.notify_read,
                 notify_presence: body.notify_presence,
+                reject_calls: body.reject_calls,
+                reject_calls_message: body.reject_calls_message,
                 max_retries: body.max_retries,
                 retry_interval_ms: body.retry_interval,
                 secret: body.webhook_secret,
@@ -361,6 +382,12 @@ pub(super) struct UpdateInstance {
     notify_read: Option<bool>,
     /// `presence_update` events (contacts online, typing); off by default.
     notify_presence: Option<bool>,
+    /// Reject incoming calls; `call_received` reports every call.
+    reject_calls: Option<bool>,
+    /// Sent to a caller whose call was rejected (at most 4096 characters); an empty
+    /// string removes it.
+    #[schema(max_length = 4096)]
+    reject_calls_message: Option<String>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -418,6 +445,8 @@ pub(super) async fn update(
         notify_delivery: body.notify_delivery,
         notify_read: body.notify_read,
         notify_presence: body.notify_presence,
+        reject_calls: body.reject_calls,
+        reject_calls_message: body.reject_calls_message,
         max_retries: body.max_retries,
         retry_interval_ms: body.retry_interval,
         secret: body.webhook_secret,

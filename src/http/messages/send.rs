@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::gateway::messaging::{Extras, MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppMultipart, AppPath, chat_address};
+use crate::http::extract::{AppJson, AppMultipart, AppPath, chat_address, multipart_error};
 use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
@@ -289,12 +289,4 @@ pub(super) async fn react(
         .react(&instance.id, &message_id, &body.emoji)
         .await?;
     Ok(AppJson(Reacted { success: true }))
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::payload_too_large("upload is larger than the allowed limit")
-    } else {
-        ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
-    }
 }

@@ -14,7 +14,7 @@ use super::chats::{ErrorView, error_view};
 use super::{DeskCaller, NO_CHAT, numeric, receipts};
 use crate::gateway::waba::Attachment;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppMultipart, AppPath};
+use crate::http::extract::{AppJson, AppMultipart, AppPath, multipart_error};
 use crate::http::iso;
 use crate::http::state::AppState;
 use crate::media;
@@ -368,14 +368,6 @@ async fn send_file(
             desk.caller.0.id.clone(),
         )
         .await?)
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::payload_too_large("upload is larger than the allowed limit (MAX_UPLOAD_BYTES)")
-    } else {
-        ApiError::bad_request(format!("invalid multipart body: {}", e.body_text()))
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

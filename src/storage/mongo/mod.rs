@@ -495,6 +495,8 @@ fn webhook_doc(w: &WebhookSettings) -> Document {
         "notifyDelivery": w.notify_delivery,
         "notifyRead": w.notify_read,
         "notifyPresence": w.notify_presence,
+        "rejectCalls": w.reject_calls,
+        "rejectCallsMessage": w.reject_calls_message.as_deref(),
         "maxRetries": i64::from(w.max_retries),
         "retryIntervalMs": clamp_i64(w.retry_interval_ms),
         "secret": w.secret.as_deref(),
@@ -524,6 +526,9 @@ fn webhook_from_doc(f: &Fields<'_>) -> StoreResult<WebhookSettings> {
         notify_read: f.bool("notifyRead")?,
         // Absent in documents written before presence could be followed.
         notify_presence: f.0.get_bool("notifyPresence").unwrap_or(false),
+        // Absent in documents written before calls could be rejected.
+        reject_calls: f.0.get_bool("rejectCalls").unwrap_or(false),
+        reject_calls_message: f.opt_string("rejectCallsMessage")?,
         max_retries: u32::try_from(count("maxRetries")?).map_err(corrupt)?,
         retry_interval_ms: u64::try_from(count("retryIntervalMs")?).map_err(corrupt)?,
         secret: f.opt_string("secret")?,

@@ -34,11 +34,13 @@
 //! only whatsapp-rust's `danger-skip-cert-chain-verify` feature accepts. This crate enables
 //! it and is only ever a dev-dependency, so the shipped binary never has it.
 
+mod calls;
 mod conn;
 mod handshake;
 mod media;
 mod peer;
 mod presence;
+mod profile;
 mod server;
 mod socket;
 mod wire;
@@ -52,6 +54,7 @@ use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
 use whatsapp_rust::wacore_binary::node::Node;
 use whatsapp_rust::{Jid, anyhow, async_channel, async_trait};
 
+pub use calls::RejectedCall;
 pub use handshake::Pattern;
 pub use peer::{Peer, ReceivedMessage, ReceivedPresence, ReceivedReceipt};
 pub use server::MEDIA_HOST;
@@ -77,6 +80,16 @@ pub enum Ending {
     /// `<stream:error code="401"><conflict type="device_removed"/>`: the phone unlinked
     /// the device.
     DeviceRemoved,
+}
+
+/// What an account told WhatsApp about itself ([`FakeWhatsApp::profile`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountProfile {
+    pub push_name: Option<String>,
+    pub about: Option<String>,
+    pub picture: Option<Vec<u8>>,
+    /// The addresses it blocks, as its client named them (`…@lid`).
+    pub blocked: Vec<String>,
 }
 
 /// A pair-code request the server received.
@@ -152,6 +165,47 @@ impl FakeWhatsApp {
             base: self.media.base.clone(),
             inner,
         })
+    }
+
+    /// What the media server serves at `url` (`https://{MEDIA_HOST}/…`), if anything.
+    pub fn media_at(&self, url: &str) -> Option<Vec<u8>> {
+        let path = url.strip_prefix(&format!("https://{MEDIA_HOST}"))?;
+        self.inner.blobs.get(path)
+    }
+
+    /// The push name, about text and picture account `phone` set, and the addresses it
+    /// blocks.
+    pub fn profile(&self, phone: &str) -> AccountProfile {
+        let profile = self
+            .inner
+            .state()
+            .profiles
+            .get(phone)
+            .cloned()
+            .unwrap_or_default();
+        AccountProfile {
+            push_name: profile.push_name,
+            about: profile.about,
+            picture: profile.picture.map(|(_, bytes)| bytes),
+            blocked: profile.blocked.into_iter().collect(),
+        }
+    }
+
+    /// The calls the accounts' devices rejected, in order.
+    pub fn rejected_calls(&self) -> Vec<RejectedCall> {
+        self.inner.state().rejected_calls.clone()
+    }
+
+    /// User or account `phone` takes `jpeg` as its profile picture.
+    pub fn set_picture(&self, phone: &str, jpeg: Vec<u8>) {
+        {
+            let mut state = self.inner.state();
+            let next = state.next_picture;
+            state.next_picture += 1;
+            state.profiles.entry(phone.to_owned()).or_default().picture =
+                Some((next.to_string(), jpeg));
+        }
+        self.inner.bump();
     }
 
     /// How many encrypted blobs the media server holds.

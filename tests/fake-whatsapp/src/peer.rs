@@ -194,6 +194,11 @@ impl Peer {
         self.server()?.chatstate_from_user(self, to, state)
     }
 
+    /// Calls the account `to` (a video call with `video`); returns the call's id.
+    pub fn call(&self, to: &str, video: bool) -> Result<String, String> {
+        self.server()?.call_from_user(self, to, video)
+    }
+
     /// Follows `phone`'s presence (its announcements reach [`Peer::next_presence`]).
     pub fn subscribe_presence(&self, phone: &str) -> Result<(), String> {
         self.server()?.subscribe(&self.phone(), phone);

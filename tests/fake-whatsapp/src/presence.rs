@@ -42,7 +42,11 @@ impl Inner {
                 }
             }
             // A push name announcement (`<presence name=…>`) says nothing of presence.
-            _ => {}
+            _ => {
+                if let Some(name) = attr(node, "name") {
+                    self.push_name_announced(&phone, &name);
+                }
+            }
         }
         Vec::new()
     }
@@ -156,7 +160,7 @@ impl Inner {
     }
 
     /// The phone number behind an address (an account's LID included).
-    fn phone_of(&self, jid: &Jid) -> String {
+    pub(crate) fn phone_of(&self, jid: &Jid) -> String {
         if jid.server == Server::Lid
             && let Some(peer) = self.peer(jid)
         {

@@ -77,6 +77,10 @@ pub(crate) struct State {
     pub(crate) presences: BTreeMap<String, (bool, u64)>,
     /// Phone → the phones following its presence.
     pub(crate) presence_subscribers: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Phone → its profile and blocklist.
+    pub(crate) profiles: BTreeMap<String, crate::profile::Profile>,
+    pub(crate) next_picture: u64,
+    pub(crate) rejected_calls: Vec<crate::calls::RejectedCall>,
     next_lid: u64,
 }
 
@@ -370,6 +374,9 @@ impl Inner {
             "message" => self.message(n, &node).await,
             "presence" => self.presence(n, &node),
             "chatstate" => self.chatstate(n, &node),
+            "call" => self.call(n, &node),
+            // A device's receipt of a call offer: nothing to route.
+            "receipt" if node.get_optional_child("offer").is_some() => Vec::new(),
             "receipt" => {
                 self.acknowledged(n, &node);
                 self.receipt(n, &node)
@@ -445,9 +452,26 @@ impl Inner {
             ("get", "privacy", "privacy") => privacy(&id),
             // Trusted-contact tokens, issued after the first message to someone.
             ("set", "privacy", "tokens") => tokens(&id, child),
-            ("get", "blocklist", _) => result(&id)
-                .children([NodeBuilder::new("list").build()])
-                .build(),
+            ("get", "blocklist", _) => match self.device_of(n) {
+                Some((phone, _)) => self.blocklist(&phone, &id),
+                None => error(&id, 401, "not-authorized"),
+            },
+            ("set", "blocklist", _) => match self.device_of(n) {
+                Some((phone, _)) => self.change_blocklist(&phone, &id, node),
+                None => error(&id, 401, "not-authorized"),
+            },
+            ("set", "status", "status") => match self.device_of(n) {
+                Some((phone, _)) => self.set_about(&phone, &id, node),
+                None => error(&id, 401, "not-authorized"),
+            },
+            ("set", "w:profile:picture", _) => match self.device_of(n) {
+                Some((phone, _)) => self.set_picture(&phone, &id, node),
+                None => error(&id, 401, "not-authorized"),
+            },
+            ("get", "w:profile:picture", "picture") => match self.device_of(n) {
+                Some((phone, _)) => self.get_picture(&phone, &id, node),
+                None => error(&id, 401, "not-authorized"),
+            },
             ("set", "w:sync:app:state", "sync") => app_state(&id, child),
             ("get", "usync", "usync") => match child {
                 Some(usync) => self.usync(&id, usync),
@@ -1090,6 +1114,15 @@ impl Inner {
         let mut children = Vec::new();
         for protocol in protocols {
             match protocol.as_str() {
+                "status" => children.push(
+                    match account
+                        .and_then(|a| state.profiles.get(a.pn().user.as_str()))
+                        .and_then(|p| p.about.clone())
+                    {
+                        Some(about) => NodeBuilder::new("status").string_content(about).build(),
+                        None => NodeBuilder::new("status").build(),
+                    },
+                ),
                 "contact" => children.push(
                     NodeBuilder::new("contact")
                         .attr("type", if registered { "in" } else { "out" })

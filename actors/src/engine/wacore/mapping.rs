@@ -11,7 +11,8 @@ use whatsapp_rust::wacore_binary::JidExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 
 use crate::domain::{ContactCard, Location, MessageStatus, Poll, Presence, Typed};
-use crate::engine::{EngineError, MessageChange, MessageRef, SendOptions};
+use crate::engine::{EngineError, InboundCall, MessageChange, MessageRef, SendOptions};
+use whatsapp_rust::wacore::types::call::{CallAction, IncomingCall};
 
 /// The address a user of the gateway should see: the phone form
 /// (`79001234567@s.whatsapp.net`) when WhatsApp gave one, without a device suffix.
@@ -38,6 +39,35 @@ pub fn chat_and_sender(source: &MessageSource) -> (String, String) {
         phone_form(&source.chat, source.sender_alt.as_ref())
     };
     (chat, sender)
+}
+
+/// An incoming call's offer as the seam carries it; `None` for the other call signals
+/// (accepts, terminations, relay chatter) and for offers replayed from the offline
+/// queue, whose call is over.
+pub fn incoming_call(call: &IncomingCall) -> Option<InboundCall> {
+    let CallAction::Offer {
+        call_id,
+        call_creator,
+        caller_pn,
+        is_video,
+        group_jid,
+        ..
+    } = &call.action
+    else {
+        return None;
+    };
+    if call.offline {
+        return None;
+    }
+    Some(InboundCall {
+        call_id: call_id.clone(),
+        from: phone_form(call_creator, caller_pn.as_ref()),
+        peer: call.from.to_string(),
+        creator: call_creator.to_string(),
+        video: *is_video,
+        group: group_jid.is_some(),
+        timestamp: call.timestamp,
+    })
 }
 
 /// A chat state as the gateway names it.

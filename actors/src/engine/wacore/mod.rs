@@ -27,6 +27,7 @@ mod groups;
 pub mod http;
 pub mod mapping;
 pub mod observe;
+mod profile;
 
 pub use self::http::ReqwestHttpClient;
 pub use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
@@ -54,11 +55,11 @@ use whatsapp_rust::{Client, RevokeType, SendError};
 
 use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
-use crate::domain::{GroupAnswer, GroupOp, Presence};
+use crate::domain::{GroupAnswer, GroupOp, Presence, ProfileAnswer, ProfileOp};
 use crate::engine::{
-    Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundChange, InboundMedia,
-    InboundMessage, InboundPresence, InboundReaction, InboundVote, MessageRef, OutboundContent,
-    PollRef, SendOptions, SentMessage, VoteChoice,
+    Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundCall, InboundChange,
+    InboundMedia, InboundMessage, InboundPresence, InboundReaction, InboundVote, MessageRef,
+    OutboundContent, PollRef, SendOptions, SentMessage, VoteChoice,
 };
 
 /// How often a session's watchdog looks for failed connection attempts.
@@ -357,6 +358,11 @@ impl Shared {
             Event::GroupUpdate(update) => {
                 if let Some(update) = groups::update_of(update) {
                     self.emit(EngineEvent::Group(update));
+                }
+            }
+            Event::IncomingCall(call) => {
+                if let Some(call) = mapping::incoming_call(call) {
+                    self.emit(EngineEvent::Call(call));
                 }
             }
             Event::ChatPresence(update) => {
@@ -1023,6 +1029,22 @@ impl Engine for WacoreEngine {
     async fn group(&mut self, op: GroupOp) -> Result<GroupAnswer, EngineError> {
         let client = self.logged_in()?;
         groups::run(&client, op).await
+    }
+
+    async fn profile(&mut self, op: ProfileOp) -> Result<ProfileAnswer, EngineError> {
+        let client = self.logged_in()?;
+        profile::run(&client, op).await
+    }
+
+    async fn reject_call(&mut self, call: &InboundCall) -> Result<(), EngineError> {
+        let peer = parse_address(&call.peer)?;
+        let creator = parse_address(&call.creator)?;
+        let client = self.logged_in()?;
+        client
+            .voip()
+            .reject_call(&call.call_id, &peer, &creator)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot reject the call: {e}")))
     }
 
     async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError> {
