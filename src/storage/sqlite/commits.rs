@@ -71,9 +71,32 @@ impl CommitQueue {
             + Send
             + 'static,
     {
-        let (job, answer) = job(write);
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let (tx, rx) = oneshot::channel();
+        // The caller may have given up waiting: nothing to tell then.
+        self.enqueue(write, move |answer| {
+            let _ = tx.send(answer);
+        })
+        .await;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// [`submit`](Self::submit) without waiting for the commit: returns once `write` is
+    /// queued, and `done` gets the answer `submit` would have, on the queue's task once
+    /// the batch is committed (in queue order), or at once when the task is gone.
+    pub(crate) async fn enqueue<T, F>(
+        &self,
+        write: F,
+        done: impl FnOnce(StoreResult<T>) + Send + 'static,
+    ) where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job(write, done)).await {
+            let (_, answer) = job(None).await;
+            answer(Err(stopped()));
+        }
     }
 }
 
@@ -81,14 +104,13 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the database's writer has stopped".into())
 }
 
-/// A job running `write`, and where its answer comes.
-fn job<T, F>(write: F) -> (Job, oneshot::Receiver<StoreResult<T>>)
+/// A job running `write`, whose answer goes to `done`.
+fn job<T, F>(write: F, done: impl FnOnce(StoreResult<T>) + Send + 'static) -> Job
 where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
 {
-    let (tx, rx) = oneshot::channel();
-    let job: Job = Box::new(move |conn| {
+    Box::new(move |conn| {
         Box::pin(async move {
             let result = match conn {
                 Some(conn) => Some(write(conn).await),
@@ -96,18 +118,15 @@ where
             };
             let ok = matches!(result, Some(Ok(_)));
             let answer: Answer = Box::new(move |committed| {
-                let answer = match result {
+                done(match result {
                     // Its own error first: it says more than the batch's would.
                     Some(result) => result.and_then(|value| committed.map(|()| value)),
                     None => Err(committed.err().unwrap_or_else(stopped)),
-                };
-                // The caller may have given up waiting: nothing to tell then.
-                let _ = tx.send(answer);
+                })
             });
             (ok, answer)
         })
-    });
-    (job, rx)
+    })
 }
 
 async fn drain(mut rx: mpsc::Receiver<Job>, writer: SqlitePool) {
@@ -219,12 +238,19 @@ mod tests {
 
     /// A send's write: its message, then its event.
     fn send(m: Message, e: InstanceEvent) -> (Job, oneshot::Receiver<StoreResult<()>>) {
-        job(move |conn| {
-            Box::pin(async move {
-                insert_message_row(&mut *conn, &m, false).await?;
-                insert_event(conn, &e).await
-            })
-        })
+        let (tx, rx) = oneshot::channel();
+        let job = job(
+            move |conn| {
+                Box::pin(async move {
+                    insert_message_row(&mut *conn, &m, false).await?;
+                    insert_event(conn, &e).await
+                })
+            },
+            move |answer| {
+                let _ = tx.send(answer);
+            },
+        );
+        (job, rx)
     }
 
     /// Three writes in one batch, the middle one a duplicate message: it alone fails, with

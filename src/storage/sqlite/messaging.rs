@@ -9,7 +9,7 @@ use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
     Reaction,
 };
-use wagate_actors::store::StoreResult;
+use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::{
@@ -161,17 +161,24 @@ impl MessageStore for SqliteStorage {
         event: &InstanceEvent,
     ) -> StoreResult<()> {
         let (m, contact, event) = (m.clone(), contact.cloned(), event.clone());
-        // One write of the batch: all three, or (a duplicate message) none.
         self.commits()
-            .submit(move |conn| {
-                Box::pin(async move {
-                    insert_message_row(&mut *conn, &m, false).await?;
-                    if let Some(c) = &contact {
-                        upsert_contact_in(conn, c).await?;
-                    }
-                    insert_event(conn, &event).await
-                })
-            })
+            .submit(move |conn| Box::pin(record_message_in(conn, m, contact, event)))
+            .await
+    }
+
+    async fn record_message_then(
+        &self,
+        m: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+        done: Committed,
+    ) {
+        let (m, contact, event) = (m.clone(), contact.cloned(), event.clone());
+        self.commits()
+            .enqueue(
+                move |conn| Box::pin(record_message_in(conn, m, contact, event)),
+                done,
+            )
             .await
     }
 
@@ -394,6 +401,21 @@ impl MessageStore for SqliteStorage {
             })
             .await
     }
+}
+
+/// One write of a batch: the message, its contact and its event, all three or (a
+/// duplicate message) none.
+async fn record_message_in(
+    conn: &mut SqliteConnection,
+    m: Message,
+    contact: Option<Contact>,
+    event: InstanceEvent,
+) -> StoreResult<()> {
+    insert_message_row(&mut *conn, &m, false).await?;
+    if let Some(c) = &contact {
+        upsert_contact_in(conn, c).await?;
+    }
+    insert_event(conn, &event).await
 }
 
 /// The edit or revocation of [`MessageStore::rewrite_message`], with its event, on the
