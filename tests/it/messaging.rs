@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use wagate_actors::domain::{Message, MessageStatus};
 
-use crate::common::{Auth, Backend, TestServer, eventually};
+use crate::common::{Auth, Backend, SseEvents, TestServer, eventually};
 
 backend_tests!(
     two_sandbox_instances_message_each_other,
@@ -889,39 +889,20 @@ async fn sends_at_once_are_stored_before_they_are_announced_in_order(backend: Ba
             .filter_map(|e| e["data"]["messageId"].as_str().map(str::to_owned))
             .collect()
     };
-    let mut frames = stream.bytes_stream();
-    let mut buf = String::new();
+    let mut frames = SseEvents::new(stream);
     let mut live: Vec<String> = Vec::new();
     while live.len() < SENDS {
-        let chunk = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            futures::StreamExt::next(&mut frames),
-        )
-        .await
-        .expect("SSE event in time")
-        .expect("stream open")
-        .expect("chunk");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let Some(event) = frame
-                .lines()
-                .find_map(|l| l.strip_prefix("data:"))
-                .and_then(|v| serde_json::from_str::<Value>(v.trim()).ok())
-            else {
-                continue;
-            };
-            if event["type"] != "message_sent" {
-                continue;
-            }
-            let message_id = event["data"]["messageId"].as_str().expect("messageId");
-            let stored = sent_events(events_of(&srv, &auth, &id, "message_sent").await);
-            assert!(
-                stored.iter().any(|m| m == message_id),
-                "the event of {message_id} was stored before it was seen live"
-            );
-            live.push(message_id.to_owned());
+        let (_, event) = frames.next().await;
+        if event["type"] != "message_sent" {
+            continue;
         }
+        let message_id = event["data"]["messageId"].as_str().expect("messageId");
+        let stored = sent_events(events_of(&srv, &auth, &id, "message_sent").await);
+        assert!(
+            stored.iter().any(|m| m == message_id),
+            "the event of {message_id} was stored before it was seen live"
+        );
+        live.push(message_id.to_owned());
     }
     let stored = sent_events(events_of(&srv, &auth, &id, "message_sent").await);
     assert_eq!(live, stored, "announced in the order stored");
