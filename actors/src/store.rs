@@ -100,6 +100,20 @@ pub trait MessageStore: Send + Sync {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()>;
+    /// [`record_message`](Self::record_message), pipelined: returns once the write is
+    /// queued, and calls `done` with its outcome once it is committed (or failed). The
+    /// calls of `done` come in the order the writes were queued, in commit order, from
+    /// the storage's writer: `done` must be quick and must not block. A store that does
+    /// not queue writes (the default) writes, then calls `done`, before it returns.
+    async fn record_message_then(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+        done: Committed,
+    ) {
+        done(self.record_message(message, contact, event).await);
+    }
     async fn message_by_id(
         &self,
         instance_id: &str,
@@ -547,6 +561,10 @@ pub trait Storage:
 }
 
 pub type DynStorage = Arc<dyn Storage>;
+
+/// Told how a pipelined write ended, once it is committed or failed (see
+/// [`MessageStore::record_message_then`]).
+pub type Committed = Box<dyn FnOnce(StoreResult<()>) + Send>;
 
 #[cfg(test)]
 mod tests {

@@ -230,7 +230,9 @@ impl Outbox for SledOutbox {
         {
             self.depth.fetch_sub(1, Ordering::Relaxed);
         }
-        self.flush().await
+        // No fsync: a removal lost in a crash delivers the job again (at least once), and
+        // sled writes it out with the next flush or within its own flush interval.
+        Ok(())
     }
 
     async fn bury(&self, dead: DeadLetter) -> Result<(), StoreError> {

@@ -36,8 +36,8 @@ use wagate_actors::domain::{Usage, UsageFilter, UsageKey};
 use wagate_actors::store::StatsStore;
 use wagate_actors::store::WabaStore;
 use wagate_actors::store::{
-    ActivityStore, DynStorage, EventStore, InstanceStore, Record, RecordCounts, RecordKind,
-    Storage, StoreResult, TransferStore, UserStore,
+    ActivityStore, Committed, DynStorage, EventStore, InstanceStore, Record, RecordCounts,
+    RecordKind, Storage, StoreResult, TransferStore, UserStore,
 };
 use wagate_actors::store::{ContactStore, MessageStore};
 
@@ -53,7 +53,7 @@ pub struct SwitchableStorage {
     /// The write gate: shared by each write for its duration, exclusive during a switch.
     /// tokio's lock is fair (first come, first served), so once a switch waits for it,
     /// later writes queue behind the switch and a steady stream of writes cannot starve it.
-    writes: tokio::sync::RwLock<()>,
+    writes: Arc<tokio::sync::RwLock<()>>,
     /// One switch at a time: a second waits for the first, then sees its outcome.
     switching: tokio::sync::Mutex<()>,
     /// Told how long every call to the provider took (metrics); set once at start.
@@ -80,7 +80,7 @@ impl SwitchableStorage {
     pub fn new(initial: DynStorage) -> SwitchableStorage {
         SwitchableStorage {
             active: RwLock::new(initial),
-            writes: tokio::sync::RwLock::new(()),
+            writes: Arc::new(tokio::sync::RwLock::new(())),
             switching: tokio::sync::Mutex::new(()),
             observer: OnceLock::new(),
             cache: RecordCache::default(),
@@ -169,7 +169,8 @@ impl SwitchableStorage {
 /// Implements a storage trait by forwarding every method to the active provider; `write`
 /// methods hold the write gate while they run, `read` methods do not.
 macro_rules! forward {
-    ($trait:ident { $($mode:ident fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
+    // Methods written out in full may follow the list.
+    ($trait:ident { $($mode:ident fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* } $($own:tt)*) => {
         #[async_trait]
         impl $trait for SwitchableStorage {
             $(
@@ -177,6 +178,7 @@ macro_rules! forward {
                     forward!(@$mode self, $name($($arg),*))
                 }
             )*
+            $($own)*
         }
     };
     (@read $self:ident, $name:ident($($arg:ident),*)) => {
@@ -338,7 +340,29 @@ forward!(MessageStore {
     ) -> StoreResult<Page<Message>>;
     read fn list_chats(&self, instance_id: &str, limit: u32, skip: u64) -> StoreResult<Page<ChatSummary>>;
     write fn mark_chat_read(&self, instance_id: &str, remote_jid: &str) -> StoreResult<Vec<String>>;
-});
+}
+    // The write holds the gate until it is committed, not only until it is queued: a
+    // switch must copy it.
+    async fn record_message_then(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+        done: Committed,
+    ) {
+        let gate = self.writes.clone().read_owned().await;
+        let done: Committed = Box::new(move |outcome| {
+            drop(gate);
+            done(outcome);
+        });
+        self.timed(
+            "record_message_then",
+            self.active()
+                .record_message_then(message, contact, event, done),
+        )
+        .await
+    }
+);
 
 forward!(ContactStore {
     write fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact>;

@@ -603,36 +603,58 @@ impl ProcessServer {
 
 /// Reads SSE events (id, parsed data) from a response until `n` have arrived.
 pub async fn read_sse(resp: reqwest::Response, n: usize) -> Vec<(String, Value)> {
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
+    let mut events = SseEvents::new(resp);
     let mut out = Vec::new();
     while out.len() < n {
-        let chunk = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            futures::StreamExt::next(&mut stream),
-        )
-        .await
-        .expect("SSE event in time")
-        .expect("stream open")
-        .expect("chunk");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let mut id = String::new();
-            let mut data = String::new();
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !data.is_empty() {
-                out.push((id, serde_json::from_str(&data).expect("event JSON")));
-            }
-        }
+        out.push(events.next().await);
     }
     out
+}
+
+/// The SSE events of a response, one at a time.
+pub struct SseEvents {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
+    buf: String,
+}
+
+impl SseEvents {
+    pub fn new(resp: reqwest::Response) -> SseEvents {
+        SseEvents {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event with data: (id, parsed data). Fails the test when none comes
+    /// within 20 s.
+    pub async fn next(&mut self) -> (String, Value) {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut id = String::new();
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if !data.is_empty() {
+                    return (id, serde_json::from_str(&data).expect("event JSON"));
+                }
+            }
+            let chunk = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                futures::StreamExt::next(&mut self.stream),
+            )
+            .await
+            .expect("SSE event in time")
+            .expect("stream open")
+            .expect("chunk");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }
 
 /// Status and JSON body of a response; every error body must be JSON `{error, code}`.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use wagate_actors::domain::{Message, MessageStatus};
 
-use crate::common::{Auth, Backend, TestServer, eventually};
+use crate::common::{Auth, Backend, SseEvents, TestServer, eventually};
 
 backend_tests!(
     two_sandbox_instances_message_each_other,
@@ -16,6 +16,7 @@ backend_tests!(
     bad_phones_and_sending_while_not_connected,
     contacts_on_both_path_families,
     history_pagination_and_dates_over_10000_messages,
+    sends_at_once_are_stored_before_they_are_announced_in_order,
 );
 
 /// The events of an instance of one type, oldest first.
@@ -836,4 +837,75 @@ async fn live_contacts_always_have_a_name() {
         live.iter().all(|c| c["name"].is_string()),
         "«\"name\": \"Иван Иванов\"»: a string for every contact: {live:?}"
     );
+}
+
+/// Many sends to one instance at once: the instance queues each write and takes the next
+/// send without waiting for the commit. Every send answered 200 is in the history at once;
+/// each `message_sent` event is in storage when it is seen live, and the live stream shows
+/// them in the order they were stored.
+async fn sends_at_once_are_stored_before_they_are_announced_in_order(backend: Backend) {
+    const SENDS: usize = 48;
+    let srv = TestServer::start_on(backend, &[]).await;
+    let auth = srv.admin();
+    let id = srv.connected_instance(&auth, "burst", "79006660002").await;
+    let stream = srv
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/instances/{id}/events/stream"),
+            &auth,
+        )
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(stream.status(), 200);
+    let path = format!("/api/whatsapp/{id}/send");
+    let answers = futures::future::join_all((0..SENDS).map(|i| {
+        srv.post(
+            &path,
+            &auth,
+            json!({"phone": "79001234567", "message": format!("burst {i}")}),
+        )
+    }))
+    .await;
+    let mut answered = Vec::new();
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        answered.push(body["id"].as_str().expect("id").to_owned());
+    }
+    answered.sort_unstable();
+    let stored = history(&srv, &auth, &id, "79001234567", "limit=1000").await;
+    let mut in_history: Vec<String> = stored["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["messageId"].as_str().map(str::to_owned))
+        .collect();
+    in_history.sort_unstable();
+    assert_eq!(in_history, answered, "every answered send is stored");
+
+    let sent_events = |events: Vec<Value>| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| e["data"]["messageId"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut frames = SseEvents::new(stream);
+    let mut live: Vec<String> = Vec::new();
+    while live.len() < SENDS {
+        let (_, event) = frames.next().await;
+        if event["type"] != "message_sent" {
+            continue;
+        }
+        let message_id = event["data"]["messageId"].as_str().expect("messageId");
+        let stored = sent_events(events_of(&srv, &auth, &id, "message_sent").await);
+        assert!(
+            stored.iter().any(|m| m == message_id),
+            "the event of {message_id} was stored before it was seen live"
+        );
+        live.push(message_id.to_owned());
+    }
+    let stored = sent_events(events_of(&srv, &auth, &id, "message_sent").await);
+    assert_eq!(live, stored, "announced in the order stored");
+    live.sort_unstable();
+    assert_eq!(live, answered, "one event per answered send");
 }

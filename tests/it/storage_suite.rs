@@ -1726,6 +1726,59 @@ pub async fn messages_recorded_with_contact_and_event(s: DynStorage) {
     assert_eq!(stored_events.len(), 12);
 }
 
+/// `record_message_then` returns once a write is queued; each write's outcome is told
+/// once it is committed, in the order queued, and a duplicate among them fails alone.
+pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
+    let inst = "pipe";
+    let t = Utc
+        .timestamp_millis_opt(Utc::now().timestamp_millis())
+        .single()
+        .expect("ts");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..24 {
+        // The ninth repeats the first message.
+        let wa_id = if n == 9 {
+            "P0".to_owned()
+        } else {
+            format!("P{n}")
+        };
+        let m = message(inst, "79007654321@s.whatsapp.net", &wa_id, true, t);
+        let e = numbered_event(inst, "message_received", n);
+        let tx = tx.clone();
+        s.record_message_then(
+            &m,
+            None,
+            &e,
+            Box::new(move |outcome| {
+                let _ = tx.send((n, wa_id, outcome));
+            }),
+        )
+        .await;
+    }
+    drop(tx);
+    let mut told = Vec::new();
+    while let Some((n, wa_id, outcome)) = rx.recv().await {
+        if n == 9 {
+            assert!(
+                matches!(outcome, Err(StoreError::Conflict(_))),
+                "{outcome:?}"
+            );
+        } else {
+            assert_eq!(outcome, Ok(()), "{wa_id}");
+            assert!(
+                s.message_by_id(inst, &wa_id).await.expect("get").is_some(),
+                "{wa_id} is committed when told"
+            );
+        }
+        told.push(n);
+    }
+    assert_eq!(
+        told,
+        (0..24).collect::<Vec<_>>(),
+        "told in the order queued"
+    );
+}
+
 pub async fn closed_store_is_unavailable(s: DynStorage) {
     s.close().await;
     assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
@@ -1743,7 +1796,7 @@ macro_rules! storage_suite {
             storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
                 messages_and_statuses, history_and_chats, contacts_upsert_and_search, transfer_round_trip,
                 waba_accounts, waba_chats_and_messages, waba_assignment, waba_media, ping_and_provider, closed_store_is_unavailable,
-                messages_recorded_with_contact_and_event);
+                messages_recorded_with_contact_and_event, pipelined_writes_are_told_in_order_once_committed);
         }
     };
     (@tests $make:path; $($check:ident),*) => {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::InstanceDeps;
@@ -169,6 +170,10 @@ pub struct InstanceState {
     /// Callers of inbound messages the sandbox accepted, by WhatsApp message id: each is
     /// answered once its message is committed (or failed to be).
     awaiting: HashMap<String, Vec<InboundReply>>,
+    /// Completes once the last message write this actor queued without waiting (a send,
+    /// a message WhatsApp brought) is committed or failed. Writes commit in the order
+    /// queued, so then every earlier one has too.
+    committing: Option<oneshot::Receiver<()>>,
 }
 
 type InboundReply = RpcReplyPort<Result<(), DomainError>>;
@@ -185,6 +190,31 @@ impl InstanceState {
 
     fn view(&self) -> StatusView {
         StatusView::new(self.status, self.live_qr().is_some(), self.phone.clone())
+    }
+
+    /// Waits until every message write this actor queued is committed (or failed), so
+    /// that what runs next reads storage as if it had awaited them.
+    async fn settle(&mut self) {
+        if let Some(last) = self.committing.take() {
+            // An error only says the write's completion is gone: it ended too.
+            let _ = last.await;
+        }
+    }
+}
+
+/// Whether the actor handles `message` without waiting for its queued message writes to
+/// commit: these read nothing such a write changes (a send quoting a message reads it,
+/// so it waits). Every other message waits for them first, which keeps each handler's
+/// view of storage what it was when every write was awaited in place.
+fn pipelined(message: &InstanceMsg) -> bool {
+    match message {
+        InstanceMsg::Send { extras, .. } => extras.reply_to.is_none(),
+        InstanceMsg::Sandbox { control, .. } => matches!(control, SandboxControl::Inbound(_)),
+        InstanceMsg::Engine { event, .. } | InstanceMsg::EngineCommit { event, .. } => {
+            matches!(event, EngineEvent::Message(_) | EngineEvent::SentByPhone(_))
+        }
+        InstanceMsg::Status(_) => true,
+        _ => false,
     }
 }
 
@@ -217,6 +247,7 @@ impl Actor for InstanceActor {
             phone: instance.phone,
             qr: None,
             awaiting: HashMap::new(),
+            committing: None,
         };
         if args.parked {
             if !matches!(
@@ -240,6 +271,9 @@ impl Actor for InstanceActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         close(state).await;
+        // Stopped means done writing: whoever deletes the instance next finds nothing
+        // of it still to come.
+        state.settle().await;
         Ok(())
     }
 
@@ -249,6 +283,9 @@ impl Actor for InstanceActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if !pipelined(&message) {
+            state.settle().await;
+        }
         match message {
             InstanceMsg::Engine { epoch, event } => {
                 if epoch == state.epoch {
@@ -276,24 +313,32 @@ impl Actor for InstanceActor {
                     let _ = reply.send(Err("the session that received it was stopped".into()));
                     return Ok(());
                 }
-                let answer = match event {
-                    EngineEvent::Message(message) => self
-                        .on_message(state, message, false)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    EngineEvent::SentByPhone(message) => self
-                        .on_message(state, message, true)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    EngineEvent::Reaction(reaction) => self.on_reaction(state, reaction).await,
-                    EngineEvent::Change(change) => self.on_change(state, change).await,
-                    EngineEvent::Vote(vote) => self.on_vote(state, vote).await,
-                    other => self
-                        .on_engine_event(state, other)
-                        .await
-                        .map_err(|e| e.to_string()),
+                let (message, from_me) = match event {
+                    EngineEvent::Message(message) => (message, false),
+                    EngineEvent::SentByPhone(message) => (message, true),
+                    EngineEvent::Reaction(reaction) => {
+                        let _ = reply.send(self.on_reaction(state, reaction).await);
+                        return Ok(());
+                    }
+                    EngineEvent::Change(change) => {
+                        let _ = reply.send(self.on_change(state, change).await);
+                        return Ok(());
+                    }
+                    EngineEvent::Vote(vote) => {
+                        let _ = reply.send(self.on_vote(state, vote).await);
+                        return Ok(());
+                    }
+                    other => {
+                        let answer = self.on_engine_event(state, other).await;
+                        let _ = reply.send(answer.map_err(|e| e.to_string()));
+                        return Ok(());
+                    }
                 };
-                let _ = reply.send(answer);
+                // Answered once committed, without holding up the mailbox meanwhile.
+                self.on_message(state, message, from_me, move |stored| {
+                    let _ = reply.send(stored.map_err(|e| e.to_string()));
+                })
+                .await;
             }
             InstanceMsg::Status(reply) => {
                 let view = self.board.get(&state.id).unwrap_or_else(|| state.view());
@@ -340,8 +385,8 @@ impl Actor for InstanceActor {
                 extras,
                 reply,
             } => {
-                let answer = self.send(state, &to, content, extras).await;
-                let _ = reply.send(answer);
+                // Answered once committed, without holding up the mailbox meanwhile.
+                self.send(state, &to, content, extras, reply).await;
             }
             InstanceMsg::React {
                 message_id,
@@ -639,12 +684,20 @@ impl InstanceActor {
                 self.logged_out(state, &reason).await;
             }
             EngineEvent::Message(message) => {
-                let message_id = message.message_id.clone();
-                let stored = self.on_message(state, message, false).await;
-                answer_inbound(state, &message_id, stored);
+                let callers = state
+                    .awaiting
+                    .remove(&message.message_id)
+                    .unwrap_or_default();
+                self.on_message(state, message, false, move |stored| {
+                    for reply in callers {
+                        // Fails only when the caller gave up (timed out) meanwhile.
+                        let _ = reply.send(stored.clone());
+                    }
+                })
+                .await;
             }
             EngineEvent::SentByPhone(message) => {
-                let _ = self.on_message(state, message, true).await;
+                self.on_message(state, message, true, |_| {}).await;
             }
             EngineEvent::Reaction(reaction) => {
                 let _ = self.on_reaction(state, reaction).await;
@@ -786,14 +839,40 @@ impl InstanceActor {
     }
 
     /// Sends through the engine, then stores the message as `sent` and publishes
-    /// `message_sent`: a message is stored before the caller hears it was accepted.
+    /// `message_sent`, and answers `reply`: a message is stored before the caller hears
+    /// it was accepted. The answer comes once the write is committed; the mailbox does
+    /// not wait for it.
     async fn send(
         &self,
         state: &mut InstanceState,
         to: &str,
         content: OutboundContent,
         extras: SendExtras,
-    ) -> Result<Message, DomainError> {
+        reply: RpcReplyPort<Result<Message, DomainError>>,
+    ) {
+        let (message, event) = match self.send_through_engine(state, to, content, extras).await {
+            Ok(sent) => sent,
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        let stored = message.clone();
+        self.record_then(state, &message, None, event, move |outcome| {
+            let _ = reply.send(outcome.map(|()| stored).map_err(DomainError::from));
+        })
+        .await;
+    }
+
+    /// The send of [`send`](Self::send) up to its storage: the message to store and its
+    /// event.
+    async fn send_through_engine(
+        &self,
+        state: &mut InstanceState,
+        to: &str,
+        content: OutboundContent,
+        extras: SendExtras,
+    ) -> Result<(Message, InstanceEvent), DomainError> {
         connected_engine(&self.board, state)?;
         let reply_to = match &extras.reply_to {
             Some(id) => Some(self.message_of_chat(state, to, id).await?),
@@ -880,18 +959,53 @@ impl InstanceActor {
             typed: message.typed.clone(),
         }));
         // The message and its event commit together: no stored send without its webhook.
-        let event = InstanceEvent::new(&state.id, event);
+        Ok((message, InstanceEvent::new(&state.id, event)))
+    }
+
+    /// Queues a message with its contact and event (one transaction), without waiting for
+    /// the commit: the mailbox moves on meanwhile. Once committed, its usage is counted
+    /// and its event announced, then `done` is told how the write ended; this runs on
+    /// storage's writer, in commit order, so events go out in the order they were stored
+    /// and never before. Until then the next handler that reads storage waits
+    /// ([`InstanceState::settle`]).
+    async fn record_then(
+        &self,
+        state: &mut InstanceState,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: InstanceEvent,
+        done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) {
+        let mut usage = crate::domain::Usage::default();
+        if message.from_me {
+            usage.messages_sent = 1;
+            usage.media_sent = u64::from(message.has_media);
+        } else {
+            usage.messages_received = 1;
+            usage.media_received = u64::from(message.has_media);
+        }
+        usage.total_media_size = message.media_size.unwrap_or(0);
+        let (stats, events) = (self.deps.stats.clone(), self.deps.events.clone());
+        let (user_id, instance_id) = (state.user_id.clone(), state.id.clone());
+        let (committed, settled) = oneshot::channel();
+        state.committing = Some(settled);
+        let stored = event.clone();
         self.deps
             .storage
-            .record_message(&message, None, &event)
-            .await?;
-        self.count(state, |u| {
-            u.messages_sent = 1;
-            u.media_sent = u64::from(message.has_media);
-            u.total_media_size = message.media_size.unwrap_or(0);
-        });
-        self.deps.events.announce(event);
-        Ok(message)
+            .record_message_then(
+                message,
+                contact,
+                &stored,
+                Box::new(move |outcome| {
+                    if outcome.is_ok() {
+                        stats.add(&user_id, Some(&instance_id), usage);
+                        events.announce(event);
+                    }
+                    done(outcome);
+                    let _ = committed.send(());
+                }),
+            )
+            .await;
     }
 
     /// The stored message `id` of `chat`; `NotFound` when the chat has none.
@@ -1373,12 +1487,15 @@ impl InstanceActor {
     /// its phone (`from_me`) is stored as sent and publishes `message_sent`. The message,
     /// its contact and its event commit together. A message WhatsApp delivers twice is
     /// stored once (the second time is a success: it is stored).
+    ///
+    /// `done` is told once the write is committed (or failed); the mailbox does not wait.
     async fn on_message(
         &self,
         state: &mut InstanceState,
         m: InboundMessage,
         from_me: bool,
-    ) -> Result<(), DomainError> {
+        done: impl FnOnce(Result<(), DomainError>) + Send + 'static,
+    ) {
         let now = Utc::now();
         let (media_path, media_size, mime_type, file_name) = match &m.media {
             Some(media) => match self.media.save(&state.id, &media.bytes).await {
@@ -1493,31 +1610,19 @@ impl InstanceActor {
             (event, Some(contact))
         };
         let event = InstanceEvent::new(&state.id, event);
-        match self
-            .deps
-            .storage
-            .record_message(&message, contact.as_ref(), &event)
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Ok(()),
-            Err(err) => {
-                tracing::error!(instance = %state.id, %err, message_id = %m.message_id, "cannot store a message WhatsApp brought");
-                return Err(err.into());
-            }
-        }
-        self.count(state, |u| {
-            if from_me {
-                u.messages_sent = 1;
-                u.media_sent = u64::from(message.has_media);
-            } else {
-                u.messages_received = 1;
-                u.media_received = u64::from(message.has_media);
-            }
-            u.total_media_size = message.media_size.unwrap_or(0);
-        });
-        self.deps.events.announce(event);
-        Ok(())
+        let (instance_id, message_id) = (state.id.clone(), message.message_id.clone());
+        self.record_then(state, &message, contact.as_ref(), event, move |outcome| {
+            done(match outcome {
+                Ok(()) => Ok(()),
+                // Delivered twice: stored the first time.
+                Err(StoreError::Conflict(_)) => Ok(()),
+                Err(err) => {
+                    tracing::error!(instance = %instance_id, %err, %message_id, "cannot store a message WhatsApp brought");
+                    Err(err.into())
+                }
+            })
+        })
+        .await;
     }
 
     /// Moves a sent message's status forward and publishes `message_status`; stale or

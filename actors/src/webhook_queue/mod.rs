@@ -161,7 +161,8 @@ pub trait Outbox: Send + Sync {
     -> Result<Vec<WebhookJob>, StoreError>;
     /// Stores a job's new attempt count.
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError>;
-    /// Removes a finished job.
+    /// Removes a finished job. Need not be durable when it returns: a removal a crash
+    /// undoes delivers the job again, which at-least-once delivery allows.
     async fn remove(&self, job: &WebhookJob) -> Result<(), StoreError>;
     /// Moves a job given up from the queue to the instance's dead letters, atomically and
     /// durably.

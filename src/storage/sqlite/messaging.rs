@@ -9,7 +9,7 @@ use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
     Reaction,
 };
-use wagate_actors::store::StoreResult;
+use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::{
@@ -148,7 +148,10 @@ pub(super) async fn insert_message_row<'e>(
 #[async_trait]
 impl MessageStore for SqliteStorage {
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
-        insert_message_row(self.writer(), m, false).await
+        let m = m.clone();
+        self.commits()
+            .submit(move |conn| Box::pin(async move { insert_message_row(conn, &m, false).await }))
+            .await
     }
 
     async fn record_message(
@@ -157,19 +160,26 @@ impl MessageStore for SqliteStorage {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        // IMMEDIATE: the write lock is taken at BEGIN, so the transaction never has to
-        // upgrade (and fail busy) halfway.
-        let mut tx = self
-            .writer()
-            .begin_with("BEGIN IMMEDIATE")
+        let (m, contact, event) = (m.clone(), contact.cloned(), event.clone());
+        self.commits()
+            .submit(move |conn| Box::pin(record_message_in(conn, m, contact, event)))
             .await
-            .map_err(map_err)?;
-        insert_message_row(&mut *tx, m, false).await?;
-        if let Some(c) = contact {
-            upsert_contact_in(&mut tx, c).await?;
-        }
-        insert_event(&mut *tx, event).await?;
-        tx.commit().await.map_err(map_err)
+    }
+
+    async fn record_message_then(
+        &self,
+        m: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+        done: Committed,
+    ) {
+        let (m, contact, event) = (m.clone(), contact.cloned(), event.clone());
+        self.commits()
+            .enqueue(
+                move |conn| Box::pin(record_message_in(conn, m, contact, event)),
+                done,
+            )
+            .await
     }
 
     async fn message_by_id(
@@ -195,48 +205,32 @@ impl MessageStore for SqliteStorage {
         reactions: &[Reaction],
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE messages SET reactions = ?, updated_at = ? WHERE instance_id = ? AND message_id = ?",
-        )
-        .bind(json(&reactions)?)
-        .bind(ms(at))
-        .bind(instance_id)
-        .bind(message_id)
-        .execute(self.writer())
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        let reactions = json(&reactions)?;
+        let (instance_id, message_id) = (instance_id.to_owned(), message_id.to_owned());
+        self.commits()
+            .submit(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE messages SET reactions = ?, updated_at = ? WHERE instance_id = ? AND message_id = ?",
+                    )
+                    .bind(reactions)
+                    .bind(ms(at))
+                    .bind(instance_id)
+                    .bind(message_id)
+                    .execute(conn)
+                    .await
+                    .map_err(map_err)?;
+                    Ok(done.rows_affected() > 0)
+                })
+            })
+            .await
     }
 
     async fn rewrite_message(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
-        let mut tx = self
-            .writer()
-            .begin_with("BEGIN IMMEDIATE")
+        let (m, event) = (m.clone(), event.clone());
+        self.commits()
+            .submit(move |conn| Box::pin(async move { rewrite_message_in(conn, &m, &event).await }))
             .await
-            .map_err(map_err)?;
-        let done = sqlx::query(
-            "UPDATE messages SET content = ?, caption = ?, has_media = ?, media_url = ?, media_path = ?,
-                                 media_size = ?, edited_at = ?, revoked = ?, typed = ?, updated_at = ?
-             WHERE instance_id = ? AND message_id = ?",
-        )
-        .bind(&m.content)
-        .bind(&m.caption)
-        .bind(m.has_media)
-        .bind(&m.media_url)
-        .bind(&m.media_path)
-        .bind(m.media_size.map(clamp_i64))
-        .bind(m.edited_at.map(ms))
-        .bind(m.revoked)
-        .bind(json(&m.typed)?)
-        .bind(ms(m.updated_at))
-        .bind(&m.instance_id)
-        .bind(&m.message_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_event(&mut *tx, event).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn forget_message(
@@ -245,20 +239,24 @@ impl MessageStore for SqliteStorage {
         message_id: &str,
         event: &InstanceEvent,
     ) -> StoreResult<bool> {
-        let mut tx = self
-            .writer()
-            .begin_with("BEGIN IMMEDIATE")
+        let (instance_id, message_id) = (instance_id.to_owned(), message_id.to_owned());
+        let event = event.clone();
+        self.commits()
+            .submit(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM messages WHERE instance_id = ? AND message_id = ?",
+                    )
+                    .bind(instance_id)
+                    .bind(message_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+                    insert_event(conn, &event).await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            })
             .await
-            .map_err(map_err)?;
-        let done = sqlx::query("DELETE FROM messages WHERE instance_id = ? AND message_id = ?")
-            .bind(instance_id)
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        insert_event(&mut *tx, event).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn advance_message_status(
@@ -282,13 +280,19 @@ impl MessageStore for SqliteStorage {
         ) else {
             return Ok(None);
         };
-        qb.build()
-            .fetch_optional(self.writer())
+        self.commits()
+            .submit(move |conn| {
+                Box::pin(async move {
+                    qb.build()
+                        .fetch_optional(conn)
+                        .await
+                        .map_err(map_err)?
+                        .as_ref()
+                        .map(message_from_row)
+                        .transpose()
+                })
+            })
             .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(message_from_row)
-            .transpose()
     }
 
     async fn chat_history(
@@ -376,20 +380,73 @@ impl MessageStore for SqliteStorage {
         instance_id: &str,
         remote_jid: &str,
     ) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query(
-            "UPDATE messages SET read_by_me = 1
-             WHERE instance_id = ? AND remote_jid = ? AND from_me = 0 AND read_by_me = 0
-             RETURNING message_id",
-        )
-        .bind(instance_id)
-        .bind(remote_jid)
-        .fetch_all(self.writer())
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|r| r.try_get("message_id").map_err(map_err))
-            .collect()
+        let (instance_id, remote_jid) = (instance_id.to_owned(), remote_jid.to_owned());
+        self.commits()
+            .submit(move |conn| {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "UPDATE messages SET read_by_me = 1
+                         WHERE instance_id = ? AND remote_jid = ? AND from_me = 0 AND read_by_me = 0
+                         RETURNING message_id",
+                    )
+                    .bind(instance_id)
+                    .bind(remote_jid)
+                    .fetch_all(conn)
+                    .await
+                    .map_err(map_err)?;
+                    rows.iter()
+                        .map(|r| r.try_get("message_id").map_err(map_err))
+                        .collect()
+                })
+            })
+            .await
     }
+}
+
+/// One write of a batch: the message, its contact and its event, all three or (a
+/// duplicate message) none.
+async fn record_message_in(
+    conn: &mut SqliteConnection,
+    m: Message,
+    contact: Option<Contact>,
+    event: InstanceEvent,
+) -> StoreResult<()> {
+    insert_message_row(&mut *conn, &m, false).await?;
+    if let Some(c) = &contact {
+        upsert_contact_in(conn, c).await?;
+    }
+    insert_event(conn, &event).await
+}
+
+/// The edit or revocation of [`MessageStore::rewrite_message`], with its event, on the
+/// caller's connection (inside its transaction).
+async fn rewrite_message_in(
+    conn: &mut SqliteConnection,
+    m: &Message,
+    event: &InstanceEvent,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE messages SET content = ?, caption = ?, has_media = ?, media_url = ?, media_path = ?,
+                             media_size = ?, edited_at = ?, revoked = ?, typed = ?, updated_at = ?
+         WHERE instance_id = ? AND message_id = ?",
+    )
+    .bind(&m.content)
+    .bind(&m.caption)
+    .bind(m.has_media)
+    .bind(&m.media_url)
+    .bind(&m.media_path)
+    .bind(m.media_size.map(clamp_i64))
+    .bind(m.edited_at.map(ms))
+    .bind(m.revoked)
+    .bind(json(&m.typed)?)
+    .bind(ms(m.updated_at))
+    .bind(&m.instance_id)
+    .bind(&m.message_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    insert_event(conn, event).await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// What contact search matches against, case-folded for every script.
@@ -477,14 +534,10 @@ async fn upsert_contact_in(conn: &mut SqliteConnection, c: &Contact) -> StoreRes
 #[async_trait]
 impl ContactStore for SqliteStorage {
     async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
-        let mut tx = self
-            .writer()
-            .begin_with("BEGIN IMMEDIATE")
+        let c = c.clone();
+        self.commits()
+            .submit(move |conn| Box::pin(async move { upsert_contact_in(conn, &c).await }))
             .await
-            .map_err(map_err)?;
-        let stored = upsert_contact_in(&mut tx, c).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(stored)
     }
 
     async fn list_contacts(

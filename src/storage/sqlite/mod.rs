@@ -7,6 +7,7 @@
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 
 mod checkpoint;
+mod commits;
 mod messaging;
 mod stats;
 mod transfer;
@@ -33,6 +34,7 @@ use wagate_actors::store::{
 };
 
 use self::checkpoint::{Checkpointer, IDLE_BUSY_TIMEOUT, JOURNAL_SIZE_LIMIT};
+use self::commits::CommitQueue;
 use super::from_millis;
 
 /// The embedded migrations (`migrations/*.sql`, append-only).
@@ -50,6 +52,9 @@ pub struct SqliteStorage {
     /// with writes spread over the pool, the losers sleep in SQLite's busy handler
     /// (1, 2, 5, 10… ms). Queued on this pool they wait their turn without sleeping.
     writer: SqlitePool,
+    /// The writes every message makes (messages, contacts, events, statuses), committed
+    /// in batches on the writer's connection.
+    commits: CommitQueue,
     /// The WAL checkpoints of a file database (none in memory); stops with the last clone.
     checkpoints: Option<Arc<Checkpointer>>,
 }
@@ -108,6 +113,7 @@ impl SqliteStorage {
         // An in-memory database lives in its single connection: it reads and writes there.
         if memory {
             return Ok(SqliteStorage {
+                commits: CommitQueue::start(pool.clone()),
                 writer: pool.clone(),
                 pool,
                 checkpoints: None,
@@ -134,6 +140,7 @@ impl SqliteStorage {
             .map_err(unavailable)?;
         Ok(SqliteStorage {
             pool,
+            commits: CommitQueue::start(writer.clone()),
             writer,
             checkpoints: Some(Arc::new(Checkpointer::start(path, checkpointer))),
         })
@@ -147,6 +154,11 @@ impl SqliteStorage {
     /// The pool of writes (one connection): inserts, updates, deletes and transactions.
     pub(crate) fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// The group commit of the writes every message makes.
+    pub(crate) fn commits(&self) -> &CommitQueue {
+        &self.commits
     }
 }
 
@@ -545,15 +557,22 @@ impl InstanceStore for SqliteStorage {
         phone: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET status = ?, phone = COALESCE(?, phone), last_activity = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(phone)
-            .bind(ms(at))
-            .bind(id)
-            .execute(self.writer())
+        let (id, phone) = (id.to_owned(), phone.map(str::to_owned));
+        self.commits()
+            .submit(move |conn| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE instances SET status = ?, phone = COALESCE(?, phone), last_activity = ? WHERE id = ?")
+                        .bind(status.as_str())
+                        .bind(phone)
+                        .bind(ms(at))
+                        .bind(id)
+                        .execute(conn)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(())
+                })
+            })
             .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
@@ -603,7 +622,10 @@ fn push_activity_filters(qb: &mut QueryBuilder<Sqlite>, instance_id: &str, q: &A
 #[async_trait]
 impl ActivityStore for SqliteStorage {
     async fn append_activity(&self, e: &ActivityEntry) -> StoreResult<()> {
-        insert_activity(self.writer(), e).await
+        let e = e.clone();
+        self.commits()
+            .submit(move |conn| Box::pin(async move { insert_activity(conn, &e).await }))
+            .await
     }
 
     async fn list_activity(
@@ -638,7 +660,10 @@ impl ActivityStore for SqliteStorage {
 #[async_trait]
 impl EventStore for SqliteStorage {
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
-        insert_event(self.writer(), e).await
+        let e = e.clone();
+        self.commits()
+            .submit(move |conn| Box::pin(async move { insert_event(conn, &e).await }))
+            .await
     }
 
     async fn list_events(
