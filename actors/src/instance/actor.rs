@@ -1441,16 +1441,23 @@ impl InstanceActor {
         });
         self.publish(&state.id, event).await;
         if let Some(text) = settings.reject_calls_message.filter(|_| rejected) {
-            let sent = self
-                .send(
-                    state,
-                    &call.from,
-                    OutboundContent::Text(text),
-                    SendExtras::default(),
-                )
-                .await;
-            if let Err(err) = sent {
-                tracing::warn!(instance = %state.id, %err, "cannot answer the rejected call");
+            let answer = OutboundContent::Text(text);
+            match self
+                .send_through_engine(state, &call.from, answer, SendExtras::default())
+                .await
+            {
+                Ok((message, event)) => {
+                    let instance = state.id.clone();
+                    self.record_then(state, &message, None, event, move |stored| {
+                        if let Err(err) = stored {
+                            tracing::warn!(%instance, %err, "cannot store the answer to a rejected call");
+                        }
+                    })
+                    .await;
+                }
+                Err(err) => {
+                    tracing::warn!(instance = %state.id, %err, "cannot answer the rejected call");
+                }
             }
         }
     }
