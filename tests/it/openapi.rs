@@ -195,8 +195,9 @@ fn path_parameters_are_named_as_in_the_documents() {
         } else if path.contains("/groups/") {
             // Groups by address, as the features table names them.
             &["instanceId", "groupJid"]
-        } else if path.contains("/presence/subscribe/") {
-            // A contact followed by number, as the features table names it.
+        } else if path.contains("/presence/subscribe/") || path.contains("/contacts/") {
+            // A contact by number (followed, its picture, blocked), as the features table
+            // names it.
             &["instanceId", "phone"]
         } else {
             &["instanceId", "chatId", "messageId"]
