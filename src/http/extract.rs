@@ -13,9 +13,45 @@ use crate::http::error::ApiError;
 /// `axum::Json` with errors as `{error, code}`: syntax errors 400 `invalid_json`, wrong,
 /// missing or unknown fields 400 `validation_error` (the message names the field), bodies
 /// over the limit 413.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+///
+/// A number with a zero fraction (`100.0`) is taken as the integer it is: JSON Schema,
+/// and so the API document, counts it as one, and some clients write every number so.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AppJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(mut value) =
+            axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        integral_numbers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(AppJson)
+            .map_err(|e| ApiError::validation(format!("invalid request body: {e}")))
+    }
+}
+
+/// Rewrites every number with a zero fraction that fits an `i64` or a `u64` as that
+/// integer, so that fields typed as integers take it.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                // The casts saturate; the range checks make them exact.
+                if f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0 {
+                    *n = serde_json::Number::from(f as i64);
+                } else if f >= 0.0 && f < 18_446_744_073_709_551_616.0 {
+                    *n = serde_json::Number::from(f as u64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {

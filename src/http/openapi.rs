@@ -16,6 +16,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
+use serde_json::{Value, json};
 use utoipa::openapi::{self, ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -93,6 +94,22 @@ pub const CHAT_ADDRESS_PATTERN: &str = r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|
 /// A phone number as the server takes it: 7 to 15 digits, an optional leading `+`,
 /// spaces, dashes, dots, parentheses.
 pub const PHONE_PATTERN: &str = r"^\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*$";
+/// A person's address as the server takes it where a group will not do (adding a
+/// contact): a phone number as [`PHONE_PATTERN`] or a person's WhatsApp address.
+pub const PERSON_ADDRESS_PATTERN: &str = r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|(?:-*[0-9]){7,15}-*@(?:s\.whatsapp\.net|c\.us))$";
+/// Text that is not blank: at least one character that is not white space (the server
+/// trims before it checks). White space as Rust's `char::is_whitespace` (Unicode's
+/// `White_Space`) has it, written out: `\s` of the document's regular expressions
+/// (ECMA-262) is another set.
+pub const NOT_BLANK_PATTERN: &str =
+    r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+/// An http(s) URL the server's URL parser takes: a scheme, a host name whose last label
+/// starts with a letter (a numeric one would be read as an IPv4 address) and no label
+/// with `--` (an internationalised name must be valid), an optional port and path.
+pub const HTTP_URL_PATTERN: &str = r"^https?://(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~/-]*)?$";
+/// Standard base64 with padding, not empty (white space around it is trimmed).
+/// The bits a final partial group leaves over must be zero, as the decoder requires.
+pub const BASE64_PATTERN: &str = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$";
 /// A name of a custom webhook header: an HTTP token.
 const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,1024}$";
 /// A value of a custom webhook header: visible ASCII, spaces and tabs.
@@ -109,6 +126,19 @@ fn string_with_pattern(pattern: &str, example: &str) -> openapi::schema::Object 
 /// The schema of a chat address field ([`CHAT_ADDRESS_PATTERN`]).
 pub fn chat_address_schema() -> openapi::schema::Object {
     string_with_pattern(CHAT_ADDRESS_PATTERN, "79001234567")
+}
+
+/// The schema of a person's address field ([`PERSON_ADDRESS_PATTERN`]).
+pub fn person_address_schema() -> openapi::schema::Object {
+    string_with_pattern(PERSON_ADDRESS_PATTERN, "79001234567")
+}
+
+/// The schema of a text field that must not be blank and has at most `max` characters.
+pub fn not_blank(max: usize) -> openapi::schema::ObjectBuilder {
+    openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::Type::String)
+        .pattern(Some(NOT_BLANK_PATTERN))
+        .max_length(Some(max))
 }
 
 /// The schema of a phone number field ([`PHONE_PATTERN`]).
@@ -140,6 +170,58 @@ pub fn headers_schema() -> openapi::schema::Object {
                 .pattern(Some(HEADER_VALUE_PATTERN)),
         ))
         .examples([serde_json::json!({"X-Tenant": "acme"})])
+        .build()
+}
+
+/// The schema of a webhook URL field: an http(s) URL ([`HTTP_URL_PATTERN`]) of at most
+/// 2048 characters, or the empty string (which removes it), or null (no change).
+pub fn webhook_url_schema() -> openapi::schema::Object {
+    let url = HTTP_URL_PATTERN
+        .strip_prefix('^')
+        .and_then(|p| p.strip_suffix('$'))
+        .unwrap_or(HTTP_URL_PATTERN);
+    openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::SchemaType::from_iter([
+            openapi::schema::Type::String,
+            openapi::schema::Type::Null,
+        ]))
+        .pattern(Some(format!("^(?:{url})?$")))
+        .max_length(Some(2048))
+        .examples(["https://hooks.example/wagate"])
+        .build()
+}
+
+/// The schema of the contact cards of a send: 1 to 10, each a name that is not blank
+/// (at most 255 characters) and 1 to 10 phone numbers.
+pub fn contact_cards_schema() -> openapi::schema::Array {
+    let card = openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::Type::Object)
+        .property("name", not_blank(255).examples(["Иван Иванов"]))
+        .required("name")
+        .property(
+            "phones",
+            openapi::schema::ArrayBuilder::new()
+                .items(phone_schema())
+                .min_items(Some(1))
+                .max_items(Some(10)),
+        )
+        .required("phones");
+    openapi::schema::ArrayBuilder::new()
+        .items(card)
+        .min_items(Some(1))
+        .max_items(Some(10))
+        .build()
+}
+
+/// The schema of a poll's options: 2 to 12 distinct texts, not blank, of at most 255
+/// characters each.
+pub fn poll_options_schema() -> openapi::schema::Array {
+    openapi::schema::ArrayBuilder::new()
+        .items(not_blank(255))
+        .min_items(Some(2))
+        .max_items(Some(12))
+        .unique_items(true)
+        .examples([serde_json::json!(["Да", "Нет"])])
         .build()
 }
 
@@ -288,8 +370,132 @@ pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
             });
         }
     }
+    if let Some(components) = doc.components.as_mut() {
+        cross_field_rules(components);
+    }
     doc
 }
+
+/// Adds `rules` to the component schema `name` (an object): a request must satisfy each
+/// of them beside the schema's own properties (`allOf`, in the same schema object, so
+/// `properties` stay where readers look for them).
+fn constrain(components: &mut openapi::Components, name: &str, rules: Vec<Value>) {
+    let Some(RefOr::T(openapi::Schema::Object(object))) = components.schemas.get_mut(name) else {
+        tracing::warn!(schema = name, "no such object schema in the API document");
+        return;
+    };
+    let extensions = object.extensions.get_or_insert_with(Default::default);
+    extensions.merge(
+        openapi::extensions::ExtensionsBuilder::new()
+            .add("allOf", Value::Array(rules))
+            .build(),
+    );
+}
+
+/// What a request must satisfy across its fields, as the handlers check it, written into
+/// the request schemas so that generated clients know it too. Rules JSON Schema cannot
+/// state (one date before another, what storage holds) are in the operations'
+/// descriptions.
+fn cross_field_rules(components: &mut openapi::Components) {
+    let text = json!({"type": "string", "pattern": NOT_BLANK_PATTERN});
+    let url = json!({"type": "string", "pattern": HTTP_URL_PATTERN});
+    let nothing = json!({"type": "null"});
+
+    // A grace period comes with the new secret it is the overlap of.
+    let grace = |secret: &str, period: &str| {
+        json!({"anyOf": [
+            {"properties": {period: nothing}},
+            {"properties": {secret: {"type": "string"}}, "required": [secret]},
+        ]})
+    };
+    constrain(
+        components,
+        "UpdateInstance",
+        vec![grace("webhookSecret", "webhookSecretGracePeriod")],
+    );
+    constrain(
+        components,
+        "SettingsPatch",
+        vec![grace("secret", "secretGracePeriod")],
+    );
+
+    // A new operator names the account it works for; nobody else does.
+    constrain(
+        components,
+        "CreateUser",
+        vec![json!({"anyOf": [
+            {"properties": {"role": {"const": "operator"}, "ownerId": {"type": "string"}},
+             "required": ["role", "ownerId"]},
+            {"properties": {"role": {"enum": ["admin", "user"]}, "ownerId": nothing}},
+        ]})],
+    );
+
+    // A form's parts are the ones listed (the parser refuses part names that are not
+    // header-safe, so none other is sent).
+    for form in ["SendFileForm", "WabaSendFile"] {
+        if let Some(RefOr::T(openapi::Schema::Object(object))) = components.schemas.get_mut(form)
+        {
+            object.additional_properties =
+                Some(Box::new(openapi::schema::AdditionalProperties::FreeForm(false)));
+        }
+    }
+
+    // `assign`: `operatorId` must be there, null included.
+    if let Some(RefOr::T(openapi::Schema::Object(assign))) = components.schemas.get_mut("WabaAssign")
+    {
+        assign.required.push("operatorId".to_owned());
+    }
+
+    // An operator's send: the chat, then what its `type` needs.
+    constrain(
+        components,
+        "WabaSend",
+        vec![
+            json!({"properties": {"chatId": {"type": "integer"}}, "required": ["chatId"]}),
+            json!({"anyOf": [
+                {"properties": {"type": {"enum": ["text", null]}, "message": text},
+                 "required": ["message"]},
+                {"properties": {"type": {"enum": ["image", "document"]}, "message": text,
+                                "mediaUrl": url},
+                 "required": ["type", "message", "mediaUrl"]},
+                {"properties": {"type": {"const": "template"}, "template": {
+                    "type": "object",
+                    "properties": {
+                        "name": text,
+                        "language": {"anyOf": [
+                            text,
+                            {"type": "object", "properties": {"code": text}, "required": ["code"]},
+                        ]},
+                        "components": {"type": ["array", "null"]},
+                    },
+                    "required": ["name", "language"],
+                 }},
+                 "required": ["type", "template"]},
+            ]}),
+        ],
+    );
+
+    // A simulated inbound message: a text or media (or both).
+    constrain(
+        components,
+        "InboundRequest",
+        vec![json!({"anyOf": [
+            {"properties": {"body": text}, "required": ["body"]},
+            {"properties": {"media": {"type": "object"}}, "required": ["media"]},
+        ]})],
+    );
+    // Its media: from exactly one of a URL and base64 content.
+    constrain(
+        components,
+        "MediaInput",
+        vec![json!({"oneOf": [
+            {"properties": {"url": url, "base64": nothing}, "required": ["url"]},
+            {"properties": {"base64": {"type": "string", "pattern": BASE64_PATTERN}, "url": nothing},
+             "required": ["base64"]},
+        ]})],
+    );
+}
+
 
 /// The operations of a path item, whatever their method.
 pub fn operations_mut(
