@@ -290,7 +290,7 @@ pub async fn run_with(
         wrap_outbox,
     } = seams;
     let actor_seams = ActorSeams {
-        clock,
+        clock: clock.clone(),
         wacore_transport,
         wacore_http,
         wrap_outbox,
@@ -405,7 +405,8 @@ pub async fn run_with(
         config.allow_private_network_urls,
         media.clone(),
         config.waba_media_retry,
-    );
+    )
+    .with_template_cache(config.waba_templates_ttl, clock);
 
     let media_client = crate::outbound::guarded_client(
         config.allow_private_network_urls,

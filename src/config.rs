@@ -113,6 +113,7 @@ struct RawConfig {
     waba_media_timeout_ms: u64,
     waba_media_max_bytes: u64,
     waba_media_retry_ms: u64,
+    waba_templates_ttl_ms: u64,
     rate_limit_per_minute: u32,
     login_max_failures: u32,
     login_lockout_ms: u64,
@@ -278,6 +279,9 @@ pub struct Config {
     pub waba_media_max_bytes: u64,
     /// The delay before the first retry of a failed media fetch (it doubles).
     pub waba_media_retry: Duration,
+    /// How long an account's template list read from Meta is served before it is read
+    /// again.
+    pub waba_templates_ttl: Duration,
     /// Authenticated calls one user may make per minute; 0 = unlimited.
     pub rate_limit_per_minute: u32,
     /// Failed logins of one email before it is locked out; 0 = no throttling.
@@ -479,6 +483,7 @@ impl Config {
         let waba_chat_idle = positive("waba_chat_idle_ms", raw.waba_chat_idle_ms)?;
         let waba_media_timeout = positive("waba_media_timeout_ms", raw.waba_media_timeout_ms)?;
         let waba_media_retry = positive("waba_media_retry_ms", raw.waba_media_retry_ms)?;
+        let waba_templates_ttl = positive("waba_templates_ttl_ms", raw.waba_templates_ttl_ms)?;
         if raw.waba_media_max_bytes < 1024 {
             return Err(invalid("waba_media_max_bytes", "must be at least 1024"));
         }
@@ -571,6 +576,7 @@ impl Config {
             waba_media_timeout,
             waba_media_max_bytes: raw.waba_media_max_bytes,
             waba_media_retry,
+            waba_templates_ttl,
             rate_limit_per_minute: raw.rate_limit_per_minute,
             login_max_failures: raw.login_max_failures,
             login_lockout,

@@ -50,6 +50,9 @@ pub enum DomainError {
     /// message, or after the edit window); `code` is the machine code.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
+    /// WhatsApp refused: the account may not do this (a group change by a non-admin).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl DomainError {

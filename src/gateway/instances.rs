@@ -57,6 +57,7 @@ pub struct SettingsPatch {
     pub notify_sent: Option<bool>,
     pub notify_delivery: Option<bool>,
     pub notify_read: Option<bool>,
+    pub notify_presence: Option<bool>,
     pub max_retries: Option<u32>,
     pub retry_interval_ms: Option<u64>,
     /// An empty string removes the secret.
@@ -82,6 +83,7 @@ impl SettingsPatch {
             notify_sent: over.notify_sent.or(self.notify_sent),
             notify_delivery: over.notify_delivery.or(self.notify_delivery),
             notify_read: over.notify_read.or(self.notify_read),
+            notify_presence: over.notify_presence.or(self.notify_presence),
             max_retries: over.max_retries.or(self.max_retries),
             retry_interval_ms: over.retry_interval_ms.or(self.retry_interval_ms),
             secret: over.secret.or(self.secret),
@@ -192,6 +194,9 @@ pub fn apply_settings(w: &mut WebhookSettings, p: SettingsPatch) -> Result<(), I
     }
     if let Some(v) = p.notify_read {
         w.notify_read = v;
+    }
+    if let Some(v) = p.notify_presence {
+        w.notify_presence = v;
     }
     if let Some(v) = p.max_retries {
         if v > MAX_RETRIES {

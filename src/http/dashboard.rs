@@ -16,11 +16,11 @@ use crate::http::state::AppState;
 /// Where the dashboard lives; `/` redirects here.
 pub const DASHBOARD_PATH: &str = "/dashboard";
 
-/// One file of the dashboard, as compiled in.
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
+/// One file of the dashboard (or the operator desk), as compiled in.
+pub(crate) struct Asset {
+    pub(crate) name: &'static str,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: &'static [u8],
 }
 
 const INDEX: Asset = Asset {
@@ -121,7 +121,7 @@ async fn asset(AppPath(file): AppPath<String>) -> Response {
 
 /// `no-cache`: browsers revalidate, so a new server version's files are used at once.
 /// The security headers (and the CSP of the HTML) are added by the router's middleware.
-fn serve(asset: &Asset) -> Response {
+pub(crate) fn serve(asset: &Asset) -> Response {
     (
         [
             (header::CONTENT_TYPE, asset.content_type),

@@ -174,6 +174,7 @@ impl From<DomainError> for ApiError {
             DomainError::Refused { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+            DomainError::Forbidden(msg) => ApiError::forbidden(msg),
         }
     }
 }
@@ -299,7 +300,7 @@ impl From<WabaError> for ApiError {
             WabaError::Graph(GraphError::Rejected { code, message }) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "waba_error",
-                format!("Meta refused the message (code {code}): {message}"),
+                format!("Meta refused the request (code {code}): {message}"),
             ),
             WabaError::Graph(GraphError::Unavailable(m)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "waba_unavailable", m)

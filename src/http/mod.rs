@@ -12,8 +12,10 @@ pub mod cluster;
 pub mod contacts;
 pub mod dashboard;
 pub mod db;
+pub mod desk;
 pub mod error;
 pub mod extract;
+pub mod groups;
 pub mod health;
 pub mod instances;
 pub mod messages;
@@ -87,6 +89,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(instances::router())
         .merge(sandbox::router())
         .merge(messages::router(max_upload))
+        .merge(groups::router())
         .merge(contacts::router())
         .merge(webhooks::router())
         .merge(stats::router())
@@ -94,6 +97,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(cluster::router())
         .merge(waba::router(max_upload))
         .merge(dashboard::router())
+        .merge(desk::router())
         .merge(openapi::router())
 }
 

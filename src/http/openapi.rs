@@ -38,6 +38,7 @@ pub const NO_INSTANCE: &str = "No such instance visible to the caller";
 pub const NO_INSTANCE_NUMBER_OR_QUOTE: &str = "No such instance visible to the caller, the recipient's number is not on WhatsApp (`not_on_whatsapp`), or `replyTo` names no message of this chat (`not_found`)";
 pub const OVER_LIMIT: &str =
     "The instance's usage limit is reached (`limit_exceeded`); see `Retry-After`";
+pub const NOT_IN_GROUP: &str = "To a group: the account is not in it, or it is an announce group and the account is not an admin (`forbidden`)";
 pub const NOT_CONNECTED: &str = "The instance is not connected to WhatsApp (`not_connected`)";
 pub const NOT_ADMIN: &str = "Not an admin";
 
@@ -57,6 +58,8 @@ webhook needs either `Authorization: Bearer <token>` (a JWT from `/api/auth/logi
         (name = "users", description = "Accounts (admins manage all, users themselves)"),
         (name = "instances", description = "WhatsApp instances: lifecycle, status, QR and pair codes, activity, events"),
         (name = "messages", description = "Sending, chats, history and media"),
+        (name = "groups", description = "WhatsApp groups: members, settings, invites"),
+        (name = "presence", description = "Online, offline and typing; following a contact's presence"),
         (name = "contacts", description = "Live and stored contacts"),
         (name = "webhooks", description = "An instance's webhook deliveries"),
         (name = "stats", description = "Usage statistics"),
@@ -65,7 +68,7 @@ webhook needs either `Authorization: Bearer <token>` (a JWT from `/api/auth/logi
         (name = "cluster", description = "Cluster mode: the live nodes"),
         (name = "waba", description = "WhatsApp Business API: settings, Meta's webhook, the operator desk"),
         (name = "docs", description = "This document and its viewer"),
-        (name = "dashboard", description = "The web dashboard's page and files"),
+        (name = "dashboard", description = "The web dashboard's and the operator desk's pages and files"),
     ),
     components(schemas(ErrorBody))
 )]

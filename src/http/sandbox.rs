@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wagate_actors::domain::MessageStatus;
 use wagate_actors::domain::normalize_phone;
 use wagate_actors::domain::{EngineKind, Instance};
+use wagate_actors::domain::{MessageStatus, Presence};
 use wagate_actors::engine::{
-    FaultKind, InboundMedia, InboundMessage, InboundVote, SandboxControl, VoteChoice,
-    new_message_id,
+    FaultKind, InboundMedia, InboundMessage, InboundPresence, InboundVote, SandboxControl,
+    VoteChoice, new_message_id,
 };
 
 use crate::gateway::messaging::MAX_TEXT;
@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(inbound))
         .routes(routes!(receipt))
         .routes(routes!(poll_vote))
+        .routes(routes!(presence))
 }
 
 /// The instance, checked to be on the sandbox engine.
@@ -434,6 +435,56 @@ async fn poll_vote(
             poll_id: message.message_id,
             choice: VoteChoice::Names(body.options),
             timestamp: chrono::Utc::now(),
+        }))
+        .await?;
+    Ok(AppJson(Receipted { success: true }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PresenceRequest {
+    /// The simulated contact: a phone number.
+    #[schema(example = "79001234567")]
+    from: String,
+    /// Online (`available`), offline (`unavailable`), or typing (`composing`),
+    /// recording (`recording`) or neither (`paused`) in the chat with the instance.
+    presence: Presence,
+}
+
+/// Makes a simulated contact come online, go offline or type (`presence_update`
+/// follows when the instance has `notifyPresence`).
+#[utoipa::path(
+    post,
+    path = "/api/sandbox/instances/{instanceId}/presence",
+    tag = "sandbox",
+    params(("instanceId" = String, Path, description = "The instance's id")),
+    request_body = PresenceRequest,
+    responses(
+        (status = 200, description = "Done", body = Receipted),
+        (status = 400, description = "An invalid phone or presence", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 409, description = NOT_SANDBOX, body = ErrorBody),
+    )
+)]
+async fn presence(
+    State(state): State<AppState>,
+    VisibleInstance { instance, .. }: VisibleInstance,
+    AppJson(body): AppJson<PresenceRequest>,
+) -> ApiResult<AppJson<Receipted>> {
+    let instance = sandbox_only(instance)?;
+    let contact = chat_address("from", &body.from)?;
+    if contact.is_group() {
+        return Err(ApiError::validation("from: must be a person, not a group"));
+    }
+    let now = chrono::Utc::now();
+    state
+        .instances
+        .get(&instance.id)?
+        .sandbox(SandboxControl::Presence(InboundPresence {
+            chat: contact.as_str().to_owned(),
+            sender: contact.as_str().to_owned(),
+            presence: body.presence,
+            last_seen: (body.presence == Presence::Unavailable).then_some(now),
         }))
         .await?;
     Ok(AppJson(Receipted { success: true }))

@@ -3,7 +3,8 @@
 //!
 //! `POST {WABA_GRAPH_BASE_URL}/{WABA_API_VERSION}/{phoneNumberId}/messages` with the
 //! account's bearer token and the Cloud API's payloads; the answer's `messages[0].id` is
-//! the message's `wamid`. Meta's error codes become [`GraphError`]s the HTTP edge maps to
+//! the message's `wamid`; `GET /{businessAccountId}/message_templates` lists the approved
+//! templates, page by page. Meta's error codes become [`GraphError`]s the HTTP edge maps to
 //! clear answers. 5xx and 429 answers, Meta's throughput error (130429, whatever the
 //! status) and failures to connect are retried with backoff, [`MAX_ATTEMPTS`] tries in
 //! all: anything else either succeeded or will fail the same way again, and a network
@@ -15,7 +16,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use wagate_actors::desk::{GraphApi, GraphError, MediaDownload, MediaUpload};
-use wagate_actors::domain::waba::{GraphCredentials, WabaContent};
+use wagate_actors::domain::waba::{
+    GraphCredentials, TemplateButton, TemplateComponent, WabaContent, WabaTemplate,
+    template_placeholders,
+};
 
 /// How long one request to Meta may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,6 +34,13 @@ pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest inbound file the desk keeps by default (`waba_media_max_bytes`): Meta's
 /// own limit for documents, its largest media.
 pub const MEDIA_MAX_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Templates asked for per page of `message_templates`.
+const TEMPLATE_PAGE_SIZE: &str = "100";
+/// Pages of templates read at most: 6,000 templates, Meta's limit for one account.
+const MAX_TEMPLATE_PAGES: usize = 60;
+/// The fields of a template the desk shows.
+const TEMPLATE_FIELDS: &str = "id,name,language,status,category,parameter_format,components";
 
 /// Meta's error codes with an answer of their own.
 const CODE_REENGAGEMENT: i64 = 131047;
@@ -232,17 +243,26 @@ impl GraphClient {
         what: &str,
     ) -> Result<Value, GraphError> {
         let url = self.messages_url(&credentials.phone_number_id);
+        let token = &credentials.access_token;
+        self.with_retries(token, what, || {
+            self.http.post(&url).bearer_auth(token).json(body)
+        })
+        .await
+    }
+
+    /// Sends the request `build` makes, retrying 5xx and 429 answers, Meta's throughput
+    /// error and failures to connect; the answer's JSON on success. `token` is masked in
+    /// whatever Meta answers; `what` names the call in the log.
+    async fn with_retries(
+        &self,
+        token: &str,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Value, GraphError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self
-                .http
-                .post(&url)
-                .bearer_auth(&credentials.access_token)
-                .json(body)
-                .send()
-                .await;
-            let answer = match sent {
+            let answer = match build().send().await {
                 Ok(answer) => answer,
                 // Not connected: the request never left, so trying again cannot send
                 // the message twice (a timeout after it left could).
@@ -254,7 +274,8 @@ impl GraphClient {
                 }
                 Err(e) => {
                     return Err(GraphError::Unavailable(format!(
-                        "cannot reach Meta's Graph API: {e}"
+                        "cannot reach Meta's Graph API: {}",
+                        redact(&e.to_string(), token)
                     )));
                 }
             };
@@ -264,7 +285,7 @@ impl GraphClient {
             })?;
             // Meta's error messages end up in logs and in the operator's answer: an
             // upstream that quotes the request's bearer token must not carry it there.
-            let text = redact(&text, &credentials.access_token);
+            let text = redact(&text, token);
             let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if status.is_success() {
                 return Ok(json);
@@ -388,6 +409,68 @@ impl GraphClient {
     }
 }
 
+/// A string field of `v`, when it is one and not empty.
+fn text_field(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// A template of Meta's `message_templates` list; None without a name or language.
+fn parse_template(v: &Value) -> Option<WabaTemplate> {
+    let components = v
+        .get("components")
+        .and_then(Value::as_array)
+        .map(|all| all.iter().filter_map(parse_component).collect())
+        .unwrap_or_default();
+    Some(WabaTemplate {
+        id: text_field(v, "id"),
+        name: text_field(v, "name")?,
+        language: text_field(v, "language")?,
+        status: text_field(v, "status").unwrap_or_default(),
+        category: text_field(v, "category"),
+        parameter_format: text_field(v, "parameter_format"),
+        components,
+    })
+}
+
+fn parse_component(v: &Value) -> Option<TemplateComponent> {
+    let text = text_field(v, "text");
+    let buttons = v
+        .get("buttons")
+        .and_then(Value::as_array)
+        .map(|all| {
+            all.iter()
+                .filter_map(|b| {
+                    let url = text_field(b, "url");
+                    Some(TemplateButton {
+                        kind: text_field(b, "type")?.to_ascii_uppercase(),
+                        text: text_field(b, "text"),
+                        placeholders: url
+                            .as_deref()
+                            .map(template_placeholders)
+                            .unwrap_or_default(),
+                        url,
+                        phone_number: text_field(b, "phone_number"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(TemplateComponent {
+        kind: text_field(v, "type")?.to_ascii_uppercase(),
+        format: text_field(v, "format").map(|f| f.to_ascii_uppercase()),
+        placeholders: text
+            .as_deref()
+            .map(template_placeholders)
+            .unwrap_or_default(),
+        text,
+        buttons,
+    })
+}
+
 #[async_trait]
 impl GraphApi for GraphClient {
     async fn send_message(
@@ -476,6 +559,62 @@ impl GraphApi for GraphClient {
         })
     }
 
+    async fn approved_templates(
+        &self,
+        credentials: &GraphCredentials,
+        business_account_id: &str,
+    ) -> Result<Vec<WabaTemplate>, GraphError> {
+        if !plain_id(business_account_id) {
+            return Err(GraphError::Rejected {
+                code: 100,
+                message: format!("'{business_account_id}' is not a business account id"),
+            });
+        }
+        let url = format!(
+            "{}/{}/{}/message_templates",
+            self.base_url, self.version, business_account_id
+        );
+        let token = &credentials.access_token;
+        let mut templates = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_TEMPLATE_PAGES {
+            let page = self
+                .with_retries(token, "a template list", || {
+                    let mut query = vec![
+                        ("fields", TEMPLATE_FIELDS),
+                        ("status", "APPROVED"),
+                        ("limit", TEMPLATE_PAGE_SIZE),
+                    ];
+                    if let Some(cursor) = &after {
+                        query.push(("after", cursor));
+                    }
+                    self.http.get(&url).bearer_auth(token).query(&query)
+                })
+                .await?;
+            // The status filter is Meta's; the desk checks it too.
+            templates.extend(
+                page["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(parse_template)
+                    .filter(WabaTemplate::is_approved),
+            );
+            let paging = &page["paging"];
+            match paging["cursors"]["after"].as_str() {
+                Some(cursor) if paging.get("next").is_some_and(Value::is_string) => {
+                    after = Some(cursor.to_owned());
+                }
+                _ => return Ok(templates),
+            }
+        }
+        tracing::warn!(
+            pages = MAX_TEMPLATE_PAGES,
+            "the template list of {business_account_id} has more pages than the desk reads"
+        );
+        Ok(templates)
+    }
+
     async fn download_media(
         &self,
         credentials: &GraphCredentials,
@@ -540,6 +679,32 @@ mod tests {
             template["template"],
             json!({"name": "hello", "language": {"code": "en_US"}})
         );
+    }
+
+    #[test]
+    fn templates_are_read_with_their_placeholders() {
+        let t = parse_template(&json!({
+            "id": "9", "name": "order_ready", "language": "en_US", "status": "APPROVED",
+            "category": "UTILITY",
+            "components": [
+                {"type": "header", "format": "document"},
+                {"type": "BODY", "text": "Order {{1}} for {{2}}"},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "URL", "text": "Track", "url": "https://e.com/t/{{1}}"},
+                    {"text": "no type: skipped"}]},
+                {"text": "no type: skipped"}
+            ]
+        }))
+        .expect("a template");
+        assert!(t.is_approved());
+        assert_eq!(t.components.len(), 3);
+        assert_eq!(t.components[0].kind, "HEADER");
+        assert_eq!(t.components[0].format.as_deref(), Some("DOCUMENT"));
+        assert_eq!(t.components[0].parameter_count(), 1);
+        assert_eq!(t.components[1].placeholders, vec!["1", "2"]);
+        assert_eq!(t.components[2].buttons.len(), 1);
+        assert_eq!(t.components[2].buttons[0].placeholders, vec!["1"]);
+        assert!(parse_template(&json!({"name": "no language"})).is_none());
     }
 
     #[test]

@@ -172,16 +172,21 @@ const STDERR_LINES: usize = 200;
 
 /// Where the screenshots go: `<target dir>/test-artifacts/dashboard/`.
 fn artifacts_dir() -> PathBuf {
+    artifacts_named("dashboard")
+}
+
+/// Where the screenshots of the browser test `name` go: `<target dir>/test-artifacts/<name>/`.
+pub(crate) fn artifacts_named(name: &str) -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent()
         .unwrap_or(tmp)
         .join("test-artifacts")
-        .join("dashboard")
+        .join(name)
 }
 
 /// A headless Chromium with its own temporary profile. Dropping it kills the browser
 /// and every process it started (its process group), also when the test fails.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
     ws_url: String,
@@ -189,7 +194,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn launch() -> Browser {
+    pub(crate) async fn launch() -> Browser {
         let exe = std::env::var(CHROMIUM_VAR).unwrap_or_else(|_| "chromium".to_owned());
         let profile = tempfile::tempdir().expect("temp dir");
         let mut cmd = std::process::Command::new(&exe);
@@ -264,7 +269,7 @@ impl Browser {
     }
 
     /// A new tab, attached over one DevTools connection.
-    async fn new_page(&self, artifacts: PathBuf) -> Page {
+    pub(crate) async fn new_page(&self, artifacts: PathBuf) -> Page {
         let cdp = Arc::new(Cdp::connect(&self.ws_url).await);
         let target = cdp
             .call(None, "Target.createTarget", json!({"url": "about:blank"}))
@@ -399,14 +404,14 @@ impl Cdp {
 }
 
 /// One tab of the browser.
-struct Page {
+pub(crate) struct Page {
     cdp: Arc<Cdp>,
     session: String,
     artifacts: PathBuf,
 }
 
 /// A CSS selector as a JavaScript string literal.
-fn js(s: &str) -> String {
+pub(crate) fn js(s: &str) -> String {
     serde_json::to_string(s).expect("a string")
 }
 
@@ -417,12 +422,12 @@ fn truthy(v: &Value) -> bool {
 }
 
 impl Page {
-    async fn call(&self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&self, method: &str, params: Value) -> Value {
         self.cdp.call(Some(&self.session), method, params).await
     }
 
     /// Evaluates `expr` in the page (awaiting a promise) and returns its JSON value.
-    async fn eval(&self, expr: &str) -> Value {
+    pub(crate) async fn eval(&self, expr: &str) -> Value {
         self.try_eval(expr)
             .await
             .unwrap_or_else(|err| panic!("evaluating {expr} failed: {err}"))
@@ -445,7 +450,7 @@ impl Page {
         }
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         let r = self.call("Page.navigate", json!({"url": url})).await;
         assert!(r.get("errorText").is_none(), "navigating to {url}: {r}");
     }
@@ -453,7 +458,7 @@ impl Page {
     /// Polls `expr` until it is truthy and returns its value (an exception counts as not
     /// yet: the page may still be loading); after [`UI_DEADLINE`] takes a screenshot and
     /// fails with what the page shows.
-    async fn wait_for(&self, what: &str, expr: &str) -> Value {
+    pub(crate) async fn wait_for(&self, what: &str, expr: &str) -> Value {
         let deadline = tokio::time::Instant::now() + UI_DEADLINE;
         loop {
             let last = match self.try_eval(expr).await {
@@ -480,7 +485,7 @@ impl Page {
 
     /// Clicks the middle of the element like a user: real mouse events at its position,
     /// so an element that is hidden, covered or disabled is not clicked.
-    async fn click(&self, selector: &str) {
+    pub(crate) async fn click(&self, selector: &str) {
         let point = self
             .wait_for(
                 &format!("{selector} to be clickable"),
@@ -510,7 +515,7 @@ impl Page {
     }
 
     /// Replaces the field's content by typing `text` into it.
-    async fn fill(&self, selector: &str, text: &str) {
+    pub(crate) async fn fill(&self, selector: &str, text: &str) {
         self.wait_for(
             &format!("{selector} to be editable"),
             &format!(
@@ -527,7 +532,7 @@ impl Page {
         assert_eq!(now, json!(text), "typing into {selector}");
     }
 
-    async fn text_of(&self, selector: &str) -> String {
+    pub(crate) async fn text_of(&self, selector: &str) -> String {
         self.eval(&format!(
             "(document.querySelector({}) || {{}}).textContent || ''",
             js(selector)
@@ -538,7 +543,7 @@ impl Page {
         .to_owned()
     }
 
-    async fn screenshot(&self, name: &str) -> PathBuf {
+    pub(crate) async fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine as _;
         let shot = self
             .call("Page.captureScreenshot", json!({"format": "png"}))
@@ -554,7 +559,7 @@ impl Page {
 
     /// What went wrong in the page so far: uncaught exceptions, console errors, and
     /// error log entries (Content-Security-Policy violations among them).
-    fn errors(&self) -> Vec<String> {
+    pub(crate) fn errors(&self) -> Vec<String> {
         let events = self.cdp.events.lock().expect("lock");
         events
             .iter()

@@ -7,7 +7,8 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 use wagate_actors::domain::ManualClock;
 
-use crate::common::{Auth, Backend, TestServer, eventually};
+use crate::common::Backend;
+use crate::pair::Pair;
 
 backend_tests!(
     an_edit_reaches_the_other_instance_and_both_histories,
@@ -22,92 +23,27 @@ const ALICE_JID: &str = "79001130001@s.whatsapp.net";
 const BOB_JID: &str = "79001130002@s.whatsapp.net";
 
 struct Two {
-    srv: TestServer,
-    auth: Auth,
+    pair: Pair,
     clock: Arc<ManualClock>,
-    alice: String,
-    bob: String,
+}
+
+impl std::ops::Deref for Two {
+    type Target = Pair;
+
+    fn deref(&self) -> &Pair {
+        &self.pair
+    }
 }
 
 async fn two(backend: Backend) -> Two {
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let srv = TestServer::start_on_with_clock(backend, &[], clock.clone()).await;
-    let auth = srv.admin();
-    let alice = srv.connected_instance(&auth, "alice", ALICE).await;
-    let bob = srv.connected_instance(&auth, "bob", BOB).await;
-    Two {
-        srv,
-        auth,
-        clock,
-        alice,
-        bob,
-    }
+    let (pair, clock) = Pair::start_with_clock(backend, ALICE, BOB).await;
+    Two { pair, clock }
 }
 
 impl Two {
     async fn send(&self, from: &str, to: &str, text: &str) -> String {
-        let (status, sent) = self
-            .srv
-            .post(
-                &format!("/api/whatsapp/{from}/send"),
-                &self.auth,
-                json!({"phone": to, "message": text}),
-            )
-            .await;
-        assert_eq!(status, 200, "{sent}");
-        sent["id"].as_str().expect("id").to_owned()
-    }
-
-    async fn history(&self, id: &str, chat: &str) -> Vec<Value> {
-        let (status, body) = self
-            .srv
-            .get(
-                &format!("/api/instances/{id}/chats/{chat}/messages?limit=1000"),
-                &self.auth,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["messages"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// The stored message of `chat` on `id` once `ready` holds for it.
-    async fn stored_when(
-        &self,
-        id: &str,
-        chat: &str,
-        message_id: &str,
-        ready: impl Fn(&Value) -> bool,
-    ) -> Value {
-        eventually(
-            20,
-            &format!("{message_id} as expected in the history"),
-            || async {
-                self.history(id, chat)
-                    .await
-                    .into_iter()
-                    .find(|m| m["messageId"] == message_id && ready(m))
-            },
-        )
-        .await
-    }
-
-    async fn event(&self, id: &str, kind: &str, message_id: &str) -> Value {
-        eventually(20, &format!("a {kind} event"), || async {
-            let (status, body) = self
-                .srv
-                .get(
-                    &format!("/api/instances/{id}/events?types={kind}&limit=1000"),
-                    &self.auth,
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            body["events"]
-                .as_array()?
-                .iter()
-                .find(|e| e["data"]["messageId"] == message_id)
-                .cloned()
-        })
-        .await
+        self.sent(from, "send", json!({"phone": to, "message": text}))
+            .await
     }
 
     async fn edit(&self, id: &str, message_id: &str, text: &str) -> (u16, Value) {

@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Auth, Backend, TestServer, eventually};
+use crate::common::{Backend, eventually};
+use crate::pair::Pair;
 
 backend_tests!(
     replies_and_mentions_reach_the_other_instance,
@@ -16,105 +17,50 @@ const BOB: &str = "79001120002";
 const ALICE_JID: &str = "79001120001@s.whatsapp.net";
 const BOB_JID: &str = "79001120002@s.whatsapp.net";
 
-async fn events_of(srv: &TestServer, auth: &Auth, id: &str, kind: &str) -> Vec<Value> {
-    let (status, body) = srv
-        .get(
-            &format!("/api/instances/{id}/events?types={kind}&limit=1000"),
-            auth,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["events"].as_array().cloned().unwrap_or_default()
-}
-
-/// The stored message `message_id` of `chat` on instance `id`, once it is there.
-async fn stored(srv: &TestServer, auth: &Auth, id: &str, chat: &str, message_id: &str) -> Value {
-    eventually(20, &format!("{message_id} in the history"), || async {
-        let (status, body) = srv
-            .get(
-                &format!("/api/instances/{id}/chats/{chat}/messages?limit=1000"),
-                auth,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["messages"]
-            .as_array()
-            .and_then(|m| m.iter().find(|m| m["messageId"] == message_id).cloned())
-    })
-    .await
-}
-
-/// The event of `kind` on `id` whose data `matches`, once it is there.
-async fn event(
-    srv: &TestServer,
-    auth: &Auth,
-    id: &str,
-    kind: &str,
-    matches: impl Fn(&Value) -> bool,
-) -> Value {
-    eventually(20, &format!("a {kind} event"), || async {
-        events_of(srv, auth, id, kind)
-            .await
-            .into_iter()
-            .find(|e| matches(&e["data"]))
-    })
-    .await
-}
-
-async fn send(srv: &TestServer, auth: &Auth, id: &str, body: Value) -> String {
-    let (status, sent) = srv
-        .post(&format!("/api/whatsapp/{id}/send"), auth, body)
-        .await;
-    assert_eq!(status, 200, "{sent}");
-    sent["id"].as_str().expect("id").to_owned()
-}
-
-async fn two(backend: Backend) -> (TestServer, Auth, String, String) {
-    let srv = TestServer::start_on(backend, &[]).await;
-    let auth = srv.admin();
-    let a = srv.connected_instance(&auth, "alice", ALICE).await;
-    let b = srv.connected_instance(&auth, "bob", BOB).await;
-    (srv, auth, a, b)
-}
-
 /// Alice writes; Bob replies to it mentioning her; Alice replies to Bob's reply with a
 /// file. Each side's history and events show what was quoted and who was mentioned.
 async fn replies_and_mentions_reach_the_other_instance(backend: Backend) {
-    let (srv, auth, a, b) = two(backend).await;
-    let first = send(&srv, &auth, &a, json!({"phone": BOB, "message": "Lunch?"})).await;
-    stored(&srv, &auth, &b, ALICE_JID, &first).await;
+    let p = Pair::start(backend, ALICE, BOB).await;
+    let (srv, auth, a, b) = (&p.srv, p.auth.clone(), p.alice.clone(), p.bob.clone());
+    let first = p
+        .sent(&a, "send", json!({"phone": BOB, "message": "Lunch?"}))
+        .await;
+    p.stored(&b, ALICE_JID, &first).await;
 
-    let reply = send(
-        &srv,
-        &auth,
-        &b,
-        json!({"phone": ALICE, "message": "Yes, @79001120001", "replyTo": first,
+    let reply = p
+        .sent(
+            &b,
+            "send",
+            json!({"phone": ALICE, "message": "Yes, @79001120001", "replyTo": first,
                "mentions": ["+7 900 112-00-01"]}),
-    )
-    .await;
-    let mine = stored(&srv, &auth, &b, ALICE_JID, &reply).await;
+        )
+        .await;
+    let mine = p.stored(&b, ALICE_JID, &reply).await;
     assert_eq!(mine["quotedMessageId"], first.as_str(), "{mine}");
     assert_eq!(mine["mentions"], json!([ALICE_JID]), "{mine}");
-    let sent = event(&srv, &auth, &b, "message_sent", |d| d["messageId"] == reply).await;
+    let sent = p
+        .event_where(&b, "message_sent", |d| d["messageId"] == reply)
+        .await;
     assert_eq!(sent["data"]["quotedMessageId"], first.as_str(), "{sent}");
     assert_eq!(sent["data"]["mentions"], json!([ALICE_JID]), "{sent}");
 
-    let theirs = stored(&srv, &auth, &a, BOB_JID, &reply).await;
+    let theirs = p.stored(&a, BOB_JID, &reply).await;
     assert_eq!(theirs["quotedMessageId"], first.as_str(), "{theirs}");
     assert_eq!(theirs["mentions"], json!([ALICE_JID]), "{theirs}");
     assert_eq!(theirs["content"], "Yes, @79001120001", "{theirs}");
-    let received = event(&srv, &auth, &a, "message_received", |d| {
-        d["messageId"] == reply
-    })
-    .await;
+    let received = p
+        .event_where(&a, "message_received", |d| d["messageId"] == reply)
+        .await;
     assert_eq!(received["data"]["quotedMessageId"], first.as_str());
     assert_eq!(received["data"]["mentions"], json!([ALICE_JID]));
 
     // A plain message has no quote and no mentions, and its event keeps its old shape.
-    let plain = stored(&srv, &auth, &a, BOB_JID, &first).await;
+    let plain = p.stored(&a, BOB_JID, &first).await;
     assert_eq!(plain["quotedMessageId"], Value::Null, "{plain}");
     assert_eq!(plain["mentions"], json!([]), "{plain}");
-    let plain_event = event(&srv, &auth, &a, "message_sent", |d| d["messageId"] == first).await;
+    let plain_event = p
+        .event_where(&a, "message_sent", |d| d["messageId"] == first)
+        .await;
     assert!(
         plain_event["data"].get("quotedMessageId").is_none(),
         "{plain_event}"
@@ -145,7 +91,7 @@ async fn replies_and_mentions_reach_the_other_instance(backend: Backend) {
     let (status, body) = crate::common::read(resp).await;
     assert_eq!(status, 200, "{body}");
     let file_id = body["id"].as_str().expect("id").to_owned();
-    let file = stored(&srv, &auth, &b, ALICE_JID, &file_id).await;
+    let file = p.stored(&b, ALICE_JID, &file_id).await;
     assert_eq!(file["quotedMessageId"], reply.as_str(), "{file}");
     assert_eq!(file["mentions"], json!([BOB_JID, ALICE_JID]), "{file}");
     assert_eq!(file["messageType"], "document", "{file}");
@@ -160,7 +106,7 @@ async fn replies_and_mentions_reach_the_other_instance(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{body}");
     let inbound = body["messageId"].as_str().expect("messageId").to_owned();
-    let stored_reply = stored(&srv, &auth, &a, "79001120009@s.whatsapp.net", &inbound).await;
+    let stored_reply = p.stored(&a, "79001120009@s.whatsapp.net", &inbound).await;
     assert_eq!(
         stored_reply["quotedMessageId"],
         first.as_str(),
@@ -172,9 +118,12 @@ async fn replies_and_mentions_reach_the_other_instance(backend: Backend) {
 /// and takes it back. Both sides store the reactions on the message and publish
 /// `message_reaction`.
 async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
-    let (srv, auth, a, b) = two(backend).await;
-    let hello = send(&srv, &auth, &a, json!({"phone": BOB, "message": "Hello"})).await;
-    stored(&srv, &auth, &b, ALICE_JID, &hello).await;
+    let p = Pair::start(backend, ALICE, BOB).await;
+    let (srv, auth, a, b) = (&p.srv, p.auth.clone(), p.alice.clone(), p.bob.clone());
+    let hello = p
+        .sent(&a, "send", json!({"phone": BOB, "message": "Hello"}))
+        .await;
+    p.stored(&b, ALICE_JID, &hello).await;
 
     let react = |id: String, message: String, emoji: &'static str| {
         let srv = &srv;
@@ -195,7 +144,7 @@ async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
     assert_eq!(status, 200, "{body}");
 
     // Bob's copy carries his own (latest) reaction.
-    let on_b = stored(&srv, &auth, &b, ALICE_JID, &hello).await;
+    let on_b = p.stored(&b, ALICE_JID, &hello).await;
     assert_eq!(
         on_b["reactions"],
         json!([{"sender": BOB_JID, "fromMe": true, "emoji": "❤️",
@@ -204,7 +153,7 @@ async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
     );
     // Alice gets both reactions as events, and her copy ends with the latest.
     let events = eventually(20, "two reactions on alice", || async {
-        let events = events_of(&srv, &auth, &a, "message_reaction").await;
+        let events = p.events(&a, "message_reaction").await;
         (events.len() >= 2).then_some(events)
     })
     .await;
@@ -219,7 +168,7 @@ async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
     assert_eq!(data["remoteJid"], BOB_JID, "{data}");
     assert_eq!(data["fromMe"], false, "{data}");
     assert_eq!(data["instanceId"], a.as_str(), "{data}");
-    let on_a = stored(&srv, &auth, &a, BOB_JID, &hello).await;
+    let on_a = p.stored(&a, BOB_JID, &hello).await;
     assert_eq!(
         on_a["reactions"].as_array().map(Vec::len),
         Some(1),
@@ -231,7 +180,7 @@ async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
     // Alice reacts to her own message, then takes it back: Bob's stays.
     let (status, body) = react(a.clone(), hello.clone(), "🎉").await;
     assert_eq!(status, 200, "{body}");
-    let on_a = stored(&srv, &auth, &a, BOB_JID, &hello).await;
+    let on_a = p.stored(&a, BOB_JID, &hello).await;
     assert_eq!(
         on_a["reactions"].as_array().map(Vec::len),
         Some(2),
@@ -239,7 +188,7 @@ async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
     );
     let (status, body) = react(a.clone(), hello.clone(), "").await;
     assert_eq!(status, 200, "{body}");
-    let on_a = stored(&srv, &auth, &a, BOB_JID, &hello).await;
+    let on_a = p.stored(&a, BOB_JID, &hello).await;
     assert_eq!(
         on_a["reactions"].as_array().map(Vec::len),
         Some(1),
@@ -248,13 +197,13 @@ async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
     assert_eq!(on_a["reactions"][0]["sender"], BOB_JID, "{on_a}");
     // On Bob's side Alice's reaction came and went.
     let on_b = eventually(20, "alice's reaction gone on bob", || async {
-        let events = events_of(&srv, &auth, &b, "message_reaction").await;
+        let events = p.events(&b, "message_reaction").await;
         let last_from_alice = events
             .iter()
             .rev()
             .find(|e| e["data"]["sender"] == ALICE_JID)?;
         (last_from_alice["data"]["emoji"] == "").then_some(())?;
-        Some(stored(&srv, &auth, &b, ALICE_JID, &hello).await)
+        Some(p.stored(&b, ALICE_JID, &hello).await)
     })
     .await;
     assert_eq!(
@@ -266,8 +215,11 @@ async fn reactions_are_stored_on_the_message_both_sides(backend: Backend) {
 }
 
 async fn bad_replies_and_reactions_are_clear_errors(backend: Backend) {
-    let (srv, auth, a, b) = two(backend).await;
-    let hello = send(&srv, &auth, &a, json!({"phone": BOB, "message": "Hello"})).await;
+    let p = Pair::start(backend, ALICE, BOB).await;
+    let (srv, auth, a, b) = (&p.srv, p.auth.clone(), p.alice.clone(), p.bob.clone());
+    let hello = p
+        .sent(&a, "send", json!({"phone": BOB, "message": "Hello"}))
+        .await;
 
     // A reply to a message that does not exist, or belongs to another chat: 404.
     for (reply_to, phone) in [("NO-SUCH-ID", BOB), (hello.as_str(), "79001120003")] {
@@ -334,9 +286,5 @@ async fn bad_replies_and_reactions_are_clear_errors(backend: Backend) {
         )
         .await;
     assert_eq!(status, 400, "a missing emoji: {body}");
-    assert!(
-        events_of(&srv, &auth, &a, "message_reaction")
-            .await
-            .is_empty()
-    );
+    assert!(p.events(&a, "message_reaction").await.is_empty());
 }

@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Auth, Backend, TestServer, eventually};
+use crate::common::{Backend, eventually};
+use crate::pair::Pair;
 
 backend_tests!(
     a_location_reaches_the_other_instance_typed,
@@ -17,86 +18,8 @@ const BOB: &str = "79001140002";
 const ALICE_JID: &str = "79001140001@s.whatsapp.net";
 const BOB_JID: &str = "79001140002@s.whatsapp.net";
 
-struct Two {
-    srv: TestServer,
-    auth: Auth,
-    alice: String,
-    bob: String,
-}
-
-async fn two(backend: Backend) -> Two {
-    let srv = TestServer::start_on(backend, &[]).await;
-    let auth = srv.admin();
-    let alice = srv.connected_instance(&auth, "alice", ALICE).await;
-    let bob = srv.connected_instance(&auth, "bob", BOB).await;
-    Two {
-        srv,
-        auth,
-        alice,
-        bob,
-    }
-}
-
-impl Two {
-    async fn post(&self, from: &str, what: &str, body: Value) -> (u16, Value) {
-        self.srv
-            .post(&format!("/api/whatsapp/{from}/{what}"), &self.auth, body)
-            .await
-    }
-
-    async fn sent(&self, from: &str, what: &str, body: Value) -> String {
-        let (status, sent) = self.post(from, what, body).await;
-        assert_eq!(status, 200, "{sent}");
-        sent["id"].as_str().expect("id").to_owned()
-    }
-
-    /// The stored message of `chat` on `id` once `ready` holds for it.
-    async fn stored_when(
-        &self,
-        id: &str,
-        chat: &str,
-        message_id: &str,
-        ready: impl Fn(&Value) -> bool,
-    ) -> Value {
-        eventually(20, &format!("{message_id} as expected"), || async {
-            let (status, body) = self
-                .srv
-                .get(
-                    &format!("/api/instances/{id}/chats/{chat}/messages?limit=1000"),
-                    &self.auth,
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            body["messages"]
-                .as_array()?
-                .iter()
-                .find(|m| m["messageId"] == message_id && ready(m))
-                .cloned()
-        })
-        .await
-    }
-
-    async fn events(&self, id: &str, kind: &str) -> Vec<Value> {
-        let (status, body) = self
-            .srv
-            .get(
-                &format!("/api/instances/{id}/events?types={kind}&limit=1000"),
-                &self.auth,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["events"].as_array().cloned().unwrap_or_default()
-    }
-
-    async fn event(&self, id: &str, kind: &str, message_id: &str) -> Value {
-        eventually(20, &format!("a {kind} event"), || async {
-            self.events(id, kind)
-                .await
-                .into_iter()
-                .find(|e| e["data"]["messageId"] == message_id)
-        })
-        .await
-    }
+async fn two(backend: Backend) -> Pair {
+    Pair::start(backend, ALICE, BOB).await
 }
 
 async fn a_location_reaches_the_other_instance_typed(backend: Backend) {

@@ -48,6 +48,81 @@ struct GraphShared {
     uploads: Mutex<Vec<Upload>>,
     /// The address the fake listens on (for the download URLs it hands out).
     addr: Mutex<Option<SocketAddr>>,
+    /// The templates of every business account, as Meta lists them.
+    templates: Mutex<Vec<Value>>,
+    /// Scripted answers of `message_templates`, before the default pages.
+    template_script: Mutex<VecDeque<(u16, Value)>>,
+    /// Template list requests: (business account id, query, Authorization header).
+    template_requests: Mutex<Vec<TemplateRequest>>,
+}
+
+/// One request for a page of templates.
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateRequest {
+    pub(crate) business_account_id: String,
+    pub(crate) query: HashMap<String, String>,
+    pub(crate) authorization: String,
+}
+
+/// Templates per page of the fake's `message_templates` (small, so lists have pages).
+const TEMPLATE_PAGE: usize = 2;
+
+/// `GET /{version}/{business_account_id}/message_templates`: a page of templates, with
+/// Meta's cursors.
+async fn graph_templates(
+    State(shared): State<Arc<GraphShared>>,
+    Path((_version, business_account_id)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    let authorization = bearer(&headers);
+    shared
+        .template_requests
+        .lock()
+        .expect("lock")
+        .push(TemplateRequest {
+            business_account_id,
+            query: query.clone(),
+            authorization: authorization.clone(),
+        });
+    if authorization != format!("Bearer {TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(meta_error(190, "Invalid OAuth access token.")),
+        );
+    }
+    if let Some((status, body)) = shared.template_script.lock().expect("lock").pop_front() {
+        return (StatusCode::from_u16(status).expect("status"), Json(body));
+    }
+    let all: Vec<Value> = shared
+        .templates
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|t| {
+            query
+                .get("status")
+                .is_none_or(|s| t["status"] == s.as_str())
+        })
+        .cloned()
+        .collect();
+    let start: usize = query
+        .get("after")
+        .and_then(|a| a.strip_prefix("cursor-"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let end = (start + TEMPLATE_PAGE).min(all.len());
+    let mut paging =
+        json!({"cursors": {"before": format!("cursor-{start}"), "after": format!("cursor-{end}")}});
+    if end < all.len() {
+        paging["next"] = json!(format!(
+            "https://graph.facebook.com/v21.0/x/message_templates?after=cursor-{end}"
+        ));
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"data": all.get(start..end).unwrap_or_default(), "paging": paging})),
+    )
 }
 
 /// One file uploaded to Meta.
@@ -279,6 +354,10 @@ impl FakeGraph {
                 "/{version}/{phone_number_id}/media",
                 axum::routing::post(graph_upload),
             )
+            .route(
+                "/{version}/{phone_number_id}/message_templates",
+                axum::routing::get(graph_templates),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .route(
                 "/download/{media_id}",
@@ -335,6 +414,25 @@ impl FakeGraph {
     /// Media requests so far: (`GET <path>`, the Authorization header).
     pub(crate) fn media_requests(&self) -> Vec<(String, String)> {
         self.shared.media_requests.lock().expect("lock").clone()
+    }
+
+    /// Meta's templates are now `templates` (statuses included: the fake filters).
+    pub(crate) fn set_templates(&self, templates: Vec<Value>) {
+        *self.shared.templates.lock().expect("lock") = templates;
+    }
+
+    /// The next answers of `message_templates`, before the default pages.
+    pub(crate) fn answer_templates(&self, status: u16, body: Value) {
+        self.shared
+            .template_script
+            .lock()
+            .expect("lock")
+            .push_back((status, body));
+    }
+
+    /// The template list requests so far.
+    pub(crate) fn template_requests(&self) -> Vec<TemplateRequest> {
+        self.shared.template_requests.lock().expect("lock").clone()
     }
 
     /// The next answers, before the default success.
@@ -420,6 +518,15 @@ pub(crate) async fn desk_on(backend: Backend) -> Desk {
 
 /// A desk on `backend` with `extra` config overrides.
 pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk {
+    desk_at(backend, extra, None).await
+}
+
+/// A desk on `backend` with `extra` config overrides, on `clock` when given.
+pub(crate) async fn desk_at(
+    backend: Backend,
+    extra: &[(&str, &str)],
+    clock: Option<Arc<wagate_actors::domain::ManualClock>>,
+) -> Desk {
     let graph = FakeGraph::start().await;
     let url = graph.url();
     let mut config = vec![
@@ -427,7 +534,10 @@ pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk 
         ("waba_api_version", "v21.0"),
     ];
     config.extend_from_slice(extra);
-    let server = TestServer::start_on(backend, &config).await;
+    let server = match clock {
+        Some(clock) => TestServer::start_on_with_clock(backend, &config, clock).await,
+        None => TestServer::start_on(backend, &config).await,
+    };
     let (owner_id, _, token) = server.new_user("owner@example.com", "user").await;
     let owner = Auth::Bearer(token);
     let (code, body) = server
@@ -448,7 +558,7 @@ pub(crate) async fn desk_with(backend: Backend, extra: &[(&str, &str)]) -> Desk 
 }
 
 /// Creates an operator working for `owner_id`; returns its id and token.
-async fn operator(server: &TestServer, email: &str, owner_id: &str) -> (String, Auth) {
+pub(crate) async fn operator(server: &TestServer, email: &str, owner_id: &str) -> (String, Auth) {
     let (code, body) = server
         .post(
             "/api/users",
@@ -1110,9 +1220,8 @@ async fn read_receipts_reach_meta(backend: Backend) {
     assert_eq!(chats["chats"][0]["unreadCount"], 0);
 }
 
-#[tokio::test]
-async fn media_urls_to_private_networks_are_refused_before_meta() {
-    let d = desk_with(Backend::Sqlite, &[("allow_private_network_urls", "false")]).await;
+async fn media_urls_to_private_networks_are_refused_before_meta(backend: Backend) {
+    let d = desk_with(backend, &[("allow_private_network_urls", "false")]).await;
     let chat = customer_writes(&d, "wamid.M1", now_secs()).await;
     for url in crate::security::PRIVATE_TARGETS
         .into_iter()
@@ -1152,6 +1261,12 @@ async fn media_urls_to_private_networks_are_refused_before_meta() {
 }
 
 backend_tests!(
+    media_urls_to_private_networks_are_refused_before_meta,
+    webhook_signatures_routing_and_verification,
+    operators_see_only_their_owners_chats,
+    meta_errors_are_mapped_and_retried,
+    settings_are_masked_and_requests_checked,
+    live_events_carry_new_messages_and_statuses,
     read_receipts_reach_meta,
     events_resume_after_last_event_id,
     inbound_send_and_statuses,
@@ -1160,9 +1275,8 @@ backend_tests!(
     idle_chats_stop_and_wake
 );
 
-#[tokio::test]
-async fn webhook_signatures_routing_and_verification() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn webhook_signatures_routing_and_verification(backend: Backend) {
+    let d = desk_on(backend).await;
     let body = inbound("wamid.X", CUSTOMER, "hi", now_secs());
     let (code, err) = webhook(&d.server, &body, Some("not-the-secret")).await;
     assert_eq!(code, 401, "{err}");
@@ -1215,9 +1329,8 @@ async fn webhook_signatures_routing_and_verification() {
     assert_eq!(code, 403);
 }
 
-#[tokio::test]
-async fn operators_see_only_their_owners_chats() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn operators_see_only_their_owners_chats(backend: Backend) {
+    let d = desk_on(backend).await;
     let chat = customer_writes(&d, "wamid.IN", now_secs()).await;
     let (op_id, op) = operator(&d.server, "op@example.com", &d.owner_id).await;
     let (other_owner, _, other_token) = d.server.new_user("other@example.com", "user").await;
@@ -1312,9 +1425,8 @@ async fn operators_see_only_their_owners_chats() {
     assert_eq!(d.graph.requests().len(), 1);
 }
 
-#[tokio::test]
-async fn meta_errors_are_mapped_and_retried() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn meta_errors_are_mapped_and_retried(backend: Backend) {
+    let d = desk_on(backend).await;
     let chat = customer_writes(&d, "wamid.IN", now_secs()).await;
     let send = || async {
         d.server
@@ -1380,9 +1492,8 @@ async fn meta_errors_are_mapped_and_retried() {
     );
 }
 
-#[tokio::test]
-async fn settings_are_masked_and_requests_checked() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn settings_are_masked_and_requests_checked(backend: Backend) {
+    let d = desk_on(backend).await;
     let (code, s) = d.server.get("/api/waba/settings", &d.owner).await;
     assert_eq!(code, 200, "{s}");
     assert_eq!(s["configured"], true);
@@ -1394,8 +1505,35 @@ async fn settings_are_masked_and_requests_checked() {
     }
     assert_eq!(s["accessToken"], "****0001");
 
-    // Nothing stored in the clear either.
-    for file in ["whatsapp-api.db", "whatsapp-api.db-wal"] {
+    // Nothing stored in the clear either: not in the SQLite file, not in any MongoDB
+    // document.
+    if backend == Backend::Mongodb {
+        let url = d.server.setting("database_url").expect("the MongoDB URL");
+        let client = ::mongodb::Client::with_uri_str(&url).await.expect("client");
+        let db = client.default_database().expect("a database in the URL");
+        let mut account_seen = false;
+        for name in db.list_collection_names().await.expect("collections") {
+            let mut docs = db
+                .collection::<::mongodb::bson::Document>(&name)
+                .find(::mongodb::bson::doc! {})
+                .await
+                .expect("find");
+            while docs.advance().await.expect("next document") {
+                let text = format!("{:?}", docs.deserialize_current().expect("document"));
+                assert!(
+                    !text.contains(TOKEN) && !text.contains(APP_SECRET),
+                    "{name} holds a secret"
+                );
+                account_seen |= text.contains(PHONE_NUMBER_ID);
+            }
+        }
+        assert!(account_seen, "the account's settings were looked at");
+    }
+    let files: &[&str] = match backend {
+        Backend::Sqlite => &["whatsapp-api.db", "whatsapp-api.db-wal"],
+        Backend::Mongodb => &[],
+    };
+    for &file in files {
         let Ok(bytes) = std::fs::read(d.server.dir.path().join(file)) else {
             assert_ne!(file, "whatsapp-api.db", "the database file exists");
             continue;
@@ -1482,9 +1620,8 @@ async fn settings_are_masked_and_requests_checked() {
     assert_eq!(code, 400);
 }
 
-#[tokio::test]
-async fn live_events_carry_new_messages_and_statuses() {
-    let d = desk_on(Backend::Sqlite).await;
+async fn live_events_carry_new_messages_and_statuses(backend: Backend) {
+    let d = desk_on(backend).await;
     let mut stream = d
         .server
         .request(Method::GET, "/api/waba/operator/events", &d.owner)

@@ -1661,3 +1661,91 @@ async fn locations_contact_cards_and_polls_travel_both_ways() {
     assert_eq!(hook["data"]["location"]["latitude"], 59.93, "{hook}");
     rig.clean();
 }
+
+/// Typing and presence both ways: the peer sees the gateway's chat states and its
+/// announcement (having followed it); the gateway follows the peer and gets where it is
+/// now, its coming online, and its typing, as signed `presence_update` webhooks.
+#[tokio::test]
+async fn presence_and_typing_travel_both_ways() {
+    let rig = linked_rig().await;
+    let (code, body) = rig
+        .server
+        .put(
+            &format!("/api/instances/{}", rig.id),
+            &rig.auth,
+            json!({"notifyPresence": true}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let bob = rig.whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let account = format!("{ACCOUNT}@s.whatsapp.net");
+
+    for state in ["composing", "recording", "paused"] {
+        let (code, body) = rig
+            .server
+            .post(
+                &format!("/api/whatsapp/{}/chats/{BOB}/typing", rig.id),
+                &rig.auth,
+                json!({ "state": state }),
+            )
+            .await;
+        assert_eq!(code, 200, "{state}: {body}");
+        let seen = bob
+            .next_presence(Duration::from_secs(10))
+            .await
+            .expect("Bob sees the chat state");
+        assert_eq!(seen.state, state);
+        assert_eq!(seen.from.to_string(), account);
+    }
+
+    bob.subscribe_presence(ACCOUNT)
+        .expect("Bob follows the account");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/presence", rig.id),
+            &rig.auth,
+            json!({"presence": "available"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let seen = bob
+        .next_presence(Duration::from_secs(10))
+        .await
+        .expect("Bob sees the account online");
+    assert_eq!(
+        (seen.state.as_str(), seen.from.to_string()),
+        ("available", account)
+    );
+
+    // The gateway follows Bob: WhatsApp answers where he is now (never seen: offline).
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/presence/subscribe/{BOB}", rig.id),
+            &rig.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let is = |state: &'static str| {
+        move |e: &Value| e["data"]["presence"] == state && e["data"]["sender"] == BOB_JID
+    };
+    rig.hook("presence_update", is("unavailable")).await;
+    bob.set_presence(true).expect("Bob comes online");
+    let online = rig.hook("presence_update", is("available")).await;
+    assert_eq!(online["data"]["remoteJid"], BOB_JID, "{online}");
+    bob.set_presence(false).expect("Bob goes offline");
+    let offline = rig
+        .hook("presence_update", |e| {
+            is("unavailable")(e) && e["data"]["lastSeen"].as_i64().is_some()
+        })
+        .await;
+    assert_eq!(offline["data"]["instanceId"], rig.id.as_str(), "{offline}");
+
+    bob.typing(ACCOUNT, "composing").expect("Bob types");
+    rig.hook("presence_update", is("composing")).await;
+    bob.typing(ACCOUNT, "recording").expect("Bob records");
+    rig.hook("presence_update", is("recording")).await;
+    rig.clean();
+}

@@ -25,7 +25,7 @@ pub use feed::{DeskFeed, EventId, FeedEntry, Subscription};
 pub use supervisor::OperatorDeskHandle;
 pub(crate) use supervisor::{DeskArgs, spawn, vacate};
 
-use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage};
+use crate::domain::waba::{GraphCredentials, WabaChat, WabaContent, WabaMessage, WabaTemplate};
 use crate::error::DomainError;
 
 /// Events buffered for slow live subscribers before they lag (they then catch up from
@@ -170,6 +170,18 @@ pub trait GraphApi: Send + Sync {
     ) -> Result<MediaDownload, GraphError> {
         Err(GraphError::Unavailable(
             "this Graph API client cannot download media".into(),
+        ))
+    }
+
+    /// The templates of the business account `business_account_id` whose status is
+    /// `APPROVED` (`/{business_account_id}/message_templates`, every page of it).
+    async fn approved_templates(
+        &self,
+        _credentials: &GraphCredentials,
+        _business_account_id: &str,
+    ) -> Result<Vec<WabaTemplate>, GraphError> {
+        Err(GraphError::Unavailable(
+            "this Graph API client cannot list templates".into(),
         ))
     }
 }

@@ -34,6 +34,8 @@ pub enum EventKind {
     MessageEdited,
     MessageRevoked,
     PollVote,
+    PresenceUpdate,
+    GroupUpdate,
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
@@ -41,7 +43,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
@@ -52,6 +54,8 @@ impl EventKind {
         EventKind::MessageEdited,
         EventKind::MessageRevoked,
         EventKind::PollVote,
+        EventKind::PresenceUpdate,
+        EventKind::GroupUpdate,
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
@@ -71,6 +75,8 @@ impl EventKind {
             EventKind::MessageEdited => "message_edited",
             EventKind::MessageRevoked => "message_revoked",
             EventKind::PollVote => "poll_vote",
+            EventKind::PresenceUpdate => "presence_update",
+            EventKind::GroupUpdate => "group_update",
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
@@ -123,6 +129,12 @@ pub enum Event {
     MessageRevoked(MessageRevoked),
     /// Someone (or the account) voted in a poll, or took the vote back.
     PollVote(PollVoted),
+    /// A contact came online or went offline, or is typing or recording in a chat
+    /// (only with `notifyPresence`).
+    PresenceUpdate(PresenceUpdate),
+    /// A group the account is in changed: members, roles, subject, description,
+    /// settings; or the account created, joined or left one.
+    GroupUpdate(GroupUpdated),
     /// A usage limit was reached (once per instance and period).
     LimitExceeded(LimitExceeded),
     WebhookUpdated(WebhookUpdated),
@@ -342,6 +354,104 @@ pub struct PollVoted {
     pub timestamp: i64,
 }
 
+/// What changed in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum GroupAction {
+    /// The group was created (with `participants` and `subject`).
+    Create,
+    /// `participants` joined or were added.
+    Add,
+    /// `participants` left or were removed.
+    Remove,
+    /// `participants` became admins.
+    Promote,
+    /// `participants` are admins no more.
+    Demote,
+    /// A new `subject`.
+    Subject,
+    /// A new `description` (absent: removed).
+    Description,
+    /// `announce` or `locked` changed.
+    Settings,
+}
+
+/// A change of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupUpdated {
+    /// The group (`…@g.us`).
+    pub remote_jid: String,
+    /// Who made the change, when WhatsApp says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    pub action: GroupAction,
+    /// The members concerned (`add`, `remove`, `promote`, `demote`, `create`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participants: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Only admins send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<bool>,
+    /// Only admins change the group's info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
+/// Whether someone is online, or what they are doing in a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Presence {
+    /// Online.
+    Available,
+    /// Offline.
+    Unavailable,
+    /// Typing in the chat.
+    Composing,
+    /// Recording a voice message in the chat.
+    Recording,
+    /// Stopped typing or recording.
+    Paused,
+}
+
+impl Presence {
+    /// Whether this is something done in one chat (typing, recording, pausing) rather
+    /// than being online or offline.
+    pub fn is_chat_state(self) -> bool {
+        matches!(
+            self,
+            Presence::Composing | Presence::Recording | Presence::Paused
+        )
+    }
+}
+
+/// A contact's presence or chat state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceUpdate {
+    /// The chat: the contact for presence and one-to-one typing, the group for typing
+    /// in a group.
+    pub remote_jid: String,
+    /// Whose presence it is.
+    #[serde(default)]
+    pub sender: String,
+    pub presence: Presence,
+    /// With `unavailable`, when WhatsApp says they were last online (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSent {
@@ -461,6 +571,8 @@ impl Event {
             Event::MessageEdited(_) => EventKind::MessageEdited,
             Event::MessageRevoked(_) => EventKind::MessageRevoked,
             Event::PollVote(_) => EventKind::PollVote,
+            Event::PresenceUpdate(_) => EventKind::PresenceUpdate,
+            Event::GroupUpdate(_) => EventKind::GroupUpdate,
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
@@ -499,6 +611,8 @@ impl Event {
             EventKind::MessageEdited => Event::MessageEdited(read(data).map_err(fit)?),
             EventKind::MessageRevoked => Event::MessageRevoked(read(data).map_err(fit)?),
             EventKind::PollVote => Event::PollVote(read(data).map_err(fit)?),
+            EventKind::PresenceUpdate => Event::PresenceUpdate(read(data).map_err(fit)?),
+            EventKind::GroupUpdate => Event::GroupUpdate(read(data).map_err(fit)?),
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
@@ -646,6 +760,8 @@ impl Serialize for EventData<'_> {
             Event::MessageEdited(p) => with(s, id, p),
             Event::MessageRevoked(p) => with(s, id, p),
             Event::PollVote(p) => with(s, id, p),
+            Event::PresenceUpdate(p) => with(s, id, p),
+            Event::GroupUpdate(p) => with(s, id, p),
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),

@@ -146,6 +146,10 @@ pub struct WebhookSettings {
     pub notify_sent: bool,
     pub notify_delivery: bool,
     pub notify_read: bool,
+    /// `presence_update` events (contacts online, typing): off by default, as they are
+    /// many and not part of any history.
+    #[serde(default)]
+    pub notify_presence: bool,
     pub max_retries: u32,
     pub retry_interval_ms: u64,
     pub secret: Option<String>,
@@ -175,6 +179,7 @@ impl Default for WebhookSettings {
             notify_sent: true,
             notify_delivery: false,
             notify_read: false,
+            notify_presence: false,
             max_retries: 3,
             retry_interval_ms: 60_000,
             secret: None,

@@ -13,11 +13,13 @@
 //! - [`address`]: phone numbers and WhatsApp addresses (JIDs), parsed once.
 //! - [`usage`]: usage counters, limit periods and the clock.
 //! - [`event`]: the typed instance events and their wire form.
+//! - [`group`]: WhatsApp groups, their members and the operations on them.
 //! - [`waba`]: the operator desk's accounts, chats and messages, and the 24-hour rule.
 
 pub mod account;
 pub mod address;
 pub mod event;
+pub mod group;
 pub mod instance;
 pub mod message;
 pub mod usage;
@@ -25,7 +27,11 @@ pub mod waba;
 
 pub use account::{Role, User};
 pub use address::{Jid, normalize_phone};
-pub use event::{Event, EventKind, EventQuery, InstanceEvent};
+pub use event::{Event, EventKind, EventQuery, InstanceEvent, Presence};
+pub use group::{
+    Group, GroupAnswer, GroupMember, GroupOp, GroupPatch, GroupRole, ParticipantAction,
+    ParticipantOutcome,
+};
 pub use instance::{
     ActivityEntry, ActivityQuery, EngineKind, Instance, InstanceStatus, LimitPeriod, Limits,
     WebhookOrdering, WebhookSettings,

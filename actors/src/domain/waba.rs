@@ -260,3 +260,133 @@ impl std::fmt::Debug for GraphCredentials {
         )
     }
 }
+
+/// A message template of a business account, as Meta lists it: what a `template` send
+/// names, and the parameters its `components` must carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WabaTemplate {
+    /// Meta's id of the template.
+    pub id: Option<String>,
+    pub name: String,
+    /// The language code a send names (`en_US`).
+    pub language: String,
+    /// `APPROVED`, `PENDING`, `REJECTED`, …: only approved ones can be sent.
+    pub status: String,
+    /// `MARKETING`, `UTILITY` or `AUTHENTICATION`.
+    pub category: Option<String>,
+    /// `POSITIONAL` (`{{1}}`) or `NAMED` (`{{first_name}}`); None: Meta's default,
+    /// positional.
+    pub parameter_format: Option<String>,
+    pub components: Vec<TemplateComponent>,
+}
+
+impl WabaTemplate {
+    pub fn is_approved(&self) -> bool {
+        self.status.eq_ignore_ascii_case("APPROVED")
+    }
+}
+
+/// One part of a template: `HEADER`, `BODY`, `FOOTER` or `BUTTONS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateComponent {
+    pub kind: String,
+    /// A header's format: `TEXT`, `IMAGE`, `VIDEO`, `DOCUMENT` or `LOCATION`.
+    pub format: Option<String>,
+    pub text: Option<String>,
+    /// The placeholders of `text`, each once, in order of first appearance (`"1"`,
+    /// `"2"` or `"first_name"`).
+    pub placeholders: Vec<String>,
+    /// The buttons of a `BUTTONS` component.
+    pub buttons: Vec<TemplateButton>,
+}
+
+impl TemplateComponent {
+    /// How many parameters this component of a send must carry: one per placeholder of
+    /// its text, or one for a media or location header (the image, video, document or
+    /// place itself). Buttons carry theirs in components of their own.
+    pub fn parameter_count(&self) -> usize {
+        match self.format.as_deref() {
+            Some(f) if self.kind.eq_ignore_ascii_case("HEADER") && f != "TEXT" => 1,
+            _ => self.placeholders.len(),
+        }
+    }
+}
+
+/// A button of a template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateButton {
+    /// `QUICK_REPLY`, `URL`, `PHONE_NUMBER`, `COPY_CODE`, …
+    pub kind: String,
+    pub text: Option<String>,
+    pub url: Option<String>,
+    pub phone_number: Option<String>,
+    /// The placeholders of a dynamic URL (`https://shop.example/track/{{1}}`).
+    pub placeholders: Vec<String>,
+}
+
+/// The `{{name}}` placeholders of a template text, each once, in order of first
+/// appearance. Whitespace inside the braces is ignored; empty braces are not a
+/// placeholder.
+pub fn template_placeholders(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = after[..end].trim();
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid && !found.iter().any(|f| f == name) {
+            found.push(name.to_owned());
+        }
+        rest = if valid { &after[end + 2..] } else { after };
+    }
+    found
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_found_once_in_order() {
+        assert_eq!(
+            template_placeholders("Hi {{1}}, order {{2}} is ready. Thanks, {{1}}!"),
+            vec!["1", "2"]
+        );
+        assert_eq!(
+            template_placeholders("Hello {{ first_name }}, see {{order_id}}"),
+            vec!["first_name", "order_id"]
+        );
+        assert!(template_placeholders("No parameters {here} {{}} {{ }}").is_empty());
+        assert_eq!(template_placeholders("{{{{1}}"), vec!["1"]);
+        assert_eq!(template_placeholders("open {{1"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn media_headers_take_one_parameter() {
+        let component = |kind: &str, format: Option<&str>, text: Option<&str>| TemplateComponent {
+            kind: kind.into(),
+            format: format.map(str::to_owned),
+            text: text.map(str::to_owned),
+            placeholders: text.map(template_placeholders).unwrap_or_default(),
+            buttons: Vec::new(),
+        };
+        assert_eq!(
+            component("HEADER", Some("IMAGE"), None).parameter_count(),
+            1
+        );
+        assert_eq!(
+            component("HEADER", Some("TEXT"), Some("Order {{1}}")).parameter_count(),
+            1
+        );
+        assert_eq!(
+            component("HEADER", Some("TEXT"), Some("Hi")).parameter_count(),
+            0
+        );
+        assert_eq!(
+            component("BODY", None, Some("{{1}} and {{2}}")).parameter_count(),
+            2
+        );
+        assert_eq!(component("FOOTER", None, Some("Bye")).parameter_count(), 0);
+    }
+}

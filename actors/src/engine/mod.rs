@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::domain::EngineKind;
-use crate::domain::{MessageStatus, Typed};
+use crate::domain::event::GroupUpdated;
+use crate::domain::{GroupAnswer, GroupOp, MessageStatus, Presence, Typed};
 
 pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
 pub use wacore::{WacoreEngine, WacoreSettings};
@@ -80,6 +81,23 @@ pub enum EngineEvent {
     Change(InboundChange),
     /// Someone voted in a poll.
     Vote(InboundVote),
+    /// A contact's presence (online, offline) or chat state (typing, recording,
+    /// paused).
+    Presence(InboundPresence),
+    /// A group the account is in changed.
+    Group(GroupUpdated),
+}
+
+/// A presence or chat state WhatsApp brought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundPresence {
+    /// The contact, or the group someone types in.
+    pub chat: String,
+    /// Whose presence it is; the phone form when known.
+    pub sender: String,
+    pub presence: Presence,
+    /// When they were last online, if WhatsApp says.
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A vote WhatsApp brought.
@@ -280,6 +298,12 @@ pub enum EngineError {
     /// The engine cannot run here (not built in, WhatsApp unreachable).
     #[error("{0}")]
     Unavailable(String),
+    /// WhatsApp refuses the account this (a group change by a non-admin).
+    #[error("{0}")]
+    Forbidden(String),
+    /// WhatsApp knows no such thing, or not for this account (a group it is not in).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl From<std::io::Error> for EngineError {
@@ -342,6 +366,8 @@ pub enum SandboxControl {
     Inbound(Box<InboundMessage>),
     /// A simulated contact votes in a poll.
     Vote(InboundVote),
+    /// A simulated contact comes online, goes offline, or types.
+    Presence(InboundPresence),
     /// A simulated recipient acknowledges a message the instance sent.
     Receipt {
         chat: String,
@@ -397,6 +423,16 @@ pub trait Engine: Send + Sync {
         payload: &[u8],
         iv: &[u8],
     ) -> Result<Vec<String>, EngineError>;
+    /// Announces the account online (`Available`) or offline (`Unavailable`) to the
+    /// contacts subscribed to its presence.
+    async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError>;
+    /// Shows `chat` that the account is typing, recording or has paused (a chat state).
+    async fn chat_state(&mut self, chat: &str, state: Presence) -> Result<(), EngineError>;
+    /// Asks WhatsApp for `jid`'s presence updates (`EngineEvent::Presence`).
+    async fn subscribe_presence(&mut self, jid: &str) -> Result<(), EngineError>;
+    /// A group operation. Fails with `Forbidden` when WhatsApp refuses it to the account
+    /// (not an admin), `NotFound` for a group it does not know or the account is not in.
+    async fn group(&mut self, op: GroupOp) -> Result<GroupAnswer, EngineError>;
     /// Tells the sender's phone that these messages of `chat` were read.
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError>;
     /// The contacts this session knows.

@@ -5,7 +5,9 @@
 //! survives restarts (no re-scan), and faults on demand. Instances pair by being
 //! "scanned" through the sandbox endpoints or automatically after a configured delay.
 
-use std::collections::{BTreeMap, HashMap};
+mod groups;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -21,12 +23,12 @@ use tokio::time::Instant;
 
 use super::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink, FaultKind,
-    InboundChange, InboundMedia, InboundMessage, InboundReaction, MessageChange, MessageRef,
-    OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
+    InboundChange, InboundMedia, InboundMessage, InboundPresence, InboundReaction, MessageChange,
+    MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, SentMessage,
 };
-use crate::domain::address::{USER_SERVER, jid_for};
+use crate::domain::address::{USER_SERVER, is_group_jid, jid_for};
 use crate::domain::normalize_phone;
-use crate::domain::{MessageStatus, Typed};
+use crate::domain::{GroupAnswer, GroupOp, MessageStatus, Presence, Typed};
 
 /// Name of the session file inside an instance's session directory.
 pub const SESSION_FILE: &str = "sandbox-session.json";
@@ -76,6 +78,17 @@ struct NetworkShared {
     /// Linked phone → the device connected as it. A std mutex: held for a map operation
     /// only, never across an await.
     devices: Mutex<HashMap<String, Device>>,
+    /// Who follows whose presence, and what each announced last.
+    presence: Mutex<PresenceBook>,
+    groups: Mutex<groups::GroupBook>,
+}
+
+#[derive(Debug, Default)]
+struct PresenceBook {
+    /// Phone → the phones subscribed to its presence.
+    subscribers: HashMap<String, BTreeSet<String>>,
+    /// Phone → the presence it announced last, and when.
+    announced: HashMap<String, (Presence, DateTime<Utc>)>,
 }
 
 /// A connected sandbox session, as the network reaches it.
@@ -100,6 +113,8 @@ impl SandboxNetwork {
             shared: Arc::new(NetworkShared {
                 config,
                 devices: Mutex::new(HashMap::new()),
+                presence: Mutex::default(),
+                groups: Mutex::default(),
             }),
         }
     }
@@ -146,11 +161,116 @@ impl SandboxNetwork {
         self.devices().get(phone).map(|d| d.sink.clone())
     }
 
+    /// `phone` announces `presence`: every connected subscriber hears of it.
+    fn announce(&self, phone: &str, presence: Presence) {
+        let subscribers = {
+            let mut book = self.presence();
+            book.announced
+                .insert(phone.to_owned(), (presence, Utc::now()));
+            book.subscribers.get(phone).cloned().unwrap_or_default()
+        };
+        let update = presence_of(phone, presence, Some(Utc::now()));
+        for subscriber in subscribers {
+            if let Some(sink) = self.sink_for(&jid_for(&subscriber)) {
+                sink(EngineEvent::Presence(update.clone()));
+            }
+        }
+    }
+
+    /// `subscriber` follows `phone`'s presence; answers what it is now: what `phone`
+    /// announced last, else available while a sandbox instance is connected as it,
+    /// else unavailable.
+    fn subscribe(&self, subscriber: &str, phone: &str) -> InboundPresence {
+        let announced = {
+            let mut book = self.presence();
+            book.subscribers
+                .entry(phone.to_owned())
+                .or_default()
+                .insert(subscriber.to_owned());
+            book.announced.get(phone).copied()
+        };
+        match announced {
+            Some((presence, at)) => presence_of(phone, presence, Some(at)),
+            None if self.is_registered(phone) => presence_of(phone, Presence::Available, None),
+            None => presence_of(phone, Presence::Unavailable, None),
+        }
+    }
+
+    /// Carries out a group operation of `me`, then tells the members' sessions.
+    fn group_op(&self, me: &str, op: GroupOp) -> Result<GroupAnswer, EngineError> {
+        let outcome = self.groups().apply(me, op, Utc::now())?;
+        for (member, update) in outcome.updates {
+            if let Some(sink) = self.sink_for(&member) {
+                sink(EngineEvent::Group(update));
+            }
+        }
+        Ok(outcome.answer)
+    }
+
+    /// Who receives what `me` sends to `to`: the member sessions of a sandbox group
+    /// (`Forbidden` for a non-member, or a non-admin of an announce group), else the
+    /// session linked as `to`.
+    fn recipients(&self, me: &str, to: &str) -> Result<Vec<EventSink>, EngineError> {
+        let members = {
+            let groups = self.groups();
+            match groups.members(to) {
+                None => None,
+                Some(group) => {
+                    let role = group.role_of(me).ok_or_else(|| {
+                        EngineError::Forbidden(format!("the account is not in group {to}"))
+                    })?;
+                    if group.announce && !role.is_admin() {
+                        return Err(EngineError::Forbidden(format!(
+                            "only admins send to group {to}"
+                        )));
+                    }
+                    Some(
+                        group
+                            .participants
+                            .iter()
+                            .filter(|m| m.jid != me)
+                            .map(|m| m.jid.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            }
+        };
+        Ok(match members {
+            Some(members) => members.iter().filter_map(|m| self.sink_for(m)).collect(),
+            None => self.sink_for(to).into_iter().collect(),
+        })
+    }
+
+    fn groups(&self) -> MutexGuard<'_, groups::GroupBook> {
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn presence(&self) -> MutexGuard<'_, PresenceBook> {
+        self.shared
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn devices(&self) -> MutexGuard<'_, HashMap<String, Device>> {
         self.shared
             .devices
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `phone`'s presence as others hear it; an unavailable one announced `at` was last
+/// seen then.
+fn presence_of(phone: &str, presence: Presence, at: Option<DateTime<Utc>>) -> InboundPresence {
+    InboundPresence {
+        chat: jid_for(phone),
+        sender: jid_for(phone),
+        presence,
+        last_seen: at.filter(|_| presence == Presence::Unavailable),
     }
 }
 
@@ -516,7 +636,9 @@ impl Engine for SandboxEngine {
             timestamp: Utc::now(),
             message_secret: None,
         };
-        if let Some(recipient) = self.session.network.sink_for(to) {
+        let me = jid_for(&phone);
+        let recipients = self.session.network.recipients(&me, to)?;
+        if !recipients.is_empty() {
             let (text, media, typed) = match content {
                 OutboundContent::Text(text) => (Some(text.clone()), None, Typed::default()),
                 OutboundContent::Typed(typed) => (None, None, typed.clone()),
@@ -536,10 +658,15 @@ impl Engine for SandboxEngine {
                     Typed::default(),
                 ),
             };
-            let me = jid_for(&phone);
-            recipient(EngineEvent::Message(InboundMessage {
+            // In a group the chat is the group; else it is the sender.
+            let chat = if is_group_jid(to) {
+                to.to_owned()
+            } else {
+                me.clone()
+            };
+            let message = InboundMessage {
                 message_id: sent.message_id.clone(),
-                chat: me.clone(),
+                chat,
                 sender: me,
                 push_name: push_name.or(Some(phone)),
                 text,
@@ -549,7 +676,10 @@ impl Engine for SandboxEngine {
                 mentions: options.mentions.clone(),
                 typed,
                 message_secret: None,
-            }));
+            };
+            for recipient in recipients {
+                recipient(EngineEvent::Message(message.clone()));
+            }
             self.session.emit(EngineEvent::Receipt {
                 chat: to.to_owned(),
                 message_ids: vec![sent.message_id.clone()],
@@ -608,6 +738,47 @@ impl Engine for SandboxEngine {
         target: &MessageRef,
     ) -> Result<SentMessage, EngineError> {
         self.change(chat, target, MessageChange::Revoked)
+    }
+
+    /// Groups live in the sandbox network; their members' sessions hear of changes.
+    async fn group(&mut self, op: GroupOp) -> Result<GroupAnswer, EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        self.session.network.group_op(&jid_for(&phone), op)
+    }
+
+    /// Subscribed sandbox instances hear of it.
+    async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        if presence.is_chat_state() {
+            return Err(EngineError::InvalidInput(
+                "a presence is available or unavailable".into(),
+            ));
+        }
+        self.session.network.announce(&phone, presence);
+        Ok(())
+    }
+
+    /// The sandbox instance linked as the chat, if any, sees it.
+    async fn chat_state(&mut self, chat: &str, state: Presence) -> Result<(), EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        if !state.is_chat_state() {
+            return Err(EngineError::InvalidInput(
+                "a chat state is composing, recording or paused".into(),
+            ));
+        }
+        if let Some(recipient) = self.session.network.sink_for(chat) {
+            recipient(EngineEvent::Presence(presence_of(&phone, state, None)));
+        }
+        Ok(())
+    }
+
+    /// Answered at once with the contact's presence now, then with what it announces.
+    async fn subscribe_presence(&mut self, jid: &str) -> Result<(), EngineError> {
+        let (phone, _) = self.session.connected_as()?;
+        let watched = crate::domain::address::jid_user(jid);
+        let now = self.session.network.subscribe(&phone, watched);
+        self.session.emit(EngineEvent::Presence(now));
+        Ok(())
     }
 
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError> {
@@ -679,6 +850,11 @@ impl Engine for SandboxEngine {
             SandboxControl::Vote(vote) => {
                 self.session.connected_as()?;
                 self.session.emit(EngineEvent::Vote(vote));
+                Ok(())
+            }
+            SandboxControl::Presence(presence) => {
+                self.session.connected_as()?;
+                self.session.emit(EngineEvent::Presence(presence));
                 Ok(())
             }
             SandboxControl::Receipt {

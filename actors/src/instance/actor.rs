@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -21,18 +21,19 @@ use super::status::{StatusBoard, StatusView};
 use crate::domain::address::{is_group_jid, jid_for};
 use crate::domain::event::{
     Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageEdited, MessageReaction,
-    MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, PollVoted, QrReceived,
-    ReplyFields,
+    MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, PollVoted, PresenceUpdate,
+    QrReceived, ReplyFields,
 };
 use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
-    ActivityEntry, Contact, EngineKind, Event, Instance, InstanceEvent, InstanceStatus, MediaKind,
-    Message, MessageStatus, PollVote, Reaction, apply_reaction, new_id,
+    ActivityEntry, Contact, EngineKind, Event, GroupAnswer, GroupOp, Instance, InstanceEvent,
+    InstanceStatus, MediaKind, Message, MessageStatus, PollVote, Presence, Reaction,
+    apply_reaction, new_id,
 };
 use crate::engine::{
     CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
-    InboundChange, InboundMessage, InboundReaction, InboundVote, MessageChange, MessageRef,
-    OutboundContent, PollRef, SandboxControl, SendOptions, VoteChoice,
+    InboundChange, InboundMessage, InboundPresence, InboundReaction, InboundVote, MessageChange,
+    MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, VoteChoice,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -97,12 +98,31 @@ pub enum InstanceMsg {
         chat: String,
         reply: RpcReplyPort<Result<u64, DomainError>>,
     },
+    Presence {
+        action: PresenceAction,
+        reply: RpcReplyPort<Result<(), DomainError>>,
+    },
+    Group {
+        op: GroupOp,
+        reply: RpcReplyPort<Result<GroupAnswer, DomainError>>,
+    },
     Contacts(RpcReplyPort<Result<Vec<EngineContact>, DomainError>>),
     AddContact {
         jid: String,
         name: Option<String>,
         reply: RpcReplyPort<Result<bool, DomainError>>,
     },
+}
+
+/// What the account tells WhatsApp about its presence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceAction {
+    /// Online (`Available`) or offline (`Unavailable`).
+    Announce(Presence),
+    /// Typing, recording or paused in a chat.
+    ChatState { chat: String, state: Presence },
+    /// Follow a contact's presence.
+    Subscribe(String),
 }
 
 /// How an instance actor starts (public only because [`InstanceActor`] names it).
@@ -345,6 +365,27 @@ impl Actor for InstanceActor {
             }
             InstanceMsg::MarkRead { chat, reply } => {
                 let answer = self.mark_read(state, &chat).await;
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Presence { action, reply } => {
+                let answer = match connected_engine(&self.board, state) {
+                    Ok(engine) => match action {
+                        PresenceAction::Announce(presence) => engine.set_presence(presence).await,
+                        PresenceAction::ChatState { chat, state } => {
+                            engine.chat_state(&chat, state).await
+                        }
+                        PresenceAction::Subscribe(jid) => engine.subscribe_presence(&jid).await,
+                    }
+                    .map_err(engine_error),
+                    Err(err) => Err(err),
+                };
+                let _ = reply.send(answer);
+            }
+            InstanceMsg::Group { op, reply } => {
+                let answer = match connected_engine(&self.board, state) {
+                    Ok(engine) => engine.group(op).await.map_err(engine_error),
+                    Err(err) => Err(err),
+                };
                 let _ = reply.send(answer);
             }
             InstanceMsg::Contacts(reply) => {
@@ -602,6 +643,10 @@ impl InstanceActor {
             }
             EngineEvent::Vote(vote) => {
                 let _ = self.on_vote(state, vote).await;
+            }
+            EngineEvent::Presence(presence) => self.on_presence(state, presence).await,
+            EngineEvent::Group(update) => {
+                self.publish(&state.id, Event::GroupUpdate(update)).await;
             }
             EngineEvent::Receipt {
                 chat,
@@ -893,11 +938,7 @@ impl InstanceActor {
         state: &mut InstanceState,
         r: InboundReaction,
     ) -> Result<(), String> {
-        let sender = if r.from_me {
-            state.phone.as_deref().map(jid_for).unwrap_or(r.sender)
-        } else {
-            r.sender
-        };
+        let sender = author(state, r.from_me, r.sender);
         let reaction = Reaction {
             sender,
             from_me: r.from_me,
@@ -1067,10 +1108,7 @@ impl InstanceActor {
             .map_err(send_failure)?;
         self.count(state, |u| u.messages_sent = 1);
         let event = event(true);
-        if let Some(path) = message.media_path.clone() {
-            self.media.remove_file(&path).await;
-        }
-        message.revoke(now);
+        self.revoke_stored(&mut message, now).await;
         self.rewrite(state, &message, event).await?;
         Ok(())
     }
@@ -1079,11 +1117,7 @@ impl InstanceActor {
     /// its author only, and publishes it; one for a message this instance never
     /// stored is only published.
     async fn on_change(&self, state: &mut InstanceState, c: InboundChange) -> Result<(), String> {
-        let sender = if c.from_me {
-            own_address(state)
-        } else {
-            c.sender
-        };
+        let sender = author(state, c.from_me, c.sender);
         let stored = self
             .deps
             .storage
@@ -1110,10 +1144,7 @@ impl InstanceActor {
             MessageChange::Revoked => {
                 let mut changed = stored;
                 if let Some(m) = changed.as_mut() {
-                    if let Some(path) = m.media_path.clone() {
-                        self.media.remove_file(&path).await;
-                    }
-                    m.revoke(now);
+                    self.revoke_stored(m, now).await;
                 }
                 let event = Event::MessageRevoked(MessageRevoked {
                     message_id: c.target_id.clone(),
@@ -1147,11 +1178,7 @@ impl InstanceActor {
     /// can be read (the sandbox's), else dropped with a warning: without the poll
     /// there is no key to open it.
     async fn on_vote(&self, state: &mut InstanceState, v: InboundVote) -> Result<(), String> {
-        let voter = if v.from_me {
-            own_address(state)
-        } else {
-            v.voter
-        };
+        let voter = author(state, v.from_me, v.voter);
         let stored = self
             .deps
             .storage
@@ -1223,6 +1250,38 @@ impl InstanceActor {
                 Ok(())
             }
         }
+    }
+
+    /// Marks a stored message revoked and removes its media file: nothing of what it
+    /// said stays.
+    async fn revoke_stored(&self, message: &mut Message, now: DateTime<Utc>) {
+        if let Some(path) = message.media_path.clone() {
+            self.media.remove_file(&path).await;
+        }
+        message.revoke(now);
+    }
+
+    /// Publishes `presence_update` when the instance asked for them (`notifyPresence`):
+    /// presence is many small events, kept out of the event log unless wanted.
+    async fn on_presence(&self, state: &InstanceState, p: InboundPresence) {
+        let wanted = match self.deps.storage.instance_by_id(&state.id).await {
+            Ok(instance) => instance.is_some_and(|i| i.webhook.notify_presence),
+            Err(err) => {
+                tracing::warn!(instance = %state.id, %err, "cannot read the instance; presence dropped");
+                false
+            }
+        };
+        if !wanted {
+            return;
+        }
+        let event = Event::PresenceUpdate(PresenceUpdate {
+            remote_jid: p.chat,
+            sender: p.sender,
+            presence: p.presence,
+            last_seen: p.last_seen.map(|t| t.timestamp()),
+            timestamp: self.deps.stats.clock().now().timestamp(),
+        });
+        self.publish(&state.id, event).await;
     }
 
     /// Stores a changed message together with the event that reports it, then
@@ -1446,7 +1505,7 @@ impl InstanceActor {
         jid: &str,
         name: Option<String>,
         push_name: Option<String>,
-        last_activity: Option<chrono::DateTime<Utc>>,
+        last_activity: Option<DateTime<Utc>>,
         now: chrono::DateTime<Utc>,
     ) {
         let contact = Contact {
@@ -1552,6 +1611,16 @@ fn own_address(state: &InstanceState) -> String {
     state.phone.as_deref().map(jid_for).unwrap_or_default()
 }
 
+/// Who did something WhatsApp reported: this account when `from_me` (WhatsApp may
+/// name one of its devices), else `sender`.
+fn author(state: &InstanceState, from_me: bool, sender: String) -> String {
+    if from_me {
+        state.phone.as_deref().map(jid_for).unwrap_or(sender)
+    } else {
+        sender
+    }
+}
+
 /// The chat an edit or deletion event names.
 fn event_chat(event: &Event) -> &str {
     match event {
@@ -1637,6 +1706,8 @@ fn engine_error(err: EngineError) -> DomainError {
         EngineError::NotSupported => DomainError::Invalid(err.to_string()),
         EngineError::NotOnWhatsApp(number) => DomainError::NotOnWhatsApp(number),
         EngineError::Io(_) | EngineError::Unavailable(_) => DomainError::Engine(err.to_string()),
+        EngineError::Forbidden(message) => DomainError::Forbidden(message),
+        EngineError::NotFound(message) => DomainError::NotFound(message),
     }
 }
 

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::actor::{InstanceMsg, QrAnswer, SendExtras};
+use super::actor::{InstanceMsg, PresenceAction, QrAnswer, SendExtras};
 use super::status::StatusView;
-use crate::domain::Message;
+use crate::domain::{
+    Group, GroupAnswer, GroupOp, GroupPatch, Message, ParticipantAction, ParticipantOutcome,
+};
 use crate::engine::{EngineContact, OutboundContent, SandboxControl};
 use crate::error::DomainError;
 use crate::handle::call;
@@ -148,6 +150,110 @@ impl InstanceHandle {
             .await?
     }
 
+    /// Tells WhatsApp the account's presence, a chat state, or a subscription. Fails
+    /// with `Conflict("not_connected")` unless connected.
+    pub async fn presence(&self, action: PresenceAction) -> Result<(), DomainError> {
+        self.ask(|reply| InstanceMsg::Presence { action, reply })
+            .await?
+    }
+
+    /// The groups the account is in.
+    pub async fn groups(&self) -> Result<Vec<Group>, DomainError> {
+        match self.group_op(GroupOp::List).await? {
+            GroupAnswer::Groups(groups) => Ok(groups),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a group of the account with `participants`; returns it.
+    pub async fn create_group(
+        &self,
+        subject: String,
+        participants: Vec<String>,
+    ) -> Result<Group, DomainError> {
+        match self
+            .group_op(GroupOp::Create {
+                subject,
+                participants,
+            })
+            .await?
+        {
+            GroupAnswer::Group(group) => Ok(group),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A group's metadata and members. `NotFound` when the account is not in it.
+    pub async fn group(&self, jid: &str) -> Result<Group, DomainError> {
+        match self.group_op(GroupOp::Get(jid.to_owned())).await? {
+            GroupAnswer::Group(group) => Ok(group),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Changes a group's subject, description or settings. `Forbidden` unless the
+    /// account may.
+    pub async fn update_group(&self, jid: &str, patch: GroupPatch) -> Result<(), DomainError> {
+        self.group_op(GroupOp::Update {
+            jid: jid.to_owned(),
+            patch,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Adds, removes, promotes or demotes members; WhatsApp's answer per member.
+    pub async fn group_participants(
+        &self,
+        jid: &str,
+        action: ParticipantAction,
+        participants: Vec<String>,
+    ) -> Result<Vec<ParticipantOutcome>, DomainError> {
+        match self
+            .group_op(GroupOp::Participants {
+                jid: jid.to_owned(),
+                action,
+                participants,
+            })
+            .await?
+        {
+            GroupAnswer::Outcomes(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The group's invite code; `reset` revokes the current one first.
+    pub async fn group_invite(&self, jid: &str, reset: bool) -> Result<String, DomainError> {
+        match self
+            .group_op(GroupOp::Invite {
+                jid: jid.to_owned(),
+                reset,
+            })
+            .await?
+        {
+            GroupAnswer::Invite(code) => Ok(code),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Joins the group an invite code opens; returns its address.
+    pub async fn join_group(&self, code: &str) -> Result<String, DomainError> {
+        match self.group_op(GroupOp::Join(code.to_owned())).await? {
+            GroupAnswer::Joined(jid) => Ok(jid),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn leave_group(&self, jid: &str) -> Result<(), DomainError> {
+        self.group_op(GroupOp::Leave(jid.to_owned()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn group_op(&self, op: GroupOp) -> Result<GroupAnswer, DomainError> {
+        self.ask(|reply| InstanceMsg::Group { op, reply }).await?
+    }
+
     /// The contacts the session knows (empty while it is not running).
     pub async fn contacts(&self) -> Result<Vec<EngineContact>, DomainError> {
         self.ask(InstanceMsg::Contacts).await?
@@ -174,4 +280,9 @@ impl InstanceHandle {
         )
         .await
     }
+}
+
+/// An engine answered a group operation with another operation's kind of answer.
+fn unexpected(answer: GroupAnswer) -> DomainError {
+    DomainError::Engine(format!("the engine gave an unexpected answer: {answer:?}"))
 }

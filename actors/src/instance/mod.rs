@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use actor::{InstanceActor, QrAnswer, SendExtras};
+pub use actor::{InstanceActor, PresenceAction, QrAnswer, SendExtras};
 pub use api::InstanceHandle;
 pub use status::{StatusBoard, StatusView};
 pub(crate) use supervisor::SupervisorMsg;

@@ -316,6 +316,7 @@ pub fn wants(instance: &Instance, event: &InstanceEvent) -> bool {
         Event::MessageRevoked(_) => w.notify_received,
         Event::PollVote(v) if v.from_me => w.notify_sent,
         Event::PollVote(_) => w.notify_received,
+        Event::PresenceUpdate(_) => w.notify_presence,
         Event::MessageStatus(change) => match change.status {
             MessageStatus::Delivered => w.notify_delivery,
             MessageStatus::Read => w.notify_read,
@@ -399,6 +400,22 @@ mod tests {
         assert_eq!(v["event"], "connected");
         assert_eq!(v["data"]["instanceId"], "i1");
         assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    #[test]
+    fn presence_goes_out_only_with_notify_presence() {
+        let typing = ev(
+            "presence_update",
+            json!({"remoteJid": "1@s.whatsapp.net", "presence": "composing"}),
+        );
+        assert!(!wants(&instance(WebhookSettings::default()), &typing));
+        let on = instance(WebhookSettings {
+            notify_presence: true,
+            notify_received: false,
+            notify_sent: false,
+            ..WebhookSettings::default()
+        });
+        assert!(wants(&on, &typing));
     }
 
     #[test]

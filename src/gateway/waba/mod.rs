@@ -15,17 +15,20 @@
 //! - `desk.rs`: the operators' side — chats, histories, sends, marking read, the live
 //!   feed;
 //! - `media.rs`: the desk's files — inbound ones fetched from Meta, with retries, and
-//!   served back.
+//!   served back;
+//! - `templates.rs`: the account's approved templates, read from Meta and cached.
 
 mod desk;
 mod ingest;
 mod media;
 mod settings;
+mod templates;
 
 pub use desk::{Marked, ReadReceipt};
 pub use ingest::Ingested;
 pub use media::{Attachment, FETCH_ATTEMPTS, StoredFile, sendable};
 pub use settings::{SettingsInput, StoredSettings, WabaSettings, mask};
+pub use templates::{TEMPLATES_TTL, Templates};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +171,8 @@ pub struct Waba {
     media_retry: Duration,
     /// The fetches under way.
     fetching: media::Fetching,
+    /// The approved templates read from Meta, by account.
+    templates: templates::TemplateCache,
 }
 
 impl Waba {
@@ -189,6 +194,20 @@ impl Waba {
             media,
             media_retry,
             fetching: media::Fetching::default(),
+            templates: templates::TemplateCache::new(
+                TEMPLATES_TTL,
+                Arc::new(wagate_actors::domain::SystemClock),
+            ),
         }
+    }
+
+    /// The same desk with template lists kept for `ttl`, aged by `clock`.
+    pub fn with_template_cache(
+        mut self,
+        ttl: Duration,
+        clock: Arc<dyn wagate_actors::domain::Clock>,
+    ) -> Self {
+        self.templates = templates::TemplateCache::new(ttl, clock);
+        self
     }
 }

@@ -29,6 +29,7 @@ struct WebhookSettingsView {
     notify_sent: bool,
     notify_delivery: bool,
     notify_read: bool,
+    notify_presence: bool,
     max_retries: u32,
     /// Milliseconds between retries.
     retry_interval: u64,
@@ -99,6 +100,7 @@ impl InstanceView {
             notify_sent: i.webhook.notify_sent,
             notify_delivery: i.webhook.notify_delivery,
             notify_read: i.webhook.notify_read,
+            notify_presence: i.webhook.notify_presence,
             max_retries: i.webhook.max_retries,
             retry_interval: i.webhook.retry_interval_ms,
             secret: if owner {
@@ -163,6 +165,8 @@ pub(super) struct CreateInstance {
     notify_sent: Option<bool>,
     notify_delivery: Option<bool>,
     notify_read: Option<bool>,
+    /// `presence_update` events (contacts online, typing); off by default.
+    notify_presence: Option<bool>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -189,6 +193,8 @@ struct SettingsPatch {
     notify_sent: Option<bool>,
     notify_delivery: Option<bool>,
     notify_read: Option<bool>,
+    /// `presence_update` events (contacts online, typing); off by default.
+    notify_presence: Option<bool>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -214,6 +220,7 @@ impl From<SettingsPatch> for cases::SettingsPatch {
             notify_sent: p.notify_sent,
             notify_delivery: p.notify_delivery,
             notify_read: p.notify_read,
+            notify_presence: p.notify_presence,
             max_retries: p.max_retries,
             retry_interval_ms: p.retry_interval,
             secret: p.secret,
@@ -265,6 +272,7 @@ pub(super) async fn create(
                 notify_sent: body.notify_sent,
                 notify_delivery: body.notify_delivery,
                 notify_read: body.notify_read,
+                notify_presence: body.notify_presence,
                 max_retries: body.max_retries,
                 retry_interval_ms: body.retry_interval,
                 secret: body.webhook_secret,
@@ -356,6 +364,8 @@ pub(super) struct UpdateInstance {
     notify_sent: Option<bool>,
     notify_delivery: Option<bool>,
     notify_read: Option<bool>,
+    /// `presence_update` events (contacts online, typing); off by default.
+    notify_presence: Option<bool>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -412,6 +422,7 @@ pub(super) async fn update(
         notify_sent: body.notify_sent,
         notify_delivery: body.notify_delivery,
         notify_read: body.notify_read,
+        notify_presence: body.notify_presence,
         max_retries: body.max_retries,
         retry_interval_ms: body.retry_interval,
         secret: body.webhook_secret,

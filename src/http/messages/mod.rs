@@ -3,10 +3,12 @@
 //!   [`crate::gateway::messaging`]);
 //! - [`typed`]: locations, contact cards and polls;
 //! - [`change`]: editing and deleting a sent message;
+//! - [`presence`]: online/offline, typing, and following a contact's presence;
 //! - [`history`]: chat history, chats, marking read and media download.
 
 mod change;
 mod history;
+mod presence;
 mod send;
 mod typed;
 
@@ -31,6 +33,9 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(typed::send_poll))
         .routes(routes!(send::react))
         .routes(routes!(change::edit, change::delete))
+        .routes(routes!(presence::set_presence))
+        .routes(routes!(presence::typing))
+        .routes(routes!(presence::subscribe))
         .routes(routes!(history::chats))
         .routes(routes!(history::history))
         .routes(routes!(history::mark_read))

@@ -9,7 +9,7 @@ use crate::gateway::messaging::{Extras, MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppMultipart, AppPath, chat_address};
-use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, OVER_LIMIT};
+use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
@@ -48,6 +48,7 @@ pub(super) struct SendText {
     responses(
         (status = 200, description = "Sent", body = Sent),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
+        (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 400, description = "A missing or invalid phone or message (`validation_error`)", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
@@ -109,6 +110,7 @@ pub(super) struct SendMedia {
     responses(
         (status = 200, description = "Sent", body = Sent),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
+        (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
         (status = 400, description = "A missing or invalid phone, URL or caption (`validation_error`)", body = ErrorBody),
@@ -179,6 +181,7 @@ struct SendFileForm {
         (status = 200, description = "Sent", body = Sent),
         (status = 400, description = "Not a multipart form (`invalid_content_type`), or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
+        (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 413, description = "The file is over the upload limit", body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),

@@ -11,7 +11,7 @@ use crate::gateway::messaging::Extras;
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, chat_address};
-use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, OVER_LIMIT};
+use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT};
 use crate::http::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,6 +47,7 @@ pub(super) struct SendLocation {
         (status = 200, description = "Sent", body = Sent),
         (status = 400, description = "A missing or invalid phone, or coordinates off the globe (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
+        (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
@@ -95,6 +96,7 @@ pub(super) struct SendContact {
         (status = 200, description = "Sent", body = Sent),
         (status = 400, description = "A missing or invalid phone, no cards, too many, or a card without a name or a valid number (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
+        (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )
@@ -144,6 +146,7 @@ pub(super) struct SendPoll {
         (status = 200, description = "Sent", body = Sent),
         (status = 400, description = "A missing or invalid phone, a blank question, or not 2 to 12 distinct options (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
+        (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
         (status = 429, description = OVER_LIMIT, body = ErrorBody),
     )

@@ -12,7 +12,8 @@
 //! - [`operator`]: sends and message statuses;
 //! - [`chats`]: chat lists, histories, marking read and assignment;
 //! - [`events`]: the live events, resumable with `Last-Event-ID`;
-//! - [`media`]: the desk's files (inbound attachments fetched from Meta).
+//! - [`media`]: the desk's files (inbound attachments fetched from Meta);
+//! - [`templates`]: the account's approved message templates, cached from Meta.
 
 pub mod chats;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod media;
 pub mod meta_webhook;
 pub mod operator;
 pub mod settings;
+pub mod templates;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -41,6 +43,7 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(chats::router())
         .merge(events::router())
         .merge(media::router())
+        .merge(templates::router())
 }
 
 const NO_CHAT: &str = "No such chat visible to the caller";

@@ -494,6 +494,7 @@ fn webhook_doc(w: &WebhookSettings) -> Document {
         "notifySent": w.notify_sent,
         "notifyDelivery": w.notify_delivery,
         "notifyRead": w.notify_read,
+        "notifyPresence": w.notify_presence,
         "maxRetries": i64::from(w.max_retries),
         "retryIntervalMs": clamp_i64(w.retry_interval_ms),
         "secret": w.secret.as_deref(),
@@ -521,6 +522,8 @@ fn webhook_from_doc(f: &Fields<'_>) -> StoreResult<WebhookSettings> {
         notify_sent: f.bool("notifySent")?,
         notify_delivery: f.bool("notifyDelivery")?,
         notify_read: f.bool("notifyRead")?,
+        // Absent in documents written before presence could be followed.
+        notify_presence: f.0.get_bool("notifyPresence").unwrap_or(false),
         max_retries: u32::try_from(count("maxRetries")?).map_err(corrupt)?,
         retry_interval_ms: u64::try_from(count("retryIntervalMs")?).map_err(corrupt)?,
         secret: f.opt_string("secret")?,

@@ -38,6 +38,7 @@ mod conn;
 mod handshake;
 mod media;
 mod peer;
+mod presence;
 mod server;
 mod socket;
 mod wire;
@@ -52,7 +53,7 @@ use whatsapp_rust::wacore_binary::node::Node;
 use whatsapp_rust::{Jid, anyhow, async_channel, async_trait};
 
 pub use handshake::Pattern;
-pub use peer::{Peer, ReceivedMessage, ReceivedReceipt};
+pub use peer::{Peer, ReceivedMessage, ReceivedPresence, ReceivedReceipt};
 pub use server::MEDIA_HOST;
 pub use socket::UnixTransports;
 /// WhatsApp's message protobufs, for tests that build or inspect what peers exchange.

@@ -61,6 +61,15 @@ impl ReceivedReceipt {
     }
 }
 
+/// A presence or chat state a peer saw: someone online or offline, or typing to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedPresence {
+    /// Whose it is (phone-number form).
+    pub from: Jid,
+    /// `available`, `unavailable`, `composing`, `recording` or `paused`.
+    pub state: String,
+}
+
 /// One WhatsApp user's phone (device 0). Cloning shares it.
 #[derive(Clone)]
 pub struct Peer {
@@ -76,6 +85,8 @@ pub(crate) struct PeerInner {
     messages: AsyncMutex<mpsc::UnboundedReceiver<ReceivedMessage>>,
     receipts_tx: mpsc::UnboundedSender<ReceivedReceipt>,
     receipts: AsyncMutex<mpsc::UnboundedReceiver<ReceivedReceipt>>,
+    presences_tx: mpsc::UnboundedSender<ReceivedPresence>,
+    presences: AsyncMutex<mpsc::UnboundedReceiver<ReceivedPresence>>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -106,6 +117,7 @@ impl Peer {
             .await;
         let (messages_tx, messages) = mpsc::unbounded_channel();
         let (receipts_tx, receipts) = mpsc::unbounded_channel();
+        let (presences_tx, presences) = mpsc::unbounded_channel();
         Ok(Peer {
             inner: Arc::new(PeerInner {
                 jid,
@@ -116,6 +128,8 @@ impl Peer {
                 messages: AsyncMutex::new(messages),
                 receipts_tx,
                 receipts: AsyncMutex::new(receipts),
+                presences_tx,
+                presences: AsyncMutex::new(presences),
             }),
         })
     }
@@ -156,6 +170,34 @@ impl Peer {
             .await
             .map_err(|_| format!("{} received no receipt within {within:?}", self.inner.jid))?
             .ok_or_else(|| "the fake WhatsApp is gone".to_owned())
+    }
+
+    /// The next presence or chat state this phone saw, waiting up to `within`.
+    pub async fn next_presence(&self, within: Duration) -> Result<ReceivedPresence, String> {
+        let mut presences = self.inner.presences.lock().await;
+        tokio::time::timeout(within, presences.recv())
+            .await
+            .map_err(|_| format!("{} saw no presence within {within:?}", self.inner.jid))?
+            .ok_or_else(|| "the fake WhatsApp is gone".to_owned())
+    }
+
+    /// Comes online (`true`) or goes offline: whoever follows this phone's presence
+    /// hears of it.
+    pub fn set_presence(&self, available: bool) -> Result<(), String> {
+        self.server()?.presence_from_user(&self.phone(), available);
+        Ok(())
+    }
+
+    /// Shows the account `to` that this phone is typing (`composing`), recording
+    /// (`recording`) or neither (`paused`).
+    pub fn typing(&self, to: &str, state: &str) -> Result<(), String> {
+        self.server()?.chatstate_from_user(self, to, state)
+    }
+
+    /// Follows `phone`'s presence (its announcements reach [`Peer::next_presence`]).
+    pub fn subscribe_presence(&self, phone: &str) -> Result<(), String> {
+        self.server()?.subscribe(&self.phone(), phone);
+        Ok(())
     }
 
     /// Sends a text to the account `to` (its linked devices); returns the message id.
@@ -362,6 +404,10 @@ impl Peer {
         };
         let _ = self.inner.messages_tx.send(received.clone());
         Ok(received)
+    }
+
+    pub(crate) fn keep_presence(&self, presence: ReceivedPresence) {
+        let _ = self.inner.presences_tx.send(presence);
     }
 
     pub(crate) fn keep_receipt(&self, receipt: ReceivedReceipt) {

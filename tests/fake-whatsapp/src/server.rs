@@ -73,6 +73,10 @@ pub(crate) struct State {
     pub(crate) refusals: Vec<(String, Option<u16>)>,
     /// IQs held unanswered.
     pub(crate) held: Vec<Node>,
+    /// Phone → whether it announced itself available last, and when (Unix seconds).
+    pub(crate) presences: BTreeMap<String, (bool, u64)>,
+    /// Phone → the phones following its presence.
+    pub(crate) presence_subscribers: BTreeMap<String, std::collections::BTreeSet<String>>,
     next_lid: u64,
 }
 
@@ -178,7 +182,7 @@ impl Inner {
         lock(&self.state)
     }
 
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -339,7 +343,7 @@ impl Inner {
     }
 
     /// The device behind connection `n`, once logged in.
-    fn device_of(&self, n: usize) -> Option<(String, u16)> {
+    pub(crate) fn device_of(&self, n: usize) -> Option<(String, u16)> {
         match self
             .state()
             .conns
@@ -364,6 +368,8 @@ impl Inner {
         match node.tag.as_ref() {
             "iq" => self.iq(n, &node).await,
             "message" => self.message(n, &node).await,
+            "presence" => self.presence(n, &node),
+            "chatstate" => self.chatstate(n, &node),
             "receipt" => {
                 self.acknowledged(n, &node);
                 self.receipt(n, &node)
@@ -1278,7 +1284,7 @@ impl Inner {
     }
 
     /// Delivers a stanza to a device now, or at its next login.
-    fn deliver(&self, phone: &str, device: u16, stanza: Node) -> Fallible<()> {
+    pub(crate) fn deliver(&self, phone: &str, device: u16, stanza: Node) -> Fallible<()> {
         let mut state = self.state();
         let conn = {
             let companion = state
@@ -1309,7 +1315,7 @@ impl Inner {
     }
 
     /// The linked devices of `phone`'s account.
-    fn companions_of(&self, phone: &str) -> Fallible<Vec<u16>> {
+    pub(crate) fn companions_of(&self, phone: &str) -> Fallible<Vec<u16>> {
         let state = self.state();
         let account = state
             .accounts

@@ -6,11 +6,11 @@ use whatsapp_rust::buffa::MessageField;
 use whatsapp_rust::wacore::download::MediaType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
 use whatsapp_rust::wacore::types::message::MessageSource;
-use whatsapp_rust::wacore::types::presence::ReceiptType;
+use whatsapp_rust::wacore::types::presence::{ChatPresence, ChatPresenceMedia, ReceiptType};
 use whatsapp_rust::wacore_binary::JidExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 
-use crate::domain::{ContactCard, Location, MessageStatus, Poll, Typed};
+use crate::domain::{ContactCard, Location, MessageStatus, Poll, Presence, Typed};
 use crate::engine::{EngineError, MessageChange, MessageRef, SendOptions};
 
 /// The address a user of the gateway should see: the phone form
@@ -38,6 +38,15 @@ pub fn chat_and_sender(source: &MessageSource) -> (String, String) {
         phone_form(&source.chat, source.sender_alt.as_ref())
     };
     (chat, sender)
+}
+
+/// A chat state as the gateway names it.
+pub fn chat_state(state: ChatPresence, media: ChatPresenceMedia) -> Presence {
+    match (state, media) {
+        (ChatPresence::Composing, ChatPresenceMedia::Audio) => Presence::Recording,
+        (ChatPresence::Composing, _) => Presence::Composing,
+        (ChatPresence::Paused, _) => Presence::Paused,
+    }
 }
 
 /// The status a receipt moves a sent message to; `None` for receipts that say nothing

@@ -23,6 +23,7 @@
 //! the remembered error, so users see why nothing happens. It wakes every
 //! [`WATCHDOG_PERIOD`] and holds nothing but counters.
 
+mod groups;
 pub mod http;
 pub mod mapping;
 pub mod observe;
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use whatsapp_rust::bot::{Bot, BotHandle};
-use whatsapp_rust::features::{PollError, PollVoteCiphertext};
+use whatsapp_rust::features::{ChatStateType, PollError, PollVoteCiphertext, PresenceStatus};
 use whatsapp_rust::media::{AudioOptions, DocumentOptions, ImageOptions, VideoOptions};
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
@@ -53,10 +54,11 @@ use whatsapp_rust::{Client, RevokeType, SendError};
 
 use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
+use crate::domain::{GroupAnswer, GroupOp, Presence};
 use crate::engine::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundChange, InboundMedia,
-    InboundMessage, InboundReaction, InboundVote, MessageRef, OutboundContent, PollRef,
-    SendOptions, SentMessage, VoteChoice,
+    InboundMessage, InboundPresence, InboundReaction, InboundVote, MessageRef, OutboundContent,
+    PollRef, SendOptions, SentMessage, VoteChoice,
 };
 
 /// How often a session's watchdog looks for failed connection attempts.
@@ -341,6 +343,30 @@ impl Shared {
                     name: None,
                     push_name: None,
                 });
+            }
+            Event::Presence(update) => self.emit(EngineEvent::Presence(InboundPresence {
+                chat: mapping::phone_form(&update.from, None),
+                sender: mapping::phone_form(&update.from, None),
+                presence: if update.unavailable {
+                    Presence::Unavailable
+                } else {
+                    Presence::Available
+                },
+                last_seen: update.last_seen,
+            })),
+            Event::GroupUpdate(update) => {
+                if let Some(update) = groups::update_of(update) {
+                    self.emit(EngineEvent::Group(update));
+                }
+            }
+            Event::ChatPresence(update) => {
+                let (chat, sender) = mapping::chat_and_sender(&update.source);
+                self.emit(EngineEvent::Presence(InboundPresence {
+                    chat,
+                    sender,
+                    presence: mapping::chat_state(update.state, update.media),
+                    last_seen: None,
+                }));
             }
             Event::PushNameUpdate(update) => {
                 let jid =
@@ -992,6 +1018,60 @@ impl Engine for WacoreEngine {
             timestamp: chrono::Utc::now(),
             message_secret: None,
         })
+    }
+
+    async fn group(&mut self, op: GroupOp) -> Result<GroupAnswer, EngineError> {
+        let client = self.logged_in()?;
+        groups::run(&client, op).await
+    }
+
+    async fn set_presence(&mut self, presence: Presence) -> Result<(), EngineError> {
+        let status = match presence {
+            Presence::Available => PresenceStatus::Available,
+            Presence::Unavailable => PresenceStatus::Unavailable,
+            _ => {
+                return Err(EngineError::InvalidInput(
+                    "a presence is available or unavailable".into(),
+                ));
+            }
+        };
+        let client = self.logged_in()?;
+        client.presence().set(status).await.map_err(|e| match e {
+            whatsapp_rust::features::PresenceError::PushNameEmpty => EngineError::InvalidState(
+                "WhatsApp has not told the account's name yet; presence needs it".into(),
+            ),
+            other => EngineError::Unavailable(format!("cannot send the presence: {other}")),
+        })
+    }
+
+    async fn chat_state(&mut self, chat: &str, state: Presence) -> Result<(), EngineError> {
+        let state = match state {
+            Presence::Composing => ChatStateType::Composing,
+            Presence::Recording => ChatStateType::Recording,
+            Presence::Paused => ChatStateType::Paused,
+            _ => {
+                return Err(EngineError::InvalidInput(
+                    "a chat state is composing, recording or paused".into(),
+                ));
+            }
+        };
+        let chat = parse_address(chat)?;
+        let client = self.logged_in()?;
+        client
+            .chatstate()
+            .send(&chat, state)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot send the chat state: {e}")))
+    }
+
+    async fn subscribe_presence(&mut self, jid: &str) -> Result<(), EngineError> {
+        let jid = parse_address(jid)?;
+        let client = self.logged_in()?;
+        client
+            .presence()
+            .subscribe(jid)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot subscribe to the presence: {e}")))
     }
 
     async fn mark_read(&mut self, chat: &str, message_ids: &[String]) -> Result<(), EngineError> {
