@@ -29,10 +29,17 @@
 //!
 //! The queue and each worker keep a copy of their instance (webhook URL and settings)
 //! instead of reading it from storage for every event and every attempt; whoever changes
-//! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`].
+//! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`] before it
+//! publishes anything of the change. The queue drops its copy on the message, which comes
+//! before the change's events in its mailbox. A worker cannot rely on a message: one
+//! already attempting would see it only afterwards, so a job queued because of the new
+//! settings (the first one after a URL is set) could meet the copy read before them, and
+//! be given up as "webhooks are disabled". Workers compare their copy with the
+//! [`SettingsEpoch`] instead, after they have read their jobs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -66,11 +73,32 @@ const CATCH_UP_BATCH: u32 = 500;
 /// Ids remembered from a catch-up to drop their late duplicates from the mailbox.
 const CAUGHT_KEPT: usize = 100_000;
 
+/// Counts the changes of instances' webhook settings in storage, all instances together.
+/// A worker reads it before it reads its instance, and again after it has read the jobs
+/// it is about to attempt: when the count moved in between, a change may be newer than
+/// its copy (and older than a job), and it reads the instance again. One count for all
+/// instances: a change makes every worker read its instance once more, and changes are
+/// rare beside deliveries.
+#[derive(Clone, Default)]
+pub(super) struct SettingsEpoch(Arc<AtomicU64>);
+
+impl SettingsEpoch {
+    pub(super) fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// After a change is stored, before anything queues a job because of it.
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// The typed face of the queue. Cheap to clone; follows the queue across restarts.
 #[derive(Clone)]
 pub struct WebhookQueueHandle {
     slot: ActorSlot<QueueMsg>,
     outbox: Option<Arc<dyn Outbox>>,
+    epoch: SettingsEpoch,
 }
 
 impl WebhookQueueHandle {
@@ -78,6 +106,7 @@ impl WebhookQueueHandle {
         WebhookQueueHandle {
             slot: ActorSlot::default(),
             outbox: Some(outbox),
+            epoch: SettingsEpoch::default(),
         }
     }
 
@@ -87,6 +116,7 @@ impl WebhookQueueHandle {
         WebhookQueueHandle {
             slot: ActorSlot::default(),
             outbox: None,
+            epoch: SettingsEpoch::default(),
         }
     }
 
@@ -212,8 +242,10 @@ impl WebhookQueueHandle {
     }
 
     /// The instance's webhook URL or settings changed in storage: the queue and its
-    /// worker read them again for the next event and the next attempt.
+    /// worker read them again for the next event and the next attempt. Call it once the
+    /// change is stored and before any event of it is published.
     pub fn invalidate(&self, instance_id: &str) {
+        self.epoch.advance();
         self.slot.cast(QueueMsg::Invalidate(instance_id.to_owned()));
     }
 
@@ -233,6 +265,7 @@ pub(crate) async fn spawn(
     let args = QueueArgs {
         config,
         slot: handle.slot.clone(),
+        epoch: handle.epoch.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, WebhookQueue, args, parent).await?;
     Ok(actor.get_cell())
@@ -283,10 +316,13 @@ struct WebhookQueue;
 struct QueueArgs {
     config: WebhookConfig,
     slot: ActorSlot<QueueMsg>,
+    epoch: SettingsEpoch,
 }
 
 struct QueueState {
     config: WebhookConfig,
+    /// Shared with the handle and the workers.
+    epoch: SettingsEpoch,
     /// Instance id → its running worker.
     workers: HashMap<String, ActorRef<WorkerMsg>>,
     /// The instances events came from, as last read from storage.
@@ -314,6 +350,7 @@ impl Actor for WebhookQueue {
         args.slot.set(Some(myself.clone()));
         Ok(QueueState {
             config: args.config,
+            epoch: args.epoch,
             workers: HashMap::new(),
             instances: HashMap::new(),
             catching_up: true,
@@ -397,7 +434,6 @@ impl Actor for WebhookQueue {
                 match state.workers.get(&instance_id) {
                     Some(worker) => {
                         // The ordering may have changed what is due: look again.
-                        let _ = worker.cast(WorkerMsg::Invalidate);
                         let _ = worker.cast(WorkerMsg::Nudge);
                     }
                     // Delivery may have been switched back on with a backlog waiting.
@@ -562,10 +598,8 @@ async fn set_paused(
     if !config.storage.update_instance(&instance).await? {
         return Ok(None);
     }
+    state.epoch.advance();
     state.instances.remove(instance_id);
-    if let Some(worker) = state.workers.get(instance_id) {
-        let _ = worker.cast(WorkerMsg::Invalidate);
-    }
     let since = failing_since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let (action, details) = if paused {
         (
@@ -741,6 +775,7 @@ async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, inst
     let worker = DeliveryWorker {
         instance_id: instance_id.to_owned(),
         config: state.config.clone(),
+        epoch: state.epoch.clone(),
         report: Arc::new(move |report| {
             let instance_id = of.clone();
             let _ = queue.cast(match report {
