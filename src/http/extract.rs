@@ -23,13 +23,20 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(mut value) =
-            axum::Json::<serde_json::Value>::from_request(req, state).await?;
-        integral_numbers(&mut value);
-        serde_path_to_error::deserialize(value)
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        from_json(value)
             .map(AppJson)
             .map_err(|e| ApiError::validation(format!("invalid request body: {e}")))
     }
+}
+
+/// Reads a request's JSON as `T` the way [`AppJson`] does: a number with a zero fraction
+/// is the integer it is. Errors name the field.
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    mut value: serde_json::Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    integral_numbers(&mut value);
+    serde_path_to_error::deserialize(value)
 }
 
 /// Rewrites every number with a zero fraction that fits an `i64` or a `u64` as that
@@ -160,4 +167,52 @@ pub fn chat_address(field: &str, value: &str) -> Result<Jid, ApiError> {
         let joint = if e.starts_with("must ") { " " } else { ": " };
         ApiError::validation(format!("{field}{joint}{e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::from_json;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        max_retries: Option<u32>,
+        chat_id: Option<i64>,
+        big: Option<u64>,
+        latitude: Option<f64>,
+        #[serde(default)]
+        nested: Vec<u8>,
+    }
+
+    #[test]
+    fn a_number_with_a_zero_fraction_is_the_integer_it_is() {
+        let body: Body = from_json(json!({
+            "maxRetries": 20.0, "chatId": -5.0, "big": 18_000_000_000_000_000_000.0,
+            "latitude": 55.0, "nested": [1.0, 2.0],
+        }))
+        .expect("integral numbers are integers");
+        assert_eq!(
+            body,
+            Body {
+                max_retries: Some(20),
+                chat_id: Some(-5),
+                big: Some(18_000_000_000_000_000_000),
+                latitude: Some(55.0),
+                nested: vec![1, 2],
+            }
+        );
+    }
+
+    #[test]
+    fn a_fraction_or_an_integer_out_of_range_is_still_refused_naming_the_field() {
+        let err = from_json::<Body>(json!({"maxRetries": 1.5})).expect_err("a fraction");
+        assert!(err.to_string().starts_with("maxRetries: "), "{err}");
+        let err = from_json::<Body>(json!({"maxRetries": 5e9})).expect_err("over u32");
+        assert!(err.to_string().starts_with("maxRetries: "), "{err}");
+        let err = from_json::<Body>(json!({"big": 1e20})).expect_err("over u64");
+        assert!(err.to_string().starts_with("big: "), "{err}");
+    }
 }
