@@ -14,9 +14,9 @@ use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use serde_json::{Value, json};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
-use serde_json::{Value, json};
 use utoipa::openapi::{self, ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -99,7 +99,10 @@ pub const CHAT_ADDRESS_PATTERN: &str = r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|
 pub const PHONE_PATTERN: &str = r"^\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*$";
 /// A person's address as the server takes it where a group will not do (adding a
 /// contact): a phone number as [`PHONE_PATTERN`] or a person's WhatsApp address.
-pub const PERSON_ADDRESS_PATTERN: &str = r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|(?:-*[0-9]){7,15}-*@(?:s\.whatsapp\.net|c\.us))$";
+pub const PERSON_ADDRESS_PATTERN: &str =
+    r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|(?:-*[0-9]){7,15}-*@(?:s\.whatsapp\.net|c\.us))$";
+/// A group's address: its id (digits and dashes) and `@g.us`.
+pub const GROUP_ADDRESS_PATTERN: &str = r"^[0-9-]{1,64}@g\.us$";
 /// Text that is not blank: at least one character that is not white space (the server
 /// trims before it checks). White space as Rust's `char::is_whitespace` (Unicode's
 /// `White_Space`) has it, written out: `\s` of the document's regular expressions
@@ -373,10 +376,37 @@ pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
             });
         }
     }
+    address_parameters(&mut doc);
     if let Some(components) = doc.components.as_mut() {
         cross_field_rules(components);
     }
     doc
+}
+
+/// Path parameters the handlers parse as chat addresses carry the pattern they are
+/// parsed with: `chatId` (any chat; the operator desk's are numbers), `phone` (a person)
+/// and `groupJid` (a group).
+fn address_parameters(doc: &mut openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for op in operations_mut(item) {
+            for parameter in op.parameters.iter_mut().flatten() {
+                let pattern = match parameter.name.as_str() {
+                    "chatId" => CHAT_ADDRESS_PATTERN,
+                    "phone" => PERSON_ADDRESS_PATTERN,
+                    "groupJid" => GROUP_ADDRESS_PATTERN,
+                    _ => continue,
+                };
+                if parameter.parameter_in != openapi::path::ParameterIn::Path {
+                    continue;
+                }
+                if let Some(RefOr::T(openapi::Schema::Object(schema))) = parameter.schema.as_mut()
+                    && schema.schema_type == openapi::schema::Type::String.into()
+                {
+                    schema.pattern = Some(pattern.to_owned());
+                }
+            }
+        }
+    }
 }
 
 /// Adds `rules` to the component schema `name` (an object): a request must satisfy each
@@ -387,12 +417,11 @@ fn constrain(components: &mut openapi::Components, name: &str, rules: Vec<Value>
         tracing::warn!(schema = name, "no such object schema in the API document");
         return;
     };
-    let extensions = object.extensions.get_or_insert_with(Default::default);
-    extensions.merge(
-        openapi::extensions::ExtensionsBuilder::new()
-            .add("allOf", Value::Array(rules))
-            .build(),
-    );
+    // Inserted as is: the extensions' builder would prefix the key with `x-`.
+    object
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert("allOf".to_owned(), Value::Array(rules));
 }
 
 /// What a request must satisfy across its fields, as the handlers check it, written into
@@ -436,15 +465,16 @@ fn cross_field_rules(components: &mut openapi::Components) {
     // A form's parts are the ones listed (the parser refuses part names that are not
     // header-safe, so none other is sent).
     for form in ["SendFileForm", "WabaSendFile"] {
-        if let Some(RefOr::T(openapi::Schema::Object(object))) = components.schemas.get_mut(form)
-        {
-            object.additional_properties =
-                Some(Box::new(openapi::schema::AdditionalProperties::FreeForm(false)));
+        if let Some(RefOr::T(openapi::Schema::Object(object))) = components.schemas.get_mut(form) {
+            object.additional_properties = Some(Box::new(
+                openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
         }
     }
 
     // `assign`: `operatorId` must be there, null included.
-    if let Some(RefOr::T(openapi::Schema::Object(assign))) = components.schemas.get_mut("WabaAssign")
+    if let Some(RefOr::T(openapi::Schema::Object(assign))) =
+        components.schemas.get_mut("WabaAssign")
     {
         assign.required.push("operatorId".to_owned());
     }
@@ -478,6 +508,14 @@ fn cross_field_rules(components: &mut openapi::Components) {
         ],
     );
 
+    // A change of a group changes something.
+    let given = |field: &str| json!({"properties": {field: {"not": nothing}}, "required": [field]});
+    constrain(
+        components,
+        "UpdateGroup",
+        vec![json!({"anyOf": (["subject", "description", "announce", "locked"].map(given))})],
+    );
+
     // A simulated inbound message: a text or media (or both).
     constrain(
         components,
@@ -498,7 +536,6 @@ fn cross_field_rules(components: &mut openapi::Components) {
         ]})],
     );
 }
-
 
 /// The operations of a path item, whatever their method.
 pub fn operations_mut(

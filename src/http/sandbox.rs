@@ -443,8 +443,8 @@ async fn poll_vote(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PresenceRequest {
-    /// The simulated contact: a phone number.
-    #[schema(example = "79001234567")]
+    /// The simulated contact: a phone number or a person's WhatsApp address.
+    #[schema(schema_with = crate::http::openapi::person_address_schema)]
     from: String,
     /// Online (`available`), offline (`unavailable`), or typing (`composing`),
     /// recording (`recording`) or neither (`paused`) in the chat with the instance.

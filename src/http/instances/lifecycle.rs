@@ -149,7 +149,12 @@ struct LimitsInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct CreateInstance {
     /// 1 to 200 characters, not blank.
-    #[schema(example = "Support line", min_length = 1, max_length = 200, pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]")]
+    #[schema(
+        example = "Support line",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: String,
     /// At most 2000 characters.
     #[schema(max_length = 2000)]
@@ -349,7 +354,11 @@ pub(super) async fn read(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct UpdateInstance {
     /// 1 to 200 characters, not blank.
-    #[schema(min_length = 1, max_length = 200, pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: Option<String>,
     /// At most 2000 characters.
     #[schema(max_length = 2000)]

@@ -26,7 +26,11 @@ pub(super) struct SendText {
     #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// The text: not blank, at most 65,536 characters.
-    #[schema(example = "Hello!", pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]", max_length = 65536)]
+    #[schema(
+        example = "Hello!",
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
+        max_length = 65536
+    )]
     message: String,
     /// The WhatsApp id of a message of this chat to reply to (quote); 404 when the
     /// chat has no such message.
@@ -164,8 +168,8 @@ struct SendFileForm {
     /// numbers separated by commas.
     #[schema(schema_with = crate::http::openapi::phone_list_schema)]
     mentions: Vec<String>,
-    /// The file (its name and type are taken from the part).
-    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    /// The file, not empty (its name and type are taken from the part).
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream", min_length = 1)]
     file: Vec<u8>,
 }
 
@@ -254,7 +258,11 @@ pub(super) async fn send_file(
 pub(super) struct React {
     /// One emoji (at most 16 characters, with its modifiers and joiners, no white
     /// space); empty takes the reaction back.
-    #[schema(example = "👍", pattern = r"^[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$", max_length = 16)]
+    #[schema(
+        example = "👍",
+        pattern = r"^[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$",
+        max_length = 16
+    )]
     emoji: String,
 }
 

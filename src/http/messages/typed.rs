@@ -25,10 +25,17 @@ pub(super) struct SendLocation {
     #[schema(minimum = -180, maximum = 180, example = 37.6173)]
     longitude: f64,
     /// The place's name: not blank, at most 255 characters.
-    #[schema(example = "Красная площадь", max_length = 255, pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]")]
+    #[schema(
+        example = "Красная площадь",
+        max_length = 255,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: Option<String>,
     /// Its address: not blank, at most 255 characters.
-    #[schema(max_length = 255, pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]")]
+    #[schema(
+        max_length = 255,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     address: Option<String>,
     /// The WhatsApp id of a message of this chat to reply to.
     #[serde(rename = "replyTo")]
@@ -121,7 +128,11 @@ pub(super) struct SendPoll {
     #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// Not blank, at most 255 characters.
-    #[schema(example = "Обед в 13:00?", max_length = 255, pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]")]
+    #[schema(
+        example = "Обед в 13:00?",
+        max_length = 255,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     question: String,
     /// 2 to 12 distinct options, each not blank and at most 255 characters.
     #[schema(schema_with = crate::http::openapi::poll_options_schema)]
