@@ -47,9 +47,9 @@ fn integral_numbers(value: &mut serde_json::Value) {
         Value::Number(n) => {
             if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
                 // The casts saturate; the range checks make them exact.
-                if f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0 {
+                if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
                     *n = serde_json::Number::from(f as i64);
-                } else if f >= 0.0 && f < 18_446_744_073_709_551_616.0 {
+                } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
                     *n = serde_json::Number::from(f as u64);
                 }
             }

@@ -677,6 +677,7 @@ fn restarts_and_validation_rules_are_in_the_document() {
         ("SettingsPatch", "anyOf"),
         ("CreateUser", "anyOf"),
         ("MediaInput", "oneOf"),
+        ("UpdateGroup", "anyOf"),
     ] {
         let rules = &schemas[schema]["allOf"];
         assert!(
@@ -685,5 +686,23 @@ fn restarts_and_validation_rules_are_in_the_document() {
                 .is_some_and(|r| r.iter().any(|r| r[rule].is_array())),
             "{schema}: {rules}"
         );
+    }
+    // Path parameters parsed as addresses carry the pattern they are parsed with.
+    for (method, path, op) in operations(&doc) {
+        let parameters = op["parameters"].as_array().into_iter().flatten();
+        for parameter in parameters.filter(|p| p["in"] == "path") {
+            let expected = match parameter["name"].as_str() {
+                Some("groupJid") => wagate::http::openapi::GROUP_ADDRESS_PATTERN,
+                Some("phone") => wagate::http::openapi::PERSON_ADDRESS_PATTERN,
+                Some("chatId") if parameter["schema"]["type"] == "string" => {
+                    wagate::http::openapi::CHAT_ADDRESS_PATTERN
+                }
+                _ => continue,
+            };
+            assert_eq!(
+                parameter["schema"]["pattern"], expected,
+                "{method} {path}: {parameter}"
+            );
+        }
     }
 }
