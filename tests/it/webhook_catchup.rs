@@ -220,9 +220,9 @@ async fn a_worker_that_read_the_instance_before_its_webhook_was_set_delivers_its
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let status_path = format!("/api/instances/{id}/webhook/status");
-    eventually(20, "the webhook_updated job", || async {
-        let (_, backlog) = srv.get(&status_path, &auth).await;
+    let what = "the webhook_updated job";
+    eventually(20, what, || async {
+        let backlog = srv.backlog_nothing_given_up(&auth, &id, what).await;
         (backlog["pending"] == 1).then_some(())
     })
     .await;
@@ -230,18 +230,9 @@ async fn a_worker_that_read_the_instance_before_its_webhook_was_set_delivers_its
     // The worker goes on and finds that job: it goes out with the settings it was
     // queued for, not as "webhooks are disabled".
     fault.release();
-    eventually(20, "the webhook_updated webhook", || async {
-        let (status, backlog) = srv.get(&status_path, &auth).await;
-        assert_eq!(status, 200, "{backlog}");
-        if backlog["failed"] != 0 {
-            let (_, dead) = srv
-                .get(
-                    &format!("/api/instances/{id}/webhook/deliveries?status=failed"),
-                    &auth,
-                )
-                .await;
-            panic!("nothing is given up: {dead}");
-        }
+    let what = "the webhook_updated webhook";
+    eventually(20, what, || async {
+        srv.backlog_nothing_given_up(&auth, &id, what).await;
         let received = rx.received();
         received
             .iter()

@@ -142,20 +142,7 @@ async fn run(backend: Backend, case: usize, steps: &[Step], ordering: &str) {
     let expected = eventually(60, &what, || async {
         let expected = wanted(&srv, &auth, &id).await;
         let got: Vec<Value> = rx.received().iter().map(delivered_key).collect();
-        let (status, backlog) = srv
-            .get(&format!("/api/instances/{id}/webhook/status"), &auth)
-            .await;
-        assert_eq!(status, 200, "{backlog}");
-        if backlog["failed"] != 0 {
-            // Say why it was given up: the dead letters carry their last error.
-            let (_, dead) = srv
-                .get(
-                    &format!("/api/instances/{id}/webhook/deliveries?status=failed"),
-                    &auth,
-                )
-                .await;
-            panic!("{what}: nothing is given up: {backlog}; given up: {dead}");
-        }
+        let backlog = srv.backlog_nothing_given_up(&auth, &id, &what).await;
         let drained = backlog["pending"] == 0;
         (drained && expected.iter().all(|e| got.contains(e))).then_some(expected)
     })
