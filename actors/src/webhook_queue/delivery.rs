@@ -18,10 +18,9 @@ use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
 
-use super::queue::SettingsEpoch;
 use super::{
-    DeadLetter, DeliveryRecord, DeliveryStatus, OUTBOX_RETRY, WebhookConfig, WebhookJob,
-    WebhookRequest, headers, retry_delay, target_url,
+    DeadLetter, DeliveryRecord, DeliveryStatus, OUTBOX_RETRY, SettingsEpoch, WebhookConfig,
+    WebhookJob, WebhookRequest, headers, retry_delay, target_url,
 };
 use crate::domain::{EventKind, Instance, WebhookOrdering};
 use crate::error::StoreError;

@@ -39,7 +39,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -48,7 +47,10 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use serde_json::json;
 
 use super::delivery::{DeliveryWorker, WorkerMsg, WorkerReport};
-use super::{DeadLetter, DeliveryRecord, OUTBOX_RETRY, Outbox, WebhookConfig, WebhookJob, wants};
+use super::{
+    DeadLetter, DeliveryRecord, OUTBOX_RETRY, Outbox, SettingsEpoch, WebhookConfig, WebhookJob,
+    wants,
+};
 use crate::domain::event::{PauseReason, WebhookPaused};
 use crate::domain::{ActivityEntry, Event, Instance, InstanceEvent, Page};
 use crate::error::{DomainError, StoreError};
@@ -72,26 +74,6 @@ pub enum ReplayScope {
 const CATCH_UP_BATCH: u32 = 500;
 /// Ids remembered from a catch-up to drop their late duplicates from the mailbox.
 const CAUGHT_KEPT: usize = 100_000;
-
-/// Counts the changes of instances' webhook settings in storage, all instances together.
-/// A worker reads it before it reads its instance, and again after it has read the jobs
-/// it is about to attempt: when the count moved in between, a change may be newer than
-/// its copy (and older than a job), and it reads the instance again. One count for all
-/// instances: a change makes every worker read its instance once more, and changes are
-/// rare beside deliveries.
-#[derive(Clone, Default)]
-pub(super) struct SettingsEpoch(Arc<AtomicU64>);
-
-impl SettingsEpoch {
-    pub(super) fn current(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// After a change is stored, before anything queues a job because of it.
-    fn advance(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// The typed face of the queue. Cheap to clone; follows the queue across restarts.
 #[derive(Clone)]
