@@ -134,9 +134,11 @@ async fn live_contacts(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddContact {
-    /// A phone number or a person's WhatsApp address.
-    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
+    /// A phone number or a person's WhatsApp address (not a group's).
+    #[schema(schema_with = crate::http::openapi::person_address_schema)]
     phone: String,
+    /// At most 1024 characters.
+    #[schema(max_length = 1024)]
     name: Option<String>,
 }
 
@@ -343,13 +345,19 @@ async fn whatsapp_import_contacts(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SaveContact {
-    /// A phone number or WhatsApp address; with `isGroup`, a group id (digits and dashes).
-    #[schema(example = "79001234567")]
+    /// A phone number or WhatsApp address. With `isGroup: true` a bare group id (digits
+    /// and dashes, without `@g.us`) is taken too, which this schema leaves out.
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     number: String,
+    /// At most 1024 characters (as are the other texts); blank is none.
+    #[schema(max_length = 1024)]
     name: Option<String>,
+    #[schema(max_length = 1024)]
     push_name: Option<String>,
     is_group: Option<bool>,
+    #[schema(max_length = 1024)]
     profile_picture: Option<String>,
+    #[schema(max_length = 1024)]
     about: Option<String>,
 }
 

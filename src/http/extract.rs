@@ -13,9 +13,52 @@ use crate::http::error::ApiError;
 /// `axum::Json` with errors as `{error, code}`: syntax errors 400 `invalid_json`, wrong,
 /// missing or unknown fields 400 `validation_error` (the message names the field), bodies
 /// over the limit 413.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+///
+/// A number with a zero fraction (`100.0`) is taken as the integer it is: JSON Schema,
+/// and so the API document, counts it as one, and some clients write every number so.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AppJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        from_json(value)
+            .map(AppJson)
+            .map_err(|e| ApiError::validation(format!("invalid request body: {e}")))
+    }
+}
+
+/// Reads a request's JSON as `T` the way [`AppJson`] does: a number with a zero fraction
+/// is the integer it is. Errors name the field.
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    mut value: serde_json::Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    integral_numbers(&mut value);
+    serde_path_to_error::deserialize(value)
+}
+
+/// Rewrites every number with a zero fraction that fits an `i64` or a `u64` as that
+/// integer, so that fields typed as integers take it.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                // The casts saturate; the range checks make them exact.
+                if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+                    *n = serde_json::Number::from(f as i64);
+                } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    *n = serde_json::Number::from(f as u64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
@@ -134,4 +177,52 @@ pub fn chat_address(field: &str, value: &str) -> Result<Jid, ApiError> {
         let joint = if e.starts_with("must ") { " " } else { ": " };
         ApiError::validation(format!("{field}{joint}{e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::from_json;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        max_retries: Option<u32>,
+        chat_id: Option<i64>,
+        big: Option<u64>,
+        latitude: Option<f64>,
+        #[serde(default)]
+        nested: Vec<u8>,
+    }
+
+    #[test]
+    fn a_number_with_a_zero_fraction_is_the_integer_it_is() {
+        let body: Body = from_json(json!({
+            "maxRetries": 20.0, "chatId": -5.0, "big": 18_000_000_000_000_000_000.0,
+            "latitude": 55.0, "nested": [1.0, 2.0],
+        }))
+        .expect("integral numbers are integers");
+        assert_eq!(
+            body,
+            Body {
+                max_retries: Some(20),
+                chat_id: Some(-5),
+                big: Some(18_000_000_000_000_000_000),
+                latitude: Some(55.0),
+                nested: vec![1, 2],
+            }
+        );
+    }
+
+    #[test]
+    fn a_fraction_or_an_integer_out_of_range_is_still_refused_naming_the_field() {
+        let err = from_json::<Body>(json!({"maxRetries": 1.5})).expect_err("a fraction");
+        assert!(err.to_string().starts_with("maxRetries: "), "{err}");
+        let err = from_json::<Body>(json!({"maxRetries": 5e9})).expect_err("over u32");
+        assert!(err.to_string().starts_with("maxRetries: "), "{err}");
+        let err = from_json::<Body>(json!({"big": 1e20})).expect_err("over u64");
+        assert!(err.to_string().starts_with("big: "), "{err}");
+    }
 }

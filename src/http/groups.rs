@@ -25,6 +25,16 @@ const MAX_PARTICIPANTS: usize = 256;
 /// Where WhatsApp's invite links point; the code follows.
 const INVITE_PREFIX: &str = "https://chat.whatsapp.com/";
 
+/// The schema of the members of a request: 1 to [`MAX_PARTICIPANTS`] phone numbers or
+/// people's addresses.
+fn participants_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(crate::http::openapi::person_address_schema())
+        .min_items(Some(1))
+        .max_items(Some(MAX_PARTICIPANTS))
+        .build()
+}
+
 const NO_GROUP: &str = "No such instance visible to the caller, or no such group the account is in";
 const FORBIDDEN: &str = "WhatsApp refused: the account is not an admin of the group (`forbidden`)";
 
@@ -46,20 +56,29 @@ struct Groups {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateGroup {
-    /// 1 to 100 characters.
-    #[schema(example = "Support team", min_length = 1, max_length = 100)]
+    /// 1 to 100 characters, not blank.
+    #[schema(
+        example = "Support team",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     subject: String,
-    /// Phone numbers (or addresses) of the first members, besides the account: 1 to
-    /// 256.
-    #[schema(min_items = 1, max_items = 256)]
+    /// Phone numbers (or people's addresses) of the first members, besides the account:
+    /// 1 to 256.
+    #[schema(schema_with = participants_schema)]
     participants: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateGroup {
-    /// 1 to 100 characters.
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1 to 100 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     subject: Option<String>,
     /// At most 2048 characters; empty removes it.
     #[schema(max_length = 2048)]
@@ -74,8 +93,8 @@ struct UpdateGroup {
 #[serde(deny_unknown_fields)]
 struct ChangeParticipants {
     action: ParticipantAction,
-    /// Phone numbers (or addresses): 1 to 256.
-    #[schema(min_items = 1, max_items = 256)]
+    /// Phone numbers (or people's addresses): 1 to 256.
+    #[schema(schema_with = participants_schema)]
     participants: Vec<String>,
 }
 
@@ -105,10 +124,11 @@ impl Invite {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JoinGroup {
-    /// An invite code, or the whole `https://chat.whatsapp.com/…` link.
+    /// An invite code (letters and digits), or the whole `https://chat.whatsapp.com/…`
+    /// link.
     #[schema(
         example = "https://chat.whatsapp.com/AbCdEfGhIjKlMnOpQrStUv",
-        min_length = 1
+        pattern = r"^(?:https://chat\.whatsapp\.com/)?[A-Za-z0-9]+$"
     )]
     invite: String,
 }

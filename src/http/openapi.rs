@@ -21,6 +21,8 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod rules;
+
 use crate::http::error::ErrorBody;
 use crate::http::state::AppState;
 
@@ -97,6 +99,25 @@ pub const CHAT_ADDRESS_PATTERN: &str = r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|
 /// A phone number as the server takes it: 7 to 15 digits, an optional leading `+`,
 /// spaces, dashes, dots, parentheses.
 pub const PHONE_PATTERN: &str = r"^\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*$";
+/// A person's address as the server takes it where a group will not do (adding a
+/// contact): a phone number as [`PHONE_PATTERN`] or a person's WhatsApp address.
+pub const PERSON_ADDRESS_PATTERN: &str =
+    r"^(?:\+?(?:[ ().-]*[0-9]){7,15}[ ().-]*|(?:-*[0-9]){7,15}-*@(?:s\.whatsapp\.net|c\.us))$";
+/// A group's address: its id (digits and dashes) and `@g.us`.
+pub const GROUP_ADDRESS_PATTERN: &str = r"^[0-9-]{1,64}@g\.us$";
+/// Text that is not blank: at least one character that is not white space (the server
+/// trims before it checks). White space as Rust's `char::is_whitespace` (Unicode's
+/// `White_Space`) has it, written out: `\s` of the document's regular expressions
+/// (ECMA-262) is another set.
+pub const NOT_BLANK_PATTERN: &str =
+    r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+/// An http(s) URL the server's URL parser takes: a scheme, a host name whose last label
+/// starts with a letter (a numeric one would be read as an IPv4 address) and no label
+/// with `--` (an internationalised name must be valid), an optional port and path.
+pub const HTTP_URL_PATTERN: &str = r"^https?://(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~/-]*)?$";
+/// Standard base64 with padding, not empty (white space around it is trimmed).
+/// The bits a final partial group leaves over must be zero, as the decoder requires.
+pub const BASE64_PATTERN: &str = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$";
 /// A name of a custom webhook header: an HTTP token.
 const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,1024}$";
 /// A value of a custom webhook header: visible ASCII, spaces and tabs.
@@ -113,6 +134,19 @@ fn string_with_pattern(pattern: &str, example: &str) -> openapi::schema::Object 
 /// The schema of a chat address field ([`CHAT_ADDRESS_PATTERN`]).
 pub fn chat_address_schema() -> openapi::schema::Object {
     string_with_pattern(CHAT_ADDRESS_PATTERN, "79001234567")
+}
+
+/// The schema of a person's address field ([`PERSON_ADDRESS_PATTERN`]).
+pub fn person_address_schema() -> openapi::schema::Object {
+    string_with_pattern(PERSON_ADDRESS_PATTERN, "79001234567")
+}
+
+/// The schema of a text field that must not be blank and has at most `max` characters.
+pub fn not_blank(max: usize) -> openapi::schema::ObjectBuilder {
+    openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::Type::String)
+        .pattern(Some(NOT_BLANK_PATTERN))
+        .max_length(Some(max))
 }
 
 /// The schema of a phone number field ([`PHONE_PATTERN`]).
@@ -144,6 +178,58 @@ pub fn headers_schema() -> openapi::schema::Object {
                 .pattern(Some(HEADER_VALUE_PATTERN)),
         ))
         .examples([serde_json::json!({"X-Tenant": "acme"})])
+        .build()
+}
+
+/// The schema of a webhook URL field: an http(s) URL ([`HTTP_URL_PATTERN`]) of at most
+/// 2048 characters, or the empty string (which removes it), or null (no change).
+pub fn webhook_url_schema() -> openapi::schema::Object {
+    let url = HTTP_URL_PATTERN
+        .strip_prefix('^')
+        .and_then(|p| p.strip_suffix('$'))
+        .unwrap_or(HTTP_URL_PATTERN);
+    openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::SchemaType::from_iter([
+            openapi::schema::Type::String,
+            openapi::schema::Type::Null,
+        ]))
+        .pattern(Some(format!("^(?:{url})?$")))
+        .max_length(Some(2048))
+        .examples(["https://hooks.example/wagate"])
+        .build()
+}
+
+/// The schema of the contact cards of a send: 1 to 10, each a name that is not blank
+/// (at most 255 characters) and 1 to 10 phone numbers.
+pub fn contact_cards_schema() -> openapi::schema::Array {
+    let card = openapi::schema::ObjectBuilder::new()
+        .schema_type(openapi::schema::Type::Object)
+        .property("name", not_blank(255).examples(["Иван Иванов"]))
+        .required("name")
+        .property(
+            "phones",
+            openapi::schema::ArrayBuilder::new()
+                .items(phone_schema())
+                .min_items(Some(1))
+                .max_items(Some(10)),
+        )
+        .required("phones");
+    openapi::schema::ArrayBuilder::new()
+        .items(card)
+        .min_items(Some(1))
+        .max_items(Some(10))
+        .build()
+}
+
+/// The schema of a poll's options: 2 to 12 distinct texts, not blank, of at most 255
+/// characters each.
+pub fn poll_options_schema() -> openapi::schema::Array {
+    openapi::schema::ArrayBuilder::new()
+        .items(not_blank(255))
+        .min_items(Some(2))
+        .max_items(Some(12))
+        .unique_items(true)
+        .examples([serde_json::json!(["Да", "Нет"])])
         .build()
 }
 
@@ -291,6 +377,10 @@ pub fn finish(mut doc: openapi::OpenApi) -> openapi::OpenApi {
                 RefOr::Ref(Ref::new(format!("#/components/responses/{ERROR_RESPONSE}")))
             });
         }
+    }
+    rules::address_parameters(&mut doc);
+    if let Some(components) = doc.components.as_mut() {
+        rules::cross_field_rules(components);
     }
     doc
 }

@@ -175,8 +175,9 @@ struct InboundRequest {
     /// The sender: a phone number or a WhatsApp address.
     #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     from: String,
-    /// The text (may be empty only with media).
+    /// The text, at most 65,536 characters (may be blank only with media).
     #[serde(default)]
+    #[schema(max_length = 65536)]
     body: String,
     push_name: Option<String>,
     media: Option<MediaInput>,
@@ -375,8 +376,8 @@ async fn receipt(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct VoteRequest {
-    /// The simulated contact who votes: a phone number.
-    #[schema(example = "79001234567")]
+    /// The simulated contact who votes: a phone number or a person's WhatsApp address.
+    #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     from: String,
     /// The id of a poll the instance sent (`id` of the send-poll answer).
     poll_id: String,
@@ -443,8 +444,8 @@ async fn poll_vote(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PresenceRequest {
-    /// The simulated contact: a phone number.
-    #[schema(example = "79001234567")]
+    /// The simulated contact: a phone number or a person's WhatsApp address.
+    #[schema(schema_with = crate::http::openapi::person_address_schema)]
     from: String,
     /// Online (`available`), offline (`unavailable`), or typing (`composing`),
     /// recording (`recording`) or neither (`paused`) in the chat with the instance.

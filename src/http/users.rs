@@ -83,7 +83,8 @@ struct CreateUser {
     /// `user` when omitted.
     #[serde(default = "default_role")]
     role: Role,
-    /// For an operator: the account whose WABA chats it answers.
+    /// For an operator, and required for one: the account whose WABA chats it answers
+    /// (an existing user or admin, 400 otherwise). Other roles have none.
     owner_id: Option<String>,
 }
 
@@ -206,6 +207,8 @@ struct UpdateUser {
     #[schema(max_length = 200)]
     last_name: Option<String>,
     role: Option<Role>,
+    /// Only for a user who is (or becomes, with `role`) an operator: the account whose
+    /// WABA chats it answers, an existing user or admin (400 otherwise).
     owner_id: Option<String>,
     active: Option<bool>,
 }

@@ -206,7 +206,8 @@ struct ReplayRequest {
     /// Only deliveries of events at or after this date-time.
     #[schema(format = DateTime)]
     since: Option<String>,
-    /// Only deliveries of events at or before this date-time.
+    /// Only deliveries of events at or before this date-time; not before `since` (400
+    /// otherwise).
     #[schema(format = DateTime)]
     until: Option<String>,
     /// `failed`: the dead letters queued in the range; `all`: every stored event in the

@@ -752,6 +752,25 @@ impl TestServer {
         id
     }
 
+    /// The instance's webhook backlog (`/webhook/status`). Panics, saying `what` and the
+    /// dead letters with their last errors, when a delivery was given up.
+    pub async fn backlog_nothing_given_up(&self, auth: &Auth, id: &str, what: &str) -> Value {
+        let (status, backlog) = self
+            .get(&format!("/api/instances/{id}/webhook/status"), auth)
+            .await;
+        assert_eq!(status, 200, "{backlog}");
+        if backlog["failed"] != 0 {
+            let (_, dead) = self
+                .get(
+                    &format!("/api/instances/{id}/webhook/deliveries?status=failed"),
+                    auth,
+                )
+                .await;
+            panic!("{what}: nothing is given up: {backlog}; given up: {dead}");
+        }
+        backlog
+    }
+
     /// The actions of the instance's activity log, oldest first.
     pub async fn actions(&self, auth: &Auth, id: &str) -> Vec<String> {
         let (code, body) = self

@@ -6,8 +6,10 @@
 
 use serde_json::json;
 
-use crate::common::{Auth, TestServer, eventually};
+use crate::common::{Auth, Backend, TestServer, eventually};
 use crate::receiver::Receiver;
+
+backend_tests!(webhook_metrics_per_instance,);
 
 /// One sample line of the exposition.
 #[derive(Debug)]
@@ -348,9 +350,8 @@ async fn metrics_after_a_scripted_workload() {
     );
 }
 
-#[tokio::test]
-async fn webhook_metrics_per_instance() {
-    let srv = TestServer::start().await;
+async fn webhook_metrics_per_instance(backend: Backend) {
+    let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let rx = Receiver::start().await;
     let id = srv.connected_instance(&auth, "hooks", "79110000071").await;

@@ -1,8 +1,10 @@
-//! A webhook outbox that refuses to queue while a test says so: the real (sled) outbox
-//! of the server, wrapped through the server's `wrap_outbox` seam.
+//! A webhook outbox that refuses to queue while a test says so, or holds a delivery
+//! worker before it reads its jobs: the real (sled) outbox of the server, wrapped through
+//! the server's `wrap_outbox` seam.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use wagate_actors::domain::Page;
@@ -14,6 +16,19 @@ use wagate_actors::webhook_queue::{Backlog, DeadLetter, DeliveryRecord, Outbox, 
 pub struct OutboxFault {
     refusing: Arc<AtomicBool>,
     refused: Arc<AtomicUsize>,
+    hold: Arc<tokio::sync::watch::Sender<Hold>>,
+}
+
+/// Where a hold of the pending jobs' reading is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Hold {
+    #[default]
+    Off,
+    /// The next reading will wait.
+    Armed,
+    /// A reading waits for the release.
+    Holding,
+    Released,
 }
 
 impl OutboxFault {
@@ -37,6 +52,29 @@ impl OutboxFault {
     /// Writes refused so far.
     pub fn refused(&self) -> usize {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    /// The next reading of an instance's pending jobs (a delivery worker about to pick
+    /// the job it attempts) waits until [`Self::release`]; the readings after it do not.
+    pub fn hold_pending(&self) {
+        self.hold.send_replace(Hold::Armed);
+    }
+
+    /// Returns once a reading waits (panics after 20 s).
+    pub async fn held(&self) {
+        let mut state = self.hold.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            state.wait_for(|h| *h == Hold::Holding),
+        )
+        .await
+        .expect("a delivery worker reads its pending jobs")
+        .expect("the hold is kept");
+    }
+
+    /// The held reading goes on.
+    pub fn release(&self) {
+        self.hold.send_replace(Hold::Released);
     }
 
     /// The seam: wraps a server's outbox.
@@ -91,6 +129,18 @@ impl Outbox for Faulty {
         instance_id: &str,
         limit: usize,
     ) -> Result<Vec<WebhookJob>, StoreError> {
+        let held = self.fault.hold.send_if_modified(|h| {
+            let armed = *h == Hold::Armed;
+            if armed {
+                *h = Hold::Holding;
+            }
+            armed
+        });
+        if held {
+            let mut state = self.fault.hold.subscribe();
+            // Fails only when the switch is gone, with the test: go on then.
+            let _ = state.wait_for(|h| *h == Hold::Released).await;
+        }
         self.inner.pending(instance_id, limit).await
     }
 

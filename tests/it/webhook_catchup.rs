@@ -1,7 +1,8 @@
 //! No stored event is ever skipped by the webhook queue: an outbox that refuses writes
 //! (a full disk, a broken sled file) delays webhooks but loses none, and a server that
 //! stopped between storing events and queueing them delivers them after the restart —
-//! also for an instance whose events never reached the outbox at all.
+//! also for an instance whose events never reached the outbox at all. Nor is one given
+//! up because a delivery worker read the instance before the change that made it wanted.
 
 use serde_json::{Value, json};
 
@@ -12,6 +13,7 @@ use crate::receiver::{Received, Receiver};
 backend_tests!(
     an_outbox_that_refuses_writes_delays_webhooks_but_skips_none,
     events_that_never_reached_the_outbox_are_delivered_after_a_restart,
+    a_worker_that_read_the_instance_before_its_webhook_was_set_delivers_its_first_event,
 );
 
 const SECRET: &str = "catch-up-secret";
@@ -192,4 +194,50 @@ async fn events_that_never_reached_the_outbox_are_delivered_after_a_restart(back
         "caught up from the instance's first event, in order: {arrived:?}"
     );
     drop(srv);
+}
+
+async fn a_worker_that_read_the_instance_before_its_webhook_was_set_delivers_its_first_event(
+    backend: Backend,
+) {
+    let fault = OutboxFault::default();
+    let srv = TestServer::start_with_outbox_fault(backend, &[], &fault).await;
+    let auth = srv.admin();
+    let rx = Receiver::start().await;
+    // The instance's first event starts its delivery worker, which reads the instance
+    // (no webhook yet) and is held before it reads its jobs.
+    fault.hold_pending();
+    let id = srv
+        .connected_instance(&auth, "late webhook", "79110000033")
+        .await;
+    fault.held().await;
+
+    // Meanwhile the webhook is set: its `webhook_updated` is the first job.
+    let (status, body) = srv
+        .put(
+            &format!("/api/instances/{id}"),
+            &auth,
+            json!({"webhookUrl": rx.url(), "retryInterval": 100}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let what = "the webhook_updated job";
+    eventually(20, what, || async {
+        let backlog = srv.backlog_nothing_given_up(&auth, &id, what).await;
+        (backlog["pending"] == 1).then_some(())
+    })
+    .await;
+
+    // The worker goes on and finds that job: it goes out with the settings it was
+    // queued for, not as "webhooks are disabled".
+    fault.release();
+    let what = "the webhook_updated webhook";
+    eventually(20, what, || async {
+        srv.backlog_nothing_given_up(&auth, &id, what).await;
+        let received = rx.received();
+        received
+            .iter()
+            .any(|r| r.json()["event"] == "webhook_updated")
+            .then_some(())
+    })
+    .await;
 }

@@ -5,15 +5,20 @@
 //!
 //! The runs come from a fixed seed (the same cases every time) and are few and short:
 //! retries are 100 ms apart and a receiver fails at most a few requests in a row, so a
-//! run ends within seconds.
+//! run ends within seconds. They run on both storage backends.
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 
-use crate::common::{Auth, TestServer, eventually};
+use crate::common::{Auth, Backend, TestServer, eventually};
 use crate::receiver::{Received, Receiver};
+
+backend_tests!(
+    every_stored_event_is_delivered_in_order_under_strict,
+    every_stored_event_is_delivered_under_unordered,
+);
 
 const SECRET: &str = "property-secret";
 /// Generated runs per ordering.
@@ -92,8 +97,8 @@ async fn wanted(srv: &TestServer, auth: &Auth, id: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn run(case: usize, steps: &[Step], ordering: &str) {
-    let mut srv = TestServer::start().await;
+async fn run(backend: Backend, case: usize, steps: &[Step], ordering: &str) {
+    let mut srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let rx = Receiver::start().await;
     let id = srv
@@ -133,24 +138,11 @@ async fn run(case: usize, steps: &[Step], ordering: &str) {
     }
 
     // Everything wanted arrives and the outbox drains without giving any up.
-    let what = format!("case {case} ({ordering}, {steps:?}) to be delivered");
+    let what = format!("case {case} ({backend:?}, {ordering}, {steps:?}) to be delivered");
     let expected = eventually(60, &what, || async {
         let expected = wanted(&srv, &auth, &id).await;
         let got: Vec<Value> = rx.received().iter().map(delivered_key).collect();
-        let (status, backlog) = srv
-            .get(&format!("/api/instances/{id}/webhook/status"), &auth)
-            .await;
-        assert_eq!(status, 200, "{backlog}");
-        if backlog["failed"] != 0 {
-            // Say why it was given up: the dead letters carry their last error.
-            let (_, dead) = srv
-                .get(
-                    &format!("/api/instances/{id}/webhook/deliveries?status=failed"),
-                    &auth,
-                )
-                .await;
-            panic!("{what}: nothing is given up: {backlog}; given up: {dead}");
-        }
+        let backlog = srv.backlog_nothing_given_up(&auth, &id, &what).await;
         let drained = backlog["pending"] == 0;
         (drained && expected.iter().all(|e| got.contains(e))).then_some(expected)
     })
@@ -180,16 +172,14 @@ async fn run(case: usize, steps: &[Step], ordering: &str) {
     }
 }
 
-#[tokio::test]
-async fn every_stored_event_is_delivered_in_order_under_strict() {
+async fn every_stored_event_is_delivered_in_order_under_strict(backend: Backend) {
     for (case, steps) in cases().iter().enumerate() {
-        run(case, steps, "strict").await;
+        run(backend, case, steps, "strict").await;
     }
 }
 
-#[tokio::test]
-async fn every_stored_event_is_delivered_under_unordered() {
+async fn every_stored_event_is_delivered_under_unordered(backend: Backend) {
     for (case, steps) in cases().iter().enumerate() {
-        run(case, steps, "unordered").await;
+        run(backend, case, steps, "unordered").await;
     }
 }

@@ -19,8 +19,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
 
 use super::{
-    DeadLetter, DeliveryRecord, DeliveryStatus, OUTBOX_RETRY, WebhookConfig, WebhookRequest,
-    headers, retry_delay, target_url,
+    DeadLetter, DeliveryRecord, DeliveryStatus, OUTBOX_RETRY, SettingsEpoch, WebhookConfig,
+    WebhookJob, WebhookRequest, headers, retry_delay, target_url,
 };
 use crate::domain::{EventKind, Instance, WebhookOrdering};
 use crate::error::StoreError;
@@ -36,8 +36,6 @@ pub(super) enum WorkerMsg {
     /// Look again now, replacing any wake-up already scheduled: a job was queued, or
     /// delivery resumed.
     Nudge,
-    /// Read the instance from storage again before the next attempt.
-    Invalidate,
 }
 
 /// What a worker tells its queue.
@@ -54,14 +52,16 @@ pub(super) enum WorkerReport {
 pub(super) struct DeliveryWorker {
     pub instance_id: String,
     pub config: WebhookConfig,
+    pub epoch: SettingsEpoch,
     pub report: Arc<dyn Fn(WorkerReport) + Send + Sync>,
 }
 
 /// A worker's memory between attempts.
 #[derive(Default)]
 pub(super) struct WorkerState {
-    /// The instance as last read from storage (None until the first attempt).
-    instance: Option<Instance>,
+    /// The instance as last read from storage, with the [`SettingsEpoch`] read just
+    /// before it (None until the first attempt, or while storage has no such instance).
+    instance: Option<(u64, Instance)>,
     /// The start of the current run of failed attempts; None while the last attempt
     /// succeeded (or none was made).
     failing_since: Option<DateTime<Utc>>,
@@ -93,10 +93,6 @@ impl Actor for DeliveryWorker {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerMsg::Invalidate => {
-                state.instance = None;
-                return Ok(());
-            }
             WorkerMsg::Run(wake) if wake != state.wake => return Ok(()),
             WorkerMsg::Run(_) => {}
             WorkerMsg::Nudge => state.wake += 1,
@@ -119,6 +115,11 @@ impl Actor for DeliveryWorker {
     }
 }
 
+/// The instance's ordering; the default for an instance that is gone.
+fn ordering_of(instance: Option<&Instance>) -> WebhookOrdering {
+    instance.map(|i| i.webhook.ordering).unwrap_or_default()
+}
+
 enum Next {
     Now,
     After(Duration),
@@ -127,28 +128,53 @@ enum Next {
 }
 
 impl DeliveryWorker {
+    /// The instance's settings and the jobs they make the next candidates, the settings
+    /// no older than any of the jobs: a job queued after a change of the settings (the
+    /// epoch moved) is only attempted with the instance read after that change.
+    async fn settings_and_jobs(
+        &self,
+        state: &mut WorkerState,
+    ) -> Result<(Option<Instance>, Vec<WebhookJob>), StoreError> {
+        loop {
+            let epoch = self.epoch.current();
+            if state
+                .instance
+                .as_ref()
+                .is_none_or(|(read, _)| *read != epoch)
+            {
+                state.instance = self
+                    .config
+                    .storage
+                    .instance_by_id(&self.instance_id)
+                    .await?
+                    .map(|instance| (epoch, instance));
+            }
+            let instance = state.instance.as_ref().map(|(_, i)| i.clone());
+            if instance.as_ref().is_some_and(|i| i.webhook.paused) {
+                return Ok((instance, Vec::new()));
+            }
+            let window = match ordering_of(instance.as_ref()) {
+                WebhookOrdering::Strict => 1,
+                WebhookOrdering::Unordered => UNORDERED_WINDOW,
+            };
+            let jobs = self
+                .config
+                .outbox
+                .pending(&self.instance_id, window)
+                .await?;
+            if self.epoch.current() == epoch {
+                return Ok((instance, jobs));
+            }
+        }
+    }
+
     async fn attempt_next(&self, state: &mut WorkerState) -> Result<Next, StoreError> {
         let outbox = &self.config.outbox;
-        if state.instance.is_none() {
-            state.instance = self
-                .config
-                .storage
-                .instance_by_id(&self.instance_id)
-                .await?;
-        }
-        let instance = state.instance.clone();
+        let (instance, jobs) = self.settings_and_jobs(state).await?;
         if instance.as_ref().is_some_and(|i| i.webhook.paused) {
             return Ok(Next::Report(WorkerReport::Parked));
         }
-        let ordering = instance
-            .as_ref()
-            .map(|i| i.webhook.ordering)
-            .unwrap_or_default();
-        let window = match ordering {
-            WebhookOrdering::Strict => 1,
-            WebhookOrdering::Unordered => UNORDERED_WINDOW,
-        };
-        let jobs = outbox.pending(&self.instance_id, window).await?;
+        let ordering = ordering_of(instance.as_ref());
         if jobs.is_empty() {
             return Ok(Next::Report(WorkerReport::Idle));
         }

@@ -13,6 +13,7 @@ mod delivery;
 mod queue;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +34,26 @@ pub(crate) use queue::{spawn, vacate};
 
 /// How long a failing outbox waits before the queue or a worker tries again.
 const OUTBOX_RETRY: Duration = Duration::from_secs(1);
+
+/// Counts the changes of instances' webhook settings in storage, all instances together.
+/// A worker reads it before it reads its instance, and again after it has read the jobs
+/// it is about to attempt: when the count moved in between, a change may be newer than
+/// its copy (and older than a job), and it reads the instance again. One count for all
+/// instances: a change makes every worker read its instance once more, and changes are
+/// rare beside deliveries.
+#[derive(Clone, Default)]
+struct SettingsEpoch(Arc<AtomicU64>);
+
+impl SettingsEpoch {
+    fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// After a change is stored, before anything queues a job because of it.
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// What the queue needs.
 #[derive(Clone)]

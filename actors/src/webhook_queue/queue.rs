@@ -29,7 +29,13 @@
 //!
 //! The queue and each worker keep a copy of their instance (webhook URL and settings)
 //! instead of reading it from storage for every event and every attempt; whoever changes
-//! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`].
+//! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`] before it
+//! publishes anything of the change. The queue drops its copy on the message, which comes
+//! before the change's events in its mailbox. A worker cannot rely on a message: one
+//! already attempting would see it only afterwards, so a job queued because of the new
+//! settings (the first one after a URL is set) could meet the copy read before them, and
+//! be given up as "webhooks are disabled". Workers compare their copy with the
+//! [`SettingsEpoch`] instead, after they have read their jobs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,7 +47,10 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use serde_json::json;
 
 use super::delivery::{DeliveryWorker, WorkerMsg, WorkerReport};
-use super::{DeadLetter, DeliveryRecord, OUTBOX_RETRY, Outbox, WebhookConfig, WebhookJob, wants};
+use super::{
+    DeadLetter, DeliveryRecord, OUTBOX_RETRY, Outbox, SettingsEpoch, WebhookConfig, WebhookJob,
+    wants,
+};
 use crate::domain::event::{PauseReason, WebhookPaused};
 use crate::domain::{ActivityEntry, Event, Instance, InstanceEvent, Page};
 use crate::error::{DomainError, StoreError};
@@ -71,6 +80,7 @@ const CAUGHT_KEPT: usize = 100_000;
 pub struct WebhookQueueHandle {
     slot: ActorSlot<QueueMsg>,
     outbox: Option<Arc<dyn Outbox>>,
+    epoch: SettingsEpoch,
 }
 
 impl WebhookQueueHandle {
@@ -78,6 +88,7 @@ impl WebhookQueueHandle {
         WebhookQueueHandle {
             slot: ActorSlot::default(),
             outbox: Some(outbox),
+            epoch: SettingsEpoch::default(),
         }
     }
 
@@ -87,6 +98,7 @@ impl WebhookQueueHandle {
         WebhookQueueHandle {
             slot: ActorSlot::default(),
             outbox: None,
+            epoch: SettingsEpoch::default(),
         }
     }
 
@@ -212,8 +224,10 @@ impl WebhookQueueHandle {
     }
 
     /// The instance's webhook URL or settings changed in storage: the queue and its
-    /// worker read them again for the next event and the next attempt.
+    /// worker read them again for the next event and the next attempt. Call it once the
+    /// change is stored and before any event of it is published.
     pub fn invalidate(&self, instance_id: &str) {
+        self.epoch.advance();
         self.slot.cast(QueueMsg::Invalidate(instance_id.to_owned()));
     }
 
@@ -233,6 +247,7 @@ pub(crate) async fn spawn(
     let args = QueueArgs {
         config,
         slot: handle.slot.clone(),
+        epoch: handle.epoch.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, WebhookQueue, args, parent).await?;
     Ok(actor.get_cell())
@@ -283,10 +298,13 @@ struct WebhookQueue;
 struct QueueArgs {
     config: WebhookConfig,
     slot: ActorSlot<QueueMsg>,
+    epoch: SettingsEpoch,
 }
 
 struct QueueState {
     config: WebhookConfig,
+    /// Shared with the handle and the workers.
+    epoch: SettingsEpoch,
     /// Instance id → its running worker.
     workers: HashMap<String, ActorRef<WorkerMsg>>,
     /// The instances events came from, as last read from storage.
@@ -314,6 +332,7 @@ impl Actor for WebhookQueue {
         args.slot.set(Some(myself.clone()));
         Ok(QueueState {
             config: args.config,
+            epoch: args.epoch,
             workers: HashMap::new(),
             instances: HashMap::new(),
             catching_up: true,
@@ -397,7 +416,6 @@ impl Actor for WebhookQueue {
                 match state.workers.get(&instance_id) {
                     Some(worker) => {
                         // The ordering may have changed what is due: look again.
-                        let _ = worker.cast(WorkerMsg::Invalidate);
                         let _ = worker.cast(WorkerMsg::Nudge);
                     }
                     // Delivery may have been switched back on with a backlog waiting.
@@ -562,10 +580,8 @@ async fn set_paused(
     if !config.storage.update_instance(&instance).await? {
         return Ok(None);
     }
+    state.epoch.advance();
     state.instances.remove(instance_id);
-    if let Some(worker) = state.workers.get(instance_id) {
-        let _ = worker.cast(WorkerMsg::Invalidate);
-    }
     let since = failing_since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let (action, details) = if paused {
         (
@@ -741,6 +757,7 @@ async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, inst
     let worker = DeliveryWorker {
         instance_id: instance_id.to_owned(),
         config: state.config.clone(),
+        epoch: state.epoch.clone(),
         report: Arc::new(move |report| {
             let instance_id = of.clone();
             let _ = queue.cast(match report {

@@ -38,7 +38,8 @@ pub(super) struct ActivityParams {
     /// Only entries at or after this ISO 8601 date or date-time.
     #[param(format = DateTime, example = "2024-01-31T00:00:00Z")]
     start_date: Option<String>,
-    /// Only entries at or before this ISO 8601 date or date-time.
+    /// Only entries at or before this ISO 8601 date or date-time; not before
+    /// `startDate` (400 otherwise).
     #[param(format = DateTime, example = "2024-01-31T12:00:00Z")]
     end_date: Option<String>,
 }

@@ -154,15 +154,21 @@ struct LimitsInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct CreateInstance {
-    /// 1 to 200 characters.
-    #[schema(example = "Support line", min_length = 1, max_length = 200)]
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        example = "Support line",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: String,
     /// At most 2000 characters.
+    #[schema(max_length = 2000)]
     description: Option<String>,
     /// The server's `WA_ENGINE` when omitted.
     engine: Option<EngineKind>,
     /// An http(s) URL receiving the events (not on a private network unless allowed).
-    #[schema(example = "https://hooks.example/wagate")]
+    #[schema(schema_with = crate::http::openapi::webhook_url_schema)]
     webhook_url: Option<String>,
     /// On by default when a webhookUrl is given.
     webhook_enabled: Option<bool>,
@@ -368,11 +374,19 @@ pub(super) async fn read(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct UpdateInstance {
-    /// 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: Option<String>,
+    /// At most 2000 characters.
+    #[schema(max_length = 2000)]
     description: Option<String>,
-    /// An empty string removes the URL.
+    /// An http(s) URL (not on a private network unless allowed); an empty string removes
+    /// it.
+    #[schema(schema_with = crate::http::openapi::webhook_url_schema)]
     webhook_url: Option<String>,
     webhook_enabled: Option<bool>,
     webhook_settings: Option<SettingsPatch>,

@@ -15,8 +15,12 @@ use crate::http::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EditText {
-    /// The new text, at most 65,536 characters.
-    #[schema(example = "Hello again!")]
+    /// The new text: not blank, at most 65,536 characters.
+    #[schema(
+        example = "Hello again!",
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
+        max_length = 65536
+    )]
     message: String,
 }
 

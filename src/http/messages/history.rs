@@ -107,7 +107,8 @@ pub(super) struct HistoryParams {
     /// Only messages at or after this ISO 8601 date or date-time.
     #[param(format = DateTime, example = "2024-01-31T00:00:00Z")]
     start_date: Option<String>,
-    /// Only messages at or before this ISO 8601 date or date-time.
+    /// Only messages at or before this ISO 8601 date or date-time; not before
+    /// `startDate` (400 otherwise).
     #[param(format = DateTime, example = "2024-01-31T12:00:00Z")]
     end_date: Option<String>,
 }

@@ -25,8 +25,12 @@ pub(super) struct SendText {
     /// A phone number or a WhatsApp address (person or group).
     #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
-    /// The text, at most 65,536 characters.
-    #[schema(example = "Hello!")]
+    /// The text: not blank, at most 65,536 characters.
+    #[schema(
+        example = "Hello!",
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
+        max_length = 65536
+    )]
     message: String,
     /// The WhatsApp id of a message of this chat to reply to (quote); 404 when the
     /// chat has no such message.
@@ -87,6 +91,7 @@ pub(super) struct SendMedia {
     /// `media_fetch_failed` when it cannot.
     url: String,
     /// At most 4096 characters.
+    #[schema(max_length = 4096)]
     caption: Option<String>,
     /// The file name the recipient sees.
     filename: Option<String>,
@@ -154,15 +159,17 @@ struct SendFileForm {
     #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// At most 4096 characters.
+    #[schema(max_length = 4096)]
     caption: Option<String>,
     /// The WhatsApp id of a message of this chat to reply to.
     #[schema(rename = "replyTo")]
     reply_to: Option<String>,
     /// Phone numbers of the people the caption mentions: the field repeated, or
     /// numbers separated by commas.
-    mentions: Option<Vec<String>>,
-    /// The file (its name and type are taken from the part).
-    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    #[schema(schema_with = crate::http::openapi::phone_list_schema)]
+    mentions: Vec<String>,
+    /// The file, not empty (its name and type are taken from the part).
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream", min_length = 1)]
     file: Vec<u8>,
 }
 
@@ -249,8 +256,13 @@ pub(super) async fn send_file(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct React {
-    /// One emoji; empty takes the reaction back.
-    #[schema(example = "👍")]
+    /// One emoji (at most 16 characters, with its modifiers and joiners, no white
+    /// space); empty takes the reaction back.
+    #[schema(
+        example = "👍",
+        pattern = r"^[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$",
+        max_length = 16
+    )]
     emoji: String,
 }
 

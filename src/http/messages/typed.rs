@@ -24,11 +24,18 @@ pub(super) struct SendLocation {
     latitude: f64,
     #[schema(minimum = -180, maximum = 180, example = 37.6173)]
     longitude: f64,
-    /// The place's name, at most 255 characters.
-    #[schema(example = "Красная площадь", max_length = 255)]
+    /// The place's name: not blank, at most 255 characters.
+    #[schema(
+        example = "Красная площадь",
+        max_length = 255,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: Option<String>,
-    /// Its address, at most 255 characters.
-    #[schema(max_length = 255)]
+    /// Its address: not blank, at most 255 characters.
+    #[schema(
+        max_length = 255,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     address: Option<String>,
     /// The WhatsApp id of a message of this chat to reply to.
     #[serde(rename = "replyTo")]
@@ -77,7 +84,7 @@ pub(super) struct SendContact {
     #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
     /// 1 to 10 cards, each a name (at most 255 characters) and 1 to 10 phone numbers.
-    #[schema(min_items = 1, max_items = 10)]
+    #[schema(schema_with = crate::http::openapi::contact_cards_schema)]
     contacts: Vec<ContactCard>,
     /// The WhatsApp id of a message of this chat to reply to.
     #[serde(rename = "replyTo")]
@@ -120,11 +127,15 @@ pub(super) struct SendPoll {
     /// A phone number or a WhatsApp address (person or group).
     #[schema(schema_with = crate::http::openapi::chat_address_schema)]
     phone: String,
-    /// At most 255 characters.
-    #[schema(example = "Обед в 13:00?", max_length = 255)]
+    /// Not blank, at most 255 characters.
+    #[schema(
+        example = "Обед в 13:00?",
+        max_length = 255,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     question: String,
-    /// 2 to 12 distinct options, each at most 255 characters.
-    #[schema(min_items = 2, max_items = 12, example = json!(["Да", "Нет"]))]
+    /// 2 to 12 distinct options, each not blank and at most 255 characters.
+    #[schema(schema_with = crate::http::openapi::poll_options_schema)]
     options: Vec<String>,
     /// Voters may choose several options (default false: one).
     #[serde(default)]

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppQuery};
+use crate::http::extract::{AppJson, AppQuery, from_json};
 use crate::http::state::AppState;
 use crate::waba::meta_webhook::Notification;
 
@@ -95,6 +95,8 @@ async fn receive_webhook(
     body: Bytes,
 ) -> ApiResult<AppJson<Received>> {
     let notification: Notification = serde_json::from_slice(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|value| from_json(value).map_err(|e| e.to_string()))
         .map_err(|e| ApiError::bad_request(format!("invalid notification: {e}")))?;
     let signature = headers
         .get("x-hub-signature-256")

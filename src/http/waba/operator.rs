@@ -40,10 +40,10 @@ struct SendFileForm {
     /// The chat to send to.
     #[schema(rename = "chatId")]
     chat_id: i64,
-    /// The file: JPEG or PNG images (5 MB), WebP stickers (500 KB), MP4 or 3GPP video,
+    /// The file, not empty: JPEG or PNG images (5 MB), WebP stickers (500 KB), MP4 or 3GPP video,
     /// AAC, AMR, MP3, MP4 or OGG audio (16 MB), PDF, text and Office documents (100 MB),
     /// within `MAX_UPLOAD_BYTES`. Its kind follows from its type.
-    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream", min_length = 1)]
     file: Vec<u8>,
     /// The caption (images, video, documents); `caption` is taken too.
     #[schema(max_length = 4096)]
