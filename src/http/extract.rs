@@ -156,6 +156,25 @@ pub fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError 
     }
 }
 
+/// The whole content of a multipart field, refused with 413 past `max` bytes (`what`
+/// names the field in the message).
+pub async fn field_bytes(
+    field: &mut axum::extract::multipart::Field<'_>,
+    max: usize,
+    what: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > max {
+            return Err(ApiError::payload_too_large(format!(
+                "{what} is larger than the limit of {max} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 impl From<MultipartRejection> for ApiError {
     fn from(r: MultipartRejection) -> Self {
         ApiError::new(

@@ -10,7 +10,9 @@ use wagate_actors::domain::{Profile, ProfilePatch, ProfilePicture};
 
 use crate::http::access::UsableInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppMultipart, AppPath, chat_address, multipart_error};
+use crate::http::extract::{
+    AppJson, AppMultipart, AppPath, chat_address, field_bytes, multipart_error,
+};
 use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
 
@@ -41,8 +43,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProfile {
-    /// The push name: 1 to 25 characters.
-    #[schema(example = "Support", min_length = 1, max_length = 25)]
+    /// The push name: 1 to 25 characters, not blank.
+    #[schema(
+        example = "Support",
+        min_length = 1,
+        max_length = 25,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     name: Option<String>,
     /// The "about" text: at most 139 characters; empty clears it.
     #[schema(example = "Answering 9:00–18:00", max_length = 139)]
@@ -189,16 +196,7 @@ async fn set_picture(
         if field.name() != Some("file") {
             continue;
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-            if bytes.len() + chunk.len() > max {
-                return Err(ApiError::payload_too_large(format!(
-                    "the picture is larger than the limit of {max} bytes"
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        picture = Some(bytes);
+        picture = Some(field_bytes(&mut field, max, "the picture").await?);
     }
     let picture = picture.ok_or_else(|| ApiError::validation("file is required"))?;
     // Every JPEG starts with a start-of-image marker followed by another marker.

@@ -253,6 +253,7 @@ struct Delivered {
         (status = 409, description = NOT_SANDBOX, body = ErrorBody),
         (status = 413, description = "The media is over the upload limit", body = ErrorBody),
         (status = 400, description = "A missing or invalid sender, text or media (`validation_error`)", body = ErrorBody),
+        (status = 403, description = "The instance blocks the sender: WhatsApp would not deliver it (`forbidden`)", body = ErrorBody),
     )
 )]
 async fn inbound(
@@ -494,8 +495,8 @@ async fn presence(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CallRequest {
-    /// The simulated caller: a phone number.
-    #[schema(example = "79001234567")]
+    /// The simulated caller: a phone number or a person's WhatsApp address.
+    #[schema(schema_with = crate::http::openapi::person_address_schema)]
     from: String,
     /// A video call (default: voice).
     #[serde(default)]

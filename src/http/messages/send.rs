@@ -8,7 +8,9 @@ use utoipa::ToSchema;
 use crate::gateway::messaging::{Extras, MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppMultipart, AppPath, chat_address, multipart_error};
+use crate::http::extract::{
+    AppJson, AppMultipart, AppPath, chat_address, field_bytes, multipart_error,
+};
 use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
@@ -219,15 +221,7 @@ pub(super) async fn send_file(
             "file" => {
                 let name = field.file_name().map(str::to_owned);
                 let declared = field.content_type().map(str::to_owned);
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    if bytes.len() + chunk.len() > max {
-                        return Err(ApiError::payload_too_large(format!(
-                            "file is larger than the limit of {max} bytes"
-                        )));
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
+                let bytes = field_bytes(&mut field, max, "file").await?;
                 file = Some((bytes, name, declared));
             }
             _ => {}

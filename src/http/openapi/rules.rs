@@ -143,6 +143,13 @@ pub(super) fn cross_field_rules(components: &mut openapi::Components) {
         vec![json!({"anyOf": (["subject", "description", "announce", "locked"].map(given))})],
     );
 
+    // A change of the profile changes something.
+    constrain(
+        components,
+        "UpdateProfile",
+        vec![json!({"anyOf": (["name", "about"].map(given))})],
+    );
+
     // A simulated inbound message: a text or media (or both).
     constrain(
         components,
