@@ -30,7 +30,8 @@ use super::{
 use crate::domain::address::{USER_SERVER, is_group_jid, jid_for};
 use crate::domain::normalize_phone;
 use crate::domain::{
-    GroupAnswer, GroupOp, MessageStatus, Presence, Profile, ProfileAnswer, ProfileOp, Typed,
+    GroupAnswer, GroupOp, MessageStatus, Presence, Profile, ProfileAnswer, ProfileOp,
+    ProfilePicture, Typed,
 };
 use profile::PublicProfile;
 
@@ -158,10 +159,22 @@ impl SandboxNetwork {
         }
     }
 
-    /// The profile of the account connected at `jid` (a person's address), if any.
-    fn profile_of(&self, jid: &str) -> Option<PublicProfile> {
+    /// Whether the account connected as `phone` takes messages and calls from `from`
+    /// (it does when nothing is connected as it).
+    fn admits(&self, phone: &str, from: &str) -> bool {
+        self.devices()
+            .get(phone)
+            .is_none_or(|d| d.profile.admits(from))
+    }
+
+    /// The picture of the account connected at `jid` (a person's address), unless it has
+    /// none or blocks `asker`.
+    fn picture_for(&self, jid: &str, asker: &str) -> Option<ProfilePicture> {
         let phone = jid.strip_suffix(&format!("@{USER_SERVER}"))?;
-        self.devices().get(phone).map(|d| d.profile.clone())
+        self.devices()
+            .get(phone)
+            .filter(|d| d.profile.admits(asker))
+            .and_then(|d| d.profile.picture.clone())
     }
 
     /// The sink of the device connected at `jid`, unless it blocks `from`.
@@ -864,12 +877,7 @@ impl Engine for SandboxEngine {
                 Ok(ProfileAnswer::Done)
             }
             ProfileOp::ContactPicture(jid) => {
-                let me = jid_for(&phone);
-                let picture = session
-                    .network
-                    .profile_of(&jid)
-                    .filter(|p| p.admits(&me))
-                    .and_then(|p| p.picture);
+                let picture = session.network.picture_for(&jid, &jid_for(&phone));
                 Ok(ProfileAnswer::Picture(picture))
             }
             ProfileOp::Block(jid) => {
@@ -884,9 +892,13 @@ impl Engine for SandboxEngine {
                 })?;
                 Ok(ProfileAnswer::Done)
             }
-            ProfileOp::Blocklist => Ok(ProfileAnswer::Blocklist(
-                session.public_profile()?.blocked.into_iter().collect(),
-            )),
+            ProfileOp::Blocklist => {
+                let stored = read_session(&session.session_file)?
+                    .ok_or_else(|| EngineError::InvalidState("not linked".into()))?;
+                Ok(ProfileAnswer::Blocklist(
+                    stored.blocked.into_iter().collect(),
+                ))
+            }
         }
     }
 
@@ -981,8 +993,8 @@ impl Engine for SandboxEngine {
     async fn sandbox(&mut self, control: SandboxControl) -> Result<(), EngineError> {
         match control {
             SandboxControl::Inbound(message) => {
-                self.session.connected_as()?;
-                if !self.session.public_profile()?.admits(&message.sender) {
+                let (phone, _) = self.session.connected_as()?;
+                if !self.session.network.admits(&phone, &message.sender) {
                     return Err(EngineError::Forbidden(format!(
                         "the account blocks {}: WhatsApp does not deliver their messages",
                         message.sender
@@ -1014,8 +1026,8 @@ impl Engine for SandboxEngine {
                 Ok(())
             }
             SandboxControl::Call(call) => {
-                self.session.connected_as()?;
-                if !self.session.public_profile()?.admits(&call.from) {
+                let (phone, _) = self.session.connected_as()?;
+                if !self.session.network.admits(&phone, &call.from) {
                     return Err(EngineError::Forbidden(format!(
                         "the account blocks {}: WhatsApp does not put their calls through",
                         call.from
