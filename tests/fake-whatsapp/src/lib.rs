@@ -198,14 +198,7 @@ impl FakeWhatsApp {
 
     /// User or account `phone` takes `jpeg` as its profile picture.
     pub fn set_picture(&self, phone: &str, jpeg: Vec<u8>) {
-        {
-            let mut state = self.inner.state();
-            let next = state.next_picture;
-            state.next_picture += 1;
-            state.profiles.entry(phone.to_owned()).or_default().picture =
-                Some((next.to_string(), jpeg));
-        }
-        self.inner.bump();
+        self.inner.keep_picture(phone, Some(jpeg));
     }
 
     /// How many encrypted blobs the media server holds.

@@ -32,6 +32,44 @@ pub(crate) struct Profile {
 }
 
 impl Inner {
+    /// The answer to a profile or blocklist IQ from the device on connection `n`; `None`
+    /// for one of these namespaces the server does not know.
+    pub(crate) fn profile_iq(
+        &self,
+        n: usize,
+        kind: &str,
+        xmlns: &str,
+        child: &str,
+        id: &str,
+        node: &Node,
+    ) -> Option<Node> {
+        let Some((phone, _)) = self.device_of(n) else {
+            return Some(error(id, 401, "not-authorized"));
+        };
+        Some(match (kind, xmlns, child) {
+            ("get", "blocklist", _) => self.blocklist(&phone, id),
+            ("set", "blocklist", _) => self.change_blocklist(&phone, id, node),
+            ("set", "status", "status") => self.set_about(&phone, id, node),
+            ("set", "w:profile:picture", _) => self.set_picture(&phone, id, node),
+            ("get", "w:profile:picture", "picture") => self.get_picture(&phone, id, node),
+            _ => return None,
+        })
+    }
+
+    /// `phone` takes `picture` as its profile picture, or none; returns its new id.
+    pub(crate) fn keep_picture(&self, phone: &str, picture: Option<Vec<u8>>) -> Option<String> {
+        let picture_id = {
+            let mut state = self.state();
+            let next = state.next_picture;
+            state.next_picture += 1;
+            let profile = state.profiles.entry(phone.to_owned()).or_default();
+            profile.picture = picture.map(|bytes| (next.to_string(), bytes));
+            profile.picture.as_ref().map(|(id, _)| id.clone())
+        };
+        self.bump();
+        picture_id
+    }
+
     /// The push name the device on `phone`'s account announced.
     pub(crate) fn push_name_announced(&self, phone: &str, name: &str) {
         self.state()
@@ -63,17 +101,8 @@ impl Inner {
             .get_optional_child("picture")
             .and_then(bytes)
             .map(<[u8]>::to_vec);
-        let picture_id = {
-            let mut state = self.state();
-            let next = state.next_picture;
-            state.next_picture += 1;
-            let profile = state.profiles.entry(phone.to_owned()).or_default();
-            profile.picture = picture.map(|bytes| (next.to_string(), bytes));
-            profile.picture.as_ref().map(|(id, _)| id.clone())
-        };
-        self.bump();
         let answer = result(id);
-        match picture_id {
+        match self.keep_picture(phone, picture) {
             Some(picture_id) => answer
                 .children([NodeBuilder::new("picture").attr("id", picture_id).build()])
                 .build(),

@@ -452,26 +452,12 @@ impl Inner {
             ("get", "privacy", "privacy") => privacy(&id),
             // Trusted-contact tokens, issued after the first message to someone.
             ("set", "privacy", "tokens") => tokens(&id, child),
-            ("get", "blocklist", _) => match self.device_of(n) {
-                Some((phone, _)) => self.blocklist(&phone, &id),
-                None => error(&id, 401, "not-authorized"),
-            },
-            ("set", "blocklist", _) => match self.device_of(n) {
-                Some((phone, _)) => self.change_blocklist(&phone, &id, node),
-                None => error(&id, 401, "not-authorized"),
-            },
-            ("set", "status", "status") => match self.device_of(n) {
-                Some((phone, _)) => self.set_about(&phone, &id, node),
-                None => error(&id, 401, "not-authorized"),
-            },
-            ("set", "w:profile:picture", _) => match self.device_of(n) {
-                Some((phone, _)) => self.set_picture(&phone, &id, node),
-                None => error(&id, 401, "not-authorized"),
-            },
-            ("get", "w:profile:picture", "picture") => match self.device_of(n) {
-                Some((phone, _)) => self.get_picture(&phone, &id, node),
-                None => error(&id, 401, "not-authorized"),
-            },
+            (_, "blocklist" | "status" | "w:profile:picture", _) => {
+                match self.profile_iq(n, &kind, &xmlns, &child_tag, &id, node) {
+                    Some(answer) => answer,
+                    None => return self.unknown_iq(&id, node),
+                }
+            }
             ("set", "w:sync:app:state", "sync") => app_state(&id, child),
             ("get", "usync", "usync") => match child {
                 Some(usync) => self.usync(&id, usync),
@@ -490,13 +476,16 @@ impl Inner {
                     .into_node()])
                     .build()])
                 .build(),
-            _ => {
-                self.state().unknown_iqs.push(node.clone());
-                self.bump();
-                error(&id, 501, "feature-not-implemented")
-            }
+            _ => return self.unknown_iq(&id, node),
         };
         vec![Reply::Send(answer)]
+    }
+
+    /// An IQ the server does not know: counted, and answered 501.
+    fn unknown_iq(&self, id: &str, node: &Node) -> Vec<Reply> {
+        self.state().unknown_iqs.push(node.clone());
+        self.bump();
+        vec![Reply::Send(error(id, 501, "feature-not-implemented"))]
     }
 
     /// The device on connection `n` acknowledged the messages a receipt or an ack
