@@ -188,6 +188,18 @@ impl From<MultipartRejection> for ApiError {
     }
 }
 
+/// A person's address as a client writes it (a phone number or a person's WhatsApp
+/// address) → the [`Jid`]; 400 naming `field` for anything else, a group included.
+pub fn person_address(field: &str, value: &str) -> Result<Jid, ApiError> {
+    let jid = chat_address(field, value)?;
+    if jid.is_group() {
+        return Err(ApiError::validation(format!(
+            "{field}: '{value}' is a group, not a person"
+        )));
+    }
+    Ok(jid)
+}
+
 /// A chat address as a client writes it (a phone number in any common notation, a
 /// person's or a group's WhatsApp address) → the [`Jid`], or 422 naming `field`.
 pub fn chat_address(field: &str, value: &str) -> Result<Jid, ApiError> {

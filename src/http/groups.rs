@@ -11,7 +11,7 @@ use wagate_actors::domain::{Group, GroupPatch, Jid, ParticipantAction, Participa
 
 use crate::http::access::UsableInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, AppPath, chat_address};
+use crate::http::extract::{AppJson, AppPath, chat_address, person_address};
 use crate::http::openapi::{NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
 
@@ -476,14 +476,6 @@ fn people(field: &str, values: &[String]) -> ApiResult<Vec<String>> {
     }
     values
         .iter()
-        .map(|v| {
-            let jid = chat_address(field, v)?;
-            if jid.is_group() {
-                return Err(ApiError::validation(format!(
-                    "{field}: '{v}' is a group, not a person"
-                )));
-            }
-            Ok(jid.into_string())
-        })
+        .map(|v| Ok(person_address(field, v)?.into_string()))
         .collect()
 }

@@ -11,7 +11,7 @@ use wagate_actors::domain::{Profile, ProfilePatch, ProfilePicture};
 use crate::http::access::UsableInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{
-    AppJson, AppMultipart, AppPath, chat_address, field_bytes, multipart_error,
+    AppJson, AppMultipart, AppPath, field_bytes, multipart_error, person_address,
 };
 use crate::http::openapi::{NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
 use crate::http::state::AppState;
@@ -368,11 +368,5 @@ async fn blocklist(
 
 /// A person's address from a path segment (a number or an address; no group).
 fn person(value: &str) -> ApiResult<String> {
-    let jid = chat_address("phone", value)?;
-    if jid.is_group() {
-        return Err(ApiError::validation(format!(
-            "phone: '{value}' is a group, not a person"
-        )));
-    }
-    Ok(jid.into_string())
+    Ok(person_address("phone", value)?.into_string())
 }

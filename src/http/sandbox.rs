@@ -18,7 +18,7 @@ use wagate_actors::engine::{
 use crate::gateway::messaging::MAX_TEXT;
 use crate::http::access::VisibleInstance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{AppJson, chat_address};
+use crate::http::extract::{AppJson, chat_address, person_address};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
@@ -474,10 +474,7 @@ async fn presence(
     AppJson(body): AppJson<PresenceRequest>,
 ) -> ApiResult<AppJson<Receipted>> {
     let instance = sandbox_only(instance)?;
-    let contact = chat_address("from", &body.from)?;
-    if contact.is_group() {
-        return Err(ApiError::validation("from: must be a person, not a group"));
-    }
+    let contact = person_address("from", &body.from)?;
     let now = chrono::Utc::now();
     state
         .instances
@@ -532,10 +529,7 @@ async fn call(
     AppJson(body): AppJson<CallRequest>,
 ) -> ApiResult<AppJson<CallPlaced>> {
     let instance = sandbox_only(instance)?;
-    let caller = chat_address("from", &body.from)?;
-    if caller.is_group() {
-        return Err(ApiError::validation("from: must be a person, not a group"));
-    }
+    let caller = person_address("from", &body.from)?;
     let call_id = new_message_id();
     let caller = caller.as_str().to_owned();
     state
