@@ -18,6 +18,8 @@ struct Started {
     child: tokio::process::Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The tasks reading the two pipes; they end when the process closes them.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
@@ -38,16 +40,17 @@ impl Started {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start the server binary");
-        let collect = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        let mut readers = Vec::new();
+        let mut collect = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
             let lines = Arc::new(Mutex::new(Vec::new()));
             if let Some(pipe) = pipe {
                 let lines = lines.clone();
-                tokio::spawn(async move {
+                readers.push(tokio::spawn(async move {
                     let mut reader = tokio::io::BufReader::new(pipe).lines();
                     while let Ok(Some(line)) = reader.next_line().await {
                         lines.lock().expect("lines").push(line);
                     }
-                });
+                }));
             }
             lines
         };
@@ -57,6 +60,7 @@ impl Started {
             child,
             stdout,
             stderr,
+            readers,
         }
     }
 
@@ -89,12 +93,20 @@ impl Started {
         format!("http://{address}")
     }
 
-    /// Waits for the process to stop by itself.
+    /// Waits for the process to stop by itself, and for what it wrote to be read: its
+    /// last lines may still be in the pipes when it exits.
     async fn exit_status(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .expect("the server stops by itself")
-            .expect("wait")
+            .expect("wait");
+        for reader in self.readers.drain(..) {
+            tokio::time::timeout(Duration::from_secs(60), reader)
+                .await
+                .expect("the pipes close with the server")
+                .expect("the pipe reader");
+        }
+        status
     }
 }
 
