@@ -742,6 +742,9 @@
       case 'message_sent':
       case 'message_received':
       case 'message_status':
+      case 'message_reaction':
+      case 'message_edited':
+      case 'message_revoked':
         if (v.tab === 'messages') {
           loadChats();
           const chat = d.remoteJid || d.to || d.from;
@@ -794,6 +797,12 @@
         return `from ${chatLabel(d.from)}: ${d.body ?? d.type ?? ''}`;
       case 'message_status':
         return `${d.messageId} → ${d.status}`;
+      case 'message_reaction':
+        return `${d.fromMe ? 'you' : chatLabel(d.sender)}: ${d.emoji || 'reaction taken back'}`;
+      case 'message_edited':
+        return `${d.messageId}: ${d.message ?? ''}`;
+      case 'message_revoked':
+        return `${d.messageId}${d.forEveryone === false ? ' (for you)' : ''}`;
       default:
         return '';
     }
@@ -982,6 +991,13 @@
       'form',
       { id: 'send-form', class: 'card send-form', onsubmit: (e) => sendMessage(e, phone, text) },
       h('h2', { text: 'Send a test message' }),
+      h(
+        'div',
+        { id: 'reply-banner', class: 'reply-banner', hidden: true },
+        h('span', { class: 'muted', text: 'Replying to ' }),
+        h('q', { id: 'reply-quote' }),
+        h('button', { type: 'button', class: 'ghost small', id: 'reply-cancel', title: 'Do not reply', onclick: () => setReply(null) }, '✕'),
+      ),
       h('div', { class: 'grid-send' }, h('label', {}, 'To', phone), h('label', {}, 'Message', text)),
       h('div', { class: 'actions' }, h('button', { id: 'send-submit', type: 'submit', class: 'primary', text: 'Send' })),
     );
@@ -1003,12 +1019,16 @@
     const v = state.view;
     const phone = phoneInput.value.trim();
     const message = textInput.value;
+    const chat = phone.includes('@') ? phone : phone.replace(/[^0-9]/g, '');
+    // A reply goes only to the chat of the message it quotes.
+    const replyTo = v.replyTo && v.replyTo.chat === chat ? v.replyTo.messageId : undefined;
     await busy($('#send-submit'), async () => {
       try {
-        await api('POST', `/api/whatsapp/${enc(v.id)}/send`, { phone, message });
+        await api('POST', `/api/whatsapp/${enc(v.id)}/send`, { phone, message, replyTo });
         toast('Message sent');
         textInput.value = '';
-        v.chat = phone.includes('@') ? phone : phone.replace(/[^0-9]/g, '');
+        setReply(null);
+        v.chat = chat;
         loadChats();
         loadHistory();
       } catch (e) {
@@ -1037,7 +1057,7 @@
                   { type: 'button', class: 'chat-item', 'data-chat': key, onclick: () => selectChat(key) },
                   h('span', { class: 'chat-name', text: last.pushName && !last.fromMe ? `${last.pushName} (${chatLabel(c.chatId)})` : chatLabel(c.chatId) }),
                   c.unreadCount ? h('span', { class: 'unread', text: c.unreadCount }) : null,
-                  h('span', { class: 'chat-last muted', text: `${last.fromMe ? 'You: ' : ''}${last.content ?? last.caption ?? `[${last.messageType}]`}` }),
+                  h('span', { class: 'chat-last muted', text: `${last.fromMe ? 'You: ' : ''}${messageText(last)}` }),
                 ),
               );
             })
@@ -1051,6 +1071,7 @@
   function selectChat(key) {
     const v = state.view;
     v.chat = key;
+    if (v.replyTo && v.replyTo.chat !== key) setReply(null);
     const phone = $('#send-phone');
     if (phone) phone.value = key.includes('@') ? key : `+${key}`;
     for (const li of document.querySelectorAll('#chat-list li')) {
@@ -1081,25 +1102,131 @@
     try {
       const { messages } = await api('GET', `/api/instances/${enc(v.id)}/chats/${enc(chat)}/messages?limit=100`);
       if (state.view !== v || v.chat !== chat || !list.isConnected) return;
+      const byId = new Map(messages.map((m) => [m.messageId, m]));
       list.replaceChildren(
         ...(messages.length
           ? messages
               .slice()
               .reverse()
-              .map((m) =>
-                h(
-                  'li',
-                  { class: `bubble ${m.fromMe ? 'out' : 'in'}`, 'data-message-id': m.messageId },
-                  h('span', { class: 'bubble-text', text: m.content ?? m.caption ?? (m.fileName ? `[${m.messageType}: ${m.fileName}]` : `[${m.messageType}]`) }),
-                  h('span', { class: 'bubble-meta', text: `${fmtTime(m.timestamp)}${m.fromMe ? ` · ${m.status}` : ''}` }),
-                ),
-              )
+              .map((m) => bubble(m, byId, chat))
           : [h('li', { class: 'muted', text: 'No messages in this chat.' })]),
       );
       list.scrollTop = list.scrollHeight;
     } catch (e) {
       if (list.isConnected) list.replaceChildren(h('li', { class: 'error', text: e.message }));
     }
+  }
+
+  /** What a message says, in one line: its text, or what it carries. */
+  function messageText(m) {
+    if (m.revoked) return 'This message was deleted';
+    if (m.location) return `📍 ${[m.location.name, m.location.address].filter(Boolean).join(', ') || `${m.location.latitude}, ${m.location.longitude}`}`;
+    if (m.contacts?.length) return `👤 ${m.contacts.map((c) => c.name).join(', ')}`;
+    if (m.poll) return `📊 ${m.poll.question}`;
+    return m.content ?? m.caption ?? (m.fileName ? `[${m.messageType}: ${m.fileName}]` : `[${m.messageType}]`);
+  }
+
+  /** One message of the history: the message it replies to, its text, its reactions and actions. */
+  function bubble(m, byId, chat) {
+    const quoted = m.quotedMessageId ? byId.get(m.quotedMessageId) : null;
+    const reactions = new Map();
+    for (const r of m.reactions || []) {
+      const who = r.fromMe ? 'you' : chatLabel(r.sender);
+      reactions.set(r.emoji, [...(reactions.get(r.emoji) || []), who]);
+    }
+    const mine = (m.reactions || []).find((r) => r.fromMe)?.emoji;
+    const meta = [fmtTime(m.timestamp), m.editedAt && !m.revoked ? 'edited' : null, m.fromMe ? m.status : null];
+    return h(
+      'li',
+      { class: `bubble ${m.fromMe ? 'out' : 'in'}${m.revoked ? ' revoked' : ''}`, 'data-message-id': m.messageId },
+      m.quotedMessageId
+        ? h('blockquote', { class: 'bubble-quote', 'data-quoted': m.quotedMessageId, text: quoted ? messageText(quoted) : 'A message not shown here' })
+        : null,
+      h('span', { class: 'bubble-text', text: messageText(m) }),
+      reactions.size
+        ? h(
+            'span',
+            { class: 'reactions' },
+            [...reactions].map(([emoji, who]) =>
+              h('span', { class: 'reaction', 'data-emoji': emoji, title: who.join(', '), text: who.length > 1 ? `${emoji} ${who.length}` : emoji }),
+            ),
+          )
+        : null,
+      h(
+        'span',
+        { class: 'bubble-foot' },
+        m.revoked
+          ? null
+          : h(
+              'span',
+              { class: 'bubble-actions' },
+              h('button', { type: 'button', class: 'ghost tiny bubble-reply', title: 'Reply to this message', onclick: () => setReply({ chat, messageId: m.messageId, text: messageText(m) }) }, 'Reply'),
+              h('button', { type: 'button', class: 'ghost tiny bubble-react', title: 'React to this message', onclick: (e) => togglePicker(e.currentTarget, m.messageId, mine) }, 'React'),
+            ),
+        h('span', { class: 'bubble-meta', text: meta.filter(Boolean).join(' · ') }),
+      ),
+      state.view.picker === m.messageId && !m.revoked ? reactionPicker(m.messageId, mine) : null,
+    );
+  }
+
+  /** Sets (or with null, clears) the message the next send replies to. */
+  function setReply(reply) {
+    const v = state.view;
+    v.replyTo = reply;
+    const banner = $('#reply-banner');
+    if (!banner) return;
+    banner.hidden = !reply;
+    $('#reply-quote').textContent = reply ? reply.text : '';
+    if (reply) {
+      const phone = $('#send-phone');
+      if (phone) phone.value = reply.chat.includes('@') ? reply.chat : `+${reply.chat}`;
+      $('#send-text')?.focus();
+    }
+  }
+
+  const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+
+  /** Opens (or closes) the emoji choice under a message; it stays open across redraws. */
+  function togglePicker(button, messageId, mine) {
+    const v = state.view;
+    const li = button.closest('.bubble');
+    li.querySelector('.reaction-picker')?.remove();
+    v.picker = v.picker === messageId ? null : messageId;
+    if (v.picker) li.append(reactionPicker(messageId, mine));
+  }
+
+  /** The emojis to react with; the chosen one is sent at once, the one already sent takes it back. */
+  function reactionPicker(messageId, mine) {
+    return h(
+      'span',
+      { class: 'reaction-picker', role: 'group', 'aria-label': 'Reactions' },
+      REACTIONS.map((emoji) =>
+        h(
+          'button',
+          {
+            type: 'button',
+            class: `ghost tiny${emoji === mine ? ' chosen' : ''}`,
+            'data-emoji': emoji,
+            title: emoji === mine ? 'Take your reaction back' : `React with ${emoji}`,
+            onclick: (e) => react(e.currentTarget, messageId, emoji === mine ? '' : emoji),
+          },
+          emoji,
+        ),
+      ),
+    );
+  }
+
+  async function react(button, messageId, emoji) {
+    const v = state.view;
+    await busy(button, async () => {
+      try {
+        await api('POST', `/api/whatsapp/${enc(v.id)}/messages/${enc(messageId)}/reaction`, { emoji });
+        v.picker = null;
+        loadHistory();
+      } catch (e) {
+        reportError(e);
+      }
+    });
   }
 
   async function markRead(button, chat) {

@@ -751,13 +751,147 @@ async fn a_user_pairs_an_instance_and_chats_in_the_browser() {
     .await;
     page.screenshot("04-messages").await;
 
-    // Usage: the counters and the daily chart.
+    // The conversation view: reply to the contact's message from its bubble; the reply
+    // shows the message it quotes.
+    let (status, history) = srv
+        .get(
+            &format!("/api/instances/{id}/chats/447700900123/messages"),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let message_id = |text: &str| -> String {
+        history["messages"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter().find(|m| {
+                    m["content"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with(text))
+                })
+            })
+            .and_then(|m| m["messageId"].as_str())
+            .unwrap_or_else(|| panic!("{text:?} in {history}"))
+            .to_owned()
+    };
+    let theirs = message_id("Thanks, got it!");
+    let ours = message_id("Hello from the browser");
+    let bubble = |message_id: &str| format!("#history li[data-message-id={}]", js(message_id));
+    page.click(&format!("{} .bubble-reply", bubble(&theirs)))
+        .await;
+    page.wait_for(
+        "the reply banner",
+        "!document.querySelector('#reply-banner').hidden && \
+         document.querySelector('#reply-quote').textContent.startsWith('Thanks, got it!')",
+    )
+    .await;
+    page.fill("#send-text", "Glad it arrived").await;
+    page.click("#send-submit").await;
+    page.wait_for(
+        "the reply with its quote in the history",
+        "[...document.querySelectorAll('#history .bubble.out')].some(b => \
+         b.querySelector('.bubble-text').textContent === 'Glad it arrived' && \
+         (b.querySelector('.bubble-quote') || {}).textContent?.startsWith('Thanks, got it!'))",
+    )
+    .await;
+    assert!(
+        page.eval("document.querySelector('#reply-banner').hidden")
+            .await
+            == json!(true),
+        "the banner closes once the reply is sent"
+    );
+    let (_, history) = srv
+        .get(
+            &format!("/api/instances/{id}/chats/447700900123/messages"),
+            &admin,
+        )
+        .await;
+    let reply = history["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["content"] == "Glad it arrived"))
+        .unwrap_or_else(|| panic!("the reply in {history}"))
+        .clone();
+    assert_eq!(reply["quotedMessageId"], json!(theirs), "{reply}");
+    let reply_id = reply["messageId"].as_str().expect("an id").to_owned();
+
+    // React to the contact's message with the emoji button; the reaction shows on it.
+    page.click(&format!("{} .bubble-react", bubble(&theirs)))
+        .await;
+    page.click(&format!(
+        "{} .reaction-picker button[data-emoji={}]",
+        bubble(&theirs),
+        js("👍")
+    ))
+    .await;
+    page.wait_for(
+        "the reaction on the message",
+        &format!(
+            "!!document.querySelector({}) && !document.querySelector({})",
+            js(&format!("{} .reaction[data-emoji=\"👍\"]", bubble(&theirs))),
+            js(&format!("{} .reaction-picker", bubble(&theirs))),
+        ),
+    )
+    .await;
+    let (_, history) = srv
+        .get(
+            &format!("/api/instances/{id}/chats/447700900123/messages"),
+            &admin,
+        )
+        .await;
+    let reacted = history["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["messageId"] == json!(theirs)))
+        .unwrap_or_else(|| panic!("the contact's message in {history}"))
+        .clone();
+    assert_eq!(reacted["reactions"][0]["emoji"], "👍", "{reacted}");
+    assert_eq!(reacted["reactions"][0]["fromMe"], true, "{reacted}");
+
+    // An edit and a deletion (here through the API) show live in the open history.
+    let (status, body) = srv
+        .put(
+            &format!("/api/whatsapp/{id}/messages/{ours}"),
+            &admin,
+            json!({"message": "Hello again, edited"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    page.wait_for(
+        "the edited text",
+        &format!(
+            "(() => {{ const b = document.querySelector({}); return !!b && \
+             b.querySelector('.bubble-text').textContent === 'Hello again, edited' && \
+             b.querySelector('.bubble-meta').textContent.includes('edited'); }})()",
+            js(&bubble(&ours))
+        ),
+    )
+    .await;
+    let (status, body) = srv
+        .delete(
+            &format!("/api/whatsapp/{id}/messages/{reply_id}?forEveryone=true"),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    page.wait_for(
+        "the deleted reply",
+        &format!(
+            "(() => {{ const b = document.querySelector({}); return !!b && b.classList.contains('revoked') && \
+             b.querySelector('.bubble-text').textContent === 'This message was deleted' && \
+             !b.querySelector('.bubble-reply'); }})()",
+            js(&bubble(&reply_id))
+        ),
+    )
+    .await;
+    page.screenshot("04-conversation").await;
+
+    // Usage: the counters and the daily chart (the send, the reply, the reaction, the
+    // edit and the deletion each count as a sent message).
     page.click("#tabs a[data-tab=usage]").await;
     page.wait_for(
         "the usage of the instance",
         "(() => { const v = k => (document.querySelector(`#instance-usage .tile[data-key=${k}] .tile-value`) || {}).textContent; \
-         return v('messagesSent') === '1' && v('messagesReceived') === '1' && \
-         [...document.querySelectorAll('#instance-usage svg.chart rect.bar.sent')].some(r => r.textContent.endsWith('Sent: 1')) && \
+         return v('messagesSent') === '5' && v('messagesReceived') === '1' && \
+         [...document.querySelectorAll('#instance-usage svg.chart rect.bar.sent')].some(r => r.textContent.endsWith('Sent: 5')) && \
          document.querySelectorAll('#instance-usage svg.chart rect.bar').length === 2 * 7; })()",
     )
     .await;
