@@ -1,6 +1,9 @@
 //! Cluster mode with real processes: several `wagate` nodes on loopback sharing one
 //! SecantusDB (a MongoDB-wire server presenting itself as a one-member replica set), with
-//! a short-TTL profile (lease TTL 4 s, renewal 1 s, scan 0.5 s).
+//! two lease profiles: tests that kill, stop or cut a node use a short TTL (4 s, renewal
+//! 1 s) so that ownership moves quickly; the others use a steady one (20 s, renewal 2 s)
+//! so that a loaded machine, slow to renew, does not make ownership churn while they
+//! look at it. Instances are scanned for every 0.5 s in both.
 //!
 //! Every wait waits for a condition (`eventually`), bounded in time; nothing asserts how
 //! long anything took.
@@ -18,11 +21,30 @@ use crate::common::{Auth, Mongo, ProcessServer, eventually, free_port};
 const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789abcdef";
 const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+/// How long a lease lives and how often it is renewed, in ms.
+#[derive(Clone, Copy)]
+enum Leases {
+    /// For tests that kill, stop or cut a node: ownership moves within seconds.
+    Short,
+    /// For tests where every node stays up: a renewal late under load is no loss.
+    Steady,
+}
+
+impl Leases {
+    fn ttl_and_renewal(self) -> (&'static str, &'static str) {
+        match self {
+            Leases::Short => ("4000", "1000"),
+            Leases::Steady => ("20000", "2000"),
+        }
+    }
+}
+
 /// One SecantusDB and the nodes started on it.
 struct Cluster {
     _mongo: Mongo,
     _mongo_dir: TempDir,
     url: String,
+    leases: Leases,
     nodes: Vec<Option<Node>>,
 }
 
@@ -35,7 +57,7 @@ struct Node {
 impl Cluster {
     /// SecantusDB, then `n` nodes one after the other (each creates the admin only if
     /// none exists yet).
-    async fn start(n: usize) -> Cluster {
+    async fn start(n: usize, leases: Leases) -> Cluster {
         let mongo_dir = tempfile::tempdir().expect("tempdir");
         let mongo = Mongo::start(mongo_dir.path(), free_port()).await;
         let url = mongo.url("wagate_cluster");
@@ -43,6 +65,7 @@ impl Cluster {
             _mongo: mongo,
             _mongo_dir: mongo_dir,
             url,
+            leases,
             nodes: Vec::new(),
         };
         for i in 1..=n {
@@ -53,6 +76,7 @@ impl Cluster {
     }
 
     fn env(&self, id: &str, port: u16) -> Vec<(String, String)> {
+        let (ttl, renewal) = self.leases.ttl_and_renewal();
         [
             ("DATABASE_PROVIDER", "mongodb".to_owned()),
             ("DATABASE_URL", self.url.clone()),
@@ -62,8 +86,8 @@ impl Cluster {
             ("NODE_ADVERTISE_URL", format!("http://127.0.0.1:{port}")),
             ("CLUSTER_SECRET", CLUSTER_SECRET.to_owned()),
             ("SECRET_KEY", SECRET_KEY.to_owned()),
-            ("CLUSTER_LEASE_TTL_MS", "4000".to_owned()),
-            ("CLUSTER_LEASE_RENEW_MS", "1000".to_owned()),
+            ("CLUSTER_LEASE_TTL_MS", ttl.to_owned()),
+            ("CLUSTER_LEASE_RENEW_MS", renewal.to_owned()),
             ("CLUSTER_SCAN_MS", "500".to_owned()),
         ]
         .into_iter()
@@ -218,7 +242,7 @@ async fn pair(via: &Node, auth: &Auth, id: &str, phone: &str) {
 /// switch; a node whose secrets differ from the live nodes' refuses to start, saying so.
 #[tokio::test]
 async fn three_nodes_start_and_list_each_other() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start(3, Leases::Steady).await;
     let auth = cluster.node("n1").server.admin().await;
     for node in cluster.live() {
         let (status, body) = node.call(Method::GET, "/readyz", &Auth::None, None).await;
@@ -289,7 +313,7 @@ async fn three_nodes_start_and_list_each_other() {
 /// gauge says its own count.
 #[tokio::test]
 async fn twelve_instances_spread_over_three_nodes() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start(3, Leases::Steady).await;
     let auth = cluster.node("n1").server.admin().await;
     eventually(20, "three live nodes", || async {
         (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
@@ -393,7 +417,7 @@ async fn sse_until(resp: reqwest::Response, kind: &str) -> Value {
 /// gets the instance's `message_received`.
 #[tokio::test]
 async fn any_node_serves_any_instance() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start(3, Leases::Steady).await;
     let auth = cluster.node("n1").server.admin().await;
     eventually(20, "three live nodes", || async {
         (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
@@ -474,7 +498,7 @@ async fn any_node_serves_any_instance() {
 /// and does nothing.
 #[tokio::test]
 async fn a_forwarded_call_needs_a_valid_signature() {
-    let cluster = Cluster::start(1).await;
+    let cluster = Cluster::start(1, Leases::Steady).await;
     let node = cluster.node("n1");
     let auth = node.server.admin().await;
     let id = create(node, &auth, "forged").await;
@@ -568,11 +592,37 @@ async fn owners(
     out
 }
 
+/// Copies the newest stored event of `instance` under an id made an hour from now, as a
+/// node whose clock runs ahead would have; returns that id.
+async fn plant_event_from_a_fast_clock(url: &str, instance: &str) -> String {
+    let db = mongodb::Client::with_uri_str(url)
+        .await
+        .expect("connect to SecantusDB")
+        .default_database()
+        .expect("a database in the URL");
+    let events = db.collection::<mongodb::bson::Document>("events");
+    let mut newest = events
+        .find_one(mongodb::bson::doc! {"instanceId": instance})
+        .sort(mongodb::bson::doc! {"_id": -1})
+        .await
+        .expect("read the events")
+        .expect("the instance has events");
+    let ms = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let ahead = uuid::Builder::from_unix_timestamp_millis(ms as u64, &[7; 10])
+        .into_uuid()
+        .simple()
+        .to_string();
+    newest.insert("_id", &ahead);
+    events.insert_one(newest).await.expect("plant the event");
+    ahead
+}
+
 /// kill -9 of a node that owns instances: they are connected on the survivors (bounded
-/// wait), with their sessions (same phone, no scan), and accept sends there.
+/// wait), with their sessions (same phone, no scan), and accept sends there; their event
+/// ids keep increasing across the change of hands, even past an id from a faster clock.
 #[tokio::test]
 async fn instances_of_a_killed_node_reconnect_on_the_survivors() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = Cluster::start(3, Leases::Short).await;
     let auth = cluster.node("n1").server.admin().await;
     eventually(20, "three live nodes", || async {
         (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
@@ -585,6 +635,14 @@ async fn instances_of_a_killed_node_reconnect_on_the_survivors() {
         .map(|(node, _)| node.clone())
         .find(|n| n != "n1")
         .expect("a node other than n1 owns an instance");
+    // One of the victim's instances last stored an event whose id was made by a clock an
+    // hour ahead of this machine's.
+    let moved = before
+        .iter()
+        .find(|(_, (node, _))| *node == victim)
+        .map(|(id, _)| id.clone())
+        .expect("an instance of the victim");
+    let ahead = plant_event_from_a_fast_clock(&cluster.url, &moved).await;
     cluster.take(&victim).server.kill_hard().await;
 
     let survivor = cluster.node("n1");
@@ -600,6 +658,25 @@ async fn instances_of_a_killed_node_reconnect_on_the_survivors() {
             .await;
         assert_eq!(status, 200, "send after failover: {body}");
     }
+    // The new owner's events sort after it: a stream resumed from it gets the send.
+    let Auth::Bearer(token) = &auth else {
+        unreachable!("the admin signs in with a token")
+    };
+    let resumed = survivor
+        .server
+        .client
+        .get(format!(
+            "{}/api/instances/{moved}/events/stream",
+            survivor.server.base
+        ))
+        .bearer_auth(token)
+        .header("Last-Event-ID", &ahead)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resumed.status(), 200);
+    let sent = sse_until(resumed, "message_sent").await;
+    assert_eq!(sent["data"]["body"], "after the failover", "{sent}");
     let listed = listing(survivor, &auth).await;
     assert!(!listed.contains_key(&victim), "{listed:?}");
     assert_eq!(listed.values().sum::<u64>(), 6, "{listed:?}");
@@ -609,7 +686,7 @@ async fn instances_of_a_killed_node_reconnect_on_the_survivors() {
 /// registry; the survivors take them over with their sessions.
 #[tokio::test]
 async fn a_terminated_node_hands_its_instances_over() {
-    let mut cluster = Cluster::start(2).await;
+    let mut cluster = Cluster::start(2, Leases::Short).await;
     let auth = cluster.node("n1").server.admin().await;
     eventually(20, "two live nodes", || async {
         (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
@@ -655,7 +732,7 @@ async fn metric(node: &Node, name: &str) -> Option<u64> {
 /// self-fencing) and every instance is again answered by exactly one owner.
 #[tokio::test]
 async fn a_stalled_owner_fences_itself_when_it_resumes() {
-    let mut cluster = Cluster::start(0).await;
+    let mut cluster = Cluster::start(0, Leases::Short).await;
     for id in ["n1", "n2"] {
         let node = cluster
             .spawn(id, &[("ACTOR_CALL_TIMEOUT_MS", "1000")])

@@ -764,11 +764,8 @@ async fn a_user_pairs_an_instance_and_chats_in_the_browser() {
         history["messages"]
             .as_array()
             .and_then(|ms| {
-                ms.iter().find(|m| {
-                    m["content"]
-                        .as_str()
-                        .is_some_and(|c| c.starts_with(text))
-                })
+                ms.iter()
+                    .find(|m| m["content"].as_str().is_some_and(|c| c.starts_with(text)))
             })
             .and_then(|m| m["messageId"].as_str())
             .unwrap_or_else(|| panic!("{text:?} in {history}"))

@@ -28,6 +28,8 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
 use super::{ClusterSettings, LeaseBoard, LeaseStore, placement};
+use crate::domain::event::EventQuery;
+use crate::domain::raise_id_floor;
 use crate::handle::ActorSlot;
 use crate::instance::InstancesHandle;
 use crate::store::DynStorage;
@@ -317,6 +319,25 @@ async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
     }
 }
 
+/// Makes the events this node stores for `id` sort after the last one its previous owner
+/// stored, whatever the two clocks say: SSE `Last-Event-ID` and event catch-up resume
+/// by id.
+async fn seed_event_ids(storage: &DynStorage, id: &str, bound: Duration) {
+    let newest = EventQuery {
+        limit: 1,
+        ..EventQuery::default()
+    };
+    match tokio::time::timeout(bound, storage.list_events(id, &newest)).await {
+        Ok(Ok((events, _))) => {
+            if let Some(last) = events.last() {
+                raise_id_floor(&last.id);
+            }
+        }
+        Ok(Err(err)) => tracing::warn!(instance = %id, %err, "cannot read the last event id"),
+        Err(_) => tracing::warn!(instance = %id, "reading the last event id timed out"),
+    }
+}
+
 async fn scan(state: &mut LeaseState) {
     let bound = scan_bound(state);
     if bound.is_zero() {
@@ -393,9 +414,11 @@ async fn scan(state: &mut LeaseState) {
         // renewals must not wait behind it.
         let parked = !instance.status.restores_on_start();
         let instances = state.args.instances.clone();
+        let storage = state.args.storage.clone();
         let board = state.args.board.clone();
         let instance = (*instance).clone();
         tokio::spawn(async move {
+            seed_event_ids(&storage, &id, bound).await;
             if let Err(err) = instances.start(instance, parked).await {
                 tracing::error!(instance = %id, %err, "cannot start the instance");
             }

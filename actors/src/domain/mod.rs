@@ -45,10 +45,38 @@ pub use message::{
 pub use profile::{Profile, ProfileAnswer, ProfileOp, ProfilePatch, ProfilePicture};
 pub use usage::{Clock, ManualClock, SystemClock, Usage, UsageFilter, UsageKey};
 
+/// The greatest id this process handed out or was told of ([`raise_id_floor`]).
+static ID_FLOOR: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+
 /// A new time-ordered identifier (UUID v7): ids sort by creation time, which keeps
 /// "newest first" listings and resumable streams cheap on every backend.
+///
+/// Ids strictly increase within the process and stay above every id passed to
+/// [`raise_id_floor`], even when this machine's clock is behind the one that made it.
 pub fn new_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
+    let fresh = uuid::Uuid::now_v7().as_u128();
+    let mut floor = ID_FLOOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let id = if fresh > *floor {
+        fresh
+    } else {
+        floor.saturating_add(1)
+    };
+    *floor = id;
+    uuid::Uuid::from_u128(id).simple().to_string()
+}
+
+/// Makes every later [`new_id`] sort after `seen`, an id made elsewhere (another node
+/// whose clock may run ahead). Anything but a UUID is ignored.
+pub fn raise_id_floor(seen: &str) {
+    let Ok(seen) = uuid::Uuid::try_parse(seen) else {
+        return;
+    };
+    let mut floor = ID_FLOOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *floor = (*floor).max(seen.as_u128());
 }
 
 /// A page of results plus the total number of matches.
@@ -56,4 +84,32 @@ pub fn new_id() -> String {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_strictly_increase_and_pass_a_raised_floor() {
+        let mut last = new_id();
+        for _ in 0..1000 {
+            let next = new_id();
+            assert!(next > last, "{next} after {last}");
+            last = next;
+        }
+        // An id made an hour ahead (a node with a fast clock): later ids sort after it.
+        let ahead_ms = (chrono::Utc::now().timestamp_millis() + 3_600_000) as u64;
+        let ahead = uuid::Builder::from_unix_timestamp_millis(ahead_ms, &[0xff; 10])
+            .into_uuid()
+            .simple()
+            .to_string();
+        assert!(new_id() < ahead);
+        raise_id_floor(&ahead);
+        raise_id_floor("not an id");
+        let next = new_id();
+        assert!(next > ahead, "{next} after {ahead}");
+        assert_eq!(next.len(), 32);
+        assert!(new_id() > next);
+    }
 }
