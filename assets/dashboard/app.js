@@ -294,6 +294,7 @@
   function poll() {
     if (document.hidden || !state.token) return;
     refreshInstances();
+    if (state.view?.instance?.node) loadOwner();
     if (state.view?.tab === 'webhooks') loadDeliveries();
   }
 
@@ -566,6 +567,7 @@
       const inst = await api('GET', `/api/instances/${enc(v.id)}`);
       if (state.view !== v) return;
       updateInstance(inst);
+      loadOwner();
     } catch (e) {
       if (state.view !== v) return;
       if (e.status === 404) {
@@ -581,6 +583,17 @@
     }
   }
 
+  /** Cluster mode: which node owns the open instance (its status says; absent otherwise). */
+  async function loadOwner() {
+    const v = state.view;
+    try {
+      const { node } = await api('GET', `/api/instances/${enc(v.id)}/status`);
+      if (state.view === v && node && node !== v.instance?.node) updateInstance({ node });
+    } catch {
+      // Moving between nodes (503) or gone: the next poll asks again.
+    }
+  }
+
   /** New facts about the open instance (from the API or an event): redraw what changed. */
   function updateInstance(fresh) {
     const v = state.view;
@@ -592,6 +605,7 @@
     $('#instance-sub').textContent = [
       `engine ${i.engine}`,
       i.phone ? `+${i.phone}` : null,
+      i.node ? `on node ${i.node}` : null,
       i.lastActivity ? `last activity ${fmtTime(i.lastActivity)}` : null,
     ]
       .filter(Boolean)

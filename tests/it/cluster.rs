@@ -16,7 +16,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::common::{Auth, Mongo, ProcessServer, eventually, free_port};
+use crate::common::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, Auth, Mongo, ProcessServer, eventually, free_port,
+};
+use crate::dashboard::{Browser, artifacts_named, js};
 
 const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789abcdef";
 const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -801,4 +804,54 @@ async fn a_stalled_owner_fences_itself_when_it_resumes() {
     })
     .await;
     cluster.take(stalled).server.kill_hard().await;
+}
+
+/// The dashboard, opened on a node, names the node that owns the instance.
+#[tokio::test]
+async fn the_dashboard_names_the_owner_node() {
+    let cluster = Cluster::start(2, Leases::Steady).await;
+    let auth = cluster.node("n1").server.admin().await;
+    eventually(20, "two live nodes", || async {
+        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
+    })
+    .await;
+    let id = create(cluster.node("n1"), &auth, "owned").await;
+    let owner = eventually(30, "an owner", || async {
+        status_via(cluster.node("n1"), &auth, &id)
+            .await
+            .map(|(_, node, _, _)| node)
+    })
+    .await;
+    // Opened on the node that does not own it: the page still names the owner.
+    let via = cluster
+        .live()
+        .into_iter()
+        .find(|n| n.id != owner)
+        .expect("a node that is not the owner");
+    let browser = Browser::launch().await;
+    let page = browser.new_page(artifacts_named("cluster-dashboard")).await;
+    page.goto(&format!("{}/dashboard", via.server.base)).await;
+    page.fill("#login-email", ADMIN_EMAIL).await;
+    page.fill("#login-password", ADMIN_PASSWORD).await;
+    page.click("#login-submit").await;
+    page.wait_for(
+        "the signed-in dashboard",
+        "!document.querySelector('#app-view').hidden",
+    )
+    .await;
+    page.eval(&format!(
+        "location.hash = {}",
+        js(&format!("#/instances/{id}"))
+    ))
+    .await;
+    page.wait_for(
+        "the owner node in the instance's header",
+        &format!(
+            "(document.querySelector('#instance-sub') || {{}}).textContent?.includes({})",
+            js(&format!("on node {owner}"))
+        ),
+    )
+    .await;
+    let errors = page.errors();
+    assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
 }
