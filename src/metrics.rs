@@ -130,6 +130,11 @@ impl Collector for LeasesCollector {
         let counters = board.counters();
         for (name, help, value) in [
             (
+                "wagate_cluster_renewals",
+                "Lease renewals the database confirmed",
+                &counters.renewals,
+            ),
+            (
                 "wagate_cluster_leases_acquired",
                 "Instance leases this node took",
                 &counters.acquired,

@@ -26,7 +26,7 @@ const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef012345
 
 /// How long a lease lives and how often it is renewed, in ms.
 #[derive(Clone, Copy)]
-enum Leases {
+pub(crate) enum Leases {
     /// For tests that kill, stop or cut a node: ownership moves within seconds.
     Short,
     /// For tests where every node stays up: a renewal late under load is no loss.
@@ -43,24 +43,24 @@ impl Leases {
 }
 
 /// One SecantusDB and the nodes started on it.
-struct Cluster {
+pub(crate) struct Cluster {
     _mongo: Mongo,
     _mongo_dir: TempDir,
-    url: String,
+    pub(crate) url: String,
     leases: Leases,
-    nodes: Vec<Option<Node>>,
+    pub(crate) nodes: Vec<Option<Node>>,
 }
 
-struct Node {
-    id: String,
-    server: ProcessServer,
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) server: ProcessServer,
     _data: TempDir,
 }
 
 impl Cluster {
     /// SecantusDB, then `n` nodes one after the other (each creates the admin only if
     /// none exists yet).
-    async fn start(n: usize, leases: Leases) -> Cluster {
+    pub(crate) async fn start(n: usize, leases: Leases) -> Cluster {
         let mongo_dir = tempfile::tempdir().expect("tempdir");
         let mongo = Mongo::start(mongo_dir.path(), free_port()).await;
         let url = mongo.url("wagate_cluster");
@@ -98,7 +98,16 @@ impl Cluster {
         .collect()
     }
 
-    async fn spawn(&self, id: &str, extra: &[(&str, &str)]) -> Node {
+    pub(crate) async fn spawn(&self, id: &str, extra: &[(&str, &str)]) -> Node {
+        self.spawn_node(id, extra, false).await
+    }
+
+    /// [`Cluster::spawn`] keeping the node's log ([`ProcessServer::log_text`]).
+    pub(crate) async fn spawn_logged(&self, id: &str, extra: &[(&str, &str)]) -> Node {
+        self.spawn_node(id, extra, true).await
+    }
+
+    async fn spawn_node(&self, id: &str, extra: &[(&str, &str)], logged: bool) -> Node {
         let data = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut env = self.env(id, port);
@@ -107,7 +116,11 @@ impl Cluster {
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let server = ProcessServer::spawn(data.path(), &env).await;
+        let server = if logged {
+            ProcessServer::spawn_logged(data.path(), &env).await
+        } else {
+            ProcessServer::spawn(data.path(), &env).await
+        };
         Node {
             id: id.to_owned(),
             server,
@@ -115,18 +128,18 @@ impl Cluster {
         }
     }
 
-    fn live(&self) -> Vec<&Node> {
+    pub(crate) fn live(&self) -> Vec<&Node> {
         self.nodes.iter().flatten().collect()
     }
 
-    fn node(&self, id: &str) -> &Node {
+    pub(crate) fn node(&self, id: &str) -> &Node {
         self.live()
             .into_iter()
             .find(|n| n.id == id)
             .unwrap_or_else(|| panic!("no live node {id}"))
     }
 
-    fn take(&mut self, id: &str) -> Node {
+    pub(crate) fn take(&mut self, id: &str) -> Node {
         self.nodes
             .iter_mut()
             .find(|n| n.as_ref().is_some_and(|n| n.id == id))
@@ -148,7 +161,7 @@ impl Node {
 }
 
 /// The live nodes as `node` lists them: id → instances it owns.
-async fn listing(node: &Node, auth: &Auth) -> BTreeMap<String, u64> {
+pub(crate) async fn listing(node: &Node, auth: &Auth) -> BTreeMap<String, u64> {
     let (status, body) = node
         .call(Method::GET, "/api/cluster/nodes", auth, None)
         .await;
@@ -179,7 +192,11 @@ async fn listing(node: &Node, auth: &Auth) -> BTreeMap<String, u64> {
 
 /// `(status, node, leaseEpoch, phone)` of an instance, asked of `via`; None while it is
 /// moving (503).
-async fn status_via(via: &Node, auth: &Auth, id: &str) -> Option<(String, String, u64, Value)> {
+pub(crate) async fn status_via(
+    via: &Node,
+    auth: &Auth,
+    id: &str,
+) -> Option<(String, String, u64, Value)> {
     let (code, body) = via
         .call(
             Method::GET,
@@ -532,7 +549,7 @@ async fn a_forwarded_call_needs_a_valid_signature() {
 }
 
 /// Pairs `count` instances and returns their ids with their phones.
-async fn paired(
+pub(crate) async fn paired(
     cluster: &Cluster,
     auth: &Auth,
     count: usize,
@@ -552,7 +569,7 @@ async fn paired(
 
 /// Waits until every instance is connected on a node other than `gone`, with a higher
 /// lease epoch than `before` and the phone it was paired with: no new QR code was scanned.
-async fn moved_off(
+pub(crate) async fn moved_off(
     via: &Node,
     auth: &Auth,
     instances: &[(String, String)],
@@ -582,7 +599,7 @@ async fn moved_off(
     .await;
 }
 
-async fn owners(
+pub(crate) async fn owners(
     via: &Node,
     auth: &Auth,
     instances: &[(String, String)],
@@ -712,7 +729,7 @@ async fn a_terminated_node_hands_its_instances_over() {
 }
 
 /// This node's counter or gauge `name` from its `/metrics`.
-async fn metric(node: &Node, name: &str) -> Option<u64> {
+pub(crate) async fn metric(node: &Node, name: &str) -> Option<u64> {
     let text = node
         .server
         .client

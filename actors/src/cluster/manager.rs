@@ -295,6 +295,12 @@ async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
             return;
         }
     };
+    state
+        .args
+        .board
+        .counters
+        .renewals
+        .fetch_add(1, Ordering::Relaxed);
     let fence_at = sent + state.args.settings.fence_after();
     state.fence_at = Some(fence_at);
     myself.send_after(fence_at.saturating_duration_since(Instant::now()), || {

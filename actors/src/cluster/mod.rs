@@ -123,6 +123,8 @@ pub struct LeaseBoard {
 /// What the lease manager counts, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct LeaseCounters {
+    /// Renewals the database confirmed (every lease and the heartbeat written).
+    pub renewals: AtomicU64,
     pub acquired: AtomicU64,
     pub lost: AtomicU64,
     pub released: AtomicU64,
