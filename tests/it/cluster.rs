@@ -149,7 +149,7 @@ impl Cluster {
 }
 
 impl Node {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,

@@ -7,7 +7,7 @@ mod common;
 mod auth;
 mod calls;
 mod cluster;
-mod cluster_cut;
+mod cluster_faults;
 mod dashboard;
 mod db;
 mod desk;
