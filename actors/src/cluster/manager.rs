@@ -306,6 +306,32 @@ async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
     myself.send_after(fence_at.saturating_duration_since(Instant::now()), || {
         LeaseMsg::Fence
     });
+    // A lease the database gives this node but the node does not know of: an acquire
+    // that succeeded after this node stopped waiting for its answer. Renewals would keep
+    // it alive forever with nothing running; released, the next scan places it anew.
+    let held: HashSet<String> = state
+        .args
+        .board
+        .held()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let strays: Vec<(String, u64)> = owned
+        .iter()
+        .filter(|(id, _)| !held.contains(id))
+        .cloned()
+        .collect();
+    if !strays.is_empty() {
+        tracing::warn!(
+            leases = strays.len(),
+            "releasing leases taken without an answer (their instances never started here)"
+        );
+        let me = state.args.settings.node_id.clone();
+        let released = state.args.store.release(&me, &strays);
+        if let Ok(Err(err)) = tokio::time::timeout(renew_bound(state), released).await {
+            tracing::warn!(%err, "cannot release the leases; they stay until a later renewal");
+        }
+    }
     // What the database no longer gives this node is stopped now.
     let owned: HashSet<(String, u64)> = owned.into_iter().collect();
     for (id, epoch) in state.args.board.held() {

@@ -332,6 +332,34 @@ async fn a_node_cut_off_fences_itself_and_the_other_takes_over() {
     a.runtime.shutdown().await;
 }
 
+/// A lease the store gave a node whose answer never reached it (the acquire timed out on
+/// the node's side but committed): the node does not keep it alive with nothing running;
+/// it releases it and the instance runs.
+#[tokio::test]
+async fn a_lease_taken_without_an_answer_does_not_strand_its_instance() {
+    let storage = Arc::new(MemoryStorage::default());
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let instance = Instance::new("stray", "owner", "stray", EngineKind::Sandbox, Utc::now());
+    storage.create_instance(&instance).await.expect("create");
+    shared.lock().expect("shared").leases.insert(
+        "stray".to_owned(),
+        LeaseRecord {
+            instance_id: "stray".to_owned(),
+            owner: "a".to_owned(),
+            epoch: 1,
+            expires_at_ms: now_ms() + 60_000,
+        },
+    );
+    let a = node("a", storage.clone(), shared.clone()).await;
+    until("a runs the instance of the stray lease", || {
+        a.runtime.instances.runs("stray")
+    })
+    .await;
+    let epoch = shared.lock().expect("shared").leases["stray"].epoch;
+    assert_eq!(epoch, 2, "released, then taken again under a new epoch");
+    a.runtime.shutdown().await;
+}
+
 /// A clean shutdown releases every lease at once, so the other node takes the instances
 /// over without waiting for them to expire.
 #[tokio::test]
