@@ -16,6 +16,8 @@ use crate::common::{Auth, TestServer, eventually};
 use crate::receiver::{Receiver, unused_addr};
 use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
 
+mod groups;
+
 /// Pinned so the client does not look its version up on the internet.
 const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");
 

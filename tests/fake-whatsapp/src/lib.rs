@@ -8,10 +8,13 @@
 //! sessions (each peer is an unconnected whatsapp-rust client on the in-memory store), its
 //! ADV signature checks and its media encryption.
 //!
-//! What it does not do is anything the library does not need: groups, app-state
-//! contents (every collection is empty), presence, calls. An IQ it does not know is
-//! answered `<error code="501"/>` and counted ([`FakeWhatsApp::unknown_iqs`]), so a test
-//! notices when the client starts asking for something new.
+//! It also keeps groups (phone-number addressed, see `groups.rs`): the `w:g2` IQs,
+//! `w:gp2` notifications to the members' devices, and sender-key group messages that the
+//! members' phones decrypt. What it does not do is anything else the library does not
+//! need: app-state contents (every collection is empty), communities, LID-addressed
+//! groups, history sync. An IQ it does not know is answered `<error code="501"/>` and
+//! counted ([`FakeWhatsApp::unknown_iqs`]), so a test notices when the client starts
+//! asking for something new.
 //!
 //! # Using it
 //!
@@ -24,6 +27,10 @@
 //!   account's own phone. A [`Peer`] reads what the device sends
 //!   ([`Peer::next_message`], [`Peer::download`]), sends texts and images to it and
 //!   receipts ([`Peer::next_receipt`], [`Peer::send_receipt`]).
+//! - [`FakeWhatsApp::create_group`] makes a group from a user's phone;
+//!   [`FakeWhatsApp::group`] shows a group as the server holds it; a peer in it writes
+//!   with [`Peer::send_group_text`] and reads the group's messages with
+//!   [`Peer::next_message`] ([`ReceivedMessage::group`]).
 //! - [`FakeWhatsApp::wait_until`] waits on the server's state without polling;
 //!   [`FakeWhatsApp::stanzas`], [`FakeWhatsApp::removed_devices`] and
 //!   [`FakeWhatsApp::handshakes`] tell what the client did.
@@ -36,6 +43,7 @@
 
 mod calls;
 mod conn;
+mod groups;
 mod handshake;
 mod media;
 mod peer;
@@ -52,13 +60,16 @@ use tokio::sync::mpsc;
 use whatsapp_rust::http::HttpClient;
 use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
 use whatsapp_rust::wacore_binary::node::Node;
-use whatsapp_rust::{Jid, anyhow, async_channel, async_trait};
+use whatsapp_rust::{anyhow, async_channel, async_trait};
 
 pub use calls::RejectedCall;
+pub use groups::{Group, Role};
 pub use handshake::Pattern;
 pub use peer::{Peer, ReceivedMessage, ReceivedPresence, ReceivedReceipt};
 pub use server::MEDIA_HOST;
 pub use socket::UnixTransports;
+/// WhatsApp's addresses, as the fake's answers name users, devices and groups.
+pub use whatsapp_rust::Jid;
 /// WhatsApp's message protobufs, for tests that build or inspect what peers exchange.
 pub use whatsapp_rust::buffa::MessageField;
 pub use whatsapp_rust::waproto::whatsapp as wa;
@@ -189,6 +200,23 @@ impl FakeWhatsApp {
             picture: profile.picture.map(|(_, bytes)| bytes),
             blocked: profile.blocked.into_iter().collect(),
         }
+    }
+
+    /// User or account `creator` makes a group of `members` from its phone, as WhatsApp
+    /// would: the linked devices of the accounts in it hear of it (`w:gp2` create).
+    /// Returns the group's address.
+    pub fn create_group(
+        &self,
+        creator: &str,
+        subject: &str,
+        members: &[&str],
+    ) -> Result<Jid, String> {
+        self.inner.create_group_by(creator, subject, members)
+    }
+
+    /// Group `jid` as the server holds it now.
+    pub fn group(&self, jid: &Jid) -> Option<Group> {
+        self.inner.group(jid)
     }
 
     /// The calls the accounts' devices rejected, in order.

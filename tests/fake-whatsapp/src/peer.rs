@@ -20,11 +20,12 @@ use whatsapp_rust::wacore::message_processing::EncType;
 use whatsapp_rust::wacore::messages::MessageUtils;
 use whatsapp_rust::wacore::poll;
 use whatsapp_rust::wacore::store::InMemoryBackend;
+use whatsapp_rust::wacore_binary::node::Node;
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid, TokioRuntime, anyhow, async_channel, async_trait};
 
 use crate::server::Inner;
-use crate::wire::Fallible;
+use crate::wire::{Fallible, attr, bytes};
 
 /// A message a peer decrypted.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct ReceivedMessage {
     pub id: String,
     /// The device that sent it, as the server named it.
     pub from: Jid,
+    /// The group it was written in, if any.
+    pub group: Option<Jid>,
     /// `pkmsg` (a new session) or `msg`.
     pub enc_type: String,
     /// The conversation text, or a caption, when the message has one.
@@ -212,6 +215,18 @@ impl Peer {
             ..Default::default()
         };
         self.send_message(to, &message).await
+    }
+
+    /// Writes `text` in `group` (the accounts among its members get it); returns the
+    /// message id.
+    pub async fn send_group_text(&self, group: &Jid, text: &str) -> Result<String, String> {
+        let message = wa::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        };
+        self.server()?
+            .send_group_from_peer(self, group, &message)
+            .await
     }
 
     /// Sends any message to the account `to`; returns the message id.
@@ -403,12 +418,86 @@ impl Peer {
         let received = ReceivedMessage {
             id: id.to_owned(),
             from: from.clone(),
+            group: None,
             enc_type: enc_type.to_owned(),
             text: text_of(&message),
             message,
         };
         let _ = self.inner.messages_tx.send(received.clone());
         Ok(received)
+    }
+
+    /// Takes in what `from` wrote to `group`: first the sender key it sent this phone
+    /// (`key`, a pairwise `enc` carrying a `SenderKeyDistributionMessage`), if any, then
+    /// the message itself (`skmsg`), kept for [`Peer::next_message`].
+    pub(crate) async fn receive_group(
+        &self,
+        group: &Jid,
+        from: &Jid,
+        id: &str,
+        key: Option<&Node>,
+        skmsg: &Node,
+    ) -> Fallible<()> {
+        let who = &self.inner.jid;
+        let signal = self.inner.client.signal();
+        if let Some(enc) = key {
+            let kind = attr(enc, "type").unwrap_or_default();
+            let kind = EncType::from_wire(&kind)
+                .ok_or_else(|| format!("unknown encryption type {kind}"))?;
+            let padded = signal
+                .decrypt_message(from, kind, bytes(enc).unwrap_or_default())
+                .await
+                .map_err(|e| format!("{who} cannot decrypt the sender key of {id}: {e}"))?;
+            let message = whatsapp_rust::wacore::messages::decode_plaintext(&padded, version(enc))
+                .map_err(|e| format!("{who} cannot decode the sender key of {id}: {e}"))?;
+            let distribution = message
+                .sender_key_distribution_message
+                .as_option()
+                .and_then(|d| d.axolotl_sender_key_distribution_message.clone())
+                .ok_or_else(|| format!("{id}: what {from} sent {who} carries no sender key"))?;
+            signal
+                .process_sender_key_distribution(group, from, &distribution)
+                .await
+                .map_err(|e| format!("{who} cannot take the sender key of {from}: {e}"))?;
+        }
+        let padded = signal
+            .decrypt_group_message(group, from, bytes(skmsg).unwrap_or_default())
+            .await
+            .map_err(|e| format!("{who} cannot decrypt {id} in {group}: {e}"))?;
+        let message = whatsapp_rust::wacore::messages::decode_plaintext(&padded, version(skmsg))
+            .map_err(|e| format!("{who} cannot decode {id}: {e}"))?;
+        let _ = self.inner.messages_tx.send(ReceivedMessage {
+            id: id.to_owned(),
+            from: from.clone(),
+            group: Some(group.clone()),
+            enc_type: "skmsg".to_owned(),
+            text: text_of(&message),
+            message,
+        });
+        Ok(())
+    }
+
+    /// `message` sealed with this phone's sender key for `group`: the key's current
+    /// distribution message (so that a member without it can read this message) and
+    /// the skmsg.
+    pub(crate) async fn encrypt_for_group(
+        &self,
+        group: &Jid,
+        message: &wa::Message,
+    ) -> Fallible<(Vec<u8>, Vec<u8>)> {
+        let who = &self.inner.jid;
+        let signal = self.inner.client.signal();
+        // Taken before the encryption, the distribution names the step the message
+        // uses.
+        let distribution = signal
+            .sender_key_distribution(group, who)
+            .await
+            .map_err(|e| format!("{who} has no sender key for {group}: {e}"))?;
+        let (_, skmsg) = signal
+            .encrypt_group_message(group, &MessageUtils::encode_and_pad(message))
+            .await
+            .map_err(|e| format!("{who} cannot encrypt for {group}: {e}"))?;
+        Ok((distribution, skmsg))
     }
 
     pub(crate) fn keep_presence(&self, presence: ReceivedPresence) {
@@ -456,6 +545,11 @@ impl Peer {
         };
         Ok((kind, ciphertext))
     }
+}
+
+/// An `enc`'s padding version (`v`), 2 unless it says otherwise.
+fn version(enc: &Node) -> u8 {
+    attr(enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2)
 }
 
 /// The text a person would read: the conversation, an extended text, or a caption.

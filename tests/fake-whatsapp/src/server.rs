@@ -81,6 +81,9 @@ pub(crate) struct State {
     pub(crate) profiles: BTreeMap<String, crate::profile::Profile>,
     pub(crate) next_picture: u64,
     pub(crate) rejected_calls: Vec<crate::calls::RejectedCall>,
+    /// Groups by the user part of their address.
+    pub(crate) groups: BTreeMap<String, crate::groups::Group>,
+    pub(crate) next_group: u64,
     next_lid: u64,
 }
 
@@ -175,6 +178,7 @@ impl Inner {
             blobs: crate::media::Blobs::default(),
             state: Mutex::new(State {
                 next_lid: 100_000_000_000_001,
+                next_group: 120_363_000_000_000_001,
                 ..State::default()
             }),
             changed: watch::channel(0).0,
@@ -458,6 +462,10 @@ impl Inner {
                     None => return self.unknown_iq(&id, node),
                 }
             }
+            (_, "w:g2", _) => match self.group_iq(n, &kind, &id, node) {
+                Some(answer) => answer,
+                None => return self.unknown_iq(&id, node),
+            },
             ("set", "w:sync:app:state", "sync") => app_state(&id, child),
             ("get", "usync", "usync") => match child {
                 Some(usync) => self.usync(&id, usync),
@@ -1176,6 +1184,12 @@ impl Inner {
             return replies;
         };
         let sender = Jid::pn_device(&phone, device);
+        if let Ok(group) = to.parse::<Jid>()
+            && group.server == Server::Group
+        {
+            self.group_message(node, &sender, &group).await;
+            return replies;
+        }
         let mut copies: Vec<(Jid, &Node)> = Vec::new();
         if let Some(participants) = node.get_optional_child("participants") {
             for to in participants.get_children_by_tag("to") {
@@ -1359,25 +1373,37 @@ impl Inner {
             "media"
         };
         for device in self.companions_of(to)? {
-            let target = Jid::pn_device(to, device);
-            if !peer.has_session(&target).await {
-                let bundle = {
-                    let mut state = self.state();
-                    let companion = state
-                        .accounts
-                        .get_mut(to)
-                        .and_then(|a| a.companions.get_mut(&device))
-                        .ok_or("the device vanished")?;
-                    companion.keys.take_bundle(device)?
-                };
-                peer.install(&target, &bundle).await?;
-            }
-            let (enc_type, ciphertext) = peer.encrypt(&target, message).await?;
+            let (enc_type, ciphertext) = self.pairwise(peer, to, device, message).await?;
             let stanza = message_stanza(&peer.jid(), &id, kind, peer.name(), enc_type, ciphertext);
             self.deliver(to, device, stanza)?;
         }
         self.bump();
         Ok(id)
+    }
+
+    /// `message` encrypted by `peer` for linked device `device` of account `phone`,
+    /// starting a session from the device's keys when there is none.
+    pub(crate) async fn pairwise(
+        &self,
+        peer: &Peer,
+        phone: &str,
+        device: u16,
+        message: &wa::Message,
+    ) -> Fallible<(&'static str, Vec<u8>)> {
+        let target = Jid::pn_device(phone, device);
+        if !peer.has_session(&target).await {
+            let bundle = {
+                let mut state = self.state();
+                let companion = state
+                    .accounts
+                    .get_mut(phone)
+                    .and_then(|a| a.companions.get_mut(&device))
+                    .ok_or("the device vanished")?;
+                companion.keys.take_bundle(device)?
+            };
+            peer.install(&target, &bundle).await?;
+        }
+        peer.encrypt(&target, message).await
     }
 
     /// An account's own phone wrote `message` to `to`: its linked devices get the copy
@@ -1402,20 +1428,7 @@ impl Inner {
             ..Default::default()
         };
         for device in self.companions_of(&own)? {
-            let target = Jid::pn_device(&own, device);
-            if !phone.has_session(&target).await {
-                let bundle = {
-                    let mut state = self.state();
-                    let companion = state
-                        .accounts
-                        .get_mut(&own)
-                        .and_then(|a| a.companions.get_mut(&device))
-                        .ok_or("the device vanished")?;
-                    companion.keys.take_bundle(device)?
-                };
-                phone.install(&target, &bundle).await?;
-            }
-            let (enc_type, ciphertext) = phone.encrypt(&target, &wrapped).await?;
+            let (enc_type, ciphertext) = self.pairwise(phone, &own, device, &wrapped).await?;
             let mut stanza = message_stanza(
                 &phone.jid(),
                 &id,
