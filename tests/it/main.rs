@@ -21,6 +21,7 @@ mod messaging;
 mod metrics;
 mod openapi;
 mod outbox_fault;
+mod pacing;
 mod pair;
 mod presence;
 mod profile;

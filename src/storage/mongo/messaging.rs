@@ -227,6 +227,50 @@ impl MessageStore for MongoStorage {
         Ok(done.matched_count > 0)
     }
 
+    async fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>> {
+        // `_id` is time-ordered: with `createdAt`, the order they were queued in.
+        let pending: Vec<Document> = self
+            .coll(MESSAGES)?
+            .find(doc! {"instanceId": instance_id, "fromMe": true, "status": "pending"})
+            .sort(doc! {"createdAt": 1, "_id": 1})
+            .projection(doc! {"messageId": 1})
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        pending
+            .iter()
+            .map(|d| Fields(d).string("messageId"))
+            .collect()
+    }
+
+    async fn settle_pending_send(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
+        let done = self
+            .coll(MESSAGES)?
+            .update_one(
+                doc! {"instanceId": &m.instance_id, "messageId": &m.message_id, "status": "pending"},
+                doc! {"$set": {
+                    "status": m.status.as_str(),
+                    "statusUpdatedAt": m.status_updated_at.map(date),
+                    "ts": date(m.timestamp),
+                    "metadata": to_bson(&m.metadata)?,
+                    "messageSecret": m.message_secret.as_ref().map(|s| Binary {
+                        subtype: BinarySubtype::Generic,
+                        bytes: s.clone(),
+                    }),
+                    "updatedAt": date(m.updated_at),
+                }},
+            )
+            .await
+            .map_err(map_err)?;
+        let settled = done.matched_count > 0;
+        if settled {
+            self.append_event(event).await?;
+        }
+        Ok(settled)
+    }
+
     async fn forget_message(
         &self,
         instance_id: &str,
