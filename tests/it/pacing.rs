@@ -107,7 +107,9 @@ async fn a_delayed_send_shows_typing_before_the_message(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert!(body.get("status").is_none(), "sent at once: {body}");
     let id = body["id"].as_str().expect("id").to_owned();
-    assert_eq!(p.status_of(&p.alice, BOB, &id).await, "sent");
+    // Stored when answered: sent, or delivered already (Bob is a sandbox instance).
+    let stored = p.status_of(&p.alice, BOB, &id).await;
+    assert!(stored == "sent" || stored == "delivered", "{stored}");
 
     p.event(&p.bob, "message_received", &id).await;
     // Bob's events in the order they happened: the typing first, then the message.
@@ -238,7 +240,8 @@ async fn paced_sends_queue_in_order_and_go_at_the_pace(backend: Backend) {
     let id = p
         .sent(&p.alice, "send", json!({"phone": BOB, "message": "free"}))
         .await;
-    assert_eq!(p.status_of(&p.alice, BOB, &id).await, "sent");
+    let stored = p.status_of(&p.alice, BOB, &id).await;
+    assert!(stored == "sent" || stored == "delivered", "{stored}");
 }
 
 /// Queued sends are stored: after a restart the queue goes on, in order, at its pace.
