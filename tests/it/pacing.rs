@@ -72,6 +72,15 @@ impl Pair {
             .unwrap_or(Value::Null)
     }
 
+    /// The message ids of the `kind` events of `id`, in the order they happened.
+    async fn message_ids(&self, id: &str, kind: &str) -> Vec<Value> {
+        self.events(id, kind)
+            .await
+            .into_iter()
+            .map(|e| e["data"]["messageId"].clone())
+            .collect()
+    }
+
     /// Waits until message `message_id` of `chat` on `id` is stored `sent` (or beyond).
     async fn went(&self, id: &str, chat: &str, message_id: &str) {
         self.stored_when(id, chat, message_id, |m| m["status"] != "pending")
@@ -202,20 +211,10 @@ async fn paced_sends_queue_in_order_and_go_at_the_pace(backend: Backend) {
     p.queue_depth_is(&p.alice, 0).await;
 
     // Each went through the usual events, in order, and reached Bob in order.
-    let sent: Vec<Value> = p
-        .events(&p.alice, "message_sent")
-        .await
-        .into_iter()
-        .map(|e| e["data"]["messageId"].clone())
-        .collect();
+    let sent = p.message_ids(&p.alice, "message_sent").await;
     assert_eq!(sent, ids.to_vec(), "message_sent in order");
     let received = eventually(20, "Bob's three messages", || async {
-        let got: Vec<Value> = p
-            .events(&p.bob, "message_received")
-            .await
-            .into_iter()
-            .map(|e| e["data"]["messageId"].clone())
-            .collect();
+        let got = p.message_ids(&p.bob, "message_received").await;
         (got.len() == 3).then_some(got)
     })
     .await;
@@ -276,12 +275,7 @@ async fn queued_sends_survive_a_restart(backend: Backend) {
     advance(&clock, PAST_GAP_AT_6);
     p.went(&p.alice, CAROL, &ids[2]).await;
     p.queue_depth_is(&p.alice, 0).await;
-    let sent: Vec<Value> = p
-        .events(&p.alice, "message_sent")
-        .await
-        .into_iter()
-        .map(|e| e["data"]["messageId"].clone())
-        .collect();
+    let sent = p.message_ids(&p.alice, "message_sent").await;
     assert_eq!(
         sent,
         ids.to_vec(),

@@ -393,16 +393,16 @@ impl InstanceActor {
                 let _ = reply.send(view);
             }
             InstanceMsg::Qr(reply) => {
-                let answer = self.qr(&myself, state).await;
+                let answer = self.qr(myself, state).await;
                 let _ = reply.send(answer);
             }
             InstanceMsg::PairCode { phone, reply } => {
-                let answer = self.pair_code(&myself, state, &phone).await;
+                let answer = self.pair_code(myself, state, &phone).await;
                 let _ = reply.send(answer);
             }
             InstanceMsg::Reconnect(reply) => {
                 let answer = self
-                    .open(&myself, state)
+                    .open(myself, state)
                     .await
                     .map_err(DomainError::Unavailable);
                 let _ = reply.send(answer);
@@ -436,7 +436,7 @@ impl InstanceActor {
                 if extras.send_rate.is_some() {
                     let answer = self.enqueue(state, &to, content, extras).await;
                     if answer.is_ok() {
-                        schedule_drain(&myself, state, std::time::Duration::ZERO);
+                        schedule_drain(myself, state, std::time::Duration::ZERO);
                     }
                     let _ = reply.send(answer);
                 } else if let Some(delay) = extras.delay.take().filter(|d| !d.is_zero()) {
@@ -462,7 +462,7 @@ impl InstanceActor {
             }
             InstanceMsg::DrainQueue => {
                 state.drain_scheduled = false;
-                self.drain(&myself, state).await;
+                self.drain(myself, state).await;
             }
             InstanceMsg::React {
                 message_id,

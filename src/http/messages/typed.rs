@@ -84,11 +84,10 @@ pub(super) async fn send_location(
     };
     let extras = Extras {
         reply_to: body.reply_to,
-        mentions: Vec::new(),
         delay_ms: body.delay,
-        send_rate: instance.webhook.send_rate,
+        ..Extras::default()
     };
-    send(&state, &instance.id, &to, typed, extras).await
+    send(&state, &instance, &to, typed, extras).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -139,11 +138,10 @@ pub(super) async fn send_contact(
     };
     let extras = Extras {
         reply_to: body.reply_to,
-        mentions: Vec::new(),
         delay_ms: body.delay,
-        send_rate: instance.webhook.send_rate,
+        ..Extras::default()
     };
-    send(&state, &instance.id, &to, typed, extras).await
+    send(&state, &instance, &to, typed, extras).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -209,23 +207,27 @@ pub(super) async fn send_poll(
     };
     let extras = Extras {
         reply_to: body.reply_to,
-        mentions: Vec::new(),
         delay_ms: body.delay,
-        send_rate: instance.webhook.send_rate,
+        ..Extras::default()
     };
-    send(&state, &instance.id, &to, typed, extras).await
+    send(&state, &instance, &to, typed, extras).await
 }
 
+/// Sends `typed` from `instance`, paced as the instance's settings say.
 async fn send(
     state: &AppState,
-    instance_id: &str,
+    instance: &wagate_actors::domain::Instance,
     to: &wagate_actors::domain::Jid,
     typed: Typed,
     extras: Extras,
 ) -> ApiResult<(StatusCode, AppJson<Sent>)> {
+    let extras = Extras {
+        send_rate: instance.webhook.send_rate,
+        ..extras
+    };
     let sent = state
         .messenger
-        .send_typed(instance_id, to, typed, extras)
+        .send_typed(&instance.id, to, typed, extras)
         .await?;
     Ok(Sent::answer(sent))
 }

@@ -28,6 +28,14 @@ fn bson_of(v: &impl serde::Serialize) -> StoreResult<Bson> {
     mongodb::bson::to_bson(v).map_err(corrupt)
 }
 
+/// A message's secret as stored: binary.
+fn secret_bson(secret: Option<&[u8]>) -> Option<Binary> {
+    secret.map(|s| Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: s.to_vec(),
+    })
+}
+
 pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
     Ok(doc! {
         "_id": &m.id,
@@ -57,10 +65,7 @@ pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
         "editedAt": m.edited_at.map(date),
         "revoked": m.revoked,
         "typed": bson_of(&m.typed)?,
-        "messageSecret": m.message_secret.as_ref().map(|s| Binary {
-            subtype: BinarySubtype::Generic,
-            bytes: s.clone(),
-        }),
+        "messageSecret": secret_bson(m.message_secret.as_deref()),
         // Inbound messages the account has read (drives chats' unreadCount).
         "readByMe": false,
     })
@@ -255,10 +260,7 @@ impl MessageStore for MongoStorage {
                     "statusUpdatedAt": m.status_updated_at.map(date),
                     "ts": date(m.timestamp),
                     "metadata": to_bson(&m.metadata)?,
-                    "messageSecret": m.message_secret.as_ref().map(|s| Binary {
-                        subtype: BinarySubtype::Generic,
-                        bytes: s.clone(),
-                    }),
+                    "messageSecret": secret_bson(m.message_secret.as_deref()),
                     "updatedAt": date(m.updated_at),
                 }},
             )
