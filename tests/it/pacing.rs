@@ -57,7 +57,7 @@ impl Pair {
                 .get(&format!("/api/instances/{id}/status"), &self.auth)
                 .await;
             assert_eq!(status, 200, "{body}");
-            (body["connectionDetails"]["queuedSends"] == n).then_some(())
+            (body["queuedSends"] == n).then_some(())
         })
         .await
     }

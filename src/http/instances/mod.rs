@@ -46,16 +46,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Operators work the WABA desk only.
 const OPERATOR: &str = "An operator (operators cannot manage WhatsApp instances)";
 
-/// `{ready, status, hasQr}` as the spec's `connectionStatus`, with the depth of the
-/// send queue.
+/// `{ready, status, hasQr}` as the spec's `connectionStatus`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionStatus {
     ready: bool,
     status: InstanceStatus,
     has_qr: bool,
-    /// Paced sends (`sendRate`) waiting in the instance's queue.
-    queued_sends: u64,
 }
 
 /// The live status from the status board; the stored one while no actor reports.
@@ -68,7 +65,6 @@ fn connection(state: &AppState, instance: &Instance) -> ConnectionStatus {
         ready: view.ready,
         status: view.status,
         has_qr: view.has_qr,
-        queued_sends: state.instances.status_board().queued(&instance.id),
     }
 }
 
