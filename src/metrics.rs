@@ -100,6 +100,7 @@ struct Inner {
     instance_pending: Family<InstanceLabels, Gauge>,
     instance_oldest_pending: Family<InstanceLabels, Gauge>,
     instance_failed: Family<InstanceLabels, Gauge>,
+    send_queue: Family<InstanceLabels, Gauge>,
     waba_chat_actors: Gauge,
     restarts: Arc<RestartsCollector>,
     storage_duration: HistogramFamily<OperationLabels>,
@@ -253,6 +254,12 @@ impl Metrics {
             "Webhook jobs of each instance waiting for delivery",
             instance_pending.clone(),
         );
+        let send_queue = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "wagate_send_queue_depth",
+            "Paced sends (sendRate) of each instance waiting in its queue",
+            send_queue.clone(),
+        );
         let instance_oldest_pending = Family::<InstanceLabels, Gauge>::default();
         registry.register(
             "wagate_webhook_instance_oldest_pending_seconds",
@@ -305,6 +312,7 @@ impl Metrics {
                 instance_deliveries,
                 instance_delivery_duration,
                 instance_pending,
+                send_queue,
                 instance_oldest_pending,
                 instance_failed,
                 waba_chat_actors,
@@ -432,6 +440,14 @@ impl Metrics {
         self.inner
             .waba_chat_actors
             .set(i64::try_from(chat_actors).unwrap_or(i64::MAX));
+        // Only instances with sends waiting have series.
+        self.inner.send_queue.clear();
+        for (instance, queued) in board.queues() {
+            self.inner
+                .send_queue
+                .get_or_create(&InstanceLabels { instance })
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        }
         for (status, count) in board.counts_by_status() {
             self.inner
                 .instances

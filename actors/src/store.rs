@@ -149,6 +149,17 @@ pub trait MessageStore: Send + Sync {
         message_id: &str,
         event: &InstanceEvent,
     ) -> StoreResult<bool>;
+    /// The WhatsApp ids of the instance's outbound messages still `pending` (its send
+    /// queue), oldest first: the order they were queued in.
+    async fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>>;
+    /// Stores that a queued (`pending`) message went out, with `event`: its status,
+    /// status time, timestamp, metadata and secret are taken from `message`. Returns
+    /// whether it was still pending (the event is stored only then).
+    async fn settle_pending_send(
+        &self,
+        message: &Message,
+        event: &InstanceEvent,
+    ) -> StoreResult<bool>;
     /// Newest first.
     async fn chat_history(
         &self,

@@ -391,6 +391,42 @@ impl MessageStore for MemoryStorage {
         Ok(found)
     }
 
+    async fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>> {
+        // Kept in insertion order: the order they were queued in.
+        Ok(self
+            .data()
+            .messages
+            .iter()
+            .filter(|m| {
+                m.instance_id == instance_id && m.from_me && m.status == MessageStatus::Pending
+            })
+            .map(|m| m.message_id.clone())
+            .collect())
+    }
+
+    async fn settle_pending_send(
+        &self,
+        sent: &Message,
+        event: &InstanceEvent,
+    ) -> StoreResult<bool> {
+        let mut data = self.open()?;
+        let Some(m) = data.messages.iter_mut().find(|m| {
+            m.instance_id == sent.instance_id
+                && m.message_id == sent.message_id
+                && m.status == MessageStatus::Pending
+        }) else {
+            return Ok(false);
+        };
+        m.status = sent.status;
+        m.status_updated_at = sent.status_updated_at;
+        m.timestamp = sent.timestamp;
+        m.metadata = sent.metadata.clone();
+        m.message_secret = sent.message_secret.clone();
+        m.updated_at = sent.updated_at;
+        data.events.push(event.clone());
+        Ok(true)
+    }
+
     async fn forget_message(
         &self,
         instance_id: &str,

@@ -51,6 +51,9 @@ const MAX_SECRET_GRACE_SECS: u64 = 30 * 24 * 3600;
 const MAX_RETRY_INTERVAL_MS: u64 = 3_600_000;
 /// As long as a text message may be.
 const MAX_REJECT_CALLS_MESSAGE: usize = 4096;
+/// The fastest pace a `sendRate` may set, in messages per minute: ten a second is
+/// already far beyond what passes for a person typing.
+pub const MAX_SEND_RATE: u32 = 600;
 
 /// Changes to an instance's webhook settings; absent fields stay as they are.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -63,6 +66,8 @@ pub struct SettingsPatch {
     pub reject_calls: Option<bool>,
     /// An empty string removes it.
     pub reject_calls_message: Option<String>,
+    /// Messages per minute; 0 removes the pace.
+    pub send_rate: Option<u32>,
     pub max_retries: Option<u32>,
     pub retry_interval_ms: Option<u64>,
     /// An empty string removes the secret.
@@ -91,6 +96,7 @@ impl SettingsPatch {
             notify_presence: over.notify_presence.or(self.notify_presence),
             reject_calls: over.reject_calls.or(self.reject_calls),
             reject_calls_message: over.reject_calls_message.or(self.reject_calls_message),
+            send_rate: over.send_rate.or(self.send_rate),
             max_retries: over.max_retries.or(self.max_retries),
             retry_interval_ms: over.retry_interval_ms.or(self.retry_interval_ms),
             secret: over.secret.or(self.secret),
@@ -215,6 +221,14 @@ pub fn apply_settings(w: &mut WebhookSettings, p: SettingsPatch) -> Result<(), I
             )));
         }
         w.reject_calls_message = Some(v).filter(|m| !m.trim().is_empty());
+    }
+    if let Some(v) = p.send_rate {
+        if v > MAX_SEND_RATE {
+            return Err(InstanceError::Invalid(format!(
+                "sendRate must be at most {MAX_SEND_RATE} messages per minute (0 removes it)"
+            )));
+        }
+        w.send_rate = Some(v).filter(|&r| r > 0);
     }
     if let Some(v) = p.max_retries {
         if v > MAX_RETRIES {

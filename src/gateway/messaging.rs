@@ -143,6 +143,11 @@ pub const MAX_MENTIONS: usize = 256;
 /// Longest accepted reaction (an emoji with its modifiers and joiners), in characters.
 pub const MAX_REACTION: usize = 16;
 
+/// The longest "typing…" a send may ask for (`delay`), in milliseconds: long enough to
+/// pass for a person typing a paragraph, short enough for the client's request to wait
+/// for it.
+pub const MAX_DELAY_MS: u64 = 20_000;
+
 /// What a send may carry besides its content, as the client gave it.
 #[derive(Debug, Clone, Default)]
 pub struct Extras {
@@ -150,11 +155,25 @@ pub struct Extras {
     pub reply_to: Option<String>,
     /// Phone numbers.
     pub mentions: Vec<String>,
+    /// Milliseconds of "typing…" before the message goes.
+    pub delay_ms: Option<u64>,
+    /// The instance's `sendRate` (from its settings): the send is paced.
+    pub send_rate: Option<u32>,
 }
 
 /// Checks the extras of a send: the mentions must be phone numbers (made addresses),
-/// at most [`MAX_MENTIONS`]; a blank `replyTo` is none.
+/// at most [`MAX_MENTIONS`]; a blank `replyTo` is none; the delay at most
+/// [`MAX_DELAY_MS`].
 pub fn check_extras(extras: Extras) -> Result<SendExtras, SendError> {
+    let delay = match extras.delay_ms {
+        Some(ms) if ms > MAX_DELAY_MS => {
+            return Err(SendError::Invalid(format!(
+                "delay must be at most {MAX_DELAY_MS} milliseconds"
+            )));
+        }
+        Some(ms) => Some(std::time::Duration::from_millis(ms)).filter(|d| !d.is_zero()),
+        None => None,
+    };
     if extras.mentions.len() > MAX_MENTIONS {
         return Err(SendError::Invalid(format!(
             "mentions must name at most {MAX_MENTIONS} people"
@@ -175,6 +194,8 @@ pub fn check_extras(extras: Extras) -> Result<SendExtras, SendError> {
             .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty()),
         mentions,
+        delay,
+        send_rate: extras.send_rate,
     })
 }
 

@@ -332,6 +332,8 @@ forward!(MessageStore {
         status: MessageStatus,
         at: DateTime<Utc>
     ) -> StoreResult<Option<Message>>;
+    read fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>>;
+    write fn settle_pending_send(&self, message: &Message, event: &InstanceEvent) -> StoreResult<bool>;
     read fn chat_history(
         &self,
         instance_id: &str,

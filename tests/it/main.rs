@@ -22,6 +22,7 @@ mod messaging;
 mod metrics;
 mod openapi;
 mod outbox_fault;
+mod pacing;
 mod pair;
 mod presence;
 mod profile;

@@ -157,6 +157,10 @@ pub struct WebhookSettings {
     /// Sent to a caller whose call was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject_calls_message: Option<String>,
+    /// Outbound messages per minute (`sendRate`): sends wait in the instance's durable
+    /// queue and go out at this pace, with jitter. None: sent at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_rate: Option<u32>,
     pub max_retries: u32,
     pub retry_interval_ms: u64,
     pub secret: Option<String>,
@@ -189,6 +193,7 @@ impl Default for WebhookSettings {
             notify_presence: false,
             reject_calls: false,
             reject_calls_message: None,
+            send_rate: None,
             max_retries: 3,
             retry_interval_ms: 60_000,
             secret: None,

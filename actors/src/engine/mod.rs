@@ -263,6 +263,9 @@ pub struct SendOptions {
     pub reply_to: Option<MessageRef>,
     /// The people it mentions (`…@s.whatsapp.net` addresses).
     pub mentions: Vec<String>,
+    /// The WhatsApp id the message must go under (a paced send's, handed out when it
+    /// was queued); None: the engine picks one.
+    pub message_id: Option<String>,
 }
 
 /// What the engine reports about a message it sent.

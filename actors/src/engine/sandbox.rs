@@ -725,7 +725,7 @@ impl Engine for SandboxEngine {
     ) -> Result<SentMessage, EngineError> {
         let (phone, push_name) = self.session.connected_as()?;
         let sent = SentMessage {
-            message_id: new_message_id(),
+            message_id: options.message_id.clone().unwrap_or_else(new_message_id),
             timestamp: Utc::now(),
             message_secret: None,
         };

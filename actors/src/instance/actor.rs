@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::InstanceDeps;
+use super::pace::Pace;
 use super::status::{StatusBoard, StatusView};
 use crate::domain::address::{is_group_jid, jid_for};
 use crate::domain::event::{
@@ -112,6 +113,8 @@ pub enum InstanceMsg {
         reply: RpcReplyPort<Result<ProfileAnswer, DomainError>>,
     },
     Contacts(RpcReplyPort<Result<Vec<EngineContact>, DomainError>>),
+    /// The send queue may move: its head goes when the pace and connection allow.
+    DrainQueue,
     AddContact {
         jid: String,
         name: Option<String>,
@@ -174,6 +177,15 @@ pub struct InstanceState {
     /// a message WhatsApp brought) is committed or failed. Writes commit in the order
     /// queued, so then every earlier one has too.
     committing: Option<oneshot::Receiver<()>>,
+    /// The paced sends waiting (`pending` in storage), by WhatsApp id, oldest first.
+    queue: std::collections::VecDeque<String>,
+    pace: Pace,
+    /// A `DrainQueue` is scheduled: no second one is.
+    drain_scheduled: bool,
+    /// The queue's head whose "typing…" is showing: it goes at the next drain.
+    typing_for: Option<String>,
+    /// Failed attempts to send the queue's head.
+    head_attempts: u32,
 }
 
 type InboundReply = RpcReplyPort<Result<(), DomainError>>;
@@ -248,7 +260,18 @@ impl Actor for InstanceActor {
             qr: None,
             awaiting: HashMap::new(),
             committing: None,
+            queue: Default::default(),
+            pace: Pace::default(),
+            drain_scheduled: false,
+            typing_for: None,
+            head_attempts: 0,
         };
+        match self.deps.storage.pending_sends(&state.id).await {
+            Ok(queued) => state.queue = queued.into(),
+            Err(err) => {
+                tracing::warn!(instance = %state.id, %err, "cannot read the send queue; it waits for the next start");
+            }
+        }
         if args.parked {
             if !matches!(
                 state.status,
@@ -262,6 +285,7 @@ impl Actor for InstanceActor {
             // reachable so a person can see why and reconnect.
             let _ = self.open(&myself, &mut state).await;
         }
+        self.board.set_queued(&state.id, state.queue.len() as u64);
         Ok(state)
     }
 
@@ -282,6 +306,30 @@ impl Actor for InstanceActor {
         myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let handled = self.dispatch(&myself, message, state).await;
+        // Whatever happened (a connection, a send), a waiting queue keeps moving.
+        if state.status == InstanceStatus::Connected
+            && !state.queue.is_empty()
+            && !state.drain_scheduled
+        {
+            let after = if self.board.ready(&state.id) {
+                std::time::Duration::ZERO
+            } else {
+                QUEUE_RECHECK
+            };
+            schedule_drain(&myself, state, after);
+        }
+        handled
+    }
+}
+
+impl InstanceActor {
+    async fn dispatch(
+        &self,
+        myself: &ActorRef<InstanceMsg>,
+        message: InstanceMsg,
+        state: &mut InstanceState,
     ) -> Result<(), ActorProcessingErr> {
         if !pipelined(&message) {
             state.settle().await;
@@ -345,16 +393,16 @@ impl Actor for InstanceActor {
                 let _ = reply.send(view);
             }
             InstanceMsg::Qr(reply) => {
-                let answer = self.qr(&myself, state).await;
+                let answer = self.qr(myself, state).await;
                 let _ = reply.send(answer);
             }
             InstanceMsg::PairCode { phone, reply } => {
-                let answer = self.pair_code(&myself, state, &phone).await;
+                let answer = self.pair_code(myself, state, &phone).await;
                 let _ = reply.send(answer);
             }
             InstanceMsg::Reconnect(reply) => {
                 let answer = self
-                    .open(&myself, state)
+                    .open(myself, state)
                     .await
                     .map_err(DomainError::Unavailable);
                 let _ = reply.send(answer);
@@ -382,11 +430,39 @@ impl Actor for InstanceActor {
             InstanceMsg::Send {
                 to,
                 content,
-                extras,
+                mut extras,
                 reply,
             } => {
-                // Answered once committed, without holding up the mailbox meanwhile.
-                self.send(state, &to, content, extras, reply).await;
+                if extras.send_rate.is_some() {
+                    let answer = self.enqueue(state, &to, content, extras).await;
+                    if answer.is_ok() {
+                        schedule_drain(myself, state, std::time::Duration::ZERO);
+                    }
+                    let _ = reply.send(answer);
+                } else if let Some(delay) = extras.delay.take().filter(|d| !d.is_zero()) {
+                    // "typing…" now; the send comes back to this mailbox once the delay
+                    // is over, and is answered then.
+                    match self.show_typing(state, &to).await {
+                        Ok(()) => {
+                            myself.send_after(delay, move || InstanceMsg::Send {
+                                to,
+                                content,
+                                extras,
+                                reply,
+                            });
+                        }
+                        Err(err) => {
+                            let _ = reply.send(Err(err));
+                        }
+                    }
+                } else {
+                    // Answered once committed, without holding up the mailbox meanwhile.
+                    self.send(state, &to, content, extras, reply).await;
+                }
+            }
+            InstanceMsg::DrainQueue => {
+                state.drain_scheduled = false;
+                self.drain(myself, state).await;
             }
             InstanceMsg::React {
                 message_id,
@@ -464,9 +540,254 @@ impl Actor for InstanceActor {
         }
         Ok(())
     }
-}
 
-impl InstanceActor {
+    /// Shows "typing…" in `chat` (a delayed send's). Fails with
+    /// `Conflict("not_connected")` unless connected; an engine that cannot show it only
+    /// costs the typing, not the send.
+    async fn show_typing(&self, state: &mut InstanceState, chat: &str) -> Result<(), DomainError> {
+        let engine = connected_engine(&self.board, state)?;
+        if let Err(err) = engine.chat_state(chat, Presence::Composing).await {
+            tracing::warn!(instance = %state.id, %err, "cannot show typing before a send");
+        }
+        Ok(())
+    }
+
+    /// Puts a paced send in the queue: stored `pending` under the WhatsApp id it will go
+    /// with, which the caller gets now. Fails as a send would before reaching WhatsApp:
+    /// `Conflict("not_connected")`, `NotFound` for an unknown quoted message.
+    async fn enqueue(
+        &self,
+        state: &mut InstanceState,
+        to: &str,
+        content: OutboundContent,
+        extras: SendExtras,
+    ) -> Result<Message, DomainError> {
+        connected_engine(&self.board, state)?;
+        let quoted = match &extras.reply_to {
+            Some(id) => Some(self.message_of_chat(state, to, id).await?.message_id),
+            None => None,
+        };
+        let queued = crate::engine::SentMessage {
+            message_id: crate::engine::sandbox::new_message_id(),
+            timestamp: Utc::now(),
+            message_secret: None,
+        };
+        let extra = match extras.delay.filter(|d| !d.is_zero()) {
+            Some(delay) => json!({ DELAY_KEY: delay.as_millis() as u64 }),
+            None => json!({}),
+        };
+        let outbound = Outbound {
+            instance_id: &state.id,
+            to,
+            quoted,
+            mentions: extras.mentions,
+        };
+        let message = outbound.message(content, &queued, MessageStatus::Pending, extra);
+        self.deps.storage.insert_message(&message).await?;
+        state.queue.push_back(message.message_id.clone());
+        self.board.set_queued(&state.id, state.queue.len() as u64);
+        Ok(message)
+    }
+
+    /// Moves the send queue: its head goes when connected and the pace allows (after
+    /// its "typing…" when it asked for a delay); otherwise another drain is scheduled
+    /// for when it may. One send per drain, so the mailbox never waits on the queue.
+    async fn drain(&self, myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
+        let Some(head) = state.queue.front().cloned() else {
+            return;
+        };
+        if connected_engine(&self.board, state).is_err() {
+            // The next connection moves it (see `handle`).
+            return;
+        }
+        let rate = match self.deps.storage.instance_by_id(&state.id).await {
+            Ok(instance) => instance.and_then(|i| i.webhook.send_rate),
+            Err(err) => {
+                tracing::warn!(instance = %state.id, %err, "cannot read the send rate; the queue waits");
+                schedule_drain(myself, state, QUEUE_RECHECK);
+                return;
+            }
+        };
+        let clock = self.deps.stats.clock().clone();
+        if rate.is_some() {
+            let wait = state.pace.wait(clock.now());
+            if !wait.is_zero() {
+                schedule_drain(myself, state, wait.min(QUEUE_RECHECK));
+                return;
+            }
+        }
+        let queued = match self.deps.storage.message_by_id(&state.id, &head).await {
+            Ok(Some(m)) if m.status == MessageStatus::Pending => m,
+            Ok(_) => {
+                // Deleted meanwhile, or already settled: nothing to send.
+                self.dequeue(myself, state);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(instance = %state.id, %err, "cannot read a queued send; the queue waits");
+                schedule_drain(myself, state, QUEUE_RECHECK);
+                return;
+            }
+        };
+        let delay = queued
+            .metadata
+            .get(DELAY_KEY)
+            .and_then(Value::as_u64)
+            .filter(|&ms| ms > 0);
+        if let Some(ms) = delay
+            && state.typing_for.as_deref() != Some(head.as_str())
+        {
+            if self.show_typing(state, &queued.remote_jid).await.is_ok() {
+                state.typing_for = Some(head);
+                schedule_drain(myself, state, std::time::Duration::from_millis(ms));
+            }
+            return;
+        }
+        match self.send_queued(state, &queued).await {
+            Ok(()) => {
+                if let Some(rate) = rate {
+                    state.pace.sent(clock.now(), rate, rand::random::<f64>());
+                }
+                self.dequeue(myself, state);
+            }
+            Err(err) if retried(&err) && state.head_attempts + 1 < QUEUE_ATTEMPTS => {
+                state.head_attempts += 1;
+                tracing::warn!(instance = %state.id, message = %head, %err, "a queued send failed; it is tried again");
+                schedule_drain(myself, state, QUEUE_RECHECK);
+            }
+            Err(err) => {
+                tracing::warn!(instance = %state.id, message = %head, %err, "a queued send failed");
+                self.fail_queued(state, &queued).await;
+                self.dequeue(myself, state);
+            }
+        }
+    }
+
+    /// The queue's head is done with (sent, failed or gone): the next may go.
+    fn dequeue(&self, myself: &ActorRef<InstanceMsg>, state: &mut InstanceState) {
+        state.queue.pop_front();
+        state.typing_for = None;
+        state.head_attempts = 0;
+        self.board.set_queued(&state.id, state.queue.len() as u64);
+        if !state.queue.is_empty() {
+            schedule_drain(myself, state, std::time::Duration::ZERO);
+        }
+    }
+
+    /// Sends a queued message under its own id, then stores it `sent` with its
+    /// `message_sent` event, counts it and announces the event.
+    async fn send_queued(
+        &self,
+        state: &mut InstanceState,
+        queued: &Message,
+    ) -> Result<(), DomainError> {
+        let content = self.content_of(queued).await?;
+        let quote = match &queued.quoted_message_id {
+            // A quoted message deleted meanwhile: the reply goes without its quote.
+            Some(id) => self
+                .message_of_chat(state, &queued.remote_jid, id)
+                .await
+                .ok(),
+            None => None,
+        };
+        let options = SendOptions {
+            reply_to: quote.as_ref().map(message_ref),
+            mentions: queued.mentions.clone(),
+            message_id: Some(queued.message_id.clone()),
+        };
+        let engine = connected_engine(&self.board, state)?;
+        let sent = engine
+            .send(&queued.remote_jid, &content, &options)
+            .await
+            .map_err(send_failure)?;
+        if sent.message_id != queued.message_id {
+            tracing::warn!(instance = %state.id, queued = %queued.message_id, sent = %sent.message_id, "the engine sent a queued message under another id");
+        }
+        let now = Utc::now();
+        let mut message = queued.clone();
+        message.status = MessageStatus::Sent;
+        message.status_updated_at = Some(now);
+        message.updated_at = now;
+        message.timestamp = sent.timestamp;
+        if let Some(all) = message.metadata.as_object_mut() {
+            all.insert("timestamp".into(), json!(sent.timestamp.timestamp()));
+        }
+        message.message_secret = sent.message_secret;
+        let event = InstanceEvent::new(&state.id, sent_event(&message));
+        if self
+            .deps
+            .storage
+            .settle_pending_send(&message, &event)
+            .await?
+        {
+            let usage = crate::domain::Usage {
+                messages_sent: 1,
+                media_sent: u64::from(message.has_media),
+                total_media_size: message.media_size.unwrap_or(0),
+                ..Default::default()
+            };
+            self.deps.stats.add(&state.user_id, Some(&state.id), usage);
+            self.deps.events.announce(event);
+        }
+        Ok(())
+    }
+
+    /// What a queued message sends: its text, typed content, or its file read back
+    /// from uploads. Fails with `Invalid` when the file is gone.
+    async fn content_of(&self, m: &Message) -> Result<OutboundContent, DomainError> {
+        if let Some(path) = &m.media_path {
+            let file = self
+                .media
+                .path_of(path)
+                .ok_or_else(|| DomainError::Invalid(format!("the queued file {path} is gone")))?;
+            let bytes = tokio::fs::read(&file)
+                .await
+                .map_err(|e| DomainError::Invalid(format!("the queued file is unreadable: {e}")))?;
+            return Ok(OutboundContent::Media {
+                size: bytes.len() as u64,
+                bytes: bytes.into(),
+                mime_type: m.mime_type.clone().unwrap_or_default(),
+                file_name: m.file_name.clone(),
+                caption: m.caption.clone(),
+                path: path.clone(),
+            });
+        }
+        if m.typed.message_type().is_some() {
+            return Ok(OutboundContent::Typed(m.typed.clone()));
+        }
+        Ok(OutboundContent::Text(m.content.clone().unwrap_or_default()))
+    }
+
+    /// A queued message that cannot go: stored `failed`, with its status event.
+    async fn fail_queued(&self, state: &InstanceState, queued: &Message) {
+        match self
+            .deps
+            .storage
+            .advance_message_status(
+                &state.id,
+                &queued.message_id,
+                MessageStatus::Failed,
+                Utc::now(),
+            )
+            .await
+        {
+            Ok(Some(message)) => {
+                let event = Event::MessageStatus(MessageStatusChanged {
+                    message_id: message.message_id,
+                    status: MessageStatus::Failed,
+                    from: message.remote_jid.clone(),
+                    remote_jid: message.remote_jid,
+                    from_me: true,
+                });
+                self.publish(&state.id, event).await;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(instance = %state.id, %err, "cannot mark a queued send failed")
+            }
+        }
+    }
+
     /// (Re)starts the session with a fresh engine. On failure the instance is parked as
     /// `failed` (recorded) and the reason returned.
     async fn open(
@@ -881,83 +1202,21 @@ impl InstanceActor {
         let options = SendOptions {
             reply_to: reply_to.as_ref().map(message_ref),
             mentions: extras.mentions,
+            message_id: None,
         };
         let engine = connected_engine(&self.board, state)?;
         let sent = engine
             .send(to, &content, &options)
             .await
             .map_err(send_failure)?;
-        let now = Utc::now();
-        let (message_type, text, caption, media) = match &content {
-            OutboundContent::Text(text) => ("text".to_owned(), Some(text.clone()), None, None),
-            OutboundContent::Typed(typed) => (
-                typed.message_type().unwrap_or("text").to_owned(),
-                typed.summary(),
-                None,
-                None,
-            ),
-            OutboundContent::Media {
-                mime_type,
-                file_name,
-                caption,
-                path,
-                size,
-                ..
-            } => (
-                MediaKind::of_mime(mime_type).as_str().to_owned(),
-                caption.clone(),
-                caption.clone(),
-                Some((mime_type.clone(), file_name.clone(), path.clone(), *size)),
-            ),
-        };
-        let message = Message {
-            id: new_id(),
-            instance_id: state.id.clone(),
-            message_id: sent.message_id.clone(),
-            remote_jid: to.to_owned(),
-            from_me: true,
-            message_type: message_type.clone(),
-            content: text.clone(),
-            has_media: media.is_some(),
-            media_url: media
-                .as_ref()
-                .map(|_| media_url(&state.id, &sent.message_id)),
-            caption,
-            mime_type: media.as_ref().map(|m| m.0.clone()),
-            file_name: media.as_ref().and_then(|m| m.1.clone()),
-            media_path: media.as_ref().map(|m| m.2.clone()),
-            media_size: media.as_ref().map(|m| m.3),
-            status: MessageStatus::Sent,
-            push_name: None,
-            metadata: json!({ "timestamp": sent.timestamp.timestamp() }),
-            timestamp: sent.timestamp,
-            created_at: now,
-            updated_at: now,
-            status_updated_at: Some(now),
-            quoted_message_id: reply_to.map(|m| m.message_id),
+        let outbound = Outbound {
+            instance_id: &state.id,
+            to,
+            quoted: reply_to.map(|m| m.message_id),
             mentions: options.mentions,
-            reactions: Vec::new(),
-            edited_at: None,
-            revoked: false,
-            typed: match content {
-                OutboundContent::Typed(typed) => typed,
-                _ => Default::default(),
-            },
-            message_secret: sent.message_secret,
         };
-        let event = Event::MessageSent(Box::new(MessageSent {
-            message_id: message.message_id.clone(),
-            to: message.remote_jid.clone(),
-            body: message.content.clone(),
-            message_type: message.message_type.clone(),
-            timestamp: sent.timestamp.timestamp(),
-            has_media: message.has_media,
-            from_me: true,
-            status: MessageStatus::Sent,
-            media: MediaFields::of(&message),
-            reply: ReplyFields::of(&message),
-            typed: message.typed.clone(),
-        }));
+        let message = outbound.message(content, &sent, MessageStatus::Sent, json!({}));
+        let event = sent_event(&message);
         // The message and its event commit together: no stored send without its webhook.
         Ok((message, InstanceEvent::new(&state.id, event)))
     }
@@ -1800,6 +2059,140 @@ fn event_chat(event: &Event) -> &str {
 }
 
 /// What a reply or a reaction says about the message it refers to.
+/// Who and what an outbound message is addressed to, besides its content.
+struct Outbound<'a> {
+    instance_id: &'a str,
+    to: &'a str,
+    /// The WhatsApp id of the message it quotes.
+    quoted: Option<String>,
+    mentions: Vec<String>,
+}
+
+impl Outbound<'_> {
+    /// The message to store for `content`, sent (or queued) as `sent` says, with
+    /// `extra` merged into its metadata.
+    fn message(
+        self,
+        content: OutboundContent,
+        sent: &crate::engine::SentMessage,
+        status: MessageStatus,
+        extra: Value,
+    ) -> Message {
+        let now = Utc::now();
+        let (message_type, text, caption, media) = match &content {
+            OutboundContent::Text(text) => ("text".to_owned(), Some(text.clone()), None, None),
+            OutboundContent::Typed(typed) => (
+                typed.message_type().unwrap_or("text").to_owned(),
+                typed.summary(),
+                None,
+                None,
+            ),
+            OutboundContent::Media {
+                mime_type,
+                file_name,
+                caption,
+                path,
+                size,
+                ..
+            } => (
+                MediaKind::of_mime(mime_type).as_str().to_owned(),
+                caption.clone(),
+                caption.clone(),
+                Some((mime_type.clone(), file_name.clone(), path.clone(), *size)),
+            ),
+        };
+        let mut metadata = json!({ "timestamp": sent.timestamp.timestamp() });
+        if let (Some(all), Value::Object(extra)) = (metadata.as_object_mut(), extra) {
+            all.extend(extra);
+        }
+        Message {
+            id: new_id(),
+            instance_id: self.instance_id.to_owned(),
+            message_id: sent.message_id.clone(),
+            remote_jid: self.to.to_owned(),
+            from_me: true,
+            message_type,
+            content: text,
+            has_media: media.is_some(),
+            media_url: media
+                .as_ref()
+                .map(|_| media_url(self.instance_id, &sent.message_id)),
+            caption,
+            mime_type: media.as_ref().map(|m| m.0.clone()),
+            file_name: media.as_ref().and_then(|m| m.1.clone()),
+            media_path: media.as_ref().map(|m| m.2.clone()),
+            media_size: media.as_ref().map(|m| m.3),
+            status,
+            push_name: None,
+            metadata,
+            timestamp: sent.timestamp,
+            created_at: now,
+            updated_at: now,
+            status_updated_at: Some(now),
+            quoted_message_id: self.quoted,
+            mentions: self.mentions,
+            reactions: Vec::new(),
+            edited_at: None,
+            revoked: false,
+            typed: match content {
+                OutboundContent::Typed(typed) => typed,
+                _ => Default::default(),
+            },
+            message_secret: sent.message_secret.clone(),
+        }
+    }
+}
+
+/// Schedules the next `DrainQueue` after `after`, unless one is scheduled already.
+fn schedule_drain(
+    myself: &ActorRef<InstanceMsg>,
+    state: &mut InstanceState,
+    after: std::time::Duration,
+) {
+    if state.drain_scheduled {
+        return;
+    }
+    state.drain_scheduled = true;
+    if after.is_zero() {
+        // Behind what the mailbox holds now, without a timer.
+        if myself.send_message(InstanceMsg::DrainQueue).is_err() {
+            state.drain_scheduled = false;
+        }
+    } else {
+        myself.send_after(after, || InstanceMsg::DrainQueue);
+    }
+}
+
+/// Whether a queued send that failed this way is tried again: the connection or
+/// WhatsApp failed, not the message.
+fn retried(err: &DomainError) -> bool {
+    matches!(
+        err,
+        DomainError::Engine(_)
+            | DomainError::Store(_)
+            | DomainError::Unavailable(_)
+            | DomainError::Timeout(_)
+            | DomainError::Conflict { .. }
+    )
+}
+
+/// `message_sent` for a stored outbound message.
+fn sent_event(message: &Message) -> Event {
+    Event::MessageSent(Box::new(MessageSent {
+        message_id: message.message_id.clone(),
+        to: message.remote_jid.clone(),
+        body: message.content.clone(),
+        message_type: message.message_type.clone(),
+        timestamp: message.timestamp.timestamp(),
+        has_media: message.has_media,
+        from_me: true,
+        status: MessageStatus::Sent,
+        media: MediaFields::of(message),
+        reply: ReplyFields::of(message),
+        typed: message.typed.clone(),
+    }))
+}
+
 fn message_ref(m: &Message) -> MessageRef {
     MessageRef {
         message_id: m.message_id.clone(),
@@ -1814,14 +2207,30 @@ fn message_ref(m: &Message) -> MessageRef {
     }
 }
 
-/// Replies and mentions asked for with a send, before they are checked.
+/// Replies, mentions and pacing asked for with a send, before they are checked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SendExtras {
     /// The id of a stored message of the same chat.
     pub reply_to: Option<String>,
     /// Addresses of the people mentioned.
     pub mentions: Vec<String>,
+    /// Show "typing…" in the chat this long before the message goes.
+    pub delay: Option<std::time::Duration>,
+    /// The instance's `sendRate` (messages per minute): the send waits in the queue
+    /// and goes at that pace. None: it goes at once.
+    pub send_rate: Option<u32>,
 }
+
+/// How often a waiting send queue looks at the clock again: the clock may be moved
+/// (a test's), and the pace may change meanwhile.
+const QUEUE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How many times a queued send is tried when WhatsApp fails to take it, before it is
+/// marked `failed`.
+const QUEUE_ATTEMPTS: u32 = 5;
+
+/// The metadata key of a queued send's typing delay, in milliseconds.
+const DELAY_KEY: &str = "delayMs";
 
 /// A send-like engine call that failed: the session is not connected, or the
 /// engine's own error.

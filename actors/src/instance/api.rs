@@ -73,7 +73,9 @@ impl InstanceHandle {
     }
 
     /// Sends a message to `to` (a person's or group's address) and returns it as
-    /// stored. Fails with `Conflict("not_connected")` unless connected.
+    /// stored: `sent`, or `pending` when `extras.send_rate` paces it (it waits in the
+    /// instance's queue). `extras.delay` shows "typing…" that long first. Fails with
+    /// `Conflict("not_connected")` unless connected.
     /// Fails with `NotFound` when `extras.reply_to` is no stored message of that chat.
     pub async fn send(
         &self,
@@ -82,12 +84,23 @@ impl InstanceHandle {
         extras: SendExtras,
     ) -> Result<Message, DomainError> {
         let to = to.to_owned();
-        self.ask(|reply| InstanceMsg::Send {
-            to,
-            content,
-            extras,
-            reply,
-        })
+        // A delayed send is answered once it went: its delay on top of the wait. A
+        // paced one is answered when it is queued.
+        let wait = match extras.send_rate {
+            None => self.timeout + extras.delay.unwrap_or_default(),
+            Some(_) => self.timeout,
+        };
+        call(
+            &self.actor,
+            wait,
+            &format!("instance {}", self.id),
+            |reply| InstanceMsg::Send {
+                to,
+                content,
+                extras,
+                reply,
+            },
+        )
         .await?
     }
 

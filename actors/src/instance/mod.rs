@@ -9,6 +9,7 @@
 
 mod actor;
 mod api;
+mod pace;
 mod status;
 mod supervisor;
 

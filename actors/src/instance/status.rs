@@ -67,6 +67,8 @@ struct Entry {
     unhandled_losses: u64,
     /// What to show while a loss is unhandled.
     lost_as: InstanceStatus,
+    /// Paced sends waiting in the instance's queue.
+    queued: u64,
 }
 
 impl Entry {
@@ -76,6 +78,7 @@ impl Entry {
             session: 0,
             unhandled_losses: 0,
             lost_as: InstanceStatus::Disconnected,
+            queued: 0,
         }
     }
 
@@ -156,6 +159,27 @@ impl StatusBoard {
         counts
     }
 
+    /// How many paced sends wait in the instance's queue (0 for an unknown instance).
+    pub fn queued(&self, id: &str) -> u64 {
+        self.read().get(id).map_or(0, |e| e.queued)
+    }
+
+    /// The instances with paced sends waiting, and how many each.
+    pub fn queues(&self) -> Vec<(String, u64)> {
+        self.read()
+            .iter()
+            .filter(|(_, e)| e.queued > 0)
+            .map(|(id, e)| (id.clone(), e.queued))
+            .collect()
+    }
+
+    /// The instance's actor counted its queue.
+    pub(crate) fn set_queued(&self, id: &str, queued: u64) {
+        if let Some(entry) = self.write().get_mut(id) {
+            entry.queued = queued;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }
@@ -179,10 +203,11 @@ impl StatusBoard {
     pub(crate) fn set_status(&self, id: &str, status: InstanceStatus) {
         let mut entries = self.write();
         let phone = entries.get(id).and_then(|e| e.view.phone.clone());
-        entries.insert(
-            id.to_owned(),
-            Entry::new(StatusView::new(status, false, phone)),
-        );
+        // The queue is stored: it waits through a restart.
+        let queued = entries.get(id).map_or(0, |e| e.queued);
+        let mut entry = Entry::new(StatusView::new(status, false, phone));
+        entry.queued = queued;
+        entries.insert(id.to_owned(), entry);
     }
 
     pub(crate) fn remove(&self, id: &str) {

@@ -28,6 +28,8 @@ pub(super) struct StatusAnswer {
     phone: Option<String>,
     #[schema(format = DateTime)]
     last_activity: Option<String>,
+    /// Paced sends (`sendRate`) waiting in the instance's queue.
+    queued_sends: u64,
     connection_details: ConnectionStatus,
     /// Cluster mode: the node that owns the instance (and answered).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +71,7 @@ pub(super) async fn status(
         has_qr: conn.has_qr,
         phone: instance.phone.clone(),
         last_activity: instance.last_activity.map(iso),
+        queued_sends: state.instances.status_board().queued(&instance.id),
         connection_details: ConnectionStatus { ..conn },
     }))
 }

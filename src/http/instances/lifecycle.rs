@@ -70,6 +70,8 @@ pub(super) struct InstanceView {
     reject_calls: bool,
     /// Sent to a caller whose call was rejected.
     reject_calls_message: Option<String>,
+    /// Outbound messages per minute when sends are paced; null: sent at once.
+    send_rate: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<LimitsView>,
     #[schema(format = DateTime)]
@@ -128,6 +130,7 @@ impl InstanceView {
             webhook_ordering: i.webhook.ordering,
             reject_calls: i.webhook.reject_calls,
             reject_calls_message: i.webhook.reject_calls_message.clone(),
+            send_rate: i.webhook.send_rate,
             limits: i.limits.map(|l| LimitsView {
                 max_messages_sent: l.max_messages_sent,
                 max_api_calls: l.max_api_calls,
@@ -183,6 +186,11 @@ pub(super) struct CreateInstance {
     /// Sent to a caller whose call was rejected (at most 4096 characters).
     #[schema(max_length = 4096)]
     reject_calls_message: Option<String>,
+    /// Paces outbound messages to this many a minute, 1 to 600, with jitter: sends
+    /// then answer 202 `pending` and wait in the instance's durable queue, in order;
+    /// 0 removes the pace.
+    #[schema(maximum = 600)]
+    send_rate: Option<u32>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -217,6 +225,11 @@ struct SettingsPatch {
     /// string removes it.
     #[schema(max_length = 4096)]
     reject_calls_message: Option<String>,
+    /// Paces outbound messages to this many a minute, 1 to 600, with jitter: sends
+    /// then answer 202 `pending` and wait in the instance's durable queue, in order;
+    /// 0 removes the pace.
+    #[schema(maximum = 600)]
+    send_rate: Option<u32>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -245,6 +258,7 @@ impl From<SettingsPatch> for cases::SettingsPatch {
             notify_presence: p.notify_presence,
             reject_calls: p.reject_calls,
             reject_calls_message: p.reject_calls_message,
+            send_rate: p.send_rate,
             max_retries: p.max_retries,
             retry_interval_ms: p.retry_interval,
             secret: p.secret,
@@ -299,6 +313,7 @@ pub(super) async fn create(
                 notify_presence: body.notify_presence,
                 reject_calls: body.reject_calls,
                 reject_calls_message: body.reject_calls_message,
+                send_rate: body.send_rate,
                 max_retries: body.max_retries,
                 retry_interval_ms: body.retry_interval,
                 secret: body.webhook_secret,
@@ -402,6 +417,11 @@ pub(super) struct UpdateInstance {
     /// string removes it.
     #[schema(max_length = 4096)]
     reject_calls_message: Option<String>,
+    /// Paces outbound messages to this many a minute, 1 to 600, with jitter: sends
+    /// then answer 202 `pending` and wait in the instance's durable queue, in order;
+    /// 0 removes the pace.
+    #[schema(maximum = 600)]
+    send_rate: Option<u32>,
     /// At most 20.
     #[schema(maximum = 20)]
     max_retries: Option<u32>,
@@ -461,6 +481,7 @@ pub(super) async fn update(
         notify_presence: body.notify_presence,
         reject_calls: body.reject_calls,
         reject_calls_message: body.reject_calls_message,
+        send_rate: body.send_rate,
         max_retries: body.max_retries,
         retry_interval_ms: body.retry_interval,
         secret: body.webhook_secret,

@@ -2,8 +2,10 @@
 //! is checked to be within its limits, messages included, before anything is sent.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use wagate_actors::domain::{Message, MessageStatus};
 
 use crate::gateway::messaging::{Extras, MediaByUrl, check_caption};
 use crate::http::access::SendingInstance;
@@ -11,7 +13,9 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{
     AppJson, AppMultipart, AppPath, chat_address, field_bytes, multipart_error,
 };
-use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT};
+use crate::http::openapi::{
+    NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT, PACED,
+};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
@@ -19,6 +23,31 @@ use crate::media::{self, MediaFile};
 pub(super) struct Sent {
     /// The WhatsApp id of the sent message.
     pub(super) id: String,
+    /// `pending` (with 202) when the instance paces its sends (`sendRate`): the
+    /// message waits in the instance's queue, and `message_sent` follows when it goes.
+    /// Absent when it was sent at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "pending")]
+    status: Option<String>,
+}
+
+impl Sent {
+    /// 200 for a message that went, 202 for one waiting in the send queue.
+    pub(super) fn answer(message: Message) -> (StatusCode, AppJson<Sent>) {
+        if message.status == MessageStatus::Pending {
+            let sent = Sent {
+                id: message.message_id,
+                status: Some(message.status.as_str().to_owned()),
+            };
+            (StatusCode::ACCEPTED, AppJson(sent))
+        } else {
+            let sent = Sent {
+                id: message.message_id,
+                status: None,
+            };
+            (StatusCode::OK, AppJson(sent))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -42,6 +71,10 @@ pub(super) struct SendText {
     #[serde(default)]
     #[schema(schema_with = crate::http::openapi::phone_list_schema)]
     mentions: Vec<String>,
+    /// Milliseconds (at most 20,000) of "typing…" in the chat before the message
+    /// goes; the answer comes once it went.
+    #[schema(maximum = 20000)]
+    delay: Option<u64>,
 }
 
 /// Sends a text message.
@@ -53,6 +86,7 @@ pub(super) struct SendText {
     request_body = SendText,
     responses(
         (status = 200, description = "Sent", body = Sent),
+        (status = 202, description = PACED, body = Sent),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
@@ -64,7 +98,7 @@ pub(super) async fn send_text(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
     AppJson(body): AppJson<SendText>,
-) -> ApiResult<AppJson<Sent>> {
+) -> ApiResult<(StatusCode, AppJson<Sent>)> {
     let to = chat_address("phone", &body.phone)?;
     let sent = state
         .messenger
@@ -75,12 +109,12 @@ pub(super) async fn send_text(
             Extras {
                 reply_to: body.reply_to,
                 mentions: body.mentions,
+                delay_ms: body.delay,
+                send_rate: instance.webhook.send_rate,
             },
         )
         .await?;
-    Ok(AppJson(Sent {
-        id: sent.message_id,
-    }))
+    Ok(Sent::answer(sent))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,6 +138,10 @@ pub(super) struct SendMedia {
     #[serde(default)]
     #[schema(schema_with = crate::http::openapi::phone_list_schema)]
     mentions: Vec<String>,
+    /// Milliseconds (at most 20,000) of "typing…" in the chat before the message
+    /// goes; the answer comes once it went.
+    #[schema(maximum = 20000)]
+    delay: Option<u64>,
 }
 
 /// Sends a file the server downloads from `url`.
@@ -115,6 +153,7 @@ pub(super) struct SendMedia {
     request_body = SendMedia,
     responses(
         (status = 200, description = "Sent", body = Sent),
+        (status = 202, description = PACED, body = Sent),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
         (status = 409, description = NOT_CONNECTED, body = ErrorBody),
@@ -128,7 +167,7 @@ pub(super) async fn send_media(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
     AppJson(body): AppJson<SendMedia>,
-) -> ApiResult<AppJson<Sent>> {
+) -> ApiResult<(StatusCode, AppJson<Sent>)> {
     let to = chat_address("phone", &body.phone)?;
     let caption = check_caption(body.caption)?;
     let media = MediaByUrl {
@@ -145,12 +184,12 @@ pub(super) async fn send_media(
             Extras {
                 reply_to: body.reply_to,
                 mentions: body.mentions,
+                delay_ms: body.delay,
+                send_rate: instance.webhook.send_rate,
             },
         )
         .await?;
-    Ok(AppJson(Sent {
-        id: sent.message_id,
-    }))
+    Ok(Sent::answer(sent))
 }
 
 /// The form of `send-file`.
@@ -170,13 +209,16 @@ struct SendFileForm {
     /// numbers separated by commas.
     #[schema(schema_with = crate::http::openapi::phone_list_schema)]
     mentions: Vec<String>,
+    /// Milliseconds (at most 20,000) of "typing…" in the chat before the file goes.
+    #[schema(maximum = 20000)]
+    delay: Option<u64>,
     /// The file, not empty (its name and type are taken from the part).
     #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream", min_length = 1)]
     file: Vec<u8>,
 }
 
 /// Sends an uploaded file (`multipart/form-data`: `phone`, `file`, optional `caption`,
-/// `replyTo` and `mentions`).
+/// `replyTo`, `mentions` and `delay`).
 #[utoipa::path(
     post,
     path = "/api/whatsapp/{instanceId}/send-file",
@@ -185,6 +227,7 @@ struct SendFileForm {
     request_body(content = SendFileForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Sent", body = Sent),
+        (status = 202, description = PACED, body = Sent),
         (status = 400, description = "Not a multipart form (`invalid_content_type`), or a missing or invalid phone, file or caption (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
@@ -197,17 +240,27 @@ pub(super) async fn send_file(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
     AppMultipart(mut form): AppMultipart,
-) -> ApiResult<AppJson<Sent>> {
+) -> ApiResult<(StatusCode, AppJson<Sent>)> {
     let max = state.config.max_upload_bytes;
     let mut phone = None;
     let mut caption = None;
-    let mut extras = Extras::default();
+    let mut extras = Extras {
+        send_rate: instance.webhook.send_rate,
+        ..Extras::default()
+    };
     let mut file: Option<(Vec<u8>, Option<String>, Option<String>)> = None;
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or_default() {
             "phone" => phone = Some(field.text().await.map_err(multipart_error)?),
             "caption" => caption = Some(field.text().await.map_err(multipart_error)?),
             "replyTo" => extras.reply_to = Some(field.text().await.map_err(multipart_error)?),
+            "delay" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                let ms = text.trim().parse::<u64>().map_err(|_| {
+                    ApiError::validation("delay must be a whole number of milliseconds")
+                })?;
+                extras.delay_ms = Some(ms);
+            }
             "mentions" => extras.mentions.extend(
                 field
                     .text()
@@ -242,9 +295,7 @@ pub(super) async fn send_file(
         .messenger
         .send_upload(&instance.id, &to, file, caption, extras)
         .await?;
-    Ok(AppJson(Sent {
-        id: sent.message_id,
-    }))
+    Ok(Sent::answer(sent))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -2,6 +2,7 @@
 //! its limits, messages included, before anything is sent.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use wagate_actors::domain::{ContactCard, Location, Poll, Typed};
@@ -11,7 +12,9 @@ use crate::gateway::messaging::Extras;
 use crate::http::access::SendingInstance;
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, chat_address};
-use crate::http::openapi::{NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT};
+use crate::http::openapi::{
+    NO_INSTANCE_NUMBER_OR_QUOTE, NOT_CONNECTED, NOT_IN_GROUP, OVER_LIMIT, PACED,
+};
 use crate::http::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -40,6 +43,10 @@ pub(super) struct SendLocation {
     /// The WhatsApp id of a message of this chat to reply to.
     #[serde(rename = "replyTo")]
     reply_to: Option<String>,
+    /// Milliseconds (at most 20,000) of "typing…" in the chat before the message
+    /// goes; the answer comes once it went.
+    #[schema(maximum = 20000)]
+    delay: Option<u64>,
 }
 
 /// Sends a location (`messageType` `location`; the history and events carry
@@ -52,6 +59,7 @@ pub(super) struct SendLocation {
     request_body = SendLocation,
     responses(
         (status = 200, description = "Sent", body = Sent),
+        (status = 202, description = PACED, body = Sent),
         (status = 400, description = "A missing or invalid phone, or coordinates off the globe (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
@@ -63,7 +71,7 @@ pub(super) async fn send_location(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
     AppJson(body): AppJson<SendLocation>,
-) -> ApiResult<AppJson<Sent>> {
+) -> ApiResult<(StatusCode, AppJson<Sent>)> {
     let to = chat_address("phone", &body.phone)?;
     let typed = Typed {
         location: Some(Location {
@@ -74,7 +82,12 @@ pub(super) async fn send_location(
         }),
         ..Typed::default()
     };
-    send(&state, &instance.id, &to, typed, body.reply_to).await
+    let extras = Extras {
+        reply_to: body.reply_to,
+        delay_ms: body.delay,
+        ..Extras::default()
+    };
+    send(&state, &instance, &to, typed, extras).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -89,6 +102,10 @@ pub(super) struct SendContact {
     /// The WhatsApp id of a message of this chat to reply to.
     #[serde(rename = "replyTo")]
     reply_to: Option<String>,
+    /// Milliseconds (at most 20,000) of "typing…" in the chat before the message
+    /// goes; the answer comes once it went.
+    #[schema(maximum = 20000)]
+    delay: Option<u64>,
 }
 
 /// Sends contact cards as vCards (`messageType` `contact`; the history and events carry
@@ -101,6 +118,7 @@ pub(super) struct SendContact {
     request_body = SendContact,
     responses(
         (status = 200, description = "Sent", body = Sent),
+        (status = 202, description = PACED, body = Sent),
         (status = 400, description = "A missing or invalid phone, no cards, too many, or a card without a name or a valid number (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
@@ -112,13 +130,18 @@ pub(super) async fn send_contact(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
     AppJson(body): AppJson<SendContact>,
-) -> ApiResult<AppJson<Sent>> {
+) -> ApiResult<(StatusCode, AppJson<Sent>)> {
     let to = chat_address("phone", &body.phone)?;
     let typed = Typed {
         contacts: body.contacts,
         ..Typed::default()
     };
-    send(&state, &instance.id, &to, typed, body.reply_to).await
+    let extras = Extras {
+        reply_to: body.reply_to,
+        delay_ms: body.delay,
+        ..Extras::default()
+    };
+    send(&state, &instance, &to, typed, extras).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -142,6 +165,10 @@ pub(super) struct SendPoll {
     multiple_answers: bool,
     /// The WhatsApp id of a message of this chat to reply to.
     reply_to: Option<String>,
+    /// Milliseconds (at most 20,000) of "typing…" in the chat before the message
+    /// goes; the answer comes once it went.
+    #[schema(maximum = 20000)]
+    delay: Option<u64>,
 }
 
 /// Sends a poll (`messageType` `poll`; the history and events carry `poll`). Votes
@@ -155,6 +182,7 @@ pub(super) struct SendPoll {
     request_body = SendPoll,
     responses(
         (status = 200, description = "Sent", body = Sent),
+        (status = 202, description = PACED, body = Sent),
         (status = 400, description = "A missing or invalid phone, a blank question, or not 2 to 12 distinct options (`validation_error`)", body = ErrorBody),
         (status = 404, description = NO_INSTANCE_NUMBER_OR_QUOTE, body = ErrorBody),
         (status = 403, description = NOT_IN_GROUP, body = ErrorBody),
@@ -166,7 +194,7 @@ pub(super) async fn send_poll(
     State(state): State<AppState>,
     SendingInstance { instance, .. }: SendingInstance,
     AppJson(body): AppJson<SendPoll>,
-) -> ApiResult<AppJson<Sent>> {
+) -> ApiResult<(StatusCode, AppJson<Sent>)> {
     let to = chat_address("phone", &body.phone)?;
     let typed = Typed {
         poll: Some(Poll {
@@ -177,29 +205,29 @@ pub(super) async fn send_poll(
         }),
         ..Typed::default()
     };
-    send(&state, &instance.id, &to, typed, body.reply_to).await
+    let extras = Extras {
+        reply_to: body.reply_to,
+        delay_ms: body.delay,
+        ..Extras::default()
+    };
+    send(&state, &instance, &to, typed, extras).await
 }
 
+/// Sends `typed` from `instance`, paced as the instance's settings say.
 async fn send(
     state: &AppState,
-    instance_id: &str,
+    instance: &wagate_actors::domain::Instance,
     to: &wagate_actors::domain::Jid,
     typed: Typed,
-    reply_to: Option<String>,
-) -> ApiResult<AppJson<Sent>> {
+    extras: Extras,
+) -> ApiResult<(StatusCode, AppJson<Sent>)> {
+    let extras = Extras {
+        send_rate: instance.webhook.send_rate,
+        ..extras
+    };
     let sent = state
         .messenger
-        .send_typed(
-            instance_id,
-            to,
-            typed,
-            Extras {
-                reply_to,
-                mentions: Vec::new(),
-            },
-        )
+        .send_typed(&instance.id, to, typed, extras)
         .await?;
-    Ok(AppJson(Sent {
-        id: sent.message_id,
-    }))
+    Ok(Sent::answer(sent))
 }

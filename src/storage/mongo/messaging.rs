@@ -28,6 +28,14 @@ fn bson_of(v: &impl serde::Serialize) -> StoreResult<Bson> {
     mongodb::bson::to_bson(v).map_err(corrupt)
 }
 
+/// A message's secret as stored: binary.
+fn secret_bson(secret: Option<&[u8]>) -> Option<Binary> {
+    secret.map(|s| Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: s.to_vec(),
+    })
+}
+
 pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
     Ok(doc! {
         "_id": &m.id,
@@ -57,10 +65,7 @@ pub(super) fn message_doc(m: &Message) -> StoreResult<Document> {
         "editedAt": m.edited_at.map(date),
         "revoked": m.revoked,
         "typed": bson_of(&m.typed)?,
-        "messageSecret": m.message_secret.as_ref().map(|s| Binary {
-            subtype: BinarySubtype::Generic,
-            bytes: s.clone(),
-        }),
+        "messageSecret": secret_bson(m.message_secret.as_deref()),
         // Inbound messages the account has read (drives chats' unreadCount).
         "readByMe": false,
     })
@@ -225,6 +230,47 @@ impl MessageStore for MongoStorage {
             .map_err(map_err)?;
         self.append_event(event).await?;
         Ok(done.matched_count > 0)
+    }
+
+    async fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>> {
+        // `_id` is time-ordered: with `createdAt`, the order they were queued in.
+        let pending: Vec<Document> = self
+            .coll(MESSAGES)?
+            .find(doc! {"instanceId": instance_id, "fromMe": true, "status": "pending"})
+            .sort(doc! {"createdAt": 1, "_id": 1})
+            .projection(doc! {"messageId": 1})
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        pending
+            .iter()
+            .map(|d| Fields(d).string("messageId"))
+            .collect()
+    }
+
+    async fn settle_pending_send(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
+        let done = self
+            .coll(MESSAGES)?
+            .update_one(
+                doc! {"instanceId": &m.instance_id, "messageId": &m.message_id, "status": "pending"},
+                doc! {"$set": {
+                    "status": m.status.as_str(),
+                    "statusUpdatedAt": m.status_updated_at.map(date),
+                    "ts": date(m.timestamp),
+                    "metadata": to_bson(&m.metadata)?,
+                    "messageSecret": secret_bson(m.message_secret.as_deref()),
+                    "updatedAt": date(m.updated_at),
+                }},
+            )
+            .await
+            .map_err(map_err)?;
+        let settled = done.matched_count > 0;
+        if settled {
+            self.append_event(event).await?;
+        }
+        Ok(settled)
     }
 
     async fn forget_message(

@@ -182,6 +182,12 @@ impl MongoStorage {
                         "messages_by_chat",
                         false,
                     ),
+                    // The send queue of a paced instance: its pending outbound messages.
+                    index(
+                        doc! {"instanceId": 1, "status": 1, "createdAt": 1, "_id": 1},
+                        "messages_by_status",
+                        false,
+                    ),
                 ],
             ),
             (
@@ -497,6 +503,7 @@ fn webhook_doc(w: &WebhookSettings) -> Document {
         "notifyPresence": w.notify_presence,
         "rejectCalls": w.reject_calls,
         "rejectCallsMessage": w.reject_calls_message.as_deref(),
+        "sendRate": w.send_rate.map(i64::from),
         "maxRetries": i64::from(w.max_retries),
         "retryIntervalMs": clamp_i64(w.retry_interval_ms),
         "secret": w.secret.as_deref(),
@@ -529,6 +536,12 @@ fn webhook_from_doc(f: &Fields<'_>) -> StoreResult<WebhookSettings> {
         // Absent in documents written before calls could be rejected.
         reject_calls: f.0.get_bool("rejectCalls").unwrap_or(false),
         reject_calls_message: f.opt_string("rejectCallsMessage")?,
+        // Absent in documents written before sends could be paced.
+        send_rate: f
+            .opt_i64("sendRate")?
+            .map(u32::try_from)
+            .transpose()
+            .map_err(corrupt)?,
         max_retries: u32::try_from(count("maxRetries")?).map_err(corrupt)?,
         retry_interval_ms: u64::try_from(count("retryIntervalMs")?).map_err(corrupt)?,
         secret: f.opt_string("secret")?,

@@ -233,6 +233,49 @@ impl MessageStore for SqliteStorage {
             .await
     }
 
+    async fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>> {
+        // rowid: the order the messages were queued in.
+        sqlx::query_scalar(
+            "SELECT message_id FROM messages
+             WHERE instance_id = ? AND from_me = 1 AND status = 'pending' ORDER BY rowid",
+        )
+        .bind(instance_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)
+    }
+
+    async fn settle_pending_send(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
+        let (m, event) = (m.clone(), event.clone());
+        self.commits()
+            .submit(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE messages SET status = ?, status_updated_at = ?, ts = ?,
+                                             metadata = ?, message_secret = ?, updated_at = ?
+                         WHERE instance_id = ? AND message_id = ? AND status = 'pending'",
+                    )
+                    .bind(m.status.as_str())
+                    .bind(m.status_updated_at.map(ms))
+                    .bind(ms(m.timestamp))
+                    .bind(json(&m.metadata)?)
+                    .bind(&m.message_secret)
+                    .bind(ms(m.updated_at))
+                    .bind(&m.instance_id)
+                    .bind(&m.message_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+                    let settled = done.rows_affected() > 0;
+                    if settled {
+                        insert_event(conn, &event).await?;
+                    }
+                    Ok(settled)
+                })
+            })
+            .await
+    }
+
     async fn forget_message(
         &self,
         instance_id: &str,

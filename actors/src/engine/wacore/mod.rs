@@ -800,6 +800,10 @@ impl Engine for WacoreEngine {
         let to = parse_address(to)?;
         let client = self.logged_in()?;
         let context = mapping::outbound_context(options, &own_address(&client));
+        let mut send_options = whatsapp_rust::send::SendOptions::default();
+        if let Some(id) = &options.message_id {
+            send_options = send_options.with_message_id(id.clone());
+        }
         if matches!(
             to.server,
             whatsapp_rust::Server::Pn | whatsapp_rust::Server::Lid
@@ -853,19 +857,29 @@ impl Engine for WacoreEngine {
                 if let Some(context) = context {
                     message.set_context_info(context);
                 }
-                client.send_message(to, message).await
+                client
+                    .send_message_with_options(to, message, send_options)
+                    .await
             }
-            OutboundContent::Text(text) => match context {
-                None => client.send_text(to, text.clone()).await,
-                Some(context) => {
-                    let mut message = wa::Message {
-                        conversation: Some(text.clone()),
-                        ..Default::default()
-                    };
-                    message.set_context_info(context);
-                    client.send_message(to, message).await
-                }
-            },
+            OutboundContent::Text(text) => {
+                let message = match context {
+                    None => {
+                        use whatsapp_rust::wacore::proto_helpers::MessageBuilderExt;
+                        wa::Message::text(text.clone())
+                    }
+                    Some(context) => {
+                        let mut message = wa::Message {
+                            conversation: Some(text.clone()),
+                            ..Default::default()
+                        };
+                        message.set_context_info(context);
+                        message
+                    }
+                };
+                client
+                    .send_message_with_options(to, message, send_options)
+                    .await
+            }
             OutboundContent::Media {
                 bytes,
                 mime_type,
@@ -919,7 +933,9 @@ impl Engine for WacoreEngine {
                 if let Some(context) = context {
                     message.set_context_info(context);
                 }
-                client.send_message(to, message).await
+                client
+                    .send_message_with_options(to, message, send_options)
+                    .await
             }
         }
         .map_err(send_error)?;
