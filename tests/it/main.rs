@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod calls;
+mod chats;
 mod cluster;
 mod dashboard;
 mod db;

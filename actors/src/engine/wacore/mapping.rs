@@ -626,6 +626,7 @@ mod tests {
         let options = SendOptions {
             reply_to: Some(quote(false)),
             mentions: vec!["79005550001@s.whatsapp.net".into()],
+            status: None,
         };
         let context = outbound_context(&options, own).expect("context");
         assert_eq!(context.stanza_id.as_deref(), Some("Q1"));
@@ -645,6 +646,7 @@ mod tests {
         let options = SendOptions {
             reply_to: Some(quote(true)),
             mentions: Vec::new(),
+            status: None,
         };
         let context = outbound_context(&options, own).expect("context");
         assert_eq!(context.participant.as_deref(), Some(own));
