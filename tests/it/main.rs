@@ -31,6 +31,7 @@ mod replies;
 mod security;
 mod startup;
 mod stats;
+mod status;
 mod storage_suite;
 mod supervision;
 mod typed;
