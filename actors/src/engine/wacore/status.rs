@@ -2,11 +2,11 @@
 //! the post once with a sender key for `status@broadcast` and hands that key to every
 //! device of the audience.
 
-use whatsapp_rust::Client;
 use whatsapp_rust::features::StatusSendOptions;
 use whatsapp_rust::upload::UploadOptions;
 use whatsapp_rust::wacore::download::MediaType;
 use whatsapp_rust::waproto::whatsapp as wa;
+use whatsapp_rust::{Client, Jid};
 
 use super::mapping::{parse_address, upload_kind};
 use super::send_error;
@@ -23,6 +23,7 @@ pub(super) async fn post(
         .iter()
         .map(|a| parse_address(a).map(|jid| jid.to_non_ad()))
         .collect::<Result<Vec<_>, _>>()?;
+    learn_lids(client, &audience).await?;
     let message = match content {
         OutboundContent::Text(text) => text_post(text, post.background_argb),
         OutboundContent::Media {
@@ -62,6 +63,29 @@ pub(super) async fn post(
         timestamp: chrono::Utc::now(),
         message_secret: None,
     })
+}
+
+/// Makes sure the session knows the LID of every number of `audience`: WhatsApp
+/// addresses status posts by LID, and the library only looks them up in what the
+/// session has learnt. Asking whether the unknown ones are on WhatsApp teaches them.
+async fn learn_lids(client: &Client, audience: &[Jid]) -> Result<(), EngineError> {
+    let mut unknown = Vec::new();
+    for jid in audience.iter().filter(|j| j.is_pn()) {
+        if !matches!(client.get_lid_pn_entry(jid).await, Ok(Some(_))) {
+            unknown.push(jid.clone());
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    client
+        .contacts()
+        .is_on_whatsapp(&unknown)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            EngineError::Unavailable(format!("WhatsApp did not look the audience up: {e}"))
+        })
 }
 
 /// A text status as WhatsApp's apps write one: the text on a coloured background.
