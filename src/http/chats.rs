@@ -89,7 +89,7 @@ enum ChatAction {
     params(
         ("instanceId" = String, Path, description = "The instance's id"),
         ("chatId" = String, Path, description = "A phone number or WhatsApp address (a group's too)"),
-        ("action" = ChatAction, Path, description = "`archive`, `unarchive`, `pin`, `unpin` or `unmute` (muting: `…/mute`)"),
+        ("action" = inline(ChatAction), Path, description = "`archive`, `unarchive`, `pin`, `unpin` or `unmute` (muting: `…/mute`)"),
     ),
     responses(
         (status = 200, description = "Done: the chat as kept now", body = ChatStateView),
@@ -289,12 +289,7 @@ async fn attach_label(
     UsableInstance { instance, .. }: UsableInstance,
     AppPath((_, chat_id, label_id)): AppPath<(String, String, String)>,
 ) -> ApiResult<AppJson<ChatStateView>> {
-    let label_id = checked_label_id(label_id)?;
-    let change = ChatChange::Label {
-        label_id,
-        attached: true,
-    };
-    apply(&state, &instance.id, &chat_id, change).await
+    label(&state, &instance.id, &chat_id, label_id, true).await
 }
 
 /// Takes a label off a chat. `chat_update` reports it.
@@ -320,21 +315,24 @@ async fn detach_label(
     UsableInstance { instance, .. }: UsableInstance,
     AppPath((_, chat_id, label_id)): AppPath<(String, String, String)>,
 ) -> ApiResult<AppJson<ChatStateView>> {
-    let label_id = checked_label_id(label_id)?;
-    let change = ChatChange::Label {
-        label_id,
-        attached: false,
-    };
-    apply(&state, &instance.id, &chat_id, change).await
+    label(&state, &instance.id, &chat_id, label_id, false).await
 }
 
-fn checked_label_id(label_id: String) -> ApiResult<String> {
+/// Puts label `label_id` on the chat `chat_id` (`attached`) or takes it off.
+async fn label(
+    state: &AppState,
+    instance_id: &str,
+    chat_id: &str,
+    label_id: String,
+    attached: bool,
+) -> ApiResult<AppJson<ChatStateView>> {
     if label_id.trim().is_empty() || label_id.chars().count() > MAX_LABEL_ID {
         return Err(ApiError::validation(format!(
             "labelId: 1 to {MAX_LABEL_ID} characters"
         )));
     }
-    Ok(label_id)
+    let change = ChatChange::Label { label_id, attached };
+    apply(state, instance_id, chat_id, change).await
 }
 
 /// Makes `change` to the chat `chat_id` and answers the chat as kept now.

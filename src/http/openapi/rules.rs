@@ -146,7 +146,8 @@ pub(super) fn cross_field_rules(components: &mut openapi::Components) {
         vec![json!({"anyOf": [
             {"properties": {"text": text, "imageUrl": nothing, "caption": nothing},
              "required": ["text"]},
-            {"properties": {"imageUrl": url, "text": nothing, "backgroundColor": nothing},
+            {"properties": {"imageUrl": {"type": "string"}, "text": nothing,
+                            "backgroundColor": nothing},
              "required": ["imageUrl"]},
         ]})],
     );

@@ -692,6 +692,15 @@ fn own_address(client: &Client) -> String {
         .unwrap_or_default()
 }
 
+/// What the seam reports of a message WhatsApp took (without a secret to keep).
+fn sent_message(sent: &whatsapp_rust::SendResult) -> SentMessage {
+    SentMessage {
+        message_id: sent.message_id.to_string(),
+        timestamp: chrono::Utc::now(),
+        message_secret: None,
+    }
+}
+
 fn send_error(err: SendError) -> EngineError {
     match err {
         SendError::NotLoggedIn => EngineError::InvalidState("the session is not logged in".into()),
@@ -932,11 +941,7 @@ impl Engine for WacoreEngine {
             }
         }
         .map_err(send_error)?;
-        Ok(SentMessage {
-            message_id: sent.message_id.to_string(),
-            timestamp: chrono::Utc::now(),
-            message_secret: None,
-        })
+        Ok(sent_message(&sent))
     }
 
     async fn react(
@@ -952,11 +957,7 @@ impl Engine for WacoreEngine {
             .send_reaction(chat, key, emoji)
             .await
             .map_err(send_error)?;
-        Ok(SentMessage {
-            message_id: sent.message_id.to_string(),
-            timestamp: chrono::Utc::now(),
-            message_secret: None,
-        })
+        Ok(sent_message(&sent))
     }
 
     async fn open_vote(

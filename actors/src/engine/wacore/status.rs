@@ -9,7 +9,7 @@ use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid};
 
 use super::mapping::{parse_address, upload_kind};
-use super::send_error;
+use super::{send_error, sent_message};
 use crate::engine::{EngineError, OutboundContent, SentMessage, StatusPost};
 
 /// Posts `content` (a text, or an image) as a status seen by `post.audience`.
@@ -58,11 +58,7 @@ pub(super) async fn post(
         .send_raw(message, &audience, StatusSendOptions::default())
         .await
         .map_err(send_error)?;
-    Ok(SentMessage {
-        message_id: sent.message_id.to_string(),
-        timestamp: chrono::Utc::now(),
-        message_secret: None,
-    })
+    Ok(sent_message(&sent))
 }
 
 /// Makes sure the session knows the LID of every number of `audience`: WhatsApp
