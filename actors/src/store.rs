@@ -14,9 +14,9 @@ use crate::domain::waba::{
     AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use crate::domain::{
-    ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
-    Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Reaction, Usage,
-    UsageFilter, UsageKey, User,
+    ActivityEntry, ActivityQuery, ChatSettings, ChatSummary, Contact, ContactQuery, EventQuery,
+    HistoryQuery, Instance, InstanceEvent, InstanceStatus, Label, Message, MessageStatus, Page,
+    Reaction, Usage, UsageFilter, UsageKey, User,
 };
 pub use crate::error::{StoreError, StoreResult};
 
@@ -57,7 +57,7 @@ pub trait InstanceStore: Send + Sync {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// Deletes the instance and everything recorded for it (activity, events, messages,
-    /// contacts).
+    /// contacts, chat settings, labels).
     /// Returns false when the instance does not exist.
     async fn delete_instance(&self, id: &str) -> StoreResult<bool>;
 }
@@ -191,6 +191,32 @@ pub trait ContactStore: Send + Sync {
         instance_id: &str,
         query: &ContactQuery,
     ) -> StoreResult<Page<Contact>>;
+}
+
+/// How the account keeps its chats, and its labels.
+#[async_trait]
+pub trait ChatStore: Send + Sync {
+    async fn chat_settings(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+    ) -> StoreResult<Option<ChatSettings>>;
+    /// The settings of those of `remote_jids` that have any.
+    async fn chat_settings_of(
+        &self,
+        instance_id: &str,
+        remote_jids: &[String],
+    ) -> StoreResult<Vec<ChatSettings>>;
+    /// Inserts or replaces the settings keyed by (instance, remote_jid); the `id` of
+    /// existing ones is kept.
+    async fn put_chat_settings(&self, chat: &ChatSettings) -> StoreResult<()>;
+    /// The instance's labels, by label id.
+    async fn labels(&self, instance_id: &str) -> StoreResult<Vec<Label>>;
+    /// Inserts or replaces the label keyed by (instance, label_id); the `id` and
+    /// `created_at` of an existing one are kept.
+    async fn put_label(&self, label: &Label) -> StoreResult<()>;
+    /// Returns whether it existed. Chats keep the id among their labels.
+    async fn delete_label(&self, instance_id: &str, label_id: &str) -> StoreResult<bool>;
 }
 
 /// Daily usage buckets in storage.
@@ -360,10 +386,14 @@ pub enum RecordKind {
     WabaChats,
     /// The operator desk's messages (numeric ids; after their chats).
     WabaMessages,
+    /// How the account keeps its chats (archived, pinned, muted, labelled).
+    Chats,
+    /// The instances' labels.
+    Labels,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 10] = [
+    pub const ALL: [RecordKind; 12] = [
         RecordKind::Users,
         RecordKind::Instances,
         RecordKind::Activity,
@@ -374,6 +404,8 @@ impl RecordKind {
         RecordKind::WabaAccounts,
         RecordKind::WabaChats,
         RecordKind::WabaMessages,
+        RecordKind::Chats,
+        RecordKind::Labels,
     ];
 
     /// The name used in reports (`copied.messages`) and errors.
@@ -389,6 +421,8 @@ impl RecordKind {
             RecordKind::WabaAccounts => "wabaAccounts",
             RecordKind::WabaChats => "wabaChats",
             RecordKind::WabaMessages => "wabaMessages",
+            RecordKind::Chats => "chats",
+            RecordKind::Labels => "labels",
         }
     }
 }
@@ -413,6 +447,8 @@ pub enum Record {
     WabaAccount(WabaAccount),
     WabaChat(WabaChat),
     WabaMessage(WabaMessage),
+    Chat(ChatSettings),
+    Label(Label),
 }
 
 impl Record {
@@ -428,6 +464,8 @@ impl Record {
             Record::WabaAccount(_) => RecordKind::WabaAccounts,
             Record::WabaChat(_) => RecordKind::WabaChats,
             Record::WabaMessage(_) => RecordKind::WabaMessages,
+            Record::Chat(_) => RecordKind::Chats,
+            Record::Label(_) => RecordKind::Labels,
         }
     }
 
@@ -446,6 +484,8 @@ impl Record {
             Record::WabaAccount(a) => a.owner_id.clone(),
             Record::WabaChat(c) => id_key(c.id),
             Record::WabaMessage(m) => id_key(m.id),
+            Record::Chat(c) => c.id.clone(),
+            Record::Label(l) => l.id.clone(),
         }
     }
 }
@@ -491,6 +531,8 @@ pub struct RecordCounts {
     pub waba_accounts: u64,
     pub waba_chats: u64,
     pub waba_messages: u64,
+    pub chats: u64,
+    pub labels: u64,
 }
 
 impl RecordCounts {
@@ -506,6 +548,8 @@ impl RecordCounts {
             RecordKind::WabaAccounts => self.waba_accounts,
             RecordKind::WabaChats => self.waba_chats,
             RecordKind::WabaMessages => self.waba_messages,
+            RecordKind::Chats => self.chats,
+            RecordKind::Labels => self.labels,
         }
     }
 
@@ -521,6 +565,8 @@ impl RecordCounts {
             RecordKind::WabaAccounts => &mut self.waba_accounts,
             RecordKind::WabaChats => &mut self.waba_chats,
             RecordKind::WabaMessages => &mut self.waba_messages,
+            RecordKind::Chats => &mut self.chats,
+            RecordKind::Labels => &mut self.labels,
         };
         *slot = n;
     }
@@ -559,6 +605,7 @@ pub trait Storage:
     + EventStore
     + MessageStore
     + ContactStore
+    + ChatStore
     + StatsStore
     + TransferStore
     + WabaStore

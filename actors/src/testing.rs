@@ -8,13 +8,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ActivityEntry, ActivityQuery, ChatSummary, Contact, ContactQuery, EventQuery, HistoryQuery,
-    Instance, InstanceEvent, InstanceStatus, Message, MessageStatus, Page, Role, User,
+    ActivityEntry, ActivityQuery, ChatSettings, ChatSummary, Contact, ContactQuery, EventQuery,
+    HistoryQuery, Instance, InstanceEvent, InstanceStatus, Label, Message, MessageStatus, Page,
+    Role, User,
 };
 use crate::error::StoreError;
 use crate::store::{
-    ActivityStore, ContactStore, EventStore, InstanceStore, MessageStore, Record, RecordCounts,
-    RecordKind, Storage, StoreResult, TransferStore, UserStore,
+    ActivityStore, ChatStore, ContactStore, EventStore, InstanceStore, MessageStore, Record,
+    RecordCounts, RecordKind, Storage, StoreResult, TransferStore, UserStore,
 };
 
 #[derive(Default)]
@@ -36,6 +37,8 @@ struct Data {
     read: std::collections::HashSet<(String, String)>,
     contacts: Vec<Contact>,
     usage: HashMap<crate::domain::UsageKey, crate::domain::Usage>,
+    chats: Vec<ChatSettings>,
+    labels: Vec<Label>,
 }
 
 impl MemoryStorage {
@@ -223,6 +226,8 @@ impl InstanceStore for MemoryStorage {
         data.events.retain(|e| e.instance_id != id);
         data.messages.retain(|m| m.instance_id != id);
         data.contacts.retain(|c| c.instance_id != id);
+        data.chats.retain(|c| c.instance_id != id);
+        data.labels.retain(|l| l.instance_id != id);
         Ok(data.instances.len() != before)
     }
 }
@@ -654,6 +659,92 @@ fn upsert_contact(data: &mut Data, contact: &Contact) -> Contact {
 }
 
 #[async_trait]
+impl ChatStore for MemoryStorage {
+    async fn chat_settings(
+        &self,
+        instance_id: &str,
+        remote_jid: &str,
+    ) -> StoreResult<Option<ChatSettings>> {
+        Ok(self
+            .open()?
+            .chats
+            .iter()
+            .find(|c| c.instance_id == instance_id && c.remote_jid == remote_jid)
+            .cloned())
+    }
+
+    async fn chat_settings_of(
+        &self,
+        instance_id: &str,
+        remote_jids: &[String],
+    ) -> StoreResult<Vec<ChatSettings>> {
+        Ok(self
+            .open()?
+            .chats
+            .iter()
+            .filter(|c| c.instance_id == instance_id && remote_jids.contains(&c.remote_jid))
+            .cloned()
+            .collect())
+    }
+
+    async fn put_chat_settings(&self, chat: &ChatSettings) -> StoreResult<()> {
+        let mut data = self.open()?;
+        match data
+            .chats
+            .iter_mut()
+            .find(|c| c.instance_id == chat.instance_id && c.remote_jid == chat.remote_jid)
+        {
+            Some(known) => {
+                let id = known.id.clone();
+                *known = ChatSettings { id, ..chat.clone() };
+            }
+            None => data.chats.push(chat.clone()),
+        }
+        Ok(())
+    }
+
+    async fn labels(&self, instance_id: &str) -> StoreResult<Vec<Label>> {
+        let mut labels: Vec<Label> = self
+            .open()?
+            .labels
+            .iter()
+            .filter(|l| l.instance_id == instance_id)
+            .cloned()
+            .collect();
+        crate::domain::chat::sort_labels(&mut labels);
+        Ok(labels)
+    }
+
+    async fn put_label(&self, label: &Label) -> StoreResult<()> {
+        let mut data = self.open()?;
+        match data
+            .labels
+            .iter_mut()
+            .find(|l| l.instance_id == label.instance_id && l.label_id == label.label_id)
+        {
+            Some(known) => {
+                let (id, created_at) = (known.id.clone(), known.created_at);
+                *known = Label {
+                    id,
+                    created_at,
+                    ..label.clone()
+                };
+            }
+            None => data.labels.push(label.clone()),
+        }
+        Ok(())
+    }
+
+    async fn delete_label(&self, instance_id: &str, label_id: &str) -> StoreResult<bool> {
+        let mut data = self.open()?;
+        let before = data.labels.len();
+        data.labels
+            .retain(|l| !(l.instance_id == instance_id && l.label_id == label_id));
+        Ok(data.labels.len() != before)
+    }
+}
+
+#[async_trait]
 impl TransferStore for MemoryStorage {
     async fn export_records(
         &self,
@@ -693,6 +784,8 @@ impl TransferStore for MemoryStorage {
                 .iter()
                 .map(|(k, u)| Record::Usage(k.clone(), *u))
                 .collect(),
+            RecordKind::Chats => data.chats.iter().cloned().map(Record::Chat).collect(),
+            RecordKind::Labels => data.labels.iter().cloned().map(Record::Label).collect(),
             RecordKind::WabaAccounts | RecordKind::WabaChats | RecordKind::WabaMessages => {
                 self.export_waba(kind)
             }
@@ -742,6 +835,25 @@ impl TransferStore for MemoryStorage {
                     }
                     data.usage.insert(k, u);
                 }
+                Record::Chat(c) => {
+                    if data.chats.iter().any(|known| {
+                        known.id == c.id
+                            || (known.instance_id == c.instance_id
+                                && known.remote_jid == c.remote_jid)
+                    }) {
+                        return Err(StoreError::Conflict(format!("chat {} exists", c.id)));
+                    }
+                    data.chats.push(c)
+                }
+                Record::Label(l) => {
+                    if data.labels.iter().any(|known| {
+                        known.id == l.id
+                            || (known.instance_id == l.instance_id && known.label_id == l.label_id)
+                    }) {
+                        return Err(StoreError::Conflict(format!("label {} exists", l.id)));
+                    }
+                    data.labels.push(l)
+                }
                 waba @ (Record::WabaAccount(_) | Record::WabaChat(_) | Record::WabaMessage(_)) => {
                     self.import_waba(waba)?
                 }
@@ -764,6 +876,8 @@ impl TransferStore for MemoryStorage {
             waba_accounts,
             waba_chats,
             waba_messages,
+            chats: data.chats.len() as u64,
+            labels: data.labels.len() as u64,
         })
     }
 

@@ -5,7 +5,7 @@
 
 use wagate_actors::domain::address::jid_for;
 use wagate_actors::domain::{Jid, Message, Typed, normalize_phone};
-use wagate_actors::engine::OutboundContent;
+use wagate_actors::engine::{OutboundContent, StatusPost};
 use wagate_actors::error::DomainError;
 use wagate_actors::instance::{InstanceHandle, InstancesHandle, SendExtras};
 
@@ -196,6 +196,7 @@ pub fn check_extras(extras: Extras) -> Result<SendExtras, SendError> {
         mentions,
         delay,
         send_rate: extras.send_rate,
+        status: None,
     })
 }
 
@@ -207,6 +208,43 @@ pub fn check_reaction(emoji: &str) -> Result<(), SendError> {
         )));
     }
     Ok(())
+}
+
+/// Longest status text (WhatsApp's apps stop at 700 characters).
+pub const MAX_STATUS_TEXT: usize = 700;
+/// Most people a status post may name as its audience.
+pub const MAX_AUDIENCE: usize = 1024;
+
+/// What a status shows.
+#[derive(Debug, Clone)]
+pub enum StatusContent {
+    /// A text on a coloured background (`0xAARRGGBB`).
+    Text { text: String, background_argb: u32 },
+    /// An image the server downloads; a checked caption ([`check_caption`]).
+    Image {
+        url: String,
+        caption: Option<String>,
+    },
+}
+
+/// The audience of a status post: phone numbers made addresses, at most
+/// [`MAX_AUDIENCE`], each once; empty means every contact.
+pub fn check_audience(phones: &[String]) -> Result<Vec<String>, SendError> {
+    if phones.len() > MAX_AUDIENCE {
+        return Err(SendError::Invalid(format!(
+            "recipients must name at most {MAX_AUDIENCE} people"
+        )));
+    }
+    let mut audience = Vec::with_capacity(phones.len());
+    for phone in phones {
+        let digits =
+            normalize_phone(phone).map_err(|e| SendError::Invalid(format!("recipients: {e}")))?;
+        let jid = jid_for(&digits);
+        if !audience.contains(&jid) {
+            audience.push(jid);
+        }
+    }
+    Ok(audience)
 }
 
 /// A file to send from a URL.
@@ -331,6 +369,74 @@ impl Messenger {
             .get(instance_id)?
             .delete(message_id, for_everyone)
             .await?)
+    }
+
+    /// Posts a status (a text, or an image downloaded from its URL) to `recipients`
+    /// (phone numbers), or to every contact the session knows when there are none. It
+    /// counts as a sent message.
+    ///
+    /// Fails with `Invalid` for a blank or too long text, bad recipients or a file that
+    /// is not an image, `Fetch` when the image cannot be downloaded, `Domain` when the
+    /// instance cannot send (`Refused("no_audience")` without anyone to show it to).
+    pub async fn post_status(
+        &self,
+        instance_id: &str,
+        content: StatusContent,
+        recipients: &[String],
+    ) -> Result<Message, SendError> {
+        let audience = check_audience(recipients)?;
+        let to = Jid::status_broadcast();
+        let extras = |background_argb| SendExtras {
+            status: Some(StatusPost {
+                audience: audience.clone(),
+                background_argb,
+            }),
+            ..SendExtras::default()
+        };
+        let handle = self.actors.get(instance_id)?;
+        match content {
+            StatusContent::Text {
+                text,
+                background_argb,
+            } => {
+                check_text(&text)?;
+                if text.chars().count() > MAX_STATUS_TEXT {
+                    return Err(SendError::Invalid(format!(
+                        "text must be at most {MAX_STATUS_TEXT} characters"
+                    )));
+                }
+                let content = OutboundContent::Text(text);
+                Ok(handle
+                    .send(to.as_str(), content, extras(background_argb))
+                    .await?)
+            }
+            StatusContent::Image { url, caption } => {
+                handle.ensure_connected().await?;
+                let file = media::fetch(
+                    &self.client,
+                    &url,
+                    self.allow_private_urls,
+                    self.max_upload_bytes,
+                )
+                .await?;
+                if !file.mime_type.starts_with("image/") {
+                    return Err(SendError::Invalid(format!(
+                        "imageUrl: a status shows an image, not {}",
+                        file.mime_type
+                    )));
+                }
+                let file_name = file.file_name.clone();
+                self.send_file(
+                    &handle,
+                    instance_id,
+                    &to,
+                    (file, file_name),
+                    caption,
+                    extras(0),
+                )
+                .await
+            }
+        }
     }
 
     /// Downloads the file at `media.url` and sends it. Refuses before downloading

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod auth;
 pub mod browser;
+pub mod chats;
 pub mod cluster;
 pub mod contacts;
 pub mod dashboard;
@@ -92,6 +93,7 @@ pub fn api(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(messages::router(max_upload))
         .merge(groups::router())
         .merge(profile::router())
+        .merge(chats::router())
         .merge(contacts::router())
         .merge(webhooks::router())
         .merge(stats::router())

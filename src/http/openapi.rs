@@ -63,6 +63,7 @@ webhook needs either `Authorization: Bearer <token>` (a JWT from `/api/auth/logi
         (name = "groups", description = "WhatsApp groups: members, settings, invites"),
         (name = "presence", description = "Online, offline and typing; following a contact's presence"),
         (name = "profile", description = "The account's profile, contacts' pictures, blocking"),
+        (name = "chats", description = "Archiving, pinning, muting and labelling chats; the account's labels"),
         (name = "contacts", description = "Live and stored contacts"),
         (name = "webhooks", description = "An instance's webhook deliveries"),
         (name = "stats", description = "Usage statistics"),

@@ -22,6 +22,8 @@ use crate::http::extract::{AppJson, chat_address, person_address};
 use crate::http::state::AppState;
 use crate::media::{self, MediaFile};
 
+mod phone;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(scan))
@@ -31,10 +33,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(poll_vote))
         .routes(routes!(presence))
         .routes(routes!(call))
+        .routes(routes!(phone::phone_change))
 }
 
 /// The instance, checked to be on the sandbox engine.
-fn sandbox_only(instance: Instance) -> ApiResult<Instance> {
+pub(super) fn sandbox_only(instance: Instance) -> ApiResult<Instance> {
     if instance.engine != EngineKind::Sandbox {
         return Err(ApiError::conflict(
             "not_sandbox",
@@ -65,7 +68,7 @@ struct Scanned {
 }
 
 /// Error answers of every sandbox control.
-const NOT_SANDBOX: &str = "The instance runs on another engine (`not_sandbox`)";
+pub(super) const NOT_SANDBOX: &str = "The instance runs on another engine (`not_sandbox`)";
 
 /// "Scans" the instance's QR code as the phone `phone`: the instance connects.
 #[utoipa::path(
@@ -324,7 +327,7 @@ struct ReceiptRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-struct Receipted {
+pub(super) struct Receipted {
     success: bool,
 }
 

@@ -29,6 +29,7 @@ use wagate_actors::domain::waba::{
 use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
 };
+use wagate_actors::domain::{ChatSettings, Label};
 use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, Message, MessageStatus, Reaction,
 };
@@ -39,7 +40,7 @@ use wagate_actors::store::{
     ActivityStore, Committed, DynStorage, EventStore, InstanceStore, Record, RecordCounts,
     RecordKind, Storage, StoreResult, TransferStore, UserStore,
 };
-use wagate_actors::store::{ContactStore, MessageStore};
+use wagate_actors::store::{ChatStore, ContactStore, MessageStore};
 
 use super::cache::RecordCache;
 use super::copy::{CopyError, copy_all};
@@ -369,6 +370,15 @@ forward!(MessageStore {
 forward!(ContactStore {
     write fn upsert_contact(&self, contact: &Contact) -> StoreResult<Contact>;
     read fn list_contacts(&self, instance_id: &str, query: &ContactQuery) -> StoreResult<Page<Contact>>;
+});
+
+forward!(ChatStore {
+    read fn chat_settings(&self, instance_id: &str, remote_jid: &str) -> StoreResult<Option<ChatSettings>>;
+    read fn chat_settings_of(&self, instance_id: &str, remote_jids: &[String]) -> StoreResult<Vec<ChatSettings>>;
+    write fn put_chat_settings(&self, chat: &ChatSettings) -> StoreResult<()>;
+    read fn labels(&self, instance_id: &str) -> StoreResult<Vec<Label>>;
+    write fn put_label(&self, label: &Label) -> StoreResult<()>;
+    write fn delete_label(&self, instance_id: &str, label_id: &str) -> StoreResult<bool>;
 });
 
 forward!(StatsStore {

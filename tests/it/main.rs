@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod calls;
+mod chats;
 mod cluster;
 mod cluster_faults;
 mod dashboard;
@@ -32,6 +33,7 @@ mod replies;
 mod security;
 mod startup;
 mod stats;
+mod status;
 mod storage_suite;
 mod supervision;
 mod typed;

@@ -414,7 +414,7 @@ async fn history_pagination_and_dates_over_10000_messages(backend: Backend) {
 
 /// A local server for media: `/cat.png` (a PNG), `/big` (larger than the test limit) and
 /// `/redirect` (to the PNG).
-async fn media_server() -> SocketAddr {
+pub(crate) async fn media_server() -> SocketAddr {
     use axum::response::Redirect;
     let png = wagate::qr::png("media").expect("png");
     let app = axum::Router::new()

@@ -195,6 +195,12 @@ fn path_parameters_are_named_as_in_the_documents() {
         } else if path.contains("/groups/") {
             // Groups by address, as the features table names them.
             &["instanceId", "groupJid"]
+        } else if path.contains("/chats/{chatId}/labels/") {
+            // A label on a chat, by the id `GET …/labels` lists.
+            &["instanceId", "chatId", "labelId"]
+        } else if path.ends_with("/chats/{chatId}/{action}") {
+            // The chat actions without a body (archive, pin, unmute, …), one operation.
+            &["instanceId", "chatId", "action"]
         } else if path.contains("/presence/subscribe/") || path.contains("/contacts/") {
             // A contact by number (followed, its picture, blocked), as the features table
             // names it.
@@ -424,7 +430,7 @@ const NOT_FUZZED: [&str; 5] = [
 /// Operations whose generated "valid" requests are not all accepted, and why: rules the
 /// document states in words because JSON Schema cannot (each operation's description
 /// says them), checked by the `positive_data_acceptance` check on every other operation.
-const POSITIVE_DATA_UNCHECKED: [&str; 10] = [
+const POSITIVE_DATA_UNCHECKED: [&str; 11] = [
     // `startDate` must not be after `endDate`, `since` not after `until`: JSON Schema
     // cannot compare two values.
     "GET /api/instances/{instanceId}/activity",
@@ -442,6 +448,10 @@ const POSITIVE_DATA_UNCHECKED: [&str; 10] = [
     // The server downloads the media URL: whether it answers is no property of the
     // request (and the test never reaches the internet).
     "POST /api/whatsapp/{instanceId}/send-media",
+    // The same for the image of a status post; and JSON Schema here says neither that
+    // exactly one of `text` and `imageUrl` is given, nor that the caption and the
+    // background go with one of them only.
+    "POST /api/whatsapp/{instanceId}/status",
     // The same for `media.url` of a simulated inbound message.
     "POST /api/sandbox/instances/{instanceId}/inbound",
     // A profile picture must be a JPEG: a property of the file's bytes, not of the form.

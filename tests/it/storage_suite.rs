@@ -10,6 +10,7 @@ use wagate_actors::domain::{
     ActivityEntry, ActivityQuery, EngineKind, EventQuery, Instance, InstanceEvent, InstanceStatus,
     LimitPeriod, Limits, Role, User, WebhookSettings, new_id,
 };
+use wagate_actors::domain::{ChatChange, ChatSettings, Label, Mute};
 use wagate_actors::domain::{Contact, ContactQuery, HistoryQuery, Message, MessageStatus};
 use wagate_actors::domain::{Event, EventKind, Usage, UsageFilter, UsageKey};
 use wagate_actors::error::StoreError;
@@ -970,6 +971,19 @@ pub async fn fill_every_kind(s: &DynStorage) -> RecordCounts {
     let mut other = waba_message(other_chat.id, &format!("wamid.{}-4", admin.id), false, t);
     other.owner_id = admin.id.clone();
     s.insert_waba_message(&other).await.expect("waba message");
+    let mut settings = ChatSettings::new(&inst.id, jid, t);
+    settings.apply(&ChatChange::Mute(Some(Mute::Forever)), t);
+    settings.apply(
+        &ChatChange::Label {
+            label_id: "2".into(),
+            attached: true,
+        },
+        t,
+    );
+    s.put_chat_settings(&settings).await.expect("chat settings");
+    s.put_label(&label(&inst.id, "2", "VIP", t))
+        .await
+        .expect("label");
     RecordCounts {
         users: 2,
         instances: 1,
@@ -981,6 +995,8 @@ pub async fn fill_every_kind(s: &DynStorage) -> RecordCounts {
         waba_accounts: 1,
         waba_chats: 2,
         waba_messages: 4,
+        chats: 1,
+        labels: 1,
     }
 }
 
@@ -1009,7 +1025,7 @@ pub async fn transfer_round_trip(s: DynStorage) {
     assert_eq!(s.count_records().await.expect("count"), expected);
     // Pages of one record exercise the cursor on every kind.
     let exported = export_everything(&s, 1).await;
-    assert_eq!(exported.len() as u64, 18);
+    assert_eq!(exported.len() as u64, 20);
     assert_eq!(export_everything(&s, 500).await, exported);
     let read: Vec<_> = exported
         .iter()
@@ -1779,6 +1795,101 @@ pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
     );
 }
 
+fn label(instance_id: &str, label_id: &str, name: &str, at: chrono::DateTime<Utc>) -> Label {
+    Label {
+        id: new_id(),
+        instance_id: instance_id.to_owned(),
+        label_id: label_id.to_owned(),
+        name: name.to_owned(),
+        color: 4,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+pub async fn chat_settings_and_labels(s: DynStorage) {
+    let owner = user("chats@example.com", Role::User);
+    s.create_user(&owner).await.expect("user");
+    let inst = instance(&owner.id);
+    s.create_instance(&inst).await.expect("instance");
+    let (a, b) = ("79001110001@s.whatsapp.net", "120363000000000001@g.us");
+    let t = ms_now();
+    assert_eq!(s.chat_settings(&inst.id, a).await.expect("read"), None);
+
+    let mut chat = ChatSettings::new(&inst.id, a, t);
+    chat.apply(&ChatChange::Pin(true), t);
+    let until = t + Duration::hours(8);
+    chat.apply(&ChatChange::Mute(Some(Mute::Until(until))), t);
+    s.put_chat_settings(&chat).await.expect("put");
+    assert_eq!(
+        s.chat_settings(&inst.id, a).await.expect("read"),
+        Some(chat.clone())
+    );
+
+    // A second put for the same chat replaces it and keeps the first id.
+    let mut again = ChatSettings::new(&inst.id, a, t + Duration::seconds(1));
+    again.apply(&ChatChange::Archive(true), again.updated_at);
+    again.apply(
+        &ChatChange::Label {
+            label_id: "10".into(),
+            attached: true,
+        },
+        again.updated_at,
+    );
+    s.put_chat_settings(&again).await.expect("put again");
+    let stored = s
+        .chat_settings(&inst.id, a)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(stored.id, chat.id, "the first id stays");
+    assert!(stored.archived && !stored.pinned);
+    assert_eq!(stored.mute, None);
+    assert_eq!(stored.labels, ["10"]);
+
+    let mut group = ChatSettings::new(&inst.id, b, t);
+    group.apply(&ChatChange::Mute(Some(Mute::Forever)), t);
+    s.put_chat_settings(&group).await.expect("put group");
+    let mut both = s
+        .chat_settings_of(
+            &inst.id,
+            &[a.into(), b.into(), "7900@s.whatsapp.net".into()],
+        )
+        .await
+        .expect("several");
+    both.sort_by(|x, y| x.remote_jid.cmp(&y.remote_jid));
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].mute, Some(Mute::Forever));
+    assert!(
+        s.chat_settings_of(&inst.id, &[])
+            .await
+            .expect("none")
+            .is_empty()
+    );
+
+    // Labels: upserted by label id (the first id and creation stay), listed by number.
+    for (id, name) in [("10", "Ten"), ("9", "Nine"), ("10", "Ten again")] {
+        s.put_label(&label(&inst.id, id, name, t))
+            .await
+            .expect("label");
+    }
+    let labels = s.labels(&inst.id).await.expect("labels");
+    let names: Vec<_> = labels
+        .iter()
+        .map(|l| (l.label_id.as_str(), l.name.as_str()))
+        .collect();
+    assert_eq!(names, [("9", "Nine"), ("10", "Ten again")]);
+    assert_eq!(labels[1].color, 4);
+    assert!(s.delete_label(&inst.id, "9").await.expect("delete"));
+    assert!(!s.delete_label(&inst.id, "9").await.expect("delete again"));
+    assert_eq!(s.labels(&inst.id).await.expect("labels").len(), 1);
+
+    // Deleting the instance takes its chats and labels along.
+    assert!(s.delete_instance(&inst.id).await.expect("delete instance"));
+    assert_eq!(s.chat_settings(&inst.id, a).await.expect("read"), None);
+    assert!(s.labels(&inst.id).await.expect("labels").is_empty());
+}
+
 pub async fn closed_store_is_unavailable(s: DynStorage) {
     s.close().await;
     assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
@@ -1796,7 +1907,8 @@ macro_rules! storage_suite {
             storage_suite!(@tests $make; users_crud, users_paging, instances_crud, activity_filters, events_cursor,
                 messages_and_statuses, history_and_chats, contacts_upsert_and_search, transfer_round_trip,
                 waba_accounts, waba_chats_and_messages, waba_assignment, waba_media, ping_and_provider, closed_store_is_unavailable,
-                messages_recorded_with_contact_and_event, pipelined_writes_are_told_in_order_once_committed);
+                messages_recorded_with_contact_and_event, pipelined_writes_are_told_in_order_once_committed,
+                chat_settings_and_labels);
         }
     };
     (@tests $make:path; $($check:ident),*) => {

@@ -1950,3 +1950,58 @@ async fn an_incoming_call_is_reported_and_rejected_with_a_message() {
     );
     assert_eq!(rig.whatsapp.problems(), Vec::<String>::new());
 }
+
+/// A status post goes out as WhatsApp carries one: the chosen contact's phone gets the
+/// sender key for `status@broadcast` in its own encrypted copy and decrypts the post
+/// (a sender-key message) with it, text and background; a contact outside the audience
+/// gets nothing of it.
+#[tokio::test]
+async fn a_status_post_is_decrypted_by_its_audience_only() {
+    let rig = linked_rig().await;
+    // WhatsApp addresses status posts by LID: the audience are accounts, which have one.
+    let bob = rig.whatsapp.phone(BOB).await.expect("Bob");
+    let carol = rig.whatsapp.user(CAROL, "Carol").await.expect("Carol");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/status", rig.id),
+            &rig.auth,
+            json!({"text": "Open until 8 pm", "backgroundColor": "#112233", "recipients": [BOB]}),
+        )
+        .await;
+    assert_eq!(code, 200, "status: {body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+
+    let post = loop {
+        let got = bob
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("Bob gets the sender key, then the post");
+        if got.enc_type == "skmsg" {
+            break got;
+        }
+        let key = got
+            .message
+            .sender_key_distribution_message
+            .as_option()
+            .unwrap_or_else(|| panic!("a sender key before the post: {:?}", got.message));
+        assert_eq!(key.group_id.as_deref(), Some("status@broadcast"));
+    };
+    assert_eq!(post.id, id);
+    let text = post
+        .message
+        .extended_text_message
+        .as_option()
+        .unwrap_or_else(|| panic!("a text status: {:?}", post.message));
+    assert_eq!(text.text.as_deref(), Some("Open until 8 pm"));
+    assert_eq!(text.background_argb, Some(0xFF11_2233));
+
+    // Carol was not in the audience: the next thing she gets is a message to her.
+    let hello = rig.send(CAROL, "hello Carol").await;
+    let got = carol
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Carol gets her message");
+    assert_eq!(got.id, hello, "{:?}", got.message);
+    rig.clean();
+}

@@ -7,6 +7,8 @@ use std::fmt;
 pub const USER_SERVER: &str = "s.whatsapp.net";
 /// Suffix of WhatsApp addresses of groups.
 pub const GROUP_SERVER: &str = "g.us";
+/// Where status posts go: WhatsApp's broadcast list of the account's status.
+pub const STATUS_BROADCAST: &str = "status@broadcast";
 /// The legacy suffix of people's addresses, still written by many clients.
 const LEGACY_USER_SERVER: &str = "c.us";
 /// Longest accepted group id (digits and dashes).
@@ -61,6 +63,12 @@ impl Jid {
             return Err("a group id is digits (and dashes)".into());
         }
         Ok(Jid(format!("{id}@{GROUP_SERVER}")))
+    }
+
+    /// The account's status broadcast, where status posts go. Never parsed from what a
+    /// client writes: only a status post sends there.
+    pub fn status_broadcast() -> Jid {
+        Jid(STATUS_BROADCAST.to_owned())
     }
 
     /// What a client may write for a chat: a phone number, a person's address

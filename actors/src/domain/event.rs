@@ -37,6 +37,8 @@ pub enum EventKind {
     PresenceUpdate,
     GroupUpdate,
     CallReceived,
+    ChatUpdate,
+    LabelUpdate,
     LimitExceeded,
     WebhookUpdated,
     WebhookTest,
@@ -44,7 +46,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::QrReceived,
         EventKind::Connected,
         EventKind::Disconnected,
@@ -58,6 +60,8 @@ impl EventKind {
         EventKind::PresenceUpdate,
         EventKind::GroupUpdate,
         EventKind::CallReceived,
+        EventKind::ChatUpdate,
+        EventKind::LabelUpdate,
         EventKind::LimitExceeded,
         EventKind::WebhookUpdated,
         EventKind::WebhookTest,
@@ -80,6 +84,8 @@ impl EventKind {
             EventKind::PresenceUpdate => "presence_update",
             EventKind::GroupUpdate => "group_update",
             EventKind::CallReceived => "call_received",
+            EventKind::ChatUpdate => "chat_update",
+            EventKind::LabelUpdate => "label_update",
             EventKind::LimitExceeded => "limit_exceeded",
             EventKind::WebhookUpdated => "webhook_updated",
             EventKind::WebhookTest => "webhook_test",
@@ -141,6 +147,12 @@ pub enum Event {
     /// Someone called the account (voice or video); `rejected` when the instance's
     /// `rejectCalls` turned it down.
     CallReceived(CallReceived),
+    /// A chat was archived, pinned, muted or labelled (or the reverse), through the API
+    /// or on another of the account's devices: the chat as it is now.
+    ChatUpdate(ChatUpdated),
+    /// A label was created, changed or deleted (on another of the account's devices, or
+    /// through the API).
+    LabelUpdate(LabelUpdated),
     /// A usage limit was reached (once per instance and period).
     LimitExceeded(LimitExceeded),
     WebhookUpdated(WebhookUpdated),
@@ -460,6 +472,44 @@ pub struct CallReceived {
     pub timestamp: i64,
 }
 
+/// A chat's settings after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatUpdated {
+    pub remote_jid: String,
+    #[serde(default)]
+    pub archived: bool,
+    #[serde(default)]
+    pub pinned: bool,
+    #[serde(default)]
+    pub muted: bool,
+    /// When the mute ends (ISO 8601); null when not muted or muted until unmuted.
+    #[serde(default)]
+    pub muted_until: Option<String>,
+    /// The ids of the labels on the chat.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The change was made on another of the account's devices (the phone).
+    #[serde(default)]
+    pub from_phone: bool,
+}
+
+/// A label after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelUpdated {
+    pub label_id: String,
+    /// Absent when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<i32>,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub from_phone: bool,
+}
+
 /// A contact's presence or chat state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -601,6 +651,8 @@ impl Event {
             Event::PresenceUpdate(_) => EventKind::PresenceUpdate,
             Event::GroupUpdate(_) => EventKind::GroupUpdate,
             Event::CallReceived(_) => EventKind::CallReceived,
+            Event::ChatUpdate(_) => EventKind::ChatUpdate,
+            Event::LabelUpdate(_) => EventKind::LabelUpdate,
             Event::LimitExceeded(_) => EventKind::LimitExceeded,
             Event::WebhookUpdated(_) => EventKind::WebhookUpdated,
             Event::WebhookTest(_) => EventKind::WebhookTest,
@@ -642,6 +694,8 @@ impl Event {
             EventKind::PresenceUpdate => Event::PresenceUpdate(read(data).map_err(fit)?),
             EventKind::GroupUpdate => Event::GroupUpdate(read(data).map_err(fit)?),
             EventKind::CallReceived => Event::CallReceived(read(data).map_err(fit)?),
+            EventKind::ChatUpdate => Event::ChatUpdate(read(data).map_err(fit)?),
+            EventKind::LabelUpdate => Event::LabelUpdate(read(data).map_err(fit)?),
             EventKind::LimitExceeded => Event::LimitExceeded(read(data).map_err(fit)?),
             EventKind::WebhookUpdated => Event::WebhookUpdated(read(data).map_err(fit)?),
             EventKind::WebhookTest => Event::WebhookTest(read(data).map_err(fit)?),
@@ -792,6 +846,8 @@ impl Serialize for EventData<'_> {
             Event::PresenceUpdate(p) => with(s, id, p),
             Event::GroupUpdate(p) => with(s, id, p),
             Event::CallReceived(p) => with(s, id, p),
+            Event::ChatUpdate(p) => with(s, id, p),
+            Event::LabelUpdate(p) => with(s, id, p),
             Event::LimitExceeded(p) => with(s, id, p),
             Event::WebhookUpdated(p) => with(s, id, p),
             Event::WebhookTest(p) => with(s, id, p),

@@ -14,11 +14,13 @@
 //! - [`usage`]: usage counters, limit periods and the clock.
 //! - [`event`]: the typed instance events and their wire form.
 //! - [`group`]: WhatsApp groups, their members and the operations on them.
+//! - [`chat`]: how the account keeps its chats (archived, pinned, muted) and its labels.
 //! - [`profile`]: the account's profile, contacts' pictures and the blocklist.
 //! - [`waba`]: the operator desk's accounts, chats and messages, and the 24-hour rule.
 
 pub mod account;
 pub mod address;
+pub mod chat;
 pub mod event;
 pub mod group;
 pub mod instance;
@@ -29,6 +31,7 @@ pub mod waba;
 
 pub use account::{Role, User};
 pub use address::{Jid, normalize_phone};
+pub use chat::{ChatAnswer, ChatChange, ChatOp, ChatSettings, Label, LabelSpec, Mute};
 pub use event::{Event, EventKind, EventQuery, InstanceEvent, Presence};
 pub use group::{
     Group, GroupAnswer, GroupMember, GroupOp, GroupPatch, GroupRole, ParticipantAction,

@@ -26,7 +26,7 @@ use thiserror::Error;
 use crate::domain::EngineKind;
 use crate::domain::event::GroupUpdated;
 use crate::domain::{
-    GroupAnswer, GroupOp, MessageStatus, Presence, ProfileAnswer, ProfileOp, Typed,
+    ChatOp, GroupAnswer, GroupOp, MessageStatus, Presence, ProfileAnswer, ProfileOp, Typed,
 };
 
 pub use sandbox::{SandboxConfig, SandboxEngine, SandboxNetwork, new_message_id};
@@ -90,6 +90,9 @@ pub enum EngineEvent {
     Group(GroupUpdated),
     /// Someone is calling.
     Call(InboundCall),
+    /// A chat was archived, pinned, muted or labelled, or a label changed, on another
+    /// of the account's devices (WhatsApp syncs these).
+    ChatSync(ChatOp),
 }
 
 /// An incoming call WhatsApp brought.
@@ -266,6 +269,19 @@ pub struct SendOptions {
     /// The WhatsApp id the message must go under (a paced send's, handed out when it
     /// was queued); None: the engine picks one.
     pub message_id: Option<String>,
+    /// How a status post goes out: present when, and only when, it is sent to
+    /// [`STATUS_BROADCAST`](crate::domain::address::STATUS_BROADCAST).
+    pub status: Option<StatusPost>,
+}
+
+/// How a status post (a text or an image to `status@broadcast`) goes out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusPost {
+    /// Who sees it: people's addresses (`…@s.whatsapp.net`). Asked for empty, the
+    /// instance makes it every contact the session knows.
+    pub audience: Vec<String>,
+    /// A text post's background colour, `0xAARRGGBB`.
+    pub background_argb: u32,
 }
 
 /// What the engine reports about a message it sent.
@@ -391,6 +407,8 @@ pub enum SandboxControl {
     Presence(InboundPresence),
     /// A simulated contact calls.
     Call(InboundCall),
+    /// The account's phone archives, pins, mutes or labels a chat, or changes a label.
+    PhoneChange(ChatOp),
     /// A simulated recipient acknowledges a message the instance sent.
     Receipt {
         chat: String,
@@ -459,6 +477,10 @@ pub trait Engine: Send + Sync {
     /// A profile or blocklist operation. Fails with `NotFound` for a contact not on
     /// WhatsApp.
     async fn profile(&mut self, op: ProfileOp) -> Result<ProfileAnswer, EngineError>;
+    /// Archives, pins, mutes or labels a chat, or creates, changes or deletes a label
+    /// (WhatsApp syncs it to the account's other devices). A new label comes with its
+    /// id chosen.
+    async fn chat(&mut self, op: &ChatOp) -> Result<(), EngineError>;
     /// Turns down an incoming call.
     async fn reject_call(&mut self, call: &InboundCall) -> Result<(), EngineError>;
     /// Tells the sender's phone that these messages of `chat` were read.

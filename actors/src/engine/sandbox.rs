@@ -30,8 +30,8 @@ use super::{
 use crate::domain::address::{USER_SERVER, is_group_jid, jid_for};
 use crate::domain::normalize_phone;
 use crate::domain::{
-    GroupAnswer, GroupOp, MessageStatus, Presence, Profile, ProfileAnswer, ProfileOp,
-    ProfilePicture, Typed,
+    ChatChange, ChatOp, GroupAnswer, GroupOp, MessageStatus, Mute, Presence, Profile,
+    ProfileAnswer, ProfileOp, ProfilePicture, Typed,
 };
 use profile::PublicProfile;
 
@@ -714,9 +714,9 @@ impl Engine for SandboxEngine {
         Ok(pair_code())
     }
 
-    /// Delivers to the sandbox instance linked as the recipient, if any, and reports it
-    /// `delivered` at once; other recipients are simulated contacts that acknowledge
-    /// through the receipt control.
+    /// Delivers to the sandbox instance linked as the recipient (the sandbox instances
+    /// of a status post's audience), if any, and reports it `delivered` at once; other
+    /// recipients are simulated contacts that acknowledge through the receipt control.
     async fn send(
         &mut self,
         to: &str,
@@ -730,7 +730,16 @@ impl Engine for SandboxEngine {
             message_secret: None,
         };
         let me = jid_for(&phone);
-        let recipients = self.session.network.recipients(&me, to)?;
+        let recipients = match &options.status {
+            // A status post reaches the sandbox instances among its audience that do not
+            // block the account.
+            Some(post) => post
+                .audience
+                .iter()
+                .filter_map(|jid| self.session.network.sink_admitting(jid, &me))
+                .collect(),
+            None => self.session.network.recipients(&me, to)?,
+        };
         if !recipients.is_empty() {
             let (text, media, typed) = match content {
                 OutboundContent::Text(text) => (Some(text.clone()), None, Typed::default()),
@@ -751,8 +760,9 @@ impl Engine for SandboxEngine {
                     Typed::default(),
                 ),
             };
-            // In a group the chat is the group; else it is the sender.
-            let chat = if is_group_jid(to) {
+            // In a group the chat is the group, for a status post the status broadcast;
+            // else it is the sender.
+            let chat = if is_group_jid(to) || options.status.is_some() {
                 to.to_owned()
             } else {
                 me.clone()
@@ -902,6 +912,14 @@ impl Engine for SandboxEngine {
         }
     }
 
+    /// The sandbox's WhatsApp keeps nothing of it: the instance stores the outcome. Like
+    /// WhatsApp, it refuses a mute that has already ended and a label without an id or
+    /// a name.
+    async fn chat(&mut self, op: &ChatOp) -> Result<(), EngineError> {
+        self.session.connected_as()?;
+        check_chat_op(op)
+    }
+
     /// A simulated caller has no one to tell: the call simply ends.
     async fn reject_call(&mut self, _call: &InboundCall) -> Result<(), EngineError> {
         self.session.connected_as()?;
@@ -1036,6 +1054,12 @@ impl Engine for SandboxEngine {
                 self.session.emit(EngineEvent::Call(call));
                 Ok(())
             }
+            SandboxControl::PhoneChange(op) => {
+                self.session.connected_as()?;
+                check_chat_op(&op)?;
+                self.session.emit(EngineEvent::ChatSync(op));
+                Ok(())
+            }
             SandboxControl::Receipt {
                 chat,
                 message_id,
@@ -1101,6 +1125,32 @@ impl Engine for SandboxEngine {
                 Ok(())
             }
         }
+    }
+}
+
+/// What WhatsApp refuses of a chat operation: a mute that has already ended, a label
+/// without an id or a name.
+fn check_chat_op(op: &ChatOp) -> Result<(), EngineError> {
+    match op {
+        ChatOp::Change {
+            change: ChatChange::Mute(Some(Mute::Until(at))),
+            ..
+        } if *at <= Utc::now() => Err(EngineError::InvalidInput(
+            "the mute would already have ended".into(),
+        )),
+        ChatOp::Change {
+            change: ChatChange::Label { label_id, .. },
+            ..
+        }
+        | ChatOp::DeleteLabel(label_id)
+            if label_id.is_empty() =>
+        {
+            Err(EngineError::InvalidInput("a label needs an id".into()))
+        }
+        ChatOp::EditLabel(spec) if spec.label_id.is_empty() || spec.name.trim().is_empty() => Err(
+            EngineError::InvalidInput("a label needs an id and a name".into()),
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -20,22 +20,25 @@ use tokio::time::Instant;
 use super::InstanceDeps;
 use super::pace::Pace;
 use super::status::{StatusBoard, StatusView};
-use crate::domain::address::{is_group_jid, jid_for};
+use crate::domain::address::{STATUS_BROADCAST, is_group_jid, jid_for};
+use crate::domain::chat::next_label_id;
 use crate::domain::event::{
-    CallReceived, Connected, Disconnected, LOGOUT_REASON, MediaFields, MessageEdited,
-    MessageReaction, MessageReceived, MessageRevoked, MessageSent, MessageStatusChanged, PollVoted,
-    PresenceUpdate, QrReceived, ReplyFields,
+    CallReceived, ChatUpdated, Connected, Disconnected, LOGOUT_REASON, LabelUpdated, MediaFields,
+    MessageEdited, MessageReaction, MessageReceived, MessageRevoked, MessageSent,
+    MessageStatusChanged, PollVoted, PresenceUpdate, QrReceived, ReplyFields,
 };
 use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
-    ActivityEntry, Contact, EngineKind, Event, GroupAnswer, GroupOp, Instance, InstanceEvent,
-    InstanceStatus, MediaKind, Message, MessageStatus, PollVote, Presence, ProfileAnswer,
-    ProfileOp, Reaction, apply_reaction, new_id,
+    ActivityEntry, ChatAnswer, ChatChange, ChatOp, ChatSettings, Contact, EngineKind, Event,
+    GroupAnswer, GroupOp, Instance, InstanceEvent, InstanceStatus, Label, MediaKind, Message,
+    MessageStatus, Mute, PollVote, Presence, ProfileAnswer, ProfileOp, Reaction, apply_reaction,
+    new_id,
 };
 use crate::engine::{
     CommitSink, Engine, EngineContact, EngineContext, EngineError, EngineEvent, EventSink,
     InboundCall, InboundChange, InboundMessage, InboundPresence, InboundReaction, InboundVote,
-    MessageChange, MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, VoteChoice,
+    MessageChange, MessageRef, OutboundContent, PollRef, SandboxControl, SendOptions, StatusPost,
+    VoteChoice,
 };
 use crate::error::{DomainError, StoreError};
 use crate::media_store::MediaStore;
@@ -111,6 +114,10 @@ pub enum InstanceMsg {
     Profile {
         op: ProfileOp,
         reply: RpcReplyPort<Result<ProfileAnswer, DomainError>>,
+    },
+    Chat {
+        op: ChatOp,
+        reply: RpcReplyPort<Result<ChatAnswer, DomainError>>,
     },
     Contacts(RpcReplyPort<Result<Vec<EngineContact>, DomainError>>),
     /// The send queue may move: its head goes when the pace and connection allow.
@@ -520,6 +527,10 @@ impl InstanceActor {
                 };
                 let _ = reply.send(answer);
             }
+            InstanceMsg::Chat { op, reply } => {
+                let answer = self.chat(state, op).await;
+                let _ = reply.send(answer);
+            }
             InstanceMsg::Contacts(reply) => {
                 let answer = match state.engine.as_mut() {
                     Some(engine) => engine.contacts().await.map_err(engine_error),
@@ -694,6 +705,8 @@ impl InstanceActor {
             reply_to: quote.as_ref().map(message_ref),
             mentions: queued.mentions.clone(),
             message_id: Some(queued.message_id.clone()),
+            // Status posts are never paced.
+            status: None,
         };
         let engine = connected_engine(&self.board, state)?;
         let sent = engine
@@ -1034,6 +1047,11 @@ impl InstanceActor {
             EngineEvent::Group(update) => {
                 self.publish(&state.id, Event::GroupUpdate(update)).await;
             }
+            EngineEvent::ChatSync(op) => {
+                if let Err(err) = self.keep_chat_op(state, op, true).await {
+                    tracing::warn!(instance = %state.id, %err, "cannot store a chat change");
+                }
+            }
             EngineEvent::Receipt {
                 chat,
                 message_ids,
@@ -1199,10 +1217,25 @@ impl InstanceActor {
             Some(id) => Some(self.message_of_chat(state, to, id).await?),
             None => None,
         };
+        let status = match extras.status {
+            Some(post) if to == STATUS_BROADCAST => Some(self.status_audience(state, post).await?),
+            Some(_) => {
+                return Err(DomainError::Invalid(format!(
+                    "a status post goes to {STATUS_BROADCAST}"
+                )));
+            }
+            None if to == STATUS_BROADCAST => {
+                return Err(DomainError::Invalid(
+                    "a status post needs its audience".into(),
+                ));
+            }
+            None => None,
+        };
         let options = SendOptions {
             reply_to: reply_to.as_ref().map(message_ref),
             mentions: extras.mentions,
             message_id: None,
+            status,
         };
         let engine = connected_engine(&self.board, state)?;
         let sent = engine
@@ -1954,6 +1987,129 @@ impl InstanceActor {
         self.deps.stats.add(&state.user_id, Some(&state.id), usage);
     }
 
+    /// `post` with its audience made every person among the session's contacts when it
+    /// names none. `Refused("no_audience")` when there is no one to show it to.
+    async fn status_audience(
+        &self,
+        state: &mut InstanceState,
+        mut post: StatusPost,
+    ) -> Result<StatusPost, DomainError> {
+        if post.audience.is_empty() {
+            let contacts = connected_engine(&self.board, state)?
+                .contacts()
+                .await
+                .map_err(send_failure)?;
+            post.audience = contacts
+                .into_iter()
+                .map(|c| c.jid)
+                .filter(|jid| !is_group_jid(jid) && jid != STATUS_BROADCAST)
+                .collect();
+            post.audience.sort();
+            post.audience.dedup();
+        }
+        if post.audience.is_empty() {
+            return Err(DomainError::refused(
+                "no_audience",
+                "the account has no contacts to show a status to: name the recipients",
+            ));
+        }
+        Ok(post)
+    }
+
+    /// Carries out a client's chat or label operation on WhatsApp, then keeps its
+    /// outcome. A new label gets the next free id; attaching a label the instance does
+    /// not know is `NotFound`.
+    async fn chat(
+        &self,
+        state: &mut InstanceState,
+        mut op: ChatOp,
+    ) -> Result<ChatAnswer, DomainError> {
+        connected_engine(&self.board, state)?;
+        match &mut op {
+            ChatOp::EditLabel(spec) if spec.label_id.is_empty() => {
+                let labels = self.deps.storage.labels(&state.id).await?;
+                spec.label_id = next_label_id(labels.iter().map(|l| l.label_id.as_str()));
+            }
+            ChatOp::Change {
+                change:
+                    ChatChange::Label {
+                        label_id,
+                        attached: true,
+                    },
+                ..
+            } => {
+                let labels = self.deps.storage.labels(&state.id).await?;
+                if !labels.iter().any(|l| &l.label_id == label_id) {
+                    return Err(DomainError::NotFound(format!("label {label_id} not found")));
+                }
+            }
+            _ => {}
+        }
+        connected_engine(&self.board, state)?
+            .chat(&op)
+            .await
+            .map_err(send_failure)?;
+        self.keep_chat_op(state, op, false).await
+    }
+
+    /// Stores what a chat or label operation changed and publishes it (`chat_update`,
+    /// `label_update`).
+    async fn keep_chat_op(
+        &self,
+        state: &InstanceState,
+        op: ChatOp,
+        from_phone: bool,
+    ) -> Result<ChatAnswer, DomainError> {
+        let storage = &self.deps.storage;
+        let now = Utc::now();
+        match op {
+            ChatOp::Change { chat, change } => {
+                let mut settings = storage
+                    .chat_settings(&state.id, &chat)
+                    .await?
+                    .unwrap_or_else(|| ChatSettings::new(&state.id, &chat, now));
+                settings.apply(&change, now);
+                storage.put_chat_settings(&settings).await?;
+                let event = chat_updated(&settings, from_phone, now);
+                self.publish(&state.id, Event::ChatUpdate(event)).await;
+                Ok(ChatAnswer::Chat(settings))
+            }
+            ChatOp::EditLabel(spec) => {
+                let label = Label {
+                    id: new_id(),
+                    instance_id: state.id.clone(),
+                    label_id: spec.label_id,
+                    name: spec.name,
+                    color: spec.color,
+                    created_at: now,
+                    updated_at: now,
+                };
+                storage.put_label(&label).await?;
+                let event = LabelUpdated {
+                    label_id: label.label_id.clone(),
+                    name: Some(label.name.clone()),
+                    color: Some(label.color),
+                    deleted: false,
+                    from_phone,
+                };
+                self.publish(&state.id, Event::LabelUpdate(event)).await;
+                Ok(ChatAnswer::Label(label))
+            }
+            ChatOp::DeleteLabel(label_id) => {
+                storage.delete_label(&state.id, &label_id).await?;
+                let event = LabelUpdated {
+                    label_id,
+                    name: None,
+                    color: None,
+                    deleted: true,
+                    from_phone,
+                };
+                self.publish(&state.id, Event::LabelUpdate(event)).await;
+                Ok(ChatAnswer::Done)
+            }
+        }
+    }
+
     async fn publish(&self, instance_id: &str, event: Event) {
         if let Err(err) = self
             .deps
@@ -2219,6 +2375,26 @@ pub struct SendExtras {
     /// The instance's `sendRate` (messages per minute): the send waits in the queue
     /// and goes at that pace. None: it goes at once.
     pub send_rate: Option<u32>,
+    /// A status post's audience and look: with it, and only with it, the send goes to
+    /// `status@broadcast`.
+    pub status: Option<StatusPost>,
+}
+
+/// The `chat_update` event of `chat` as it is at `now`.
+fn chat_updated(chat: &ChatSettings, from_phone: bool, now: DateTime<Utc>) -> ChatUpdated {
+    let mute = chat.mute.filter(|m| m.holds_at(now));
+    ChatUpdated {
+        remote_jid: chat.remote_jid.clone(),
+        archived: chat.archived,
+        pinned: chat.pinned,
+        muted: mute.is_some(),
+        muted_until: match mute {
+            Some(Mute::Until(at)) => Some(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            _ => None,
+        },
+        labels: chat.labels.clone(),
+        from_phone,
+    }
 }
 
 /// How often a waiting send queue looks at the clock again: the clock may be moved

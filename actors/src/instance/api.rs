@@ -7,8 +7,9 @@ use ractor::{ActorRef, RpcReplyPort};
 use super::actor::{InstanceMsg, PresenceAction, QrAnswer, SendExtras};
 use super::status::StatusView;
 use crate::domain::{
-    Group, GroupAnswer, GroupOp, GroupPatch, Message, ParticipantAction, ParticipantOutcome,
-    Profile, ProfileAnswer, ProfileOp, ProfilePatch, ProfilePicture,
+    ChatAnswer, ChatChange, ChatOp, ChatSettings, Group, GroupAnswer, GroupOp, GroupPatch, Label,
+    LabelSpec, Message, ParticipantAction, ParticipantOutcome, Profile, ProfileAnswer, ProfileOp,
+    ProfilePatch, ProfilePicture,
 };
 use crate::engine::{EngineContact, OutboundContent, SandboxControl};
 use crate::error::DomainError;
@@ -318,6 +319,41 @@ impl InstanceHandle {
 
     async fn profile_op(&self, op: ProfileOp) -> Result<ProfileAnswer, DomainError> {
         self.ask(|reply| InstanceMsg::Profile { op, reply }).await?
+    }
+
+    /// Archives, pins, mutes or labels `chat` (an address) on WhatsApp; returns the
+    /// chat as kept now. `NotFound` when attaching a label the instance does not know,
+    /// `Invalid` for a mute that has already ended.
+    pub async fn change_chat(
+        &self,
+        chat: &str,
+        change: ChatChange,
+    ) -> Result<ChatSettings, DomainError> {
+        let op = ChatOp::Change {
+            chat: chat.to_owned(),
+            change,
+        };
+        match self.chat_op(op).await? {
+            ChatAnswer::Chat(chat) => Ok(chat),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a label (the instance picks its id); returns it.
+    pub async fn create_label(&self, name: String, color: i32) -> Result<Label, DomainError> {
+        let op = ChatOp::EditLabel(LabelSpec {
+            label_id: String::new(),
+            name,
+            color,
+        });
+        match self.chat_op(op).await? {
+            ChatAnswer::Label(label) => Ok(label),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn chat_op(&self, op: ChatOp) -> Result<ChatAnswer, DomainError> {
+        self.ask(|reply| InstanceMsg::Chat { op, reply }).await?
     }
 
     /// The contacts the session knows (empty while it is not running).

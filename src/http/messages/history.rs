@@ -12,6 +12,7 @@ use wagate_actors::domain::address::is_group_jid;
 use wagate_actors::domain::{HistoryQuery, Jid, Message};
 
 use crate::http::access::UsableInstance;
+use crate::http::chats::ChatStateView;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath, AppQuery, chat_address};
 use crate::http::openapi::{Binary, NO_INSTANCE, NOT_CONNECTED, OVER_LIMIT};
@@ -194,14 +195,15 @@ pub(super) struct ChatParams {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ChatView {
-    /// The chat's WhatsApp address (as `remoteJid`).
-    chat_id: String,
     remote_jid: String,
     is_group: bool,
     /// Inbound messages not yet marked read.
     unread_count: u64,
     message_count: u64,
     last_message: MessageView,
+    /// How the account keeps it: archived, pinned, muted, labelled.
+    #[serde(flatten)]
+    state: ChatStateView,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -232,16 +234,22 @@ pub(super) async fn chats(
     let limit = page_limit(p.limit, 50)?;
     let skip = p.skip.unwrap_or(0);
     let page = state.storage.list_chats(&instance.id, limit, skip).await?;
+    let jids: Vec<String> = page.items.iter().map(|c| c.remote_jid.clone()).collect();
+    let settings = state.storage.chat_settings_of(&instance.id, &jids).await?;
+    let now = chrono::Utc::now();
     let chats = page
         .items
         .into_iter()
-        .map(|c| ChatView {
-            chat_id: c.remote_jid.clone(),
-            is_group: is_group_jid(&c.remote_jid),
-            remote_jid: c.remote_jid,
-            unread_count: c.unread_count,
-            message_count: c.message_count,
-            last_message: MessageView::from(c.last_message),
+        .map(|c| {
+            let kept = settings.iter().find(|s| s.remote_jid == c.remote_jid);
+            ChatView {
+                state: ChatStateView::new(&c.remote_jid, kept, now),
+                is_group: is_group_jid(&c.remote_jid),
+                remote_jid: c.remote_jid,
+                unread_count: c.unread_count,
+                message_count: c.message_count,
+                last_message: MessageView::from(c.last_message),
+            }
         })
         .collect();
     Ok(AppJson(ChatList {

@@ -3,6 +3,7 @@
 //!   [`crate::gateway::messaging`]);
 //! - [`typed`]: locations, contact cards and polls;
 //! - [`change`]: editing and deleting a sent message;
+//! - [`status`]: status posts;
 //! - [`presence`]: online/offline, typing, and following a contact's presence;
 //! - [`history`]: chat history, chats, marking read and media download.
 
@@ -10,6 +11,7 @@ mod change;
 mod history;
 mod presence;
 mod send;
+mod status;
 mod typed;
 
 pub(crate) use history::content_disposition;
@@ -31,6 +33,7 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(typed::send_location))
         .routes(routes!(typed::send_contact))
         .routes(routes!(typed::send_poll))
+        .routes(routes!(status::post_status))
         .routes(routes!(send::react))
         .routes(routes!(change::edit, change::delete))
         .routes(routes!(presence::set_presence))

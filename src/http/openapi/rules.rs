@@ -10,9 +10,12 @@ use super::{
     NOT_BLANK_PATTERN, PERSON_ADDRESS_PATTERN, operations_mut,
 };
 
+/// A label's id in a path: 1 to 64 characters, none of them white space.
+const LABEL_ID_PATTERN: &str = r"^\S{1,64}$";
+
 /// Path parameters the handlers parse as chat addresses carry the pattern they are
 /// parsed with: `chatId` (any chat; the operator desk's are numbers), `phone` (a person)
-/// and `groupJid` (a group).
+/// and `groupJid` (a group); a label's id (`labelId`) its bounds.
 pub(super) fn address_parameters(doc: &mut openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for op in operations_mut(item) {
@@ -21,6 +24,7 @@ pub(super) fn address_parameters(doc: &mut openapi::OpenApi) {
                     "chatId" => CHAT_ADDRESS_PATTERN,
                     "phone" => PERSON_ADDRESS_PATTERN,
                     "groupJid" => GROUP_ADDRESS_PATTERN,
+                    "labelId" => LABEL_ID_PATTERN,
                     _ => continue,
                 };
                 if parameter.parameter_in != openapi::path::ParameterIn::Path {
@@ -133,6 +137,19 @@ pub(super) fn cross_field_rules(components: &mut openapi::Components) {
                  "required": ["type", "template"]},
             ]}),
         ],
+    );
+
+    // A status is a text (on a background) or an image (with a caption).
+    constrain(
+        components,
+        "PostStatus",
+        vec![json!({"anyOf": [
+            {"properties": {"text": text, "imageUrl": nothing, "caption": nothing},
+             "required": ["text"]},
+            {"properties": {"imageUrl": {"type": "string"}, "text": nothing,
+                            "backgroundColor": nothing},
+             "required": ["imageUrl"]},
+        ]})],
     );
 
     // A change of a group changes something.

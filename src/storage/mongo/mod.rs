@@ -22,6 +22,7 @@
 //!   Cascading deletes remove the dependents first, so an interrupted delete leaves the
 //!   instance in place and a retry finishes it.
 
+mod chats;
 pub mod cluster;
 mod messaging;
 mod stats;
@@ -212,7 +213,8 @@ impl MongoStorage {
                 .await
                 .map_err(map_err)?;
         }
-        waba::create_indexes(self).await
+        waba::create_indexes(self).await?;
+        chats::create_indexes(self).await
     }
 }
 
@@ -839,7 +841,14 @@ impl InstanceStore for MongoStorage {
     async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
         // Dependents first: if this is interrupted the instance is still there, and
         // deleting it again finishes the job.
-        for collection in [ACTIVITY, EVENTS, MESSAGES, CONTACTS] {
+        for collection in [
+            ACTIVITY,
+            EVENTS,
+            MESSAGES,
+            CONTACTS,
+            chats::CHATS,
+            chats::LABELS,
+        ] {
             self.coll(collection)?
                 .delete_many(doc! {"instanceId": id})
                 .await

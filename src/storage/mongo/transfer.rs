@@ -11,12 +11,12 @@ use wagate_actors::store::{
 
 use super::messaging::{contact_doc, contact_from_doc, message_doc, message_from_doc};
 use super::stats::{USAGE, usage_doc, usage_from_doc};
-use super::waba;
 use super::{
     ACTIVITY, CONTACTS, EVENTS, INSTANCES, MESSAGES, MongoStorage, USERS, activity_doc,
     activity_from_doc, collect, event_doc, event_from_doc, instance_doc, instance_from_doc,
     map_err, user_doc, user_from_doc,
 };
+use super::{chats, waba};
 
 fn collection(kind: RecordKind) -> &'static str {
     match kind {
@@ -30,6 +30,8 @@ fn collection(kind: RecordKind) -> &'static str {
         RecordKind::WabaAccounts => waba::ACCOUNTS,
         RecordKind::WabaChats => waba::CHATS,
         RecordKind::WabaMessages => waba::MESSAGES,
+        RecordKind::Chats => chats::CHATS,
+        RecordKind::Labels => chats::LABELS,
     }
 }
 
@@ -91,6 +93,14 @@ fn waba_message_record(d: &Document) -> StoreResult<Record> {
     waba::message_from_doc(d).map(Record::WabaMessage)
 }
 
+fn chat_record(d: &Document) -> StoreResult<Record> {
+    chats::chat_from_doc(d).map(Record::Chat)
+}
+
+fn label_record(d: &Document) -> StoreResult<Record> {
+    chats::label_from_doc(d).map(Record::Label)
+}
+
 /// How a stored document of `kind` decodes into a record.
 fn decoder(kind: RecordKind) -> fn(&Document) -> StoreResult<Record> {
     match kind {
@@ -104,6 +114,8 @@ fn decoder(kind: RecordKind) -> fn(&Document) -> StoreResult<Record> {
         RecordKind::WabaAccounts => waba_account_record,
         RecordKind::WabaChats => waba_chat_record,
         RecordKind::WabaMessages => waba_message_record,
+        RecordKind::Chats => chat_record,
+        RecordKind::Labels => label_record,
     }
 }
 
@@ -127,6 +139,8 @@ fn document(record: &Record) -> StoreResult<Document> {
         Record::WabaAccount(a) => waba::account_doc(a),
         Record::WabaChat(c) => waba::chat_doc(c),
         Record::WabaMessage(m) => waba::message_doc(m.id, m),
+        Record::Chat(c) => chats::chat_doc(c),
+        Record::Label(l) => chats::label_doc(l),
     })
 }
 

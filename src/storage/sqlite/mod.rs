@@ -6,6 +6,7 @@
 //! - [`stats`]: daily usage buckets.
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 
+mod chats;
 mod checkpoint;
 mod commits;
 mod messaging;
@@ -582,6 +583,8 @@ impl InstanceStore for SqliteStorage {
             "DELETE FROM events WHERE instance_id = ?",
             "DELETE FROM messages WHERE instance_id = ?",
             "DELETE FROM contacts WHERE instance_id = ?",
+            "DELETE FROM chat_settings WHERE instance_id = ?",
+            "DELETE FROM labels WHERE instance_id = ?",
         ] {
             sqlx::query(statement)
                 .bind(id)

@@ -13,11 +13,11 @@ use wagate_actors::store::{
 
 use super::messaging::{contact_from_row, insert_message_row, message_from_row, search_text};
 use super::stats::usage_from_row;
-use super::waba;
 use super::{
     SqliteStorage, activity_from_row, clamp_i64, event_from_row, insert_activity, insert_event,
     insert_instance, insert_user, instance_from_row, map_err, ms, user_from_row,
 };
+use super::{chats, waba};
 
 /// The table of each kind and the expression its export is keyed and ordered by (usage
 /// buckets have a composite key; the expression is [`wagate_actors::store::usage_key`]).
@@ -37,6 +37,8 @@ fn table(kind: RecordKind) -> (&'static str, &'static str) {
         // Numeric ids: the cursor is decoded ([`wagate_actors::store::id_from_key`]) and compared as a number.
         RecordKind::WabaChats => ("waba_chats", "id"),
         RecordKind::WabaMessages => ("waba_messages", "id"),
+        RecordKind::Chats => ("chat_settings", "id"),
+        RecordKind::Labels => ("labels", "id"),
     }
 }
 
@@ -63,6 +65,8 @@ fn record_from_row(kind: RecordKind, row: &SqliteRow) -> StoreResult<Record> {
         RecordKind::WabaAccounts => Record::WabaAccount(waba::account_from_row(row)?),
         RecordKind::WabaChats => Record::WabaChat(waba::chat_from_row(row)?),
         RecordKind::WabaMessages => Record::WabaMessage(waba::message_from_row(row)?),
+        RecordKind::Chats => Record::Chat(chats::chat_from_row(row)?),
+        RecordKind::Labels => Record::Label(chats::label_from_row(row)?),
     })
 }
 
@@ -169,6 +173,8 @@ impl TransferStore for SqliteStorage {
                 Record::WabaAccount(a) => waba::insert_account(&mut *tx, a).await?,
                 Record::WabaChat(c) => waba::insert_chat(&mut *tx, c).await?,
                 Record::WabaMessage(m) => waba::insert_message(&mut *tx, m).await?,
+                Record::Chat(c) => chats::insert_chat(&mut *tx, c, false).await?,
+                Record::Label(l) => chats::insert_label(&mut *tx, l, false).await?,
             }
         }
         tx.commit().await.map_err(map_err)

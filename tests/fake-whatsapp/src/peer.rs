@@ -36,7 +36,8 @@ pub struct ReceivedMessage {
     pub from: Jid,
     /// The group it was written in, if any.
     pub group: Option<Jid>,
-    /// `pkmsg` (a new session) or `msg`.
+    /// `pkmsg` (a new session), `msg`, or `skmsg` (a group's or a status post's
+    /// sender-key message).
     pub enc_type: String,
     /// The conversation text, or a caption, when the message has one.
     pub text: Option<String>,
@@ -415,6 +416,61 @@ impl Peer {
         let message = whatsapp_rust::wacore::messages::decode_plaintext(&padded, version)
             .map_err(|e| format!("{} cannot decode {id}: {e}", self.inner.jid))?;
         let message = whatsapp_rust::wacore::messages::unwrap_device_sent(message);
+        // A sender key comes with its copy: kept, as a phone does, to read the group's
+        // (or the status post's) sender-key message.
+        if let Some(key) = message.sender_key_distribution_message.as_option()
+            && let (Some(group), Some(distribution)) = (
+                key.group_id.as_deref(),
+                key.axolotl_sender_key_distribution_message.as_deref(),
+            )
+        {
+            let group: Jid = group
+                .parse()
+                .map_err(|e| format!("{} got a sender key for {group}: {e}", self.inner.jid))?;
+            self.inner
+                .client
+                .signal()
+                .process_sender_key_distribution(&group, from, distribution)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "{} cannot keep the sender key of {from}: {e}",
+                        self.inner.jid
+                    )
+                })?;
+        }
+        Ok(self.keep(id, from, enc_type, message))
+    }
+
+    /// Decrypts a sender-key message to `group` (a status post's `status@broadcast`)
+    /// from `from` with the key its pairwise copy carried.
+    pub(crate) async fn receive_sender_key_message(
+        &self,
+        group: &Jid,
+        from: &Jid,
+        id: &str,
+        version: u8,
+        ciphertext: &[u8],
+    ) -> Fallible<ReceivedMessage> {
+        let padded = self
+            .inner
+            .client
+            .signal()
+            .decrypt_group_message(group, from, ciphertext)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{} cannot decrypt {id} to {group} from {from}: {e}",
+                    self.inner.jid
+                )
+            })?;
+        let message = whatsapp_rust::wacore::messages::decode_plaintext(&padded, version)
+            .map_err(|e| format!("{} cannot decode {id}: {e}", self.inner.jid))?;
+        Ok(self.keep(id, from, "skmsg", message))
+    }
+
+    /// Hands a decrypted message to whoever waits for this phone's messages.
+    fn keep(&self, id: &str, from: &Jid, enc_type: &str, message: wa::Message) -> ReceivedMessage {
         let received = ReceivedMessage {
             id: id.to_owned(),
             from: from.clone(),
@@ -424,7 +480,7 @@ impl Peer {
             message,
         };
         let _ = self.inner.messages_tx.send(received.clone());
-        Ok(received)
+        received
     }
 
     /// Takes in what `from` wrote to `group`: first the sender key it sent this phone

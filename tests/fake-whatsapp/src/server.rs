@@ -1203,6 +1203,7 @@ impl Inner {
         } else if let (Ok(jid), Some(enc)) = (to.parse::<Jid>(), node.get_optional_child("enc")) {
             copies.push((jid, enc));
         }
+        let mut keyed = Vec::new();
         for (recipient, enc) in copies {
             if recipient.device != 0 {
                 self.forward(node, &sender, &recipient, enc);
@@ -1225,8 +1226,26 @@ impl Inner {
                     if peer.phone() != phone {
                         replies.push(Reply::Send(receipt_stanza(&peer.jid(), &[&id], None)));
                     }
+                    keyed.push(peer);
                 }
                 Err(why) => self.problem(why),
+            }
+        }
+        // A sender-key message (a group's, a status post's): the phones that got the
+        // sender key with their copy read it with that key.
+        let group_message = node
+            .get_children_by_tag("enc")
+            .find(|enc| attr(enc, "type").as_deref() == Some("skmsg"));
+        if let (Some(enc), Ok(group)) = (group_message, to.parse::<Jid>()) {
+            let version = attr(enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2);
+            let ciphertext = bytes(enc).unwrap_or_default();
+            for peer in keyed {
+                if let Err(why) = peer
+                    .receive_sender_key_message(&group, &sender, &id, version, ciphertext)
+                    .await
+                {
+                    self.problem(why);
+                }
             }
         }
         self.bump();

@@ -627,6 +627,7 @@ mod tests {
             reply_to: Some(quote(false)),
             mentions: vec!["79005550001@s.whatsapp.net".into()],
             message_id: None,
+            status: None,
         };
         let context = outbound_context(&options, own).expect("context");
         assert_eq!(context.stanza_id.as_deref(), Some("Q1"));
@@ -647,6 +648,7 @@ mod tests {
             reply_to: Some(quote(true)),
             mentions: Vec::new(),
             message_id: None,
+            status: None,
         };
         let context = outbound_context(&options, own).expect("context");
         assert_eq!(context.participant.as_deref(), Some(own));

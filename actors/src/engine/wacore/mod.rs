@@ -23,11 +23,13 @@
 //! the remembered error, so users see why nothing happens. It wakes every
 //! [`WATCHDOG_PERIOD`] and holds nothing but counters.
 
+mod chats;
 mod groups;
 pub mod http;
 pub mod mapping;
 pub mod observe;
 mod profile;
+mod status;
 
 pub use self::http::ReqwestHttpClient;
 pub use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
@@ -55,7 +57,7 @@ use whatsapp_rust::{Client, RevokeType, SendError};
 
 use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
-use crate::domain::{GroupAnswer, GroupOp, Presence, ProfileAnswer, ProfileOp};
+use crate::domain::{ChatOp, GroupAnswer, GroupOp, Presence, ProfileAnswer, ProfileOp};
 use crate::engine::{
     Engine, EngineContact, EngineContext, EngineError, EngineEvent, InboundCall, InboundChange,
     InboundMedia, InboundMessage, InboundPresence, InboundReaction, InboundVote, MessageRef,
@@ -383,7 +385,11 @@ impl Shared {
                     push_name: Some(update.new_push_name.clone()).filter(|n| !n.is_empty()),
                 });
             }
-            _ => {}
+            other => {
+                if let Some(op) = chats::sync_of(other) {
+                    self.emit(EngineEvent::ChatSync(op));
+                }
+            }
         }
     }
 
@@ -686,6 +692,15 @@ fn own_address(client: &Client) -> String {
         .unwrap_or_default()
 }
 
+/// What the seam reports of a message WhatsApp took (without a secret to keep).
+fn sent_message(sent: &whatsapp_rust::SendResult) -> SentMessage {
+    SentMessage {
+        message_id: sent.message_id.to_string(),
+        timestamp: chrono::Utc::now(),
+        message_secret: None,
+    }
+}
+
 fn send_error(err: SendError) -> EngineError {
     match err {
         SendError::NotLoggedIn => EngineError::InvalidState("the session is not logged in".into()),
@@ -799,6 +814,9 @@ impl Engine for WacoreEngine {
     ) -> Result<SentMessage, EngineError> {
         let to = parse_address(to)?;
         let client = self.logged_in()?;
+        if let Some(post) = &options.status {
+            return status::post(&client, content, post).await;
+        }
         let context = mapping::outbound_context(options, &own_address(&client));
         let mut send_options = whatsapp_rust::send::SendOptions::default();
         if let Some(id) = &options.message_id {
@@ -939,11 +957,7 @@ impl Engine for WacoreEngine {
             }
         }
         .map_err(send_error)?;
-        Ok(SentMessage {
-            message_id: sent.message_id.to_string(),
-            timestamp: chrono::Utc::now(),
-            message_secret: None,
-        })
+        Ok(sent_message(&sent))
     }
 
     async fn react(
@@ -959,11 +973,7 @@ impl Engine for WacoreEngine {
             .send_reaction(chat, key, emoji)
             .await
             .map_err(send_error)?;
-        Ok(SentMessage {
-            message_id: sent.message_id.to_string(),
-            timestamp: chrono::Utc::now(),
-            message_secret: None,
-        })
+        Ok(sent_message(&sent))
     }
 
     async fn open_vote(
@@ -1050,6 +1060,11 @@ impl Engine for WacoreEngine {
     async fn profile(&mut self, op: ProfileOp) -> Result<ProfileAnswer, EngineError> {
         let client = self.logged_in()?;
         profile::run(&client, op).await
+    }
+
+    async fn chat(&mut self, op: &ChatOp) -> Result<(), EngineError> {
+        let client = self.logged_in()?;
+        chats::run(&client, op).await
     }
 
     async fn reject_call(&mut self, call: &InboundCall) -> Result<(), EngineError> {
