@@ -406,6 +406,25 @@ mod tests {
 
     use super::*;
 
+    /// Opens the outbox again once the previous handle's last clone is gone: a blocking
+    /// task that answered a call may still be dropping its clone (and sled's lock) when
+    /// the caller already moved on.
+    async fn reopen(dir: &std::path::Path) -> SledOutbox {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match SledOutbox::open(dir) {
+                Ok(outbox) => return outbox,
+                Err(err)
+                    if err.to_string().contains("could not acquire lock")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(err) => panic!("reopen: {err}"),
+            }
+        }
+    }
+
     fn job(instance: &str, event: &str) -> WebhookJob {
         WebhookJob {
             seq: 0,
@@ -432,7 +451,7 @@ mod tests {
             outbox.push(job("ab", "e4")).await.expect("push");
             assert_eq!(outbox.depth().await.expect("depth"), 4);
         }
-        let outbox = SledOutbox::open(dir.path()).expect("reopen");
+        let outbox = reopen(dir.path()).await;
         assert_eq!(outbox.depth().await.expect("depth"), 4);
         assert_eq!(
             outbox.pending_instances().await.expect("pending"),
@@ -512,7 +531,7 @@ mod tests {
                 .expect("bury");
             assert_eq!(outbox.depth().await.expect("depth"), 1);
         }
-        let outbox = SledOutbox::open(dir.path()).expect("reopen");
+        let outbox = reopen(dir.path()).await;
         let dead = outbox.dead_letters("a").await.expect("dead");
         assert_eq!(dead.len(), 1);
         assert_eq!(
