@@ -11,6 +11,8 @@
 //! | S6 | restart storm: 1,000 sessions crash at once | first backoff window + 2 s | all connected in time, supervisor alive, no webhook lost |
 //! | S7 | real (`wacore`) sessions linked against the fake WhatsApp (in a process of its own), grown in steps: sessions reached, marginal RSS, file descriptors and threads per connected session, idle CPU, send throughput; time to pair all, and to log all back in after a restart | the sandbox engine's same figures | ≥ 5,000 sessions, ≤ 600 KiB per session |
 //!
+//! | S8 | cluster failover: SIGKILL of a node holding 1,000 sandbox instances, until the other node runs them all; instances moved per second | the lease TTL | first lease taken ≤ TTL + one scan |
+//!
 //! S1 and S3 run their phases interleaved (baseline, product, baseline…) in 3 rounds and
 //! report the median ratio with its spread.
 //!
@@ -28,7 +30,8 @@
 //!   `WAGATE_BENCH_SESSIONS`: S7's real sessions (at most; default 5,000),
 //!   `WAGATE_BENCH_SESSIONS_STEP`: how many S7 adds per step (default 250),
 //!   `WAGATE_BENCH_MEM_FLOOR_MIB`: S7 stops growing when less memory is free (default
-//!   6144).
+//!   6144); `WAGATE_BENCH_S8_INSTANCES`, `WAGATE_BENCH_S8_TTL_MS`: S8's instances
+//!   (default 1,000) and lease TTL (default 20 s); S8 needs `WAGATE_TEST_SECANTUSD`.
 //!
 //! Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time.
 
@@ -59,6 +62,8 @@ use wagate_actors::webhook_queue::{envelope, sign};
 
 #[path = "load/fake.rs"]
 mod fake;
+#[path = "load/s8.rs"]
+mod s8;
 
 type Res<T> = Result<T, String>;
 
@@ -76,7 +81,7 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
 const ROWS_MARK: &str = "WAGATE_BENCH_ROWS ";
 const JWT_SECRET: &str = "load-harness-secret-0123456789abcdef0123";
 const WEBHOOK_SECRET: &str = "load-harness-webhook-secret";
-const SCENARIOS: [&str; 7] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"];
+const SCENARIOS: [&str; 8] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"];
 
 /// One line of the results table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -2774,6 +2779,7 @@ fn run_scenario(name: &str, sizes: &Sizes) -> Res<Vec<Row>> {
                 "S5" => s5(sizes).await,
                 "S6" => s6(sizes).await,
                 "S7" => s7(sizes).await,
+                "S8" => s8::s8(sizes).await,
                 other => Err(format!("no scenario {other}")),
             }
         };

@@ -12,14 +12,16 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::error::{Error as MongoError, TRANSIENT_TRANSACTION_ERROR};
 use mongodb::options::{CollectionOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, Collection, Database};
+use mongodb::{Client, ClientSession, Collection, Database};
 use wagate_actors::cluster::{
     ClusterSettings, ClusterView, LeaseBoard, LeaseRecord, LeaseStore, NodeRecord, SessionVault,
     VaultError,
 };
 use wagate_actors::error::{StoreError, StoreResult};
 
+use super::messaging::{TRANSACTION_ATTEMPTS, commit};
 use super::{client_options, is_duplicate_key, map_err};
 
 const NODES: &str = "cluster_nodes";
@@ -353,42 +355,81 @@ impl SessionVault for MongoCluster {
             })
             .collect();
         let mut session = self.client.start_session().await.map_err(map_err)?;
+        // A renewal rewrites the same lease document, so the transaction can lose a write
+        // conflict to it: tried again while the server calls the failure transient.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .save_once(&mut session, instance_id, &node, epoch, &stored)
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    self.board.count_fenced_write();
+                    return Err(VaultError::Fenced);
+                }
+                Err(e)
+                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                        && attempt < TRANSACTION_ATTEMPTS => {}
+                Err(e) => return Err(map_err(e).into()),
+            }
+        }
+    }
+}
+
+impl MongoCluster {
+    /// One attempt of [`SessionVault::save`]: `Ok(false)` when the lease is no longer
+    /// this node's at `epoch` (nothing written).
+    async fn save_once(
+        &self,
+        session: &mut ClientSession,
+        instance_id: &str,
+        node: &str,
+        epoch: u64,
+        stored: &[Document],
+    ) -> Result<bool, MongoError> {
         // Operations inside a transaction carry no write concern of their own: the
         // transaction's applies to the commit.
         session
             .start_transaction()
             .write_concern(WriteConcern::majority())
-            .await
-            .map_err(map_err)?;
+            .await?;
         let leases: Collection<Document> = self.db.collection(LEASES);
         let sessions: Collection<Document> = self.db.collection(SESSIONS);
+        let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
         // The fence: the lease is still this node's at this epoch, and written in the same
         // transaction, so a takeover in between makes the transaction conflict.
         let mut fence = unexpired();
         fence.insert("_id", instance_id);
-        fence.insert("owner", node.as_str());
-        fence.insert("epoch", i64::try_from(epoch).unwrap_or(i64::MAX));
-        let held = leases
-            .update_one(fence, doc! {"$inc": {"sessionWrites": 1_i64}})
-            .session(&mut session)
-            .await
-            .map_err(map_err)?;
-        if held.matched_count == 0 {
-            let _ = session.abort_transaction().await;
-            self.board.count_fenced_write();
-            return Err(VaultError::Fenced);
+        fence.insert("owner", node);
+        fence.insert("epoch", epoch);
+        let written = async {
+            let held = leases
+                .update_one(fence, doc! {"$inc": {"sessionWrites": 1_i64}})
+                .session(&mut *session)
+                .await?;
+            if held.matched_count == 0 {
+                return Ok(false);
+            }
+            sessions
+                .replace_one(
+                    doc! {"_id": instance_id},
+                    doc! {"_id": instance_id, "files": stored.to_vec(), "owner": node, "epoch": epoch},
+                )
+                .upsert(true)
+                .session(&mut *session)
+                .await?;
+            Ok(true)
         }
-        sessions
-            .replace_one(
-                doc! {"_id": instance_id},
-                doc! {"_id": instance_id, "files": stored, "owner": &node,
-                "epoch": i64::try_from(epoch).unwrap_or(i64::MAX)},
-            )
-            .upsert(true)
-            .session(&mut session)
-            .await
-            .map_err(map_err)?;
-        session.commit_transaction().await.map_err(map_err)?;
-        Ok(())
+        .await;
+        match written {
+            Ok(true) => commit(session).await.map(|()| true),
+            other => {
+                // Fails only when the transaction is already gone, aborted either way.
+                let _ = session.abort_transaction().await;
+                other
+            }
+        }
     }
 }

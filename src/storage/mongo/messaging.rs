@@ -679,11 +679,11 @@ impl MongoStorage {
 }
 
 /// How often a transaction the server failed as transient (a write conflict) is tried.
-const TRANSACTION_ATTEMPTS: u32 = 5;
+pub(super) const TRANSACTION_ATTEMPTS: u32 = 5;
 
 /// Commits, retrying while the server cannot tell whether the commit happened (a commit
 /// is idempotent).
-async fn commit(session: &mut ClientSession) -> Result<(), MongoError> {
+pub(super) async fn commit(session: &mut ClientSession) -> Result<(), MongoError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
