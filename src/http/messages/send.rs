@@ -209,8 +209,9 @@ struct SendFileForm {
     /// numbers separated by commas.
     #[schema(schema_with = crate::http::openapi::phone_list_schema)]
     mentions: Vec<String>,
-    /// Milliseconds (at most 20,000) of "typing…" in the chat before the file goes.
-    #[schema(maximum = 20000)]
+    /// Milliseconds (at most 20,000) of "typing…" in the chat before the file goes. A
+    /// form field has no null: leave it out for none.
+    #[schema(maximum = 20000, nullable = false)]
     delay: Option<u64>,
     /// The file, not empty (its name and type are taken from the part).
     #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream", min_length = 1)]
