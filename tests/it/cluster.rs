@@ -599,17 +599,30 @@ pub(crate) async fn moved_off(
     .await;
 }
 
+/// Every instance's owner and lease epoch, asked of `via`; None while one of them is
+/// moving.
+pub(crate) async fn try_owners(
+    via: &Node,
+    auth: &Auth,
+    instances: &[(String, String)],
+) -> Option<HashMap<String, (String, u64)>> {
+    let mut out = HashMap::new();
+    for (id, _) in instances {
+        let (_, node, epoch, _) = status_via(via, auth, id).await?;
+        out.insert(id.clone(), (node, epoch));
+    }
+    Some(out)
+}
+
+/// [`try_owners`] when every instance must have an owner now.
 pub(crate) async fn owners(
     via: &Node,
     auth: &Auth,
     instances: &[(String, String)],
 ) -> HashMap<String, (String, u64)> {
-    let mut out = HashMap::new();
-    for (id, _) in instances {
-        let (_, node, epoch, _) = status_via(via, auth, id).await.expect("owned");
-        out.insert(id.clone(), (node, epoch));
-    }
-    out
+    try_owners(via, auth, instances)
+        .await
+        .expect("every instance owned")
 }
 
 /// Copies the newest stored event of `instance` under an id made an hour from now, as a

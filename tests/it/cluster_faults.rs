@@ -8,7 +8,9 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, Leases, listing, metric, moved_off, owners, paired, status_via};
+use crate::cluster::{
+    Cluster, Leases, listing, metric, moved_off, owners, paired, status_via, try_owners,
+};
 use crate::common::{Auth, eventually};
 
 /// A TCP proxy on loopback in front of `upstream`; [`CuttableProxy::cut`] drops every
@@ -125,7 +127,7 @@ async fn a_node_cut_from_mongodb_stops_its_instances_before_their_leases_expire(
     .await;
     let instances = paired(&cluster, &auth, 4, "cut").await;
     let before = eventually(30, "n2 owning some instances", || async {
-        let before = settled_owners(&cluster, &auth, &instances).await?;
+        let before = try_owners(cluster.node("n1"), &auth, &instances).await?;
         before.values().any(|(n, _)| n == "n2").then_some(before)
     })
     .await;
@@ -174,7 +176,7 @@ async fn a_node_cut_from_mongodb_stops_its_instances_before_their_leases_expire(
         if listed.get("n1") != Some(&2) || listed.get("n2") != Some(&2) {
             return None;
         }
-        settled_owners(&cluster, &auth, &instances).await
+        try_owners(cluster.node("n1"), &auth, &instances).await
     })
     .await;
     for (id, (_, epoch)) in &shared {
@@ -201,20 +203,6 @@ async fn a_node_cut_from_mongodb_stops_its_instances_before_their_leases_expire(
             .expect("owned");
         assert_eq!(status, "connected", "{id}");
     }
-}
-
-/// Every instance's owner and lease epoch; None while one of them is moving.
-async fn settled_owners(
-    cluster: &Cluster,
-    auth: &Auth,
-    instances: &[(String, String)],
-) -> Option<HashMap<String, (String, u64)>> {
-    let mut out = HashMap::new();
-    for (id, _) in instances {
-        let (_, node, epoch, _) = status_via(cluster.node("n1"), auth, id).await?;
-        out.insert(id.clone(), (node, epoch));
-    }
-    Some(out)
 }
 
 /// Each node's count of successful lease renewals.
@@ -312,7 +300,7 @@ async fn a_rolling_restart_under_traffic_loses_nothing() {
 
     for id in ["n1", "n2", "n3"] {
         let before = eventually(30, "an owner for every instance", || async {
-            settled_owners(&cluster, &auth, &instances).await
+            try_owners(cluster.node("n1"), &auth, &instances).await
         })
         .await;
         let leaving = cluster.take(id);

@@ -585,6 +585,28 @@ impl Page {
     }
 }
 
+/// The first message of the browser test's chat (+44 7700 900123) that `matches`, as
+/// the history API answers it.
+async fn stored(
+    srv: &TestServer,
+    admin: &Auth,
+    id: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    let (status, history) = srv
+        .get(
+            &format!("/api/instances/{id}/chats/447700900123/messages"),
+            admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    history["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| matches(m)))
+        .unwrap_or_else(|| panic!("no such message in {history}"))
+        .clone()
+}
+
 /// The whole path of a user through the dashboard, in a real browser: sign in, create a
 /// sandbox instance with a webhook, see its QR code, scan it with the sandbox phone, watch
 /// it connect, send a message and see it (and a reply arriving live) in the history, then
@@ -753,26 +775,12 @@ async fn a_user_pairs_an_instance_and_chats_in_the_browser() {
 
     // The conversation view: reply to the contact's message from its bubble; the reply
     // shows the message it quotes.
-    let (status, history) = srv
-        .get(
-            &format!("/api/instances/{id}/chats/447700900123/messages"),
-            &admin,
-        )
-        .await;
-    assert_eq!(status, 200, "{history}");
-    let message_id = |text: &str| -> String {
-        history["messages"]
-            .as_array()
-            .and_then(|ms| {
-                ms.iter()
-                    .find(|m| m["content"].as_str().is_some_and(|c| c.starts_with(text)))
-            })
-            .and_then(|m| m["messageId"].as_str())
-            .unwrap_or_else(|| panic!("{text:?} in {history}"))
-            .to_owned()
+    let message_id = |message: Value| message["messageId"].as_str().expect("an id").to_owned();
+    let starts = |text: &'static str| {
+        move |m: &Value| m["content"].as_str().is_some_and(|c| c.starts_with(text))
     };
-    let theirs = message_id("Thanks, got it!");
-    let ours = message_id("Hello from the browser");
+    let theirs = message_id(stored(&srv, &admin, &id, starts("Thanks, got it!")).await);
+    let ours = message_id(stored(&srv, &admin, &id, starts("Hello from the browser")).await);
     let bubble = |message_id: &str| format!("#history li[data-message-id={}]", js(message_id));
     page.click(&format!("{} .bubble-reply", bubble(&theirs)))
         .await;
@@ -797,19 +805,9 @@ async fn a_user_pairs_an_instance_and_chats_in_the_browser() {
             == json!(true),
         "the banner closes once the reply is sent"
     );
-    let (_, history) = srv
-        .get(
-            &format!("/api/instances/{id}/chats/447700900123/messages"),
-            &admin,
-        )
-        .await;
-    let reply = history["messages"]
-        .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["content"] == "Glad it arrived"))
-        .unwrap_or_else(|| panic!("the reply in {history}"))
-        .clone();
+    let reply = stored(&srv, &admin, &id, |m| m["content"] == "Glad it arrived").await;
     assert_eq!(reply["quotedMessageId"], json!(theirs), "{reply}");
-    let reply_id = reply["messageId"].as_str().expect("an id").to_owned();
+    let reply_id = message_id(reply);
 
     // React to the contact's message with the emoji button; the reaction shows on it.
     page.click(&format!("{} .bubble-react", bubble(&theirs)))
@@ -829,17 +827,7 @@ async fn a_user_pairs_an_instance_and_chats_in_the_browser() {
         ),
     )
     .await;
-    let (_, history) = srv
-        .get(
-            &format!("/api/instances/{id}/chats/447700900123/messages"),
-            &admin,
-        )
-        .await;
-    let reacted = history["messages"]
-        .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["messageId"] == json!(theirs)))
-        .unwrap_or_else(|| panic!("the contact's message in {history}"))
-        .clone();
+    let reacted = stored(&srv, &admin, &id, |m| m["messageId"] == json!(theirs)).await;
     assert_eq!(reacted["reactions"][0]["emoji"], "👍", "{reacted}");
     assert_eq!(reacted["reactions"][0]["fromMe"], true, "{reacted}");
 
