@@ -17,6 +17,7 @@ use crate::receiver::{Receiver, unused_addr};
 use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
 
 mod groups;
+mod pacing;
 
 /// Pinned so the client does not look its version up on the internet.
 const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");
