@@ -3,7 +3,7 @@
 //! The pace is driven by the server's clock, which the tests move: no test waits for
 //! time to pass.
 
-use chrono::Duration;
+use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use wagate_actors::domain::{Clock, ManualClock};
 
@@ -15,6 +15,7 @@ backend_tests!(
     paced_sends_queue_in_order_and_go_at_the_pace,
     queued_sends_survive_a_restart,
     bad_pacing_input_is_a_clear_error,
+    queued_sends_count_against_the_limit_when_accepted,
 );
 
 const ALICE: &str = "79001170001";
@@ -323,4 +324,73 @@ async fn bad_pacing_input_is_a_clear_error(backend: Backend) {
     }
     // Nothing of it was sent.
     assert!(p.history(&p.alice, BOB).await.is_empty());
+}
+
+/// A queued send counts against the message limit when it is accepted, not when it goes:
+/// a burst beyond `maxMessagesSent` is refused past the limit while the queue still
+/// holds the accepted ones, and those count once each when they go.
+async fn queued_sends_count_against_the_limit_when_accepted(backend: Backend) {
+    let (p, clock) = Pair::start_with_clock(backend, ALICE, BOB).await;
+    // Noon of a day of its own: the pace's steps stay inside one limit period.
+    let noon = Utc
+        .with_ymd_and_hms(2100, 3, 10, 12, 0, 0)
+        .single()
+        .expect("date");
+    clock.set(noon);
+    let (status, body) = p
+        .srv
+        .put(
+            &format!("/api/instances/{}", p.alice),
+            &p.auth,
+            json!({"sendRate": 6, "limits": {"maxMessagesSent": 3, "period": "day"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let ids = [
+        p.queued(&p.alice, BOB, "one").await,
+        p.queued(&p.alice, BOB, "two").await,
+        p.queued(&p.alice, BOB, "three").await,
+    ];
+    // The clock stands still: the first went, the other two wait; both counted already.
+    p.went(&p.alice, BOB, &ids[0]).await;
+    p.queue_depth_is(&p.alice, 2).await;
+    for text in ["four", "five"] {
+        let (status, body) = p
+            .post(&p.alice, "send", json!({"phone": BOB, "message": text}))
+            .await;
+        assert_eq!(status, 429, "{text}: {body}");
+        assert_eq!(body["code"], "limit_exceeded", "{body}");
+    }
+    assert_eq!(p.messages_sent_today(&p.alice).await, 3);
+
+    // The queue sends what it accepted, and counts none of it a second time.
+    advance(&clock, PAST_GAP_AT_6);
+    p.went(&p.alice, BOB, &ids[1]).await;
+    advance(&clock, PAST_GAP_AT_6);
+    p.went(&p.alice, BOB, &ids[2]).await;
+    p.queue_depth_is(&p.alice, 0).await;
+    assert_eq!(p.message_ids(&p.alice, "message_sent").await, ids.to_vec());
+    assert_eq!(p.messages_sent_today(&p.alice).await, 3);
+    let (status, body) = p
+        .post(&p.alice, "send", json!({"phone": BOB, "message": "six"}))
+        .await;
+    assert_eq!(status, 429, "{body}");
+}
+
+impl Pair {
+    /// `messagesSent` of instance `id` today (by the server's clock).
+    async fn messages_sent_today(&self, id: &str) -> u64 {
+        let (status, body) = self
+            .srv
+            .get(
+                &format!("/api/stats/instances/{id}?period=today"),
+                &self.auth,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["usage"]["messagesSent"]
+            .as_u64()
+            .expect("messagesSent")
+    }
 }
