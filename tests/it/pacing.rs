@@ -50,6 +50,19 @@ impl Pair {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Queues three texts from Alice to `to` while the clock stands still: each answers
+    /// 202 `pending`; the first goes at once and the other two wait. Their ids.
+    async fn three_queued(&self, to: &str, texts: [&str; 3]) -> [String; 3] {
+        let ids = [
+            self.queued(&self.alice, to, texts[0]).await,
+            self.queued(&self.alice, to, texts[1]).await,
+            self.queued(&self.alice, to, texts[2]).await,
+        ];
+        self.went(&self.alice, to, &ids[0]).await;
+        self.queue_depth_is(&self.alice, 2).await;
+        ids
+    }
+
     /// `queuedSends` of the instance's status, once it is `n`.
     async fn queue_depth_is(&self, id: &str, n: u64) {
         eventually(20, &format!("{n} queued sends"), || async {
@@ -180,14 +193,7 @@ async fn paced_sends_queue_in_order_and_go_at_the_pace(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sendRate"], 6, "{body}");
 
-    let ids = [
-        p.queued(&p.alice, BOB, "one").await,
-        p.queued(&p.alice, BOB, "two").await,
-        p.queued(&p.alice, BOB, "three").await,
-    ];
-    // The first goes at once; the clock has not moved, so the others wait.
-    p.went(&p.alice, BOB, &ids[0]).await;
-    p.queue_depth_is(&p.alice, 2).await;
+    let ids = p.three_queued(BOB, ["one", "two", "three"]).await;
     assert_eq!(p.status_of(&p.alice, BOB, &ids[1]).await, "pending");
     assert_eq!(p.status_of(&p.alice, BOB, &ids[2]).await, "pending");
     let metrics = p
@@ -248,13 +254,7 @@ async fn paced_sends_queue_in_order_and_go_at_the_pace(backend: Backend) {
 async fn queued_sends_survive_a_restart(backend: Backend) {
     let (p, clock) = Pair::start_with_clock(backend, ALICE, BOB).await;
     p.set_send_rate(&p.alice, 6).await;
-    let ids = [
-        p.queued(&p.alice, CAROL, "first").await,
-        p.queued(&p.alice, CAROL, "second").await,
-        p.queued(&p.alice, CAROL, "third").await,
-    ];
-    p.went(&p.alice, CAROL, &ids[0]).await;
-    p.queue_depth_is(&p.alice, 2).await;
+    let ids = p.three_queued(CAROL, ["first", "second", "third"]).await;
 
     let Pair {
         srv, alice, bob, ..
@@ -347,14 +347,8 @@ async fn queued_sends_count_against_the_limit_when_accepted(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{body}");
 
-    let ids = [
-        p.queued(&p.alice, BOB, "one").await,
-        p.queued(&p.alice, BOB, "two").await,
-        p.queued(&p.alice, BOB, "three").await,
-    ];
-    // The clock stands still: the first went, the other two wait; both counted already.
-    p.went(&p.alice, BOB, &ids[0]).await;
-    p.queue_depth_is(&p.alice, 2).await;
+    // The clock stands still: the first went, the other two wait, both counted already.
+    let ids = p.three_queued(BOB, ["one", "two", "three"]).await;
     for text in ["four", "five"] {
         let (status, body) = p
             .post(&p.alice, "send", json!({"phone": BOB, "message": text}))
@@ -362,7 +356,7 @@ async fn queued_sends_count_against_the_limit_when_accepted(backend: Backend) {
         assert_eq!(status, 429, "{text}: {body}");
         assert_eq!(body["code"], "limit_exceeded", "{body}");
     }
-    assert_eq!(p.messages_sent_today(&p.alice).await, 3);
+    assert_eq!(p.messages_sent(&p.alice).await, 3);
 
     // The queue sends what it accepted, and counts none of it a second time.
     advance(&clock, PAST_GAP_AT_6);
@@ -371,26 +365,9 @@ async fn queued_sends_count_against_the_limit_when_accepted(backend: Backend) {
     p.went(&p.alice, BOB, &ids[2]).await;
     p.queue_depth_is(&p.alice, 0).await;
     assert_eq!(p.message_ids(&p.alice, "message_sent").await, ids.to_vec());
-    assert_eq!(p.messages_sent_today(&p.alice).await, 3);
+    assert_eq!(p.messages_sent(&p.alice).await, 3);
     let (status, body) = p
         .post(&p.alice, "send", json!({"phone": BOB, "message": "six"}))
         .await;
     assert_eq!(status, 429, "{body}");
-}
-
-impl Pair {
-    /// `messagesSent` of instance `id` today (by the server's clock).
-    async fn messages_sent_today(&self, id: &str) -> u64 {
-        let (status, body) = self
-            .srv
-            .get(
-                &format!("/api/stats/instances/{id}?period=today"),
-                &self.auth,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["usage"]["messagesSent"]
-            .as_u64()
-            .expect("messagesSent")
-    }
 }

@@ -1983,14 +1983,22 @@ async fn a_status_post_is_decrypted_by_its_audience_only() {
     assert_eq!(text.text.as_deref(), Some("Open until 8 pm"));
     assert_eq!(text.background_argb, Some(0xFF11_2233));
 
-    // Carol was not in the audience: the next thing she gets is a message to her.
-    let hello = rig.send(CAROL, "hello Carol").await;
-    let got = carol
-        .next_message(Duration::from_secs(10))
-        .await
-        .expect("Carol gets her message");
-    assert_eq!(got.id, hello, "{:?}", got.message);
+    // Carol was not in the audience.
+    rig.got_nothing_yet(&carol, CAROL).await;
     rig.clean();
+}
+
+impl Rig {
+    /// `peer` (the phone of `phone`) got nothing so far: the next thing it gets is a
+    /// text sent to it now.
+    async fn got_nothing_yet(&self, peer: &fake_whatsapp::Peer, phone: &str) {
+        let hello = self.send(phone, "hello").await;
+        let got = peer
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("the phone gets its text");
+        assert_eq!(got.id, hello, "{:?}", got.message);
+    }
 }
 
 /// The next status post `peer` gets: a sender-key message, decrypted with the key for
@@ -2052,12 +2060,7 @@ async fn an_image_status_is_seen_by_its_audience_only() {
     assert_eq!(sent["data"]["to"], "status@broadcast", "{sent}");
     assert_eq!(sent["data"]["hasMedia"], true, "{sent}");
 
-    // Carol was not in the audience: the next thing she gets is a message to her.
-    let hello = rig.send(CAROL, "hello Carol").await;
-    let got = carol
-        .next_message(Duration::from_secs(10))
-        .await
-        .expect("Carol gets her message");
-    assert_eq!(got.id, hello, "{:?}", got.message);
+    // Carol was not in the audience.
+    rig.got_nothing_yet(&carol, CAROL).await;
     rig.clean();
 }
