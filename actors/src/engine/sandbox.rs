@@ -554,12 +554,18 @@ impl Session {
         }
     }
 
-    /// Reads, changes and writes back the stored session (the address book lives there).
+    /// Reads, changes and writes back the stored session (the address book lives there);
+    /// writes nothing when the change changed nothing (an inbound message from a known
+    /// sender).
     fn update_stored(&self, change: impl FnOnce(&mut StoredSession)) -> Result<(), EngineError> {
         let Some(mut stored) = read_session(&self.session_file)? else {
             return Err(EngineError::InvalidState("not linked".into()));
         };
+        let before = stored.clone();
         change(&mut stored);
+        if stored == before {
+            return Ok(());
+        }
         write_session(&self.session_file, &stored)
     }
 
@@ -1544,6 +1550,45 @@ mod tests {
         f.reopen();
         f.engine.start().await.expect("restart");
         assert!(matches!(f.next().await, EngineEvent::Connected { .. }));
+    }
+
+    /// An inbound message from a sender the address book knows under the same push name
+    /// leaves the session file as it is (not even rewritten).
+    #[tokio::test(start_paused = true)]
+    async fn the_session_file_is_written_only_when_it_changes() {
+        use std::os::unix::fs::MetadataExt;
+        let mut f = fixture(SandboxConfig::default());
+        connected(&mut f).await;
+        let inbound = |push_name: &str| {
+            SandboxControl::Inbound(Box::new(InboundMessage {
+                message_id: new_message_id(),
+                chat: "79990001122@s.whatsapp.net".into(),
+                sender: "79990001122@s.whatsapp.net".into(),
+                push_name: Some(push_name.into()),
+                text: Some("hi".into()),
+                media: None,
+                timestamp: Utc::now(),
+                quoted_id: None,
+                mentions: Vec::new(),
+                typed: Default::default(),
+                message_secret: None,
+            }))
+        };
+        // Every write replaces the file (a new inode): the inode tells whether it was.
+        let inode = |f: &Fixture| std::fs::metadata(f.session_file()).expect("session").ino();
+        f.engine.sandbox(inbound("Ann")).await.expect("inbound");
+        let written = inode(&f);
+        f.engine.sandbox(inbound("Ann")).await.expect("inbound");
+        assert_eq!(inode(&f), written, "nothing changed, nothing written");
+        f.engine.sandbox(inbound("Ann B")).await.expect("inbound");
+        assert_ne!(inode(&f), written, "a new push name is written");
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.session_file()).expect("session"))
+                .expect("json");
+        assert_eq!(
+            stored["contacts"]["79990001122@s.whatsapp.net"]["pushName"],
+            "Ann B"
+        );
     }
 
     #[tokio::test(start_paused = true)]
