@@ -847,10 +847,7 @@ mod tests {
             outbox.pending("a", 10).await.expect("pending"),
             [old.clone()]
         );
-        assert_eq!(
-            outbox.dead_letters("a").await.expect("dead"),
-            [old_dead.clone()]
-        );
+        assert_eq!(outbox.dead_letters("a").await.expect("dead"), [old_dead]);
         assert_eq!(
             outbox.backlog().await.expect("backlog")[0].oldest_pending,
             Some(old.created_at)

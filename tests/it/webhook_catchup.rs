@@ -20,15 +20,20 @@ const SECRET: &str = "catch-up-secret";
 
 /// A sandbox instance whose webhooks go to `url` (signed), connected as `phone`.
 async fn hooked(srv: &TestServer, auth: &Auth, url: &str, phone: &str) -> String {
-    let (status, created) = srv
-        .post(
-            "/api/instances",
-            auth,
-            json!({"name": phone, "engine": "sandbox", "webhookUrl": url,
-                   "retryInterval": 100, "maxRetries": 5,
-                   "webhookSecret": SECRET}),
-        )
-        .await;
+    connected(
+        srv,
+        auth,
+        json!({"name": phone, "engine": "sandbox", "webhookUrl": url,
+               "retryInterval": 100, "maxRetries": 5,
+               "webhookSecret": SECRET}),
+        phone,
+    )
+    .await
+}
+
+/// A sandbox instance created with `settings`, connected as `phone`.
+async fn connected(srv: &TestServer, auth: &Auth, settings: Value, phone: &str) -> String {
+    let (status, created) = srv.post("/api/instances", auth, settings).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
     srv.wait_qr(auth, &id).await;
@@ -206,26 +211,14 @@ async fn a_worker_that_read_the_instance_before_delivery_was_switched_on_deliver
     // Delivery is off: the instance's events queue nothing, but a test webhook goes out
     // all the same. It starts the delivery worker, which reads the instance (delivery
     // off) and is held before it reads its jobs.
-    let (status, created) = srv
-        .post(
-            "/api/instances",
-            &auth,
-            json!({"name": "late webhook", "engine": "sandbox", "webhookUrl": rx.url(),
-                   "webhookEnabled": false, "retryInterval": 100}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_owned();
-    srv.wait_qr(&auth, &id).await;
-    let (status, body) = srv
-        .post(
-            &format!("/api/sandbox/instances/{id}/scan"),
-            &auth,
-            json!({"phone": "79110000033"}),
-        )
-        .await;
-    assert_eq!(status, 200, "scan: {body}");
-    srv.wait_status(&auth, &id, "connected").await;
+    let id = connected(
+        &srv,
+        &auth,
+        json!({"name": "late webhook", "engine": "sandbox", "webhookUrl": rx.url(),
+               "webhookEnabled": false, "retryInterval": 100}),
+        "79110000033",
+    )
+    .await;
     fault.hold_pending();
     let (status, body) = srv
         .post(
