@@ -329,6 +329,8 @@ struct QueueState {
     /// Instance id → its last event, for instances that write nothing to the outbox
     /// (no webhook URL, or delivery switched off).
     silent: HashMap<String, String>,
+    /// When this queue started.
+    started: DateTime<Utc>,
 }
 
 /// Jobs and cursor moves waiting for one outbox write.
@@ -406,6 +408,7 @@ impl Actor for WebhookQueue {
             staged: Staged::default(),
             commit_queued: false,
             silent: HashMap::new(),
+            started: Utc::now(),
         })
     }
 
@@ -732,8 +735,10 @@ async fn commit(myself: &ActorRef<QueueMsg>, state: &mut QueueState) {
 
 /// An instance that wrote nothing to the outbox (no webhook) and now has a webhook URL:
 /// its cursor goes to its last event, so that a catch-up does not deliver its history.
-/// That event is the last one the queue saw of it, or, when it saw none since it
-/// started and the outbox has no cursor for it, the last one in storage.
+/// That event is the last one the queue saw of it, or, for an instance older than the
+/// queue that the outbox has no cursor for (it had no URL when the queue started, or the
+/// start's catch-up would have written one), the last one in storage. An instance
+/// created since has had every event pass through the queue: none is skipped for it.
 async fn settle_silent(state: &mut QueueState, instance_id: &str) -> Result<(), StoreError> {
     let config = state.config.clone();
     let Some(instance) = cached_instance(&config, &mut state.instances, instance_id).await? else {
@@ -745,7 +750,10 @@ async fn settle_silent(state: &mut QueueState, instance_id: &str) -> Result<(), 
     }
     let last = match state.silent.remove(instance_id) {
         Some(last) => last,
-        None if !config.catch_up_stored || config.outbox.cursor(instance_id).await?.is_some() => {
+        None if !config.catch_up_stored
+            || instance.created_at >= state.started
+            || config.outbox.cursor(instance_id).await?.is_some() =>
+        {
             return Ok(());
         }
         None => {
