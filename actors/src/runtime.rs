@@ -184,6 +184,7 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
             events: events.clone(),
             clock,
             flush_every: stats_flush_every,
+            unsent: stats.unsent.clone(),
         },
     }));
     let desk = desk_parts.map(|parts| {

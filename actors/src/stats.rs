@@ -1,5 +1,4 @@
-//! Usage statistics and limits: the `StatsCounter` actor counts in memory (an increment
-//! is a cast, nothing more on the request's path) and flushes the counts into daily
+//! Usage statistics and limits: the `StatsCounter` actor counts in memory and flushes the counts into daily
 //! buckets in storage periodically and on shutdown. Limits are checked against the
 //! stored counts plus what is still in memory, so they are exact.
 //!
@@ -8,10 +7,14 @@
 //! counter restarted by the root supervisor asks the stored events before publishing
 //! again.
 //!
+//! An increment is never a wait: [`StatsHandle::add`] merges it into counts the handle
+//! shares with the counter and casts only when none were waiting, so the counter takes
+//! whatever gathered in one message (at most one cast per request, usually far fewer).
+//!
 //! Time comes from a [`Clock`], so tests move days and months without waiting.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -38,6 +41,15 @@ pub struct StatsHandle {
     slot: ActorSlot<StatsMsg>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
+    pub(crate) unsent: Unsent,
+}
+
+/// Counts added and not yet taken by the counter, shared by the handle and the counter.
+pub(crate) type Unsent = Arc<Mutex<HashMap<UsageKey, Usage>>>;
+
+/// Takes what waits in `unsent` (empty afterwards).
+fn take(unsent: &Unsent) -> HashMap<UsageKey, Usage> {
+    std::mem::take(&mut *unsent.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 /// A limit the instance has reached: the request must be refused.
@@ -56,6 +68,8 @@ pub(crate) struct StatsArgs {
     pub events: EventHub,
     pub clock: Arc<dyn Clock>,
     pub flush_every: Duration,
+    /// The handle's [`StatsHandle::unsent`].
+    pub unsent: Unsent,
 }
 
 impl StatsHandle {
@@ -64,6 +78,7 @@ impl StatsHandle {
             slot: ActorSlot::default(),
             clock,
             timeout,
+            unsent: Unsent::default(),
         }
     }
 
@@ -76,16 +91,24 @@ impl StatsHandle {
         self.slot.cell()
     }
 
-    /// Counts `delta` for the user (and instance) today. A cast: never waits. Lost only
-    /// while the counter is being respawned.
+    /// Counts `delta` for the user (and instance) today. Never waits: merged into the
+    /// counts waiting for the counter, with a cast only when none were waiting. While
+    /// the counter is being respawned the counts wait for the new one.
     pub fn add(&self, user_id: &str, instance_id: Option<&str>, delta: Usage) {
         let key = UsageKey {
             day: self.clock.now().date_naive(),
             user_id: user_id.to_owned(),
             instance_id: instance_id.unwrap_or_default().to_owned(),
         };
-        if !self.slot.cast(StatsMsg::Add(key, delta)) {
-            tracing::warn!("usage not counted: the stats counter is restarting");
+        let first = {
+            let mut unsent = self.unsent.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = unsent.is_empty();
+            unsent.entry(key).or_default().add(&delta);
+            first
+        };
+        // When the cast fails (a respawn), the counter's next message or tick takes them.
+        if first && !self.slot.cast(StatsMsg::Take) {
+            tracing::debug!("the stats counter is restarting; it takes the counts when back");
         }
     }
 
@@ -122,7 +145,8 @@ impl StatsHandle {
 }
 
 pub(crate) enum StatsMsg {
-    Add(UsageKey, Usage),
+    /// Take the counts waiting in [`StatsHandle::unsent`].
+    Take,
     Flush(RpcReplyPort<Result<(), DomainError>>),
     Tick,
     Check {
@@ -181,6 +205,7 @@ impl Actor for StatsCounter {
         _myself: ActorRef<StatsMsg>,
         state: &mut StatsState,
     ) -> Result<(), ActorProcessingErr> {
+        take_unsent(state);
         if let Err(err) = flush(state).await {
             tracing::error!(%err, buckets = state.pending.len(), "usage statistics lost at stop");
         }
@@ -193,8 +218,10 @@ impl Actor for StatsCounter {
         msg: StatsMsg,
         state: &mut StatsState,
     ) -> Result<(), ActorProcessingErr> {
+        // Every message takes them: a check counts what was added before it.
+        take_unsent(state);
         match msg {
-            StatsMsg::Add(key, delta) => state.pending.entry(key).or_default().add(&delta),
+            StatsMsg::Take => {}
             StatsMsg::Flush(reply) => {
                 let _ = reply.send(flush(state).await);
             }
@@ -212,6 +239,12 @@ impl Actor for StatsCounter {
             }
         }
         Ok(())
+    }
+}
+
+fn take_unsent(state: &mut StatsState) {
+    for (key, delta) in take(&state.args.unsent) {
+        state.pending.entry(key).or_default().add(&delta);
     }
 }
 

@@ -7,6 +7,10 @@
 //! - `records`: [`DeliveryRecord`]s, the newest [`DELIVERY_RECORDS_KEPT`] per instance;
 //! - `cursors`: instance id → the last event id the queue has handled;
 //! - `dead`: [`DeadLetter`]s, jobs given up, by the `seq` they had in `jobs`.
+//!
+//! A job (and a dead letter) is stored as a format byte, the length of a small JSON head
+//! (ids, attempts, times), the head, then the request body as raw bytes. Jobs stored by
+//! earlier versions as one JSON document (the body an array of numbers) are still read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -14,6 +18,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use wagate_actors::domain::Page;
 use wagate_actors::error::StoreError;
@@ -23,6 +29,13 @@ use wagate_actors::webhook_queue::{
 
 /// Records are trimmed to the kept number every this many inserts per instance.
 const TRIM_EVERY: u32 = 64;
+/// Delivery records waiting in memory are written once this many have gathered...
+const RECORDS_BATCH: usize = 256;
+/// ...or once the oldest of them waited this long (checked when the next one comes).
+const RECORDS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The first byte of a job or a dead letter in the current format (a JSON document, the
+/// earlier format, starts with `{`).
+const FORMAT_RAW_BODY: u8 = 1;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("webhook outbox: {e}"))
@@ -61,6 +74,17 @@ pub struct SledOutbox {
     flushed_upto: AtomicU64,
     /// One flush at a time; callers that wait for it share the next one.
     flushing: tokio::sync::Mutex<()>,
+    /// Flushes done (fsyncs of the outbox), for tests and measurements.
+    flushes: AtomicU64,
+    /// Delivery records not written yet, oldest first.
+    unwritten: Mutex<Unwritten>,
+}
+
+/// Delivery records kept in memory until they are written as one batch.
+#[derive(Default)]
+struct Unwritten {
+    records: Vec<(String, u64, DeliveryRecord)>,
+    since: Option<std::time::Instant>,
 }
 
 impl SledOutbox {
@@ -90,7 +114,44 @@ impl SledOutbox {
             flushes_asked: AtomicU64::new(0),
             flushed_upto: AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(()),
+            flushes: AtomicU64::new(0),
+            unwritten: Mutex::new(Unwritten::default()),
         })
+    }
+
+    /// How many flushes (fsyncs) this handle has made.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
+    }
+
+    /// Writes the delivery records kept in memory, as one batch (not flushed: sled writes
+    /// it out within its flush interval or with the next flush).
+    fn write_records(&self) -> Result<(), StoreError> {
+        let records = {
+            let mut unwritten = self
+                .unwritten
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            unwritten.since = None;
+            std::mem::take(&mut unwritten.records)
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut by_instance: HashMap<&str, u32> = HashMap::new();
+        for (instance_id, seq, record) in &records {
+            batch.insert(
+                key(instance_id, *seq),
+                serde_json::to_vec(record).map_err(corrupt)?,
+            );
+            *by_instance.entry(instance_id).or_insert(0) += 1;
+        }
+        self.records.apply_batch(batch).map_err(unavailable)?;
+        for (instance_id, added) in by_instance {
+            self.trim_records(instance_id, added)?;
+        }
+        Ok(())
     }
 
     /// Makes every write so far durable (fsync).
@@ -118,18 +179,21 @@ impl SledOutbox {
             .await
             .map_err(unavailable)?
             .map_err(unavailable)?;
+        self.flushes.fetch_add(1, Ordering::SeqCst);
         self.flushed_upto.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
 
-    fn trim_records(&self, instance_id: &str) -> Result<(), StoreError> {
+    /// Counts `added` records of the instance; every [`TRIM_EVERY`] drops all but the
+    /// newest [`DELIVERY_RECORDS_KEPT`].
+    fn trim_records(&self, instance_id: &str, added: u32) -> Result<(), StoreError> {
         let due = {
             let mut counts = self
                 .since_trim
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = counts.entry(instance_id.to_owned()).or_insert(0);
-            *n += 1;
+            *n += added;
             if *n >= TRIM_EVERY {
                 *n = 0;
                 true
@@ -155,33 +219,156 @@ impl SledOutbox {
     }
 }
 
+impl Drop for SledOutbox {
+    fn drop(&mut self) {
+        if let Err(err) = self.write_records() {
+            tracing::warn!(%err, "cannot write the last webhook delivery records");
+        }
+    }
+}
+
+/// A job without its body: the JSON head of a stored job.
+#[derive(Serialize, Deserialize)]
+struct JobHead {
+    seq: u64,
+    instance_id: String,
+    event_id: String,
+    event: String,
+    attempts: u32,
+    created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_before: Option<DateTime<Utc>>,
+}
+
+/// A dead letter without its job's body.
+#[derive(Serialize, Deserialize)]
+struct DeadHead {
+    job: JobHead,
+    http_status: Option<u16>,
+    error: Option<String>,
+    failed_at: DateTime<Utc>,
+}
+
+fn head_of(job: &WebhookJob) -> JobHead {
+    JobHead {
+        seq: job.seq,
+        instance_id: job.instance_id.clone(),
+        event_id: job.event_id.clone(),
+        event: job.event.clone(),
+        attempts: job.attempts,
+        created_at: job.created_at,
+        not_before: job.not_before,
+    }
+}
+
+fn job_of(head: JobHead, body: Vec<u8>) -> WebhookJob {
+    WebhookJob {
+        seq: head.seq,
+        instance_id: head.instance_id,
+        event_id: head.event_id,
+        event: head.event,
+        body,
+        attempts: head.attempts,
+        created_at: head.created_at,
+        not_before: head.not_before,
+    }
+}
+
+/// The format byte, the head's length (u32, big-endian), the head, the body.
+fn frame(head: &impl Serialize, body: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let head = serde_json::to_vec(head).map_err(corrupt)?;
+    let len = u32::try_from(head.len()).map_err(corrupt)?;
+    let mut out = Vec::with_capacity(5 + head.len() + body.len());
+    out.push(FORMAT_RAW_BODY);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// The head and the body of a framed value; None for a value of the earlier format.
+fn unframe<'b, H: Deserialize<'b>>(bytes: &'b [u8]) -> Result<Option<(H, &'b [u8])>, StoreError> {
+    let Some((&format, rest)) = bytes.split_first() else {
+        return Err(corrupt("an empty entry"));
+    };
+    if format == b'{' {
+        return Ok(None);
+    }
+    if format != FORMAT_RAW_BODY {
+        return Err(corrupt(format!("unknown entry format {format}")));
+    }
+    let (len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("a truncated entry"))?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(corrupt("a truncated entry"));
+    }
+    let (head, body) = rest.split_at(len);
+    Ok(Some((serde_json::from_slice(head).map_err(corrupt)?, body)))
+}
+
+fn encode_job(job: &WebhookJob) -> Result<Vec<u8>, StoreError> {
+    frame(&head_of(job), &job.body)
+}
+
 fn decode_job(bytes: &[u8]) -> Result<WebhookJob, StoreError> {
-    serde_json::from_slice(bytes).map_err(corrupt)
+    match unframe::<JobHead>(bytes)? {
+        Some((head, body)) => Ok(job_of(head, body.to_vec())),
+        None => serde_json::from_slice(bytes).map_err(corrupt),
+    }
+}
+
+fn encode_dead(dead: &DeadLetter) -> Result<Vec<u8>, StoreError> {
+    let head = DeadHead {
+        job: head_of(&dead.job),
+        http_status: dead.http_status,
+        error: dead.error.clone(),
+        failed_at: dead.failed_at,
+    };
+    frame(&head, &dead.job.body)
+}
+
+fn decode_dead(bytes: &[u8]) -> Result<DeadLetter, StoreError> {
+    match unframe::<DeadHead>(bytes)? {
+        Some((head, body)) => Ok(DeadLetter {
+            job: job_of(head.job, body.to_vec()),
+            http_status: head.http_status,
+            error: head.error,
+            failed_at: head.failed_at,
+        }),
+        None => serde_json::from_slice(bytes).map_err(corrupt),
+    }
 }
 
 #[async_trait]
 impl Outbox for SledOutbox {
-    async fn push(&self, mut job: WebhookJob) -> Result<WebhookJob, StoreError> {
-        job.seq = self.db.generate_id().map_err(unavailable)?;
-        let value = serde_json::to_vec(&job).map_err(corrupt)?;
-        let k = key(&job.instance_id, job.seq);
+    async fn push_many(
+        &self,
+        mut jobs: Vec<WebhookJob>,
+        cursors: Vec<(String, String)>,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        let mut entries = Vec::with_capacity(jobs.len());
+        for job in &mut jobs {
+            job.seq = self.db.generate_id().map_err(unavailable)?;
+            entries.push((key(&job.instance_id, job.seq), encode_job(job)?));
+        }
         (&self.jobs, &self.cursors)
-            .transaction(|(jobs, cursors)| {
-                jobs.insert(k.as_slice(), value.as_slice())?;
-                cursors.insert(job.instance_id.as_bytes(), job.event_id.as_bytes())?;
+            .transaction(|(tx_jobs, tx_cursors)| {
+                for (k, v) in &entries {
+                    tx_jobs.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (instance_id, event_id) in &cursors {
+                    tx_cursors.insert(instance_id.as_bytes(), event_id.as_bytes())?;
+                }
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| unavailable(format!("{e:?}")))?;
-        self.flush().await?;
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        Ok(job)
-    }
-
-    async fn skip(&self, instance_id: &str, event_id: &str) -> Result<(), StoreError> {
-        self.cursors
-            .insert(instance_id.as_bytes(), event_id.as_bytes())
-            .map_err(unavailable)?;
-        Ok(())
+        if !jobs.is_empty() {
+            self.flush().await?;
+            self.depth.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        }
+        Ok(jobs)
     }
 
     async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError> {
@@ -214,7 +401,7 @@ impl Outbox for SledOutbox {
     }
 
     async fn update(&self, job: &WebhookJob) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(job).map_err(corrupt)?;
+        let value = encode_job(job)?;
         self.jobs
             .insert(key(&job.instance_id, job.seq), value)
             .map_err(unavailable)?;
@@ -237,7 +424,7 @@ impl Outbox for SledOutbox {
 
     async fn bury(&self, dead: DeadLetter) -> Result<(), StoreError> {
         let job_key = key(&dead.job.instance_id, dead.job.seq);
-        let value = serde_json::to_vec(&dead).map_err(corrupt)?;
+        let value = encode_dead(&dead)?;
         let removed = (&self.jobs, &self.dead)
             .transaction(|(jobs, buried)| {
                 let removed = jobs.remove(job_key.as_slice())?;
@@ -255,10 +442,7 @@ impl Outbox for SledOutbox {
         self.dead
             .scan_prefix(prefix(instance_id))
             .values()
-            .map(|v| {
-                let v = v.map_err(unavailable)?;
-                serde_json::from_slice(&v).map_err(corrupt)
-            })
+            .map(|v| decode_dead(&v.map_err(unavailable)?))
             .collect()
     }
 
@@ -270,7 +454,7 @@ impl Outbox for SledOutbox {
         let mut found = None;
         for entry in self.dead.scan_prefix(prefix(instance_id)) {
             let (k, v) = entry.map_err(unavailable)?;
-            let dead: DeadLetter = serde_json::from_slice(&v).map_err(corrupt)?;
+            let dead = decode_dead(&v)?;
             if dead.job.event_id == event_id {
                 found = Some((k, dead.job));
                 break;
@@ -280,7 +464,7 @@ impl Outbox for SledOutbox {
             return Ok(None);
         };
         job.seq = self.db.generate_id().map_err(unavailable)?;
-        let value = serde_json::to_vec(&job).map_err(corrupt)?;
+        let value = encode_job(&job)?;
         let job_key = key(instance_id, job.seq);
         (&self.jobs, &self.dead)
             .transaction(|(jobs, buried)| {
@@ -296,7 +480,7 @@ impl Outbox for SledOutbox {
 
     async fn requeue(&self, mut job: WebhookJob) -> Result<WebhookJob, StoreError> {
         job.seq = self.db.generate_id().map_err(unavailable)?;
-        let value = serde_json::to_vec(&job).map_err(corrupt)?;
+        let value = encode_job(&job)?;
         self.jobs
             .insert(key(&job.instance_id, job.seq), value)
             .map_err(unavailable)?;
@@ -351,11 +535,21 @@ impl Outbox for SledOutbox {
 
     async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError> {
         let seq = self.db.generate_id().map_err(unavailable)?;
-        let value = serde_json::to_vec(&record).map_err(corrupt)?;
-        self.records
-            .insert(key(instance_id, seq), value)
-            .map_err(unavailable)?;
-        self.trim_records(instance_id)
+        let due = {
+            let mut unwritten = self
+                .unwritten
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            unwritten
+                .records
+                .push((instance_id.to_owned(), seq, record));
+            let since = *unwritten.since.get_or_insert_with(std::time::Instant::now);
+            unwritten.records.len() >= RECORDS_BATCH || since.elapsed() >= RECORDS_WAIT
+        };
+        if due {
+            self.write_records()?;
+        }
+        Ok(())
     }
 
     async fn deliveries(
@@ -364,6 +558,7 @@ impl Outbox for SledOutbox {
         limit: u32,
         skip: u64,
     ) -> Result<Page<DeliveryRecord>, StoreError> {
+        self.write_records()?;
         let mut total = 0u64;
         let mut items = Vec::new();
         for entry in self.records.scan_prefix(prefix(instance_id)).rev() {
@@ -377,6 +572,7 @@ impl Outbox for SledOutbox {
     }
 
     async fn purge(&self, instance_id: &str) -> Result<(), StoreError> {
+        self.write_records()?;
         for tree in [&self.jobs, &self.records, &self.dead] {
             let keys: Vec<sled::IVec> = tree
                 .scan_prefix(prefix(instance_id))
@@ -565,6 +761,108 @@ mod tests {
         assert_eq!(outbox.depth().await.expect("depth"), 2);
         outbox.purge("a").await.expect("purge");
         assert!(outbox.dead_letters("a").await.expect("dead").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_jobs_is_one_flush_and_bodies_are_stored_raw() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = SledOutbox::open(dir.path()).expect("open");
+        let jobs: Vec<WebhookJob> = (0..50)
+            .map(|i| {
+                let mut j = job(if i % 2 == 0 { "a" } else { "b" }, &format!("e{i}"));
+                j.body = format!("{{\"n\":{i}}}").into_bytes();
+                j
+            })
+            .collect();
+        let before = outbox.flushes();
+        let pushed = outbox
+            .push_many(
+                jobs,
+                vec![("a".into(), "e48".into()), ("b".into(), "e49".into())],
+            )
+            .await
+            .expect("push");
+        assert_eq!(outbox.flushes() - before, 1, "one flush for the batch");
+        assert_eq!(pushed.len(), 50);
+        assert!(
+            pushed.windows(2).all(|w| w[0].seq < w[1].seq),
+            "seqs in order"
+        );
+        assert_eq!(outbox.depth().await.expect("depth"), 50);
+        assert_eq!(
+            outbox.cursor("b").await.expect("cursor").as_deref(),
+            Some("e49")
+        );
+        // Cursor moves alone are not flushed.
+        outbox
+            .push_many(Vec::new(), vec![("c".into(), "e0".into())])
+            .await
+            .expect("cursors");
+        assert_eq!(outbox.flushes() - before, 1);
+        let stored = outbox
+            .jobs
+            .get(key("a", pushed[0].seq))
+            .expect("get")
+            .expect("stored");
+        assert!(
+            stored.ends_with(b"{\"n\":0}"),
+            "the body is stored as its bytes"
+        );
+        let head = outbox.head("a").await.expect("head").expect("some");
+        assert_eq!(head, pushed[0]);
+    }
+
+    /// Jobs and dead letters written by earlier versions (one JSON document, the body an
+    /// array of numbers) are still read, delivered and buried.
+    #[tokio::test]
+    async fn jobs_of_the_earlier_format_are_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut old = job("a", "e1");
+        old.seq = 7;
+        old.body = br#"{"id":"e1"}"#.to_vec();
+        let old_dead = DeadLetter {
+            job: WebhookJob {
+                seq: 3,
+                event_id: "e0".into(),
+                ..old.clone()
+            },
+            http_status: Some(500),
+            error: Some("the receiver answered 500".into()),
+            failed_at: Utc::now(),
+        };
+        {
+            let outbox = SledOutbox::open(dir.path()).expect("open");
+            let legacy = serde_json::to_vec(&old).expect("json");
+            assert!(legacy.starts_with(b"{"), "the earlier format");
+            outbox.jobs.insert(key("a", 7), legacy).expect("insert");
+            outbox
+                .dead
+                .insert(key("a", 3), serde_json::to_vec(&old_dead).expect("json"))
+                .expect("insert");
+            outbox.db.flush().expect("flush");
+        }
+        let outbox = reopen(dir.path()).await;
+        assert_eq!(outbox.depth().await.expect("depth"), 1);
+        assert_eq!(
+            outbox.pending("a", 10).await.expect("pending"),
+            [old.clone()]
+        );
+        assert_eq!(outbox.dead_letters("a").await.expect("dead"), [old_dead]);
+        assert_eq!(
+            outbox.backlog().await.expect("backlog")[0].oldest_pending,
+            Some(old.created_at)
+        );
+        // A retry stores the job in the current format, the body unchanged.
+        let mut retried = old.clone();
+        retried.attempts = 1;
+        outbox.update(&retried).await.expect("update");
+        assert_eq!(outbox.head("a").await.expect("head"), Some(retried.clone()));
+        let revived = outbox
+            .revive("a", "e0")
+            .await
+            .expect("revive")
+            .expect("some");
+        assert_eq!(revived.body, old.body);
     }
 
     #[tokio::test]

@@ -106,14 +106,13 @@ struct Faulty {
 
 #[async_trait]
 impl Outbox for Faulty {
-    async fn push(&self, job: WebhookJob) -> Result<WebhookJob, StoreError> {
+    async fn push_many(
+        &self,
+        jobs: Vec<WebhookJob>,
+        cursors: Vec<(String, String)>,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
         self.fault.check()?;
-        self.inner.push(job).await
-    }
-
-    async fn skip(&self, instance_id: &str, event_id: &str) -> Result<(), StoreError> {
-        self.fault.check()?;
-        self.inner.skip(instance_id, event_id).await
+        self.inner.push_many(jobs, cursors).await
     }
 
     async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError> {

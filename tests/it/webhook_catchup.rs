@@ -13,22 +13,27 @@ use crate::receiver::{Received, Receiver};
 backend_tests!(
     an_outbox_that_refuses_writes_delays_webhooks_but_skips_none,
     events_that_never_reached_the_outbox_are_delivered_after_a_restart,
-    a_worker_that_read_the_instance_before_its_webhook_was_set_delivers_its_first_event,
+    a_worker_that_read_the_instance_before_delivery_was_switched_on_delivers_the_next_job,
 );
 
 const SECRET: &str = "catch-up-secret";
 
 /// A sandbox instance whose webhooks go to `url` (signed), connected as `phone`.
 async fn hooked(srv: &TestServer, auth: &Auth, url: &str, phone: &str) -> String {
-    let (status, created) = srv
-        .post(
-            "/api/instances",
-            auth,
-            json!({"name": phone, "engine": "sandbox", "webhookUrl": url,
-                   "retryInterval": 100, "maxRetries": 5,
-                   "webhookSecret": SECRET}),
-        )
-        .await;
+    connected(
+        srv,
+        auth,
+        json!({"name": phone, "engine": "sandbox", "webhookUrl": url,
+               "retryInterval": 100, "maxRetries": 5,
+               "webhookSecret": SECRET}),
+        phone,
+    )
+    .await
+}
+
+/// A sandbox instance created with `settings`, connected as `phone`.
+async fn connected(srv: &TestServer, auth: &Auth, settings: Value, phone: &str) -> String {
+    let (status, created) = srv.post("/api/instances", auth, settings).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
     srv.wait_qr(auth, &id).await;
@@ -196,34 +201,48 @@ async fn events_that_never_reached_the_outbox_are_delivered_after_a_restart(back
     drop(srv);
 }
 
-async fn a_worker_that_read_the_instance_before_its_webhook_was_set_delivers_its_first_event(
+async fn a_worker_that_read_the_instance_before_delivery_was_switched_on_delivers_the_next_job(
     backend: Backend,
 ) {
     let fault = OutboxFault::default();
     let srv = TestServer::start_with_outbox_fault(backend, &[], &fault).await;
     let auth = srv.admin();
     let rx = Receiver::start().await;
-    // The instance's first event starts its delivery worker, which reads the instance
-    // (no webhook yet) and is held before it reads its jobs.
+    // Delivery is off: the instance's events queue nothing, but a test webhook goes out
+    // all the same. It starts the delivery worker, which reads the instance (delivery
+    // off) and is held before it reads its jobs.
+    let id = connected(
+        &srv,
+        &auth,
+        json!({"name": "late webhook", "engine": "sandbox", "webhookUrl": rx.url(),
+               "webhookEnabled": false, "retryInterval": 100}),
+        "79110000033",
+    )
+    .await;
     fault.hold_pending();
-    let id = srv
-        .connected_instance(&auth, "late webhook", "79110000033")
+    let (status, body) = srv
+        .post(
+            &format!("/api/instances/{id}/webhook/test"),
+            &auth,
+            json!({}),
+        )
         .await;
+    assert!(status < 300, "{status} {body}");
     fault.held().await;
 
-    // Meanwhile the webhook is set: its `webhook_updated` is the first job.
+    // Meanwhile delivery is switched on: its `webhook_updated` is the next job.
     let (status, body) = srv
         .put(
             &format!("/api/instances/{id}"),
             &auth,
-            json!({"webhookUrl": rx.url(), "retryInterval": 100}),
+            json!({"webhookEnabled": true, "retryInterval": 100}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let what = "the webhook_updated job";
     eventually(20, what, || async {
         let backlog = srv.backlog_nothing_given_up(&auth, &id, what).await;
-        (backlog["pending"] == 1).then_some(())
+        (backlog["pending"] == 2).then_some(())
     })
     .await;
 

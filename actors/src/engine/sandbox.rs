@@ -554,12 +554,18 @@ impl Session {
         }
     }
 
-    /// Reads, changes and writes back the stored session (the address book lives there).
+    /// Reads, changes and writes back the stored session (the address book lives there);
+    /// writes nothing when the change changed nothing (an inbound message from a known
+    /// sender).
     fn update_stored(&self, change: impl FnOnce(&mut StoredSession)) -> Result<(), EngineError> {
         let Some(mut stored) = read_session(&self.session_file)? else {
             return Err(EngineError::InvalidState("not linked".into()));
         };
+        let before = stored.clone();
         change(&mut stored);
+        if stored == before {
+            return Ok(());
+        }
         write_session(&self.session_file, &stored)
     }
 
@@ -1248,6 +1254,30 @@ fn random_phone() -> String {
     format!("1555{digits:07}")
 }
 
+/// An inbound text from `number` as the sandbox's inbound route hands it over (tests).
+#[cfg(test)]
+pub(crate) fn text_from(
+    message_id: &str,
+    number: &str,
+    push_name: Option<&str>,
+    text: &str,
+) -> SandboxControl {
+    let jid = format!("{number}@s.whatsapp.net");
+    SandboxControl::Inbound(Box::new(InboundMessage {
+        message_id: message_id.into(),
+        chat: jid.clone(),
+        sender: jid,
+        push_name: push_name.map(str::to_owned),
+        text: Some(text.into()),
+        media: None,
+        timestamp: Utc::now(),
+        quoted_id: None,
+        mentions: Vec::new(),
+        typed: Default::default(),
+        message_secret: None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::sync::mpsc;
@@ -1313,6 +1343,11 @@ mod tests {
             );
             old
         }
+    }
+
+    /// A text from 79990001122, with its push name.
+    fn inbound(push_name: Option<&str>, text: &str) -> SandboxControl {
+        text_from(&new_message_id(), "79990001122", push_name, text)
     }
 
     #[tokio::test(start_paused = true)]
@@ -1520,22 +1555,7 @@ mod tests {
         // The broken session takes nothing in: an inbound message now would be lost in
         // the failing actor's mailbox, so it is refused instead.
         assert!(!f.network.is_registered("15550001111"));
-        let inbound = f
-            .engine
-            .sandbox(SandboxControl::Inbound(Box::new(InboundMessage {
-                message_id: new_message_id(),
-                chat: "79990001122@s.whatsapp.net".into(),
-                sender: "79990001122@s.whatsapp.net".into(),
-                push_name: None,
-                text: Some("too late".into()),
-                media: None,
-                timestamp: Utc::now(),
-                quoted_id: None,
-                mentions: Vec::new(),
-                typed: Default::default(),
-                message_secret: None,
-            })))
-            .await;
+        let inbound = f.engine.sandbox(inbound(None, "too late")).await;
         assert!(
             matches!(inbound, Err(EngineError::InvalidState(_))),
             "{inbound:?}"
@@ -1544,6 +1564,39 @@ mod tests {
         f.reopen();
         f.engine.start().await.expect("restart");
         assert!(matches!(f.next().await, EngineEvent::Connected { .. }));
+    }
+
+    /// An inbound message from a sender the address book knows under the same push name
+    /// leaves the session file as it is (not even rewritten).
+    #[tokio::test(start_paused = true)]
+    async fn the_session_file_is_written_only_when_it_changes() {
+        use std::os::unix::fs::MetadataExt;
+        let mut f = fixture(SandboxConfig::default());
+        connected(&mut f).await;
+        // Every write replaces the file (a new inode): the inode tells whether it was.
+        let inode = |f: &Fixture| std::fs::metadata(f.session_file()).expect("session").ino();
+        f.engine
+            .sandbox(inbound(Some("Ann"), "hi"))
+            .await
+            .expect("inbound");
+        let written = inode(&f);
+        f.engine
+            .sandbox(inbound(Some("Ann"), "hi"))
+            .await
+            .expect("inbound");
+        assert_eq!(inode(&f), written, "nothing changed, nothing written");
+        f.engine
+            .sandbox(inbound(Some("Ann B"), "hi"))
+            .await
+            .expect("inbound");
+        assert_ne!(inode(&f), written, "a new push name is written");
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.session_file()).expect("session"))
+                .expect("json");
+        assert_eq!(
+            stored["contacts"]["79990001122@s.whatsapp.net"]["pushName"],
+            "Ann B"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,9 +8,7 @@ use serde_json::json;
 
 use crate::backoff::BackoffConfig;
 use crate::domain::{ContactQuery, EngineKind, EventKind, Instance, InstanceStatus};
-use crate::engine::{
-    Engines, FaultKind, InboundMessage, SandboxConfig, SandboxControl, SandboxNetwork,
-};
+use crate::engine::{Engines, FaultKind, SandboxConfig, SandboxControl, SandboxNetwork};
 use crate::error::{DomainError, StoreError};
 use crate::instance::{InstanceHandle, QrAnswer, session_dir};
 use crate::runtime::{Runtime, RuntimeConfig, start_runtime};
@@ -511,19 +509,7 @@ async fn pair_code_links_the_instance() {
 }
 
 fn inbound(id: &str, text: &str) -> SandboxControl {
-    SandboxControl::Inbound(Box::new(InboundMessage {
-        message_id: id.into(),
-        chat: "79005550001@s.whatsapp.net".into(),
-        sender: "79005550001@s.whatsapp.net".into(),
-        push_name: Some("Ann".into()),
-        text: Some(text.into()),
-        media: None,
-        timestamp: Utc::now(),
-        quoted_id: None,
-        mentions: Vec::new(),
-        typed: Default::default(),
-        message_secret: None,
-    }))
+    crate::engine::sandbox::text_from(id, "79005550001", Some("Ann"), text)
 }
 
 /// An inbound message is answered once it is committed: the message, its sender as a

@@ -14,7 +14,7 @@ use crate::engine::{Engines, SandboxConfig, SandboxControl, SandboxNetwork};
 use crate::error::DomainError;
 use crate::instance::{InstanceHandle, InstancesHandle, QrAnswer, session_dir};
 use crate::runtime::{Runtime, RuntimeConfig, start_runtime};
-use crate::store::InstanceStore;
+use crate::store::{InstanceStore, StatsStore};
 use crate::testing::MemoryStorage;
 
 /// Longest a condition may take to come true before a test fails.
@@ -247,6 +247,14 @@ async fn a_killed_service_is_respawned_and_its_restart_logged() {
     let stats = w.runtime.stats.clone();
     let old = stats.cell().expect("a stats counter");
     old.kill();
+    // Counted while no counter runs: they wait for the next one.
+    let call = crate::domain::Usage {
+        api_calls: 1,
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        stats.add("u1", Some("i1"), call);
+    }
     until("a new stats counter", || {
         stats
             .cell()
@@ -254,6 +262,19 @@ async fn a_killed_service_is_respawned_and_its_restart_logged() {
     })
     .await;
     stats.flush().await.expect("the new counter answers");
+    let counted = w
+        .storage
+        .usage(&crate::domain::UsageFilter {
+            user_id: Some("u1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("usage");
+    assert_eq!(
+        counted.iter().map(|(_, u)| u.api_calls).sum::<u64>(),
+        3,
+        "{counted:?}"
+    );
     let restarts = w.storage.activity_of(SYSTEM_ACTIVITY);
     assert_eq!(restarts.len(), 1, "{restarts:?}");
     assert_eq!(restarts[0].action, "actor_restarted");

@@ -167,12 +167,25 @@ pub struct DeadLetter {
 /// delivery guarantee depends on is durable (survives a process crash) when it returns.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Appends a job (its `seq` is assigned here) and moves the instance's cursor to its
-    /// event, atomically and durably.
-    async fn push(&self, job: WebhookJob) -> Result<WebhookJob, StoreError>;
-    /// Moves the instance's cursor past an event that needs no delivery (not durable:
-    /// losing it only means re-checking that event after a crash).
-    async fn skip(&self, instance_id: &str, event_id: &str) -> Result<(), StoreError>;
+    /// Appends the jobs in order (their `seq`s are assigned here) and moves each listed
+    /// instance's cursor to the event given with it, atomically, in one write. Durable
+    /// when it returns if it appended a job (one flush for the whole batch); a batch of
+    /// cursor moves alone need not be: losing one only means re-checking those events
+    /// after a crash.
+    async fn push_many(
+        &self,
+        jobs: Vec<WebhookJob>,
+        cursors: Vec<(String, String)>,
+    ) -> Result<Vec<WebhookJob>, StoreError>;
+    /// Appends one job and moves its instance's cursor to its event, atomically and
+    /// durably.
+    async fn push(&self, job: WebhookJob) -> Result<WebhookJob, StoreError> {
+        let cursor = (job.instance_id.clone(), job.event_id.clone());
+        let mut pushed = self.push_many(vec![job], vec![cursor]).await?;
+        pushed
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("webhook outbox: a push returned no job".into()))
+    }
     /// The last event id the queue has handled for the instance.
     async fn cursor(&self, instance_id: &str) -> Result<Option<String>, StoreError>;
     /// The oldest pending job of the instance.
@@ -207,7 +220,9 @@ pub trait Outbox: Send + Sync {
     async fn depth(&self) -> Result<u64, StoreError>;
     /// Every instance with pending jobs or dead letters, with how many of each.
     async fn backlog(&self) -> Result<Vec<Backlog>, StoreError>;
-    /// Appends a delivery record, keeping the newest [`DELIVERY_RECORDS_KEPT`].
+    /// Appends a delivery record, keeping the newest [`DELIVERY_RECORDS_KEPT`]. Need not
+    /// be durable when it returns: records may be kept in memory and written in batches
+    /// (a crash can lose the newest ones).
     async fn record(&self, instance_id: &str, record: DeliveryRecord) -> Result<(), StoreError>;
     /// Newest first.
     async fn deliveries(

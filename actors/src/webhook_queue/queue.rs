@@ -27,6 +27,13 @@
 //! `webhook_paused` activity entry and publishes a `webhook_paused` event. The flag is
 //! the instance's (`webhookPaused`), written only here.
 //!
+//! **Batches.** An event is staged, not written at once: the queue casts itself a
+//! `Commit` behind the events already in its mailbox, and writes everything staged by
+//! then as one outbox write with one flush (any other message writes what is staged
+//! first). An instance without a webhook URL (or with delivery switched off) writes
+//! nothing: the queue remembers its last event in memory and moves its cursor there when
+//! the settings change, so a later catch-up does not deliver its history.
+//!
 //! The queue and each worker keep a copy of their instance (webhook URL and settings)
 //! instead of reading it from storage for every event and every attempt; whoever changes
 //! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`] before it
@@ -49,7 +56,7 @@ use serde_json::json;
 use super::delivery::{DeliveryWorker, WorkerMsg, WorkerReport};
 use super::{
     DeadLetter, DeliveryRecord, OUTBOX_RETRY, Outbox, SettingsEpoch, WebhookConfig, WebhookJob,
-    wants,
+    target_url, wants,
 };
 use crate::domain::event::{PauseReason, WebhookPaused};
 use crate::domain::{ActivityEntry, Event, Instance, InstanceEvent, Page};
@@ -260,6 +267,8 @@ pub(crate) fn vacate(handle: &WebhookQueueHandle) {
 
 pub(crate) enum QueueMsg {
     Event(InstanceEvent),
+    /// Write what is staged (see the module's "Batches").
+    Commit,
     /// Queue what storage holds after each cursor.
     CatchUp,
     /// A worker found its instance's queue empty.
@@ -313,6 +322,65 @@ struct QueueState {
     catching_up: bool,
     /// Events the last catch-up queued; their forwarded copies are dropped.
     caught: HashSet<String>,
+    /// Handled events not written to the outbox yet.
+    staged: Staged,
+    /// A `Commit` is in the mailbox.
+    commit_queued: bool,
+    /// Instance id → its last event, for instances that write nothing to the outbox
+    /// (no webhook URL, or delivery switched off).
+    silent: HashMap<String, String>,
+    /// When this queue started.
+    started: DateTime<Utc>,
+}
+
+/// Jobs and cursor moves waiting for one outbox write.
+#[derive(Default)]
+struct Staged {
+    jobs: Vec<WebhookJob>,
+    /// Instance id → the last event handled.
+    cursors: HashMap<String, String>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.cursors.is_empty()
+    }
+
+    /// Stages the event as a job when the instance wants it, and as its cursor move.
+    /// With `silent`, an event of an instance without a target URL stages nothing and is
+    /// remembered there instead.
+    fn event(
+        &mut self,
+        instance: &Instance,
+        event: &InstanceEvent,
+        silent: Option<&mut HashMap<String, String>>,
+    ) {
+        let wanted = wants(instance, event);
+        if !wanted
+            && target_url(instance).is_none()
+            && let Some(silent) = silent
+        {
+            silent.insert(event.instance_id.clone(), event.id.clone());
+            return;
+        }
+        if wanted {
+            self.jobs.push(job_of(event));
+        }
+        self.cursors
+            .insert(event.instance_id.clone(), event.id.clone());
+    }
+
+    /// Writes what is staged (one outbox write); returns the instances that got jobs.
+    async fn write(self, outbox: &dyn Outbox) -> Result<HashSet<String>, StoreError> {
+        if self.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let with_jobs = self.jobs.iter().map(|j| j.instance_id.clone()).collect();
+        outbox
+            .push_many(self.jobs, self.cursors.into_iter().collect())
+            .await?;
+        Ok(with_jobs)
+    }
 }
 
 impl Actor for WebhookQueue {
@@ -337,6 +405,10 @@ impl Actor for WebhookQueue {
             instances: HashMap::new(),
             catching_up: true,
             caught: HashSet::new(),
+            staged: Staged::default(),
+            commit_queued: false,
+            silent: HashMap::new(),
+            started: Utc::now(),
         })
     }
 
@@ -350,6 +422,13 @@ impl Actor for WebhookQueue {
         for (_, worker) in state.workers.drain() {
             worker.kill();
         }
+        // What is staged is stored as events already: the next catch-up queues it.
+        if let Err(err) = std::mem::take(&mut state.staged)
+            .write(state.config.outbox.as_ref())
+            .await
+        {
+            tracing::warn!(%err, "cannot write the staged webhooks; the next catch-up queues them");
+        }
         Ok(())
     }
 
@@ -359,21 +438,39 @@ impl Actor for WebhookQueue {
         msg: QueueMsg,
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
+        if !matches!(msg, QueueMsg::Event(_)) {
+            // Whatever comes next sees the outbox with every event handled before it.
+            commit(&myself, state).await;
+        }
         match msg {
             QueueMsg::Event(event) => {
                 if state.catching_up || state.caught.remove(&event.id) {
                     return Ok(());
                 }
-                match accept(&state.config, &mut state.instances, &event).await {
-                    Ok(()) => ensure_worker(&myself, state, &event.instance_id).await,
+                let config = state.config.clone();
+                match cached_instance(&config, &mut state.instances, &event.instance_id).await {
+                    Ok(Some(instance)) => {
+                        state
+                            .staged
+                            .event(instance, &event, Some(&mut state.silent));
+                        if !state.commit_queued && !state.staged.is_empty() {
+                            state.commit_queued = myself.cast(QueueMsg::Commit).is_ok();
+                            if !state.commit_queued {
+                                commit(&myself, state).await;
+                            }
+                        }
+                    }
+                    Ok(None) => {}
                     Err(err) => {
                         tracing::error!(instance = %event.instance_id, event = %event.id, %err,
                             "cannot queue a webhook; catching up from storage shortly");
+                        commit(&myself, state).await;
                         state.catching_up = true;
                         myself.send_after(OUTBOX_RETRY, || QueueMsg::CatchUp);
                     }
                 }
             }
+            QueueMsg::Commit => state.commit_queued = false,
             QueueMsg::CatchUp => match catch_up(state).await {
                 Ok(()) => {
                     state.catching_up = false;
@@ -413,6 +510,12 @@ impl Actor for WebhookQueue {
             }
             QueueMsg::Invalidate(instance_id) => {
                 state.instances.remove(&instance_id);
+                if let Err(err) = settle_silent(state, &instance_id).await {
+                    tracing::error!(instance = %instance_id, %err,
+                        "cannot move a webhook cursor; catching up from storage shortly");
+                    state.catching_up = true;
+                    myself.send_after(OUTBOX_RETRY, || QueueMsg::CatchUp);
+                }
                 match state.workers.get(&instance_id) {
                     Some(worker) => {
                         // The ordering may have changed what is due: look again.
@@ -611,19 +714,70 @@ async fn set_paused(
     Ok(Some(paused))
 }
 
-/// Stores the event as a job when its instance wants it; moves the cursor either way.
-async fn accept(
-    config: &WebhookConfig,
-    cache: &mut HashMap<String, Instance>,
-    event: &InstanceEvent,
-) -> Result<(), StoreError> {
-    let Some(instance) = cached_instance(config, cache, &event.instance_id).await? else {
+/// Writes what is staged and starts (or nudges) the workers of the instances that got
+/// jobs. When the outbox fails, nothing of it is lost: the cursors did not move, and a
+/// catch-up from storage queues the events again.
+async fn commit(myself: &ActorRef<QueueMsg>, state: &mut QueueState) {
+    let staged = std::mem::take(&mut state.staged);
+    match staged.write(state.config.outbox.as_ref()).await {
+        Ok(with_jobs) => {
+            for instance_id in with_jobs {
+                ensure_worker(myself, state, &instance_id).await;
+            }
+        }
+        Err(err) => {
+            tracing::error!(%err, "cannot queue webhooks; catching up from storage shortly");
+            state.catching_up = true;
+            myself.send_after(OUTBOX_RETRY, || QueueMsg::CatchUp);
+        }
+    }
+}
+
+/// An instance that wrote nothing to the outbox (no webhook) and now has a webhook URL:
+/// its cursor goes to its last event, so that a catch-up does not deliver its history.
+/// That event is the last one the queue saw of it, or, for an instance older than the
+/// queue that the outbox has no cursor for (it had no URL when the queue started, or the
+/// start's catch-up would have written one), the last one in storage. An instance
+/// created since has had every event pass through the queue: none is skipped for it.
+async fn settle_silent(state: &mut QueueState, instance_id: &str) -> Result<(), StoreError> {
+    let config = state.config.clone();
+    let Some(instance) = cached_instance(&config, &mut state.instances, instance_id).await? else {
+        state.silent.remove(instance_id);
         return Ok(());
     };
-    if !wants(instance, event) {
-        return config.outbox.skip(&event.instance_id, &event.id).await;
+    if instance.webhook_url.as_deref().is_none_or(str::is_empty) {
+        return Ok(());
     }
-    config.outbox.push(job_of(event)).await.map(|_| ())
+    let last = match state.silent.remove(instance_id) {
+        Some(last) => last,
+        None if !config.catch_up_stored
+            || instance.created_at >= state.started
+            || config.outbox.cursor(instance_id).await?.is_some() =>
+        {
+            return Ok(());
+        }
+        None => {
+            let mut events =
+                EventsAfter::new(config.storage.as_ref(), instance_id, "", CATCH_UP_BATCH);
+            let mut last = None;
+            loop {
+                let batch = events.next_batch().await?;
+                match batch.last() {
+                    Some(event) => last = Some(event.id.clone()),
+                    None => break,
+                }
+            }
+            match last {
+                Some(last) => last,
+                None => return Ok(()),
+            }
+        }
+    };
+    config
+        .outbox
+        .push_many(Vec::new(), vec![(instance_id.to_owned(), last)])
+        .await?;
+    Ok(())
 }
 
 /// Queues, in order, every stored event after each instance's cursor. An instance with
@@ -660,10 +814,20 @@ async fn catch_up(state: &mut QueueState) -> Result<(), StoreError> {
             if batch.is_empty() {
                 break;
             }
+            // One outbox write per batch; an instance without a webhook moves its
+            // cursor too here, so the next start does not walk these events again.
+            let mut staged = Staged::default();
             for event in &batch {
-                accept(&config, &mut state.instances, event).await?;
+                let Some(instance) =
+                    cached_instance(&config, &mut state.instances, &event.instance_id).await?
+                else {
+                    continue;
+                };
+                staged.event(instance, event, None);
                 state.caught.insert(event.id.clone());
             }
+            staged.write(config.outbox.as_ref()).await?;
+            state.silent.remove(&instance.id);
         }
     }
     Ok(())
@@ -773,5 +937,248 @@ async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, inst
             state.workers.insert(instance_id.to_owned(), actor);
         }
         Err(err) => tracing::error!(instance = %instance_id, %err, "cannot start a webhook worker"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::domain::{EngineKind, InstanceStatus, WebhookSettings};
+    use crate::store::InstanceStore;
+    use crate::testing::MemoryStorage;
+    use crate::webhook_queue::{Backlog, WebhookRequest, WebhookTransport};
+
+    /// One `push_many`: how many jobs, and the cursor moves.
+    type Write = (usize, Vec<(String, String)>);
+
+    /// An outbox that keeps only what was written to it, and can hold its first write
+    /// until the test lets it go on.
+    #[derive(Default)]
+    struct Recording {
+        writes: Mutex<Vec<Write>>,
+        /// Set while the next write is to wait: it says so on the first, then waits for
+        /// `true` on the second (see [`Recording::hold_first`]).
+        hold: Mutex<Option<(watch::Sender<bool>, watch::Receiver<bool>)>>,
+    }
+
+    impl Recording {
+        fn writes(&self) -> Vec<Write> {
+            self.writes.lock().expect("lock").clone()
+        }
+
+        /// The next write waits: returns (a receiver that turns true once it waits, a
+        /// sender that lets it go on when sent `true`).
+        fn hold_first(&self) -> (watch::Receiver<bool>, watch::Sender<bool>) {
+            let (waiting_tx, waiting_rx) = watch::channel(false);
+            let (go_tx, go_rx) = watch::channel(false);
+            *self.hold.lock().expect("lock") = Some((waiting_tx, go_rx));
+            (waiting_rx, go_tx)
+        }
+    }
+
+    #[async_trait]
+    impl Outbox for Recording {
+        async fn push_many(
+            &self,
+            jobs: Vec<WebhookJob>,
+            mut cursors: Vec<(String, String)>,
+        ) -> Result<Vec<WebhookJob>, StoreError> {
+            cursors.sort();
+            self.writes
+                .lock()
+                .expect("lock")
+                .push((jobs.len(), cursors));
+            let hold = self.hold.lock().expect("lock").take();
+            if let Some((waiting, mut go)) = hold {
+                let _ = waiting.send(true);
+                let _ = go.wait_for(|go| *go).await;
+            }
+            Ok(jobs)
+        }
+        async fn cursor(&self, _: &str) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
+        async fn head(&self, _: &str) -> Result<Option<WebhookJob>, StoreError> {
+            Ok(None)
+        }
+        async fn pending(&self, _: &str, _: usize) -> Result<Vec<WebhookJob>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn update(&self, _: &WebhookJob) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn remove(&self, _: &WebhookJob) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn bury(&self, _: DeadLetter) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn dead_letters(&self, _: &str) -> Result<Vec<DeadLetter>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn revive(&self, _: &str, _: &str) -> Result<Option<WebhookJob>, StoreError> {
+            Ok(None)
+        }
+        async fn requeue(&self, job: WebhookJob) -> Result<WebhookJob, StoreError> {
+            Ok(job)
+        }
+        async fn pending_instances(&self) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn depth(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn record(&self, _: &str, _: DeliveryRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn deliveries(
+            &self,
+            _: &str,
+            _: u32,
+            _: u64,
+        ) -> Result<Page<DeliveryRecord>, StoreError> {
+            Ok(Page {
+                items: Vec::new(),
+                total: 0,
+            })
+        }
+        async fn purge(&self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    struct Accepting;
+
+    #[async_trait]
+    impl WebhookTransport for Accepting {
+        async fn post(&self, _: WebhookRequest) -> Result<u16, String> {
+            Ok(200)
+        }
+    }
+
+    fn instance(id: &str, webhook_url: Option<&str>) -> Instance {
+        Instance {
+            id: id.into(),
+            user_id: "u1".into(),
+            name: id.into(),
+            description: None,
+            engine: EngineKind::Sandbox,
+            status: InstanceStatus::Connected,
+            phone: None,
+            webhook_url: webhook_url.map(str::to_owned),
+            webhook_enabled: true,
+            webhook: WebhookSettings::default(),
+            limits: None,
+            last_activity: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn connected(instance_id: &str) -> InstanceEvent {
+        InstanceEvent::new(
+            instance_id,
+            Event::from_data(
+                crate::domain::EventKind::Connected,
+                serde_json::json!({"phone": "1"}),
+            )
+            .expect("data fits"),
+        )
+    }
+
+    async fn queue(
+        instances: &[Instance],
+    ) -> (
+        WebhookQueueHandle,
+        Arc<Recording>,
+        Arc<MemoryStorage>,
+        ActorRef<QueueMsg>,
+    ) {
+        let storage = Arc::new(MemoryStorage::default());
+        for i in instances {
+            storage.create_instance(i).await.expect("instance");
+        }
+        let outbox = Arc::new(Recording::default());
+        let handle = WebhookQueueHandle::new(outbox.clone());
+        let config = WebhookConfig {
+            storage: storage.clone(),
+            outbox: outbox.clone(),
+            transport: Arc::new(Accepting),
+            jitter: false,
+            on_result: None,
+            catch_up_stored: true,
+            auto_pause_after: None,
+            announce: None,
+        };
+        let args = QueueArgs {
+            config,
+            slot: handle.slot.clone(),
+            epoch: handle.epoch.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, WebhookQueue, args).await.expect("spawn");
+        (handle, outbox, storage, actor)
+    }
+
+    /// Returns once the queue has handled every message sent before (a call through its
+    /// mailbox).
+    async fn settled(handle: &WebhookQueueHandle) {
+        let err = handle
+            .retry("none", "none")
+            .await
+            .expect_err("no dead letter");
+        assert!(matches!(err, DomainError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_events_of_one_mailbox_drain_are_one_outbox_write() {
+        let (handle, outbox, _, actor) =
+            queue(&[instance("i1", Some("http://127.0.0.1:9/hook"))]).await;
+        settled(&handle).await;
+        let (mut waiting, go) = outbox.hold_first();
+        handle.forward(connected("i1"));
+        waiting
+            .wait_for(|w| *w)
+            .await
+            .expect("the first write waits");
+        // These wait in the mailbox while the first write is held.
+        let events: Vec<InstanceEvent> = (0..20).map(|_| connected("i1")).collect();
+        for e in &events {
+            handle.forward(e.clone());
+        }
+        go.send(true).expect("go");
+        settled(&handle).await;
+        let last = events.last().map(|e| e.id.clone()).expect("events");
+        let writes = outbox.writes();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert_eq!(writes[1], (20, vec![("i1".to_owned(), last)]));
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn an_instance_without_a_webhook_writes_nothing_until_it_gets_one() {
+        let (handle, outbox, storage, actor) = queue(&[instance("i2", None)]).await;
+        let events: Vec<InstanceEvent> = (0..5).map(|_| connected("i2")).collect();
+        for e in &events {
+            handle.forward(e.clone());
+        }
+        settled(&handle).await;
+        assert_eq!(outbox.writes(), Vec::<Write>::new());
+        // A URL is set: the cursor goes to the last event seen, with no job.
+        let mut hooked = instance("i2", Some("http://127.0.0.1:9/hook"));
+        hooked.updated_at = Utc::now();
+        assert!(storage.update_instance(&hooked).await.expect("update"));
+        handle.invalidate("i2");
+        settled(&handle).await;
+        let last = events.last().map(|e| e.id.clone()).expect("events");
+        assert_eq!(outbox.writes(), vec![(0, vec![("i2".to_owned(), last)])]);
+        actor.stop(None);
     }
 }
