@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 pub use manager::LeaseManagerHandle;
 pub(crate) use manager::{LeaseArgs, spawn, vacate};
 
-pub use crate::store::{SessionVault, VaultError};
+pub use crate::store::{KeyBatch, KeyRecord, KeyWrite, SessionVault, VaultError};
 
 use crate::error::StoreResult;
 
