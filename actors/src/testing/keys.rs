@@ -24,11 +24,14 @@ use crate::engine::wacore::keys::SharedKeys;
 use crate::error::{StoreError, StoreResult};
 use crate::store::{KeyBatch, KeyRecord, SessionVault, VaultError};
 
+/// One session's rows: (table, key) → value.
+type KeyRows = BTreeMap<(String, String), Vec<u8>>;
+
 /// An in-memory vault: key rows per instance; `fence` makes every write refused, as
 /// after a lost lease.
 #[derive(Default)]
 pub struct MemoryVault {
-    rows: Mutex<HashMap<String, BTreeMap<(String, String), Vec<u8>>>>,
+    rows: Mutex<HashMap<String, KeyRows>>,
     pub fence: AtomicBool,
 }
 
@@ -110,8 +113,10 @@ impl Gen {
         vec![self.0.random_range(0..3)]
     }
     fn version(&mut self) -> HashState {
-        let mut state = HashState::default();
-        state.version = u64::from(self.small());
+        let mut state = HashState {
+            version: u64::from(self.small()),
+            ..HashState::default()
+        };
         state.hash[0] = self.0.random();
         state.mac_mismatch_fatal = self.0.random();
         for _ in 0..self.0.random_range(0..3) {
@@ -410,7 +415,7 @@ async fn step(
             both!("delete_sender_key_device_rows", |s| s
                 .delete_sender_key_device_rows(&devices))
         }
-        38 if n % 7 == 0 => both!("clear_all_sender_key_devices", |s| s
+        38 if n.is_multiple_of(7) => both!("clear_all_sender_key_devices", |s| s
             .clear_all_sender_key_devices()),
         39 => {
             let entry = g.lid();
