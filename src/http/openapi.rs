@@ -41,7 +41,7 @@ pub const OVER_LIMIT: &str =
     "The instance's usage limit is reached (`limit_exceeded`); see `Retry-After`";
 pub const NOT_IN_GROUP: &str = "To a group: the account is not in it, or it is an announce group and the account is not an admin (`forbidden`)";
 pub const NOT_CONNECTED: &str = "The instance is not connected to WhatsApp (`not_connected`)";
-pub const PACED: &str = "Queued: the instance paces its sends (`sendRate`); the message is stored `pending` and goes in its turn (`message_sent` follows)";
+pub const PACED: &str = "Queued: the instance paces its sends (`sendRate`); the message is stored `pending`, counts against the limits now, and goes in its turn (`message_sent` follows)";
 pub const NOT_ADMIN: &str = "Not an admin";
 
 #[derive(OpenApi)]

@@ -3,7 +3,7 @@
 //! The pace is driven by the server's clock, which the tests move: no test waits for
 //! time to pass.
 
-use chrono::Duration;
+use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use wagate_actors::domain::{Clock, ManualClock};
 
@@ -15,6 +15,7 @@ backend_tests!(
     paced_sends_queue_in_order_and_go_at_the_pace,
     queued_sends_survive_a_restart,
     bad_pacing_input_is_a_clear_error,
+    queued_sends_count_against_the_limit_when_accepted,
 );
 
 const ALICE: &str = "79001170001";
@@ -47,6 +48,19 @@ impl Pair {
         assert_eq!(status, 202, "{text}: {body}");
         assert_eq!(body["status"], "pending", "{body}");
         body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Queues three texts from Alice to `to` while the clock stands still: each answers
+    /// 202 `pending`; the first goes at once and the other two wait. Their ids.
+    async fn three_queued(&self, to: &str, texts: [&str; 3]) -> [String; 3] {
+        let ids = [
+            self.queued(&self.alice, to, texts[0]).await,
+            self.queued(&self.alice, to, texts[1]).await,
+            self.queued(&self.alice, to, texts[2]).await,
+        ];
+        self.went(&self.alice, to, &ids[0]).await;
+        self.queue_depth_is(&self.alice, 2).await;
+        ids
     }
 
     /// `queuedSends` of the instance's status, once it is `n`.
@@ -179,14 +193,7 @@ async fn paced_sends_queue_in_order_and_go_at_the_pace(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sendRate"], 6, "{body}");
 
-    let ids = [
-        p.queued(&p.alice, BOB, "one").await,
-        p.queued(&p.alice, BOB, "two").await,
-        p.queued(&p.alice, BOB, "three").await,
-    ];
-    // The first goes at once; the clock has not moved, so the others wait.
-    p.went(&p.alice, BOB, &ids[0]).await;
-    p.queue_depth_is(&p.alice, 2).await;
+    let ids = p.three_queued(BOB, ["one", "two", "three"]).await;
     assert_eq!(p.status_of(&p.alice, BOB, &ids[1]).await, "pending");
     assert_eq!(p.status_of(&p.alice, BOB, &ids[2]).await, "pending");
     let metrics = p
@@ -247,13 +254,7 @@ async fn paced_sends_queue_in_order_and_go_at_the_pace(backend: Backend) {
 async fn queued_sends_survive_a_restart(backend: Backend) {
     let (p, clock) = Pair::start_with_clock(backend, ALICE, BOB).await;
     p.set_send_rate(&p.alice, 6).await;
-    let ids = [
-        p.queued(&p.alice, CAROL, "first").await,
-        p.queued(&p.alice, CAROL, "second").await,
-        p.queued(&p.alice, CAROL, "third").await,
-    ];
-    p.went(&p.alice, CAROL, &ids[0]).await;
-    p.queue_depth_is(&p.alice, 2).await;
+    let ids = p.three_queued(CAROL, ["first", "second", "third"]).await;
 
     let Pair {
         srv, alice, bob, ..
@@ -323,4 +324,50 @@ async fn bad_pacing_input_is_a_clear_error(backend: Backend) {
     }
     // Nothing of it was sent.
     assert!(p.history(&p.alice, BOB).await.is_empty());
+}
+
+/// A queued send counts against the message limit when it is accepted, not when it goes:
+/// a burst beyond `maxMessagesSent` is refused past the limit while the queue still
+/// holds the accepted ones, and those count once each when they go.
+async fn queued_sends_count_against_the_limit_when_accepted(backend: Backend) {
+    let (p, clock) = Pair::start_with_clock(backend, ALICE, BOB).await;
+    // Noon of a day of its own: the pace's steps stay inside one limit period.
+    let noon = Utc
+        .with_ymd_and_hms(2100, 3, 10, 12, 0, 0)
+        .single()
+        .expect("date");
+    clock.set(noon);
+    let (status, body) = p
+        .srv
+        .put(
+            &format!("/api/instances/{}", p.alice),
+            &p.auth,
+            json!({"sendRate": 6, "limits": {"maxMessagesSent": 3, "period": "day"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The clock stands still: the first went, the other two wait, both counted already.
+    let ids = p.three_queued(BOB, ["one", "two", "three"]).await;
+    for text in ["four", "five"] {
+        let (status, body) = p
+            .post(&p.alice, "send", json!({"phone": BOB, "message": text}))
+            .await;
+        assert_eq!(status, 429, "{text}: {body}");
+        assert_eq!(body["code"], "limit_exceeded", "{body}");
+    }
+    assert_eq!(p.messages_sent(&p.alice).await, 3);
+
+    // The queue sends what it accepted, and counts none of it a second time.
+    advance(&clock, PAST_GAP_AT_6);
+    p.went(&p.alice, BOB, &ids[1]).await;
+    advance(&clock, PAST_GAP_AT_6);
+    p.went(&p.alice, BOB, &ids[2]).await;
+    p.queue_depth_is(&p.alice, 0).await;
+    assert_eq!(p.message_ids(&p.alice, "message_sent").await, ids.to_vec());
+    assert_eq!(p.messages_sent(&p.alice).await, 3);
+    let (status, body) = p
+        .post(&p.alice, "send", json!({"phone": BOB, "message": "six"}))
+        .await;
+    assert_eq!(status, 429, "{body}");
 }

@@ -60,6 +60,21 @@ impl Pair {
         sent["id"].as_str().expect("id").to_owned()
     }
 
+    /// `messagesSent` of instance `id` today (by the server's clock).
+    pub async fn messages_sent(&self, id: &str) -> u64 {
+        let (status, body) = self
+            .srv
+            .get(
+                &format!("/api/stats/instances/{id}?period=today"),
+                &self.auth,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["usage"]["messagesSent"]
+            .as_u64()
+            .expect("messagesSent")
+    }
+
     /// The stored messages of `chat` on instance `id`.
     pub async fn history(&self, id: &str, chat: &str) -> Vec<Value> {
         let (status, body) = self

@@ -33,20 +33,6 @@ impl Pair {
         })
         .await
     }
-
-    async fn messages_sent(&self, id: &str) -> u64 {
-        let (status, body) = self
-            .srv
-            .get(
-                &format!("/api/stats/instances/{id}?period=today"),
-                &self.auth,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["usage"]["messagesSent"]
-            .as_u64()
-            .expect("messagesSent")
-    }
 }
 
 /// Alice shows a text to Bob only: Bob receives it from her in the status chat, Carol

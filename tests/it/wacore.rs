@@ -18,6 +18,7 @@ use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
 
 mod cluster;
 mod groups;
+mod pacing;
 
 /// Pinned so the client does not look its version up on the internet.
 const VERSION: (&str, &str) = ("wacore_client_version", "2.3000.1027934701");
@@ -1973,21 +1974,7 @@ async fn a_status_post_is_decrypted_by_its_audience_only() {
     assert_eq!(code, 200, "status: {body}");
     let id = body["id"].as_str().expect("id").to_owned();
 
-    let post = loop {
-        let got = bob
-            .next_message(Duration::from_secs(10))
-            .await
-            .expect("Bob gets the sender key, then the post");
-        if got.enc_type == "skmsg" {
-            break got;
-        }
-        let key = got
-            .message
-            .sender_key_distribution_message
-            .as_option()
-            .unwrap_or_else(|| panic!("a sender key before the post: {:?}", got.message));
-        assert_eq!(key.group_id.as_deref(), Some("status@broadcast"));
-    };
+    let post = status_post(&bob).await;
     assert_eq!(post.id, id);
     let text = post
         .message
@@ -1997,12 +1984,84 @@ async fn a_status_post_is_decrypted_by_its_audience_only() {
     assert_eq!(text.text.as_deref(), Some("Open until 8 pm"));
     assert_eq!(text.background_argb, Some(0xFF11_2233));
 
-    // Carol was not in the audience: the next thing she gets is a message to her.
-    let hello = rig.send(CAROL, "hello Carol").await;
-    let got = carol
-        .next_message(Duration::from_secs(10))
-        .await
-        .expect("Carol gets her message");
-    assert_eq!(got.id, hello, "{:?}", got.message);
+    // Carol was not in the audience.
+    rig.got_nothing_yet(&carol, CAROL).await;
+    rig.clean();
+}
+
+impl Rig {
+    /// `peer` (the phone of `phone`) got nothing so far: the next thing it gets is a
+    /// text sent to it now.
+    async fn got_nothing_yet(&self, peer: &fake_whatsapp::Peer, phone: &str) {
+        let hello = self.send(phone, "hello").await;
+        let got = peer
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("the phone gets its text");
+        assert_eq!(got.id, hello, "{:?}", got.message);
+    }
+}
+
+/// The next status post `peer` gets: a sender-key message, decrypted with the key for
+/// `status@broadcast` that came before it in the peer's own encrypted copy.
+async fn status_post(peer: &fake_whatsapp::Peer) -> fake_whatsapp::ReceivedMessage {
+    loop {
+        let got = peer
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("the sender key, then the post");
+        if got.enc_type == "skmsg" {
+            return got;
+        }
+        let key = got
+            .message
+            .sender_key_distribution_message
+            .as_option()
+            .unwrap_or_else(|| panic!("a sender key before the post: {:?}", got.message));
+        assert_eq!(key.group_id.as_deref(), Some("status@broadcast"));
+    }
+}
+
+/// An image status: the server downloads the image, uploads it encrypted to WhatsApp's
+/// media host and posts it; the chosen contact's phone decrypts the post, downloads
+/// the image from the media host and decrypts it to the very bytes; a contact outside
+/// the audience gets nothing of it.
+#[tokio::test]
+async fn an_image_status_is_seen_by_its_audience_only() {
+    let rig = linked_rig().await;
+    let bob = rig.whatsapp.phone(BOB).await.expect("Bob");
+    let carol = rig.whatsapp.user(CAROL, "Carol").await.expect("Carol");
+    let media = crate::messaging::media_server().await;
+    let png = wagate::qr::png("media").expect("png");
+    let (code, body) = rig
+        .server
+        .post(
+            &format!("/api/whatsapp/{}/status", rig.id),
+            &rig.auth,
+            json!({"imageUrl": format!("http://{media}/cat.png"), "caption": "New in today",
+                   "recipients": [BOB]}),
+        )
+        .await;
+    assert_eq!(code, 200, "status: {body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+
+    let post = status_post(&bob).await;
+    assert_eq!(post.id, id);
+    let image = post
+        .message
+        .image_message
+        .as_option()
+        .unwrap_or_else(|| panic!("an image status: {:?}", post.message));
+    assert_eq!(image.caption.as_deref(), Some("New in today"));
+    assert_eq!(image.mimetype.as_deref(), Some("image/png"));
+    assert_eq!(bob.download(&post.message).expect("decrypted"), png);
+    let sent = rig
+        .hook("message_sent", |e| e["data"]["messageId"] == id.as_str())
+        .await;
+    assert_eq!(sent["data"]["to"], "status@broadcast", "{sent}");
+    assert_eq!(sent["data"]["hasMedia"], true, "{sent}");
+
+    // Carol was not in the audience.
+    rig.got_nothing_yet(&carol, CAROL).await;
     rig.clean();
 }

@@ -595,6 +595,12 @@ impl InstanceActor {
         };
         let message = outbound.message(content, &queued, MessageStatus::Pending, extra);
         self.deps.storage.insert_message(&message).await?;
+        // Counted now, before the caller hears of it, so the next send's limit check
+        // sees it: a burst of queued sends cannot pass a limit. It stays counted if it
+        // finally fails, as the send the limit let through.
+        self.deps
+            .stats
+            .add(&state.user_id, Some(&state.id), sent_usage(&message));
         state.queue.push_back(message.message_id.clone());
         self.board.set_queued(&state.id, state.queue.len() as u64);
         Ok(message)
@@ -686,7 +692,8 @@ impl InstanceActor {
     }
 
     /// Sends a queued message under its own id, then stores it `sent` with its
-    /// `message_sent` event, counts it and announces the event.
+    /// `message_sent` event and announces the event (its usage was counted when it was
+    /// queued).
     async fn send_queued(
         &self,
         state: &mut InstanceState,
@@ -733,13 +740,6 @@ impl InstanceActor {
             .settle_pending_send(&message, &event)
             .await?
         {
-            let usage = crate::domain::Usage {
-                messages_sent: 1,
-                media_sent: u64::from(message.has_media),
-                total_media_size: message.media_size.unwrap_or(0),
-                ..Default::default()
-            };
-            self.deps.stats.add(&state.user_id, Some(&state.id), usage);
             self.deps.events.announce(event);
         }
         Ok(())
@@ -1284,15 +1284,16 @@ impl InstanceActor {
         event: InstanceEvent,
         done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
     ) {
-        let mut usage = crate::domain::Usage::default();
-        if message.from_me {
-            usage.messages_sent = 1;
-            usage.media_sent = u64::from(message.has_media);
+        let usage = if message.from_me {
+            sent_usage(message)
         } else {
-            usage.messages_received = 1;
-            usage.media_received = u64::from(message.has_media);
-        }
-        usage.total_media_size = message.media_size.unwrap_or(0);
+            crate::domain::Usage {
+                messages_received: 1,
+                media_received: u64::from(message.has_media),
+                total_media_size: message.media_size.unwrap_or(0),
+                ..Default::default()
+            }
+        };
         let (stats, events) = (self.deps.stats.clone(), self.deps.events.clone());
         let (user_id, instance_id) = (state.user_id.clone(), state.id.clone());
         let (committed, settled) = oneshot::channel();
@@ -2332,6 +2333,16 @@ fn schedule_drain(
         }
     } else {
         myself.send_after(after, || InstanceMsg::DrainQueue);
+    }
+}
+
+/// The usage of sending `message`: one message, and its media if it has any.
+fn sent_usage(message: &Message) -> crate::domain::Usage {
+    crate::domain::Usage {
+        messages_sent: 1,
+        media_sent: u64::from(message.has_media),
+        total_media_size: message.media_size.unwrap_or(0),
+        ..Default::default()
     }
 }
 

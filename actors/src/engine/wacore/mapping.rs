@@ -390,9 +390,12 @@ pub fn vcard(card: &ContactCard) -> String {
     v
 }
 
-/// The message of a location, contact cards or a poll (a poll without its secret:
-/// the library adds it when creating one).
-pub fn outbound_typed(typed: &Typed) -> Option<wa::Message> {
+/// The message of a location, contact cards or a poll; a poll carries `poll_secret`,
+/// the key its votes are sealed with (none when it is not a poll).
+pub fn outbound_typed(typed: &Typed, poll_secret: &[u8]) -> Option<wa::Message> {
+    if let Some(poll) = &typed.poll {
+        return Some(outbound_poll(poll, poll_secret));
+    }
     if let Some(l) = &typed.location {
         return Some(wa::Message {
             location_message: MessageField::some(wa::message::LocationMessage {
@@ -425,6 +428,47 @@ pub fn outbound_typed(typed: &Typed) -> Option<wa::Message> {
             ..Default::default()
         }),
     }
+}
+
+/// A poll as WhatsApp Web creates one: a single-answer poll is a v3 creation message,
+/// a multiple-answer one a v1 allowing every option, each of text options, with the
+/// secret its votes are sealed with in the message's context info.
+fn outbound_poll(poll: &Poll, secret: &[u8]) -> wa::Message {
+    let selectable = if poll.multiple_answers {
+        poll.options.len() as u32
+    } else {
+        1
+    };
+    let creation = wa::message::PollCreationMessage {
+        name: Some(poll.question.clone()),
+        options: poll
+            .options
+            .iter()
+            .map(|name| wa::message::poll_creation_message::Option {
+                option_name: Some(name.clone()),
+                option_hash: None,
+            })
+            .collect(),
+        selectable_options_count: Some(selectable),
+        poll_content_type: Some(wa::message::PollContentType::TEXT),
+        ..Default::default()
+    };
+    let mut message = if poll.multiple_answers {
+        wa::Message {
+            poll_creation_message: MessageField::some(creation),
+            ..Default::default()
+        }
+    } else {
+        wa::Message {
+            poll_creation_message_v3: MessageField::some(creation),
+            ..Default::default()
+        }
+    };
+    message.message_context_info = MessageField::some(wa::MessageContextInfo {
+        message_secret: Some(secret.to_vec()),
+        ..Default::default()
+    });
+    message
 }
 
 /// A vote: the poll's id and the sealed choice.
@@ -739,5 +783,37 @@ mod tests {
             "no new text"
         );
         assert_eq!(change(&protocol(Type::EphemeralSetting, None)), None);
+    }
+
+    #[test]
+    fn a_poll_goes_with_its_secret_and_reads_back() {
+        let poll = |multiple_answers| Typed {
+            poll: Some(Poll {
+                question: "Lunch?".into(),
+                options: vec!["12:00".into(), "13:00".into(), "14:00".into()],
+                multiple_answers,
+                votes: Vec::new(),
+            }),
+            ..Typed::default()
+        };
+        let secret = [7u8; 32];
+        let single = outbound_typed(&poll(false), &secret).expect("a message");
+        let creation = single
+            .poll_creation_message_v3
+            .as_option()
+            .expect("single answer: v3");
+        assert_eq!(creation.selectable_options_count, Some(1));
+        assert_eq!(
+            typed(&single),
+            Some((poll(false), Some(secret.to_vec()))),
+            "read back as sent, secret included"
+        );
+        let multiple = outbound_typed(&poll(true), &secret).expect("a message");
+        let creation = multiple
+            .poll_creation_message
+            .as_option()
+            .expect("multiple answers: v1");
+        assert_eq!(creation.selectable_options_count, Some(3));
+        assert_eq!(typed(&multiple), Some((poll(true), Some(secret.to_vec()))));
     }
 }

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use whatsapp_rust::bot::{Bot, BotHandle};
-use whatsapp_rust::features::{ChatStateType, PollError, PollVoteCiphertext, PresenceStatus};
+use whatsapp_rust::features::{ChatStateType, PollVoteCiphertext, PresenceStatus};
 use whatsapp_rust::media::{AudioOptions, DocumentOptions, ImageOptions, VideoOptions};
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
@@ -718,6 +718,9 @@ fn own_address(client: &Client) -> String {
         .unwrap_or_default()
 }
 
+/// The length of a poll's secret, as WhatsApp Web makes it.
+const POLL_SECRET_LEN: usize = 32;
+
 /// What the seam reports of a message WhatsApp took (without a secret to keep).
 fn sent_message(sent: &whatsapp_rust::SendResult) -> SentMessage {
     SentMessage {
@@ -867,35 +870,19 @@ impl Engine for WacoreEngine {
                 return Err(EngineError::NotOnWhatsApp(to.to_non_ad_string()));
             }
         }
+        let mut poll_secret = None;
         let sent = match content {
-            OutboundContent::Typed(typed) if typed.poll.is_some() => {
-                let Some(poll) = &typed.poll else {
-                    return Err(EngineError::InvalidInput("no poll".into()));
-                };
-                let selectable = if poll.multiple_answers {
-                    poll.options.len() as u32
-                } else {
-                    1
-                };
-                let (sent, secret) = client
-                    .polls()
-                    .create(to, &poll.question, &poll.options, selectable)
-                    .await
-                    .map_err(|e| match e {
-                        PollError::Send(e) => send_error(e),
-                        PollError::InvalidPoll(why) => EngineError::InvalidInput(why),
-                        other => EngineError::Unavailable(format!(
-                            "WhatsApp did not take the poll: {other}"
-                        )),
-                    })?;
-                return Ok(SentMessage {
-                    message_id: sent.message_id.to_string(),
-                    timestamp: chrono::Utc::now(),
-                    message_secret: Some(secret),
-                });
-            }
             OutboundContent::Typed(typed) => {
-                let Some(mut message) = mapping::outbound_typed(typed) else {
+                // A poll's secret is made here, not by the library's poll feature, so
+                // the poll goes under the id asked for (a queued send's) like any other
+                // message; the secret is kept with the message to open its votes.
+                if typed.poll.is_some() {
+                    let mut secret = vec![0u8; POLL_SECRET_LEN];
+                    rand::Rng::fill(&mut rand::rng(), &mut secret[..]);
+                    poll_secret = Some(secret);
+                }
+                let secret = poll_secret.as_deref().unwrap_or_default();
+                let Some(mut message) = mapping::outbound_typed(typed, secret) else {
                     return Err(EngineError::InvalidInput("nothing to send".into()));
                 };
                 if let Some(context) = context {
@@ -983,7 +970,10 @@ impl Engine for WacoreEngine {
             }
         }
         .map_err(send_error)?;
-        Ok(sent_message(&sent))
+        Ok(SentMessage {
+            message_secret: poll_secret,
+            ..sent_message(&sent)
+        })
     }
 
     async fn react(
