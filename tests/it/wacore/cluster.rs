@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ACCOUNT, BOB, VERSION};
 use crate::common::{Auth, TestServer, eventually, free_port, fresh_mongodb_url};
-use fake_whatsapp::{FakeWhatsApp, Pattern};
+use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
 
 const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789abcdef";
 const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -93,11 +93,9 @@ async fn stored(server: &TestServer, auth: &Auth, id: &str, message: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
-    let whatsapp = FakeWhatsApp::new();
-    let url = fresh_mongodb_url();
-    let n1 = node(&url, "n1", &whatsapp).await;
+/// A wacore instance created and linked on node `n1` of a new cluster database.
+async fn linked_on_n1(whatsapp: &FakeWhatsApp, url: &str) -> (TestServer, Auth, String) {
+    let n1 = node(url, "n1", whatsapp).await;
     let auth = n1.admin();
     let (code, body) = n1
         .post(
@@ -108,9 +106,6 @@ async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
         .await;
     assert_eq!(code, 201, "create: {body}");
     let id = body["id"].as_str().expect("id").to_owned();
-
-    // Linked on n1, which holds the lease; a message each way sets up the Signal
-    // sessions with Bob.
     let prefix = format!("{},", FakeWhatsApp::first_ref(1));
     let qr = eventually(30, "a QR code on n1", || async {
         let (code, body) = n1.get(&format!("/api/instances/{id}/qr"), &auth).await;
@@ -127,6 +122,16 @@ async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
     .await;
     whatsapp.scan(&qr, ACCOUNT).await.expect("the phone scans");
     connected_on(&n1, &auth, &id, "n1").await;
+    (n1, auth, id)
+}
+
+#[tokio::test]
+async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
+    let whatsapp = FakeWhatsApp::new();
+    let url = fresh_mongodb_url();
+    // Linked on n1, which holds the lease; a message each way sets up the Signal
+    // sessions with Bob.
+    let (n1, auth, id) = linked_on_n1(&whatsapp, &url).await;
     let bob = whatsapp.user(BOB, "Bob").await.expect("Bob");
     let sent = send(&n1, &auth, &id, "from n1").await;
     let got = bob
@@ -179,4 +184,41 @@ async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
     let inbound = bob.send_text(ACCOUNT, "to n2").await.expect("Bob sends");
     stored(&n2, &auth, &id, &inbound).await;
     assert!(whatsapp.problems().is_empty(), "{:?}", whatsapp.problems());
+}
+
+/// In a cluster a replaced stream may be the session resumed by another node: the keys
+/// stay, and the instance (still holding its lease here) restarts and resumes.
+#[tokio::test]
+async fn a_replaced_stream_in_a_cluster_keeps_the_keys_and_resumes() {
+    let whatsapp = FakeWhatsApp::new();
+    let url = fresh_mongodb_url();
+    let (n1, auth, id) = linked_on_n1(&whatsapp, &url).await;
+    let handshakes = whatsapp.handshakes().len();
+    whatsapp.end(handshakes, Ending::Replaced);
+    eventually(30, "a new connection after the replaced stream", || async {
+        (whatsapp.handshakes().len() > handshakes).then_some(())
+    })
+    .await;
+    connected_on(&n1, &auth, &id, "n1").await;
+    let after = whatsapp.handshakes();
+    assert!(
+        after[handshakes..].iter().all(|h| *h == Some(Pattern::Ik)),
+        "the device resumed with its keys: {after:?}"
+    );
+    let (code, body) = n1
+        .get(&format!("/api/instances/{id}/activity?limit=1000"), &auth)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let logs = body["logs"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !logs.iter().any(|a| a["action"] == "logged_out"),
+        "not logged out: {logs:?}"
+    );
+    let bob = whatsapp.user(BOB, "Bob").await.expect("Bob");
+    let sent = send(&n1, &auth, &id, "still here").await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(got.id, sent);
 }
