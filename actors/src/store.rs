@@ -690,4 +690,55 @@ pub trait SessionVault: Send + Sync {
         instance_id: &str,
         files: std::collections::BTreeMap<String, Vec<u8>>,
     ) -> Result<(), VaultError>;
+    /// Every stored key row of a real session (`engine::wacore::keys`); none when it
+    /// has not linked, or was logged out.
+    async fn load_keys(&self, instance_id: &str) -> StoreResult<Vec<KeyRecord>>;
+    /// Applies `batch` (the clear first, then the writes in order) in one transaction
+    /// that checks this node still holds the lease at the epoch it holds now.
+    async fn write_keys(&self, instance_id: &str, batch: KeyBatch) -> Result<(), VaultError>;
+}
+
+/// One stored row of a real session's key material: `table` names its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub table: String,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// One change of a real session's key material: `value` None deletes the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyWrite {
+    pub table: &'static str,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Applies `batch` to one session's rows, `(table, key)` → value (in-memory vaults).
+pub fn apply_key_batch(
+    rows: &mut std::collections::BTreeMap<(String, String), Vec<u8>>,
+    batch: KeyBatch,
+) {
+    if batch.clear {
+        rows.clear();
+    }
+    for write in batch.writes {
+        let key = (write.table.to_owned(), write.key);
+        match write.value {
+            Some(value) => {
+                rows.insert(key, value);
+            }
+            None => {
+                rows.remove(&key);
+            }
+        }
+    }
+}
+
+/// The changes of one key-store call, written together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyBatch {
+    /// Drop every row of the session first (a logout).
+    pub clear: bool,
+    pub writes: Vec<KeyWrite>,
 }

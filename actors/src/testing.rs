@@ -903,4 +903,5 @@ impl Storage for MemoryStorage {
     }
 }
 
+pub mod keys;
 mod waba;

@@ -219,7 +219,12 @@ impl TestServer {
             all.push((k.as_str(), v.clone()));
         }
         let config = Config::from_overrides(all).expect("test config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        // A cluster node names its own URL, so its port is chosen before it starts.
+        let port = overrides
+            .iter()
+            .find(|(k, _)| k == "port")
+            .map_or("0", |(_, v)| v.as_str());
+        let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");

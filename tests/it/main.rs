@@ -9,6 +9,7 @@ mod calls;
 mod chats;
 mod cluster;
 mod cluster_faults;
+mod cluster_keys;
 mod dashboard;
 mod db;
 mod desk;

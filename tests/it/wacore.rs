@@ -16,6 +16,7 @@ use crate::common::{Auth, TestServer, eventually};
 use crate::receiver::{Receiver, unused_addr};
 use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
 
+mod cluster;
 mod groups;
 mod pacing;
 

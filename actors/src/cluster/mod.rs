@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 pub use manager::LeaseManagerHandle;
 pub(crate) use manager::{LeaseArgs, spawn, vacate};
 
-pub use crate::store::{SessionVault, VaultError};
+pub use crate::store::{KeyBatch, KeyRecord, KeyWrite, SessionVault, VaultError};
 
 use crate::error::StoreResult;
 
@@ -173,7 +173,9 @@ impl LeaseBoard {
         self.read().iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
-    fn insert(&self, instance_id: &str, epoch: u64) {
+    /// Records a lease this node took (the lease manager does, once the database gave
+    /// it; tests of the fenced stores too).
+    pub fn insert(&self, instance_id: &str, epoch: u64) {
         self.held
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -504,6 +504,9 @@ pub struct EngineContext {
     pub session_dir: PathBuf,
     pub sink: EventSink,
     pub commit: CommitSink,
+    /// Cluster mode: where a real session keeps its keys (shared by the nodes, every
+    /// write fenced by the lease) instead of the session directory.
+    pub keys: Option<Arc<dyn crate::store::SessionVault>>,
 }
 
 impl EngineContext {
@@ -519,6 +522,7 @@ impl EngineContext {
                 to_sink(event);
                 Box::pin(std::future::ready(Ok(())))
             }),
+            keys: None,
         }
     }
 }

@@ -866,6 +866,9 @@ impl InstanceActor {
             session_dir: state.session_dir.clone(),
             sink,
             commit,
+            keys: (state.kind == EngineKind::Wacore)
+                .then(|| self.deps.vault.clone())
+                .flatten(),
         };
         let mut engine = match self.deps.engines.create(state.kind, ctx) {
             Ok(engine) => engine,
@@ -885,7 +888,7 @@ impl InstanceActor {
 
     /// Cluster mode: writes the session kept in the vault into the session directory
     /// (replacing what a earlier ownership of this node left there), so the engine
-    /// resumes it. Only sandbox sessions are kept there so far.
+    /// resumes it. A real session reads its keys from the vault itself (`SharedKeys`).
     async fn restore_session(&self, state: &InstanceState) -> Result<(), String> {
         let Some(vault) = self.vault_for(state) else {
             return Ok(());
@@ -1105,6 +1108,19 @@ impl InstanceActor {
             tracing::warn!(instance = %state.id, %err, "cannot wipe the session directory");
         }
         self.keep_session(state).await;
+        // A real session's keys shared by the cluster go too (a fenced write: a node that
+        // lost the lease cannot erase the new owner's session).
+        if state.kind == EngineKind::Wacore
+            && let Some(vault) = &self.deps.vault
+        {
+            let clear = crate::store::KeyBatch {
+                clear: true,
+                writes: Vec::new(),
+            };
+            if let Err(err) = vault.write_keys(&state.id, clear).await {
+                tracing::warn!(instance = %state.id, %err, "cannot drop the shared session keys");
+            }
+        }
         state.qr = None;
         state.phone = None;
         self.transition(

@@ -10,14 +10,15 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::cluster::{
-    ClusterSettings, ClusterView, LeaseBoard, LeaseRecord, LeaseStore, NodeRecord, SessionVault,
-    VaultError,
+    ClusterSettings, ClusterView, KeyBatch, KeyRecord, LeaseBoard, LeaseRecord, LeaseStore,
+    NodeRecord, SessionVault, VaultError,
 };
 use crate::domain::{EngineKind, Instance};
 use crate::engine::{Engines, SandboxConfig, SandboxNetwork};
 use crate::error::{StoreError, StoreResult};
 use crate::runtime::{ClusterParts, Runtime, RuntimeConfig, start_runtime};
 use crate::store::InstanceStore;
+use crate::store::apply_key_batch;
 use crate::testing::MemoryStorage;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -32,6 +33,7 @@ struct Shared {
     nodes: HashMap<String, (String, i64, i64)>,
     leases: HashMap<String, LeaseRecord>,
     sessions: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    keys: HashMap<String, BTreeMap<(String, String), Vec<u8>>>,
 }
 
 /// One node's way to the shared store: `cut` makes every call fail, as a partition would.
@@ -43,6 +45,14 @@ struct MemLeases {
 }
 
 impl MemLeases {
+    /// Whether this node holds `instance_id`'s lease at the epoch its board has.
+    fn holds(&self, s: &Shared, instance_id: &str) -> bool {
+        let mine = self.board.epoch(instance_id);
+        s.leases.get(instance_id).is_some_and(|l| {
+            l.owner == self.board.node_id() && Some(l.epoch) == mine && l.expires_at_ms > now_ms()
+        })
+    }
+
     fn reach(&self) -> StoreResult<std::sync::MutexGuard<'_, Shared>> {
         if self.cut.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("cut off".into()));
@@ -155,15 +165,35 @@ impl SessionVault for MemLeases {
         files: BTreeMap<String, Vec<u8>>,
     ) -> Result<(), VaultError> {
         let mut s = self.reach()?;
-        let mine = self.board.epoch(instance_id);
-        let held = s.leases.get(instance_id).is_some_and(|l| {
-            l.owner == self.board.node_id() && Some(l.epoch) == mine && l.expires_at_ms > now_ms()
-        });
-        if !held {
+        if !self.holds(&s, instance_id) {
             self.board.count_fenced_write();
             return Err(VaultError::Fenced);
         }
         s.sessions.insert(instance_id.to_owned(), files);
+        Ok(())
+    }
+
+    async fn load_keys(&self, instance_id: &str) -> StoreResult<Vec<KeyRecord>> {
+        let s = self.reach()?;
+        Ok(s.keys
+            .get(instance_id)
+            .into_iter()
+            .flatten()
+            .map(|((table, key), value)| KeyRecord {
+                table: table.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect())
+    }
+
+    async fn write_keys(&self, instance_id: &str, batch: KeyBatch) -> Result<(), VaultError> {
+        let mut s = self.reach()?;
+        if !self.holds(&s, instance_id) {
+            self.board.count_fenced_write();
+            return Err(VaultError::Fenced);
+        }
+        apply_key_batch(s.keys.entry(instance_id.to_owned()).or_default(), batch);
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Cluster mode on MongoDB: the node registry (`cluster_nodes`), instance leases
-//! (`instance_leases`) and the fenced session vault (`instance_sessions`).
+//! (`instance_leases`) and the fenced session vault (`instance_sessions` for sandbox
+//! sessions, `instance_keys` for the key rows of real ones).
 //!
 //! Every lease time is the database server's clock (`$$NOW`), never a node's, and is
 //! stored as milliseconds since the Unix epoch (a number): comparisons of numbers are
@@ -13,11 +14,11 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 use mongodb::error::{Error as MongoError, TRANSIENT_TRANSACTION_ERROR};
-use mongodb::options::{CollectionOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, ClientSession, Collection, Database};
+use mongodb::options::{CollectionOptions, IndexOptions, ReturnDocument, WriteConcern};
+use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use wagate_actors::cluster::{
-    ClusterSettings, ClusterView, LeaseBoard, LeaseRecord, LeaseStore, NodeRecord, SessionVault,
-    VaultError,
+    ClusterSettings, ClusterView, KeyBatch, KeyRecord, LeaseBoard, LeaseRecord, LeaseStore,
+    NodeRecord, SessionVault, VaultError,
 };
 use wagate_actors::error::{StoreError, StoreResult};
 
@@ -27,6 +28,8 @@ use super::{client_options, is_duplicate_key, map_err};
 const NODES: &str = "cluster_nodes";
 const LEASES: &str = "instance_leases";
 const SESSIONS: &str = "instance_sessions";
+/// A real session's key rows: `{_id, instance, table, key, value}`.
+const KEYS: &str = "instance_keys";
 
 /// `$$NOW` as milliseconds since the Unix epoch.
 fn now_ms() -> Bson {
@@ -101,8 +104,22 @@ impl MongoCluster {
     }
 
     /// Checks that this node may join: the server is a replica set, and every live node
-    /// was started with the same secrets.
+    /// was started with the same secrets. Creates the index the key rows are read by.
     pub async fn check_join(&self, node_id: &str) -> Result<(), JoinError> {
+        self.db
+            .collection::<Document>(KEYS)
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"instance": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .name("instance_keys_by_instance".to_owned())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .map_err(map_err)?;
         let hello = self
             .db
             .run_command(doc! {"hello": 1})
@@ -296,6 +313,10 @@ impl LeaseStore for MongoCluster {
             .delete_one(doc! {"_id": instance_id})
             .await
             .map_err(map_err)?;
+        self.coll(KEYS)
+            .delete_many(doc! {"instance": instance_id})
+            .await
+            .map_err(map_err)?;
         self.coll(LEASES)
             .delete_one(doc! {"_id": instance_id})
             .await
@@ -343,17 +364,67 @@ impl SessionVault for MongoCluster {
         instance_id: &str,
         files: BTreeMap<String, Vec<u8>>,
     ) -> Result<(), VaultError> {
-        let node = self.board.node_id().to_owned();
-        let Some(epoch) = self.board.epoch(instance_id) else {
-            self.board.count_fenced_write();
-            return Err(VaultError::Fenced);
-        };
         let stored: Vec<Document> = files
             .into_iter()
             .map(|(name, data)| {
                 doc! {"name": name, "data": Binary { subtype: BinarySubtype::Generic, bytes: data }}
             })
             .collect();
+        self.fenced_write(instance_id, &Fenced::Files(&stored))
+            .await
+    }
+
+    async fn load_keys(&self, instance_id: &str) -> StoreResult<Vec<KeyRecord>> {
+        let mut rows = Vec::new();
+        let mut cursor = self
+            .coll(KEYS)
+            .find(doc! {"instance": instance_id})
+            .await
+            .map_err(map_err)?;
+        while let Some(row) = cursor.try_next().await.map_err(map_err)? {
+            if let (Ok(table), Ok(key), Ok(value)) = (
+                row.get_str("table"),
+                row.get_str("key"),
+                row.get_binary_generic("value"),
+            ) {
+                rows.push(KeyRecord {
+                    table: table.to_owned(),
+                    key: key.to_owned(),
+                    value: value.clone(),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn write_keys(&self, instance_id: &str, batch: KeyBatch) -> Result<(), VaultError> {
+        self.fenced_write(instance_id, &Fenced::Keys(&batch)).await
+    }
+}
+
+/// What a fenced transaction writes besides the lease.
+enum Fenced<'a> {
+    /// A sandbox session's files.
+    Files(&'a [Document]),
+    /// Key rows of a real session.
+    Keys(&'a KeyBatch),
+}
+
+/// The `_id` of a key row: instance, table and key as one JSON array (no separator can
+/// collide).
+fn key_id(instance_id: &str, table: &str, key: &str) -> String {
+    serde_json::to_string(&(instance_id, table, key)).unwrap_or_default()
+}
+
+impl MongoCluster {
+    /// Writes `what` in one transaction with the lease check: refused (and counted) when
+    /// the lease is no longer this node's at the epoch its board holds.
+    async fn fenced_write(&self, instance_id: &str, what: &Fenced<'_>) -> Result<(), VaultError> {
+        let node = self.board.node_id().to_owned();
+        let Some(epoch) = self.board.epoch(instance_id) else {
+            self.board.count_fenced_write();
+            return Err(VaultError::Fenced);
+        };
         let mut session = self.client.start_session().await.map_err(map_err)?;
         // A renewal rewrites the same lease document, so the transaction can lose a write
         // conflict to it: tried again while the server calls the failure transient.
@@ -361,7 +432,7 @@ impl SessionVault for MongoCluster {
         loop {
             attempt += 1;
             match self
-                .save_once(&mut session, instance_id, &node, epoch, &stored)
+                .fenced_once(&mut session, instance_id, &node, epoch, what)
                 .await
             {
                 Ok(true) => return Ok(()),
@@ -376,18 +447,16 @@ impl SessionVault for MongoCluster {
             }
         }
     }
-}
 
-impl MongoCluster {
-    /// One attempt of [`SessionVault::save`]: `Ok(false)` when the lease is no longer
-    /// this node's at `epoch` (nothing written).
-    async fn save_once(
+    /// One attempt of [`MongoCluster::fenced_write`]: `Ok(false)` when the lease is no
+    /// longer this node's at `epoch` (nothing written).
+    async fn fenced_once(
         &self,
         session: &mut ClientSession,
         instance_id: &str,
         node: &str,
         epoch: u64,
-        stored: &[Document],
+        what: &Fenced<'_>,
     ) -> Result<bool, MongoError> {
         // Operations inside a transaction carry no write concern of their own: the
         // transaction's applies to the commit.
@@ -396,7 +465,6 @@ impl MongoCluster {
             .write_concern(WriteConcern::majority())
             .await?;
         let leases: Collection<Document> = self.db.collection(LEASES);
-        let sessions: Collection<Document> = self.db.collection(SESSIONS);
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
         // The fence: the lease is still this node's at this epoch, and written in the same
         // transaction, so a takeover in between makes the transaction conflict.
@@ -412,14 +480,52 @@ impl MongoCluster {
             if held.matched_count == 0 {
                 return Ok(false);
             }
-            sessions
-                .replace_one(
-                    doc! {"_id": instance_id},
-                    doc! {"_id": instance_id, "files": stored.to_vec(), "owner": node, "epoch": epoch},
-                )
-                .upsert(true)
-                .session(&mut *session)
-                .await?;
+            match what {
+                Fenced::Files(stored) => {
+                    self.db
+                        .collection::<Document>(SESSIONS)
+                        .replace_one(
+                            doc! {"_id": instance_id},
+                            doc! {"_id": instance_id, "files": stored.to_vec(), "owner": node, "epoch": epoch},
+                        )
+                        .upsert(true)
+                        .session(&mut *session)
+                        .await?;
+                }
+                Fenced::Keys(batch) => {
+                    let keys: Collection<Document> = self.db.collection(KEYS);
+                    if batch.clear {
+                        keys.delete_many(doc! {"instance": instance_id})
+                            .session(&mut *session)
+                            .await?;
+                    }
+                    for write in &batch.writes {
+                        let id = key_id(instance_id, write.table, &write.key);
+                        match &write.value {
+                            Some(value) => {
+                                keys.replace_one(
+                                    doc! {"_id": &id},
+                                    doc! {
+                                        "_id": &id,
+                                        "instance": instance_id,
+                                        "table": write.table,
+                                        "key": &write.key,
+                                        "value": Binary { subtype: BinarySubtype::Generic, bytes: value.clone() },
+                                    },
+                                )
+                                .upsert(true)
+                                .session(&mut *session)
+                                .await?;
+                            }
+                            None => {
+                                keys.delete_one(doc! {"_id": &id})
+                                    .session(&mut *session)
+                                    .await?;
+                            }
+                        }
+                    }
+                }
+            }
             Ok(true)
         }
         .await;

@@ -26,6 +26,7 @@
 mod chats;
 mod groups;
 pub mod http;
+pub mod keys;
 pub mod mapping;
 pub mod observe;
 mod profile;
@@ -52,9 +53,11 @@ use whatsapp_rust::types::events::Event;
 use whatsapp_rust::upload::UploadOptions;
 use whatsapp_rust::wacore::download::MediaType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
+use whatsapp_rust::wacore::store::traits::Backend;
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, RevokeType, SendError};
 
+use self::keys::SharedKeys;
 use self::mapping::{AttachmentKind, parse_address};
 use self::observe::{ObservedHttp, ObservedTransports, Reasons};
 use crate::domain::{ChatOp, GroupAnswer, GroupOp, Presence, ProfileAnswer, ProfileOp};
@@ -178,6 +181,9 @@ struct Shared {
     /// The running session's client, for the event translation (weak: the session
     /// owns it).
     client: Mutex<Weak<Client>>,
+    /// The keys are shared by a cluster's nodes: a replaced stream may be this node's
+    /// own session resumed elsewhere, never a reason to drop them.
+    shared_keys: bool,
 }
 
 #[derive(Default)]
@@ -282,6 +288,18 @@ impl Shared {
                 lock(&self.track).connected = false;
                 self.emit(EngineEvent::LoggedOut {
                     reason: format!("logged out by WhatsApp ({:?})", out.reason),
+                });
+            }
+            // In a cluster another node may have taken the instance over while this one
+            // still ran it: the session is not ended (its keys are the other node's now),
+            // the instance fails and is restarted, by which time the lease manager has
+            // stopped it here if the lease went away.
+            Event::StreamReplaced(_) if self.shared_keys => {
+                lock(&self.track).connected = false;
+                self.emit(EngineEvent::Failed {
+                    error: "another client took over this session (stream replaced); its \
+                            keys are kept"
+                        .into(),
                 });
             }
             Event::StreamReplaced(_) => {
@@ -604,6 +622,7 @@ impl WacoreEngine {
             reasons: Arc::new(Reasons::default()),
             commit: ctx.commit.clone(),
             client: Mutex::new(Weak::new()),
+            shared_keys: ctx.keys.is_some(),
         });
         let http = settings.http.clone().unwrap_or_else(shared_http);
         WacoreEngine {
@@ -634,7 +653,14 @@ impl WacoreEngine {
     }
 
     async fn build_bot(&self) -> Result<Bot, EngineError> {
-        let store = open_store(&self.ctx.session_dir).await?;
+        let store: Arc<dyn Backend> = match &self.ctx.keys {
+            Some(vault) => Arc::new(
+                SharedKeys::open(vault.clone(), &self.ctx.instance_id)
+                    .await
+                    .map_err(|e| EngineError::Io(format!("cannot read the shared session: {e}")))?,
+            ),
+            None => Arc::new(open_store(&self.ctx.session_dir).await?),
+        };
         let inner: Arc<dyn TransportFactory> =
             match (&self.settings.transport, &self.settings.ws_url) {
                 (Some(custom), _) => custom.clone(),
@@ -644,7 +670,7 @@ impl WacoreEngine {
         let reasons = self.shared.reasons.clone();
         let shared = self.shared.clone();
         let mut builder = Bot::builder()
-            .with_backend(store)
+            .with_backend_arc(store)
             .with_transport_factory(ObservedTransports::new(inner, reasons.clone()))
             .with_http_client(ObservedHttp::new(self.http.clone(), reasons))
             .with_event_handler(Events {
