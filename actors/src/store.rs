@@ -735,6 +735,20 @@ pub fn apply_key_batch(
     }
 }
 
+/// One session's rows as [`KeyRecord`]s (in-memory vaults).
+pub fn key_records(
+    rows: Option<&std::collections::BTreeMap<(String, String), Vec<u8>>>,
+) -> Vec<KeyRecord> {
+    rows.into_iter()
+        .flatten()
+        .map(|((table, key), value)| KeyRecord {
+            table: table.clone(),
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
 /// The changes of one key-store call, written together.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyBatch {

@@ -18,7 +18,7 @@ use crate::engine::{Engines, SandboxConfig, SandboxNetwork};
 use crate::error::{StoreError, StoreResult};
 use crate::runtime::{ClusterParts, Runtime, RuntimeConfig, start_runtime};
 use crate::store::InstanceStore;
-use crate::store::apply_key_batch;
+use crate::store::{apply_key_batch, key_records};
 use crate::testing::MemoryStorage;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -174,17 +174,7 @@ impl SessionVault for MemLeases {
     }
 
     async fn load_keys(&self, instance_id: &str) -> StoreResult<Vec<KeyRecord>> {
-        let s = self.reach()?;
-        Ok(s.keys
-            .get(instance_id)
-            .into_iter()
-            .flatten()
-            .map(|((table, key), value)| KeyRecord {
-                table: table.clone(),
-                key: key.clone(),
-                value: value.clone(),
-            })
-            .collect())
+        Ok(key_records(self.reach()?.keys.get(instance_id)))
     }
 
     async fn write_keys(&self, instance_id: &str, batch: KeyBatch) -> Result<(), VaultError> {

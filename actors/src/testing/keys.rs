@@ -22,7 +22,7 @@ use whatsapp_rust::wacore::store::{Device, InMemoryBackend};
 
 use crate::engine::wacore::keys::SharedKeys;
 use crate::error::{StoreError, StoreResult};
-use crate::store::{KeyBatch, KeyRecord, SessionVault, VaultError};
+use crate::store::{KeyBatch, KeyRecord, SessionVault, VaultError, key_records};
 
 /// One session's rows: (table, key) → value.
 type KeyRows = BTreeMap<(String, String), Vec<u8>>;
@@ -50,16 +50,7 @@ impl SessionVault for MemoryVault {
             .rows
             .lock()
             .map_err(|_| StoreError::Unavailable("poisoned".into()))?;
-        Ok(rows
-            .get(instance_id)
-            .into_iter()
-            .flatten()
-            .map(|((table, key), value)| KeyRecord {
-                table: table.clone(),
-                key: key.clone(),
-                value: value.clone(),
-            })
-            .collect())
+        Ok(key_records(rows.get(instance_id)))
     }
 
     async fn write_keys(&self, instance_id: &str, batch: KeyBatch) -> Result<(), VaultError> {

@@ -8,7 +8,8 @@
 //! of them. Lease writes use majority write concern, so a lease taken survives an
 //! election.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -73,6 +74,10 @@ pub struct MongoCluster {
     board: LeaseBoard,
     /// A digest of the shared secrets, written with every heartbeat.
     fingerprint: String,
+    /// One fenced write at a time per instance from this node: they all rewrite the
+    /// instance's lease document, so concurrent ones would only conflict (and a restarted
+    /// session's last writes may still run beside the new one's first).
+    writers: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl MongoCluster {
@@ -91,6 +96,7 @@ impl MongoCluster {
             client,
             board,
             fingerprint,
+            writers: Arc::default(),
         })
     }
 
@@ -309,6 +315,10 @@ impl LeaseStore for MongoCluster {
     }
 
     async fn delete(&self, instance_id: &str) -> StoreResult<()> {
+        self.writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(instance_id);
         self.coll(SESSIONS)
             .delete_one(doc! {"_id": instance_id})
             .await
@@ -425,6 +435,14 @@ impl MongoCluster {
             self.board.count_fenced_write();
             return Err(VaultError::Fenced);
         };
+        let writer = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(instance_id.to_owned())
+            .or_default()
+            .clone();
+        let _turn = writer.lock().await;
         let mut session = self.client.start_session().await.map_err(map_err)?;
         // A renewal rewrites the same lease document, so the transaction can lose a write
         // conflict to it: tried again while the server calls the failure transient.

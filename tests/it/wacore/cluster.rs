@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ACCOUNT, BOB, VERSION};
 use crate::common::{Auth, TestServer, eventually, free_port, fresh_mongodb_url};
-use fake_whatsapp::{Ending, FakeWhatsApp, Pattern};
+use fake_whatsapp::{Ending, FakeWhatsApp, Pattern, Peer};
 
 const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789abcdef";
 const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -125,6 +125,26 @@ async fn linked_on_n1(whatsapp: &FakeWhatsApp, url: &str) -> (TestServer, Auth, 
     (n1, auth, id)
 }
 
+/// A message to Bob through `server` that Bob decrypts, and one from Bob that `server`
+/// stores.
+async fn both_ways(server: &TestServer, auth: &Auth, id: &str, bob: &Peer, node: &str) {
+    let text = format!("from {node}");
+    let sent = send(server, auth, id, &text).await;
+    let got = bob
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("Bob gets it");
+    assert_eq!(
+        (got.id.as_str(), got.text.as_deref()),
+        (sent.as_str(), Some(text.as_str()))
+    );
+    let inbound = bob
+        .send_text(ACCOUNT, &format!("to {node}"))
+        .await
+        .expect("Bob sends");
+    stored(server, auth, id, &inbound).await;
+}
+
 #[tokio::test]
 async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
     let whatsapp = FakeWhatsApp::new();
@@ -133,17 +153,7 @@ async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
     // sessions with Bob.
     let (n1, auth, id) = linked_on_n1(&whatsapp, &url).await;
     let bob = whatsapp.user(BOB, "Bob").await.expect("Bob");
-    let sent = send(&n1, &auth, &id, "from n1").await;
-    let got = bob
-        .next_message(Duration::from_secs(10))
-        .await
-        .expect("Bob gets it");
-    assert_eq!(
-        (got.id.as_str(), got.text.as_deref()),
-        (sent.as_str(), Some("from n1"))
-    );
-    let inbound = bob.send_text(ACCOUNT, "to n1").await.expect("Bob sends");
-    stored(&n1, &auth, &id, &inbound).await;
+    both_ways(&n1, &auth, &id, &bob, "n1").await;
     let handshakes = whatsapp.handshakes().len();
 
     // n2 joins, n1 leaves: n2 takes the lease and starts the session from the keys
@@ -172,17 +182,7 @@ async fn a_real_session_moves_to_another_node_with_its_keys_and_needs_no_qr() {
     drop(n1_dir);
 
     // The Signal sessions go on: Bob decrypts what n2 sends, n2 what Bob sends.
-    let sent = send(&n2, &auth, &id, "from n2").await;
-    let got = bob
-        .next_message(Duration::from_secs(10))
-        .await
-        .expect("Bob gets it");
-    assert_eq!(
-        (got.id.as_str(), got.text.as_deref()),
-        (sent.as_str(), Some("from n2"))
-    );
-    let inbound = bob.send_text(ACCOUNT, "to n2").await.expect("Bob sends");
-    stored(&n2, &auth, &id, &inbound).await;
+    both_ways(&n2, &auth, &id, &bob, "n2").await;
     assert!(whatsapp.problems().is_empty(), "{:?}", whatsapp.problems());
 }
 

@@ -859,27 +859,20 @@ impl ProtocolStore for SharedKeys {
     }
 
     async fn delete_expired_tc_tokens(&self, token_cutoff: i64, sender_cutoff: i64) -> Result<u32> {
+        // A row goes only when both its received token and its sender bucket are stale.
         let live = |entry: &TcTokenEntry| {
             let token_live = !entry.token.is_empty() && entry.token_timestamp >= token_cutoff;
             let sender_live = entry.sender_timestamp.is_some_and(|ts| ts >= sender_cutoff);
             token_live || sender_live
         };
-        let mut m = self.model.lock().await;
-        let expired: Vec<String> = m
-            .tc_tokens
-            .iter()
-            .filter(|(_, entry)| !live(entry))
-            .map(|(jid, _)| jid.clone())
-            .collect();
-        let mut changes = Changes::default();
-        for jid in &expired {
-            changes.delete(table::TC_TOKEN, jid.clone());
-        }
-        self.write(changes).await?;
-        for jid in &expired {
-            m.tc_tokens.remove(jid);
-        }
-        Ok(expired.len() as u32)
+        expire(
+            self,
+            table::TC_TOKEN,
+            |m| &mut m.tc_tokens,
+            String::clone,
+            |e| !live(e),
+        )
+        .await
     }
 
     async fn touch_tc_token_sender_timestamp(
@@ -974,22 +967,14 @@ impl ProtocolStore for SharedKeys {
     }
 
     async fn delete_expired_sent_messages(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let mut m = self.model.lock().await;
-        let expired: Vec<SentKey> = m
-            .sent_messages
-            .iter()
-            .filter(|(_, (_, at))| *at < cutoff_timestamp)
-            .map(|(key, _)| key.clone())
-            .collect();
-        let mut changes = Changes::default();
-        for key in &expired {
-            changes.delete(table::SENT, compose(key));
-        }
-        self.write(changes).await?;
-        for key in &expired {
-            m.sent_messages.remove(key);
-        }
-        Ok(expired.len() as u32)
+        expire(
+            self,
+            table::SENT,
+            |m| &mut m.sent_messages,
+            compose,
+            |(_, at)| *at < cutoff_timestamp,
+        )
+        .await
     }
 
     async fn store_pending_inbound(
@@ -1033,23 +1018,45 @@ impl ProtocolStore for SharedKeys {
     }
 
     async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let mut m = self.model.lock().await;
-        let expired: Vec<InboundKey> = m
-            .pending_inbound
-            .iter()
-            .filter(|(_, (_, at))| *at < cutoff_timestamp)
-            .map(|(key, _)| key.clone())
-            .collect();
-        let mut changes = Changes::default();
-        for key in &expired {
-            changes.delete(table::PENDING, compose(key));
-        }
-        self.write(changes).await?;
-        for key in &expired {
-            m.pending_inbound.remove(key);
-        }
-        Ok(expired.len() as u32)
+        expire(
+            self,
+            table::PENDING,
+            |m| &mut m.pending_inbound,
+            compose,
+            |(_, at)| *at < cutoff_timestamp,
+        )
+        .await
     }
+}
+
+/// Removes the rows of one map for which `expired` holds: their deletions go to the vault
+/// first. Returns how many went.
+async fn expire<K, V>(
+    keys: &SharedKeys,
+    table: &'static str,
+    map: fn(&mut Model) -> &mut HashMap<K, V>,
+    key_of: impl Fn(&K) -> String,
+    expired: impl Fn(&V) -> bool,
+) -> Result<u32>
+where
+    K: Clone + Eq + std::hash::Hash,
+{
+    let mut m = keys.model.lock().await;
+    let gone: Vec<K> = map(&mut m)
+        .iter()
+        .filter(|(_, v)| expired(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut changes = Changes::default();
+    for key in &gone {
+        changes.delete(table, key_of(key));
+    }
+    keys.write(changes).await?;
+    let rows = map(&mut m);
+    for key in &gone {
+        rows.remove(key);
+    }
+    Ok(gone.len() as u32)
 }
 
 /// The sent messages to evict when the cap is reached: the oldest, down to 3/4 of it.
@@ -1126,22 +1133,15 @@ impl MsgSecretStore for SharedKeys {
     }
 
     async fn delete_expired_msg_secrets(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let mut m = self.model.lock().await;
-        let expired: Vec<InboundKey> = m
-            .msg_secrets
-            .iter()
-            .filter(|(_, (_, expires_at, _))| *expires_at != 0 && *expires_at <= cutoff_timestamp)
-            .map(|(key, _)| key.clone())
-            .collect();
-        let mut changes = Changes::default();
-        for key in &expired {
-            changes.delete(table::MSG_SECRET, compose(key));
-        }
-        self.write(changes).await?;
-        for key in &expired {
-            m.msg_secrets.remove(key);
-        }
-        Ok(expired.len() as u32)
+        // No deadline (0) never expires.
+        expire(
+            self,
+            table::MSG_SECRET,
+            |m| &mut m.msg_secrets,
+            compose,
+            |(_, expires_at, _)| *expires_at != 0 && *expires_at <= cutoff_timestamp,
+        )
+        .await
     }
 }
 
