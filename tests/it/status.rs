@@ -98,6 +98,20 @@ async fn a_text_status_reaches_the_chosen_and_counts_as_a_send(backend: Backend)
         .unwrap_or_else(|| panic!("no status chat: {chats}"));
     assert_eq!(chat["lastMessage"]["messageId"], id, "{chat}");
     assert_eq!(chat["lastMessage"]["fromMe"], true, "{chat}");
+    // The status chat opens like any other, on both sides.
+    for (instance, from_me) in [(&p.alice, true), (&p.bob, false)] {
+        let (code, history) = p
+            .srv
+            .get(
+                &format!("/api/instances/{instance}/chats/{STATUS}/messages"),
+                &p.auth,
+            )
+            .await;
+        assert_eq!(code, 200, "{history}");
+        let post = &history["messages"][0];
+        assert_eq!(post["messageId"], id, "{history}");
+        assert_eq!(post["fromMe"], from_me, "{history}");
+    }
     eventually(
         20,
         "the status post and the message to be counted",

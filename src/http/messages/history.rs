@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use wagate_actors::domain::address::is_group_jid;
+use wagate_actors::domain::address::{STATUS_BROADCAST, is_group_jid};
 use wagate_actors::domain::{HistoryQuery, Jid, Message};
 
 use crate::http::access::UsableInstance;
@@ -126,6 +126,15 @@ fn chat_jid(chat_id: &str) -> ApiResult<Jid> {
     chat_address("chatId", chat_id).map_err(|e| ApiError::bad_request(e.message))
 }
 
+/// `chatId` of a history read: what [`chat_jid`] takes, or the account's status chat
+/// (`status@broadcast`), where its status posts and the ones shown to it are kept.
+fn readable_chat(chat_id: &str) -> ApiResult<Jid> {
+    if chat_id.trim() == STATUS_BROADCAST {
+        return Ok(Jid::status_broadcast());
+    }
+    chat_jid(chat_id)
+}
+
 /// The messages of one chat, newest first.
 #[utoipa::path(
     get,
@@ -133,7 +142,7 @@ fn chat_jid(chat_id: &str) -> ApiResult<Jid> {
     tag = "messages",
     params(
         ("instanceId" = String, Path, description = "The instance's id"),
-        ("chatId" = String, Path, description = "A phone number or WhatsApp address"),
+        ("chatId" = String, Path, description = "A phone number or WhatsApp address, or `status@broadcast` (the status posts)"),
         HistoryParams,
     ),
     responses(
@@ -161,7 +170,7 @@ pub(super) async fn history(
         p.end_date.as_deref(),
         50,
     )?;
-    let jid = chat_jid(&chat_id)?;
+    let jid = readable_chat(&chat_id)?;
     let page = state
         .storage
         .chat_history(
