@@ -25,6 +25,7 @@ use crate::gateway::messaging::Messenger;
 use crate::gateway::storage::StorageSwitch;
 use crate::http::state::AppState;
 use crate::storage::mongo::cluster::MongoCluster;
+use crate::storage::mongo::outbox::MongoOutbox;
 use crate::storage::provider;
 use crate::storage::switchable::SwitchableStorage;
 
@@ -91,7 +92,7 @@ async fn start_actors(
     storage: DynStorage,
     metrics: &crate::metrics::Metrics,
     seams: ActorSeams,
-    cluster: Option<ClusterParts>,
+    cluster: Option<(ClusterParts, Arc<dyn Outbox>)>,
     graph: Arc<crate::waba::graph::GraphClient>,
 ) -> Result<Runtime, StartError> {
     let ActorSeams {
@@ -100,10 +101,17 @@ async fn start_actors(
         wacore_http,
         wrap_outbox,
     } = seams;
-    let outbox: Arc<dyn Outbox> = Arc::new(
-        crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
-            .map_err(|e| StartError::Storage(e.to_string()))?,
-    );
+    // One node: the outbox on this node's disk. A cluster: the one its nodes share.
+    let (cluster, outbox) = match cluster {
+        Some((parts, shared)) => (Some(parts), shared),
+        None => {
+            let local: Arc<dyn Outbox> = Arc::new(
+                crate::delivery::SledOutbox::open(&config.data_dir.join("webhooks"))
+                    .map_err(|e| StartError::Storage(e.to_string()))?,
+            );
+            (None, local)
+        }
+    };
     let outbox = match wrap_outbox {
         Some(wrap) => wrap(outbox),
         None => outbox,
@@ -171,14 +179,15 @@ async fn start_actors(
 }
 
 /// Cluster mode: connects to the shared database's cluster collections and checks that
-/// this node may join (a replica set, the same secrets as the live nodes).
+/// this node may join (a replica set, the same secrets as the live nodes); opens the
+/// webhook outbox the nodes share.
 ///
 /// Fails with a message saying what to fix.
 async fn join_cluster(
     config: &Config,
     vault_key: &[u8],
     jwt_secret: &[u8],
-) -> Result<Option<(ClusterParts, MongoCluster)>, StartError> {
+) -> Result<Option<(ClusterParts, MongoCluster, Arc<dyn Outbox>)>, StartError> {
     let Some(cluster) = &config.cluster else {
         return Ok(None);
     };
@@ -192,6 +201,11 @@ async fn join_cluster(
         .check_join(&cluster.node_id)
         .await
         .map_err(|e| StartError::Other(format!("cannot join the cluster: {e}")))?;
+    let outbox: Arc<dyn Outbox> = Arc::new(
+        MongoOutbox::open(store.database().clone())
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?,
+    );
     tracing::info!(
         node = %cluster.node_id,
         url = %cluster.advertise_url,
@@ -210,7 +224,7 @@ async fn join_cluster(
         vault: Arc::new(store.clone()),
         board,
     };
-    Ok(Some((parts, store)))
+    Ok(Some((parts, store, outbox)))
 }
 
 /// Runs the server on `listener` until `shutdown` completes, on the system clock.
@@ -358,7 +372,9 @@ pub async fn run_with(
         storage.clone(),
         &metrics,
         actor_seams,
-        cluster.as_ref().map(|(parts, _)| parts.clone()),
+        cluster
+            .as_ref()
+            .map(|(parts, _, outbox)| (parts.clone(), outbox.clone())),
         graph.clone(),
     )
     .await?;
@@ -366,7 +382,7 @@ pub async fn run_with(
         observe(&runtime);
     }
     let cluster = match (cluster, &runtime.leases, &config.cluster) {
-        (Some((parts, store)), Some(leases), Some(cluster_config)) => {
+        (Some((parts, store, _)), Some(leases), Some(cluster_config)) => {
             metrics.observe_leases(parts.board.clone());
             // Instances start as this node takes their leases, not all at once.
             Some(crate::cluster::Cluster {

@@ -168,7 +168,7 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
             transport: parts.transport,
             jitter: parts.jitter,
             on_result: Some(count_deliveries(stats.clone(), parts.on_result)),
-            catch_up_stored: cluster.is_none(),
+            leases: cluster.as_ref().map(|parts| parts.board.clone()),
             auto_pause_after: parts.auto_pause_after,
             announce: Some(Arc::new(move |event| hub.announce(event))),
         };
@@ -227,6 +227,7 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
                 storage: storage.clone(),
                 instances: instances.clone(),
                 board: parts.board,
+                webhooks: webhooks.clone(),
             },
         }));
         handle

@@ -200,4 +200,8 @@ impl Outbox for Faulty {
     async fn purge(&self, instance_id: &str) -> Result<(), StoreError> {
         self.inner.purge(instance_id).await
     }
+
+    async fn adopt(&self, instance_id: &str) -> Result<(), StoreError> {
+        self.inner.adopt(instance_id).await
+    }
 }

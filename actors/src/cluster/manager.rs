@@ -15,8 +15,9 @@
 //! cannot hold the fence back.
 //!
 //! Taking a lease starts the instance actor (parked unless its stored status restores on
-//! start, as at a server start); losing or giving one up stops the actor without wiping
-//! anything. Stopping the manager (the server shutting down, after the instances stopped)
+//! start, as at a server start), after the webhook queue adopted the instance's share of
+//! the outbox; losing or giving one up stops the actor and the instance's webhook
+//! deliveries without wiping anything. Stopping the manager (the server shutting down, after the instances stopped)
 //! releases every lease at once, so the other nodes take over without waiting for a TTL.
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,7 @@ use crate::domain::raise_id_floor;
 use crate::handle::ActorSlot;
 use crate::instance::InstancesHandle;
 use crate::store::DynStorage;
+use crate::webhook_queue::WebhookQueueHandle;
 
 /// How many scans a free instance meant for another node waits before this node takes
 /// it anyway (that node may be dying, or may not see the instance yet).
@@ -46,6 +48,8 @@ pub(crate) struct LeaseArgs {
     pub storage: DynStorage,
     pub instances: InstancesHandle,
     pub board: LeaseBoard,
+    /// Told of every lease taken (before the instance starts) and given up.
+    pub webhooks: WebhookQueueHandle,
 }
 
 pub(crate) enum LeaseMsg {
@@ -275,6 +279,7 @@ async fn stop_all(state: &mut LeaseState, why: &str) {
     while stops.join_next().await.is_some() {}
     for (id, _) in &held {
         state.args.board.remove(id);
+        state.args.webhooks.release(id);
     }
 }
 
@@ -344,6 +349,7 @@ async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
                 .lost
                 .fetch_add(1, Ordering::Relaxed);
             state.args.board.remove(&id);
+            state.args.webhooks.release(&id);
             if let Err(err) = state.args.instances.release(&id).await {
                 tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
             }
@@ -448,7 +454,10 @@ async fn scan(state: &mut LeaseState) {
         let instances = state.args.instances.clone();
         let storage = state.args.storage.clone();
         let board = state.args.board.clone();
+        let webhooks = state.args.webhooks.clone();
         let instance = (*instance).clone();
+        // Before the instance can raise an event: the queue adopts first.
+        webhooks.adopt(&id);
         tokio::spawn(async move {
             seed_event_ids(&storage, &id, bound).await;
             if let Err(err) = instances.start(instance, parked).await {
@@ -458,6 +467,9 @@ async fn scan(state: &mut LeaseState) {
             // must not run on.
             if board.epoch(&id) != Some(epoch) {
                 let _ = instances.release(&id).await;
+                if board.epoch(&id).is_none() {
+                    webhooks.release(&id);
+                }
             }
         });
     }
@@ -470,6 +482,7 @@ async fn scan(state: &mut LeaseState) {
             tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
         }
         state.args.board.remove(&id);
+        state.args.webhooks.release(&id);
         let lease = [(id.clone(), epoch)];
         let released = state.args.store.release(&me, &lease);
         if let Ok(Ok(())) = tokio::time::timeout(bound, released).await {
@@ -488,6 +501,7 @@ async fn scan(state: &mut LeaseState) {
         if !stored.contains(&id) {
             let _ = state.args.instances.release(&id).await;
             state.args.board.remove(&id);
+            state.args.webhooks.release(&id);
             let _ = tokio::time::timeout(bound, state.args.store.delete(&id)).await;
         }
     }

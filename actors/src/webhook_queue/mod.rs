@@ -22,6 +22,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::cluster::LeaseBoard;
 use crate::domain::{
     Event, EventKind, Instance, InstanceEvent, MessageStatus, Page, WebhookSettings,
 };
@@ -66,10 +67,11 @@ pub struct WebhookConfig {
     /// Told the outcome of every attempt as it is recorded (metrics); None where nobody
     /// listens.
     pub on_result: Option<DeliveryObserver>,
-    /// Whether a (re)start queues the stored events the outbox has not seen. Off in
-    /// cluster mode: other nodes own most instances and deliver their events; the jobs
-    /// already in this node's outbox are delivered either way.
-    pub catch_up_stored: bool,
+    /// Cluster mode: the leases this node holds. The outbox is shared by every node;
+    /// this queue catches up on and delivers only the instances it holds a lease on,
+    /// and takes an instance's queue over when the lease manager adopts it. None: one
+    /// node, every instance.
+    pub leases: Option<LeaseBoard>,
     /// An instance whose every delivery attempt has failed for this long has its
     /// delivery paused; None: never.
     pub auto_pause_after: Option<Duration>,
@@ -233,6 +235,20 @@ pub trait Outbox: Send + Sync {
     ) -> Result<Page<DeliveryRecord>, StoreError>;
     /// Forgets everything of a deleted instance.
     async fn purge(&self, instance_id: &str) -> Result<(), StoreError>;
+    /// The id before which stored events were not this outbox's to deliver: an outbox
+    /// that replaced another (a cluster's shared outbox, after the nodes' own) does not
+    /// deliver history the earlier one handled. A catch-up of an instance without a
+    /// cursor starts here. None: every stored event is this outbox's.
+    fn origin(&self) -> Option<&str> {
+        None
+    }
+    /// This node takes over the instance's queue from another (cluster mode): the jobs it
+    /// queues from now on go after those already queued, whatever the nodes' clocks say.
+    /// An outbox only one node uses has nothing to do.
+    async fn adopt(&self, instance_id: &str) -> Result<(), StoreError> {
+        let _ = instance_id;
+        Ok(())
+    }
 }
 
 /// One HTTP request of a delivery attempt.

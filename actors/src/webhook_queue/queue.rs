@@ -34,6 +34,15 @@
 //! nothing: the queue remembers its last event in memory and moves its cursor there when
 //! the settings change, so a later catch-up does not deliver its history.
 //!
+//! **Cluster mode.** Every node's queue shares one outbox in the database, and handles
+//! the instances whose lease its node holds: it catches up on, and runs workers for,
+//! those only. When the lease manager takes a lease it tells the queue to adopt the
+//! instance before the instance starts: the outbox orders this node's jobs after the
+//! ones already queued, and a catch-up from the instance's (shared) cursor queues the
+//! events its previous owner stored but did not queue. A lost or released lease stops
+//! the instance's worker. So a node's death strands nothing: the next owner delivers
+//! its backlog in order; the only duplicate is an attempt in flight when it died.
+//!
 //! The queue and each worker keep a copy of their instance (webhook URL and settings)
 //! instead of reading it from storage for every event and every attempt; whoever changes
 //! an instance's settings in storage calls [`WebhookQueueHandle::invalidate`] before it
@@ -242,6 +251,19 @@ impl WebhookQueueHandle {
     pub fn purge(&self, instance_id: &str) {
         self.slot.cast(QueueMsg::Purge(instance_id.to_owned()));
     }
+
+    /// Cluster mode: this node took the instance's lease. Call it before the instance
+    /// starts, so that the adoption comes before the instance's events in the queue's
+    /// mailbox (see the module's "Cluster mode").
+    pub fn adopt(&self, instance_id: &str) {
+        self.slot.cast(QueueMsg::Adopt(instance_id.to_owned()));
+    }
+
+    /// Cluster mode: this node no longer holds the instance's lease; its worker stops
+    /// (the jobs stay queued for the next owner).
+    pub fn release(&self, instance_id: &str) {
+        self.slot.cast(QueueMsg::Release(instance_id.to_owned()));
+    }
 }
 
 /// Spawns the queue under `parent` and points `handle` at it. Its first message is a
@@ -282,6 +304,10 @@ pub(crate) enum QueueMsg {
     },
     Invalidate(String),
     Purge(String),
+    /// Cluster mode: this node took the instance's lease.
+    Adopt(String),
+    /// Cluster mode: this node gave up (or lost) the instance's lease.
+    Release(String),
     SetPaused {
         instance_id: String,
         paused: bool,
@@ -600,6 +626,27 @@ impl Actor for WebhookQueue {
                 }
                 let _ = reply.send(queued);
             }
+            QueueMsg::Adopt(instance_id) => {
+                state.instances.remove(&instance_id);
+                state.silent.remove(&instance_id);
+                match adopt(state, &instance_id).await {
+                    Ok(true) => ensure_worker(&myself, state, &instance_id).await,
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::error!(instance = %instance_id, %err,
+                            "cannot take over the webhook queue; catching up from storage shortly");
+                        state.catching_up = true;
+                        myself.send_after(OUTBOX_RETRY, || QueueMsg::CatchUp);
+                    }
+                }
+            }
+            QueueMsg::Release(instance_id) => {
+                state.instances.remove(&instance_id);
+                state.silent.remove(&instance_id);
+                if let Some(worker) = state.workers.remove(&instance_id) {
+                    worker.kill();
+                }
+            }
             QueueMsg::Purge(instance_id) => {
                 state.instances.remove(&instance_id);
                 if let Some(worker) = state.workers.remove(&instance_id) {
@@ -750,8 +797,8 @@ async fn settle_silent(state: &mut QueueState, instance_id: &str) -> Result<(), 
     }
     let last = match state.silent.remove(instance_id) {
         Some(last) => last,
-        None if !config.catch_up_stored
-            || instance.created_at >= state.started
+        // In cluster mode an instance created since may have had events on another node.
+        None if (config.leases.is_none() && instance.created_at >= state.started)
             || config.outbox.cursor(instance_id).await?.is_some() =>
         {
             return Ok(());
@@ -780,57 +827,86 @@ async fn settle_silent(state: &mut QueueState, instance_id: &str) -> Result<(), 
     Ok(())
 }
 
-/// Queues, in order, every stored event after each instance's cursor. An instance with
-/// no cursor never had an event reach the outbox: when it has a webhook URL, its events
-/// are walked from the first.
+/// Queues, in order, every stored event after each instance's cursor (in cluster mode,
+/// of each instance this node holds the lease of).
 async fn catch_up(state: &mut QueueState) -> Result<(), StoreError> {
     let config = state.config.clone();
     if state.caught.len() > CAUGHT_KEPT {
         state.caught.clear();
     }
-    if !config.catch_up_stored {
-        return Ok(());
-    }
     for instance in config.storage.list_instances(None).await? {
-        let cursor = match config.outbox.cursor(&instance.id).await? {
-            Some(cursor) => cursor,
-            None if instance
-                .webhook_url
-                .as_deref()
-                .is_some_and(|u| !u.is_empty()) =>
-            {
-                String::new()
-            }
-            None => continue,
-        };
-        let mut events = EventsAfter::new(
-            config.storage.as_ref(),
-            &instance.id,
-            &cursor,
-            CATCH_UP_BATCH,
-        );
-        loop {
-            let batch = events.next_batch().await?;
-            if batch.is_empty() {
-                break;
-            }
-            // One outbox write per batch; an instance without a webhook moves its
-            // cursor too here, so the next start does not walk these events again.
-            let mut staged = Staged::default();
-            for event in &batch {
-                let Some(instance) =
-                    cached_instance(&config, &mut state.instances, &event.instance_id).await?
-                else {
-                    continue;
-                };
-                staged.event(instance, event, None);
-                state.caught.insert(event.id.clone());
-            }
-            staged.write(config.outbox.as_ref()).await?;
-            state.silent.remove(&instance.id);
+        if owns(&config, &instance.id) {
+            catch_up_instance(state, &instance).await?;
         }
     }
     Ok(())
+}
+
+/// Queues, in order, every stored event of the instance after its cursor. An instance
+/// with no cursor never had an event reach the outbox: when it has a webhook URL, its
+/// events are walked from the first (the first since the outbox's origin).
+async fn catch_up_instance(state: &mut QueueState, instance: &Instance) -> Result<(), StoreError> {
+    let config = state.config.clone();
+    let cursor = match config.outbox.cursor(&instance.id).await? {
+        Some(cursor) => cursor,
+        None if instance
+            .webhook_url
+            .as_deref()
+            .is_some_and(|u| !u.is_empty()) =>
+        {
+            config.outbox.origin().unwrap_or_default().to_owned()
+        }
+        None => return Ok(()),
+    };
+    let mut events = EventsAfter::new(
+        config.storage.as_ref(),
+        &instance.id,
+        &cursor,
+        CATCH_UP_BATCH,
+    );
+    loop {
+        let batch = events.next_batch().await?;
+        if batch.is_empty() {
+            break;
+        }
+        // One outbox write per batch; an instance without a webhook moves its cursor
+        // too here, so the next catch-up does not walk these events again.
+        let mut staged = Staged::default();
+        for event in &batch {
+            let Some(instance) =
+                cached_instance(&config, &mut state.instances, &event.instance_id).await?
+            else {
+                continue;
+            };
+            staged.event(instance, event, None);
+            state.caught.insert(event.id.clone());
+        }
+        staged.write(config.outbox.as_ref()).await?;
+        state.silent.remove(&instance.id);
+    }
+    Ok(())
+}
+
+/// Takes the instance's queue over from its previous owner (cluster mode): later jobs
+/// go after the queued ones, and the events it stored but did not queue are queued.
+/// Returns whether the instance has jobs waiting.
+async fn adopt(state: &mut QueueState, instance_id: &str) -> Result<bool, StoreError> {
+    let config = state.config.clone();
+    config.outbox.adopt(instance_id).await?;
+    let Some(instance) = config.storage.instance_by_id(instance_id).await? else {
+        return Ok(false);
+    };
+    catch_up_instance(state, &instance).await?;
+    Ok(config.outbox.head(instance_id).await?.is_some())
+}
+
+/// Whether this node's queue handles the instance: always on one node; in cluster mode,
+/// while the node holds its lease.
+fn owns(config: &WebhookConfig, instance_id: &str) -> bool {
+    config
+        .leases
+        .as_ref()
+        .is_none_or(|board| board.epoch(instance_id).is_some())
 }
 
 /// Queues again what a replay of `scope` over `[since, until]` covers (see
@@ -911,6 +987,10 @@ async fn ensure_worker(myself: &ActorRef<QueueMsg>, state: &mut QueueState, inst
         return;
     }
     let config = state.config.clone();
+    if !owns(&config, instance_id) {
+        // Another node delivers it (its jobs wait in the shared outbox).
+        return;
+    }
     if let Ok(Some(instance)) = cached_instance(&config, &mut state.instances, instance_id).await
         && instance.webhook.paused
     {
@@ -1114,7 +1194,7 @@ mod tests {
             transport: Arc::new(Accepting),
             jitter: false,
             on_result: None,
-            catch_up_stored: true,
+            leases: None,
             auto_pause_after: None,
             announce: None,
         };

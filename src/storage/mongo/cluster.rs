@@ -100,6 +100,11 @@ impl MongoCluster {
         })
     }
 
+    /// The shared database (the webhook outbox lives there too).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn coll(&self, name: &str) -> Collection<Document> {
         self.db.collection_with_options(
             name,

@@ -6,6 +6,7 @@
 //!   events;
 //! - [`messaging`]: messages, chats and contacts.
 //! - [`stats`]: daily usage buckets.
+//! - [`outbox`]: the webhook outbox a cluster's nodes share.
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 //!
 //! Conventions, so every collection reads alike:
@@ -25,6 +26,7 @@
 mod chats;
 pub mod cluster;
 mod messaging;
+pub mod outbox;
 mod stats;
 mod transfer;
 mod waba;
@@ -61,7 +63,7 @@ pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// MongoDB's error code for a unique index violation.
-const DUPLICATE_KEY: i32 = 11000;
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
 
 const USERS: &str = "users";
 const INSTANCES: &str = "instances";
