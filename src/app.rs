@@ -381,6 +381,10 @@ pub async fn run_with(
     if let Some(observe) = &on_runtime {
         observe(&runtime);
     }
+    // In a cluster, live streams on this node carry the events every node stores.
+    let feed = cluster.as_ref().map(|(_, store, _)| {
+        crate::storage::mongo::feed::spawn(store.database().clone(), runtime.events.clone())
+    });
     let cluster = match (cluster, &runtime.leases, &config.cluster) {
         (Some((parts, store, _)), Some(leases), Some(cluster_config)) => {
             metrics.observe_leases(parts.board.clone());
@@ -480,6 +484,9 @@ pub async fn run_with(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    if let Some(feed) = feed {
+        feed.abort();
+    }
     tracing::info!("HTTP stopped; stopping instances");
     runtime.shutdown().await;
     storage.close().await;

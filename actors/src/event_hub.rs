@@ -76,6 +76,13 @@ impl EventHub {
             observe(event.kind());
         }
         self.shared.webhooks.forward(event.clone());
+        self.ring(event);
+    }
+
+    /// Hands an event stored already to the live subscribers of its instance, and only
+    /// to them: in a cluster, the events other nodes store reach this node's streams
+    /// this way (their webhooks are the owner's).
+    pub fn ring(&self, event: InstanceEvent) {
         let sender = {
             let mut channels = self.channels();
             match channels.get(&event.instance_id) {
@@ -100,6 +107,15 @@ impl EventHub {
             .entry(instance_id.to_owned())
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
             .subscribe()
+    }
+
+    /// The instances somebody listens to here.
+    pub fn listened(&self) -> Vec<String> {
+        self.channels()
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Closes the channel of a removed instance: its subscribers see the stream end.

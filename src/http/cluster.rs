@@ -2,12 +2,14 @@
 //! [`route`], the layer that makes any node answer any call.
 //!
 //! Reads that storage answers (instance records, history, activity, stored events and
-//! contacts, deliveries) are served by whichever node gets them. Media downloads go to
+//! contacts, deliveries) are served by whichever node gets them, and so are live event
+//! streams: every node's feed follows the events all nodes store
+//! ([`crate::storage::mongo::feed`]). Media downloads go to
 //! the owner: files are kept on the disk of the node that stored them. Calls that need the
-//! session (status, send, QR, pair code, logout, reconnect, sandbox controls, changes,
-//! live streams…) run on the instance's owner: another node forwards them there, once,
+//! session (status, send, QR, pair code, logout, reconnect, sandbox controls, changes…)
+//! run on the instance's owner: another node forwards them there, once,
 //! signed with `CLUSTER_SECRET` ([`crate::cluster`]), and passes the answer back as it
-//! comes (streams included). While an instance has no live owner (it is moving) they
+//! comes. While an instance has no live owner (it is moving) they
 //! answer 503 `instance_moving` with `Retry-After`.
 
 use axum::body::Body;
@@ -115,6 +117,7 @@ pub fn session_call<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
                 rest,
                 ["activity"]
                     | ["events"]
+                    | ["events", "stream"]
                     | ["chats"]
                     | ["chats", _, "messages"]
                     | ["contacts", "db"]
@@ -344,7 +347,7 @@ mod tests {
         for (method, path, expected) in [
             (&get, "/api/instances/i1/status", Some("i1")),
             (&get, "/api/instances/i1/qr", Some("i1")),
-            (&get, "/api/instances/i1/events/stream", Some("i1")),
+            (&get, "/api/instances/i1/events/stream", None),
             (&post, "/api/whatsapp/i1/send", Some("i1")),
             (&get, "/api/whatsapp/i1/status", Some("i1")),
             (&post, "/api/sandbox/instances/i1/scan", Some("i1")),

@@ -434,7 +434,7 @@ async fn sse_until(resp: reqwest::Response, kind: &str) -> Value {
 
 /// Any node accepts a send for any instance (the call runs on the owner, which the
 /// answer names), and a live stream opened on a node that does not own the instance
-/// gets the instance's `message_received`.
+/// (served there, from the event feed) gets the instance's `message_received`.
 #[tokio::test]
 async fn any_node_serves_any_instance() {
     let cluster = Cluster::start(3, Leases::Steady).await;
@@ -471,8 +471,8 @@ async fn any_node_serves_any_instance() {
     assert_eq!(stream.status(), 200);
     assert_eq!(
         stream.headers()["x-wagate-node"],
-        owner.as_str(),
-        "streamed from the owner"
+        other.id.as_str(),
+        "streamed by the node it was opened on"
     );
 
     for node in cluster.live() {
@@ -512,6 +512,62 @@ async fn any_node_serves_any_instance() {
     assert_eq!(status, 200, "inbound: {body}");
     let event = sse_until(stream, "message_received").await;
     assert_eq!(event["data"]["instanceId"], id.as_str());
+}
+
+/// A live stream opened on a node that does not own the instance goes on when the
+/// owner is killed: the instance's events from its new owner arrive on it.
+#[tokio::test]
+async fn a_stream_on_another_node_outlives_the_owner() {
+    let mut cluster = Cluster::start(3, Leases::Short).await;
+    let auth = cluster.node("n1").server.admin().await;
+    eventually(20, "three live nodes", || async {
+        (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
+    })
+    .await;
+    let instances = paired(&cluster, &auth, 1, "outlive").await;
+    let before = owners(cluster.node("n1"), &auth, &instances).await;
+    let (id, _) = &instances[0];
+    let owner = before[id].0.clone();
+    let Auth::Bearer(token) = &auth else {
+        unreachable!("the admin signs in with a token")
+    };
+    // A stream on each of the two other nodes: one of them does not become the new
+    // owner either.
+    let mut streams = Vec::new();
+    for watcher in cluster.live().into_iter().filter(|n| n.id != owner) {
+        let stream = watcher
+            .server
+            .client
+            .get(format!(
+                "{}/api/instances/{id}/events/stream",
+                watcher.server.base
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(stream.status(), 200);
+        streams.push((watcher.id.clone(), stream));
+    }
+    cluster.take(&owner).server.kill_hard().await;
+    let via = cluster.live()[0];
+    moved_off(via, &auth, &instances, &before, &owner).await;
+    let (status, body) = via
+        .call(
+            Method::POST,
+            &format!("/api/sandbox/instances/{id}/inbound"),
+            &auth,
+            Some(json!({"from": "79160000004", "body": "after the owner died"})),
+        )
+        .await;
+    assert_eq!(status, 200, "inbound: {body}");
+    for (watcher, stream) in streams {
+        let event = sse_until(stream, "message_received").await;
+        assert_eq!(
+            event["data"]["body"], "after the owner died",
+            "on {watcher}: {event}"
+        );
+    }
 }
 
 /// A forged forwarded call is refused: a wrong signature answers 401 `invalid_forward`

@@ -9,6 +9,7 @@ mod calls;
 mod chats;
 mod cluster;
 mod cluster_faults;
+mod cluster_feed;
 mod cluster_keys;
 mod cluster_webhooks;
 mod dashboard;

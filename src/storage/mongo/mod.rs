@@ -6,7 +6,8 @@
 //!   events;
 //! - [`messaging`]: messages, chats and contacts.
 //! - [`stats`]: daily usage buckets.
-//! - [`outbox`]: the webhook outbox a cluster's nodes share.
+//! - [`outbox`]: the webhook outbox a cluster's nodes share; [`feed`]: the events
+//!   other nodes store, to this node's live streams.
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 //!
 //! Conventions, so every collection reads alike:
@@ -25,6 +26,7 @@
 
 mod chats;
 pub mod cluster;
+pub mod feed;
 mod messaging;
 pub mod outbox;
 mod stats;
@@ -675,7 +677,7 @@ fn activity_from_doc(d: &Document) -> StoreResult<ActivityEntry> {
     })
 }
 
-fn event_from_doc(d: &Document) -> StoreResult<InstanceEvent> {
+pub(crate) fn event_from_doc(d: &Document) -> StoreResult<InstanceEvent> {
     let f = Fields(d);
     InstanceEvent::from_stored(
         f.string("_id")?,
