@@ -400,6 +400,7 @@ pub async fn run_with(
                     .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?,
                 // The owner's own bound on a call (an engine start may take two).
                 forward_timeout: config.actor_call_timeout * 3,
+                owners: crate::cluster::OwnerCache::default(),
             })
         }
         _ => {

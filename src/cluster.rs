@@ -8,8 +8,9 @@
 //! never forwards a signed call again (one hop), and refuses a signature that does not
 //! verify or is more than [`MAX_SKEW`] old.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -42,6 +43,54 @@ pub struct Cluster {
     /// How long a forwarded call may wait for the owner's answer to begin (a stalled
     /// owner answers nothing; it loses its leases within a TTL).
     pub forward_timeout: Duration,
+    /// Owners looked up recently, so that a burst of calls for one instance does not
+    /// read the lease and the node registry for each.
+    pub owners: OwnerCache,
+}
+
+/// How long a looked-up owner is used without asking the database again. An owner that
+/// lost the instance meanwhile answers a forwarded call with 503 `instance_moving`
+/// (it no longer runs it), which also drops the entry.
+pub const OWNER_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most; the cache is emptied when it would grow past this.
+const OWNER_CACHE_MAX: usize = 10_000;
+
+/// Instance (or desk) → its owner's id and URL, for [`OWNER_CACHE_TTL`]. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct OwnerCache(Arc<std::sync::Mutex<HashMap<String, Owner>>>);
+
+/// When it was looked up, the owner's id, its URL.
+type Owner = (Instant, String, String);
+
+impl OwnerCache {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The owner and its URL, if looked up less than [`OWNER_CACHE_TTL`] ago.
+    pub fn get(&self, id: &str) -> Option<(String, String)> {
+        let map = self.map();
+        let (at, owner, url) = map.get(id)?;
+        (at.elapsed() < OWNER_CACHE_TTL).then(|| (owner.clone(), url.clone()))
+    }
+
+    pub fn put(&self, id: &str, owner: &str, url: &str) {
+        let mut map = self.map();
+        if map.len() >= OWNER_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(
+            id.to_owned(),
+            (Instant::now(), owner.to_owned(), url.to_owned()),
+        );
+    }
+
+    /// Forgets the owner of `id` (it did not answer, or no longer runs it).
+    pub fn forget(&self, id: &str) {
+        self.map().remove(id);
+    }
 }
 
 /// A digest naming the secrets every node must share, safe to store: SHA-256 over the
@@ -125,6 +174,16 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cached_owner_is_used_until_forgotten() {
+        let cache = super::OwnerCache::default();
+        assert_eq!(cache.get("i1"), None);
+        cache.put("i1", "n2", "http://n2");
+        assert_eq!(cache.get("i1"), Some(("n2".into(), "http://n2".into())));
+        cache.forget("i1");
+        assert_eq!(cache.get("i1"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -120,7 +120,7 @@ impl Collector for LeasesCollector {
             return Ok(());
         };
         let labels = [("node", board.node_id())];
-        let held = ConstGauge::new(i64::try_from(board.len()).unwrap_or(i64::MAX));
+        let held = ConstGauge::new(i64::try_from(board.instances()).unwrap_or(i64::MAX));
         let mut metric = encoder.encode_descriptor(
             "wagate_cluster_leases",
             "Instance leases this node holds",

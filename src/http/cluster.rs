@@ -10,7 +10,9 @@
 //! run on the instance's owner: another node forwards them there, once,
 //! signed with `CLUSTER_SECRET` ([`crate::cluster`]), and passes the answer back as it
 //! comes. While an instance has no live owner (it is moving) they
-//! answer 503 `instance_moving` with `Retry-After`.
+//! answer 503 `instance_moving` with `Retry-After`. Every `/api/waba` call (the
+//! operator desk, Meta's webhook) runs on the node holding the desk's lease
+//! ([`DESK_LEASE`]) the same way, 503 `desk_moving` while it has none.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -22,7 +24,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wagate_actors::cluster::LeaseStore;
+use wagate_actors::cluster::{DESK_LEASE, LeaseStore};
+use wagate_actors::error::StoreError;
 
 use crate::cluster::{
     Cluster, NODE_HEADER, SERVED_BY_HEADER, SIGNATURE_HEADER, TIME_HEADER, sign, verify,
@@ -57,6 +60,8 @@ struct NodeEntry {
     last_heartbeat: String,
     /// Instances whose unexpired lease it holds.
     instances: u64,
+    /// Whether it serves the WABA operator desk (every `/api/waba` call goes there).
+    desk: bool,
 }
 
 /// The live nodes of the cluster (admins only).
@@ -85,8 +90,15 @@ async fn nodes(State(state): State<AppState>, _admin: AdminOnly) -> ApiResult<Ap
             instances: view
                 .leases
                 .iter()
-                .filter(|l| l.owner == node.node_id && l.expires_at_ms > view.now_ms)
+                .filter(|l| {
+                    l.owner == node.node_id
+                        && l.expires_at_ms > view.now_ms
+                        && l.instance_id != DESK_LEASE
+                })
                 .count() as u64,
+            desk: view
+                .valid_lease(DESK_LEASE)
+                .is_some_and(|l| l.owner == node.node_id),
         })
         .collect();
     Ok(AppJson(NodeList {
@@ -129,11 +141,22 @@ pub fn session_call<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
             (!(read && matches!(rest, ["contacts", "db"]))).then_some(*id)
         }
         ["", "api", "sandbox", "instances", id, _, ..] => Some(*id),
+        // The operator desk runs on the node holding its lease.
+        ["", "api", "waba", _, ..] => Some(DESK_LEASE),
         _ => None,
     }
 }
 
 fn moving(id: &str) -> Response {
+    if id == DESK_LEASE {
+        return ApiError {
+            code: "desk_moving",
+            ..ApiError::unavailable(
+                "the operator desk is moving to another node; retry shortly".to_owned(),
+            )
+        }
+        .into_response();
+    }
     ApiError {
         code: "instance_moving",
         ..ApiError::unavailable(format!(
@@ -162,19 +185,26 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         Some(id) if signed => {
             match check_signature(&cluster, request, state.config.max_upload_bytes).await {
                 // One hop: a forwarded call runs here or nowhere.
-                Ok(request) if state.instances.runs(&id) => next.run(request).await,
+                Ok(request) if runs_here(&state, &cluster, &id) => next.run(request).await,
                 Ok(_) => moving(&id),
                 Err(response) => response,
             }
         }
-        Some(id) if state.instances.runs(&id) => next.run(request).await,
-        Some(id) => match cluster.store.owner_of(&id).await {
-            Ok(Some((owner, _, url))) if owner != me => {
-                forward(&cluster, &url, request, state.config.max_upload_bytes).await
+        Some(id) if runs_here(&state, &cluster, &id) => next.run(request).await,
+        Some(id) => match owner_of(&cluster, &id).await {
+            Ok(Some((owner, url))) if owner != me => {
+                let answer = forward(&cluster, &url, request, state.config.max_upload_bytes).await;
+                if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    // Dying, or no longer the owner: look it up again next time.
+                    cluster.owners.forget(&id);
+                }
+                answer
             }
             // This node holds the lease but has not started the actor yet, or is
             // stopping it.
             Ok(Some(_)) => moving(&id),
+            // Nobody serves the desk: a node takes its lease within a scan.
+            Ok(None) if id == DESK_LEASE => moving(&id),
             Ok(None) => match state.storage.instance_by_id(&id).await {
                 // Unknown here: the handler answers 404 (or 401/403) as on one server.
                 Ok(None) => next.run(request).await,
@@ -193,6 +223,27 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
             .insert(HeaderName::from_static(SERVED_BY_HEADER), value);
     }
     response
+}
+
+/// The owner of `id` and its URL: cached for a moment, else read from the database.
+async fn owner_of(cluster: &Cluster, id: &str) -> Result<Option<(String, String)>, StoreError> {
+    if let Some(cached) = cluster.owners.get(id) {
+        return Ok(Some(cached));
+    }
+    let found = cluster.store.owner_of(id).await?;
+    if let Some((owner, _, url)) = &found {
+        cluster.owners.put(id, owner, url);
+    }
+    Ok(found.map(|(owner, _, url)| (owner, url)))
+}
+
+/// Whether the call for `id` (an instance, or the desk) runs on this node.
+fn runs_here(state: &AppState, cluster: &Cluster, id: &str) -> bool {
+    if id == DESK_LEASE {
+        cluster.board.holds_desk()
+    } else {
+        state.instances.runs(id)
+    }
 }
 
 /// Reads a forwarded call's body and checks its signature; the call comes back whole,
@@ -363,6 +414,9 @@ mod tests {
             (&get, "/api/instances", None),
             (&post, "/api/instances", None),
             (&get, "/api/cluster/nodes", None),
+            (&post, "/api/waba/webhook", Some(DESK_LEASE)),
+            (&get, "/api/waba/operator/events", Some(DESK_LEASE)),
+            (&get, "/api/waba/settings", Some(DESK_LEASE)),
         ] {
             assert_eq!(session_call(method, path), expected, "{method} {path}");
         }

@@ -48,6 +48,8 @@ pub(crate) struct Cluster {
     _mongo_dir: TempDir,
     pub(crate) url: String,
     leases: Leases,
+    /// Set on every node this cluster starts.
+    extra: Vec<(String, String)>,
     pub(crate) nodes: Vec<Option<Node>>,
 }
 
@@ -61,6 +63,11 @@ impl Cluster {
     /// SecantusDB, then `n` nodes one after the other (each creates the admin only if
     /// none exists yet).
     pub(crate) async fn start(n: usize, leases: Leases) -> Cluster {
+        Cluster::start_with(n, leases, &[]).await
+    }
+
+    /// [`Cluster::start`] with `extra` settings on every node.
+    pub(crate) async fn start_with(n: usize, leases: Leases, extra: &[(&str, &str)]) -> Cluster {
         let mongo_dir = tempfile::tempdir().expect("tempdir");
         let mongo = Mongo::start(mongo_dir.path(), free_port()).await;
         let url = mongo.url("wagate_cluster");
@@ -69,6 +76,10 @@ impl Cluster {
             _mongo_dir: mongo_dir,
             url,
             leases,
+            extra: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             nodes: Vec::new(),
         };
         for i in 1..=n {
@@ -111,6 +122,7 @@ impl Cluster {
         let data = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut env = self.env(id, port);
+        env.extend(self.extra.iter().cloned());
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
             env.push(((*k).to_owned(), (*v).to_owned()));

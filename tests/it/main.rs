@@ -8,6 +8,7 @@ mod auth;
 mod calls;
 mod chats;
 mod cluster;
+mod cluster_desk;
 mod cluster_faults;
 mod cluster_feed;
 mod cluster_keys;

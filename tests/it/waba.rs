@@ -451,7 +451,7 @@ pub(crate) fn meta_error(code: i64, message: &str) -> Value {
 
 // --- Meta's webhook -------------------------------------------------------------------
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))

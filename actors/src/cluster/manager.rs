@@ -14,6 +14,9 @@
 //! reaches into the last renewal period: it gives way to the renewal), so a hung database
 //! cannot hold the fence back.
 //!
+//! Each scan also takes the desk's lease ([`DESK_LEASE`]) if nobody holds it; it starts
+//! no actor (the HTTP edge sends the desk's calls to its holder).
+//!
 //! Taking a lease starts the instance actor (parked unless its stored status restores on
 //! start, as at a server start), after the webhook queue adopted the instance's share of
 //! the outbox; losing or giving one up stops the actor and the instance's webhook
@@ -28,7 +31,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
-use super::{ClusterSettings, LeaseBoard, LeaseStore, placement};
+use super::{ClusterSettings, DESK_LEASE, LeaseBoard, LeaseStore, placement};
 use crate::domain::event::EventQuery;
 use crate::domain::raise_id_floor;
 use crate::handle::ActorSlot;
@@ -267,7 +270,7 @@ async fn stop_all(state: &mut LeaseState, why: &str) {
     }
     tracing::warn!(instances = held.len(), reason = why, "stopping instances");
     let mut stops = tokio::task::JoinSet::new();
-    for (id, _) in &held {
+    for (id, _) in held.iter().filter(|(id, _)| id != DESK_LEASE) {
         let instances = state.args.instances.clone();
         let id = id.clone();
         stops.spawn(async move {
@@ -349,6 +352,9 @@ async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
                 .lost
                 .fetch_add(1, Ordering::Relaxed);
             state.args.board.remove(&id);
+            if id == DESK_LEASE {
+                continue;
+            }
             state.args.webhooks.release(&id);
             if let Err(err) = state.args.instances.release(&id).await {
                 tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
@@ -495,14 +501,52 @@ async fn scan(state: &mut LeaseState) {
         }
     }
 
+    take_desk(state, &view).await;
+
     // Leases of instances deleted meanwhile.
     let stored: HashSet<&String> = ids.iter().collect();
     for (id, _) in state.args.board.held() {
-        if !stored.contains(&id) {
+        if !stored.contains(&id) && id != DESK_LEASE {
             let _ = state.args.instances.release(&id).await;
             state.args.board.remove(&id);
             state.args.webhooks.release(&id);
             let _ = tokio::time::timeout(bound, state.args.store.delete(&id)).await;
         }
+    }
+}
+
+/// Takes the desk's lease when nobody holds it (whichever node asks first gets it).
+async fn take_desk(state: &mut LeaseState, view: &super::ClusterView) {
+    if view.valid_lease(DESK_LEASE).is_some() || state.args.board.holds_desk() {
+        return;
+    }
+    if fenced(state).await {
+        return;
+    }
+    let bound = scan_bound(state);
+    if bound.is_zero() {
+        return;
+    }
+    let acquired = tokio::time::timeout(
+        bound,
+        state.args.store.acquire(DESK_LEASE, &state.args.settings),
+    )
+    .await;
+    match acquired {
+        Ok(Ok(Some(epoch))) => {
+            state.args.board.insert(DESK_LEASE, epoch);
+            state
+                .args
+                .board
+                .counters
+                .acquired
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                epoch,
+                "desk lease taken; this node serves the operator desk"
+            );
+        }
+        Ok(Ok(None)) | Err(_) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "cannot take the desk lease"),
     }
 }

@@ -11,6 +11,10 @@
 //!   load cap), computed the same way on every node.
 //! - `manager.rs`: the `LeaseManager` actor that renews, fences itself, acquires and
 //!   releases leases, and starts or stops the instance actors accordingly.
+//!
+//! One lease is not an instance's: [`DESK_LEASE`], held by the node that serves the WABA
+//! operator desk. Whichever node finds it free takes it; it is renewed, lost and fenced
+//! with the others.
 
 mod manager;
 
@@ -28,6 +32,11 @@ pub(crate) use manager::{LeaseArgs, spawn, vacate};
 pub use crate::store::{KeyBatch, KeyRecord, KeyWrite, SessionVault, VaultError};
 
 use crate::error::StoreResult;
+
+/// The lease of the WABA operator desk: the node holding it serves every `/api/waba`
+/// call, so one node at a time runs the desk's chat actors and its live feed and
+/// receives Meta's webhooks. Never an instance id (those are UUIDs).
+pub const DESK_LEASE: &str = "$desk";
 
 /// Who this node is and how its leases are timed.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +163,17 @@ impl LeaseBoard {
     /// How many leases this node holds.
     pub fn len(&self) -> usize {
         self.read().len()
+    }
+
+    /// How many instances' leases this node holds (the desk's left out).
+    pub fn instances(&self) -> usize {
+        let held = self.read();
+        held.len() - usize::from(held.contains_key(DESK_LEASE))
+    }
+
+    /// Whether this node serves the operator desk.
+    pub fn holds_desk(&self) -> bool {
+        self.read().contains_key(DESK_LEASE)
     }
 
     pub fn is_empty(&self) -> bool {
