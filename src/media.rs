@@ -1,6 +1,7 @@
 //! Media files: fetched from URLs (with the outbound guard, a size limit and a timeout),
-//! uploaded as multipart, or received from WhatsApp; kept under `DATA_DIR/uploads/` and
-//! served back to the owner.
+//! uploaded as multipart, or received from WhatsApp; kept under `DATA_DIR/uploads/` (in
+//! cluster mode also in the shared database, `DATA_DIR/uploads/` being a cache of it)
+//! and served back to the owner.
 
 use std::path::Path;
 use std::time::Duration;

@@ -10,6 +10,7 @@ mod chats;
 mod cluster;
 mod cluster_faults;
 mod cluster_keys;
+mod cluster_media;
 mod cluster_webhooks;
 mod dashboard;
 mod db;

@@ -7,6 +7,7 @@
 //! - [`messaging`]: messages, chats and contacts.
 //! - [`stats`]: daily usage buckets.
 //! - [`outbox`]: the webhook outbox a cluster's nodes share.
+//! - [`media`]: the media files a cluster's nodes share (GridFS).
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 //!
 //! Conventions, so every collection reads alike:
@@ -25,6 +26,7 @@
 
 mod chats;
 pub mod cluster;
+pub mod media;
 mod messaging;
 pub mod outbox;
 mod stats;
