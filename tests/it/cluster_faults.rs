@@ -335,7 +335,7 @@ async fn a_rolling_restart_under_traffic_loses_nothing() {
     for (id, phone) in &instances {
         // A node that came back takes its share gradually: an instance may still be
         // moving to it.
-        let (_, .., stored_phone) = eventually(60, &format!("{id} connected"), || async {
+        let (.., stored_phone) = eventually(60, &format!("{id} connected"), || async {
             status_via(via, &auth, id)
                 .await
                 .filter(|(status, ..)| status == "connected")
