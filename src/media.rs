@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-pub use wagate_actors::media_store::MediaStore;
+pub use wagate_actors::media_store::{MediaStore, shared_failure};
 
 use crate::outbound::{self, OutboundError};
 

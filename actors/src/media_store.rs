@@ -27,6 +27,12 @@ pub trait SharedMedia: Send + Sync {
     async fn delete_instance(&self, instance: &str) -> StoreResult<()>;
 }
 
+/// The shared backend's error behind a failed [`MediaStore::save`]; None for a disk
+/// failure.
+pub fn shared_failure(e: &std::io::Error) -> Option<&StoreError> {
+    e.get_ref()?.downcast_ref::<StoreError>()
+}
+
 /// Where media files live: `DATA_DIR/uploads/<instance id>/<file id>`, plus the shared
 /// backend in cluster mode. Cheap to clone.
 #[derive(Clone)]
@@ -64,7 +70,8 @@ impl MediaStore {
     ///
     /// Fails when the directory or file cannot be written, or the shared backend refuses
     /// the file (the disk copy is removed then: a file only this node has would be lost
-    /// to the node that takes the instance over).
+    /// to the node that takes the instance over); that error carries the backend's
+    /// [`StoreError`] ([`shared_failure`]).
     pub async fn save(&self, instance_id: &str, bytes: &[u8]) -> std::io::Result<String> {
         let dir = self.root.join(instance_id);
         tokio::fs::create_dir_all(&dir).await?;
@@ -77,9 +84,7 @@ impl MediaStore {
             && let Err(e) = shared.put(instance_id, &relative, bytes).await
         {
             let _ = tokio::fs::remove_file(dir.join(&name)).await;
-            return Err(std::io::Error::other(format!(
-                "cannot keep the file in the shared media store: {e}"
-            )));
+            return Err(std::io::Error::other(e));
         }
         Ok(relative)
     }
@@ -219,6 +224,48 @@ mod tests {
         store.remove_instance("inst").await;
         assert!(!dir.path().join("uploads/inst").exists());
         assert_eq!(store.local_path(&rel).await, Ok(None));
+    }
+
+    /// A shared backend that cannot be reached.
+    struct Away;
+
+    #[async_trait]
+    impl SharedMedia for Away {
+        async fn put(&self, _: &str, _: &str, _: &[u8]) -> StoreResult<()> {
+            Err(StoreError::Unavailable("away".into()))
+        }
+        async fn get(&self, _: &str) -> StoreResult<Option<Vec<u8>>> {
+            Err(StoreError::Unavailable("away".into()))
+        }
+        async fn delete(&self, _: &str) -> StoreResult<()> {
+            Err(StoreError::Unavailable("away".into()))
+        }
+        async fn delete_instance(&self, _: &str) -> StoreResult<()> {
+            Err(StoreError::Unavailable("away".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_the_shared_backend_refuses_is_not_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MediaStore::new(dir.path()).with_shared(Some(Arc::new(Away)));
+        let err = store.save("inst", b"data").await.expect_err("refused");
+        assert_eq!(
+            shared_failure(&err),
+            Some(&StoreError::Unavailable("away".into()))
+        );
+        let left = std::fs::read_dir(dir.path().join("uploads/inst"))
+            .expect("the instance's directory")
+            .count();
+        assert_eq!(left, 0, "no disk copy only this node would have");
+        // A file on no disk, with the backend away: an error, not "no such file".
+        assert!(store.local_path("inst/other").await.is_err());
+
+        let blocked = tempfile::tempdir().expect("tempdir");
+        std::fs::write(blocked.path().join("uploads"), b"a file, not a directory").expect("write");
+        let disk = MediaStore::new(blocked.path());
+        let err = disk.save("inst", b"data").await.expect_err("no directory");
+        assert_eq!(shared_failure(&err), None);
     }
 
     #[tokio::test]

@@ -746,7 +746,9 @@ impl InstanceActor {
     }
 
     /// What a queued message sends: its text, typed content, or its file read back
-    /// from uploads. Fails with `Invalid` when the file is gone.
+    /// from uploads (fetched from the shared media store in cluster mode when another
+    /// node stored it). Fails with `Invalid` when the file is gone, `Store` when the
+    /// shared media store cannot be reached.
     async fn content_of(&self, m: &Message) -> Result<OutboundContent, DomainError> {
         if let Some(path) = &m.media_path {
             let file =
