@@ -142,7 +142,9 @@ impl Waba {
     ///
     /// Fails with `MessageNotFound` for a message the scope does not see, `NoMedia` for
     /// one without a file, `MediaPending` while it is being fetched (one is started when
-    /// none is under way), `MediaFailed` with the reason when every attempt failed.
+    /// none is under way), `MediaFailed` with the reason when every attempt failed,
+    /// `Store` when the file is on no local disk and the cluster's shared media store
+    /// cannot be reached.
     pub async fn media_file(
         &self,
         scope: &Scope,
