@@ -10,6 +10,7 @@ use wagate_actors::cluster::{ClusterSettings, LeaseBoard};
 use wagate_actors::domain::{Clock, SystemClock};
 use wagate_actors::engine::wacore::{HttpClient, TransportFactory};
 use wagate_actors::engine::{Engines, SandboxConfig, SandboxNetwork, WacoreSettings};
+use wagate_actors::media_store::SharedMedia;
 use wagate_actors::runtime::{
     ClusterParts, DeskParts, Runtime, RuntimeConfig, WebhookParts, start_runtime,
 };
@@ -25,6 +26,7 @@ use crate::gateway::messaging::Messenger;
 use crate::gateway::storage::StorageSwitch;
 use crate::http::state::AppState;
 use crate::storage::mongo::cluster::MongoCluster;
+use crate::storage::mongo::media::MongoMedia;
 use crate::storage::mongo::outbox::MongoOutbox;
 use crate::storage::provider;
 use crate::storage::switchable::SwitchableStorage;
@@ -180,7 +182,7 @@ async fn start_actors(
 
 /// Cluster mode: connects to the shared database's cluster collections and checks that
 /// this node may join (a replica set, the same secrets as the live nodes); opens the
-/// webhook outbox the nodes share.
+/// webhook outbox and the media store the nodes share.
 ///
 /// Fails with a message saying what to fix.
 async fn join_cluster(
@@ -206,6 +208,11 @@ async fn join_cluster(
             .await
             .map_err(|e| StartError::Storage(e.to_string()))?,
     );
+    let media: Arc<dyn SharedMedia> = Arc::new(
+        MongoMedia::open(store.database().clone())
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?,
+    );
     tracing::info!(
         node = %cluster.node_id,
         url = %cluster.advertise_url,
@@ -223,6 +230,7 @@ async fn join_cluster(
         store: Arc::new(store.clone()),
         vault: Arc::new(store.clone()),
         board,
+        media,
     };
     Ok(Some((parts, store, outbox)))
 }
@@ -385,6 +393,9 @@ pub async fn run_with(
     let feed = cluster.as_ref().map(|(_, store, _)| {
         crate::storage::mongo::feed::spawn(store.database().clone(), runtime.events.clone())
     });
+    // A cluster's nodes also keep every file in the shared database: the node that takes
+    // an instance over reads the files its previous owner stored.
+    let shared_media = cluster.as_ref().map(|(parts, _, _)| parts.media.clone());
     let cluster = match (cluster, &runtime.leases, &config.cluster) {
         (Some((parts, store, _)), Some(leases), Some(cluster_config)) => {
             metrics.observe_leases(parts.board.clone());
@@ -417,7 +428,7 @@ pub async fn run_with(
         .desk
         .clone()
         .ok_or_else(|| StartError::Other("the operator desk did not start".into()))?;
-    let media = crate::media::MediaStore::new(&config.data_dir);
+    let media = crate::media::MediaStore::new(&config.data_dir).with_shared(shared_media);
     let waba = crate::gateway::waba::Waba::new(
         storage.clone(),
         desk,

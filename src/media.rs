@@ -1,13 +1,14 @@
 //! Media files: fetched from URLs (with the outbound guard, a size limit and a timeout),
-//! uploaded as multipart, or received from WhatsApp; kept under `DATA_DIR/uploads/` and
-//! served back to the owner.
+//! uploaded as multipart, or received from WhatsApp; kept under `DATA_DIR/uploads/` (in
+//! cluster mode also in the shared database, `DATA_DIR/uploads/` being a cache of it)
+//! and served back to the owner.
 
 use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
 
-pub use wagate_actors::media_store::MediaStore;
+pub use wagate_actors::media_store::{MediaStore, shared_failure};
 
 use crate::outbound::{self, OutboundError};
 

@@ -24,7 +24,8 @@
 //!   one delivery worker per instance).
 //! - [`desk`]: the WABA operator desk — the Graph API seam, the `OperatorDesk` and one
 //!   `OperatorChatActor` per chat.
-//! - [`media_store`]: media files under `DATA_DIR/uploads`.
+//! - [`media_store`]: media files under `DATA_DIR/uploads`, plus the shared backend of
+//!   cluster mode.
 //! - `root`: the `RootSupervisor` at the top of the tree; it supervises the instance
 //!   supervisor, the webhook queue, the stats counter and the operator desk, and
 //!   respawns whichever dies with its state taken back from storage.

@@ -26,6 +26,7 @@ use crate::event_hub::{EventHub, EventObserver};
 use crate::instance::{
     DEFAULT_CALL_TIMEOUT, InstanceDeps, InstanceSupervisor, InstancesHandle, StatusBoard,
 };
+use crate::media_store::SharedMedia;
 use crate::root::{ROOT_BACKOFF, RootMsg, RootSupervisor, Service};
 use crate::stats::{self, DEFAULT_FLUSH_INTERVAL, StatsHandle};
 use crate::store::DynStorage;
@@ -67,6 +68,8 @@ pub struct ClusterParts {
     pub store: Arc<dyn LeaseStore>,
     pub vault: Arc<dyn SessionVault>,
     pub board: LeaseBoard,
+    /// Where media files are kept so every node can read them.
+    pub media: Arc<dyn SharedMedia>,
 }
 
 /// The webhook queue's edges.
@@ -211,6 +214,7 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
         backoff,
         stats: stats.clone(),
         vault: cluster.as_ref().map(|parts| parts.vault.clone()),
+        shared_media: cluster.as_ref().map(|parts| parts.media.clone()),
     };
     let status = StatusBoard::default();
     let supervisor = InstanceSupervisor::new(deps, status.clone());

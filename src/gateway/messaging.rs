@@ -508,11 +508,14 @@ impl Messenger {
         if file.bytes.is_empty() {
             return Err(SendError::Invalid("the file is empty".into()));
         }
-        let path = self
-            .media
-            .save(instance_id, &file.bytes)
-            .await
-            .map_err(|e| SendError::Internal(e.to_string()))?;
+        let path =
+            self.media.save(instance_id, &file.bytes).await.map_err(
+                |e| match media::shared_failure(&e) {
+                    // Cluster mode: the shared media store is away (503, retry later).
+                    Some(shared) => SendError::Domain(DomainError::Store(shared.clone())),
+                    None => SendError::Internal(e.to_string()),
+                },
+            )?;
         let size = file.bytes.len() as u64;
         let content = OutboundContent::Media {
             bytes: file.bytes.into(),

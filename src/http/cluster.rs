@@ -2,17 +2,17 @@
 //! [`route`], the layer that makes any node answer any call.
 //!
 //! Reads that storage answers (instance records, history, activity, stored events and
-//! contacts, deliveries) are served by whichever node gets them, and so are live event
-//! streams: every node's feed follows the events all nodes store
-//! ([`crate::storage::mongo::feed`]). Media downloads go to
-//! the owner: files are kept on the disk of the node that stored them. Calls that need the
-//! session (status, send, QR, pair code, logout, reconnect, sandbox controls, changes…)
-//! run on the instance's owner: another node forwards them there, once,
-//! signed with `CLUSTER_SECRET` ([`crate::cluster`]), and passes the answer back as it
-//! comes. While an instance has no live owner (it is moving) they
-//! answer 503 `instance_moving` with `Retry-After`. Every `/api/waba` call (the
-//! operator desk, Meta's webhook) runs on the node holding the desk's lease
-//! ([`DESK_LEASE`]) the same way, 503 `desk_moving` while it has none.
+//! contacts, deliveries, media downloads) are served by whichever node gets them, and so
+//! are live event streams: a media file is kept in the shared database too, and a node
+//! that did not store it fetches it from there into its disk cache
+//! ([`crate::media::MediaStore`]); every node's feed follows the events all nodes store
+//! ([`crate::storage::mongo::feed`]). Calls that need the session (status, send, QR, pair
+//! code, logout, reconnect, sandbox controls, changes…) run on the instance's owner:
+//! another node forwards them there, once, signed with `CLUSTER_SECRET`
+//! ([`crate::cluster`]), and passes the answer back as it comes. While an instance has no
+//! live owner (it is moving) they answer 503 `instance_moving` with `Retry-After`. Every
+//! `/api/waba` call (the operator desk, Meta's webhook) runs on the node holding the
+//! desk's lease ([`DESK_LEASE`]) the same way, 503 `desk_moving` while it has none.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -132,6 +132,7 @@ pub fn session_call<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
                     | ["events", "stream"]
                     | ["chats"]
                     | ["chats", _, "messages"]
+                    | ["messages", _, "media"]
                     | ["contacts", "db"]
                     | ["webhook", "deliveries"]
             );
@@ -405,7 +406,8 @@ mod tests {
             (&Method::DELETE, "/api/instances/i1", Some("i1")),
             (&Method::PATCH, "/api/instances/i1", Some("i1")),
             (&get, "/api/instances/i1", None),
-            (&get, "/api/instances/i1/messages/m1/media", Some("i1")),
+            (&get, "/api/instances/i1/messages/m1/media", None),
+            (&post, "/api/instances/i1/messages/m1/media", Some("i1")),
             (&get, "/api/instances/i1/chats/79990001122/messages", None),
             (&get, "/api/instances/i1/events", None),
             (&get, "/api/instances/i1/activity", None),

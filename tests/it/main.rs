@@ -12,6 +12,7 @@ mod cluster_desk;
 mod cluster_faults;
 mod cluster_feed;
 mod cluster_keys;
+mod cluster_media;
 mod cluster_webhooks;
 mod dashboard;
 mod db;

@@ -157,7 +157,7 @@ pub struct InstanceActor {
 
 impl InstanceActor {
     pub(crate) fn new(deps: InstanceDeps, board: StatusBoard) -> Self {
-        let media = MediaStore::new(&deps.data_dir);
+        let media = MediaStore::new(&deps.data_dir).with_shared(deps.shared_media.clone());
         InstanceActor { deps, board, media }
     }
 }
@@ -746,13 +746,15 @@ impl InstanceActor {
     }
 
     /// What a queued message sends: its text, typed content, or its file read back
-    /// from uploads. Fails with `Invalid` when the file is gone.
+    /// from uploads (fetched from the shared media store in cluster mode when another
+    /// node stored it). Fails with `Invalid` when the file is gone, `Store` when the
+    /// shared media store cannot be reached.
     async fn content_of(&self, m: &Message) -> Result<OutboundContent, DomainError> {
         if let Some(path) = &m.media_path {
-            let file = self
-                .media
-                .path_of(path)
-                .ok_or_else(|| DomainError::Invalid(format!("the queued file {path} is gone")))?;
+            let file =
+                self.media.local_path(path).await?.ok_or_else(|| {
+                    DomainError::Invalid(format!("the queued file {path} is gone"))
+                })?;
             let bytes = tokio::fs::read(&file)
                 .await
                 .map_err(|e| DomainError::Invalid(format!("the queued file is unreadable: {e}")))?;

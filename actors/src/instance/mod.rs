@@ -26,6 +26,7 @@ pub use supervisor::{InstanceSupervisor, InstancesHandle};
 use crate::backoff::BackoffConfig;
 use crate::engine::EngineFactory;
 use crate::event_hub::EventHub;
+use crate::media_store::SharedMedia;
 use crate::stats::StatsHandle;
 use crate::store::DynStorage;
 use crate::store::SessionVault;
@@ -49,6 +50,9 @@ pub struct InstanceDeps {
     /// Cluster mode: where sessions are kept so another node can take an instance over
     /// without a new QR code. None: sessions live in the session directory only.
     pub vault: Option<Arc<dyn SessionVault>>,
+    /// Cluster mode: where media files are kept so another node can read them. None:
+    /// files live under `data_dir/uploads` only.
+    pub shared_media: Option<Arc<dyn SharedMedia>>,
 }
 
 /// The session directory of an instance: `data_dir/instances/<id>/`.

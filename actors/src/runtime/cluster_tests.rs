@@ -222,6 +222,7 @@ async fn node(id: &str, storage: Arc<MemoryStorage>, shared: Arc<Mutex<Shared>>)
             store: Arc::new(leases.clone()),
             vault: Arc::new(leases.clone()),
             board,
+            media: Arc::new(crate::media_store::MemoryMedia::default()),
         }),
         ..RuntimeConfig::new(storage, engines, dir.path().to_owned())
     };

@@ -142,7 +142,9 @@ impl Waba {
     ///
     /// Fails with `MessageNotFound` for a message the scope does not see, `NoMedia` for
     /// one without a file, `MediaPending` while it is being fetched (one is started when
-    /// none is under way), `MediaFailed` with the reason when every attempt failed.
+    /// none is under way), `MediaFailed` with the reason when every attempt failed,
+    /// `Store` when the file is on no local disk and the cluster's shared media store
+    /// cannot be reached.
     pub async fn media_file(
         &self,
         scope: &Scope,
@@ -154,17 +156,19 @@ impl Waba {
         };
         match media.state {
             MediaState::Stored => {
-                let path = media.path.as_deref().and_then(|p| self.media.path_of(p));
+                // In cluster mode a file another node stored is fetched from the shared store.
+                let path = match media.path.as_deref() {
+                    Some(p) => self.media.local_path(p).await?,
+                    None => None,
+                };
                 match path {
-                    Some(path) if tokio::fs::try_exists(&path).await.unwrap_or(false) => {
-                        Ok(StoredFile {
-                            path,
-                            mime_type: media
-                                .mime_type
-                                .unwrap_or_else(|| "application/octet-stream".into()),
-                            file_name: media.file_name,
-                        })
-                    }
+                    Some(path) => Ok(StoredFile {
+                        path,
+                        mime_type: media
+                            .mime_type
+                            .unwrap_or_else(|| "application/octet-stream".into()),
+                        file_name: media.file_name,
+                    }),
                     // The file is gone from disk: fetch it again.
                     _ => {
                         self.fetch_in_background(message);

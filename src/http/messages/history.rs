@@ -333,11 +333,16 @@ pub(super) async fn download_media(
         .message_by_id(&instance.id, &message_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("message {message_id} not found")))?;
-    let path = message
+    let stored = message
         .media_path
         .as_deref()
-        .and_then(|p| state.media.path_of(p))
         .ok_or_else(|| ApiError::not_found("this message has no media"))?;
+    // In cluster mode a file another node stored is fetched from the shared store.
+    let path = state
+        .media
+        .local_path(stored)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the media file is no longer stored"))?;
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiError::not_found("the media file is no longer stored"))?;

@@ -8,6 +8,7 @@
 //! - [`stats`]: daily usage buckets.
 //! - [`outbox`]: the webhook outbox a cluster's nodes share; [`feed`]: the events
 //!   other nodes store, to this node's live streams.
+//! - [`media`]: the media files a cluster's nodes share (GridFS).
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
 //!
 //! Conventions, so every collection reads alike:
@@ -27,6 +28,7 @@
 mod chats;
 pub mod cluster;
 pub mod feed;
+pub mod media;
 mod messaging;
 pub mod outbox;
 mod stats;
