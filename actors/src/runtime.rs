@@ -31,7 +31,7 @@ use crate::root::{ROOT_BACKOFF, RootMsg, RootSupervisor, Service};
 use crate::stats::{self, DEFAULT_FLUSH_INTERVAL, StatsHandle};
 use crate::store::DynStorage;
 use crate::webhook_queue::{
-    self, DeliveryObserver, Outbox, WebhookConfig, WebhookQueueHandle, WebhookTransport,
+    self, DeliveryObserver, Holds, Outbox, WebhookConfig, WebhookQueueHandle, WebhookTransport,
 };
 
 /// Everything the runtime is made of. [`RuntimeConfig::new`] gives the defaults of a
@@ -171,7 +171,11 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
             transport: parts.transport,
             jitter: parts.jitter,
             on_result: Some(count_deliveries(stats.clone(), parts.on_result)),
-            leases: cluster.as_ref().map(|parts| parts.board.clone()),
+            leases: cluster.as_ref().map(|parts| {
+                let board = parts.board.clone();
+                let holds: Holds = Arc::new(move |id: &str| board.epoch(id).is_some());
+                holds
+            }),
             auto_pause_after: parts.auto_pause_after,
             announce: Some(Arc::new(move |event| hub.announce(event))),
         };

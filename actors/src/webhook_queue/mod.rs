@@ -22,7 +22,6 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::cluster::LeaseBoard;
 use crate::domain::{
     Event, EventKind, Instance, InstanceEvent, MessageStatus, Page, WebhookSettings,
 };
@@ -67,11 +66,11 @@ pub struct WebhookConfig {
     /// Told the outcome of every attempt as it is recorded (metrics); None where nobody
     /// listens.
     pub on_result: Option<DeliveryObserver>,
-    /// Cluster mode: the leases this node holds. The outbox is shared by every node;
-    /// this queue catches up on and delivers only the instances it holds a lease on,
-    /// and takes an instance's queue over when the lease manager adopts it. None: one
-    /// node, every instance.
-    pub leases: Option<LeaseBoard>,
+    /// Cluster mode: whether this node holds an instance's lease. The outbox is shared by
+    /// every node; this queue catches up on and delivers only the instances it holds a
+    /// lease on, and takes an instance's queue over when the lease manager adopts it.
+    /// None: one node, every instance.
+    pub leases: Option<Holds>,
     /// An instance whose every delivery attempt has failed for this long has its
     /// delivery paused; None: never.
     pub auto_pause_after: Option<Duration>,
@@ -80,6 +79,9 @@ pub struct WebhookConfig {
     /// nobody listens.
     pub announce: Option<Announcer>,
 }
+
+/// See [`WebhookConfig::leases`].
+pub type Holds = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// See [`WebhookConfig::announce`].
 pub type Announcer = Arc<dyn Fn(InstanceEvent) + Send + Sync>;

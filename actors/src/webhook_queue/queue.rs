@@ -906,7 +906,7 @@ fn owns(config: &WebhookConfig, instance_id: &str) -> bool {
     config
         .leases
         .as_ref()
-        .is_none_or(|board| board.epoch(instance_id).is_some())
+        .is_none_or(|holds| holds(instance_id))
 }
 
 /// Queues again what a replay of `scope` over `[since, until]` covers (see
