@@ -582,6 +582,58 @@ async fn a_stream_on_another_node_outlives_the_owner() {
     }
 }
 
+/// A live stream opened on a node that does not own the instance ends when the instance
+/// is deleted, as it does on the owner.
+#[tokio::test]
+async fn a_stream_on_another_node_ends_when_the_instance_is_deleted() {
+    let cluster = Cluster::start(2, Leases::Steady).await;
+    let auth = cluster.node("n1").server.admin().await;
+    eventually(20, "two live nodes", || async {
+        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
+    })
+    .await;
+    let instances = paired(&cluster, &auth, 1, "ends").await;
+    let (id, _) = &instances[0];
+    let owner = owners(cluster.node("n1"), &auth, &instances).await[id]
+        .0
+        .clone();
+    let watcher = cluster
+        .live()
+        .into_iter()
+        .find(|n| n.id != owner)
+        .expect("a node that is not the owner");
+    let Auth::Bearer(token) = &auth else {
+        unreachable!("the admin signs in with a token")
+    };
+    let stream = watcher
+        .server
+        .client
+        .get(format!(
+            "{}/api/instances/{id}/events/stream",
+            watcher.server.base
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let (status, body) = watcher
+        .call(Method::DELETE, &format!("/api/instances/{id}"), &auth, None)
+        .await;
+    assert!(status == 200 || status == 204, "delete: {status} {body}");
+    // Within the client's own 30 s timeout, which would cut the stream with an error.
+    let mut body = stream.bytes_stream();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = body.next().await {
+            if let Err(err) = chunk {
+                panic!("the stream failed instead of ending: {err}");
+            }
+        }
+    })
+    .await
+    .expect("the stream ends once the instance is deleted");
+}
+
 /// A forged forwarded call is refused: a wrong signature answers 401 `invalid_forward`
 /// and does nothing.
 #[tokio::test]

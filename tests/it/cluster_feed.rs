@@ -1,15 +1,15 @@
 //! The event feed's fallback, polling storage when the change stream is down: the events
-//! stored for an instance somebody listens to reach its subscribers, each once, and an
-//! instance nobody listens to costs nothing.
+//! stored for an instance somebody listens to reach its subscribers, each once, an
+//! instance nobody listens to costs nothing, and a deleted instance's streams end.
 
 use std::sync::Arc;
 
 use wagate::storage::mongo::MongoStorage;
 use wagate::storage::mongo::feed::Feed;
 use wagate_actors::domain::event::Connected;
-use wagate_actors::domain::{Event, InstanceEvent};
+use wagate_actors::domain::{EngineKind, Event, Instance, InstanceEvent};
 use wagate_actors::event_hub::EventHub;
-use wagate_actors::store::EventStore;
+use wagate_actors::store::{EventStore, InstanceStore};
 use wagate_actors::webhook_queue::WebhookQueueHandle;
 
 use crate::common::fresh_mongodb_url;
@@ -25,12 +25,22 @@ fn connected(instance: &str, phone: &str) -> InstanceEvent {
 }
 
 #[tokio::test]
-async fn polling_rings_each_stored_event_once_for_the_instances_listened_to() {
+async fn polling_rings_each_stored_event_once_and_ends_a_deleted_instances_streams() {
     let storage = Arc::new(
         MongoStorage::connect(&fresh_mongodb_url())
             .await
             .expect("connect"),
     );
+    storage
+        .create_instance(&Instance::new(
+            "i1",
+            "u1",
+            "i1",
+            EngineKind::Sandbox,
+            chrono::Utc::now(),
+        ))
+        .await
+        .expect("instance");
     // What another node stored before anybody listened here: the stream reads it from
     // storage, the feed does not ring it.
     storage
@@ -60,4 +70,13 @@ async fn polling_rings_each_stored_event_once_for_the_instances_listened_to() {
     feed.poll().await.expect("poll");
     assert!(listening.try_recv().is_err(), "each event once");
     assert_eq!(hub.listened(), ["i1"]);
+
+    // Deleted (through another node): its streams here end.
+    storage.delete_instance("i1").await.expect("delete");
+    feed.poll().await.expect("poll");
+    assert!(matches!(
+        listening.recv().await,
+        Err(tokio::sync::broadcast::error::RecvError::Closed)
+    ));
+    assert!(hub.listened().is_empty());
 }

@@ -2,12 +2,13 @@
 //! node's SSE streams, so a stream opened on any node carries its instance's events
 //! whichever node owns the instance, and goes on when the owner changes.
 //!
-//! A change stream on `events` (inserts) rings the event hub for each event stored; the
-//! hub hands it to the instance's subscribers on this node, if any (the owner's own
-//! events reach them twice, directly and through the feed: a stream skips an id it has
-//! sent). When the change stream cannot be opened or fails, the feed polls storage for
-//! the instances somebody listens to here, every [`POLL_EVERY`], and tries the change
-//! stream again after [`STREAM_RETRY`]; each time the change stream (re)opens it polls
+//! A change stream on the database (inserts into `events`, deletions from `instances`)
+//! rings the event hub for each event stored, and closes an instance's streams when the
+//! instance is deleted; the hub hands an event to the instance's subscribers on this
+//! node, if any (the owner's own events reach them twice, directly and through the feed:
+//! a stream skips an id it has sent). When the change stream cannot be opened or fails, the feed polls storage for
+//! the instances somebody listens to here (and whether they still exist), every
+//! [`POLL_EVERY`], and tries the change stream again after [`STREAM_RETRY`]; each time the change stream (re)opens it polls
 //! once, for what was stored while it was down.
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use wagate_actors::domain::InstanceEvent;
 use wagate_actors::event_hub::EventHub;
 use wagate_actors::store::StoreResult;
 
-use super::{EVENTS, event_from_doc, map_err};
+use super::{EVENTS, INSTANCES, event_from_doc, map_err};
 
 /// How often the fallback polls storage.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -54,7 +55,9 @@ pub fn spawn(db: Database, hub: EventHub) -> tokio::task::JoinHandle<()> {
 
 /// The feed's state: what it has rung so far.
 pub struct Feed {
+    db: Database,
     events: Collection<Document>,
+    instances: Collection<Document>,
     hub: EventHub,
     /// Instance id → the last event id rung for it.
     seen: HashMap<String, String>,
@@ -63,7 +66,9 @@ pub struct Feed {
 impl Feed {
     pub fn new(db: &Database, hub: EventHub) -> Feed {
         Feed {
+            db: db.clone(),
             events: db.collection(EVENTS),
+            instances: db.collection(INSTANCES),
             hub,
             seen: HashMap::new(),
         }
@@ -73,9 +78,12 @@ impl Feed {
     /// or fails.
     async fn follow(&mut self) -> StoreResult<()> {
         let mut stream = self
-            .events
+            .db
             .watch()
-            .pipeline([doc! {"$match": {"operationType": "insert"}}])
+            .pipeline([doc! {"$match": {"$or": [
+                {"operationType": "insert", "ns.coll": EVENTS},
+                {"operationType": "delete", "ns.coll": INSTANCES},
+            ]}}])
             .await
             .map_err(map_err)?;
         tracing::debug!("following the event change stream");
@@ -83,6 +91,16 @@ impl Feed {
         self.poll().await?;
         while let Some(change) = stream.next().await {
             let change = change.map_err(map_err)?;
+            if change.operation_type == OperationType::Delete {
+                let deleted = change
+                    .document_key
+                    .as_ref()
+                    .and_then(|key| key.get_str("_id").ok());
+                if let Some(id) = deleted {
+                    self.hub.forget(id);
+                }
+                continue;
+            }
             if change.operation_type != OperationType::Insert {
                 continue;
             }
@@ -110,14 +128,27 @@ impl Feed {
     }
 
     /// Rings the hub for what was stored, since the last event rung, for each instance
-    /// somebody listens to here. An instance not seen before starts from its newest
-    /// event: its streams read what came before from storage.
+    /// somebody listens to here; closes the streams of those deleted. An instance not
+    /// seen before starts from its newest event: its streams read what came before from
+    /// storage.
     ///
     /// Fails when storage does.
     pub async fn poll(&mut self) -> StoreResult<()> {
         let listened = self.hub.listened();
         self.seen.retain(|id, _| listened.contains(id));
         for instance in listened {
+            let exists = self
+                .instances
+                .find_one(doc! {"_id": &instance})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(map_err)?
+                .is_some();
+            if !exists {
+                self.hub.forget(&instance);
+                self.seen.remove(&instance);
+                continue;
+            }
             let Some(after) = self.seen.get(&instance).cloned() else {
                 let newest = self
                     .events
