@@ -1795,81 +1795,6 @@ pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
     );
 }
 
-/// Many inbound records queued at once, several from the same contacts: every message,
-/// event and contact is stored (one contact per number), each told once committed.
-pub async fn pipelined_inbound_records_with_contacts_are_all_stored(s: DynStorage) {
-    let inst = "inbound";
-    let t = Utc
-        .timestamp_millis_opt(Utc::now().timestamp_millis())
-        .single()
-        .expect("ts");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut event_ids = Vec::new();
-    for n in 0..60 {
-        let number = format!("7900000000{}", n % 5);
-        let m = message(
-            inst,
-            &format!("{number}@s.whatsapp.net"),
-            &format!("I{n}"),
-            false,
-            t,
-        );
-        let e = numbered_event(inst, "message_received", n);
-        event_ids.push(e.id.clone());
-        let c = contact(inst, &number, None, Some(&format!("Name {n}")), false);
-        let tx = tx.clone();
-        s.record_message_then(
-            &m,
-            Some(&c),
-            &e,
-            Box::new(move |outcome| {
-                let _ = tx.send((n, outcome));
-            }),
-        )
-        .await;
-    }
-    drop(tx);
-    let mut told = Vec::new();
-    while let Some((n, outcome)) = rx.recv().await {
-        assert_eq!(outcome, Ok(()), "I{n}");
-        told.push(n);
-    }
-    assert_eq!(
-        told,
-        (0..60).collect::<Vec<_>>(),
-        "told in the order queued"
-    );
-    for n in 0..60 {
-        assert!(
-            s.message_by_id(inst, &format!("I{n}"))
-                .await
-                .expect("get")
-                .is_some(),
-            "I{n} stored"
-        );
-    }
-    let query = EventQuery {
-        limit: 1000,
-        ..EventQuery::default()
-    };
-    let (events, _) = s.list_events(inst, &query).await.expect("events");
-    assert_eq!(
-        events.into_iter().map(|e| e.id).collect::<Vec<_>>(),
-        event_ids
-    );
-    let contacts = s
-        .list_contacts(
-            inst,
-            &ContactQuery {
-                limit: 100,
-                ..ContactQuery::default()
-            },
-        )
-        .await
-        .expect("contacts");
-    assert_eq!(contacts.total, 5, "one contact per number");
-}
-
 fn label(instance_id: &str, label_id: &str, name: &str, at: chrono::DateTime<Utc>) -> Label {
     Label {
         id: new_id(),
@@ -1983,7 +1908,6 @@ macro_rules! storage_suite {
                 messages_and_statuses, history_and_chats, contacts_upsert_and_search, transfer_round_trip,
                 waba_accounts, waba_chats_and_messages, waba_assignment, waba_media, ping_and_provider, closed_store_is_unavailable,
                 messages_recorded_with_contact_and_event, pipelined_writes_are_told_in_order_once_committed,
-                pipelined_inbound_records_with_contacts_are_all_stored,
                 chat_settings_and_labels);
         }
     };

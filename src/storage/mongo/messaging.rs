@@ -16,10 +16,8 @@ use wagate_actors::domain::{
 };
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
-use wagate_actors::store::{Committed, StoreResult};
+use wagate_actors::store::StoreResult;
 use wagate_actors::store::{ContactStore, EventStore, MessageStore};
-
-use super::commits::Record;
 
 use super::{
     CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
@@ -156,49 +154,23 @@ impl MessageStore for MongoStorage {
     /// test server is a single-node one). A standalone server has none: there the three
     /// writes run in order (message, contact, event), and a crash between them can leave
     /// a message without its event.
-    ///
-    /// Batched with the records of other callers ([`super::commits`]).
     async fn record_message(
         &self,
         m: &Message,
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        let record = Record {
-            message: message_doc(m)?,
-            contact: contact.cloned(),
-            event: event_doc(event)?,
-        };
-        match &self.commits {
-            Some(commits) => commits.submit(record).await,
-            None => {
-                self.record_docs(&record.message, record.contact.as_ref(), &record.event)
-                    .await
-            }
+        let message = message_doc(m)?;
+        let event = event_doc(event)?;
+        if self
+            .record_in_transaction(&message, contact, &event)
+            .await?
+        {
+            return Ok(());
         }
-    }
-
-    async fn record_message_then(
-        &self,
-        m: &Message,
-        contact: Option<&Contact>,
-        event: &InstanceEvent,
-        done: Committed,
-    ) {
-        let record = match (message_doc(m), event_doc(event)) {
-            (Ok(message), Ok(event)) => Record {
-                message,
-                contact: contact.cloned(),
-                event,
-            },
-            (Err(err), _) | (_, Err(err)) => return done(Err(err)),
-        };
-        match &self.commits {
-            Some(commits) => commits.enqueue(record, done).await,
-            None => done(
-                self.record_docs(&record.message, record.contact.as_ref(), &record.event)
-                    .await,
-            ),
+        match self.record_writes(None, &message, contact, &event).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -622,66 +594,6 @@ impl MongoStorage {
         Ok(stored)
     }
 
-    /// [`MessageStore::record_message`] of documents, on its own: one transaction where the
-    /// deployment has them, else the writes in order.
-    pub(super) async fn record_docs(
-        &self,
-        message: &Document,
-        contact: Option<&Contact>,
-        event: &Document,
-    ) -> StoreResult<()> {
-        if self.record_in_transaction(message, contact, event).await? {
-            return Ok(());
-        }
-        match self.record_writes(None, message, contact, event).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Several records in one transaction: the messages in one insert, the contacts, the
-    /// events in one insert. `Ok(false)` when the deployment has no transactions; an error
-    /// when the transaction failed, and then nothing of it was written.
-    pub(super) async fn record_batch(&self, records: &[&Record]) -> Result<bool, TxError> {
-        let mut session = self.client.start_session().await?;
-        match session.start_transaction().await {
-            Ok(()) => {}
-            Err(e) if matches!(*e.kind, ErrorKind::Transaction { .. }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        let written = async {
-            self.coll(MESSAGES)?
-                .insert_many(records.iter().map(|r| &r.message))
-                .session(&mut session)
-                .await?;
-            for contact in records.iter().filter_map(|r| r.contact.as_ref()) {
-                match self.upsert_contact_once(contact, Some(&mut session)).await {
-                    Err(TxError::Mongo(e)) if is_duplicate_key(&e) => {
-                        return Err(TxError::ContactRace);
-                    }
-                    other => {
-                        other?;
-                    }
-                }
-            }
-            self.coll(EVENTS)?
-                .insert_many(records.iter().map(|r| &r.event))
-                .session(&mut session)
-                .await?;
-            Ok::<(), TxError>(())
-        }
-        .await;
-        match written {
-            Ok(()) => commit(&mut session).await?,
-            Err(e) => {
-                // Fails only when the transaction is already gone, aborted either way.
-                let _ = session.abort_transaction().await;
-                return Err(e);
-            }
-        }
-        Ok(true)
-    }
-
     /// The writes of [`MessageStore::record_message`], in `session`'s transaction when one
     /// is given.
     async fn record_writes(
@@ -786,7 +698,7 @@ pub(super) async fn commit(session: &mut ClientSession) -> Result<(), MongoError
 
 /// A failure inside a transaction: the driver's, whose labels say whether to retry, or
 /// one of ours.
-pub(super) enum TxError {
+enum TxError {
     Mongo(MongoError),
     Store(StoreError),
     /// The contact of a transaction was created meanwhile by another writer.

@@ -4,7 +4,7 @@
 //!
 //! - this file: connection, error mapping, document helpers; users, instances, activity,
 //!   events;
-//! - [`messaging`]: messages, chats and contacts; [`commits`]: their group commit.
+//! - [`messaging`]: messages, chats and contacts.
 //! - [`stats`]: daily usage buckets.
 //! - [`outbox`]: the webhook outbox a cluster's nodes share; [`feed`]: the events
 //!   other nodes store, to this node's live streams.
@@ -27,7 +27,6 @@
 
 mod chats;
 pub mod cluster;
-mod commits;
 pub mod feed;
 pub mod media;
 mod messaging;
@@ -85,8 +84,6 @@ pub struct MongoStorage {
     /// Set by [`Storage::close`]: later calls fail with `Unavailable` instead of reaching a
     /// driver that has been shut down.
     closed: Arc<AtomicBool>,
-    /// The group commit of messages; None in the copy its task stores through.
-    commits: Option<commits::MongoCommits>,
 }
 
 impl MongoStorage {
@@ -98,15 +95,13 @@ impl MongoStorage {
     pub async fn connect(url: &str) -> Result<MongoStorage, StoreError> {
         let (options, name) = client_options(url).await?;
         let client = Client::with_options(options).map_err(map_err)?;
-        let mut storage = MongoStorage {
+        let storage = MongoStorage {
             db: client.database(&name),
             client,
             closed: Arc::new(AtomicBool::new(false)),
-            commits: None,
         };
         storage.ping().await?;
         storage.create_indexes().await?;
-        storage.commits = Some(commits::MongoCommits::start(storage.clone()));
         Ok(storage)
     }
 
