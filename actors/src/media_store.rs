@@ -169,39 +169,38 @@ impl MediaStore {
 pub struct MemoryMedia(std::sync::Mutex<std::collections::BTreeMap<String, (String, Vec<u8>)>>);
 
 #[cfg(any(test, feature = "testing"))]
+impl MemoryMedia {
+    fn files(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (String, Vec<u8>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
 #[async_trait]
 impl SharedMedia for MemoryMedia {
     async fn put(&self, instance: &str, path: &str, bytes: &[u8]) -> StoreResult<()> {
-        let mut files = self
-            .0
-            .lock()
-            .map_err(|_| StoreError::Unavailable("poisoned".into()))?;
+        let mut files = self.files();
         files.insert(path.into(), (instance.into(), bytes.to_vec()));
         Ok(())
     }
 
     async fn get(&self, path: &str) -> StoreResult<Option<Vec<u8>>> {
-        let files = self
-            .0
-            .lock()
-            .map_err(|_| StoreError::Unavailable("poisoned".into()))?;
+        let files = self.files();
         Ok(files.get(path).map(|(_, bytes)| bytes.clone()))
     }
 
     async fn delete(&self, path: &str) -> StoreResult<()> {
-        let mut files = self
-            .0
-            .lock()
-            .map_err(|_| StoreError::Unavailable("poisoned".into()))?;
+        let mut files = self.files();
         files.remove(path);
         Ok(())
     }
 
     async fn delete_instance(&self, instance: &str) -> StoreResult<()> {
-        let mut files = self
-            .0
-            .lock()
-            .map_err(|_| StoreError::Unavailable("poisoned".into()))?;
+        let mut files = self.files();
         files.retain(|_, (owner, _)| owner != instance);
         Ok(())
     }

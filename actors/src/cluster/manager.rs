@@ -281,8 +281,16 @@ async fn stop_all(state: &mut LeaseState, why: &str) {
     }
     while stops.join_next().await.is_some() {}
     for (id, _) in &held {
-        state.args.board.remove(id);
-        state.args.webhooks.release(id);
+        forget_lease(&state.args, id);
+    }
+}
+
+/// This node no longer holds `id`'s lease: off the board, and (for an instance) its
+/// webhook deliveries stop here.
+fn forget_lease(args: &LeaseArgs, id: &str) {
+    args.board.remove(id);
+    if id != DESK_LEASE {
+        args.webhooks.release(id);
     }
 }
 
@@ -351,11 +359,10 @@ async fn renew(myself: &ActorRef<LeaseMsg>, state: &mut LeaseState) {
                 .counters
                 .lost
                 .fetch_add(1, Ordering::Relaxed);
-            state.args.board.remove(&id);
+            forget_lease(&state.args, &id);
             if id == DESK_LEASE {
                 continue;
             }
-            state.args.webhooks.release(&id);
             if let Err(err) = state.args.instances.release(&id).await {
                 tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
             }
@@ -487,8 +494,7 @@ async fn scan(state: &mut LeaseState) {
         if let Err(err) = state.args.instances.release(&id).await {
             tracing::warn!(instance = %id, %err, "cannot stop the instance cleanly");
         }
-        state.args.board.remove(&id);
-        state.args.webhooks.release(&id);
+        forget_lease(&state.args, &id);
         let lease = [(id.clone(), epoch)];
         let released = state.args.store.release(&me, &lease);
         if let Ok(Ok(())) = tokio::time::timeout(bound, released).await {
@@ -508,8 +514,7 @@ async fn scan(state: &mut LeaseState) {
     for (id, _) in state.args.board.held() {
         if !stored.contains(&id) && id != DESK_LEASE {
             let _ = state.args.instances.release(&id).await;
-            state.args.board.remove(&id);
-            state.args.webhooks.release(&id);
+            forget_lease(&state.args, &id);
             let _ = tokio::time::timeout(bound, state.args.store.delete(&id)).await;
         }
     }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Document, doc};
 use mongodb::change_stream::event::OperationType;
 use mongodb::{Collection, Database};
@@ -169,10 +169,8 @@ impl Feed {
                 .limit(POLL_BATCH)
                 .await
                 .map_err(map_err)?
-                .collect::<Vec<_>>()
+                .try_collect()
                 .await
-                .into_iter()
-                .collect::<Result<_, _>>()
                 .map_err(map_err)?;
             for document in docs {
                 match event_from_doc(&document) {

@@ -48,7 +48,7 @@ use wagate_actors::webhook_queue::{
     Backlog, DELIVERY_RECORDS_KEPT, DeadLetter, DeliveryRecord, DeliveryStatus, Outbox, WebhookJob,
 };
 
-use super::{Fields, clamp_i64, corrupt, date, is_duplicate_key, map_err};
+use super::{Fields, clamp_i64, collect, corrupt, date, is_duplicate_key, map_err};
 
 const JOBS: &str = "webhook_jobs";
 const CURSORS: &str = "webhook_cursors";
@@ -183,17 +183,14 @@ impl MongoOutbox {
     }
 
     async fn jobs(&self, filter: Document, limit: i64) -> StoreResult<Vec<WebhookJob>> {
-        let docs: Vec<Document> = self
+        let found = self
             .coll(JOBS)
             .find(filter)
             .sort(doc! {"seq": 1})
             .limit(limit)
             .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
             .map_err(map_err)?;
-        docs.iter().map(job_from_doc).collect()
+        collect(found, job_from_doc).await
     }
 }
 
@@ -417,16 +414,13 @@ impl Outbox for MongoOutbox {
     }
 
     async fn dead_letters(&self, instance_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
-        let docs: Vec<Document> = self
+        let found = self
             .coll(DEAD)
             .find(doc! {"instance": instance_id})
             .sort(doc! {"seq": 1})
             .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
             .map_err(map_err)?;
-        docs.iter().map(dead_from_doc).collect()
+        collect(found, dead_from_doc).await
     }
 
     async fn revive(
