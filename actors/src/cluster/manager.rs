@@ -4,7 +4,8 @@
 //! the leases the database says it no longer holds are stopped at once. Every
 //! `scan_every` it reads the live nodes and the leases, takes the free instances
 //! [`super::placement`] gives it (and, after a grace period, free ones meant for a node
-//! that does not take them), and gives one up when it holds more than its share.
+//! that does not take them), asking for up to [`ACQUIRE_AT_ONCE`] leases at once, and
+//! gives one up when it holds more than its share.
 //!
 //! **Self-fencing**: the lease of this node expires on the server `lease_ttl` after the
 //! server applied the last renewal, which is no earlier than when this node sent it. So
@@ -33,7 +34,7 @@ use tokio::time::Instant;
 
 use super::{ClusterSettings, DESK_LEASE, LeaseBoard, LeaseStore, placement};
 use crate::domain::event::EventQuery;
-use crate::domain::raise_id_floor;
+use crate::domain::{Instance, raise_id_floor};
 use crate::handle::ActorSlot;
 use crate::instance::InstancesHandle;
 use crate::store::DynStorage;
@@ -42,6 +43,10 @@ use crate::webhook_queue::WebhookQueueHandle;
 /// How many scans a free instance meant for another node waits before this node takes
 /// it anyway (that node may be dying, or may not see the instance yet).
 const GRACE_SCANS: u32 = 3;
+
+/// How many leases a scan asks for at once. A failover's takeover of a dead node's
+/// instances is then bounded by a few round trips per batch, not by one per instance.
+const ACQUIRE_AT_ONCE: usize = 32;
 
 /// What the lease manager needs.
 #[derive(Clone)]
@@ -428,9 +433,12 @@ async fn scan(state: &mut LeaseState) {
         }
     }
 
-    let by_id: HashMap<&str, &crate::domain::Instance> =
-        instances.iter().map(|i| (i.id.as_str(), i)).collect();
-    for id in take {
+    let by_id: HashMap<&str, &Instance> = instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    let wanted: Vec<&Instance> = take
+        .iter()
+        .filter_map(|id| by_id.get(id.as_str()).copied())
+        .collect();
+    for batch in wanted.chunks(ACQUIRE_AT_ONCE) {
         if fenced(state).await {
             return;
         }
@@ -438,53 +446,35 @@ async fn scan(state: &mut LeaseState) {
         if bound.is_zero() {
             return; // the renewal goes first
         }
-        let Some(instance) = by_id.get(id.as_str()) else {
-            continue;
-        };
-        let acquired =
-            tokio::time::timeout(bound, state.args.store.acquire(&id, &state.args.settings)).await;
-        let epoch = match acquired {
-            Ok(Ok(Some(epoch))) => epoch,
-            Ok(Ok(None)) => continue, // another node was faster
-            Ok(Err(err)) => {
-                tracing::warn!(instance = %id, %err, "cannot take the lease");
-                continue;
-            }
-            Err(_) => return,
-        };
-        state.free_since.remove(&id);
-        state.args.board.insert(&id, epoch);
-        state
-            .args
-            .board
-            .counters
-            .acquired
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(instance = %id, epoch, "lease taken; starting the instance");
-        // Started off the manager's mailbox: an engine may take a while to start, and
-        // renewals must not wait behind it.
-        let parked = !instance.status.restores_on_start();
-        let instances = state.args.instances.clone();
-        let storage = state.args.storage.clone();
-        let board = state.args.board.clone();
-        let webhooks = state.args.webhooks.clone();
-        let instance = (*instance).clone();
-        // Before the instance can raise an event: the queue adopts first.
-        webhooks.adopt(&id);
-        tokio::spawn(async move {
-            seed_event_ids(&storage, &id, bound).await;
-            if let Err(err) = instances.start(instance, parked).await {
-                tracing::error!(instance = %id, %err, "cannot start the instance");
-            }
-            // The lease went away while the instance was starting (fenced, lost): it
-            // must not run on.
-            if board.epoch(&id) != Some(epoch) {
-                let _ = instances.release(&id).await;
-                if board.epoch(&id).is_none() {
-                    webhooks.release(&id);
+        let mut asks = tokio::task::JoinSet::new();
+        for instance in batch {
+            let store = state.args.store.clone();
+            let settings = state.args.settings.clone();
+            let id = instance.id.clone();
+            asks.spawn(async move {
+                let answer = tokio::time::timeout(bound, store.acquire(&id, &settings)).await;
+                (id, answer)
+            });
+        }
+        let mut timed_out = false;
+        while let Some(asked) = asks.join_next().await {
+            let Ok((id, answer)) = asked else {
+                continue; // the task panicked: the lease, if taken, is a stray the renewal releases
+            };
+            match answer {
+                Ok(Ok(Some(epoch))) => {
+                    if let Some(instance) = by_id.get(id.as_str()) {
+                        start_leased(state, instance, epoch, bound);
+                    }
                 }
+                Ok(Ok(None)) => {} // another node was faster
+                Ok(Err(err)) => tracing::warn!(instance = %id, %err, "cannot take the lease"),
+                Err(_) => timed_out = true,
             }
-        });
+        }
+        if timed_out {
+            return;
+        }
     }
 
     if let Some(id) = plan.give_up
@@ -518,6 +508,43 @@ async fn scan(state: &mut LeaseState) {
             let _ = tokio::time::timeout(bound, state.args.store.delete(&id)).await;
         }
     }
+}
+
+/// Records a lease just taken and starts its instance off the manager's mailbox (an
+/// engine may take a while to start, and renewals must not wait behind it).
+fn start_leased(state: &mut LeaseState, instance: &Instance, epoch: u64, bound: Duration) {
+    let id = instance.id.clone();
+    state.free_since.remove(&id);
+    state.args.board.insert(&id, epoch);
+    state
+        .args
+        .board
+        .counters
+        .acquired
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(instance = %id, epoch, "lease taken; starting the instance");
+    let parked = !instance.status.restores_on_start();
+    let instances = state.args.instances.clone();
+    let storage = state.args.storage.clone();
+    let board = state.args.board.clone();
+    let webhooks = state.args.webhooks.clone();
+    let instance = instance.clone();
+    // Before the instance can raise an event: the queue adopts first.
+    webhooks.adopt(&id);
+    tokio::spawn(async move {
+        seed_event_ids(&storage, &id, bound).await;
+        if let Err(err) = instances.start(instance, parked).await {
+            tracing::error!(instance = %id, %err, "cannot start the instance");
+        }
+        // The lease went away while the instance was starting (fenced, lost): it
+        // must not run on.
+        if board.epoch(&id) != Some(epoch) {
+            let _ = instances.release(&id).await;
+            if board.epoch(&id).is_none() {
+                webhooks.release(&id);
+            }
+        }
+    });
 }
 
 /// Takes the desk's lease when nobody holds it (whichever node asks first gets it).

@@ -34,6 +34,52 @@ struct Shared {
     leases: HashMap<String, LeaseRecord>,
     sessions: HashMap<String, BTreeMap<String, Vec<u8>>>,
     keys: HashMap<String, BTreeMap<(String, String), Vec<u8>>>,
+    /// When set, an instance's lease is given only once that many acquires wait at
+    /// the same time: acquires asked one after another never get one.
+    acquire_gate: Option<Arc<Gate>>,
+}
+
+/// Opens (for good) once `need` callers wait in [`Gate::pass`] together; a caller that
+/// gives up waiting no longer counts.
+struct Gate {
+    need: usize,
+    waiting: Mutex<(usize, bool)>,
+    opened: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn new(need: usize) -> Self {
+        Gate {
+            need,
+            waiting: Mutex::new((0, false)),
+            opened: tokio::sync::Notify::new(),
+        }
+    }
+
+    async fn pass(&self) {
+        struct Leaving<'a>(&'a Gate);
+        impl Drop for Leaving<'_> {
+            fn drop(&mut self) {
+                self.0.waiting.lock().expect("gate").0 -= 1;
+            }
+        }
+        let _leaving = {
+            let mut waiting = self.waiting.lock().expect("gate");
+            waiting.0 += 1;
+            if waiting.0 >= self.need {
+                waiting.1 = true;
+                self.opened.notify_waiters();
+            }
+            Leaving(self)
+        };
+        loop {
+            let opened = self.opened.notified();
+            if self.waiting.lock().expect("gate").1 {
+                return;
+            }
+            opened.await;
+        }
+    }
 }
 
 /// One node's way to the shared store: `cut` makes every call fail, as a partition would.
@@ -104,6 +150,12 @@ impl LeaseStore for MemLeases {
     }
 
     async fn acquire(&self, instance_id: &str, node: &ClusterSettings) -> StoreResult<Option<u64>> {
+        let gate = self.reach()?.acquire_gate.clone();
+        if let Some(gate) = gate
+            && instance_id != crate::cluster::DESK_LEASE
+        {
+            gate.pass().await;
+        }
         let mut s = self.reach()?;
         let now = now_ms();
         let lease = s
@@ -378,6 +430,28 @@ async fn a_lease_taken_without_an_answer_does_not_strand_its_instance() {
     .await;
     let epoch = shared.lock().expect("shared").leases["stray"].epoch;
     assert_eq!(epoch, 2, "released, then taken again under a new epoch");
+    a.runtime.shutdown().await;
+}
+
+/// A node asks for the free leases it wants together, not one after another: the
+/// takeover of a dead node's instances costs a few round trips, not one per instance.
+#[tokio::test]
+async fn a_scan_asks_for_its_leases_at_once() {
+    let storage = Arc::new(MemoryStorage::default());
+    let ids: Vec<String> = (0..6).map(|i| format!("inst-{i}")).collect();
+    for id in &ids {
+        let instance = Instance::new(id, "owner", id, EngineKind::Sandbox, Utc::now());
+        storage.create_instance(&instance).await.expect("create");
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        acquire_gate: Some(Arc::new(Gate::new(ids.len()))),
+        ..Shared::default()
+    }));
+    let a = node("a", storage.clone(), shared.clone()).await;
+    until("a runs every instance", || {
+        ids.iter().all(|id| a.runtime.instances.runs(id))
+    })
+    .await;
     a.runtime.shutdown().await;
 }
 
