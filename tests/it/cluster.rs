@@ -419,6 +419,20 @@ async fn twelve_instances_spread_over_three_nodes() {
     }
 }
 
+/// Opens `id`'s live stream on `node` (resuming after `last`, if given) and checks it
+/// was accepted there.
+async fn open_stream(node: &Node, auth: &Auth, id: &str, last: Option<&str>) -> reqwest::Response {
+    let server = &node.server;
+    let url = format!("{}/api/instances/{id}/events/stream", server.base);
+    let mut request = auth.apply(server.client.get(url));
+    if let Some(last) = last {
+        request = request.header("Last-Event-ID", last);
+    }
+    let stream = request.send().await.expect("stream");
+    assert_eq!(stream.status(), 200, "stream on {}", node.id);
+    stream
+}
+
 /// Reads SSE frames from `resp` until one of type `kind` arrives; returns its data.
 async fn sse_until(resp: reqwest::Response, kind: &str) -> Value {
     let mut stream = resp.bytes_stream();
@@ -466,21 +480,7 @@ async fn any_node_serves_any_instance() {
         .find(|n| n.id != owner)
         .expect("a node that is not the owner");
 
-    let stream = other
-        .server
-        .client
-        .get(format!(
-            "{}/api/instances/{id}/events/stream",
-            other.server.base
-        ))
-        .bearer_auth(match &auth {
-            Auth::Bearer(t) => t.clone(),
-            _ => unreachable!(),
-        })
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(stream.status(), 200);
+    let stream = open_stream(other, &auth, &id, None).await;
     assert_eq!(
         stream.headers()["x-wagate-node"],
         other.id.as_str(),
@@ -540,25 +540,11 @@ async fn a_stream_on_another_node_outlives_the_owner() {
     let before = owners(cluster.node("n1"), &auth, &instances).await;
     let (id, _) = &instances[0];
     let owner = before[id].0.clone();
-    let Auth::Bearer(token) = &auth else {
-        unreachable!("the admin signs in with a token")
-    };
     // A stream on each of the two other nodes: one of them does not become the new
     // owner either.
     let mut streams = Vec::new();
     for watcher in cluster.live().into_iter().filter(|n| n.id != owner) {
-        let stream = watcher
-            .server
-            .client
-            .get(format!(
-                "{}/api/instances/{id}/events/stream",
-                watcher.server.base
-            ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("stream");
-        assert_eq!(stream.status(), 200);
+        let stream = open_stream(watcher, &auth, id, None).await;
         streams.push((watcher.id.clone(), stream));
     }
     cluster.take(&owner).server.kill_hard().await;
@@ -602,21 +588,7 @@ async fn a_stream_on_another_node_ends_when_the_instance_is_deleted() {
         .into_iter()
         .find(|n| n.id != owner)
         .expect("a node that is not the owner");
-    let Auth::Bearer(token) = &auth else {
-        unreachable!("the admin signs in with a token")
-    };
-    let stream = watcher
-        .server
-        .client
-        .get(format!(
-            "{}/api/instances/{id}/events/stream",
-            watcher.server.base
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(stream.status(), 200);
+    let stream = open_stream(watcher, &auth, id, None).await;
     let (status, body) = watcher
         .call(Method::DELETE, &format!("/api/instances/{id}"), &auth, None)
         .await;
@@ -748,11 +720,7 @@ pub(crate) async fn owners(
 /// Copies the newest stored event of `instance` under an id made an hour from now, as a
 /// node whose clock runs ahead would have; returns that id.
 async fn plant_event_from_a_fast_clock(url: &str, instance: &str) -> String {
-    let db = mongodb::Client::with_uri_str(url)
-        .await
-        .expect("connect to SecantusDB")
-        .default_database()
-        .expect("a database in the URL");
+    let db = crate::common::mongo_database(url).await;
     let events = db.collection::<mongodb::bson::Document>("events");
     let mut newest = events
         .find_one(mongodb::bson::doc! {"instanceId": instance})
@@ -812,22 +780,7 @@ async fn instances_of_a_killed_node_reconnect_on_the_survivors() {
         assert_eq!(status, 200, "send after failover: {body}");
     }
     // The new owner's events sort after it: a stream resumed from it gets the send.
-    let Auth::Bearer(token) = &auth else {
-        unreachable!("the admin signs in with a token")
-    };
-    let resumed = survivor
-        .server
-        .client
-        .get(format!(
-            "{}/api/instances/{moved}/events/stream",
-            survivor.server.base
-        ))
-        .bearer_auth(token)
-        .header("Last-Event-ID", &ahead)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(resumed.status(), 200);
+    let resumed = open_stream(survivor, &auth, &moved, Some(&ahead)).await;
     let sent = sse_until(resumed, "message_sent").await;
     assert_eq!(sent["data"]["body"], "after the failover", "{sent}");
     let listed = listing(survivor, &auth).await;

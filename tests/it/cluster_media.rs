@@ -10,15 +10,7 @@ use wagate::storage::mongo::media::{BUCKET, MongoMedia};
 use wagate_actors::media_store::SharedMedia;
 
 use crate::cluster::{Cluster, Leases, Node, listing, moved_off, owners, paired};
-use crate::common::{Auth, eventually, fresh_mongodb_url};
-
-async fn database(url: &str) -> mongodb::Database {
-    mongodb::Client::with_uri_str(url)
-        .await
-        .expect("connect")
-        .default_database()
-        .expect("a database in the URL")
-}
+use crate::common::{Auth, eventually, fresh_mongodb_url, mongo_database};
 
 /// `n` bytes that are neither constant nor a multiple of a GridFS chunk.
 fn sample(n: usize, seed: u8) -> Vec<u8> {
@@ -37,7 +29,7 @@ async fn count(db: &mongodb::Database, which: &str, filter: Document) -> u64 {
 #[tokio::test]
 async fn the_shared_media_store_keeps_files_byte_for_byte_and_deletes_by_instance() {
     let url = fresh_mongodb_url();
-    let db = database(&url).await;
+    let db = mongo_database(&url).await;
     let media = MongoMedia::open(db.clone()).await.expect("open");
     // Several chunks (255 KiB each), the last one short.
     let big = sample(700_001, 1);
@@ -160,7 +152,7 @@ async fn a_file_stored_before_a_failover_is_served_by_the_survivor() {
     })
     .await;
     assert_eq!(stored, bytes);
-    let db = database(&cluster.url).await;
+    let db = mongo_database(&cluster.url).await;
     assert_eq!(
         count(&db, "files", doc! {"metadata.instance": &id}).await,
         1

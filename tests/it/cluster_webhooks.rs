@@ -15,19 +15,13 @@ use wagate_actors::webhook_queue::{
 };
 
 use crate::cluster::{Cluster, Leases, listing, owners, paired};
-use crate::common::{eventually, fresh_mongodb_url};
+use crate::common::{eventually, fresh_mongodb_url, mongo_database};
 use crate::receiver::Receiver;
 
-async fn database(url: &str) -> mongodb::Database {
-    mongodb::Client::with_uri_str(url)
-        .await
-        .expect("connect")
-        .default_database()
-        .expect("a database in the URL")
-}
-
 async fn outbox(url: &str) -> MongoOutbox {
-    MongoOutbox::open(database(url).await).await.expect("open")
+    MongoOutbox::open(mongo_database(url).await)
+        .await
+        .expect("open")
 }
 
 fn job(instance: &str, event: &str) -> WebhookJob {
@@ -179,7 +173,7 @@ async fn an_adopted_instance_queues_after_its_previous_owners_jobs() {
         .expect("push");
     // The previous owner's clock ran an hour ahead of the next owner's.
     let hour_us = 3_600_000_000_i64;
-    database(&url)
+    mongo_database(&url)
         .await
         .collection::<Document>("webhook_jobs")
         .update_many(doc! {"instance": "i"}, doc! {"$inc": {"seq": hour_us}})
@@ -198,7 +192,7 @@ async fn an_adopted_instance_queues_after_its_previous_owners_jobs() {
         .push_many(vec![job("i", "e1"), job("i", "e2")], Vec::new())
         .await
         .expect("push");
-    database(&url)
+    mongo_database(&url)
         .await
         .collection::<Document>("webhook_jobs")
         .update_many(doc! {"instance": "i"}, doc! {"$inc": {"seq": hour_us}})
@@ -281,7 +275,7 @@ async fn delivery_records_are_newest_first_and_bounded() {
 
 /// The `message_sent` events stored for `instance`, oldest first.
 async fn sent_events(url: &str, instance: &str) -> Vec<String> {
-    let docs: Vec<Document> = database(url)
+    let docs: Vec<Document> = mongo_database(url)
         .await
         .collection::<Document>("events")
         .find(doc! {"instanceId": instance, "kind": "message_sent"})

@@ -31,6 +31,17 @@ pub enum Auth {
     Key(String),
 }
 
+impl Auth {
+    /// Adds these credentials to a request.
+    pub fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::None => rb,
+            Auth::Bearer(t) => rb.bearer_auth(t),
+            Auth::Key(k) => rb.header("x-api-key", k),
+        }
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
@@ -61,6 +72,15 @@ struct WacoreSeams {
 /// The environment variable naming the MongoDB test server (`mongodb://host:port`, no
 /// database): `./scripts/test` starts the server and sets it.
 pub const MONGODB_URL_VAR: &str = "WAGATE_TEST_MONGODB_URL";
+
+/// The database named in a MongoDB `url` (the test server's).
+pub async fn mongo_database(url: &str) -> mongodb::Database {
+    mongodb::Client::with_uri_str(url)
+        .await
+        .expect("connect to the test MongoDB")
+        .default_database()
+        .expect("a database in the URL")
+}
 
 /// The URL of a new, empty database on the MongoDB test server: every test gets its own.
 ///
@@ -348,12 +368,7 @@ impl TestServer {
     }
 
     pub fn request(&self, method: Method, path: &str, auth: &Auth) -> reqwest::RequestBuilder {
-        let rb = self.client.request(method, self.url(path));
-        match auth {
-            Auth::None => rb,
-            Auth::Bearer(t) => rb.bearer_auth(t),
-            Auth::Key(k) => rb.header("x-api-key", k),
-        }
+        auth.apply(self.client.request(method, self.url(path)))
     }
 
     /// Sends a JSON request and returns the status and the JSON body (Null when empty).
@@ -430,11 +445,7 @@ pub async fn call_at(
     body: Option<Value>,
 ) -> (u16, Value) {
     let mut rb = client.request(method, format!("{base}{path}"));
-    rb = match auth {
-        Auth::None => rb,
-        Auth::Bearer(t) => rb.bearer_auth(t),
-        Auth::Key(k) => rb.header("x-api-key", k),
-    };
+    rb = auth.apply(rb);
     if let Some(b) = body {
         rb = rb.json(&b);
     }

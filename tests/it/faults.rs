@@ -62,12 +62,7 @@ async fn try_call(
     auth: &Auth,
     body: Option<Value>,
 ) -> Option<(u16, Value)> {
-    let mut rb = client.request(method, format!("{base}{path}"));
-    rb = match auth {
-        Auth::None => rb,
-        Auth::Bearer(t) => rb.bearer_auth(t),
-        Auth::Key(k) => rb.header("x-api-key", k),
-    };
+    let mut rb = auth.apply(client.request(method, format!("{base}{path}")));
     if let Some(b) = body {
         rb = rb.json(&b);
     }
