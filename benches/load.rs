@@ -4,6 +4,7 @@
 //! | id | what | baseline | target |
 //! |----|------|----------|--------|
 //! | S1 | send-text over HTTP: max throughput, then p99 at 80 % of it | a bare axum JSON echo route; the physical limit (the echo plus the send's rows group-committed) | ≥ 0.5× the echo, ≥ 0.8× the limit, ≤ 3× p99 |
+//! | S1M | S1's send-text with MongoDB storage (SecantusDB, the MongoDB-wire test server) | the raw driver inserting the same two documents (message, event) per send | report |
 //! | S2 | webhook fan-out end to end: inbound over HTTP → stored → HMAC-signed webhook at a local keep-alive receiver (open throughout) | pre-signed POSTs of as many webhooks, same client stack, one client per instance | ≥ 0.8×, none lost |
 //! | S3 | inbound ingest: sandbox inbound over HTTP → persisted → event | the physical limit (the echo plus the message's rows group-committed); raw batched sqlx inserts of the same rows (context) | ≥ 0.8× the limit |
 //! | S4 | chat history (50 messages) among 1,000,000 stored messages, p99 | the same queries through sqlx (p99) + echo p99 | ≤ 2× |
@@ -33,7 +34,7 @@
 //!   `WAGATE_BENCH_SESSIONS_STEP`: how many S7 adds per step (default 250),
 //!   `WAGATE_BENCH_MEM_FLOOR_MIB`: S7 stops growing when less memory is free (default
 //!   6144); `WAGATE_BENCH_S8_INSTANCES`, `WAGATE_BENCH_S8_TTL_MS`: S8's instances
-//!   (default 1,000) and lease TTL (default 20 s); S8 needs `WAGATE_TEST_SECANTUSD`.
+//!   (default 1,000) and lease TTL (default 20 s); S1M and S8 need `WAGATE_TEST_SECANTUSD`.
 //!
 //! Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time.
 
@@ -64,6 +65,8 @@ use wagate_actors::webhook_queue::{envelope, sign};
 
 #[path = "load/fake.rs"]
 mod fake;
+#[path = "load/s1m.rs"]
+mod s1m;
 #[path = "load/s8.rs"]
 mod s8;
 
@@ -83,7 +86,7 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
 const ROWS_MARK: &str = "WAGATE_BENCH_ROWS ";
 const JWT_SECRET: &str = "load-harness-secret-0123456789abcdef0123";
 const WEBHOOK_SECRET: &str = "load-harness-webhook-secret";
-const SCENARIOS: [&str; 8] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"];
+const SCENARIOS: [&str; 9] = ["S1", "S1M", "S2", "S3", "S4", "S5", "S6", "S7", "S8"];
 
 /// One line of the results table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -2793,6 +2796,7 @@ fn run_scenario(name: &str, sizes: &Sizes) -> Res<Vec<Row>> {
                 "S6" => s6(sizes).await,
                 "S7" => s7(sizes).await,
                 "S8" => s8::s8(sizes).await,
+                "S1M" => s1m::s1m(sizes).await,
                 other => Err(format!("no scenario {other}")),
             }
         };
