@@ -10,7 +10,9 @@ use std::time::Duration;
 use mongodb::bson::{Document, doc};
 
 use super::s8::start_secantus;
-use super::{Ctx, Op, ROUNDS, Res, Row, Server, Sizes, closed_loop, median_spread, send_text_op};
+use super::{
+    Ctx, Op, ROUNDS, Res, Row, Server, Sizes, closed_loop, median_spread, send_text_op, stored_in,
+};
 
 /// The raw driver: per operation, the two documents a send stores, one insert each.
 fn raw_op(db: mongodb::Database, instances: Arc<Vec<String>>) -> Op {
@@ -95,10 +97,7 @@ pub(super) async fn s1m(sizes: &Sizes) -> Res<Vec<Row>> {
             .map(|(s, r)| s / r)
             .collect(),
     );
-    let mut stored = 0;
-    for id in &ids {
-        stored += srv.chat_total(id, "79001234567").await?;
-    }
+    let stored = stored_in(&srv, &ids, "79001234567").await?;
     let accepted = sent.load(Ordering::Relaxed);
     let persisted = stored == accepted;
     let rows = vec![
