@@ -4,6 +4,7 @@
 //! | id | what | baseline | target |
 //! |----|------|----------|--------|
 //! | S1 | send-text over HTTP: max throughput, then p99 at 80 % of it | a bare axum JSON echo route; the physical limit (the echo plus the send's rows group-committed) | ≥ 0.5× the echo, ≥ 0.8× the limit, ≤ 3× p99 |
+//! | S1M | S1's send-text with MongoDB storage (SecantusDB, the MongoDB-wire test server) | the raw driver inserting the same two documents (message, event) per send | report |
 //! | S2 | webhook fan-out end to end: inbound over HTTP → stored → HMAC-signed webhook at a local keep-alive receiver (open throughout) | pre-signed POSTs of as many webhooks, same client stack, one client per instance | ≥ 0.8×, none lost |
 //! | S3 | inbound ingest: sandbox inbound over HTTP → persisted → event | the physical limit (the echo plus the message's rows group-committed); raw batched sqlx inserts of the same rows (context) | ≥ 0.8× the limit |
 //! | S4 | chat history (50 messages) among 1,000,000 stored messages, p99 | the same queries through sqlx (p99) + echo p99 | ≤ 2× |
@@ -24,6 +25,10 @@
 //! Environment:
 //! - `WAGATE_BENCH_QUICK=1`: smaller sizes (100k messages, 1,000 instances, shorter phases);
 //! - `WAGATE_BENCH_ONLY=S1,S4`: run only these scenarios;
+//! - `WAGATE_BENCH_SWEEP=1,4,32,256`: S1 and S3 run at each of these instance counts
+//!   (the instances added as the count grows, baselines and product interleaved at every
+//!   count) and report one row per count against the physical limit, in place of their
+//!   usual rows; S1 then skips its p99 phase;
 //! - `WAGATE_BENCH_OUT=path`: where the JSON goes (default
 //!   `<target dir>/bench-results/load.json`, with a Markdown table beside it);
 //! - `WAGATE_BENCH_SECS`, `WAGATE_BENCH_WEBHOOKS`, `WAGATE_BENCH_MESSAGES`,
@@ -33,7 +38,7 @@
 //!   `WAGATE_BENCH_SESSIONS_STEP`: how many S7 adds per step (default 250),
 //!   `WAGATE_BENCH_MEM_FLOOR_MIB`: S7 stops growing when less memory is free (default
 //!   6144); `WAGATE_BENCH_S8_INSTANCES`, `WAGATE_BENCH_S8_TTL_MS`: S8's instances
-//!   (default 1,000) and lease TTL (default 20 s); S8 needs `WAGATE_TEST_SECANTUSD`.
+//!   (default 1,000) and lease TTL (default 20 s); S1M and S8 need `WAGATE_TEST_SECANTUSD`.
 //!
 //! Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time.
 
@@ -64,6 +69,8 @@ use wagate_actors::webhook_queue::{envelope, sign};
 
 #[path = "load/fake.rs"]
 mod fake;
+#[path = "load/s1m.rs"]
+mod s1m;
 #[path = "load/s8.rs"]
 mod s8;
 
@@ -83,7 +90,7 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
 const ROWS_MARK: &str = "WAGATE_BENCH_ROWS ";
 const JWT_SECRET: &str = "load-harness-secret-0123456789abcdef0123";
 const WEBHOOK_SECRET: &str = "load-harness-webhook-secret";
-const SCENARIOS: [&str; 8] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"];
+const SCENARIOS: [&str; 9] = ["S1", "S1M", "S2", "S3", "S4", "S5", "S6", "S7", "S8"];
 
 /// One line of the results table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +170,9 @@ struct Sizes {
     s7_step: usize,
     /// S7 stops growing when less memory than this is free (MiB).
     s7_mem_floor_mib: u64,
+    /// Instance counts S1 and S3 sweep over, ascending (`WAGATE_BENCH_SWEEP`); empty:
+    /// no sweep, each runs at its own count.
+    sweep: Vec<usize>,
 }
 
 fn env_num(name: &str) -> Option<u64> {
@@ -190,6 +200,7 @@ impl Sizes {
                 s7_sessions: 100,
                 s7_step: 25,
                 s7_mem_floor_mib: 6144,
+                sweep: Vec::new(),
             }
         } else {
             Sizes {
@@ -209,6 +220,7 @@ impl Sizes {
                 s7_sessions: 5_000,
                 s7_step: 250,
                 s7_mem_floor_mib: 6144,
+                sweep: Vec::new(),
             }
         };
         if let Some(v) = env_num("WAGATE_BENCH_SECS") {
@@ -235,8 +247,31 @@ impl Sizes {
         if let Some(v) = env_num("WAGATE_BENCH_STORM") {
             s.s6_instances = (v as usize).clamp(10, 100_000);
         }
+        if let Ok(list) = std::env::var("WAGATE_BENCH_SWEEP") {
+            s.sweep = sweep_counts(&list);
+        }
         s
     }
+}
+
+/// The instance counts of `WAGATE_BENCH_SWEEP` (`1,4,32,256`): ascending, each once,
+/// within 1..=10,000; what does not parse is left out, and said.
+fn sweep_counts(list: &str) -> Vec<usize> {
+    let mut counts: Vec<usize> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .filter_map(|v| match v.parse::<usize>() {
+            Ok(n) => Some(n.clamp(1, 10_000)),
+            Err(_) => {
+                eprintln!("WAGATE_BENCH_SWEEP: {v:?} is not an instance count; left out");
+                None
+            }
+        })
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    counts
 }
 
 // ───────────────────────────── measurement helpers ─────────────────────────────
@@ -952,22 +987,101 @@ fn echo_op(client: reqwest::Client, url: String) -> Op {
 /// Rounds of S1's and S3's interleaved phases: each ratio is the median over them.
 const ROUNDS: usize = 3;
 
+/// Max throughputs of S1's interleaved phases (echo, limit, send-text), one per round.
+struct S1Rounds {
+    echo: Vec<f64>,
+    limit: Vec<f64>,
+    send: Vec<f64>,
+    /// Failed sends and limit calls.
+    errors: u64,
+}
+
+impl S1Rounds {
+    /// Send-text over the echo and over the limit: median and spread of the rounds' ratios.
+    fn ratios(&self) -> ((f64, f64, f64), (f64, f64, f64)) {
+        let over =
+            |base: &[f64]| median_spread(self.send.iter().zip(base).map(|(s, b)| s / b).collect());
+        (over(&self.echo), over(&self.limit))
+    }
+}
+
+/// [`ROUNDS`] rounds of echo, limit, send-text, `w` keep-alive clients, `phase` each.
+async fn s1_rounds(label: &str, ops: [&Op; 3], w: usize, phase: Duration) -> S1Rounds {
+    let [echo_op, limit_op, send_op] = ops;
+    let cap = 10_000_000;
+    let mut r = S1Rounds {
+        echo: Vec::new(),
+        limit: Vec::new(),
+        send: Vec::new(),
+        errors: 0,
+    };
+    for round in 1..=ROUNDS {
+        let echo = closed_loop(echo_op.clone(), w, phase, cap).await;
+        let limit = closed_loop(limit_op.clone(), w, phase, cap).await;
+        let send = closed_loop(send_op.clone(), w, phase, cap).await;
+        println!(
+            "{label} round {round}: echo {:.0}/s ({} errors), limit {:.0}/s ({} errors), send-text {:.0}/s ({} errors)",
+            echo.rate(),
+            echo.errors,
+            limit.rate(),
+            limit.errors,
+            send.rate(),
+            send.errors
+        );
+        r.errors += send.errors + limit.errors;
+        r.echo.push(echo.rate());
+        r.limit.push(limit.rate());
+        r.send.push(send.rate());
+    }
+    r
+}
+
+/// A ratio's median and spread over the rounds, for a row's notes.
+fn spread((median, low, high): (f64, f64, f64)) -> String {
+    format!("median of {ROUNDS} interleaved rounds {median:.3}× (spread {low:.3}–{high:.3}×)")
+}
+
+/// Messages stored in `chat` over the instances `ids`.
+async fn stored_in(srv: &Server, ids: &[String], chat: &str) -> Res<u64> {
+    let mut total = 0;
+    for id in ids {
+        total += srv.chat_total(id, chat).await?;
+    }
+    Ok(total)
+}
+
 async fn s1(sizes: &Sizes) -> Res<Vec<Row>> {
     let dir = tempfile::tempdir().ctx("temp dir")?;
     let echo = start_echo().await?;
     let (limit, limit_storage) = start_limit(&dir.path().join("limit.db")).await?;
     let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+    let client = http_client(sizes.workers * 2)?;
+    // The limit's route takes the echo's body.
+    let limit_op = echo_op(client.clone(), format!("{limit}/send"));
+    let echo_op = echo_op(client, echo);
+    let rows = if sizes.sweep.is_empty() {
+        s1_one(sizes, &srv, &echo_op, &limit_op).await
+    } else {
+        s1_sweep(sizes, &srv, &echo_op, &limit_op).await
+    };
+    Arc::into_inner(srv)
+        .ok_or("server still shared")?
+        .stop()
+        .await?;
+    limit_storage.close().await;
+    rows
+}
+
+/// S1 at its own instance count: max throughput against the echo and the limit, then
+/// p99 at 80 % of the max.
+async fn s1_one(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -> Res<Vec<Row>> {
     let ids = srv
         .create_instances("s1", sizes.s1_instances, 4, None)
         .await?;
     srv.wait_connected(ids.len(), Duration::from_secs(60))
         .await?;
-    let client = http_client(sizes.workers * 2)?;
     let sent = Arc::new(AtomicU64::new(0));
-    // The limit's route takes the echo's body.
-    let limit_op = echo_op(client.clone(), format!("{limit}/send"));
-    let echo_op = echo_op(client, echo);
-    let send_op = send_text_op(&srv, &ids, sent.clone());
+    let send_op = send_text_op(srv, &ids, sent.clone());
     let w = sizes.workers;
     let cap = 10_000_000;
     println!("S1: warm-up");
@@ -978,57 +1092,26 @@ async fn s1(sizes: &Sizes) -> Res<Vec<Row>> {
         "S1: max throughput with {w} keep-alive clients, {:?} each, {ROUNDS} rounds of echo, limit, send-text",
         sizes.phase
     );
-    let (mut echo_max, mut limit_max, mut send_max) = (Vec::new(), Vec::new(), Vec::new());
-    let mut errors = 0;
-    for round in 1..=ROUNDS {
-        let echo = closed_loop(echo_op.clone(), w, sizes.phase, cap).await;
-        let limit = closed_loop(limit_op.clone(), w, sizes.phase, cap).await;
-        let send = closed_loop(send_op.clone(), w, sizes.phase, cap).await;
-        println!(
-            "S1 round {round}: echo {:.0}/s ({} errors), limit {:.0}/s ({} errors), send-text {:.0}/s ({} errors)",
-            echo.rate(),
-            echo.errors,
-            limit.rate(),
-            limit.errors,
-            send.rate(),
-            send.errors
-        );
-        errors += send.errors + limit.errors;
-        echo_max.push(echo.rate());
-        limit_max.push(limit.rate());
-        send_max.push(send.rate());
-    }
-    let to_echo = median_spread(send_max.iter().zip(&echo_max).map(|(s, e)| s / e).collect());
-    let to_limit = median_spread(
-        send_max
-            .iter()
-            .zip(&limit_max)
-            .map(|(s, l)| s / l)
-            .collect(),
-    );
+    let rounds = s1_rounds("S1", [echo_op, limit_op, &send_op], w, sizes.phase).await;
+    let mut errors = rounds.errors;
+    let (to_echo, to_limit) = rounds.ratios();
     let (send_rate, echo_rate, limit_rate) = (
-        median_spread(send_max.clone()).0,
-        median_spread(echo_max.clone()).0,
-        median_spread(limit_max.clone()).0,
+        median_spread(rounds.send).0,
+        median_spread(rounds.echo).0,
+        median_spread(rounds.limit).0,
     );
     let (echo_80, send_80) = (echo_rate * 0.8, send_rate * 0.8);
     println!("S1: paced at 80 %: echo {echo_80:.0}/s, send-text {send_80:.0}/s");
-    let mut echo_paced = paced(echo_op, echo_80, sizes.phase, w).await;
+    let mut echo_paced = paced(echo_op.clone(), echo_80, sizes.phase, w).await;
     let mut send_paced = paced(send_op, send_80, sizes.phase, w).await;
     // Every accepted send is stored.
-    let mut stored = 0;
-    for id in ids.iter() {
-        stored += srv.chat_total(id, "79001234567").await?;
-    }
+    let stored = stored_in(srv, &ids, "79001234567").await?;
     let accepted = sent.load(Ordering::Relaxed);
     let persisted = stored == accepted;
     let (send_p99, echo_p99) = (send_paced.quantile_ms(0.99), echo_paced.quantile_ms(0.99));
     let (send_p50, echo_p50) = (send_paced.quantile_ms(0.5), echo_paced.quantile_ms(0.5));
     errors += send_paced.errors;
-    let spread = |(median, low, high): (f64, f64, f64)| {
-        format!("median of {ROUNDS} interleaved rounds {median:.3}× (spread {low:.3}–{high:.3}×)")
-    };
-    let rows = vec![
+    Ok(vec![
         Row::new(
             "S1",
             "send-text throughput",
@@ -1075,13 +1158,68 @@ async fn s1(sizes: &Sizes) -> Res<Vec<Row>> {
             send_paced.rate(),
             echo_paced.rate()
         )),
-    ];
-    Arc::into_inner(srv)
-        .ok_or("server still shared")?
-        .stop()
-        .await?;
-    limit_storage.close().await;
-    Ok(rows)
+    ])
+}
+
+/// S1's max throughput at each instance count of the sweep, the instances added as the
+/// count grows, the echo, limit and send-text phases interleaved at every count; one row
+/// per count, against the limit. No p99 phase.
+async fn s1_sweep(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -> Res<Vec<Row>> {
+    let w = sizes.workers;
+    let warm_up = Duration::from_secs(1);
+    let cap = 10_000_000;
+    println!("S1: warm-up");
+    closed_loop(echo_op.clone(), w, warm_up, cap).await;
+    closed_loop(limit_op.clone(), w, warm_up, cap).await;
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut ids = Vec::new();
+    let mut runs = Vec::new();
+    for &n in &sizes.sweep {
+        let more = srv
+            .create_instances(&format!("s1-{n}"), n - ids.len(), 8, None)
+            .await?;
+        ids.extend(more);
+        srv.wait_connected(n, Duration::from_secs(300)).await?;
+        let send_op = send_text_op(srv, &ids, sent.clone());
+        closed_loop(send_op.clone(), w, warm_up, cap).await;
+        println!(
+            "S1 sweep: {n} instances, {w} keep-alive clients, {:?} phases",
+            sizes.phase
+        );
+        let label = format!("S1 ×{n}");
+        runs.push((
+            n,
+            s1_rounds(&label, [echo_op, limit_op, &send_op], w, sizes.phase).await,
+        ));
+    }
+    // Every accepted send is stored.
+    let stored = stored_in(srv, &ids, "79001234567").await?;
+    let accepted = sent.load(Ordering::Relaxed);
+    let persisted = stored == accepted;
+    Ok(runs
+        .into_iter()
+        .map(|(n, rounds)| {
+            let (to_echo, to_limit) = rounds.ratios();
+            Row::new(
+                "S1",
+                &format!("send-text throughput, {n} instances"),
+                median_spread(rounds.send).0,
+                "req/s",
+                "physical limit: echo + the send's rows group-committed",
+                Some(median_spread(rounds.limit).0),
+                "≥ 0.8×",
+                to_limit.0 >= 0.8 && persisted && rounds.errors == 0,
+            )
+            .median_ratio(to_limit.0)
+            .note(format!(
+                "sweep; {}; to the echo ({:.0}/s) {:.3}×; {w} keep-alive clients; {} errors; over the sweep {accepted} sends accepted, {stored} stored",
+                spread(to_limit),
+                median_spread(rounds.echo).0,
+                to_echo.0,
+                rounds.errors
+            ))
+        })
+        .collect())
 }
 
 /// S2's product phase: `m` inbound messages over HTTP, from the first call until the
@@ -1437,19 +1575,47 @@ fn limit_inbound_op(client: reqwest::Client, base: &str, ids: &Arc<Vec<String>>)
     })
 }
 
-async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
-    let dir = tempfile::tempdir().ctx("temp dir")?;
-    let (limit, limit_storage) = start_limit(&dir.path().join("limit.db")).await?;
-    let srv = Arc::new(Server::start(dir.path(), &[]).await?);
-    let k = sizes.s3_instances;
-    let m = sizes.s3_messages;
-    let ids = Arc::new(srv.create_instances("s3", k, 8, None).await?);
-    srv.wait_connected(k, Duration::from_secs(60)).await?;
-    let inbound = inbound_op(&srv, &ids);
-    let limit_op = limit_inbound_op(http_client(sizes.workers * 2)?, &limit, &ids);
-    let batch = 100;
-    let (mut rates, mut limits, mut raws) = (Vec::new(), Vec::new(), Vec::new());
-    let mut notes = Vec::new();
+/// S3's figures of one instance count, one per round: the HTTP ingest, the limit and the
+/// raw inserts (msg/s), and how long the HTTP phase took to be accepted/stored.
+struct S3Rounds {
+    rates: Vec<f64>,
+    limits: Vec<f64>,
+    raws: Vec<f64>,
+    times: Vec<String>,
+}
+
+impl S3Rounds {
+    /// The HTTP ingest over the limit and over the raw inserts: median and spread.
+    fn ratios(&self) -> ((f64, f64, f64), (f64, f64, f64)) {
+        let over =
+            |base: &[f64]| median_spread(self.rates.iter().zip(base).map(|(r, b)| r / b).collect());
+        (over(&self.limits), over(&self.raws))
+    }
+}
+
+/// Messages per transaction of S3's raw inserts.
+const RAW_BATCH: usize = 100;
+
+/// [`ROUNDS`] rounds of `m` inbound messages into the instances `ids`: through the limit
+/// at `limit`, over HTTP (timed until all are stored), and raw into files of their own
+/// in `dir`.
+async fn s3_rounds(
+    sizes: &Sizes,
+    srv: &Arc<Server>,
+    ids: &Arc<Vec<String>>,
+    limit: &str,
+    dir: &Path,
+) -> Res<S3Rounds> {
+    let (k, m) = (ids.len(), sizes.s3_messages);
+    let inbound = inbound_op(srv, ids);
+    let limit_op = limit_inbound_op(http_client(sizes.workers * 2)?, limit, ids);
+    let before = stored_in(srv, ids, "79005550001").await?;
+    let mut r = S3Rounds {
+        rates: Vec::new(),
+        limits: Vec::new(),
+        raws: Vec::new(),
+        times: Vec::new(),
+    };
     for round in 1..=ROUNDS {
         println!("S3 round {round}: {m} inbound messages into {k} instances: limit, HTTP, raw");
         let limit_run = closed_loop(
@@ -1480,20 +1646,17 @@ async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
             Duration::from_secs(600),
             Duration::from_millis(20),
             || async {
-                let mut total = 0;
-                for id in ids.iter() {
-                    total += srv.chat_total(id, "79005550001").await?;
-                }
-                Ok((total >= (m * round) as u64).then_some(()))
+                let total = stored_in(srv, ids, "79005550001").await?;
+                Ok((total >= before + (m * round) as u64).then_some(()))
             },
         )
         .await?;
         let ingested_in = start.elapsed();
         let raw = raw_ingest(
-            &dir.path().join(format!("baseline-{round}.db")),
-            &ids,
+            &dir.join(format!("baseline-{k}-{round}.db")),
+            ids,
             m,
-            batch,
+            RAW_BATCH,
         )
         .await?;
         let (rate, limit_rate, raw_rate) = (
@@ -1504,12 +1667,41 @@ async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
         println!(
             "S3 round {round}: limit {limit_rate:.0}/s, HTTP {rate:.0}/s (accepted in {accepted_in:?}, stored in {ingested_in:?}), raw {raw_rate:.0}/s"
         );
-        notes.push(format!("{accepted_in:.1?}/{ingested_in:.1?}"));
-        rates.push(rate);
-        limits.push(limit_rate);
-        raws.push(raw_rate);
+        r.times.push(format!("{accepted_in:.1?}/{ingested_in:.1?}"));
+        r.rates.push(rate);
+        r.limits.push(limit_rate);
+        r.raws.push(raw_rate);
     }
-    drop(inbound);
+    Ok(r)
+}
+
+async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir().ctx("temp dir")?;
+    let (limit, limit_storage) = start_limit(&dir.path().join("limit.db")).await?;
+    let srv = Arc::new(Server::start(dir.path(), &[]).await?);
+    let m = sizes.s3_messages;
+    // The sweep's counts, or S3's own.
+    let counts = if sizes.sweep.is_empty() {
+        vec![sizes.s3_instances]
+    } else {
+        sizes.sweep.clone()
+    };
+    let mut ids = Vec::new();
+    let mut runs = Vec::new();
+    for &k in &counts {
+        let prefix = if sizes.sweep.is_empty() {
+            "s3".to_owned()
+        } else {
+            format!("s3-{k}")
+        };
+        ids.extend(
+            srv.create_instances(&prefix, k - ids.len(), 8, None)
+                .await?,
+        );
+        srv.wait_connected(k, Duration::from_secs(300)).await?;
+        let these = Arc::new(ids.clone());
+        runs.push((k, s3_rounds(sizes, &srv, &these, &limit, dir.path()).await?));
+    }
     Arc::into_inner(srv)
         .ok_or("server still shared")?
         .stop()
@@ -1525,13 +1717,38 @@ async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
             .await
             .ctx("count events")?;
     storage.pool().close().await;
-    let all_events = events as usize == m * ROUNDS;
-    let to_limit = median_spread(rates.iter().zip(&limits).map(|(r, l)| r / l).collect());
-    let to_raw = median_spread(rates.iter().zip(&raws).map(|(r, b)| r / b).collect());
-    let rate = median_spread(rates).0;
-    let spread = |(median, low, high): (f64, f64, f64)| {
-        format!("median of {ROUNDS} interleaved rounds {median:.3}× (spread {low:.3}–{high:.3}×)")
-    };
+    let expected = m * ROUNDS * runs.len();
+    let all_events = events as usize == expected;
+    let w = sizes.workers;
+    if !sizes.sweep.is_empty() {
+        return Ok(runs
+            .into_iter()
+            .map(|(k, r)| {
+                let (to_limit, to_raw) = r.ratios();
+                Row::new(
+                    "S3",
+                    &format!("inbound ingest (HTTP → stored → event), {k} instances"),
+                    median_spread(r.rates).0,
+                    "msg/s",
+                    "physical limit: echo + the message's rows group-committed",
+                    Some(median_spread(r.limits).0),
+                    "≥ 0.8×",
+                    to_limit.0 >= 0.8 && all_events,
+                )
+                .median_ratio(to_limit.0)
+                .note(format!(
+                    "sweep; {}; to the raw batched inserts ({:.0}/s) {:.3}×; {w} clients, {m} per round, accepted/stored in {}; over the sweep {events} message_received events stored of {expected}",
+                    spread(to_limit),
+                    median_spread(r.raws).0,
+                    to_raw.0,
+                    r.times.join(", ")
+                ))
+            })
+            .collect());
+    }
+    let (k, r) = runs.pop().ok_or("S3 ran at no instance count")?;
+    let (to_limit, to_raw) = r.ratios();
+    let rate = median_spread(r.rates).0;
     Ok(vec![
         Row::new(
             "S3",
@@ -1539,17 +1756,15 @@ async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
             rate,
             "msg/s",
             "physical limit: echo + the message's rows group-committed",
-            Some(median_spread(limits).0),
+            Some(median_spread(r.limits).0),
             "≥ 0.8×",
             to_limit.0 >= 0.8 && all_events,
         )
         .median_ratio(to_limit.0)
         .note(format!(
-            "{}; driven over HTTP (POST /api/sandbox/instances/{{id}}/inbound, {} clients, {k} instances), {m} per round, accepted/stored in {}; {events} message_received events stored of {}; the limit: an axum route storing the message, contact and event through the storage's own group-commit writer, its own file",
+            "{}; driven over HTTP (POST /api/sandbox/instances/{{id}}/inbound, {w} clients, {k} instances), {m} per round, accepted/stored in {}; {events} message_received events stored of {expected}; the limit: an axum route storing the message, contact and event through the storage's own group-commit writer, its own file",
             spread(to_limit),
-            sizes.workers,
-            notes.join(", "),
-            m * ROUNDS
+            r.times.join(", "),
         )),
         Row::new(
             "S3",
@@ -1557,13 +1772,13 @@ async fn s3(sizes: &Sizes) -> Res<Vec<Row>> {
             rate,
             "msg/s",
             "raw batched sqlx inserts",
-            Some(median_spread(raws).0),
+            Some(median_spread(r.raws).0),
             "context",
             all_events,
         )
         .median_ratio(to_raw.0)
         .note(format!(
-            "{}; baseline = message + contact upsert + event per message, {batch} messages per transaction, same schema and pragmas, separate file, no HTTP",
+            "{}; baseline = message + contact upsert + event per message, {RAW_BATCH} messages per transaction, same schema and pragmas, separate file, no HTTP",
             spread(to_raw)
         )),
     ])
@@ -2793,6 +3008,7 @@ fn run_scenario(name: &str, sizes: &Sizes) -> Res<Vec<Row>> {
                 "S6" => s6(sizes).await,
                 "S7" => s7(sizes).await,
                 "S8" => s8::s8(sizes).await,
+                "S1M" => s1m::s1m(sizes).await,
                 other => Err(format!("no scenario {other}")),
             }
         };

@@ -26,7 +26,27 @@ fn free_port() -> Res<u16> {
 }
 
 /// A child process killed when dropped.
-struct Child(tokio::process::Child);
+pub(super) struct Child(tokio::process::Child);
+
+/// Starts SecantusDB (the MongoDB-wire test server `WAGATE_TEST_SECANTUSD` names), in
+/// memory, on a free port; `scenario` names who needs it in the error.
+pub(super) fn start_secantus(scenario: &str) -> Res<(Child, u16)> {
+    let secantusd = std::env::var("WAGATE_TEST_SECANTUSD").map_err(|_| {
+        format!(
+            "{scenario} needs the MongoDB test server: set WAGATE_TEST_SECANTUSD (./scripts/test installs it)"
+        )
+    })?;
+    let port = free_port()?;
+    let child = tokio::process::Command::new(&secantusd)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ctx("start SecantusDB")?;
+    Ok((Child(child), port))
+}
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -179,21 +199,7 @@ pub(super) async fn s8(sizes: &Sizes) -> Res<Vec<Row>> {
     let n = if sizes.quick { 200 } else { 1_000 };
     let n = env_num("WAGATE_BENCH_S8_INSTANCES").map_or(n, |v| (v as usize).clamp(10, 100_000));
     let ttl_ms = env_num("WAGATE_BENCH_S8_TTL_MS").map_or(20_000, |v| v.clamp(2_000, 600_000));
-    let secantusd = std::env::var("WAGATE_TEST_SECANTUSD").map_err(|_| {
-        "S8 needs the MongoDB test server: set WAGATE_TEST_SECANTUSD (./scripts/test installs it)"
-            .to_owned()
-    })?;
-    let mongo_port = free_port()?;
-    let _mongo = Child(
-        tokio::process::Command::new(&secantusd)
-            .args(["--host", "127.0.0.1", "--port", &mongo_port.to_string()])
-            .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .ctx("start SecantusDB")?,
-    );
+    let (_mongo, mongo_port) = start_secantus("S8")?;
     let database = format!("mongodb://127.0.0.1:{mongo_port}/wagate_s8");
     let victim = start_node("n1", &database, ttl_ms).await?;
     let client = http_client(64)?;
