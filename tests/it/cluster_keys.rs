@@ -11,7 +11,9 @@ use wagate_actors::cluster::{
 };
 use wagate_actors::testing::keys::differential;
 
-use crate::common::fresh_mongodb_url;
+use mongodb::bson::{Document, doc};
+
+use crate::common::{fresh_mongodb_url, mongo_database};
 
 fn settings(node: &str) -> ClusterSettings {
     ClusterSettings {
@@ -40,6 +42,18 @@ async fn node_holding(url: &str, node: &str, instance: &str) -> (MongoCluster, L
     (cluster, board)
 }
 
+/// One session row set to `value`.
+fn put(value: &[u8]) -> KeyBatch {
+    KeyBatch {
+        clear: false,
+        writes: vec![KeyWrite {
+            table: "session",
+            key: "15550000001@s.whatsapp.net".into(),
+            value: Some(value.to_vec()),
+        }],
+    }
+}
+
 #[tokio::test]
 async fn the_mongodb_key_store_answers_as_wacores_own_and_loads_back_the_same() {
     let url = fresh_mongodb_url();
@@ -58,14 +72,6 @@ async fn the_mongodb_key_store_answers_as_wacores_own_and_loads_back_the_same() 
 async fn a_node_that_lost_the_lease_can_neither_write_nor_erase_the_keys() {
     let url = fresh_mongodb_url();
     let (old, old_board) = node_holding(&url, "n1", "i1").await;
-    let put = |value: &[u8]| KeyBatch {
-        clear: false,
-        writes: vec![KeyWrite {
-            table: "session",
-            key: "15550000001@s.whatsapp.net".into(),
-            value: Some(value.to_vec()),
-        }],
-    };
     old.write_keys("i1", put(b"old owner"))
         .await
         .expect("the owner writes");
@@ -110,4 +116,50 @@ async fn a_node_that_lost_the_lease_can_neither_write_nor_erase_the_keys() {
     // Deleting the instance deletes its keys.
     new.delete("i1").await.expect("delete");
     assert!(new.load_keys("i1").await.expect("load").is_empty());
+}
+
+/// A lease taken before fence documents existed (an upgraded cluster) has none: its
+/// writes are checked against the lease itself, and the first one creates the fence at
+/// the lease's epoch.
+#[tokio::test]
+async fn a_lease_without_a_fence_is_checked_against_itself() {
+    let url = fresh_mongodb_url();
+    let fences = mongo_database(&url)
+        .await
+        .collection::<Document>("instance_fences");
+    let (old, old_board) = node_holding(&url, "n1", "i1").await;
+    let epoch = old_board.epoch("i1").expect("held");
+    fences.delete_many(doc! {}).await.expect("no fence");
+    old.write_keys("i1", put(b"n1"))
+        .await
+        .expect("the lease is n1's at its epoch");
+    let fence = fences
+        .find_one(doc! {"_id": "i1"})
+        .await
+        .expect("read")
+        .expect("created by the write");
+    assert_eq!(
+        fence.get_i64("epoch"),
+        Ok(i64::try_from(epoch).expect("epoch"))
+    );
+
+    // n2 takes the lease; without a fence again, n1 is refused by the lease, n2 is not.
+    old.release("n1", &[("i1".to_owned(), epoch)])
+        .await
+        .expect("release");
+    let (new, _) = node_holding(&url, "n2", "i1").await;
+    fences.delete_many(doc! {}).await.expect("no fence");
+    assert_eq!(
+        old.write_keys("i1", put(b"stale")).await,
+        Err(VaultError::Fenced)
+    );
+    new.write_keys("i1", put(b"n2"))
+        .await
+        .expect("the lease is n2's");
+    let rows = new.load_keys("i1").await.expect("load");
+    assert_eq!(rows[0].value, b"n2");
+    assert_eq!(
+        old.write_keys("i1", put(b"stale")).await,
+        Err(VaultError::Fenced)
+    );
 }

@@ -2,6 +2,13 @@
 //! (`instance_leases`) and the fenced session vault (`instance_sessions` for sandbox
 //! sessions, `instance_keys` for the key rows of real ones).
 //!
+//! Session writes are fenced by `instance_fences` (`{_id: instance, epoch}`), not by the
+//! lease document: a node raises the fence to its new epoch as part of taking a lease,
+//! before the instance starts, and every session write matches `{epoch: mine}` in its
+//! transaction. The lease documents are rewritten by every renewal (one `updateMany` per
+//! node every few seconds); a fence on them made every session write in flight during a
+//! renewal lose a write conflict. The fence document changes hands only with the lease.
+//!
 //! Every lease time is the database server's clock (`$$NOW`), never a node's, and is
 //! stored as milliseconds since the Unix epoch (a number): comparisons of numbers are
 //! exact on every MongoDB-wire server, while date-to-`$$NOW` comparisons are not on all
@@ -29,6 +36,9 @@ use super::{client_options, is_duplicate_key, map_err};
 const NODES: &str = "cluster_nodes";
 const LEASES: &str = "instance_leases";
 const SESSIONS: &str = "instance_sessions";
+/// Each instance's fencing token as session writes see it: `{_id, epoch}`, raised (never
+/// lowered) by the node that takes the lease, before it starts the instance.
+const FENCES: &str = "instance_fences";
 /// A real session's key rows: `{_id, instance, table, key, value}`.
 const KEYS: &str = "instance_keys";
 
@@ -75,7 +85,7 @@ pub struct MongoCluster {
     /// A digest of the shared secrets, written with every heartbeat.
     fingerprint: String,
     /// One fenced write at a time per instance from this node: they all rewrite the
-    /// instance's lease document, so concurrent ones would only conflict (and a restarted
+    /// instance's fence document, so concurrent ones would only conflict (and a restarted
     /// session's last writes may still run beside the new one's first).
     writers: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -293,7 +303,12 @@ impl LeaseStore for MongoCluster {
             .await;
         match taken {
             Ok(Some(lease)) if lease.get_str("owner").is_ok_and(|o| o == node.node_id) => {
-                Ok(Some(epoch_of(&lease)))
+                let epoch = epoch_of(&lease);
+                // Before the caller may start the instance: from here on the previous
+                // owner's session writes are refused. (Failing here leaves a lease the
+                // caller does not know of; its next renewal releases it.)
+                self.raise_fence(instance_id, epoch).await?;
+                Ok(Some(epoch))
             }
             Ok(_) => Ok(None),
             // The lease exists and has not expired: the upsert's insert collides.
@@ -330,6 +345,10 @@ impl LeaseStore for MongoCluster {
             .map_err(map_err)?;
         self.coll(KEYS)
             .delete_many(doc! {"instance": instance_id})
+            .await
+            .map_err(map_err)?;
+        self.coll(FENCES)
+            .delete_one(doc! {"_id": instance_id})
             .await
             .map_err(map_err)?;
         self.coll(LEASES)
@@ -417,7 +436,7 @@ impl SessionVault for MongoCluster {
     }
 }
 
-/// What a fenced transaction writes besides the lease.
+/// What a fenced transaction writes besides the fence.
 enum Fenced<'a> {
     /// A sandbox session's files.
     Files(&'a [Document]),
@@ -432,7 +451,18 @@ fn key_id(instance_id: &str, table: &str, key: &str) -> String {
 }
 
 impl MongoCluster {
-    /// Writes `what` in one transaction with the lease check: refused (and counted) when
+    /// Raises `instance_id`'s fence to `epoch` (never lowers it).
+    async fn raise_fence(&self, instance_id: &str, epoch: u64) -> StoreResult<()> {
+        let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+        self.coll(FENCES)
+            .update_one(doc! {"_id": instance_id}, doc! {"$max": {"epoch": epoch}})
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Writes `what` in one transaction with the fence check: refused (and counted) when
     /// the lease is no longer this node's at the epoch its board holds.
     async fn fenced_write(&self, instance_id: &str, what: &Fenced<'_>) -> Result<(), VaultError> {
         let node = self.board.node_id().to_owned();
@@ -449,8 +479,9 @@ impl MongoCluster {
             .clone();
         let _turn = writer.lock().await;
         let mut session = self.client.start_session().await.map_err(map_err)?;
-        // A renewal rewrites the same lease document, so the transaction can lose a write
-        // conflict to it: tried again while the server calls the failure transient.
+        // A takeover raises the same fence document, so the transaction can lose a write
+        // conflict to it (or to a transaction of its own that timed out and still runs on
+        // the server): tried again while the server calls the failure transient.
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -487,20 +518,9 @@ impl MongoCluster {
             .start_transaction()
             .write_concern(WriteConcern::majority())
             .await?;
-        let leases: Collection<Document> = self.db.collection(LEASES);
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
-        // The fence: the lease is still this node's at this epoch, and written in the same
-        // transaction, so a takeover in between makes the transaction conflict.
-        let mut fence = unexpired();
-        fence.insert("_id", instance_id);
-        fence.insert("owner", node);
-        fence.insert("epoch", epoch);
         let written = async {
-            let held = leases
-                .update_one(fence, doc! {"$inc": {"sessionWrites": 1_i64}})
-                .session(&mut *session)
-                .await?;
-            if held.matched_count == 0 {
+            if !self.fence(session, instance_id, node, epoch).await? {
                 return Ok(false);
             }
             match what {
@@ -559,6 +579,63 @@ impl MongoCluster {
                 let _ = session.abort_transaction().await;
                 other
             }
+        }
+    }
+
+    /// The fence, inside a fenced write's transaction: whether `instance_id`'s fence is
+    /// still at `epoch`. It is written (not only read), so a takeover that raises it
+    /// before this transaction commits makes one of the two conflict.
+    ///
+    /// An instance without a fence document (its lease was taken before fences existed)
+    /// is checked against its lease as it was then (`{owner, epoch}`, unexpired), and the
+    /// fence is created at `epoch` in the same transaction.
+    async fn fence(
+        &self,
+        session: &mut ClientSession,
+        instance_id: &str,
+        node: &str,
+        epoch: i64,
+    ) -> Result<bool, MongoError> {
+        let fences: Collection<Document> = self.db.collection(FENCES);
+        let held = fences
+            .update_one(
+                doc! {"_id": instance_id, "epoch": epoch},
+                doc! {"$inc": {"writes": 1_i64}},
+            )
+            .session(&mut *session)
+            .await?;
+        if held.matched_count > 0 {
+            return Ok(true);
+        }
+        let raised = fences
+            .find_one(doc! {"_id": instance_id})
+            .session(&mut *session)
+            .await?;
+        if raised.is_some() {
+            return Ok(false); // another epoch: the lease changed hands
+        }
+        let mut lease = unexpired();
+        lease.insert("_id", instance_id);
+        lease.insert("owner", node);
+        lease.insert("epoch", epoch);
+        let held = self
+            .db
+            .collection::<Document>(LEASES)
+            .find_one(lease)
+            .session(&mut *session)
+            .await?;
+        if held.is_none() {
+            return Ok(false);
+        }
+        let created = fences
+            .insert_one(doc! {"_id": instance_id, "epoch": epoch, "writes": 1_i64})
+            .session(&mut *session)
+            .await;
+        match created {
+            Ok(_) => Ok(true),
+            // A takeover raised the fence meanwhile.
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
