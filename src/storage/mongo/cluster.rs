@@ -42,6 +42,19 @@ const FENCES: &str = "instance_fences";
 /// A real session's key rows: `{_id, instance, table, key, value}`.
 const KEYS: &str = "instance_keys";
 
+/// Connections of the lease client: renewals, scans and takeovers (32 acquires at once
+/// queue briefly; a renewal waits for at most that few).
+const LEASE_POOL: u32 = 4;
+
+fn majority(db: &Database, name: &str) -> Collection<Document> {
+    db.collection_with_options(
+        name,
+        CollectionOptions::builder()
+            .write_concern(WriteConcern::majority())
+            .build(),
+    )
+}
+
 /// `$$NOW` as milliseconds since the Unix epoch.
 fn now_ms() -> Bson {
     Bson::Document(doc! {"$toLong": "$$NOW"})
@@ -80,6 +93,12 @@ pub enum JoinError {
 pub struct MongoCluster {
     client: Client,
     db: Database,
+    /// The same database through a client of its own, for the lease calls alone: a
+    /// renewal must not wait in the connection pool behind session loads, webhook jobs,
+    /// media and routing lookups (a node taking over a thousand instances queues a
+    /// thousand session loads at once), or it misses its deadline and the node fences
+    /// itself.
+    leases: Database,
     /// The leases this node holds: the session vault fences its writes with them.
     board: LeaseBoard,
     /// A digest of the shared secrets, written with every heartbeat.
@@ -100,9 +119,15 @@ impl MongoCluster {
         fingerprint: String,
     ) -> StoreResult<MongoCluster> {
         let (options, name) = client_options(url).await?;
+        let mut lease_options = options.clone();
+        lease_options.max_pool_size = Some(LEASE_POOL);
         let client = Client::with_options(options).map_err(map_err)?;
+        let leases = Client::with_options(lease_options)
+            .map_err(map_err)?
+            .database(&name);
         Ok(MongoCluster {
             db: client.database(&name),
+            leases,
             client,
             board,
             fingerprint,
@@ -116,12 +141,12 @@ impl MongoCluster {
     }
 
     fn coll(&self, name: &str) -> Collection<Document> {
-        self.db.collection_with_options(
-            name,
-            CollectionOptions::builder()
-                .write_concern(WriteConcern::majority())
-                .build(),
-        )
+        majority(&self.db, name)
+    }
+
+    /// A collection of the lease calls (nodes, leases, fences), on their own client.
+    fn lease_coll(&self, name: &str) -> Collection<Document> {
+        majority(&self.leases, name)
     }
 
     /// Checks that this node may join: the server is a replica set, and every live node
@@ -170,7 +195,7 @@ impl MongoCluster {
     /// The server's clock, in ms since the Unix epoch.
     async fn server_now(&self) -> StoreResult<i64> {
         let hello = self
-            .db
+            .leases
             .run_command(doc! {"hello": 1})
             .await
             .map_err(map_err)?;
@@ -217,7 +242,7 @@ fn millis(d: std::time::Duration) -> i64 {
 impl LeaseStore for MongoCluster {
     async fn renew(&self, node: &ClusterSettings) -> StoreResult<Vec<(String, u64)>> {
         let ttl = millis(node.lease_ttl);
-        self.coll(NODES)
+        self.lease_coll(NODES)
             .update_one(
                 doc! {"_id": &node.node_id},
                 vec![doc! {"$set": {
@@ -233,7 +258,7 @@ impl LeaseStore for MongoCluster {
         let mut mine = unexpired();
         mine.insert("owner", node.node_id.as_str());
         // One update renews every lease of the node.
-        self.coll(LEASES)
+        self.lease_coll(LEASES)
             .update_many(
                 mine.clone(),
                 vec![doc! {"$set": {"expiresAt": now_plus(ttl)}}],
@@ -241,7 +266,7 @@ impl LeaseStore for MongoCluster {
             .await
             .map_err(map_err)?;
         let mut owned = Vec::new();
-        let mut cursor = self.coll(LEASES).find(mine).await.map_err(map_err)?;
+        let mut cursor = self.lease_coll(LEASES).find(mine).await.map_err(map_err)?;
         while let Some(lease) = cursor.try_next().await.map_err(map_err)? {
             if let Ok(id) = lease.get_str("_id") {
                 owned.push((id.to_owned(), epoch_of(&lease)));
@@ -253,7 +278,11 @@ impl LeaseStore for MongoCluster {
     async fn view(&self) -> StoreResult<ClusterView> {
         let now_ms = self.server_now().await?;
         let mut nodes = Vec::new();
-        let mut cursor = self.coll(NODES).find(doc! {}).await.map_err(map_err)?;
+        let mut cursor = self
+            .lease_coll(NODES)
+            .find(doc! {})
+            .await
+            .map_err(map_err)?;
         while let Some(node) = cursor.try_next().await.map_err(map_err)? {
             let record = NodeRecord {
                 node_id: node.get_str("_id").unwrap_or_default().to_owned(),
@@ -267,7 +296,11 @@ impl LeaseStore for MongoCluster {
         }
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         let mut leases = Vec::new();
-        let mut cursor = self.coll(LEASES).find(doc! {}).await.map_err(map_err)?;
+        let mut cursor = self
+            .lease_coll(LEASES)
+            .find(doc! {})
+            .await
+            .map_err(map_err)?;
         while let Some(lease) = cursor.try_next().await.map_err(map_err)? {
             leases.push(LeaseRecord {
                 instance_id: lease.get_str("_id").unwrap_or_default().to_owned(),
@@ -327,7 +360,7 @@ impl LeaseStore for MongoCluster {
                 doc! {"_id": id, "owner": node, "epoch": i64::try_from(*epoch).unwrap_or(i64::MAX)}
             })
             .collect();
-        self.coll(LEASES)
+        self.lease_coll(LEASES)
             .update_many(doc! {"$or": which}, doc! {"$set": {"expiresAt": 0_i64}})
             .await
             .map_err(map_err)?;
@@ -347,11 +380,11 @@ impl LeaseStore for MongoCluster {
             .delete_many(doc! {"instance": instance_id})
             .await
             .map_err(map_err)?;
-        self.coll(FENCES)
+        self.lease_coll(FENCES)
             .delete_one(doc! {"_id": instance_id})
             .await
             .map_err(map_err)?;
-        self.coll(LEASES)
+        self.lease_coll(LEASES)
             .delete_one(doc! {"_id": instance_id})
             .await
             .map_err(map_err)?;
@@ -359,7 +392,7 @@ impl LeaseStore for MongoCluster {
     }
 
     async fn leave(&self, node: &str) -> StoreResult<()> {
-        self.coll(NODES)
+        self.lease_coll(NODES)
             .delete_one(doc! {"_id": node})
             .await
             .map_err(map_err)?;
@@ -454,7 +487,7 @@ impl MongoCluster {
     /// Raises `instance_id`'s fence to `epoch` (never lowers it).
     async fn raise_fence(&self, instance_id: &str, epoch: u64) -> StoreResult<()> {
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
-        self.coll(FENCES)
+        self.lease_coll(FENCES)
             .update_one(doc! {"_id": instance_id}, doc! {"$max": {"epoch": epoch}})
             .upsert(true)
             .await
