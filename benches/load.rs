@@ -87,6 +87,17 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
     }
 }
 
+/// A `/metrics` text as name+labels → value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 const ROWS_MARK: &str = "WAGATE_BENCH_ROWS ";
 const JWT_SECRET: &str = "load-harness-secret-0123456789abcdef0123";
 const WEBHOOK_SECRET: &str = "load-harness-webhook-secret";
@@ -610,14 +621,7 @@ impl Server {
             .text()
             .await
             .ctx("metrics body")?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect())
+        Ok(parse_metrics(&text))
     }
 
     async fn connected_count(&self) -> Res<u64> {

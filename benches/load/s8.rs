@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Ctx, Res, Row, Sizes, env_num, for_each_concurrent, http_client, wait_for};
+use super::{
+    Ctx, Res, Row, Sizes, env_num, for_each_concurrent, http_client, parse_metrics, wait_for,
+};
 
 const CLUSTER_SECRET: &str = "load-harness-cluster-secret-0123456789abcdef";
 const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -172,11 +174,11 @@ async fn connected_on(client: &reqwest::Client, node: &str) -> Res<usize> {
         .text()
         .await
         .ctx("metrics body")?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("wagate_instances{status=\"connected\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    let connected = parse_metrics(&text)
+        .get("wagate_instances{status=\"connected\"}")
+        .copied()
+        .unwrap_or(0.0);
+    Ok(connected as usize)
 }
 
 /// `(status, node)` of every instance, asked of `via` (answered by each owner).

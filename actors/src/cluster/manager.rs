@@ -515,13 +515,7 @@ async fn scan(state: &mut LeaseState) {
 fn start_leased(state: &mut LeaseState, instance: &Instance, epoch: u64, bound: Duration) {
     let id = instance.id.clone();
     state.free_since.remove(&id);
-    state.args.board.insert(&id, epoch);
-    state
-        .args
-        .board
-        .counters
-        .acquired
-        .fetch_add(1, Ordering::Relaxed);
+    state.args.board.took(&id, epoch);
     tracing::info!(instance = %id, epoch, "lease taken; starting the instance");
     let parked = !instance.status.restores_on_start();
     let instances = state.args.instances.clone();
@@ -566,13 +560,7 @@ async fn take_desk(state: &mut LeaseState, view: &super::ClusterView) {
     .await;
     match acquired {
         Ok(Ok(Some(epoch))) => {
-            state.args.board.insert(DESK_LEASE, epoch);
-            state
-                .args
-                .board
-                .counters
-                .acquired
-                .fetch_add(1, Ordering::Relaxed);
+            state.args.board.took(DESK_LEASE, epoch);
             tracing::info!(
                 epoch,
                 "desk lease taken; this node serves the operator desk"

@@ -184,6 +184,12 @@ impl LeaseBoard {
         &self.counters
     }
 
+    /// Records a lease the lease manager just took, and counts it.
+    fn took(&self, instance_id: &str, epoch: u64) {
+        self.insert(instance_id, epoch);
+        self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a session write refused by the fence.
     pub fn count_fenced_write(&self) {
         self.counters.fenced_writes.fetch_add(1, Ordering::Relaxed);
