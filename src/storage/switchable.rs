@@ -59,7 +59,7 @@ pub struct SwitchableStorage {
     switching: tokio::sync::Mutex<()>,
     /// Told how long every call to the provider took (metrics); set once at start.
     observer: OnceLock<StorageObserver>,
-    /// Users as the request path reads them (cache.rs).
+    /// Users and instances as the request path reads them (cache.rs).
     cache: RecordCache,
 }
 
@@ -105,6 +105,12 @@ impl SwitchableStorage {
         let out = call.await;
         observe(name, started.elapsed());
         out
+    }
+
+    /// Whether instances may be answered from the cache: only while no other process
+    /// writes them (see the comment above `impl InstanceStore`).
+    fn instances_cached(&self) -> bool {
+        self.active().provider() != "mongodb"
     }
 
     /// The provider in use now.
@@ -191,11 +197,13 @@ macro_rules! forward {
     }};
 }
 
-// Users go through the request-path cache (cache.rs): reads by key digest and id are kept,
-// and every write empties what it touched once committed, before it returns (also when it
-// failed: it may have committed before the failure was seen). Instances are not cached: a
-// request for an instance whose storage is down must fail at its lookup, fast, rather than
-// reach the instance actor and wait there for a write that cannot happen.
+// Users and instances go through the request-path cache (cache.rs): reads by key digest
+// and id are kept, and every write empties what it touched once committed, before it
+// returns (also when it failed: it may have committed before the failure was seen).
+// Instances are cached only while the database is this process's alone (SQLite, memory):
+// on MongoDB other nodes move an instance's owner and status, and a request for an
+// instance whose database is down must fail at its lookup, fast, rather than reach the
+// instance actor and wait there for a write that cannot happen.
 
 #[async_trait]
 impl UserStore for SwitchableStorage {
@@ -244,6 +252,7 @@ impl UserStore for SwitchableStorage {
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let done = forward!(@write self, delete_user(id));
         self.cache.forget_user(id);
+        self.cache.forget_instances_of(id);
         done
     }
 
@@ -259,7 +268,18 @@ impl InstanceStore for SwitchableStorage {
     }
 
     async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>> {
-        forward!(@read self, instance_by_id(id))
+        if !self.instances_cached() {
+            return forward!(@read self, instance_by_id(id));
+        }
+        if let Some(instance) = self.cache.instance_by_id(id) {
+            return Ok(Some(instance));
+        }
+        let seen = self.cache.seen();
+        let found = forward!(@read self, instance_by_id(id))?;
+        if let Some(instance) = &found {
+            self.cache.keep_instance(seen, instance);
+        }
+        Ok(found)
     }
 
     async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
@@ -267,7 +287,9 @@ impl InstanceStore for SwitchableStorage {
     }
 
     async fn update_instance(&self, instance: &Instance) -> StoreResult<bool> {
-        forward!(@write self, update_instance(instance))
+        let done = forward!(@write self, update_instance(instance));
+        self.cache.forget_instance(&instance.id);
+        done
     }
 
     async fn set_instance_status(
@@ -277,11 +299,15 @@ impl InstanceStore for SwitchableStorage {
         phone: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        forward!(@write self, set_instance_status(id, status, phone, at))
+        let done = forward!(@write self, set_instance_status(id, status, phone, at));
+        self.cache.forget_instance(id);
+        done
     }
 
     async fn delete_instance(&self, id: &str) -> StoreResult<bool> {
-        forward!(@write self, delete_instance(id))
+        let done = forward!(@write self, delete_instance(id));
+        self.cache.forget_instance(id);
+        done
     }
 }
 

@@ -328,8 +328,9 @@ async fn admin_is_created_once_from_the_configuration(backend: Backend) {
     assert_eq!(list["pagination"]["total"], 1, "no second admin on restart");
 }
 
-/// Users are cached for the request path; a deletion is in force for the very next
-/// request all the same (each record is read, so cached, before it goes).
+/// Users and instances are cached for the request path; a change or a deletion is in
+/// force for the very next request all the same (each record is read, so cached, before
+/// it changes).
 async fn deleted_users_and_instances_are_gone_on_the_very_next_request(backend: Backend) {
     let srv = TestServer::start_on(backend, &[]).await;
     let (id, key, token) = srv.new_user("gone@example.com", "user").await;
@@ -352,6 +353,19 @@ async fn deleted_users_and_instances_are_gone_on_the_very_next_request(backend: 
             200
         );
     }
+    let (status, body) = srv
+        .put(
+            &path,
+            &Auth::Key(key.clone()),
+            json!({"name": "renamed", "webhookUrl": "https://crm.example/hook"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, got) = srv.get(&path, &Auth::Key(key.clone())).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["name"], "renamed", "{got}");
+    assert_eq!(got["webhookUrl"], "https://crm.example/hook", "{got}");
+
     let (status, body) = srv.delete(&path, &Auth::Key(key.clone())).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(srv.get(&path, &Auth::Key(key.clone())).await.0, 404);
