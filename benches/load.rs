@@ -1108,12 +1108,15 @@ async fn s1_one(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -
     println!("S1: paced at 80 %: echo {echo_80:.0}/s, send-text {send_80:.0}/s");
     let mut echo_paced = paced(echo_op.clone(), echo_80, sizes.phase, w).await;
     let mut send_paced = paced(send_op, send_80, sizes.phase, w).await;
+    // The limit at send-text's own pace: what the commit alone costs at that rate.
+    let mut limit_paced = paced(limit_op.clone(), send_80, sizes.phase, w).await;
     // Every accepted send is stored.
     let stored = stored_in(srv, &ids, "79001234567").await?;
     let accepted = sent.load(Ordering::Relaxed);
     let persisted = stored == accepted;
     let (send_p99, echo_p99) = (send_paced.quantile_ms(0.99), echo_paced.quantile_ms(0.99));
     let (send_p50, echo_p50) = (send_paced.quantile_ms(0.5), echo_paced.quantile_ms(0.5));
+    let (limit_p99, limit_p50) = (limit_paced.quantile_ms(0.99), limit_paced.quantile_ms(0.5));
     errors += send_paced.errors;
     Ok(vec![
         Row::new(
@@ -1161,6 +1164,21 @@ async fn s1_one(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -
             "{w} paced clients at {send_80:.0}/s (achieved {:.0}/s) vs echo at {echo_80:.0}/s (achieved {:.0}/s); p50 {send_p50:.2} vs {echo_p50:.2} ms",
             send_paced.rate(),
             echo_paced.rate()
+        )),
+        Row::new(
+            "S1",
+            "send-text p99 at 80 % of max",
+            send_p99,
+            "ms",
+            "limit p99 at the same pace",
+            Some(limit_p99),
+            "context",
+            true,
+        )
+        .note(format!(
+            "the limit paced at {send_80:.0}/s (achieved {:.0}/s, {} errors); its p50 {limit_p50:.2} ms",
+            limit_paced.rate(),
+            limit_paced.errors
         )),
     ])
 }
