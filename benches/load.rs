@@ -42,6 +42,7 @@
 //!
 //! Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time.
 
+use std::alloc::GlobalAlloc;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -2114,19 +2115,23 @@ fn raise_file_limit(need: u64) -> Res<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// Live bytes of Rust heap in this process: the system allocator, counted, so S7 can
+/// Live bytes of Rust heap in this process: the server's allocator, counted, so S7 can
 /// split a session's resident size into Rust heap, SQLite's own allocations (its page
 /// caches; SQLite allocates through C's `malloc`, not through this) and the rest.
 struct CountingAlloc;
 
 static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: every call goes to the system allocator unchanged; the counter only adds and
+/// The allocator the server binary runs on (`wagate::Allocator`), so that the figures
+/// are the binary's.
+const INNER: wagate::Allocator = wagate::Allocator;
+
+// SAFETY: every call goes to the server's allocator unchanged; the counter only adds and
 // subtracts the sizes it was given.
-unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
-        let p = unsafe { std::alloc::System.alloc(layout) };
+        let p = unsafe { INNER.alloc(layout) };
         if !p.is_null() {
             HEAP_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         }
@@ -2135,7 +2140,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
-        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        let p = unsafe { INNER.alloc_zeroed(layout) };
         if !p.is_null() {
             HEAP_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         }
@@ -2144,13 +2149,13 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         // SAFETY: the caller's contract, passed on.
-        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        unsafe { INNER.dealloc(ptr, layout) };
         HEAP_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
-        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
+        let p = unsafe { INNER.realloc(ptr, layout, new) };
         if !p.is_null() {
             HEAP_BYTES.fetch_add(new as u64, Ordering::Relaxed);
             HEAP_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);

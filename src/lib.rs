@@ -39,4 +39,9 @@ pub mod qr;
 pub mod storage;
 pub mod telemetry;
 pub mod throttle;
+
+/// The process's memory allocator (mimalloc), set by `main` and by the load benchmark:
+/// the request path allocates small, short-lived buffers on many threads, which glibc's
+/// malloc serves with more locking and more resident memory.
+pub use mimalloc::MiMalloc as Allocator;
 pub mod waba;

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use wagate::config::Config;
 
+#[global_allocator]
+static ALLOCATOR: wagate::Allocator = wagate::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match Config::load() {
