@@ -2118,9 +2118,17 @@ fn raise_file_limit(need: u64) -> Res<u64> {
 /// Live bytes of Rust heap in this process: the server's allocator, counted, so S7 can
 /// split a session's resident size into Rust heap, SQLite's own allocations (its page
 /// caches; SQLite allocates through C's `malloc`, not through this) and the rest.
+///
+/// Counting is on only in S7's process ([`COUNTING`]): a counter every thread adds to on
+/// every allocation is a contended cache line, which cost the request path about a tenth
+/// of its CPU in S1's profile, an overhead the server binary does not have.
 struct CountingAlloc;
 
 static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Set once, before the scenario starts. Frees of memory allocated before it may take
+/// the counter below zero for a moment; the atomics wrap, so it is right again once what
+/// is counted outweighs them, long before the first reading.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 
 /// The allocator the server binary runs on (`wagate::Allocator`), so that the figures
 /// are the binary's.
@@ -2132,7 +2140,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
         let p = unsafe { INNER.alloc(layout) };
-        if !p.is_null() {
+        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             HEAP_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         }
         p
@@ -2141,7 +2149,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
         let p = unsafe { INNER.alloc_zeroed(layout) };
-        if !p.is_null() {
+        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             HEAP_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         }
         p
@@ -2150,13 +2158,15 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         // SAFETY: the caller's contract, passed on.
         unsafe { INNER.dealloc(ptr, layout) };
-        HEAP_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            HEAP_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
         let p = unsafe { INNER.realloc(ptr, layout, new) };
-        if !p.is_null() {
+        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             HEAP_BYTES.fetch_add(new as u64, Ordering::Relaxed);
             HEAP_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         }
@@ -2522,8 +2532,13 @@ async fn send_and_decrypt(
 }
 
 /// Gives memory freed by an earlier phase back to the system, so it does not make the
-/// next phase's growth look cheaper than it is.
+/// next phase's growth look cheaper than it is: mimalloc's (Rust's heap) and the C
+/// allocator's (SQLite's).
 fn trim_heap() {
+    // SAFETY: mi_collect only frees pages mimalloc holds and no allocation uses.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of the C allocator to the kernel.
     unsafe {
@@ -3206,6 +3221,7 @@ fn main() {
     let sizes = Sizes::from_env();
     if let Some(i) = args.iter().position(|a| a == "--scenario") {
         let name = args.get(i + 1).cloned().unwrap_or_default();
+        COUNTING.store(name == "S7", Ordering::Relaxed);
         // RUST_LOG=… shows the server's log (and whatsapp-rust's) on stderr.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
