@@ -1619,6 +1619,33 @@ impl S3Rounds {
 /// Messages per transaction of S3's raw inserts.
 const RAW_BATCH: usize = 100;
 
+/// S3's three phases, run in a different order each round.
+#[derive(Debug, Clone, Copy)]
+enum S3Phase {
+    Limit,
+    Http,
+    Raw,
+}
+
+impl S3Phase {
+    const ORDER: [S3Phase; 3] = [S3Phase::Limit, S3Phase::Http, S3Phase::Raw];
+
+    /// Round 1: limit, HTTP, raw; round 2: HTTP, raw, limit; round 3: raw, limit, HTTP.
+    fn rotated(round: usize) -> [S3Phase; 3] {
+        let mut order = Self::ORDER;
+        order.rotate_left((round - 1) % Self::ORDER.len());
+        order
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            S3Phase::Limit => "limit",
+            S3Phase::Http => "HTTP",
+            S3Phase::Raw => "raw",
+        }
+    }
+}
+
 /// [`ROUNDS`] rounds of `m` inbound messages into the instances `ids`: through the limit
 /// at `limit`, over HTTP (timed until all are stored), and raw into files of their own
 /// in `dir`.
@@ -1640,53 +1667,70 @@ async fn s3_rounds(
         times: Vec::new(),
     };
     for round in 1..=ROUNDS {
-        println!("S3 round {round}: {m} inbound messages into {k} instances: limit, HTTP, raw");
-        let limit_run = closed_loop(
-            limit_op.clone(),
-            sizes.workers,
-            Duration::from_secs(600),
-            m as u64,
-        )
-        .await;
-        if limit_run.errors > 0 {
-            return Err(format!("{} limit calls failed", limit_run.errors));
-        }
-        let start = Instant::now();
-        let sent = closed_loop(
-            inbound.clone(),
-            sizes.workers,
-            Duration::from_secs(600),
-            m as u64,
-        )
-        .await;
-        if sent.errors > 0 {
-            return Err(format!("{} inbound calls failed", sent.errors));
-        }
-        let accepted_in = start.elapsed();
-        // An inbound message is answered once committed: all should be stored already.
-        wait_for(
-            "every inbound message stored",
-            Duration::from_secs(600),
-            Duration::from_millis(20),
-            || async {
-                let total = stored_in(srv, ids, "79005550001").await?;
-                Ok((total >= before + (m * round) as u64).then_some(()))
-            },
-        )
-        .await?;
-        let ingested_in = start.elapsed();
-        let raw = raw_ingest(
-            &dir.join(format!("baseline-{k}-{round}.db")),
-            ids,
-            m,
-            RAW_BATCH,
-        )
-        .await?;
-        let (rate, limit_rate, raw_rate) = (
-            m as f64 / ingested_in.as_secs_f64(),
-            limit_run.rate(),
-            m as f64 / raw.as_secs_f64(),
+        // Each round starts with another phase: the one after the raw inserts (which write
+        // a file of their own) may meet the disk still writing that file back.
+        let order = S3Phase::rotated(round);
+        println!(
+            "S3 round {round}: {m} inbound messages into {k} instances: {}",
+            order.map(S3Phase::name).join(", ")
         );
+        let (mut limit_rate, mut rate, mut raw_rate) = (0.0, 0.0, 0.0);
+        let (mut accepted_in, mut ingested_in) = (Duration::ZERO, Duration::ZERO);
+        for phase in order {
+            match phase {
+                S3Phase::Limit => {
+                    let limit_run = closed_loop(
+                        limit_op.clone(),
+                        sizes.workers,
+                        Duration::from_secs(600),
+                        m as u64,
+                    )
+                    .await;
+                    if limit_run.errors > 0 {
+                        return Err(format!("{} limit calls failed", limit_run.errors));
+                    }
+                    limit_rate = limit_run.rate();
+                }
+                S3Phase::Http => {
+                    let start = Instant::now();
+                    let sent = closed_loop(
+                        inbound.clone(),
+                        sizes.workers,
+                        Duration::from_secs(600),
+                        m as u64,
+                    )
+                    .await;
+                    if sent.errors > 0 {
+                        return Err(format!("{} inbound calls failed", sent.errors));
+                    }
+                    accepted_in = start.elapsed();
+                    // An inbound message is answered once committed: all should be stored
+                    // already.
+                    wait_for(
+                        "every inbound message stored",
+                        Duration::from_secs(600),
+                        Duration::from_millis(20),
+                        || async {
+                            let total = stored_in(srv, ids, "79005550001").await?;
+                            Ok((total >= before + (m * round) as u64).then_some(()))
+                        },
+                    )
+                    .await?;
+                    ingested_in = start.elapsed();
+                    rate = m as f64 / ingested_in.as_secs_f64();
+                }
+                S3Phase::Raw => {
+                    let raw = raw_ingest(
+                        &dir.join(format!("baseline-{k}-{round}.db")),
+                        ids,
+                        m,
+                        RAW_BATCH,
+                    )
+                    .await?;
+                    raw_rate = m as f64 / raw.as_secs_f64();
+                }
+            }
+        }
         println!(
             "S3 round {round}: limit {limit_rate:.0}/s, HTTP {rate:.0}/s (accepted in {accepted_in:?}, stored in {ingested_in:?}), raw {raw_rate:.0}/s"
         );
