@@ -44,6 +44,17 @@ pub trait InstanceStore: Send + Sync {
     async fn instance_by_id(&self, id: &str) -> StoreResult<Option<Instance>>;
     /// Instances of one user, or of everybody when `user_id` is None; oldest first.
     async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>>;
+    /// The ids of every instance, in `list_instances`' order: what a cluster node's scan
+    /// for work reads every few seconds, without the records. The default reads the
+    /// records; a provider shared over the network reads the ids alone.
+    async fn instance_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(self
+            .list_instances(None)
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect())
+    }
     /// Replaces the user-editable fields (name, description, engine, webhook settings,
     /// limits) and `updated_at`. Returns false when the instance does not exist.
     async fn update_instance(&self, instance: &Instance) -> StoreResult<bool>;

@@ -286,6 +286,10 @@ impl InstanceStore for SwitchableStorage {
         forward!(@read self, list_instances(user_id))
     }
 
+    async fn instance_ids(&self) -> StoreResult<Vec<String>> {
+        forward!(@read self, instance_ids())
+    }
+
     async fn update_instance(&self, instance: &Instance) -> StoreResult<bool> {
         let done = forward!(@write self, update_instance(instance));
         self.cache.forget_instance(&instance.id);

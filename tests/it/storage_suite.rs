@@ -152,7 +152,14 @@ pub async fn instances_crud(s: DynStorage) {
         s.list_instances(Some("user-a")).await.expect("list").len(),
         1
     );
-    assert_eq!(s.list_instances(None).await.expect("list all").len(), 2);
+    let all = s.list_instances(None).await.expect("list all");
+    assert_eq!(all.len(), 2);
+    let listed: Vec<String> = all.into_iter().map(|i| i.id).collect();
+    assert_eq!(
+        s.instance_ids().await.expect("ids"),
+        listed,
+        "the ids alone, in the list's order"
+    );
 
     let at = Utc
         .timestamp_millis_opt(Utc::now().timestamp_millis())

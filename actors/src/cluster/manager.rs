@@ -407,16 +407,15 @@ async fn scan(state: &mut LeaseState) {
         }
         Err(_) => return,
     };
-    let instances = match tokio::time::timeout(bound, state.args.storage.list_instances(None)).await
-    {
-        Ok(Ok(instances)) => instances,
+    // The ids alone: most scans take nothing, and the records are read only when one does.
+    let ids = match tokio::time::timeout(bound, state.args.storage.instance_ids()).await {
+        Ok(Ok(ids)) => ids,
         Ok(Err(err)) => {
             tracing::warn!(%err, "cannot list the instances");
             return;
         }
         Err(_) => return,
     };
-    let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
     let me = state.args.settings.node_id.clone();
     let plan = placement(&me, &view, &ids);
 
@@ -433,6 +432,18 @@ async fn scan(state: &mut LeaseState) {
         }
     }
 
+    let instances = if take.is_empty() {
+        Vec::new()
+    } else {
+        match tokio::time::timeout(bound, state.args.storage.list_instances(None)).await {
+            Ok(Ok(instances)) => instances,
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "cannot read the instances to take");
+                return;
+            }
+            Err(_) => return,
+        }
+    };
     let by_id: HashMap<&str, &Instance> = instances.iter().map(|i| (i.id.as_str(), i)).collect();
     let wanted: Vec<&Instance> = take
         .iter()

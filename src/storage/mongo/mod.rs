@@ -817,6 +817,23 @@ impl InstanceStore for MongoStorage {
         collect(cursor, instance_from_doc).await
     }
 
+    async fn instance_ids(&self) -> StoreResult<Vec<String>> {
+        let mut cursor = self
+            .coll(INSTANCES)?
+            .find(doc! {})
+            .projection(doc! {"_id": 1})
+            .sort(doc! {"_id": 1})
+            .await
+            .map_err(map_err)?;
+        let mut ids = Vec::new();
+        while let Some(found) = cursor.try_next().await.map_err(map_err)? {
+            if let Ok(id) = found.get_str("_id") {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     async fn update_instance(&self, i: &Instance) -> StoreResult<bool> {
         let done = self
             .coll(INSTANCES)?
