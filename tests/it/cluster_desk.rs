@@ -190,10 +190,13 @@ async fn one_node_serves_the_desk_and_another_takes_it_over() {
         (desk_node(survivor, &admin).await.as_deref() == Some(other)).then_some(())
     })
     .await;
-    let (status, body) = meta_posts(
-        survivor,
-        &inbound("wamid.TWO", CUSTOMER, "second, after the move", now_secs()),
-    )
+    // The lease is in the database a moment before the survivor records it as its own;
+    // meanwhile it answers 503 `desk_moving`, and Meta retries as a client would.
+    let second = inbound("wamid.TWO", CUSTOMER, "second, after the move", now_secs());
+    let (status, body) = eventually(30, "the survivor taking the desk's calls", || async {
+        let (status, body) = meta_posts(survivor, &second).await;
+        (body["code"] != "desk_moving").then_some((status, body))
+    })
     .await;
     assert_eq!(status, 200, "webhook after the move: {body}");
     let (status, messages) = survivor
