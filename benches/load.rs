@@ -1619,6 +1619,15 @@ impl S3Rounds {
 /// Messages per transaction of S3's raw inserts.
 const RAW_BATCH: usize = 100;
 
+/// `m` calls of `op` from `workers` clients, each answered 2xx, or which failed.
+async fn s3_calls(op: &Op, workers: usize, m: usize, what: &str) -> Res<Load> {
+    let run = closed_loop(op.clone(), workers, Duration::from_secs(600), m as u64).await;
+    if run.errors > 0 {
+        return Err(format!("{} {what} calls failed", run.errors));
+    }
+    Ok(run)
+}
+
 /// S3's three phases, run in a different order each round.
 #[derive(Debug, Clone, Copy)]
 enum S3Phase {
@@ -1679,30 +1688,11 @@ async fn s3_rounds(
         for phase in order {
             match phase {
                 S3Phase::Limit => {
-                    let limit_run = closed_loop(
-                        limit_op.clone(),
-                        sizes.workers,
-                        Duration::from_secs(600),
-                        m as u64,
-                    )
-                    .await;
-                    if limit_run.errors > 0 {
-                        return Err(format!("{} limit calls failed", limit_run.errors));
-                    }
-                    limit_rate = limit_run.rate();
+                    limit_rate = s3_calls(&limit_op, sizes.workers, m, "limit").await?.rate();
                 }
                 S3Phase::Http => {
                     let start = Instant::now();
-                    let sent = closed_loop(
-                        inbound.clone(),
-                        sizes.workers,
-                        Duration::from_secs(600),
-                        m as u64,
-                    )
-                    .await;
-                    if sent.errors > 0 {
-                        return Err(format!("{} inbound calls failed", sent.errors));
-                    }
+                    s3_calls(&inbound, sizes.workers, m, "inbound").await?;
                     accepted_in = start.elapsed();
                     // An inbound message is answered once committed: all should be stored
                     // already.
