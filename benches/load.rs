@@ -717,7 +717,8 @@ async fn start_echo() -> Res<String> {
 /// opens its own, the commit awaited before the answer. No authentication, no instance
 /// actor, no engine, no event hub.
 ///
-/// - `POST /send` `{phone, message}`: a send's rows, its message and `message_sent` event;
+/// - `POST /send/{instance}` `{phone, message}`: a send's rows, its message and
+///   `message_sent` event;
 /// - `POST /inbound/{instance}` `{from, body, pushName}`: an inbound message's, its
 ///   message, the sender's contact and `message_received` event.
 async fn start_limit(path: &Path) -> Res<(String, SqliteStorage)> {
@@ -725,7 +726,7 @@ async fn start_limit(path: &Path) -> Res<(String, SqliteStorage)> {
         .await
         .ctx("open the limit's database")?;
     let app = axum::Router::new()
-        .route("/send", post(limit_send))
+        .route("/send/{instance}", post(limit_send))
         .route("/inbound/{instance}", post(limit_inbound))
         .with_state(storage.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.ctx("bind limit")?;
@@ -777,18 +778,19 @@ fn text_message(instance: &str, chat: &str, text: &str, from_me: bool) -> Messag
 
 async fn limit_send(
     State(storage): State<SqliteStorage>,
+    axum::extract::Path(instance): axum::extract::Path<String>,
     Json(v): Json<Value>,
 ) -> Result<Json<Value>, StatusCode> {
     let chat = format!("{}@s.whatsapp.net", v["phone"].as_str().unwrap_or_default());
     let m = text_message(
-        "limit",
+        &instance,
         &chat,
         v["message"].as_str().unwrap_or_default(),
         true,
     );
     let event = event_of(
         EventKind::MessageSent,
-        "limit",
+        &instance,
         json!({"messageId": m.message_id, "to": chat, "body": m.content, "type": "text",
             "timestamp": m.timestamp.timestamp(), "hasMedia": false, "fromMe": true, "status": "sent"}),
     );
@@ -975,13 +977,17 @@ fn send_text_op(srv: &Arc<Server>, instances: &[String], counter: Arc<AtomicU64>
     })
 }
 
-fn echo_op(client: reqwest::Client, url: String) -> Op {
+/// S1's body posted to `urls` in turn: the echo's one URL, or the limit's one per
+/// instance.
+fn echo_op(client: reqwest::Client, urls: Vec<String>) -> Op {
+    let urls = Arc::new(urls);
     op(move |i| {
         let client = client.clone();
-        let url = url.clone();
+        let urls = urls.clone();
         async move {
+            let url = &urls[i as usize % urls.len().max(1)];
             let body = json!({"phone": "79001234567", "message": format!("benchmark message {i}")});
-            match client.post(&url).json(&body).send().await {
+            match client.post(url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                 _ => false,
             }
@@ -1061,9 +1067,13 @@ async fn s1(sizes: &Sizes) -> Res<Vec<Row>> {
     let (limit, limit_storage) = start_limit(&dir.path().join("limit.db")).await?;
     let srv = Arc::new(Server::start(dir.path(), &[]).await?);
     let client = http_client(sizes.workers * 2)?;
-    // The limit's route takes the echo's body.
-    let limit_op = echo_op(client.clone(), format!("{limit}/send"));
-    let echo_op = echo_op(client, echo);
+    let echo_op = echo_op(client.clone(), vec![echo]);
+    // The limit's route takes the echo's body, and stores it under the same instances
+    // as the sends (their rows spread over the same keys).
+    let limit_op = |ids: &[String]| {
+        let urls = ids.iter().map(|id| format!("{limit}/send/{id}")).collect();
+        crate::echo_op(client.clone(), urls)
+    };
     let rows = if sizes.sweep.is_empty() {
         s1_one(sizes, &srv, &echo_op, &limit_op).await
     } else {
@@ -1079,7 +1089,15 @@ async fn s1(sizes: &Sizes) -> Res<Vec<Row>> {
 
 /// S1 at its own instance count: max throughput against the echo and the limit, then
 /// p99 at 80 % of the max.
-async fn s1_one(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -> Res<Vec<Row>> {
+/// Builds the limit's op for these instances.
+type LimitOp<'a> = &'a dyn Fn(&[String]) -> Op;
+
+async fn s1_one(
+    sizes: &Sizes,
+    srv: &Arc<Server>,
+    echo_op: &Op,
+    limit_op: LimitOp<'_>,
+) -> Res<Vec<Row>> {
     let ids = srv
         .create_instances("s1", sizes.s1_instances, 4, None)
         .await?;
@@ -1087,6 +1105,7 @@ async fn s1_one(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -
         .await?;
     let sent = Arc::new(AtomicU64::new(0));
     let send_op = send_text_op(srv, &ids, sent.clone());
+    let limit_op = &limit_op(&ids);
     let w = sizes.workers;
     let cap = 10_000_000;
     println!("S1: warm-up");
@@ -1187,13 +1206,17 @@ async fn s1_one(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -
 /// S1's max throughput at each instance count of the sweep, the instances added as the
 /// count grows, the echo, limit and send-text phases interleaved at every count; one row
 /// per count, against the limit. No p99 phase.
-async fn s1_sweep(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op) -> Res<Vec<Row>> {
+async fn s1_sweep(
+    sizes: &Sizes,
+    srv: &Arc<Server>,
+    echo_op: &Op,
+    limit_op: LimitOp<'_>,
+) -> Res<Vec<Row>> {
     let w = sizes.workers;
     let warm_up = Duration::from_secs(1);
     let cap = 10_000_000;
     println!("S1: warm-up");
     closed_loop(echo_op.clone(), w, warm_up, cap).await;
-    closed_loop(limit_op.clone(), w, warm_up, cap).await;
     let sent = Arc::new(AtomicU64::new(0));
     let mut ids = Vec::new();
     let mut runs = Vec::new();
@@ -1204,6 +1227,8 @@ async fn s1_sweep(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op)
         ids.extend(more);
         srv.wait_connected(n, Duration::from_secs(300)).await?;
         let send_op = send_text_op(srv, &ids, sent.clone());
+        let limit_op = limit_op(&ids);
+        closed_loop(limit_op.clone(), w, warm_up, cap).await;
         closed_loop(send_op.clone(), w, warm_up, cap).await;
         println!(
             "S1 sweep: {n} instances, {w} keep-alive clients, {:?} phases",
@@ -1212,7 +1237,7 @@ async fn s1_sweep(sizes: &Sizes, srv: &Arc<Server>, echo_op: &Op, limit_op: &Op)
         let label = format!("S1 ×{n}");
         runs.push((
             n,
-            s1_rounds(&label, [echo_op, limit_op, &send_op], w, sizes.phase).await,
+            s1_rounds(&label, [echo_op, &limit_op, &send_op], w, sizes.phase).await,
         ));
     }
     // Every accepted send is stored.
@@ -1961,7 +1986,7 @@ async fn s4(sizes: &Sizes) -> Res<Vec<Row>> {
 
     // Baseline 2: the echo's p99, one client, one request at a time.
     let echo = start_echo().await?;
-    let echo_op = echo_op(http_client(4)?, echo);
+    let echo_op = echo_op(http_client(4)?, vec![echo]);
     closed_loop(echo_op.clone(), 1, Duration::from_secs(1), (q / 10) as u64).await;
     let mut echo_seq = closed_loop(echo_op, 1, Duration::from_secs(300), q as u64).await;
 
