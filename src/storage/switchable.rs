@@ -42,7 +42,7 @@ use wagate_actors::store::{
 };
 use wagate_actors::store::{ChatStore, ContactStore, MessageStore};
 
-use super::cache::RecordCache;
+use super::cache::{RecordCache, Seen};
 use super::copy::{CopyError, copy_all};
 
 /// Storage whose provider can be replaced while the server runs. See the module docs.
@@ -105,6 +105,30 @@ impl SwitchableStorage {
         let out = call.await;
         observe(name, started.elapsed());
         out
+    }
+
+    /// A read through the request-path cache: `cached` when it has the record, else
+    /// `read` from storage, whose record `keep` puts in the cache unless a removal
+    /// happened since the read began (so a raced read never puts an old record back).
+    async fn read_through<T, F, Fut>(
+        &self,
+        cached: Option<T>,
+        read: F,
+        keep: impl FnOnce(&RecordCache, Seen, &T),
+    ) -> StoreResult<Option<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = StoreResult<Option<T>>>,
+    {
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let seen = self.cache.seen();
+        let found = read().await?;
+        if let Some(record) = &found {
+            keep(&self.cache, seen, record);
+        }
+        Ok(found)
     }
 
     /// Whether instances may be answered from the cache: only while no other process
@@ -212,15 +236,12 @@ impl UserStore for SwitchableStorage {
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        if let Some(user) = self.cache.user_by_id(id) {
-            return Ok(Some(user));
-        }
-        let seen = self.cache.seen();
-        let found = forward!(@read self, user_by_id(id))?;
-        if let Some(user) = &found {
-            self.cache.keep_user(seen, user);
-        }
-        Ok(found)
+        self.read_through(
+            self.cache.user_by_id(id),
+            || async move { forward!(@read self, user_by_id(id)) },
+            RecordCache::keep_user,
+        )
+        .await
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
@@ -228,15 +249,12 @@ impl UserStore for SwitchableStorage {
     }
 
     async fn user_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<User>> {
-        if let Some(user) = self.cache.user_by_key(hash) {
-            return Ok(Some(user));
-        }
-        let seen = self.cache.seen();
-        let found = forward!(@read self, user_by_api_key_hash(hash))?;
-        if let Some(user) = &found {
-            self.cache.keep_user(seen, user);
-        }
-        Ok(found)
+        self.read_through(
+            self.cache.user_by_key(hash),
+            || async move { forward!(@read self, user_by_api_key_hash(hash)) },
+            RecordCache::keep_user,
+        )
+        .await
     }
 
     async fn list_users(&self, limit: u32, skip: u64) -> StoreResult<Page<User>> {
@@ -271,15 +289,12 @@ impl InstanceStore for SwitchableStorage {
         if !self.instances_cached() {
             return forward!(@read self, instance_by_id(id));
         }
-        if let Some(instance) = self.cache.instance_by_id(id) {
-            return Ok(Some(instance));
-        }
-        let seen = self.cache.seen();
-        let found = forward!(@read self, instance_by_id(id))?;
-        if let Some(instance) = &found {
-            self.cache.keep_instance(seen, instance);
-        }
-        Ok(found)
+        self.read_through(
+            self.cache.instance_by_id(id),
+            || async move { forward!(@read self, instance_by_id(id)) },
+            RecordCache::keep_instance,
+        )
+        .await
     }
 
     async fn list_instances(&self, user_id: Option<&str>) -> StoreResult<Vec<Instance>> {
