@@ -985,7 +985,7 @@ fn echo_op(client: reqwest::Client, urls: Vec<String>) -> Op {
         let client = client.clone();
         let urls = urls.clone();
         async move {
-            let url = &urls[i as usize % urls.len().max(1)];
+            let url = &urls[i as usize % urls.len()];
             let body = json!({"phone": "79001234567", "message": format!("benchmark message {i}")});
             match client.post(url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
@@ -1087,11 +1087,11 @@ async fn s1(sizes: &Sizes) -> Res<Vec<Row>> {
     rows
 }
 
-/// S1 at its own instance count: max throughput against the echo and the limit, then
-/// p99 at 80 % of the max.
 /// Builds the limit's op for these instances.
 type LimitOp<'a> = &'a dyn Fn(&[String]) -> Op;
 
+/// S1 at its own instance count: max throughput against the echo and the limit, then
+/// p99 at 80 % of the max.
 async fn s1_one(
     sizes: &Sizes,
     srv: &Arc<Server>,
