@@ -2062,7 +2062,8 @@ async fn s5(sizes: &Sizes) -> Res<Vec<Row>> {
     srv.wait_connected(warm, Duration::from_secs(120)).await?;
     // Idle: let timers and buffers settle before reading the resident size.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_warm = rss_bytes()?;
+    let at_warm = reading()?;
+    let rss_warm = at_warm.rss;
     println!(
         "S5: {warm} instances, RSS {:.1} MiB; creating {} more",
         rss_warm as f64 / 1048576.0,
@@ -2072,10 +2073,17 @@ async fn s5(sizes: &Sizes) -> Res<Vec<Row>> {
     srv.wait_connected(n, Duration::from_secs(1200)).await?;
     let created_in = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss = rss_bytes()?;
-    let marginal = (rss.saturating_sub(rss_warm)) as f64 / (n - warm) as f64 / 1024.0;
+    let at_n = reading()?;
+    let rss = at_n.rss;
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / (n - warm) as f64 / 1024.0;
+    let marginal = per(rss_warm, rss);
     let total_mib = rss as f64 / 1048576.0;
     println!("S5: {n} instances connected in {created_in:?}; RSS {total_mib:.1} MiB");
+    println!(
+        "S5: per instance: RSS {marginal:.1} KiB, Rust heap {:.1} KiB, SQLite {:.1} KiB",
+        per(at_warm.heap, at_n.heap),
+        per(at_warm.sqlite, at_n.sqlite)
+    );
     Arc::into_inner(srv)
         .ok_or("server still shared")?
         .stop()
@@ -2174,11 +2182,13 @@ fn raise_file_limit(need: u64) -> Res<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// Live bytes of Rust heap in this process: the server's allocator, counted, so S7 can
-/// split a session's resident size into Rust heap, SQLite's own allocations (its page
-/// caches; SQLite allocates through C's `malloc`, not through this) and the rest.
+/// Live bytes of Rust heap in this process: the server's allocator, counted, so S5 and S7
+/// can split an instance's or a session's resident size into Rust heap, SQLite's own
+/// allocations (its page caches; SQLite allocates through C's `malloc`, not through this)
+/// and the rest.
 ///
-/// Counting is on only in S7's process ([`COUNTING`]): a counter every thread adds to on
+/// Counting is on only in S5's and S7's processes ([`COUNTING`]), which measure memory,
+/// not speed: a counter every thread adds to on
 /// every allocation is a contended cache line, which cost the request path about a tenth
 /// of its CPU in S1's profile, an overhead the server binary does not have.
 struct CountingAlloc;
@@ -3280,7 +3290,7 @@ fn main() {
     let sizes = Sizes::from_env();
     if let Some(i) = args.iter().position(|a| a == "--scenario") {
         let name = args.get(i + 1).cloned().unwrap_or_default();
-        COUNTING.store(name == "S7", Ordering::Relaxed);
+        COUNTING.store(name == "S5" || name == "S7", Ordering::Relaxed);
         // RUST_LOG=… shows the server's log (and whatsapp-rust's) on stderr.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
