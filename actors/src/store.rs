@@ -623,6 +623,14 @@ pub trait Storage:
 {
     /// `sqlite` or `mongodb`.
     fn provider(&self) -> &'static str;
+    /// Whether the database is this process's alone: embedded, written by no other
+    /// process, and out of reach only when this process is. Records read from it may then
+    /// be kept in memory until this process changes them. A database server is not:
+    /// other processes (cluster nodes) change what it holds, and its outage must be seen
+    /// at the next read.
+    fn embedded(&self) -> bool {
+        false
+    }
     /// Succeeds when the backend answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;
     /// Flushes and closes connections; later calls fail with `Unavailable`.

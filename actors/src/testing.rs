@@ -894,6 +894,10 @@ impl Storage for MemoryStorage {
         "memory"
     }
 
+    fn embedded(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.open().map(|_| ())
     }

@@ -131,10 +131,10 @@ impl SwitchableStorage {
         Ok(found)
     }
 
-    /// Whether instances may be answered from the cache: only while no other process
-    /// writes them (see the comment above `impl InstanceStore`).
+    /// Whether instances may be answered from the cache: only while the database is
+    /// embedded (see the comment above `impl UserStore`).
     fn instances_cached(&self) -> bool {
-        self.active().provider() != "mongodb"
+        self.active().embedded()
     }
 
     /// The provider in use now.
@@ -224,8 +224,8 @@ macro_rules! forward {
 // Users and instances go through the request-path cache (cache.rs): reads by key digest
 // and id are kept, and every write empties what it touched once committed, before it
 // returns (also when it failed: it may have committed before the failure was seen).
-// Instances are cached only while the database is this process's alone (SQLite, memory):
-// on MongoDB other nodes move an instance's owner and status, and a request for an
+// Instances are cached only while the database is this process's alone
+// (`Storage::embedded`: SQLite, memory): on MongoDB other nodes move an instance's owner and status, and a request for an
 // instance whose database is down must fail at its lookup, fast, rather than reach the
 // instance actor and wait there for a write that cannot happen.
 
@@ -513,6 +513,10 @@ impl Storage for SwitchableStorage {
     /// The active provider's name.
     fn provider(&self) -> &'static str {
         self.active().provider()
+    }
+
+    fn embedded(&self) -> bool {
+        self.active().embedded()
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -717,6 +717,10 @@ impl Storage for SqliteStorage {
         "sqlite"
     }
 
+    fn embedded(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(self.writer())
