@@ -37,7 +37,7 @@ use crate::domain::event::EventQuery;
 use crate::domain::{Instance, raise_id_floor};
 use crate::handle::ActorSlot;
 use crate::instance::InstancesHandle;
-use crate::store::DynStorage;
+use crate::store::{DynStorage, StoreResult};
 use crate::webhook_queue::WebhookQueueHandle;
 
 /// How many scans a free instance meant for another node waits before this node takes
@@ -435,7 +435,7 @@ async fn scan(state: &mut LeaseState) {
     let instances = if take.is_empty() {
         Vec::new()
     } else {
-        match tokio::time::timeout(bound, state.args.storage.list_instances(None)).await {
+        match tokio::time::timeout(bound, records_of(&state.args.storage, &take)).await {
             Ok(Ok(instances)) => instances,
             Ok(Err(err)) => {
                 tracing::warn!(%err, "cannot read the instances to take");
@@ -519,6 +519,21 @@ async fn scan(state: &mut LeaseState) {
             let _ = tokio::time::timeout(bound, state.args.store.delete(&id)).await;
         }
     }
+}
+
+/// The records of the instances `take` names (those still stored): read one by one when
+/// they are a batch's worth or fewer (a new instance, a few freed ones), so that taking
+/// one instance does not read every record of the cluster; listed at once when more (a
+/// failover's takeover).
+async fn records_of(storage: &DynStorage, take: &[String]) -> StoreResult<Vec<Instance>> {
+    if take.len() > ACQUIRE_AT_ONCE {
+        return storage.list_instances(None).await;
+    }
+    let mut found = Vec::with_capacity(take.len());
+    for id in take {
+        found.extend(storage.instance_by_id(id).await?);
+    }
+    Ok(found)
 }
 
 /// Records a lease just taken and starts its instance off the manager's mailbox (an
