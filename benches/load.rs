@@ -2188,9 +2188,9 @@ fn raise_file_limit(need: u64) -> Res<u64> {
 /// and the rest.
 ///
 /// Counting is on only in S5's and S7's processes ([`COUNTING`]), which measure memory,
-/// not speed: a counter every thread adds to on
-/// every allocation is a contended cache line, which cost the request path about a tenth
-/// of its CPU in S1's profile, an overhead the server binary does not have.
+/// not speed: a counter every thread adds to on every allocation is a contended cache
+/// line, which cost the request path about a tenth of its CPU in S1's profile, an
+/// overhead the server binary does not have.
 struct CountingAlloc;
 
 static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);

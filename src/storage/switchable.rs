@@ -225,9 +225,10 @@ macro_rules! forward {
 // and id are kept, and every write empties what it touched once committed, before it
 // returns (also when it failed: it may have committed before the failure was seen).
 // Instances are cached only while the database is this process's alone
-// (`Storage::embedded`: SQLite, memory): on MongoDB other nodes move an instance's owner and status, and a request for an
-// instance whose database is down must fail at its lookup, fast, rather than reach the
-// instance actor and wait there for a write that cannot happen.
+// (`Storage::embedded`: SQLite, memory): on MongoDB other nodes move an instance's owner
+// and status, and a request for an instance whose database is down must fail at its
+// lookup, fast, rather than reach the instance actor and wait there for a write that
+// cannot happen.
 
 #[async_trait]
 impl UserStore for SwitchableStorage {
