@@ -139,7 +139,7 @@ impl ChatStore for SqliteStorage {
     async fn put_chat_settings(&self, chat: &ChatSettings) -> StoreResult<()> {
         let chat = chat.clone();
         self.commits()
-            .submit(move |conn| Box::pin(async move { insert_chat(conn, &chat, true).await }))
+            .submit(chat, |conn, chat| Box::pin(insert_chat(conn, chat, true)))
             .await
     }
 
@@ -160,14 +160,16 @@ impl ChatStore for SqliteStorage {
     async fn put_label(&self, label: &Label) -> StoreResult<()> {
         let label = label.clone();
         self.commits()
-            .submit(move |conn| Box::pin(async move { insert_label(conn, &label, true).await }))
+            .submit(label, |conn, label| {
+                Box::pin(insert_label(conn, label, true))
+            })
             .await
     }
 
     async fn delete_label(&self, instance_id: &str, label_id: &str) -> StoreResult<bool> {
         let (instance_id, label_id) = (instance_id.to_owned(), label_id.to_owned());
         self.commits()
-            .submit(move |conn| {
+            .submit((instance_id, label_id), |conn, (instance_id, label_id)| {
                 Box::pin(async move {
                     let done =
                         sqlx::query("DELETE FROM labels WHERE instance_id = ? AND label_id = ?")

@@ -6,9 +6,13 @@
 //! Here one task drains a bounded queue of such writes and commits what has gathered in one
 //! transaction:
 //!
-//! - `BEGIN IMMEDIATE`, then per write `SAVEPOINT`, the write, `RELEASE` (or `ROLLBACK TO`
-//!   when it failed: one bad row, say a duplicate message, fails its own caller only and
-//!   leaves nothing of itself behind), then `COMMIT`;
+//! - `BEGIN IMMEDIATE`, every write, `COMMIT`: each statement is a round trip to the
+//!   connection's worker thread, so a batch asks for no more of them than its writes need;
+//! - when a write fails (one bad row, say a duplicate message), the batch is rolled back
+//!   and run again with a `SAVEPOINT` around each write, rolled back to (`ROLLBACK TO`) for
+//!   the ones that fail: a failing write fails its own caller only and leaves nothing of
+//!   itself behind, and the others commit. Writes are therefore re-runnable: each is a
+//!   function of the connection and of state it only reads;
 //! - every caller is answered after the `COMMIT`, in queue order: a write answered `Ok` is
 //!   committed, so the "stored before announced" rule of the event hub holds, and writes of
 //!   one instance (whose actor awaits each) commit and are answered in the order made;
@@ -33,15 +37,52 @@ const QUEUE: usize = 4096;
 /// Most writes in one transaction: bounds how long the first of them waits for the last.
 const BATCH: usize = 256;
 
-/// Tells one caller how its write ended, given how the batch's commit ended.
-type Answer = Box<dyn FnOnce(StoreResult<()>) + Send>;
+/// One queued write: run once, or twice when its batch is replayed, then answered once.
+type Job = Box<dyn Write>;
 
-/// One queued write. Given the batch's connection it runs and says whether it succeeded;
-/// given none (the batch failed before its turn) it does not run. Either way it hands back
-/// the answer to send once the batch's fate is known.
-type Job = Box<
-    dyn for<'c> FnOnce(Option<&'c mut SqliteConnection>) -> BoxFuture<'c, (bool, Answer)> + Send,
->;
+/// What the task does with a queued write.
+trait Write: Send {
+    /// Runs the write on the batch's connection, keeping its outcome for the answer; says
+    /// whether it succeeded.
+    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
+
+    /// Tells the caller how its write ended, given how its batch's commit ended.
+    fn answer(self: Box<Self>, committed: StoreResult<()>);
+}
+
+/// A write as callers give it: a function of the connection and of `state`.
+struct Queued<S, T, F, D> {
+    state: S,
+    write: F,
+    done: D,
+    /// The last run's outcome; `None` until it ran.
+    outcome: Option<StoreResult<T>>,
+}
+
+impl<S, T, F, D> Write for Queued<S, T, F, D>
+where
+    S: Send + Sync,
+    T: Send,
+    F: for<'c> Fn(&'c mut SqliteConnection, &'c S) -> BoxFuture<'c, StoreResult<T>> + Send,
+    D: FnOnce(StoreResult<T>) + Send,
+{
+    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            let outcome = (self.write)(conn, &self.state).await;
+            let ok = outcome.is_ok();
+            self.outcome = Some(outcome);
+            ok
+        })
+    }
+
+    fn answer(self: Box<Self>, committed: StoreResult<()>) {
+        (self.done)(match self.outcome {
+            // Its own error first: it says more than the batch's would.
+            Some(outcome) => outcome.and_then(|value| committed.map(|()| value)),
+            None => Err(committed.err().unwrap_or_else(stopped)),
+        })
+    }
+}
 
 /// Cheap to clone: every clone enqueues for the same task.
 #[derive(Clone, Debug)]
@@ -58,22 +99,24 @@ impl CommitQueue {
         CommitQueue { jobs }
     }
 
-    /// Runs `write` in the next batch and answers once that batch is committed: with what
-    /// `write` returned, or the commit's error. Whatever `write` changed is undone when it
-    /// fails, and only that.
+    /// Runs `write` (given `state`) in the next batch and answers once that batch is
+    /// committed: with what `write` returned, or the commit's error. Whatever `write`
+    /// changed is undone when it fails, and only that. `write` may run twice (see the
+    /// module's notes): it must not change anything but the database.
     ///
     /// Fails with `write`'s own error, or the batch's when its transaction failed
     /// (`Unavailable` when the database is, or the queue's task is gone).
-    pub(crate) async fn submit<T, F>(&self, write: F) -> StoreResult<T>
+    pub(crate) async fn submit<S, T, F>(&self, state: S, write: F) -> StoreResult<T>
     where
+        S: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+        F: for<'c> Fn(&'c mut SqliteConnection, &'c S) -> BoxFuture<'c, StoreResult<T>>
             + Send
             + 'static,
     {
         let (tx, rx) = oneshot::channel();
         // The caller may have given up waiting: nothing to tell then.
-        self.enqueue(write, move |answer| {
+        self.enqueue(state, write, move |answer| {
             let _ = tx.send(answer);
         })
         .await;
@@ -83,50 +126,43 @@ impl CommitQueue {
     /// [`submit`](Self::submit) without waiting for the commit: returns once `write` is
     /// queued, and `done` gets the answer `submit` would have, on the queue's task once
     /// the batch is committed (in queue order), or at once when the task is gone.
-    pub(crate) async fn enqueue<T, F>(
+    pub(crate) async fn enqueue<S, T, F>(
         &self,
+        state: S,
         write: F,
         done: impl FnOnce(StoreResult<T>) + Send + 'static,
     ) where
+        S: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+        F: for<'c> Fn(&'c mut SqliteConnection, &'c S) -> BoxFuture<'c, StoreResult<T>>
             + Send
             + 'static,
     {
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job(write, done)).await {
-            let (_, answer) = job(None).await;
-            answer(Err(stopped()));
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(queued(state, write, done)).await {
+            job.answer(Err(stopped()));
         }
     }
 }
 
-fn stopped() -> StoreError {
-    StoreError::Unavailable("the database's writer has stopped".into())
+/// The job that runs `write` on `state` and answers `done`.
+fn queued<S, T, F>(state: S, write: F, done: impl FnOnce(StoreResult<T>) + Send + 'static) -> Job
+where
+    S: Send + Sync + 'static,
+    T: Send + 'static,
+    F: for<'c> Fn(&'c mut SqliteConnection, &'c S) -> BoxFuture<'c, StoreResult<T>>
+        + Send
+        + 'static,
+{
+    Box::new(Queued {
+        state,
+        write,
+        done,
+        outcome: None,
+    })
 }
 
-/// A job running `write`, whose answer goes to `done`.
-fn job<T, F>(write: F, done: impl FnOnce(StoreResult<T>) + Send + 'static) -> Job
-where
-    T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-{
-    Box::new(move |conn| {
-        Box::pin(async move {
-            let result = match conn {
-                Some(conn) => Some(write(conn).await),
-                None => None,
-            };
-            let ok = matches!(result, Some(Ok(_)));
-            let answer: Answer = Box::new(move |committed| {
-                done(match result {
-                    // Its own error first: it says more than the batch's would.
-                    Some(result) => result.and_then(|value| committed.map(|()| value)),
-                    None => Err(committed.err().unwrap_or_else(stopped)),
-                })
-            });
-            (ok, answer)
-        })
-    })
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the database's writer has stopped".into())
 }
 
 async fn drain(mut rx: mpsc::Receiver<Job>, writer: SqlitePool) {
@@ -137,49 +173,54 @@ async fn drain(mut rx: mpsc::Receiver<Job>, writer: SqlitePool) {
 }
 
 /// Runs one batch in one transaction, then answers every job in it.
-pub(super) async fn commit(writer: &SqlitePool, batch: Vec<Job>) {
-    let mut answers = Vec::with_capacity(batch.len());
-    let committed = run(writer, batch, &mut answers).await;
-    for answer in answers {
-        answer(committed.clone());
+async fn commit(writer: &SqlitePool, mut batch: Vec<Job>) {
+    let committed = run(writer, &mut batch).await;
+    for job in batch {
+        job.answer(committed.clone());
     }
 }
 
-/// Runs the jobs of `batch` (each in a savepoint of one `BEGIN IMMEDIATE` transaction)
-/// and commits; pushes each job's answer. A job that fails is rolled back to its
-/// savepoint; a failure of the transaction itself fails the batch.
-async fn run(writer: &SqlitePool, batch: Vec<Job>, answers: &mut Vec<Answer>) -> StoreResult<()> {
-    let mut jobs = batch.into_iter();
-    let outcome = async {
-        let mut conn = writer.acquire().await.map_err(map_err)?;
-        // IMMEDIATE: the write lock is taken at BEGIN, never upgraded (and refused busy)
-        // halfway. Dropped without a commit, sqlx's transaction rolls back.
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-        for job in jobs.by_ref() {
-            let mut savepoint = match Connection::begin(&mut *tx).await {
-                Ok(savepoint) => savepoint,
-                Err(err) => {
-                    answers.push(job(None).await.1);
-                    return Err(map_err(err));
-                }
-            };
-            let (ok, answer) = job(Some(&mut *savepoint)).await;
-            answers.push(answer);
-            if ok {
-                savepoint.commit().await.map_err(map_err)?;
-            } else {
-                savepoint.rollback().await.map_err(map_err)?;
-            }
-        }
-        tx.commit().await.map_err(map_err)
+/// Runs the jobs of `batch` in one `BEGIN IMMEDIATE` transaction and commits. When one
+/// fails, rolls back and runs them again, each in a savepoint.
+async fn run(writer: &SqlitePool, batch: &mut [Job]) -> StoreResult<()> {
+    let mut conn = writer.acquire().await.map_err(map_err)?;
+    if all_or_nothing(&mut conn, batch).await? {
+        return Ok(());
     }
-    .await;
-    if outcome.is_err() {
-        for job in jobs {
-            answers.push(job(None).await.1);
+    one_by_one(&mut conn, batch).await
+}
+
+/// IMMEDIATE: the write lock is taken at BEGIN, never upgraded (and refused busy) halfway.
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// Runs every job, then commits; at the first that fails, rolls all back instead and
+/// answers `false`.
+async fn all_or_nothing(conn: &mut SqliteConnection, batch: &mut [Job]) -> StoreResult<bool> {
+    let mut tx = conn.begin_with(BEGIN).await.map_err(map_err)?;
+    for job in batch.iter_mut() {
+        if !job.run(&mut tx).await {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
         }
     }
-    outcome
+    tx.commit().await.map_err(map_err)?;
+    Ok(true)
+}
+
+/// Runs each job in a savepoint of one transaction, rolled back to when the job fails, and
+/// commits what succeeded.
+async fn one_by_one(conn: &mut SqliteConnection, batch: &mut [Job]) -> StoreResult<()> {
+    // Dropped without a commit (an error below), sqlx's transaction rolls back.
+    let mut tx = conn.begin_with(BEGIN).await.map_err(map_err)?;
+    for job in batch.iter_mut() {
+        let mut savepoint = Connection::begin(&mut *tx).await.map_err(map_err)?;
+        if job.run(&mut savepoint).await {
+            savepoint.commit().await.map_err(map_err)?;
+        } else {
+            savepoint.rollback().await.map_err(map_err)?;
+        }
+    }
+    tx.commit().await.map_err(map_err)
 }
 
 #[cfg(test)]
@@ -236,14 +277,16 @@ mod tests {
         )
     }
 
-    /// A send's write: its message, then its event.
+    /// A send's write: its event, then its message (a duplicate fails after the event is
+    /// written, so the event must be undone with it).
     fn send(m: Message, e: InstanceEvent) -> (Job, oneshot::Receiver<StoreResult<()>>) {
         let (tx, rx) = oneshot::channel();
-        let job = job(
-            move |conn| {
+        let job = queued(
+            (m, e),
+            |conn, (m, e)| {
                 Box::pin(async move {
-                    insert_message_row(&mut *conn, &m, false).await?;
-                    insert_event(conn, &e).await
+                    insert_event(&mut *conn, e).await?;
+                    insert_message_row(conn, m, false).await
                 })
             },
             move |answer| {
@@ -255,7 +298,7 @@ mod tests {
 
     /// Three writes in one batch, the middle one a duplicate message: it alone fails, with
     /// the constraint it broke, and leaves nothing behind (its event is not stored); the
-    /// writes before and after it are committed.
+    /// writes before and after it are committed, once each (the batch is replayed).
     #[tokio::test]
     async fn a_failing_write_fails_only_itself() {
         let dir = tempfile::tempdir().expect("temp dir");

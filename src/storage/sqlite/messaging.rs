@@ -150,7 +150,7 @@ impl MessageStore for SqliteStorage {
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
         let m = m.clone();
         self.commits()
-            .submit(move |conn| Box::pin(async move { insert_message_row(conn, &m, false).await }))
+            .submit(m, |conn, m| Box::pin(insert_message_row(conn, m, false)))
             .await
     }
 
@@ -160,9 +160,11 @@ impl MessageStore for SqliteStorage {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        let (m, contact, event) = (m.clone(), contact.cloned(), event.clone());
+        let state = (m.clone(), contact.cloned(), event.clone());
         self.commits()
-            .submit(move |conn| Box::pin(record_message_in(conn, m, contact, event)))
+            .submit(state, |conn, (m, contact, event)| {
+                Box::pin(record_message_in(conn, m, contact.as_ref(), event))
+            })
             .await
     }
 
@@ -173,10 +175,13 @@ impl MessageStore for SqliteStorage {
         event: &InstanceEvent,
         done: Committed,
     ) {
-        let (m, contact, event) = (m.clone(), contact.cloned(), event.clone());
+        let state = (m.clone(), contact.cloned(), event.clone());
         self.commits()
             .enqueue(
-                move |conn| Box::pin(record_message_in(conn, m, contact, event)),
+                state,
+                |conn, (m, contact, event)| {
+                    Box::pin(record_message_in(conn, m, contact.as_ref(), event))
+                },
                 done,
             )
             .await
@@ -206,9 +211,9 @@ impl MessageStore for SqliteStorage {
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let reactions = json(&reactions)?;
-        let (instance_id, message_id) = (instance_id.to_owned(), message_id.to_owned());
+        let state = (reactions, instance_id.to_owned(), message_id.to_owned());
         self.commits()
-            .submit(move |conn| {
+            .submit(state, move |conn, (reactions, instance_id, message_id)| {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "UPDATE messages SET reactions = ?, updated_at = ? WHERE instance_id = ? AND message_id = ?",
@@ -227,9 +232,10 @@ impl MessageStore for SqliteStorage {
     }
 
     async fn rewrite_message(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
-        let (m, event) = (m.clone(), event.clone());
         self.commits()
-            .submit(move |conn| Box::pin(async move { rewrite_message_in(conn, &m, &event).await }))
+            .submit((m.clone(), event.clone()), |conn, (m, event)| {
+                Box::pin(rewrite_message_in(conn, m, event))
+            })
             .await
     }
 
@@ -246,9 +252,8 @@ impl MessageStore for SqliteStorage {
     }
 
     async fn settle_pending_send(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
-        let (m, event) = (m.clone(), event.clone());
         self.commits()
-            .submit(move |conn| {
+            .submit((m.clone(), event.clone()), |conn, (m, event)| {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "UPDATE messages SET status = ?, status_updated_at = ?, ts = ?,
@@ -268,7 +273,7 @@ impl MessageStore for SqliteStorage {
                     .map_err(map_err)?;
                     let settled = done.rows_affected() > 0;
                     if settled {
-                        insert_event(conn, &event).await?;
+                        insert_event(conn, event).await?;
                     }
                     Ok(settled)
                 })
@@ -282,10 +287,9 @@ impl MessageStore for SqliteStorage {
         message_id: &str,
         event: &InstanceEvent,
     ) -> StoreResult<bool> {
-        let (instance_id, message_id) = (instance_id.to_owned(), message_id.to_owned());
-        let event = event.clone();
+        let state = (instance_id.to_owned(), message_id.to_owned(), event.clone());
         self.commits()
-            .submit(move |conn| {
+            .submit(state, |conn, (instance_id, message_id, event)| {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "DELETE FROM messages WHERE instance_id = ? AND message_id = ?",
@@ -295,7 +299,7 @@ impl MessageStore for SqliteStorage {
                     .execute(&mut *conn)
                     .await
                     .map_err(map_err)?;
-                    insert_event(conn, &event).await?;
+                    insert_event(conn, event).await?;
                     Ok(done.rows_affected() > 0)
                 })
             })
@@ -309,23 +313,31 @@ impl MessageStore for SqliteStorage {
         status: MessageStatus,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Message>> {
-        let Some(mut qb) = forward_only_status(
-            "messages",
-            &["status_updated_at", "updated_at"],
-            status,
-            at,
-            |qb| {
-                qb.push("instance_id = ")
-                    .push_bind(instance_id.to_owned())
-                    .push(" AND message_id = ")
-                    .push_bind(message_id.to_owned());
-            },
-        ) else {
-            return Ok(None);
+        // The query is built again for each run: a replayed batch runs its writes twice.
+        let query = move |(instance_id, message_id): &(String, String)| {
+            forward_only_status(
+                "messages",
+                &["status_updated_at", "updated_at"],
+                status,
+                at,
+                |qb| {
+                    qb.push("instance_id = ")
+                        .push_bind(instance_id.clone())
+                        .push(" AND message_id = ")
+                        .push_bind(message_id.clone());
+                },
+            )
         };
+        let state = (instance_id.to_owned(), message_id.to_owned());
+        if query(&state).is_none() {
+            return Ok(None);
+        }
         self.commits()
-            .submit(move |conn| {
+            .submit(state, move |conn, state| {
                 Box::pin(async move {
+                    let Some(mut qb) = query(state) else {
+                        return Ok(None);
+                    };
                     qb.build()
                         .fetch_optional(conn)
                         .await
@@ -423,9 +435,9 @@ impl MessageStore for SqliteStorage {
         instance_id: &str,
         remote_jid: &str,
     ) -> StoreResult<Vec<String>> {
-        let (instance_id, remote_jid) = (instance_id.to_owned(), remote_jid.to_owned());
+        let state = (instance_id.to_owned(), remote_jid.to_owned());
         self.commits()
-            .submit(move |conn| {
+            .submit(state, |conn, (instance_id, remote_jid)| {
                 Box::pin(async move {
                     let rows = sqlx::query(
                         "UPDATE messages SET read_by_me = 1
@@ -450,15 +462,15 @@ impl MessageStore for SqliteStorage {
 /// duplicate message) none.
 async fn record_message_in(
     conn: &mut SqliteConnection,
-    m: Message,
-    contact: Option<Contact>,
-    event: InstanceEvent,
+    m: &Message,
+    contact: Option<&Contact>,
+    event: &InstanceEvent,
 ) -> StoreResult<()> {
-    insert_message_row(&mut *conn, &m, false).await?;
-    if let Some(c) = &contact {
+    insert_message_row(&mut *conn, m, false).await?;
+    if let Some(c) = contact {
         upsert_contact_in(conn, c).await?;
     }
-    insert_event(conn, &event).await
+    insert_event(conn, event).await
 }
 
 /// The edit or revocation of [`MessageStore::rewrite_message`], with its event, on the
@@ -579,7 +591,7 @@ impl ContactStore for SqliteStorage {
     async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
         let c = c.clone();
         self.commits()
-            .submit(move |conn| Box::pin(async move { upsert_contact_in(conn, &c).await }))
+            .submit(c, |conn, c| Box::pin(upsert_contact_in(conn, c)))
             .await
     }
 

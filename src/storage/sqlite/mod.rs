@@ -122,6 +122,9 @@ impl SqliteStorage {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // No ping before each batch: a round trip to the connection's thread per
+            // batch, and a broken connection fails the batch's BEGIN just as clearly.
+            .test_before_acquire(false)
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(600)))
             .max_lifetime(Some(Duration::from_secs(3600)))
@@ -558,9 +561,9 @@ impl InstanceStore for SqliteStorage {
         phone: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let (id, phone) = (id.to_owned(), phone.map(str::to_owned));
+        let state = (id.to_owned(), phone.map(str::to_owned));
         self.commits()
-            .submit(move |conn| {
+            .submit(state, move |conn, (id, phone)| {
                 Box::pin(async move {
                     sqlx::query("UPDATE instances SET status = ?, phone = COALESCE(?, phone), last_activity = ? WHERE id = ?")
                         .bind(status.as_str())
@@ -627,7 +630,7 @@ impl ActivityStore for SqliteStorage {
     async fn append_activity(&self, e: &ActivityEntry) -> StoreResult<()> {
         let e = e.clone();
         self.commits()
-            .submit(move |conn| Box::pin(async move { insert_activity(conn, &e).await }))
+            .submit(e, |conn, e| Box::pin(insert_activity(conn, e)))
             .await
     }
 
@@ -665,7 +668,7 @@ impl EventStore for SqliteStorage {
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
         let e = e.clone();
         self.commits()
-            .submit(move |conn| Box::pin(async move { insert_event(conn, &e).await }))
+            .submit(e, |conn, e| Box::pin(insert_event(conn, e)))
             .await
     }
 
