@@ -665,10 +665,13 @@ impl InstanceActor {
             }
             return;
         }
+        // The pace counts from when the send went, not from when its storing ended: a
+        // reader that saw it stored and then moved the clock must not delay the next.
+        let went_at = clock.now();
         match self.send_queued(state, &queued).await {
             Ok(()) => {
                 if let Some(rate) = rate {
-                    state.pace.sent(clock.now(), rate, rand::random::<f64>());
+                    state.pace.sent(went_at, rate, rand::random::<f64>());
                 }
                 self.dequeue(myself, state);
             }
