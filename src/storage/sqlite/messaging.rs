@@ -328,10 +328,11 @@ impl MessageStore for SqliteStorage {
                 },
             )
         };
-        let state = (instance_id.to_owned(), message_id.to_owned());
-        if query(&state).is_none() {
+        // Nothing may become `status` (the query would be None): no write to queue.
+        if status.predecessors().is_empty() {
             return Ok(None);
         }
+        let state = (instance_id.to_owned(), message_id.to_owned());
         self.commits()
             .submit(state, move |conn, state| {
                 Box::pin(async move {
