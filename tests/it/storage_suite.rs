@@ -1698,6 +1698,16 @@ pub async fn messages_recorded_with_contact_and_event(s: DynStorage) {
     );
     assert_eq!(events(s.clone()).await, vec![e.id.clone()]);
     assert_eq!(push_name(s.clone()).await.as_deref(), Some("Ann"));
+    // The contact written with the message is found by its name.
+    let search = |s: DynStorage, text: &'static str| async move {
+        let query = ContactQuery {
+            limit: 10,
+            search: Some(text.into()),
+            ..ContactQuery::default()
+        };
+        s.list_contacts(inst, &query).await.expect("search").total
+    };
+    assert_eq!(search(s.clone(), "ann").await, 1);
 
     // The same message again: a conflict, and the new contact name and event are not
     // stored.
@@ -1747,6 +1757,16 @@ pub async fn messages_recorded_with_contact_and_event(s: DynStorage) {
         }
     }
     assert_eq!(stored_events.len(), 12);
+
+    // A later message under a new name: the merged contact is found by that name only.
+    let m = message(inst, jid, "R3", false, t);
+    let third = numbered_event(inst, "message_received", 3);
+    s.record_message(&m, Some(&bob), &third)
+        .await
+        .expect("record");
+    assert_eq!(push_name(s.clone()).await.as_deref(), Some("Bob"));
+    assert_eq!(search(s.clone(), "bob").await, 1);
+    assert_eq!(search(s.clone(), "ann").await, 0);
 }
 
 /// `record_message_then` returns once a write is queued; each write's outcome is told

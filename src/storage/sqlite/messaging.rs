@@ -12,8 +12,10 @@ use wagate_actors::domain::{
 use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
+use super::sql::{Binding, Bound};
 use super::{
-    SqliteStorage, clamp_i64, corrupt, forward_only_status, insert_event, json, map_err, ms,
+    SqliteStorage, bind_event, clamp_i64, corrupt, forward_only_status, insert_event, json,
+    map_err, ms,
 };
 use crate::storage::from_millis;
 
@@ -96,21 +98,22 @@ fn push_history_filters(
 }
 
 /// Inserts one message row; `read_by_me` is whether the account has read it (inbound).
-/// Shared by `insert_message` and imports (inside a transaction).
+/// Used by imports (inside a transaction).
 pub(super) async fn insert_message_row<'e>(
     ex: impl SqliteExecutor<'e>,
     m: &Message,
     read_by_me: bool,
 ) -> StoreResult<()> {
-    sqlx::query(
-            "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type, content, has_media,
-                                   media_url, caption, mime_type, file_name, media_path, media_size, status, push_name,
-                                   metadata, ts, created_at, updated_at, status_updated_at, read_by_me,
-                                   quoted_message_id, mentions, reactions, edited_at, revoked, typed,
-                                   message_secret)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&m.id)
+    bind_message(sqlx::query(insert_message_sql!()), m, read_by_me)?
+        .execute(ex)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Binds the arguments of `insert_message_sql` for `m`.
+fn bind_message(q: Binding, m: &Message, read_by_me: bool) -> StoreResult<Binding> {
+    Ok(q.bind(&m.id)
         .bind(&m.instance_id)
         .bind(&m.message_id)
         .bind(&m.remote_jid)
@@ -138,11 +141,24 @@ pub(super) async fn insert_message_row<'e>(
         .bind(m.edited_at.map(ms))
         .bind(m.revoked)
         .bind(json(&m.typed)?)
-        .bind(&m.message_secret)
-        .execute(ex)
-        .await
-        .map_err(map_err)?;
-    Ok(())
+        .bind(&m.message_secret))
+}
+
+/// Binds the arguments of `upsert_contact_sql` for `c`.
+fn bind_contact(q: Binding, c: &Contact) -> StoreResult<Binding> {
+    Ok(q.bind(&c.id)
+        .bind(&c.instance_id)
+        .bind(&c.remote_jid)
+        .bind(&c.number)
+        .bind(&c.name)
+        .bind(&c.push_name)
+        .bind(c.is_group)
+        .bind(&c.profile_picture)
+        .bind(&c.about)
+        .bind(c.last_activity.map(ms))
+        .bind(search_text(c))
+        .bind(ms(c.created_at))
+        .bind(ms(c.updated_at)))
 }
 
 #[async_trait]
@@ -160,11 +176,9 @@ impl MessageStore for SqliteStorage {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        let state = (m.clone(), contact.cloned(), event.clone());
+        let write = record(m, contact, event)?;
         self.commits()
-            .submit(state, |conn, (m, contact, event)| {
-                Box::pin(record_message_in(conn, m, contact.as_ref(), event))
-            })
+            .submit(write, |conn, write| Box::pin(record_in(conn, write)))
             .await
     }
 
@@ -175,16 +189,14 @@ impl MessageStore for SqliteStorage {
         event: &InstanceEvent,
         done: Committed,
     ) {
-        let state = (m.clone(), contact.cloned(), event.clone());
-        self.commits()
-            .enqueue(
-                state,
-                |conn, (m, contact, event)| {
-                    Box::pin(record_message_in(conn, m, contact.as_ref(), event))
-                },
-                done,
-            )
-            .await
+        match record(m, contact, event) {
+            Ok(write) => {
+                self.commits()
+                    .enqueue(write, |conn, write| Box::pin(record_in(conn, write)), done)
+                    .await
+            }
+            Err(e) => done(Err(e)),
+        }
     }
 
     async fn message_by_id(
@@ -459,19 +471,32 @@ impl MessageStore for SqliteStorage {
     }
 }
 
-/// One write of a batch: the message, its contact and its event, all three or (a
-/// duplicate message) none.
-async fn record_message_in(
-    conn: &mut SqliteConnection,
-    m: &Message,
-    contact: Option<&Contact>,
-    event: &InstanceEvent,
-) -> StoreResult<()> {
-    insert_message_row(&mut *conn, m, false).await?;
-    if let Some(c) = contact {
-        upsert_contact_in(conn, c).await?;
+/// The write of [`MessageStore::record_message`]: the message, its event and (inbound) its
+/// contact, as one query (one round trip to the connection's thread), bound before it is
+/// queued. All three or (a replayed batch rolls a failed write back) none.
+fn record(m: &Message, contact: Option<&Contact>, event: &InstanceEvent) -> StoreResult<Bound> {
+    match contact {
+        None => Bound::new(concat!(insert_message_sql!(), insert_event_sql!()), |q| {
+            bind_event(bind_message(q, m, false)?, event)
+        }),
+        // The contact's statement last: its row is the only one the query returns.
+        Some(c) => Bound::new(
+            concat!(
+                insert_message_sql!(),
+                insert_event_sql!(),
+                upsert_contact_sql!()
+            ),
+            |q| bind_contact(bind_event(bind_message(q, m, false)?, event)?, c),
+        ),
     }
-    insert_event(conn, event).await
+}
+
+/// Runs a [`record`] write on the batch's connection.
+async fn record_in(conn: &mut SqliteConnection, write: &Bound) -> StoreResult<()> {
+    if let Some(row) = write.fetch_all(&mut *conn).await?.first() {
+        merged_search_text(conn, row).await?;
+    }
+    Ok(())
 }
 
 /// The edit or revocation of [`MessageStore::rewrite_message`], with its event, on the
@@ -540,40 +565,18 @@ fn push_contact_filters(qb: &mut QueryBuilder<Sqlite>, instance_id: &str, q: &Co
 
 /// The contact upsert of [`ContactStore::upsert_contact`], on the caller's connection
 /// (inside its transaction). `search_text` is rewritten only when it changed.
-async fn upsert_contact_in(conn: &mut SqliteConnection, c: &Contact) -> StoreResult<Contact> {
-    let row = sqlx::query(
-            "INSERT INTO contacts (id, instance_id, remote_jid, number, name, push_name, is_group, profile_picture,
-                                   about, last_activity, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (instance_id, remote_jid) DO UPDATE SET
-                 name = COALESCE(excluded.name, contacts.name),
-                 push_name = COALESCE(excluded.push_name, contacts.push_name),
-                 is_group = excluded.is_group,
-                 profile_picture = COALESCE(excluded.profile_picture, contacts.profile_picture),
-                 about = COALESCE(excluded.about, contacts.about),
-                 last_activity = CASE
-                     WHEN excluded.last_activity IS NULL THEN contacts.last_activity
-                     WHEN contacts.last_activity IS NULL THEN excluded.last_activity
-                     ELSE MAX(excluded.last_activity, contacts.last_activity) END,
-                 updated_at = excluded.updated_at
-             RETURNING *",
-        )
-        .bind(&c.id)
-        .bind(&c.instance_id)
-        .bind(&c.remote_jid)
-        .bind(&c.number)
-        .bind(&c.name)
-        .bind(&c.push_name)
-        .bind(c.is_group)
-        .bind(&c.profile_picture)
-        .bind(&c.about)
-        .bind(c.last_activity.map(ms))
-        .bind(ms(c.created_at))
-        .bind(ms(c.updated_at))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    let stored = contact_from_row(&row)?;
+async fn upsert_contact_in(conn: &mut SqliteConnection, write: &Bound) -> StoreResult<Contact> {
+    let rows = write.fetch_all(&mut *conn).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| corrupt("the contact upsert returned no row"))?;
+    merged_search_text(conn, row).await
+}
+
+/// Rewrites the search text of the contact an upsert returned (`row`) when merging it
+/// changed what the text is made of; the contact as stored.
+async fn merged_search_text(conn: &mut SqliteConnection, row: &SqliteRow) -> StoreResult<Contact> {
+    let stored = contact_from_row(row)?;
     let text = search_text(&stored);
     let old: String = row.try_get("search_text").map_err(map_err)?;
     if old != text {
@@ -590,9 +593,11 @@ async fn upsert_contact_in(conn: &mut SqliteConnection, c: &Contact) -> StoreRes
 #[async_trait]
 impl ContactStore for SqliteStorage {
     async fn upsert_contact(&self, c: &Contact) -> StoreResult<Contact> {
-        let c = c.clone();
+        let write = Bound::new(upsert_contact_sql!(), |q| bind_contact(q, c))?;
         self.commits()
-            .submit(c, |conn, c| Box::pin(upsert_contact_in(conn, c)))
+            .submit(write, |conn, write| {
+                Box::pin(upsert_contact_in(conn, write))
+            })
             .await
     }
 

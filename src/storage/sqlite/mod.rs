@@ -5,6 +5,11 @@
 //! - [`messaging`]: messages, chats and contacts.
 //! - [`stats`]: daily usage buckets.
 //! - [`transfer`]: whole-store export, import, counts and clearing (provider switches).
+//! - [`commits`]: the group-commit writer the writes of every message go through;
+//!   [`sql`]: the statements they join into one query, and their bound arguments.
+
+#[macro_use]
+mod sql;
 
 mod chats;
 mod checkpoint;
@@ -36,6 +41,7 @@ use wagate_actors::store::{
 
 use self::checkpoint::{Checkpointer, IDLE_BUSY_TIMEOUT, JOURNAL_SIZE_LIMIT};
 use self::commits::CommitQueue;
+use self::sql::{Binding, Bound};
 use super::from_millis;
 
 /// The embedded migrations (`migrations/*.sql`, append-only).
@@ -392,16 +398,20 @@ pub(crate) async fn insert_event<'e>(
     ex: impl SqliteExecutor<'e>,
     e: &InstanceEvent,
 ) -> StoreResult<()> {
-    sqlx::query("INSERT INTO events (id, instance_id, kind, ts, data) VALUES (?, ?, ?, ?, ?)")
-        .bind(&e.id)
-        .bind(&e.instance_id)
-        .bind(e.kind().as_str())
-        .bind(ms(e.timestamp))
-        .bind(json(&e.data())?)
+    bind_event(sqlx::query(insert_event_sql!()), e)?
         .execute(ex)
         .await
         .map_err(map_err)?;
     Ok(())
+}
+
+/// Binds the arguments of [`insert_event_sql`] for `e`.
+fn bind_event(q: Binding, e: &InstanceEvent) -> StoreResult<Binding> {
+    Ok(q.bind(&e.id)
+        .bind(&e.instance_id)
+        .bind(e.kind().as_str())
+        .bind(ms(e.timestamp))
+        .bind(json(&e.data())?))
 }
 
 #[async_trait]
@@ -666,9 +676,11 @@ impl ActivityStore for SqliteStorage {
 #[async_trait]
 impl EventStore for SqliteStorage {
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
-        let e = e.clone();
+        let write = Bound::new(insert_event_sql!(), |q| bind_event(q, e))?;
         self.commits()
-            .submit(e, |conn, e| Box::pin(insert_event(conn, e)))
+            .submit(write, |conn, write| {
+                Box::pin(async move { write.execute(conn).await.map(drop) })
+            })
             .await
     }
 

@@ -1,0 +1,106 @@
+//! SQL text that more than one query runs, as macros so that `concat!` can join the
+//! statements of a write into one query: sqlx binds the `?` of a multi-statement query in
+//! order across its statements, and the writer's task then asks the connection's worker
+//! thread once instead of once per statement.
+
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments, Execute, Sqlite, SqliteConnection};
+use wagate_actors::store::StoreResult;
+
+use super::{corrupt, map_err};
+
+/// Inserts one message row, bound by `messaging::bind_message`.
+macro_rules! insert_message_sql {
+    () => {
+        "INSERT INTO messages (id, instance_id, message_id, remote_jid, from_me, message_type,
+                               content, has_media, media_url, caption, mime_type, file_name,
+                               media_path, media_size, status, push_name, metadata, ts,
+                               created_at, updated_at, status_updated_at, read_by_me,
+                               quoted_message_id, mentions, reactions, edited_at, revoked,
+                               typed, message_secret)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                 ?, ?);"
+    };
+}
+
+/// Inserts one event row, bound by `bind_event`.
+macro_rules! insert_event_sql {
+    () => {
+        "INSERT INTO events (id, instance_id, kind, ts, data) VALUES (?, ?, ?, ?, ?);"
+    };
+}
+
+/// Inserts or merges one contact and returns the stored row, bound by
+/// `messaging::bind_contact`. A new row gets its search text at once; a merged one keeps
+/// its old text, which the caller rewrites when the merge changed it.
+macro_rules! upsert_contact_sql {
+    () => {
+        "INSERT INTO contacts (id, instance_id, remote_jid, number, name, push_name, is_group,
+                               profile_picture, about, last_activity, search_text, created_at,
+                               updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (instance_id, remote_jid) DO UPDATE SET
+             name = COALESCE(excluded.name, contacts.name),
+             push_name = COALESCE(excluded.push_name, contacts.push_name),
+             is_group = excluded.is_group,
+             profile_picture = COALESCE(excluded.profile_picture, contacts.profile_picture),
+             about = COALESCE(excluded.about, contacts.about),
+             last_activity = CASE
+                 WHEN excluded.last_activity IS NULL THEN contacts.last_activity
+                 WHEN contacts.last_activity IS NULL THEN excluded.last_activity
+                 ELSE MAX(excluded.last_activity, contacts.last_activity) END,
+             updated_at = excluded.updated_at
+         RETURNING *;"
+    };
+}
+
+/// A query as the writer's task receives it: its arguments were bound (and its JSON
+/// encoded) by the caller, before the write was queued, so the one task every write waits
+/// on only runs it. Cloning is cheap (sqlx keeps text and blobs behind `Arc`s), and a
+/// replayed batch runs the clone again.
+#[derive(Clone, Debug)]
+pub(super) struct Bound {
+    sql: &'static str,
+    args: SqliteArguments,
+}
+
+/// A query being bound.
+pub(super) type Binding = Query<'static, Sqlite, SqliteArguments>;
+
+impl Bound {
+    /// `sql` with the arguments `bind` gives it, in the order of its `?`s.
+    pub(super) fn new(
+        sql: &'static str,
+        bind: impl FnOnce(Binding) -> StoreResult<Binding>,
+    ) -> StoreResult<Bound> {
+        let mut query = bind(sqlx::query(sql))?;
+        let args = query.take_arguments().map_err(corrupt)?.unwrap_or_default();
+        // sqlx binds NULL to a `?` it has no argument for: a miscount would store NULLs.
+        debug_assert_eq!(
+            sql.matches('?').count(),
+            args.len(),
+            "one argument per `?` of {sql}"
+        );
+        Ok(Bound { sql, args })
+    }
+
+    /// The query, ready to run (as often as needed).
+    pub(super) fn query(&self) -> Binding {
+        sqlx::query_with(self.sql, self.args.clone())
+    }
+
+    /// Runs every statement; what they changed, summed.
+    pub(super) async fn execute(&self, conn: &mut SqliteConnection) -> StoreResult<u64> {
+        let done = self.query().execute(conn).await.map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Runs every statement; the rows they returned.
+    pub(super) async fn fetch_all(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> StoreResult<Vec<SqliteRow>> {
+        self.query().fetch_all(conn).await.map_err(map_err)
+    }
+}
