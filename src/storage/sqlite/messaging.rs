@@ -144,8 +144,8 @@ fn bind_message(q: Binding, m: &Message, read_by_me: bool) -> StoreResult<Bindin
         .bind(&m.message_secret))
 }
 
-/// Binds the arguments of `upsert_contact_sql` for `c`.
-fn bind_contact(q: Binding, c: &Contact) -> StoreResult<Binding> {
+/// Binds the arguments of `upsert_contact_sql` (and of the import's plain insert) for `c`.
+pub(super) fn bind_contact(q: Binding, c: &Contact) -> StoreResult<Binding> {
     Ok(q.bind(&c.id)
         .bind(&c.instance_id)
         .bind(&c.remote_jid)

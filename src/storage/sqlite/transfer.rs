@@ -11,11 +11,11 @@ use wagate_actors::store::{
     Record, RecordCounts, RecordKind, StoreResult, TransferStore, id_from_key,
 };
 
-use super::messaging::{contact_from_row, insert_message_row, message_from_row, search_text};
+use super::messaging::{bind_contact, contact_from_row, insert_message_row, message_from_row};
 use super::stats::usage_from_row;
 use super::{
     SqliteStorage, activity_from_row, clamp_i64, event_from_row, insert_activity, insert_event,
-    insert_instance, insert_user, instance_from_row, map_err, ms, user_from_row,
+    insert_instance, insert_user, instance_from_row, map_err, user_from_row,
 };
 use super::{chats, waba};
 
@@ -71,27 +71,16 @@ fn record_from_row(kind: RecordKind, row: &SqliteRow) -> StoreResult<Record> {
 }
 
 async fn insert_contact<'e>(ex: impl sqlx::SqliteExecutor<'e>, c: &Contact) -> StoreResult<()> {
-    sqlx::query(
+    // The upsert's arguments, in the same order.
+    let insert = sqlx::query(
         "INSERT INTO contacts (id, instance_id, remote_jid, number, name, push_name, is_group, profile_picture,
                                about, last_activity, search_text, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&c.id)
-    .bind(&c.instance_id)
-    .bind(&c.remote_jid)
-    .bind(&c.number)
-    .bind(&c.name)
-    .bind(&c.push_name)
-    .bind(c.is_group)
-    .bind(&c.profile_picture)
-    .bind(&c.about)
-    .bind(c.last_activity.map(ms))
-    .bind(search_text(c))
-    .bind(ms(c.created_at))
-    .bind(ms(c.updated_at))
-    .execute(ex)
-    .await
-    .map_err(map_err)?;
+    );
+    bind_contact(insert, c)?
+        .execute(ex)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
