@@ -98,7 +98,7 @@ fn push_history_filters(
 }
 
 /// Inserts one message row; `read_by_me` is whether the account has read it (inbound).
-/// Used by imports (inside a transaction).
+/// Imports run it inside their transaction; queued writes bind [`bind_message`] instead.
 pub(super) async fn insert_message_row<'e>(
     ex: impl SqliteExecutor<'e>,
     m: &Message,
@@ -164,9 +164,9 @@ pub(super) fn bind_contact(q: Binding, c: &Contact) -> StoreResult<Binding> {
 #[async_trait]
 impl MessageStore for SqliteStorage {
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
-        let m = m.clone();
+        let write = Bound::new(insert_message_sql!(), |q| bind_message(q, m, false))?;
         self.commits()
-            .submit(m, |conn, m| Box::pin(insert_message_row(conn, m, false)))
+            .submit(write, |conn, write| Box::pin(write.execute(conn)))
             .await
     }
 

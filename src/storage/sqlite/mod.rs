@@ -678,9 +678,7 @@ impl EventStore for SqliteStorage {
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
         let write = Bound::new(insert_event_sql!(), |q| bind_event(q, e))?;
         self.commits()
-            .submit(write, |conn, write| {
-                Box::pin(async move { write.execute(conn).await.map(drop) })
-            })
+            .submit(write, |conn, write| Box::pin(write.execute(conn)))
             .await
     }
 

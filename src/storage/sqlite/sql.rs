@@ -90,10 +90,10 @@ impl Bound {
         sqlx::query_with(self.sql, self.args.clone())
     }
 
-    /// Runs every statement; what they changed, summed.
-    pub(super) async fn execute(&self, conn: &mut SqliteConnection) -> StoreResult<u64> {
-        let done = self.query().execute(conn).await.map_err(map_err)?;
-        Ok(done.rows_affected())
+    /// Runs every statement.
+    pub(super) async fn execute(&self, conn: &mut SqliteConnection) -> StoreResult<()> {
+        self.query().execute(conn).await.map_err(map_err)?;
+        Ok(())
     }
 
     /// Runs every statement; the rows they returned.
