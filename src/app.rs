@@ -24,7 +24,7 @@ use crate::gateway::contacts::ContactBook;
 use crate::gateway::instances::InstanceAdmin;
 use crate::gateway::messaging::Messenger;
 use crate::gateway::storage::StorageSwitch;
-use crate::http::state::AppState;
+use crate::http::state::{AppState, Services};
 use crate::storage::mongo::cluster::MongoCluster;
 use crate::storage::mongo::media::MongoMedia;
 use crate::storage::mongo::outbox::MongoOutbox;
@@ -446,7 +446,7 @@ pub async fn run_with(
     )
     .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
     let config = Arc::new(config);
-    let state = AppState {
+    let state = AppState::new(Services {
         storage: storage.clone(),
         db: db.clone(),
         accounts,
@@ -485,7 +485,7 @@ pub async fn run_with(
         media_client,
         cluster,
         config,
-    };
+    });
     let app = crate::http::router(state.clone());
     let local = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(address = %local, storage = storage.provider(), "listening");

@@ -1,5 +1,6 @@
-//! [`AppState`]: what every handler reaches. Cheap to clone: all fields are handles.
+//! [`AppState`]: what every handler reaches. Cheap to clone: one shared [`Services`].
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use wagate_actors::event_hub::EventHub;
@@ -16,9 +17,28 @@ use crate::gateway::messaging::Messenger;
 use crate::gateway::storage::StorageSwitch;
 use crate::storage::switchable::SwitchableStorage;
 
-/// What every handler can reach. Cheap to clone: all fields are handles.
+/// What every handler can reach, shared: axum clones the state for every extractor and
+/// middleware of every request, so a clone is one reference count, not one per service
+/// (the JWT keys and validation rules among them are not handles).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     pub config: Arc<Config>,
     /// The storage every part of the server uses: `db`, as the seam's type.
     pub storage: DynStorage,
