@@ -7,9 +7,10 @@
 
 mod groups;
 mod profile;
+mod stored;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +19,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -34,6 +34,7 @@ use crate::domain::{
     ProfileAnswer, ProfileOp, ProfilePicture, Typed,
 };
 use profile::PublicProfile;
+use stored::{SessionFile, StoredSession};
 
 /// Name of the session file inside an instance's session directory.
 pub const SESSION_FILE: &str = "sandbox-session.json";
@@ -320,34 +321,6 @@ fn presence_of(phone: &str, presence: Presence, at: Option<DateTime<Utc>>) -> In
     }
 }
 
-/// What `sandbox-session.json` holds: the simulated equivalent of key material.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredSession {
-    phone: String,
-    push_name: Option<String>,
-    paired_at: DateTime<Utc>,
-    /// The simulated phone's address book: JID → names.
-    #[serde(default)]
-    contacts: BTreeMap<String, StoredContact>,
-    /// The profile's "about" text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    about: Option<String>,
-    /// The id of the profile picture kept in [`profile::PICTURE_FILE`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    picture_id: Option<String>,
-    /// The addresses the account blocks.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    blocked: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredContact {
-    name: Option<String>,
-    push_name: Option<String>,
-}
-
 /// Where the simulated connection is.
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
@@ -384,7 +357,8 @@ pub struct SandboxEngine {
 struct Session {
     network: SandboxNetwork,
     instance_id: String,
-    session_file: PathBuf,
+    /// `sandbox-session.json`, and what it holds.
+    file: SessionFile,
     sink: EventSink,
     /// A std mutex: held only to read or swap the phase, never across an await.
     state: Mutex<SessionState>,
@@ -444,7 +418,7 @@ impl SandboxEngine {
             session: Arc::new(Session {
                 network,
                 instance_id: ctx.instance_id,
-                session_file: ctx.session_dir.join(SESSION_FILE),
+                file: SessionFile::new(ctx.session_dir.join(SESSION_FILE)),
                 sink: ctx.sink,
                 state: Mutex::new(SessionState {
                     phase: Phase::Idle,
@@ -512,16 +486,7 @@ impl Session {
         if self.state().phase.phone().is_some() {
             return Ok(());
         }
-        let stored = StoredSession {
-            phone: phone.to_owned(),
-            push_name: None,
-            paired_at: Utc::now(),
-            contacts: BTreeMap::new(),
-            about: None,
-            picture_id: None,
-            blocked: BTreeSet::new(),
-        };
-        write_session(&self.session_file, &stored)?;
+        self.file.write(StoredSession::linked(phone))?;
         let qr = {
             let mut state = self.state();
             state.phase = Phase::Connected {
@@ -554,26 +519,26 @@ impl Session {
         }
     }
 
-    /// Reads, changes and writes back the stored session (the address book lives there);
-    /// writes nothing when the change changed nothing (an inbound message from a known
-    /// sender).
+    /// Changes the stored session (its profile) with `change`; writes nothing when that
+    /// changed nothing.
     fn update_stored(&self, change: impl FnOnce(&mut StoredSession)) -> Result<(), EngineError> {
-        let Some(mut stored) = read_session(&self.session_file)? else {
-            return Err(EngineError::InvalidState("not linked".into()));
-        };
-        let before = stored.clone();
-        change(&mut stored);
-        if stored == before {
-            return Ok(());
-        }
-        write_session(&self.session_file, &stored)
+        self.file.edit(|stored| {
+            let before = stored.clone();
+            change(stored);
+            *stored != before
+        })
+    }
+
+    /// The stored session; `InvalidState` when there is none.
+    fn stored(&self) -> Result<StoredSession, EngineError> {
+        self.file
+            .read()?
+            .ok_or_else(|| EngineError::InvalidState("not linked".into()))
     }
 
     /// The stored session's profile, as the network shows it.
     fn public_profile(&self) -> Result<PublicProfile, EngineError> {
-        let stored = read_session(&self.session_file)?
-            .ok_or_else(|| EngineError::InvalidState("not linked".into()))?;
-        public_profile(&self.session_file, &stored)
+        public_profile(self.file.path(), &self.stored()?)
     }
 
     /// Changes the stored profile with `change` and shows the network the result.
@@ -671,12 +636,12 @@ impl Session {
 impl Engine for SandboxEngine {
     async fn start(&mut self) -> Result<(), EngineError> {
         self.session.halt();
-        if let Some(stored) = read_session(&self.session.session_file)? {
+        if let Some(stored) = self.session.file.load()? {
             self.session.state().phase = Phase::Connected {
                 phone: stored.phone.clone(),
                 push_name: stored.push_name.clone(),
             };
-            let profile = public_profile(&self.session.session_file, &stored)?;
+            let profile = public_profile(self.session.file.path(), &stored)?;
             self.session.network.register(
                 &stored.phone,
                 &self.session.instance_id,
@@ -700,7 +665,7 @@ impl Engine for SandboxEngine {
 
     async fn logout(&mut self) -> Result<(), EngineError> {
         self.session.halt();
-        remove_session(&self.session.session_file)
+        self.session.file.remove()
     }
 
     /// The code is made up; "typing it on the phone" takes the autopair delay when one is
@@ -887,7 +852,7 @@ impl Engine for SandboxEngine {
                 Ok(ProfileAnswer::Done)
             }
             ProfileOp::Picture(jpeg) => {
-                profile::write_picture(&session.session_file, jpeg.as_deref())?;
+                profile::write_picture(session.file.path(), jpeg.as_deref())?;
                 let id = jpeg.map(|_| new_message_id());
                 session.change_profile(&phone, |s| s.picture_id = id)?;
                 Ok(ProfileAnswer::Done)
@@ -909,8 +874,7 @@ impl Engine for SandboxEngine {
                 Ok(ProfileAnswer::Done)
             }
             ProfileOp::Blocklist => {
-                let stored = read_session(&session.session_file)?
-                    .ok_or_else(|| EngineError::InvalidState("not linked".into()))?;
+                let stored = session.stored()?;
                 Ok(ProfileAnswer::Blocklist(
                     stored.blocked.into_iter().collect(),
                 ))
@@ -980,7 +944,7 @@ impl Engine for SandboxEngine {
     }
 
     async fn contacts(&mut self) -> Result<Vec<EngineContact>, EngineError> {
-        let stored = read_session(&self.session.session_file)?;
+        let stored = self.session.file.read()?;
         Ok(stored
             .map(|s| {
                 s.contacts
@@ -1002,15 +966,7 @@ impl Engine for SandboxEngine {
         if crate::domain::address::jid_user(jid).ends_with("0000") {
             return Ok(false);
         }
-        self.session.update_stored(|s| {
-            let entry = s.contacts.entry(jid.to_owned()).or_insert(StoredContact {
-                name: None,
-                push_name: None,
-            });
-            if let Some(name) = name {
-                entry.name = Some(name.to_owned());
-            }
-        })?;
+        self.session.file.edit(|s| s.know(jid, name, None))?;
         Ok(true)
     }
 
@@ -1024,18 +980,10 @@ impl Engine for SandboxEngine {
                         message.sender
                     )));
                 }
-                self.session.update_stored(|s| {
-                    let entry = s
-                        .contacts
-                        .entry(message.sender.clone())
-                        .or_insert(StoredContact {
-                            name: None,
-                            push_name: None,
-                        });
-                    if message.push_name.is_some() {
-                        entry.push_name = message.push_name.clone();
-                    }
-                })?;
+                // Written only when the sender or its push name is new.
+                self.session
+                    .file
+                    .edit(|s| s.know(&message.sender, None, message.push_name.as_deref()))?;
                 self.session.emit(EngineEvent::Message(*message));
                 Ok(())
             }
@@ -1124,7 +1072,7 @@ impl Engine for SandboxEngine {
                     return Err(EngineError::InvalidState("not connected".into()));
                 }
                 self.session.halt();
-                remove_session(&self.session.session_file)?;
+                self.session.file.remove()?;
                 self.session.emit(EngineEvent::LoggedOut {
                     reason: "sandbox fault: logout".into(),
                 });
@@ -1171,38 +1119,6 @@ fn public_profile(
         picture: profile::read_picture(session_file, stored.picture_id.as_deref())?,
         blocked: stored.blocked.clone(),
     })
-}
-
-fn read_session(path: &Path) -> Result<Option<StoredSession>, EngineError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|err| EngineError::Io(format!("{} is corrupt: {err}", path.display()))),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// Writes through a temporary file and a rename, so a crash mid-write never leaves a
-/// half session that would fail every later start.
-fn write_session(path: &Path, session: &StoredSession) -> Result<(), EngineError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let json = serde_json::to_vec_pretty(session)
-        .map_err(|err| EngineError::Io(format!("cannot encode the session: {err}")))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn remove_session(path: &Path) -> Result<(), EngineError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err.into()),
-    }
 }
 
 /// A QR payload shaped like WhatsApp's: `2@<ref>,<noise public key>,<identity public
@@ -1322,7 +1238,7 @@ mod tests {
                 .expect("sink alive")
         }
 
-        fn session_file(&self) -> PathBuf {
+        fn session_file(&self) -> std::path::PathBuf {
             self.dir.path().join(SESSION_FILE)
         }
 
