@@ -113,13 +113,7 @@ impl SessionFile {
 
     /// What the file holds; `None` when there is none.
     pub(super) fn read(&self) -> Result<Option<StoredSession>, EngineError> {
-        let mut held = self.held();
-        if let Some(session) = held.as_ref() {
-            return Ok(session.clone());
-        }
-        let read = read_session(&self.path)?;
-        *held = Some(read.clone());
-        Ok(read)
+        Ok(filled(&self.path, &mut self.held())?.clone())
     }
 
     /// Stores `session` as the whole file.
@@ -138,10 +132,7 @@ impl SessionFile {
         change: impl FnOnce(&mut StoredSession) -> bool,
     ) -> Result<(), EngineError> {
         let mut held = self.held();
-        if held.is_none() {
-            *held = Some(read_session(&self.path)?);
-        }
-        let Some(Some(session)) = held.as_mut() else {
+        let Some(session) = filled(&self.path, &mut held)? else {
             return Err(EngineError::InvalidState("not linked".into()));
         };
         if !change(session) {
@@ -167,6 +158,15 @@ impl SessionFile {
         *held = Some(None);
         Ok(())
     }
+}
+
+/// The copy `held` of the file at `path`, read first when there is none.
+fn filled<'a>(path: &Path, held: &'a mut Option<Held>) -> Result<&'a mut Held, EngineError> {
+    let copy = match held.take() {
+        Some(copy) => copy,
+        None => read_session(path)?,
+    };
+    Ok(held.insert(copy))
 }
 
 fn read_session(path: &Path) -> Result<Option<StoredSession>, EngineError> {
