@@ -130,16 +130,19 @@ pub trait MessageStore: Send + Sync {
         instance_id: &str,
         message_id: &str,
     ) -> StoreResult<Option<Message>>;
-    /// Moves the status forward only (see [`MessageStatus::can_become`]), atomically.
-    /// Returns the updated message, or None when the message is unknown or the move
-    /// would go backwards.
+    /// Moves the status forward only (see [`MessageStatus::can_become`]) and stores the
+    /// `message_status` event reporting it ([`InstanceEvent::status_of`] the message as
+    /// updated, `from` passed on), both or neither. Returns the stored event, or None
+    /// when the message is unknown or the move would go backwards: nothing is stored
+    /// then.
     async fn advance_message_status(
         &self,
         instance_id: &str,
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-    ) -> StoreResult<Option<Message>>;
+        from: Option<&str>,
+    ) -> StoreResult<Option<InstanceEvent>>;
     /// Replaces the reactions stored on a message; returns whether it exists.
     async fn set_message_reactions(
         &self,

@@ -453,7 +453,8 @@ impl MessageStore for MemoryStorage {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-    ) -> StoreResult<Option<Message>> {
+        from: Option<&str>,
+    ) -> StoreResult<Option<InstanceEvent>> {
         let mut data = self.open()?;
         let Some(message) = data
             .messages
@@ -468,7 +469,9 @@ impl MessageStore for MemoryStorage {
         message.status = status;
         message.status_updated_at = Some(at);
         message.updated_at = at;
-        Ok(Some(message.clone()))
+        let event = InstanceEvent::status_of(message, from);
+        data.events.push(event.clone());
+        Ok(Some(event))
     }
 
     async fn chat_history(

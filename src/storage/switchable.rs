@@ -377,8 +377,9 @@ forward!(MessageStore {
         instance_id: &str,
         message_id: &str,
         status: MessageStatus,
-        at: DateTime<Utc>
-    ) -> StoreResult<Option<Message>>;
+        at: DateTime<Utc>,
+        from: Option<&str>
+    ) -> StoreResult<Option<InstanceEvent>>;
     read fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>>;
     write fn settle_pending_send(&self, message: &Message, event: &InstanceEvent) -> StoreResult<bool>;
     read fn chat_history(

@@ -434,30 +434,54 @@ pub async fn messages_and_statuses(s: DynStorage) {
 
     let later = t + Duration::seconds(5);
     let read = s
-        .advance_message_status("inst", "WA1", MessageStatus::Read, later)
+        .advance_message_status("inst", "WA1", MessageStatus::Read, later, Some("7900@lid"))
         .await
         .expect("advance")
         .expect("moved");
-    assert_eq!(read.status, MessageStatus::Read);
-    assert_eq!(read.status_updated_at, Some(later));
+    assert_eq!(read.instance_id, "inst");
+    let Event::MessageStatus(change) = &read.event else {
+        panic!("a message_status event, not {:?}", read.event)
+    };
+    assert_eq!(change.message_id, "WA1");
+    assert_eq!(change.status, MessageStatus::Read);
+    assert_eq!(change.from, "7900@lid", "who reported it");
+    assert_eq!(change.remote_jid, "7900@s.whatsapp.net", "the stored chat");
+    assert!(change.from_me);
+    let moved = s
+        .message_by_id("inst", "WA1")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(moved.status_updated_at, Some(later));
     // A late `delivered` after `read` changes nothing.
+    for (id, status) in [
+        ("WA1", MessageStatus::Delivered),
+        ("WA1", MessageStatus::Failed),
+        ("nope", MessageStatus::Read),
+    ] {
+        assert_eq!(
+            s.advance_message_status("inst", id, status, later, None)
+                .await
+                .expect("advance"),
+            None,
+            "{id} cannot become {status:?}"
+        );
+    }
+    let (events, _) = s
+        .list_events(
+            "inst",
+            &EventQuery {
+                types: vec!["message_status".into()],
+                limit: 100,
+                ..EventQuery::default()
+            },
+        )
+        .await
+        .expect("events");
     assert_eq!(
-        s.advance_message_status("inst", "WA1", MessageStatus::Delivered, later)
-            .await
-            .expect("advance"),
-        None
-    );
-    assert_eq!(
-        s.advance_message_status("inst", "WA1", MessageStatus::Failed, later)
-            .await
-            .expect("advance"),
-        None
-    );
-    assert_eq!(
-        s.advance_message_status("inst", "nope", MessageStatus::Read, later)
-            .await
-            .expect("advance"),
-        None
+        events.iter().map(|e| &e.id).collect::<Vec<_>>(),
+        vec![&read.id],
+        "the move is stored with its event, and the refused ones store none"
     );
     assert_eq!(
         s.message_by_id("inst", "WA1")

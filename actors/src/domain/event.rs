@@ -574,6 +574,20 @@ pub struct MessageStatusChanged {
     pub from_me: bool,
 }
 
+impl MessageStatusChanged {
+    /// The change `message` (as stored after it) went through: reported by `from` (the
+    /// chat a receipt came from), or by the message's own chat when None.
+    pub fn of(message: &Message, from: Option<&str>) -> Self {
+        MessageStatusChanged {
+            message_id: message.message_id.clone(),
+            status: message.status,
+            from: from.unwrap_or(&message.remote_jid).to_owned(),
+            remote_jid: message.remote_jid.clone(),
+            from_me: message.from_me,
+        }
+    }
+}
+
 /// Usage at the moment a limit was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -723,6 +737,15 @@ impl InstanceEvent {
             timestamp: Utc::now(),
             event,
         }
+    }
+
+    /// The `message_status` event of a change `message` (as stored after it) went
+    /// through, now: see [`MessageStatusChanged::of`].
+    pub fn status_of(message: &Message, from: Option<&str>) -> Self {
+        InstanceEvent::new(
+            &message.instance_id,
+            Event::MessageStatus(MessageStatusChanged::of(message, from)),
+        )
     }
 
     /// An event as storage kept it: its `kind` column and its `data` object.

@@ -24,8 +24,8 @@ use crate::domain::address::{STATUS_BROADCAST, is_group_jid, jid_for};
 use crate::domain::chat::next_label_id;
 use crate::domain::event::{
     CallReceived, ChatUpdated, Connected, Disconnected, LOGOUT_REASON, LabelUpdated, MediaFields,
-    MessageEdited, MessageReaction, MessageReceived, MessageRevoked, MessageSent,
-    MessageStatusChanged, PollVoted, PresenceUpdate, QrReceived, ReplyFields,
+    MessageEdited, MessageReaction, MessageReceived, MessageRevoked, MessageSent, PollVoted,
+    PresenceUpdate, QrReceived, ReplyFields,
 };
 use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
@@ -783,7 +783,7 @@ impl InstanceActor {
 
     /// A queued message that cannot go: stored `failed`, with its status event.
     async fn fail_queued(&self, state: &InstanceState, queued: &Message) {
-        match self
+        let failed = self
             .deps
             .storage
             .advance_message_status(
@@ -791,19 +791,11 @@ impl InstanceActor {
                 &queued.message_id,
                 MessageStatus::Failed,
                 Utc::now(),
+                None,
             )
-            .await
-        {
-            Ok(Some(message)) => {
-                let event = Event::MessageStatus(MessageStatusChanged {
-                    message_id: message.message_id,
-                    status: MessageStatus::Failed,
-                    from: message.remote_jid.clone(),
-                    remote_jid: message.remote_jid,
-                    from_me: true,
-                });
-                self.publish(&state.id, event).await;
-            }
+            .await;
+        match failed {
+            Ok(Some(event)) => self.deps.events.announce(event),
             Ok(None) => {}
             Err(err) => {
                 tracing::warn!(instance = %state.id, %err, "cannot mark a queued send failed")
@@ -1951,25 +1943,16 @@ impl InstanceActor {
         .await;
     }
 
-    /// Moves a sent message's status forward and publishes `message_status`; stale or
-    /// repeated receipts change nothing.
+    /// Moves a sent message's status forward and publishes `message_status`, stored
+    /// with it; stale or repeated receipts change nothing.
     async fn on_receipt(&self, state: &InstanceState, chat: &str, id: &str, status: MessageStatus) {
-        match self
+        let advanced = self
             .deps
             .storage
-            .advance_message_status(&state.id, id, status, Utc::now())
-            .await
-        {
-            Ok(Some(message)) => {
-                let event = Event::MessageStatus(MessageStatusChanged {
-                    message_id: message.message_id,
-                    status,
-                    from: chat.to_owned(),
-                    remote_jid: message.remote_jid,
-                    from_me: message.from_me,
-                });
-                self.publish(&state.id, event).await;
-            }
+            .advance_message_status(&state.id, id, status, Utc::now(), Some(chat))
+            .await;
+        match advanced {
+            Ok(Some(event)) => self.deps.events.announce(event),
             Ok(None) => {}
             Err(err) => tracing::warn!(instance = %state.id, %err, "cannot store a receipt"),
         }

@@ -30,7 +30,7 @@ use wagate_actors::cluster::{
 };
 use wagate_actors::error::{StoreError, StoreResult};
 
-use super::messaging::{TRANSACTION_ATTEMPTS, commit};
+use super::tx::{TRANSACTION_ATTEMPTS, commit};
 use super::{client_options, is_duplicate_key, map_err};
 
 const NODES: &str = "cluster_nodes";

@@ -6,9 +6,6 @@ use futures::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{Binary, Bson, Document, doc};
-use mongodb::error::{
-    Error as MongoError, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
-};
 use mongodb::options::ReturnDocument;
 use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
@@ -17,8 +14,9 @@ use wagate_actors::domain::{
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
-use wagate_actors::store::{ContactStore, EventStore, MessageStore};
+use wagate_actors::store::{ContactStore, MessageStore};
 
+use super::tx::{Tx, TxError, in_session};
 use super::{
     CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
     event_doc, find_page, forward_only_status, is_duplicate_key, map_err, to_bson,
@@ -150,10 +148,7 @@ impl MessageStore for MongoStorage {
         Ok(())
     }
 
-    /// One multi-document transaction where the deployment has them (a replica set; the
-    /// test server is a single-node one). A standalone server has none: there the three
-    /// writes run in order (message, contact, event), and a crash between them can leave
-    /// a message without its event.
+    /// One transaction (see [`Tx`]).
     async fn record_message(
         &self,
         m: &Message,
@@ -162,15 +157,13 @@ impl MessageStore for MongoStorage {
     ) -> StoreResult<()> {
         let message = message_doc(m)?;
         let event = event_doc(event)?;
-        if self
-            .record_in_transaction(&message, contact, &event)
-            .await?
-        {
-            return Ok(());
-        }
-        match self.record_writes(None, &message, contact, &event).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e.into()),
+        let mut tx = Tx::start(&self.client).await?;
+        loop {
+            let session = tx.attempt().await?;
+            let written = self.record_writes(session, &message, contact, &event).await;
+            if let Some(done) = tx.end(written).await {
+                return done;
+            }
         }
     }
 
@@ -206,30 +199,39 @@ impl MessageStore for MongoStorage {
         Ok(done.matched_count > 0)
     }
 
-    /// Two writes, the message then the event: without a transaction, a crash between
-    /// them keeps the change and loses its event.
+    /// One transaction (see [`Tx`]).
     async fn rewrite_message(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
-        let done = self
-            .coll(MESSAGES)?
-            .update_one(
-                doc! {"instanceId": &m.instance_id, "messageId": &m.message_id},
-                doc! {"$set": {
-                    "content": m.content.as_deref(),
-                    "caption": m.caption.as_deref(),
-                    "hasMedia": m.has_media,
-                    "mediaUrl": m.media_url.as_deref(),
-                    "mediaPath": m.media_path.as_deref(),
-                    "mediaSize": m.media_size.map(clamp_i64),
-                    "editedAt": m.edited_at.map(date),
-                    "revoked": m.revoked,
-                    "typed": bson_of(&m.typed)?,
-                    "updatedAt": date(m.updated_at),
-                }},
-            )
-            .await
-            .map_err(map_err)?;
-        self.append_event(event).await?;
-        Ok(done.matched_count > 0)
+        let filter = doc! {"instanceId": &m.instance_id, "messageId": &m.message_id};
+        let update = doc! {"$set": {
+            "content": m.content.as_deref(),
+            "caption": m.caption.as_deref(),
+            "hasMedia": m.has_media,
+            "mediaUrl": m.media_url.as_deref(),
+            "mediaPath": m.media_path.as_deref(),
+            "mediaSize": m.media_size.map(clamp_i64),
+            "editedAt": m.edited_at.map(date),
+            "revoked": m.revoked,
+            "typed": bson_of(&m.typed)?,
+            "updatedAt": date(m.updated_at),
+        }};
+        let event = event_doc(event)?;
+        let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
+        let mut tx = Tx::start(&self.client).await?;
+        loop {
+            let mut session = tx.attempt().await?;
+            let written = async {
+                let done = in_session!(
+                    session.as_deref_mut(),
+                    messages.update_one(filter.clone(), update.clone())
+                )?;
+                in_session!(session, events.insert_one(&event))?;
+                Ok(done.matched_count > 0)
+            }
+            .await;
+            if let Some(done) = tx.end(written).await {
+                return done;
+            }
+        }
     }
 
     async fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>> {
@@ -250,72 +252,107 @@ impl MessageStore for MongoStorage {
             .collect()
     }
 
+    /// One transaction (see [`Tx`]).
     async fn settle_pending_send(&self, m: &Message, event: &InstanceEvent) -> StoreResult<bool> {
-        let done = self
-            .coll(MESSAGES)?
-            .update_one(
-                doc! {"instanceId": &m.instance_id, "messageId": &m.message_id, "status": "pending"},
-                doc! {"$set": {
-                    "status": m.status.as_str(),
-                    "statusUpdatedAt": m.status_updated_at.map(date),
-                    "ts": date(m.timestamp),
-                    "metadata": to_bson(&m.metadata)?,
-                    "messageSecret": secret_bson(m.message_secret.as_deref()),
-                    "updatedAt": date(m.updated_at),
-                }},
-            )
-            .await
-            .map_err(map_err)?;
-        let settled = done.matched_count > 0;
-        if settled {
-            self.append_event(event).await?;
+        let filter =
+            doc! {"instanceId": &m.instance_id, "messageId": &m.message_id, "status": "pending"};
+        let update = doc! {"$set": {
+            "status": m.status.as_str(),
+            "statusUpdatedAt": m.status_updated_at.map(date),
+            "ts": date(m.timestamp),
+            "metadata": to_bson(&m.metadata)?,
+            "messageSecret": secret_bson(m.message_secret.as_deref()),
+            "updatedAt": date(m.updated_at),
+        }};
+        let event = event_doc(event)?;
+        let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
+        let mut tx = Tx::start(&self.client).await?;
+        loop {
+            let mut session = tx.attempt().await?;
+            let written = async {
+                let done = in_session!(
+                    session.as_deref_mut(),
+                    messages.update_one(filter.clone(), update.clone())
+                )?;
+                let settled = done.matched_count > 0;
+                if settled {
+                    in_session!(session, events.insert_one(&event))?;
+                }
+                Ok(settled)
+            }
+            .await;
+            if let Some(done) = tx.end(written).await {
+                return done;
+            }
         }
-        Ok(settled)
     }
 
+    /// One transaction (see [`Tx`]).
     async fn forget_message(
         &self,
         instance_id: &str,
         message_id: &str,
         event: &InstanceEvent,
     ) -> StoreResult<bool> {
-        let done = self
-            .coll(MESSAGES)?
-            .delete_one(doc! {"instanceId": instance_id, "messageId": message_id})
-            .await
-            .map_err(map_err)?;
-        self.append_event(event).await?;
-        Ok(done.deleted_count > 0)
+        let filter = doc! {"instanceId": instance_id, "messageId": message_id};
+        let event = event_doc(event)?;
+        let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
+        let mut tx = Tx::start(&self.client).await?;
+        loop {
+            let mut session = tx.attempt().await?;
+            let written = async {
+                let done =
+                    in_session!(session.as_deref_mut(), messages.delete_one(filter.clone()))?;
+                in_session!(session, events.insert_one(&event))?;
+                Ok(done.deleted_count > 0)
+            }
+            .await;
+            if let Some(done) = tx.end(written).await {
+                return done;
+            }
+        }
     }
 
+    /// One transaction (see [`Tx`]).
     async fn advance_message_status(
         &self,
         instance_id: &str,
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-    ) -> StoreResult<Option<Message>> {
+        from: Option<&str>,
+    ) -> StoreResult<Option<InstanceEvent>> {
         let Some(filter) = forward_only_status(
             doc! {"instanceId": instance_id, "messageId": message_id},
             status,
         ) else {
             return Ok(None);
         };
-        self.coll(MESSAGES)?
-            .find_one_and_update(
-                filter,
-                doc! {"$set": {
-                    "status": status.as_str(),
-                    "statusUpdatedAt": date(at),
-                    "updatedAt": date(at),
-                }},
-            )
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(message_from_doc)
-            .transpose()
+        let update = doc! {"$set": {
+            "status": status.as_str(),
+            "statusUpdatedAt": date(at),
+            "updatedAt": date(at),
+        }};
+        let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
+        let mut tx = Tx::start(&self.client).await?;
+        loop {
+            let mut session = tx.attempt().await?;
+            let written = async {
+                let advance = messages
+                    .find_one_and_update(filter.clone(), update.clone())
+                    .return_document(ReturnDocument::After);
+                let Some(found) = in_session!(session.as_deref_mut(), advance)? else {
+                    return Ok(None);
+                };
+                let event = InstanceEvent::status_of(&message_from_doc(&found)?, from);
+                in_session!(session, events.insert_one(event_doc(&event)?))?;
+                Ok(Some(event))
+            }
+            .await;
+            if let Some(done) = tx.end(written).await {
+                return done;
+            }
+        }
     }
 
     async fn chat_history(
@@ -574,10 +611,7 @@ impl MongoStorage {
             )
             .upsert(true)
             .return_document(ReturnDocument::After);
-        let found = match session.as_deref_mut() {
-            Some(session) => upsert.session(session).await,
-            None => upsert.await,
-        }?;
+        let found = in_session!(session.as_deref_mut(), upsert)?;
         let found = found.ok_or_else(|| corrupt("upsert returned no contact"))?;
         let stored = contact_from_doc(&found)?;
         let derived = doc! {"searchText": search_text(&stored), "sortKey": sort_key(&stored)};
@@ -586,10 +620,7 @@ impl MongoStorage {
             .all(|(key, value)| found.get(key) == Some(value));
         if !unchanged {
             let set = contacts.update_one(doc! {"_id": &stored.id}, doc! {"$set": derived});
-            match session {
-                Some(session) => set.session(session).await,
-                None => set.await,
-            }?;
+            in_session!(session, set)?;
         }
         Ok(stored)
     }
@@ -604,11 +635,7 @@ impl MongoStorage {
         event: &Document,
     ) -> Result<(), TxError> {
         let messages = self.coll(MESSAGES)?;
-        let insert = messages.insert_one(message.clone());
-        match session.as_deref_mut() {
-            Some(session) => insert.session(session).await,
-            None => insert.await,
-        }?;
+        in_session!(session.as_deref_mut(), messages.insert_one(message))?;
         if let Some(c) = contact {
             match self.upsert_contact_once(c, session.as_deref_mut()).await {
                 // A new contact raced by another writer hits the unique index: not a
@@ -627,105 +654,8 @@ impl MongoStorage {
             }
         }
         let events = self.coll(EVENTS)?;
-        let insert = events.insert_one(event.clone());
-        match session {
-            Some(session) => insert.session(session).await,
-            None => insert.await,
-        }?;
+        in_session!(session, events.insert_one(event))?;
         Ok(())
-    }
-
-    /// [`MessageStore::record_message`] as one multi-document transaction, retried while
-    /// the server calls its failure transient. `Ok(false)` when the deployment has no
-    /// transactions (a standalone server: they need a replica set), before anything was
-    /// written.
-    async fn record_in_transaction(
-        &self,
-        message: &Document,
-        contact: Option<&Contact>,
-        event: &Document,
-    ) -> StoreResult<bool> {
-        let mut session = self.client.start_session().await.map_err(map_err)?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match session.start_transaction().await {
-                Ok(()) => {}
-                Err(e) if matches!(*e.kind, ErrorKind::Transaction { .. }) => return Ok(false),
-                Err(e) => return Err(map_err(e)),
-            }
-            let written = self
-                .record_writes(Some(&mut session), message, contact, event)
-                .await;
-            let outcome = match written {
-                Ok(()) => commit(&mut session).await.map_err(TxError::Mongo),
-                Err(e) => {
-                    // Fails only when the transaction is already gone, aborted either way.
-                    let _ = session.abort_transaction().await;
-                    Err(e)
-                }
-            };
-            let retry = match &outcome {
-                Ok(()) => return Ok(true),
-                Err(TxError::Mongo(e)) => e.contains_label(TRANSIENT_TRANSACTION_ERROR),
-                Err(TxError::ContactRace) => true,
-                Err(TxError::Store(_)) => false,
-            };
-            if !retry || attempt >= TRANSACTION_ATTEMPTS {
-                return outcome.map(|()| true).map_err(StoreError::from);
-            }
-        }
-    }
-}
-
-/// How often a transaction the server failed as transient (a write conflict) is tried.
-pub(super) const TRANSACTION_ATTEMPTS: u32 = 5;
-
-/// Commits, retrying while the server cannot tell whether the commit happened (a commit
-/// is idempotent).
-pub(super) async fn commit(session: &mut ClientSession) -> Result<(), MongoError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match session.commit_transaction().await {
-            Err(e)
-                if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
-                    && attempt < TRANSACTION_ATTEMPTS => {}
-            other => return other,
-        }
-    }
-}
-
-/// A failure inside a transaction: the driver's, whose labels say whether to retry, or
-/// one of ours.
-enum TxError {
-    Mongo(MongoError),
-    Store(StoreError),
-    /// The contact of a transaction was created meanwhile by another writer.
-    ContactRace,
-}
-
-impl From<MongoError> for TxError {
-    fn from(e: MongoError) -> Self {
-        TxError::Mongo(e)
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(e: StoreError) -> Self {
-        TxError::Store(e)
-    }
-}
-
-impl From<TxError> for StoreError {
-    fn from(e: TxError) -> Self {
-        match e {
-            TxError::Mongo(e) => map_err(e),
-            TxError::Store(e) => e,
-            TxError::ContactRace => {
-                StoreError::Unavailable("a contact kept being created concurrently".into())
-            }
-        }
     }
 }
 

@@ -33,6 +33,7 @@ mod messaging;
 pub mod outbox;
 mod stats;
 mod transfer;
+mod tx;
 mod waba;
 
 use std::sync::Arc;

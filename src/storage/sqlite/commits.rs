@@ -353,6 +353,64 @@ mod tests {
         storage.close().await;
     }
 
+    /// A status change whose event cannot be stored is not stored either: a receipt is
+    /// never kept without the `message_status` event (and webhook) reporting it.
+    #[tokio::test]
+    async fn a_status_moves_only_with_its_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = SqliteStorage::open(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        storage
+            .record_message(&message("A"), None, &event())
+            .await
+            .expect("stored");
+        sqlx::query(
+            "CREATE TRIGGER refuse_status BEFORE INSERT ON events
+             WHEN NEW.kind = 'message_status' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(storage.writer())
+        .await
+        .expect("trigger");
+        let refused = storage
+            .advance_message_status("i", "A", MessageStatus::Delivered, Utc::now(), None)
+            .await;
+        assert!(
+            refused.is_err(),
+            "the event's failure is the write's: {refused:?}"
+        );
+        async fn status(storage: &SqliteStorage) -> Option<MessageStatus> {
+            let stored = storage.message_by_id("i", "A").await.expect("read");
+            stored.map(|m| m.status)
+        }
+        assert_eq!(status(&storage).await, Some(MessageStatus::Sent));
+
+        sqlx::query("DROP TRIGGER refuse_status")
+            .execute(storage.writer())
+            .await
+            .expect("drop");
+        let stored = storage
+            .advance_message_status("i", "A", MessageStatus::Delivered, Utc::now(), None)
+            .await
+            .expect("advance")
+            .expect("moved");
+        assert_eq!(status(&storage).await, Some(MessageStatus::Delivered));
+        let (events, _) = storage
+            .list_events(
+                "i",
+                &EventQuery {
+                    types: vec!["message_status".into()],
+                    limit: 10,
+                    ..EventQuery::default()
+                },
+            )
+            .await
+            .expect("events");
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, vec![stored.id.as_str()], "stored with the change");
+        storage.close().await;
+    }
+
     /// A batch whose transaction cannot begin fails every write in it with that error.
     #[tokio::test]
     async fn a_batch_that_cannot_begin_fails_every_write() {

@@ -324,9 +324,10 @@ impl MessageStore for SqliteStorage {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-    ) -> StoreResult<Option<Message>> {
+        from: Option<&str>,
+    ) -> StoreResult<Option<InstanceEvent>> {
         // The query is built again for each run: a replayed batch runs its writes twice.
-        let query = move |(instance_id, message_id): &(String, String)| {
+        let query = move |(instance_id, message_id, _): &(String, String, Option<String>)| {
             forward_only_status(
                 "messages",
                 &["status_updated_at", "updated_at"],
@@ -344,20 +345,29 @@ impl MessageStore for SqliteStorage {
         if status.predecessors().is_empty() {
             return Ok(None);
         }
-        let state = (instance_id.to_owned(), message_id.to_owned());
+        let state = (
+            instance_id.to_owned(),
+            message_id.to_owned(),
+            from.map(str::to_owned),
+        );
         self.commits()
             .submit(state, move |conn, state| {
                 Box::pin(async move {
                     let Some(mut qb) = query(state) else {
                         return Ok(None);
                     };
-                    qb.build()
-                        .fetch_optional(conn)
+                    let Some(row) = qb
+                        .build()
+                        .fetch_optional(&mut *conn)
                         .await
                         .map_err(map_err)?
-                        .as_ref()
-                        .map(message_from_row)
-                        .transpose()
+                    else {
+                        return Ok(None);
+                    };
+                    let event =
+                        InstanceEvent::status_of(&message_from_row(&row)?, state.2.as_deref());
+                    insert_event(conn, &event).await?;
+                    Ok(Some(event))
                 })
             })
             .await
