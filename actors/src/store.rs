@@ -143,6 +143,24 @@ pub trait MessageStore: Send + Sync {
         at: DateTime<Utc>,
         from: Option<&str>,
     ) -> StoreResult<Option<InstanceEvent>>;
+    /// [`advance_message_status`](Self::advance_message_status), pipelined as
+    /// [`record_message_then`](Self::record_message_then) is: `done` is called with
+    /// its outcome once it is committed, in the order the writes were queued.
+    #[allow(clippy::too_many_arguments)]
+    async fn advance_message_status_then(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+        from: Option<&str>,
+        done: Committed<Option<InstanceEvent>>,
+    ) {
+        done(
+            self.advance_message_status(instance_id, message_id, status, at, from)
+                .await,
+        );
+    }
     /// Replaces the reactions stored on a message; returns whether it exists.
     async fn set_message_reactions(
         &self,
@@ -644,7 +662,7 @@ pub type DynStorage = Arc<dyn Storage>;
 
 /// Told how a pipelined write ended, once it is committed or failed (see
 /// [`MessageStore::record_message_then`]).
-pub type Committed = Box<dyn FnOnce(StoreResult<()>) + Send>;
+pub type Committed<T = ()> = Box<dyn FnOnce(StoreResult<T>) + Send>;
 
 #[cfg(test)]
 mod tests {

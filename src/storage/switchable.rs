@@ -412,6 +412,28 @@ forward!(MessageStore {
         )
         .await
     }
+
+    async fn advance_message_status_then(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+        from: Option<&str>,
+        done: Committed<Option<InstanceEvent>>,
+    ) {
+        let gate = self.writes.clone().read_owned().await;
+        let done: Committed<Option<InstanceEvent>> = Box::new(move |outcome| {
+            drop(gate);
+            done(outcome);
+        });
+        self.timed(
+            "advance_message_status_then",
+            self.active()
+                .advance_message_status_then(instance_id, message_id, status, at, from, done),
+        )
+        .await
+    }
 );
 
 forward!(ContactStore {

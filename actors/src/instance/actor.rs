@@ -229,7 +229,11 @@ fn pipelined(message: &InstanceMsg) -> bool {
     match message {
         InstanceMsg::Send { extras, .. } => extras.reply_to.is_none(),
         InstanceMsg::Sandbox { control, .. } => matches!(control, SandboxControl::Inbound(_)),
-        InstanceMsg::Engine { event, .. } | InstanceMsg::EngineCommit { event, .. } => {
+        InstanceMsg::Engine { event, .. } => matches!(
+            event,
+            EngineEvent::Message(_) | EngineEvent::SentByPhone(_) | EngineEvent::Receipt { .. }
+        ),
+        InstanceMsg::EngineCommit { event, .. } => {
             matches!(event, EngineEvent::Message(_) | EngineEvent::SentByPhone(_))
         }
         InstanceMsg::Status(_) => true,
@@ -390,6 +394,8 @@ impl InstanceActor {
                     }
                     other => {
                         let answer = self.on_engine_event(state, other).await;
+                        // Answered once what it queued (a receipt's status) is committed.
+                        state.settle().await;
                         let _ = reply.send(answer.map_err(|e| e.to_string()));
                         return Ok(());
                     }
@@ -1944,18 +1950,39 @@ impl InstanceActor {
     }
 
     /// Moves a sent message's status forward and publishes `message_status`, stored
-    /// with it; stale or repeated receipts change nothing.
-    async fn on_receipt(&self, state: &InstanceState, chat: &str, id: &str, status: MessageStatus) {
-        let advanced = self
-            .deps
+    /// with it; stale or repeated receipts change nothing. Pipelined: queued behind the
+    /// writes before it (so it finds a message whose write is still queued), published
+    /// once committed, without holding up the mailbox meanwhile.
+    async fn on_receipt(
+        &self,
+        state: &mut InstanceState,
+        chat: &str,
+        id: &str,
+        status: MessageStatus,
+    ) {
+        let (events, instance_id) = (self.deps.events.clone(), state.id.clone());
+        let (committed, settled) = oneshot::channel();
+        state.committing = Some(settled);
+        self.deps
             .storage
-            .advance_message_status(&state.id, id, status, Utc::now(), Some(chat))
+            .advance_message_status_then(
+                &state.id,
+                id,
+                status,
+                Utc::now(),
+                Some(chat),
+                Box::new(move |advanced| {
+                    match advanced {
+                        Ok(Some(event)) => events.announce(event),
+                        Ok(None) => {}
+                        Err(err) => {
+                            tracing::warn!(instance = %instance_id, %err, "cannot store a receipt")
+                        }
+                    }
+                    let _ = committed.send(());
+                }),
+            )
             .await;
-        match advanced {
-            Ok(Some(event)) => self.deps.events.announce(event),
-            Ok(None) => {}
-            Err(err) => tracing::warn!(instance = %state.id, %err, "cannot store a receipt"),
-        }
     }
 
     /// Marks a chat's inbound messages read and tells the senders' phones.

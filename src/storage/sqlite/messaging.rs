@@ -161,6 +161,65 @@ pub(super) fn bind_contact(q: Binding, c: &Contact) -> StoreResult<Binding> {
         .bind(ms(c.updated_at)))
 }
 
+/// A status change to store with its `message_status` event
+/// ([`MessageStore::advance_message_status`]).
+struct StatusChange {
+    instance_id: String,
+    message_id: String,
+    status: MessageStatus,
+    at: DateTime<Utc>,
+    from: Option<String>,
+}
+
+impl StatusChange {
+    fn new(
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+        from: Option<&str>,
+    ) -> Self {
+        StatusChange {
+            instance_id: instance_id.to_owned(),
+            message_id: message_id.to_owned(),
+            status,
+            at,
+            from: from.map(str::to_owned),
+        }
+    }
+
+    /// The change and its event, inside the writer's transaction. The query is built
+    /// for each run: a replayed batch runs its writes twice.
+    async fn apply(&self, conn: &mut SqliteConnection) -> StoreResult<Option<InstanceEvent>> {
+        let query = forward_only_status(
+            "messages",
+            &["status_updated_at", "updated_at"],
+            self.status,
+            self.at,
+            |qb| {
+                qb.push("instance_id = ")
+                    .push_bind(self.instance_id.clone())
+                    .push(" AND message_id = ")
+                    .push_bind(self.message_id.clone());
+            },
+        );
+        let Some(mut query) = query else {
+            return Ok(None);
+        };
+        let Some(row) = query
+            .build()
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?
+        else {
+            return Ok(None);
+        };
+        let event = InstanceEvent::status_of(&message_from_row(&row)?, self.from.as_deref());
+        insert_event(conn, &event).await?;
+        Ok(Some(event))
+    }
+}
+
 #[async_trait]
 impl MessageStore for SqliteStorage {
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
@@ -326,50 +385,31 @@ impl MessageStore for SqliteStorage {
         at: DateTime<Utc>,
         from: Option<&str>,
     ) -> StoreResult<Option<InstanceEvent>> {
-        // The query is built again for each run: a replayed batch runs its writes twice.
-        let query = move |(instance_id, message_id, _): &(String, String, Option<String>)| {
-            forward_only_status(
-                "messages",
-                &["status_updated_at", "updated_at"],
-                status,
-                at,
-                |qb| {
-                    qb.push("instance_id = ")
-                        .push_bind(instance_id.clone())
-                        .push(" AND message_id = ")
-                        .push_bind(message_id.clone());
-                },
-            )
-        };
-        // Nothing may become `status` (the query would be None): no write to queue.
+        // Nothing may become `status`: no write to queue.
         if status.predecessors().is_empty() {
             return Ok(None);
         }
-        let state = (
-            instance_id.to_owned(),
-            message_id.to_owned(),
-            from.map(str::to_owned),
-        );
+        let change = StatusChange::new(instance_id, message_id, status, at, from);
         self.commits()
-            .submit(state, move |conn, state| {
-                Box::pin(async move {
-                    let Some(mut qb) = query(state) else {
-                        return Ok(None);
-                    };
-                    let Some(row) = qb
-                        .build()
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(map_err)?
-                    else {
-                        return Ok(None);
-                    };
-                    let event =
-                        InstanceEvent::status_of(&message_from_row(&row)?, state.2.as_deref());
-                    insert_event(conn, &event).await?;
-                    Ok(Some(event))
-                })
-            })
+            .submit(change, |conn, change| Box::pin(change.apply(conn)))
+            .await
+    }
+
+    async fn advance_message_status_then(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+        from: Option<&str>,
+        done: Committed<Option<InstanceEvent>>,
+    ) {
+        if status.predecessors().is_empty() {
+            return done(Ok(None));
+        }
+        let change = StatusChange::new(instance_id, message_id, status, at, from);
+        self.commits()
+            .enqueue(change, |conn, change| Box::pin(change.apply(conn)), done)
             .await
     }
 
