@@ -218,6 +218,7 @@ async fn traffic_then_sigkill(
                 format!("7912200000{w}"),
             )
         };
+        let receipt = format!("/api/sandbox/instances/{id}/receipt");
         tasks.spawn(async move {
             for n in 0..PER_TASK {
                 let body = if w < SENDERS {
@@ -232,7 +233,21 @@ async fn traffic_then_sigkill(
                 assert_eq!(status, 200, "{path}: {body}");
                 let key = if w < SENDERS { "id" } else { "messageId" };
                 let mid = body[key].as_str().expect("message id").to_owned();
-                accepted.lock().expect("accepted").push((chat.clone(), mid));
+                accepted
+                    .lock()
+                    .expect("accepted")
+                    .push((chat.clone(), mid.clone()));
+                if w < SENDERS {
+                    // The recipient's phone acknowledges it: a status change racing the
+                    // kill too.
+                    let body = json!({"messageId": mid, "status": "delivered"});
+                    let answer =
+                        try_call(&client, &base, Method::POST, &receipt, &auth, Some(body)).await;
+                    let Some((status, body)) = answer else {
+                        return;
+                    };
+                    assert_eq!(status, 200, "{receipt}: {body}");
+                }
             }
         });
     }
@@ -257,8 +272,8 @@ async fn traffic_then_sigkill(
 /// later kills landing while the restarted server replays its webhook backlog. After the
 /// last restart on the same DATA_DIR: every send and inbound message answered with success
 /// is stored exactly once, nothing is stored twice, every stored message has its event,
-/// and every message event stored before a kill is delivered to the receiver, which
-/// stayed up throughout.
+/// so does every status a receipt moved it to, and every such event stored before a kill
+/// is delivered to the receiver, which stayed up throughout.
 ///
 /// `webhooks::order_holds_and_nothing_is_lost_across_sigkill` covers the queue's order
 /// with sequential traffic and a receiver that was down; this one races kills against
@@ -273,7 +288,9 @@ async fn sigkill_mid_traffic_loses_no_accepted_message_and_no_webhook() {
         &srv,
         &auth,
         "79120000001",
-        json!({"webhookUrl": rx.url(), "maxRetries": 20, "retryInterval": 100}),
+        json!({
+            "webhookUrl": rx.url(), "maxRetries": 20, "retryInterval": 100, "notifyDelivery": true
+        }),
     )
     .await;
     let sent: Accepted = Arc::default();
@@ -361,6 +378,51 @@ async fn sigkill_mid_traffic_loses_no_accepted_message_and_no_webhook() {
             "the stored message {mid} has no {kind} event"
         );
     }
+    // Every status a receipt moved a stored message to has its event (they commit
+    // together too), which reaches the receiver as well.
+    let (status, statuses) = srv
+        .call(
+            Method::GET,
+            &format!("/api/instances/{id}/events?limit=1000&types=message_status"),
+            &auth,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{statuses}");
+    assert_eq!(statuses["hasMore"], false, "one page holds every event");
+    let reported: HashSet<(String, String)> = statuses["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let data = &e["data"];
+            let mid = data["messageId"].as_str().expect("messageId").to_owned();
+            (mid, data["status"].as_str().expect("status").to_owned())
+        })
+        .collect();
+    let mut moved = 0;
+    for m in stored_messages
+        .iter()
+        .filter(|m| m["status"] == "delivered")
+    {
+        let mid = m["messageId"].as_str().expect("messageId");
+        assert!(
+            reported.contains(&(mid.to_owned(), "delivered".to_owned())),
+            "the stored message {mid} became delivered without its message_status event"
+        );
+        moved += 1;
+    }
+    assert!(
+        moved > 0,
+        "no receipt was stored: the check checked nothing"
+    );
+    println!("{moved} sends stored as delivered, each with its event");
+    let mut expected = expected;
+    expected.extend(
+        reported
+            .into_iter()
+            .map(|(mid, _)| (id.clone(), "message_status".to_owned(), mid)),
+    );
     rx.wait_for("every stored message event as a webhook", 90, |r| {
         expected.is_subset(&delivered_messages(r))
     })
