@@ -1822,6 +1822,20 @@ pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
         )
         .await;
     }
+    // A receipt queued right behind the messages finds the one it is for, whose write
+    // may not be committed yet: it is written after it.
+    let (receipt_tx, receipt_rx) = tokio::sync::oneshot::channel();
+    s.advance_message_status_then(
+        inst,
+        "P23",
+        MessageStatus::Read,
+        t,
+        None,
+        Box::new(move |outcome| {
+            let _ = receipt_tx.send(outcome);
+        }),
+    )
+    .await;
     drop(tx);
     let mut told = Vec::new();
     while let Some((n, wa_id, outcome)) = rx.recv().await {
@@ -1843,6 +1857,29 @@ pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
         told,
         (0..24).collect::<Vec<_>>(),
         "told in the order queued"
+    );
+    let receipt = receipt_rx.await.expect("told").expect("stored");
+    let event = receipt.expect("the message was found and moved");
+    assert_eq!(
+        s.message_by_id(inst, "P23")
+            .await
+            .expect("get")
+            .map(|m| m.status),
+        Some(MessageStatus::Read)
+    );
+    let query = EventQuery {
+        limit: 100,
+        ..EventQuery::default()
+    };
+    let (events, _) = s.list_events(inst, &query).await.expect("events");
+    assert_eq!(
+        events.len(),
+        24,
+        "23 messages' events and the receipt's, not the duplicate's"
+    );
+    assert!(
+        events.iter().any(|e| e.id == event.id),
+        "the receipt's event is stored"
     );
 }
 

@@ -13,9 +13,10 @@ use wagate_actors::domain::{
 };
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
-use wagate_actors::store::StoreResult;
+use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
+use super::commits::{Job, StatusChange, Write};
 use super::tx::{Tx, TxError, in_session};
 use super::{
     CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
@@ -155,16 +156,61 @@ impl MessageStore for MongoStorage {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        let message = message_doc(m)?;
-        let event = event_doc(event)?;
-        let mut tx = Tx::start(&self.client).await?;
-        loop {
-            let session = tx.attempt().await?;
-            let written = self.record_writes(session, &message, contact, &event).await;
-            if let Some(done) = tx.end(written).await {
-                return done;
-            }
-        }
+        self.record_docs(&message_doc(m)?, contact, &event_doc(event)?)
+            .await
+    }
+
+    /// Queued for the [`CommitQueue`], which writes what gathered in one transaction.
+    async fn record_message_then(
+        &self,
+        m: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+        done: Committed,
+    ) {
+        let Some(queue) = &self.commits else {
+            return done(self.record_message(m, contact, event).await);
+        };
+        let (message, event) = match (message_doc(m), event_doc(event)) {
+            (Ok(message), Ok(event)) => (message, event),
+            (Err(e), _) | (_, Err(e)) => return done(Err(e)),
+        };
+        queue
+            .enqueue(Job::Record {
+                write: Box::new(Write {
+                    message,
+                    contact: contact.cloned(),
+                    event,
+                }),
+                done,
+            })
+            .await;
+    }
+
+    /// Queued for the [`CommitQueue`], behind the messages queued before it.
+    async fn advance_message_status_then(
+        &self,
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+        from: Option<&str>,
+        done: Committed<Option<InstanceEvent>>,
+    ) {
+        let Some(queue) = &self.commits else {
+            return done(
+                self.advance_message_status(instance_id, message_id, status, at, from)
+                    .await,
+            );
+        };
+        let change = StatusChange {
+            instance_id: instance_id.to_owned(),
+            message_id: message_id.to_owned(),
+            status,
+            at,
+            from: from.map(str::to_owned),
+        };
+        queue.enqueue(Job::Status { change, done }).await;
     }
 
     async fn message_by_id(
@@ -572,7 +618,7 @@ impl MongoStorage {
     /// those that are None are only written (as null) when the contact is new, so stored
     /// names survive; `lastActivity` only moves forward (`$max`). Then the derived search
     /// fields, only when they changed. Inside `session`'s transaction when one is given.
-    async fn upsert_contact_once(
+    pub(super) async fn upsert_contact_once(
         &self,
         c: &Contact,
         mut session: Option<&mut ClientSession>,
@@ -623,6 +669,23 @@ impl MongoStorage {
             in_session!(session, set)?;
         }
         Ok(stored)
+    }
+
+    /// [`MessageStore::record_message`] of documents: one transaction (see [`Tx`]).
+    pub(super) async fn record_docs(
+        &self,
+        message: &Document,
+        contact: Option<&Contact>,
+        event: &Document,
+    ) -> StoreResult<()> {
+        let mut tx = Tx::start(&self.client).await?;
+        loop {
+            let session = tx.attempt().await?;
+            let written = self.record_writes(session, message, contact, event).await;
+            if let Some(done) = tx.end(written).await {
+                return done;
+            }
+        }
     }
 
     /// The writes of [`MessageStore::record_message`], in `session`'s transaction when one

@@ -27,6 +27,7 @@
 
 mod chats;
 pub mod cluster;
+mod commits;
 pub mod feed;
 pub mod media;
 mod messaging;
@@ -56,6 +57,7 @@ use wagate_actors::store::{
     ActivityStore, EventStore, InstanceStore, Storage, StoreResult, UserStore,
 };
 
+use self::commits::CommitQueue;
 use super::from_millis;
 
 /// How long an operation waits for a reachable server before failing with `Unavailable`
@@ -85,6 +87,9 @@ pub struct MongoStorage {
     /// Set by [`Storage::close`]: later calls fail with `Unavailable` instead of reaching a
     /// driver that has been shut down.
     closed: Arc<AtomicBool>,
+    /// Where pipelined messages are queued to be written in batches. None in the copy the
+    /// queue's own task writes through (and the queue's task ends with the last handle).
+    commits: Option<CommitQueue>,
 }
 
 impl MongoStorage {
@@ -96,13 +101,15 @@ impl MongoStorage {
     pub async fn connect(url: &str) -> Result<MongoStorage, StoreError> {
         let (options, name) = client_options(url).await?;
         let client = Client::with_options(options).map_err(map_err)?;
-        let storage = MongoStorage {
+        let mut storage = MongoStorage {
             db: client.database(&name),
             client,
             closed: Arc::new(AtomicBool::new(false)),
+            commits: None,
         };
         storage.ping().await?;
         storage.create_indexes().await?;
+        storage.commits = Some(CommitQueue::start(storage.clone()));
         Ok(storage)
     }
 

@@ -1,0 +1,390 @@
+//! [`CommitQueue`]: group commit for the messages the instance actors pipeline
+//! ([`record_message_then`](wagate_actors::store::MessageStore::record_message_then)) on
+//! MongoDB.
+//!
+//! Each message is its document, its event and maybe its contact, written in one
+//! transaction. One at a time, that is a transaction per message, and the actors of many
+//! instances queue for the server with a few round trips apiece. Here one task drains a
+//! bounded queue of them and writes what has gathered in one transaction:
+//!
+//! - every message in one ordered `insertMany`, then the contacts (one upsert each: the
+//!   driver has no batched find-and-modify), then every event in one `insertMany`, then
+//!   the commit: three round trips for a batch of sends instead of three per send;
+//! - when the batch fails for good (one bad row, say a duplicate message, aborts the whole
+//!   transaction), each of its messages is written again on its own, in order, in a
+//!   transaction of its own: a failing write fails its own caller only and leaves nothing
+//!   of itself behind;
+//! - every caller is told after the commit, in queue order, so "stored before announced"
+//!   holds and the writes of one instance are told in the order made;
+//! - a deployment without transactions (a standalone server) writes each message on its
+//!   own, in order, as `record_message` does there;
+//! - a receipt's status change queued here (it may be for a message still queued) is
+//!   written on its own, after the messages queued before it.
+//!
+//! Under no load a batch is one message: a lone caller waits for no one.
+
+use chrono::{DateTime, Utc};
+use mongodb::bson::Document;
+use tokio::sync::mpsc;
+use wagate_actors::domain::{Contact, InstanceEvent, MessageStatus};
+use wagate_actors::error::StoreError;
+use wagate_actors::store::{Committed, MessageStore, StoreResult};
+
+use super::tx::{Tx, TxError, in_session};
+use super::{EVENTS, MESSAGES, MongoStorage, is_duplicate_key};
+
+/// Writes waiting for the task, past which callers wait to enqueue (back-pressure).
+const QUEUE: usize = 4096;
+/// Most messages in one transaction: bounds how long the first of them waits for the last,
+/// and keeps a batch's documents well under the server's 16 MB message size.
+const BATCH: usize = 128;
+
+/// A message to write, as documents.
+pub(super) struct Write {
+    pub message: Document,
+    pub contact: Option<Contact>,
+    pub event: Document,
+}
+
+/// A status change to store with its event
+/// ([`advance_message_status`](wagate_actors::store::MessageStore::advance_message_status)).
+pub(super) struct StatusChange {
+    pub instance_id: String,
+    pub message_id: String,
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+    pub from: Option<String>,
+}
+
+/// A queued write and whom to tell.
+pub(super) enum Job {
+    /// A message, batched with the messages queued next to it.
+    Record { write: Box<Write>, done: Committed },
+    /// A receipt's status: on its own, after the messages queued before it (it may be
+    /// one of theirs).
+    Status {
+        change: StatusChange,
+        done: Committed<Option<InstanceEvent>>,
+    },
+}
+
+impl Job {
+    fn fail(self, err: StoreError) {
+        match self {
+            Job::Record { done, .. } => done(Err(err)),
+            Job::Status { done, .. } => done(Err(err)),
+        }
+    }
+}
+
+/// The queue's sending end. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(super) struct CommitQueue {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl CommitQueue {
+    /// Starts the task writing through `storage`, which must not hold this queue: the task
+    /// ends when the last handle of the queue is dropped.
+    pub(super) fn start(storage: MongoStorage) -> CommitQueue {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(drain(rx, storage));
+        CommitQueue { jobs }
+    }
+
+    /// Queues `job`; tells it at once when the task is gone.
+    pub(super) async fn enqueue(&self, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job).await {
+            job.fail(StoreError::Unavailable(
+                "the database's writer has stopped".into(),
+            ));
+        }
+    }
+}
+
+async fn drain(mut rx: mpsc::Receiver<Job>, storage: MongoStorage) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        storage.commit(std::mem::take(&mut batch)).await;
+    }
+}
+
+impl MongoStorage {
+    /// Writes `batch` and tells each of its callers, in order: each run of messages as
+    /// one batch, each status change on its own.
+    async fn commit(&self, batch: Vec<Job>) {
+        let mut run = Vec::new();
+        for job in batch {
+            match job {
+                Job::Record { write, done } => run.push((*write, done)),
+                Job::Status { change, done } => {
+                    self.record_run(std::mem::take(&mut run)).await;
+                    let c = change;
+                    done(
+                        self.advance_message_status(
+                            &c.instance_id,
+                            &c.message_id,
+                            c.status,
+                            c.at,
+                            c.from.as_deref(),
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+        self.record_run(run).await;
+    }
+
+    /// Writes consecutive messages in one transaction, or each on its own when that
+    /// fails, and tells their callers.
+    async fn record_run(&self, run: Vec<(Write, Committed)>) {
+        let (writes, dones): (Vec<Write>, Vec<Committed>) = run.into_iter().unzip();
+        if writes.len() > 1 {
+            match self.record_batch(&writes).await {
+                Ok(true) => {
+                    for done in dones {
+                        done(Ok(()));
+                    }
+                    return;
+                }
+                // No transactions, or the batch failed: each on its own.
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::debug!(%err, size = writes.len(), "a batch failed; writing its messages one by one");
+                }
+            }
+        }
+        for (write, done) in writes.iter().zip(dones) {
+            done(
+                self.record_docs(&write.message, write.contact.as_ref(), &write.event)
+                    .await,
+            );
+        }
+    }
+
+    /// The whole batch in one transaction, tried again while the server calls its failure
+    /// transient. `Ok(false)` when the deployment has no transactions (nothing written).
+    async fn record_batch(&self, batch: &[Write]) -> StoreResult<bool> {
+        let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
+        let mut tx = Tx::start(&self.client).await?;
+        loop {
+            let Some(session) = tx.attempt().await? else {
+                return Ok(false);
+            };
+            let written = async {
+                in_session!(
+                    Some(&mut *session),
+                    messages.insert_many(batch.iter().map(|write| &write.message))
+                )?;
+                for contact in batch.iter().filter_map(|write| write.contact.as_ref()) {
+                    match self.upsert_contact_once(contact, Some(&mut *session)).await {
+                        // Created meanwhile by another writer: the whole batch again.
+                        Err(TxError::Mongo(e)) if is_duplicate_key(&e) => {
+                            return Err(TxError::ContactRace);
+                        }
+                        other => {
+                            other?;
+                        }
+                    }
+                }
+                in_session!(
+                    Some(session),
+                    events.insert_many(batch.iter().map(|write| &write.event))
+                )?;
+                Ok(())
+            }
+            .await;
+            if let Some(done) = tx.end(written).await {
+                return done.map(|()| true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+    use tokio::sync::oneshot;
+    use wagate_actors::domain::event::Connected;
+    use wagate_actors::domain::{
+        ContactQuery, Event, EventQuery, InstanceEvent, Message, MessageStatus, new_id,
+    };
+    use wagate_actors::store::{ContactStore, EventStore, MessageStore, Storage};
+
+    use super::*;
+    use crate::storage::mongo::event_doc;
+    use crate::storage::mongo::messaging::message_doc;
+
+    /// The MongoDB test server's database of its own for one test.
+    async fn storage() -> MongoStorage {
+        let base = std::env::var("WAGATE_TEST_MONGODB_URL").unwrap_or_else(|_| {
+            panic!(
+                "WAGATE_TEST_MONGODB_URL is not set: run ./scripts/test, which starts the \
+                 MongoDB test server"
+            )
+        });
+        let url = format!("{}/wagate_test_{}", base.trim_end_matches('/'), new_id());
+        MongoStorage::connect(&url).await.expect("connect")
+    }
+
+    fn message(wa_id: &str) -> Message {
+        let now = Utc::now();
+        Message {
+            id: new_id(),
+            instance_id: "i".into(),
+            message_id: wa_id.into(),
+            remote_jid: "79001234567@s.whatsapp.net".into(),
+            from_me: false,
+            message_type: "text".into(),
+            content: Some(wa_id.into()),
+            has_media: false,
+            media_url: None,
+            caption: None,
+            mime_type: None,
+            file_name: None,
+            media_path: None,
+            media_size: None,
+            status: MessageStatus::Delivered,
+            push_name: None,
+            metadata: json!({}),
+            timestamp: now,
+            created_at: now,
+            updated_at: now,
+            status_updated_at: None,
+            quoted_message_id: None,
+            mentions: Vec::new(),
+            reactions: Vec::new(),
+            edited_at: None,
+            revoked: false,
+            typed: Default::default(),
+            message_secret: None,
+        }
+    }
+
+    fn event() -> InstanceEvent {
+        InstanceEvent::new(
+            "i",
+            Event::Connected(Connected {
+                phone: "1".into(),
+                push_name: None,
+            }),
+        )
+    }
+
+    fn contact(push_name: &str) -> Contact {
+        let now = Utc::now();
+        Contact {
+            id: new_id(),
+            instance_id: "i".into(),
+            remote_jid: "79001234567@s.whatsapp.net".into(),
+            number: "79001234567".into(),
+            name: None,
+            push_name: Some(push_name.into()),
+            is_group: false,
+            profile_picture: None,
+            about: None,
+            last_activity: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// A write of `m` with `e` (and `c`) and where its outcome is told.
+    fn job(
+        m: &Message,
+        c: Option<Contact>,
+        e: &InstanceEvent,
+    ) -> (Job, oneshot::Receiver<StoreResult<()>>) {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Record {
+            write: Box::new(Write {
+                message: message_doc(m).expect("message"),
+                contact: c,
+                event: event_doc(e).expect("event"),
+            }),
+            done: Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        };
+        (job, rx)
+    }
+
+    async fn event_ids(storage: &MongoStorage) -> Vec<String> {
+        let query = EventQuery {
+            limit: 100,
+            ..EventQuery::default()
+        };
+        let (events, _) = storage.list_events("i", &query).await.expect("events");
+        let mut ids: Vec<String> = events.into_iter().map(|e| e.id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// A batch is stored whole, its contacts upserted in order (the last name wins), and
+    /// each caller told `Ok` once it is committed.
+    #[tokio::test]
+    async fn a_batch_is_stored_with_its_contacts_and_events() {
+        let storage = storage().await;
+        let (a, b, c) = (event(), event(), event());
+        let (ja, ra) = job(&message("A"), Some(contact("Ann")), &a);
+        let (jb, rb) = job(&message("B"), None, &b);
+        let (jc, rc) = job(&message("C"), Some(contact("Bob")), &c);
+        storage.commit(vec![ja, jb, jc]).await;
+        for rx in [ra, rb, rc] {
+            assert_eq!(rx.await.expect("told"), Ok(()));
+        }
+        let mut expected = vec![a.id, b.id, c.id];
+        expected.sort();
+        assert_eq!(event_ids(&storage).await, expected);
+        let query = ContactQuery {
+            limit: 10,
+            ..ContactQuery::default()
+        };
+        let contacts = storage.list_contacts("i", &query).await.expect("contacts");
+        assert_eq!(contacts.total, 1, "one contact, upserted twice");
+        assert_eq!(contacts.items[0].push_name.as_deref(), Some("Bob"));
+        storage.close().await;
+    }
+
+    /// A duplicate message in a batch fails alone, with a conflict, and leaves nothing of
+    /// itself behind (its event is not stored); the messages before and after it are
+    /// stored, once each, with their events.
+    #[tokio::test]
+    async fn a_failing_message_fails_only_itself() {
+        let storage = storage().await;
+        let taken = event();
+        storage
+            .record_message(&message("TAKEN"), None, &taken)
+            .await
+            .expect("first");
+        let (before, dup, after) = (event(), event(), event());
+        let (ja, ra) = job(&message("A"), None, &before);
+        let (jd, rd) = job(&message("TAKEN"), Some(contact("Dup")), &dup);
+        let (jb, rb) = job(&message("B"), None, &after);
+        storage.commit(vec![ja, jd, jb]).await;
+        assert_eq!(ra.await.expect("told"), Ok(()));
+        assert_eq!(rb.await.expect("told"), Ok(()));
+        let told = rd.await.expect("told");
+        assert!(matches!(told, Err(StoreError::Conflict(_))), "{told:?}");
+        for wa_id in ["A", "B", "TAKEN"] {
+            let stored = storage.message_by_id("i", wa_id).await.expect("read");
+            assert!(stored.is_some(), "{wa_id} stored");
+        }
+        let mut expected = vec![taken.id, before.id, after.id];
+        expected.sort();
+        assert_eq!(
+            event_ids(&storage).await,
+            expected,
+            "the duplicate's event is not stored"
+        );
+        let query = ContactQuery {
+            limit: 10,
+            ..ContactQuery::default()
+        };
+        let contacts = storage.list_contacts("i", &query).await.expect("contacts");
+        assert_eq!(contacts.total, 0, "nor its contact");
+        storage.close().await;
+    }
+}
