@@ -13,6 +13,8 @@
 
 pub mod cache;
 pub mod copy;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod mongo;
 pub mod provider;
 pub mod sqlite;

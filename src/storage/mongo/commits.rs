@@ -30,7 +30,7 @@ use wagate_actors::domain::{Contact, InstanceEvent, MessageStatus};
 use wagate_actors::error::StoreError;
 use wagate_actors::store::{Committed, MessageStore, StoreResult};
 
-use super::tx::{Tx, TxError, in_session};
+use super::tx::{TxError, in_session, in_transaction};
 use super::{EVENTS, MESSAGES, MongoStorage, is_duplicate_key};
 
 /// Writes waiting for the task, past which callers wait to enqueue (back-pressure).
@@ -167,55 +167,46 @@ impl MongoStorage {
     /// transient. `Ok(false)` when the deployment has no transactions (nothing written).
     async fn record_batch(&self, batch: &[Write]) -> StoreResult<bool> {
         let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
-        let mut tx = Tx::start(&self.client).await?;
-        loop {
-            let Some(session) = tx.attempt().await? else {
+        in_transaction!(&self.client, |session| async {
+            // No transactions: nothing written, each on its own instead.
+            let Some(session) = session else {
                 return Ok(false);
             };
-            let written = async {
-                in_session!(
-                    Some(&mut *session),
-                    messages.insert_many(batch.iter().map(|write| &write.message))
-                )?;
-                for contact in batch.iter().filter_map(|write| write.contact.as_ref()) {
-                    match self.upsert_contact_once(contact, Some(&mut *session)).await {
-                        // Created meanwhile by another writer: the whole batch again.
-                        Err(TxError::Mongo(e)) if is_duplicate_key(&e) => {
-                            return Err(TxError::ContactRace);
-                        }
-                        other => {
-                            other?;
-                        }
+            in_session!(
+                Some(&mut *session),
+                messages.insert_many(batch.iter().map(|write| &write.message))
+            )?;
+            for contact in batch.iter().filter_map(|write| write.contact.as_ref()) {
+                match self.upsert_contact_once(contact, Some(&mut *session)).await {
+                    // Created meanwhile by another writer: the whole batch again.
+                    Err(TxError::Mongo(e)) if is_duplicate_key(&e) => {
+                        return Err(TxError::ContactRace);
+                    }
+                    other => {
+                        other?;
                     }
                 }
-                in_session!(
-                    Some(session),
-                    events.insert_many(batch.iter().map(|write| &write.event))
-                )?;
-                Ok(())
             }
-            .await;
-            if let Some(done) = tx.end(written).await {
-                return done.map(|()| true);
-            }
+            in_session!(
+                Some(session),
+                events.insert_many(batch.iter().map(|write| &write.event))
+            )?;
+            Ok(true)
         }
+        .await)
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use serde_json::json;
     use tokio::sync::oneshot;
-    use wagate_actors::domain::event::Connected;
-    use wagate_actors::domain::{
-        ContactQuery, Event, EventQuery, InstanceEvent, Message, MessageStatus, new_id,
-    };
+    use wagate_actors::domain::{ContactQuery, EventQuery, InstanceEvent, Message, new_id};
     use wagate_actors::store::{ContactStore, EventStore, MessageStore, Storage};
 
     use super::*;
-    use crate::storage::mongo::event_doc;
-    use crate::storage::mongo::messaging::message_doc;
+    use crate::storage::fixtures::{event, message};
 
     /// The MongoDB test server's database of its own for one test.
     async fn storage() -> MongoStorage {
@@ -227,50 +218,6 @@ mod tests {
         });
         let url = format!("{}/wagate_test_{}", base.trim_end_matches('/'), new_id());
         MongoStorage::connect(&url).await.expect("connect")
-    }
-
-    fn message(wa_id: &str) -> Message {
-        let now = Utc::now();
-        Message {
-            id: new_id(),
-            instance_id: "i".into(),
-            message_id: wa_id.into(),
-            remote_jid: "79001234567@s.whatsapp.net".into(),
-            from_me: false,
-            message_type: "text".into(),
-            content: Some(wa_id.into()),
-            has_media: false,
-            media_url: None,
-            caption: None,
-            mime_type: None,
-            file_name: None,
-            media_path: None,
-            media_size: None,
-            status: MessageStatus::Delivered,
-            push_name: None,
-            metadata: json!({}),
-            timestamp: now,
-            created_at: now,
-            updated_at: now,
-            status_updated_at: None,
-            quoted_message_id: None,
-            mentions: Vec::new(),
-            reactions: Vec::new(),
-            edited_at: None,
-            revoked: false,
-            typed: Default::default(),
-            message_secret: None,
-        }
-    }
-
-    fn event() -> InstanceEvent {
-        InstanceEvent::new(
-            "i",
-            Event::Connected(Connected {
-                phone: "1".into(),
-                push_name: None,
-            }),
-        )
     }
 
     fn contact(push_name: &str) -> Contact {
@@ -299,11 +246,7 @@ mod tests {
     ) -> (Job, oneshot::Receiver<StoreResult<()>>) {
         let (tx, rx) = oneshot::channel();
         let job = Job::Record {
-            write: Box::new(Write {
-                message: message_doc(m).expect("message"),
-                contact: c,
-                event: event_doc(e).expect("event"),
-            }),
+            write: Box::new(Write::of(m, c.as_ref(), e).expect("documents")),
             done: Box::new(move |outcome| {
                 let _ = tx.send(outcome);
             }),

@@ -17,7 +17,7 @@ use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
 use super::commits::{Job, StatusChange, Write};
-use super::tx::{Tx, TxError, in_session};
+use super::tx::{TxError, in_session, in_transaction};
 use super::{
     CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
     event_doc, find_page, forward_only_status, is_duplicate_key, map_err, to_bson,
@@ -139,6 +139,21 @@ fn count_of(d: &Document, key: &str) -> StoreResult<u64> {
     Ok(Fields(d).opt_i64(key)?.unwrap_or(0).max(0) as u64)
 }
 
+impl Write {
+    /// A message to record with its contact and event, as documents.
+    pub(super) fn of(
+        m: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+    ) -> StoreResult<Self> {
+        Ok(Write {
+            message: message_doc(m)?,
+            contact: contact.cloned(),
+            event: event_doc(event)?,
+        })
+    }
+}
+
 #[async_trait]
 impl MessageStore for MongoStorage {
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
@@ -171,20 +186,13 @@ impl MessageStore for MongoStorage {
         let Some(queue) = &self.commits else {
             return done(self.record_message(m, contact, event).await);
         };
-        let (message, event) = match (message_doc(m), event_doc(event)) {
-            (Ok(message), Ok(event)) => (message, event),
-            (Err(e), _) | (_, Err(e)) => return done(Err(e)),
-        };
-        queue
-            .enqueue(Job::Record {
-                write: Box::new(Write {
-                    message,
-                    contact: contact.cloned(),
-                    event,
-                }),
-                done,
-            })
-            .await;
+        match Write::of(m, contact, event) {
+            Ok(write) => {
+                let write = Box::new(write);
+                queue.enqueue(Job::Record { write, done }).await
+            }
+            Err(e) => done(Err(e)),
+        }
     }
 
     /// Queued for the [`CommitQueue`], behind the messages queued before it.
@@ -262,22 +270,16 @@ impl MessageStore for MongoStorage {
         }};
         let event = event_doc(event)?;
         let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
-        let mut tx = Tx::start(&self.client).await?;
-        loop {
-            let mut session = tx.attempt().await?;
-            let written = async {
-                let done = in_session!(
-                    session.as_deref_mut(),
-                    messages.update_one(filter.clone(), update.clone())
-                )?;
-                in_session!(session, events.insert_one(&event))?;
-                Ok(done.matched_count > 0)
-            }
-            .await;
-            if let Some(done) = tx.end(written).await {
-                return done;
-            }
+        in_transaction!(&self.client, |session| async {
+            let done = in_session!(
+                session.as_deref_mut(),
+                messages.update_one(filter.clone(), update.clone())
+            )?;
+            in_session!(session, events.insert_one(&event))?;
+            Ok(done.matched_count > 0)
         }
+        .await)
+        .await
     }
 
     async fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>> {
@@ -312,25 +314,19 @@ impl MessageStore for MongoStorage {
         }};
         let event = event_doc(event)?;
         let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
-        let mut tx = Tx::start(&self.client).await?;
-        loop {
-            let mut session = tx.attempt().await?;
-            let written = async {
-                let done = in_session!(
-                    session.as_deref_mut(),
-                    messages.update_one(filter.clone(), update.clone())
-                )?;
-                let settled = done.matched_count > 0;
-                if settled {
-                    in_session!(session, events.insert_one(&event))?;
-                }
-                Ok(settled)
+        in_transaction!(&self.client, |session| async {
+            let done = in_session!(
+                session.as_deref_mut(),
+                messages.update_one(filter.clone(), update.clone())
+            )?;
+            let settled = done.matched_count > 0;
+            if settled {
+                in_session!(session, events.insert_one(&event))?;
             }
-            .await;
-            if let Some(done) = tx.end(written).await {
-                return done;
-            }
+            Ok(settled)
         }
+        .await)
+        .await
     }
 
     /// One transaction (see [`Tx`]).
@@ -343,20 +339,13 @@ impl MessageStore for MongoStorage {
         let filter = doc! {"instanceId": instance_id, "messageId": message_id};
         let event = event_doc(event)?;
         let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
-        let mut tx = Tx::start(&self.client).await?;
-        loop {
-            let mut session = tx.attempt().await?;
-            let written = async {
-                let done =
-                    in_session!(session.as_deref_mut(), messages.delete_one(filter.clone()))?;
-                in_session!(session, events.insert_one(&event))?;
-                Ok(done.deleted_count > 0)
-            }
-            .await;
-            if let Some(done) = tx.end(written).await {
-                return done;
-            }
+        in_transaction!(&self.client, |session| async {
+            let done = in_session!(session.as_deref_mut(), messages.delete_one(filter.clone()))?;
+            in_session!(session, events.insert_one(&event))?;
+            Ok(done.deleted_count > 0)
         }
+        .await)
+        .await
     }
 
     /// One transaction (see [`Tx`]).
@@ -380,25 +369,19 @@ impl MessageStore for MongoStorage {
             "updatedAt": date(at),
         }};
         let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
-        let mut tx = Tx::start(&self.client).await?;
-        loop {
-            let mut session = tx.attempt().await?;
-            let written = async {
-                let advance = messages
-                    .find_one_and_update(filter.clone(), update.clone())
-                    .return_document(ReturnDocument::After);
-                let Some(found) = in_session!(session.as_deref_mut(), advance)? else {
-                    return Ok(None);
-                };
-                let event = InstanceEvent::status_of(&message_from_doc(&found)?, from);
-                in_session!(session, events.insert_one(event_doc(&event)?))?;
-                Ok(Some(event))
-            }
-            .await;
-            if let Some(done) = tx.end(written).await {
-                return done;
-            }
+        in_transaction!(&self.client, |session| async {
+            let advance = messages
+                .find_one_and_update(filter.clone(), update.clone())
+                .return_document(ReturnDocument::After);
+            let Some(found) = in_session!(session.as_deref_mut(), advance)? else {
+                return Ok(None);
+            };
+            let event = InstanceEvent::status_of(&message_from_doc(&found)?, from);
+            in_session!(session, events.insert_one(event_doc(&event)?))?;
+            Ok(Some(event))
         }
+        .await)
+        .await
     }
 
     async fn chat_history(
@@ -678,14 +661,10 @@ impl MongoStorage {
         contact: Option<&Contact>,
         event: &Document,
     ) -> StoreResult<()> {
-        let mut tx = Tx::start(&self.client).await?;
-        loop {
-            let session = tx.attempt().await?;
-            let written = self.record_writes(session, message, contact, event).await;
-            if let Some(done) = tx.end(written).await {
-                return done;
-            }
-        }
+        in_transaction!(&self.client, |session| self
+            .record_writes(session, message, contact, event)
+            .await)
+        .await
     }
 
     /// The writes of [`MessageStore::record_message`], in `session`'s transaction when one

@@ -28,18 +28,38 @@ macro_rules! in_session {
 }
 pub(super) use in_session;
 
-/// One logical write, tried as a transaction until it commits or fails for good:
+/// Runs `$writes` as one transaction of `$client` (see [`Tx`]), again while the server
+/// calls its failure transient; a future of its `StoreResult`. `$writes` awaits its
+/// writes through `$session` (an `Option<&mut ClientSession>`, None where the deployment
+/// has no transactions: pass it on with [`in_session!`]) and gives a `Result<_, TxError>`:
 ///
 /// ```ignore
-/// let mut tx = Tx::start(&client).await?;
-/// loop {
-///     let mut session = tx.attempt().await?;
-///     let written = async { /* writes with in_session!(session.as_deref_mut(), …) */ }.await;
-///     if let Some(done) = tx.end(written).await {
-///         return done;
-///     }
+/// in_transaction!(&self.client, |session| async {
+///     in_session!(session, events.insert_one(&event))?;
+///     Ok(())
 /// }
+/// .await)
+/// .await
 /// ```
+macro_rules! in_transaction {
+    ($client:expr, |$session:ident| $writes:expr) => {
+        async {
+            let mut tx = $crate::storage::mongo::tx::Tx::start($client).await?;
+            loop {
+                #[allow(unused_mut)]
+                let mut $session = tx.attempt().await?;
+                let written = $writes;
+                if let Some(done) = tx.end(written).await {
+                    break done;
+                }
+            }
+        }
+    };
+}
+pub(super) use in_transaction;
+
+/// One logical write, tried as a transaction until it commits or fails for good (see
+/// [`in_transaction!`]).
 pub(super) struct Tx {
     session: ClientSession,
     /// Cleared when the deployment turns out to have no transactions.

@@ -226,56 +226,12 @@ async fn one_by_one(conn: &mut SqliteConnection, batch: &mut [Job]) -> StoreResu
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use wagate_actors::domain::event::Connected;
-    use wagate_actors::domain::{Event, EventQuery, InstanceEvent, Message, MessageStatus};
+    use wagate_actors::domain::{EventQuery, InstanceEvent, Message, MessageStatus};
     use wagate_actors::store::{EventStore, MessageStore, Storage};
 
     use super::*;
+    use crate::storage::fixtures::{event, message};
     use crate::storage::sqlite::{SqliteStorage, insert_event, messaging::insert_message_row};
-
-    fn message(wa_id: &str) -> Message {
-        let now = Utc::now();
-        Message {
-            id: wagate_actors::domain::new_id(),
-            instance_id: "i".into(),
-            message_id: wa_id.into(),
-            remote_jid: "79001234567@s.whatsapp.net".into(),
-            from_me: true,
-            message_type: "text".into(),
-            content: Some(wa_id.into()),
-            has_media: false,
-            media_url: None,
-            caption: None,
-            mime_type: None,
-            file_name: None,
-            media_path: None,
-            media_size: None,
-            status: MessageStatus::Sent,
-            push_name: None,
-            metadata: serde_json::json!({}),
-            timestamp: now,
-            created_at: now,
-            updated_at: now,
-            status_updated_at: None,
-            quoted_message_id: None,
-            mentions: Vec::new(),
-            reactions: Vec::new(),
-            edited_at: None,
-            revoked: false,
-            typed: Default::default(),
-            message_secret: None,
-        }
-    }
-
-    fn event() -> InstanceEvent {
-        InstanceEvent::new(
-            "i",
-            Event::Connected(Connected {
-                phone: "1".into(),
-                push_name: None,
-            }),
-        )
-    }
 
     /// A send's write: its event, then its message (a duplicate fails after the event is
     /// written, so the event must be undone with it).
