@@ -1,27 +1,29 @@
-//! [`CommitQueue`]: group commit for the messages the instance actors pipeline
-//! ([`record_message_then`](wagate_actors::store::MessageStore::record_message_then)) on
-//! MongoDB.
+//! [`CommitQueue`]: group commit on MongoDB for the messages and receipts the instance
+//! actors pipeline
+//! ([`record_message_then`](wagate_actors::store::MessageStore::record_message_then),
+//! [`advance_message_status_then`](wagate_actors::store::MessageStore::advance_message_status_then)).
 //!
 //! Each message is its document, its event and maybe its contact, written in one
 //! transaction. One at a time, that is a transaction per message, and the actors of many
 //! instances queue for the server with a few round trips apiece. Here one task drains a
 //! bounded queue of them and writes what has gathered in one transaction:
 //!
-//! - every message in one ordered `insertMany`, then the contacts (one upsert each: the
-//!   driver has no batched find-and-modify), then every event in one `insertMany`, then
-//!   the commit: three round trips for a batch of sends instead of three per send;
+//! - the batch in one transaction, in queue order: each run of messages in one ordered
+//!   `insertMany`, then their contacts (one upsert each: the driver has no batched
+//!   find-and-modify); each receipt's status move (it may be for a message queued just
+//!   before it); then every event in one `insertMany`, and the commit. A batch of sends
+//!   is three round trips instead of three per send;
 //! - when the batch fails for good (one bad row, say a duplicate message, aborts the whole
-//!   transaction), each of its messages is written again on its own, in order, in a
-//!   transaction of its own: a failing write fails its own caller only and leaves nothing
-//!   of itself behind;
+//!   transaction), each of its writes runs again on its own, in order, in a transaction of
+//!   its own: a failing write fails its own caller only and leaves nothing of itself
+//!   behind;
 //! - every caller is told after the commit, in queue order, so "stored before announced"
-//!   holds and the writes of one instance are told in the order made;
-//! - a deployment without transactions (a standalone server) writes each message on its
-//!   own, in order, as `record_message` does there;
-//! - a receipt's status change queued here (it may be for a message still queued) is
-//!   written on its own, after the messages queued before it.
+//!   holds and the writes of one instance are told in the order made.
 //!
-//! Under no load a batch is one message: a lone caller waits for no one.
+//! A deployment without transactions (a standalone server) has no queue: each message is
+//! written on its own there, by its instance, as `record_message` does.
+//!
+//! Under no load a batch is one write: a lone caller waits for no one.
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::Document;
@@ -31,7 +33,7 @@ use wagate_actors::error::StoreError;
 use wagate_actors::store::{Committed, MessageStore, StoreResult};
 
 use super::tx::{TxError, in_session, in_transaction};
-use super::{EVENTS, MESSAGES, MongoStorage, is_duplicate_key};
+use super::{EVENTS, MESSAGES, MongoStorage, event_doc, is_duplicate_key};
 
 /// Writes waiting for the task, past which callers wait to enqueue (back-pressure).
 const QUEUE: usize = 4096;
@@ -110,91 +112,131 @@ async fn drain(mut rx: mpsc::Receiver<Job>, storage: MongoStorage) {
 }
 
 impl MongoStorage {
-    /// Writes `batch` and tells each of its callers, in order: each run of messages as
-    /// one batch, each status change on its own.
+    /// Writes `batch` in one transaction and tells each of its callers, in order; when
+    /// that fails, writes each of its jobs on its own.
     async fn commit(&self, batch: Vec<Job>) {
-        let mut run = Vec::new();
-        for job in batch {
-            match job {
-                Job::Record { write, done } => run.push((*write, done)),
-                Job::Status { change, done } => {
-                    self.record_run(std::mem::take(&mut run)).await;
-                    let c = change;
-                    done(
-                        self.advance_message_status(
-                            &c.instance_id,
-                            &c.message_id,
-                            c.status,
-                            c.at,
-                            c.from.as_deref(),
-                        )
-                        .await,
-                    );
+        let (ops, dones): (Vec<Op>, Vec<Done>) = batch.into_iter().map(Job::split).unzip();
+        let outcomes = match self.write_batch(&ops).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                if ops.len() > 1 {
+                    tracing::debug!(%err, size = ops.len(), "a batch failed; writing its jobs one by one");
                 }
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    outcomes.push(match op {
+                        Op::Record(w) => self
+                            .record_docs(&w.message, w.contact.as_ref(), &w.event)
+                            .await
+                            .map(|()| None),
+                        Op::Status(c) => {
+                            self.advance_message_status(
+                                &c.instance_id,
+                                &c.message_id,
+                                c.status,
+                                c.at,
+                                c.from.as_deref(),
+                            )
+                            .await
+                        }
+                    });
+                }
+                return tell(dones, outcomes);
             }
-        }
-        self.record_run(run).await;
+        };
+        tell(dones, outcomes.into_iter().map(Ok).collect());
     }
 
-    /// Writes consecutive messages in one transaction, or each on its own when that
-    /// fails, and tells their callers.
-    async fn record_run(&self, run: Vec<(Write, Committed)>) {
-        let (writes, dones): (Vec<Write>, Vec<Committed>) = run.into_iter().unzip();
-        if writes.len() > 1 {
-            match self.record_batch(&writes).await {
-                Ok(true) => {
-                    for done in dones {
-                        done(Ok(()));
-                    }
-                    return;
-                }
-                // No transactions, or the batch failed: each on its own.
-                Ok(false) => {}
-                Err(err) => {
-                    tracing::debug!(%err, size = writes.len(), "a batch failed; writing its messages one by one");
-                }
-            }
-        }
-        for (write, done) in writes.iter().zip(dones) {
-            done(
-                self.record_docs(&write.message, write.contact.as_ref(), &write.event)
-                    .await,
-            );
-        }
-    }
-
-    /// The whole batch in one transaction, tried again while the server calls its failure
-    /// transient. `Ok(false)` when the deployment has no transactions (nothing written).
-    async fn record_batch(&self, batch: &[Write]) -> StoreResult<bool> {
+    /// The whole batch in one transaction, in order, tried again while the server calls
+    /// its failure transient: each run of messages in one ordered `insertMany` and their
+    /// contacts, each status move, then every event in one `insertMany`. Returns the
+    /// status moves' events (None for the messages, and for a move that changed nothing).
+    async fn write_batch(&self, ops: &[Op]) -> StoreResult<Vec<Option<InstanceEvent>>> {
         let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
         in_transaction!(&self.client, |session| async {
-            // No transactions: nothing written, each on its own instead.
             let Some(session) = session else {
-                return Ok(false);
+                return Err(StoreError::Unavailable("no transactions".into()).into());
             };
-            in_session!(
-                Some(&mut *session),
-                messages.insert_many(batch.iter().map(|write| &write.message))
-            )?;
-            for contact in batch.iter().filter_map(|write| write.contact.as_ref()) {
-                match self.upsert_contact_once(contact, Some(&mut *session)).await {
-                    // Created meanwhile by another writer: the whole batch again.
-                    Err(TxError::Mongo(e)) if is_duplicate_key(&e) => {
-                        return Err(TxError::ContactRace);
+            let mut outcomes = Vec::with_capacity(ops.len());
+            let mut stored = Vec::with_capacity(ops.len());
+            let mut rest = ops;
+            while let Some(op) = rest.first() {
+                match op {
+                    Op::Record(_) => {
+                        let run: Vec<&Write> = rest
+                            .iter()
+                            .map_while(|op| match op {
+                                Op::Record(w) => Some(&**w),
+                                Op::Status(_) => None,
+                            })
+                            .collect();
+                        in_session!(
+                            Some(&mut *session),
+                            messages.insert_many(run.iter().map(|w| &w.message))
+                        )?;
+                        for contact in run.iter().filter_map(|w| w.contact.as_ref()) {
+                            match self.upsert_contact_once(contact, Some(&mut *session)).await {
+                                // Created meanwhile by another writer: the batch again.
+                                Err(TxError::Mongo(e)) if is_duplicate_key(&e) => {
+                                    return Err(TxError::ContactRace);
+                                }
+                                other => {
+                                    other?;
+                                }
+                            }
+                        }
+                        stored.extend(run.iter().map(|w| w.event.clone()));
+                        outcomes.extend(run.iter().map(|_| None));
+                        rest = &rest[run.len()..];
                     }
-                    other => {
-                        other?;
+                    Op::Status(change) => {
+                        let event = self.advance_in(change, Some(&mut *session)).await?;
+                        if let Some(event) = &event {
+                            stored.push(event_doc(event)?);
+                        }
+                        outcomes.push(event);
+                        rest = &rest[1..];
                     }
                 }
             }
-            in_session!(
-                Some(session),
-                events.insert_many(batch.iter().map(|write| &write.event))
-            )?;
-            Ok(true)
+            if !stored.is_empty() {
+                in_session!(Some(session), events.insert_many(&stored))?;
+            }
+            Ok(outcomes)
         }
         .await)
         .await
+    }
+}
+
+/// What a batch writes, without whom to tell (which is not `Sync`).
+enum Op {
+    Record(Box<Write>),
+    Status(StatusChange),
+}
+
+/// Whom to tell how a job ended.
+enum Done {
+    Record(Committed),
+    Status(Committed<Option<InstanceEvent>>),
+}
+
+impl Job {
+    fn split(self) -> (Op, Done) {
+        match self {
+            Job::Record { write, done } => (Op::Record(write), Done::Record(done)),
+            Job::Status { change, done } => (Op::Status(change), Done::Status(done)),
+        }
+    }
+}
+
+/// Tells each job of a batch its outcome, in order.
+fn tell(dones: Vec<Done>, outcomes: Vec<StoreResult<Option<InstanceEvent>>>) {
+    for (done, outcome) in dones.into_iter().zip(outcomes) {
+        match done {
+            Done::Record(done) => done(outcome.map(drop)),
+            Done::Status(done) => done(outcome),
+        }
     }
 }
 
@@ -202,7 +244,9 @@ impl MongoStorage {
 mod tests {
     use chrono::Utc;
     use tokio::sync::oneshot;
-    use wagate_actors::domain::{ContactQuery, EventQuery, InstanceEvent, Message, new_id};
+    use wagate_actors::domain::{
+        ContactQuery, EventQuery, InstanceEvent, Message, MessageStatus, new_id,
+    };
     use wagate_actors::store::{ContactStore, EventStore, MessageStore, Storage};
 
     use super::*;
@@ -254,6 +298,25 @@ mod tests {
         (job, rx)
     }
 
+    /// A receipt moving `wa_id` to `status`, and where its outcome is told.
+    fn receipt(
+        wa_id: &str,
+        status: MessageStatus,
+    ) -> (Job, oneshot::Receiver<StoreResult<Option<InstanceEvent>>>) {
+        let (tx, rx) = oneshot::channel();
+        let change = StatusChange {
+            instance_id: "i".into(),
+            message_id: wa_id.into(),
+            status,
+            at: Utc::now(),
+            from: None,
+        };
+        let done = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        (Job::Status { change, done }, rx)
+    }
+
     async fn event_ids(storage: &MongoStorage) -> Vec<String> {
         let query = EventQuery {
             limit: 100,
@@ -263,6 +326,15 @@ mod tests {
         let mut ids: Vec<String> = events.into_iter().map(|e| e.id).collect();
         ids.sort();
         ids
+    }
+
+    /// The test server is a replica set (of one node): its storage queues, so the
+    /// storage suites run the batches.
+    #[tokio::test]
+    async fn a_replica_set_gets_the_queue() {
+        let storage = storage().await;
+        assert!(storage.commits.is_some());
+        storage.close().await;
     }
 
     /// A batch is stored whole, its contacts upserted in order (the last name wins), and
@@ -288,6 +360,30 @@ mod tests {
         let contacts = storage.list_contacts("i", &query).await.expect("contacts");
         assert_eq!(contacts.total, 1, "one contact, upserted twice");
         assert_eq!(contacts.items[0].push_name.as_deref(), Some("Bob"));
+        storage.close().await;
+    }
+
+    /// Receipts in a batch move the messages queued before them in the same batch, in
+    /// order, and their events are stored with them; one for an unknown message or a
+    /// move backwards changes nothing.
+    #[tokio::test]
+    async fn receipts_in_a_batch_follow_the_messages_before_them() {
+        let storage = storage().await;
+        let a = event();
+        let (ja, ra) = job(&message("A"), None, &a);
+        let (jr, rr) = receipt("A", MessageStatus::Read);
+        let (jl, rl) = receipt("A", MessageStatus::Delivered);
+        let (ju, ru) = receipt("UNKNOWN", MessageStatus::Read);
+        storage.commit(vec![ja, jr, jl, ju]).await;
+        assert_eq!(ra.await.expect("told"), Ok(()));
+        let read = rr.await.expect("told").expect("stored").expect("moved");
+        assert_eq!(rl.await.expect("told"), Ok(None), "no move backwards");
+        assert_eq!(ru.await.expect("told"), Ok(None), "no such message");
+        let stored = storage.message_by_id("i", "A").await.expect("read");
+        assert_eq!(stored.map(|m| m.status), Some(MessageStatus::Read));
+        let mut expected = vec![a.id, read.id];
+        expected.sort();
+        assert_eq!(event_ids(&storage).await, expected);
         storage.close().await;
     }
 

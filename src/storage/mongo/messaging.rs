@@ -357,26 +357,18 @@ impl MessageStore for MongoStorage {
         at: DateTime<Utc>,
         from: Option<&str>,
     ) -> StoreResult<Option<InstanceEvent>> {
-        let Some(filter) = forward_only_status(
-            doc! {"instanceId": instance_id, "messageId": message_id},
+        let change = StatusChange {
+            instance_id: instance_id.to_owned(),
+            message_id: message_id.to_owned(),
             status,
-        ) else {
-            return Ok(None);
+            at,
+            from: from.map(str::to_owned),
         };
-        let update = doc! {"$set": {
-            "status": status.as_str(),
-            "statusUpdatedAt": date(at),
-            "updatedAt": date(at),
-        }};
-        let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
+        let events = self.coll(EVENTS)?;
         in_transaction!(&self.client, |session| async {
-            let advance = messages
-                .find_one_and_update(filter.clone(), update.clone())
-                .return_document(ReturnDocument::After);
-            let Some(found) = in_session!(session.as_deref_mut(), advance)? else {
+            let Some(event) = self.advance_in(&change, session.as_deref_mut()).await? else {
                 return Ok(None);
             };
-            let event = InstanceEvent::status_of(&message_from_doc(&found)?, from);
             in_session!(session, events.insert_one(event_doc(&event)?))?;
             Ok(Some(event))
         }
@@ -652,6 +644,39 @@ impl MongoStorage {
             in_session!(session, set)?;
         }
         Ok(stored)
+    }
+
+    /// The status move of [`MessageStore::advance_message_status`], in `session`'s
+    /// transaction when one is given: the event reporting it, to be stored with it, or
+    /// None when it changed nothing.
+    pub(super) async fn advance_in(
+        &self,
+        change: &StatusChange,
+        session: Option<&mut ClientSession>,
+    ) -> Result<Option<InstanceEvent>, TxError> {
+        let Some(filter) = forward_only_status(
+            doc! {"instanceId": &change.instance_id, "messageId": &change.message_id},
+            change.status,
+        ) else {
+            return Ok(None);
+        };
+        let update = doc! {"$set": {
+            "status": change.status.as_str(),
+            "statusUpdatedAt": date(change.at),
+            "updatedAt": date(change.at),
+        }};
+        let messages = self.coll(MESSAGES)?;
+        let advance = messages
+            .find_one_and_update(filter, update)
+            .return_document(ReturnDocument::After);
+        let Some(found) = in_session!(session, advance)? else {
+            return Ok(None);
+        };
+        let message = message_from_doc(&found)?;
+        Ok(Some(InstanceEvent::status_of(
+            &message,
+            change.from.as_deref(),
+        )))
     }
 
     /// [`MessageStore::record_message`] of documents: one transaction (see [`Tx`]).

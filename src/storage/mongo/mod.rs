@@ -87,8 +87,10 @@ pub struct MongoStorage {
     /// Set by [`Storage::close`]: later calls fail with `Unavailable` instead of reaching a
     /// driver that has been shut down.
     closed: Arc<AtomicBool>,
-    /// Where pipelined messages are queued to be written in batches. None in the copy the
-    /// queue's own task writes through (and the queue's task ends with the last handle).
+    /// Where pipelined messages and receipts are queued to be written in batches, one
+    /// transaction each. None on a deployment without transactions (each is written on
+    /// its own there), and in the copy the queue's own task writes through (so the task
+    /// ends with the last handle).
     commits: Option<CommitQueue>,
 }
 
@@ -109,8 +111,28 @@ impl MongoStorage {
         };
         storage.ping().await?;
         storage.create_indexes().await?;
-        storage.commits = Some(CommitQueue::start(storage.clone()));
+        if storage.has_transactions().await {
+            storage.commits = Some(CommitQueue::start(storage.clone()));
+        }
         Ok(storage)
+    }
+
+    /// Whether the deployment has multi-document transactions: a replica set (`setName`
+    /// in `hello`) or a sharded cluster's router. A standalone server has none; nor, to
+    /// be safe, does one that cannot say.
+    async fn has_transactions(&self) -> bool {
+        match self
+            .client
+            .database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+        {
+            Ok(hello) => hello.contains_key("setName") || hello.get_str("msg") == Ok("isdbgrid"),
+            Err(err) => {
+                tracing::warn!(%err, "cannot ask MongoDB whether it has transactions");
+                false
+            }
+        }
     }
 
     /// The database this storage lives in (for tools and tests).
