@@ -16,7 +16,7 @@ use crate::domain::waba::{
 use crate::domain::{
     ActivityEntry, ActivityQuery, ChatSettings, ChatSummary, Contact, ContactQuery, EventQuery,
     HistoryQuery, Instance, InstanceEvent, InstanceStatus, Label, Message, MessageStatus, Page,
-    Reaction, Usage, UsageFilter, UsageKey, User,
+    Reaction, StatusReport, Usage, UsageFilter, UsageKey, User,
 };
 pub use crate::error::{StoreError, StoreResult};
 
@@ -131,17 +131,16 @@ pub trait MessageStore: Send + Sync {
         message_id: &str,
     ) -> StoreResult<Option<Message>>;
     /// Moves the status forward only (see [`MessageStatus::can_become`]) and stores the
-    /// `message_status` event reporting it ([`InstanceEvent::status_of`] the message as
-    /// updated, `from` passed on), both or neither. Returns the stored event, or None
-    /// when the message is unknown or the move would go backwards: nothing is stored
-    /// then.
+    /// `message_status` event reporting it (`report`'s [`StatusReport::event`] of the
+    /// message as updated), both or neither. Returns the stored event, or None when the
+    /// message is unknown or the move would go backwards: nothing is stored then.
     async fn advance_message_status(
         &self,
         instance_id: &str,
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
     ) -> StoreResult<Option<InstanceEvent>>;
     /// [`advance_message_status`](Self::advance_message_status), pipelined as
     /// [`record_message_then`](Self::record_message_then) is: `done` is called with
@@ -153,11 +152,11 @@ pub trait MessageStore: Send + Sync {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
         done: Committed<Option<InstanceEvent>>,
     ) {
         done(
-            self.advance_message_status(instance_id, message_id, status, at, from)
+            self.advance_message_status(instance_id, message_id, status, at, report)
                 .await,
         );
     }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{
     ActivityEntry, ActivityQuery, ChatSettings, ChatSummary, Contact, ContactQuery, EventQuery,
     HistoryQuery, Instance, InstanceEvent, InstanceStatus, Label, Message, MessageStatus, Page,
-    Role, User,
+    Role, StatusReport, User,
 };
 use crate::error::StoreError;
 use crate::store::{
@@ -453,7 +453,7 @@ impl MessageStore for MemoryStorage {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
     ) -> StoreResult<Option<InstanceEvent>> {
         let mut data = self.open()?;
         let Some(message) = data
@@ -469,7 +469,7 @@ impl MessageStore for MemoryStorage {
         message.status = status;
         message.status_updated_at = Some(at);
         message.updated_at = at;
-        let event = InstanceEvent::status_of(message, from);
+        let event = report.event(message);
         data.events.push(event.clone());
         Ok(Some(event))
     }

@@ -27,7 +27,8 @@ use wagate_actors::domain::waba::{
     AssignedFilter, SendFailure, WabaAccount, WabaChat, WabaChatSummary, WabaMedia, WabaMessage,
 };
 use wagate_actors::domain::{
-    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page, User,
+    ActivityEntry, ActivityQuery, EventQuery, Instance, InstanceEvent, InstanceStatus, Page,
+    StatusReport, User,
 };
 use wagate_actors::domain::{ChatSettings, Label};
 use wagate_actors::domain::{
@@ -378,7 +379,7 @@ forward!(MessageStore {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>
+        report: &StatusReport
     ) -> StoreResult<Option<InstanceEvent>>;
     read fn pending_sends(&self, instance_id: &str) -> StoreResult<Vec<String>>;
     write fn settle_pending_send(&self, message: &Message, event: &InstanceEvent) -> StoreResult<bool>;
@@ -419,7 +420,7 @@ forward!(MessageStore {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
         done: Committed<Option<InstanceEvent>>,
     ) {
         let gate = self.writes.clone().read_owned().await;
@@ -430,7 +431,7 @@ forward!(MessageStore {
         self.timed(
             "advance_message_status_then",
             self.active()
-                .advance_message_status_then(instance_id, message_id, status, at, from, done),
+                .advance_message_status_then(instance_id, message_id, status, at, report, done),
         )
         .await
     }

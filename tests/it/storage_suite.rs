@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
+use wagate_actors::domain::StatusReport;
 use wagate_actors::domain::event::{MessageEdited, MessageRevoked};
 use wagate_actors::domain::waba::AssignedFilter;
 use wagate_actors::domain::{
@@ -433,12 +434,16 @@ pub async fn messages_and_statuses(s: DynStorage) {
     assert_eq!(s.message_by_id("other", "WA1").await.expect("get"), None);
 
     let later = t + Duration::seconds(5);
+    // The event is the one made when the change was asked for: its id and time.
+    let report = StatusReport::new(Some("7900@lid"));
     let read = s
-        .advance_message_status("inst", "WA1", MessageStatus::Read, later, Some("7900@lid"))
+        .advance_message_status("inst", "WA1", MessageStatus::Read, later, &report)
         .await
         .expect("advance")
         .expect("moved");
     assert_eq!(read.instance_id, "inst");
+    assert_eq!(read.id, report.id);
+    assert_eq!(read.timestamp, report.timestamp);
     let Event::MessageStatus(change) = &read.event else {
         panic!("a message_status event, not {:?}", read.event)
     };
@@ -460,7 +465,7 @@ pub async fn messages_and_statuses(s: DynStorage) {
         ("nope", MessageStatus::Read),
     ] {
         assert_eq!(
-            s.advance_message_status("inst", id, status, later, None)
+            s.advance_message_status("inst", id, status, later, &StatusReport::new(None))
                 .await
                 .expect("advance"),
             None,
@@ -1794,7 +1799,8 @@ pub async fn messages_recorded_with_contact_and_event(s: DynStorage) {
 }
 
 /// `record_message_then` returns once a write is queued; each write's outcome is told
-/// once it is committed, in the order queued, and a duplicate among them fails alone.
+/// once it is committed, in the order queued, and a duplicate among them fails alone. A
+/// receipt queued behind them (`advance_message_status_then`) is told after them.
 pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
     let inst = "pipe";
     let t = Utc
@@ -1817,35 +1823,38 @@ pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
             None,
             &e,
             Box::new(move |outcome| {
-                let _ = tx.send((n, wa_id, outcome));
+                let _ = tx.send((n, wa_id, outcome.map(|()| None)));
             }),
         )
         .await;
     }
     // A receipt queued right behind the messages finds the one it is for, whose write
     // may not be committed yet: it is written after it.
-    let (receipt_tx, receipt_rx) = tokio::sync::oneshot::channel();
+    let receipt_tx = tx.clone();
     s.advance_message_status_then(
         inst,
         "P23",
         MessageStatus::Read,
         t,
-        None,
+        &StatusReport::new(None),
         Box::new(move |outcome| {
-            let _ = receipt_tx.send(outcome);
+            let _ = receipt_tx.send((24, "P23".to_owned(), outcome));
         }),
     )
     .await;
+    let mut receipt = None;
     drop(tx);
     let mut told = Vec::new();
     while let Some((n, wa_id, outcome)) = rx.recv().await {
-        if n == 9 {
+        if n == 24 {
+            receipt = Some(outcome);
+        } else if n == 9 {
             assert!(
                 matches!(outcome, Err(StoreError::Conflict(_))),
                 "{outcome:?}"
             );
         } else {
-            assert_eq!(outcome, Ok(()), "{wa_id}");
+            assert_eq!(outcome, Ok(None), "{wa_id}");
             assert!(
                 s.message_by_id(inst, &wa_id).await.expect("get").is_some(),
                 "{wa_id} is committed when told"
@@ -1855,10 +1864,10 @@ pub async fn pipelined_writes_are_told_in_order_once_committed(s: DynStorage) {
     }
     assert_eq!(
         told,
-        (0..24).collect::<Vec<_>>(),
+        (0..25).collect::<Vec<_>>(),
         "told in the order queued"
     );
-    let receipt = receipt_rx.await.expect("told").expect("stored");
+    let receipt = receipt.expect("told").expect("stored");
     let event = receipt.expect("the message was found and moved");
     assert_eq!(
         s.message_by_id(inst, "P23")

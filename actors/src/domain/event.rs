@@ -588,6 +588,41 @@ impl MessageStatusChanged {
     }
 }
 
+/// The `message_status` event a status change is to be reported by, made when the change
+/// is queued: its id and time then follow the order events are stored in, which the
+/// webhook queue's cursor and the event stream's resumes rely on (an id made when the
+/// write runs could come after those of writes queued behind it). What it says comes
+/// from the message as the change left it ([`StatusReport::event`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    pub id: String,
+    pub timestamp: DateTime<Utc>,
+    /// Who reported the change (the chat a receipt came from); the message's own chat
+    /// when None.
+    pub from: Option<String>,
+}
+
+impl StatusReport {
+    /// A report made now.
+    pub fn new(from: Option<&str>) -> Self {
+        StatusReport {
+            id: new_id(),
+            timestamp: Utc::now(),
+            from: from.map(str::to_owned),
+        }
+    }
+
+    /// The event reporting the change `message` (as stored after it) went through.
+    pub fn event(&self, message: &Message) -> InstanceEvent {
+        InstanceEvent {
+            id: self.id.clone(),
+            instance_id: message.instance_id.clone(),
+            timestamp: self.timestamp,
+            event: Event::MessageStatus(MessageStatusChanged::of(message, self.from.as_deref())),
+        }
+    }
+}
+
 /// Usage at the moment a limit was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -737,15 +772,6 @@ impl InstanceEvent {
             timestamp: Utc::now(),
             event,
         }
-    }
-
-    /// The `message_status` event of a change `message` (as stored after it) went
-    /// through, now: see [`MessageStatusChanged::of`].
-    pub fn status_of(message: &Message, from: Option<&str>) -> Self {
-        InstanceEvent::new(
-            &message.instance_id,
-            Event::MessageStatus(MessageStatusChanged::of(message, from)),
-        )
     }
 
     /// An event as storage kept it: its `kind` column and its `data` object.

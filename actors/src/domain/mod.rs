@@ -32,7 +32,7 @@ pub mod waba;
 pub use account::{Role, User};
 pub use address::{Jid, normalize_phone};
 pub use chat::{ChatAnswer, ChatChange, ChatOp, ChatSettings, Label, LabelSpec, Mute};
-pub use event::{Event, EventKind, EventQuery, InstanceEvent, Presence};
+pub use event::{Event, EventKind, EventQuery, InstanceEvent, Presence, StatusReport};
 pub use group::{
     Group, GroupAnswer, GroupMember, GroupOp, GroupPatch, GroupRole, ParticipantAction,
     ParticipantOutcome,

@@ -25,7 +25,7 @@ use crate::domain::chat::next_label_id;
 use crate::domain::event::{
     CallReceived, ChatUpdated, Connected, Disconnected, LOGOUT_REASON, LabelUpdated, MediaFields,
     MessageEdited, MessageReaction, MessageReceived, MessageRevoked, MessageSent, PollVoted,
-    PresenceUpdate, QrReceived, ReplyFields,
+    PresenceUpdate, QrReceived, ReplyFields, StatusReport,
 };
 use crate::domain::message::{EDIT_WINDOW, media_url};
 use crate::domain::{
@@ -394,7 +394,8 @@ impl InstanceActor {
                     }
                     other => {
                         let answer = self.on_engine_event(state, other).await;
-                        // Answered once what it queued (a receipt's status) is committed.
+                        // Answered once what it queued (a receipt's status) is written or
+                        // failed (a failed receipt is logged, not answered as an error).
                         state.settle().await;
                         let _ = reply.send(answer.map_err(|e| e.to_string()));
                         return Ok(());
@@ -797,7 +798,7 @@ impl InstanceActor {
                 &queued.message_id,
                 MessageStatus::Failed,
                 Utc::now(),
-                None,
+                &StatusReport::new(None),
             )
             .await;
         match failed {
@@ -1970,7 +1971,8 @@ impl InstanceActor {
                 id,
                 status,
                 Utc::now(),
-                Some(chat),
+                // Made now, in the order the actor queues its writes.
+                &StatusReport::new(Some(chat)),
                 Box::new(move |advanced| {
                     match advanced {
                         Ok(Some(event)) => events.announce(event),

@@ -28,7 +28,7 @@
 use chrono::{DateTime, Utc};
 use mongodb::bson::Document;
 use tokio::sync::mpsc;
-use wagate_actors::domain::{Contact, InstanceEvent, MessageStatus};
+use wagate_actors::domain::{Contact, InstanceEvent, MessageStatus, StatusReport};
 use wagate_actors::error::StoreError;
 use wagate_actors::store::{Committed, MessageStore, StoreResult};
 
@@ -55,7 +55,7 @@ pub(super) struct StatusChange {
     pub message_id: String,
     pub status: MessageStatus,
     pub at: DateTime<Utc>,
-    pub from: Option<String>,
+    pub report: StatusReport,
 }
 
 /// A queued write and whom to tell.
@@ -89,6 +89,10 @@ impl CommitQueue {
     /// Starts the task writing through `storage`, which must not hold this queue: the task
     /// ends when the last handle of the queue is dropped.
     pub(super) fn start(storage: MongoStorage) -> CommitQueue {
+        debug_assert!(
+            storage.commits.is_none(),
+            "the task would keep its own queue open"
+        );
         let (jobs, rx) = mpsc::channel(QUEUE);
         tokio::spawn(drain(rx, storage));
         CommitQueue { jobs }
@@ -112,14 +116,22 @@ async fn drain(mut rx: mpsc::Receiver<Job>, storage: MongoStorage) {
 }
 
 impl MongoStorage {
-    /// Writes `batch` in one transaction and tells each of its callers, in order; when
-    /// that fails, writes each of its jobs on its own.
+    /// Writes `batch` in one transaction and tells each of its callers, in order. When a
+    /// row of it fails (a duplicate message, say), writes each of its jobs on its own;
+    /// when the database does (unreachable, or closed), fails every job with that error
+    /// at once rather than trying each against it.
     async fn commit(&self, batch: Vec<Job>) {
         let (ops, dones): (Vec<Op>, Vec<Done>) = batch.into_iter().map(Job::split).unzip();
         let outcomes = match self.write_batch(&ops).await {
-            Ok(outcomes) => outcomes,
-            Err(err) => {
-                if ops.len() > 1 {
+            Ok(Some(outcomes)) => outcomes,
+            Err(err @ StoreError::Unavailable(_)) => {
+                let outcomes = ops.iter().map(|_| Err(err.clone())).collect();
+                return tell(dones, outcomes);
+            }
+            failed => {
+                if let Err(err) = failed
+                    && ops.len() > 1
+                {
                     tracing::debug!(%err, size = ops.len(), "a batch failed; writing its jobs one by one");
                 }
                 let mut outcomes = Vec::with_capacity(ops.len());
@@ -135,7 +147,7 @@ impl MongoStorage {
                                 &c.message_id,
                                 c.status,
                                 c.at,
-                                c.from.as_deref(),
+                                &c.report,
                             )
                             .await
                         }
@@ -151,11 +163,12 @@ impl MongoStorage {
     /// its failure transient: each run of messages in one ordered `insertMany` and their
     /// contacts, each status move, then every event in one `insertMany`. Returns the
     /// status moves' events (None for the messages, and for a move that changed nothing).
-    async fn write_batch(&self, ops: &[Op]) -> StoreResult<Vec<Option<InstanceEvent>>> {
+    /// None when the deployment turned out to have no transactions (nothing written).
+    async fn write_batch(&self, ops: &[Op]) -> StoreResult<Option<Vec<Option<InstanceEvent>>>> {
         let (messages, events) = (self.coll(MESSAGES)?, self.coll(EVENTS)?);
         in_transaction!(&self.client, |session| async {
             let Some(session) = session else {
-                return Err(StoreError::Unavailable("no transactions".into()).into());
+                return Ok(None);
             };
             let mut outcomes = Vec::with_capacity(ops.len());
             let mut stored = Vec::with_capacity(ops.len());
@@ -202,7 +215,7 @@ impl MongoStorage {
             if !stored.is_empty() {
                 in_session!(Some(session), events.insert_many(&stored))?;
             }
-            Ok(outcomes)
+            Ok(Some(outcomes))
         }
         .await)
         .await
@@ -309,7 +322,7 @@ mod tests {
             message_id: wa_id.into(),
             status,
             at: Utc::now(),
-            from: None,
+            report: StatusReport::new(None),
         };
         let done = Box::new(move |outcome| {
             let _ = tx.send(outcome);

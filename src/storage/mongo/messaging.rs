@@ -9,7 +9,7 @@ use mongodb::bson::{Binary, Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
-    Reaction,
+    Reaction, StatusReport,
 };
 use wagate_actors::domain::{Page, new_id};
 use wagate_actors::error::StoreError;
@@ -202,12 +202,12 @@ impl MessageStore for MongoStorage {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
         done: Committed<Option<InstanceEvent>>,
     ) {
         let Some(queue) = &self.commits else {
             return done(
-                self.advance_message_status(instance_id, message_id, status, at, from)
+                self.advance_message_status(instance_id, message_id, status, at, report)
                     .await,
             );
         };
@@ -216,7 +216,7 @@ impl MessageStore for MongoStorage {
             message_id: message_id.to_owned(),
             status,
             at,
-            from: from.map(str::to_owned),
+            report: report.clone(),
         };
         queue.enqueue(Job::Status { change, done }).await;
     }
@@ -355,14 +355,14 @@ impl MessageStore for MongoStorage {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
     ) -> StoreResult<Option<InstanceEvent>> {
         let change = StatusChange {
             instance_id: instance_id.to_owned(),
             message_id: message_id.to_owned(),
             status,
             at,
-            from: from.map(str::to_owned),
+            report: report.clone(),
         };
         let events = self.coll(EVENTS)?;
         in_transaction!(&self.client, |session| async {
@@ -673,10 +673,7 @@ impl MongoStorage {
             return Ok(None);
         };
         let message = message_from_doc(&found)?;
-        Ok(Some(InstanceEvent::status_of(
-            &message,
-            change.from.as_deref(),
-        )))
+        Ok(Some(change.report.event(&message)))
     }
 
     /// [`MessageStore::record_message`] of documents: one transaction (see [`Tx`]).

@@ -1023,8 +1023,9 @@ impl Storage for MongoStorage {
 
     async fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
-            // Immediate: no cursor or session outlives a call, so there is nothing to wait
-            // for, and a stuck server must not hold the shutdown.
+            // Immediate: no cursor outlives a call, and a session only a batch of the
+            // commit queue (which fails as Unavailable, its callers told), so there is
+            // nothing to wait for, and a stuck server must not hold the shutdown.
             self.client.clone().shutdown().immediate(true).await;
         }
     }

@@ -28,8 +28,9 @@ macro_rules! in_session {
 }
 pub(super) use in_session;
 
-/// Runs `$writes` as one transaction of `$client` (see [`Tx`]), again while the server
-/// calls its failure transient; a future of its `StoreResult`. `$writes` awaits its
+/// Runs `$writes` as one transaction of `$client` (see [`Tx`]), again (the whole
+/// expression, re-evaluated) while the server calls its failure transient; a future of
+/// its `StoreResult`. `$writes` awaits its
 /// writes through `$session` (an `Option<&mut ClientSession>`, None where the deployment
 /// has no transactions: pass it on with [`in_session!`]) and gives a `Result<_, TxError>`:
 ///

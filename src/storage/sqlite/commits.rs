@@ -226,7 +226,7 @@ async fn one_by_one(conn: &mut SqliteConnection, batch: &mut [Job]) -> StoreResu
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use wagate_actors::domain::{EventQuery, InstanceEvent, Message, MessageStatus};
+    use wagate_actors::domain::{EventQuery, InstanceEvent, Message, MessageStatus, StatusReport};
     use wagate_actors::store::{EventStore, MessageStore, Storage};
 
     use super::*;
@@ -329,7 +329,13 @@ mod tests {
         .await
         .expect("trigger");
         let refused = storage
-            .advance_message_status("i", "A", MessageStatus::Delivered, Utc::now(), None)
+            .advance_message_status(
+                "i",
+                "A",
+                MessageStatus::Delivered,
+                Utc::now(),
+                &StatusReport::new(None),
+            )
             .await;
         assert!(
             refused.is_err(),
@@ -346,7 +352,13 @@ mod tests {
             .await
             .expect("drop");
         let stored = storage
-            .advance_message_status("i", "A", MessageStatus::Delivered, Utc::now(), None)
+            .advance_message_status(
+                "i",
+                "A",
+                MessageStatus::Delivered,
+                Utc::now(),
+                &StatusReport::new(None),
+            )
             .await
             .expect("advance")
             .expect("moved");

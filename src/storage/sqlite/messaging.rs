@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor};
 use wagate_actors::domain::Page;
 use wagate_actors::domain::{
     ChatSummary, Contact, ContactQuery, HistoryQuery, InstanceEvent, Message, MessageStatus,
-    Reaction,
+    Reaction, StatusReport,
 };
 use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
@@ -168,7 +168,7 @@ struct StatusChange {
     message_id: String,
     status: MessageStatus,
     at: DateTime<Utc>,
-    from: Option<String>,
+    report: StatusReport,
 }
 
 impl StatusChange {
@@ -177,14 +177,14 @@ impl StatusChange {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
     ) -> Self {
         StatusChange {
             instance_id: instance_id.to_owned(),
             message_id: message_id.to_owned(),
             status,
             at,
-            from: from.map(str::to_owned),
+            report: report.clone(),
         }
     }
 
@@ -214,7 +214,7 @@ impl StatusChange {
         else {
             return Ok(None);
         };
-        let event = InstanceEvent::status_of(&message_from_row(&row)?, self.from.as_deref());
+        let event = self.report.event(&message_from_row(&row)?);
         insert_event(conn, &event).await?;
         Ok(Some(event))
     }
@@ -383,13 +383,13 @@ impl MessageStore for SqliteStorage {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
     ) -> StoreResult<Option<InstanceEvent>> {
         // Nothing may become `status`: no write to queue.
         if status.predecessors().is_empty() {
             return Ok(None);
         }
-        let change = StatusChange::new(instance_id, message_id, status, at, from);
+        let change = StatusChange::new(instance_id, message_id, status, at, report);
         self.commits()
             .submit(change, |conn, change| Box::pin(change.apply(conn)))
             .await
@@ -401,13 +401,12 @@ impl MessageStore for SqliteStorage {
         message_id: &str,
         status: MessageStatus,
         at: DateTime<Utc>,
-        from: Option<&str>,
+        report: &StatusReport,
         done: Committed<Option<InstanceEvent>>,
     ) {
-        if status.predecessors().is_empty() {
-            return done(Ok(None));
-        }
-        let change = StatusChange::new(instance_id, message_id, status, at, from);
+        // Queued even when nothing may become `status` (it then changes nothing): `done`
+        // must come after the writes queued before it.
+        let change = StatusChange::new(instance_id, message_id, status, at, report);
         self.commits()
             .enqueue(change, |conn, change| Box::pin(change.apply(conn)), done)
             .await
