@@ -18,7 +18,10 @@
 //!   its own: a failing write fails its own caller only and leaves nothing of itself
 //!   behind;
 //! - every caller is told after the commit, in queue order, so "stored before announced"
-//!   holds and the writes of one instance are told in the order made.
+//!   holds and the writes of one instance are told in the order made;
+//! - the event hub's own events (`append_event`) queue here too, so that events are
+//!   stored and announced in the order their ids were made, as the webhook queue's
+//!   cursor needs, whichever task made them.
 //!
 //! A deployment without transactions (a standalone server) has no queue: each message is
 //! written on its own there, by its instance, as `record_message` does.
@@ -68,12 +71,15 @@ pub(super) enum Job {
         change: StatusChange,
         done: Committed<Option<InstanceEvent>>,
     },
+    /// An event of its own (the event hub's): after the writes queued before it, so that
+    /// events are stored, and announced, in the order of their ids.
+    Event { event: Document, done: Committed },
 }
 
 impl Job {
     fn fail(self, err: StoreError) {
         match self {
-            Job::Record { done, .. } => done(Err(err)),
+            Job::Record { done, .. } | Job::Event { done, .. } => done(Err(err)),
             Job::Status { done, .. } => done(Err(err)),
         }
     }
@@ -141,6 +147,7 @@ impl MongoStorage {
                             .record_docs(&w.message, w.contact.as_ref(), &w.event)
                             .await
                             .map(|()| None),
+                        Op::Event(event) => self.insert_event_doc(event).await.map(|()| None),
                         Op::Status(c) => {
                             self.advance_message_status(
                                 &c.instance_id,
@@ -180,7 +187,7 @@ impl MongoStorage {
                             .iter()
                             .map_while(|op| match op {
                                 Op::Record(w) => Some(&**w),
-                                Op::Status(_) => None,
+                                Op::Status(_) | Op::Event(_) => None,
                             })
                             .collect();
                         in_session!(
@@ -201,6 +208,11 @@ impl MongoStorage {
                         stored.extend(run.iter().map(|w| w.event.clone()));
                         outcomes.extend(run.iter().map(|_| None));
                         rest = &rest[run.len()..];
+                    }
+                    Op::Event(event) => {
+                        stored.push(event.clone());
+                        outcomes.push(None);
+                        rest = &rest[1..];
                     }
                     Op::Status(change) => {
                         let event = self.advance_in(change, Some(&mut *session)).await?;
@@ -226,6 +238,7 @@ impl MongoStorage {
 enum Op {
     Record(Box<Write>),
     Status(StatusChange),
+    Event(Document),
 }
 
 /// Whom to tell how a job ended.
@@ -239,6 +252,7 @@ impl Job {
         match self {
             Job::Record { write, done } => (Op::Record(write), Done::Record(done)),
             Job::Status { change, done } => (Op::Status(change), Done::Status(done)),
+            Job::Event { event, done } => (Op::Event(event), Done::Record(done)),
         }
     }
 }
@@ -309,6 +323,16 @@ mod tests {
             }),
         };
         (job, rx)
+    }
+
+    /// An event queued on its own, and where its outcome is told.
+    fn event_job(e: &InstanceEvent) -> (Job, oneshot::Receiver<StoreResult<()>>) {
+        let (tx, rx) = oneshot::channel();
+        let event = crate::storage::mongo::event_doc(e).expect("event");
+        let done = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        (Job::Event { event, done }, rx)
     }
 
     /// A receipt moving `wa_id` to `status`, and where its outcome is told.
@@ -402,7 +426,8 @@ mod tests {
 
     /// A duplicate message in a batch fails alone, with a conflict, and leaves nothing of
     /// itself behind (its event is not stored); the messages before and after it are
-    /// stored, once each, with their events.
+    /// stored, once each, with their events. So does an event whose id is taken, beside
+    /// one that is not.
     #[tokio::test]
     async fn a_failing_message_fails_only_itself() {
         let storage = storage().await;
@@ -411,20 +436,26 @@ mod tests {
             .record_message(&message("TAKEN"), None, &taken)
             .await
             .expect("first");
-        let (before, dup, after) = (event(), event(), event());
+        let (before, dup, after, own) = (event(), event(), event(), event());
         let (ja, ra) = job(&message("A"), None, &before);
         let (jd, rd) = job(&message("TAKEN"), Some(contact("Dup")), &dup);
         let (jb, rb) = job(&message("B"), None, &after);
-        storage.commit(vec![ja, jd, jb]).await;
+        // An event of its own, and one whose id is taken.
+        let (je, re) = event_job(&own);
+        let (jt, rt) = event_job(&taken);
+        storage.commit(vec![ja, jd, jb, je, jt]).await;
         assert_eq!(ra.await.expect("told"), Ok(()));
         assert_eq!(rb.await.expect("told"), Ok(()));
+        assert_eq!(re.await.expect("told"), Ok(()));
+        let told = rt.await.expect("told");
+        assert!(matches!(told, Err(StoreError::Conflict(_))), "{told:?}");
         let told = rd.await.expect("told");
         assert!(matches!(told, Err(StoreError::Conflict(_))), "{told:?}");
         for wa_id in ["A", "B", "TAKEN"] {
             let stored = storage.message_by_id("i", wa_id).await.expect("read");
             assert!(stored.is_some(), "{wa_id} stored");
         }
-        let mut expected = vec![taken.id, before.id, after.id];
+        let mut expected = vec![taken.id, before.id, after.id, own.id];
         expected.sort();
         assert_eq!(
             event_ids(&storage).await,

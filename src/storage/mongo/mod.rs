@@ -117,6 +117,15 @@ impl MongoStorage {
         Ok(storage)
     }
 
+    /// Stores one event document.
+    async fn insert_event_doc(&self, event: &Document) -> StoreResult<()> {
+        self.coll(EVENTS)?
+            .insert_one(event)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     /// Whether the deployment has multi-document transactions: a replica set (`setName`
     /// in `hello`) or a sharded cluster's router. A standalone server has none; nor, to
     /// be safe, does one that cannot say.
@@ -959,12 +968,20 @@ impl ActivityStore for MongoStorage {
 
 #[async_trait]
 impl EventStore for MongoStorage {
+    /// Behind the writes queued before it, where there is a queue.
     async fn append_event(&self, e: &InstanceEvent) -> StoreResult<()> {
-        self.coll(EVENTS)?
-            .insert_one(event_doc(e)?)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        let event = event_doc(e)?;
+        let Some(queue) = &self.commits else {
+            return self.insert_event_doc(&event).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = Box::new(move |outcome| {
+            // The caller may have given up waiting: nothing to tell then.
+            let _ = tx.send(outcome);
+        });
+        queue.enqueue(commits::Job::Event { event, done }).await;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the database's writer has stopped".into()))?
     }
 
     async fn list_events(
