@@ -842,12 +842,16 @@ async fn live_contacts_always_have_a_name() {
 /// Many sends to one instance at once: the instance queues each write and takes the next
 /// send without waiting for the commit. Every send answered 200 is in the history at once;
 /// each `message_sent` event is in storage when it is seen live, and the live stream shows
-/// them in the order they were stored.
+/// them in the order they were stored. The recipient is a sandbox instance, so each send
+/// also brings a `delivered` receipt, queued between the sends: the stream shows every
+/// event in the order of its id (which the webhook queue's cursor relies on).
 async fn sends_at_once_are_stored_before_they_are_announced_in_order(backend: Backend) {
     const SENDS: usize = 48;
     let srv = TestServer::start_on(backend, &[]).await;
     let auth = srv.admin();
     let id = srv.connected_instance(&auth, "burst", "79006660002").await;
+    srv.connected_instance(&auth, "recipient", "79001234567")
+        .await;
     let stream = srv
         .request(
             reqwest::Method::GET,
@@ -891,8 +895,14 @@ async fn sends_at_once_are_stored_before_they_are_announced_in_order(backend: Ba
     };
     let mut frames = SseEvents::new(stream);
     let mut live: Vec<String> = Vec::new();
-    while live.len() < SENDS {
-        let (_, event) = frames.next().await;
+    let (mut ids, mut delivered) = (Vec::new(), 0);
+    while live.len() < SENDS || delivered < SENDS {
+        let (event_id, event) = frames.next().await;
+        ids.push(event_id);
+        if event["type"] == "message_status" {
+            assert_eq!(event["data"]["status"], "delivered", "{event}");
+            delivered += 1;
+        }
         if event["type"] != "message_sent" {
             continue;
         }
@@ -906,6 +916,10 @@ async fn sends_at_once_are_stored_before_they_are_announced_in_order(backend: Ba
     }
     let stored = sent_events(events_of(&srv, &auth, &id, "message_sent").await);
     assert_eq!(live, stored, "announced in the order stored");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "announced in the order of their ids: {ids:?}"
+    );
     live.sort_unstable();
     assert_eq!(live, answered, "one event per answered send");
 }
