@@ -421,6 +421,10 @@ impl InstanceAdmin {
             changed.push("limits");
         }
         instance.updated_at = Utc::now();
+        if webhook_changed {
+            // The events from before the change are judged by the settings before it.
+            self.webhooks.sync().await;
+        }
         if !self.storage.update_instance(&instance).await? {
             return Err(InstanceError::NotFound(instance.id));
         }

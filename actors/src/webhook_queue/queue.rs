@@ -75,6 +75,8 @@ use crate::store::EventsAfter;
 
 /// How long a retry or a replay may take (a replay walks the instance's stored events).
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a settings change waits for the queue to handle the events before it.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which deliveries a replay queues again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +241,23 @@ impl WebhookQueueHandle {
         }
     }
 
+    /// Waits (at most [`SYNC_TIMEOUT`]) until the queue has handled every event forwarded
+    /// before now. Call it before storing a change of an instance's webhook URL or
+    /// settings: the queue reads an instance it has not seen yet from storage when its
+    /// first event comes, and an event forwarded before the change but handled after it
+    /// would otherwise be judged by the new settings (a URL set on an instance that had
+    /// none would get the events from before it). A queue that is restarting or slow is
+    /// not waited for longer: the change goes on.
+    pub async fn sync(&self) {
+        if let Err(err) = self
+            .slot
+            .call(SYNC_TIMEOUT, "the webhook queue", QueueMsg::Sync)
+            .await
+        {
+            tracing::debug!(%err, "the webhook queue did not answer before a settings change");
+        }
+    }
+
     /// The instance's webhook URL or settings changed in storage: the queue and its
     /// worker read them again for the next event and the next attempt. Call it once the
     /// change is stored and before any event of it is published.
@@ -303,6 +322,8 @@ pub(crate) enum QueueMsg {
         since: DateTime<Utc>,
     },
     Invalidate(String),
+    /// Answered once everything before it in the mailbox is handled.
+    Sync(RpcReplyPort<()>),
     Purge(String),
     /// Cluster mode: this node took the instance's lease.
     Adopt(String),
@@ -533,6 +554,9 @@ impl Actor for WebhookQueue {
                         }
                     }
                 }
+            }
+            QueueMsg::Sync(reply) => {
+                let _ = reply.send(());
             }
             QueueMsg::Invalidate(instance_id) => {
                 state.instances.remove(&instance_id);
