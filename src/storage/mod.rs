@@ -21,7 +21,36 @@ pub mod sqlite;
 pub mod switchable;
 
 use chrono::{DateTime, Utc};
+use wagate_actors::domain::{MessageStatus, StatusReport};
 use wagate_actors::error::StoreError;
+
+/// A status change to store with its `message_status` event, as both backends queue it
+/// ([`advance_message_status`](wagate_actors::store::MessageStore::advance_message_status)).
+pub(crate) struct StatusChange {
+    pub instance_id: String,
+    pub message_id: String,
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+    pub report: StatusReport,
+}
+
+impl StatusChange {
+    pub(crate) fn new(
+        instance_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        at: DateTime<Utc>,
+        report: &StatusReport,
+    ) -> Self {
+        StatusChange {
+            instance_id: instance_id.to_owned(),
+            message_id: message_id.to_owned(),
+            status,
+            at,
+            report: report.clone(),
+        }
+    }
+}
 
 /// Unix milliseconds → UTC instant; out-of-range values are corrupt data.
 pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {

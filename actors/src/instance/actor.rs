@@ -211,6 +211,14 @@ impl InstanceState {
         StatusView::new(self.status, self.live_qr().is_some(), self.phone.clone())
     }
 
+    /// A write is about to be queued, behind every earlier one: [`settle`](Self::settle)
+    /// waits for it from now on. Send `()` once it is committed (or failed).
+    fn queuing(&mut self) -> oneshot::Sender<()> {
+        let (committed, settled) = oneshot::channel();
+        self.committing = Some(settled);
+        committed
+    }
+
     /// Waits until every message write this actor queued is committed (or failed), so
     /// that what runs next reads storage as if it had awaited them.
     async fn settle(&mut self) {
@@ -1305,8 +1313,7 @@ impl InstanceActor {
         };
         let (stats, events) = (self.deps.stats.clone(), self.deps.events.clone());
         let (user_id, instance_id) = (state.user_id.clone(), state.id.clone());
-        let (committed, settled) = oneshot::channel();
-        state.committing = Some(settled);
+        let committed = state.queuing();
         let stored = event.clone();
         self.deps
             .storage
@@ -1962,8 +1969,7 @@ impl InstanceActor {
         status: MessageStatus,
     ) {
         let (events, instance_id) = (self.deps.events.clone(), state.id.clone());
-        let (committed, settled) = oneshot::channel();
-        state.committing = Some(settled);
+        let committed = state.queuing();
         self.deps
             .storage
             .advance_message_status_then(

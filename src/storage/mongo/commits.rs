@@ -28,15 +28,15 @@
 //!
 //! Under no load a batch is one write: a lone caller waits for no one.
 
-use chrono::{DateTime, Utc};
 use mongodb::bson::Document;
 use tokio::sync::mpsc;
-use wagate_actors::domain::{Contact, InstanceEvent, MessageStatus, StatusReport};
+use wagate_actors::domain::{Contact, InstanceEvent};
 use wagate_actors::error::StoreError;
-use wagate_actors::store::{Committed, MessageStore, StoreResult};
+use wagate_actors::store::{Committed, StoreResult};
 
 use super::tx::{TxError, in_session, in_transaction};
 use super::{EVENTS, MESSAGES, MongoStorage, event_doc, is_duplicate_key};
+use crate::storage::StatusChange;
 
 /// Writes waiting for the task, past which callers wait to enqueue (back-pressure).
 const QUEUE: usize = 4096;
@@ -49,16 +49,6 @@ pub(super) struct Write {
     pub message: Document,
     pub contact: Option<Contact>,
     pub event: Document,
-}
-
-/// A status change to store with its event
-/// ([`advance_message_status`](wagate_actors::store::MessageStore::advance_message_status)).
-pub(super) struct StatusChange {
-    pub instance_id: String,
-    pub message_id: String,
-    pub status: MessageStatus,
-    pub at: DateTime<Utc>,
-    pub report: StatusReport,
 }
 
 /// A queued write and whom to tell.
@@ -148,16 +138,7 @@ impl MongoStorage {
                             .await
                             .map(|()| None),
                         Op::Event(event) => self.insert_event_doc(event).await.map(|()| None),
-                        Op::Status(c) => {
-                            self.advance_message_status(
-                                &c.instance_id,
-                                &c.message_id,
-                                c.status,
-                                c.at,
-                                &c.report,
-                            )
-                            .await
-                        }
+                        Op::Status(change) => self.advance(change).await,
                     });
                 }
                 return tell(dones, outcomes);
@@ -272,7 +253,7 @@ mod tests {
     use chrono::Utc;
     use tokio::sync::oneshot;
     use wagate_actors::domain::{
-        ContactQuery, EventQuery, InstanceEvent, Message, MessageStatus, new_id,
+        ContactQuery, EventQuery, InstanceEvent, Message, MessageStatus, StatusReport, new_id,
     };
     use wagate_actors::store::{ContactStore, EventStore, MessageStore, Storage};
 
@@ -341,13 +322,7 @@ mod tests {
         status: MessageStatus,
     ) -> (Job, oneshot::Receiver<StoreResult<Option<InstanceEvent>>>) {
         let (tx, rx) = oneshot::channel();
-        let change = StatusChange {
-            instance_id: "i".into(),
-            message_id: wa_id.into(),
-            status,
-            at: Utc::now(),
-            report: StatusReport::new(None),
-        };
+        let change = StatusChange::new("i", wa_id, status, Utc::now(), &StatusReport::new(None));
         let done = Box::new(move |outcome| {
             let _ = tx.send(outcome);
         });

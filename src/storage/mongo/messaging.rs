@@ -16,12 +16,13 @@ use wagate_actors::error::StoreError;
 use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
-use super::commits::{Job, StatusChange, Write};
+use super::commits::{Job, Write};
 use super::tx::{TxError, in_session, in_transaction};
 use super::{
     CONTACTS, EVENTS, Fields, MESSAGES, MongoStorage, clamp_i64, corrupt, date, date_range,
     event_doc, find_page, forward_only_status, is_duplicate_key, map_err, to_bson,
 };
+use crate::storage::StatusChange;
 
 fn bson_of(v: &impl serde::Serialize) -> StoreResult<Bson> {
     mongodb::bson::to_bson(v).map_err(corrupt)
@@ -211,13 +212,7 @@ impl MessageStore for MongoStorage {
                     .await,
             );
         };
-        let change = StatusChange {
-            instance_id: instance_id.to_owned(),
-            message_id: message_id.to_owned(),
-            status,
-            at,
-            report: report.clone(),
-        };
+        let change = StatusChange::new(instance_id, message_id, status, at, report);
         queue.enqueue(Job::Status { change, done }).await;
     }
 
@@ -357,22 +352,13 @@ impl MessageStore for MongoStorage {
         at: DateTime<Utc>,
         report: &StatusReport,
     ) -> StoreResult<Option<InstanceEvent>> {
-        let change = StatusChange {
-            instance_id: instance_id.to_owned(),
-            message_id: message_id.to_owned(),
+        self.advance(&StatusChange::new(
+            instance_id,
+            message_id,
             status,
             at,
-            report: report.clone(),
-        };
-        let events = self.coll(EVENTS)?;
-        in_transaction!(&self.client, |session| async {
-            let Some(event) = self.advance_in(&change, session.as_deref_mut()).await? else {
-                return Ok(None);
-            };
-            in_session!(session, events.insert_one(event_doc(&event)?))?;
-            Ok(Some(event))
-        }
-        .await)
+            report,
+        ))
         .await
     }
 
@@ -644,6 +630,23 @@ impl MongoStorage {
             in_session!(session, set)?;
         }
         Ok(stored)
+    }
+
+    /// [`MessageStore::advance_message_status`] of a change: one transaction (see [`Tx`]).
+    pub(super) async fn advance(
+        &self,
+        change: &StatusChange,
+    ) -> StoreResult<Option<InstanceEvent>> {
+        let events = self.coll(EVENTS)?;
+        in_transaction!(&self.client, |session| async {
+            let Some(event) = self.advance_in(change, session.as_deref_mut()).await? else {
+                return Ok(None);
+            };
+            in_session!(session, events.insert_one(event_doc(&event)?))?;
+            Ok(Some(event))
+        }
+        .await)
+        .await
     }
 
     /// The status move of [`MessageStore::advance_message_status`], in `session`'s

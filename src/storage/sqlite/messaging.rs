@@ -17,7 +17,7 @@ use super::{
     SqliteStorage, bind_event, clamp_i64, corrupt, forward_only_status, insert_event, json,
     map_err, ms,
 };
-use crate::storage::from_millis;
+use crate::storage::{StatusChange, from_millis};
 
 fn opt_millis(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
     v.map(from_millis).transpose()
@@ -161,33 +161,7 @@ pub(super) fn bind_contact(q: Binding, c: &Contact) -> StoreResult<Binding> {
         .bind(ms(c.updated_at)))
 }
 
-/// A status change to store with its `message_status` event
-/// ([`MessageStore::advance_message_status`]).
-struct StatusChange {
-    instance_id: String,
-    message_id: String,
-    status: MessageStatus,
-    at: DateTime<Utc>,
-    report: StatusReport,
-}
-
 impl StatusChange {
-    fn new(
-        instance_id: &str,
-        message_id: &str,
-        status: MessageStatus,
-        at: DateTime<Utc>,
-        report: &StatusReport,
-    ) -> Self {
-        StatusChange {
-            instance_id: instance_id.to_owned(),
-            message_id: message_id.to_owned(),
-            status,
-            at,
-            report: report.clone(),
-        }
-    }
-
     /// The change and its event, inside the writer's transaction. The query is built
     /// for each run: a replayed batch runs its writes twice.
     async fn apply(&self, conn: &mut SqliteConnection) -> StoreResult<Option<InstanceEvent>> {
