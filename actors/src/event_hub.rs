@@ -6,13 +6,21 @@
 //! resumes from storage (`list_events` with `after_id` = the last id it sent). Because
 //! an event is persisted before it is broadcast, whatever a subscriber missed live is
 //! already in storage when it looks.
+//!
+//! An instance's events must be stored and announced in the order of their ids: a live
+//! stream skips an event whose id is not past the last it sent, and the webhook queue's
+//! cursor takes ids to come in order. The instance actor mints, stores and announces its
+//! own events one after another; an event raised elsewhere (the stats counter's
+//! `limit_exceeded`, the webhook queue's `webhook_paused`) is [raised](EventHub::raise)
+//! through the running actor, so that it takes its turn behind the actor's queued writes
+//! instead of racing them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::broadcast;
 
-use crate::domain::{EventKind, InstanceEvent};
+use crate::domain::{Event, EventKind, InstanceEvent};
 use crate::error::StoreError;
 use crate::store::DynStorage;
 use crate::webhook_queue::WebhookQueueHandle;
@@ -29,6 +37,10 @@ pub struct EventHub {
 /// Told the kind of every published event (metrics).
 pub type EventObserver = Arc<dyn Fn(EventKind) + Send + Sync>;
 
+/// Hands a copy of an event to the running actor of its instance, which publishes it in
+/// its turn; false when the instance has no running actor here.
+pub type Relay = Arc<dyn Fn(&str, &Event) -> bool + Send + Sync>;
+
 struct HubShared {
     storage: DynStorage,
     /// Every stored event is queued for its webhook here (the queue decides whether the
@@ -38,6 +50,8 @@ struct HubShared {
     /// One channel per instance, created on first subscription. A std mutex: held only
     /// for a map lookup, never across an await.
     channels: Mutex<HashMap<String, broadcast::Sender<InstanceEvent>>>,
+    /// Set once the instance actors exist (see [`EventHub::relay_through`]).
+    relay: OnceLock<Relay>,
 }
 
 impl EventHub {
@@ -53,6 +67,7 @@ impl EventHub {
                 webhooks,
                 observer,
                 channels: Mutex::new(HashMap::new()),
+                relay: OnceLock::new(),
             }),
         }
     }
@@ -67,6 +82,26 @@ impl EventHub {
         let stored = self.shared.storage.append_event(&event).await;
         self.announce(event);
         stored
+    }
+
+    /// From now on, [`raise`](Self::raise) goes through `relay`. Set once; a second call
+    /// changes nothing.
+    pub fn relay_through(&self, relay: Relay) {
+        let _ = self.shared.relay.set(relay);
+    }
+
+    /// Publishes an event of `instance_id` raised outside its actor. With a running
+    /// actor, the actor publishes it once its queued writes are committed, so the event's
+    /// id comes after theirs and it is stored and announced after them; this returns
+    /// once it is handed over (a storage failure is logged by the actor). Without one,
+    /// nothing of that instance is being written: the event is published here.
+    pub async fn raise(&self, instance_id: &str, event: Event) -> Result<(), StoreError> {
+        if let Some(relay) = self.shared.relay.get()
+            && relay(instance_id, &event)
+        {
+            return Ok(());
+        }
+        self.publish(InstanceEvent::new(instance_id, event)).await
     }
 
     /// Queues an event stored already (with the write it belongs to, in one transaction)

@@ -177,7 +177,10 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
                 holds
             }),
             auto_pause_after: parts.auto_pause_after,
-            announce: Some(Arc::new(move |event| hub.announce(event))),
+            raise: Some(Arc::new(move |id, event| {
+                let hub = hub.clone();
+                Box::pin(async move { hub.raise(&id, event).await })
+            })),
         };
         services.push(Arc::new(QueueService {
             handle: webhooks.clone(),
@@ -223,6 +226,10 @@ pub async fn start_runtime(config: RuntimeConfig) -> Result<Runtime, DomainError
     let status = StatusBoard::default();
     let supervisor = InstanceSupervisor::new(deps, status.clone());
     let instances = InstancesHandle::new(&supervisor);
+    {
+        let instances = instances.clone();
+        events.relay_through(Arc::new(move |id, event| instances.relay(id, event)));
+    }
     // Last of the services: stopped first, once the instances have stopped, releasing
     // their leases.
     let leases = cluster.map(|parts| {

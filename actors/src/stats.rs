@@ -22,9 +22,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::domain::event::{LimitExceeded, LimitUsage};
 use crate::domain::usage::{exceeded, period_end, period_start};
-use crate::domain::{
-    Clock, Event, EventKind, EventQuery, Instance, InstanceEvent, Usage, UsageFilter, UsageKey,
-};
+use crate::domain::{Clock, Event, EventKind, EventQuery, Instance, Usage, UsageFilter, UsageKey};
 use crate::error::DomainError;
 use crate::event_hub::EventHub;
 use crate::handle::ActorSlot;
@@ -277,11 +275,7 @@ async fn check(
                 },
                 period: limits.period,
             });
-            state
-                .args
-                .events
-                .publish(InstanceEvent::new(&instance.id, event))
-                .await?;
+            state.args.events.raise(&instance.id, event).await?;
         }
         state.notified.insert(key);
     }

@@ -14,8 +14,8 @@ use crate::domain::{
 };
 use crate::error::StoreError;
 use crate::store::{
-    ActivityStore, ChatStore, ContactStore, EventStore, InstanceStore, MessageStore, Record,
-    RecordCounts, RecordKind, Storage, StoreResult, TransferStore, UserStore,
+    ActivityStore, ChatStore, Committed, ContactStore, EventStore, InstanceStore, MessageStore,
+    Record, RecordCounts, RecordKind, Storage, StoreResult, TransferStore, UserStore,
 };
 
 #[derive(Default)]
@@ -24,7 +24,13 @@ pub struct MemoryStorage {
     /// The operator desk's records (see `testing/waba.rs`).
     waba: Mutex<waba::WabaData>,
     closed: std::sync::atomic::AtomicBool,
+    /// Pipelined message writes held back, in the order queued (see
+    /// [`MemoryStorage::hold_writes`]).
+    held: Mutex<Option<Vec<HeldWrite>>>,
 }
+
+/// A pipelined write waiting for [`MemoryStorage::release_writes`].
+type HeldWrite = Box<dyn FnOnce(&MemoryStorage) + Send>;
 
 #[derive(Default)]
 struct Data {
@@ -55,6 +61,25 @@ impl MemoryStorage {
         self.data.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// [`MessageStore::record_message`]: one lock for the three, so nobody sees a part.
+    fn record(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+    ) -> StoreResult<()> {
+        let mut data = self.open()?;
+        if data.events.iter().any(|e| e.id == event.id) {
+            return Err(StoreError::Conflict(format!("event {} exists", event.id)));
+        }
+        insert_message(&mut data, message)?;
+        if let Some(contact) = contact {
+            upsert_contact(&mut data, contact);
+        }
+        data.events.push(event.clone());
+        Ok(())
+    }
+
     /// Every activity entry of one instance, oldest first.
     pub fn activity_of(&self, instance_id: &str) -> Vec<ActivityEntry> {
         self.data()
@@ -63,6 +88,30 @@ impl MemoryStorage {
             .filter(|e| e.instance_id == instance_id)
             .cloned()
             .collect()
+    }
+
+    /// From now on, pipelined message writes (`record_message_then`) wait, uncommitted,
+    /// as they would in a busy writer's queue, until [`release_writes`](Self::release_writes).
+    pub fn hold_writes(&self) {
+        self.held().get_or_insert_with(Vec::new);
+    }
+
+    /// How many pipelined writes wait.
+    pub fn held_writes(&self) -> usize {
+        self.held().as_ref().map_or(0, Vec::len)
+    }
+
+    /// Commits the waiting writes in the order queued, telling each caller, and stops
+    /// holding.
+    pub fn release_writes(&self) {
+        let waiting = self.held().take().unwrap_or_default();
+        for write in waiting {
+            write(self);
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, Option<Vec<HeldWrite>>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every event of one instance, oldest first.
@@ -325,17 +374,24 @@ impl MessageStore for MemoryStorage {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        // One lock for the three: nobody sees a part of them.
-        let mut data = self.open()?;
-        if data.events.iter().any(|e| e.id == event.id) {
-            return Err(StoreError::Conflict(format!("event {} exists", event.id)));
+        self.record(message, contact, event)
+    }
+
+    async fn record_message_then(
+        &self,
+        message: &Message,
+        contact: Option<&Contact>,
+        event: &InstanceEvent,
+        done: Committed,
+    ) {
+        if let Some(waiting) = self.held().as_mut() {
+            let (message, contact, event) = (message.clone(), contact.cloned(), event.clone());
+            waiting.push(Box::new(move |store: &MemoryStorage| {
+                done(store.record(&message, contact.as_ref(), &event))
+            }));
+            return;
         }
-        insert_message(&mut data, message)?;
-        if let Some(contact) = contact {
-            upsert_contact(&mut data, contact);
-        }
-        data.events.push(event.clone());
-        Ok(())
+        done(self.record(message, contact, event));
     }
 
     async fn message_by_id(

@@ -122,6 +122,9 @@ pub enum InstanceMsg {
     Contacts(RpcReplyPort<Result<Vec<EngineContact>, DomainError>>),
     /// The send queue may move: its head goes when the pace and connection allow.
     DrainQueue,
+    /// An event raised outside the actor (a limit reached, a webhook paused), published
+    /// once the writes queued before it are committed: its id comes after theirs.
+    Publish(Event),
     AddContact {
         jid: String,
         name: Option<String>,
@@ -487,6 +490,7 @@ impl InstanceActor {
                     self.send(state, &to, content, extras, reply).await;
                 }
             }
+            InstanceMsg::Publish(event) => self.publish(&state.id, event).await,
             InstanceMsg::DrainQueue => {
                 state.drain_scheduled = false;
                 self.drain(myself, state).await;

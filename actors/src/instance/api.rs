@@ -7,9 +7,9 @@ use ractor::{ActorRef, RpcReplyPort};
 use super::actor::{InstanceMsg, PresenceAction, QrAnswer, SendExtras};
 use super::status::StatusView;
 use crate::domain::{
-    ChatAnswer, ChatChange, ChatOp, ChatSettings, Group, GroupAnswer, GroupOp, GroupPatch, Label,
-    LabelSpec, Message, ParticipantAction, ParticipantOutcome, Profile, ProfileAnswer, ProfileOp,
-    ProfilePatch, ProfilePicture,
+    ChatAnswer, ChatChange, ChatOp, ChatSettings, Event, Group, GroupAnswer, GroupOp, GroupPatch,
+    Label, LabelSpec, Message, ParticipantAction, ParticipantOutcome, Profile, ProfileAnswer,
+    ProfileOp, ProfilePatch, ProfilePicture,
 };
 use crate::engine::{EngineContact, OutboundContent, SandboxControl};
 use crate::error::DomainError;
@@ -368,6 +368,14 @@ impl InstanceHandle {
         let name = name.map(str::to_owned);
         self.ask(|reply| InstanceMsg::AddContact { jid, name, reply })
             .await?
+    }
+
+    /// Hands the actor a copy of an event raised elsewhere, to publish in its turn (see
+    /// `EventHub::raise`); false when the actor is gone.
+    pub(crate) fn publish(&self, event: &Event) -> bool {
+        self.actor
+            .send_message(InstanceMsg::Publish(event.clone()))
+            .is_ok()
     }
 
     async fn ask<T: Send + 'static>(

@@ -25,7 +25,7 @@ use super::api::InstanceHandle;
 use super::status::{StatusBoard, StatusView};
 use super::{InstanceDeps, session_dir};
 use crate::backoff::Backoff;
-use crate::domain::{ActivityEntry, Instance, InstanceStatus};
+use crate::domain::{ActivityEntry, Event, Instance, InstanceStatus};
 use crate::error::DomainError;
 use crate::handle::call;
 use crate::store::DynStorage;
@@ -638,6 +638,15 @@ impl InstancesHandle {
             }
             Some(Slot::Down(reason)) => Err(DomainError::Unavailable(reason)),
             None => Err(DomainError::NotFound("instance not found".into())),
+        }
+    }
+
+    /// Hands a copy of `event` to the running actor of `id`, which publishes it in its
+    /// turn (the event hub's relay); false when `id` has no live actor here.
+    pub fn relay(&self, id: &str, event: &Event) -> bool {
+        match self.directory.get(id) {
+            Some(Slot::Live(handle, _)) => handle.publish(event),
+            _ => false,
         }
     }
 

@@ -582,3 +582,102 @@ async fn inbound_that_cannot_be_stored_is_not_answered_with_success() {
     );
     w.runtime.shutdown().await;
 }
+
+/// An event raised outside the actor (a limit reached, a webhook paused) while a message
+/// write of the actor is still queued takes its turn behind it: stored and announced
+/// after it, with a later id. Published on its own it would overtake the write, and a
+/// live stream, which skips an id not past the last it sent, would drop the message's
+/// event.
+#[tokio::test]
+async fn an_event_raised_elsewhere_waits_for_the_writes_queued_before_it() {
+    use crate::domain::event::{LimitExceeded, LimitUsage};
+    use crate::domain::{Event, LimitPeriod};
+
+    let w = world(SandboxConfig::default(), quick_backoff()).await;
+    let handle = w.create("q", EngineKind::Sandbox).await;
+    w.scan("q", "79001110002").await;
+    let mut live = w.runtime.events.subscribe("q");
+    w.storage.hold_writes();
+    let sent = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.sandbox(inbound("HELD-1", "hello")).await }
+    });
+    w.until("the message's write to be queued", |w| {
+        w.storage.held_writes() == 1
+    })
+    .await;
+    let limit = Event::LimitExceeded(LimitExceeded {
+        exceeded_limits: vec!["maxMessagesSent".into()],
+        usage: LimitUsage::default(),
+        period: LimitPeriod::Day,
+    });
+    w.runtime.events.raise("q", limit).await.expect("raise");
+    // The actor holds the event until the write before it commits.
+    let stored = |w: &World, kind: EventKind| {
+        w.storage
+            .events_of("q")
+            .iter()
+            .filter(|e| e.kind() == kind)
+            .count()
+    };
+    assert_eq!(
+        stored(&w, EventKind::LimitExceeded),
+        0,
+        "stored ahead of the queued write"
+    );
+    w.storage.release_writes();
+    sent.await.expect("join").expect("inbound");
+
+    let mut announced = Vec::new();
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while !announced
+            .iter()
+            .any(|e: &crate::domain::InstanceEvent| e.kind() == EventKind::LimitExceeded)
+        {
+            announced.push(live.recv().await.expect("live event"));
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the raised event was not announced");
+    let kinds: Vec<EventKind> = announced
+        .iter()
+        .map(|e| e.kind())
+        .filter(|k| matches!(k, EventKind::MessageReceived | EventKind::LimitExceeded))
+        .collect();
+    assert_eq!(
+        kinds,
+        [EventKind::MessageReceived, EventKind::LimitExceeded]
+    );
+    assert!(
+        announced.windows(2).all(|p| p[0].id < p[1].id),
+        "announced out of id order"
+    );
+    let events = w.storage.events_of("q");
+    assert!(
+        events.windows(2).all(|p| p[0].id < p[1].id),
+        "stored out of id order"
+    );
+    assert_eq!(stored(&w, EventKind::LimitExceeded), 1);
+    w.runtime.shutdown().await;
+}
+
+/// Without a running actor, a raised event is published at once.
+#[tokio::test]
+async fn an_event_raised_for_an_instance_not_running_is_published_at_once() {
+    use crate::domain::Event;
+    use crate::domain::event::{PauseReason, WebhookPaused};
+
+    let w = world(SandboxConfig::default(), quick_backoff()).await;
+    let mut live = w.runtime.events.subscribe("idle");
+    let paused = Event::WebhookPaused(WebhookPaused {
+        reason: PauseReason::Manual,
+        failing_since: None,
+    });
+    w.runtime.events.raise("idle", paused).await.expect("raise");
+    let stored = w.storage.events_of("idle");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].kind(), EventKind::WebhookPaused);
+    let got = live.try_recv().expect("announced");
+    assert_eq!(got.id, stored[0].id);
+    w.runtime.shutdown().await;
+}

@@ -12,6 +12,8 @@
 mod delivery;
 mod queue;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -74,17 +76,21 @@ pub struct WebhookConfig {
     /// An instance whose every delivery attempt has failed for this long has its
     /// delivery paused; None: never.
     pub auto_pause_after: Option<Duration>,
-    /// Hands an event the queue raised itself (`webhook_paused`), stored already, to
-    /// the live streams and back to the queue (the event hub's `announce`); None where
-    /// nobody listens.
-    pub announce: Option<Announcer>,
+    /// Publishes an event the queue raises itself (`webhook_paused`): stored, handed to
+    /// the live streams and back to the queue, in its turn among the instance's own
+    /// events (the event hub's `raise`). None: only stored (no hub listens).
+    pub raise: Option<Raiser>,
 }
 
 /// See [`WebhookConfig::leases`].
 pub type Holds = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
-/// See [`WebhookConfig::announce`].
-pub type Announcer = Arc<dyn Fn(InstanceEvent) + Send + Sync>;
+/// See [`WebhookConfig::raise`].
+pub type Raiser = Arc<
+    dyn Fn(String, Event) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Called with the record of every delivery attempt and the instance it was for (None
 /// when the instance is gone): metrics, and the `webhookSent` usage count.

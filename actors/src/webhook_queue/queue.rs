@@ -770,16 +770,16 @@ async fn set_paused(
         .append_activity(&ActivityEntry::new(instance_id, action, details))
         .await?;
     if paused {
-        let event = InstanceEvent::new(
-            instance_id,
-            Event::WebhookPaused(WebhookPaused {
-                reason,
-                failing_since: since,
-            }),
-        );
-        config.storage.append_event(&event).await?;
-        if let Some(announce) = &config.announce {
-            announce(event);
+        let event = Event::WebhookPaused(WebhookPaused {
+            reason,
+            failing_since: since,
+        });
+        match &config.raise {
+            Some(raise) => raise(instance_id.to_owned(), event).await?,
+            None => {
+                let event = InstanceEvent::new(instance_id, event);
+                config.storage.append_event(&event).await?;
+            }
         }
     }
     Ok(Some(paused))
@@ -1220,7 +1220,7 @@ mod tests {
             on_result: None,
             leases: None,
             auto_pause_after: None,
-            announce: None,
+            raise: None,
         };
         let args = QueueArgs {
             config,
