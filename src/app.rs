@@ -351,6 +351,22 @@ pub async fn run_with(
     };
     let cluster =
         join_cluster(&config, &config.secret_key.unwrap_or_default(), &jwt_secret).await?;
+    if cluster.is_some() {
+        // Before any instance can start here: what was deleted while this node was away.
+        match storage.instance_ids().await {
+            Ok(ids) => {
+                let stored = ids.into_iter().collect();
+                let gone = crate::cluster::sweep_local(&config.data_dir, &stored).await;
+                if gone > 0 {
+                    tracing::info!(
+                        instances = gone,
+                        "removed the local copies of deleted instances"
+                    );
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot list the instances; local copies kept"),
+        }
+    }
     let waba_vault = vault.clone();
     let accounts = Accounts::new(
         storage.clone(),
@@ -391,7 +407,23 @@ pub async fn run_with(
     }
     // In a cluster, live streams on this node carry the events every node stores.
     let feed = cluster.as_ref().map(|(_, store, _)| {
-        crate::storage::mongo::feed::spawn(store.database().clone(), runtime.events.clone())
+        let (data_dir, instances) = (config.data_dir.clone(), runtime.instances.clone());
+        // Another node deleted an instance: this node's copies of it go too (stopped
+        // first, should it still run it here before its lease manager notices).
+        let on_deleted = Arc::new(move |id: &str| {
+            let (data_dir, instances, id) = (data_dir.clone(), instances.clone(), id.to_owned());
+            tokio::spawn(async move {
+                if instances.runs(&id) {
+                    let _ = instances.release(&id).await;
+                }
+                crate::cluster::forget_local(&data_dir, &id).await;
+            });
+        });
+        crate::storage::mongo::feed::spawn(
+            store.database().clone(),
+            runtime.events.clone(),
+            on_deleted,
+        )
     });
     // A cluster's nodes also keep every file in the shared database: the node that takes
     // an instance over reads the files its previous owner stored.

@@ -7,14 +7,22 @@
 //! `v1\n{node}\n{time}\n{METHOD}\n{path?query}\n{hex SHA-256 of the body}`. A node
 //! never forwards a signed call again (one hop), and refuses a signature that does not
 //! verify or is more than [`MAX_SKEW`] old.
+//!
+//! A node also keeps copies, in its own `DATA_DIR`, of what the nodes share: the session
+//! directory of an instance it ran, the media files it stored or served. They go when the
+//! instance is deleted, whichever node deletes it ([`forget_local`]), and at start for
+//! the instances deleted while the node was away ([`sweep_local`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wagate_actors::cluster::{LeaseBoard, LeaseManagerHandle};
+use wagate_actors::instance::session_dir;
+use wagate_actors::media_store::uploads_dir;
 
 use crate::config::ClusterConfig;
 use crate::storage::mongo::cluster::MongoCluster;
@@ -91,6 +99,59 @@ impl OwnerCache {
     pub fn forget(&self, id: &str) {
         self.map().remove(id);
     }
+}
+
+/// This node's copies of an instance's shared state: its session directory and its
+/// cached media files.
+fn local_copies(data_dir: &Path, instance_id: &str) -> [PathBuf; 2] {
+    [
+        session_dir(data_dir, instance_id),
+        uploads_dir(data_dir, instance_id),
+    ]
+}
+
+/// Removes this node's copies of an instance another node deleted (that node removed its
+/// own, and the shared ones). Failures are logged: a copy left behind is only disk space.
+pub async fn forget_local(data_dir: &Path, instance_id: &str) {
+    for dir in local_copies(data_dir, instance_id) {
+        if let Err(err) = tokio::fs::remove_dir_all(&dir).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %dir.display(), %err, "cannot remove a deleted instance's copy");
+        }
+    }
+}
+
+/// At start, before any instance runs here: removes the copies of every instance not in
+/// `stored` (deleted while this node was away). Only directories named like instance ids
+/// are touched. Returns how many instances' copies went.
+pub async fn sweep_local(data_dir: &Path, stored: &HashSet<String>) -> usize {
+    let mut gone = HashSet::new();
+    // The directories holding every instance's copies, one per kind of copy.
+    let parents = local_copies(data_dir, "any").map(|dir| dir.parent().map(Path::to_owned));
+    for parent in parents.into_iter().flatten() {
+        let mut entries = match tokio::fs::read_dir(&parent).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => {
+                tracing::warn!(path = %parent.display(), %err, "cannot list the local copies");
+                continue;
+            }
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
+            if is_dir && uuid::Uuid::try_parse(&name).is_ok() && !stored.contains(&name) {
+                gone.insert(name);
+            }
+        }
+    }
+    for id in &gone {
+        forget_local(data_dir, id).await;
+    }
+    gone.len()
 }
 
 /// A digest naming the secrets every node must share, safe to store: SHA-256 over the
@@ -266,5 +327,46 @@ mod tests {
         assert_ne!(base, fingerprint(b"jw", b"tkey", b"cluster"));
         assert!(!base.contains("6a7774"), "no secret in hex");
         assert_eq!(base.len(), 32);
+    }
+
+    /// Only the copies of instances not stored go, and only directories named like
+    /// instance ids.
+    #[tokio::test]
+    async fn the_sweep_removes_the_copies_of_instances_not_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path();
+        let (kept, gone) = (
+            uuid::Uuid::now_v7().to_string(),
+            uuid::Uuid::now_v7().to_string(),
+        );
+        for (id, file) in [(&kept, "a"), (&gone, "b")] {
+            for copy in local_copies(data, id) {
+                std::fs::create_dir_all(&copy).expect("copy");
+                std::fs::write(copy.join(file), b"x").expect("file");
+            }
+        }
+        let notes = data.join("uploads").join("notes");
+        std::fs::create_dir_all(&notes).expect("notes");
+        let loose = data
+            .join("instances")
+            .join(uuid::Uuid::now_v7().to_string());
+        std::fs::write(&loose, b"a file named like an instance").expect("loose");
+
+        let stored = HashSet::from([kept.clone()]);
+        assert_eq!(sweep_local(data, &stored).await, 1);
+        for copy in local_copies(data, &kept) {
+            assert!(copy.join("a").is_file(), "{} kept", copy.display());
+        }
+        for copy in local_copies(data, &gone) {
+            assert!(!copy.exists(), "{} removed", copy.display());
+        }
+        assert!(
+            notes.is_dir() && loose.is_file(),
+            "what is not an instance's stays"
+        );
+        // Nothing more to do the second time; a data directory without copies is fine.
+        assert_eq!(sweep_local(data, &stored).await, 0);
+        let empty = tempfile::tempdir().expect("tempdir");
+        assert_eq!(sweep_local(empty.path(), &stored).await, 0);
     }
 }

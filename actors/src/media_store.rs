@@ -33,6 +33,15 @@ pub fn shared_failure(e: &std::io::Error) -> Option<&StoreError> {
     e.get_ref()?.downcast_ref::<StoreError>()
 }
 
+/// The directory of media files under `DATA_DIR`.
+const UPLOADS: &str = "uploads";
+
+/// Where the media files of one instance are kept on this machine
+/// (`DATA_DIR/uploads/<instance id>`).
+pub fn uploads_dir(data_dir: &Path, instance_id: &str) -> PathBuf {
+    data_dir.join(UPLOADS).join(instance_id)
+}
+
 /// Where media files live: `DATA_DIR/uploads/<instance id>/<file id>`, plus the shared
 /// backend in cluster mode. Cheap to clone.
 #[derive(Clone)]
@@ -54,7 +63,7 @@ impl MediaStore {
     /// Files on this node's disk only.
     pub fn new(data_dir: &Path) -> Self {
         MediaStore {
-            root: data_dir.join("uploads"),
+            root: data_dir.join(UPLOADS),
             shared: None,
         }
     }

@@ -56,7 +56,7 @@ pub(crate) struct Cluster {
 pub(crate) struct Node {
     pub(crate) id: String,
     pub(crate) server: ProcessServer,
-    _data: TempDir,
+    data: TempDir,
 }
 
 impl Cluster {
@@ -110,16 +110,36 @@ impl Cluster {
     }
 
     pub(crate) async fn spawn(&self, id: &str, extra: &[(&str, &str)]) -> Node {
-        self.spawn_node(id, extra, false).await
+        let data = tempfile::tempdir().expect("tempdir");
+        self.spawn_node(id, extra, false, data).await
     }
 
     /// [`Cluster::spawn`] keeping the node's log ([`ProcessServer::log_text`]).
     pub(crate) async fn spawn_logged(&self, id: &str, extra: &[(&str, &str)]) -> Node {
-        self.spawn_node(id, extra, true).await
+        let data = tempfile::tempdir().expect("tempdir");
+        self.spawn_node(id, extra, true, data).await
     }
 
-    async fn spawn_node(&self, id: &str, extra: &[(&str, &str)], logged: bool) -> Node {
-        let data = tempfile::tempdir().expect("tempdir");
+    /// Stops node `id` (SIGTERM); its `DATA_DIR`, to start it again on.
+    pub(crate) async fn stop(&mut self, id: &str) -> TempDir {
+        let Node { server, data, .. } = self.take(id);
+        server.terminate().await;
+        data
+    }
+
+    /// Starts node `id` again on the `DATA_DIR` it had when [stopped](Self::stop).
+    pub(crate) async fn start_again(&mut self, id: &str, data: TempDir) {
+        let node = self.spawn_node(id, &[], false, data).await;
+        self.nodes.push(Some(node));
+    }
+
+    async fn spawn_node(
+        &self,
+        id: &str,
+        extra: &[(&str, &str)],
+        logged: bool,
+        data: TempDir,
+    ) -> Node {
         let port = free_port();
         let mut env = self.env(id, port);
         env.extend(self.extra.iter().cloned());
@@ -136,7 +156,7 @@ impl Cluster {
         Node {
             id: id.to_owned(),
             server,
-            _data: data,
+            data,
         }
     }
 
@@ -161,6 +181,11 @@ impl Cluster {
 }
 
 impl Node {
+    /// The node's `DATA_DIR`.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
     pub(crate) async fn call(
         &self,
         method: Method,

@@ -181,3 +181,107 @@ async fn a_file_stored_before_a_failover_is_served_by_the_survivor() {
         "no chunk left behind"
     );
 }
+
+/// Posts an inbound message with a file to `id` through `via`; its message id.
+async fn inbound_file(via: &Node, auth: &Auth, id: &str, bytes: &[u8]) -> String {
+    let (status, body) = via
+        .call(
+            Method::POST,
+            &format!("/api/sandbox/instances/{id}/inbound"),
+            auth,
+            Some(json!({
+                "from": "79006660001",
+                "body": "a file",
+                "media": {
+                    "base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+                    "fileName": "file.bin",
+                    "mimeType": "application/octet-stream",
+                },
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "inbound: {body}");
+    body["messageId"].as_str().expect("messageId").to_owned()
+}
+
+/// A node keeps copies of the files it served in its `DATA_DIR`. When another node
+/// deletes the instance they go at once (the change stream tells every node), and a node
+/// that was away when it was deleted removes them when it starts again.
+#[tokio::test]
+async fn a_deleted_instances_cached_files_leave_every_node() {
+    let mut cluster = Cluster::start(2, Leases::Short).await;
+    let auth = cluster.node("n1").server.admin().await;
+    eventually(20, "two live nodes", || async {
+        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
+    })
+    .await;
+    let instances = paired(&cluster, &auth, 3, "cache").await;
+    let owned = owners(cluster.node("n1"), &auth, &instances).await;
+    let bytes = sample(70_000, 5);
+    // Each instance's file, downloaded through the node that does not own it: that node
+    // now keeps a copy.
+    let mut cached = Vec::new();
+    for (id, _) in &instances[..2] {
+        let owner = owned[id].0.clone();
+        let other = if owner == "n1" { "n2" } else { "n1" };
+        let message = inbound_file(cluster.node(&owner), &auth, id, &bytes).await;
+        let got = eventually(20, "the file through the other node", || async {
+            let (status, got) = download(cluster.node(other), &auth, id, &message).await;
+            (status == 200).then_some(got)
+        })
+        .await;
+        assert!(got == bytes, "the file byte for byte");
+        let copy = cluster.node(other).data_dir().join("uploads").join(id);
+        assert!(copy.is_dir(), "{other} keeps a copy in {}", copy.display());
+        cached.push((id.clone(), owner, other.to_owned(), copy));
+    }
+
+    // Deleted through its owner, while the other node runs: its copy goes.
+    let (id, owner, other, copy) = &cached[0];
+    let (status, body) = cluster
+        .node(owner)
+        .call(Method::DELETE, &format!("/api/instances/{id}"), &auth, None)
+        .await;
+    assert!(status == 200 || status == 204, "delete: {status} {body}");
+    eventually(20, "the copy on the other node removed", || async {
+        (!copy.exists()).then_some(())
+    })
+    .await;
+    assert!(cluster.node(other).data_dir().exists());
+
+    // Deleted through its owner while the other node is away: the copy goes when that
+    // node starts again, and what belongs to an instance still stored, or is not named
+    // like an instance, stays.
+    let (id, owner, other, copy) = cached[1].clone();
+    let node_dir = cluster.node(&other).data_dir().to_owned();
+    let not_an_instance = node_dir.join("uploads").join("notes");
+    let stranger = node_dir
+        .join("instances")
+        .join(uuid::Uuid::now_v7().to_string());
+    let still_stored = node_dir.join("uploads").join(&instances[2].0);
+    for dir in [&not_an_instance, &stranger, &still_stored] {
+        std::fs::create_dir_all(dir).expect("a directory to sweep or keep");
+    }
+    let data = cluster.stop(&other).await;
+    let (status, body) = cluster
+        .node(&owner)
+        .call(Method::DELETE, &format!("/api/instances/{id}"), &auth, None)
+        .await;
+    assert!(status == 200 || status == 204, "delete: {status} {body}");
+    assert!(copy.exists(), "nobody removed it while its node was away");
+    cluster.start_again(&other, data).await;
+    // Removed before the node answers: it sweeps before it starts.
+    assert!(!copy.exists(), "the copy of the instance deleted meanwhile");
+    assert!(
+        !stranger.exists(),
+        "a session directory of no stored instance"
+    );
+    assert!(
+        still_stored.is_dir(),
+        "the copy of an instance still stored"
+    );
+    assert!(
+        not_an_instance.is_dir(),
+        "a directory not named like an instance"
+    );
+}

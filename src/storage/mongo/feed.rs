@@ -10,8 +10,12 @@
 //! the instances somebody listens to here (and whether they still exist), every
 //! [`POLL_EVERY`], and tries the change stream again after [`STREAM_RETRY`]; each time the change stream (re)opens it polls
 //! once, for what was stored while it was down.
+//!
+//! Each deletion the change stream reports is also told to the node (its `on_deleted`),
+//! which removes its own copies of the instance (`crate::cluster::forget_local`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -31,10 +35,13 @@ pub const STREAM_RETRY: Duration = Duration::from_secs(30);
 /// Events one poll reads per instance.
 const POLL_BATCH: i64 = 500;
 
+/// Told the id of every instance the change stream saw deleted.
+pub type OnDeleted = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Runs the feed until the task is aborted.
-pub fn spawn(db: Database, hub: EventHub) -> tokio::task::JoinHandle<()> {
+pub fn spawn(db: Database, hub: EventHub, on_deleted: OnDeleted) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut feed = Feed::new(&db, hub);
+        let mut feed = Feed::new(&db, hub).on_deleted(on_deleted);
         loop {
             match feed.follow().await {
                 Ok(()) => tracing::warn!("the event change stream ended; polling meanwhile"),
@@ -61,6 +68,7 @@ pub struct Feed {
     hub: EventHub,
     /// Instance id → the last event id rung for it.
     seen: HashMap<String, String>,
+    on_deleted: Option<OnDeleted>,
 }
 
 impl Feed {
@@ -71,7 +79,14 @@ impl Feed {
             instances: db.collection(INSTANCES),
             hub,
             seen: HashMap::new(),
+            on_deleted: None,
         }
+    }
+
+    /// Tells `on_deleted` of every deletion the change stream reports.
+    pub fn on_deleted(mut self, on_deleted: OnDeleted) -> Feed {
+        self.on_deleted = Some(on_deleted);
+        self
     }
 
     /// Rings the hub for every event inserted from now on, until the change stream ends
@@ -98,6 +113,9 @@ impl Feed {
                     .and_then(|key| key.get_str("_id").ok());
                 if let Some(id) = deleted {
                     self.hub.forget(id);
+                    if let Some(on_deleted) = &self.on_deleted {
+                        on_deleted(id);
+                    }
                 }
                 continue;
             }
