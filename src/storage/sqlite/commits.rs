@@ -13,6 +13,11 @@
 //!   the ones that fail: a failing write fails its own caller only and leaves nothing of
 //!   itself behind, and the others commit. Writes are therefore re-runnable: each is a
 //!   function of the connection and of state it only reads;
+//! - writes of one plain query each ([`Plain`]: a send's message and event, say) queued
+//!   one after another with the same SQL run as one multi-statement query, up to
+//!   [`MERGE`] of them: one round trip instead of one each. The worker thread's wait for
+//!   the next statement was half of its time under load (BENCHMARKS.md, "S1: what bounds
+//!   it"). When such a query fails, the batch is run again as above, each write alone;
 //! - every caller is answered after the `COMMIT`, in queue order: a write answered `Ok` is
 //!   committed, so the "stored before announced" rule of the event hub holds, and writes of
 //!   one instance (whose actor awaits each) commit and are answered in the order made;
@@ -24,6 +29,9 @@
 //!
 //! Under no load a batch is one write: a lone caller waits for no one.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use futures::future::BoxFuture;
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -31,11 +39,15 @@ use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
 
 use super::map_err;
+use super::sql::{Binding, Bound};
 
 /// Writes waiting for the task, past which callers wait to enqueue (back-pressure).
 const QUEUE: usize = 4096;
 /// Most writes in one transaction: bounds how long the first of them waits for the last.
 const BATCH: usize = 256;
+/// Most [`Plain`] writes run as one query. Runs are split into powers of two up to this,
+/// so each SQL is joined at most five ways, each prepared once and cached.
+const MERGE: usize = 16;
 
 /// One queued write: run once, or twice when its batch is replayed, then answered once.
 type Job = Box<dyn Write>;
@@ -48,6 +60,70 @@ trait Write: Send {
 
     /// Tells the caller how its write ended, given how its batch's commit ended.
     fn answer(self: Box<Self>, committed: StoreResult<()>);
+
+    /// Its one query, when it may run joined with its neighbours of the same SQL.
+    fn plain(&self) -> Option<&Plain> {
+        None
+    }
+
+    /// It ran, joined with its neighbours, and succeeded.
+    fn ran_joined(&mut self) {}
+}
+
+/// A write that is one query and needs nothing back from it: queued next to others with
+/// the same SQL, it runs joined with them ([`CommitQueue::enqueue_plain`]).
+pub(super) struct Plain {
+    /// Bound before it is queued: how it runs alone.
+    bound: Bound,
+    /// Binds its arguments again, after those of the writes it is joined with.
+    rebind: Box<dyn Fn(Binding) -> StoreResult<Binding> + Send + Sync>,
+}
+
+impl Plain {
+    /// `bound`, and `rebind`, which must bind the same arguments to a query (its owned
+    /// copy of what `bound` was bound from).
+    pub(super) fn new(
+        bound: Bound,
+        rebind: impl Fn(Binding) -> StoreResult<Binding> + Send + Sync + 'static,
+    ) -> Plain {
+        Plain {
+            bound,
+            rebind: Box::new(rebind),
+        }
+    }
+}
+
+/// A queued [`Plain`] write.
+struct PlainJob<D> {
+    write: Plain,
+    done: D,
+    outcome: Option<StoreResult<()>>,
+}
+
+impl<D: FnOnce(StoreResult<()>) + Send> Write for PlainJob<D> {
+    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            let outcome = self.write.bound.execute(conn).await;
+            let ok = outcome.is_ok();
+            self.outcome = Some(outcome);
+            ok
+        })
+    }
+
+    fn answer(self: Box<Self>, committed: StoreResult<()>) {
+        (self.done)(match self.outcome {
+            Some(outcome) => outcome.and(committed),
+            None => Err(committed.err().unwrap_or_else(stopped)),
+        })
+    }
+
+    fn plain(&self) -> Option<&Plain> {
+        Some(&self.write)
+    }
+
+    fn ran_joined(&mut self) {
+        self.outcome = Some(Ok(()));
+    }
 }
 
 /// A write as callers give it: a function of the connection and of `state`.
@@ -138,7 +214,38 @@ impl CommitQueue {
             + Send
             + 'static,
     {
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(queued(state, write, done)).await {
+        self.push(queued(state, write, done)).await;
+    }
+
+    /// [`enqueue`](Self::enqueue) for a [`Plain`] write, which may run joined with the
+    /// plain writes of the same SQL queued next to it.
+    pub(super) async fn enqueue_plain(
+        &self,
+        write: Plain,
+        done: impl FnOnce(StoreResult<()>) + Send + 'static,
+    ) {
+        self.push(Box::new(PlainJob {
+            write,
+            done,
+            outcome: None,
+        }))
+        .await;
+    }
+
+    /// [`submit`](Self::submit) for a [`Plain`] write (see
+    /// [`enqueue_plain`](Self::enqueue_plain)).
+    pub(super) async fn submit_plain(&self, write: Plain) -> StoreResult<()> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue_plain(write, move |answer| {
+            // The caller may have given up waiting: nothing to tell then.
+            let _ = tx.send(answer);
+        })
+        .await;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    async fn push(&self, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job).await {
             job.answer(Err(stopped()));
         }
     }
@@ -197,14 +304,78 @@ const BEGIN: &str = "BEGIN IMMEDIATE";
 /// answers `false`.
 async fn all_or_nothing(conn: &mut SqliteConnection, batch: &mut [Job]) -> StoreResult<bool> {
     let mut tx = conn.begin_with(BEGIN).await.map_err(map_err)?;
-    for job in batch.iter_mut() {
-        if !job.run(&mut tx).await {
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let joined = joinable(rest);
+        let (now, later) = rest.split_at_mut(joined.max(1));
+        let ran = if joined > 1 {
+            run_joined(&mut tx, now).await
+        } else {
+            now[0].run(&mut tx).await
+        };
+        if !ran {
             tx.rollback().await.map_err(map_err)?;
             return Ok(false);
         }
+        rest = later;
     }
     tx.commit().await.map_err(map_err)?;
     Ok(true)
+}
+
+/// How many of the first writes of `jobs` run as one query: the plain writes of the
+/// first one's SQL that follow one another, [`MERGE`] at most, rounded down to a power
+/// of two. 0 or 1: the first runs alone.
+fn joinable(jobs: &[Job]) -> usize {
+    let Some(sql) = jobs
+        .first()
+        .and_then(|job| job.plain())
+        .map(|p| p.bound.sql())
+    else {
+        return 0;
+    };
+    let run = jobs
+        .iter()
+        .take(MERGE)
+        .take_while(|job| job.plain().is_some_and(|p| p.bound.sql() == sql))
+        .count();
+    if run == 0 { 0 } else { 1 << run.ilog2() }
+}
+
+/// Runs the plain writes of `jobs` (all of one SQL) as one query; whether it succeeded.
+async fn run_joined(conn: &mut SqliteConnection, jobs: &mut [Job]) -> bool {
+    let plains: Vec<&Plain> = jobs.iter().filter_map(|job| job.plain()).collect();
+    let Some(first) = plains.first() else {
+        return true;
+    };
+    let mut query = sqlx::query(joined_sql(first.bound.sql(), plains.len()));
+    for plain in &plains {
+        query = match (plain.rebind)(query) {
+            Ok(query) => query,
+            // Run alone, each write says what is wrong with it.
+            Err(_) => return false,
+        };
+    }
+    if query.execute(conn).await.is_err() {
+        return false;
+    }
+    for job in jobs {
+        job.ran_joined();
+    }
+    true
+}
+
+/// `sql` `times` over, as one query. Made once for each SQL and count (a few of each:
+/// see [`joinable`]) and kept, so that sqlx prepares each once and caches it.
+fn joined_sql(sql: &'static str, times: usize) -> &'static str {
+    static JOINED: OnceLock<Mutex<HashMap<(&'static str, usize), &'static str>>> = OnceLock::new();
+    let mut joined = JOINED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    joined
+        .entry((sql, times))
+        .or_insert_with(|| Box::leak(sql.repeat(times).into_boxed_str()))
 }
 
 /// Runs each job in a savepoint of one transaction, rolled back to when the job fails, and
@@ -231,7 +402,8 @@ mod tests {
 
     use super::*;
     use crate::storage::fixtures::{event, message};
-    use crate::storage::sqlite::{SqliteStorage, insert_event, messaging::insert_message_row};
+    use crate::storage::sqlite::messaging::{insert_message_row, plain_record, record};
+    use crate::storage::sqlite::{SqliteStorage, insert_event};
 
     /// A send's write: its event, then its message (a duplicate fails after the event is
     /// written, so the event must be undone with it).
@@ -306,6 +478,120 @@ mod tests {
         let mut expected = vec![taken.id, before.id, after.id];
         expected.sort();
         assert_eq!(ids, expected, "the duplicate's event is not stored");
+        storage.close().await;
+    }
+
+    /// A plain send's write, as `record_message_then` queues it.
+    fn plain_send(m: Message, e: InstanceEvent) -> (Job, oneshot::Receiver<StoreResult<()>>) {
+        let (tx, rx) = oneshot::channel();
+        let write = record(&m, None, &e).expect("bound");
+        let job: Job = Box::new(PlainJob {
+            write: plain_record(write, &m, &e),
+            done: move |answer| {
+                let _ = tx.send(answer);
+            },
+            outcome: None,
+        });
+        (job, rx)
+    }
+
+    /// Plain writes of one SQL run joined in powers of two, up to `MERGE`; anything else
+    /// runs alone.
+    #[test]
+    fn runs_of_plain_writes_are_joined_in_powers_of_two() {
+        let plain = |n: usize| -> Vec<Job> {
+            (0..n)
+                .map(|i| plain_send(message(&format!("P{i}")), event()).0)
+                .collect()
+        };
+        for (n, joined) in [
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (7, 4),
+            (8, 8),
+            (15, 8),
+            (16, 16),
+            (40, 16),
+        ] {
+            assert_eq!(joinable(&plain(n)), joined, "{n} plain writes");
+        }
+        let other = send(message("O"), event()).0;
+        assert_eq!(joinable(&[other]), 0, "a write that is not plain");
+        let mut mixed = plain(3);
+        mixed.insert(2, send(message("O2"), event()).0);
+        assert_eq!(
+            joinable(&mixed),
+            2,
+            "up to the first write that is not plain"
+        );
+        assert_eq!(joinable(&[]), 0);
+        assert_eq!(joined_sql("SELECT 1;", 3), "SELECT 1;SELECT 1;SELECT 1;");
+    }
+
+    /// Eleven plain sends in one batch (joined 8 + 2, then one alone) are each stored
+    /// once, with their events; when one of them is a duplicate, the batch runs again
+    /// write by write, and it alone fails.
+    #[tokio::test]
+    async fn joined_plain_writes_store_each_once_and_fail_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = SqliteStorage::open(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        let count = |storage: &SqliteStorage| {
+            let writer = storage.writer().clone();
+            async move {
+                let n: (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM events)",
+                )
+                .fetch_one(&writer)
+                .await
+                .expect("count");
+                n
+            }
+        };
+        let (mut jobs, answers): (Vec<Job>, Vec<_>) = (0..11)
+            .map(|i| plain_send(message(&format!("J{i}")), event()))
+            .unzip();
+        // All in the first run: joined, nothing replayed.
+        let mut conn = storage.writer().acquire().await.expect("connection");
+        assert_eq!(all_or_nothing(&mut conn, &mut jobs).await, Ok(true));
+        drop(conn);
+        for job in jobs {
+            job.answer(Ok(()));
+        }
+        for answer in answers {
+            assert_eq!(answer.await.expect("answered"), Ok(()));
+        }
+        assert_eq!(count(&storage).await, (11, 11));
+        for i in 0..11 {
+            let stored = storage
+                .message_by_id("i", &format!("J{i}"))
+                .await
+                .expect("read");
+            assert!(stored.is_some(), "J{i} stored");
+        }
+
+        let (jobs, answers): (Vec<Job>, Vec<_>) = (0..8)
+            .map(|i| {
+                let id = if i == 5 {
+                    "J3".to_owned()
+                } else {
+                    format!("K{i}")
+                };
+                plain_send(message(&id), event())
+            })
+            .unzip();
+        commit(storage.writer(), jobs).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let answer = answer.await.expect("answered");
+            if i == 5 {
+                assert!(matches!(answer, Err(StoreError::Conflict(_))), "{answer:?}");
+            } else {
+                assert_eq!(answer, Ok(()), "K{i}");
+            }
+        }
+        assert_eq!(count(&storage).await, (18, 18), "seven more, once each");
         storage.close().await;
     }
 

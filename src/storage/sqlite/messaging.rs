@@ -12,6 +12,7 @@ use wagate_actors::domain::{
 use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
+use super::commits::Plain;
 use super::sql::{Binding, Bound};
 use super::{
     SqliteStorage, bind_event, clamp_i64, corrupt, forward_only_status, insert_event, json,
@@ -210,8 +211,14 @@ impl MessageStore for SqliteStorage {
         event: &InstanceEvent,
     ) -> StoreResult<()> {
         let write = record(m, contact, event)?;
+        if contact.is_some() {
+            return self
+                .commits()
+                .submit(write, |conn, write| Box::pin(record_in(conn, write)))
+                .await;
+        }
         self.commits()
-            .submit(write, |conn, write| Box::pin(record_in(conn, write)))
+            .submit_plain(plain_record(write, m, event))
             .await
     }
 
@@ -222,14 +229,19 @@ impl MessageStore for SqliteStorage {
         event: &InstanceEvent,
         done: Committed,
     ) {
-        match record(m, contact, event) {
-            Ok(write) => {
-                self.commits()
-                    .enqueue(write, |conn, write| Box::pin(record_in(conn, write)), done)
-                    .await
-            }
-            Err(e) => done(Err(e)),
+        let write = match record(m, contact, event) {
+            Ok(write) => write,
+            Err(e) => return done(Err(e)),
+        };
+        if contact.is_some() {
+            // Its contact's row comes back, and may need its search text rewritten.
+            return self
+                .commits()
+                .enqueue(write, |conn, write| Box::pin(record_in(conn, write)), done)
+                .await;
         }
+        let plain = plain_record(write, m, event);
+        self.commits().enqueue_plain(plain, done).await
     }
 
     async fn message_by_id(
@@ -497,7 +509,11 @@ impl MessageStore for SqliteStorage {
 /// The write of [`MessageStore::record_message`]: the message, its event and (inbound) its
 /// contact, as one query (one round trip to the connection's thread), bound before it is
 /// queued. All three or (a replayed batch rolls a failed write back) none.
-fn record(m: &Message, contact: Option<&Contact>, event: &InstanceEvent) -> StoreResult<Bound> {
+pub(super) fn record(
+    m: &Message,
+    contact: Option<&Contact>,
+    event: &InstanceEvent,
+) -> StoreResult<Bound> {
     match contact {
         None => Bound::new(concat!(insert_message_sql!(), insert_event_sql!()), |q| {
             bind_event(bind_message(q, m, false)?, event)
@@ -512,6 +528,15 @@ fn record(m: &Message, contact: Option<&Contact>, event: &InstanceEvent) -> Stor
             |q| bind_contact(bind_event(bind_message(q, m, false)?, event)?, c),
         ),
     }
+}
+
+/// A [`record`] write without a contact (`write`, of `m` and `event`), which may run
+/// joined with the ones queued next to it.
+pub(super) fn plain_record(write: Bound, m: &Message, event: &InstanceEvent) -> Plain {
+    let (m, event) = (m.clone(), event.clone());
+    Plain::new(write, move |q| {
+        bind_event(bind_message(q, &m, false)?, &event)
+    })
 }
 
 /// Runs a [`record`] write on the batch's connection.

@@ -69,6 +69,11 @@ pub(super) struct Bound {
 pub(super) type Binding = Query<'static, Sqlite, SqliteArguments>;
 
 impl Bound {
+    /// Its statements, as given.
+    pub(super) fn sql(&self) -> &'static str {
+        self.sql
+    }
+
     /// `sql` with the arguments `bind` gives it, in the order of its `?`s.
     pub(super) fn new(
         sql: &'static str,
