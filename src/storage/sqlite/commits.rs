@@ -402,7 +402,7 @@ mod tests {
 
     use super::*;
     use crate::storage::fixtures::{event, message};
-    use crate::storage::sqlite::messaging::{insert_message_row, plain_record, record};
+    use crate::storage::sqlite::messaging::{RecordWrite, insert_message_row, record_write};
     use crate::storage::sqlite::{SqliteStorage, insert_event};
 
     /// A send's write: its event, then its message (a duplicate fails after the event is
@@ -484,9 +484,11 @@ mod tests {
     /// A plain send's write, as `record_message_then` queues it.
     fn plain_send(m: Message, e: InstanceEvent) -> (Job, oneshot::Receiver<StoreResult<()>>) {
         let (tx, rx) = oneshot::channel();
-        let write = record(&m, None, &e).expect("bound");
+        let Ok(RecordWrite::Plain(write)) = record_write(&m, None, &e) else {
+            panic!("a send without a contact is plain")
+        };
         let job: Job = Box::new(PlainJob {
-            write: plain_record(write, &m, &e),
+            write,
             done: move |answer| {
                 let _ = tx.send(answer);
             },

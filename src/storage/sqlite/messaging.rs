@@ -210,16 +210,14 @@ impl MessageStore for SqliteStorage {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        let write = record(m, contact, event)?;
-        if contact.is_some() {
-            return self
-                .commits()
-                .submit(write, |conn, write| Box::pin(record_in(conn, write)))
-                .await;
+        match record_write(m, contact, event)? {
+            RecordWrite::Alone(write) => {
+                self.commits()
+                    .submit(write, |conn, write| Box::pin(record_in(conn, write)))
+                    .await
+            }
+            RecordWrite::Plain(write) => self.commits().submit_plain(write).await,
         }
-        self.commits()
-            .submit_plain(plain_record(write, m, event))
-            .await
     }
 
     async fn record_message_then(
@@ -229,19 +227,15 @@ impl MessageStore for SqliteStorage {
         event: &InstanceEvent,
         done: Committed,
     ) {
-        let write = match record(m, contact, event) {
-            Ok(write) => write,
-            Err(e) => return done(Err(e)),
-        };
-        if contact.is_some() {
-            // Its contact's row comes back, and may need its search text rewritten.
-            return self
-                .commits()
-                .enqueue(write, |conn, write| Box::pin(record_in(conn, write)), done)
-                .await;
+        match record_write(m, contact, event) {
+            Ok(RecordWrite::Alone(write)) => {
+                self.commits()
+                    .enqueue(write, |conn, write| Box::pin(record_in(conn, write)), done)
+                    .await
+            }
+            Ok(RecordWrite::Plain(write)) => self.commits().enqueue_plain(write, done).await,
+            Err(e) => done(Err(e)),
         }
-        let plain = plain_record(write, m, event);
-        self.commits().enqueue_plain(plain, done).await
     }
 
     async fn message_by_id(
@@ -509,11 +503,7 @@ impl MessageStore for SqliteStorage {
 /// The write of [`MessageStore::record_message`]: the message, its event and (inbound) its
 /// contact, as one query (one round trip to the connection's thread), bound before it is
 /// queued. All three or (a replayed batch rolls a failed write back) none.
-pub(super) fn record(
-    m: &Message,
-    contact: Option<&Contact>,
-    event: &InstanceEvent,
-) -> StoreResult<Bound> {
+fn record(m: &Message, contact: Option<&Contact>, event: &InstanceEvent) -> StoreResult<Bound> {
     match contact {
         None => Bound::new(concat!(insert_message_sql!(), insert_event_sql!()), |q| {
             bind_event(bind_message(q, m, false)?, event)
@@ -530,13 +520,28 @@ pub(super) fn record(
     }
 }
 
-/// A [`record`] write without a contact (`write`, of `m` and `event`), which may run
-/// joined with the ones queued next to it.
-pub(super) fn plain_record(write: Bound, m: &Message, event: &InstanceEvent) -> Plain {
+/// A [`record`] write, as the writer runs it.
+pub(super) enum RecordWrite {
+    /// With a contact: its row comes back (and may need its search text rewritten).
+    Alone(Bound),
+    /// Without one: it may run joined with the ones queued next to it.
+    Plain(Plain),
+}
+
+/// The [`record`] write of `m`, `contact` and `event`.
+pub(super) fn record_write(
+    m: &Message,
+    contact: Option<&Contact>,
+    event: &InstanceEvent,
+) -> StoreResult<RecordWrite> {
+    let write = record(m, contact, event)?;
+    if contact.is_some() {
+        return Ok(RecordWrite::Alone(write));
+    }
     let (m, event) = (m.clone(), event.clone());
-    Plain::new(write, move |q| {
+    Ok(RecordWrite::Plain(Plain::new(write, move |q| {
         bind_event(bind_message(q, &m, false)?, &event)
-    })
+    })))
 }
 
 /// Runs a [`record`] write on the batch's connection.
