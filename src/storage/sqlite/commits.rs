@@ -39,7 +39,7 @@ use wagate_actors::error::StoreError;
 use wagate_actors::store::StoreResult;
 
 use super::map_err;
-use super::sql::{Binding, Bound};
+use super::sql::Plain;
 
 /// Writes waiting for the task, past which callers wait to enqueue (back-pressure).
 const QUEUE: usize = 4096;
@@ -70,29 +70,6 @@ trait Write: Send {
     fn ran_joined(&mut self) {}
 }
 
-/// A write that is one query and needs nothing back from it: queued next to others with
-/// the same SQL, it runs joined with them ([`CommitQueue::enqueue_plain`]).
-pub(super) struct Plain {
-    /// Bound before it is queued: how it runs alone.
-    bound: Bound,
-    /// Binds its arguments again, after those of the writes it is joined with.
-    rebind: Box<dyn Fn(Binding) -> StoreResult<Binding> + Send + Sync>,
-}
-
-impl Plain {
-    /// `bound`, and `rebind`, which must bind the same arguments to a query (its owned
-    /// copy of what `bound` was bound from).
-    pub(super) fn new(
-        bound: Bound,
-        rebind: impl Fn(Binding) -> StoreResult<Binding> + Send + Sync + 'static,
-    ) -> Plain {
-        Plain {
-            bound,
-            rebind: Box::new(rebind),
-        }
-    }
-}
-
 /// A queued [`Plain`] write.
 struct PlainJob<D> {
     write: Plain,
@@ -103,7 +80,7 @@ struct PlainJob<D> {
 impl<D: FnOnce(StoreResult<()>) + Send> Write for PlainJob<D> {
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
-            let outcome = self.write.bound.execute(conn).await;
+            let outcome = self.write.bound().execute(conn).await;
             let ok = outcome.is_ok();
             self.outcome = Some(outcome);
             ok
@@ -327,17 +304,13 @@ async fn all_or_nothing(conn: &mut SqliteConnection, batch: &mut [Job]) -> Store
 /// first one's SQL that follow one another, [`MERGE`] at most, rounded down to a power
 /// of two. 0 or 1: the first runs alone.
 fn joinable(jobs: &[Job]) -> usize {
-    let Some(sql) = jobs
-        .first()
-        .and_then(|job| job.plain())
-        .map(|p| p.bound.sql())
-    else {
+    let Some(sql) = jobs.first().and_then(|job| job.plain()).map(Plain::sql) else {
         return 0;
     };
     let run = jobs
         .iter()
         .take(MERGE)
-        .take_while(|job| job.plain().is_some_and(|p| p.bound.sql() == sql))
+        .take_while(|job| job.plain().is_some_and(|p| p.sql() == sql))
         .count();
     if run == 0 { 0 } else { 1 << run.ilog2() }
 }
@@ -348,9 +321,9 @@ async fn run_joined(conn: &mut SqliteConnection, jobs: &mut [Job]) -> bool {
     let Some(first) = plains.first() else {
         return true;
     };
-    let mut query = sqlx::query(joined_sql(first.bound.sql(), plains.len()));
+    let mut query = sqlx::query(joined_sql(first.sql(), plains.len()));
     for plain in &plains {
-        query = match (plain.rebind)(query) {
+        query = match plain.rebind(query) {
             Ok(query) => query,
             // Run alone, each write says what is wrong with it.
             Err(_) => return false,

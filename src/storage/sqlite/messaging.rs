@@ -12,8 +12,7 @@ use wagate_actors::domain::{
 use wagate_actors::store::{Committed, StoreResult};
 use wagate_actors::store::{ContactStore, MessageStore};
 
-use super::commits::Plain;
-use super::sql::{Binding, Bound};
+use super::sql::{Binding, Bound, Plain};
 use super::{
     SqliteStorage, bind_event, clamp_i64, corrupt, forward_only_status, insert_event, json,
     map_err, ms,

@@ -1,7 +1,8 @@
 //! SQL text that more than one query runs, as macros so that `concat!` can join the
 //! statements of a write into one query: sqlx binds the `?` of a multi-statement query in
 //! order across its statements, and the writer's task then asks the connection's worker
-//! thread once instead of once per statement.
+//! thread once instead of once per statement. [`Bound`] and [`Plain`] carry such a query
+//! to the writer.
 
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
@@ -69,11 +70,6 @@ pub(super) struct Bound {
 pub(super) type Binding = Query<'static, Sqlite, SqliteArguments>;
 
 impl Bound {
-    /// Its statements, as given.
-    pub(super) fn sql(&self) -> &'static str {
-        self.sql
-    }
-
     /// `sql` with the arguments `bind` gives it, in the order of its `?`s.
     pub(super) fn new(
         sql: &'static str,
@@ -107,5 +103,44 @@ impl Bound {
         conn: &mut SqliteConnection,
     ) -> StoreResult<Vec<SqliteRow>> {
         self.query().fetch_all(conn).await.map_err(map_err)
+    }
+}
+
+/// A write that is one query and needs nothing back from it: queued next to others with
+/// the same SQL, the group-commit writer runs it joined with them, as one query (see
+/// `commits.rs`).
+pub(super) struct Plain {
+    /// Bound before it is queued: how it runs alone.
+    bound: Bound,
+    /// Binds its arguments again, after those of the writes it is joined with.
+    rebind: Box<dyn Fn(Binding) -> StoreResult<Binding> + Send + Sync>,
+}
+
+impl Plain {
+    /// `bound`, and `rebind`, which must bind the same arguments to a query (its owned
+    /// copy of what `bound` was bound from).
+    pub(super) fn new(
+        bound: Bound,
+        rebind: impl Fn(Binding) -> StoreResult<Binding> + Send + Sync + 'static,
+    ) -> Plain {
+        Plain {
+            bound,
+            rebind: Box::new(rebind),
+        }
+    }
+
+    /// Its statements.
+    pub(super) fn sql(&self) -> &'static str {
+        self.bound.sql
+    }
+
+    /// The query as it runs alone.
+    pub(super) fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// Binds its arguments to `query`, after those bound to it already.
+    pub(super) fn rebind(&self, query: Binding) -> StoreResult<Binding> {
+        (self.rebind)(query)
     }
 }
