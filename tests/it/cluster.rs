@@ -180,6 +180,19 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Signs the admin in on n1, once n1 lists every node this cluster runs.
+    pub(crate) async fn admin_when_all_live(&self) -> Auth {
+        let auth = self.node("n1").server.admin().await;
+        let n = self.live().len();
+        eventually(20, &format!("{n} live nodes"), || async {
+            (listing(self.node("n1"), &auth).await.len() == n).then_some(())
+        })
+        .await;
+        auth
+    }
+}
+
 impl Node {
     /// The node's `DATA_DIR`.
     pub(crate) fn data_dir(&self) -> &std::path::Path {
@@ -371,11 +384,7 @@ async fn three_nodes_start_and_list_each_other() {
 #[tokio::test]
 async fn twelve_instances_spread_over_three_nodes() {
     let cluster = Cluster::start(3, Leases::Steady).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "three live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let nodes = cluster.live();
     let mut ids = Vec::new();
     for i in 0..12 {
@@ -489,11 +498,7 @@ async fn sse_until(resp: reqwest::Response, kind: &str) -> Value {
 #[tokio::test]
 async fn any_node_serves_any_instance() {
     let cluster = Cluster::start(3, Leases::Steady).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "three live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let id = create(cluster.node("n2"), &auth, "anywhere").await;
     pair(cluster.node("n3"), &auth, &id, "79160000001").await;
     let (_, owner, _, _) = status_via(cluster.node("n1"), &auth, &id)
@@ -556,11 +561,7 @@ async fn any_node_serves_any_instance() {
 #[tokio::test]
 async fn a_stream_on_another_node_outlives_the_owner() {
     let mut cluster = Cluster::start(3, Leases::Short).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "three live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 1, "outlive").await;
     let before = owners(cluster.node("n1"), &auth, &instances).await;
     let (id, _) = &instances[0];
@@ -598,11 +599,7 @@ async fn a_stream_on_another_node_outlives_the_owner() {
 #[tokio::test]
 async fn a_stream_on_another_node_ends_when_the_instance_is_deleted() {
     let cluster = Cluster::start(2, Leases::Steady).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "two live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 1, "ends").await;
     let (id, _) = &instances[0];
     let owner = owners(cluster.node("n1"), &auth, &instances).await[id]
@@ -769,11 +766,7 @@ async fn plant_event_from_a_fast_clock(url: &str, instance: &str) -> String {
 #[tokio::test]
 async fn instances_of_a_killed_node_reconnect_on_the_survivors() {
     let mut cluster = Cluster::start(3, Leases::Short).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "three live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 6, "kill").await;
     let before = owners(cluster.node("n1"), &auth, &instances).await;
     let victim = before
@@ -818,11 +811,7 @@ async fn instances_of_a_killed_node_reconnect_on_the_survivors() {
 #[tokio::test]
 async fn a_terminated_node_hands_its_instances_over() {
     let mut cluster = Cluster::start(2, Leases::Short).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "two live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 4, "term").await;
     let before = owners(cluster.node("n1"), &auth, &instances).await;
     assert!(
@@ -870,11 +859,7 @@ async fn a_stalled_owner_fences_itself_when_it_resumes() {
             .await;
         cluster.nodes.push(Some(node));
     }
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "two live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 4, "stall").await;
     let before = owners(cluster.node("n1"), &auth, &instances).await;
     let (stalled, other) = if before.values().any(|(n, _)| n == "n2") {
@@ -938,11 +923,7 @@ async fn a_stalled_owner_fences_itself_when_it_resumes() {
 #[tokio::test]
 async fn the_dashboard_names_the_owner_node() {
     let cluster = Cluster::start(2, Leases::Steady).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "two live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let id = create(cluster.node("n1"), &auth, "owned").await;
     let owner = eventually(30, "an owner", || async {
         status_via(cluster.node("n1"), &auth, &id)

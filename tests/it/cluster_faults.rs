@@ -120,11 +120,7 @@ async fn a_node_cut_from_mongodb_stops_its_instances_before_their_leases_expire(
         .spawn_logged("n2", &[("DATABASE_URL", through_proxy.as_str())])
         .await;
     cluster.nodes.push(Some(n2));
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "two live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 4, "cut").await;
     let before = eventually(30, "n2 owning some instances", || async {
         let before = try_owners(cluster.node("n1"), &auth, &instances).await?;
@@ -274,14 +270,10 @@ async fn traffic(
 #[tokio::test]
 async fn a_rolling_restart_under_traffic_loses_nothing() {
     let mut cluster = Cluster::start(3, Leases::Short).await;
-    let auth = cluster.node("n1").server.admin().await;
+    let auth = cluster.admin_when_all_live().await;
     let Auth::Bearer(token) = &auth else {
         unreachable!("the admin signs in with a token")
     };
-    eventually(20, "three live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
-    })
-    .await;
     let instances = paired(&cluster, &auth, 6, "roll").await;
     let bases = Arc::new(Mutex::new(
         cluster

@@ -9,7 +9,7 @@ use serde_json::json;
 use wagate::storage::mongo::media::{BUCKET, MongoMedia};
 use wagate_actors::media_store::SharedMedia;
 
-use crate::cluster::{Cluster, Leases, Node, listing, moved_off, owners, paired};
+use crate::cluster::{Cluster, Leases, Node, moved_off, owners, paired};
 use crate::common::{Auth, eventually, fresh_mongodb_url, mongo_database};
 
 /// `n` bytes that are neither constant nor a multiple of a GridFS chunk.
@@ -114,11 +114,7 @@ async fn download(via: &Node, auth: &Auth, id: &str, message: &str) -> (u16, Vec
 #[tokio::test]
 async fn a_file_stored_before_a_failover_is_served_by_the_survivor() {
     let mut cluster = Cluster::start(2, Leases::Short).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "two live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 1, "media").await;
     let id = instances[0].0.clone();
     let before = owners(cluster.node("n1"), &auth, &instances).await;
@@ -127,25 +123,7 @@ async fn a_file_stored_before_a_failover_is_served_by_the_survivor() {
 
     // Received through the survivor-to-be (forwarded to the owner, which stores it).
     let bytes = sample(300_000, 3);
-    let (status, body) = cluster
-        .node(survivor_id)
-        .call(
-            Method::POST,
-            &format!("/api/sandbox/instances/{id}/inbound"),
-            &auth,
-            Some(json!({
-                "from": "79006660000",
-                "body": "the scan",
-                "media": {
-                    "base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
-                    "fileName": "scan.bin",
-                    "mimeType": "application/octet-stream",
-                },
-            })),
-        )
-        .await;
-    assert_eq!(status, 200, "inbound: {body}");
-    let message = body["messageId"].as_str().expect("messageId").to_owned();
+    let message = inbound_file(cluster.node(survivor_id), &auth, &id, &bytes).await;
     let stored = eventually(20, "the file stored on its owner", || async {
         let (status, got) = download(cluster.node(&owner), &auth, &id, &message).await;
         (status == 200).then_some(got)
@@ -210,11 +188,7 @@ async fn inbound_file(via: &Node, auth: &Auth, id: &str, bytes: &[u8]) -> String
 #[tokio::test]
 async fn a_deleted_instances_cached_files_leave_every_node() {
     let mut cluster = Cluster::start(2, Leases::Short).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "two live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 2).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 3, "cache").await;
     let owned = owners(cluster.node("n1"), &auth, &instances).await;
     let bytes = sample(70_000, 5);

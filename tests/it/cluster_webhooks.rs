@@ -14,7 +14,7 @@ use wagate_actors::webhook_queue::{
     DELIVERY_RECORDS_KEPT, DeadLetter, DeliveryRecord, DeliveryStatus, Outbox, WebhookJob,
 };
 
-use crate::cluster::{Cluster, Leases, listing, owners, paired};
+use crate::cluster::{Cluster, Leases, owners, paired};
 use crate::common::{eventually, fresh_mongodb_url, mongo_database};
 use crate::receiver::Receiver;
 
@@ -298,11 +298,7 @@ async fn sent_events(url: &str, instance: &str) -> Vec<String> {
 #[tokio::test]
 async fn webhooks_of_a_killed_owner_are_delivered_by_the_survivors() {
     let mut cluster = Cluster::start(3, Leases::Short).await;
-    let auth = cluster.node("n1").server.admin().await;
-    eventually(20, "three live nodes", || async {
-        (listing(cluster.node("n1"), &auth).await.len() == 3).then_some(())
-    })
-    .await;
+    let auth = cluster.admin_when_all_live().await;
     let instances = paired(&cluster, &auth, 6, "hooks").await;
     let rx = Receiver::start().await;
     let via = cluster.node("n1");
