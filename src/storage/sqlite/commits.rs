@@ -13,7 +13,8 @@
 //!   the ones that fail: a failing write fails its own caller only and leaves nothing of
 //!   itself behind, and the others commit. Writes are therefore re-runnable: each is a
 //!   function of the connection and of state it only reads;
-//! - writes of one plain query each ([`Plain`]: a send's message and event, say) queued
+//! - writes of one query each ([`Plain`]: a message with its event, and its sender's
+//!   contact for an inbound one, whose returned row gets its follow-up) queued
 //!   one after another with the same SQL run as one multi-statement query, up to
 //!   [`MERGE`] of them: one round trip instead of one each. The worker thread's wait for
 //!   the next statement was half of its time under load (BENCHMARKS.md, "S1: what bounds
@@ -80,7 +81,7 @@ struct PlainJob<D> {
 impl<D: FnOnce(StoreResult<()>) + Send> Write for PlainJob<D> {
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
-            let outcome = self.write.bound().execute(conn).await;
+            let outcome = self.write.run(conn).await;
             let ok = outcome.is_ok();
             self.outcome = Some(outcome);
             ok
@@ -315,7 +316,8 @@ fn joinable(jobs: &[Job]) -> usize {
     if run == 0 { 0 } else { 1 << run.ilog2() }
 }
 
-/// Runs the plain writes of `jobs` (all of one SQL) as one query; whether it succeeded.
+/// Runs the plain writes of `jobs` (all of one SQL) as one query, then the follow-up of
+/// each on the row it returned; whether all succeeded.
 async fn run_joined(conn: &mut SqliteConnection, jobs: &mut [Job]) -> bool {
     let plains: Vec<&Plain> = jobs.iter().filter_map(|job| job.plain()).collect();
     let Some(first) = plains.first() else {
@@ -329,8 +331,26 @@ async fn run_joined(conn: &mut SqliteConnection, jobs: &mut [Job]) -> bool {
             Err(_) => return false,
         };
     }
-    if query.execute(conn).await.is_err() {
-        return false;
+    match first.follow_up() {
+        None => {
+            if query.execute(&mut *conn).await.is_err() {
+                return false;
+            }
+        }
+        Some(then) => {
+            let Ok(rows) = query.fetch_all(&mut *conn).await else {
+                return false;
+            };
+            // One row per write, in order (see `Plain::then`).
+            if rows.len() != plains.len() {
+                return false;
+            }
+            for row in &rows {
+                if then(&mut *conn, row).await.is_err() {
+                    return false;
+                }
+            }
+        }
     }
     for job in jobs {
         job.ran_joined();
@@ -375,7 +395,7 @@ mod tests {
 
     use super::*;
     use crate::storage::fixtures::{event, message};
-    use crate::storage::sqlite::messaging::{RecordWrite, insert_message_row, record_write};
+    use crate::storage::sqlite::messaging::{insert_message_row, record_write};
     use crate::storage::sqlite::{SqliteStorage, insert_event};
 
     /// A send's write: its event, then its message (a duplicate fails after the event is
@@ -457,9 +477,7 @@ mod tests {
     /// A plain send's write, as `record_message_then` queues it.
     fn plain_send(m: Message, e: InstanceEvent) -> (Job, oneshot::Receiver<StoreResult<()>>) {
         let (tx, rx) = oneshot::channel();
-        let Ok(RecordWrite::Plain(write)) = record_write(&m, None, &e) else {
-            panic!("a send without a contact is plain")
-        };
+        let write = record_write(&m, None, &e).expect("bound");
         let job: Job = Box::new(PlainJob {
             write,
             done: move |answer| {
@@ -567,6 +585,74 @@ mod tests {
             }
         }
         assert_eq!(count(&storage).await, (18, 18), "seven more, once each");
+        storage.close().await;
+    }
+
+    /// Inbound messages with their senders' contacts run joined too: each contact's row
+    /// comes back from the joined query, and a merge that changed a name rewrites its
+    /// search text.
+    #[tokio::test]
+    async fn joined_inbound_writes_keep_their_contacts_searchable() {
+        use wagate_actors::domain::{Contact, ContactQuery};
+        use wagate_actors::store::ContactStore;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = SqliteStorage::open(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        let now = Utc::now();
+        let inbound = |wa_id: &str, jid: &str, push_name: &str| {
+            let (tx, rx) = oneshot::channel();
+            let m = Message {
+                from_me: false,
+                remote_jid: jid.into(),
+                ..message(wa_id)
+            };
+            let contact = Contact {
+                push_name: Some(push_name.into()),
+                ..Contact::new("i", jid, now)
+            };
+            let job: Job = Box::new(PlainJob {
+                write: record_write(&m, Some(&contact), &event()).expect("bound"),
+                done: move |answer| {
+                    let _ = tx.send(answer);
+                },
+                outcome: None,
+            });
+            (job, rx)
+        };
+        let (ann, bob) = ("79005550001@s.whatsapp.net", "79005550002@s.whatsapp.net");
+        let (mut jobs, answers): (Vec<Job>, Vec<_>) = [
+            inbound("I1", ann, "Ann"),
+            inbound("I2", bob, "Bob"),
+            inbound("I3", ann, "Annabel"),
+            inbound("I4", bob, "Bob"),
+        ]
+        .into_iter()
+        .unzip();
+        assert_eq!(joinable(&jobs), 4);
+        let mut conn = storage.writer().acquire().await.expect("connection");
+        assert_eq!(all_or_nothing(&mut conn, &mut jobs).await, Ok(true));
+        drop(conn);
+        for job in jobs {
+            job.answer(Ok(()));
+        }
+        for answer in answers {
+            assert_eq!(answer.await.expect("answered"), Ok(()));
+        }
+        let search = |text: &str| ContactQuery {
+            limit: 10,
+            search: Some(text.into()),
+            ..ContactQuery::default()
+        };
+        let found = storage
+            .list_contacts("i", &search("annabel"))
+            .await
+            .expect("list");
+        assert_eq!(found.total, 1, "the merged name is searchable");
+        assert_eq!(found.items[0].push_name.as_deref(), Some("Annabel"));
+        let all = storage.list_contacts("i", &search("")).await.expect("list");
+        assert_eq!(all.total, 2, "one contact per sender");
         storage.close().await;
     }
 

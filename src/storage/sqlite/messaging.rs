@@ -209,14 +209,9 @@ impl MessageStore for SqliteStorage {
         contact: Option<&Contact>,
         event: &InstanceEvent,
     ) -> StoreResult<()> {
-        match record_write(m, contact, event)? {
-            RecordWrite::Alone(write) => {
-                self.commits()
-                    .submit(write, |conn, write| Box::pin(record_in(conn, write)))
-                    .await
-            }
-            RecordWrite::Plain(write) => self.commits().submit_plain(write).await,
-        }
+        self.commits()
+            .submit_plain(record_write(m, contact, event)?)
+            .await
     }
 
     async fn record_message_then(
@@ -227,12 +222,7 @@ impl MessageStore for SqliteStorage {
         done: Committed,
     ) {
         match record_write(m, contact, event) {
-            Ok(RecordWrite::Alone(write)) => {
-                self.commits()
-                    .enqueue(write, |conn, write| Box::pin(record_in(conn, write)), done)
-                    .await
-            }
-            Ok(RecordWrite::Plain(write)) => self.commits().enqueue_plain(write, done).await,
+            Ok(write) => self.commits().enqueue_plain(write, done).await,
             Err(e) => done(Err(e)),
         }
     }
@@ -519,36 +509,25 @@ fn record(m: &Message, contact: Option<&Contact>, event: &InstanceEvent) -> Stor
     }
 }
 
-/// A [`record`] write, as the writer runs it.
-pub(super) enum RecordWrite {
-    /// With a contact: its row comes back (and may need its search text rewritten).
-    Alone(Bound),
-    /// Without one: it may run joined with the ones queued next to it.
-    Plain(Plain),
-}
-
-/// The [`record`] write of `m`, `contact` and `event`.
+/// The [`record`] write of `m`, `contact` and `event`, joinable with the same writes
+/// queued next to it. A contact's row comes back: its search text is rewritten when the
+/// merge changed it.
 pub(super) fn record_write(
     m: &Message,
     contact: Option<&Contact>,
     event: &InstanceEvent,
-) -> StoreResult<RecordWrite> {
+) -> StoreResult<Plain> {
     let write = record(m, contact, event)?;
-    if contact.is_some() {
-        return Ok(RecordWrite::Alone(write));
-    }
     let (m, event) = (m.clone(), event.clone());
-    Ok(RecordWrite::Plain(Plain::new(write, move |q| {
-        bind_event(bind_message(q, &m, false)?, &event)
-    })))
-}
-
-/// Runs a [`record`] write on the batch's connection.
-async fn record_in(conn: &mut SqliteConnection, write: &Bound) -> StoreResult<()> {
-    if let Some(row) = write.fetch_all(&mut *conn).await?.first() {
-        merged_search_text(conn, row).await?;
-    }
-    Ok(())
+    Ok(match contact.cloned() {
+        None => Plain::new(write, move |q| {
+            bind_event(bind_message(q, &m, false)?, &event)
+        }),
+        Some(c) => Plain::new(write, move |q| {
+            bind_contact(bind_event(bind_message(q, &m, false)?, &event)?, &c)
+        })
+        .then(|conn, row| Box::pin(async move { merged_search_text(conn, row).await.map(drop) })),
+    })
 }
 
 /// The edit or revocation of [`MessageStore::rewrite_message`], with its event, on the

@@ -4,6 +4,7 @@
 //! thread once instead of once per statement. [`Bound`] and [`Plain`] carry such a query
 //! to the writer.
 
+use futures::future::BoxFuture;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Execute, Sqlite, SqliteConnection};
@@ -106,15 +107,22 @@ impl Bound {
     }
 }
 
-/// A write that is one query and needs nothing back from it: queued next to others with
-/// the same SQL, the group-commit writer runs it joined with them, as one query (see
-/// `commits.rs`).
+/// A write that is one query, and at most a follow-up on the one row it returns: queued
+/// next to others with the same SQL, the group-commit writer runs it joined with them, as
+/// one query (see `commits.rs`).
 pub(super) struct Plain {
     /// Bound before it is queued: how it runs alone.
     bound: Bound,
     /// Binds its arguments again, after those of the writes it is joined with.
     rebind: Box<dyn Fn(Binding) -> StoreResult<Binding> + Send + Sync>,
+    /// Run on the row its query returns, if it returns one (a merged contact's search
+    /// text, say).
+    then: Option<Then>,
 }
+
+/// See [`Plain::then`].
+pub(super) type Then =
+    for<'c> fn(&'c mut SqliteConnection, &'c SqliteRow) -> BoxFuture<'c, StoreResult<()>>;
 
 impl Plain {
     /// `bound`, and `rebind`, which must bind the same arguments to a query (its owned
@@ -126,7 +134,15 @@ impl Plain {
         Plain {
             bound,
             rebind: Box::new(rebind),
+            then: None,
         }
+    }
+
+    /// Runs `then` on the row the query returns. Its query must return one row, whether
+    /// it inserts or updates, so that joined queries return one row per write.
+    pub(super) fn then(mut self, then: Then) -> Plain {
+        self.then = Some(then);
+        self
     }
 
     /// Its statements.
@@ -134,13 +150,24 @@ impl Plain {
         self.bound.sql
     }
 
-    /// The query as it runs alone.
-    pub(super) fn bound(&self) -> &Bound {
-        &self.bound
+    /// Runs it alone.
+    pub(super) async fn run(&self, conn: &mut SqliteConnection) -> StoreResult<()> {
+        let Some(then) = self.then else {
+            return self.bound.execute(conn).await;
+        };
+        if let Some(row) = self.bound.fetch_all(&mut *conn).await?.first() {
+            then(conn, row).await?;
+        }
+        Ok(())
     }
 
     /// Binds its arguments to `query`, after those bound to it already.
     pub(super) fn rebind(&self, query: Binding) -> StoreResult<Binding> {
         (self.rebind)(query)
+    }
+
+    /// What it runs on the row it returns.
+    pub(super) fn follow_up(&self) -> Option<Then> {
+        self.then
     }
 }
